@@ -1,0 +1,171 @@
+"""The model bundle: a directory a service can load safely and trace back to its origin.
+
+Layout::
+
+    model.ubj        the booster, in XGBoost's own UBJSON format (never a pickle)
+    signature.json   input columns, types and categories; target classes
+    metadata.json    params, metrics, data hashes, git commit, library versions, threshold
+    SHA256SUMS       the digest of every other file; loading verifies it first
+
+Loading refuses a bundle with a missing, extra or altered file, naming the file, before any of
+its content is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import xgboost as xgb
+
+from mlcycle.features import Signature
+from mlcycle.io import dumps_json, sha256_bytes
+
+MODEL_FILE = "model.ubj"
+SIGNATURE_FILE = "signature.json"
+METADATA_FILE = "metadata.json"
+CHECKSUM_FILE = "SHA256SUMS"
+REQUIRED = (MODEL_FILE, SIGNATURE_FILE, METADATA_FILE)
+LIBRARIES = ("mlcycle", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "dvc")
+
+
+class BundleError(ValueError):
+    """The bundle is incomplete, altered or unreadable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified, loaded model bundle."""
+
+    path: Path
+    booster: xgb.Booster
+    signature: Signature
+    metadata: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata["threshold"])
+
+    @property
+    def model_id(self) -> str:
+        """Content address of the model: the first 12 hex digits of its SHA-256."""
+        return self.metadata["model_sha256"][:12]
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the model's behaviour."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_state(root: str | Path = ".") -> dict:
+    """The commit the project is at and whether the work tree has uncommitted changes."""
+
+    def run(*args: str) -> str | None:
+        try:
+            res = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout.strip()
+
+    commit = run("rev-parse", "HEAD")
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def write_bundle(
+    target: str | Path, model_bytes: bytes, signature: Signature, metadata: dict
+) -> Path:
+    """Write a complete bundle to ``target`` atomically (built beside it, then renamed).
+
+    ``model_bytes`` is the booster in XGBoost's UBJSON format, copied byte for byte.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    files = {
+        MODEL_FILE: model_bytes,
+        SIGNATURE_FILE: dumps_json(signature.to_dict()).encode(),
+        METADATA_FILE: dumps_json({**metadata, "model_sha256": sha256_bytes(model_bytes)}).encode(),
+    }
+    sums = "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in sorted(files.items()))
+    files[CHECKSUM_FILE] = sums.encode()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
+def verify(path: str | Path) -> dict[str, bytes]:
+    """Check every file of the bundle against SHA256SUMS and return their bytes."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"model bundle {path} does not exist or is not a directory")
+    sums_file = path / CHECKSUM_FILE
+    if not sums_file.is_file():
+        raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} is missing; refusing to load")
+    expected: dict[str, str] = {}
+    for n, line in enumerate(sums_file.read_text(encoding="utf-8", errors="replace").splitlines()):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name or "/" in name or name in expected:
+            raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} line {n + 1} is malformed")
+        expected[name] = digest
+    missing = [name for name in REQUIRED if name not in expected]
+    if missing:
+        raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} does not cover {missing}")
+    present = {p.name for p in path.iterdir()} - {CHECKSUM_FILE}
+    extra = sorted(present - set(expected))
+    if extra:
+        raise BundleError(f"model bundle {path}: unexpected file(s) {extra} not in {CHECKSUM_FILE}")
+    contents = {}
+    for name, digest in sorted(expected.items()):
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"model bundle {path}: {name} is missing")
+        data = file.read_bytes()
+        if sha256_bytes(data) != digest:
+            raise BundleError(
+                f"model bundle {path}: {name} does not match its checksum; the file was altered "
+                "or corrupted, refusing to load"
+            )
+        contents[name] = data
+    return contents
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Verify and load a bundle; any mismatch raises :class:`BundleError` naming the file."""
+    path = Path(path)
+    contents = verify(path)
+    try:
+        signature = Signature.from_dict(json.loads(contents[SIGNATURE_FILE]))
+        meta = json.loads(contents[METADATA_FILE])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"model bundle {path}: cannot read its JSON files: {exc}") from exc
+    if meta.get("model_sha256") != sha256_bytes(contents[MODEL_FILE]):
+        raise BundleError(f"model bundle {path}: metadata.json names a different model")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(contents[MODEL_FILE]))
+    except xgb.core.XGBoostError as exc:
+        raise BundleError(f"model bundle {path}: {MODEL_FILE} is not a valid model: {exc}") from exc
+    booster.set_param({"nthread": 0})
+    return Bundle(path=path, booster=booster, signature=signature, metadata=meta)
