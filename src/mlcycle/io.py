@@ -82,3 +82,44 @@ def sha256_file(path: str | Path) -> str:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path}: unsupported file type; use one of {', '.join(TABLE_SUFFIXES)}")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON Lines file (by its suffix), naming the file on failure."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        if suffix.startswith(".csv"):
+            return pd.read_csv(path, skipinitialspace=True)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=True)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: cannot read as {suffix}: {exc}") from exc
+
+
+def write_table(path: str | Path, df: pd.DataFrame) -> None:
+    """Write ``df`` atomically as CSV, Parquet or JSON Lines, by the suffix of ``path``."""
+    path = Path(path)
+    suffix = _suffix(path)
+    with atomic_path(path) as tmp:
+        if suffix.startswith(".csv"):
+            df.to_csv(tmp, index=False, compression="gzip" if suffix.endswith(".gz") else None)
+        elif suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", lines=True,
+                       compression="gzip" if suffix.endswith(".gz") else None)  # fmt: skip

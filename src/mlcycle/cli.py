@@ -1,0 +1,117 @@
+"""The `mlcycle` command: serve, predict and monitor with a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_BUNDLE = "models/bundle"
+DEFAULT_REFERENCE = "data/prepared/train.parquet"
+
+
+def _err(message: str) -> int:
+    print(f"mlcycle: error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Verify the bundle, then serve it with uvicorn."""
+    import uvicorn
+
+    from mlcycle.bundle import load_bundle
+    from mlcycle.serve.app import create_app
+
+    bundle = load_bundle(args.bundle)
+    print(f"serving model {bundle.model_id} from {args.bundle} on http://{args.host}:{args.port}",
+          file=sys.stderr)  # fmt: skip
+    uvicorn.run(create_app(bundle), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score a CSV/Parquet/JSON Lines file into a file of predictions."""
+    from mlcycle.bundle import load_bundle
+    from mlcycle.io import read_table, write_table
+    from mlcycle.predict import score_frame
+
+    bundle = load_bundle(args.bundle)
+    records = read_table(args.input)
+
+    def progress(done: int, total: int) -> None:
+        print(f"scored {done}/{total} rows", file=sys.stderr, flush=True)
+
+    out = score_frame(bundle, records, chunk_rows=args.chunk_rows, progress=progress)
+    write_table(args.output, out)
+    print(f"wrote {len(out)} predictions to {args.output} (model {bundle.model_id})",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Compare new records with the training data, feature by feature."""
+    from mlcycle import config, drift
+    from mlcycle.bundle import load_bundle
+    from mlcycle.io import read_table, write_json, write_text
+
+    cfg = config.parse_monitor(config.read_raw(args.params)) if Path(args.params).exists() else \
+        config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
+    alpha = args.alpha if args.alpha is not None else cfg.alpha
+    psi_threshold = args.psi_threshold if args.psi_threshold is not None else cfg.psi_threshold
+    bundle = load_bundle(args.bundle)
+    reference = read_table(args.reference)
+    current = read_table(args.new)
+    results = drift.detect(reference, current, bundle.signature, alpha, psi_threshold, cfg.bins)
+    doc = drift.summary(results, len(reference), len(current))
+    doc.update({"alpha": alpha, "psi_threshold": psi_threshold, "model": bundle.model_id})
+    out = Path(args.out)
+    write_json(out / "drift.json", doc)
+    write_text(out / "drift.md", drift.markdown_report(doc, alpha, psi_threshold))
+    drifted = doc["drifted_features"]
+    print(f"{len(drifted)} of {len(results)} features drifted: {', '.join(drifted) or 'none'}; "
+          f"report in {out / 'drift.md'}")  # fmt: skip
+    return 3 if drifted and args.fail_on_drift else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcycle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the model bundle as a REST API")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="score a file of records")
+    p.add_argument("input", help="CSV, Parquet or JSON Lines file of records")
+    p.add_argument("output", help="where to write records with probability and prediction")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument("--chunk-rows", type=int, default=100_000)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("monitor", help="detect drift of new records against the training data")
+    p.add_argument("new", help="CSV, Parquet or JSON Lines file of new records")
+    p.add_argument("--reference", default=DEFAULT_REFERENCE)
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument("--out", default="reports/monitor")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--psi-threshold", type=float)
+    p.add_argument("--fail-on-drift", action="store_true", help="exit with 3 if any feature drifted")
+    p.set_defaults(func=cmd_monitor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mlcycle` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        return _err(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

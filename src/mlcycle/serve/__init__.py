@@ -1,0 +1,1 @@
+"""The REST micro-service that serves a model bundle."""

@@ -1,0 +1,100 @@
+"""FastAPI application serving a verified model bundle.
+
+Request bodies are typed from the bundle's signature, so a wrong or missing field is a 422
+naming the field (``records.0.age``), never a 500. Scoring uses the same library code as
+evaluation and batch prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mlcycle.bundle import Bundle
+from mlcycle.features import SchemaError, Signature, unseen_categories
+from mlcycle.predict import score
+
+MAX_RECORDS = 10_000
+
+
+def record_model(signature: Signature) -> type[BaseModel]:
+    """A pydantic model of one input record: every feature present, null allowed, no extras."""
+    fields: dict[str, Any] = {}
+    for i, feat in enumerate(signature.features):
+        kind = (float | None) if feat.kind == "numeric" else (str | None)
+        extra = {"allow_inf_nan": False} if feat.kind == "numeric" else {}
+        fields[f"f{i}"] = (kind, Field(..., alias=feat.name, **extra))
+    return create_model(
+        "Record", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields
+    )
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="probability of the positive class")
+    label: str = Field(description="predicted class at the model's decision threshold")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    id: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    threshold: float
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+    model: ModelInfo
+    warnings: list[str] = Field(default_factory=list)
+
+
+def create_app(bundle: Bundle) -> FastAPI:
+    """Build the service around an already verified bundle."""
+    sig = bundle.signature
+    Record = record_model(sig)
+    info = ModelInfo(name=bundle.metadata.get("name", "model"), id=bundle.model_id,
+                     threshold=bundle.threshold)  # fmt: skip
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        records: list[Record] = Field(..., min_length=1, max_length=MAX_RECORDS)  # type: ignore[valid-type]
+
+    app = FastAPI(
+        title="mlcycle model service",
+        description=f"Predicts {sig.target!r} (positive class {sig.positive_class!r}).",
+        version=info.id,
+    )
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness and the identity of the loaded model."""
+        return {"status": "ok", "model": info.model_dump()}
+
+    @app.get("/metadata")
+    def metadata() -> dict:
+        """Where the model came from (params, metrics, data hashes, commit) and its signature."""
+        return {"model": info.model_dump(), "signature": sig.to_dict(), "metadata": bundle.metadata}
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(request: PredictRequest) -> PredictResponse:
+        """Score one or many records."""
+        frame = pd.DataFrame(
+            [r.model_dump(by_alias=True) for r in request.records], columns=sig.columns
+        )
+        try:
+            proba, labels = score(bundle, frame)
+        except SchemaError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        warnings = [
+            f"field {col!r}: unseen categor{'y' if len(v) == 1 else 'ies'} {v} treated as missing"
+            for col, v in unseen_categories(frame, sig).items()
+        ]
+        return PredictResponse(
+            predictions=[Prediction(probability=float(p), label=lab)
+                         for p, lab in zip(proba, labels, strict=True)],
+            model=info,
+            warnings=warnings,
+        )  # fmt: skip
+
+    return app

@@ -1,0 +1,107 @@
+"""Shared fixtures: a copy of the project in a temporary git repository, driven by real `dvc`.
+
+Tests run the pipeline with small, fast training settings (:data:`FAST_PARAMS`); the full
+default run is `make repro`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What a temporary project copies from this one: the pipeline, its code and the bundled data.
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "src", "data/external")
+FAST_PARAMS = {"train": {"xgb": {"n_estimators": 60, "early_stopping_rounds": 10,
+                                 "learning_rate": 0.3}}}  # fmt: skip
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """Environment for commands in a temporary project: its own code, our virtualenv's tools."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(project / "src"),
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="mlcycle tests",
+        GIT_AUTHOR_EMAIL="tests@mlcycle.invalid",
+        GIT_COMMITTER_NAME="mlcycle tests",
+        GIT_COMMITTER_EMAIL="tests@mlcycle.invalid",
+    )
+    return env
+
+
+def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd`` (a temporary project) and capture its output."""
+    proc = subprocess.run(
+        args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def set_params(project: Path, update: dict) -> None:
+    """Deep-merge ``update`` into the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(merge(params, update), sort_keys=False))
+
+
+def git_commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", message], project)
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """A fresh git + DVC repository holding a copy of this project, with ``params`` merged in."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    set_params(dest, merge(FAST_PARAMS, params or {}))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "config", "user.name", "mlcycle tests"], dest)
+    run(["git", "config", "user.email", "tests@mlcycle.invalid"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    git_commit(dest, "project")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary project after one full `dvc repro`, committed. Copy it before changing it."""
+    project = make_project(tmp_path_factory.mktemp("built") / "project")
+    run(["dvc", "repro"], project)
+    git_commit(project, "repro")
+    return project
+
+
+@pytest.fixture
+def project_copy(built_project: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`built_project` (git history and DVC cache included)."""
+    dest = tmp_path / "project"
+    shutil.copytree(built_project, dest, symlinks=True)
+    return dest
