@@ -23,8 +23,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mlcycle.serve.app import create_app
 
     bundle = load_bundle(args.bundle)
-    print(f"serving model {bundle.model_id} from {args.bundle} on http://{args.host}:{args.port}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"serving model {bundle.model_id} from {args.bundle} on http://{args.host}:{args.port}",
+        file=sys.stderr,
+    )
     uvicorn.run(create_app(bundle), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -43,8 +45,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out = score_frame(bundle, records, chunk_rows=args.chunk_rows, progress=progress)
     write_table(args.output, out)
-    print(f"wrote {len(out)} predictions to {args.output} (model {bundle.model_id})",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {len(out)} predictions to {args.output} (model {bundle.model_id})", file=sys.stderr
+    )
     return 0
 
 
@@ -54,8 +57,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from mlcycle.bundle import load_bundle
     from mlcycle.io import read_table, write_json, write_text
 
-    cfg = config.parse_monitor(config.read_raw(args.params)) if Path(args.params).exists() else \
-        config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
+    cfg = (
+        config.parse_monitor(config.read_raw(args.params))
+        if Path(args.params).exists()
+        else config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
+    )
     alpha = args.alpha if args.alpha is not None else cfg.alpha
     psi_threshold = args.psi_threshold if args.psi_threshold is not None else cfg.psi_threshold
     bundle = load_bundle(args.bundle)
@@ -68,8 +74,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     write_json(out / "drift.json", doc)
     write_text(out / "drift.md", drift.markdown_report(doc, alpha, psi_threshold))
     drifted = doc["drifted_features"]
-    print(f"{len(drifted)} of {len(results)} features drifted: {', '.join(drifted) or 'none'}; "
-          f"report in {out / 'drift.md'}")  # fmt: skip
+    print(
+        f"{len(drifted)} of {len(results)} features drifted: {', '.join(drifted) or 'none'}; "
+        f"report in {out / 'drift.md'}"
+    )
     return 3 if drifted and args.fail_on_drift else 0
 
 
@@ -99,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--alpha", type=float)
     p.add_argument("--psi-threshold", type=float)
-    p.add_argument("--fail-on-drift", action="store_true", help="exit with 3 if any feature drifted")
+    p.add_argument(
+        "--fail-on-drift", action="store_true", help="exit with status 3 if a feature drifted"
+    )
     p.set_defaults(func=cmd_monitor)
     return parser
 

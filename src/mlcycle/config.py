@@ -103,10 +103,21 @@ class Params:
 SOURCE_FORMATS = ("csv", "parquet", "jsonl")
 SPLIT_METHODS = ("by_source", "stratified")
 XGB_KEYS = {
-    "n_estimators", "early_stopping_rounds", "learning_rate", "max_depth", "min_child_weight",
-    "subsample", "colsample_bytree", "reg_lambda", "reg_alpha", "gamma", "max_cat_to_onehot",
-    "max_bin", "scale_pos_weight", "tree_method",
-}  # fmt: skip
+    "n_estimators",
+    "early_stopping_rounds",
+    "learning_rate",
+    "max_depth",
+    "min_child_weight",
+    "subsample",
+    "colsample_bytree",
+    "reg_lambda",
+    "reg_alpha",
+    "gamma",
+    "max_cat_to_onehot",
+    "max_bin",
+    "scale_pos_weight",
+    "tree_method",
+}
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
@@ -186,7 +197,9 @@ def parse_data(raw: dict[str, Any]) -> DataConfig:
         names.add(name)
         fmt = _get(src, where, "format", str, default="csv")
         if fmt not in SOURCE_FORMATS:
-            raise ConfigError(f"params.yaml: '{where}.format' is {fmt!r}; use one of {SOURCE_FORMATS}")
+            raise ConfigError(
+                f"params.yaml: '{where}.format' is {fmt!r}; use one of {SOURCE_FORMATS}"
+            )
         header = _get(src, where, "header", bool, default=True)
         src_columns = src.get("columns", None if header else columns)
         if fmt == "csv" and not header and not src_columns:

@@ -121,5 +121,9 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
         elif suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
-            df.to_json(tmp, orient="records", lines=True,
-                       compression="gzip" if suffix.endswith(".gz") else None)  # fmt: skip
+            df.to_json(
+                tmp,
+                orient="records",
+                lines=True,
+                compression="gzip" if suffix.endswith(".gz") else None,
+            )

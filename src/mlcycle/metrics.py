@@ -68,10 +68,13 @@ def roc_points(y_true: np.ndarray, proba: np.ndarray, points: int) -> list[dict[
     idx = _thin(len(fpr), points)
     thr = np.minimum(thr, 1.0)  # sklearn puts +inf at the first point
     return [
-        {"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6),
-         "threshold": round(float(thr[i]), 6)}
+        {
+            "fpr": round(float(fpr[i]), 6),
+            "tpr": round(float(tpr[i]), 6),
+            "threshold": round(float(thr[i]), 6),
+        }
         for i in idx
-    ]  # fmt: skip
+    ]
 
 
 def pr_points(y_true: np.ndarray, proba: np.ndarray, points: int) -> list[dict[str, float]]:
@@ -94,12 +97,14 @@ def calibration_points(
     for b in range(bins):
         mask = which == b
         if mask.any():
-            rows.append({
-                "bin": b,
-                "mean_predicted": round(float(proba[mask].mean()), 6),
-                "fraction_positive": round(float(y_true[mask].mean()), 6),
-                "count": int(mask.sum()),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "bin": b,
+                    "mean_predicted": round(float(proba[mask].mean()), 6),
+                    "fraction_positive": round(float(y_true[mask].mean()), 6),
+                    "count": int(mask.sum()),
+                }
+            )
     return rows
 
 

@@ -82,8 +82,9 @@ def fit(
     )
     best_rounds = (selector.best_iteration + 1) if early else n_rounds
     final = xgb.train(params, dmatrix(X, y, cfg.nthread), num_boost_round=best_rounds)
-    curves = {name: {m: [float(v) for v in vals] for m, vals in d.items()}
-              for name, d in curves.items()}  # fmt: skip
+    curves = {
+        name: {m: [float(v) for v in vals] for m, vals in d.items()} for name, d in curves.items()
+    }
     return FitResult(booster=final, best_rounds=best_rounds, curves=curves, params=params)
 
 
@@ -92,8 +93,9 @@ class _RoundCallback(xgb.callback.TrainingCallback):
         super().__init__()
         self.fn = fn
 
-    def after_iteration(self, model, epoch: int, evals_log) -> bool:  # noqa: ANN001
-        self.fn(epoch, {name: {m: float(v[-1]) for m, v in d.items()} for name, d in evals_log.items()})
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        latest = {name: {m: float(v[-1]) for m, v in d.items()} for name, d in evals_log.items()}
+        self.fn(epoch, latest)
         return False
 
 

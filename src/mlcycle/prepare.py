@@ -69,9 +69,7 @@ def clean(
     return out.reset_index(drop=True), report
 
 
-def split(
-    df: pd.DataFrame, cfg: PrepareConfig, target: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split into train and test, and drop the bookkeeping and excluded columns.
 
     ``by_source`` keeps a provider's official split (Adult's data/test files); ``stratified``

@@ -42,7 +42,9 @@ def read_content(source: Source, root: Path) -> bytes:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise SourceError(f"source {source.name!r}: {source.path} is not valid gzip: {exc}")
+            raise SourceError(
+                f"source {source.name!r}: {source.path} is not valid gzip: {exc}"
+            ) from exc
     digest = sha256_bytes(raw)
     if source.sha256 and digest != source.sha256:
         raise SourceError(

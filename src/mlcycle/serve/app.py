@@ -53,8 +53,9 @@ def create_app(bundle: Bundle) -> FastAPI:
     """Build the service around an already verified bundle."""
     sig = bundle.signature
     Record = record_model(sig)
-    info = ModelInfo(name=bundle.metadata.get("name", "model"), id=bundle.model_id,
-                     threshold=bundle.threshold)  # fmt: skip
+    info = ModelInfo(
+        name=bundle.metadata.get("name", "model"), id=bundle.model_id, threshold=bundle.threshold
+    )
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -91,10 +92,12 @@ def create_app(bundle: Bundle) -> FastAPI:
             for col, v in unseen_categories(frame, sig).items()
         ]
         return PredictResponse(
-            predictions=[Prediction(probability=float(p), label=lab)
-                         for p, lab in zip(proba, labels, strict=True)],
+            predictions=[
+                Prediction(probability=float(p), label=lab)
+                for p, lab in zip(proba, labels, strict=True)
+            ],
             model=info,
             warnings=warnings,
-        )  # fmt: skip
+        )
 
     return app

@@ -45,11 +45,15 @@ def main() -> None:
             "threshold": cfg.threshold,
             "rows": len(test),
             "confusion": confusion(y, proba, cfg.threshold),
-            "objective": {"metric": obj.primary_metric, "minimum": obj.minimum,
-                          "value": primary, "met": met},
+            "objective": {
+                "metric": obj.primary_metric,
+                "minimum": obj.minimum,
+                "value": primary,
+                "met": met,
+            },
             "unseen_categories": {k: len(v) for k, v in unseen_categories(test, signature).items()},
         },
-    )  # fmt: skip
+    )
     write_json(f"{PLOTS}/roc.json", roc_points(y, proba, cfg.curve_points))
     write_json(f"{PLOTS}/precision_recall.json", pr_points(y, proba, cfg.curve_points))
     write_json(f"{PLOTS}/calibration.json", calibration_points(y, proba))
@@ -61,8 +65,8 @@ def main() -> None:
     write_parquet(PREDICTIONS, pd.DataFrame({"probability": proba, "actual": y}))
 
     verdict = "meets" if met else "does NOT meet"
-    log("evaluate", f"{obj.primary_metric} = {primary:.4f} {verdict} the objective "
-                    f"({obj.minimum}); " + ", ".join(f"{k} {v:.4f}" for k, v in kpis.items()))  # fmt: skip
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in kpis.items())
+    log("evaluate", f"{obj.primary_metric} {verdict} the objective ({obj.minimum}): {figures}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Stage `prepare`: clean the snapshot and split it into train and test.
 
-Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.target`, `objectives.positive_class`.
+Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.target`,
+`objectives.positive_class`.
 Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what cleaning changed).
 """
 
@@ -25,12 +26,16 @@ def main() -> None:
     write_parquet(TRAIN, train)
     write_parquet(TEST, test)
     positive = params.objectives.positive_class
+
+    def positive_rate(frame: pd.DataFrame) -> float:
+        return round(float((frame[target] == positive).mean()), 6)
+
     write_json(
         f"{METRICS}/prepare.json",
         {
             "clean": asdict(report),
-            "train": {"rows": len(train), "positive_rate": round(float((train[target] == positive).mean()), 6)},
-            "test": {"rows": len(test), "positive_rate": round(float((test[target] == positive).mean()), 6)},
+            "train": {"rows": len(train), "positive_rate": positive_rate(train)},
+            "test": {"rows": len(test), "positive_rate": positive_rate(test)},
         },
     )
     log("prepare", f"train {len(train)} rows, test {len(test)} rows")

@@ -1,6 +1,7 @@
 """Stage `train`: fit the XGBoost classifier on the training split, log its learning curve.
 
-Inputs: data/prepared/train.parquet; params `train`, `objectives.target`, `objectives.positive_class`.
+Inputs: data/prepared/train.parquet; params `train`, `objectives.target`,
+`objectives.positive_class`.
 Outputs: models/train/{model.ubj,signature.json}; metrics/train/ (dvclive metrics and curves).
 """
 
@@ -25,7 +26,8 @@ def main() -> None:
     signature = infer_signature(train, obj.target, obj.positive_class)
     X = to_model_frame(train, signature)
     y = encode_target(train[obj.target], signature)
-    log("train", f"{len(X)} rows, {X.shape[1]} features; up to {cfg.xgb.get('n_estimators')} rounds")
+    rounds = cfg.xgb.get("n_estimators")
+    log("train", f"{len(X)} rows, {X.shape[1]} features; up to {rounds} rounds")
 
     with Live(dir=f"{METRICS}/train", dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
@@ -43,8 +45,10 @@ def main() -> None:
         live.log_params({"xgb": cfg.xgb, "seed": cfg.seed, "best_rounds": result.best_rounds})
 
     write_bytes(MODEL_FILE, bytes(result.booster.save_raw(raw_format="ubj")))
-    write_json(SIGNATURE_FILE, {**signature.to_dict(), "train_config": asdict(cfg),
-                                "best_rounds": result.best_rounds})  # fmt: skip
+    write_json(
+        SIGNATURE_FILE,
+        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": result.best_rounds},
+    )
     log("train", f"refitted on all {len(X)} rows with {result.best_rounds} rounds -> {MODEL_FILE}")
 
 

@@ -1,0 +1,41 @@
+# `make repro`: set up the environment and run the pipeline. `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test lint format bench clean
+
+setup: $(VENV)/.installed
+
+# The lock file pins every dependency with hashes; the project itself goes in editable.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	python -m pytest
+
+lint: setup
+	ruff check src tests bench
+	ruff format --check src tests bench
+
+format: setup
+	ruff check --fix src tests bench
+	ruff format src tests bench
+
+# Re-pin dependencies after editing pyproject.toml (needs network access to PyPI).
+lock: setup
+	python -m pip install --quiet uv
+	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
