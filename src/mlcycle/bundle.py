@@ -106,9 +106,16 @@ def write_bundle(
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
+        # Move the old bundle aside before renaming the new one in, so a failure while
+        # writing never costs the old one; only a crash between the two renames leaves none.
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)
         os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -129,6 +136,12 @@ def verify(path: str | Path) -> dict[str, bytes]:
         if not sep or len(digest) != 64 or not name or "/" in name or name in expected:
             raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} line {n + 1} is malformed")
         expected[name] = digest
+    canonical = "".join(f"{digest}  {name}\n" for name, digest in expected.items())
+    if sums_file.read_bytes() != canonical.encode("utf-8"):
+        raise BundleError(
+            f"model bundle {path}: {CHECKSUM_FILE} is malformed (not one "
+            "'<sha256>  <name>' line per file, each ending in a newline)"
+        )
     missing = [name for name in REQUIRED if name not in expected]
     if missing:
         raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} does not cover {missing}")

@@ -111,7 +111,8 @@ def to_model_frame(records: pd.DataFrame, signature: Signature) -> pd.DataFrame:
             out[feat.name] = values.astype("float64")
         else:
             text = col.astype("string").str.strip()
-            out[feat.name] = pd.Categorical(text, categories=list(feat.categories))
+            known = text.where(text.isin(feat.categories))  # unseen -> missing
+            out[feat.name] = pd.Categorical(known, categories=list(feat.categories))
     return pd.DataFrame(out, index=records.index)
 
 

@@ -5,13 +5,14 @@ naming the field (``records.0.age``), never a 500. Scoring uses the same library
 evaluation and batch prediction.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlcycle.bundle import Bundle
 from mlcycle.features import SchemaError, Signature, unseen_categories
@@ -20,11 +21,21 @@ from mlcycle.predict import score
 MAX_RECORDS = 10_000
 
 
+def _not_bool(value: Any) -> Any:
+    """JSON true/false is not a number, whatever Python's bool-is-int says."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
+
+
 def record_model(signature: Signature) -> type[BaseModel]:
     """A pydantic model of one input record: every feature present, null allowed, no extras."""
     fields: dict[str, Any] = {}
     for i, feat in enumerate(signature.features):
-        kind = (float | None) if feat.kind == "numeric" else (str | None)
+        kind = (Number | None) if feat.kind == "numeric" else (str | None)
         extra = {"allow_inf_nan": False} if feat.kind == "numeric" else {}
         fields[f"f{i}"] = (kind, Field(..., alias=feat.name, **extra))
     return create_model(
@@ -66,6 +77,13 @@ def create_app(bundle: Bundle) -> FastAPI:
         description=f"Predicts {sig.target!r} (positive class {sig.positive_class!r}).",
         version=info.id,
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the field; the offending input is not echoed (it may be NaN/Infinity,
+        which JSON cannot carry, or a whole record)."""
+        errors = [{k: v for k, v in err.items() if k != "input"} for err in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.get("/health")
     def health() -> dict:

@@ -1,0 +1,317 @@
+"""The web service, run for real: `mlcycle serve` on the bundle of a project after `dvc repro`.
+
+Evaluation, batch prediction and the service must give the very same probabilities for the
+same rows, and a malformed request must be a 4xx naming the field, never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import BIN, project_env, run
+
+HEALTH_RETRIES = 600  # x 0.1 s between attempts
+SAMPLE_ROWS = 500
+TARGET = "income"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+
+    def json(self):  # noqa: ANN201
+        return json.loads(self.body)
+
+
+def request(url: str, body: bytes | None = None) -> Response:
+    """GET (no body) or POST a JSON body; a 4xx/5xx is returned, not raised."""
+    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return Response(resp.status, resp.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, exc.read())
+
+
+def post_json(url: str, payload: object) -> Response:
+    return request(url, json.dumps(payload, allow_nan=False).encode())
+
+
+def to_records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready records: numpy scalars become Python ones, missing values become None."""
+    out = []
+    for row in frame.to_dict(orient="records"):
+        out.append({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
+                    for k, v in row.items()})  # fmt: skip
+    return out
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    bundle: Path
+
+
+@pytest.fixture(scope="module")
+def server(built_project: Path) -> Iterator[Server]:
+    """`mlcycle serve` on the built project's bundle, stopped when the module is done."""
+    port = free_port()
+    bundle = built_project / "models" / "bundle"
+    log = built_project.parent / f"serve-{port}.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=built_project,
+            env=project_env(built_project),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(HEALTH_RETRIES):
+            if proc.poll() is not None:
+                pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{log.read_text()}")
+            try:
+                if request(f"{url}/health").status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"mlcycle serve did not answer /health:\n{log.read_text()}")
+        yield Server(url=url, process=proc, bundle=bundle)
+        assert proc.poll() is None, f"the server died during the tests:\n{log.read_text()}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def split_frame(built_project: Path) -> pd.DataFrame:
+    return pd.read_parquet(built_project / "data" / "prepared" / "test.parquet")
+
+
+@pytest.fixture(scope="module")
+def sample_index(split_frame: pd.DataFrame) -> list[int]:
+    """500 rows of the test split: 100 with missing values, the rest drawn at random."""
+    has_missing = split_frame.drop(columns=TARGET).isna().any(axis=1)
+    missing = split_frame.index[has_missing].to_series().sample(100, random_state=0)
+    complete = split_frame.index[~has_missing].to_series().sample(SAMPLE_ROWS - 100, random_state=0)
+    return sorted([*missing, *complete])
+
+
+@pytest.fixture(scope="module")
+def valid_record(split_frame: pd.DataFrame) -> dict:
+    complete = split_frame.dropna()
+    return to_records(complete.drop(columns=TARGET).iloc[[0]])[0]
+
+
+# --- health and metadata -------------------------------------------------------------------
+
+
+def test_health_names_the_model(server: Server) -> None:
+    resp = request(f"{server.url}/health")
+    assert resp.status == 200
+    doc = resp.json()
+    model_sha = hashlib.sha256((server.bundle / "model.ubj").read_bytes()).hexdigest()
+    assert doc["status"] == "ok"
+    assert doc["model"]["id"] == model_sha[:12]
+    assert doc["model"]["name"] == "income-classifier"
+    assert doc["model"]["threshold"] == 0.5
+
+
+def test_metadata_has_signature_and_provenance(server: Server) -> None:
+    resp = request(f"{server.url}/metadata")
+    assert resp.status == 200
+    doc = resp.json()
+    assert doc["signature"] == json.loads((server.bundle / "signature.json").read_text())
+    assert doc["metadata"] == json.loads((server.bundle / "metadata.json").read_text())
+    assert doc["signature"]["target"] == TARGET
+    assert doc["signature"]["positive_class"] == ">50K"
+    assert [f["name"] for f in doc["signature"]["features"]][:2] == ["age", "workclass"]
+    assert doc["metadata"]["model_sha256"].startswith(doc["model"]["id"])
+    assert {"params", "metrics", "data", "git", "libraries"} <= set(doc["metadata"])
+
+
+# --- evaluation, batch prediction and the service agree exactly ----------------------------
+
+
+def test_evaluation_batch_and_service_give_identical_probabilities(
+    server: Server,
+    built_project: Path,
+    split_frame: pd.DataFrame,
+    sample_index: list[int],
+    tmp_path: Path,
+) -> None:
+    evaluated = pd.read_parquet(built_project / "data" / "evaluate" / "test_predictions.parquet")
+    assert len(evaluated) == len(split_frame)
+    # The rows are aligned: evaluation's `actual` is the test split's label.
+    assert (evaluated["actual"] == (split_frame[TARGET] == ">50K").astype(int)).all()
+
+    out = tmp_path / "predictions.parquet"
+    run([str(BIN / "mlcycle"), "predict", str(built_project / "data/prepared/test.parquet"),
+         str(out), "--bundle", str(server.bundle)], built_project)  # fmt: skip
+    batch = pd.read_parquet(out)
+    assert len(batch) == len(split_frame)
+
+    sample = split_frame.loc[sample_index]
+    assert sample.drop(columns=TARGET).isna().any(axis=1).sum() == 100
+    resp = post_json(f"{server.url}/predict", {"records": to_records(sample.drop(columns=TARGET))})
+    assert resp.status == 200, resp.body
+    served = resp.json()
+    assert served["warnings"] == []
+    served_proba = [p["probability"] for p in served["predictions"]]
+
+    eval_proba = evaluated.loc[sample_index, "probability"].tolist()
+    batch_proba = batch.loc[sample_index, "probability"].tolist()
+    assert len(served_proba) == SAMPLE_ROWS
+    assert served_proba == eval_proba
+    assert batch_proba == eval_proba
+    # And over the whole test split, batch prediction equals evaluation.
+    assert batch["probability"].tolist() == evaluated["probability"].tolist()
+
+    served_labels = [p["label"] for p in served["predictions"]]
+    assert served_labels == batch.loc[sample_index, "prediction"].tolist()
+    assert served_labels == [">50K" if p >= 0.5 else "<=50K" for p in eval_proba]
+    assert len(set(served_labels)) == 2
+
+
+# --- malformed requests: 4xx naming the field, never a 500 ---------------------------------
+
+
+def _with(record: dict, **changes: object) -> dict:
+    out = dict(record)
+    for key, value in changes.items():
+        out[key.replace("_", "-")] = value
+    return out
+
+
+def _without(record: dict, field: str) -> dict:
+    return {k: v for k, v in record.items() if k != field}
+
+
+MALFORMED = {
+    "non-numeric age": (lambda r: {"records": [r, _with(r, age="forty")]}, "age"),
+    "missing field": (lambda r: {"records": [_without(r, "hours-per-week")]}, "hours-per-week"),
+    "unknown field": (
+        lambda r: {"records": [_with(r, favourite_colour="red")]},
+        "favourite-colour",
+    ),  # fmt: skip
+    "empty records": (lambda r: {"records": []}, "records"),
+    "number for a category": (lambda r: {"records": [_with(r, workclass=3)]}, "workclass"),
+    "records not a list": (lambda r: {"records": r}, "records"),
+    "records missing": (lambda r: {"rows": [r]}, "records"),
+    "body not an object": (lambda r: [r], "body"),
+    # Python's JSON parser accepts the non-standard literals Infinity and NaN.
+    "Infinity for age": (lambda r: {"records": [_with(r, age=math.inf)]}, "age"),
+    "NaN for age": (lambda r: {"records": [_with(r, age=math.nan)]}, "age"),
+    "NaN for a category": (lambda r: {"records": [_with(r, sex=math.nan)]}, "sex"),
+    "boolean for age": (lambda r: {"records": [_with(r, age=True)]}, "age"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_request_is_a_4xx_naming_the_field(
+    server: Server, valid_record: dict, case: str
+) -> None:
+    build, field = MALFORMED[case]
+    payload = build(valid_record)
+    resp = request(f"{server.url}/predict", json.dumps(payload).encode())  # NaN -> NaN literal
+    assert 400 <= resp.status < 500, (resp.status, resp.body)
+    text = resp.body.decode()
+    assert field in text
+    errors = resp.json()["detail"]
+    assert any(field in [str(part) for part in err["loc"]] for err in errors), errors
+
+
+def test_non_numeric_value_names_the_record(server: Server, valid_record: dict) -> None:
+    records = [valid_record, valid_record, _with(valid_record, age="forty")]
+    resp = post_json(f"{server.url}/predict", {"records": records})
+    assert resp.status == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "records", 2, "age"]
+
+
+@pytest.mark.parametrize("body", [b'{"records": [', b"not json", b'{"records": [{"age": 1,}]}'])
+def test_invalid_json_body_is_a_4xx(server: Server, body: bytes) -> None:
+    resp = request(f"{server.url}/predict", body)
+    assert 400 <= resp.status < 500, (resp.status, resp.body)
+    assert "json" in resp.body.decode().lower()
+
+
+def test_valid_record_is_accepted(server: Server, valid_record: dict) -> None:
+    """The malformed cases above differ from this accepted request only by the named fault."""
+    resp = post_json(f"{server.url}/predict", {"records": [valid_record]})
+    assert resp.status == 200, resp.body
+    (pred,) = resp.json()["predictions"]
+    assert 0.0 < pred["probability"] < 1.0
+
+
+# --- unseen categories ---------------------------------------------------------------------
+
+
+def test_unseen_category_is_served_with_a_warning_naming_the_field(
+    server: Server, valid_record: dict
+) -> None:
+    unseen = _with(valid_record, workclass="Space-agency")
+    missing = _with(valid_record, workclass=None)
+    resp = post_json(f"{server.url}/predict", {"records": [unseen, missing, valid_record]})
+    assert resp.status == 200, resp.body
+    doc = resp.json()
+    assert len(doc["warnings"]) == 1
+    assert "workclass" in doc["warnings"][0] and "Space-agency" in doc["warnings"][0]
+    proba = [p["probability"] for p in doc["predictions"]]
+    assert all(math.isfinite(p) for p in proba)
+    # An unseen category is scored as missing, exactly.
+    assert proba[0] == proba[1]
+
+
+# --- a tampered bundle is never served -----------------------------------------------------
+
+
+def test_serve_refuses_a_tampered_bundle(built_project: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(built_project / "models" / "bundle", bundle)
+    model = bundle / "model.ubj"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+
+    port = free_port()
+    proc = run([str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
+                "--port", str(port)], built_project, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "model.ubj" in proc.stderr
+    assert "checksum" in proc.stderr
+    assert "serving model" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(OSError):
+        request(f"http://127.0.0.1:{port}/health")
