@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a temporary project copies from this one: the pipeline, its code and the bundled data.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "src", "data/external")
-FAST_PARAMS = {"train": {"xgb": {"n_estimators": 60, "early_stopping_rounds": 10,
-                                 "learning_rate": 0.3}}}  # fmt: skip
+FAST_PARAMS = {
+    "train": {"xgb": {"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3}}
+}
 
 
 def project_env(project: Path) -> dict[str, str]:
@@ -38,14 +39,13 @@ def project_env(project: Path) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command in ``cwd`` (a temporary project) and capture its output."""
-    proc = subprocess.run(
-        args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run(args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"{' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 
@@ -54,7 +54,11 @@ def merge(base: dict, update: dict) -> dict:
     """Deep-merge ``update`` into a copy of ``base``."""
     out = dict(base)
     for key, value in update.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -76,7 +80,9 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)

@@ -57,8 +57,14 @@ def trained() -> tuple[xgb.Booster, bytes]:
     train = synthetic_records(400, seed=1)
     X = to_model_frame(train, SIGNATURE)
     y = encode_target(train["label"], SIGNATURE)
-    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "seed": 0,
-              "nthread": 1, "tree_method": "hist"}  # fmt: skip
+    params = {
+        "objective": "binary:logistic",
+        "max_depth": 3,
+        "eta": 0.3,
+        "seed": 0,
+        "nthread": 1,
+        "tree_method": "hist",
+    }
     booster = xgb.train(params, dmatrix(X, y, nthread=1), num_boost_round=15)
     return booster, bytes(booster.save_raw(raw_format="ubj"))
 

@@ -131,9 +131,16 @@ ADULT_LIKE = (
 
 def adult_like_source(tmp_path: Path, content: bytes = ADULT_LIKE, **overrides) -> Source:
     (tmp_path / "tiny.csv.gz").write_bytes(gzip.compress(content))
-    fields = dict(name="tiny", path="tiny.csv.gz", format="csv", header=False, skip_rows=1,
-                  na_values=("?",), sha256=sha256_bytes(content),
-                  columns=("age", "workclass", "fnlwgt", "income"))  # fmt: skip
+    fields = dict(
+        name="tiny",
+        path="tiny.csv.gz",
+        format="csv",
+        header=False,
+        skip_rows=1,
+        na_values=("?",),
+        sha256=sha256_bytes(content),
+        columns=("age", "workclass", "fnlwgt", "income"),
+    )
     return Source(**{**fields, **overrides})
 
 
@@ -209,8 +216,14 @@ def test_union_tags_each_record_with_its_source(tmp_path: Path) -> None:
 
 # --- prepare ------------------------------------------------------------------------------
 
-OBJECTIVES = Objectives(task="binary_classification", target="income", positive_class=">50K",
-                        primary_metric="roc_auc", minimum=0.8, kpis=("roc_auc",))  # fmt: skip
+OBJECTIVES = Objectives(
+    task="binary_classification",
+    target="income",
+    positive_class=">50K",
+    primary_metric="roc_auc",
+    minimum=0.8,
+    kpis=("roc_auc",),
+)
 
 
 def labelled(labels: list[str | None]) -> pd.DataFrame:
@@ -270,8 +283,13 @@ def test_stratified_split_keeps_class_ratios_and_is_seeded(adult_train: pd.DataF
 
 
 def test_by_source_split_follows_the_sources() -> None:
-    df = pd.DataFrame({"x": range(5), "income": ["a", "b", "a", "b", "a"],
-                       SOURCE_COLUMN: ["tr", "tr", "te", "tr", "te"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "x": range(5),
+            "income": ["a", "b", "a", "b", "a"],
+            SOURCE_COLUMN: ["tr", "tr", "te", "tr", "te"],
+        }
+    )
     cfg = PrepareConfig("", (), SplitConfig("by_source", ("tr",), ("te",)))
     train, test = split(df, cfg, "income")
     assert train["x"].tolist() == [0, 1, 3]
@@ -281,10 +299,14 @@ def test_by_source_split_follows_the_sources() -> None:
 # --- features -----------------------------------------------------------------------------
 
 SIG = Signature(
-    features=(Feature("age", "numeric"),
-              Feature("workclass", "categorical", ("Private", "State-gov"))),
-    target="income", positive_class=">50K", negative_class="<=50K",
-)  # fmt: skip
+    features=(
+        Feature("age", "numeric"),
+        Feature("workclass", "categorical", ("Private", "State-gov")),
+    ),
+    target="income",
+    positive_class=">50K",
+    negative_class="<=50K",
+)
 
 
 def test_to_model_frame_names_a_missing_column() -> None:
@@ -293,8 +315,9 @@ def test_to_model_frame_names_a_missing_column() -> None:
 
 
 def test_to_model_frame_names_column_row_and_value_of_a_non_number() -> None:
-    df = pd.DataFrame({"age": ["39", "40", "forty", None], "workclass": ["Private"] * 4},
-                      index=[10, 11, 12, 13])  # fmt: skip
+    df = pd.DataFrame(
+        {"age": ["39", "40", "forty", None], "workclass": ["Private"] * 4}, index=[10, 11, 12, 13]
+    )
     with pytest.raises(SchemaError) as exc:
         to_model_frame(df, SIG)
     message = str(exc.value)
@@ -302,9 +325,13 @@ def test_to_model_frame_names_column_row_and_value_of_a_non_number() -> None:
 
 
 def test_to_model_frame_types_orders_and_encodes() -> None:
-    df = pd.DataFrame({"extra": [1, 2, 3, 4],
-                       "workclass": [" State-gov", "Private", "Martian", None],
-                       "age": [30, None, 41.5, "52"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "extra": [1, 2, 3, 4],
+            "workclass": [" State-gov", "Private", "Martian", None],
+            "age": [30, None, 41.5, "52"],
+        }
+    )
     out = to_model_frame(df, SIG)
     assert list(out.columns) == ["age", "workclass"]
     assert out["age"].dtype == np.float64
@@ -338,8 +365,9 @@ def test_encode_target() -> None:
 
 
 def test_infer_signature() -> None:
-    train = pd.DataFrame({"age": [30, 40, 50], "workclass": ["b", "a", None],
-                          "income": [">50K", "<=50K", ">50K"]})  # fmt: skip
+    train = pd.DataFrame(
+        {"age": [30, 40, 50], "workclass": ["b", "a", None], "income": [">50K", "<=50K", ">50K"]}
+    )
     sig = infer_signature(train, "income", ">50K")
     assert sig.features == (
         Feature("age", "numeric"),
@@ -430,8 +458,11 @@ def test_drift_needs_the_model_columns(adult_train: pd.DataFrame) -> None:
 
 
 def monitor(project: Path, batch: Path, out: Path, *extra: str):  # noqa: ANN201
-    return run([str(BIN / "mlcycle"), "monitor", str(batch), "--out", str(out), *extra],
-               project, check=False)  # fmt: skip
+    return run(
+        [str(BIN / "mlcycle"), "monitor", str(batch), "--out", str(out), *extra],
+        project,
+        check=False,
+    )
 
 
 def test_monitor_writes_reports(built_project: Path, tmp_path: Path) -> None:

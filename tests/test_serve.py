@@ -64,8 +64,12 @@ def to_records(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready records: numpy scalars become Python ones, missing values become None."""
     out = []
     for row in frame.to_dict(orient="records"):
-        out.append({k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
-                    for k, v in row.items()})  # fmt: skip
+        out.append(
+            {
+                k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
+                for k, v in row.items()
+            }
+        )
     return out
 
 
@@ -84,13 +88,23 @@ def server(built_project: Path) -> Iterator[Server]:
     log = built_project.parent / f"serve-{port}.log"
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
-            [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
+            [
+                str(BIN / "mlcycle"),
+                "serve",
+                "--bundle",
+                str(bundle),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             cwd=built_project,
             env=project_env(built_project),
             stdout=log_file,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(HEALTH_RETRIES):
@@ -178,8 +192,17 @@ def test_evaluation_batch_and_service_give_identical_probabilities(
     assert (evaluated["actual"] == (split_frame[TARGET] == ">50K").astype(int)).all()
 
     out = tmp_path / "predictions.parquet"
-    run([str(BIN / "mlcycle"), "predict", str(built_project / "data/prepared/test.parquet"),
-         str(out), "--bundle", str(server.bundle)], built_project)  # fmt: skip
+    run(
+        [
+            str(BIN / "mlcycle"),
+            "predict",
+            str(built_project / "data/prepared/test.parquet"),
+            str(out),
+            "--bundle",
+            str(server.bundle),
+        ],
+        built_project,
+    )
     batch = pd.read_parquet(out)
     assert len(batch) == len(split_frame)
 
@@ -225,7 +248,7 @@ MALFORMED = {
     "unknown field": (
         lambda r: {"records": [_with(r, favourite_colour="red")]},
         "favourite-colour",
-    ),  # fmt: skip
+    ),
     "empty records": (lambda r: {"records": []}, "records"),
     "number for a category": (lambda r: {"records": [_with(r, workclass=3)]}, "workclass"),
     "records not a list": (lambda r: {"records": r}, "records"),
@@ -306,8 +329,20 @@ def test_serve_refuses_a_tampered_bundle(built_project: Path, tmp_path: Path) ->
     model.write_bytes(bytes(data))
 
     port = free_port()
-    proc = run([str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-                "--port", str(port)], built_project, check=False)  # fmt: skip
+    proc = run(
+        [
+            str(BIN / "mlcycle"),
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        built_project,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "model.ubj" in proc.stderr
     assert "checksum" in proc.stderr

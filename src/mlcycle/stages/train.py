@@ -42,7 +42,6 @@ def main() -> None:
 
         result = fit(X, y, cfg, on_round=on_round)
         live.summary["best_rounds"] = result.best_rounds
-        live.log_params({"xgb": cfg.xgb, "seed": cfg.seed, "best_rounds": result.best_rounds})
 
     write_bytes(MODEL_FILE, bytes(result.booster.save_raw(raw_format="ubj")))
     write_json(

@@ -1,0 +1,330 @@
+"""End-to-end tests of the DVC pipeline: real `dvc` and `git` in temporary repositories.
+
+Every test works on its own project: a private copy of the session-built project
+(:func:`project_copy`), one shared re-trained copy (:func:`retrained`), or a fresh project where
+the test needs one. No test changes the session-built project itself.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import git_commit, make_project, run, set_params
+
+STAGES = ["gather", "prepare", "train", "evaluate", "package"]
+KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+BUNDLE_FILES = ("model.ubj", "signature.json", "metadata.json", "SHA256SUMS")
+PLOT_FILES = ("roc.json", "precision_recall.json", "calibration.json", "importance.json")
+TRAIN_SOURCE = "data/external/adult/adult.data.gz"
+DROPPED_RECORDS = 1000
+
+
+def stages_run(proc: subprocess.CompletedProcess) -> list[str]:
+    """The stages a `dvc repro` or `dvc exp run` executed, in order ("Running stage" lines)."""
+    return RUNNING_STAGE.findall(proc.stdout)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def dvc_json(project: Path, *args: str):
+    """Run a `dvc ... --json` command and parse its standard output."""
+    return json.loads(run(["dvc", *args, "--json"], project).stdout)
+
+
+def drop_last_records(path: Path, n: int) -> bytes:
+    """Rewrite a gzipped CSV without its last ``n`` records; return the new decompressed content.
+
+    The trailing newlines of the original (Adult ends with a blank line) are kept as they were.
+    """
+    content = gzip.decompress(path.read_bytes())
+    body = content.rstrip(b"\n")
+    records = body.split(b"\n")
+    assert len(records) > n
+    new = b"\n".join(records[:-n]) + content[len(body) :]
+    path.write_bytes(gzip.compress(new, mtime=0))
+    return new
+
+
+def set_source_sha256(project: Path, name: str, digest: str) -> None:
+    """Set ``data.sources[name].sha256`` in the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    (source,) = [s for s in params["data"]["sources"] if s["name"] == name]
+    source["sha256"] = digest
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def bundle_digests(project: Path) -> dict[str, str]:
+    bundle = project / "models" / "bundle"
+    return {p.name: sha256(p) for p in sorted(bundle.iterdir())}
+
+
+@dataclass
+class Retrained:
+    """A copy of the built project after a committed change of ``train.xgb.max_depth``."""
+
+    project: Path
+    status_before: dict  # `dvc status` after the params change, before `dvc repro`
+    repro: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def retrained(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Retrained:
+    """Copy the built project, set train.xgb.max_depth to 3, `dvc repro` and commit (shared)."""
+    project = tmp_path_factory.mktemp("retrained") / "project"
+    shutil.copytree(built_project, project, symlinks=True)
+    set_params(project, {"train": {"xgb": {"max_depth": 3}}})
+    status_before = dvc_json(project, "status")
+    proc = run(["dvc", "repro"], project)
+    git_commit(project, "train.xgb.max_depth: 3")
+    return Retrained(project, status_before, proc)
+
+
+# 1. An up-to-date pipeline does nothing; a full run writes every output.
+
+
+def test_second_repro_runs_no_stage(project_copy: Path) -> None:
+    assert dvc_json(project_copy, "status") == {}
+    proc = run(["dvc", "repro"], project_copy)
+    assert "Running stage" not in proc.stdout + proc.stderr
+    assert stages_run(proc) == []
+    assert dvc_json(project_copy, "status") == {}
+
+
+def test_repro_writes_every_output(built_project: Path) -> None:
+    p = built_project
+    for rel in (
+        "data/raw/snapshot.parquet",
+        "data/prepared/train.parquet",
+        "data/prepared/test.parquet",
+        "models/train/model.ubj",
+        *(f"models/bundle/{name}" for name in BUNDLE_FILES),
+        "metrics/evaluate.json",
+        *(f"metrics/plots/{name}" for name in PLOT_FILES),
+        "metrics/plots/confusion.csv",
+    ):
+        assert (p / rel).is_file(), f"{rel} is missing after dvc repro"
+        assert (p / rel).stat().st_size > 0, f"{rel} is empty"
+
+    metrics = read_json(p / "metrics/evaluate.json")
+    for kpi in KPIS:
+        assert isinstance(metrics.get(kpi), float), f"metrics/evaluate.json lacks {kpi}: {metrics}"
+        assert 0.0 <= metrics[kpi] <= 1.0 or kpi == "log_loss", (kpi, metrics[kpi])
+    assert metrics["roc_auc"] > 0.85  # a real model, not a constant
+
+    for name in PLOT_FILES:
+        rows = read_json(p / "metrics/plots" / name)
+        assert isinstance(rows, list) and rows, f"metrics/plots/{name} holds no rows"
+    lines = (p / "metrics/plots/confusion.csv").read_text().splitlines()
+    assert lines[0] == "actual,predicted"
+    assert len(lines) - 1 == metrics["rows"]
+
+    # The bundle ships the trained model byte for byte, and SHA256SUMS covers every other file.
+    bundle = p / "models" / "bundle"
+    assert sha256(bundle / "model.ubj") == sha256(p / "models/train/model.ubj")
+    sums = dict(
+        reversed(line.split("  ", 1)) for line in (bundle / "SHA256SUMS").read_text().splitlines()
+    )
+    assert sums == {name: sha256(bundle / name) for name in BUNDLE_FILES if name != "SHA256SUMS"}
+
+
+# 2. A train parameter re-runs train and what depends on it, nothing upstream.
+
+
+def test_train_param_change_reruns_train_evaluate_package_only(
+    retrained: Retrained, built_project: Path
+) -> None:
+    assert "gather" not in retrained.status_before
+    assert "prepare" not in retrained.status_before
+    assert "train" in retrained.status_before
+    assert stages_run(retrained.repro) == ["train", "evaluate", "package"]
+    p = retrained.project
+    assert dvc_json(p, "status") == {}
+    # Upstream outputs are untouched; the model is a new one.
+    for rel in ("data/raw/snapshot.parquet", "data/prepared/train.parquet"):
+        assert sha256(p / rel) == sha256(built_project / rel), rel
+    assert sha256(p / "models/train/model.ubj") != sha256(built_project / "models/train/model.ubj")
+
+
+# 3. Changed source data: with its new checksum everything re-runs; without it, nothing does.
+
+
+def test_changed_source_data_with_new_checksum_reruns_every_stage(project_copy: Path) -> None:
+    p = project_copy
+    before = read_json(p / "metrics/gather.json")
+    content = drop_last_records(p / TRAIN_SOURCE, DROPPED_RECORDS)
+    set_source_sha256(p, "adult_train", hashlib.sha256(content).hexdigest())
+
+    proc = run(["dvc", "repro"], p)
+    assert stages_run(proc) == STAGES
+    assert dvc_json(p, "status") == {}
+
+    after = read_json(p / "metrics/gather.json")
+    assert after["rows"] == before["rows"] - DROPPED_RECORDS
+    rows = {s["name"]: s["rows"] for s in after["sources"]}
+    old_rows = {s["name"]: s["rows"] for s in before["sources"]}
+    assert rows == {**old_rows, "adult_train": old_rows["adult_train"] - DROPPED_RECORDS}
+    prepared = read_json(p / "metrics/prepare.json")
+    assert prepared["train"]["rows"] == old_rows["adult_train"] - DROPPED_RECORDS
+    metadata = read_json(p / "models/bundle/metadata.json")
+    assert metadata["data"]["data/raw/snapshot.parquet"] == sha256(p / "data/raw/snapshot.parquet")
+
+
+def test_changed_source_data_without_new_checksum_fails_and_keeps_outputs(
+    project_copy: Path,
+) -> None:
+    p = project_copy
+    bundle_before = bundle_digests(p)
+    model_before = sha256(p / "models/train/model.ubj")
+    snapshot_before = sha256(p / "data/raw/snapshot.parquet")
+    drop_last_records(p / TRAIN_SOURCE, DROPPED_RECORDS)
+
+    proc = run(["dvc", "repro"], p, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert stages_run(proc) == ["gather"]
+    assert "'adult_train'" in output
+    assert "SHA-256" in output
+    assert "Traceback" not in output
+
+    # Nothing downstream ran, so the previous model and bundle are intact.
+    assert bundle_digests(p) == bundle_before
+    assert sha256(p / "models/train/model.ubj") == model_before
+    # DVC removed gather's own output before running it; the cache still holds it.
+    run(["dvc", "checkout", "data/raw/snapshot.parquet"], p)
+    assert sha256(p / "data/raw/snapshot.parquet") == snapshot_before
+
+
+# 4. Experiments.
+
+
+def test_experiment_is_listed_with_its_own_metrics(project_copy: Path) -> None:
+    p = project_copy
+    baseline_auc = read_json(p / "metrics/evaluate.json")["roc_auc"]
+    proc = run(["dvc", "exp", "run", "-n", "depth-2", "-S", "train.xgb.max_depth=2"], p)
+    assert stages_run(proc) == ["train", "evaluate", "package"]
+
+    head = run(["git", "rev-parse", "HEAD"], p).stdout.strip()
+    shown = dvc_json(p, "exp", "show")
+    # A list of rows: "workspace", then each baseline commit with its experiments in
+    # `experiments: [{"name", "revs": [{"rev", "name", "data": {"params", "metrics", ...}}]}]`.
+    (baseline,) = [row for row in shown if row["rev"] == head]
+    experiments = [rev for group in baseline.get("experiments") or [] for rev in group["revs"]]
+    (exp,) = [e for e in experiments if e["name"] == "depth-2"]
+
+    def max_depth(row: dict) -> int:
+        return row["data"]["params"]["params.yaml"]["data"]["train"]["xgb"]["max_depth"]
+
+    def roc_auc(row: dict) -> float:
+        return row["data"]["metrics"]["metrics/evaluate.json"]["data"]["roc_auc"]
+
+    assert max_depth(baseline) == 6
+    assert max_depth(exp) == 2
+    assert roc_auc(baseline) == baseline_auc
+    # `dvc exp run` leaves the experiment's results in the workspace.
+    assert roc_auc(exp) == read_json(p / "metrics/evaluate.json")["roc_auc"]
+    assert roc_auc(exp) != roc_auc(baseline)
+
+
+# 5. Comparing revisions: metrics, params and plots.
+
+
+def test_metrics_and_params_diff_show_the_committed_change(
+    retrained: Retrained, built_project: Path
+) -> None:
+    p = retrained.project
+    old = read_json(built_project / "metrics/evaluate.json")["roc_auc"]
+    new = read_json(p / "metrics/evaluate.json")["roc_auc"]
+    assert old != new
+
+    metrics = dvc_json(p, "metrics", "diff", "HEAD~1")
+    change = metrics["metrics/evaluate.json"]["roc_auc"]
+    assert change["old"] == old
+    assert change["new"] == new
+    assert change["diff"] == pytest.approx(new - old)
+
+    params = dvc_json(p, "params", "diff", "HEAD~1")
+    assert params == {"params.yaml": {"train.xgb.max_depth": {"old": 6, "new": 3, "diff": -3}}}
+
+
+def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
+    p = project_copy
+    proc = run(["dvc", "plots", "show", "--json"], p)
+    # DVC exits 0 even when a plot fails to load; it says so on stderr and in "errors".
+    assert not re.search(r"error|warning|failed", proc.stderr, re.IGNORECASE), proc.stderr
+    shown = json.loads(proc.stdout)
+    assert "errors" not in shown, shown.get("errors")
+
+    pipeline = yaml.safe_load((p / "dvc.yaml").read_text())
+    top_level = [next(iter(entry)) for entry in pipeline["plots"]]
+    assert len(top_level) == 6
+    assert sorted(shown["data"]) == sorted(top_level), "plots drawn twice or missing"
+    for plot_id in top_level:
+        assert plot_id in shown["data"], f"plot {plot_id!r} not in `dvc plots show`"
+        (rendered,) = shown["data"][plot_id]
+        assert rendered["type"] == "vega"
+        assert rendered["content"]["data"]["values"], f"plot {plot_id!r} has no data"
+
+
+# 6. Two runs from scratch give the same bytes.
+
+
+def test_fresh_projects_reproduce_byte_identical_outputs(
+    built_project: Path, tmp_path: Path
+) -> None:
+    # The session-built project is itself a make_project + `dvc repro` from scratch (in another
+    # directory); build a second one and compare.
+    again = make_project(tmp_path / "again")
+    run(["dvc", "repro"], again)
+    for rel in (
+        "data/raw/snapshot.parquet",
+        "data/prepared/train.parquet",
+        "data/prepared/test.parquet",
+        "models/train/model.ubj",
+        "metrics/evaluate.json",
+        "metrics/plots/roc.json",
+        "metrics/plots/importance.json",
+    ):
+        assert sha256(again / rel) == sha256(built_project / rel), f"{rel} differs between runs"
+
+
+# 7. Invalid objectives stop the first stage with a message naming the problem.
+
+
+@pytest.mark.parametrize(
+    ("objectives", "message"),
+    [
+        ({"primary_metric": "foo"}, "unknown metric 'foo'"),
+        ({"target": "salary"}, "'salary'"),
+    ],
+    ids=["primary_metric", "target"],
+)
+def test_invalid_objectives_stop_the_first_stage(
+    tmp_path: Path, objectives: dict, message: str
+) -> None:
+    p = make_project(tmp_path / "project", {"objectives": objectives})
+    proc = run(["dvc", "repro"], p, check=False)
+    assert proc.returncode != 0
+    assert stages_run(proc) == ["gather"]
+    assert message in proc.stderr
+    assert "[gather] error:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (p / "data/raw/snapshot.parquet").exists()
+    assert not (p / "models").exists()
