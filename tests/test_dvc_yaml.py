@@ -1,0 +1,71 @@
+"""Contracts of dvc.yaml that keep `dvc repro` honest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = PIPELINE["stages"]
+
+
+def imported_modules(module: str) -> set[str]:
+    """Files of the mlcycle package that importing ``module`` loads, as repo-relative paths."""
+    code = (
+        "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
+        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
+        "if n.startswith('mlcycle') and getattr(m, '__file__', None))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, module],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
+    ).stdout
+    src = ROOT / "src"
+    return {
+        f"src/{Path(f).resolve().relative_to(src.resolve())}"
+        for f in json.loads(out)
+        if not f.endswith("mlcycle/__init__.py")
+    }
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_list_every_module_it_imports(stage: str) -> None:
+    """A code change must re-run the stage: its deps name every mlcycle file it imports."""
+    cmd = STAGES[stage]["cmd"]
+    assert cmd.startswith("python -m mlcycle."), cmd
+    module = cmd.split()[2]
+    deps = set(STAGES[stage]["deps"])
+    missing = imported_modules(module) - deps
+    assert not missing, f"stage {stage!r} imports {sorted(missing)} but does not list them in deps"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_never_imports_another_stage(stage: str) -> None:
+    module = STAGES[stage]["cmd"].split()[2]
+    others = {f"src/mlcycle/stages/{s}.py" for s in STAGES if s != stage}
+    assert not imported_modules(module) & others
+
+
+def test_metrics_and_plot_data_live_in_git() -> None:
+    """`dvc metrics diff` and `dvc plots diff` work in a fresh clone without pulling."""
+    for name, stage in STAGES.items():
+        for entry in stage.get("metrics", []):
+            ((path, opts),) = entry.items()
+            assert opts.get("cache") is False, f"{name}: metric {path} should be cache: false"
+        for entry in stage.get("outs", []):
+            if isinstance(entry, str):
+                assert not entry.startswith("metrics/"), f"{name}: {entry} should be cache: false"
+            else:
+                ((path, opts),) = entry.items()
+                if path.startswith("metrics/"):
+                    assert opts.get("cache") is False, f"{name}: {path} should be cache: false"
