@@ -15,7 +15,15 @@ import yaml
 from sklearn import metrics as skm
 
 from mlcycle import config, drift
-from mlcycle.config import ConfigError, Objectives, PrepareConfig, Source, SplitConfig
+from mlcycle.config import (
+    CleanConfig,
+    ConfigError,
+    Objectives,
+    OutliersConfig,
+    PrepareConfig,
+    Source,
+    SplitConfig,
+)
 from mlcycle.features import (
     Feature,
     SchemaError,
@@ -54,7 +62,7 @@ def adult_sources(raw_params: dict) -> dict[str, Source]:
 def adult_train(adult_sources: dict[str, Source], raw_params: dict) -> pd.DataFrame:
     """The Adult training file, read and cleaned by the library as the pipeline does."""
     read = read_source(adult_sources["adult_train"], ROOT)
-    cleaned, _ = clean(union([read]), config.parse_objectives(raw_params), ".")
+    cleaned, _ = clean(union([read]), config.parse_objectives(raw_params))
     return cleaned.drop(columns=SOURCE_COLUMN)
 
 
@@ -230,38 +238,39 @@ def labelled(labels: list[str | None]) -> pd.DataFrame:
     return pd.DataFrame({"age": range(len(labels)), "income": labels, SOURCE_COLUMN: "s"})
 
 
-def test_clean_strips_the_label_suffix_and_drops_unlabelled_rows() -> None:
-    df = labelled(["<=50K.", ">50K.", " >50K", "<=50K", None, ""])
-    out, report = clean(df, OBJECTIVES, ".")
+def test_clean_drops_unlabelled_rows() -> None:
+    df = labelled(["<=50K", ">50K", " >50K", "<=50K", None, ""])
+    out, report = clean(df, OBJECTIVES)
     assert out["income"].tolist() == ["<=50K", ">50K", ">50K", "<=50K"]
     assert out["age"].tolist() == [0, 1, 2, 3]
     assert report.rows_in == 6 and report.rows_out == 4
-    assert report.target_relabelled == 2
     assert report.target_missing_dropped == 2
 
 
-def test_without_suffix_stripping_the_target_has_four_classes() -> None:
+def test_unmapped_test_labels_make_four_classes() -> None:
     with pytest.raises(PrepareError, match="exactly two classes"):
-        clean(labelled(["<=50K.", ">50K.", ">50K", "<=50K"]), OBJECTIVES, "")
+        clean(labelled(["<=50K.", ">50K.", ">50K", "<=50K"]), OBJECTIVES)
 
 
 def test_three_classes_are_refused() -> None:
     with pytest.raises(PrepareError, match=r"exactly two classes.*found 3"):
-        clean(labelled(["<=50K", ">50K", "unknown", ">50K"]), OBJECTIVES, ".")
+        clean(labelled(["<=50K", ">50K", "unknown", ">50K"]), OBJECTIVES)
 
 
 def test_absent_positive_class_is_refused() -> None:
     with pytest.raises(PrepareError, match=r"positive_class '>50K' never occurs"):
-        clean(labelled(["<=50K", "<=50K", "poor"]), OBJECTIVES, ".")
+        clean(labelled(["<=50K", "<=50K", "poor"]), OBJECTIVES)
 
 
 def test_missing_target_column_is_refused() -> None:
     with pytest.raises(PrepareError, match="'income' is not a column"):
-        clean(labelled([">50K"]).rename(columns={"income": "salary"}), OBJECTIVES, ".")
+        clean(labelled([">50K"]).rename(columns={"income": "salary"}), OBJECTIVES)
 
 
 def _stratified(seed: int) -> PrepareConfig:
-    return PrepareConfig("", (), SplitConfig("stratified", test_size=0.25, seed=seed))
+    return PrepareConfig(
+        (), CleanConfig(), OutliersConfig(), SplitConfig("stratified", test_size=0.25, seed=seed)
+    )
 
 
 def test_stratified_split_keeps_class_ratios_and_is_seeded(adult_train: pd.DataFrame) -> None:
@@ -290,7 +299,9 @@ def test_by_source_split_follows_the_sources() -> None:
             SOURCE_COLUMN: ["tr", "tr", "te", "tr", "te"],
         }
     )
-    cfg = PrepareConfig("", (), SplitConfig("by_source", ("tr",), ("te",)))
+    cfg = PrepareConfig(
+        (), CleanConfig(), OutliersConfig(), SplitConfig("by_source", ("tr",), ("te",))
+    )
     train, test = split(df, cfg, "income")
     assert train["x"].tolist() == [0, 1, 3]
     assert test["x"].tolist() == [2, 4]

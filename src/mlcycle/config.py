@@ -35,16 +35,31 @@ class Objectives:
 
 @dataclass(frozen=True)
 class Source:
-    """One file the gather stage reads into the snapshot."""
+    """One source the gather stage reads into the snapshot.
+
+    ``kind`` is ``file`` (a path or glob of CSV/Parquet/JSON Lines, optionally gzipped),
+    ``database`` (a SQLAlchemy URL, given in ``url`` or, with credentials, in the environment
+    variable named by ``url_env``, plus a ``table`` or a ``query``), ``http`` (a URL with an
+    expected ``sha256``) or ``landing`` (a folder where devices and apps drop files; malformed
+    ones are quarantined under ``data/quarantine/<name>/``).
+    """
 
     name: str
-    path: str
+    kind: str = "file"
+    path: str | None = None
     format: str = "csv"
     header: bool = True
     skip_rows: int = 0
     na_values: tuple[str, ...] = ()
     sha256: str | None = None
     columns: tuple[str, ...] | None = None
+    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    url: str | None = None
+    url_env: str | None = None
+    table: str | None = None
+    query: str | None = None
+    timeout: float = 30.0
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -54,19 +69,65 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    """The validation gate: where the schema is and how serious each kind of finding is."""
+
+    schema: str
+    max_null_rate: float
+    examples: int
+    severity: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    drop_duplicates: bool = True
+    drop_conflicting_labels: bool = True
+
+
+@dataclass(frozen=True)
+class OutliersConfig:
+    """Outlier and noise removal, applied to the training split only."""
+
+    method: str = "none"
+    columns: tuple[str, ...] = ()
+    iqr_k: float = 3.0
+    zscore: float = 4.0
+    contamination: float = 0.01
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     method: str
     train_sources: tuple[str, ...] = ()
     test_sources: tuple[str, ...] = ()
     test_size: float = 0.25
     seed: int = 42
+    group_column: str | None = None
+    time_column: str | None = None
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    target_strip_suffix: str
     drop_columns: tuple[str, ...]
+    clean: CleanConfig
+    outliers: OutliersConfig
     split: SplitConfig
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Feature engineering and selection, fitted in training and stored in the signature.
+
+    ``derived`` steps are mappings such as ``{name: capital-net, op: difference,
+    columns: [capital-gain, capital-loss]}``; see :data:`DERIVED_OPS`.
+    """
+
+    derived: tuple[dict[str, Any], ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    selection_method: str = "none"
+    selection_k: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,14 +155,29 @@ class MonitorConfig:
 class Params:
     objectives: Objectives
     data: DataConfig
+    validate: ValidateConfig
     prepare: PrepareConfig
+    features: FeaturesConfig
     train: TrainConfig
     evaluate: EvaluateConfig
     monitor: MonitorConfig
 
 
+SOURCE_KINDS = ("file", "database", "http", "landing")
 SOURCE_FORMATS = ("csv", "parquet", "jsonl")
-SPLIT_METHODS = ("by_source", "stratified")
+SPLIT_METHODS = ("by_source", "stratified", "group", "time")
+OUTLIER_METHODS = ("none", "iqr", "zscore", "isolation_forest")
+SELECTION_METHODS = ("none", "mutual_info")
+# Derived-feature operations and the keys each needs besides `name` and `op`.
+DERIVED_OPS = {
+    "sum": "columns", "difference": "columns", "product": "columns", "ratio": "columns",
+    "log1p": "column", "sqrt": "column", "bin": "column",
+}  # fmt: skip
+FINDING_KINDS = (
+    "missing_column", "extra_column", "type", "null_rate", "unseen_category",
+    "out_of_range", "duplicate_rows", "target_values",
+)  # fmt: skip
+SEVERITIES = ("error", "warning", "ignore")
 XGB_KEYS = {
     "n_estimators",
     "early_stopping_rounds",
@@ -133,6 +209,8 @@ def _get(section: dict[str, Any], path: str, key: str, kind: type | tuple[type, 
             return default["default"]
         raise ConfigError(f"params.yaml: '{path}.{key}' is missing")
     value = section[key]
+    if value is None and default.get("default", 0) is None:
+        return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
@@ -195,6 +273,9 @@ def parse_data(raw: dict[str, Any]) -> DataConfig:
         if name in names:
             raise ConfigError(f"params.yaml: source name {name!r} is used twice")
         names.add(name)
+        kind = _get(src, where, "kind", str, default="file")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"params.yaml: '{where}.kind' is {kind!r}; use one of {SOURCE_KINDS}")
         fmt = _get(src, where, "format", str, default="csv")
         if fmt not in SOURCE_FORMATS:
             raise ConfigError(
@@ -209,19 +290,118 @@ def parse_data(raw: dict[str, Any]) -> DataConfig:
         sha = src.get("sha256")
         if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
             raise ConfigError(f"params.yaml: '{where}.sha256' must be 64 hex digits")
-        sources.append(
-            Source(
-                name=name,
-                path=_get(src, where, "path", str),
-                format=fmt,
-                header=header,
-                skip_rows=_get(src, where, "skip_rows", int, default=0),
-                na_values=tuple(str(v) for v in _get(src, where, "na_values", list, default=[])),
-                sha256=sha.lower() if sha else None,
-                columns=tuple(src_columns) if src_columns else None,
-            )
+        value_map = _get(src, where, "value_map", dict, default={})
+        if not all(isinstance(m, dict) for m in value_map.values()):
+            raise ConfigError(f"params.yaml: '{where}.value_map' maps a column to {{old: new}}")
+        source = Source(
+            name=name,
+            kind=kind,
+            path=_get(src, where, "path", str, default=None),
+            format=fmt,
+            header=header,
+            skip_rows=_get(src, where, "skip_rows", int, default=0),
+            na_values=tuple(str(v) for v in _get(src, where, "na_values", list, default=[])),
+            sha256=sha.lower() if sha else None,
+            columns=tuple(src_columns) if src_columns else None,
+            value_map={
+                str(c): {str(k): str(v) for k, v in m.items()} for c, m in value_map.items()
+            },
+            url=_get(src, where, "url", str, default=None),
+            url_env=_get(src, where, "url_env", str, default=None),
+            table=_get(src, where, "table", str, default=None),
+            query=_get(src, where, "query", str, default=None),
+            timeout=_get(src, where, "timeout", float, default=30.0),
+            retries=_get(src, where, "retries", int, default=3),
         )
+        _check_source(source, where)
+        sources.append(source)
     return DataConfig(columns=tuple(columns) if columns else None, sources=tuple(sources))
+
+
+def _check_source(src: Source, where: str) -> None:
+    """Each kind of source needs its own keys; credentials never sit in params.yaml."""
+    if src.kind in ("file", "landing") and not src.path:
+        raise ConfigError(f"params.yaml: '{where}' ({src.kind}) needs 'path'")
+    if src.kind == "database":
+        if bool(src.url) == bool(src.url_env):
+            raise ConfigError(f"params.yaml: '{where}' (database) needs one of 'url' or 'url_env'")
+        if bool(src.table) == bool(src.query):
+            raise ConfigError(f"params.yaml: '{where}' (database) needs one of 'table' or 'query'")
+    if src.kind == "http":
+        if not (src.url or src.url_env):
+            raise ConfigError(f"params.yaml: '{where}' (http) needs 'url'")
+        if not src.sha256:
+            raise ConfigError(
+                f"params.yaml: '{where}' (http) needs 'sha256': a download is pinned by its digest"
+            )
+    if src.url and "@" in src.url.split("://", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(
+            f"params.yaml: '{where}.url' holds credentials; put the whole URL in an environment "
+            "variable and name it in 'url_env' instead"
+        )
+    if src.timeout <= 0 or src.retries < 0:
+        raise ConfigError(f"params.yaml: '{where}' needs timeout > 0 and retries >= 0")
+
+
+def _choice(value: str, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"params.yaml: '{where}' is {value!r}; use one of {list(choices)}")
+    return value
+
+
+def parse_validate(raw: dict[str, Any]) -> ValidateConfig:
+    """Validate the validate section: a schema path and a severity per kind of finding."""
+    s = _section(raw, "validate")
+    severity = dict(_get(s, "validate", "severity", dict, default={}))
+    for kind, level in severity.items():
+        _choice(kind, FINDING_KINDS, "validate.severity key")
+        _choice(level, SEVERITIES, f"validate.severity.{kind}")
+    defaults = {k: "error" for k in FINDING_KINDS} | {
+        "extra_column": "warning", "unseen_category": "warning", "duplicate_rows": "warning",
+    }  # fmt: skip
+    return ValidateConfig(
+        schema=_get(s, "validate", "schema", str, default="schema.yaml"),
+        max_null_rate=_get(s, "validate", "max_null_rate", float, default=0.5),
+        examples=_get(s, "validate", "examples", int, default=5),
+        severity=defaults | severity,
+    )
+
+
+def parse_features(raw: dict[str, Any]) -> FeaturesConfig:
+    """Validate the features section: derived steps with known operations, a selection method."""
+    s = raw.get("features") or {}
+    derived = _get(s, "features", "derived", list, default=[])
+    for i, step in enumerate(derived):
+        where = f"features.derived[{i}]"
+        if not isinstance(step, dict):
+            raise ConfigError(f"params.yaml: '{where}' must be a mapping")
+        _get(step, where, "name", str)
+        op = _choice(_get(step, where, "op", str), tuple(DERIVED_OPS), f"{where}.op")
+        need = DERIVED_OPS[op]
+        if need == "columns":
+            cols = _get(step, where, "columns", list)
+            if len(cols) != 2 and op in ("difference", "ratio"):
+                raise ConfigError(f"params.yaml: '{where}.columns' needs two columns for {op}")
+            if len(cols) < 2:
+                raise ConfigError(f"params.yaml: '{where}.columns' needs at least two columns")
+        else:
+            _get(step, where, "column", str)
+        if op == "bin":
+            edges = _get(step, where, "edges", list)
+            if len(edges) < 1 or sorted(edges) != edges:
+                raise ConfigError(f"params.yaml: '{where}.edges' must be increasing numbers")
+    sel = _get(s, "features", "selection", dict, default={})
+    return FeaturesConfig(
+        derived=tuple(derived),
+        include=tuple(_get(s, "features", "include", list, default=[])),
+        exclude=tuple(_get(s, "features", "exclude", list, default=[])),
+        selection_method=_choice(
+            _get(sel, "features.selection", "method", str, default="none"),
+            SELECTION_METHODS,
+            "features.selection.method",
+        ),
+        selection_k=_get(sel, "features.selection", "k", int, default=0),
+    )
 
 
 def parse_prepare(raw: dict[str, Any], data: DataConfig | None = None) -> PrepareConfig:
@@ -241,7 +421,13 @@ def parse_prepare(raw: dict[str, Any], data: DataConfig | None = None) -> Prepar
             _get(sp, "prepare.split", "test_size", float, default=0.25), "prepare.split.test_size"
         ),
         seed=_get(sp, "prepare.split", "seed", int, default=42),
+        group_column=_get(sp, "prepare.split", "group_column", str, default=None),
+        time_column=_get(sp, "prepare.split", "time_column", str, default=None),
     )
+    if method == "group" and not split.group_column:
+        raise ConfigError("params.yaml: 'prepare.split' method group needs 'group_column'")
+    if method == "time" and not split.time_column:
+        raise ConfigError("params.yaml: 'prepare.split' method time needs 'time_column'")
     if method == "by_source":
         if not split.train_sources or not split.test_sources:
             raise ConfigError(
@@ -257,9 +443,32 @@ def parse_prepare(raw: dict[str, Any], data: DataConfig | None = None) -> Prepar
                         f"params.yaml: 'prepare.split' names source {name!r}, "
                         f"which is not in data.sources {sorted(known)}"
                     )
+    cl = _get(s, "prepare", "clean", dict, default={})
+    ol = _get(s, "prepare", "outliers", dict, default={})
+    outliers = OutliersConfig(
+        method=_choice(
+            _get(ol, "prepare.outliers", "method", str, default="none"),
+            OUTLIER_METHODS,
+            "prepare.outliers.method",
+        ),
+        columns=tuple(_get(ol, "prepare.outliers", "columns", list, default=[])),
+        iqr_k=_get(ol, "prepare.outliers", "iqr_k", float, default=3.0),
+        zscore=_get(ol, "prepare.outliers", "zscore", float, default=4.0),
+        contamination=_fraction(
+            _get(ol, "prepare.outliers", "contamination", float, default=0.01),
+            "prepare.outliers.contamination",
+        ),
+        seed=_get(ol, "prepare.outliers", "seed", int, default=42),
+    )
     return PrepareConfig(
-        target_strip_suffix=_get(s, "prepare", "target_strip_suffix", str, default=""),
         drop_columns=tuple(_get(s, "prepare", "drop_columns", list, default=[])),
+        clean=CleanConfig(
+            drop_duplicates=_get(cl, "prepare.clean", "drop_duplicates", bool, default=True),
+            drop_conflicting_labels=_get(
+                cl, "prepare.clean", "drop_conflicting_labels", bool, default=True
+            ),
+        ),
+        outliers=outliers,
         split=split,
     )
 
@@ -325,7 +534,9 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     return Params(
         objectives=parse_objectives(raw),
         data=data,
+        validate=parse_validate(raw),
         prepare=parse_prepare(raw, data),
+        features=parse_features(raw),
         train=parse_train(raw),
         evaluate=parse_evaluate(raw),
         monitor=parse_monitor(raw),

@@ -22,18 +22,14 @@ class CleanReport:
     rows_in: int = 0
     rows_out: int = 0
     target_missing_dropped: int = 0
-    target_relabelled: int = 0
     missing_values: dict[str, int] = field(default_factory=dict)
 
 
-def clean(
-    df: pd.DataFrame, objectives: Objectives, strip_suffix: str = ""
-) -> tuple[pd.DataFrame, CleanReport]:
+def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, CleanReport]:
     """Normalise the target labels and drop rows without one.
 
-    Whitespace and missing-value tokens were already handled when the sources were read. Labels
-    lose ``strip_suffix`` (Adult's test file writes ``>50K.``), and the target must then have
-    exactly two classes, one of them the objectives' positive class.
+    Whitespace, missing-value tokens and label spellings were handled when the sources were
+    read; the target must have exactly two classes, one of them the objectives' positive class.
     """
     target = objectives.target
     if target not in df.columns:
@@ -43,10 +39,6 @@ def clean(
         )
     report = CleanReport(rows_in=len(df))
     labels = df[target].astype("string").str.strip()
-    if strip_suffix:
-        stripped = labels.str.removesuffix(strip_suffix)
-        report.target_relabelled = int((stripped != labels).fillna(False).sum())
-        labels = stripped
     keep = labels.notna() & (labels != "")
     report.target_missing_dropped = int((~keep).sum())
     out = df.loc[keep].copy()

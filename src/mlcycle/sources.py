@@ -85,6 +85,10 @@ def parse(source: Source, content: bytes) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
             stripped = df[col].astype("string").str.strip()
             df[col] = stripped.mask(stripped.isin(["", *source.na_values]))
+    for col, mapping in source.value_map.items():
+        if col not in df.columns:
+            raise SourceError(f"source {source.name!r}: value_map names unknown column {col!r}")
+        df[col] = df[col].replace(mapping)
     return df
 
 

@@ -21,7 +21,7 @@ def main() -> None:
     params = config.load()
     target = params.objectives.target
     snapshot = pd.read_parquet(SNAPSHOT)
-    cleaned, report = clean(snapshot, params.objectives, params.prepare.target_strip_suffix)
+    cleaned, report = clean(snapshot, params.objectives)
     train, test = split(cleaned, params.prepare, target)
     write_parquet(TRAIN, train)
     write_parquet(TEST, test)
