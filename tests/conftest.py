@@ -18,7 +18,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a temporary project copies from this one: the pipeline, its code and the bundled data.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "src", "data/external")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "schema.yaml",
+    "pyproject.toml",
+    "src",
+    "data/external",
+    "data/landing",
+)
 FAST_PARAMS = {
     "train": {"xgb": {"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3}}
 }

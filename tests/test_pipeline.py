@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import git_commit, make_project, run, set_params
 
-STAGES = ["gather", "prepare", "train", "evaluate", "package"]
+STAGES = ["gather", "validate", "prepare", "train", "evaluate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 BUNDLE_FILES = ("model.ubj", "signature.json", "metadata.json", "SHA256SUMS")

@@ -1,4 +1,4 @@
-"""The `mlcycle` command: serve, predict and monitor with a model bundle."""
+"""The `mlcycle` command: serve, predict and monitor with a model bundle; draft the schema."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 DEFAULT_BUNDLE = "models/bundle"
 DEFAULT_REFERENCE = "data/prepared/train.parquet"
+DEFAULT_SNAPSHOT = "data/raw/snapshot.parquet"
+DEFAULT_SCHEMA = "schema.yaml"
 
 
 def _err(message: str) -> int:
@@ -81,6 +83,27 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 3 if drifted and args.fail_on_drift else 0
 
 
+def cmd_schema_infer(args: argparse.Namespace) -> int:
+    """Draft schema.yaml from a snapshot, for a person to review; never overwrites by accident."""
+    from mlcycle import config, schema
+    from mlcycle.io import read_table, write_text
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        return _err(f"{out} exists; it may hold reviewed edits. Pass --force to overwrite it")
+    target = args.target or config.parse_objectives(config.read_raw(args.params)).target
+    frame = read_table(args.snapshot)
+    draft = schema.infer_schema(frame, target, ignore=schema.BOOKKEEPING_COLUMNS)
+    header = schema.DRAFT_HEADER.format(snapshot=args.snapshot)
+    write_text(out, schema.dump_schema(draft, header, schema.observed_notes(frame, draft)))
+    print(
+        f"wrote a draft schema of {len(draft.columns)} columns (target {target!r}) to {out}; "
+        "review its types, ranges and categories before committing it",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlcycle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on-drift", action="store_true", help="exit with status 3 if a feature drifted"
     )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("schema", help="work with the data schema (schema.yaml)")
+    schema_sub = p.add_subparsers(dest="schema_command", required=True)
+    p = schema_sub.add_parser("infer", help="draft a schema from a data snapshot")
+    p.add_argument(
+        "--snapshot",
+        default=DEFAULT_SNAPSHOT,
+        help="data to draft from (CSV, Parquet or JSON Lines)",
+    )
+    p.add_argument("--out", default=DEFAULT_SCHEMA, help="where to write the draft")
+    p.add_argument("--params", default="params.yaml", help="where objectives.target is read")
+    p.add_argument("--target", help="the target column (default: objectives.target)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.set_defaults(func=cmd_schema_infer)
     return parser
 
 

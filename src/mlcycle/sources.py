@@ -1,23 +1,63 @@
-"""Read the declared data sources, verifying each one's checksum.
+"""Read the declared data sources, each into a frame and a lineage record.
 
-A source is a file (CSV, Parquet or JSON Lines, optionally gzip-compressed). Its SHA-256 is
-computed over the *content* (after decompression), so it matches the digest a data provider
-publishes, and a changed file is an error rather than a silently different dataset.
+Four kinds of source (``data.sources[].kind`` in params.yaml):
+
+``file``
+    A path or a glob of CSV, Parquet or JSON Lines files, optionally gzip-compressed. Its SHA-256
+    is of the *content* (after decompression), so it matches the digest a provider publishes.
+    For a glob it is the SHA-256 of a ``SHA256SUMS``-style listing of the matched files, one
+    line ``<content sha256>  <path relative to the project>`` per file, in sorted order.
+``database``
+    A SQLAlchemy URL (``url``, or the environment variable named by ``url_env`` when it holds
+    credentials; a bare path is an SQLite file) and a ``table`` or a ``query``. Its SHA-256 is of
+    the result written as CSV (header, ``\\N`` for NULL), so unchanged data hashes the same.
+``http``
+    An HTTP(S) URL pinned by ``sha256``, downloaded with a timeout and bounded retries.
+``landing``
+    A folder where devices and apps drop CSV / JSON Lines / Parquet files. A malformed file is
+    set aside with its reason (:func:`write_quarantine`) instead of breaking the others.
+
+Every kind goes through the same :func:`clean` (whitespace, ``na_values``, ``value_map``), and
+a checksum given in ``sha256`` is verified for every kind: a changed source is an error, not a
+silently different dataset. Lineage never holds credentials (:func:`redact_url`).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
+import os
+import re
+import shutil
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from glob import escape, glob
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
 
 from mlcycle.config import Source
-from mlcycle.io import sha256_bytes
+from mlcycle.io import sha256_bytes, write_bytes, write_text
 
 SOURCE_COLUMN = "_source"
+QUARANTINE_DIR = "data/quarantine"
+REASON_SUFFIX = ".reason.txt"
+# Waits between attempts of a download or a database connection: 0.5 s, 1 s, 2 s ... at most 10 s.
+BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 10.0
+DOWNLOAD_CHUNK = 1 << 16
+GLOB_CHARS = "*?["  # a file source whose path holds one of these is a glob
+# The format of a landing file, by the end of its name.
+LANDING_SUFFIXES = {
+    ".csv": "csv", ".csv.gz": "csv", ".jsonl": "jsonl", ".jsonl.gz": "jsonl",
+    ".ndjson": "jsonl", ".ndjson.gz": "jsonl", ".parquet": "parquet",
+}  # fmt: skip
 
 
 class SourceError(ValueError):
@@ -25,41 +65,62 @@ class SourceError(ValueError):
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """A landing file that was set aside: its name in the folder, where it is and why."""
+
+    file: str
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class SourceRead:
-    """A source's records and its lineage entry."""
+    """A source's records, its lineage entry and any landing files set aside."""
 
     frame: pd.DataFrame
-    lineage: dict
+    lineage: dict[str, Any]
+    quarantined: tuple[Quarantined, ...] = ()
 
 
-def read_content(source: Source, root: Path) -> bytes:
-    """Return the source file's bytes, decompressed if it ends in ``.gz``; verify its checksum."""
-    path = root / source.path
-    if not path.is_file():
-        raise SourceError(f"source {source.name!r}: file {source.path} does not exist")
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise SourceError(
-                f"source {source.name!r}: {source.path} is not valid gzip: {exc}"
-            ) from exc
-    digest = sha256_bytes(raw)
+# --- shared: bytes -> frame -> clean frame ---------------------------------------------------
+
+
+def _decompress(raw: bytes, name: str, source: Source) -> bytes:
+    """``raw`` decompressed when ``name`` ends in ``.gz``; otherwise ``raw`` itself."""
+    if not name.endswith(".gz"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"source {source.name!r}: {name} is not valid gzip: {exc}") from exc
+
+
+def _check_digest(source: Source, digest: str, what: str) -> None:
     if source.sha256 and digest != source.sha256:
         raise SourceError(
-            f"source {source.name!r}: content of {source.path} has SHA-256 {digest}, but "
-            f"params.yaml expects {source.sha256}. If the data changed on purpose, put the new "
-            f"digest in data.sources[].sha256."
+            f"source {source.name!r}: {what} has SHA-256 {digest}, but params.yaml expects "
+            f"{source.sha256}. If the data changed on purpose, put the new digest in "
+            "data.sources[].sha256."
         )
-    return raw
 
 
-def parse(source: Source, content: bytes) -> pd.DataFrame:
-    """Parse a source's bytes into a DataFrame with string cells stripped of whitespace."""
+def combined_digest(entries: list[tuple[str, str]]) -> str:
+    """SHA-256 of a ``SHA256SUMS``-style listing: one ``<digest>  <name>`` line per entry."""
+    listing = "".join(f"{digest}  {name}\n" for name, digest in entries)
+    return sha256_bytes(listing.encode("utf-8"))
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame written as CSV (header, ``\\N`` for missing): equal data, equal hash."""
+    text = frame.to_csv(index=False, lineterminator="\n", na_rep="\\N")
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def _parse_bytes(source: Source, content: bytes, fmt: str, label: str) -> pd.DataFrame:
+    """Parse ``content`` as ``fmt`` with the source's CSV options; check declared columns."""
     buf = io.BytesIO(content)
     try:
-        if source.format == "csv":
+        if fmt == "csv":
             df = pd.read_csv(
                 buf,
                 header=0 if source.header else None,
@@ -70,21 +131,46 @@ def parse(source: Source, content: bytes) -> pd.DataFrame:
                 na_values=list(source.na_values),
                 skip_blank_lines=True,
             )
-        elif source.format == "parquet":
+        elif fmt == "parquet":
             df = pd.read_parquet(buf)
         else:  # jsonl
             df = pd.read_json(buf, lines=True)
     except (ValueError, pd.errors.ParserError, OSError) as exc:
-        raise SourceError(f"source {source.name!r}: cannot parse {source.path}: {exc}") from exc
-    if source.columns and source.header and list(df.columns) != list(source.columns):
-        raise SourceError(
-            f"source {source.name!r}: columns {list(df.columns)} differ from the declared "
-            f"{list(source.columns)}"
-        )
+        raise SourceError(f"source {source.name!r}: cannot parse {label}: {exc}") from exc
+    return _check_columns(source, df, fmt, label)
+
+
+def _check_columns(source: Source, df: pd.DataFrame, fmt: str, label: str) -> pd.DataFrame:
+    """Declared columns must match: in order for a CSV header, as a set for JSON and Parquet."""
+    if not source.columns or (fmt == "csv" and not source.header):
+        return df
+    declared, got = list(source.columns), [str(c) for c in df.columns]
+    if got == declared:
+        return df
+    if fmt != "csv" and sorted(got) == sorted(declared):
+        return df[declared]
+    raise SourceError(
+        f"source {source.name!r}: columns {got} of {label} differ from the declared {declared}"
+    )
+
+
+def clean(source: Source, df: pd.DataFrame) -> pd.DataFrame:
+    """Strip whitespace from text cells, turn blanks and ``na_values`` into missing values and
+    apply ``value_map``; the same for every kind of source."""
+    dups = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dups:
+        raise SourceError(f"source {source.name!r}: column names {dups} occur more than once")
     for col in df.columns:
-        if not pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
-            stripped = df[col].astype("string").str.strip()
-            df[col] = stripped.mask(stripped.isin(["", *source.na_values]))
+        dtype = df[col].dtype
+        if (
+            pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_bool_dtype(dtype)
+            or pd.api.types.is_datetime64_any_dtype(dtype)
+            or pd.api.types.is_timedelta64_dtype(dtype)
+        ):
+            continue
+        stripped = df[col].astype("string").str.strip()
+        df[col] = stripped.mask(stripped.isin(["", *source.na_values]))
     for col, mapping in source.value_map.items():
         if col not in df.columns:
             raise SourceError(f"source {source.name!r}: value_map names unknown column {col!r}")
@@ -92,19 +178,474 @@ def parse(source: Source, content: bytes) -> pd.DataFrame:
     return df
 
 
-def read_source(source: Source, root: Path) -> SourceRead:
-    """Read one source and describe it for the lineage record."""
-    content = read_content(source, root)
-    frame = parse(source, content)
+def parse(source: Source, content: bytes, fmt: str | None = None, label: str = "") -> pd.DataFrame:
+    """Parse a source's bytes (format ``fmt``, default the source's) into a clean DataFrame."""
+    return clean(source, _parse_bytes(source, content, fmt or source.format, label or source.path))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack the frames of one source's files. A column that is all missing in one file (JSON
+    nulls read as objects) takes the type of the others rather than turning them into text."""
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True).infer_objects()
+
+
+def _result(source: Source, frame: pd.DataFrame, lineage: dict[str, Any], **kw) -> SourceRead:
+    """Finish a lineage entry (name and kind first, rows and columns last) and pair it up."""
+    full = {"name": source.name, "kind": source.kind, **lineage}
+    full.update(rows=len(frame), columns=[str(c) for c in frame.columns])
+    return SourceRead(frame=frame, lineage=full, **kw)
+
+
+# --- file --------------------------------------------------------------------------------------
+
+
+def read_content(source: Source, root: Path, rel: str | None = None) -> bytes:
+    """Return one file's bytes, decompressed if it ends in ``.gz``.
+
+    ``rel`` is the file's path relative to ``root`` (default: the source's ``path``, whose
+    checksum is then verified).
+    """
+    name = rel or source.path
+    path = root / name
+    if not path.is_file():
+        raise SourceError(f"source {source.name!r}: file {name} does not exist")
+    content = _decompress(path.read_bytes(), name, source)
+    if rel is None:
+        _check_digest(source, sha256_bytes(content), f"content of {name}")
+    return content
+
+
+def _glob(source: Source, root: Path) -> list[str]:
+    """The files a glob matches, relative to ``root``, sorted; none is an error."""
+    pattern = os.path.join(escape(str(root)), source.path)  # an absolute path stays as it is
+    matches = [Path(p) for p in glob(pattern, recursive=True)]
+    rels = sorted(
+        (p.relative_to(root) if p.is_relative_to(root) else p).as_posix()
+        for p in matches
+        if p.is_file()
+    )
+    if not rels:
+        raise SourceError(f"source {source.name!r}: no file matches the pattern {source.path!r}")
+    return rels
+
+
+def read_files(source: Source, root: Path) -> SourceRead:
+    """Read a ``file`` source: one path, or every file a glob matches, in sorted order."""
+    if not any(c in source.path for c in GLOB_CHARS):
+        content = read_content(source, root)
+        frame = parse(source, content)
+        return _result(
+            source,
+            frame,
+            {"path": source.path, "format": source.format, "sha256": sha256_bytes(content)},
+        )
+    files, frames = [], []
+    for rel in _glob(source, root):
+        content = read_content(source, root, rel)
+        df = _parse_bytes(source, content, source.format, rel)
+        if frames and set(df.columns) == set(frames[0].columns):
+            df = df[list(frames[0].columns)]  # JSON keys and Parquet columns in another order
+        elif frames:
+            raise SourceError(
+                f"source {source.name!r}: columns {[str(c) for c in df.columns]} of {rel} "
+                f"differ from {[str(c) for c in frames[0].columns]} of {files[0]['file']}"
+            )
+        files.append({"file": rel, "sha256": sha256_bytes(content), "rows": len(df)})
+        frames.append(df)
+    digest = combined_digest([(f["file"], f["sha256"]) for f in files])
+    _check_digest(source, digest, f"the files matching {source.path!r} (combined)")
+    frame = clean(source, _concat(frames))
+    lineage = {"path": source.path, "format": source.format, "files": files, "sha256": digest}
+    return _result(source, frame, lineage)
+
+
+# --- URLs and credentials ----------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user, password, query string and fragment: safe to log and to record."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if "://" in url:  # keep an empty host: sqlite:///file.db
+        return f"{parts.scheme}://{host}{parts.path}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` with the URL's password and query string replaced by ``***``."""
+    parts = urlsplit(url)
+    secrets = [url, parts.password, parts.password and unquote(parts.password), parts.query]
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        message = message.replace(secret, "***" if secret != url else redact_url(url))
+    return " ".join(message.split())
+
+
+def resolve_url(source: Source) -> str:
+    """The source's URL: ``url``, or the value of the environment variable named by
+    ``url_env`` (an error naming the variable if it is unset or empty)."""
+    if source.url_env:
+        value = os.environ.get(source.url_env, "").strip()
+        if not value:
+            raise SourceError(
+                f"source {source.name!r}: environment variable {source.url_env} is not set; "
+                "it should hold the URL (with its credentials)"
+            )
+        return value
+    return source.url or ""
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS))
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+def _sqlalchemy_url(source: Source, raw: str, root: Path):
+    """Parse ``raw`` as a SQLAlchemy URL; a bare or relative SQLite path is under ``root``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in raw:
+        raw = f"sqlite:///{raw}"
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        where = f"environment variable {source.url_env}" if source.url_env else "url"
+        raise SourceError(
+            f"source {source.name!r}: {where} does not hold a valid SQLAlchemy URL "
+            "(dialect+driver://user:password@host:port/database)"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database)
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():  # SQLite would create an empty database: say what is wrong
+            raise SourceError(
+                f"source {source.name!r}: database file {url.database} does not exist"
+            )
+        url = url.set(database=str(path))
+    return url
+
+
+def _connect_args(backend: str, timeout: float) -> dict[str, Any]:
+    if backend in ("postgresql", "mysql", "mariadb"):
+        return {"connect_timeout": max(1, math.ceil(timeout))}
+    if backend == "sqlite":
+        return {"timeout": timeout}
+    return {}
+
+
+def _db_reason(exc: BaseException, raw: str) -> str:
+    """The driver's own message (not SQLAlchemy's wrapper), on one line, without secrets."""
+    if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # pandas' wrapper repeats the SQL; the driver's message is enough
+    orig = getattr(exc, "orig", None)
+    return _scrub(str(orig if orig is not None else exc), raw)
+
+
+def _read_table(conn, table: str) -> pd.DataFrame:
+    """Every row of ``table`` (``schema.table`` allowed), ordered by its primary key, or by all
+    columns when it has none, so the same data always comes back in the same order."""
+    from sqlalchemy import MetaData, Table, select
+
+    schema, _, name = table.rpartition(".")
+    t = Table(name, MetaData(), autoload_with=conn, schema=schema or None)
+    order = list(t.primary_key.columns) or list(t.columns)
+    return pd.read_sql_query(select(t).order_by(*order), conn)
+
+
+def _connect(engine, source: Source, label: str, raw: str):
+    """A connection, after up to ``source.retries`` more attempts with a growing wait."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    attempts = source.retries + 1
+    for attempt in range(attempts):
+        try:
+            return engine.connect()
+        except SQLAlchemyError as exc:
+            if attempt + 1 == attempts:
+                raise SourceError(
+                    f"source {label}: cannot connect to the database ({attempts} "
+                    f"attempt{'s' if attempts > 1 else ''}): {_db_reason(exc, raw)}"
+                ) from None
+            _backoff(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _query(conn, source: Source, label: str, raw: str) -> pd.DataFrame:
+    """The table's rows or the query's result; a missing table or bad SQL is a SourceError."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        if source.table:
+            schema, _, name = source.table.rpartition(".")
+            if not inspect(conn).has_table(name, schema=schema or None):
+                raise SourceError(f"source {label}: table {source.table!r} does not exist")
+            return _read_table(conn, source.table)
+        return pd.read_sql_query(source.query, conn)
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        what = f"reading table {source.table!r}" if source.table else "the query"
+        raise SourceError(f"source {label}: {what} failed: {_db_reason(exc, raw)}") from None
+
+
+def read_database(source: Source, root: Path) -> SourceRead:
+    """Read a ``database`` source: a whole table, or a query's result in the query's order."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import NoSuchModuleError
+    from sqlalchemy.pool import NullPool
+
+    raw = resolve_url(source)
+    url = _sqlalchemy_url(source, raw, root)
+    shown = redact_url(raw if "://" in raw else f"sqlite:///{raw}")
+    label = f"{source.name!r} ({shown})"
+    try:
+        engine = create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args=_connect_args(url.get_backend_name(), source.timeout),
+        )
+    except (NoSuchModuleError, ImportError) as exc:
+        raise SourceError(
+            f"source {label}: no driver for {url.drivername!r} is installed: {exc}"
+        ) from None
+    try:
+        with _connect(engine, source, label, raw) as conn:
+            frame = _query(conn, source, label, raw)
+    finally:
+        engine.dispose()
+    digest = frame_digest(frame)
+    _check_digest(source, digest, "the result (as CSV)")
+    lineage: dict[str, Any] = {"url": shown}
+    if source.url_env:
+        lineage["url_env"] = source.url_env
+    lineage.update({"table": source.table} if source.table else {"query": source.query})
+    lineage["sha256"] = digest
+    return _result(source, clean(source, frame), lineage)
+
+
+# --- http --------------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: no connection, a timeout, a 5xx, a cut-off body."""
+
+
+def _get(session, url: str, source: Source) -> bytes:
+    """One attempt at downloading ``url``; raises :class:`_Retryable` or :class:`SourceError`."""
+    import requests
+
+    shown = redact_url(url)
+    try:
+        with session.get(
+            url, stream=True, timeout=source.timeout, headers={"Accept-Encoding": "identity"}
+        ) as resp:
+            if resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code} {resp.reason}")
+            if resp.status_code != 200:
+                raise SourceError(
+                    f"source {source.name!r}: {shown} answered HTTP {resp.status_code} "
+                    f"{resp.reason}"
+                )
+            body = bytearray()
+            for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+                body += chunk
+            expected = resp.headers.get("Content-Length")
+            encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+            if expected and expected.isdigit() and not encoded and len(body) != int(expected):
+                raise _Retryable(f"truncated download: received {len(body)} of {expected} bytes")
+            return bytes(body)
+    except requests.exceptions.SSLError as exc:
+        raise SourceError(
+            f"source {source.name!r}: TLS error for {shown}: {_scrub(str(exc), url)}"
+        ) from None
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise _Retryable(f"truncated download (connection closed early): {exc}") from None
+    except requests.exceptions.Timeout:
+        raise _Retryable(f"no answer within the timeout of {source.timeout} s") from None
+    except requests.exceptions.ConnectionError as exc:
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))  # the OS's own reason
+        raise _Retryable(f"connection failed: {errno.group(0) if errno else exc}") from None
+    except requests.exceptions.RequestException as exc:
+        raise SourceError(
+            f"source {source.name!r}: cannot download {shown}: {_scrub(str(exc), url)}"
+        ) from None
+
+
+def download(source: Source, url: str) -> bytes:
+    """Download ``url``'s body, retrying connection failures, timeouts, 5xx answers and
+    truncated bodies up to ``source.retries`` times with a growing wait; never a 4xx."""
+    import requests
+
+    shown = redact_url(url)
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise SourceError(f"source {source.name!r}: {shown!r} is not an http(s) URL")
+    attempts = source.retries + 1
+    with requests.Session() as session:
+        for attempt in range(attempts):
+            try:
+                return _get(session, url, source)
+            except _Retryable as exc:
+                if attempt + 1 == attempts:
+                    raise SourceError(
+                        f"source {source.name!r}: download of {shown} failed ({attempts} "
+                        f"attempt{'s' if attempts > 1 else ''}): {_scrub(str(exc), url)}"
+                    ) from None
+                _backoff(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def read_http(source: Source, root: Path) -> SourceRead:
+    """Read an ``http`` source: download, decompress a ``.gz``, verify the pinned SHA-256."""
+    url = resolve_url(source)
+    shown = redact_url(url)
+    raw = download(source, url)
+    content = _decompress(raw, urlsplit(url).path, source)
+    digest = sha256_bytes(content)
+    _check_digest(source, digest, f"the content downloaded from {shown}")
+    frame = parse(source, content, label=shown)
+    lineage = {"url": shown, "format": source.format, "bytes": len(raw), "sha256": digest}
+    return _result(source, frame, lineage)
+
+
+# --- landing -----------------------------------------------------------------------------------
+
+
+def _landing_format(name: str) -> str | None:
+    lower = name.lower()
+    return next((f for s, f in LANDING_SUFFIXES.items() if lower.endswith(s)), None)
+
+
+def _landing_files(source: Source, root: Path) -> list[Path]:
+    """Files under the landing folder, sorted by their path in it; hidden ones (being written,
+    by convention) and README files are not records."""
+    folder = root / source.path
+    if not folder.is_dir():
+        raise SourceError(f"source {source.name!r}: landing folder {source.path} does not exist")
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.upper().startswith("README")
+    ]
+    if not files:
+        raise SourceError(f"source {source.name!r}: landing folder {source.path} has no files")
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _column_diff(got: list[str], expected: list[str]) -> str:
+    missing = [c for c in expected if c not in got]
+    extra = [c for c in got if c not in expected]
+    return f"columns differ from the other files': missing {missing}, extra {extra}"
+
+
+def read_landing(source: Source, root: Path) -> SourceRead:
+    """Read a ``landing`` folder: every file in sorted order; malformed ones are set aside.
+
+    A file is malformed when it cannot be parsed, or when its columns differ from the declared
+    ``columns`` or, with none declared, from those most of the files share. It is returned in
+    :attr:`SourceRead.quarantined`; an empty folder, or one with no good file, is an error.
+    """
+    folder = root / source.path
+    good: list[tuple[str, str, pd.DataFrame]] = []
+    bad: list[Quarantined] = []
+    for path in _landing_files(source, root):
+        rel = path.relative_to(folder).as_posix()
+        label = f"{source.path}/{rel}"
+        fmt = _landing_format(path.name)
+        if fmt is None:
+            kinds = ", ".join(LANDING_SUFFIXES)
+            bad.append(Quarantined(rel, path, f"unsupported file type; expected one of {kinds}"))
+            continue
+        try:
+            content = _decompress(path.read_bytes(), label, source)
+            df = _parse_bytes(source, content, fmt, label)
+        except SourceError as exc:
+            bad.append(Quarantined(rel, path, str(exc)))
+            continue
+        good.append((rel, sha256_bytes(content), df))
+    if good and not source.columns:
+        # The reference is the column set most files share (the earliest file breaks a tie).
+        counts = Counter(frozenset(map(str, df.columns)) for _, _, df in good)
+        best = max(counts.values())
+        ref = next(
+            [str(c) for c in df.columns]
+            for _, _, df in good
+            if counts[frozenset(map(str, df.columns))] == best
+        )
+        kept = []
+        for rel, digest, df in good:
+            got = [str(c) for c in df.columns]
+            if set(got) == set(ref):
+                kept.append((rel, digest, df[ref] if got != ref else df))
+            else:
+                bad.append(Quarantined(rel, folder / rel, _column_diff(got, ref)))
+        good = kept
+    bad.sort(key=lambda q: q.file)
+    if not good:
+        reasons = "; ".join(f"{q.file}: {q.reason}" for q in bad)
+        raise SourceError(
+            f"source {source.name!r}: no file in landing folder {source.path} could be read: "
+            f"{reasons}"
+        )
+    files = [{"file": rel, "sha256": digest, "rows": len(df)} for rel, digest, df in good]
+    digest = combined_digest([(f["file"], f["sha256"]) for f in files])
+    _check_digest(source, digest, f"the files taken from {source.path} (combined)")
+    frame = clean(source, _concat([df for _, _, df in good]))
     lineage = {
-        "name": source.name,
         "path": source.path,
-        "format": source.format,
-        "sha256": sha256_bytes(content),
-        "rows": len(frame),
-        "columns": [str(c) for c in frame.columns],
+        "files": files,
+        "quarantined": [{"file": q.file, "reason": q.reason} for q in bad],
+        "sha256": digest,
     }
-    return SourceRead(frame=frame, lineage=lineage)
+    return _result(source, frame, lineage, quarantined=tuple(bad))
+
+
+def quarantine_folder(root: Path, name: str) -> Path:
+    """Where a source's quarantined files go: ``data/quarantine/<name>/`` under ``root``."""
+    if not name or name in (".", "..") or any(sep in name for sep in "/\\"):
+        raise SourceError(f"source {name!r}: a landing source's name must be a plain folder name")
+    return root / QUARANTINE_DIR / name
+
+
+def write_quarantine(read: SourceRead, folder: Path) -> None:
+    """Make ``folder`` hold exactly the read's quarantined files, each copied under its name in
+    the landing folder with ``<name>.reason.txt`` beside it (earlier rejects are cleared)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    for q in read.quarantined:
+        target = folder / q.file
+        write_bytes(target, q.path.read_bytes())
+        write_text(target.with_name(target.name + REASON_SUFFIX), q.reason + "\n")
+
+
+# --- all kinds ---------------------------------------------------------------------------------
+
+READERS: dict[str, Callable[[Source, Path], SourceRead]] = {
+    "file": read_files,
+    "database": read_database,
+    "http": read_http,
+    "landing": read_landing,
+}
+
+
+def read_source(source: Source, root: Path) -> SourceRead:
+    """Read one source of any kind (relative paths are under ``root``) with its lineage."""
+    return READERS[source.kind](source, root)
+
+
+def describe(source: Source) -> str:
+    """Where a source's records come from, for progress lines (no credentials)."""
+    if source.kind == "database":
+        what = f"table {source.table}" if source.table else "a query"
+        where = f"${source.url_env}" if source.url_env else redact_url(source.url or "")
+        return f"{what} of {where}"
+    if source.kind == "http":
+        return f"${source.url_env}" if source.url_env else redact_url(source.url or "")
+    return source.path or ""
 
 
 def union(reads: list[SourceRead]) -> pd.DataFrame:

@@ -1,7 +1,10 @@
 """Stage `gather`: read every declared source, verify it and write one snapshot.
 
-Inputs: params `data`, `objectives.target`; the source files.
-Outputs: data/raw/snapshot.parquet; metrics/gather.json (rows, columns, hash per source).
+Inputs: params `data`, `objectives.target`; the sources (files, databases, downloads, landing
+folders).
+Outputs: data/raw/snapshot.parquet; metrics/gather.json (the lineage: rows, columns and content
+hash per source, landing files taken and set aside); data/quarantine/<source>/ (malformed
+landing files, each with a .reason.txt).
 """
 
 from __future__ import annotations
@@ -10,7 +13,15 @@ from pathlib import Path
 
 from mlcycle import config
 from mlcycle.io import sha256_file, write_json, write_parquet
-from mlcycle.sources import SOURCE_COLUMN, SourceError, read_source, union
+from mlcycle.sources import (
+    SOURCE_COLUMN,
+    SourceError,
+    describe,
+    quarantine_folder,
+    read_source,
+    union,
+    write_quarantine,
+)
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 
@@ -20,7 +31,11 @@ def main() -> None:
     reads = []
     for source in params.data.sources:
         read = read_source(source, root)
-        log("gather", f"{source.name}: {read.lineage['rows']} rows from {source.path}")
+        log("gather", f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
+        if source.kind == "landing":
+            write_quarantine(read, quarantine_folder(root, source.name))
+            for q in read.quarantined:
+                log("gather", f"{source.name}: quarantined {q.file}: {q.reason}")
         reads.append(read)
     snapshot = union(reads)
     target = params.objectives.target

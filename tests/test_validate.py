@@ -1,0 +1,604 @@
+"""The schema and the validation gate: pure checks, the draft, the CLI, the stage, and `dvc repro`.
+
+Each kind of finding is covered on a small frame built here; the stage runs as a real process,
+and two end-to-end tests drive real `dvc` in a temporary git repository: an error stops the
+pipeline at `validate` and leaves the model as it was, a warning lets it run on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlcycle import cli, config, sources
+from mlcycle.config import FINDING_KINDS
+from mlcycle.io import dumps_json
+from mlcycle.schema import (
+    BOOKKEEPING_COLUMNS,
+    ColumnSpec,
+    Finding,
+    Schema,
+    SchemaError,
+    check,
+    dump_schema,
+    infer_schema,
+    load_schema,
+    markdown_report,
+    observed_notes,
+    parse_schema,
+    summarize,
+)
+from tests.conftest import PROJECT_FILES, ROOT, git_commit, make_project, run
+
+PEOPLE = Schema(
+    target="label",
+    columns=(
+        ColumnSpec("age", "integer", nullable=False, min=17, max=90),
+        ColumnSpec("score", "float", max_null_rate=0.25, min=0.0, max=1.0),
+        ColumnSpec("colour", "category", categories=("blue", "green", "red")),
+        ColumnSpec("member", "boolean"),
+        ColumnSpec("joined", "datetime"),
+        ColumnSpec("label", "category", nullable=False, values=("no", "yes")),
+    ),
+)
+ALL_WARNINGS = {kind: "warning" for kind in FINDING_KINDS}
+
+
+def people(rows: int = 8) -> pd.DataFrame:
+    """A frame that fits :data:`PEOPLE` exactly, with a bookkeeping column; no duplicates."""
+    frame = pd.DataFrame(
+        {
+            "age": np.arange(20, 20 + rows, dtype="int64"),
+            "score": np.linspace(0.1, 0.9, rows),
+            "colour": pd.Series((["blue", "green", "red"] * rows)[:rows], dtype="string"),
+            "member": [i % 2 == 0 for i in range(rows)],
+            "joined": pd.date_range("2024-01-01", periods=rows, freq="D"),
+            "label": pd.Series((["no", "yes"] * rows)[:rows], dtype="string"),
+        }
+    )
+    frame[sources.SOURCE_COLUMN] = "people"
+    return frame
+
+
+def only(findings: list[Finding], kind: str) -> Finding:
+    matching = [f for f in findings if f.kind == kind]
+    assert len(matching) == 1, [f.message for f in findings]
+    return matching[0]
+
+
+# 1. The checks, one kind of finding at a time.
+
+
+def test_data_that_fits_the_schema_has_no_findings() -> None:
+    assert check(people(), PEOPLE) == []
+
+
+def test_bookkeeping_column_is_the_one_gather_adds() -> None:
+    assert sources.SOURCE_COLUMN in BOOKKEEPING_COLUMNS
+
+
+def test_missing_column() -> None:
+    frame = people().drop(columns="score")
+    f = only(check(frame, PEOPLE), "missing_column")
+    assert (f.column, f.rows, f.severity) == ("score", 8, "error")
+    assert f.message.startswith("score: 8 of 8 rows lack this column")
+
+
+def test_extra_column_names_it_with_examples() -> None:
+    frame = people().assign(shoe_size=[42, 43, 42, 44, 42, 45, 46, 47])
+    f = only(check(frame, PEOPLE, severity={"extra_column": "warning"}), "extra_column")
+    assert (f.column, f.rows, f.severity) == ("shoe_size", 8, "warning")
+    assert f.examples == (42, 43, 44, 45, 46)  # most frequent first, `examples` of them
+    assert "shoe_size: 8 of 8 rows" in f.message and "examples: 42, 43, 44" in f.message
+
+
+def test_text_in_an_integer_column_is_a_type_finding() -> None:
+    """A source with junk makes the snapshot hold numbers as text: values are checked."""
+    frame = people()
+    frame["age"] = pd.Series(["20", "21", "n/a", "23", " 24 ", "n/a", "26.5", "27"], dtype="string")
+    f = only(check(frame, PEOPLE), "type")
+    assert (f.column, f.rows) == ("age", 3)
+    assert f.examples == ("n/a", "26.5") and f.first_rows == (2, 5, 6)
+    assert f.expected == "integer values"
+    assert f.message == (
+        "age: 3 of 8 rows hold values of the wrong type; expected integer values; "
+        "examples: 'n/a', '26.5' (rows 2, 5, 6)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "bad"),
+    [
+        ("score", ["0.5", "0.1", "high", None, "0.2", "0.3", "0.4", "0.6"], ["high"]),
+        ("member", [True, "yes", "no", "maybe", "0", "1", "FALSE", None], ["maybe"]),
+        ("joined", ["2024-01-01", "yesterday", None, "2024-02-30", "2024-03-01"] + [None] * 3,
+         ["yesterday", "2024-02-30"]),
+    ],
+)  # fmt: skip
+def test_type_of_float_boolean_and_datetime_columns(
+    column: str, values: list, bad: list[str]
+) -> None:
+    frame = people()
+    frame[column] = pd.Series(values, dtype=object)
+    f = only(check(frame, PEOPLE), "type")
+    assert (f.column, f.rows, list(f.examples)) == (column, len(bad), bad)
+
+
+def test_null_rate_not_nullable_column() -> None:
+    frame = people()
+    frame["age"] = frame["age"].astype("Float64")
+    frame.loc[[1, 4], "age"] = None
+    f = only(check(frame, PEOPLE), "null_rate")
+    assert (f.column, f.rows, f.first_rows) == ("age", 2, (1, 4))
+    assert f.message.startswith("age: 2 of 8 rows are null (25.00%); expected no nulls")
+
+
+def test_null_rate_limit_from_the_column_or_the_default() -> None:
+    frame = people()
+    frame.loc[[0, 1], "score"] = np.nan  # 25 %: at the column's limit of 0.25, allowed
+    frame.loc[[0, 1, 2], "colour"] = None  # 37.5 %, above the default limit given below
+    findings = check(frame, PEOPLE, max_null_rate=0.3)
+    f = only(findings, "null_rate")
+    assert (f.column, f.rows, f.expected) == ("colour", 3, "at most 30.00% nulls")
+    frame.loc[2, "score"] = np.nan  # 37.5 % > 25 %
+    columns = {f.column for f in check(frame, PEOPLE, max_null_rate=0.5)}
+    assert columns == {"score"}
+
+
+def test_unseen_category() -> None:
+    frame = people()
+    frame["colour"] = pd.Series(
+        ["blue", "purple", "red", "purple", "teal", None, "green", "blue"], dtype="string"
+    )
+    f = only(check(frame, PEOPLE), "unseen_category")
+    assert (f.column, f.rows, f.examples, f.first_rows) == (
+        "colour",
+        3,
+        ("purple", "teal"),
+        (1, 3, 4),
+    )
+    assert "colour: 3 of 8 rows hold categories the schema does not list" in f.message
+    assert "one of the categories in the schema (blue, green, red)" in f.message
+
+
+def test_out_of_range_numbers_and_numbers_as_text() -> None:
+    frame = people()
+    frame.loc[[3, 5], "age"] = [200, 5]
+    frame["score"] = pd.Series(["0.5", "1.5", "0.2", "0.1", "0.9", "0.3", "0.2", "-1"])
+    findings = check(frame, PEOPLE)
+    age = [f for f in findings if f.column == "age"][0]
+    assert (age.kind, age.rows, age.examples, age.first_rows) == (
+        "out_of_range",
+        2,
+        (200, 5),
+        (3, 5),
+    )
+    assert age.message.startswith("age: 2 of 8 rows are out of range; expected between 17 and 90")
+    score = [f for f in findings if f.column == "score"][0]
+    assert (score.kind, score.rows, score.examples) == ("out_of_range", 2, ("1.5", "-1"))
+
+
+def test_duplicate_rows_across_sources_name_the_rows_they_repeat() -> None:
+    frame = pd.concat([people(), people().iloc[[2, 5]]], ignore_index=True)
+    frame.loc[8:, sources.SOURCE_COLUMN] = "other"  # bookkeeping is not compared
+    f = only(check(frame, PEOPLE), "duplicate_rows")
+    assert (f.column, f.rows, f.first_rows, f.examples) == (None, 2, (8, 9), ((8, 2), (9, 5)))
+    assert f.message == (
+        "all columns: 2 of 10 rows repeat an earlier row exactly; expected each row once; "
+        "examples: row 8 = row 2, row 9 = row 5 (rows 8, 9)"
+    )
+    assert f.as_dict()["examples"] == [[8, 2], [9, 5]]
+
+
+def test_target_values() -> None:
+    frame = people()
+    frame["label"] = pd.Series(["no", "yes.", "yes", "YES", "no", "yes.", "no", "yes"])
+    f = only(check(frame, PEOPLE), "target_values")
+    assert (f.column, f.rows, f.examples, f.first_rows) == ("label", 3, ("yes.", "YES"), (1, 3, 5))
+    assert "label: 3 of 8 rows hold an unexpected target value" in f.message
+    assert "one of the values in the schema (no, yes)" in f.message
+
+
+def test_numeric_target_values_compare_as_numbers() -> None:
+    spec = Schema("y", (ColumnSpec("y", "integer", nullable=False, values=("0", "1")),))
+    frame = pd.DataFrame({"y": [0.0, 1.0, np.nan, 2.0]})
+    findings = check(frame, spec)
+    assert {(f.kind, f.rows) for f in findings} == {("target_values", 1), ("null_rate", 1)}
+
+
+def test_examples_bound_and_ignored_kinds_are_not_reported() -> None:
+    frame = people()
+    frame["age"] = [1, 2, 3, 4, 5, 6, 7, 8]
+    f = only(check(frame, PEOPLE, examples=2), "out_of_range")
+    assert f.examples == (1, 2) and f.first_rows == (0, 1) and f.rows == 8
+    assert check(frame, PEOPLE, severity={"out_of_range": "ignore"}) == []
+
+
+def test_findings_are_ordered_errors_first_then_by_column() -> None:
+    frame = people().assign(extra=1).drop(columns="member")
+    frame.loc[0, "age"] = 300
+    frame["colour"] = frame["colour"].replace("red", "pink")
+    severity = {"extra_column": "warning", "unseen_category": "warning"}
+    findings = check(frame, PEOPLE, severity=severity)
+    assert [(f.severity, f.kind, f.column) for f in findings] == [
+        ("error", "out_of_range", "age"),
+        ("error", "missing_column", "member"),
+        ("warning", "unseen_category", "colour"),
+        ("warning", "extra_column", "extra"),
+    ]
+
+
+def test_summary_counts_by_severity_and_is_deterministic() -> None:
+    frame = people()
+    frame["colour"] = frame["colour"].replace("red", "pink")
+    findings = check(frame, PEOPLE, severity={"unseen_category": "warning"})
+    doc = summarize(findings, len(frame), 6)
+    assert doc["passed"] is True and doc["counts"] == {"error": 0, "warning": 1}
+    assert doc["findings"][0]["column"] == "colour" and doc["findings"][0]["rate"] == 0.25
+    again = summarize(check(frame.copy(), PEOPLE, severity={"unseen_category": "warning"}), 8, 6)
+    assert dumps_json(doc) == dumps_json(again)
+    frame.loc[0, "age"] = 1000
+    failed = summarize(check(frame, PEOPLE, severity={"unseen_category": "warning"}), 8, 6)
+    assert failed["passed"] is False and failed["counts"] == {"error": 1, "warning": 1}
+    report = markdown_report(failed, check(frame, PEOPLE, severity={"unseen_category": "warning"}))
+    assert "**FAILED** (1 error(s), 1 warning(s))" in report
+    assert re.search(r"\| error +\| out_of_range +\| age +\| 1 of 8 ", report)
+
+
+# 2. Reading schema.yaml: mistakes are named.
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"columns": {"a": {"type": "integer"}}}, "'target' must name"),
+        ({"target": "a", "columns": {"a": {"type": "int"}}}, "columns.a.type is 'int'"),
+        ({"target": "a", "columns": {"a": {"type": "integer", "minimum": 1}}}, "unknown key"),
+        ({"target": "a", "columns": {"a": {"type": "integer", "min": 5, "max": 1}}}, "above max"),
+        ({"target": "a", "columns": {"a": {"type": "string", "min": 1}}}, "columns.a.min is for"),
+        ({"target": "a", "columns": {"a": {"type": "integer", "categories": [1]}}}, "categories"),
+        ({"target": "b", "columns": {"a": {"type": "integer"}}}, "target 'b' is not one"),
+        (
+            {"target": "a", "columns": {"a": {"type": "integer"}, "b": {"type": "string",
+             "values": ["x"]}}},
+            "columns.b.values is for the target",
+        ),
+        ({"target": "a", "columns": {"a": {"type": "float", "max_null_rate": 2}}}, "between 0"),
+        ({"target": "a", "columns": {"a": {"type": "float"}}, "colums": {}}, "unknown top-level"),
+    ],
+)  # fmt: skip
+def test_schema_errors_name_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        parse_schema(raw, "schema.yaml")
+
+
+def test_missing_schema_file_says_how_to_draft_one(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="mlcycle schema infer"):
+        load_schema(tmp_path / "schema.yaml")
+
+
+def test_dump_reads_back_the_same_schema_with_awkward_values(tmp_path: Path) -> None:
+    awkward = ("", " padded", "1", "1.5", "yes", "null", "a, b", "x: y", "#tag", ">50K", "<=50K",
+               "[x]", "café", 'say "hi"', "it's", "-", "~")  # fmt: skip
+    schema = Schema(
+        target="weird: name",
+        columns=(
+            ColumnSpec("text", "category", categories=awkward),
+            ColumnSpec("n", "float", max_null_rate=0.05, min=-1.5e-7, max=1e20),
+            ColumnSpec("weird: name", "integer", nullable=False, values=("0", "1")),
+        ),
+    )
+    text = dump_schema(schema, "# a header\n")
+    assert all(len(line) <= 100 for line in text.splitlines())
+    path = tmp_path / "schema.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_schema(path) == schema
+
+
+# 3. Drafting a schema from data.
+
+
+def test_infer_types_ranges_categories_and_nullability() -> None:
+    frame = pd.DataFrame(
+        {
+            "count": [3.0, np.nan, 7.0, 1.0],  # whole numbers with a gap: integer
+            "ratio": [0.5, 0.25, 1.0, 0.75],
+            "as_text": pd.Series(["10", "12", "11", "10"], dtype="string"),
+            "colour": pd.Series(["red", "blue", None, "red"], dtype="string"),
+            "flag": [True, False, True, True],
+            "when": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]),
+            "when_text": ["2024-01-01", "2024-01-02T10:00", "2024-01-03", None],
+            "id": [f"id-{i}" for i in range(4)],
+            "y": ["b", "a", "a", "b"],
+            sources.SOURCE_COLUMN: "s",
+        }
+    )
+    draft = infer_schema(frame, "y", max_categories=3)
+    by = {c.name: c for c in draft.columns}
+    assert sources.SOURCE_COLUMN not in by
+    count = by["count"]
+    assert (count.type, count.min, count.max, count.nullable) == ("integer", 1, 7, True)
+    assert (by["ratio"].type, by["ratio"].min, by["ratio"].max) == ("float", 0.25, 1.0)
+    assert (by["as_text"].type, by["as_text"].min, by["as_text"].max) == ("integer", 10, 12)
+    assert (by["colour"].type, by["colour"].categories) == ("category", ("blue", "red"))
+    types = [by[c].type for c in ("flag", "when", "when_text", "id")]
+    assert types == ["boolean", "datetime", "datetime", "string"]
+    assert by["id"].categories is None
+    assert (by["y"].values, by["y"].categories, by["y"].nullable) == (("a", "b"), None, False)
+    assert check(frame, draft) == []
+
+
+def test_infer_boolean_and_integer_targets_round_trip() -> None:
+    frame = pd.DataFrame(
+        {"flag": pd.Series(["True", "false", "TRUE", None], dtype="string"), "n": [1, 0, 2, 1]}
+    )
+    for target, values in (("flag", ("false", "true")), ("n", ("0", "1", "2"))):
+        draft = infer_schema(frame, target)
+        assert draft.column(target).values == values
+        assert [f.kind for f in check(frame, draft)] == []
+    draft = infer_schema(frame, "n")
+    frame.loc[0, "n"] = 3
+    assert only(check(frame, draft), "target_values").examples == (3,)
+
+
+@pytest.fixture(scope="module")
+def adult() -> pd.DataFrame:
+    """The bundled Adult snapshot, read the way the gather stage reads it."""
+    params = config.load(ROOT / "params.yaml")
+    return sources.union([sources.read_source(s, ROOT) for s in params.data.sources])
+
+
+def test_adult_draft_round_trips_without_errors(adult: pd.DataFrame, tmp_path: Path) -> None:
+    draft = infer_schema(adult, "income")
+    path = tmp_path / "schema.yaml"
+    path.write_text(dump_schema(draft, "# draft\n", observed_notes(adult, draft)))
+    loaded = load_schema(path)
+    assert loaded == draft
+    age = loaded.column("age")
+    assert (age.type, age.min, age.max, age.nullable) == ("integer", 17, 90, False)
+    assert loaded.column("income").values == ("<=50K", ">50K")
+    assert loaded.column("sex").categories == ("Female", "Male")
+    findings = check(adult, loaded)
+    assert [(f.kind, f.rows) for f in findings] == [("duplicate_rows", 52)]
+
+
+def test_project_schema_passes_the_bundled_data_with_default_params(adult: pd.DataFrame) -> None:
+    params = config.load(ROOT / "params.yaml")
+    schema = load_schema(ROOT / params.validate.schema)
+    assert schema.target == params.objectives.target
+    v = params.validate
+    findings = check(
+        adult, schema, severity=v.severity, max_null_rate=v.max_null_rate, examples=v.examples
+    )
+    doc = summarize(findings, len(adult), 15)
+    assert doc["passed"], [f.message for f in findings]
+    assert [(f.kind, f.severity) for f in findings] == [("duplicate_rows", "warning")]
+
+
+# 4. `mlcycle schema infer`.
+
+
+def write_params(tmp_path: Path, target: str) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["objectives"]["target"] = target
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_schema_infer_cli_drafts_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    snapshot = tmp_path / "snapshot.parquet"
+    people().to_parquet(snapshot, index=False)
+    params = write_params(tmp_path, "label")
+    out = tmp_path / "schema.yaml"
+    args = ["schema", "infer", "--snapshot", str(snapshot), "--out", str(out)]
+    assert cli.main([*args, "--params", str(params)]) == 0
+    draft = load_schema(out)
+    assert draft.target == "label" and draft.names == tuple(people().columns[:-1])
+    assert out.read_text().startswith("# The data schema")
+
+    out.write_text("# reviewed by hand\n")
+    assert cli.main([*args, "--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert "schema.yaml exists" in err and "--force" in err
+    assert out.read_text() == "# reviewed by hand\n"
+    assert cli.main([*args, "--params", str(params), "--force"]) == 0
+    assert load_schema(out) == draft
+
+
+def test_schema_infer_cli_names_a_target_that_is_not_a_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    snapshot = tmp_path / "snapshot.parquet"
+    people().to_parquet(snapshot, index=False)
+    params = write_params(tmp_path, "income")
+    out = tmp_path / "s.yaml"
+    args = ["--snapshot", str(snapshot), "--out", str(out), "--params", str(params)]
+    code = cli.main(["schema", "infer", *args])
+    assert code == 1
+    assert "target 'income' is not a column" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# 5. The stage as a process (no DVC): exit status, stderr table, report and metrics.
+
+
+def run_stage(workdir: Path, frame: pd.DataFrame, schema: Schema) -> subprocess.CompletedProcess:
+    """Run `python -m mlcycle.stages.validate` in ``workdir`` on ``frame`` and ``schema``."""
+    (workdir / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(workdir / "data" / "raw" / "snapshot.parquet", index=False)
+    (workdir / "schema.yaml").write_text(dump_schema(schema))
+    if not (workdir / "params.yaml").exists():
+        write_params(workdir, schema.target)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", "mlcycle.stages.validate"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_stage_error_exits_1_with_a_table_and_a_report(tmp_path: Path) -> None:
+    frame = people()
+    frame.loc[3, "age"] = 200
+    frame["colour"] = frame["colour"].replace("red", "pink")
+    proc = run_stage(tmp_path, frame, PEOPLE)
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(
+        r"\| error +\| out_of_range +\| age +\| 1 of 8 +\| between 17 and 90", proc.stderr
+    )
+    assert re.search(r"\| warning +\| unseen_category +\| colour ", proc.stderr)
+    assert "[validate] error: the snapshot fails 1 rule(s) of schema.yaml" in proc.stderr
+    assert "age: 1 of 8 rows are out of range; expected between 17 and 90; examples: 200" in (
+        proc.stderr
+    )
+    doc = json.loads((tmp_path / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is False and doc["counts"] == {"error": 1, "warning": 1}
+    first = doc["findings"][0]
+    assert (first["kind"], first["column"], first["rows"]) == ("out_of_range", "age", 1)
+    assert (first["examples"], first["first_rows"]) == ([200], [3])
+    report = (tmp_path / "reports" / "validation.md").read_text()
+    assert "**FAILED**" in report and "| age " in report
+
+
+def test_stage_passes_with_warnings_only_and_writes_the_same_bytes_twice(tmp_path: Path) -> None:
+    frame = people()
+    frame["colour"] = frame["colour"].replace("red", "pink")
+    proc = run_stage(tmp_path, frame, PEOPLE)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 error(s), 1 warning(s)" in proc.stderr
+    first = (tmp_path / "metrics" / "validation.json").read_bytes()
+    doc = json.loads(first)
+    assert doc["passed"] is True and doc["rows"] == 8 and doc["columns"] == 6
+    assert run_stage(tmp_path, frame, PEOPLE).returncode == 0
+    assert (tmp_path / "metrics" / "validation.json").read_bytes() == first
+
+
+def test_stage_refuses_a_schema_for_another_target(tmp_path: Path) -> None:
+    write_params(tmp_path, "colour")
+    proc = run_stage(tmp_path, people(), PEOPLE)
+    assert proc.returncode == 1
+    assert "target is 'label' but objectives.target in params.yaml is 'colour'" in proc.stderr
+
+
+# 6. End to end: real `dvc repro` in a temporary git repository.
+
+# What the pipeline needs beyond conftest.PROJECT_FILES, until conftest copies them itself.
+PIPELINE_EXTRAS = ("schema.yaml", "data/landing")
+BUNDLE = "models/bundle"
+TRAIN_SOURCE = "data/external/adult/adult.data.gz"
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+
+
+def digests(project: Path, *relative: str) -> dict[str, str]:
+    """SHA-256 of every file under the given paths of ``project``."""
+    out = {}
+    for rel in relative:
+        root = project / rel
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            out[str(path.relative_to(project))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def validated_project(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A project after one full `dvc repro` (with the validate stage), committed. Do not change."""
+    if all(name in PROJECT_FILES for name in PIPELINE_EXTRAS):
+        return request.getfixturevalue("built_project")
+    project = make_project(tmp_path_factory.mktemp("validated") / "project")
+    for name in PIPELINE_EXTRAS:
+        src, dest = ROOT / name, project / name
+        if not dest.exists():
+            shutil.copytree(src, dest) if src.is_dir() else shutil.copy2(src, dest)
+    git_commit(project, "schema")
+    run(["dvc", "repro"], project)
+    git_commit(project, "repro")
+    return project
+
+
+@pytest.fixture
+def pipeline(validated_project: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`validated_project` (git history and DVC cache included)."""
+    dest = tmp_path / "project"
+    shutil.copytree(validated_project, dest, symlinks=True)
+    return dest
+
+
+def rewrite_first_record(project: Path, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` in the training file's first record; pin the new content."""
+    path = project / TRAIN_SOURCE
+    content = gzip.decompress(path.read_bytes())
+    first, rest = content.split(b"\n", 1)
+    assert old in first
+    changed = first.replace(old, new, 1) + b"\n" + rest
+    path.write_bytes(gzip.compress(changed, mtime=0))
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    (src,) = [s for s in params["data"]["sources"] if s["path"] == TRAIN_SOURCE]
+    src["sha256"] = hashlib.sha256(changed).hexdigest()
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> None:
+    doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is True and doc["counts"] == {"error": 0, "warning": 1}
+    assert doc["findings"][0]["kind"] == "duplicate_rows"
+    before = (pipeline / "metrics" / "validation.json").read_bytes()
+    run(["dvc", "repro", "--force", "--single-item", "validate"], pipeline)
+    assert (pipeline / "metrics" / "validation.json").read_bytes() == before
+    assert json.loads(run(["dvc", "status", "--json"], pipeline).stdout) == {}
+
+
+def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path) -> None:
+    rewrite_first_record(pipeline, b"39, State-gov", b"200, State-gov")
+    kept = digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json")
+    assert any(name.startswith(BUNDLE) for name in kept)
+    proc = run(["dvc", "repro"], pipeline, check=False)
+    assert proc.returncode != 0
+    assert RUNNING_STAGE.findall(proc.stdout) == ["gather", "validate"]
+    assert "age: 1 of 48842 rows are out of range; expected between 17 and 90; examples: 200" in (
+        proc.stderr
+    )
+    assert re.search(r"\| error +\| out_of_range +\| age ", proc.stderr)
+    assert digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json") == kept
+    doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is False
+    errors = [f for f in doc["findings"] if f["severity"] == "error"]
+    assert [(f["kind"], f["column"], f["first_rows"]) for f in errors] == [
+        ("out_of_range", "age", [0])
+    ]
+    assert "out_of_range" in (pipeline / "reports" / "validation.md").read_text()
+
+
+def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
+    """A warning passes the gate: the stage after it runs (training on is the usual pipeline)."""
+    rewrite_first_record(pipeline, b"State-gov", b"Space-agency")
+    proc = run(["dvc", "repro", "prepare"], pipeline)
+    assert RUNNING_STAGE.findall(proc.stdout) == ["gather", "validate", "prepare"]
+    assert re.search(r"\| warning +\| unseen_category +\| workclass ", proc.stderr)
+    doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is True and doc["counts"] == {"error": 0, "warning": 2}
+    (unseen,) = [f for f in doc["findings"] if f["kind"] == "unseen_category"]
+    assert (unseen["severity"], unseen["column"], unseen["rows"]) == ("warning", "workclass", 1)
+    assert unseen["examples"] == ["Space-agency"]
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], pipeline).stdout)
+    assert "metrics/validation.json" in json.dumps(metrics)
