@@ -482,8 +482,11 @@ def test_monitor_writes_reports(built_project: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "report" / "drift.json").read_text())
     signature = json.loads((built_project / "models/bundle/signature.json").read_text())
-    columns = [f["name"] for f in signature["features"]]
+    # Drift is measured on the raw inputs callers send, not on derived model features.
+    columns = [f["name"] for f in signature["inputs"]]
     assert [f["feature"] for f in doc["features"]] == columns
+    assert "capital-net" in [f["name"] for f in signature["features"]]
+    assert "capital-net" not in columns
     assert doc["drifted_features"] == []
     assert doc["current_rows"] == len(pd.read_parquet(batch))
     assert doc["reference_rows"] == len(pd.read_parquet(built_project / TRAIN_SPLIT))

@@ -182,7 +182,7 @@ def test_changed_source_data_with_new_checksum_reruns_every_stage(project_copy: 
     old_rows = {s["name"]: s["rows"] for s in before["sources"]}
     assert rows == {**old_rows, "adult_train": old_rows["adult_train"] - DROPPED_RECORDS}
     prepared = read_json(p / "metrics/prepare.json")
-    assert prepared["train"]["rows"] == old_rows["adult_train"] - DROPPED_RECORDS
+    assert prepared["train"]["rows_split"] == old_rows["adult_train"] - DROPPED_RECORDS
     metadata = read_json(p / "models/bundle/metadata.json")
     assert metadata["data"]["data/raw/snapshot.parquet"] == sha256(p / "data/raw/snapshot.parquet")
 

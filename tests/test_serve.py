@@ -172,6 +172,9 @@ def test_metadata_has_signature_and_provenance(server: Server) -> None:
     assert doc["signature"]["target"] == TARGET
     assert doc["signature"]["positive_class"] == ">50K"
     assert [f["name"] for f in doc["signature"]["features"]][:2] == ["age", "workclass"]
+    # params.yaml derives capital-net: a model feature the service computes, not an input.
+    assert doc["signature"]["features"][-1]["name"] == "capital-net"
+    assert "capital-net" not in [f["name"] for f in doc["signature"]["inputs"]]
     assert doc["metadata"]["model_sha256"].startswith(doc["model"]["id"])
     assert {"params", "metrics", "data", "git", "libraries"} <= set(doc["metadata"])
 
@@ -249,6 +252,7 @@ MALFORMED = {
         lambda r: {"records": [_with(r, favourite_colour="red")]},
         "favourite-colour",
     ),
+    "derived feature sent": (lambda r: {"records": [_with(r, capital_net=0.0)]}, "capital-net"),
     "empty records": (lambda r: {"records": []}, "records"),
     "number for a category": (lambda r: {"records": [_with(r, workclass=3)]}, "workclass"),
     "records not a list": (lambda r: {"records": r}, "records"),

@@ -132,10 +132,25 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Candidates, tuning budget and cross-validation for the train stage.
+
+    ``models`` holds each candidate's fixed parameters (``xgboost`` is also ``xgb``), and
+    ``search`` each candidate's search space: ``{param: {low, high[, log]}}`` or
+    ``{param: {choices: [...]}}``.
+    """
+
     seed: int
     nthread: int
     validation_fraction: float
     xgb: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    candidates: tuple[str, ...] = ("xgboost",)
+    cv_folds: int = 5
+    class_weight: str = "none"
+    tuning_trials: int = 0
+    tuning_timeout: float | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,9 @@ SOURCE_FORMATS = ("csv", "parquet", "jsonl")
 SPLIT_METHODS = ("by_source", "stratified", "group", "time")
 OUTLIER_METHODS = ("none", "iqr", "zscore", "isolation_forest")
 SELECTION_METHODS = ("none", "mutual_info")
+CANDIDATES = ("xgboost", "logistic_regression", "random_forest")
+CLASS_WEIGHTS = ("none", "balanced")
+DEVICES = ("cpu", "cuda")
 # Derived-feature operations and the keys each needs besides `name` and `op`.
 DERIVED_OPS = {
     "sum": "columns", "difference": "columns", "product": "columns", "ratio": "columns",
@@ -391,6 +409,11 @@ def parse_features(raw: dict[str, Any]) -> FeaturesConfig:
             if len(edges) < 1 or sorted(edges) != edges:
                 raise ConfigError(f"params.yaml: '{where}.edges' must be increasing numbers")
     sel = _get(s, "features", "selection", dict, default={})
+    k = _get(sel, "features.selection", "k", int, default=0)
+    if sel.get("method") == "mutual_info" and k < 1:
+        raise ConfigError(
+            "params.yaml: 'features.selection.k' must be at least 1 with method mutual_info"
+        )
     return FeaturesConfig(
         derived=tuple(derived),
         include=tuple(_get(s, "features", "include", list, default=[])),
@@ -400,7 +423,7 @@ def parse_features(raw: dict[str, Any]) -> FeaturesConfig:
             SELECTION_METHODS,
             "features.selection.method",
         ),
-        selection_k=_get(sel, "features.selection", "k", int, default=0),
+        selection_k=k,
     )
 
 
@@ -485,6 +508,40 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
     n_est = xgb.get("n_estimators", 100)
     if not isinstance(n_est, int) or n_est < 1:
         raise ConfigError(f"params.yaml: 'train.xgb.n_estimators' must be >= 1, got {n_est!r}")
+    candidates = tuple(_get(s, "train", "candidates", list, default=["xgboost"]))
+    if not candidates:
+        raise ConfigError("params.yaml: 'train.candidates' is empty; name at least one model")
+    for name in candidates:
+        _choice(name, CANDIDATES, "train.candidates entry")
+    models = dict(_get(s, "train", "models", dict, default={}))
+    for name in models:
+        _choice(name, CANDIDATES, "train.models key")
+    search = dict(_get(s, "train", "search", dict, default={}))
+    for name, space in search.items():
+        _choice(name, CANDIDATES, "train.search key")
+        if not isinstance(space, dict):
+            raise ConfigError(f"params.yaml: 'train.search.{name}' must map params to ranges")
+        for param, rng in space.items():
+            where = f"train.search.{name}.{param}"
+            ok = isinstance(rng, dict) and (
+                ("choices" in rng and isinstance(rng["choices"], list) and rng["choices"])
+                or ("low" in rng and "high" in rng and rng["low"] < rng["high"])
+            )
+            if not ok:
+                raise ConfigError(
+                    f"params.yaml: '{where}' must be {{low, high[, log]}} with low < high, "
+                    "or {choices: [...]}"
+                )
+            if name == "xgboost" and param not in XGB_KEYS:
+                raise ConfigError(f"params.yaml: '{where}': unknown XGBoost parameter {param!r}")
+    tuning = _get(s, "train", "tuning", dict, default={})
+    trials = _get(tuning, "train.tuning", "trials", int, default=0)
+    timeout = _get(tuning, "train.tuning", "timeout", float, default=None)
+    folds = _get(s, "train", "cv_folds", int, default=5)
+    if folds < 2:
+        raise ConfigError(f"params.yaml: 'train.cv_folds' must be at least 2, got {folds}")
+    if trials < 0 or (timeout is not None and timeout <= 0):
+        raise ConfigError("params.yaml: 'train.tuning' needs trials >= 0 and timeout > 0 or null")
     return TrainConfig(
         seed=_get(s, "train", "seed", int, default=42),
         nthread=_get(s, "train", "nthread", int, default=0),
@@ -493,6 +550,18 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
             "train.validation_fraction",
         ),
         xgb=xgb,
+        device=_choice(_get(s, "train", "device", str, default="cpu"), DEVICES, "train.device"),
+        candidates=candidates,
+        cv_folds=folds,
+        class_weight=_choice(
+            _get(s, "train", "class_weight", str, default="none"),
+            CLASS_WEIGHTS,
+            "train.class_weight",
+        ),
+        tuning_trials=trials,
+        tuning_timeout=timeout,
+        models=models,
+        search=search,
     )
 
 

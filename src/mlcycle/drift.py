@@ -78,12 +78,17 @@ def detect(
     psi_threshold: float = 0.1,
     bins: int = 10,
 ) -> list[FeatureDrift]:
-    """Compare every signature feature of ``current`` with ``reference``."""
-    missing = [c for c in signature.columns if c not in current.columns]
-    if missing:
-        raise ValueError(f"new records lack column(s) {missing} that the model uses")
+    """Compare every raw input of the signature in ``current`` with ``reference``.
+
+    Raw inputs, not derived features: they are what callers send and what changes upstream;
+    a derived feature drifts only if its inputs do.
+    """
+    for name, frame in (("new records", current), ("the reference data", reference)):
+        missing = [c for c in signature.input_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} lack column(s) {missing} that the model uses")
     out = []
-    for feat in signature.features:
+    for feat in signature.inputs:
         ref, cur = reference[feat.name], current[feat.name]
         if feat.kind == "numeric":
             cur = pd.to_numeric(cur, errors="coerce")

@@ -16,7 +16,11 @@ PREDICTION = "prediction"
 
 
 def score(bundle: Bundle, records: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Positive-class probabilities and predicted labels (at the bundle's threshold)."""
+    """Positive-class probabilities and predicted labels (at the bundle's threshold).
+
+    ``records`` need the signature's raw inputs; derived features are computed from them by
+    :func:`mlcycle.features.to_model_frame`, exactly as in training and evaluation.
+    """
     proba = predict_proba(bundle.booster, to_model_frame(records, bundle.signature))
     sig = bundle.signature
     labels = np.where(proba >= bundle.threshold, sig.positive_class, sig.negative_class)

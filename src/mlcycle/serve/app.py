@@ -1,8 +1,9 @@
 """FastAPI application serving a verified model bundle.
 
-Request bodies are typed from the bundle's signature, so a wrong or missing field is a 422
-naming the field (``records.0.age``), never a 500. Scoring uses the same library code as
-evaluation and batch prediction.
+Request bodies are typed from the raw inputs in the bundle's signature, so a wrong or missing
+field is a 422 naming the field (``records.0.age``), never a 500. Scoring uses the same library
+code as evaluation and batch prediction (:func:`mlcycle.features.to_model_frame`), derived
+features included.
 """
 
 from typing import Annotated, Any
@@ -32,12 +33,19 @@ Number = Annotated[float, BeforeValidator(_not_bool)]
 
 
 def record_model(signature: Signature) -> type[BaseModel]:
-    """A pydantic model of one input record: every feature present, null allowed, no extras."""
+    """A pydantic model of one input record.
+
+    Every raw input the model needs must be present (null allowed); derived features are
+    computed by the service, never sent. Columns the training data had but the model does not
+    use may be sent and are ignored; any other field is refused.
+    """
     fields: dict[str, Any] = {}
-    for i, feat in enumerate(signature.features):
+    for i, feat in enumerate(signature.inputs):
         kind = (Number | None) if feat.kind == "numeric" else (str | None)
         extra = {"allow_inf_nan": False} if feat.kind == "numeric" else {}
         fields[f"f{i}"] = (kind, Field(..., alias=feat.name, **extra))
+    for i, name in enumerate(signature.unused_inputs):
+        fields[f"u{i}"] = (str | float | None, Field(None, alias=name, description="ignored"))
     return create_model(
         "Record", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields
     )
@@ -99,7 +107,7 @@ def create_app(bundle: Bundle) -> FastAPI:
     def predict(request: PredictRequest) -> PredictResponse:
         """Score one or many records."""
         frame = pd.DataFrame(
-            [r.model_dump(by_alias=True) for r in request.records], columns=sig.columns
+            [r.model_dump(by_alias=True) for r in request.records], columns=sig.input_columns
         )
         try:
             proba, labels = score(bundle, frame)

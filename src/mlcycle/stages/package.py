@@ -38,7 +38,11 @@ def main() -> None:
         "threshold": params.evaluate.threshold,
         "best_rounds": signature_doc.get("best_rounds"),
         "objectives": raw["objectives"],
-        "params": {"train": raw["train"], "prepare": raw["prepare"]},
+        "params": {
+            "train": raw["train"],
+            "prepare": raw["prepare"],
+            "features": raw.get("features", {}),
+        },
         "metrics": read_json(f"{METRICS}/evaluate.json"),
         "data": {path: sha256_file(path) for path in (SNAPSHOT, TRAIN, TEST)},
         "git": git_state(),

@@ -1,31 +1,32 @@
-"""Stage `prepare`: clean the snapshot and split it into train and test.
+"""Stage `prepare`: clean the snapshot, split it into train and test, and remove duplicates,
+conflicting labels and outliers from the training split only.
 
 Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.target`,
 `objectives.positive_class`.
-Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what cleaning changed).
+Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what every step changed).
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict
 
 import pandas as pd
 
 from mlcycle import config
 from mlcycle.io import write_json, write_parquet
-from mlcycle.prepare import clean, split
+from mlcycle.prepare import prepare
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
 
 
 def main() -> None:
     params = config.load()
-    target = params.objectives.target
+    target, positive = params.objectives.target, params.objectives.positive_class
     snapshot = pd.read_parquet(SNAPSHOT)
-    cleaned, report = clean(snapshot, params.objectives)
-    train, test = split(cleaned, params.prepare, target)
+    log("prepare", f"snapshot: {len(snapshot)} rows")
+    result = prepare(
+        snapshot, params.prepare, params.objectives, progress=lambda msg: log("prepare", msg)
+    )
+    train, test = result.train, result.test
     write_parquet(TRAIN, train)
     write_parquet(TEST, test)
-    positive = params.objectives.positive_class
 
     def positive_rate(frame: pd.DataFrame) -> float:
         return round(float((frame[target] == positive).mean()), 6)
@@ -33,8 +34,12 @@ def main() -> None:
     write_json(
         f"{METRICS}/prepare.json",
         {
-            "clean": asdict(report),
-            "train": {"rows": len(train), "positive_rate": positive_rate(train)},
+            **result.report,
+            "train": {
+                "rows_split": result.report["split"]["train_rows"],
+                "rows": len(train),
+                "positive_rate": positive_rate(train),
+            },
             "test": {"rows": len(test), "positive_rate": positive_rate(test)},
         },
     )

@@ -1,6 +1,10 @@
-"""Stage `train`: fit the XGBoost classifier on the training split, log its learning curve.
+"""Stage `train`: engineer and select features, fit the XGBoost classifier on the training
+split, log its learning curve.
 
-Inputs: data/prepared/train.parquet; params `train`, `objectives.target`,
+Feature selection (``features.selection``) is fitted here, on the training split only; the
+chosen features, the derived steps and the raw inputs they need go into the signature, which
+evaluation, batch prediction and the service apply with the same code.
+Inputs: data/prepared/train.parquet; params `train`, `features`, `objectives.target`,
 `objectives.positive_class`.
 Outputs: models/train/{model.ubj,signature.json}; metrics/train/ (dvclive metrics and curves).
 """
@@ -23,11 +27,23 @@ def main() -> None:
     params = config.load()
     obj, cfg = params.objectives, params.train
     train = pd.read_parquet(TRAIN)
-    signature = infer_signature(train, obj.target, obj.positive_class)
+    signature = infer_signature(
+        train,
+        obj.target,
+        obj.positive_class,
+        params.features,
+        seed=cfg.seed,
+        progress=lambda msg: log("train", msg),
+    )
     X = to_model_frame(train, signature)
     y = encode_target(train[obj.target], signature)
     rounds = cfg.xgb.get("n_estimators")
-    log("train", f"{len(X)} rows, {X.shape[1]} features; up to {rounds} rounds")
+    derived = [s.name for s in signature.derived if s.name in signature.columns]
+    log(
+        "train",
+        f"{len(X)} rows, {X.shape[1]} features ({len(derived)} derived: {derived}) from "
+        f"{len(signature.inputs)} raw inputs; up to {rounds} rounds",
+    )
 
     with Live(dir=f"{METRICS}/train", dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
@@ -42,6 +58,7 @@ def main() -> None:
 
         result = fit(X, y, cfg, on_round=on_round)
         live.summary["best_rounds"] = result.best_rounds
+        live.summary["features"] = len(signature.features)
 
     write_bytes(MODEL_FILE, bytes(result.booster.save_raw(raw_format="ubj")))
     write_json(
