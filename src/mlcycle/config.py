@@ -31,6 +31,11 @@ class Objectives:
     primary_metric: str
     minimum: float
     kpis: tuple[str, ...]
+    minimums: dict[str, float] = field(default_factory=dict)
+    threshold_metric: str | None = None
+    cost_fp: float = 1.0
+    cost_fn: float = 1.0
+    slices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,13 +266,40 @@ def parse_objectives(raw: dict[str, Any]) -> Objectives:
             )
     if primary not in kpis:
         kpis = (primary, *kpis)
+    minimum = _get(s, "objectives", "minimum", float)
+    minimums = {primary: minimum}
+    for name, bound in _get(s, "objectives", "minimums", dict, default={}).items():
+        if name not in KPI_FUNCTIONS:
+            raise ConfigError(
+                f"params.yaml: unknown metric {name!r} in 'objectives.minimums'; "
+                f"known metrics: {sorted(KPI_FUNCTIONS)}"
+            )
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise ConfigError(f"params.yaml: 'objectives.minimums.{name}' must be a number")
+        minimums[name] = float(bound)
+    th = _get(s, "objectives", "threshold", dict, default={})
+    th_metric = _get(th, "objectives.threshold", "maximize", str, default=None)
+    if th_metric is not None and th_metric not in KPI_FUNCTIONS:
+        raise ConfigError(
+            f"params.yaml: unknown metric {th_metric!r} in 'objectives.threshold.maximize'"
+        )
+    cost_fp = _get(th, "objectives.threshold", "cost_fp", float, default=1.0)
+    cost_fn = _get(th, "objectives.threshold", "cost_fn", float, default=1.0)
+    if cost_fp < 0 or cost_fn < 0 or cost_fp + cost_fn == 0:
+        raise ConfigError("params.yaml: 'objectives.threshold' costs must be >= 0, not both 0")
+    kpis = tuple(dict.fromkeys((*kpis, *minimums)))
     return Objectives(
         task=task,
         target=_get(s, "objectives", "target", str),
         positive_class=str(_get(s, "objectives", "positive_class", (str, int, bool))),
         primary_metric=primary,
-        minimum=_get(s, "objectives", "minimum", float),
+        minimum=minimum,
         kpis=kpis,
+        minimums=minimums,
+        threshold_metric=th_metric,
+        cost_fp=cost_fp,
+        cost_fn=cost_fn,
+        slices=tuple(_get(s, "objectives", "slices", list, default=[])),
     )
 
 

@@ -113,3 +113,116 @@ def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[s
     pred = _labels(proba, threshold)
     tn, fp, fn, tp = skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
     return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
+
+
+def bootstrap_interval(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    threshold: float,
+    name: str,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile bootstrap confidence interval of metric ``name`` (rows resampled, seeded)."""
+    y_true = np.asarray(y_true, dtype=np.int8)
+    proba = np.asarray(proba, dtype=np.float64)
+    fn = KPI_FUNCTIONS[name]
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        y = y_true[idx]
+        if y.min() == y.max():  # a resample with one class has no ROC AUC
+            continue
+        values.append(float(fn(y, proba[idx], threshold)))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return {
+        "low": round(float(low), 6),
+        "high": round(float(high), 6),
+        "level": level,
+        "resamples": len(values),
+    }
+
+
+THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)
+
+
+def threshold_curve(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    metric: str | None = None,
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+) -> list[dict[str, float]]:
+    """For each threshold on a 0.01 grid: the metric's value (if given) and the mean cost."""
+    y_true = np.asarray(y_true, dtype=np.int8)
+    rows = []
+    for t in THRESHOLD_GRID:
+        c = confusion(y_true, proba, float(t))
+        row = {
+            "threshold": float(t),
+            "cost": round((cost_fp * c["fp"] + cost_fn * c["fn"]) / len(y_true), 6),
+        }
+        if metric:
+            row[metric] = round(float(KPI_FUNCTIONS[metric](y_true, proba, float(t))), 6)
+        rows.append(row)
+    return rows
+
+
+def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -> float:
+    """The threshold that maximises ``metric`` (or minimises it, for lower-is-better metrics),
+    or, without a metric, minimises the cost. Ties go to the threshold nearest 0.5."""
+
+    def key(row: dict[str, float]) -> tuple[float, float]:
+        if metric is None:
+            score = row["cost"]
+        else:
+            score = row[metric] if metric in LOWER_IS_BETTER else -row[metric]
+        return (score, abs(row["threshold"] - 0.5))
+
+    return float(min(curve, key=key)["threshold"])
+
+
+def slice_kpis(
+    groups: np.ndarray | list,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    threshold: float,
+    names: tuple[str, ...] | list[str],
+    min_rows: int = 30,
+) -> dict[str, dict]:
+    """KPIs per value of a slicing column; slices smaller than ``min_rows`` or with one class
+    get only their size (their metrics would be noise or undefined)."""
+    groups = np.asarray(groups, dtype=object)
+    y_true = np.asarray(y_true, dtype=np.int8)
+    proba = np.asarray(proba, dtype=np.float64)
+    out = {}
+    for value in sorted({str(g) for g in groups}):
+        mask = np.array([str(g) == value for g in groups])
+        y, p = y_true[mask], proba[mask]
+        entry: dict = {"rows": int(mask.sum()), "positive_rate": round(float(y.mean()), 6)}
+        if mask.sum() >= min_rows and y.min() != y.max():
+            entry.update(compute_kpis(y, p, threshold, names))
+        out[value] = entry
+    return out
+
+
+def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> dict[str, dict]:
+    """Per metric: the best and worst slice and the gap between them."""
+    gaps = {}
+    for name in names:
+        scored = {v: s[name] for v, s in slices.items() if name in s}
+        if len(scored) < 2:
+            continue
+        lower = name in LOWER_IS_BETTER
+        best = (min if lower else max)(scored, key=scored.get)
+        worst = (max if lower else min)(scored, key=scored.get)
+        gaps[name] = {
+            "best": best,
+            "worst": worst,
+            "gap": round(abs(scored[best] - scored[worst]), 6),
+        }
+    return gaps

@@ -1,0 +1,216 @@
+"""The model registry: versions and the production stage as git tags, in GTO's convention.
+
+``name@vX.Y.Z`` registers a version at a commit; ``name#prod#N`` assigns it to production. The
+bundle itself lives in DVC's cache (it is the `models/bundle` output in that commit's dvc.lock)
+and is retrieved with ``dvc artifacts get``. Nothing here needs a server: tags travel with
+``git push --tags``, bundles with ``dvc push``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PROD = "prod"
+CACHE_DIR = Path("models/registry")
+
+
+class RegistryError(ValueError):
+    """A registry operation cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """A registered model version and the commit it points at."""
+
+    name: str
+    version: str
+    commit: str
+
+
+def _git(repo: Path, *args: str) -> str:
+    res = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RegistryError(f"git {' '.join(args)} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def _gto():
+    import gto.api  # imported lazily: gto pulls in a lot and most commands never need it
+
+    return gto.api
+
+
+def production(repo: str | Path, name: str) -> Version | None:
+    """The version in the production stage, or None if nothing was ever promoted."""
+    from gto.exceptions import ArtifactNotFound
+
+    try:
+        found = _gto().find_versions_in_stage(str(repo), name, PROD)
+    except ArtifactNotFound:
+        return None
+    if not found:
+        return None
+    vs = found[0] if isinstance(found, list) else found
+    return Version(name, vs.version, vs.commit_hexsha)
+
+
+def find_version(repo: str | Path, name: str, version: str) -> Version:
+    """A registered version by its number (``v1.2.3``), or an error listing the known ones."""
+    tag = f"{name}@{version}"
+    try:
+        commit = _git(Path(repo), "rev-list", "-n", "1", tag).strip()
+    except RegistryError:
+        known = sorted(_git(Path(repo), "tag", "--list", f"{name}@v*").split())
+        raise RegistryError(f"no model version {tag}; registered: {known or 'none'}") from None
+    return Version(name, version, commit)
+
+
+def resolve(repo: str | Path, name: str, version: str | None = None) -> Version:
+    """A named version, or the production one when ``version`` is None."""
+    if version:
+        return find_version(repo, name, version)
+    prod = production(repo, name)
+    if prod is None:
+        raise RegistryError(
+            f"no production version of {name!r} yet: run `dvc repro`, commit, then "
+            "`mlcycle release`; or pass --bundle models/bundle to use the workspace model"
+        )
+    return prod
+
+
+def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = None) -> Path:
+    """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once)."""
+    repo = Path(repo)
+    dest = Path(dest_root or repo / CACHE_DIR) / v.name / v.version
+    if dest.is_dir():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        [
+            "dvc",
+            "artifacts",
+            "get",
+            str(repo.resolve()),
+            v.name,
+            "--rev",
+            v.version,
+            "-o",
+            str(tmp),
+            "-f",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise RegistryError(
+            f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
+            f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC remote, "
+            f"run `dvc fetch --rev {v.name}@{v.version}` first"
+        )
+    tmp.rename(dest)
+    return dest
+
+
+def next_version(repo: str | Path, name: str, bump: str) -> str:
+    """The version after the latest registered one (``v0.1.0`` for the first)."""
+    tags = _git(Path(repo), "tag", "--list", f"{name}@v*").split()
+    nums = []
+    for tag in tags:
+        try:
+            nums.append(tuple(int(x) for x in tag.split("@v", 1)[1].split(".")))
+        except ValueError:
+            continue
+    if not nums:
+        return "v0.1.0"
+    major, minor, patch = max(nums)
+    if bump == "major":
+        return f"v{major + 1}.0.0"
+    if bump == "minor":
+        return f"v{major}.{minor + 1}.0"
+    return f"v{major}.{minor}.{patch + 1}"
+
+
+def read_at(repo: str | Path, commit: str, path: str) -> str | None:
+    """A file's text at ``commit``, or None if it did not exist there."""
+    res = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True, text=True
+    )
+    return res.stdout if res.returncode == 0 else None
+
+
+def release(repo: str | Path, name: str, bump: str = "patch", message: str | None = None) -> str:
+    """Register HEAD as a new version and assign it to production, if its gate passed.
+
+    Refuses when the committed gate decision at HEAD is missing or a rejection, or when
+    dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
+    model in the workspace).
+    """
+    repo = Path(repo)
+    dirty = _git(repo, "status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics")
+    if dirty.strip():
+        raise RegistryError(
+            "commit the pipeline's results first (uncommitted: "
+            + ", ".join(line[3:] for line in dirty.splitlines())
+            + ")"
+        )
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    gate_text = read_at(repo, commit, "metrics/gate.json")
+    if gate_text is None:
+        raise RegistryError("HEAD has no metrics/gate.json: run `dvc repro` and commit first")
+    gate = json.loads(gate_text)
+    if not gate.get("passed"):
+        raise RegistryError(
+            "the gate rejected the model at HEAD: " + "; ".join(gate.get("reasons", []))
+        )
+    version = next_version(repo, name, bump)
+    api = _gto()
+    api.register(
+        str(repo), name, ref=commit, version=version, message=message or f"{name} {version}"
+    )
+    api.assign(
+        str(repo),
+        name,
+        PROD,
+        version=version,
+        message=message or f"promote {name} {version} to {PROD}",
+    )
+    return version
+
+
+def lineage(repo: str | Path, v: Version) -> dict:
+    """Where a version came from: commit, data hashes from dvc.lock, params, metrics, gate."""
+    repo = Path(repo)
+    lock_text = read_at(repo, v.commit, "dvc.lock")
+    if lock_text is None:
+        raise RegistryError(f"commit {v.commit[:12]} has no dvc.lock")
+    lock = yaml.safe_load(lock_text)
+    data = {}
+    for stage in lock.get("stages", {}).values():
+        for entry in (*stage.get("deps", []), *stage.get("outs", [])):
+            path = entry["path"]
+            if path.startswith("data/") or path.startswith("models/"):
+                data[path] = entry.get("md5") or entry.get("hash")
+
+    def load(path: str, parse=json.loads):
+        text = read_at(repo, v.commit, path)
+        return parse(text) if text is not None else None
+
+    return {
+        "model": f"{v.name}@{v.version}",
+        "commit": v.commit,
+        "commit_time": _git(repo, "show", "-s", "--format=%cI", v.commit).strip(),
+        "data": dict(sorted(data.items())),
+        "params": load("params.yaml", yaml.safe_load),
+        "metrics": load("metrics/evaluate.json"),
+        "gate": load("metrics/gate.json"),
+    }

@@ -1,0 +1,122 @@
+"""Pure parts of testing and gating: bootstrap intervals, thresholds, slices, SHAP, the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from sklearn import metrics as skm
+
+from mlcycle.explain import shap_summary, shap_values
+from mlcycle.gate import decide
+from mlcycle.metrics import (
+    bootstrap_interval,
+    choose_threshold,
+    compute_kpis,
+    slice_gaps,
+    slice_kpis,
+    threshold_curve,
+)
+
+
+@pytest.fixture(scope="module")
+def scored() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 3000)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 3000), 0.001, 0.999)
+    return y, p
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_is_seeded(scored) -> None:
+    y, p = scored
+    auc = skm.roc_auc_score(y, p)
+    ci = bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=1)
+    assert ci["low"] < auc < ci["high"]
+    assert ci["high"] - ci["low"] < 0.1
+    assert ci == bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=1)
+    assert ci != bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=2)
+
+
+def test_threshold_maximising_f1_matches_a_brute_force_search(scored) -> None:
+    y, p = scored
+    curve = threshold_curve(y, p, metric="f1")
+    chosen = choose_threshold(curve, "f1")
+    brute = max(np.round(np.linspace(0.01, 0.99, 99), 2), key=lambda t: skm.f1_score(y, p >= t))
+    assert skm.f1_score(y, p >= chosen) == pytest.approx(skm.f1_score(y, p >= brute))
+
+
+def test_costly_false_negatives_lower_the_threshold(scored) -> None:
+    y, p = scored
+    even = choose_threshold(threshold_curve(y, p, cost_fp=1, cost_fn=1))
+    fn_heavy = choose_threshold(threshold_curve(y, p, cost_fp=1, cost_fn=10))
+    fp_heavy = choose_threshold(threshold_curve(y, p, cost_fp=10, cost_fn=1))
+    assert fn_heavy < even < fp_heavy
+
+
+def test_slices_report_each_group_and_the_gap(scored) -> None:
+    y, p = scored
+    groups = np.where(np.arange(len(y)) % 3 == 0, "a", "b").astype(object)
+    p = p.copy()
+    p[groups == "a"] = np.random.default_rng(0).uniform(size=(groups == "a").sum())  # noise
+    slices = slice_kpis(groups, y, p, 0.5, ["roc_auc", "accuracy"])
+    assert slices["a"]["rows"] == 1000 and slices["b"]["rows"] == 2000
+    assert (
+        slices["b"]["roc_auc"]
+        == compute_kpis(y[groups == "b"], p[groups == "b"], 0.5, ["roc_auc"])["roc_auc"]
+    )
+    gaps = slice_gaps(slices, ["roc_auc"])
+    assert gaps["roc_auc"]["best"] == "b" and gaps["roc_auc"]["worst"] == "a"
+    assert gaps["roc_auc"]["gap"] == pytest.approx(slices["b"]["roc_auc"] - slices["a"]["roc_auc"])
+
+
+def test_small_slices_get_only_their_size(scored) -> None:
+    y, p = scored
+    groups = np.array(["big"] * (len(y) - 5) + ["tiny"] * 5, dtype=object)
+    slices = slice_kpis(groups, y, p, 0.5, ["roc_auc"], min_rows=30)
+    assert "roc_auc" not in slices["tiny"] and slices["tiny"]["rows"] == 5
+
+
+def test_shap_values_sum_to_the_margin() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=500), "b": pd.Categorical(rng.choice(["x", "y"], 500))})
+    y = ((X["a"] > 0) ^ (X["b"] == "x")).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3},
+        xgb.DMatrix(X, y, enable_categorical=True),
+        20,
+    )
+    contribs = booster.predict(xgb.DMatrix(X, enable_categorical=True), pred_contribs=True)
+    margin = booster.predict(xgb.DMatrix(X, enable_categorical=True), output_margin=True)
+    np.testing.assert_allclose(contribs.sum(axis=1), margin, rtol=1e-4, atol=1e-4)
+    assert shap_values(booster, X).shape == (500, 2)
+    importance, points = shap_summary(booster, X, max_rows=100)
+    assert {r["feature"] for r in importance} == {"a", "b"}
+    assert len(points) == 200
+
+
+MIN = {"roc_auc": 0.9, "log_loss": 0.3}
+
+
+def test_gate_passes_a_first_model_on_the_objectives_alone() -> None:
+    d = decide({"roc_auc": 0.93, "log_loss": 0.28}, MIN, "roc_auc")
+    assert d.passed
+    assert any("no production model" in r for r in d.reasons)
+
+
+def test_gate_fails_on_an_objective_and_names_it() -> None:
+    d = decide({"roc_auc": 0.93, "log_loss": 0.35}, MIN, "roc_auc")
+    assert not d.passed
+    assert [r for r in d.reasons if r.startswith("FAIL")] == ["FAIL log_loss 0.3500 <= 0.3"]
+
+
+def test_gate_fails_against_a_better_champion_beyond_the_tolerance() -> None:
+    new = {"roc_auc": 0.930, "log_loss": 0.28}
+    assert not decide(new, MIN, "roc_auc", {"roc_auc": 0.935}, "v1.0.0", tolerance=0.002).passed
+    assert decide(new, MIN, "roc_auc", {"roc_auc": 0.931}, "v1.0.0", tolerance=0.002).passed
+
+
+def test_gate_respects_lower_is_better_primary_metrics() -> None:
+    mins = {"log_loss": 0.5}
+    assert decide({"log_loss": 0.30}, mins, "log_loss", {"log_loss": 0.31}).passed
+    assert not decide({"log_loss": 0.33}, mins, "log_loss", {"log_loss": 0.31}).passed
