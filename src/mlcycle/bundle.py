@@ -2,13 +2,17 @@
 
 Layout::
 
-    model.ubj        the booster, in XGBoost's own UBJSON format (never a pickle)
+    model.ubj        an XGBoost booster, in XGBoost's own UBJSON format, or
+    model.skops      a scikit-learn Pipeline, in skops' format (never a pickle)
     signature.json   input columns, types and categories; target classes
-    metadata.json    params, metrics, data hashes, git commit, library versions, threshold
+    metadata.json    model kind, params, metrics, data hashes, git commit, library versions,
+                     threshold
     SHA256SUMS       the digest of every other file; loading verifies it first
 
+A bundle holds exactly one model file, the one ``metadata.json``'s ``model_kind`` calls for.
 Loading refuses a bundle with a missing, extra or altered file, naming the file, before any of
-its content is parsed.
+its content is parsed; a skops model is then refused if it holds a type outside
+:data:`mlcycle.models.TRUSTED_TYPES`, before any of it is built.
 """
 
 from __future__ import annotations
@@ -26,13 +30,23 @@ import xgboost as xgb
 
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, sha256_bytes
+from mlcycle.models import (
+    MODEL_FILES,
+    SKOPS_FILE,
+    XGB_FILE,
+    Model,
+    ModelError,
+    UntrustedTypesError,
+)
 
-MODEL_FILE = "model.ubj"
+MODEL_FILE = XGB_FILE  # an XGBoost bundle's model file; see MODEL_FILES for the others
 SIGNATURE_FILE = "signature.json"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
-REQUIRED = (MODEL_FILE, SIGNATURE_FILE, METADATA_FILE)
-LIBRARIES = ("mlcycle", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "dvc")
+REQUIRED = (SIGNATURE_FILE, METADATA_FILE)  # plus exactly one of MODEL_FILES' values
+LIBRARIES = (
+    "mlcycle", "xgboost", "scikit-learn", "skops", "pandas", "numpy", "pyarrow", "dvc",
+)  # fmt: skip
 
 
 class BundleError(ValueError):
@@ -44,9 +58,21 @@ class Bundle:
     """A verified, loaded model bundle."""
 
     path: Path
-    booster: xgb.Booster
+    model: Model
     signature: Signature
     metadata: dict
+
+    @property
+    def kind(self) -> str:
+        """The model's kind: xgboost, logistic_regression or random_forest."""
+        return self.model.kind
+
+    @property
+    def booster(self) -> xgb.Booster:
+        """The XGBoost booster of an xgboost bundle (other kinds have none)."""
+        if self.model.kind != "xgboost":
+            raise BundleError(f"model bundle {self.path} holds a {self.model.kind}, not XGBoost")
+        return self.model.estimator
 
     @property
     def threshold(self) -> float:
@@ -87,18 +113,27 @@ def git_state(root: str | Path = ".") -> dict:
 
 
 def write_bundle(
-    target: str | Path, model_bytes: bytes, signature: Signature, metadata: dict
+    target: str | Path,
+    model_bytes: bytes,
+    signature: Signature,
+    metadata: dict,
+    kind: str = "xgboost",
 ) -> Path:
     """Write a complete bundle to ``target`` atomically (built beside it, then renamed).
 
-    ``model_bytes`` is the booster in XGBoost's UBJSON format, copied byte for byte.
+    ``model_bytes`` is the content of a model file of ``kind`` (see
+    :meth:`mlcycle.models.Model.to_bytes`), copied byte for byte; metadata.json records the
+    kind and the model's SHA-256.
     """
+    if kind not in MODEL_FILES:
+        raise BundleError(f"unknown model kind {kind!r}; known: {list(MODEL_FILES)}")
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**metadata, "model_kind": kind, "model_sha256": sha256_bytes(model_bytes)}
     files = {
-        MODEL_FILE: model_bytes,
+        MODEL_FILES[kind]: model_bytes,
         SIGNATURE_FILE: dumps_json(signature.to_dict()).encode(),
-        METADATA_FILE: dumps_json({**metadata, "model_sha256": sha256_bytes(model_bytes)}).encode(),
+        METADATA_FILE: dumps_json(meta).encode(),
     }
     sums = "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in sorted(files.items()))
     files[CHECKSUM_FILE] = sums.encode()
@@ -145,6 +180,12 @@ def verify(path: str | Path) -> dict[str, bytes]:
     missing = [name for name in REQUIRED if name not in expected]
     if missing:
         raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} does not cover {missing}")
+    models = [name for name in (XGB_FILE, SKOPS_FILE) if name in expected]
+    if len(models) != 1:
+        raise BundleError(
+            f"model bundle {path}: {CHECKSUM_FILE} should cover exactly one model file "
+            f"({XGB_FILE} or {SKOPS_FILE}), found {models}"
+        )
     present = {p.name for p in path.iterdir()} - {CHECKSUM_FILE}
     extra = sorted(present - set(expected))
     if extra:
@@ -173,12 +214,20 @@ def load_bundle(path: str | Path) -> Bundle:
         meta = json.loads(contents[METADATA_FILE])
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"model bundle {path}: cannot read its JSON files: {exc}") from exc
-    if meta.get("model_sha256") != sha256_bytes(contents[MODEL_FILE]):
+    kind = meta.get("model_kind", "xgboost")  # bundles from before skops models: XGBoost
+    model_file = MODEL_FILES.get(kind)
+    if model_file is None or model_file not in contents:
+        raise BundleError(
+            f"model bundle {path}: metadata.json says model_kind {kind!r}, which needs "
+            f"{model_file or 'a known kind'}, but the bundle holds "
+            f"{[n for n in contents if n in (XGB_FILE, SKOPS_FILE)]}"
+        )
+    if meta.get("model_sha256") != sha256_bytes(contents[model_file]):
         raise BundleError(f"model bundle {path}: metadata.json names a different model")
-    booster = xgb.Booster()
     try:
-        booster.load_model(bytearray(contents[MODEL_FILE]))
-    except xgb.core.XGBoostError as exc:
-        raise BundleError(f"model bundle {path}: {MODEL_FILE} is not a valid model: {exc}") from exc
-    booster.set_param({"nthread": 0})
-    return Bundle(path=path, booster=booster, signature=signature, metadata=meta)
+        model = Model.from_bytes(kind, contents[model_file])
+    except UntrustedTypesError as exc:
+        raise BundleError(f"model bundle {path}: {model_file} refused: {exc}") from exc
+    except ModelError as exc:
+        raise BundleError(f"model bundle {path}: {model_file} is not a valid model: {exc}") from exc
+    return Bundle(path=path, model=model, signature=signature, metadata=meta)

@@ -141,7 +141,10 @@ class TrainConfig:
 
     ``models`` holds each candidate's fixed parameters (``xgboost`` is also ``xgb``), and
     ``search`` each candidate's search space: ``{param: {low, high[, log]}}`` or
-    ``{param: {choices: [...]}}``.
+    ``{param: {choices: [...]}}``. ``baseline`` names a model kind whose untuned model is also
+    fitted (a candidate or not) and scored by evaluation beside the chosen one (None: none).
+    ``tuning_trials`` is each candidate's search budget unless ``trials_by_candidate`` gives
+    one of its own; see :meth:`trials_for`.
     """
 
     seed: int
@@ -154,8 +157,16 @@ class TrainConfig:
     class_weight: str = "none"
     tuning_trials: int = 0
     tuning_timeout: float | None = None
+    trials_by_candidate: dict[str, int] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    baseline: str | None = None
+
+    def trials_for(self, candidate: str) -> int:
+        """The number of search trials for ``candidate`` (0 without a search space)."""
+        if not self.search.get(candidate):
+            return 0
+        return self.trials_by_candidate.get(candidate, self.tuning_trials)
 
 
 @dataclass(frozen=True)
@@ -545,9 +556,18 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
         raise ConfigError("params.yaml: 'train.candidates' is empty; name at least one model")
     for name in candidates:
         _choice(name, CANDIDATES, "train.candidates entry")
+    if len(set(candidates)) != len(candidates):
+        raise ConfigError(f"params.yaml: 'train.candidates' names a model twice: {candidates}")
     models = dict(_get(s, "train", "models", dict, default={}))
-    for name in models:
+    for name, fixed in models.items():
         _choice(name, CANDIDATES, "train.models key")
+        if not isinstance(fixed, dict):
+            raise ConfigError(f"params.yaml: 'train.models.{name}' must map params to values")
+        bad = sorted(set(fixed) - XGB_KEYS) if name == "xgboost" else []
+        if bad:
+            raise ConfigError(
+                f"params.yaml: unknown XGBoost key(s) {bad} in 'train.models.xgboost'"
+            )
     search = dict(_get(s, "train", "search", dict, default={}))
     for name, space in search.items():
         _choice(name, CANDIDATES, "train.search key")
@@ -574,6 +594,16 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"params.yaml: 'train.cv_folds' must be at least 2, got {folds}")
     if trials < 0 or (timeout is not None and timeout <= 0):
         raise ConfigError("params.yaml: 'train.tuning' needs trials >= 0 and timeout > 0 or null")
+    by_candidate = dict(_get(tuning, "train.tuning", "trials_by_candidate", dict, default={}))
+    for name, n in by_candidate.items():
+        _choice(name, CANDIDATES, "train.tuning.trials_by_candidate key")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(
+                f"params.yaml: 'train.tuning.trials_by_candidate.{name}' must be an integer >= 0"
+            )
+    baseline = _get(s, "train", "baseline", str, default=None)
+    if baseline is not None:
+        _choice(baseline, CANDIDATES, "train.baseline")
     return TrainConfig(
         seed=_get(s, "train", "seed", int, default=42),
         nthread=_get(s, "train", "nthread", int, default=0),
@@ -592,8 +622,10 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
         ),
         tuning_trials=trials,
         tuning_timeout=timeout,
+        trials_by_candidate=by_candidate,
         models=models,
         search=search,
+        baseline=baseline,
     )
 
 

@@ -9,7 +9,6 @@ import pandas as pd
 
 from mlcycle.bundle import Bundle
 from mlcycle.features import to_model_frame
-from mlcycle.models import predict_proba
 
 PROBABILITY = "probability"
 PREDICTION = "prediction"
@@ -21,7 +20,7 @@ def score(bundle: Bundle, records: pd.DataFrame) -> tuple[np.ndarray, list[str]]
     ``records`` need the signature's raw inputs; derived features are computed from them by
     :func:`mlcycle.features.to_model_frame`, exactly as in training and evaluation.
     """
-    proba = predict_proba(bundle.booster, to_model_frame(records, bundle.signature))
+    proba = bundle.model.predict_proba(to_model_frame(records, bundle.signature))
     sig = bundle.signature
     labels = np.where(proba >= bundle.threshold, sig.positive_class, sig.negative_class)
     return proba, labels.tolist()

@@ -59,6 +59,7 @@ class Prediction(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     id: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    kind: str = Field(description="xgboost, logistic_regression or random_forest")
     threshold: float
 
 
@@ -73,7 +74,10 @@ def create_app(bundle: Bundle) -> FastAPI:
     sig = bundle.signature
     Record = record_model(sig)
     info = ModelInfo(
-        name=bundle.metadata.get("name", "model"), id=bundle.model_id, threshold=bundle.threshold
+        name=bundle.metadata.get("name", "model"),
+        id=bundle.model_id,
+        kind=bundle.kind,
+        threshold=bundle.threshold,
     )
 
     class PredictRequest(BaseModel):

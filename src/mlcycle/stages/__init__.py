@@ -12,9 +12,11 @@ from collections.abc import Callable
 SNAPSHOT = "data/raw/snapshot.parquet"
 TRAIN = "data/prepared/train.parquet"
 TEST = "data/prepared/test.parquet"
-MODEL_DIR = "models/train"
-MODEL_FILE = "models/train/model.ubj"
+MODEL_DIR = "models/train"  # the chosen model: model.ubj or model.skops, and model.json
 SIGNATURE_FILE = "models/train/signature.json"
+BASELINE_DIR = "models/train/baseline"  # the untuned baseline, scored beside it by evaluate
+OOF = "models/train/oof.parquet"  # out-of-fold predictions on the training split
+TRIALS = "metrics/tuning/trials.csv"
 PREDICTIONS = "data/evaluate/test_predictions.parquet"
 BUNDLE = "models/bundle"
 METRICS = "metrics"

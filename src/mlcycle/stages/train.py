@@ -1,12 +1,16 @@
-"""Stage `train`: engineer and select features, fit the XGBoost classifier on the training
-split, log its learning curve.
+"""Stage `train`: engineer and select features, tune every candidate by cross-validation on the
+training split, pick the best, refit it on the whole training split.
 
 Feature selection (``features.selection``) is fitted here, on the training split only; the
 chosen features, the derived steps and the raw inputs they need go into the signature, which
-evaluation, batch prediction and the service apply with the same code.
+evaluation, batch prediction and the service apply with the same code. Tuning and model
+selection see only the training split (see :mod:`mlcycle.tuning`).
 Inputs: data/prepared/train.parquet; params `train`, `features`, `objectives.target`,
-`objectives.positive_class`.
-Outputs: models/train/{model.ubj,signature.json}; metrics/train/ (dvclive metrics and curves).
+`objectives.positive_class`, `objectives.primary_metric`.
+Outputs: models/train/ (the chosen model, model.json, signature.json, oof.parquet and the
+untuned baseline); metrics/train.json (the selection); metrics/tuning/trials.csv (every trial);
+metrics/train/ (dvclive: learning curves of an XGBoost winner, tuning history per candidate,
+chosen params).
 """
 
 from __future__ import annotations
@@ -18,54 +22,104 @@ from dvclive import Live
 
 from mlcycle import config
 from mlcycle.features import encode_target, infer_signature, to_model_frame
-from mlcycle.io import write_bytes, write_json
-from mlcycle.models import fit
-from mlcycle.stages import METRICS, MODEL_FILE, SIGNATURE_FILE, TRAIN, log, run
+from mlcycle.io import write_json, write_parquet, write_text
+from mlcycle.models import fit, save_model_dir
+from mlcycle.stages import (
+    BASELINE_DIR,
+    METRICS,
+    MODEL_DIR,
+    OOF,
+    SIGNATURE_FILE,
+    TRAIN,
+    TRIALS,
+    log,
+    run,
+)
+from mlcycle.tuning import mean_curves, summary, trials_csv, tune
+
+PROGRESS_ROUNDS = 100
 
 
 def main() -> None:
     params = config.load()
     obj, cfg = params.objectives, params.train
     train = pd.read_parquet(TRAIN)
+    say = lambda msg: log("train", msg)  # noqa: E731
     signature = infer_signature(
-        train,
-        obj.target,
-        obj.positive_class,
-        params.features,
-        seed=cfg.seed,
-        progress=lambda msg: log("train", msg),
+        train, obj.target, obj.positive_class, params.features, seed=cfg.seed, progress=say
     )
     X = to_model_frame(train, signature)
     y = encode_target(train[obj.target], signature)
-    rounds = cfg.xgb.get("n_estimators")
     derived = [s.name for s in signature.derived if s.name in signature.columns]
-    log(
-        "train",
-        f"{len(X)} rows, {X.shape[1]} features ({len(derived)} derived: {derived}) from "
-        f"{len(signature.inputs)} raw inputs; up to {rounds} rounds",
+    say(
+        f"{len(X)} rows ({int(y.sum())} positive), {X.shape[1]} features ({len(derived)} "
+        f"derived: {derived}) from {len(signature.inputs)} raw inputs; candidates "
+        f"{list(cfg.candidates)}, selected by cv {obj.primary_metric}"
     )
 
-    with Live(dir=f"{METRICS}/train", dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    result = tune(X, y, cfg, obj.primary_metric, progress=say)
+    win = result.winner
+    say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
 
-        def on_round(i: int, values: dict[str, dict[str, float]]) -> None:
-            for split_name, by_metric in values.items():
-                for metric, value in by_metric.items():
-                    live.log_metric(f"{split_name}/{metric}", round(value, 6))
-            live.next_step()
-            if (i + 1) % 100 == 0:
-                v = values.get("valid", {})
-                log("train", f"round {i + 1}: valid logloss {v.get('logloss', float('nan')):.4f}")
+    def on_round(i: int) -> None:
+        if (i + 1) % PROGRESS_ROUNDS == 0:
+            say(f"final fit: round {i + 1}/{win.cv.final_rounds}")
 
-        result = fit(X, y, cfg, on_round=on_round)
-        live.summary["best_rounds"] = result.best_rounds
-        live.summary["features"] = len(signature.features)
-
-    write_bytes(MODEL_FILE, bytes(result.booster.save_raw(raw_format="ubj")))
+    final = fit(win.name, X, y, win.params, cfg, rounds=win.cv.final_rounds, on_round=on_round)
+    info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}
+    save_model_dir(MODEL_DIR, final.model, info)
     write_json(
         SIGNATURE_FILE,
-        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": result.best_rounds},
+        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
     )
-    log("train", f"refitted on all {len(X)} rows with {result.best_rounds} rounds -> {MODEL_FILE}")
+    write_parquet(OOF, pd.DataFrame({"probability": win.cv.oof, "actual": y.astype("int8")}))
+    say(
+        f"refitted {win.name} on all {len(X)} rows"
+        + (f" with {final.rounds} rounds" if final.rounds else "")
+        + f" -> {MODEL_DIR}"
+    )
+
+    if result.baseline:
+        base = result.baseline
+        if base.name == win.name and base.params == win.params:
+            baseline = final  # the untuned configuration won: the same model
+        else:
+            baseline = fit(base.name, X, y, base.params, cfg, base.cv.final_rounds)
+        save_model_dir(
+            BASELINE_DIR, baseline.model, {"params": base.params, "rounds": baseline.rounds}
+        )
+        say(f"baseline: untuned {base.name} refitted -> {BASELINE_DIR}")
+
+    selection = summary(result)
+    write_json(f"{METRICS}/train.json", selection)
+    write_text(TRIALS, trials_csv(result.records, obj.primary_metric))
+
+    with Live(dir=f"{METRICS}/train", dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        # The tuning history, one series per candidate (step = trial number), whatever wins.
+        for rec in result.records:
+            live.step = rec.trial
+            name = f"tuning/{rec.candidate}/cv_{obj.primary_metric}"
+            live.log_metric(name, round(rec.cv_mean, 6))
+        del live.summary["tuning"]  # the last trial's score is no summary
+        # XGBoost's learning curves: the final refit on the training data, and the mean over
+        # the winning trial's folds of the inner validation that chose the number of rounds.
+        curves = {"train": final.curves.get("train", {}), "valid": mean_curves(win.cv.valid_curves)}
+        steps = max((len(v) for d in curves.values() for v in d.values()), default=0)
+        for i in range(steps):
+            live.step = i
+            for split_name, by_metric in curves.items():
+                for metric, values in by_metric.items():
+                    if i < len(values):
+                        live.log_metric(f"{split_name}/{metric}", round(values[i], 6))
+        live.log_params({"model": win.name, "rounds": final.rounds, "params": info["params"]})
+        live.summary.update(
+            {
+                "model": win.name,
+                "rounds": final.rounds,
+                "features": len(signature.features),
+                f"cv_{obj.primary_metric}": selection["candidates"][win.name]["cv_mean"],
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,453 @@
+"""Tuning and model selection by cross-validation on the training split.
+
+For each candidate in ``train.candidates``:
+
+- trial 0 cross-validates its fixed parameters (``train.xgb`` for XGBoost,
+  ``train.models.<name>`` for the others): the untuned configuration;
+- trials 1..N (``train.tuning.trials``) are proposed by Optuna's TPE sampler, seeded with
+  ``train.seed``, from the space in ``train.search.<name>``, each cross-validated on the same
+  stratified, seeded folds (``train.cv_folds``).
+
+XGBoost boosts each fold with early stopping on an inner, seeded slice of that fold's training
+part (``train.validation_fraction``); the final model gets the mean of the folds' best round
+counts. Every candidate is judged by the cross-validated mean of the objectives' primary metric
+and the best one wins; the test split plays no part.
+
+With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
+trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
+reproducibility.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from mlcycle.config import TrainConfig
+from mlcycle.metrics import KPI_FUNCTIONS, LOWER_IS_BETTER
+from mlcycle.models import SKLEARN_DEFAULTS, Model, fit, fit_xgboost_early_stopping
+
+Progress = Callable[[str], None]
+Split = tuple[np.ndarray, np.ndarray]
+DIGITS = 6
+TRIALS_COLUMNS = (
+    "candidate", "trial", "metric", "cv_mean", "cv_std", "rounds", "duration_s", "params",
+)  # fmt: skip
+
+
+# --- cross-validation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """One configuration cross-validated: a score per fold and the out-of-fold predictions."""
+
+    scores: tuple[float, ...]
+    oof: np.ndarray  # probability for every training row, from the fold that held it out
+    rounds: tuple[int, ...] = ()  # XGBoost: best round count per fold
+    valid_curves: tuple[dict[str, list[float]], ...] = ()  # XGBoost: inner-validation curves
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of the fold scores (population form, as scikit-learn reports)."""
+        return float(np.std(self.scores))
+
+    @property
+    def final_rounds(self) -> int | None:
+        """Boosting rounds for a refit on all rows: the folds' mean best round count, rounded."""
+        return max(1, round(float(np.mean(self.rounds)))) if self.rounds else None
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[Split]:
+    """Seeded, shuffled, stratified k-fold splits as (train indices, held-out indices)."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y)]
+
+
+def score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
+    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (labels at threshold 0.5)."""
+    return float(KPI_FUNCTIONS[metric](y, proba, 0.5))
+
+
+def cross_validate(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: TrainConfig,
+    metric: str,
+    splits: list[Split],
+) -> CVResult:
+    """Fit ``kind`` with ``params`` on each split's training part and score its held-out part."""
+    oof = np.full(len(y), np.nan)
+    scores, rounds, curves = [], [], []
+    for i, (train_idx, held_out) in enumerate(splits):
+        if kind == "xgboost":
+            fit_idx, inner_idx = train_test_split(
+                train_idx,
+                test_size=cfg.validation_fraction,
+                random_state=cfg.seed + i,
+                stratify=y[train_idx],
+            )
+            booster, best, curve = fit_xgboost_early_stopping(
+                X.iloc[fit_idx], y[fit_idx], X.iloc[inner_idx], y[inner_idx], params, cfg
+            )
+            model = Model(kind, booster)
+            rounds.append(best)
+            curves.append(curve)
+        else:
+            model = fit(kind, X.iloc[train_idx], y[train_idx], params, cfg).model
+        proba = model.predict_proba(X.iloc[held_out])
+        oof[held_out] = proba
+        scores.append(score(metric, y[held_out], proba))
+    return CVResult(tuple(scores), oof, tuple(rounds), tuple(curves))
+
+
+# --- search spaces ---------------------------------------------------------------------------
+
+
+def distributions(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Optuna distributions for a ``train.search.<candidate>`` space.
+
+    ``{low, high}`` of two integers is an integer range, otherwise a float range; ``log: true``
+    samples on a log scale; ``{choices: [...]}`` is categorical.
+    """
+    out: dict[str, Any] = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            out[name] = optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
+            out[name] = optuna.distributions.IntDistribution(
+                spec["low"], spec["high"], log=bool(spec.get("log", False))
+            )
+        else:
+            out[name] = optuna.distributions.FloatDistribution(
+                float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+            )
+    return out
+
+
+def suggest(trial: optuna.Trial, dists: Mapping[str, Any]) -> dict[str, Any]:
+    """Ask ``trial`` for a value of every parameter in ``dists`` (see :func:`distributions`)."""
+    out: dict[str, Any] = {}
+    for name, d in dists.items():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            out[name] = trial.suggest_categorical(name, d.choices)
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            out[name] = trial.suggest_int(name, d.low, d.high, log=d.log)
+        else:
+            out[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
+    return out
+
+
+def _contains(dist: Any, value: Any) -> bool:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, optuna.distributions.IntDistribution) and (
+        not isinstance(value, int) or isinstance(value, bool)
+    ):
+        return False
+    return isinstance(value, int | float) and dist.low <= value <= dist.high
+
+
+def fixed_params(kind: str, cfg: TrainConfig) -> dict[str, Any]:
+    """A candidate's untuned parameters: ``train.xgb`` for XGBoost (``train.models.xgboost``
+    may add to it), ``train.models.<kind>`` over the library defaults for the others."""
+    if kind == "xgboost":
+        return {**cfg.models.get("xgboost", {}), **cfg.xgb}
+    return {**SKLEARN_DEFAULTS.get(kind, {}), **cfg.models.get(kind, {})}
+
+
+# --- tuning ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One cross-validated configuration, as written to metrics/tuning/trials.csv."""
+
+    candidate: str
+    trial: int
+    params: dict[str, Any]
+    cv_mean: float
+    cv_std: float
+    rounds: int | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A candidate's untuned (trial 0) and best configurations."""
+
+    name: str
+    best_trial: int
+    params: dict[str, Any]
+    cv: CVResult
+    untuned_params: dict[str, Any]
+    untuned: CVResult
+    trials: int
+
+
+@dataclass
+class TuningResult:
+    """Every trial, each candidate's best, and the winner by cross-validated score."""
+
+    metric: str
+    folds: int
+    records: list[TrialRecord] = field(default_factory=list)
+    candidates: dict[str, CandidateResult] = field(default_factory=dict)
+    baseline: CandidateResult | None = None  # the untuned ``train.baseline``
+
+    @property
+    def ranking(self) -> list[str]:
+        """Candidates from best to worst CV mean (ties keep ``train.candidates`` order)."""
+        sign = 1.0 if self.metric in LOWER_IS_BETTER else -1.0
+        names = list(self.candidates)
+        return sorted(names, key=lambda n: (sign * self.candidates[n].cv.mean, names.index(n)))
+
+    @property
+    def winner(self) -> CandidateResult:
+        return self.candidates[self.ranking[0]]
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """Whether score ``a`` beats ``b`` for ``metric`` (respecting lower-is-better metrics)."""
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
+def tune_candidate(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    metric: str,
+    splits: list[Split],
+    progress: Progress | None = None,
+) -> tuple[CandidateResult, list[TrialRecord]]:
+    """Cross-validate ``kind``'s fixed parameters (trial 0), then search its space."""
+    say = progress or (lambda _msg: None)
+    base = fixed_params(kind, cfg)
+    records: list[TrialRecord] = []
+    results: dict[int, tuple[dict[str, Any], CVResult]] = {}
+    seen: dict[str, CVResult] = {}
+
+    def evaluate(params: dict[str, Any]) -> CVResult:
+        start = time.perf_counter()
+        key = json.dumps(params, sort_keys=True, default=str)
+        # The sampler may propose a configuration again (integer and categorical spaces);
+        # its folds would give the very same scores, so they are not refitted.
+        cv = seen.get(key) or cross_validate(kind, X, y, params, cfg, metric, splits)
+        seen[key] = cv
+        number = len(records)
+        records.append(
+            TrialRecord(
+                kind,
+                number,
+                params,
+                cv.mean,
+                cv.std,
+                cv.final_rounds,
+                time.perf_counter() - start,
+            )
+        )
+        results[number] = (params, cv)
+        return cv
+
+    space = cfg.search.get(kind, {})
+    budget = cfg.trials_for(kind)
+    say(
+        f"{kind}: trial 0 (untuned) + {budget} search trial(s), {len(splits)}-fold CV on "
+        f"{len(y)} rows"
+    )
+    untuned = evaluate(base)
+    say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
+    if budget:
+        dists = distributions(space)
+        study = optuna.create_study(
+            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+            sampler=optuna.samplers.TPESampler(
+                seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
+            ),
+        )
+        if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
+            # Tell the sampler about trial 0 so the search starts from what is known.
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean
+                )
+            )
+        every = max(1, budget // 5)
+
+        def objective(trial: optuna.Trial) -> float:
+            params = {**base, **suggest(trial, dists)}
+            return evaluate(params).mean
+
+        def report(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+            done = len(records) - 1
+            if done % every == 0 or done == budget:
+                best = _best(records, metric)
+                last = records[-1]
+                say(
+                    f"{kind} trial {done}/{budget}: cv {metric} {last.cv_mean:.4f} "
+                    f"± {last.cv_std:.4f} ({last.duration_s:.1f}s); best {best.cv_mean:.4f} "
+                    f"(trial {best.trial})"
+                )
+
+        study.optimize(
+            objective,
+            n_trials=budget,
+            timeout=cfg.tuning_timeout,
+            n_jobs=1,
+            callbacks=[report],
+        )
+    best = _best(records, metric)
+    params, cv = results[best.trial]
+    result = CandidateResult(kind, best.trial, params, cv, base, untuned, len(records))
+    return result, records
+
+
+def _best(records: list[TrialRecord], metric: str) -> TrialRecord:
+    """The best record; the earliest wins a tie."""
+    best = records[0]
+    for rec in records[1:]:
+        if better(metric, rec.cv_mean, best.cv_mean):
+            best = rec
+    return best
+
+
+def tune(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    metric: str,
+    progress: Progress | None = None,
+) -> TuningResult:
+    """Tune every candidate of ``cfg`` on the same folds of the training data ``X``/``y``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    splits = stratified_folds(y, cfg.cv_folds, cfg.seed)
+    result = TuningResult(metric=metric, folds=cfg.cv_folds)
+    for kind in cfg.candidates:
+        candidate, records = tune_candidate(kind, X, y, cfg, metric, splits, progress)
+        result.candidates[kind] = candidate
+        result.records.extend(records)
+        if progress:
+            progress(
+                f"{kind}: best cv {metric} {candidate.cv.mean:.4f} ± {candidate.cv.std:.4f} "
+                f"(trial {candidate.best_trial} of {candidate.trials}; untuned "
+                f"{candidate.untuned.mean:.4f})"
+            )
+    if cfg.baseline in result.candidates:
+        c = result.candidates[cfg.baseline]
+        result.baseline = CandidateResult(
+            c.name, 0, c.untuned_params, c.untuned, c.untuned_params, c.untuned, 1
+        )
+    elif cfg.baseline:
+        params = fixed_params(cfg.baseline, cfg)
+        cv = cross_validate(cfg.baseline, X, y, params, cfg, metric, splits)
+        result.baseline = CandidateResult(cfg.baseline, 0, params, cv, params, cv, 1)
+        if progress:
+            progress(f"baseline {cfg.baseline} (untuned): cv {metric} {cv.mean:.4f} ± {cv.std:.4f}")
+    return result
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def _r(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (_r(v) if isinstance(v, float) and math.isfinite(v) else v) for k, v in params.items()
+    }
+
+
+def summary(result: TuningResult) -> dict[str, Any]:
+    """The selection, for metrics/train.json: each candidate's CV mean ± std, best params and
+    trial, the winner, and whether its lead over the runner-up exceeds the runner-up's std.
+
+    Deterministic: no timings.
+    """
+    ranking = result.ranking
+    winner = result.candidates[ranking[0]]
+    doc: dict[str, Any] = {
+        "metric": result.metric,
+        "cv_folds": result.folds,
+        "candidates": {
+            name: {
+                "cv_mean": _r(c.cv.mean),
+                "cv_std": _r(c.cv.std),
+                "best_trial": c.best_trial,
+                "trials": c.trials,
+                "params": _jsonable(c.params),
+                "rounds": c.cv.final_rounds,
+                "untuned_cv_mean": _r(c.untuned.mean),
+                "untuned_cv_std": _r(c.untuned.std),
+            }
+            for name, c in result.candidates.items()
+        },
+        "ranking": ranking,
+        "winner": winner.name,
+    }
+    if result.baseline:
+        b = result.baseline
+        doc["baseline"] = {
+            "model": b.name,
+            "cv_mean": _r(b.cv.mean),
+            "cv_std": _r(b.cv.std),
+            "rounds": b.cv.final_rounds,
+        }
+    if len(ranking) > 1:
+        runner = result.candidates[ranking[1]]
+        lead = abs(winner.cv.mean - runner.cv.mean)
+        doc["runner_up"] = runner.name
+        doc["lead"] = _r(lead)
+        doc["lead_exceeds_runner_up_std"] = bool(lead > runner.cv.std)
+    return doc
+
+
+def trials_csv(records: list[TrialRecord], metric: str) -> str:
+    """Every trial as CSV (:data:`TRIALS_COLUMNS`); params as a JSON object per row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TRIALS_COLUMNS)
+    for r in records:
+        writer.writerow(
+            [
+                r.candidate,
+                r.trial,
+                metric,
+                f"{r.cv_mean:.6f}",
+                f"{r.cv_std:.6f}",
+                "" if r.rounds is None else r.rounds,
+                f"{r.duration_s:.2f}",
+                json.dumps(_jsonable(r.params), sort_keys=True),
+            ]
+        )
+    return out.getvalue()
+
+
+def mean_curves(curves: tuple[dict[str, list[float]], ...]) -> dict[str, list[float]]:
+    """Per metric, the mean over folds of each round's value, up to the shortest fold."""
+    if not curves:
+        return {}
+    out = {}
+    for metric in curves[0]:
+        length = min(len(c[metric]) for c in curves)
+        out[metric] = [float(np.mean([c[metric][i] for c in curves])) for i in range(length)]
+    return out
