@@ -26,9 +26,17 @@ PROJECT_FILES = (
     "src",
     "data/external",
     "data/landing",
+    "plot_templates",
 )
+# Every candidate, cross-validated on 2 folds with its fixed params only (no search), small
+# models: the whole pipeline in seconds. Tests of tuning itself set `train.tuning.trials`.
 FAST_PARAMS = {
-    "train": {"xgb": {"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3}}
+    "train": {
+        "cv_folds": 2,
+        "tuning": {"trials": 0},
+        "xgb": {"n_estimators": 60, "early_stopping_rounds": 10, "learning_rate": 0.3},
+        "models": {"random_forest": {"n_estimators": 20}},
+    }
 }
 
 

@@ -1,4 +1,8 @@
-"""Unit tests of the model bundle (src/mlcycle/bundle.py) with a small real XGBoost model."""
+"""Unit tests of the model bundle (src/mlcycle/bundle.py) with a small real XGBoost model.
+
+Bundles of the scikit-learn kinds (model.skops) and the refusal of untrusted skops types are
+tested in tests/test_train.py.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from mlcycle.bundle import (
 )
 from mlcycle.features import Feature, Signature, encode_target, to_model_frame
 from mlcycle.io import sha256_bytes
-from mlcycle.models import dmatrix, predict_proba
+from mlcycle.models import Model, dmatrix
 
 SIGNATURE = Signature(
     features=(
@@ -88,6 +92,8 @@ def test_round_trip_loads_and_predicts_the_same(
     assert (bundle_dir / MODEL_FILE).read_bytes() == model_bytes
 
     bundle = load_bundle(bundle_dir)
+    assert bundle.kind == "xgboost"
+    assert bundle.booster is bundle.model.estimator
     assert bundle.signature == SIGNATURE
     assert bundle.threshold == 0.4
     assert bundle.metadata["name"] == "tiny"
@@ -97,8 +103,8 @@ def test_round_trip_loads_and_predicts_the_same(
 
     new = synthetic_records(200, seed=2)
     X = to_model_frame(new, SIGNATURE)
-    expected = predict_proba(booster, X)
-    got = predict_proba(bundle.booster, to_model_frame(new, bundle.signature))
+    expected = Model("xgboost", booster).predict_proba(X)
+    got = bundle.model.predict_proba(to_model_frame(new, bundle.signature))
     assert np.array_equal(got, expected)
     assert len(np.unique(got)) > 10  # the model really discriminates; not a constant
 
@@ -232,5 +238,6 @@ def test_bundle_json_files_are_plain_json(bundle_dir: Path) -> None:
     meta = json.loads((bundle_dir / METADATA_FILE).read_text())
     assert meta == {
         **METADATA,
+        "model_kind": "xgboost",
         "model_sha256": sha256_bytes((bundle_dir / MODEL_FILE).read_bytes()),
     }

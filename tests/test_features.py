@@ -31,7 +31,7 @@ from mlcycle.features import (
     unseen_categories,
 )
 from mlcycle.serve.app import record_model
-from tests.conftest import ROOT, merge
+from tests.conftest import FAST_PARAMS, ROOT, merge
 
 NAN = np.nan
 
@@ -242,7 +242,8 @@ def test_train_stage_selects_on_the_training_split_alone(tmp_path: Path) -> None
         },
         "train": {"nthread": 1, "xgb": {"n_estimators": 20, "early_stopping_rounds": 5}},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(params, update), sort_keys=False))
+    params = merge(merge(params, FAST_PARAMS), update)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     synthetic(2000, 5).to_parquet(tmp_path / "data" / "prepared" / "train.parquet")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -115,7 +115,12 @@ def test_repro_writes_every_output(built_project: Path) -> None:
         "data/prepared/train.parquet",
         "data/prepared/test.parquet",
         "models/train/model.ubj",
+        "models/train/model.json",
+        "models/train/oof.parquet",
+        "models/train/baseline/model.ubj",
         *(f"models/bundle/{name}" for name in BUNDLE_FILES),
+        "metrics/train.json",
+        "metrics/tuning/trials.csv",
         "metrics/evaluate.json",
         *(f"metrics/plots/{name}" for name in PLOT_FILES),
         "metrics/plots/confusion.csv",
@@ -128,6 +133,11 @@ def test_repro_writes_every_output(built_project: Path) -> None:
         assert isinstance(metrics.get(kpi), float), f"metrics/evaluate.json lacks {kpi}: {metrics}"
         assert 0.0 <= metrics[kpi] <= 1.0 or kpi == "log_loss", (kpi, metrics[kpi])
     assert metrics["roc_auc"] > 0.85  # a real model, not a constant
+    # With the tests' small settings XGBoost wins the cross-validation; the untuned baseline is
+    # scored on the same rows.
+    assert metrics["model"] == "xgboost"
+    assert read_json(p / "metrics/train.json")["winner"] == "xgboost"
+    assert set(metrics["baseline"]) >= {"model", "roc_auc", "accuracy", "improvement"}
 
     for name in PLOT_FILES:
         rows = read_json(p / "metrics/plots" / name)
@@ -261,7 +271,11 @@ def test_metrics_and_params_diff_show_the_committed_change(
     assert change["diff"] == pytest.approx(new - old)
 
     params = dvc_json(p, "params", "diff", "HEAD~1")
-    assert params == {"params.yaml": {"train.xgb.max_depth": {"old": 6, "new": 3, "diff": -3}}}
+    assert params["params.yaml"] == {"train.xgb.max_depth": {"old": 6, "new": 3, "diff": -3}}
+    # The params the train stage chose (dvclive's metrics/train/params.yaml) follow.
+    chosen = params["metrics/train/params.yaml"]
+    assert chosen["params.max_depth"] == {"old": 6, "new": 3, "diff": -3}
+    assert set(params) == {"params.yaml", "metrics/train/params.yaml"}
 
 
 def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
@@ -274,7 +288,7 @@ def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
 
     pipeline = yaml.safe_load((p / "dvc.yaml").read_text())
     top_level = [next(iter(entry)) for entry in pipeline["plots"]]
-    assert len(top_level) == 6
+    assert len(top_level) == 7
     assert sorted(shown["data"]) == sorted(top_level), "plots drawn twice or missing"
     for plot_id in top_level:
         assert plot_id in shown["data"], f"plot {plot_id!r} not in `dvc plots show`"
@@ -298,6 +312,11 @@ def test_fresh_projects_reproduce_byte_identical_outputs(
         "data/prepared/train.parquet",
         "data/prepared/test.parquet",
         "models/train/model.ubj",
+        "models/train/model.json",
+        "models/train/oof.parquet",
+        "models/train/baseline/model.ubj",
+        "metrics/train.json",
+        "metrics/train/params.yaml",
         "metrics/evaluate.json",
         "metrics/plots/roc.json",
         "metrics/plots/importance.json",

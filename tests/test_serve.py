@@ -156,9 +156,12 @@ def test_health_names_the_model(server: Server) -> None:
     resp = request(f"{server.url}/health")
     assert resp.status == 200
     doc = resp.json()
-    model_sha = hashlib.sha256((server.bundle / "model.ubj").read_bytes()).hexdigest()
+    kind = json.loads((server.bundle / "metadata.json").read_text())["model_kind"]
+    model_file = {"xgboost": "model.ubj"}.get(kind, "model.skops")
+    model_sha = hashlib.sha256((server.bundle / model_file).read_bytes()).hexdigest()
     assert doc["status"] == "ok"
     assert doc["model"]["id"] == model_sha[:12]
+    assert doc["model"]["kind"] == kind
     assert doc["model"]["name"] == "income-classifier"
     assert doc["model"]["threshold"] == 0.5
 

@@ -1,0 +1,640 @@
+"""Training: candidates, cross-validated tuning and selection, safe model files, sweeps.
+
+Unit tests use small synthetic data; stage tests run `python -m mlcycle.stages.train` on the
+real Adult training split with tiny budgets; the sweep drives real `dvc exp run --queue`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+import yaml
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from mlcycle import config
+from mlcycle.bundle import BundleError, load_bundle, write_bundle
+from mlcycle.features import Feature, Signature, encode_target, to_model_frame
+from mlcycle.models import (
+    MODEL_FILES,
+    SKOPS_FILE,
+    TRUSTED_TYPES,
+    Model,
+    ModelError,
+    UntrustedTypesError,
+    booster_params,
+    canonical_skops,
+    check_skops_types,
+    fit,
+    load_model_dir,
+    save_model_dir,
+    sklearn_pipeline,
+)
+from mlcycle.tuning import (
+    CandidateResult,
+    CVResult,
+    TuningResult,
+    cross_validate,
+    stratified_folds,
+    summary,
+    trials_csv,
+    tune,
+)
+from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run
+
+KINDS = ("xgboost", "logistic_regression", "random_forest")
+SIGNATURE = Signature(
+    features=(
+        Feature("x", "numeric"),
+        Feature("colour", "categorical", ("blue", "green", "red")),
+        Feature("y", "numeric"),
+    ),
+    target="label",
+    positive_class="yes",
+    negative_class="no",
+)
+SMALL = {
+    "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5, "learning_rate": 0.3},
+    "logistic_regression": {"C": 1.0},
+    "random_forest": {"n_estimators": 15, "min_samples_leaf": 3},
+}
+# Tiny budgets for the train stage on the Adult training split: two trials per candidate (in
+# the spaces of params.yaml, merged with these).
+TUNED = merge(
+    FAST_PARAMS,
+    {
+        "train": {
+            "tuning": {
+                "trials": 2,
+                "trials_by_candidate": {"logistic_regression": 2, "random_forest": 2},
+            },
+            "models": {"random_forest": {"n_estimators": 10}},
+            "search": {
+                "xgboost": {"max_depth": {"low": 2, "high": 6}},
+                "logistic_regression": {"C": {"low": 0.1, "high": 10.0, "log": True}},
+                "random_forest": {"min_samples_leaf": {"low": 2, "high": 20}},
+            },
+        }
+    },
+)
+MARKER_ENV = "MLCYCLE_TEST_TRIPWIRE"
+
+
+def synthetic_records(n: int, seed: int) -> pd.DataFrame:
+    """Records whose label depends on ``x`` and ``colour``, with a few missing values."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    colour = rng.choice(["blue", "green", "red"], size=n)
+    y = rng.uniform(0, 10, size=n)
+    logit = 2.0 * x + np.where(colour == "red", 1.5, -0.5)
+    label = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    df = pd.DataFrame({"x": x, "colour": colour, "y": y, "label": label})
+    df.loc[df.index % 17 == 0, "colour"] = None
+    df.loc[df.index % 23 == 0, "x"] = np.nan
+    return df
+
+
+def train_config(**changes) -> config.TrainConfig:
+    base = config.TrainConfig(
+        seed=0, nthread=1, validation_fraction=0.2, xgb=SMALL["xgboost"], cv_folds=2
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    records = synthetic_records(600, seed=1)
+    return to_model_frame(records, SIGNATURE), encode_target(records["label"], SIGNATURE)
+
+
+@pytest.fixture(scope="module")
+def new_records() -> pd.DataFrame:
+    """Unseen records, including missing values and a category never seen in training."""
+    records = synthetic_records(200, seed=2)
+    records.loc[[3, 5], "colour"] = "purple"
+    return records
+
+
+# --- candidates: fit, save, load through the bundle, predict the same ------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_candidate_fits_and_loads_through_the_bundle_predicting_the_same(
+    kind: str, data: tuple, new_records: pd.DataFrame, tmp_path: Path
+) -> None:
+    X, y = data
+    model = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model
+    assert model.kind == kind
+    expected = model.predict_proba(to_model_frame(new_records, SIGNATURE))
+    assert expected.dtype == np.float64
+    assert np.all((expected >= 0) & (expected <= 1))
+    assert len(np.unique(expected)) > 10  # a real model, not a constant
+
+    path = write_bundle(tmp_path / "bundle", model.to_bytes(), SIGNATURE, {"threshold": 0.5}, kind)
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [MODEL_FILES[kind], "signature.json", "metadata.json", "SHA256SUMS"]
+    )
+    bundle = load_bundle(path)
+    assert bundle.kind == kind
+    assert bundle.metadata["model_kind"] == kind
+    got = bundle.model.predict_proba(to_model_frame(new_records, bundle.signature))
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_same_fit_gives_the_same_model_bytes(kind: str, data: tuple) -> None:
+    """skops names its array files after memory addresses; ours are renumbered."""
+    X, y = data
+    first = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model.to_bytes()
+    second = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model.to_bytes()
+    assert first == second
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_dir_round_trip(kind: str, data: tuple, tmp_path: Path) -> None:
+    X, y = data
+    model = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model
+    other = "logistic_regression" if kind == "xgboost" else "xgboost"
+    save_model_dir(tmp_path, fit(other, X, y, SMALL[other], train_config(), 5).model, {})
+    save_model_dir(tmp_path, model, {"params": SMALL[kind]})
+    # Exactly one model file: the other format's, saved before, is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MODEL_FILES[kind], "model.json"])
+    loaded, info = load_model_dir(tmp_path)
+    assert info["kind"] == kind and info["params"] == SMALL[kind]
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_sklearn_preprocessing_lives_inside_the_pipeline(data: tuple) -> None:
+    X, _ = data
+    lr = sklearn_pipeline("logistic_regression", {}, X, train_config())
+    rf = sklearn_pipeline("random_forest", {}, X, train_config())
+    lr_steps = lr.named_steps["prep"].transformers
+    assert [name for name, _, _ in lr_steps] == ["num", "cat"]
+    assert [type(s).__name__ for _, s in lr_steps[0][1].steps] == [
+        "SimpleImputer",
+        "StandardScaler",
+    ]
+    assert type(lr_steps[1][1]).__name__ == "OneHotEncoder"
+    rf_steps = rf.named_steps["prep"].transformers
+    assert [type(s).__name__ for _, s, _ in rf_steps] == ["SimpleImputer", "OrdinalEncoder"]
+    assert lr_steps[1][2] == rf_steps[1][2] == ["colour"]
+
+
+def test_unknown_sklearn_parameter_is_named(data: tuple) -> None:
+    X, _ = data
+    with pytest.raises(ModelError, match=r"unknown parameter\(s\) \['max_deph'\]"):
+        sklearn_pipeline("random_forest", {"max_deph": 3}, X, train_config())
+
+
+# --- class imbalance and hardware -------------------------------------------------------------
+
+
+def test_balanced_class_weight(data: tuple) -> None:
+    X, y = data
+    cfg = train_config(class_weight="balanced", nthread=3)
+    negatives, positives = int((y == 0).sum()), int((y == 1).sum())
+    native = booster_params(SMALL["xgboost"], cfg, y)
+    assert native["scale_pos_weight"] == pytest.approx(negatives / positives)
+    assert native["nthread"] == 3 and native["device"] == "cpu"
+    assert "scale_pos_weight" not in booster_params(SMALL["xgboost"], train_config(), y)
+    for kind in ("logistic_regression", "random_forest"):
+        est = sklearn_pipeline(kind, {}, X, cfg)[-1]
+        assert est.class_weight == "balanced"
+    assert sklearn_pipeline("random_forest", {}, X, cfg)[-1].n_jobs == 3
+    # The forest is grown on 3 threads but predicts on one, adding votes in a fixed order.
+    assert fit("random_forest", X, X.index.to_numpy() % 2, {}, cfg).model.estimator[-1].n_jobs == 1
+    assert sklearn_pipeline("logistic_regression", {}, X, train_config())[-1].class_weight is None
+
+
+# --- skops: untrusted types are refused without running anything ---------------------------
+
+
+class Tripwire:
+    """Leaves a file behind when skops rebuilds it, so a test can tell whether it was built."""
+
+    def __init__(self) -> None:
+        self.armed = True
+
+    def __setstate__(self, state: dict) -> None:
+        Path(os.environ[MARKER_ENV]).write_text("skops built the object")
+
+
+def _tripwire_model(data: tuple) -> Pipeline:
+    X, y = data
+    pipeline = fit("logistic_regression", X, y, {}, train_config()).model.estimator
+    pipeline.named_steps["model"].tripwire = Tripwire()
+    return pipeline
+
+
+def test_skops_with_a_custom_class_is_refused_and_nothing_runs(
+    data: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "tripwire"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    blob = canonical_skops(sio.dumps(_tripwire_model(data)))
+
+    # Control: trusting the type, skops really runs the class's code while loading.
+    sio.loads(blob, trusted=[*TRUSTED_TYPES, f"{__name__}.Tripwire"])
+    assert marker.exists()
+    marker.unlink()
+
+    path = write_bundle(tmp_path / "bundle", blob, SIGNATURE, {"threshold": 0.5}, "random_forest")
+    with pytest.raises(BundleError, match=rf"model.skops refused.*\['{__name__}.Tripwire'\]"):
+        load_bundle(path)
+    with pytest.raises(UntrustedTypesError) as info:
+        Model.from_bytes("logistic_regression", blob)
+    assert info.value.types == [f"{__name__}.Tripwire"]
+    assert not marker.exists()
+
+
+def test_skops_with_os_system_is_refused(data: tuple, tmp_path: Path) -> None:
+    X, y = data
+    evil = Pipeline([("f", FunctionTransformer(func=os.system)), ("model", _tripwire_model(data))])
+    blob = sio.dumps(evil)
+    assert f"{os.system.__module__}.system" in sio.get_untrusted_types(data=blob)
+    path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "logistic_regression")
+    with pytest.raises(BundleError, match=rf"untrusted type\(s\).*'{os.system.__module__}.system'"):
+        load_bundle(path)
+
+
+def test_checksums_are_verified_before_the_skops_types(data: tuple, tmp_path: Path) -> None:
+    blob = canonical_skops(sio.dumps(_tripwire_model(data)))
+    path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "logistic_regression")
+    model = path / SKOPS_FILE
+    model.write_bytes(model.read_bytes()[:-1] + bytes([model.read_bytes()[-1] ^ 1]))
+    with pytest.raises(BundleError, match="model.skops does not match its checksum"):
+        load_bundle(path)
+
+
+def test_a_malformed_skops_file_is_refused(tmp_path: Path) -> None:
+    path = write_bundle(
+        tmp_path / "b", b"PK\x03\x04 not a zip", SIGNATURE, {"threshold": 0.5}, "random_forest"
+    )
+    with pytest.raises(BundleError, match="model.skops is not a valid model"):
+        load_bundle(path)
+    with pytest.raises(ModelError, match="not a valid skops file"):
+        check_skops_types(b"junk")
+
+
+def test_a_skops_model_of_the_wrong_kind_is_refused(data: tuple, tmp_path: Path) -> None:
+    X, y = data
+    blob = fit("logistic_regression", X, y, {}, train_config()).model.to_bytes()
+    path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "random_forest")
+    with pytest.raises(BundleError, match="not a Pipeline ending in RandomForestClassifier"):
+        load_bundle(path)
+
+
+def test_metadata_kind_must_match_the_model_file(data: tuple, tmp_path: Path) -> None:
+    X, y = data
+    blob = fit("xgboost", X, y, SMALL["xgboost"], train_config(), rounds=5).model.to_bytes()
+    path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "xgboost")
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["model_kind"] = "random_forest"
+    (path / "metadata.json").write_text(json.dumps(meta))
+    sums = "".join(
+        f"{hashlib.sha256((path / n).read_bytes()).hexdigest()}  {n}\n"
+        for n in sorted(["metadata.json", "model.ubj", "signature.json"])
+    )
+    (path / "SHA256SUMS").write_text(sums)
+    with pytest.raises(BundleError, match="model_kind 'random_forest', which needs model.skops"):
+        load_bundle(path)
+
+
+def test_a_bundle_with_two_model_files_is_refused(data: tuple, tmp_path: Path) -> None:
+    X, y = data
+    blob = fit("xgboost", X, y, SMALL["xgboost"], train_config(), rounds=5).model.to_bytes()
+    path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "xgboost")
+    (path / SKOPS_FILE).write_bytes(b"second model")
+    names = sorted(["metadata.json", "model.ubj", "model.skops", "signature.json"])
+    (path / "SHA256SUMS").write_text(
+        "".join(f"{hashlib.sha256((path / n).read_bytes()).hexdigest()}  {n}\n" for n in names)
+    )
+    with pytest.raises(BundleError, match="exactly one model file"):
+        load_bundle(path)
+
+
+# --- cross-validation, tuning and selection --------------------------------------------------
+
+
+def test_xgboost_cv_rounds_are_the_mean_of_the_folds_best(data: tuple) -> None:
+    X, y = data
+    cfg = train_config(cv_folds=3)
+    cv = cross_validate("xgboost", X, y, cfg.xgb, cfg, "roc_auc", stratified_folds(y, 3, 0))
+    assert len(cv.scores) == len(cv.rounds) == 3
+    assert cv.final_rounds == round(sum(cv.rounds) / 3)
+    assert all(r <= cfg.xgb["n_estimators"] for r in cv.rounds)
+    assert not np.isnan(cv.oof).any()  # every row held out exactly once
+    assert cv.mean == pytest.approx(np.mean(cv.scores))
+    final = fit("xgboost", X, y, cfg.xgb, cfg, rounds=cv.final_rounds)
+    assert final.model.estimator.num_boosted_rounds() == cv.final_rounds
+    assert len(final.curves["train"]["logloss"]) == cv.final_rounds
+
+
+def test_folds_are_stratified_and_seeded() -> None:
+    y = np.array([0] * 80 + [1] * 20)
+    folds = stratified_folds(y, 4, seed=3)
+    assert [int(y[va].sum()) for _, va in folds] == [5, 5, 5, 5]
+    again = stratified_folds(y, 4, seed=3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
+    assert not np.array_equal(folds[0][1], stratified_folds(y, 4, seed=4)[0][1])
+
+
+def test_trials_zero_cross_validates_the_fixed_params_once(data: tuple) -> None:
+    X, y = data
+    cfg = train_config(
+        candidates=("xgboost", "logistic_regression"),
+        models={"logistic_regression": {"C": 0.5}},
+        search={"xgboost": {"max_depth": {"low": 2, "high": 4}}},
+    )
+    result = tune(X, y, cfg, "roc_auc")
+    assert [(r.candidate, r.trial) for r in result.records] == [
+        ("xgboost", 0),
+        ("logistic_regression", 0),
+    ]
+    assert result.candidates["xgboost"].params == SMALL["xgboost"]
+    assert result.candidates["logistic_regression"].params["C"] == 0.5
+
+
+def test_tuning_records_every_trial_and_keeps_the_best(data: tuple) -> None:
+    X, y = data
+    cfg = train_config(
+        candidates=("xgboost", "logistic_regression"),
+        tuning_trials=3,
+        trials_by_candidate={"logistic_regression": 2},
+        search={
+            "xgboost": {
+                "max_depth": {"low": 1, "high": 6},
+                "subsample": {"low": 0.5, "high": 1.0},
+            },
+            "logistic_regression": {"C": {"low": 0.001, "high": 10.0, "log": True}},
+        },
+    )
+    lines: list[str] = []
+    result = tune(X, y, cfg, "roc_auc", progress=lines.append)
+    assert [(r.candidate, r.trial) for r in result.records] == [
+        ("xgboost", t) for t in range(4)
+    ] + [("logistic_regression", t) for t in range(3)]
+    for name, cand in result.candidates.items():
+        mine = [r for r in result.records if r.candidate == name]
+        assert cand.cv.mean == max(r.cv_mean for r in mine)
+        assert cand.params == mine[cand.best_trial].params
+        assert cand.untuned.mean == mine[0].cv_mean
+    assert any("trial 3/3" in line for line in lines)
+    rows = list(csv.DictReader(io.StringIO(trials_csv(result.records, "roc_auc"))))
+    assert len(rows) == 7
+    assert json.loads(rows[1]["params"])["max_depth"] in range(1, 7)
+    assert {r["metric"] for r in rows} == {"roc_auc"}
+
+
+def _candidate(name: str, scores: tuple[float, ...]) -> CandidateResult:
+    cv = CVResult(scores, np.zeros(1))
+    return CandidateResult(name, 0, {}, cv, {}, cv, 1)
+
+
+@pytest.mark.parametrize(
+    ("metric", "winner"), [("roc_auc", "random_forest"), ("log_loss", "xgboost")]
+)
+def test_selection_is_by_cv_mean_respecting_lower_is_better(metric: str, winner: str) -> None:
+    result = TuningResult(metric=metric, folds=2)
+    result.candidates = {
+        "xgboost": _candidate("xgboost", (0.30, 0.32)),
+        "logistic_regression": _candidate("logistic_regression", (0.50, 0.52)),
+        "random_forest": _candidate("random_forest", (0.80, 0.84)),
+    }
+    assert result.winner.name == winner
+    doc = summary(result)
+    assert doc["winner"] == winner
+    assert doc["runner_up"] == "logistic_regression"
+    lead = abs(doc["candidates"][winner]["cv_mean"] - 0.51)
+    assert doc["lead"] == pytest.approx(lead)
+    assert doc["lead_exceeds_runner_up_std"] is (lead > 0.01)
+
+
+def test_a_lead_within_the_runner_up_noise_is_flagged() -> None:
+    result = TuningResult(metric="roc_auc", folds=2)
+    result.candidates = {
+        "xgboost": _candidate("xgboost", (0.900, 0.904)),
+        "random_forest": _candidate("random_forest", (0.890, 0.912)),
+    }
+    doc = summary(result)
+    assert doc["winner"] == "xgboost"
+    assert doc["lead"] == pytest.approx(0.001)
+    assert doc["candidates"]["random_forest"]["cv_std"] == pytest.approx(0.011)
+    assert doc["lead_exceeds_runner_up_std"] is False
+
+
+# --- the train stage on the Adult training split ----------------------------------------------
+
+
+def train_in(directory: Path, train_split: Path, hash_seed: str) -> subprocess.CompletedProcess:
+    """Run the train stage in a bare directory holding params.yaml and the training split."""
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TUNED)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (directory / "data" / "prepared").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(train_split, directory / "data" / "prepared" / "train.parquet")
+    env = {**project_env(directory), "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": hash_seed}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlcycle.stages.train"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def watch_fifo(path: Path, stop: threading.Event, opened: list[str]) -> None:
+    """Notice any attempt to open the named pipe ``path`` for reading.
+
+    A reader blocks until a writer opens the pipe; a non-blocking open for writing succeeds
+    only while a reader has it open. So every read attempt is seen here (and given garbage,
+    perhaps more than once while the reader keeps it open).
+    """
+    while not stop.is_set():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody is reading
+            stop.wait(0.02)
+            continue
+        opened.append(str(path))
+        try:
+            os.write(fd, b"not parquet")
+        except BrokenPipeError:  # the reader is gone already
+            pass
+        finally:
+            os.close(fd)
+
+
+def outputs(directory: Path) -> dict[str, str]:
+    """SHA-256 of every training output, trials.csv without its durations."""
+    files = sorted((directory / "models").rglob("*")) + sorted((directory / "metrics").rglob("*"))
+    digests = {}
+    for path in files:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name == "trials.csv":
+            rows = list(csv.DictReader(io.StringIO(data.decode())))
+            assert all(float(r.pop("duration_s")) >= 0 for r in rows)
+            data = json.dumps(rows).encode()
+        digests[str(path.relative_to(directory))] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope="module")
+def tuned_run(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The train stage with tuning on (2 trials per candidate), no test split on disk."""
+    directory = tmp_path_factory.mktemp("tuned") / "a"
+    train_in(directory, built_project / "data/prepared/train.parquet", hash_seed="1")
+    return directory
+
+
+def test_same_seed_gives_byte_identical_model_and_metrics_with_tuning_on(
+    tuned_run: Path, built_project: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "elsewhere" / "b"
+    train_in(again, built_project / "data/prepared/train.parquet", hash_seed="2")
+    first, second = outputs(tuned_run), outputs(again)
+    assert "models/train/oof.parquet" in first and "metrics/train.json" in first
+    assert first == second
+    doc = json.loads((tuned_run / "metrics/train.json").read_text())
+    assert "duration" not in json.dumps(doc)
+    assert all(c["trials"] == 3 for c in doc["candidates"].values())
+
+
+def test_training_and_tuning_never_read_the_test_split(
+    tuned_run: Path, built_project: Path, tmp_path: Path
+) -> None:
+    """The test split's path is a named pipe that records any attempt to open it (pyarrow,
+    which refuses pipes, would fail the stage instead). The stage never tries, and gives the
+    very same outputs as a run without any test split on disk."""
+    directory = tmp_path / "pipe"
+    (directory / "data" / "prepared").mkdir(parents=True)
+    fifo = directory / "data" / "prepared" / "test.parquet"
+    os.mkfifo(fifo)
+    stop, opened = threading.Event(), []
+    watcher = threading.Thread(target=watch_fifo, args=(fifo, stop, opened))
+    watcher.start()
+    try:
+        train_in(directory, built_project / "data/prepared/train.parquet", hash_seed="3")
+    finally:
+        stop.set()
+        watcher.join()
+    assert opened == []
+    assert outputs(directory) == outputs(tuned_run)
+
+
+def test_the_test_split_watch_sees_a_read(tmp_path: Path) -> None:
+    """Control for the test above: opening the pipe is seen, and pyarrow refuses to read it
+    (so a stage reading it with pandas would fail)."""
+    fifo = tmp_path / "test.parquet"
+    os.mkfifo(fifo)
+    stop, opened = threading.Event(), []
+    watcher = threading.Thread(target=watch_fifo, args=(fifo, stop, opened))
+    watcher.start()
+    try:
+        with open(fifo, "rb") as f:
+            assert f.read().startswith(b"not parquet")
+        with pytest.raises(FileNotFoundError):
+            pd.read_parquet(fifo)
+    finally:
+        stop.set()
+        watcher.join()
+    assert set(opened) == {str(fifo)}
+
+
+def test_stage_outputs_tell_the_selection(tuned_run: Path) -> None:
+    doc = json.loads((tuned_run / "metrics/train.json").read_text())
+    cands = doc["candidates"]
+    assert set(cands) == set(KINDS)
+    assert doc["winner"] == max(cands, key=lambda n: cands[n]["cv_mean"])
+    assert doc["ranking"] == sorted(cands, key=lambda n: -cands[n]["cv_mean"])
+    runner = cands[doc["runner_up"]]
+    assert doc["lead_exceeds_runner_up_std"] is (doc["lead"] > runner["cv_std"])
+
+    info = json.loads((tuned_run / "models/train/model.json").read_text())
+    assert info["kind"] == doc["winner"]
+    assert info["params"] == cands[doc["winner"]]["params"]
+    model, _ = load_model_dir(tuned_run / "models/train")
+    if model.kind == "xgboost":
+        assert model.estimator.num_boosted_rounds() == cands["xgboost"]["rounds"] == info["rounds"]
+
+    rows = list(csv.DictReader((tuned_run / "metrics/tuning/trials.csv").open()))
+    assert len(rows) == 9
+    best = [r for r in rows if r["candidate"] == doc["winner"]]
+    assert max(float(r["cv_mean"]) for r in best) == pytest.approx(cands[doc["winner"]]["cv_mean"])
+
+    params = yaml.safe_load((tuned_run / "metrics/train/params.yaml").read_text())
+    assert params["model"] == doc["winner"]
+
+
+def test_out_of_fold_predictions_cover_the_training_split(
+    tuned_run: Path, built_project: Path
+) -> None:
+    oof = pd.read_parquet(tuned_run / "models/train/oof.parquet")
+    train = pd.read_parquet(built_project / "data/prepared/train.parquet")
+    assert list(oof.columns) == ["probability", "actual"]
+    assert len(oof) == len(train)
+    assert oof["actual"].tolist() == (train["income"] == ">50K").astype(int).tolist()
+    assert oof["probability"].between(0, 1).all()
+    doc = json.loads((tuned_run / "metrics/train.json").read_text())
+    pooled = roc_auc_score(oof["actual"], oof["probability"])
+    assert pooled == pytest.approx(doc["candidates"][doc["winner"]]["cv_mean"], abs=0.01)
+
+
+def test_the_untuned_baseline_is_kept_beside_the_model(tuned_run: Path) -> None:
+    baseline, info = load_model_dir(tuned_run / "models/train/baseline")
+    assert baseline.kind == "xgboost"
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TUNED)
+    assert info["params"] == params["train"]["xgb"]
+
+
+# --- a real sweep with dvc experiments --------------------------------------------------------
+
+
+def test_queued_sweep_gives_two_experiments_with_their_own_metrics(project_copy: Path) -> None:
+    p = project_copy
+    for depth in (2, 4):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.xgb.max_depth={depth}"], p)
+    run(["dvc", "exp", "run", "--run-all"], p)
+
+    head = run(["git", "rev-parse", "HEAD"], p).stdout.strip()
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], p).stdout)
+    (baseline,) = [row for row in shown if row["rev"] == head]
+    experiments = [rev for group in baseline.get("experiments") or [] for rev in group["revs"]]
+    assert len(experiments) == 2
+
+    def value(row: dict, file: str, *keys: str):  # noqa: ANN202
+        kind = "params" if file.endswith(".yaml") else "metrics"
+        node = row["data"][kind][file]["data"]
+        for key in keys:
+            node = node[key]
+        return node
+
+    depths = sorted(value(e, "params.yaml", "train", "xgb", "max_depth") for e in experiments)
+    assert depths == [2, 4]
+    # The chosen params dvclive logged show beside params.yaml.
+    chosen = {value(e, "metrics/train/params.yaml", "params", "max_depth") for e in experiments}
+    assert chosen == {2, 4}
+    aucs = {value(e, "metrics/evaluate.json", "roc_auc") for e in experiments}
+    cv = {value(e, "metrics/train.json", "candidates", "xgboost", "cv_mean") for e in experiments}
+    assert len(aucs) == 2 and len(cv) == 2
+    # The workspace still holds the baseline: queued experiments run elsewhere.
+    assert yaml.safe_load((p / "params.yaml").read_text())["train"]["xgb"]["max_depth"] == 6
