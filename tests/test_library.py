@@ -121,9 +121,9 @@ def test_by_source_split_naming_an_unknown_source_is_refused(raw: dict, tmp_path
 
 
 def test_missing_key_is_named(raw: dict) -> None:
-    del raw["evaluate"]["threshold"]
-    with pytest.raises(ConfigError, match=r"'evaluate.threshold' is missing"):
-        config.parse_evaluate(raw)
+    del raw["objectives"]["minimum"]
+    with pytest.raises(ConfigError, match=r"'objectives.minimum' is missing"):
+        config.parse_objectives(raw)
 
 
 # --- sources ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import git_commit, make_project, run, set_params
 
-STAGES = ["gather", "validate", "prepare", "train", "evaluate", "package"]
+STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 BUNDLE_FILES = ("model.ubj", "signature.json", "metadata.json", "SHA256SUMS")
@@ -164,7 +164,7 @@ def test_train_param_change_reruns_train_evaluate_package_only(
     assert "gather" not in retrained.status_before
     assert "prepare" not in retrained.status_before
     assert "train" in retrained.status_before
-    assert stages_run(retrained.repro) == ["train", "evaluate", "package"]
+    assert stages_run(retrained.repro) == ["train", "evaluate", "gate", "package"]
     p = retrained.project
     assert dvc_json(p, "status") == {}
     # Upstream outputs are untouched; the model is a new one.
@@ -229,7 +229,7 @@ def test_experiment_is_listed_with_its_own_metrics(project_copy: Path) -> None:
     p = project_copy
     baseline_auc = read_json(p / "metrics/evaluate.json")["roc_auc"]
     proc = run(["dvc", "exp", "run", "-n", "depth-2", "-S", "train.xgb.max_depth=2"], p)
-    assert stages_run(proc) == ["train", "evaluate", "package"]
+    assert stages_run(proc) == ["train", "evaluate", "gate", "package"]
 
     head = run(["git", "rev-parse", "HEAD"], p).stdout.strip()
     shown = dvc_json(p, "exp", "show")
@@ -288,7 +288,7 @@ def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
 
     pipeline = yaml.safe_load((p / "dvc.yaml").read_text())
     top_level = [next(iter(entry)) for entry in pipeline["plots"]]
-    assert len(top_level) == 7
+    assert len(top_level) == 11
     assert sorted(shown["data"]) == sorted(top_level), "plots drawn twice or missing"
     for plot_id in top_level:
         assert plot_id in shown["data"], f"plot {plot_id!r} not in `dvc plots show`"

@@ -118,6 +118,7 @@ def write_bundle(
     signature: Signature,
     metadata: dict,
     kind: str = "xgboost",
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write a complete bundle to ``target`` atomically (built beside it, then renamed).
 
@@ -134,6 +135,7 @@ def write_bundle(
         MODEL_FILES[kind]: model_bytes,
         SIGNATURE_FILE: dumps_json(signature.to_dict()).encode(),
         METADATA_FILE: dumps_json(meta).encode(),
+        **(extra_files or {}),
     }
     sums = "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in sorted(files.items()))
     files[CHECKSUM_FILE] = sums.encode()

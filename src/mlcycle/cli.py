@@ -17,6 +17,65 @@ def _err(message: str) -> int:
     return 1
 
 
+def model_name(params: str = "params.yaml") -> str:
+    """The model's registry name: `package.name` in params.yaml."""
+    from mlcycle import config
+
+    raw = config.read_raw(params) if Path(params).exists() else {}
+    return (raw.get("package") or {}).get("name", "model")
+
+
+def bundle_path(args: argparse.Namespace) -> Path:
+    """The bundle to load: --bundle if given, else a registered version (--version), else the
+    production version from the registry's git tags."""
+    from mlcycle import registry
+
+    if args.bundle:
+        return Path(args.bundle)
+    v = registry.resolve(Path.cwd(), model_name(), args.version)
+    print(f"model {v.name}@{v.version} (commit {v.commit[:12]})", file=sys.stderr)
+    return registry.fetch_bundle(Path.cwd(), v)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Register HEAD's model as the next version and promote it to production."""
+    from mlcycle import registry
+
+    name = model_name()
+    version = registry.release(Path.cwd(), name, bump=args.bump)
+    print(
+        f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, "
+        f"{name}#{registry.PROD}#N); share with `git push --tags` and `dvc push`"
+    )
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print where the production (or a named) model came from."""
+    import json
+
+    from mlcycle import registry
+
+    v = registry.resolve(Path.cwd(), model_name(), args.version)
+    info = registry.lineage(Path.cwd(), v)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    print(f"{info['model']}  commit {info['commit']}  ({info['commit_time']})")
+    print("data:")
+    for path, digest in info["data"].items():
+        print(f"  {path}  {digest}")
+    metrics = info.get("metrics") or {}
+    print(
+        "metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    )
+    gate = info.get("gate") or {}
+    print("gate: " + ("passed" if gate.get("passed") else "not passed"))
+    for reason in gate.get("reasons", []):
+        print(f"  {reason}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Verify the bundle, then serve it with uvicorn."""
     import uvicorn
@@ -24,9 +83,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mlcycle.bundle import load_bundle
     from mlcycle.serve.app import create_app
 
-    bundle = load_bundle(args.bundle)
+    path = bundle_path(args)
+    bundle = load_bundle(path)
     print(
-        f"serving model {bundle.model_id} from {args.bundle} on http://{args.host}:{args.port}",
+        f"serving model {bundle.model_id} from {path} on http://{args.host}:{args.port}",
         file=sys.stderr,
     )
     uvicorn.run(create_app(bundle), host=args.host, port=args.port, log_level=args.log_level)
@@ -39,7 +99,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mlcycle.io import read_table, write_table
     from mlcycle.predict import score_frame
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(bundle_path(args))
     records = read_table(args.input)
 
     def progress(done: int, total: int) -> None:
@@ -109,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="serve the model bundle as a REST API")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument("--bundle", help="a bundle directory (default: the production version)")
+    p.add_argument("--version", help="a registered version, e.g. v0.1.0")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
@@ -118,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score a file of records")
     p.add_argument("input", help="CSV, Parquet or JSON Lines file of records")
     p.add_argument("output", help="where to write records with probability and prediction")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument("--bundle", help="a bundle directory (default: the production version)")
+    p.add_argument("--version", help="a registered version, e.g. v0.1.0")
     p.add_argument("--chunk-rows", type=int, default=100_000)
     p.set_defaults(func=cmd_predict)
 
@@ -134,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on-drift", action="store_true", help="exit with status 3 if a feature drifted"
     )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("release", help="register HEAD's model (gate passed) and promote to prod")
+    p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("lineage", help="where the production (or a named) model came from")
+    p.add_argument("--version", help="a registered version, e.g. v0.1.0")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser("schema", help="work with the data schema (schema.yaml)")
     schema_sub = p.add_subparsers(dest="schema_command", required=True)

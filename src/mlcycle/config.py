@@ -171,8 +171,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    threshold: float
     curve_points: int
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The promotion gate: tolerance against production and what a rejection does."""
+
+    tolerance: float = 0.0
+    fail_on_reject: bool = True
+    compare_champion: bool = True
 
 
 @dataclass(frozen=True)
@@ -632,8 +640,20 @@ def parse_train(raw: dict[str, Any]) -> TrainConfig:
 def parse_evaluate(raw: dict[str, Any]) -> EvaluateConfig:
     s = _section(raw, "evaluate")
     return EvaluateConfig(
-        threshold=_fraction(_get(s, "evaluate", "threshold", float), "evaluate.threshold"),
         curve_points=_get(s, "evaluate", "curve_points", int, default=200),
+    )
+
+
+def parse_gate(raw: dict[str, Any]) -> GateConfig:
+    """Validate the gate section (all keys optional)."""
+    s = raw.get("gate") or {}
+    tolerance = _get(s, "gate", "tolerance", float, default=0.0)
+    if tolerance < 0:
+        raise ConfigError(f"params.yaml: 'gate.tolerance' must be >= 0, got {tolerance}")
+    return GateConfig(
+        tolerance=tolerance,
+        fail_on_reject=_get(s, "gate", "fail_on_reject", bool, default=True),
+        compare_champion=_get(s, "gate", "compare_champion", bool, default=True),
     )
 
 

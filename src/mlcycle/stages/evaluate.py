@@ -15,22 +15,30 @@ from pathlib import Path
 import pandas as pd
 
 from mlcycle import config
+from mlcycle.explain import shap_summary
 from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
 from mlcycle.io import read_json, write_json, write_parquet, write_text
 from mlcycle.metrics import (
+    KPI_FUNCTIONS,
     LOWER_IS_BETTER,
+    bootstrap_interval,
     calibration_points,
+    choose_threshold,
     compute_kpis,
     confusion,
     meets,
     pr_points,
     roc_points,
+    slice_gaps,
+    slice_kpis,
+    threshold_curve,
 )
 from mlcycle.models import load_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
     MODEL_DIR,
+    OOF,
     PLOTS,
     PREDICTIONS,
     SIGNATURE_FILE,
@@ -50,13 +58,60 @@ def main() -> None:
     X = to_model_frame(test, signature)
     proba = model.predict_proba(X)
 
-    kpis = compute_kpis(y, proba, cfg.threshold, obj.kpis)
+    # The decision threshold comes from the training split's out-of-fold predictions, never
+    # from the test split: maximise a metric, or minimise the cost of errors.
+    oof = pd.read_parquet(OOF)
+    curve = threshold_curve(
+        oof["actual"].to_numpy(),
+        oof["probability"].to_numpy(),
+        obj.threshold_metric,
+        obj.cost_fp,
+        obj.cost_fn,
+    )
+    threshold = choose_threshold(curve, obj.threshold_metric)
+    rule = (
+        f"maximises out-of-fold {obj.threshold_metric}"
+        if obj.threshold_metric
+        else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
+    )
+    write_json(f"{PLOTS}/threshold.json", curve)
+    write_json(f"{METRICS}/threshold.json", {"threshold": threshold, "rule": rule})
+
+    names = tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS)))
+    kpis = compute_kpis(y, proba, threshold, names)
+    interval = bootstrap_interval(y, proba, threshold, obj.primary_metric, seed=0)
+    slices = {
+        col: slice_kpis(test[col].fillna("<missing>").to_numpy(), y, proba, threshold, names)
+        for col in obj.slices
+    }
+    gaps = {col: slice_gaps(v, names) for col, v in slices.items()}
+    write_json(f"{METRICS}/slices.json", {"slices": slices, "gaps": gaps})
+    write_json(
+        f"{PLOTS}/slices.json",
+        [
+            {
+                "slice": f"{col}={value}",
+                obj.primary_metric: m[obj.primary_metric],
+                "rows": m["rows"],
+            }
+            for col, values in slices.items()
+            for value, m in values.items()
+            if obj.primary_metric in m
+        ],
+    )
+    importance, points = [], []
+    if model.kind == "xgboost":
+        importance, points = shap_summary(model.estimator, X)
+    else:
+        log("evaluate", f"no SHAP summary for a {model.kind} model (XGBoost only)")
+    write_json(f"{PLOTS}/shap_importance.json", importance)
+    write_json(f"{PLOTS}/shap_summary.json", points)
     primary = kpis[obj.primary_metric]
     met = meets(obj.primary_metric, primary, obj.minimum)
     baseline = {}
     if Path(BASELINE_DIR).is_dir():
         base_model, _ = load_model_dir(BASELINE_DIR)
-        base_kpis = compute_kpis(y, base_model.predict_proba(X), cfg.threshold, obj.kpis)
+        base_kpis = compute_kpis(y, base_model.predict_proba(X), threshold, obj.kpis)
         baseline = {
             "baseline": {
                 "model": base_model.kind,
@@ -76,9 +131,11 @@ def main() -> None:
             **kpis,
             "model": model.kind,
             **baseline,
-            "threshold": cfg.threshold,
+            "threshold": threshold,
             "rows": len(test),
-            "confusion": confusion(y, proba, cfg.threshold),
+            "confidence_interval": {"metric": obj.primary_metric, **interval},
+            "slice_gaps": gaps,
+            "confusion": confusion(y, proba, threshold),
             "objective": {
                 "metric": obj.primary_metric,
                 "minimum": obj.minimum,
@@ -93,7 +150,7 @@ def main() -> None:
     write_json(f"{PLOTS}/calibration.json", calibration_points(y, proba))
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
     labels = {1: signature.positive_class, 0: signature.negative_class}
-    predicted = (proba >= cfg.threshold).astype(int)
+    predicted = (proba >= threshold).astype(int)
     rows = "".join(f"{labels[a]},{labels[p]}\n" for a, p in zip(y, predicted, strict=True))
     write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + rows)
     write_parquet(PREDICTIONS, pd.DataFrame({"probability": proba, "actual": y}))

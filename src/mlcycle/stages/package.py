@@ -8,13 +8,17 @@ Outputs: models/bundle/ (model.ubj or model.skops, signature.json, metadata.json
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+
+import yaml
 
 from mlcycle import config
 from mlcycle.bundle import git_state, library_versions, write_bundle
+from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
 from mlcycle.features import Signature
-from mlcycle.io import read_json, sha256_file
+from mlcycle.io import dumps_json, read_json, sha256_file
 from mlcycle.models import MODEL_FILES, MODEL_INFO
 from mlcycle.stages import (
     BUNDLE,
@@ -29,6 +33,19 @@ from mlcycle.stages import (
 )
 
 
+def lock_hashes() -> dict[str, str]:
+    """Hashes DVC recorded for this run's data and model files (dvc.lock, stages so far)."""
+    if not Path("dvc.lock").exists():
+        return {}
+    lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
+    out = {}
+    for stage in (lock.get("stages") or {}).values():
+        for entry in (*stage.get("deps", []), *stage.get("outs", [])):
+            if entry["path"].startswith(("data/", "models/")) and "md5" in entry:
+                out[entry["path"]] = entry["md5"]
+    return dict(sorted(out.items()))
+
+
 def main() -> None:
     params = config.load()
     raw = read_raw()
@@ -37,10 +54,12 @@ def main() -> None:
     model_info = read_json(Path(MODEL_DIR) / MODEL_INFO)
     kind = model_info["kind"]
     training = read_json(f"{METRICS}/train.json")
+    threshold = read_json(f"{METRICS}/threshold.json")
     metadata = {
         "name": raw.get("package", {}).get("name", "model"),
         "task": params.objectives.task,
-        "threshold": params.evaluate.threshold,
+        "threshold": threshold["threshold"],
+        "threshold_rule": threshold["rule"],
         "best_rounds": model_info.get("rounds"),
         "model_params": model_info.get("params"),
         "selection": {
@@ -58,8 +77,22 @@ def main() -> None:
         "git": git_state(),
         "libraries": library_versions(),
     }
+    metadata["slice_gaps"] = read_json(f"{METRICS}/slices.json")["gaps"]
+    metadata["gate"] = read_json(f"{METRICS}/gate.json")
+    metadata["dvc_lock"] = lock_hashes()
+    metadata["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    metadata["limitations"] = [
+        "Trained and tested on the data named below; other populations may be served worse.",
+        "Slices smaller than 30 rows are not scored; see slice_gaps for measured gaps.",
+        "Probabilities are as calibrated as the calibration plot shows; no recalibration.",
+    ]
+    card = card_data({**metadata, "model_kind": kind})
+    extra = {
+        "model_card.json": dumps_json(card).encode(),
+        "model_card.md": card_markdown(card).encode(),
+    }
     model_bytes = (Path(MODEL_DIR) / MODEL_FILES[kind]).read_bytes()
-    write_bundle(BUNDLE, model_bytes, signature, metadata, kind=kind)
+    write_bundle(BUNDLE, model_bytes, signature, metadata, kind=kind, extra_files=extra)
     log("package", f"bundle written to {BUNDLE} (model {metadata['name']}, a {kind})")
 
 

@@ -1,0 +1,84 @@
+"""The model card: what the model is for, what it was trained on, how well it does and for whom.
+
+Built from the bundle's metadata, so it says nothing the pipeline did not measure.
+"""
+
+from __future__ import annotations
+
+
+def card_data(meta: dict) -> dict:
+    """The card's content as JSON-ready data (a subset of the metadata, arranged for people)."""
+    objectives = meta.get("objectives", {})
+    metrics = meta.get("metrics", {})
+    return {
+        "name": meta.get("name"),
+        "model_kind": meta.get("model_kind", "xgboost"),
+        "intended_use": {
+            "task": objectives.get("task"),
+            "predicts": f"{objectives.get('target')} = {objectives.get('positive_class')!r}",
+            "primary_metric": objectives.get("primary_metric"),
+            "minimum": objectives.get("minimum"),
+        },
+        "decision_threshold": meta.get("threshold"),
+        "threshold_rule": meta.get("threshold_rule"),
+        "data": meta.get("data", {}),
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "confidence_interval": metrics.get("confidence_interval"),
+        "slice_gaps": meta.get("slice_gaps", {}),
+        "limitations": meta.get("limitations", []),
+        "lineage": {"git": meta.get("git"), "created": meta.get("created")},
+    }
+
+
+def card_markdown(card: dict) -> str:
+    """The card as a short markdown page."""
+    use = card["intended_use"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        "## Intended use",
+        f"- Task: {use['task']}; predicts {use['predicts']}.",
+        f"- Judged by {use['primary_metric']} (minimum {use['minimum']}) on a held-out test split.",
+        f"- Model: {card['model_kind']}; decision threshold {card['decision_threshold']}"
+        + (f" ({card['threshold_rule']})" if card.get("threshold_rule") else "")
+        + ".",
+        "",
+        "## Metrics on the test split",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *(f"| {k} | {v:.4f} |" for k, v in sorted(card["metrics"].items())),
+    ]
+    ci = card.get("confidence_interval")
+    if ci:
+        lines += [
+            "",
+            f"{use['primary_metric']} {ci['level']:.0%} bootstrap interval: "
+            f"[{ci['low']:.4f}, {ci['high']:.4f}] ({ci['resamples']} resamples).",
+        ]
+    if card["slice_gaps"]:
+        lines += [
+            "",
+            "## Who it serves worse",
+            "",
+            "| slice column | metric | best | worst | gap |",
+            "|---|---|---|---|---:|",
+        ]
+        for column, gaps in sorted(card["slice_gaps"].items()):
+            for metric, g in sorted(gaps.items()):
+                lines.append(
+                    f"| {column} | {metric} | {g['best']} | {g['worst']} | {g['gap']:.4f} |"
+                )
+    lines += ["", "## Data", ""]
+    lines += [f"- `{path}`: sha256 `{digest}`" for path, digest in sorted(card["data"].items())]
+    if card["limitations"]:
+        lines += ["", "## Limitations", "", *(f"- {item}" for item in card["limitations"])]
+    git = (card.get("lineage") or {}).get("git") or {}
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- git commit: {git.get('commit')} (dirty: {git.get('dirty')})",
+        f"- created: {card['lineage'].get('created')}",
+    ]
+    return "\n".join(lines) + "\n"

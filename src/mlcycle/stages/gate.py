@@ -1,0 +1,79 @@
+"""Stage `gate`: may the new model be promoted?
+
+It must meet every minimum in the objectives, and must not be worse than the production model
+(the "champion", found through the registry's git tags) on the primary metric by more than
+`gate.tolerance`; the champion is scored here, on the same test split, in the same run.
+Inputs: metrics/evaluate.json, data/prepared/test.parquet, the production bundle (if any);
+params `gate`, `objectives`, `package.name`.
+Outputs: metrics/gate.json (the decision and its reasons). A rejection fails the stage when
+`gate.fail_on_reject` is true, so `dvc repro` (and CI) stop and nothing is packaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mlcycle import config, registry
+from mlcycle.bundle import load_bundle
+from mlcycle.features import encode_target
+from mlcycle.gate import decide
+from mlcycle.io import read_json, write_json
+from mlcycle.metrics import compute_kpis
+from mlcycle.predict import score
+from mlcycle.stages import METRICS, TEST, log, run
+
+
+class GateRejected(ValueError):
+    """The gate refused the model; the message lists the failed checks."""
+
+
+def champion_metrics(
+    name: str, primary: str, test: pd.DataFrame
+) -> tuple[dict[str, float] | None, str | None]:
+    """The production model's primary metric on ``test``, or (None, None) if there is none."""
+    prod = registry.production(Path.cwd(), name)
+    if prod is None:
+        return None, None
+    bundle = load_bundle(registry.fetch_bundle(Path.cwd(), prod))
+    proba, _ = score(bundle, test)
+    y = encode_target(test[bundle.signature.target], bundle.signature)
+    log("gate", f"champion {name}@{prod.version} ({prod.commit[:12]}) scored on the test split")
+    return compute_kpis(y, proba, bundle.threshold, [primary]), prod.version
+
+
+def main() -> None:
+    raw = config.read_raw()
+    objectives = config.parse_objectives(raw)
+    gate_cfg = config.parse_gate(raw)
+    name = (raw.get("package") or {}).get("name", "model")
+    candidate = read_json(f"{METRICS}/evaluate.json")
+    champion, version = None, None
+    if gate_cfg.compare_champion:
+        champion, version = champion_metrics(name, objectives.primary_metric, pd.read_parquet(TEST))
+    decision = decide(
+        {k: v for k, v in candidate.items() if isinstance(v, int | float)},
+        objectives.minimums,
+        objectives.primary_metric,
+        champion,
+        version,
+        gate_cfg.tolerance,
+    )
+    write_json(
+        f"{METRICS}/gate.json",
+        {**decision.to_dict(), "model": name, "champion_version": version},
+    )
+    for reason in decision.reasons:
+        log("gate", reason)
+    if decision.passed:
+        log("gate", "PASSED: the model may be promoted (`mlcycle release` after committing)")
+    elif gate_cfg.fail_on_reject:
+        failed = [r for r in decision.reasons if r.startswith("FAIL")]
+        raise GateRejected("model rejected: " + "; ".join(failed))
+    else:
+        log("gate", "REJECTED (gate.fail_on_reject is false, so the run goes on)")
+
+
+if __name__ == "__main__":
+    run("gate", main)

@@ -1,0 +1,126 @@
+"""The gate and the registry, run for real: `dvc repro`, git tags in GTO's convention, and
+`mlcycle release` / `lineage` / `serve --version` in a temporary project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, git_commit, run, set_params
+
+NAME = "income-classifier"
+
+
+def tags(project: Path) -> list[str]:
+    return sorted(run(["git", "tag"], project).stdout.split())
+
+
+def mlcycle(project: Path, *args: str, check: bool = True):
+    return run([str(BIN / "mlcycle"), *args], project, check=check)
+
+
+@pytest.fixture(scope="module")
+def released(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the built project whose model was released as v0.1.0 and put in prod."""
+    project = tmp_path_factory.mktemp("released") / "project"
+    shutil.copytree(built_project, project, symlinks=True)
+    out = mlcycle(project, "release")
+    assert "v0.1.0" in out.stdout + out.stderr
+    return project
+
+
+def copy_of(released: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(released, dest, symlinks=True)
+    return dest
+
+
+def test_release_tags_the_commit_in_gto_convention(released: Path) -> None:
+    head = run(["git", "rev-parse", "HEAD"], released).stdout.strip()
+    assert tags(released) == [f"{NAME}#prod#1", f"{NAME}@v0.1.0"]
+    tagged = run(["git", "rev-list", "-n", "1", f"{NAME}@v0.1.0"], released).stdout.strip()
+    assert tagged == head
+    gate = json.loads((released / "metrics/gate.json").read_text())
+    assert gate["passed"] is True and gate["champion_version"] is None
+
+
+def test_lineage_matches_dvc_lock_and_the_commit(released: Path) -> None:
+    out = mlcycle(released, "lineage", "--json").stdout
+    lineage = json.loads(out)
+    head = run(["git", "rev-parse", "HEAD"], released).stdout.strip()
+    assert lineage["commit"] == head and lineage["model"] == f"{NAME}@v0.1.0"
+    lock = yaml.safe_load((released / "dvc.lock").read_text())
+    train_split = next(
+        o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared/train.parquet"
+    )
+    assert lineage["data"]["data/prepared/train.parquet"] == train_split["md5"]
+    assert (
+        lineage["params"]["train"]
+        == yaml.safe_load((released / "params.yaml").read_text())["train"]
+    )
+    assert lineage["metrics"] == json.loads((released / "metrics/evaluate.json").read_text())
+
+
+def test_a_gate_that_passes_against_the_champion(released: Path, tmp_path: Path) -> None:
+    p = copy_of(released, tmp_path)
+    run(["dvc", "repro", "-f", "-s", "gate"], p)
+    gate = json.loads((p / "metrics/gate.json").read_text())
+    assert gate["passed"] and gate["champion_version"] == "v0.1.0"
+    assert any("production" in r for r in gate["reasons"])
+
+
+def test_a_gate_failing_an_objective_leaves_production_alone(
+    released: Path, tmp_path: Path
+) -> None:
+    p = copy_of(released, tmp_path)
+    before = tags(p)
+    set_params(p, {"objectives": {"minimum": 0.999}})
+    proc = run(["dvc", "repro"], p, check=False)
+    assert proc.returncode != 0
+    assert "model rejected" in proc.stderr + proc.stdout and "roc_auc" in proc.stderr + proc.stdout
+    gate = json.loads((p / "metrics/gate.json").read_text())
+    assert gate["passed"] is False
+    git_commit(p, "rejected model")
+    refused = mlcycle(p, "release", check=False)
+    assert refused.returncode != 0 and "rejected" in refused.stderr
+    assert tags(p) == before
+
+
+def test_a_gate_failing_against_a_better_champion(released: Path, tmp_path: Path) -> None:
+    p = copy_of(released, tmp_path)
+    before = tags(p)
+    set_params(
+        p,
+        {
+            "objectives": {"minimum": 0.5},
+            "gate": {"tolerance": 0.0},
+            "train": {"xgb": {"max_depth": 1, "n_estimators": 3, "early_stopping_rounds": None}},
+        },
+    )
+    proc = run(["dvc", "repro"], p, check=False)
+    assert proc.returncode != 0
+    gate = json.loads((p / "metrics/gate.json").read_text())
+    assert gate["passed"] is False and gate["champion_version"] == "v0.1.0"
+    assert any(r.startswith("FAIL") and "production" in r for r in gate["reasons"])
+    assert tags(p) == before
+    prod = mlcycle(p, "lineage", "--json").stdout
+    assert json.loads(prod)["model"] == f"{NAME}@v0.1.0"
+
+
+def test_serve_and_predict_load_the_production_model_by_default(
+    released: Path, tmp_path: Path
+) -> None:
+    test_split = released / "data/prepared/test.parquet"
+    out = tmp_path / "scored.parquet"
+    mlcycle(released, "predict", str(test_split), str(out))
+    named = tmp_path / "named.parquet"
+    mlcycle(released, "predict", str(test_split), str(named), "--version", "v0.1.0")
+    assert out.read_bytes() == named.read_bytes()
+    missing = mlcycle(
+        released, "predict", str(test_split), str(named), "--version", "v9.9.9", check=False
+    )
+    assert missing.returncode != 0 and "v9.9.9" in missing.stderr
