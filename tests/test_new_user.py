@@ -47,6 +47,8 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
             "target": "churned",
             "positive_class": "yes",
             "minimum": 0.7,
+            "minimums": {"accuracy": 0.6},
+            "slices": ["sales_region"],
             "kpis": ["roc_auc", "accuracy", "f1"],
         },
         "data": {

@@ -24,7 +24,14 @@ from tests.conftest import git_commit, make_project, run, set_params
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
-BUNDLE_FILES = ("model.ubj", "signature.json", "metadata.json", "SHA256SUMS")
+BUNDLE_FILES = (
+    "model.ubj",
+    "signature.json",
+    "metadata.json",
+    "model_card.json",
+    "model_card.md",
+    "SHA256SUMS",
+)
 PLOT_FILES = ("roc.json", "precision_recall.json", "calibration.json", "importance.json")
 TRAIN_SOURCE = "data/external/adult/adult.data.gz"
 DROPPED_RECORDS = 1000

@@ -78,6 +78,12 @@ def main() -> None:
     write_json(f"{METRICS}/threshold.json", {"threshold": threshold, "rule": rule})
 
     names = tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS)))
+    unknown = [col for col in obj.slices if col not in test.columns]
+    if unknown:
+        raise ValueError(
+            f"objectives.slices names column(s) {unknown} that the test split does not have; "
+            f"columns are {list(test.columns)}"
+        )
     kpis = compute_kpis(y, proba, threshold, names)
     interval = bootstrap_interval(y, proba, threshold, obj.primary_metric, seed=0)
     slices = {
