@@ -162,6 +162,30 @@ def test_repro_writes_every_output(built_project: Path) -> None:
     assert sums == {name: sha256(bundle / name) for name in BUNDLE_FILES if name != "SHA256SUMS"}
 
 
+@pytest.mark.parametrize("name", BUNDLE_FILES)
+def test_one_edited_byte_of_any_file_of_the_built_bundle_is_refused(
+    built_project: Path, tmp_path: Path, name: str
+) -> None:
+    """The bundle the pipeline wrote (model card included), one byte of one file flipped at its
+    start, middle and end: loading refuses each, naming the file."""
+    from mlcycle.bundle import BundleError, load_bundle
+
+    load_bundle(built_project / "models" / "bundle")  # the untouched bundle loads
+    size = (built_project / "models" / "bundle" / name).stat().st_size
+    for position in sorted({0, size // 2, size - 1}):
+        copy = tmp_path / f"bundle-{position}"
+        shutil.copytree(built_project / "models" / "bundle", copy)
+        data = bytearray((copy / name).read_bytes())
+        data[position] ^= 0x01
+        (copy / name).write_bytes(bytes(data))
+        # An edit of SHA256SUMS breaks its format or the digest it gives for some file.
+        expected = (
+            r"SHA256SUMS|does not match" if name == "SHA256SUMS" else rf"{re.escape(name)} does not"
+        )
+        with pytest.raises(BundleError, match=expected):
+            load_bundle(copy)
+
+
 # 2. A train parameter re-runs train and what depends on it, nothing upstream.
 
 

@@ -156,14 +156,17 @@ def test_health_names_the_model(server: Server) -> None:
     resp = request(f"{server.url}/health")
     assert resp.status == 200
     doc = resp.json()
-    kind = json.loads((server.bundle / "metadata.json").read_text())["model_kind"]
+    metadata = json.loads((server.bundle / "metadata.json").read_text())
+    kind = metadata["model_kind"]
     model_file = {"xgboost": "model.ubj"}.get(kind, "model.skops")
     model_sha = hashlib.sha256((server.bundle / model_file).read_bytes()).hexdigest()
     assert doc["status"] == "ok"
     assert doc["model"]["id"] == model_sha[:12]
     assert doc["model"]["kind"] == kind
     assert doc["model"]["name"] == "income-classifier"
-    assert doc["model"]["threshold"] == 0.5
+    # The threshold chosen on out-of-fold training predictions, as the bundle records it.
+    assert doc["model"]["threshold"] == metadata["threshold"]
+    assert 0.0 < doc["model"]["threshold"] < 1.0
 
 
 def test_metadata_has_signature_and_provenance(server: Server) -> None:
@@ -230,7 +233,8 @@ def test_evaluation_batch_and_service_give_identical_probabilities(
 
     served_labels = [p["label"] for p in served["predictions"]]
     assert served_labels == batch.loc[sample_index, "prediction"].tolist()
-    assert served_labels == [">50K" if p >= 0.5 else "<=50K" for p in eval_proba]
+    threshold = json.loads((server.bundle / "metadata.json").read_text())["threshold"]
+    assert served_labels == [">50K" if p >= threshold else "<=50K" for p in eval_proba]
     assert len(set(served_labels)) == 2
 
 
