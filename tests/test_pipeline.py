@@ -50,6 +50,17 @@ def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def is_number(value) -> bool:
+    """Whether Vega-Lite reads ``value`` as a number (TSV plot data gives numeric strings)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def dvc_json(project: Path, *args: str):
     """Run a `dvc ... --json` command and parse its standard output."""
     return json.loads(run(["dvc", *args, "--json"], project).stdout)
@@ -325,7 +336,29 @@ def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
         assert plot_id in shown["data"], f"plot {plot_id!r} not in `dvc plots show`"
         (rendered,) = shown["data"][plot_id]
         assert rendered["type"] == "vega"
-        assert rendered["content"]["data"]["values"], f"plot {plot_id!r} has no data"
+        values = rendered["content"]["data"]["values"]
+        assert values, f"plot {plot_id!r} has no data"
+        # Every encoded field exists in the data, and a quantitative axis gets numbers: a
+        # nominal column on a quantitative axis renders as an empty chart without any error.
+        spec = rendered["content"]
+        layers = [spec, *spec.get("layer", []), *([spec["spec"]] if "spec" in spec else [])]
+        computed = {t.get("as") for layer in layers for t in layer.get("transform", [])}
+        encodings = [item for layer in layers for item in layer.get("encoding", {}).items()]
+        assert encodings, f"plot {plot_id!r} encodes nothing"
+        for channel, enc in encodings:
+            field = enc.get("field") if isinstance(enc, dict) else None
+            if not field or field in computed:
+                continue
+            assert all(field in row for row in values), (plot_id, channel, field)
+            if enc.get("type") == "quantitative":
+                # Off the axes, null is allowed: a missing value (SHAP dots of missing inputs).
+                bad = [
+                    row[field]
+                    for row in values
+                    if not is_number(row[field])
+                    and (channel in ("x", "y") or row[field] is not None)
+                ]
+                assert not bad, f"plot {plot_id!r}: {channel} {field!r} is not numeric: {bad[:3]}"
 
 
 # 6. Two runs from scratch give the same bytes.
