@@ -29,7 +29,7 @@ def released(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     project = tmp_path_factory.mktemp("released") / "project"
     shutil.copytree(built_project, project, symlinks=True)
     out = mlcycle(project, "release")
-    assert "v0.1.0" in out.stdout + out.stderr
+    assert f"tags {NAME}@v0.1.0, {NAME}#prod#1)" in out.stdout, out.stdout
     return project
 
 

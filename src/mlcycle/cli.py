@@ -43,9 +43,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     name = model_name()
     version = registry.release(Path.cwd(), name, bump=args.bump)
+    prod_tag = registry.production_tag(Path.cwd(), name)
     print(
-        f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, "
-        f"{name}#{registry.PROD}#N); share with `git push --tags` and `dvc push`"
+        f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, {prod_tag}); "
+        "share with `git push --tags` and `dvc push`"
     )
     return 0
 

@@ -187,6 +187,17 @@ def release(repo: str | Path, name: str, bump: str = "patch", message: str | Non
     return version
 
 
+def production_tag(repo: str | Path, name: str) -> str | None:
+    """The newest ``name#prod#N`` tag (the one that put the current production version there)."""
+    prefix = f"{name}#{PROD}#"
+    numbered = [
+        (int(tag[len(prefix) :]), tag)
+        for tag in _git(Path(repo), "tag", "--list", f"{prefix}*").split()
+        if tag[len(prefix) :].isdigit()
+    ]
+    return max(numbered)[1] if numbered else None
+
+
 def lineage(repo: str | Path, v: Version) -> dict:
     """Where a version came from: commit, data hashes from dvc.lock, params, metrics, gate."""
     repo = Path(repo)
