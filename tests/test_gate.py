@@ -14,6 +14,7 @@ from mlcycle.metrics import (
     bootstrap_interval,
     choose_threshold,
     compute_kpis,
+    roc_auc_by_ranks,
     slice_gaps,
     slice_kpis,
     threshold_curve,
@@ -68,6 +69,29 @@ def test_slices_report_each_group_and_the_gap(scored) -> None:
     gaps = slice_gaps(slices, ["roc_auc"])
     assert gaps["roc_auc"]["best"] == "b" and gaps["roc_auc"]["worst"] == "a"
     assert gaps["roc_auc"]["gap"] == pytest.approx(slices["b"]["roc_auc"] - slices["a"]["roc_auc"])
+
+
+def test_rank_auc_equals_scikit_learn_with_ties(scored) -> None:
+    y, p = scored
+    for probs in (p, np.round(p, 2), np.round(p, 1)):  # more and more tied scores
+        assert roc_auc_by_ranks(y, probs) == pytest.approx(skm.roc_auc_score(y, probs), abs=1e-12)
+
+
+def test_slice_gaps_say_whether_the_gap_is_beyond_noise(scored) -> None:
+    y, p = scored
+    rng = np.random.default_rng(0)
+    groups = np.where(np.arange(len(y)) % 2 == 0, "a", "b").astype(object)
+    # Same scores in both halves: any gap is noise. Then "a" gets pure noise: a real gap.
+    same = slice_kpis(groups, y, p, 0.5, ["roc_auc"], interval_metric="roc_auc", n_boot=200)
+    for entry in same.values():
+        assert entry["interval"]["low"] < entry["roc_auc"] < entry["interval"]["high"]
+    assert slice_gaps(same, ["roc_auc"])["roc_auc"]["beyond_noise"] is False
+    noisy = p.copy()
+    noisy[groups == "a"] = rng.uniform(size=(groups == "a").sum())
+    real = slice_kpis(groups, y, noisy, 0.5, ["roc_auc", "f1"], interval_metric="roc_auc")
+    gaps = slice_gaps(real, ["roc_auc", "f1"])
+    assert gaps["roc_auc"]["worst"] == "a" and gaps["roc_auc"]["beyond_noise"] is True
+    assert "beyond_noise" not in gaps["f1"]  # no interval of f1 was computed
 
 
 def test_small_slices_get_only_their_size(scored) -> None:

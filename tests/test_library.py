@@ -87,6 +87,8 @@ def test_project_params_load() -> None:
         ("objectives", "minimum", "high", ["'objectives.minimum'", "float", "'high'"]),
         ("objectives", "minimum", True, ["'objectives.minimum'"]),
         ("objectives", "minimum", [0.9], ["'objectives.minimum'"]),
+        ("objectives", "slice_min_rows", 1, ["'objectives.slice_min_rows'", "at least 2"]),
+        ("objectives", "slice_min_rows", True, ["'objectives.slice_min_rows'", "int"]),
     ],
 )
 def test_invalid_objectives_name_the_key(

@@ -61,14 +61,21 @@ def card_markdown(card: dict) -> str:
             "",
             "## Who it serves worse",
             "",
-            "| slice column | metric | best | worst | gap |",
-            "|---|---|---|---|---:|",
+            "| slice column | metric | best | worst | gap | beyond noise |",
+            "|---|---|---|---|---:|---|",
         ]
         for column, gaps in sorted(card["slice_gaps"].items()):
             for metric, g in sorted(gaps.items()):
+                noise = {True: "yes", False: "no"}.get(g.get("beyond_noise"), "")
                 lines.append(
-                    f"| {column} | {metric} | {g['best']} | {g['worst']} | {g['gap']:.4f} |"
+                    f"| {column} | {metric} | {g['best']} | {g['worst']} | {g['gap']:.4f} "
+                    f"| {noise} |"
                 )
+        lines += [
+            "",
+            "Beyond noise: the two slices' bootstrap intervals of the primary metric do not "
+            "overlap.",
+        ]
     lines += ["", "## Data", ""]
     lines += [f"- `{path}`: sha256 `{digest}`" for path, digest in sorted(card["data"].items())]
     if card["limitations"]:

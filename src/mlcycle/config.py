@@ -36,6 +36,7 @@ class Objectives:
     cost_fp: float = 1.0
     cost_fn: float = 1.0
     slices: tuple[str, ...] = ()
+    slice_min_rows: int = 100
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,9 @@ def parse_objectives(raw: dict[str, Any]) -> Objectives:
     if cost_fp < 0 or cost_fn < 0 or cost_fp + cost_fn == 0:
         raise ConfigError("params.yaml: 'objectives.threshold' costs must be >= 0, not both 0")
     kpis = tuple(dict.fromkeys((*kpis, *minimums)))
+    slice_min_rows = _get(s, "objectives", "slice_min_rows", int, default=100)
+    if slice_min_rows < 2:
+        raise ConfigError("params.yaml: 'objectives.slice_min_rows' must be at least 2")
     return Objectives(
         task=task,
         target=_get(s, "objectives", "target", str),
@@ -319,6 +323,7 @@ def parse_objectives(raw: dict[str, Any]) -> Objectives:
         cost_fp=cost_fp,
         cost_fn=cost_fn,
         slices=tuple(_get(s, "objectives", "slices", list, default=[])),
+        slice_min_rows=slice_min_rows,
     )
 
 

@@ -87,7 +87,15 @@ def main() -> None:
     kpis = compute_kpis(y, proba, threshold, names)
     interval = bootstrap_interval(y, proba, threshold, obj.primary_metric, seed=0)
     slices = {
-        col: slice_kpis(test[col].fillna("<missing>").to_numpy(), y, proba, threshold, names)
+        col: slice_kpis(
+            test[col].fillna("<missing>").to_numpy(),
+            y,
+            proba,
+            threshold,
+            names,
+            min_rows=obj.slice_min_rows,
+            interval_metric=obj.primary_metric,
+        )
         for col in obj.slices
     }
     gaps = {col: slice_gaps(v, names) for col, v in slices.items()}
@@ -98,6 +106,8 @@ def main() -> None:
             {
                 "slice": f"{col}={value}",
                 obj.primary_metric: m[obj.primary_metric],
+                "low": m["interval"]["low"],
+                "high": m["interval"]["high"],
                 "rows": m["rows"],
             }
             for col, values in slices.items()
