@@ -54,7 +54,7 @@ from mlcycle.tuning import (
     trials_csv,
     tune,
 )
-from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run
+from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run, set_params
 
 KINDS = ("xgboost", "logistic_regression", "random_forest")
 SIGNATURE = Signature(
@@ -645,3 +645,34 @@ def test_queued_sweep_gives_two_experiments_with_their_own_metrics(project_copy:
     assert len(aucs) == 2 and len(cv) == 2
     # The workspace still holds the baseline: queued experiments run elsewhere.
     assert yaml.safe_load((p / "params.yaml").read_text())["train"]["xgb"]["max_depth"] == 6
+
+
+# --- a scikit-learn winner through the whole pipeline ----------------------------------------
+
+
+def test_a_scikit_learn_winner_runs_through_the_pipeline_and_every_plot_loads(
+    project_copy: Path,
+) -> None:
+    """Logistic regression alone: bundled as model.skops, scored, and `dvc plots show` loads
+    every plot (the learning curves and SHAP plots are empty for it, not errors)."""
+    p = project_copy
+    set_params(
+        p,
+        {
+            "train": {"candidates": ["logistic_regression"], "baseline": None},
+            "objectives": {"minimum": 0.8, "minimums": {"accuracy": 0.8}},
+        },
+    )
+    proc = run(["dvc", "repro"], p)
+    assert "no learning curve for a logistic_regression model" in proc.stdout + proc.stderr
+    assert (p / "models/bundle/model.skops").is_file()
+    bundle = load_bundle(p / "models/bundle")
+    assert bundle.kind == "logistic_regression"
+    metrics = json.loads((p / "metrics/evaluate.json").read_text())
+    assert metrics["model"] == "logistic_regression" and metrics["roc_auc"] > 0.85
+
+    shown = run(["dvc", "plots", "show", "--json"], p)
+    assert "failed to load" not in shown.stderr, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert "errors" not in doc, doc.get("errors")
+    assert doc["data"]["ROC"][0]["content"]["data"]["values"]

@@ -23,7 +23,7 @@ from dvclive import Live
 from mlcycle import config
 from mlcycle.features import encode_target, infer_signature, to_model_frame
 from mlcycle.io import write_json, write_parquet, write_text
-from mlcycle.models import fit, save_model_dir
+from mlcycle.models import CURVE_METRICS, EVAL_METRICS, fit, save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -111,6 +111,8 @@ def main() -> None:
                 for metric, values in by_metric.items():
                     if i < len(values):
                         live.log_metric(f"{split_name}/{metric}", round(values[i], 6))
+        if not steps:
+            say(f"no learning curve for a {win.name} model: its curve plots stay empty")
         live.log_params({"model": win.name, "rounds": final.rounds, "params": info["params"]})
         live.summary.update(
             {
@@ -120,6 +122,14 @@ def main() -> None:
                 f"cv_{obj.primary_metric}": selection["candidates"][win.name]["cv_mean"],
             }
         )
+    if not steps:
+        # dvc.yaml plots these files whichever model wins; header-only files give empty plots
+        # where missing ones would make `dvc plots show` report errors.
+        for split_name, metrics in (("train", CURVE_METRICS), ("valid", EVAL_METRICS)):
+            for metric in metrics:
+                write_text(
+                    f"{METRICS}/train/plots/metrics/{split_name}/{metric}.tsv", f"step\t{metric}\n"
+                )
 
 
 if __name__ == "__main__":
