@@ -39,14 +39,19 @@ def imported_modules(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_list_every_module_it_imports(stage: str) -> None:
-    """A code change must re-run the stage: its deps name every mlcycle file it imports."""
+def test_stage_deps_list_exactly_the_modules_it_imports(stage: str) -> None:
+    """A code change must re-run the stage, and only then: its deps name every mlcycle file it
+    imports and no other."""
     cmd = STAGES[stage]["cmd"]
     assert cmd.startswith("python -m mlcycle."), cmd
     module = cmd.split()[2]
     deps = set(STAGES[stage]["deps"])
-    missing = imported_modules(module) - deps
+    imported = imported_modules(module)
+    missing = imported - deps
     assert not missing, f"stage {stage!r} imports {sorted(missing)} but does not list them in deps"
+    # And no more: a change to a module the stage does not import must not re-run it.
+    unused = {d for d in deps if d.startswith("src/mlcycle/")} - imported
+    assert not unused, f"stage {stage!r} lists {sorted(unused)} in deps but never imports them"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -513,3 +513,9 @@ def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> N
 
     # Without the flag the same drift is reported but the command succeeds.
     assert monitor(built_project, batch, tmp_path / "again").returncode == 0
+
+
+def test_config_knows_exactly_the_metrics_the_metrics_module_computes() -> None:
+    from mlcycle.metrics import KPI_FUNCTIONS
+
+    assert tuple(KPI_FUNCTIONS) == config.KPI_NAMES

@@ -1,8 +1,9 @@
 """Classification KPIs and the data behind their plots.
 
 The registry :data:`KPI_FUNCTIONS` is what ``objectives.kpis`` and ``objectives.primary_metric``
-may name. Every function takes the true labels (0/1), the positive-class probabilities and the
-decision threshold, so evaluation, monitoring and later gates compute them the same way.
+may name (:data:`mlcycle.config.KPI_NAMES` lists the same names for validating params.yaml).
+Every function takes the true labels (0/1), the positive-class probabilities and the decision
+threshold, so evaluation, monitoring and later gates compute them the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
-
-TASKS = ("binary_classification",)
 
 KpiFunction = Callable[[np.ndarray, np.ndarray, float], float]
 
