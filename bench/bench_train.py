@@ -14,14 +14,17 @@ Adult training split:
 Prints each (best of ``--repeat``), the ratios and whether the boosters predict the same.
 
     python bench/bench_train.py [--trials 10] [--repeat 3]
+    python bench/bench_train.py --from-stage   # no tuning: the committed run's params
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,6 +63,12 @@ def main() -> None:
     ap.add_argument("--data", default="data/prepared/train.parquet")
     ap.add_argument("--trials", type=int, help="search trials per candidate (default: params)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--from-stage",
+        action="store_true",
+        help="skip tuning: time the final fit with the train stage's params and rounds "
+        "(models/train/model.json)",
+    )
     args = ap.parse_args()
 
     params = config.load()
@@ -73,21 +82,28 @@ def main() -> None:
         raise SystemExit("this benchmark's bare baseline only computes 'difference' features")
     y = encode_target(records[obj.target], signature)
 
-    start = time.perf_counter()
-    result = tune(to_model_frame(records, signature), y, cfg, obj.primary_metric)
-    tuning = time.perf_counter() - start
-    best = result.candidates["xgboost"]
-    rounds = best.cv.final_rounds
-    print(
-        f"tuning xgboost: {best.trials} trials ({cfg.cv_folds}-fold CV, {len(y)} rows) in "
-        f"{tuning:.1f} s; best cv {obj.primary_metric} {best.cv.mean:.4f} -> {rounds} rounds"
-    )
+    if args.from_stage:
+        stage = json.loads(Path("models/train/model.json").read_text())
+        if stage["kind"] != "xgboost":
+            raise SystemExit(f"the train stage chose {stage['kind']}, not xgboost")
+        best_params, rounds = stage["params"], stage["rounds"]
+        print(f"params and {rounds} rounds from models/train/model.json (trial {stage['trial']})")
+    else:
+        start = time.perf_counter()
+        result = tune(to_model_frame(records, signature), y, cfg, obj.primary_metric)
+        tuning = time.perf_counter() - start
+        best = result.candidates["xgboost"]
+        best_params, rounds = best.params, best.cv.final_rounds
+        print(
+            f"tuning xgboost: {best.trials} trials ({cfg.cv_folds}-fold CV, {len(y)} rows) in "
+            f"{tuning:.1f} s; best cv {obj.primary_metric} {best.cv.mean:.4f} -> {rounds} rounds"
+        )
 
     def ours() -> xgb.Booster:
         X = to_model_frame(records, signature)
-        return fit("xgboost", X, y, best.params, cfg, rounds=rounds, on_round=lambda i: None)
+        return fit("xgboost", X, y, best_params, cfg, rounds=rounds, on_round=lambda i: None)
 
-    native = {**booster_params(best.params, cfg, y), "eval_metric": list(CURVE_METRICS)}
+    native = {**booster_params(best_params, cfg, y), "eval_metric": list(CURVE_METRICS)}
 
     def bare(curve: bool = True) -> xgb.Booster:
         X = bare_frame(records, signature)
@@ -114,6 +130,9 @@ def main() -> None:
     print(f"ratio ours/bare              : {t_ours / t_bare:.3f}x  <- our overhead")
     print(f"ratio ours/bare without curve: {t_ours / t_plain:.3f}x  (the curve is XGBoost's cost)")
     print(f"identical predictions: {same}")
+    if args.from_stage:
+        same_bytes = r_ours.model.to_bytes() == Path("models/train/model.ubj").read_bytes()
+        print(f"same bytes as the stage's models/train/model.ubj: {same_bytes}")
 
 
 if __name__ == "__main__":
