@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+
+from mlcycle.features import Feature, Signature
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -132,3 +136,32 @@ def project_copy(built_project: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(built_project, dest, symlinks=True)
     return dest
+
+
+# --- a tiny synthetic dataset for unit tests of models and bundles -----------------------------
+
+TINY_SIGNATURE = Signature(
+    features=(
+        Feature("x", "numeric"),
+        Feature("colour", "categorical", ("blue", "green", "red")),
+        Feature("y", "numeric"),
+    ),
+    target="label",
+    positive_class="yes",
+    negative_class="no",
+)
+
+
+def synthetic_records(n: int, seed: int) -> pd.DataFrame:
+    """Records of :data:`TINY_SIGNATURE` whose label depends on ``x`` and ``colour``, with a
+    few missing values."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    colour = rng.choice(["blue", "green", "red"], size=n)
+    y = rng.uniform(0, 10, size=n)
+    logit = 2.0 * x + np.where(colour == "red", 1.5, -0.5)
+    label = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    df = pd.DataFrame({"x": x, "colour": colour, "y": y, "label": label})
+    df.loc[df.index % 17 == 0, "colour"] = None
+    df.loc[df.index % 23 == 0, "x"] = np.nan
+    return df

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
 
@@ -24,36 +23,14 @@ from mlcycle.bundle import (
     load_bundle,
     write_bundle,
 )
-from mlcycle.features import Feature, Signature, encode_target, to_model_frame
+from mlcycle.features import encode_target, to_model_frame
 from mlcycle.io import sha256_bytes
 from mlcycle.models import Model, dmatrix
+from tests.conftest import TINY_SIGNATURE as SIGNATURE
+from tests.conftest import synthetic_records
 
-SIGNATURE = Signature(
-    features=(
-        Feature("x", "numeric"),
-        Feature("colour", "categorical", ("blue", "green", "red")),
-        Feature("y", "numeric"),
-    ),
-    target="label",
-    positive_class="yes",
-    negative_class="no",
-)
 METADATA = {"name": "tiny", "threshold": 0.4, "params": {"max_depth": 3}}
 ALL_FILES = (MODEL_FILE, SIGNATURE_FILE, METADATA_FILE, CHECKSUM_FILE)
-
-
-def synthetic_records(n: int, seed: int) -> pd.DataFrame:
-    """Records whose label depends on ``x`` and ``colour``, with a few missing values."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    colour = rng.choice(["blue", "green", "red"], size=n)
-    y = rng.uniform(0, 10, size=n)
-    logit = 2.0 * x + np.where(colour == "red", 1.5, -0.5)
-    label = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    df = pd.DataFrame({"x": x, "colour": colour, "y": y, "label": label})
-    df.loc[df.index % 17 == 0, "colour"] = None
-    df.loc[df.index % 23 == 0, "x"] = np.nan
-    return df
 
 
 @pytest.fixture(scope="module")

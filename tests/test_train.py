@@ -28,7 +28,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mlcycle import config
 from mlcycle.bundle import BundleError, load_bundle, write_bundle
-from mlcycle.features import Feature, Signature, encode_target, to_model_frame
+from mlcycle.features import encode_target, to_model_frame
 from mlcycle.models import (
     MODEL_FILES,
     SKOPS_FILE,
@@ -54,19 +54,10 @@ from mlcycle.tuning import (
     trials_csv,
     tune,
 )
-from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run, set_params
+from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run, set_params, synthetic_records
+from tests.conftest import TINY_SIGNATURE as SIGNATURE
 
 KINDS = ("xgboost", "logistic_regression", "random_forest")
-SIGNATURE = Signature(
-    features=(
-        Feature("x", "numeric"),
-        Feature("colour", "categorical", ("blue", "green", "red")),
-        Feature("y", "numeric"),
-    ),
-    target="label",
-    positive_class="yes",
-    negative_class="no",
-)
 SMALL = {
     "xgboost": {"n_estimators": 40, "early_stopping_rounds": 5, "learning_rate": 0.3},
     "logistic_regression": {"C": 1.0},
@@ -92,20 +83,6 @@ TUNED = merge(
     },
 )
 MARKER_ENV = "MLCYCLE_TEST_TRIPWIRE"
-
-
-def synthetic_records(n: int, seed: int) -> pd.DataFrame:
-    """Records whose label depends on ``x`` and ``colour``, with a few missing values."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    colour = rng.choice(["blue", "green", "red"], size=n)
-    y = rng.uniform(0, 10, size=n)
-    logit = 2.0 * x + np.where(colour == "red", 1.5, -0.5)
-    label = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    df = pd.DataFrame({"x": x, "colour": colour, "y": y, "label": label})
-    df.loc[df.index % 17 == 0, "colour"] = None
-    df.loc[df.index % 23 == 0, "x"] = np.nan
-    return df
 
 
 def train_config(**changes) -> config.TrainConfig:
