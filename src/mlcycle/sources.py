@@ -43,9 +43,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import pandas as pd
 
 from mlcycle.config import Source
+from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.io import sha256_bytes, write_bytes, write_text
 
-SOURCE_COLUMN = "_source"
 QUARANTINE_DIR = "data/quarantine"
 REASON_SUFFIX = ".reason.txt"
 # Waits between attempts of a download or a database connection: 0.5 s, 1 s, 2 s ... at most 10 s.
