@@ -31,8 +31,9 @@ import pandas as pd
 import xgboost as xgb
 
 from mlcycle import config
+from mlcycle.adapters.xgboost_model import CURVE_METRICS, booster_params
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
-from mlcycle.models import CURVE_METRICS, booster_params, fit
+from mlcycle.models import fit
 from mlcycle.tuning import tune
 
 
@@ -77,7 +78,9 @@ def main() -> None:
         cfg = replace(cfg, tuning_trials=args.trials, trials_by_candidate={})
     cfg = replace(cfg, candidates=("xgboost",), baseline=None)
     records = pd.read_parquet(args.data)
-    signature = infer_signature(records, obj.target, obj.positive_class, params.features, cfg.seed)
+    signature = infer_signature(
+        records, obj.target, obj.positive_class, params.features, cfg.seed, task=obj.task
+    )
     if any(s.op != "difference" for s in signature.derived):
         raise SystemExit("this benchmark's bare baseline only computes 'difference' features")
     y = encode_target(records[obj.target], signature)
@@ -90,7 +93,14 @@ def main() -> None:
         print(f"params and {rounds} rounds from models/train/model.json (trial {stage['trial']})")
     else:
         start = time.perf_counter()
-        result = tune(to_model_frame(records, signature), y, cfg, obj.primary_metric)
+        result = tune(
+            to_model_frame(records, signature),
+            y,
+            cfg,
+            obj.primary_metric,
+            task=obj.task,
+            classes=signature.classes,
+        )
         tuning = time.perf_counter() - start
         best = result.candidates["xgboost"]
         best_params, rounds = best.params, best.cv.final_rounds
@@ -101,9 +111,22 @@ def main() -> None:
 
     def ours() -> xgb.Booster:
         X = to_model_frame(records, signature)
-        return fit("xgboost", X, y, best_params, cfg, rounds=rounds, on_round=lambda i: None)
+        return fit(
+            "xgboost",
+            X,
+            y,
+            best_params,
+            cfg,
+            obj.task,
+            len(signature.classes),
+            rounds=rounds,
+            on_round=lambda i: None,
+        )
 
-    native = {**booster_params(best_params, cfg, y), "eval_metric": list(CURVE_METRICS)}
+    native = {
+        **booster_params(best_params, cfg, y, obj.task, len(signature.classes)),
+        "eval_metric": list(CURVE_METRICS[obj.task]),
+    }
 
     def bare(curve: bool = True) -> xgb.Booster:
         X = bare_frame(records, signature)
@@ -120,7 +143,7 @@ def main() -> None:
     t_ours, r_ours = best_of(args.repeat, ours)
     X = to_model_frame(records, signature)
     same = np.array_equal(
-        r_ours.model.predict_proba(X),
+        r_ours.model.predict_proba(X)[:, 1],
         b_bare.predict(xgb.DMatrix(bare_frame(records, signature), enable_categorical=True)),
     )
     print(f"final fit: {rounds} rounds on {len(y)} rows, best of {args.repeat}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from mlcycle.adapters.xgboost_model import XGBoostModel, dmatrix
 from mlcycle.bundle import (
     CHECKSUM_FILE,
     METADATA_FILE,
@@ -25,7 +26,6 @@ from mlcycle.bundle import (
 )
 from mlcycle.features import encode_target, to_model_frame
 from mlcycle.io import sha256_bytes
-from mlcycle.models import Model, dmatrix
 from tests.conftest import TINY_SIGNATURE as SIGNATURE
 from tests.conftest import synthetic_records
 
@@ -80,7 +80,7 @@ def test_round_trip_loads_and_predicts_the_same(
 
     new = synthetic_records(200, seed=2)
     X = to_model_frame(new, SIGNATURE)
-    expected = Model("xgboost", booster).predict_proba(X)
+    expected = XGBoostModel(booster, "binary_classification", 2).predict_proba(X)
     got = bundle.model.predict_proba(to_model_frame(new, bundle.signature))
     assert np.array_equal(got, expected)
     assert len(np.unique(got)) > 10  # the model really discriminates; not a constant

@@ -8,7 +8,8 @@ import pytest
 import xgboost as xgb
 from sklearn import metrics as skm
 
-from mlcycle.explain import shap_summary, shap_values
+from mlcycle.adapters.xgboost_model import XGBoostModel
+from mlcycle.explain import shap_summary
 from mlcycle.gate import decide
 from mlcycle.metrics import (
     bootstrap_interval,
@@ -19,6 +20,7 @@ from mlcycle.metrics import (
     slice_kpis,
     threshold_curve,
 )
+from mlcycle.tasks import BINARY
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +34,11 @@ def scored() -> tuple[np.ndarray, np.ndarray]:
 def test_bootstrap_interval_brackets_the_estimate_and_is_seeded(scored) -> None:
     y, p = scored
     auc = skm.roc_auc_score(y, p)
-    ci = bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=1)
+    ci = bootstrap_interval(BINARY, y, p, 0.5, "roc_auc", n_boot=300, seed=1)
     assert ci["low"] < auc < ci["high"]
     assert ci["high"] - ci["low"] < 0.1
-    assert ci == bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=1)
-    assert ci != bootstrap_interval(y, p, 0.5, "roc_auc", n_boot=300, seed=2)
+    assert ci == bootstrap_interval(BINARY, y, p, 0.5, "roc_auc", n_boot=300, seed=1)
+    assert ci != bootstrap_interval(BINARY, y, p, 0.5, "roc_auc", n_boot=300, seed=2)
 
 
 def test_threshold_maximising_f1_matches_a_brute_force_search(scored) -> None:
@@ -60,11 +62,11 @@ def test_slices_report_each_group_and_the_gap(scored) -> None:
     groups = np.where(np.arange(len(y)) % 3 == 0, "a", "b").astype(object)
     p = p.copy()
     p[groups == "a"] = np.random.default_rng(0).uniform(size=(groups == "a").sum())  # noise
-    slices = slice_kpis(groups, y, p, 0.5, ["roc_auc", "accuracy"])
+    slices = slice_kpis(BINARY, groups, y, p, 0.5, ["roc_auc", "accuracy"])
     assert slices["a"]["rows"] == 1000 and slices["b"]["rows"] == 2000
     assert (
         slices["b"]["roc_auc"]
-        == compute_kpis(y[groups == "b"], p[groups == "b"], 0.5, ["roc_auc"])["roc_auc"]
+        == compute_kpis(BINARY, y[groups == "b"], p[groups == "b"], 0.5, ["roc_auc"])["roc_auc"]
     )
     gaps = slice_gaps(slices, ["roc_auc"])
     assert gaps["roc_auc"]["best"] == "b" and gaps["roc_auc"]["worst"] == "a"
@@ -82,13 +84,13 @@ def test_slice_gaps_say_whether_the_gap_is_beyond_noise(scored) -> None:
     rng = np.random.default_rng(0)
     groups = np.where(np.arange(len(y)) % 2 == 0, "a", "b").astype(object)
     # Same scores in both halves: any gap is noise. Then "a" gets pure noise: a real gap.
-    same = slice_kpis(groups, y, p, 0.5, ["roc_auc"], interval_metric="roc_auc", n_boot=200)
+    same = slice_kpis(BINARY, groups, y, p, 0.5, ["roc_auc"], interval_metric="roc_auc", n_boot=200)
     for entry in same.values():
         assert entry["interval"]["low"] < entry["roc_auc"] < entry["interval"]["high"]
     assert slice_gaps(same, ["roc_auc"])["roc_auc"]["beyond_noise"] is False
     noisy = p.copy()
     noisy[groups == "a"] = rng.uniform(size=(groups == "a").sum())
-    real = slice_kpis(groups, y, noisy, 0.5, ["roc_auc", "f1"], interval_metric="roc_auc")
+    real = slice_kpis(BINARY, groups, y, noisy, 0.5, ["roc_auc", "f1"], interval_metric="roc_auc")
     gaps = slice_gaps(real, ["roc_auc", "f1"])
     assert gaps["roc_auc"]["worst"] == "a" and gaps["roc_auc"]["beyond_noise"] is True
     assert "beyond_noise" not in gaps["f1"]  # no interval of f1 was computed
@@ -97,7 +99,7 @@ def test_slice_gaps_say_whether_the_gap_is_beyond_noise(scored) -> None:
 def test_small_slices_get_only_their_size(scored) -> None:
     y, p = scored
     groups = np.array(["big"] * (len(y) - 5) + ["tiny"] * 5, dtype=object)
-    slices = slice_kpis(groups, y, p, 0.5, ["roc_auc"], min_rows=30)
+    slices = slice_kpis(BINARY, groups, y, p, 0.5, ["roc_auc"], min_rows=30)
     assert "roc_auc" not in slices["tiny"] and slices["tiny"]["rows"] == 5
 
 
@@ -113,8 +115,11 @@ def test_shap_values_sum_to_the_margin() -> None:
     contribs = booster.predict(xgb.DMatrix(X, enable_categorical=True), pred_contribs=True)
     margin = booster.predict(xgb.DMatrix(X, enable_categorical=True), output_margin=True)
     np.testing.assert_allclose(contribs.sum(axis=1), margin, rtol=1e-4, atol=1e-4)
-    assert shap_values(booster, X).shape == (500, 2)
-    importance, points = shap_summary(booster, X, max_rows=100)
+    model = XGBoostModel(booster, BINARY, 2)
+    np.testing.assert_allclose(model.contributions(X), contribs[:, :-1])
+    assert model.contributions(X).shape == (500, 2)
+    importance, points, by_class = shap_summary(model, X, max_rows=100)
+    assert by_class == {}
     assert {r["feature"] for r in importance} == {"a", "b"}
     assert len(points) == 200
 

@@ -81,9 +81,9 @@ def test_project_params_load() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "value", "named"),
     [
-        ("objectives", "primary_metric", "roc_aucc", ["'roc_aucc'", "'objectives'"]),
-        ("objectives", "kpis", ["accuracy", "f2"], ["'f2'", "'objectives'"]),
-        ("objectives", "task", "regression", ["'objectives.task'", "'regression'"]),
+        ("objectives", "primary_metric", "roc_aucc", ["'roc_aucc'", "'objectives.primary_metric'"]),
+        ("objectives", "kpis", ["accuracy", "f2"], ["'f2'", "'objectives.kpis[1]'"]),
+        ("objectives", "task", "ranking", ["'objectives.task'", "'ranking'"]),
         ("objectives", "minimum", "high", ["'objectives.minimum'", "float", "'high'"]),
         ("objectives", "minimum", True, ["'objectives.minimum'"]),
         ("objectives", "minimum", [0.9], ["'objectives.minimum'"]),
@@ -412,10 +412,14 @@ def test_compute_kpis_matches_sklearn() -> None:
         "f1": skm.f1_score(y, pred),
         "mcc": skm.matthews_corrcoef(y, pred),
     }
-    assert set(expected) == set(KPI_FUNCTIONS)
-    got = compute_kpis(y, p, t, list(expected))
+    assert set(expected) == set(KPI_FUNCTIONS["binary_classification"])
+    got = compute_kpis("binary_classification", y, p, t, list(expected))
     assert got == {k: round(float(v), 6) for k, v in expected.items()}
-    assert got["accuracy"] != compute_kpis(y, p, 0.5, ["accuracy"])["accuracy"]
+    # The (n, 2) probability matrix gives the same figures as the positive-class vector.
+    matrix = np.column_stack([1 - p, p])
+    assert compute_kpis("binary_classification", y, matrix, t, list(expected)) == got
+    other = compute_kpis("binary_classification", y, p, 0.5, ["accuracy"])
+    assert got["accuracy"] != other["accuracy"]
 
 
 def test_meets() -> None:
@@ -516,6 +520,8 @@ def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> N
 
 
 def test_config_knows_exactly_the_metrics_the_metrics_module_computes() -> None:
+    from mlcycle import tasks
     from mlcycle.metrics import KPI_FUNCTIONS
 
-    assert tuple(KPI_FUNCTIONS) == config.KPI_NAMES
+    assert {task: tuple(kpis) for task, kpis in KPI_FUNCTIONS.items()} == tasks.KPI_NAMES
+    assert config.KPI_NAMES == tasks.ALL_KPI_NAMES

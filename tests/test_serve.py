@@ -236,6 +236,13 @@ def test_evaluation_batch_and_service_give_identical_probabilities(
     threshold = json.loads((server.bundle / "metadata.json").read_text())["threshold"]
     assert served_labels == [">50K" if p >= threshold else "<=50K" for p in eval_proba]
     assert len(set(served_labels)) == 2
+    # Every class's probability, in the signature's order: the negative class's is 1 - p.
+    for pred in served["predictions"]:
+        assert list(pred["probabilities"]) == ["<=50K", ">50K"]
+        assert pred["probabilities"][">50K"] == pred["probability"]
+        assert pred["probabilities"]["<=50K"] == 1.0 - pred["probability"]
+        assert "value" not in pred
+    assert batch["probability_>50K"].tolist() == batch["probability"].tolist()
 
 
 # --- malformed requests: 4xx naming the field, never a 500 ---------------------------------

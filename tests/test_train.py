@@ -27,23 +27,24 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mlcycle import config
+from mlcycle.adapters.sklearn_models import SklearnModel
+from mlcycle.adapters.xgboost_model import booster_params
 from mlcycle.bundle import BundleError, load_bundle, write_bundle
 from mlcycle.features import encode_target, to_model_frame
 from mlcycle.models import (
-    MODEL_FILES,
-    SKOPS_FILE,
     TRUSTED_TYPES,
-    Model,
     ModelError,
     UntrustedTypesError,
-    booster_params,
+    adapter,
     canonical_skops,
     check_skops_types,
     fit,
+    load_model,
     load_model_dir,
+    model_files,
     save_model_dir,
-    sklearn_pipeline,
 )
+from mlcycle.tasks import BINARY
 from mlcycle.tuning import (
     CandidateResult,
     CVResult,
@@ -56,6 +57,17 @@ from mlcycle.tuning import (
 )
 from tests.conftest import FAST_PARAMS, ROOT, merge, project_env, run, set_params, synthetic_records
 from tests.conftest import TINY_SIGNATURE as SIGNATURE
+
+MODEL_FILES = model_files()
+SKOPS_FILE = MODEL_FILES["logistic_regression"]
+
+
+def sklearn_pipeline(kind: str, params: dict, X, cfg) -> Pipeline:  # noqa: ANN001
+    """The unfitted Pipeline a scikit-learn kind builds for binary classification."""
+    cls = adapter(kind)
+    assert issubclass(cls, SklearnModel)
+    return cls.pipeline(params, X, cfg, BINARY)
+
 
 KINDS = ("xgboost", "logistic_regression", "random_forest")
 SMALL = {
@@ -146,7 +158,7 @@ def test_model_dir_round_trip(kind: str, data: tuple, tmp_path: Path) -> None:
     X, y = data
     model = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model
     other = "logistic_regression" if kind == "xgboost" else "xgboost"
-    save_model_dir(tmp_path, fit(other, X, y, SMALL[other], train_config(), 5).model, {})
+    save_model_dir(tmp_path, fit(other, X, y, SMALL[other], train_config(), rounds=5).model, {})
     save_model_dir(tmp_path, model, {"params": SMALL[kind]})
     # Exactly one model file: the other format's, saved before, is gone.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MODEL_FILES[kind], "model.json"])
@@ -184,10 +196,10 @@ def test_balanced_class_weight(data: tuple) -> None:
     X, y = data
     cfg = train_config(class_weight="balanced", nthread=3)
     negatives, positives = int((y == 0).sum()), int((y == 1).sum())
-    native = booster_params(SMALL["xgboost"], cfg, y)
+    native = booster_params(SMALL["xgboost"], cfg, y, BINARY)
     assert native["scale_pos_weight"] == pytest.approx(negatives / positives)
     assert native["nthread"] == 3 and native["device"] == "cpu"
-    assert "scale_pos_weight" not in booster_params(SMALL["xgboost"], train_config(), y)
+    assert "scale_pos_weight" not in booster_params(SMALL["xgboost"], train_config(), y, BINARY)
     for kind in ("logistic_regression", "random_forest"):
         est = sklearn_pipeline(kind, {}, X, cfg)[-1]
         assert est.class_weight == "balanced"
@@ -233,7 +245,7 @@ def test_skops_with_a_custom_class_is_refused_and_nothing_runs(
     with pytest.raises(BundleError, match=rf"model.skops refused.*\['{__name__}.Tripwire'\]"):
         load_bundle(path)
     with pytest.raises(UntrustedTypesError) as info:
-        Model.from_bytes("logistic_regression", blob)
+        load_model("logistic_regression", blob)
     assert info.value.types == [f"{__name__}.Tripwire"]
     assert not marker.exists()
 
@@ -319,6 +331,7 @@ def test_xgboost_cv_rounds_are_the_mean_of_the_folds_best(data: tuple) -> None:
     final = fit("xgboost", X, y, cfg.xgb, cfg, rounds=cv.final_rounds)
     assert final.model.estimator.num_boosted_rounds() == cv.final_rounds
     assert len(final.curves["train"]["logloss"]) == cv.final_rounds
+    assert final.curves["train"]["loss"] == final.curves["train"]["logloss"]
 
 
 def test_folds_are_stratified_and_seeded() -> None:

@@ -30,15 +30,10 @@ import xgboost as xgb
 
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, sha256_bytes
-from mlcycle.models import (
-    MODEL_FILES,
-    SKOPS_FILE,
-    XGB_FILE,
-    Model,
-    ModelError,
-    UntrustedTypesError,
-)
+from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 
+MODEL_FILES = model_files()  # model kind -> its file name (model.ubj, model.skops)
+XGB_FILE = MODEL_FILES["xgboost"]
 MODEL_FILE = XGB_FILE  # an XGBoost bundle's model file; see MODEL_FILES for the others
 SIGNATURE_FILE = "signature.json"
 METADATA_FILE = "metadata.json"
@@ -75,8 +70,16 @@ class Bundle:
         return self.model.estimator
 
     @property
-    def threshold(self) -> float:
-        return float(self.metadata["threshold"])
+    def task(self) -> str:
+        """What the model predicts: binary_classification, multiclass_classification or
+        regression (from the signature)."""
+        return self.signature.task
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold of a binary model; None for other tasks."""
+        value = self.metadata.get("threshold")
+        return None if value is None else float(value)
 
     @property
     def model_id(self) -> str:
@@ -182,11 +185,12 @@ def verify(path: str | Path) -> dict[str, bytes]:
     missing = [name for name in REQUIRED if name not in expected]
     if missing:
         raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} does not cover {missing}")
-    models = [name for name in (XGB_FILE, SKOPS_FILE) if name in expected]
+    known = sorted(set(MODEL_FILES.values()))
+    models = [name for name in known if name in expected]
     if len(models) != 1:
         raise BundleError(
             f"model bundle {path}: {CHECKSUM_FILE} should cover exactly one model file "
-            f"({XGB_FILE} or {SKOPS_FILE}), found {models}"
+            f"(one of {known}), found {models}"
         )
     present = {p.name for p in path.iterdir()} - {CHECKSUM_FILE}
     extra = sorted(present - set(expected))
@@ -216,18 +220,23 @@ def load_bundle(path: str | Path) -> Bundle:
         meta = json.loads(contents[METADATA_FILE])
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"model bundle {path}: cannot read its JSON files: {exc}") from exc
+    if (meta_task := meta.get("task")) and meta_task != signature.task:
+        raise BundleError(
+            f"model bundle {path}: metadata.json says task {meta_task!r} but "
+            f"signature.json says {signature.task!r}"
+        )
     kind = meta.get("model_kind", "xgboost")  # bundles from before skops models: XGBoost
     model_file = MODEL_FILES.get(kind)
     if model_file is None or model_file not in contents:
         raise BundleError(
             f"model bundle {path}: metadata.json says model_kind {kind!r}, which needs "
             f"{model_file or 'a known kind'}, but the bundle holds "
-            f"{[n for n in contents if n in (XGB_FILE, SKOPS_FILE)]}"
+            f"{[n for n in contents if n in MODEL_FILES.values()]}"
         )
     if meta.get("model_sha256") != sha256_bytes(contents[model_file]):
         raise BundleError(f"model bundle {path}: metadata.json names a different model")
     try:
-        model = Model.from_bytes(kind, contents[model_file])
+        model = load_model(kind, contents[model_file], signature.task)
     except UntrustedTypesError as exc:
         raise BundleError(f"model bundle {path}: {model_file} refused: {exc}") from exc
     except ModelError as exc:

@@ -6,6 +6,16 @@ Built from the bundle's metadata, so it says nothing the pipeline did not measur
 from __future__ import annotations
 
 
+def _predicts(objectives: dict, classes: list[str]) -> str:
+    """What the model predicts, in words, per task."""
+    target, task = objectives.get("target"), objectives.get("task")
+    if task == "regression":
+        return f"the value of {target}"
+    if task == "multiclass_classification":
+        return f"the class of {target}, one of {classes}"
+    return f"{target} = {objectives.get('positive_class')!r}"
+
+
 def card_data(meta: dict) -> dict:
     """The card's content as JSON-ready data (a subset of the metadata, arranged for people)."""
     objectives = meta.get("objectives", {})
@@ -15,7 +25,7 @@ def card_data(meta: dict) -> dict:
         "model_kind": meta.get("model_kind", "xgboost"),
         "intended_use": {
             "task": objectives.get("task"),
-            "predicts": f"{objectives.get('target')} = {objectives.get('positive_class')!r}",
+            "predicts": _predicts(objectives, meta.get("classes") or []),
             "primary_metric": objectives.get("primary_metric"),
             "minimum": objectives.get("minimum"),
         },
@@ -47,10 +57,14 @@ def card_markdown(card: dict) -> str:
         "",
         "| metric | value |",
         "|---|---:|",
-        *(f"| {k} | {v:.4f} |" for k, v in sorted(card["metrics"].items())),
+        *(
+            f"| {k} | {v:.4f} |"
+            for k, v in sorted(card["metrics"].items())
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ),
     ]
     ci = card.get("confidence_interval")
-    if ci:
+    if ci and ci.get("low") is not None:
         lines += [
             "",
             f"{use['primary_metric']} {ci['level']:.0%} bootstrap interval: "

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_selection import mutual_info_classif
+from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
 from mlcycle.config import DERIVED_OPS, FeaturesConfig
+from mlcycle.tasks import BINARY, REGRESSION, TASKS, is_classification
 
 
 class SchemaError(ValueError):
@@ -133,8 +134,12 @@ def derive(step: Derived, values: Mapping[str, np.ndarray]) -> np.ndarray:
 @dataclass(frozen=True)
 class Signature:
     """What a caller sends (``inputs``), how model features are derived from it (``derived``),
-    what the model expects (``features``, in order) and what it predicts (target classes).
+    what the model expects (``features``, in order) and what it predicts: the ``task`` and,
+    for classification, the ``classes`` in the fixed order of the model's probability columns.
 
+    A binary signature's classes are ``(negative_class, positive_class)``: column 1 of the
+    probability matrix is the positive class. A multiclass signature's classes are sorted
+    (numerically when every label is a number). A regression signature has no classes.
     ``unused_inputs`` are columns of the training data the model does not need; the service
     accepts and ignores them. A signature built without ``inputs`` takes its ``features`` as
     inputs (a model without derived features).
@@ -142,14 +147,36 @@ class Signature:
 
     features: tuple[Feature, ...]
     target: str
-    positive_class: str
-    negative_class: str
+    positive_class: str | None = None
+    negative_class: str | None = None
     inputs: tuple[Feature, ...] = ()
     derived: tuple[Derived, ...] = ()
     unused_inputs: tuple[str, ...] = ()
     selection: dict[str, Any] = field(default_factory=dict)
+    task: str = BINARY
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise FeatureError(f"unknown task {self.task!r}; known: {list(TASKS)}")
+        if self.task == BINARY:
+            if not self.classes:
+                object.__setattr__(self, "classes", (self.negative_class, self.positive_class))
+            if len(self.classes) != 2 or None in self.classes:
+                raise FeatureError(
+                    f"a binary signature needs two classes (negative, positive), got "
+                    f"{list(self.classes)}"
+                )
+            object.__setattr__(self, "negative_class", self.classes[0])
+            object.__setattr__(self, "positive_class", self.classes[1])
+        elif self.task == REGRESSION:
+            if self.classes:
+                raise FeatureError("a regression signature has no classes")
+        elif len(self.classes) < 2:
+            raise FeatureError(
+                f"a multiclass signature needs at least two classes, got {list(self.classes)}"
+            )
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         if not self.inputs:
             object.__setattr__(self, "inputs", self.features)
         kinds = {f.name: f.kind for f in self.inputs}
@@ -190,23 +217,38 @@ class Signature:
             "features": [f.to_dict() for f in self.features],
             "selection": self.selection,
             "target": self.target,
-            "positive_class": self.positive_class,
-            "negative_class": self.negative_class,
+            "task": self.task,
+            "classes": list(self.classes),
+            **(
+                {"positive_class": self.positive_class, "negative_class": self.negative_class}
+                if self.task == BINARY
+                else {}
+            ),
         }
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the model predicts a class (with a probability per class)."""
+        return is_classification(self.task)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Signature:
-        """Read :meth:`to_dict`'s form; without ``inputs`` (older bundles) the features are the
-        inputs."""
+        """Read :meth:`to_dict`'s form. Older bundles have no ``task`` (binary, with
+        ``positive_class`` and ``negative_class``) and may have no ``inputs`` (the features
+        are the inputs)."""
+        task = d.get("task", BINARY)
+        classes = tuple(d.get("classes") or ())
+        if task == BINARY and not classes:
+            classes = (d["negative_class"], d["positive_class"])
         return cls(
             features=tuple(Feature.from_dict(f) for f in d["features"]),
             target=d["target"],
-            positive_class=d["positive_class"],
-            negative_class=d["negative_class"],
             inputs=tuple(Feature.from_dict(f) for f in d.get("inputs", ())),
             derived=tuple(Derived.from_dict(s) for s in d.get("derived", ())),
             unused_inputs=tuple(d.get("unused_inputs", ())),
             selection=dict(d.get("selection", {})),
+            task=task,
+            classes=classes,
         )
 
 
@@ -268,16 +310,40 @@ def unseen_categories(records: pd.DataFrame, signature: Signature) -> dict[str, 
 
 
 def encode_target(labels: pd.Series, signature: Signature) -> np.ndarray:
-    """Map target labels to 1 (positive class) and 0 (negative class); others are an error."""
+    """The target as the model learns it: for classification the index of each label in
+    ``signature.classes`` (int; binary: 1 is the positive class), for regression float64.
+
+    A label outside the classes, a missing label or (regression) a value that is not a number
+    is an error naming the target, the value and how many rows hold such values.
+    """
+    if signature.task == REGRESSION:
+        values = pd.to_numeric(labels, errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            raise SchemaError(
+                f"target {signature.target!r}: {labels[bad].iloc[0]!r} is not a finite number "
+                f"({int(bad.sum())} row(s)); a regression target must be numeric"
+            )
+        return values.to_numpy(dtype=np.float64)
     text = labels.astype("string").str.strip()
-    known = {signature.positive_class, signature.negative_class}
-    bad = ~text.isin(known) | text.isna()
+    index = {c: i for i, c in enumerate(signature.classes)}
+    bad = ~text.isin(list(index)) | text.isna()
     if bad.any():
         raise SchemaError(
             f"target {signature.target!r}: unexpected value {text[bad].iloc[0]!r} in "
-            f"{int(bad.sum())} row(s); expected one of {sorted(known)}"
+            f"{int(bad.sum())} row(s); the model knows the classes {list(signature.classes)}"
         )
-    return (text == signature.positive_class).to_numpy(dtype=np.int8)
+    dtype = np.int8 if len(index) <= 127 else np.int32
+    return text.map(index).to_numpy(dtype=dtype)
+
+
+def class_order(labels: list[str]) -> list[str]:
+    """Class labels in the model's fixed order: numerically if every label is a number (so
+    "2" comes before "10"), else as text."""
+    try:
+        return sorted(labels, key=lambda v: (float(v), v))
+    except ValueError:
+        return sorted(labels)
 
 
 # --- building the signature from the training split -----------------------------------------
@@ -299,8 +365,11 @@ def infer_inputs(train: pd.DataFrame, target: str) -> tuple[Feature, ...]:
     return tuple(inputs)
 
 
-def mutual_info_scores(X: pd.DataFrame, y: np.ndarray, seed: int) -> dict[str, float]:
-    """Mutual information of each model-ready column of ``X`` with the labels ``y`` (seeded).
+def mutual_info_scores(
+    X: pd.DataFrame, y: np.ndarray, seed: int, task: str = BINARY
+) -> dict[str, float]:
+    """Mutual information of each model-ready column of ``X`` with the target ``y`` (seeded):
+    class labels for classification, numbers for regression.
 
     Categorical columns are scored as discrete (a missing value is a category of its own);
     missing numbers are filled with the column's median for scoring only.
@@ -317,7 +386,8 @@ def mutual_info_scores(X: pd.DataFrame, y: np.ndarray, seed: int) -> dict[str, f
             arrays.append(np.where(np.isnan(values), fill, values))
             discrete.append(False)
     matrix = np.column_stack(arrays)
-    scores = mutual_info_classif(matrix, y, discrete_features=np.array(discrete), random_state=seed)
+    score = mutual_info_regression if task == REGRESSION else mutual_info_classif
+    scores = score(matrix, y, discrete_features=np.array(discrete), random_state=seed)
     return {str(name): float(s) for name, s in zip(X.columns, scores, strict=True)}
 
 
@@ -343,12 +413,16 @@ def _needed_steps(steps: tuple[Derived, ...], wanted: set[str]) -> tuple[Derived
 def infer_signature(
     train: pd.DataFrame,
     target: str,
-    positive_class: str,
+    positive_class: str | None,
     features: FeaturesConfig | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    task: str = BINARY,
 ) -> Signature:
-    """Build the signature from the training split and the ``features`` settings.
+    """Build the signature from the training split, the task and the ``features`` settings.
+
+    The classes are the training split's labels (binary: the other label, then
+    ``positive_class``; multiclass: :func:`class_order`); a regression target needs numbers.
 
     Inputs are the training columns (see :func:`infer_inputs`). Candidates are the inputs that
     ``include`` (if set) keeps and ``exclude`` does not drop, plus every derived feature;
@@ -360,13 +434,23 @@ def infer_signature(
     say = progress or (lambda _msg: None)
     if target not in train.columns:
         raise SchemaError(f"target column {target!r} is not in the training data")
-    labels = sorted(str(v) for v in train[target].dropna().unique())
-    if positive_class not in labels or len(labels) != 2:
-        raise SchemaError(
-            f"target {target!r} must have exactly two classes including {positive_class!r}; "
-            f"found {labels}"
-        )
-    negative = next(lbl for lbl in labels if lbl != positive_class)
+    classes: tuple[str, ...] = ()
+    if is_classification(task):
+        labels = class_order([str(v) for v in train[target].dropna().astype(str).unique()])
+        if task == BINARY:
+            if positive_class not in labels or len(labels) != 2:
+                raise SchemaError(
+                    f"target {target!r} must have exactly two classes including "
+                    f"{positive_class!r} for binary_classification; found {labels[:20]}"
+                )
+            classes = (next(v for v in labels if v != positive_class), positive_class)
+        else:
+            if len(labels) < 2:
+                raise SchemaError(
+                    f"target {target!r} has {len(labels)} class(es) {labels} in the training "
+                    "split; multiclass_classification needs at least two"
+                )
+            classes = tuple(labels)
     inputs = infer_inputs(train, target)
     names = [f.name for f in inputs]
     for key, listed in (("include", cfg.include), ("exclude", cfg.exclude)):
@@ -382,7 +466,7 @@ def infer_signature(
         if (not cfg.include or f.name in cfg.include) and f.name not in cfg.exclude
     ]
     candidates = (*kept_inputs, *(Feature(s.name, "numeric") for s in steps))
-    full = Signature(candidates, target, positive_class, negative, inputs=inputs, derived=steps)
+    full = Signature(candidates, target, inputs=inputs, derived=steps, task=task, classes=classes)
     selection: dict[str, Any] = {
         "method": cfg.selection_method,
         "include": list(cfg.include),
@@ -394,8 +478,8 @@ def infer_signature(
             raise FeatureError("features.selection.k must be at least 1 with method mutual_info")
         say(f"scoring {len(candidates)} candidate features by mutual information")
         X = to_model_frame(train, full)
-        y = (train[target].astype("string").str.strip() == positive_class).to_numpy(np.int8)
-        scores = mutual_info_scores(X, y, seed)
+        y = encode_target(train[target], full)
+        scores = mutual_info_scores(X, y, seed, task)
         chosen = select_top_k(scores, cfg.selection_k)
         selection.update(k=cfg.selection_k, scores={n: round(s, 6) for n, s in scores.items()})
         dropped = [f.name for f in candidates if f.name not in chosen]
@@ -407,8 +491,8 @@ def infer_signature(
     return Signature(
         features=model_features,
         target=target,
-        positive_class=positive_class,
-        negative_class=negative,
+        task=task,
+        classes=classes,
         inputs=required,
         derived=needed_steps,
         unused_inputs=tuple(n for n in names if n not in needed_inputs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from mlcycle.metrics import LOWER_IS_BETTER, meets
+from mlcycle.tasks import LOWER_IS_BETTER, meets
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def decide(
     """
     checks, reasons = [], []
     for name, bound in minimums.items():
-        if name not in candidate:
+        if candidate.get(name) is None:
             checks.append(
                 {
                     "check": f"objective {name}",

@@ -1,9 +1,16 @@
-"""Classification KPIs and the data behind their plots.
+"""KPIs per task and the data behind their plots.
 
-The registry :data:`KPI_FUNCTIONS` is what ``objectives.kpis`` and ``objectives.primary_metric``
-may name (:data:`mlcycle.config.KPI_NAMES` lists the same names for validating params.yaml).
-Every function takes the true labels (0/1), the positive-class probabilities and the decision
-threshold, so evaluation, monitoring and later gates compute them the same way.
+:data:`KPI_FUNCTIONS` maps each task to the metrics it can report (the names
+:data:`mlcycle.tasks.KPI_NAMES` lists for validating params.yaml). Every function takes the
+true target, the model's output and the decision threshold:
+
+- binary: labels 0/1 and the ``(n, 2)`` probability matrix (or the positive-class vector);
+  labels are decided at the threshold;
+- multiclass: class indices and the ``(n, k)`` probability matrix; the label is the most
+  probable class (no threshold);
+- regression: numbers and the predicted numbers.
+
+Evaluation, tuning, the gate and monitoring compute them the same way.
 """
 
 from __future__ import annotations
@@ -14,18 +21,39 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, MULTICLASS, REGRESSION, meets
+
 KpiFunction = Callable[[np.ndarray, np.ndarray, float], float]
+
+__all__ = ["KPI_FUNCTIONS", "LOWER_IS_BETTER", "compute_kpis", "meets"]
+
+
+def positive(out: np.ndarray) -> np.ndarray:
+    """The positive-class probabilities of a binary output (matrix column 1, or the vector)."""
+    out = np.asarray(out, dtype=np.float64)
+    return out[:, 1] if out.ndim == 2 else out
 
 
 def _labels(proba: np.ndarray, threshold: float) -> np.ndarray:
-    return (proba >= threshold).astype(np.int8)
+    return (positive(proba) >= threshold).astype(np.int8)
 
 
-KPI_FUNCTIONS: dict[str, KpiFunction] = {
-    "roc_auc": lambda y, p, t: skm.roc_auc_score(y, p),
-    "pr_auc": lambda y, p, t: skm.average_precision_score(y, p),
-    "log_loss": lambda y, p, t: skm.log_loss(y, p, labels=[0, 1]),
-    "brier": lambda y, p, t: skm.brier_score_loss(y, p),
+def _k(P: np.ndarray) -> list[int]:
+    return list(range(P.shape[1]))
+
+
+def _mape(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean absolute percentage error; undefined (NaN) when a true value is 0."""
+    if np.any(y == 0):
+        return float("nan")
+    return float(np.mean(np.abs((y - pred) / y)))
+
+
+BINARY_KPIS: dict[str, KpiFunction] = {
+    "roc_auc": lambda y, p, t: skm.roc_auc_score(y, positive(p)),
+    "pr_auc": lambda y, p, t: skm.average_precision_score(y, positive(p)),
+    "log_loss": lambda y, p, t: skm.log_loss(y, positive(p), labels=[0, 1]),
+    "brier": lambda y, p, t: skm.brier_score_loss(y, positive(p)),
     "accuracy": lambda y, p, t: skm.accuracy_score(y, _labels(p, t)),
     "balanced_accuracy": lambda y, p, t: skm.balanced_accuracy_score(y, _labels(p, t)),
     "precision": lambda y, p, t: skm.precision_score(y, _labels(p, t), zero_division=0),
@@ -33,26 +61,62 @@ KPI_FUNCTIONS: dict[str, KpiFunction] = {
     "f1": lambda y, p, t: skm.f1_score(y, _labels(p, t), zero_division=0),
     "mcc": lambda y, p, t: skm.matthews_corrcoef(y, _labels(p, t)),
 }
+MULTICLASS_KPIS: dict[str, KpiFunction] = {
+    "accuracy": lambda y, P, t: skm.accuracy_score(y, P.argmax(1)),
+    "balanced_accuracy": lambda y, P, t: skm.balanced_accuracy_score(y, P.argmax(1)),
+    "f1_macro": lambda y, P, t: skm.f1_score(
+        y, P.argmax(1), labels=_k(P), average="macro", zero_division=0
+    ),
+    "f1_weighted": lambda y, P, t: skm.f1_score(
+        y, P.argmax(1), labels=_k(P), average="weighted", zero_division=0
+    ),
+    "log_loss": lambda y, P, t: skm.log_loss(y, P, labels=_k(P)),
+    "roc_auc_ovr": lambda y, P, t: skm.roc_auc_score(
+        y, P, multi_class="ovr", average="macro", labels=_k(P)
+    ),
+    "mcc": lambda y, P, t: skm.matthews_corrcoef(y, P.argmax(1)),
+}
+REGRESSION_KPIS: dict[str, KpiFunction] = {
+    "rmse": lambda y, p, t: float(np.sqrt(skm.mean_squared_error(y, p))),
+    "mae": lambda y, p, t: skm.mean_absolute_error(y, p),
+    "r2": lambda y, p, t: skm.r2_score(y, p),
+    "mape": lambda y, p, t: _mape(y, p),
+    "median_ae": lambda y, p, t: skm.median_absolute_error(y, p),
+    "residual_std": lambda y, p, t: float(np.std(y - p)),
+}
+KPI_FUNCTIONS: dict[str, dict[str, KpiFunction]] = {
+    BINARY: BINARY_KPIS,
+    MULTICLASS: MULTICLASS_KPIS,
+    REGRESSION: REGRESSION_KPIS,
+}
 
-# Metrics where a smaller value is better; all others are "higher is better".
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+def _as_target(task: str, y: np.ndarray) -> np.ndarray:
+    return np.asarray(y, dtype=np.float64 if task == REGRESSION else np.int64)
+
+
+def kpi(task: str, name: str, y_true: np.ndarray, out: np.ndarray, threshold: float = 0.5) -> float:
+    """One KPI; NaN where it is undefined for these rows (one class only, MAPE with a zero)."""
+    try:
+        value = float(KPI_FUNCTIONS[task][name](y_true, out, threshold))
+    except ValueError:  # e.g. ROC AUC of a single class
+        return float("nan")
+    return value
 
 
 def compute_kpis(
-    y_true: np.ndarray, proba: np.ndarray, threshold: float, names: tuple[str, ...] | list[str]
-) -> dict[str, float]:
-    """Compute the named KPIs, rounded to 6 digits so the JSON diffs stay readable."""
-    y_true = np.asarray(y_true, dtype=np.int8)
-    proba = np.asarray(proba, dtype=np.float64)
-    return {name: round(float(KPI_FUNCTIONS[name](y_true, proba, threshold)), 6) for name in names}
-
-
-def meets(name: str, value: float, minimum: float) -> bool:
-    """Whether ``value`` of metric ``name`` satisfies the objective bound ``minimum``.
-
-    For lower-is-better metrics (log loss, Brier) the bound is a maximum.
-    """
-    return value <= minimum if name in LOWER_IS_BETTER else value >= minimum
+    task: str,
+    y_true: np.ndarray,
+    out: np.ndarray,
+    threshold: float | None,
+    names: tuple[str, ...] | list[str],
+) -> dict[str, float | None]:
+    """The named KPIs rounded to 6 digits (readable JSON diffs); None where undefined."""
+    y_true = _as_target(task, y_true)
+    out = np.asarray(out, dtype=np.float64)
+    t = 0.5 if threshold is None else threshold
+    values = {name: kpi(task, name, y_true, out, t) for name in names}
+    return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
 
 
 def _thin(n: int, points: int) -> np.ndarray:
@@ -87,10 +151,35 @@ def pr_points(y_true: np.ndarray, proba: np.ndarray, points: int) -> list[dict[s
     ]
 
 
+def class_curves(
+    y_true: np.ndarray, proba: np.ndarray, classes: tuple[str, ...] | list[str], points: int
+) -> tuple[list[dict], list[dict]]:
+    """ROC and precision-recall rows with a ``class`` field: for a binary model the positive
+    class only, for multiclass one curve per class (one-vs-rest). Classes absent from
+    ``y_true`` (or always present) have no curve."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    wanted = [1] if len(classes) == 2 else list(range(len(classes)))
+    roc, pr = [], []
+    for k in wanted:
+        hit = (y_true == k).astype(np.int8)
+        if hit.min() == hit.max():
+            continue
+        p = proba[:, k]
+        roc += [{"class": str(classes[k]), **r} for r in roc_points(hit, p, points)]
+        pr += [{"class": str(classes[k]), **r} for r in pr_points(hit, p, points)]
+    return roc, pr
+
+
 def calibration_points(
     y_true: np.ndarray, proba: np.ndarray, bins: int = 10
 ) -> list[dict[str, float]]:
-    """Reliability diagram: mean predicted probability vs observed positive rate per bin."""
+    """Reliability diagram: mean predicted probability vs observed rate per bin.
+
+    ``y_true`` is 0/1 (positive class, or for multiclass "the top class was right") and
+    ``proba`` the matching probability (positive class, or the top class's)."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    proba = np.asarray(proba, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
     rows = []
@@ -109,10 +198,72 @@ def calibration_points(
 
 
 def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, int]:
-    """Counts of true/false positives/negatives at ``threshold``."""
+    """Binary: counts of true/false positives/negatives at ``threshold``."""
     pred = _labels(proba, threshold)
     tn, fp, fn, tp = skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
     return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
+
+
+def confusion_counts(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, int]]:
+    """Any number of classes: ``{actual: {predicted: count}}`` over every pair of classes."""
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    return {
+        str(a): {str(p): int(matrix[i, j]) for j, p in enumerate(classes)}
+        for i, a in enumerate(classes)
+    }
+
+
+def per_class_report(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of every class (one-vs-rest)."""
+    labels = list(range(len(classes)))
+    p, r, f, n = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        str(c): {
+            "precision": round(float(p[i]), 6),
+            "recall": round(float(r[i]), 6),
+            "f1": round(float(f[i]), 6),
+            "support": int(n[i]),
+        }
+        for i, c in enumerate(classes)
+    }
+
+
+def regression_points(
+    y_true: np.ndarray, pred: np.ndarray, max_points: int = 1000, seed: int = 0
+) -> list[dict[str, float]]:
+    """Rows {actual, predicted, residual} for a seeded sample of at most ``max_points`` rows:
+    the data of the predicted-vs-actual and residual plots."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    idx = np.arange(len(y_true))
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_points, replace=False))
+    return [
+        {
+            "actual": round(float(y_true[i]), 6),
+            "predicted": round(float(pred[i]), 6),
+            "residual": round(float(y_true[i] - pred[i]), 6),
+        }
+        for i in idx
+    ]
+
+
+def residual_summary(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The spread of the residuals (actual - predicted): mean, std and quantiles."""
+    res = np.asarray(y_true, dtype=np.float64) - np.asarray(pred, dtype=np.float64)
+    q = np.quantile(res, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {
+        "mean": round(float(res.mean()), 6),
+        "std": round(float(res.std()), 6),
+        **{
+            f"q{int(k * 100):02d}": round(float(v), 6)
+            for k, v in zip((0.05, 0.25, 0.5, 0.75, 0.95), q, strict=True)
+        },
+    }
 
 
 def roc_auc_by_ranks(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -127,28 +278,37 @@ def roc_auc_by_ranks(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 
 def bootstrap_interval(
+    task: str,
     y_true: np.ndarray,
-    proba: np.ndarray,
-    threshold: float,
+    out: np.ndarray,
+    threshold: float | None,
     name: str,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Percentile bootstrap confidence interval of metric ``name`` (rows resampled, seeded)."""
-    y_true = np.asarray(y_true, dtype=np.int8)
-    proba = np.asarray(proba, dtype=np.float64)
-    kpi = KPI_FUNCTIONS[name]
-    fn = (lambda y, p, _t: roc_auc_by_ranks(y, p)) if name == "roc_auc" else kpi
+    """Percentile bootstrap confidence interval of metric ``name`` (rows resampled, seeded).
+
+    Resamples where the metric is undefined (a single class) are skipped and not counted.
+    """
+    y_true = _as_target(task, y_true)
+    out = np.asarray(out, dtype=np.float64)
+    t = 0.5 if threshold is None else threshold
+    binary_auc = task == BINARY and name == "roc_auc"
+    p = positive(out) if binary_auc else out
     rng = np.random.default_rng(seed)
     n = len(y_true)
     values = []
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
         y = y_true[idx]
-        if y.min() == y.max():  # a resample with one class has no ROC AUC
+        if task != REGRESSION and y.min() == y.max():  # one class: no ranking metric
             continue
-        values.append(float(fn(y, proba[idx], threshold)))
+        value = roc_auc_by_ranks(y, p[idx]) if binary_auc else kpi(task, name, y, out[idx], t)
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return {"low": None, "high": None, "level": level, "resamples": 0}
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(values, [tail, 1.0 - tail])
     return {
@@ -169,8 +329,10 @@ def threshold_curve(
     cost_fp: float = 1.0,
     cost_fn: float = 1.0,
 ) -> list[dict[str, float]]:
-    """For each threshold on a 0.01 grid: the metric's value (if given) and the mean cost."""
+    """Binary only: for each threshold on a 0.01 grid, the metric's value (if given) and the
+    mean cost of errors."""
     y_true = np.asarray(y_true, dtype=np.int8)
+    proba = positive(proba)
     rows = []
     for t in THRESHOLD_GRID:
         c = confusion(y_true, proba, float(t))
@@ -179,7 +341,7 @@ def threshold_curve(
             "cost": round((cost_fp * c["fp"] + cost_fn * c["fn"]) / len(y_true), 6),
         }
         if metric:
-            row[metric] = round(float(KPI_FUNCTIONS[metric](y_true, proba, float(t))), 6)
+            row[metric] = round(float(BINARY_KPIS[metric](y_true, proba, float(t))), 6)
         rows.append(row)
     return rows
 
@@ -199,38 +361,46 @@ def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -
 
 
 def slice_kpis(
+    task: str,
     groups: np.ndarray | list,
     y_true: np.ndarray,
-    proba: np.ndarray,
-    threshold: float,
+    out: np.ndarray,
+    threshold: float | None,
     names: tuple[str, ...] | list[str],
     min_rows: int = 30,
     interval_metric: str | None = None,
     n_boot: int = 1000,
 ) -> dict[str, dict]:
-    """KPIs per value of a slicing column; slices smaller than ``min_rows`` or with one class
-    get only their size (their metrics would be noise or undefined).
+    """KPIs per value of a slicing column; slices smaller than ``min_rows`` or (classification)
+    with one class get only their size and base rate (their metrics would be noise or
+    undefined).
 
     With ``interval_metric``, each scored slice also gets that metric's bootstrap interval
     (``interval``), so a reader can tell a real gap from a small slice's noise.
     """
     groups = np.asarray(groups, dtype=object)
-    y_true = np.asarray(y_true, dtype=np.int8)
-    proba = np.asarray(proba, dtype=np.float64)
-    out = {}
-    for value in sorted({str(g) for g in groups}):
-        mask = np.array([str(g) == value for g in groups])
-        y, p = y_true[mask], proba[mask]
-        entry: dict = {"rows": int(mask.sum()), "positive_rate": round(float(y.mean()), 6)}
-        if mask.sum() >= min_rows and y.min() != y.max():
-            entry.update(compute_kpis(y, p, threshold, names))
+    y_true = _as_target(task, y_true)
+    out = np.asarray(out, dtype=np.float64)
+    keys = np.array([str(g) for g in groups], dtype=object)
+    result = {}
+    for value in sorted(set(keys)):
+        mask = keys == value
+        y, o = y_true[mask], out[mask]
+        entry: dict = {"rows": int(mask.sum())}
+        if task == BINARY:
+            entry["positive_rate"] = round(float(y.mean()), 6)
+        elif task == REGRESSION:
+            entry["target_mean"] = round(float(y.mean()), 6)
+        scoreable = task == REGRESSION or y.min() != y.max()
+        if mask.sum() >= min_rows and scoreable:
+            entry.update(compute_kpis(task, y, o, threshold, names))
             if interval_metric:
                 entry["interval"] = {
                     "metric": interval_metric,
-                    **bootstrap_interval(y, p, threshold, interval_metric, n_boot=n_boot),
+                    **bootstrap_interval(task, y, o, threshold, interval_metric, n_boot=n_boot),
                 }
-        out[value] = entry
-    return out
+        result[value] = entry
+    return result
 
 
 def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> dict[str, dict]:
@@ -241,7 +411,7 @@ def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> d
     """
     gaps = {}
     for name in names:
-        scored = {v: s[name] for v, s in slices.items() if name in s}
+        scored = {v: s[name] for v, s in slices.items() if s.get(name) is not None}
         if len(scored) < 2:
             continue
         lower = name in LOWER_IS_BETTER
@@ -253,6 +423,6 @@ def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> d
             "gap": round(abs(scored[best] - scored[worst]), 6),
         }
         b, w = slices[best].get("interval"), slices[worst].get("interval")
-        if b and w and b["metric"] == w["metric"] == name:
+        if b and w and b["metric"] == w["metric"] == name and None not in (b["low"], w["low"]):
             gaps[name]["beyond_noise"] = b["high"] < w["low"] or w["high"] < b["low"]
     return gaps

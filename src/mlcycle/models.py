@@ -1,19 +1,19 @@
-"""The candidate models behind one small interface: fit, predict, save and load.
+"""One model interface for every kind of model and every task.
 
-Three kinds, chosen by ``train.candidates``:
+A model *kind* (``train.candidates``) is an adapter: a subclass of :class:`Model` in
+:mod:`mlcycle.adapters`, registered under its name. Code above the adapters (tuning,
+evaluation, batch prediction, the service, the gate) only calls this interface, scikit-learn's
+convention:
 
-- ``xgboost``: a booster with native categorical and missing-value support, fitted on the frame
-  from :func:`mlcycle.features.to_model_frame`; stored in XGBoost's own UBJSON format.
-- ``logistic_regression``: a scikit-learn Pipeline (median imputation and scaling of numbers,
-  one-hot encoding of categories) ending in a logistic regression.
-- ``random_forest``: a Pipeline (median imputation of numbers, ordinal codes for categories)
-  ending in a random forest.
+- :meth:`Model.output` is what the task predicts: for classification the ``(n, n_classes)``
+  probability matrix, columns in the signature's fixed class order (binary: column 1 is the
+  positive class); for regression the vector of predicted values;
+- :meth:`Model.fit` fits a kind on a model frame (:func:`mlcycle.features.to_model_frame`) and
+  the encoded target (:func:`mlcycle.features.encode_target`);
+- :meth:`Model.to_bytes` / :func:`load_model` store and load it safely;
+- :meth:`Model.importance` and :meth:`Model.contributions` explain it.
 
-Both scikit-learn kinds are stored with skops, never with pickle. Loading a skops file first
-lists the types it would build (:func:`skops.io.get_untrusted_types`, which reads the file's
-schema and runs none of its code) and refuses any type that is not in :data:`TRUSTED_TYPES`.
-A category missing from the data or never seen in training is all-zero in the one-hot encoding
-and code -1 in the ordinal one, so each kind handles it without failing.
+A new kind is one new adapter file plus its entry in :data:`mlcycle.tasks.MODEL_TASKS`.
 """
 
 from __future__ import annotations
@@ -24,46 +24,20 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import skops.io as sio
-import xgboost as xgb
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from mlcycle.config import CANDIDATES, TrainConfig
+from mlcycle.config import TrainConfig
 from mlcycle.io import read_json, write_bytes, write_json
+from mlcycle.tasks import BINARY, MODEL_TASKS, REGRESSION, TASKS, is_classification
 
-XGB_FILE = "model.ubj"
-SKOPS_FILE = "model.skops"
-MODEL_INFO = "model.json"  # beside the model file: its kind, parameters and rounds
-MODEL_FILES = {"xgboost": XGB_FILE, "logistic_regression": SKOPS_FILE, "random_forest": SKOPS_FILE}
-# The last one drives early stopping: log loss, because AUC on a small validation slice moves
-# in steps and once stopped a fold after 32 of ~600 rounds (CV ROC AUC 0.9138 for that fold).
-EVAL_METRICS = ("auc", "logloss")
-# The final fit's learning curve on the training data: log loss only, the curve dvc.yaml plots.
-# AUC there would sort every row each round and double the fit's time.
-CURVE_METRICS = ("logloss",)
+MODEL_INFO = "model.json"  # beside the model file: its kind, task, parameters and rounds
 # Types a skops file of ours may hold beyond those skops trusts out of the box (scikit-learn
 # estimators, numpy arrays, Python primitives). Anything else is refused before loading.
 TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")
-# Parameters each scikit-learn kind takes when params.yaml does not set them.
-SKLEARN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "logistic_regression": {"C": 1.0, "max_iter": 1000},
-    "random_forest": {"n_estimators": 200, "min_samples_leaf": 5, "max_features": "sqrt"},
-}
-SKLEARN_ESTIMATORS = {
-    "logistic_regression": LogisticRegression,
-    "random_forest": RandomForestClassifier,
-}
-# Keys of train.xgb that steer the boosting loop rather than the booster itself.
-ROUND_KEYS = ("n_estimators", "early_stopping_rounds")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -82,101 +56,173 @@ class UntrustedTypesError(ModelError):
         )
 
 
-# --- the common interface -------------------------------------------------------------------
+Progress = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class Model:
-    """A fitted model of one ``kind``: an XGBoost booster or a scikit-learn Pipeline.
+@dataclass
+class FitResult:
+    """A fitted model, the rounds it was boosted (boosting kinds) and its curves.
 
-    Every kind takes the frame of :func:`mlcycle.features.to_model_frame` as input, so
-    evaluation, batch prediction and the service call it the same way.
+    ``curves`` is ``{"train" or "valid": {"loss": [value per round], ...}}``; ``loss`` is the
+    metric early stopping watches (log loss for classification, RMSE for regression).
     """
 
-    kind: str
-    estimator: Any
+    model: Model
+    rounds: int | None = None
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_FILES:
-            raise ModelError(f"unknown model kind {self.kind!r}; known: {list(MODEL_FILES)}")
 
-    @property
-    def file_name(self) -> str:
-        """The file name the model is stored under: model.ubj or model.skops."""
-        return MODEL_FILES[self.kind]
+class Model:
+    """A fitted model of one kind for one task; subclasses are the adapters.
+
+    ``n_classes`` is the number of classes (0 for regression). Subclasses set ``kind`` and
+    ``file_name`` and implement the methods that raise :class:`NotImplementedError` here.
+    """
+
+    kind: ClassVar[str] = ""
+    file_name: ClassVar[str] = ""
+
+    def __init__(self, estimator: Any, task: str, n_classes: int = 0) -> None:
+        if task not in TASKS:
+            raise ModelError(f"unknown task {task!r}; known: {list(TASKS)}")
+        if task not in MODEL_TASKS[self.kind]:
+            raise ModelError(f"a {self.kind} model cannot learn {task}")
+        self.estimator = estimator
+        self.task = task
+        self.n_classes = 0 if task == REGRESSION else int(n_classes)
+
+    # -- predicting ---------------------------------------------------------------------------
+
+    def output(self, X: pd.DataFrame) -> np.ndarray:
+        """The task's prediction, float64: ``(n, n_classes)`` probabilities or ``(n,)`` values."""
+        return self.predict_proba(X) if is_classification(self.task) else self.predict(X)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Positive-class probabilities (float64, one per row of ``X``)."""
-        if self.kind == "xgboost":
-            return self.estimator.predict(dmatrix(X)).astype(np.float64)
-        return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+        """Class probabilities, shape ``(n, n_classes)``, rows summing to 1."""
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Regression: predicted values. Classification: the most probable class's index."""
+        if is_classification(self.task):
+            return np.argmax(self.predict_proba(X), axis=1)
+        raise NotImplementedError
+
+    # -- fitting, storing ---------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        params: Mapping[str, Any],
+        cfg: TrainConfig,
+        task: str,
+        n_classes: int = 0,
+        rounds: int | None = None,
+        early_stopping_seed: int | None = None,
+        on_round: Progress | None = None,
+    ) -> FitResult:
+        """Fit on all of ``X``/``y`` with ``params`` (the kind's own parameter names).
+
+        ``early_stopping_seed`` (cross-validation) lets a boosting kind hold out a seeded
+        slice of ``X`` (``train.validation_fraction``) and stop when it stops improving; the
+        result's ``rounds`` is then the best round count. Without it a boosting kind boosts
+        exactly ``rounds`` rounds. Kinds without rounds ignore both.
+        """
+        raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         """The model file's content; the same model always gives the same bytes."""
-        if self.kind == "xgboost":
-            return bytes(self.estimator.save_raw(raw_format="ubj"))
-        return canonical_skops(sio.dumps(self.estimator))
+        raise NotImplementedError
 
     @classmethod
-    def from_bytes(cls, kind: str, data: bytes) -> Model:
-        """Load a model of ``kind`` from its file content.
+    def from_bytes(cls, data: bytes, task: str) -> Model:
+        """Load a model file's content; refuse anything that is not a model of this kind."""
+        raise NotImplementedError
 
-        A skops file is checked against :data:`TRUSTED_TYPES` before anything in it is built;
-        an untrusted type raises :class:`ModelError` naming it.
-        """
-        if kind == "xgboost":
-            booster = xgb.Booster()
-            try:
-                booster.load_model(bytearray(data))
-            except xgb.core.XGBoostError as exc:
-                raise ModelError(f"not a valid XGBoost model: {exc}") from exc
-            booster.set_param({"nthread": 0})
-            return cls(kind, booster)
-        if kind not in MODEL_FILES:
-            raise ModelError(f"unknown model kind {kind!r}; known: {list(MODEL_FILES)}")
-        check_skops_types(data)
-        try:
-            estimator = sio.loads(data, trusted=list(TRUSTED_TYPES))
-        except Exception as exc:  # skops raises many types for a malformed file
-            raise ModelError(f"not a valid skops model: {type(exc).__name__}: {exc}") from exc
-        expected = SKLEARN_ESTIMATORS[kind]
-        if not (isinstance(estimator, Pipeline) and isinstance(estimator[-1], expected)):
-            raise ModelError(
-                f"the skops file holds {type(estimator).__name__}, not a Pipeline ending in "
-                f"{expected.__name__} as a {kind} model should"
-            )
-        return cls(kind, estimator)
+    # -- explaining ---------------------------------------------------------------------------
 
     def importance(self, columns: list[str]) -> list[dict]:
-        """Each feature's share of the model's total importance, largest first.
-
-        XGBoost: total gain. Random forest: impurity decrease. Logistic regression: absolute
-        coefficients on the scaled / one-hot columns, summed per feature (a rough guide).
-        """
-        if self.kind == "xgboost":
-            gain = self.estimator.get_score(importance_type="total_gain")
-            raw = {c: gain.get(c, 0.0) for c in columns}
-        else:
-            per_column = (
-                np.abs(self.estimator[-1].coef_[0])
-                if self.kind == "logistic_regression"
-                else self.estimator[-1].feature_importances_
-            )
-            raw = dict.fromkeys(columns, 0.0)
-            for name, value in zip(_output_features(self.estimator[0]), per_column, strict=True):
-                raw[name] += float(value)
+        """Each feature's share of the model's total importance, largest first."""
+        raw = self.raw_importance(columns)
         total = sum(raw.values()) or 1.0
         rows = [{"feature": c, "gain": round(raw[c] / total, 6)} for c in columns]
         return sorted(rows, key=lambda r: (-r["gain"], r["feature"]))
 
+    def raw_importance(self, columns: list[str]) -> dict[str, float]:
+        """Unnormalised importance per feature (the kind's own measure)."""
+        raise NotImplementedError
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray | None:
+        """SHAP values without the bias term: ``(n, features)``, or ``(n, n_classes,
+        features)`` for multiclass; None for a kind that cannot compute them exactly."""
+        return None
+
+
+# --- the registry of kinds --------------------------------------------------------------------
+
+ADAPTERS: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator: make an adapter available under its ``kind``."""
+    if cls.kind not in MODEL_TASKS:
+        raise ModelError(f"adapter kind {cls.kind!r} is not in mlcycle.tasks.MODEL_TASKS")
+    ADAPTERS[cls.kind] = cls
+    return cls
+
+
+def adapter(kind: str) -> type[Model]:
+    """The adapter class of ``kind``, or :class:`ModelError` naming the known kinds."""
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        raise ModelError(f"unknown model kind {kind!r}; known: {sorted(ADAPTERS)}") from None
+
+
+def model_files() -> dict[str, str]:
+    """Model kind -> the file name its model is stored under."""
+    return {kind: cls.file_name for kind, cls in ADAPTERS.items()}
+
+
+def fit(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: TrainConfig,
+    task: str = BINARY,
+    n_classes: int = 2,
+    rounds: int | None = None,
+    early_stopping_seed: int | None = None,
+    on_round: Progress | None = None,
+) -> FitResult:
+    """Fit a ``kind`` model for ``task`` (see :meth:`Model.fit`); ``n_classes`` is ignored
+    for regression."""
+    cls = adapter(kind)
+    if task not in MODEL_TASKS[kind]:
+        raise ModelError(
+            f"a {kind} model cannot learn {task}; candidates for {task}: "
+            f"{[k for k, t in MODEL_TASKS.items() if task in t]}"
+        )
+    return cls.fit(X, y, params, cfg, task, n_classes, rounds, early_stopping_seed, on_round)
+
+
+def load_model(kind: str, data: bytes, task: str = BINARY) -> Model:
+    """Load a model file of ``kind`` for ``task`` (checked: see each adapter's from_bytes)."""
+    return adapter(kind).from_bytes(data, task)
+
 
 def save_model_dir(directory: str | Path, model: Model, info: Mapping[str, Any]) -> Path:
-    """Write ``model`` (model.ubj or model.skops) and ``info`` plus its kind (model.json) into
-    ``directory``, each atomically; a model file of the other format is removed."""
+    """Write ``model`` and ``info`` plus its kind and task (model.json) into ``directory``,
+    each atomically; model files of other kinds are removed."""
     directory = Path(directory)
     write_bytes(directory / model.file_name, model.to_bytes())
-    write_json(directory / MODEL_INFO, {**info, "kind": model.kind, "file": model.file_name})
-    for name in {XGB_FILE, SKOPS_FILE} - {model.file_name}:
+    write_json(
+        directory / MODEL_INFO,
+        {**info, "kind": model.kind, "task": model.task, "file": model.file_name},
+    )
+    for name in set(model_files().values()) - {model.file_name}:
         (directory / name).unlink(missing_ok=True)
     return directory / model.file_name
 
@@ -186,212 +232,16 @@ def load_model_dir(directory: str | Path) -> tuple[Model, dict[str, Any]]:
     directory = Path(directory)
     info = read_json(directory / MODEL_INFO)
     kind = info.get("kind")
-    if kind not in MODEL_FILES:
+    if kind not in ADAPTERS:
         raise ModelError(f"{directory / MODEL_INFO}: unknown model kind {kind!r}")
-    path = directory / MODEL_FILES[kind]
+    path = directory / ADAPTERS[kind].file_name
     try:
-        return Model.from_bytes(kind, path.read_bytes()), info
+        return load_model(kind, path.read_bytes(), info.get("task", "binary_classification")), info
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
 
 
-def _output_features(prep: ColumnTransformer) -> list[str]:
-    """For each column a fitted ColumnTransformer outputs, the input feature it came from."""
-    names: list[str] = []
-    for _name, transformer, cols in prep.transformers_:
-        if transformer == "drop" or not len(cols):
-            continue
-        last = transformer[-1] if isinstance(transformer, Pipeline) else transformer
-        if isinstance(last, OneHotEncoder):
-            for col, cats in zip(cols, last.categories_, strict=True):
-                names.extend([col] * len(cats))
-        else:
-            names.extend(cols)
-    return names
-
-
-# --- XGBoost --------------------------------------------------------------------------------
-
-
-def dmatrix(X: pd.DataFrame, y: np.ndarray | None = None, nthread: int = 0) -> xgb.DMatrix:
-    """A DMatrix with XGBoost's native categorical support on."""
-    return xgb.DMatrix(X, label=y, enable_categorical=True, nthread=nthread)
-
-
-def negatives_per_positive(y: np.ndarray) -> float:
-    """Negatives / positives in the labels ``y``: the weight ``class_weight: balanced`` gives
-    each positive example."""
-    positives = int(np.sum(y))
-    return (len(y) - positives) / max(positives, 1)
-
-
-def booster_params(params: Mapping[str, Any], cfg: TrainConfig, y: np.ndarray) -> dict:
-    """XGBoost's native parameters: the candidate's ``params`` (train.xgb names) plus the
-    objective, metrics, seed, device and threads from ``cfg``, without the round counts.
-
-    With ``class_weight: balanced`` the positive class is weighted by negatives/positives of
-    ``y`` unless ``params`` sets ``scale_pos_weight`` itself.
-    """
-    out: dict[str, Any] = {
-        "objective": "binary:logistic",
-        "eval_metric": list(EVAL_METRICS),
-        "tree_method": "hist",
-        "seed": cfg.seed,
-        "nthread": cfg.nthread,
-        "device": cfg.device,
-    }
-    if cfg.class_weight == "balanced":
-        out["scale_pos_weight"] = negatives_per_positive(y)
-    for key, value in params.items():
-        if key not in ROUND_KEYS:
-            out["eta" if key == "learning_rate" else key] = value
-    return out
-
-
-class _RoundCallback(xgb.callback.TrainingCallback):
-    def __init__(self, fn: Callable[[int], None]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def after_iteration(self, model, epoch: int, evals_log) -> bool:
-        self.fn(epoch)
-        return False
-
-
-def _curves(log: dict) -> dict[str, dict[str, list[float]]]:
-    return {name: {m: [float(v) for v in vals] for m, vals in d.items()} for name, d in log.items()}
-
-
-def fit_xgboost_early_stopping(
-    X_fit: pd.DataFrame,
-    y_fit: np.ndarray,
-    X_valid: pd.DataFrame,
-    y_valid: np.ndarray,
-    params: Mapping[str, Any],
-    cfg: TrainConfig,
-) -> tuple[xgb.Booster, int, dict[str, list[float]]]:
-    """Boost on ``X_fit`` up to ``n_estimators`` rounds, stopping when the last metric of
-    :data:`EVAL_METRICS` on ``X_valid`` has not improved for ``early_stopping_rounds``.
-
-    Returns the booster cut to its best round, that number of rounds, and the validation
-    curves ({metric: [value per round]}).
-    """
-    native = booster_params(params, cfg, y_fit)
-    n_rounds = int(params.get("n_estimators", 100))
-    early = params.get("early_stopping_rounds")
-    d_fit = dmatrix(X_fit, y_fit, cfg.nthread)
-    d_valid = dmatrix(X_valid, y_valid, cfg.nthread)
-    log: dict = {}
-    booster = xgb.train(
-        native,
-        d_fit,
-        num_boost_round=n_rounds,
-        evals=[(d_valid, "valid")],
-        evals_result=log,
-        early_stopping_rounds=early,
-        verbose_eval=False,
-    )
-    rounds = booster.best_iteration + 1 if early else n_rounds
-    return booster[:rounds], rounds, _curves(log)["valid"]
-
-
-# --- scikit-learn ---------------------------------------------------------------------------
-
-
-def _n_jobs(nthread: int) -> int:
-    return nthread if nthread > 0 else -1
-
-
-def sklearn_pipeline(
-    kind: str, params: Mapping[str, Any], X: pd.DataFrame, cfg: TrainConfig
-) -> Pipeline:
-    """An unfitted Pipeline for ``kind``, its preprocessing built from the columns of ``X``
-    (float64 numbers; pandas categoricals, whose categories are the training categories)."""
-    if kind not in SKLEARN_ESTIMATORS:
-        raise ModelError(f"{kind!r} is not a scikit-learn candidate")
-    numeric = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
-    categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
-    categories = [list(X[c].cat.categories) for c in categorical]
-    merged = {**SKLEARN_DEFAULTS[kind], **params}
-    estimator_cls = SKLEARN_ESTIMATORS[kind]
-    unknown = sorted(set(merged) - set(estimator_cls().get_params()))
-    if unknown:
-        raise ModelError(
-            f"train.models.{kind} / train.search.{kind}: unknown parameter(s) {unknown} for "
-            f"{estimator_cls.__name__}"
-        )
-    extra: dict[str, Any] = {"random_state": cfg.seed}
-    if cfg.class_weight == "balanced":
-        extra["class_weight"] = "balanced"
-    if kind == "logistic_regression":
-        num = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        cat = OneHotEncoder(categories=categories, handle_unknown="ignore")
-    else:
-        num = SimpleImputer(strategy="median")
-        cat = OrdinalEncoder(
-            categories=categories,
-            handle_unknown="use_encoded_value",
-            unknown_value=-1,
-            encoded_missing_value=-1,
-        )
-        extra["n_jobs"] = _n_jobs(cfg.nthread)
-    prep = ColumnTransformer([("num", num, numeric), ("cat", cat, categorical)])
-    return Pipeline([("prep", prep), ("model", estimator_cls(**{**merged, **extra}))])
-
-
-# --- fitting the final model ----------------------------------------------------------------
-
-
-@dataclass
-class FitResult:
-    """A fitted model, the rounds it was boosted (XGBoost) and its training curves."""
-
-    model: Model
-    rounds: int | None = None
-    # {"train": {metric: [value per round]}}, XGBoost only
-    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-
-def fit(
-    kind: str,
-    X: pd.DataFrame,
-    y: np.ndarray,
-    params: Mapping[str, Any],
-    cfg: TrainConfig,
-    rounds: int | None = None,
-    on_round: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Fit a ``kind`` model with ``params`` on all of ``X``/``y``: the final refit.
-
-    XGBoost boosts exactly ``rounds`` rounds (chosen beforehand by cross-validation) and records
-    :data:`CURVE_METRICS` on the training data per round; ``on_round(i)`` is called after each.
-    """
-    if kind not in CANDIDATES:
-        raise ModelError(f"unknown candidate {kind!r}; known: {list(CANDIDATES)}")
-    if kind == "xgboost":
-        n = int(rounds if rounds is not None else params.get("n_estimators", 100))
-        d_train = dmatrix(X, y, cfg.nthread)
-        log: dict = {}
-        booster = xgb.train(
-            {**booster_params(params, cfg, y), "eval_metric": list(CURVE_METRICS)},
-            d_train,
-            num_boost_round=n,
-            evals=[(d_train, "train")],
-            evals_result=log,
-            verbose_eval=False,
-            callbacks=[_RoundCallback(on_round)] if on_round else None,
-        )
-        return FitResult(Model(kind, booster), n, _curves(log))
-    pipeline = sklearn_pipeline(kind, params, X, cfg)
-    pipeline.fit(X, y)
-    if kind == "random_forest":
-        # Trees are grown in parallel, but predicting in parallel adds the trees' votes in
-        # whatever order the threads finish, which changes the last bits of a probability.
-        pipeline[-1].set_params(n_jobs=1)
-    return FitResult(Model(kind, pipeline))
-
-
-# --- skops files ----------------------------------------------------------------------------
+# --- skops files (the scikit-learn adapters' format) --------------------------------------------
 
 
 def check_skops_types(data: bytes) -> None:
@@ -453,3 +303,7 @@ def _write_entry(dst: zipfile.ZipFile, name: str, data: bytes) -> None:
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     dst.writestr(info, data, compresslevel=6)
+
+
+# The adapters register themselves on import; they import this module's base class.
+from mlcycle.adapters import sklearn_models, xgboost_model  # noqa: E402, F401

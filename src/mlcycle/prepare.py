@@ -29,7 +29,8 @@ from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
 from mlcycle.config import Objectives, OutliersConfig, PrepareConfig
-from mlcycle.sources import SOURCE_COLUMN
+from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.tasks import BINARY, REGRESSION
 
 # Cell values read as "missing" when a source's reader did not already map them.
 MISSING_TOKENS = ("", "?", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null")
@@ -100,13 +101,15 @@ def _clean_text(s: pd.Series, name: str, report: CleanReport, coerce: bool) -> p
 
 
 def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, CleanReport]:
-    """Clean every cell and normalise the target labels; drop rows without a label.
+    """Clean every cell and normalise the target; drop rows without a target value.
 
     Text cells are stripped of surrounding whitespace and :data:`MISSING_TOKENS` become
     missing; a text column whose values are (at least :data:`NUMERIC_SHARE`) numbers becomes a
     float column, its non-numbers missing. The sources' readers usually did this already; here
-    it is repeated so that any source is safe, and each change is counted per column. The
-    target must have exactly two classes, one of them the objectives' positive class.
+    it is repeated so that any source is safe, and each change is counted per column.
+
+    The target must fit the task (see :func:`check_target`): class labels become text, a
+    regression target becomes float64.
     """
     target = objectives.target
     if target not in df.columns:
@@ -123,23 +126,88 @@ def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, Clean
     keep = labels.notna()
     report.target_missing_dropped = int((~keep).sum())
     out = out.loc[keep].copy()
-    out[target] = labels[keep].astype(str)
-    classes = sorted(out[target].unique())
-    if objectives.positive_class not in classes:
-        raise PrepareError(
-            f"objectives.positive_class {objectives.positive_class!r} never occurs in target "
-            f"{target!r}; its values are {classes[:20]}"
-        )
-    if len(classes) != 2:
-        raise PrepareError(
-            f"target {target!r} must have exactly two classes for binary classification; "
-            f"found {len(classes)}: {classes[:20]}"
-        )
+    out[target] = check_target(labels[keep], objectives)
     report.rows_out = len(out)
     report.missing_values = {
         str(c): int(n) for c, n in out.isna().sum().items() if n and c != SOURCE_COLUMN
     }
     return out.reset_index(drop=True), report
+
+
+# A classification target with more distinct numeric values than this is probably a quantity.
+MAX_NUMERIC_CLASSES = 50
+
+
+def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
+    """The target's values as the task needs them, or an error that names the column, what
+    was found and what to change in params.yaml.
+
+    Regression: numbers (float64); text that is not a number is refused. Binary: exactly two
+    labels, one of them ``positive_class``. Multiclass: at least two labels; a numeric target
+    with very many distinct values is refused as probably a regression target.
+    """
+    target, task = objectives.target, objectives.task
+    if task == REGRESSION:
+        numbers = pd.to_numeric(labels, errors="coerce")
+        bad = numbers.isna() | ~np.isfinite(numbers.astype(np.float64))
+        if bad.any():
+            examples = sorted({str(v) for v in labels[bad]})[:5]
+            raise PrepareError(
+                f"target {target!r} is not numeric: {int(bad.sum())} of {len(labels)} values "
+                f"are not numbers (e.g. {examples}); regression needs numbers. If it names "
+                "classes, set objectives.task to binary_classification or "
+                "multiclass_classification"
+            )
+        return numbers.astype(np.float64)
+    text = labels.astype(str)
+    classes = sorted(text.unique())
+    if task == BINARY:
+        if objectives.positive_class not in classes:
+            raise PrepareError(
+                f"objectives.positive_class {objectives.positive_class!r} never occurs in target "
+                f"{target!r}; its values are {classes[:20]}"
+            )
+        if len(classes) != 2:
+            hint = (
+                "; use objectives.task: multiclass_classification"
+                if len(classes) > 2
+                else "; a model needs examples of both classes"
+            )
+            raise PrepareError(
+                f"target {target!r} must have exactly two classes for binary classification; "
+                f"found {len(classes)}: {classes[:20]}{hint}"
+            )
+        return text
+    if len(classes) < 2:
+        raise PrepareError(
+            f"target {target!r} has a single class {classes} in the data; "
+            "multiclass_classification needs at least two. Gather rows of the other classes, "
+            "or choose another objectives.target"
+        )
+    numeric = pd.to_numeric(labels, errors="coerce").notna().all()
+    if numeric and len(classes) > MAX_NUMERIC_CLASSES:
+        raise PrepareError(
+            f"target {target!r} holds {len(classes)} distinct numbers; as classes each would "
+            "be learnt separately. Set objectives.task: regression if it is a quantity"
+        )
+    return text
+
+
+def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objectives) -> None:
+    """Classification: every class of the test split must occur in the training split; a
+    model cannot predict a class it never saw, and its test score would be meaningless."""
+    if objectives.task == REGRESSION:
+        return
+    target = objectives.target
+    seen = set(train[target].unique())
+    only_test = test[target][~test[target].isin(seen)]
+    if len(only_test):
+        counts = only_test.value_counts().to_dict()
+        raise PrepareError(
+            f"target {target!r}: class(es) {sorted(counts)} occur only in the test split "
+            f"({counts} rows) and never in training, so the model cannot learn them. Gather "
+            "training rows of them, drop or merge them, or change prepare.split"
+        )
 
 
 # --- duplicates and conflicting labels -----------------------------------------------------
@@ -349,11 +417,12 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
     """Split into train and test, and drop the bookkeeping and excluded columns.
 
     ``by_source`` keeps a provider's official split (Adult's data/test files). The others
-    re-split with ``test_size`` (a share of rows): ``stratified`` draws rows at random (seeded)
-    keeping the class balance; ``group`` draws whole groups of ``group_column`` (seeded, see
-    :func:`group_test_mask`), so all rows of a group are on one side; ``time`` puts the latest rows
-    by ``time_column`` in the test split, with rows of the boundary time all in test, so every
-    training row is older than every test row. Rows keep their order within each side.
+    re-split with ``test_size`` (a share of rows): ``random`` draws rows at random (seeded);
+    ``stratified`` does so keeping the class balance (classification); ``group`` draws whole
+    groups of ``group_column`` (seeded, see :func:`group_test_mask`), so all rows of a group
+    are on one side; ``time`` puts the latest rows by ``time_column`` in the test split, with
+    rows of the boundary time all in test, so every training row is older than every test row.
+    Rows keep their order within each side.
     """
     s = cfg.split
     _check_columns(df, cfg, target)
@@ -366,9 +435,19 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
             )
         train = df[df[SOURCE_COLUMN].isin(s.train_sources)]
         test = df[df[SOURCE_COLUMN].isin(s.test_sources)]
-    elif s.method == "stratified":
+    elif s.method in ("stratified", "random"):
+        stratify = df[target] if s.method == "stratified" else None
+        if stratify is not None:
+            counts = stratify.value_counts()
+            rare = counts[counts < 2]
+            if len(rare):
+                raise PrepareError(
+                    f"target {target!r}: class(es) {rare.to_dict()} have a single row; a "
+                    "stratified split needs at least two rows per class. Drop or merge them, "
+                    "or gather more"
+                )
         train, test = train_test_split(
-            df, test_size=s.test_size, random_state=s.seed, stratify=df[target]
+            df, test_size=s.test_size, random_state=s.seed, stratify=stratify
         )
         train, test = train.sort_index(), test.sort_index()
     elif s.method == "group":
@@ -418,6 +497,7 @@ def prepare(
         split_report["duplicates_dropped_before_split"] = n
         say(f"dropped {n} duplicate rows before the {cfg.split.method} split")
     train, test = split(cleaned, cfg, target)
+    check_classes(train, test, objectives)
     split_report.update(train_rows=len(train), test_rows=len(test))
     report["split"] = split_report
     say(f"{cfg.split.method} split: train {len(train)} rows, test {len(test)} rows")
@@ -431,7 +511,8 @@ def prepare(
             f"train: dropped {counts['within_train']} duplicates and {counts['matching_test']} "
             "rows repeating a test row's features"
         )
-    if cfg.clean.drop_conflicting_labels:
+    # A regression target varies for the same features by nature: no "conflicting labels".
+    if cfg.clean.drop_conflicting_labels and objectives.task != REGRESSION:
         train, n = drop_conflicting_labels(train, target)
         removed["conflicting_labels"] = n
         say(f"train: dropped {n} rows whose features appear with both labels")

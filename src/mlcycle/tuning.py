@@ -6,12 +6,12 @@ For each candidate in ``train.candidates``:
   ``train.models.<name>`` for the others): the untuned configuration;
 - trials 1..N (``train.tuning.trials``) are proposed by Optuna's TPE sampler, seeded with
   ``train.seed``, from the space in ``train.search.<name>``, each cross-validated on the same
-  stratified, seeded folds (``train.cv_folds``).
+  seeded folds (``train.cv_folds``; stratified by class for classification).
 
-XGBoost boosts each fold with early stopping on an inner, seeded slice of that fold's training
-part (``train.validation_fraction``); the final model gets the mean of the folds' best round
-counts. Every candidate is judged by the cross-validated mean of the objectives' primary metric
-and the best one wins; the test split plays no part.
+A boosting kind (XGBoost) boosts each fold with early stopping on an inner, seeded slice of
+that fold's training part (``train.validation_fraction``); the final model gets the mean of
+the folds' best round counts. Every candidate is judged by the cross-validated mean of the
+objectives' primary metric and the best one wins; the test split plays no part.
 
 With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
 trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 
+from mlcycle.adapters.sklearn_models import SKLEARN_DEFAULTS
 from mlcycle.config import TrainConfig
-from mlcycle.metrics import KPI_FUNCTIONS, LOWER_IS_BETTER
-from mlcycle.models import SKLEARN_DEFAULTS, Model, fit, fit_xgboost_early_stopping
+from mlcycle.metrics import kpi
+from mlcycle.models import fit
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, better, is_classification
 
 Progress = Callable[[str], None]
 Split = tuple[np.ndarray, np.ndarray]
@@ -54,7 +56,7 @@ class CVResult:
     """One configuration cross-validated: a score per fold and the out-of-fold predictions."""
 
     scores: tuple[float, ...]
-    oof: np.ndarray  # probability for every training row, from the fold that held it out
+    oof: np.ndarray  # the model's output for every training row, from the fold that held it out
     rounds: tuple[int, ...] = ()  # XGBoost: best round count per fold
     valid_curves: tuple[dict[str, list[float]], ...] = ()  # XGBoost: inner-validation curves
 
@@ -73,15 +75,47 @@ class CVResult:
         return max(1, round(float(np.mean(self.rounds)))) if self.rounds else None
 
 
+class FoldError(ValueError):
+    """The training split cannot be cut into the configured folds; the message says why."""
+
+
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[Split]:
     """Seeded, shuffled, stratified k-fold splits as (train indices, held-out indices)."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y)]
 
 
-def score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (labels at threshold 0.5)."""
-    return float(KPI_FUNCTIONS[metric](y, proba, 0.5))
+def make_folds(
+    y: np.ndarray, folds: int, seed: int, task: str, classes: tuple[str, ...] = ()
+) -> list[Split]:
+    """The cross-validation folds for ``task``: stratified by class for classification (every
+    class needs at least ``folds`` training rows), plain seeded k-fold for regression."""
+    if len(y) < 2 * folds:
+        raise FoldError(
+            f"the training split has {len(y)} rows; train.cv_folds={folds} needs at least "
+            f"{2 * folds}"
+        )
+    if not is_classification(task):
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)))]
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes) or 1)
+    rare = {
+        (classes[i] if i < len(classes) else str(i)): int(n)
+        for i, n in enumerate(counts)
+        if n < folds
+    }
+    if rare:
+        raise FoldError(
+            f"class(es) {rare} (training rows per class) have fewer rows than "
+            f"train.cv_folds={folds}: lower cv_folds, merge or drop the rare classes, or "
+            "gather more rows of them"
+        )
+    return stratified_folds(y, folds, seed)
+
+
+def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> float:
+    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (binary labels at threshold 0.5)."""
+    return float(kpi(task, metric, y, out, 0.5))
 
 
 def cross_validate(
@@ -92,29 +126,30 @@ def cross_validate(
     cfg: TrainConfig,
     metric: str,
     splits: list[Split],
+    task: str = BINARY,
+    n_classes: int = 2,
 ) -> CVResult:
     """Fit ``kind`` with ``params`` on each split's training part and score its held-out part."""
-    oof = np.full(len(y), np.nan)
+    k = n_classes if is_classification(task) else 0
+    oof = np.full((len(y), k) if k else len(y), np.nan)
     scores, rounds, curves = [], [], []
     for i, (train_idx, held_out) in enumerate(splits):
-        if kind == "xgboost":
-            fit_idx, inner_idx = train_test_split(
-                train_idx,
-                test_size=cfg.validation_fraction,
-                random_state=cfg.seed + i,
-                stratify=y[train_idx],
-            )
-            booster, best, curve = fit_xgboost_early_stopping(
-                X.iloc[fit_idx], y[fit_idx], X.iloc[inner_idx], y[inner_idx], params, cfg
-            )
-            model = Model(kind, booster)
-            rounds.append(best)
-            curves.append(curve)
-        else:
-            model = fit(kind, X.iloc[train_idx], y[train_idx], params, cfg).model
-        proba = model.predict_proba(X.iloc[held_out])
-        oof[held_out] = proba
-        scores.append(score(metric, y[held_out], proba))
+        result = fit(
+            kind,
+            X.iloc[train_idx],
+            y[train_idx],
+            params,
+            cfg,
+            task,
+            k,
+            early_stopping_seed=cfg.seed + i,
+        )
+        if result.rounds is not None:
+            rounds.append(result.rounds)
+            curves.append(result.curves.get("valid", {}))
+        out = result.model.output(X.iloc[held_out])
+        oof[held_out] = out
+        scores.append(score(metric, y[held_out], out, task))
     return CVResult(tuple(scores), oof, tuple(rounds), tuple(curves))
 
 
@@ -224,11 +259,6 @@ class TuningResult:
         return self.candidates[self.ranking[0]]
 
 
-def better(metric: str, a: float, b: float) -> bool:
-    """Whether score ``a`` beats ``b`` for ``metric`` (respecting lower-is-better metrics)."""
-    return a < b if metric in LOWER_IS_BETTER else a > b
-
-
 def tune_candidate(
     kind: str,
     X: pd.DataFrame,
@@ -237,6 +267,8 @@ def tune_candidate(
     metric: str,
     splits: list[Split],
     progress: Progress | None = None,
+    task: str = BINARY,
+    n_classes: int = 2,
 ) -> tuple[CandidateResult, list[TrialRecord]]:
     """Cross-validate ``kind``'s fixed parameters (trial 0), then search its space."""
     say = progress or (lambda _msg: None)
@@ -250,7 +282,9 @@ def tune_candidate(
         key = json.dumps(params, sort_keys=True, default=str)
         # The sampler may propose a configuration again (integer and categorical spaces);
         # its folds would give the very same scores, so they are not refitted.
-        cv = seen.get(key) or cross_validate(kind, X, y, params, cfg, metric, splits)
+        cv = seen.get(key) or cross_validate(
+            kind, X, y, params, cfg, metric, splits, task, n_classes
+        )
         seen[key] = cv
         number = len(records)
         records.append(
@@ -335,13 +369,19 @@ def tune(
     cfg: TrainConfig,
     metric: str,
     progress: Progress | None = None,
+    task: str = BINARY,
+    classes: tuple[str, ...] = ("0", "1"),
 ) -> TuningResult:
-    """Tune every candidate of ``cfg`` on the same folds of the training data ``X``/``y``."""
+    """Tune every candidate of ``cfg`` on the same folds of the training data ``X``/``y``
+    (``y`` encoded as :func:`mlcycle.features.encode_target` does; ``classes`` in order)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    splits = stratified_folds(y, cfg.cv_folds, cfg.seed)
+    n_classes = len(classes) if is_classification(task) else 0
+    splits = make_folds(y, cfg.cv_folds, cfg.seed, task, classes)
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in cfg.candidates:
-        candidate, records = tune_candidate(kind, X, y, cfg, metric, splits, progress)
+        candidate, records = tune_candidate(
+            kind, X, y, cfg, metric, splits, progress, task, n_classes
+        )
         result.candidates[kind] = candidate
         result.records.extend(records)
         if progress:
@@ -357,7 +397,7 @@ def tune(
         )
     elif cfg.baseline:
         params = fixed_params(cfg.baseline, cfg)
-        cv = cross_validate(cfg.baseline, X, y, params, cfg, metric, splits)
+        cv = cross_validate(cfg.baseline, X, y, params, cfg, metric, splits, task, n_classes)
         result.baseline = CandidateResult(cfg.baseline, 0, params, cv, params, cv, 1)
         if progress:
             progress(f"baseline {cfg.baseline} (untuned): cv {metric} {cv.mean:.4f} ± {cv.std:.4f}")

@@ -17,7 +17,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from mlcycle.bundle import Bundle
 from mlcycle.features import SchemaError, Signature, unseen_categories
-from mlcycle.predict import score
+from mlcycle.predict import Scores, score
+from mlcycle.tasks import BINARY
 
 MAX_RECORDS = 10_000
 
@@ -52,15 +53,47 @@ def record_model(signature: Signature) -> type[BaseModel]:
 
 
 class Prediction(BaseModel):
-    probability: float = Field(description="probability of the positive class")
-    label: str = Field(description="predicted class at the model's decision threshold")
+    """One record's prediction; which fields are present follows the model's task."""
+
+    label: str | None = Field(
+        None,
+        description="classification: the predicted class (binary: at the model's decision "
+        "threshold; multiclass: the most probable class)",
+    )
+    probabilities: dict[str, float] | None = Field(
+        None, description="classification: the probability of every class"
+    )
+    probability: float | None = Field(
+        None, description="binary classification: the probability of the positive class"
+    )
+    value: float | None = Field(None, description="regression: the predicted value")
 
 
 class ModelInfo(BaseModel):
     name: str
     id: str = Field(description="first 12 hex digits of the model file's SHA-256")
-    kind: str = Field(description="xgboost, logistic_regression or random_forest")
-    threshold: float
+    kind: str = Field(description="the model kind: xgboost, logistic_regression, ridge, ...")
+    task: str = Field(description="binary_classification, multiclass_classification or regression")
+    classes: list[str] = Field(description="classification: the classes, in the model's order")
+    threshold: float | None = Field(
+        None, description="binary classification: the decision threshold"
+    )
+
+
+def predictions(scores: Scores, signature: Signature) -> list[Prediction]:
+    """The response's predictions, shaped by the task."""
+    if not signature.is_classification:
+        return [Prediction(value=float(v)) for v in scores.output]
+    binary = signature.task == BINARY
+    classes = signature.classes
+    return [
+        Prediction(
+            label=label,
+            probabilities={c: float(p) for c, p in zip(classes, row, strict=True)},
+            probability=float(row[1]) if binary else None,
+        )
+        for label, row in zip(scores.labels or [], scores.output, strict=True)
+    ]
 
 
 class PredictResponse(BaseModel):
@@ -77,6 +110,8 @@ def create_app(bundle: Bundle) -> FastAPI:
         name=bundle.metadata.get("name", "model"),
         id=bundle.model_id,
         kind=bundle.kind,
+        task=bundle.task,
+        classes=list(sig.classes),
         threshold=bundle.threshold,
     )
 
@@ -86,7 +121,9 @@ def create_app(bundle: Bundle) -> FastAPI:
 
     app = FastAPI(
         title="mlcycle model service",
-        description=f"Predicts {sig.target!r} (positive class {sig.positive_class!r}).",
+        description=f"Predicts {sig.target!r} ({sig.task}"
+        + (f", classes {list(sig.classes)}" if sig.classes else "")
+        + ").",
         version=info.id,
     )
 
@@ -107,14 +144,14 @@ def create_app(bundle: Bundle) -> FastAPI:
         """Where the model came from (params, metrics, data hashes, commit) and its signature."""
         return {"model": info.model_dump(), "signature": sig.to_dict(), "metadata": bundle.metadata}
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(request: PredictRequest) -> PredictResponse:
         """Score one or many records."""
         frame = pd.DataFrame(
             [r.model_dump(by_alias=True) for r in request.records], columns=sig.input_columns
         )
         try:
-            proba, labels = score(bundle, frame)
+            scores = score(bundle, frame)
         except SchemaError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         warnings = [
@@ -122,10 +159,7 @@ def create_app(bundle: Bundle) -> FastAPI:
             for col, v in unseen_categories(frame, sig).items()
         ]
         return PredictResponse(
-            predictions=[
-                Prediction(probability=float(p), label=lab)
-                for p, lab in zip(proba, labels, strict=True)
-            ],
+            predictions=predictions(scores, sig),
             model=info,
             warnings=warnings,
         )

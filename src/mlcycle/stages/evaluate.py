@@ -4,14 +4,17 @@ The test split is read here and nowhere else in the pipeline. The untuned baseli
 stage fitted beside the chosen model (``train.baseline``) is scored on the same rows, so
 ``metrics/evaluate.json`` shows what tuning and model selection bought.
 Inputs: data/prepared/test.parquet, models/train/; params `objectives`, `evaluate`.
-Outputs: metrics/evaluate.json; metrics/plots/ (ROC, PR, confusion, calibration, importance);
-data/evaluate/test_predictions.parquet.
+The task (``objectives.task``) decides the KPIs, the threshold (binary only) and the plots:
+ROC / precision-recall per class, calibration and the confusion matrix for classification;
+predicted vs actual and residuals for regression.
+Outputs: metrics/evaluate.json; metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlcycle import config
@@ -20,15 +23,17 @@ from mlcycle.features import Signature, encode_target, to_model_frame, unseen_ca
 from mlcycle.io import read_json, write_json, write_parquet, write_text
 from mlcycle.metrics import (
     KPI_FUNCTIONS,
-    LOWER_IS_BETTER,
     bootstrap_interval,
     calibration_points,
     choose_threshold,
+    class_curves,
     compute_kpis,
     confusion,
-    meets,
-    pr_points,
-    roc_points,
+    confusion_counts,
+    per_class_report,
+    positive,
+    regression_points,
+    residual_summary,
     slice_gaps,
     slice_kpis,
     threshold_curve,
@@ -46,20 +51,19 @@ from mlcycle.stages import (
     log,
     run,
 )
+from mlcycle.tasks import BINARY, REGRESSION, lower_is_better, meets
 
 
-def main() -> None:
-    params = config.load()
-    obj, cfg = params.objectives, params.evaluate
-    signature = Signature.from_dict(read_json(SIGNATURE_FILE))
-    model, _ = load_model_dir(MODEL_DIR)
-    test = pd.read_parquet(TEST)
-    y = encode_target(test[obj.target], signature)
-    X = to_model_frame(test, signature)
-    proba = model.predict_proba(X)
-
-    # The decision threshold comes from the training split's out-of-fold predictions, never
-    # from the test split: maximise a metric, or minimise the cost of errors.
+def decision_threshold(obj: config.Objectives) -> tuple[float | None, str, list[dict]]:
+    """Binary: the threshold chosen on the training split's out-of-fold predictions (never the
+    test split), its rule and the curve behind it. Other tasks have none."""
+    if obj.task != BINARY:
+        rule = (
+            "none: a multiclass label is the most probable class"
+            if obj.task != REGRESSION
+            else "none: a regression model predicts a number"
+        )
+        return None, rule, []
     oof = pd.read_parquet(OOF)
     curve = threshold_curve(
         oof["actual"].to_numpy(),
@@ -68,29 +72,87 @@ def main() -> None:
         obj.cost_fp,
         obj.cost_fn,
     )
-    threshold = choose_threshold(curve, obj.threshold_metric)
     rule = (
         f"maximises out-of-fold {obj.threshold_metric}"
         if obj.threshold_metric
         else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
     )
+    return choose_threshold(curve, obj.threshold_metric), rule, curve
+
+
+def predicted_labels(out: np.ndarray, task: str, threshold: float | None) -> np.ndarray:
+    """Class indices: binary at the threshold, multiclass the most probable class."""
+    if task == BINARY:
+        return (positive(out) >= threshold).astype(np.int64)
+    return np.argmax(out, axis=1)
+
+
+def prediction_frame(out: np.ndarray, y: np.ndarray, signature: Signature) -> pd.DataFrame:
+    """The test predictions beside the truth: binary ``probability`` (positive class),
+    multiclass ``probability_<class>``, regression ``prediction``."""
+    if signature.task == BINARY:
+        return pd.DataFrame({"probability": positive(out), "actual": y})
+    if signature.task == REGRESSION:
+        return pd.DataFrame({"prediction": out, "actual": y})
+    cols = {f"probability_{c}": out[:, i] for i, c in enumerate(signature.classes)}
+    return pd.DataFrame({**cols, "actual": y})
+
+
+def task_plots(
+    y: np.ndarray, out: np.ndarray, signature: Signature, threshold: float | None, points: int
+) -> dict[str, list]:
+    """Plot data for every plot dvc.yaml draws; a plot that does not fit the task gets an
+    empty list, so `dvc plots show` draws it empty instead of failing."""
+    plots: dict[str, list] = dict.fromkeys(
+        ("roc", "precision_recall", "calibration", "predicted_actual"), []
+    )
+    if signature.task == REGRESSION:
+        plots["predicted_actual"] = regression_points(y, out)
+        return plots
+    plots["roc"], plots["precision_recall"] = class_curves(y, out, signature.classes, points)
+    if signature.task == BINARY:
+        plots["calibration"] = calibration_points(y, positive(out))
+    else:  # confidence of the top class vs how often it is right
+        top = np.argmax(out, axis=1)
+        plots["calibration"] = calibration_points((top == y).astype(np.int8), out.max(axis=1))
+    return plots
+
+
+def main() -> None:
+    params = config.load()
+    obj, cfg = params.objectives, params.evaluate
+    task = obj.task
+    signature = Signature.from_dict(read_json(SIGNATURE_FILE))
+    if signature.task != task:
+        raise ValueError(
+            f"models/train holds a {signature.task} model but objectives.task is {task}; "
+            "re-run the train stage (dvc repro)"
+        )
+    model, _ = load_model_dir(MODEL_DIR)
+    test = pd.read_parquet(TEST)
+    y = encode_target(test[obj.target], signature)
+    X = to_model_frame(test, signature)
+    out = model.output(X)
+
+    threshold, rule, curve = decision_threshold(obj)
     write_json(f"{PLOTS}/threshold.json", curve)
     write_json(f"{METRICS}/threshold.json", {"threshold": threshold, "rule": rule})
 
-    names = tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS)))
+    names = tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS[task])))
     unknown = [col for col in obj.slices if col not in test.columns]
     if unknown:
         raise ValueError(
             f"objectives.slices names column(s) {unknown} that the test split does not have; "
             f"columns are {list(test.columns)}"
         )
-    kpis = compute_kpis(y, proba, threshold, names)
-    interval = bootstrap_interval(y, proba, threshold, obj.primary_metric, seed=0)
+    kpis = compute_kpis(task, y, out, threshold, names)
+    interval = bootstrap_interval(task, y, out, threshold, obj.primary_metric, seed=0)
     slices = {
         col: slice_kpis(
+            task,
             test[col].fillna("<missing>").to_numpy(),
             y,
-            proba,
+            out,
             threshold,
             names,
             min_rows=obj.slice_min_rows,
@@ -105,53 +167,64 @@ def main() -> None:
         [
             {
                 "slice": f"{col}={value}",
-                obj.primary_metric: m[obj.primary_metric],
+                "metric": obj.primary_metric,
+                "value": m[obj.primary_metric],
                 "low": m["interval"]["low"],
                 "high": m["interval"]["high"],
                 "rows": m["rows"],
             }
             for col, values in slices.items()
             for value, m in values.items()
-            if obj.primary_metric in m
+            if m.get(obj.primary_metric) is not None and m["interval"]["low"] is not None
         ],
     )
-    importance, points = [], []
-    if model.kind == "xgboost":
-        importance, points = shap_summary(model.estimator, X)
-    else:
-        log("evaluate", f"no SHAP summary for a {model.kind} model (XGBoost only)")
+    importance, points, by_class = shap_summary(model, X, signature.classes)
+    if not importance:
+        log("evaluate", f"no SHAP summary for a {model.kind} model (tree boosters only)")
     write_json(f"{PLOTS}/shap_importance.json", importance)
     write_json(f"{PLOTS}/shap_summary.json", points)
     primary = kpis[obj.primary_metric]
-    met = meets(obj.primary_metric, primary, obj.minimum)
+    met = primary is not None and meets(obj.primary_metric, primary, obj.minimum)
     baseline = {}
     if Path(BASELINE_DIR).is_dir():
         base_model, _ = load_model_dir(BASELINE_DIR)
-        base_kpis = compute_kpis(y, base_model.predict_proba(X), threshold, obj.kpis)
-        baseline = {
-            "baseline": {
-                "model": base_model.kind,
-                **base_kpis,
-                # How much better the chosen model is on the primary metric (> 0: better).
-                "improvement": round(
-                    (base_kpis[obj.primary_metric] - primary)
-                    if obj.primary_metric in LOWER_IS_BETTER
-                    else (primary - base_kpis[obj.primary_metric]),
-                    6,
-                ),
-            }
-        }
+        base_kpis = compute_kpis(task, y, base_model.output(X), threshold, obj.kpis)
+        base_primary = base_kpis[obj.primary_metric]
+        improvement = None
+        if primary is not None and base_primary is not None:
+            diff = primary - base_primary
+            improvement = round(-diff if lower_is_better(obj.primary_metric) else diff, 6)
+        # How much better the chosen model is on the primary metric (> 0: better).
+        baseline = {"baseline": {"model": base_model.kind, **base_kpis, "improvement": improvement}}
+    task_detail: dict = {}
+    if task == REGRESSION:
+        task_detail["residuals"] = residual_summary(y, out)
+        confusion_rows = ""
+    else:
+        labels = predicted_labels(out, task, threshold)
+        if task == BINARY:
+            task_detail["confusion"] = confusion(y, out, threshold)
+        else:
+            task_detail["confusion"] = confusion_counts(y, labels, signature.classes)
+        task_detail["per_class"] = per_class_report(y, labels, signature.classes)
+        if by_class:
+            task_detail["shap_by_class"] = by_class
+        names_of = signature.classes
+        confusion_rows = "".join(
+            f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y, labels, strict=True)
+        )
     write_json(
         f"{METRICS}/evaluate.json",
         {
             **kpis,
+            "task": task,
             "model": model.kind,
             **baseline,
             "threshold": threshold,
             "rows": len(test),
             "confidence_interval": {"metric": obj.primary_metric, **interval},
             "slice_gaps": gaps,
-            "confusion": confusion(y, proba, threshold),
+            **task_detail,
             "objective": {
                 "metric": obj.primary_metric,
                 "minimum": obj.minimum,
@@ -161,28 +234,27 @@ def main() -> None:
             "unseen_categories": {k: len(v) for k, v in unseen_categories(test, signature).items()},
         },
     )
-    write_json(f"{PLOTS}/roc.json", roc_points(y, proba, cfg.curve_points))
-    write_json(f"{PLOTS}/precision_recall.json", pr_points(y, proba, cfg.curve_points))
-    write_json(f"{PLOTS}/calibration.json", calibration_points(y, proba))
+    plots = task_plots(y, out, signature, threshold, cfg.curve_points)
+    for name, rows in plots.items():
+        write_json(f"{PLOTS}/{name}.json", rows)
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
-    labels = {1: signature.positive_class, 0: signature.negative_class}
-    predicted = (proba >= threshold).astype(int)
-    rows = "".join(f"{labels[a]},{labels[p]}\n" for a, p in zip(y, predicted, strict=True))
-    write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + rows)
-    write_parquet(PREDICTIONS, pd.DataFrame({"probability": proba, "actual": y}))
+    write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + confusion_rows)
+    write_parquet(PREDICTIONS, prediction_frame(out, y, signature))
 
     verdict = "meets" if met else "does NOT meet"
-    figures = ", ".join(f"{k} {v:.4f}" for k, v in kpis.items())
+    bound = "maximum" if lower_is_better(obj.primary_metric) else "minimum"
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in kpis.items() if v is not None)
     log(
         "evaluate",
-        f"{model.kind} {obj.primary_metric} {verdict} the objective ({obj.minimum}): {figures}",
+        f"{model.kind} {obj.primary_metric} {verdict} the objective ({bound} {obj.minimum}): "
+        f"{figures}",
     )
     if baseline:
         b = baseline["baseline"]
         log(
             "evaluate",
-            f"untuned baseline ({b['model']}): {obj.primary_metric} {b[obj.primary_metric]:.4f}, "
-            f"accuracy {b.get('accuracy', float('nan')):.4f}; improvement {b['improvement']:+.4f}",
+            f"untuned baseline ({b['model']}): {obj.primary_metric} {b[obj.primary_metric]}; "
+            f"improvement {b['improvement']}",
         )
 
 

@@ -30,28 +30,38 @@ class GateRejected(ValueError):
 
 
 def champion_metrics(
-    name: str, primary: str, test: pd.DataFrame
+    name: str, primary: str, test: pd.DataFrame, task: str
 ) -> tuple[dict[str, float] | None, str | None]:
-    """The production model's primary metric on ``test``, or (None, None) if there is none."""
+    """The production model's primary metric on ``test``, or (None, None) if there is none or
+    it predicts another task (then it cannot be compared, and the objectives alone decide)."""
     prod = registry.production(Path.cwd(), name)
     if prod is None:
         return None, None
     bundle = load_bundle(registry.fetch_bundle(Path.cwd(), prod))
-    proba, _ = score(bundle, test)
+    if bundle.task != task:
+        log(
+            "gate",
+            f"champion {name}@{prod.version} is a {bundle.task} model, the candidate a {task} "
+            "one: not comparable, the objectives alone decide",
+        )
+        return None, None
+    scores = score(bundle, test)
     y = encode_target(test[bundle.signature.target], bundle.signature)
     log("gate", f"champion {name}@{prod.version} ({prod.commit[:12]}) scored on the test split")
-    return compute_kpis(y, proba, bundle.threshold, [primary]), prod.version
+    kpis = compute_kpis(task, y, scores.output, bundle.threshold, [primary])
+    return {k: v for k, v in kpis.items() if v is not None}, prod.version
 
 
 def main() -> None:
-    raw = config.read_raw()
-    objectives = config.parse_objectives(raw)
-    gate_cfg = config.parse_gate(raw)
-    name = (raw.get("package") or {}).get("name", "model")
+    params = config.load()
+    objectives, gate_cfg = params.objectives, params.gate
+    name = params.package.name
     candidate = read_json(f"{METRICS}/evaluate.json")
     champion, version = None, None
     if gate_cfg.compare_champion:
-        champion, version = champion_metrics(name, objectives.primary_metric, pd.read_parquet(TEST))
+        champion, version = champion_metrics(
+            name, objectives.primary_metric, pd.read_parquet(TEST), objectives.task
+        )
     decision = decide(
         {k: v for k, v in candidate.items() if isinstance(v, int | float)},
         objectives.minimums,

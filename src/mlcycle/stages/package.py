@@ -19,7 +19,7 @@ from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, read_json, sha256_file
-from mlcycle.models import MODEL_FILES, MODEL_INFO
+from mlcycle.models import MODEL_INFO, model_files
 from mlcycle.stages import (
     BUNDLE,
     METRICS,
@@ -58,6 +58,7 @@ def main() -> None:
     metadata = {
         "name": raw.get("package", {}).get("name", "model"),
         "task": params.objectives.task,
+        "classes": list(signature.classes),
         "threshold": threshold["threshold"],
         "threshold_rule": threshold["rule"],
         "best_rounds": model_info.get("rounds"),
@@ -91,7 +92,7 @@ def main() -> None:
         "model_card.json": dumps_json(card).encode(),
         "model_card.md": card_markdown(card).encode(),
     }
-    model_bytes = (Path(MODEL_DIR) / MODEL_FILES[kind]).read_bytes()
+    model_bytes = (Path(MODEL_DIR) / model_files()[kind]).read_bytes()
     write_bundle(BUNDLE, model_bytes, signature, metadata, kind=kind, extra_files=extra)
     log("package", f"bundle written to {BUNDLE} (model {metadata['name']}, a {kind})")
 

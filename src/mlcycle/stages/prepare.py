@@ -1,7 +1,7 @@
 """Stage `prepare`: clean the snapshot, split it into train and test, and remove duplicates,
 conflicting labels and outliers from the training split only.
 
-Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.target`,
+Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.task`, `objectives.target`,
 `objectives.positive_class`.
 Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what every step changed).
 """
@@ -14,11 +14,26 @@ from mlcycle import config
 from mlcycle.io import write_json, write_parquet
 from mlcycle.prepare import prepare
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
+from mlcycle.tasks import BINARY, REGRESSION
+
+
+def target_summary(target: pd.Series, obj: config.Objectives) -> dict:
+    """The target's make-up on one side: the positive rate (binary), the share of each class
+    (multiclass) or the mean and std (regression)."""
+    if obj.task == BINARY:
+        return {"positive_rate": round(float((target == obj.positive_class).mean()), 6)}
+    if obj.task == REGRESSION:
+        return {
+            "target_mean": round(float(target.mean()), 6),
+            "target_std": round(float(target.std()), 6),
+        }
+    shares = target.value_counts(normalize=True).sort_index()
+    return {"class_share": {str(k): round(float(v), 6) for k, v in shares.items()}}
 
 
 def main() -> None:
     params = config.load()
-    target, positive = params.objectives.target, params.objectives.positive_class
+    obj = params.objectives
     snapshot = pd.read_parquet(SNAPSHOT)
     log("prepare", f"snapshot: {len(snapshot)} rows")
     result = prepare(
@@ -28,9 +43,6 @@ def main() -> None:
     write_parquet(TRAIN, train)
     write_parquet(TEST, test)
 
-    def positive_rate(frame: pd.DataFrame) -> float:
-        return round(float((frame[target] == positive).mean()), 6)
-
     write_json(
         f"{METRICS}/prepare.json",
         {
@@ -38,9 +50,9 @@ def main() -> None:
             "train": {
                 "rows_split": result.report["split"]["train_rows"],
                 "rows": len(train),
-                "positive_rate": positive_rate(train),
+                **target_summary(train[obj.target], obj),
             },
-            "test": {"rows": len(test), "positive_rate": positive_rate(test)},
+            "test": {"rows": len(test), **target_summary(test[obj.target], obj)},
         },
     )
     log("prepare", f"train {len(train)} rows, test {len(test)} rows")

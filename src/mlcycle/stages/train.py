@@ -5,11 +5,11 @@ Feature selection (``features.selection``) is fitted here, on the training split
 chosen features, the derived steps and the raw inputs they need go into the signature, which
 evaluation, batch prediction and the service apply with the same code. Tuning and model
 selection see only the training split (see :mod:`mlcycle.tuning`).
-Inputs: data/prepared/train.parquet; params `train`, `features`, `objectives.target`,
-`objectives.positive_class`, `objectives.primary_metric`.
+Inputs: data/prepared/train.parquet; params `train`, `features`, `objectives.task`,
+`objectives.target`, `objectives.positive_class`, `objectives.primary_metric`.
 Outputs: models/train/ (the chosen model, model.json, signature.json, oof.parquet and the
 untuned baseline); metrics/train.json (the selection); metrics/tuning/trials.csv (every trial);
-metrics/train/ (dvclive: learning curves of an XGBoost winner, tuning history per candidate,
+metrics/train/ (dvclive: learning curves of a boosting winner, tuning history per candidate,
 chosen params).
 """
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 from dvclive import Live
 
 from mlcycle import config
-from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.io import write_json, write_parquet, write_text
-from mlcycle.models import CURVE_METRICS, EVAL_METRICS, fit, save_model_dir
+from mlcycle.models import fit, save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -35,9 +36,34 @@ from mlcycle.stages import (
     log,
     run,
 )
+from mlcycle.tasks import BINARY, REGRESSION
 from mlcycle.tuning import mean_curves, summary, trials_csv, tune
 
 PROGRESS_ROUNDS = 100
+# The learning-curve series dvc.yaml plots: the early-stopping metric of a boosting winner
+# (log loss for classification, RMSE for regression), named alike for every task.
+CURVE_SERIES = (("train", "loss"), ("valid", "loss"))
+
+
+def describe_target(y: np.ndarray, signature: Signature) -> str:
+    """The target's make-up for the progress log: class counts, or the value range."""
+    if signature.task == REGRESSION:
+        return f"target mean {y.mean():.4g}, std {y.std():.4g}"
+    counts = np.bincount(y.astype(np.int64), minlength=len(signature.classes))
+    if signature.task == BINARY:
+        return f"{int(counts[1])} positive"
+    return ", ".join(f"{c}: {int(n)}" for c, n in zip(signature.classes, counts, strict=True))
+
+
+def oof_frame(oof: np.ndarray, y: np.ndarray, signature: Signature) -> pd.DataFrame:
+    """Out-of-fold predictions with the true target: binary ``probability`` (positive class),
+    multiclass ``probability_<class>`` per class, regression ``prediction``."""
+    if signature.task == BINARY:
+        return pd.DataFrame({"probability": oof[:, 1], "actual": y.astype("int8")})
+    if signature.task == REGRESSION:
+        return pd.DataFrame({"prediction": oof, "actual": y})
+    cols = {f"probability_{c}": oof[:, i] for i, c in enumerate(signature.classes)}
+    return pd.DataFrame({**cols, "actual": y})
 
 
 def main() -> None:
@@ -46,33 +72,52 @@ def main() -> None:
     train = pd.read_parquet(TRAIN)
     say = lambda msg: log("train", msg)  # noqa: E731
     signature = infer_signature(
-        train, obj.target, obj.positive_class, params.features, seed=cfg.seed, progress=say
+        train,
+        obj.target,
+        obj.positive_class,
+        params.features,
+        seed=cfg.seed,
+        progress=say,
+        task=obj.task,
     )
     X = to_model_frame(train, signature)
     y = encode_target(train[obj.target], signature)
     derived = [s.name for s in signature.derived if s.name in signature.columns]
     say(
-        f"{len(X)} rows ({int(y.sum())} positive), {X.shape[1]} features ({len(derived)} "
-        f"derived: {derived}) from {len(signature.inputs)} raw inputs; candidates "
-        f"{list(cfg.candidates)}, selected by cv {obj.primary_metric}"
+        f"{obj.task}: {len(X)} rows ({describe_target(y, signature)}), {X.shape[1]} features "
+        f"({len(derived)} derived: {derived}) from {len(signature.inputs)} raw inputs; "
+        f"candidates {list(cfg.candidates)}, selected by cv {obj.primary_metric}"
     )
 
-    result = tune(X, y, cfg, obj.primary_metric, progress=say)
+    result = tune(
+        X, y, cfg, obj.primary_metric, progress=say, task=obj.task, classes=signature.classes
+    )
     win = result.winner
+    n_classes = len(signature.classes)
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
 
     def on_round(i: int) -> None:
         if (i + 1) % PROGRESS_ROUNDS == 0:
             say(f"final fit: round {i + 1}/{win.cv.final_rounds}")
 
-    final = fit(win.name, X, y, win.params, cfg, rounds=win.cv.final_rounds, on_round=on_round)
+    final = fit(
+        win.name,
+        X,
+        y,
+        win.params,
+        cfg,
+        obj.task,
+        n_classes,
+        rounds=win.cv.final_rounds,
+        on_round=on_round,
+    )
     info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}
     save_model_dir(MODEL_DIR, final.model, info)
     write_json(
         SIGNATURE_FILE,
         {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
     )
-    write_parquet(OOF, pd.DataFrame({"probability": win.cv.oof, "actual": y.astype("int8")}))
+    write_parquet(OOF, oof_frame(win.cv.oof, y, signature))
     say(
         f"refitted {win.name} on all {len(X)} rows"
         + (f" with {final.rounds} rounds" if final.rounds else "")
@@ -84,7 +129,9 @@ def main() -> None:
         if base.name == win.name and base.params == win.params:
             baseline = final  # the untuned configuration won: the same model
         else:
-            baseline = fit(base.name, X, y, base.params, cfg, base.cv.final_rounds)
+            baseline = fit(
+                base.name, X, y, base.params, cfg, obj.task, n_classes, base.cv.final_rounds
+            )
         save_model_dir(
             BASELINE_DIR, baseline.model, {"params": base.params, "rounds": baseline.rounds}
         )
@@ -101,9 +148,13 @@ def main() -> None:
             name = f"tuning/{rec.candidate}/cv_{obj.primary_metric}"
             live.log_metric(name, round(rec.cv_mean, 6))
         del live.summary["tuning"]  # the last trial's score is no summary
-        # XGBoost's learning curves: the final refit on the training data, and the mean over
-        # the winning trial's folds of the inner validation that chose the number of rounds.
-        curves = {"train": final.curves.get("train", {}), "valid": mean_curves(win.cv.valid_curves)}
+        # A boosting winner's learning curves of its early-stopping metric ("loss"): the final
+        # refit on the training data, and the mean over the winning trial's folds of the inner
+        # validation that chose the number of rounds.
+        curves = {
+            "train": {"loss": final.curves.get("train", {}).get("loss", [])},
+            "valid": {"loss": mean_curves(win.cv.valid_curves).get("loss", [])},
+        }
         steps = max((len(v) for d in curves.values() for v in d.values()), default=0)
         for i in range(steps):
             live.step = i
@@ -125,11 +176,10 @@ def main() -> None:
     if not steps:
         # dvc.yaml plots these files whichever model wins; header-only files give empty plots
         # where missing ones would make `dvc plots show` report errors.
-        for split_name, metrics in (("train", CURVE_METRICS), ("valid", EVAL_METRICS)):
-            for metric in metrics:
-                write_text(
-                    f"{METRICS}/train/plots/metrics/{split_name}/{metric}.tsv", f"step\t{metric}\n"
-                )
+        for split_name, metric in CURVE_SERIES:
+            write_text(
+                f"{METRICS}/train/plots/metrics/{split_name}/{metric}.tsv", f"step\t{metric}\n"
+            )
 
 
 if __name__ == "__main__":
