@@ -1,4 +1,5 @@
-"""The `mlcycle` command: serve, predict and monitor with a model bundle; draft the schema."""
+"""The `mlcycle` command: set a project up for your data; serve, predict and monitor with a
+model bundle; draft the schema; release and trace models."""
 
 from __future__ import annotations
 
@@ -152,9 +153,14 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         return _err(f"{out} exists; it may hold reviewed edits. Pass --force to overwrite it")
+    objectives = config.read_raw(args.params).get("objectives") or {}
     target = args.target or config.parse_objectives(config.read_raw(args.params)).target
+    # A regression target gets no list of allowed values nor a range: a new price is no error.
+    regression = objectives.get("task") == "regression" and target == objectives.get("target")
     frame = read_table(args.snapshot)
-    draft = schema.infer_schema(frame, target, ignore=schema.BOOKKEEPING_COLUMNS)
+    draft = schema.infer_schema(
+        frame, target, ignore=schema.BOOKKEEPING_COLUMNS, target_values=not regression
+    )
     header = schema.DRAFT_HEADER.format(snapshot=args.snapshot)
     write_text(out, schema.dump_schema(draft, header, schema.observed_notes(frame, draft)))
     print(
@@ -165,9 +171,45 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Set the project up for a data file: params.yaml and a draft schema.yaml."""
+    from mlcycle import scaffold
+
+    root = Path.cwd()
+    plan = scaffold.plan(root, Path(args.data), args.target, args.task, args.name)
+    for line in scaffold.write(root, plan, force=args.force):
+        print(line, file=sys.stderr)
+    chosen = "given" if args.task else "inferred from the target"
+    print(f"task: {plan.task} ({chosen}; change it with --task)", file=sys.stderr)
+    if plan.positive_class is not None:
+        print(
+            f"positive class: {plan.positive_class!r} (objectives.positive_class in params.yaml)",
+            file=sys.stderr,
+        )
+    print(
+        "review schema.yaml and objectives.minimum in params.yaml, then run `dvc repro`",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlcycle", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="set the project up for your own data file")
+    p.add_argument("--data", required=True, help="CSV, Parquet or JSON Lines (optionally .gz)")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument(
+        "--task",
+        choices=["binary_classification", "multiclass_classification", "regression"],
+        help="default: inferred from the target column",
+    )
+    p.add_argument("--name", help="the model's registry name (default: <file stem>-model)")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing params.yaml and schema.yaml"
+    )
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("serve", help="serve the model bundle as a REST API")
     p.add_argument("--bundle", help="a bundle directory (default: the production version)")

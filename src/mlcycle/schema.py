@@ -516,10 +516,20 @@ def _number_value(value: float, type_: str) -> int | float:
 
 
 def infer_column(
-    series: pd.Series, name: str, is_target: bool, max_categories: int = MAX_CATEGORIES
+    series: pd.Series,
+    name: str,
+    is_target: bool,
+    max_categories: int = MAX_CATEGORIES,
+    target_values: bool = True,
 ) -> ColumnSpec:
-    """Draft one column's spec from its observed values: type, nullable, range or categories."""
+    """Draft one column's spec from its observed values: type, nullable, range or categories.
+
+    With ``target_values=False`` (a regression target) the target gets its type and
+    nullability only: a new value outside the observed range is not an error.
+    """
     type_ = infer_type(series, max_categories)
+    if is_target and not target_values:
+        return ColumnSpec(name=name, type=type_, nullable=bool(series.isna().any()))
     distinct = pd.Series(series.dropna().unique())
     spec: dict[str, Any] = {"name": name, "type": type_, "nullable": bool(series.isna().any())}
     numbers = (
@@ -550,17 +560,19 @@ def infer_schema(
     target: str,
     ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
     max_categories: int = MAX_CATEGORIES,
+    target_values: bool = True,
 ) -> Schema:
     """Draft a schema from a snapshot: observed ranges, sorted categories, observed nullability.
 
-    ``target`` gets its observed values as the allowed ``values``; ``ignore`` columns
+    ``target`` gets its observed values as the allowed ``values`` (not with
+    ``target_values=False``, for a regression target); ``ignore`` columns
     (bookkeeping) are left out. The draft is a starting point for a person to review.
     """
     if target not in frame.columns:
         raise SchemaError(f"target {target!r} is not a column of the data: {list(frame.columns)}")
     skip = set(ignore)
     columns = tuple(
-        infer_column(frame[c], str(c), c == target, max_categories)
+        infer_column(frame[c], str(c), c == target, max_categories, target_values)
         for c in frame.columns
         if c not in skip
     )
