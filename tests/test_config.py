@@ -548,3 +548,27 @@ def test_missing_section_and_not_a_mapping(raw: dict) -> None:
     assert problem(raw) == "params.yaml: 'train' is missing"
     raw["train"] = ["xgboost"]
     assert problem(raw) == "params.yaml: 'train' should be a mapping, got ['xgboost']"
+
+
+# --- params.yaml is read as DVC reads it (YAML 1.2) -------------------------------------------
+
+
+def test_yaml_values_read_as_dvc_reads_them() -> None:
+    """`yes` is a string for DVC (ruamel.yaml, YAML 1.2) and must be one here too, or a
+    positive class `yes` would become 'True' and never match the data."""
+    from dvc.utils.serialize import parse_yaml
+
+    from mlcycle.config import load_yaml
+
+    text = "\n".join(
+        f"k{i}: {v}"
+        for i, v in enumerate(
+            ["yes", "no", "on", "off", "Yes", "y", "n", "true", "False", "010", "1e3", "1:20",
+             "0.5", ".inf", "-.inf", "~", "null", "0x1F", "-3", "1_000", "2.", "+7", "0o17",
+             "1.5e-3", "abc", "'yes'", "'010'"]
+        )
+    )  # fmt: skip
+    ours = load_yaml(text)
+    theirs = dict(parse_yaml(text, "params.yaml"))
+    assert ours == theirs
+    assert ours["k0"] == "yes" and ours["k9"] == 10 and ours["k11"] == "1:20"

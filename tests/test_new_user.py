@@ -104,3 +104,45 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
     scored = pd.read_csv(tmp_path / "out.csv")
     assert len(scored) == 50 and set(scored["prediction"]) <= {"yes", "no"}
     assert scored["probability"].between(0, 1).all()
+
+
+def test_an_unquoted_yes_positive_class_is_the_label_yes(tmp_path: Path) -> None:
+    """`positive_class: yes` without quotes: YAML 1.1 (PyYAML's default) reads a boolean, DVC
+    reads the string "yes". mlcycle reads it as DVC does, so the run works and the positive
+    class is "yes"; quoting it afterwards changes nothing DVC sees, so nothing re-runs."""
+    project = make_project(tmp_path / "project")
+    (project / "schema.yaml").unlink()
+    customers().to_csv(project / "data/external/customers.csv", index=False)
+    set_params(
+        project,
+        {
+            "objectives": {
+                "target": "churned",
+                "positive_class": "POSITIVE",
+                "minimum": 0.7,
+                "minimums": {"accuracy": 0.6},
+                "slices": [],
+                "kpis": ["roc_auc", "accuracy"],
+            },
+            "data": {
+                "columns": None,
+                "sources": [
+                    {"name": "customers", "kind": "file", "path": "data/external/customers.csv"}
+                ],
+            },
+            "prepare": {"split": {"method": "stratified", "train_sources": [], "test_sources": []}},
+            "features": {"derived": [], "include": [], "exclude": []},
+        },
+    )
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("positive_class: POSITIVE", "positive_class: yes"))
+    assert "positive_class: yes\n" in params.read_text()
+    run(["dvc", "repro", "gather"], project)
+    run([str(BIN / "mlcycle"), "schema", "infer"], project)
+    run(["dvc", "repro"], project)
+    signature = json.loads((project / "models/bundle/signature.json").read_text())
+    assert signature["positive_class"] == "yes" and signature["classes"] == ["no", "yes"]
+    git_commit(project, "unquoted")
+    params.write_text(params.read_text().replace("positive_class: yes", 'positive_class: "yes"'))
+    status = run(["dvc", "status"], project)
+    assert "changed" not in status.stdout, status.stdout

@@ -1399,13 +1399,59 @@ def parse_package(raw: dict[str, Any]) -> PackageConfig:
     return _package(_section(raw, "package"))
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core schema for booleans and numbers, the way DVC
+    (ruamel.yaml) reads params.yaml: ``yes``, ``no``, ``on``, ``off`` are strings (YAML 1.1
+    made them booleans), ``010`` is ten, ``1e3`` is a number and ``1:20`` is a string.
+
+    Otherwise ``positive_class: yes`` would be ``True`` here and ``"yes"`` for DVC.
+    """
+
+
+_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+Yaml12Loader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+Yaml12Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = str(loader.construct_scalar(node)).replace("_", "")  # 1_000, as ruamel reads it
+    if text.startswith(("0x", "0o")):
+        return int(text, 0)
+    return int(text, 10)  # "010" is ten, not YAML 1.1's octal eight
+
+
+Yaml12Loader.add_constructor(_INT, _yaml12_int)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text as DVC does (YAML 1.2 core schema; see :class:`Yaml12Loader`)."""
+    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml as plain data, with a clear error if it is absent or not YAML."""
+    """Read params.yaml as plain data, as DVC reads it (YAML 1.2), with a clear error if it is
+    absent or not YAML."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

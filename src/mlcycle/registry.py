@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from mlcycle.config import load_yaml
+
 PROD = "prod"
 CACHE_DIR = Path("models/registry")
 
@@ -221,7 +223,7 @@ def lineage(repo: str | Path, v: Version) -> dict:
         "commit": v.commit,
         "commit_time": _git(repo, "show", "-s", "--format=%cI", v.commit).strip(),
         "data": dict(sorted(data.items())),
-        "params": load("params.yaml", yaml.safe_load),
+        "params": load("params.yaml", load_yaml),
         "metrics": load("metrics/evaluate.json"),
         "gate": load("metrics/gate.json"),
     }

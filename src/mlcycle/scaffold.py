@@ -193,7 +193,7 @@ def no_skill(values: pd.Series, task: str) -> float:
 def _current(root: Path) -> dict[str, Any]:
     """The current params.yaml as plain data, or {} if it is absent or not valid YAML."""
     try:
-        raw = yaml.safe_load((root / config.PARAMS_FILE).read_text(encoding="utf-8"))
+        raw = config.load_yaml((root / config.PARAMS_FILE).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
     return raw if isinstance(raw, dict) else {}
