@@ -744,3 +744,60 @@ def test_gather_stage_failure_names_the_source(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "source 'warehouse': environment variable MLCYCLE_TEST_UNSET is not set" in proc.stderr
     assert not (project / "data/raw/snapshot.parquet").exists()
+
+
+# --- empty sources ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "header"),
+    [
+        ("empty.csv", b"", False),
+        ("nothing.csv.gz", gzip.compress(b""), False),
+        ("header-only.csv", b"a,b\n", True),
+        ("blank-lines.csv", b"\n\n", False),
+        ("empty.jsonl", b"", True),
+    ],
+)
+def test_an_empty_source_is_an_error_naming_it(
+    tmp_path: Path, name: str, content: bytes, header: bool
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    fmt = "jsonl" if name.endswith(".jsonl") else "csv"
+    src = Source(name="upstream", path=name, format=fmt, header=header, columns=("a", "b"))
+    with pytest.raises(SourceError, match=rf"source 'upstream' \({name}\) holds no rows|no col"):
+        read_source(src, tmp_path)
+    if content or header:  # parseable: with allow_empty it is simply no rows
+        ok = Source(name="upstream", path=name, format=fmt, header=header,
+                    columns=("a", "b"), allow_empty=True)  # fmt: skip
+        assert len(read_source(ok, tmp_path).frame) == 0
+
+
+def test_a_landing_folder_may_be_empty_between_uploads_when_it_says_so(tmp_path: Path) -> None:
+    landing(tmp_path, {"README.md": b"nothing yet"})
+    quiet = Source(name="devices", kind="landing", path="data/landing/devices", allow_empty=True)
+    read = read_source(quiet, tmp_path)
+    assert len(read.frame) == 0
+    (tmp_path / "other.csv").write_bytes(b"a,b\n1,2\n")
+    other = read_source(Source(name="other", path="other.csv"), tmp_path)
+    merged = union([other, read])
+    assert len(merged) == 1 and list(merged["_source"]) == ["other"]
+
+
+def test_an_empty_source_stops_gather_and_keeps_the_bundle(project_copy: Path) -> None:
+    """A gzip of nothing in place of the test file, with its (new) digest declared: gather
+    stops naming the source, and the bundle of the last good run is untouched."""
+    project = project_copy
+    bundle = {p.name: p.read_bytes() for p in (project / "models/bundle").iterdir()}
+    empty = gzip.compress(b"", mtime=0)
+    (project / "data/external/adult/adult.test.gz").write_bytes(empty)
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    for src in params["data"]["sources"]:
+        if src["name"] == "adult_test":
+            src["sha256"] = hashlib.sha256(b"").hexdigest()
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(["dvc", "repro"], project, check=False)
+    assert proc.returncode != 0
+    assert "source 'adult_test' (data/external/adult/adult.test.gz) holds no rows" in proc.stderr
+    assert {p.name: p.read_bytes() for p in (project / "models/bundle").iterdir()} == bundle

@@ -146,6 +146,7 @@ class Source:
     query: str | None = None
     timeout: float = 30.0
     retries: int = 3
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -538,6 +539,9 @@ class SourceModel(_Section):
     """Seconds before a download or a connection gives up."""
     retries: int = Field(3, ge=0)
     """Further attempts after a failed download or connection."""
+    allow_empty: bool = False
+    """The source may hold no rows (a landing folder between uploads); otherwise an empty or
+    header-only source is an error."""
 
     @field_validator("sha256")
     @classmethod
@@ -1242,6 +1246,7 @@ def _data(m: DataModel) -> DataConfig:
             query=s.query,
             timeout=s.timeout,
             retries=s.retries,
+            allow_empty=s.allow_empty,
         )
 
     return DataConfig(

@@ -144,6 +144,8 @@ def _check_columns(source: Source, df: pd.DataFrame, fmt: str, label: str) -> pd
     """Declared columns must match: in order for a CSV header, as a set for JSON and Parquet."""
     if not source.columns or (fmt == "csv" and not source.header):
         return df
+    if df.empty and not len(df.columns):  # no records at all: read_source says so
+        return df
     declared, got = list(source.columns), [str(c) for c in df.columns]
     if got == declared:
         return df
@@ -531,8 +533,11 @@ def _landing_files(source: Source, root: Path) -> list[Path]:
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and not p.name.upper().startswith("README")
     ]
-    if not files:
-        raise SourceError(f"source {source.name!r}: landing folder {source.path} has no files")
+    if not files and not source.allow_empty:
+        raise SourceError(
+            f"source {source.name!r}: landing folder {source.path} has no files (if it may be "
+            "empty between uploads, set allow_empty: true on it)"
+        )
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -585,6 +590,9 @@ def read_landing(source: Source, root: Path) -> SourceRead:
                 bad.append(Quarantined(rel, folder / rel, _column_diff(got, ref)))
         good = kept
     bad.sort(key=lambda q: q.file)
+    if not good and not bad and source.allow_empty:  # between uploads: nothing yet
+        frame = pd.DataFrame(columns=list(source.columns or ()))
+        return _result(source, frame, {"path": source.path, "files": [], "sha256": None})
     if not good:
         reasons = "; ".join(f"{q.file}: {q.reason}" for q in bad)
         raise SourceError(
@@ -633,8 +641,20 @@ READERS: dict[str, Callable[[Source, Path], SourceRead]] = {
 
 
 def read_source(source: Source, root: Path) -> SourceRead:
-    """Read one source of any kind (relative paths are under ``root``) with its lineage."""
-    return READERS[source.kind](source, root)
+    """Read one source of any kind (relative paths are under ``root``) with its lineage.
+
+    A source with no rows (an empty file, a gzip of nothing, a header line only, an empty
+    table) is an error naming it, unless it says ``allow_empty``: an empty source is almost
+    always a broken upstream export, and would otherwise only surface much later.
+    """
+    read = READERS[source.kind](source, root)
+    if read.frame.empty and not source.allow_empty:
+        raise SourceError(
+            f"source {source.name!r} ({describe(source)}) holds no rows (an empty file, a "
+            "header line only, or an empty table or query); if it may be empty, set "
+            "allow_empty: true on it"
+        )
+    return read
 
 
 def describe(source: Source) -> str:
@@ -653,6 +673,8 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
 
     Adds :data:`SOURCE_COLUMN` naming each record's source, which a by-source split uses.
     """
+    # A source that may be empty and is adds no rows, and may not even know its columns.
+    reads = [r for r in reads if len(r.frame)] or reads[:1]
     first = reads[0]
     expected = list(first.frame.columns)
     parts = []
