@@ -801,3 +801,39 @@ def test_an_empty_source_stops_gather_and_keeps_the_bundle(project_copy: Path) -
     assert proc.returncode != 0
     assert "source 'adult_test' (data/external/adult/adult.test.gz) holds no rows" in proc.stderr
     assert {p.name: p.read_bytes() for p in (project / "models/bundle").iterdir()} == bundle
+
+
+def test_the_same_rows_in_another_order_change_nothing_downstream(project_copy: Path) -> None:
+    """Shuffle the rows of a source (and declare its new digest): gather re-runs and writes a
+    byte-identical snapshot, so DVC re-runs nothing after it; the model and metrics stay."""
+    project = project_copy
+    lock_before = yaml.safe_load((project / "dvc.lock").read_text())
+    path = project / "data/external/adult/adult.data.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+    body = [line for line in lines if line.strip()]
+    shuffled = "".join(pd.Series(body).sample(frac=1.0, random_state=7).tolist())
+    assert shuffled != "".join(body)
+    path.write_bytes(gzip.compress(shuffled.encode(), mtime=0))
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    for src in params["data"]["sources"]:
+        if src["name"] == "adult_train":
+            src["sha256"] = hashlib.sha256(shuffled.encode()).hexdigest()
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(["dvc", "repro"], project)
+    ran = [line for line in proc.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'gather':"], proc.stdout
+    lock_after = yaml.safe_load((project / "dvc.lock").read_text())
+
+    def outs(lock: dict) -> dict:
+        return {
+            o["path"]: o.get("md5")
+            for stage, body in lock["stages"].items()
+            if stage != "gather"
+            for o in body.get("outs", [])
+        }
+
+    assert outs(lock_after) == outs(lock_before)
+    snap = [o for o in lock_after["stages"]["gather"]["outs"] if o["path"].endswith(".parquet")]
+    old = [o for o in lock_before["stages"]["gather"]["outs"] if o["path"].endswith(".parquet")]
+    assert snap == old

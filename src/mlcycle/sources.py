@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import numpy as np
 import pandas as pd
 
 from mlcycle.config import Source
@@ -666,6 +667,16 @@ def describe(source: Source) -> str:
     if source.kind == "http":
         return f"${source.url_env}" if source.url_env else redact_url(source.url or "")
     return source.path or ""
+
+
+def canonical_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by a stable 64-bit hash of each row's values (its source included), so
+    the same rows in any order give the same snapshot, byte for byte, and no later stage
+    re-runs for a reordering. Identical rows are interchangeable, so ties need no rule."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return frame.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
 
 
 def union(reads: list[SourceRead]) -> pd.DataFrame:

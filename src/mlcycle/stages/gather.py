@@ -2,6 +2,8 @@
 
 Inputs: params `data`, `objectives.target`; the sources (files, databases, downloads, landing
 folders).
+The snapshot's rows are in a canonical order (by a hash of each row), so a source whose rows
+arrive in another order gives the same snapshot and re-runs nothing downstream.
 Outputs: data/raw/snapshot.parquet; metrics/gather.json (the lineage: rows, columns and content
 hash per source, landing files taken and set aside); data/quarantine/<source>/ (malformed
 landing files, each with a .reason.txt).
@@ -16,6 +18,7 @@ from mlcycle.io import sha256_file, write_json, write_parquet
 from mlcycle.sources import (
     SOURCE_COLUMN,
     SourceError,
+    canonical_order,
     describe,
     quarantine_folder,
     read_source,
@@ -37,7 +40,8 @@ def main() -> None:
             for q in read.quarantined:
                 log("gather", f"{source.name}: quarantined {q.file}: {q.reason}")
         reads.append(read)
-    snapshot = union(reads)
+    # A canonical row order: the same rows in another order are the same snapshot.
+    snapshot = canonical_order(union(reads))
     target = params.objectives.target
     if target not in snapshot.columns:
         raise SourceError(
