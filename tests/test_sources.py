@@ -753,11 +753,12 @@ def test_gather_stage_failure_names_the_source(tmp_path: Path) -> None:
     ("name", "content", "header"),
     [
         ("empty.csv", b"", False),
-        ("nothing.csv.gz", gzip.compress(b""), False),
+        ("nothing.csv.gz", gzip.compress(b"", mtime=0), False),
         ("header-only.csv", b"a,b\n", True),
         ("blank-lines.csv", b"\n\n", False),
         ("empty.jsonl", b"", True),
     ],
+    ids=["empty", "gzip-of-nothing", "header-only", "blank-lines", "empty-jsonl"],
 )
 def test_an_empty_source_is_an_error_naming_it(
     tmp_path: Path, name: str, content: bytes, header: bool

@@ -393,6 +393,9 @@ def test_project_schema_passes_the_bundled_data_with_default_params(adult: pd.Da
 def write_params(tmp_path: Path, target: str) -> Path:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["objectives"]["target"] = target
+    # The stage tests' 8-row frames have 2 unseen colours (25 %): a warning there, not the
+    # error a real snapshot's default 1 % limit would make of it (tested on its own below).
+    raw["validate"]["max_unseen_share"] = 0.5
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -583,9 +586,10 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
     assert doc["passed"] is False
     errors = [f for f in doc["findings"] if f["severity"] == "error"]
-    assert [(f["kind"], f["column"], f["first_rows"]) for f in errors] == [
-        ("out_of_range", "age", [0])
-    ]
+    assert [(f["kind"], f["column"]) for f in errors] == [("out_of_range", "age")]
+    # first_rows are positions in the snapshot (its rows are in canonical order).
+    (row,) = errors[0]["first_rows"]
+    assert pd.read_parquet(pipeline / "data/raw/snapshot.parquet")["age"].iloc[row] == 200
     assert "out_of_range" in (pipeline / "reports" / "validation.md").read_text()
 
 
@@ -602,3 +606,22 @@ def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
     assert unseen["examples"] == ["Space-agency"]
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], pipeline).stdout)
     assert "metrics/validation.json" in json.dumps(metrics)
+
+
+def test_a_large_share_of_unseen_categories_is_an_error() -> None:
+    """A few new categories are a warning; in more than max_unseen_share of rows, an error."""
+    from mlcycle.schema import ColumnSpec, Schema, check
+
+    spec = ColumnSpec(name="colour", type="category", nullable=True, categories=("red", "blue"))
+    schema = Schema(
+        target="y",
+        columns=(spec, ColumnSpec(name="y", type="integer", nullable=False)),
+    )
+    few = pd.DataFrame({"colour": ["red"] * 199 + ["green"], "y": 1})
+    many = pd.DataFrame({"colour": ["red"] * 180 + ["green"] * 20, "y": 1})
+    levels = {"unseen_category": "warning", "duplicate_rows": "ignore"}
+    (f,) = check(few, schema, severity=levels, max_unseen_share=0.01)
+    assert f.kind == "unseen_category" and f.severity == "warning"
+    (f,) = check(many, schema, severity=levels, max_unseen_share=0.01)
+    assert f.severity == "error" and "validate.max_unseen_share" in f.message
+    assert check(many, schema, severity={**levels, "unseen_category": "ignore"}) == []

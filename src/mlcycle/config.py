@@ -163,6 +163,7 @@ class ValidateConfig:
     max_null_rate: float
     examples: int
     severity: dict[str, str]
+    max_unseen_share: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -621,6 +622,9 @@ class ValidateModel(_Section):
     """Column types, ranges, categories; `mlcycle schema infer` drafts it."""
     max_null_rate: float = Field(0.5, ge=0, le=1)
     """For columns whose schema entry gives none."""
+    max_unseen_share: float = Field(0.01, ge=0, le=1)
+    """Unseen categories in more than this share of a column's rows are an error, whatever
+    validate.severity.unseen_category says: a few new values are news, many are a break."""
     examples: int = Field(5, ge=0)
     """Example values shown per finding."""
     severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = {}
@@ -1264,6 +1268,7 @@ def _validate_config(m: ValidateModel) -> ValidateConfig:
         max_null_rate=m.max_null_rate,
         examples=m.examples,
         severity=defaults | dict(m.severity),
+        max_unseen_share=m.max_unseen_share,
     )
 
 

@@ -674,6 +674,7 @@ def check(
     max_null_rate: float = 0.5,
     examples: int = 5,
     ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
+    max_unseen_share: float = 1.0,
 ) -> list[Finding]:
     """Check a snapshot against the schema; return its findings, errors first.
 
@@ -681,7 +682,8 @@ def check(
     ignored kinds are not computed. ``max_null_rate`` applies to nullable columns whose spec
     gives none; ``examples`` bounds the example values and rows of each finding. ``ignore``
     columns (bookkeeping) are neither checked nor counted as extra, nor compared for
-    duplicates.
+    duplicates. Unseen categories in more than ``max_unseen_share`` of the rows are an error
+    whatever their severity (unless ignored).
     """
     levels = {kind: "error" for kind in FINDING_KINDS} | dict(severity or {})
     for kind, level in levels.items():
@@ -719,10 +721,18 @@ def check(
     order: dict[str, int] = {}
     for name in [*schema.names, *map(str, extra)]:
         order.setdefault(name, len(order))
+
+    def graded(f: Finding) -> Finding:
+        large = f.kind == "unseen_category" and f.total and f.rows / f.total > max_unseen_share
+        if not large:
+            return replace(f, severity=levels[f.kind])
+        why = f"; more than {max_unseen_share:.2%} of rows (validate.max_unseen_share)"
+        return replace(f, severity="error", expected=f.expected + why)
+
     return sorted(
-        (replace(f, severity=levels[f.kind]) for f in found),
+        (graded(f) for f in found),
         key=lambda f: (
-            SEVERITIES.index(levels[f.kind]),
+            SEVERITIES.index(f.severity),
             order.get(f.column, len(order)) if f.column is not None else len(order),
             FINDING_KINDS.index(f.kind),
         ),

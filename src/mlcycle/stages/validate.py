@@ -49,6 +49,7 @@ def main() -> None:
         max_null_rate=settings.max_null_rate,
         examples=settings.examples,
         ignore=BOOKKEEPING_COLUMNS,
+        max_unseen_share=settings.max_unseen_share,
     )
     columns = sum(1 for c in snapshot.columns if c not in BOOKKEEPING_COLUMNS)
     doc = summarize(findings, len(snapshot), columns, settings.schema)
