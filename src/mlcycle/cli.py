@@ -153,8 +153,9 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         return _err(f"{out} exists; it may hold reviewed edits. Pass --force to overwrite it")
-    objectives = config.read_raw(args.params).get("objectives") or {}
-    target = args.target or config.parse_objectives(config.read_raw(args.params)).target
+    raw = config.read_raw(args.params) if args.target is None or Path(args.params).exists() else {}
+    objectives = raw.get("objectives") or {}
+    target = args.target or config.parse_objectives(raw).target
     # A regression target gets no list of allowed values nor a range: a new price is no error.
     regression = objectives.get("task") == "regression" and target == objectives.get("target")
     frame = read_table(args.snapshot)
@@ -172,22 +173,19 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Set the project up for a data file: params.yaml and a draft schema.yaml."""
+    """Set the project up for a data file: params.yaml and a draft schema.yaml, decided in
+    full before anything is written."""
     from mlcycle import scaffold
 
     root = Path.cwd()
     plan = scaffold.plan(root, Path(args.data), args.target, args.task, args.name)
     for line in scaffold.write(root, plan, force=args.force):
         print(line, file=sys.stderr)
-    chosen = "given" if args.task else "inferred from the target"
-    print(f"task: {plan.task} ({chosen}; change it with --task)", file=sys.stderr)
-    if plan.positive_class is not None:
-        print(
-            f"positive class: {plan.positive_class!r} (objectives.positive_class in params.yaml)",
-            file=sys.stderr,
-        )
+    for line in plan.messages:
+        print(line, file=sys.stderr)
     print(
-        "review schema.yaml and objectives.minimum in params.yaml, then run `dvc repro`",
+        f"next: review {plan.schema_path} and params.yaml (objectives.minimum above all), "
+        "then run `dvc repro`",
         file=sys.stderr,
     )
     return 0
@@ -203,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         choices=["binary_classification", "multiclass_classification", "regression"],
-        help="default: inferred from the target column",
+        help="default: inferred from the target (text or few whole numbers: classes)",
     )
     p.add_argument("--name", help="the model's registry name (default: <file stem>-model)")
     p.add_argument(

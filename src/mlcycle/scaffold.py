@@ -1,19 +1,26 @@
 """`mlcycle init`: set the project up for a user's own data file.
 
 Reads the file exactly as the `gather` stage will, infers the task from the target (or takes
-the one given), and writes a commented ``params.yaml`` and a draft ``schema.yaml`` for it.
-Settings that do not depend on the data (validation, tuning, gate, monitoring) are kept from
-the current ``params.yaml`` so a user's choices survive. Nothing is written unless everything
-checks out, an existing ``params.yaml`` or ``schema.yaml`` is replaced only with ``force``, and
-nothing else is ever removed: a data file outside ``data/external/`` is copied there (gather's
-dvc.yaml deps track that folder), never moved.
+the one given), refuses a target the pipeline could not learn (naming the column and what to
+change), and drafts a commented ``params.yaml`` and a draft ``schema.yaml`` for it. Settings
+that do not depend on the data (validation, gate, evaluation, monitoring, train's general
+knobs) are kept from the current ``params.yaml``, so a user's choices survive.
+
+Everything is decided first (:func:`plan`, which writes nothing) and written after
+(:func:`write`): an existing ``params.yaml`` or ``schema.yaml`` is replaced only with ``force``,
+and nothing else is ever changed or removed. A data file outside ``data/external/`` is copied
+there (gather's dvc.yaml deps track that folder), never moved.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
 import shutil
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +30,9 @@ import yaml
 
 from mlcycle import config, schema
 from mlcycle.config import ConfigError, Source
-from mlcycle.prepare import MISSING_TOKENS
-from mlcycle.sources import read_source
+from mlcycle.io import atomic_path, write_text
+from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS
+from mlcycle.sources import GLOB_CHARS, SOURCE_COLUMN, read_source, union
 from mlcycle.tasks import (
     BINARY,
     DEFAULT_CANDIDATES,
@@ -34,17 +42,50 @@ from mlcycle.tasks import (
     MULTICLASS,
     REGRESSION,
     TASKS,
+    lower_is_better,
 )
 
 DATA_DIR = Path("data/external")
-# A numeric target with at most this many distinct integer values is taken as classes.
+# A numeric target whose values are all integers, with at most this many distinct ones, is
+# taken as classes; any other numeric target as a quantity (regression).
 MAX_INTEGER_CLASSES = 20
-# More classes than this is not a classification problem mlcycle should guess.
+# More classes than this is not a classification problem init should set up.
 MAX_CLASSES = 100
-# Labels that say "this is the positive class", by their negative partner.
-POSITIVE_PAIRS = {"0": "1", "false": "true", "no": "yes", "n": "y", "negative": "positive"}
+# Pairs of labels (case-insensitive; 0.0 and 1.0 count as 0 and 1): the second is the positive.
+POSITIVE_PAIRS = (
+    ("0", "1"),
+    ("false", "true"),
+    ("no", "yes"),
+    ("n", "y"),
+    ("negative", "positive"),
+)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
            ".json": "jsonl", ".ndjson": "jsonl"}  # fmt: skip
+
+# The sections that do not depend on the data, as shipped. A current params.yaml's sections
+# replace these (see `carried_settings`).
+DEFAULT_GATE: dict[str, Any] = {
+    "tolerance": 0.002,
+    "fail_on_reject": True,
+    "compare_champion": True,
+}
+DEFAULT_VALIDATE: dict[str, Any] = {
+    "schema": "schema.yaml",
+    "max_null_rate": 0.5,
+    "examples": 5,
+    "severity": {
+        "missing_column": "error",
+        "extra_column": "warning",
+        "type": "error",
+        "null_rate": "error",
+        "unseen_category": "warning",
+        "out_of_range": "error",
+        "duplicate_rows": "warning",
+        "target_values": "error",
+    },
+}
+DEFAULT_EVALUATE: dict[str, Any] = {"curve_points": 200}
+DEFAULT_MONITOR: dict[str, Any] = {"alpha": 0.01, "psi_threshold": 0.1, "bins": 10}
 DEFAULT_TRAIN: dict[str, Any] = {
     "baseline": "xgboost",
     "seed": 42,
@@ -53,19 +94,71 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "class_weight": "none",
     "device": "cpu",
     "nthread": 2,
-    "tuning": {"trials": 30, "trials_by_candidate": {}, "timeout": None},
+    "tuning": {
+        "trials": 30,
+        "trials_by_candidate": {"logistic_regression": 10, "random_forest": 2},
+        "timeout": None,
+    },
     "xgb": {
         "n_estimators": 2000,
         "early_stopping_rounds": 50,
         "learning_rate": 0.05,
         "max_depth": 6,
+        "min_child_weight": 1,
         "subsample": 0.8,
         "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "max_cat_to_onehot": 1,
     },
-    "models": {},
-    "search": {},
+    "models": {
+        "logistic_regression": {"C": 1.0, "max_iter": 1000},
+        "random_forest": {"n_estimators": 150, "min_samples_leaf": 5, "max_features": "sqrt"},
+    },
+    "search": {
+        "xgboost": {
+            "learning_rate": {"low": 0.02, "high": 0.06, "log": True},
+            "max_depth": {"low": 5, "high": 9},
+            "min_child_weight": {"low": 1.0, "high": 4.0, "log": True},
+            "subsample": {"low": 0.8, "high": 1.0},
+            "colsample_bytree": {"low": 0.25, "high": 0.6},
+            "gamma": {"low": 0.5, "high": 2.0},
+            "reg_lambda": {"low": 0.05, "high": 2.0, "log": True},
+            "max_cat_to_onehot": {"choices": [1, 64]},
+        },
+        "logistic_regression": {"C": {"low": 0.01, "high": 10.0, "log": True}},
+        "random_forest": {
+            "min_samples_leaf": {"low": 2, "high": 20},
+            "max_features": {"choices": ["sqrt", 0.3, 0.5]},
+        },
+    },
 }
-RIDGE = {"models": {"alpha": 1.0}, "search": {"alpha": {"low": 0.001, "high": 100.0, "log": True}}}
+# What regression adds: ridge's fixed params and search space.
+RIDGE_MODEL: dict[str, Any] = {"alpha": 1.0}
+RIDGE_SEARCH: dict[str, Any] = {"alpha": {"low": 0.001, "high": 100.0, "log": True}}
+# prepare's clean and outliers, as shipped (they are not carried over: outlier columns name
+# the old data's columns).
+DEFAULT_CLEAN: dict[str, Any] = {"drop_duplicates": True, "drop_conflicting_labels": True}
+DEFAULT_OUTLIERS: dict[str, Any] = {
+    "method": "none",
+    "columns": [],
+    "iqr_k": 3.0,
+    "zscore": 4.0,
+    "contamination": 0.01,
+    "seed": 42,
+}
+# Sections taken whole from the current params.yaml; train's general knobs are taken too.
+CARRIED_SECTIONS = {
+    "gate": DEFAULT_GATE,
+    "validate": DEFAULT_VALIDATE,
+    "evaluate": DEFAULT_EVALUATE,
+    "monitor": DEFAULT_MONITOR,
+}
+SECTION_ORDER = (
+    "objectives", "gate", "data", "validate", "prepare", "features", "train", "evaluate",
+    "monitor", "package",
+)  # fmt: skip
+WIDTH = 100  # line width of the written params.yaml
+COMMENT_COLUMN = 30  # where trailing comments start, as in the shipped params.yaml
 
 
 class InitError(ValueError):
@@ -74,15 +167,27 @@ class InitError(ValueError):
 
 @dataclass(frozen=True)
 class Plan:
-    """What init will write: the params document and the schema text."""
+    """Everything init will write, decided before anything is written.
+
+    ``params`` is the settings document (validated by :mod:`mlcycle.config`), ``params_text``
+    its commented YAML, ``schema_text`` the draft schema, ``data_path`` the data file's path
+    relative to the project root (where it is or will be copied), ``copied_from`` the user's
+    file if it must be copied there. ``messages`` explain the choices made (task, positive
+    class, minimum) and how to change them.
+    """
 
     params: dict[str, Any]
     params_text: str
     schema_text: str
+    schema_path: str
     task: str
     positive_class: str | None
     data_path: str
     copied_from: Path | None
+    messages: tuple[str, ...] = field(default=())
+
+
+# --- the data file -----------------------------------------------------------------------------
 
 
 def source_format(path: Path) -> str:
@@ -91,72 +196,131 @@ def source_format(path: Path) -> str:
     for suffix, fmt in FORMATS.items():
         if name.endswith(suffix):
             return fmt
-    raise InitError(f"{path}: unknown file type; use .csv, .parquet or .jsonl (optionally .gz)")
+    raise InitError(
+        f"{path}: unknown file type; use .csv, .parquet or .jsonl (optionally .gz), which the "
+        "gather stage reads"
+    )
+
+
+def file_stem(path: Path) -> str:
+    """The file's name without ``.gz`` and its format's suffix: ``sales.2024`` for
+    ``sales.2024.csv.gz``."""
+    name = path.name.removesuffix(".gz").removesuffix(".GZ")
+    lower = name.lower()
+    for suffix in FORMATS:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def source_name(path: Path) -> str:
-    """A source name from the file name: letters, digits and underscores."""
-    stem = path.name.split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_").lower() or "data"
+    """The source's name in params.yaml: the file stem in lowercase letters, digits and ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", file_stem(path).lower()).strip("_") or "data"
 
 
-def package_name(path: Path) -> str:
-    """The registry name: the file stem in lowercase letters, digits and dashes, + "-model"."""
-    stem = re.sub(r"[^a-z0-9]+", "-", path.name.split(".")[0].lower()).strip("-")
-    return f"{stem or 'data'}-model"
+def package_name(path: Path, name: str | None = None) -> str:
+    """The model's registry name, in lowercase letters, digits and dashes: ``name`` if given,
+    else the file stem followed by ``-model``. (dvc.yaml names the model artifact by it.)"""
+    text = name if name else f"{file_stem(path)}-model"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
+
+
+def read_data(path: Path, root: Path) -> pd.DataFrame:
+    """The frame the `gather` stage will produce from this one file: the same reader, the
+    same types and missing values (a CSV with a header line), plus its bookkeeping column."""
+    source = Source(
+        name=source_name(path),
+        kind="file",
+        path=str(path.resolve()),
+        format=source_format(path),
+        header=True,
+    )
+    try:
+        return union([read_source(source, root)])
+    except ValueError as exc:  # SourceError, a parser's error, undecodable text
+        raise InitError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+
+
+# --- the target and the task -------------------------------------------------------------------
 
 
 def target_labels(values: pd.Series) -> pd.Series:
-    """The target as the prepare stage will see it: stripped text, missing tokens dropped."""
+    """The target as the prepare stage sees it (``prepare.clean``): each value as text,
+    stripped, missing tokens dropped. A 0/1 integer column gives ``"1"``, a float one
+    ``"1.0"``, a boolean one ``"True"``."""
     text = values.astype("string").str.strip()
-    return text[text.notna() & ~text.isin(MISSING_TOKENS)]
+    return text[text.notna() & ~text.isin(MISSING_TOKENS)].astype(object)
+
+
+def _numbers(values: pd.Series) -> pd.Series | None:
+    """The target's present values as float numbers, or None if any is not a number."""
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    labels = target_labels(values)
+    numbers = pd.to_numeric(labels, errors="coerce")
+    return None if labels.empty or numbers.isna().any() else numbers.astype("float64")
 
 
 def infer_task(values: pd.Series) -> str:
-    """binary or multiclass classification for text, booleans and few distinct integers;
-    regression for any other numbers."""
-    present = values.dropna()
-    numbers = pd.to_numeric(target_labels(values), errors="coerce")
-    numeric = len(present) > 0 and numbers.notna().all() and not pd.api.types.is_bool_dtype(values)
-    if numeric:
-        integral = bool(np.all(np.mod(numbers.to_numpy(dtype=float), 1) == 0))
-        if not (integral and numbers.nunique() <= MAX_INTEGER_CLASSES):
+    """The task a target suggests: text or booleans with 2 distinct values, or a numeric
+    target of whole numbers with 2 distinct values, give binary classification; with more
+    (at most :data:`MAX_INTEGER_CLASSES` for numbers) multiclass; other numbers regression."""
+    numbers = _numbers(values)
+    if numbers is not None:
+        finite = numbers[np.isfinite(numbers)]
+        whole = len(finite) == len(numbers) and bool((finite % 1 == 0).all())
+        if not (whole and finite.nunique() <= MAX_INTEGER_CLASSES):
             return REGRESSION
     return BINARY if target_labels(values).nunique() <= 2 else MULTICLASS
 
 
-def positive_class(labels: pd.Series) -> str:
-    """The positive class of a two-class target: the positive-looking label of a known pair
-    (1, true, yes, y, positive), else the rarer one (ties: the later in sorted order)."""
-    classes = sorted(labels.unique())
-    lower = {c.lower(): c for c in classes}
-    for neg, pos in POSITIVE_PAIRS.items():
-        if set(lower) == {neg, pos}:
-            return lower[pos]
+def _pair_key(label: str) -> str:
+    """A label as compared with :data:`POSITIVE_PAIRS`: lowercase; 0.0 and 1.0 as 0 and 1."""
+    text = label.strip().lower()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number in (0.0, 1.0) else text
+
+
+def positive_class(labels: pd.Series) -> tuple[str, str]:
+    """The positive class of a two-class target (labels as :func:`target_labels` gives them)
+    and why it was chosen: the positive-looking label of a known pair (1, true, yes, y,
+    positive; case-insensitive), else the rarer label (a tie: the later in sorted order)."""
     counts = labels.value_counts()
-    return min(classes, key=lambda c: (counts[c], [-ord(ch) for ch in c]))
+    classes = sorted(counts.index)
+    keys = {_pair_key(c): c for c in classes}
+    for negative, positive in POSITIVE_PAIRS:
+        if set(keys) == {negative, positive}:
+            return keys[positive], f"the positive one of the pair {keys[negative]}/{keys[positive]}"
+    chosen = min(reversed(classes), key=lambda c: counts[c])
+    if counts.nunique() == 1:
+        return chosen, "the classes are equally frequent: the later in sorted order"
+    return chosen, f"the rarer class: {counts[chosen]} of {counts.sum()} rows"
 
 
 def check_task(values: pd.Series, target: str, task: str) -> None:
-    """Refuse a task that cannot work for this target, naming the column and what to do."""
+    """Refuse a task this target cannot be learnt as, naming the column and what to change."""
     labels = target_labels(values)
     if labels.empty:
-        raise InitError(f"target {target!r} has no values")
+        raise InitError(f"target {target!r} has no values: every row is missing; choose another")
     if task == REGRESSION:
         numbers = pd.to_numeric(labels, errors="coerce")
-        if numbers.isna().any():
-            examples = sorted(set(labels[numbers.isna()]))[:5]
+        bad = numbers.isna() | ~np.isfinite(numbers.astype("float64"))
+        if bad.any():
+            examples = sorted(set(labels[bad]))[:5]
             raise InitError(
-                f"target {target!r} holds text (e.g. {examples}); regression needs numbers. "
-                "Use --task binary_classification or multiclass_classification, or another "
-                "--target"
+                f"target {target!r} is not numeric (e.g. {examples}); regression needs numbers. "
+                "Use --task binary_classification or multiclass_classification if it names "
+                "classes, or choose another --target"
             )
         return
     counts = labels.value_counts()
     if len(counts) < 2:
         raise InitError(
             f"target {target!r} has a single class {list(counts.index)}; classification needs "
-            "at least two"
+            "at least two. Gather rows of the other classes, or choose another --target"
         )
     if task == BINARY and len(counts) != 2:
         raise InitError(
@@ -165,73 +329,115 @@ def check_task(values: pd.Series, target: str, task: str) -> None:
         )
     if len(counts) > MAX_CLASSES:
         raise InitError(
-            f"target {target!r} has {len(counts)} distinct values: too many to learn as classes. "
-            "Use --task regression if it is a quantity, or choose another --target"
+            f"target {target!r} has {len(counts)} distinct values: too many to learn as classes "
+            f"(at most {MAX_CLASSES}). Use --task regression if it is a quantity, or choose "
+            "another --target"
+        )
+    if _numbers(values) is not None and len(counts) > MAX_NUMERIC_CLASSES:
+        raise InitError(
+            f"target {target!r} holds {len(counts)} distinct numbers, more than the "
+            f"{MAX_NUMERIC_CLASSES} the prepare stage accepts as classes. Use --task regression "
+            "if it is a quantity, or choose another --target"
         )
     rare = counts[counts < 2]
     if len(rare):
         raise InitError(
-            f"target {target!r}: class(es) {rare.to_dict()} have a single row; the stratified "
-            "split and cross-validation need at least two per class. Drop or merge them, or "
-            "gather more rows"
+            f"target {target!r}: class(es) {sorted(rare.index)} have a single row; the "
+            "stratified split and cross-validation need at least two rows per class. Drop or "
+            "merge those rows, or gather more"
         )
 
 
 def no_skill(values: pd.Series, task: str) -> float:
-    """The primary metric of a model that knows nothing: ROC AUC 0.5; the macro F1 of always
-    predicting the most frequent class; the RMSE of predicting the mean."""
+    """The primary metric (:data:`mlcycle.tasks.DEFAULT_PRIMARY`) of a model that knows
+    nothing, on this data: ROC AUC 0.5 (binary); the macro F1 of always predicting the most
+    frequent class (multiclass); the RMSE of predicting the mean, i.e. the target's population
+    standard deviation (regression). Six significant digits."""
     labels = target_labels(values)
     if task == BINARY:
         return 0.5
     if task == REGRESSION:
-        return round(float(pd.to_numeric(labels).std(ddof=0)), 6)
-    share = labels.value_counts(normalize=True).iloc[0]
-    # Macro F1 of a constant guess: the majority class's F1 over k classes, the others 0.
-    return round(float(2 * share / (1 + share) / labels.nunique()), 6)
+        value = float(np.std(pd.to_numeric(labels).to_numpy(dtype="float64")))
+    else:
+        from sklearn.metrics import f1_score
+
+        guess = np.full(len(labels), _majority(labels), dtype=object)
+        value = float(
+            f1_score(labels.to_numpy(dtype=object), guess, average="macro", zero_division=0)
+        )
+    return float(f"{value:.6g}")
 
 
-def _current(root: Path) -> dict[str, Any]:
-    """The current params.yaml as plain data, or {} if it is absent or not valid YAML."""
+def _majority(labels: pd.Series) -> str:
+    """The most frequent label (a tie: the first in sorted order)."""
+    counts = labels.value_counts()
+    return sorted(counts[counts == counts.max()].index)[0]
+
+
+# --- params.yaml -------------------------------------------------------------------------------
+
+
+def carried_settings(root: Path) -> dict[str, Any]:
+    """The current params.yaml as plain data (read as DVC reads it), or {} if it is absent or
+    does not parse: its data-independent sections are kept."""
     try:
         raw = config.load_yaml((root / config.PARAMS_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return raw if isinstance(raw, dict) else {}
 
 
-def _train_section(current: dict[str, Any], task: str) -> dict[str, Any]:
-    """The shipped/current train settings, with the candidates and model settings that fit
-    ``task`` (and ridge's for regression)."""
-    train = {**DEFAULT_TRAIN, **(current.get("train") or {})}
-    fits = {k for k, tasks in MODEL_TASKS.items() if task in tasks}
-    out = dict(train)
-    out["candidates"] = list(DEFAULT_CANDIDATES[task])
-    if out.get("baseline") not in fits:
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else {} (a hand-edited file may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _section(current: dict[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:
+    """A section of the current params.yaml, or ``default`` if it has none; a copy."""
+    value = current.get(name)
+    return copy.deepcopy(value if isinstance(value, dict) and value else default)
+
+
+def train_section(current: dict[str, Any], task: str) -> dict[str, Any]:
+    """train for ``task``: the task's default candidates; the general knobs (seed, folds,
+    tuning, xgb, ...) of the current params.yaml or the shipped ones; only the ``models`` and
+    ``search`` entries of kinds that fit the task, those of candidates the current file lacks
+    as shipped (ridge's for regression: alpha 1.0, searched over 0.001-100)."""
+    train = _section(current, "train", DEFAULT_TRAIN)
+    fits = {kind for kind, kinds_tasks in MODEL_TASKS.items() if task in kinds_tasks}
+    out: dict[str, Any] = {"candidates": list(DEFAULT_CANDIDATES[task])}
+    out.update((k, v) for k, v in train.items() if k != "candidates")
+    if out.get("baseline") is not None and out["baseline"] not in fits:
         out["baseline"] = "xgboost"
-    for key in ("models", "search"):
-        kept = {k: v for k, v in (train.get(key) or {}).items() if k in fits}
-        if task == REGRESSION:
-            kept.setdefault("ridge", RIDGE[key])
+    for key, ridge in (("models", RIDGE_MODEL), ("search", RIDGE_SEARCH)):
+        kept = {k: v for k, v in _mapping(out.get(key)).items() if k in fits}
+        shipped = {**DEFAULT_TRAIN[key], "ridge": ridge}
+        for kind in DEFAULT_CANDIDATES[task]:  # a kind the current file lacks: as shipped
+            if kind not in kept and kind in shipped:
+                kept[kind] = copy.deepcopy(shipped[kind])
         out[key] = kept
-    tuning = dict(out.get("tuning") or {})
-    tuning["trials_by_candidate"] = {
-        k: v for k, v in (tuning.get("trials_by_candidate") or {}).items() if k in fits
-    }
-    out["tuning"] = tuning
+    if isinstance(out.get("tuning"), dict):
+        by = _mapping(out["tuning"].get("trials_by_candidate"))
+        out["tuning"]["trials_by_candidate"] = {k: v for k, v in by.items() if k in fits}
     return out
 
 
 def draft_params(
-    root: Path, data_path: str, fmt: str, target: str, task: str, frame: pd.DataFrame, name: str
+    data_path: str,
+    fmt: str,
+    target: str,
+    task: str,
+    values: pd.Series,
+    name: str,
+    current: dict[str, Any],
 ) -> dict[str, Any]:
-    """The params document for this data (validated by :mod:`mlcycle.config` before use)."""
-    current = _current(root)
-    values = frame[target]
-    positive = positive_class(target_labels(values)) if task == BINARY else None
+    """The settings document for this data, sections in the shipped order. ``current`` (the
+    current params.yaml, or {}) supplies the sections that do not depend on the data."""
     objectives: dict[str, Any] = {
         "task": task,
         "target": target,
-        "positive_class": positive,
+        # null, not absent, for the other tasks: dvc.yaml's stages list the key as a param.
+        "positive_class": positive_class(target_labels(values))[0] if task == BINARY else None,
         "primary_metric": DEFAULT_PRIMARY[task],
         "minimum": no_skill(values, task),
         "kpis": list(DEFAULT_KPIS[task]),
@@ -240,35 +446,21 @@ def draft_params(
     if task == BINARY:
         objectives["threshold"] = {"maximize": "accuracy", "cost_fp": 1.0, "cost_fn": 1.0}
     objectives.update(slices=[], slice_min_rows=100)
-    prepare = dict(current.get("prepare") or {})
-    outliers = dict(prepare.get("outliers") or {"method": "none"})
-    outliers["columns"] = []
-    return {
+    source = {"name": source_name(Path(data_path)), "kind": "file", "path": data_path}
+    source.update(format=fmt, header=True)
+    params = {
         "objectives": objectives,
-        "gate": current.get("gate")
-        or {"tolerance": 0.002, "fail_on_reject": True, "compare_champion": True},
-        "data": {
-            "columns": None,
-            "sources": [
-                {
-                    "name": source_name(Path(data_path)),
-                    "kind": "file",
-                    "path": data_path,
-                    "format": fmt,
-                    "header": True,
-                }
-            ],
-        },
-        "validate": current.get("validate") or {"schema": "schema.yaml"},
+        "data": {"columns": None, "sources": [source]},
         "prepare": {
             "drop_columns": [],
-            "clean": prepare.get("clean")
-            or {"drop_duplicates": True, "drop_conflicting_labels": True},
-            "outliers": outliers,
+            "clean": copy.deepcopy(DEFAULT_CLEAN),
+            "outliers": copy.deepcopy(DEFAULT_OUTLIERS),
             "split": {
                 "method": "random" if task == REGRESSION else "stratified",
                 "test_size": 0.2,
                 "seed": 42,
+                "group_column": None,
+                "time_column": None,
             },
         },
         "features": {
@@ -277,51 +469,241 @@ def draft_params(
             "exclude": [],
             "selection": {"method": "none", "k": 0},
         },
-        "train": _train_section(current, task),
-        "evaluate": current.get("evaluate") or {"curve_points": 200},
-        "monitor": current.get("monitor") or {"alpha": 0.01, "psi_threshold": 0.1, "bins": 10},
+        "train": train_section(current, task),
         "package": {"name": name},
     }
+    for section, default in CARRIED_SECTIONS.items():
+        params[section] = _section(current, section, default)
+    return {section: params[section] for section in SECTION_ORDER}
 
 
-SECTION_NOTES = {
-    "objectives": (
-        "What the model is for. task: binary_classification | multiclass_classification |\n"
-        "regression. positive_class: binary only (null otherwise). minimum: the bound the\n"
-        "primary metric must reach on the test split (a maximum for lower-is-better metrics\n"
-        "such as rmse and log_loss). `mlcycle init` set it to the no-skill baseline,\n"
-        "{skill}: raise it to your real bar."
+# Trailing comments, by key path (list items share their list's path).
+COMMENTS = {
+    "objectives": "what the model is for, and the bar it must clear",
+    "objectives.task": "binary_classification | multiclass_classification | regression",
+    "objectives.target": "the column to predict",
+    "objectives.primary_metric": "the metric that decides (model choice, gate)",
+    "objectives.kpis": "also reported",
+    "objectives.minimums": "bounds for other KPIs the gate checks, e.g. {mae: 40.0}",
+    "objectives.threshold": "the decision threshold, chosen on out-of-fold training predictions",
+    "objectives.threshold.maximize": "a metric to maximise; or null to minimise the cost below",
+    "objectives.threshold.cost_fp": "cost of a false positive",
+    "objectives.threshold.cost_fn": "cost of a false negative",
+    "objectives.slices": "KPIs per value of these columns, and the gap best-worst",
+    "objectives.slice_min_rows": "smaller slices get only their size: their KPIs would be noise",
+    "gate": "may the new model replace the production one?",
+    "gate.tolerance": "how much worse than production (primary metric) is acceptable",
+    "gate.fail_on_reject": "a rejection fails `dvc repro`",
+    "gate.compare_champion": "score the production model on the same test split",
+    "data": "where the records come from (see the README's 'Data sources')",
+    "data.columns": "names for files without a header line (this one has one)",
+    "data.sources": (
+        "unioned into one snapshot; kinds: file, database, http, landing. `sha256: <digest>` on "
+        "a source pins its content"
     ),
-    "gate": "May a new model replace the production one? (tolerance on the primary metric)",
-    "data": "The sources unioned into the snapshot; see the README's 'Data sources'.",
-    "validate": "The schema (drafted by `mlcycle init`: review it) and each finding's severity.",
-    "prepare": "Cleaning, outliers (training split only) and the split.",
-    "features": "Derived features, include/exclude lists and automatic selection.",
-    "train": (
-        "Candidates tuned by cross-validation on the training split; the best by CV wins.\n"
-        "`dvc exp run -S train.tuning.trials=60` for an experiment."
+    "data.sources.format": "csv | parquet | jsonl (optionally .gz)",
+    "data.sources.header": "the first line names the columns",
+    "validate": "the data gate before prepare",
+    "validate.schema": "types, ranges, categories: drafted by `mlcycle init`; review it",
+    "validate.max_null_rate": "for columns whose schema entry gives none",
+    "validate.examples": "example values shown per finding",
+    "validate.severity": "error stops `dvc repro` here; warning is reported; ignore is not",
+    "prepare.drop_columns": "columns never used as features",
+    "prepare.clean": "row removals apply to the training split only",
+    "prepare.clean.drop_duplicates": "exact duplicates, and training rows that repeat a test row",
+    "prepare.clean.drop_conflicting_labels": "feature vectors seen with different labels",
+    "prepare.outliers": "on the training split only; the test split is never filtered",
+    "prepare.outliers.method": "none | iqr | zscore | isolation_forest",
+    "prepare.outliers.columns": "numeric columns to check (empty: all numeric)",
+    "prepare.split.method": (
+        "stratified (classification: class shares kept) | random | group | time | by_source"
     ),
-    "evaluate": "Points kept in the curve plots.",
-    "monitor": "Drift checks of `mlcycle monitor`.",
-    "package": "The model's name in the bundle and the registry (git tags).",
+    "prepare.split.test_size": "the test split's share of rows, read only by evaluate",
+    "prepare.split.seed": "the same seed, the same split",
+    "prepare.split.group_column": "group: rows sharing a value stay on one side",
+    "prepare.split.time_column": "time: the latest rows become the test split",
+    "prepare": "cleaning, outliers and the split into training and test",
+    "features": "the same code in training, batch scoring and the service",
+    "features.derived": "e.g. {name: net, op: difference, columns: [gain, loss]}",
+    "features.include": "if set, only these input columns (and derived ones) are used",
+    "features.exclude": "inputs not used as features (identifiers, leaks of the target)",
+    "features.selection.method": "none | mutual_info (fitted on the training split only)",
+    "features.selection.k": "features to keep with mutual_info",
+    "train": "each candidate tuned by cross-validation on the training split only",
+    "train.candidates": "the best CV score of primary_metric wins and is refit",
+    "train.baseline": "also refit untuned, for evaluate to score beside the winner",
+    "train.seed": "folds, sampler, inner validation slices and models",
+    "train.cv_folds": "folds of the training split",
+    "train.validation_fraction": "XGBoost: slice of each fold's training part for early stopping",
+    "train.class_weight": "none | balanced (classification)",
+    "train.device": "XGBoost: cpu | cuda",
+    "train.nthread": "XGBoost threads, scikit-learn n_jobs (0: all cores)",
+    "train.tuning": "an Optuna (TPE) search per candidate",
+    "train.tuning.trials": "trials after trial 0 (the fixed params below); 0: no search",
+    "train.tuning.trials_by_candidate": "a budget of their own for some candidates",
+    "train.tuning.timeout": "seconds per candidate (results then depend on the machine)",
+    "train.xgb": "XGBoost's fixed params: trial 0, and the base of every trial",
+    "train.models": "the other candidates' fixed params (scikit-learn names)",
+    "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",
+    "evaluate": "scores the test split, the only stage that reads it",
+    "evaluate.curve_points": "points kept in the ROC and PR plot data",
+    "monitor": "`mlcycle monitor`: drift of new records from the training data",
+    "monitor.alpha": "significance level of each per-feature test",
+    "monitor.psi_threshold": "minimum population stability index to call a shift drift",
+    "monitor.bins": "bins of numeric features",
+    "package": "the model bundle",
+    "package.name": "the model's name in the bundle and the registry (git tags)",
 }
 
+SCHEMA_LINE = "# yaml-language-server: $schema=params.schema.json"
+HEADER = (
+    "Every knob of the pipeline, grouped by the stage that reads it; written by `mlcycle init` "
+    "for {data}. `dvc repro` runs the pipeline; `dvc exp run -S train.cv_folds=5` varies one "
+    "setting for an experiment. Every problem in this file is reported at once, with its key "
+    "path, before any work."
+)
 
-def params_text(params: dict[str, Any], skill: str) -> str:
-    """The params document as commented YAML, one section at a time."""
-    lines = [
-        "# yaml-language-server: $schema=params.schema.json",
-        "# Every knob of the pipeline, grouped by the stage that reads it; written by",
-        "# `mlcycle init` for your data. `dvc repro` runs it; `dvc exp run -S key=value` varies",
-        "# one setting for an experiment.",
-        "",
-    ]
+
+def _scalar(value: Any) -> str:
+    """A scalar as YAML that DVC (YAML 1.2) and PyYAML (YAML 1.1) both read back as ``value``."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30, allow_unicode=True)
+    text = text.strip()[1:-1]
+    if isinstance(value, str) and config.load_yaml(text) != value:
+        text = json.dumps(value, ensure_ascii=False)  # e.g. 1e3, which YAML 1.2 reads as a number
+    return text
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_scalar(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _commented(line: str, comment: str | None) -> list[str]:
+    """``line`` with a trailing comment at :data:`COMMENT_COLUMN`, wrapped to :data:`WIDTH`."""
+    if not comment:
+        return [line]
+    column = max(COMMENT_COLUMN, len(line) + 2)
+    if column + 2 + min(len(comment), 40) > WIDTH:  # no room beside a long line: above it
+        indent = len(line) - len(line.lstrip())
+        parts = textwrap.wrap(comment, WIDTH - indent - 2)
+        return [" " * indent + "# " + part for part in parts] + [line]
+    parts = textwrap.wrap(comment, WIDTH - column - 2)
+    lines = [line.ljust(column) + "# " + parts[0]]
+    return lines + [" " * column + "# " + part for part in parts[1:]]
+
+
+def _render(key: str, value: Any, path: str, indent: int, notes: dict[str, str]) -> list[str]:
+    """The lines of ``key: value`` at ``indent``: scalars and small collections in flow style
+    (as the shipped params.yaml writes them), others as blocks; comments from ``notes``."""
+    head = " " * indent + f"{_scalar(str(key))}:"
+    note = notes.get(path)
+    children_noted = any(p.startswith(path + ".") for p in notes)
+    container = isinstance(value, dict | list | tuple)
+    if not container or not value:
+        return _commented(f"{head} {_flow(value)}", note)
+    items_are_dicts = isinstance(value, list | tuple) and any(isinstance(v, dict) for v in value)
+    if not children_noted and not items_are_dicts and _depth(value) <= 2:
+        line = f"{head} {_flow(value)}"
+        if len(line) <= WIDTH:
+            return _commented(line, note)
+        if _depth(value) == 1 and isinstance(value, list | tuple):  # a long list: wrapped
+            items = [_flow(v) for v in value]
+            wrapped = textwrap.wrap(
+                ", ".join(items), WIDTH - indent - 4, break_long_words=False, break_on_hyphens=False
+            )
+            lines = [f"{head} [{wrapped[0]}"] + [" " * (indent + 4) + w for w in wrapped[1:]]
+            lines[-1] += "]"
+            return lines[:-1] + _commented(lines[-1], note)
+    lines = _commented(head, note)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            lines += _render(str(k), v, f"{path}.{k}", indent + 2, notes)
+        return lines
+    for item in value:
+        if isinstance(item, dict):
+            block = [
+                line
+                for k, v in item.items()
+                for line in _render(str(k), v, f"{path}.{k}", indent + 4, notes)
+            ]
+            block[0] = " " * (indent + 2) + "- " + block[0][indent + 4 :]
+            lines += block
+        else:
+            lines.append(" " * (indent + 2) + "- " + _flow(item))
+    return lines
+
+
+def params_text(params: dict[str, Any], notes: dict[str, str], data: str) -> str:
+    """The settings document as commented YAML: the JSON Schema line for editors,
+    :data:`HEADER`, then one block per section. ``notes`` are trailing comments by key path
+    (see :data:`COMMENTS`)."""
+    header = textwrap.wrap(HEADER.format(data=data), WIDTH - 2, break_on_hyphens=False)
+    lines = [SCHEMA_LINE, *(f"# {line}" for line in header)]
     for section, value in params.items():
-        note = SECTION_NOTES.get(section, "").format(skill=skill)
-        lines += [f"# {line}" for line in note.splitlines()]
-        body = yaml.safe_dump({section: value}, sort_keys=False, width=96, allow_unicode=True)
-        lines += [body.rstrip("\n"), ""]
-    return "\n".join(lines)
+        lines += ["", *_render(section, value, section, 0, notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(params: dict[str, Any], positive_why: str, minimum_why: str, copied: bool) -> dict:
+    """:data:`COMMENTS` plus the comments that depend on this data."""
+    objectives = params["objectives"]
+    task, metric = objectives["task"], objectives["primary_metric"]
+    notes = dict(COMMENTS)
+    notes["objectives.positive_class"] = (
+        f"the label counted as positive ({positive_why}); change it here"
+        if task == BINARY
+        else "binary_classification only: null for this task"
+    )
+    if lower_is_better(metric):
+        notes["objectives.primary_metric"] += f"; {metric}: lower is better"
+    notes["objectives.minimum"] = minimum_why
+    where = "copied here by `mlcycle init`; " if copied else ""
+    notes["data.sources.path"] = f"{where}gather's dvc.yaml deps track data/external/"
+    if task == REGRESSION:
+        notes["prepare.split.method"] = "random | group | time | by_source (not stratified)"
+    return notes
+
+
+# --- the plan and the writing ------------------------------------------------------------------
+
+
+def _minimum_note(task: str, metric: str, labels: pd.Series) -> str:
+    """What the written minimum is, and which way to move it."""
+    if task == BINARY:
+        what = "ROC AUC of a random guess"
+    elif task == MULTICLASS:
+        what = f"macro F1 of always predicting the most frequent class {_majority(labels)!r}"
+    else:
+        what = "RMSE of predicting the mean: the target's standard deviation"
+    if lower_is_better(metric):
+        return (
+            f"a maximum, as {metric} is lower-is-better: the no-skill baseline, the {what}, on "
+            "this data. Lower it to your real bar"
+        )
+    return f"the no-skill baseline, the {what}, on this data. Raise it to your real bar"
+
+
+def _describe(values: pd.Series) -> str:
+    """What the target holds, in the terms :func:`infer_task` decides by."""
+    labels = target_labels(values)
+    numbers = _numbers(values)
+    if numbers is None:
+        kind = "boolean" if pd.api.types.is_bool_dtype(values) else "text"
+    else:
+        whole = bool(np.isfinite(numbers).all() and (numbers % 1 == 0).all())
+        kind = "whole-number" if whole else "numeric, not all whole,"
+    return f"holds {labels.nunique()} distinct {kind} values"
 
 
 def plan(
@@ -331,80 +713,130 @@ def plan(
     task: str | None = None,
     name: str | None = None,
 ) -> Plan:
-    """Read ``data`` as gather will and decide everything init writes; raises
-    :class:`InitError` (naming what is wrong) before anything is written."""
-    root = root.resolve()
+    """Read ``data`` as gather will and decide everything init writes, for the project at
+    ``root``; raises :class:`InitError` naming what is wrong. Writes nothing."""
+    root = Path(root).resolve()
     data = Path(data)
-    if not data.is_file():
+    if not data.exists():
         raise InitError(f"{data}: no such file")
+    if not data.is_file():
+        raise InitError(f"{data}: not a file")
+    if any(c in data.name for c in GLOB_CHARS):
+        raise InitError(
+            f"{data}: its name holds one of {list(GLOB_CHARS)}, which a source path reads as a "
+            "pattern; rename the file"
+        )
     fmt = source_format(data)
     resolved = data.resolve()
     external = (root / DATA_DIR).resolve()
-    copied_from = None
-    if external in resolved.parents:
-        rel = resolved.relative_to(root).as_posix()
+    if resolved.is_relative_to(external):
+        data_path, copied_from = resolved.relative_to(root).as_posix(), None
     else:
-        rel = (DATA_DIR / data.name).as_posix()
-        copied_from = resolved
-    source = Source(name=source_name(data), kind="file", path=str(resolved), format=fmt)
-    try:
-        frame = read_source(source, root).frame
-    except ValueError as exc:
-        raise InitError(f"{data}: cannot be read as {fmt}: {exc}") from exc
-    if frame.empty:
-        raise InitError(f"{data}: holds no rows")
-    if target not in frame.columns:
-        raise InitError(
-            f"target {target!r} is not a column of {data.name}; columns are "
-            f"{[str(c) for c in frame.columns if c not in schema.BOOKKEEPING_COLUMNS]}"
-        )
+        data_path, copied_from = (DATA_DIR / data.name).as_posix(), resolved
+    frame = read_data(data, root)
+    columns = [str(c) for c in frame.columns if c != SOURCE_COLUMN]
+    if target not in columns:
+        raise InitError(f"target {target!r} is not a column of {data.name}; columns are {columns}")
     if task is not None and task not in TASKS:
         raise InitError(f"--task {task!r}; use one of {list(TASKS)}")
-    task = task or infer_task(frame[target])
-    check_task(frame[target], target, task)
-    params = draft_params(root, rel, fmt, target, task, frame, name or package_name(data))
+    values = frame[target]
+    inferred = task is None
+    task = task or infer_task(values)
+    check_task(values, target, task)
+
+    current = carried_settings(root)
+    messages: list[str] = []
+    args = (data_path, fmt, target, task, values, package_name(data, name))
+    params = draft_params(*args, current)
     try:
         config.parse_params(params)
-    except ConfigError as exc:  # a bug here, or a current params.yaml we cannot carry over
-        raise InitError(f"the params drafted for {data.name} do not validate: {exc}") from exc
-    skill = {BINARY: "ROC AUC 0.5", MULTICLASS: "F1 of always guessing the majority class",
-             REGRESSION: "RMSE of predicting the mean"}[task]  # fmt: skip
-    draft = schema.infer_schema(frame, target, target_values=task != REGRESSION)
-    schema_text = schema.dump_schema(
-        draft, schema.DRAFT_HEADER.format(snapshot=rel), schema.observed_notes(frame, draft)
+    except ConfigError as exc:  # the current params.yaml's settings cannot be carried over
+        params = draft_params(*args, {})
+        messages.append(
+            f"the current params.yaml's gate/validate/train/evaluate/monitor settings do not "
+            f"validate for this data ({exc}); the shipped defaults are used instead"
+        )
+        try:
+            config.parse_params(params)
+        except ConfigError as bug:
+            raise InitError(f"the params drafted for {data.name} do not validate: {bug}") from bug
+
+    labels = target_labels(values)
+    objectives = params["objectives"]
+    positive_why = positive_class(labels)[1] if task == BINARY else ""
+    how = f"inferred: {target!r} {_describe(values)}" if inferred else "given with --task"
+    messages.append(f"task: {task} ({how}); init --task ... --force changes it")
+    if task == BINARY:
+        messages.append(
+            f"positive class: {objectives['positive_class']!r} ({positive_why}); change it with "
+            "objectives.positive_class in params.yaml"
+        )
+    minimum_why = _minimum_note(task, objectives["primary_metric"], labels)
+    messages.append(f"objectives.minimum: {objectives['minimum']}, {minimum_why}")
+    notes = _notes(params, positive_why, minimum_why, copied_from is not None)
+    text = params_text(params, notes, data_path)
+    if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
+        raise InitError("internal error: the written params.yaml would not read back as drafted")
+
+    draft = schema.infer_schema(
+        frame, target, ignore=schema.BOOKKEEPING_COLUMNS, target_values=task != REGRESSION
     )
+    header = schema.DRAFT_HEADER.format(snapshot=data_path).replace(
+        "`mlcycle schema infer`", "`mlcycle init`"
+    )
+    schema_text = schema.dump_schema(draft, header, schema.observed_notes(frame, draft))
     return Plan(
         params=params,
-        params_text=params_text(params, skill),
+        params_text=text,
         schema_text=schema_text,
+        schema_path=str(params["validate"].get("schema") or "schema.yaml"),
         task=task,
-        positive_class=params["objectives"]["positive_class"],
-        data_path=rel,
+        positive_class=objectives["positive_class"],
+        data_path=data_path,
         copied_from=copied_from,
+        messages=tuple(messages),
     )
 
 
 def write(root: Path, p: Plan, force: bool = False) -> list[str]:
-    """Write the plan: refuses (changing nothing) to replace params.yaml or schema.yaml
-    without ``force``; copies the data into data/external/ if needed. Returns what it did."""
+    """Carry out a plan at ``root``; returns what was done, one line each.
+
+    Refuses, changing nothing, to replace an existing params.yaml or schema.yaml without
+    ``force``, or a different file already at the data's destination. Copies the data into
+    data/external/ if needed (never moves or deletes it); every file is written atomically.
+    """
     root = Path(root)
-    schema_path = p.params["validate"].get("schema", "schema.yaml")
-    targets = {root / config.PARAMS_FILE: p.params_text, root / schema_path: p.schema_text}
-    existing = [str(path.relative_to(root)) for path in targets if path.exists()]
+    outputs = {config.PARAMS_FILE: p.params_text, p.schema_path: p.schema_text}
+    existing = [rel for rel in outputs if (root / rel).exists()]
     if existing and not force:
+        them = "them" if len(existing) > 1 else "it"
         raise InitError(
-            f"{existing} exist(s) and would be replaced; pass --force to overwrite (git keeps "
-            "the old version)"
+            f"{' and '.join(existing)} already {'exist' if len(existing) > 1 else 'exists'}; "
+            f"pass --force to replace {them} (git keeps the old version). Nothing was changed"
+        )
+    dest = root / p.data_path
+    copy_needed = p.copied_from is not None and not (
+        dest.exists() and dest.read_bytes() == p.copied_from.read_bytes()
+    )
+    if copy_needed and dest.exists():
+        raise InitError(
+            f"{p.data_path} exists with other content; rename your file (nothing was changed)"
         )
     done = []
-    if p.copied_from is not None:
-        dest = root / p.data_path
-        if dest.exists() and dest.read_bytes() != p.copied_from.read_bytes():
-            raise InitError(f"{p.data_path} exists with other content; rename your file")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p.copied_from, dest)
-        done.append(f"copied {p.copied_from} to {p.data_path} (the gather stage tracks it there)")
-    for path, text in targets.items():
-        path.write_text(text, encoding="utf-8")
-        done.append(f"wrote {path.relative_to(root)}")
+    try:
+        if copy_needed:
+            with atomic_path(dest) as tmp:
+                shutil.copy2(p.copied_from, tmp)
+            done.append(
+                f"copied {p.copied_from} to {p.data_path} (the gather stage tracks data/external/; "
+                "your file stays where it is)"
+            )
+        for rel, text in outputs.items():
+            path = root / rel
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+            write_text(path, text)
+            os.chmod(path, mode)  # as it was; a temporary file is private (0600)
+            done.append(f"wrote {rel}" + (" (a draft: review it)" if rel == p.schema_path else ""))
+    except OSError as exc:
+        raise InitError(f"cannot write into {root}: {exc}") from exc
     return done

@@ -525,10 +525,12 @@ def infer_column(
     """Draft one column's spec from its observed values: type, nullable, range or categories.
 
     With ``target_values=False`` (a regression target) the target gets its type and
-    nullability only: a new value outside the observed range is not an error.
+    nullability only: a new value outside the observed range is not an error, and whole
+    numbers are drafted as ``float``, so a new fractional value is not one either.
     """
     type_ = infer_type(series, max_categories)
     if is_target and not target_values:
+        type_ = "float" if type_ == "integer" else type_
         return ColumnSpec(name=name, type=type_, nullable=bool(series.isna().any()))
     distinct = pd.Series(series.dropna().unique())
     spec: dict[str, Any] = {"name": name, "type": type_, "nullable": bool(series.isna().any())}
