@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +125,63 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     run(["dvc", "config", "core.analytics", "false"], dest)
     git_commit(dest, "project")
     return dest
+
+
+HEALTH_RETRIES = 600  # x 0.1 s between attempts
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def health_status(url: str) -> int:
+    """The status of GET ``url``/health (a 4xx/5xx is returned, not raised)."""
+    try:
+        with urllib.request.urlopen(f"{url}/health") as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@contextmanager
+def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `mlcycle serve` of ``bundle`` on 127.0.0.1, answering /health; yields its URL
+    and process, and stops it afterwards."""
+    port = free_port()
+    log = project.parent / f"serve-{port}.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1"]
+            + ["--port", str(port), "--log-level", "warning"],
+            cwd=project,
+            env=project_env(project),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(HEALTH_RETRIES):
+            if proc.poll() is not None:
+                pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{log.read_text()}")
+            try:
+                if health_status(url) == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"mlcycle serve did not answer /health:\n{log.read_text()}")
+        yield url, proc
+        assert proc.poll() is None, f"the server died during the tests:\n{log.read_text()}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

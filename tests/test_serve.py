@@ -10,9 +10,7 @@ import hashlib
 import json
 import math
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,17 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, project_env, run
+from tests.conftest import BIN, free_port, run, serving
 
-HEALTH_RETRIES = 600  # x 0.1 s between attempts
 SAMPLE_ROWS = 500
 TARGET = "income"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -83,50 +74,9 @@ class Server:
 @pytest.fixture(scope="module")
 def server(built_project: Path) -> Iterator[Server]:
     """`mlcycle serve` on the built project's bundle, stopped when the module is done."""
-    port = free_port()
     bundle = built_project / "models" / "bundle"
-    log = built_project.parent / f"serve-{port}.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlcycle"),
-                "serve",
-                "--bundle",
-                str(bundle),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=built_project,
-            env=project_env(built_project),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(HEALTH_RETRIES):
-            if proc.poll() is not None:
-                pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if request(f"{url}/health").status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"mlcycle serve did not answer /health:\n{log.read_text()}")
+    with serving(built_project, bundle) as (url, proc):
         yield Server(url=url, process=proc, bundle=bundle)
-        assert proc.poll() is None, f"the server died during the tests:\n{log.read_text()}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

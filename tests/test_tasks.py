@@ -7,19 +7,14 @@ error that names the column and what to change.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
-from tests.conftest import BIN, FAST_PARAMS, git_commit, make_project, project_env, run, set_params
-from tests.test_serve import HEALTH_RETRIES, free_port, post_json, request, to_records
+from tests.conftest import BIN, FAST_PARAMS, git_commit, make_project, run, serving, set_params
+from tests.test_serve import post_json, request, to_records
 
 
 def wine_frame() -> pd.DataFrame:
@@ -34,38 +29,6 @@ def diabetes_frame() -> pd.DataFrame:
     """The diabetes progression data (442 rows, 10 features, a numeric target)."""
     frame = load_diabetes(as_frame=True).frame
     return frame.rename(columns={"target": "progression"})
-
-
-@contextmanager
-def serving(project: Path) -> Iterator[str]:
-    """`mlcycle serve` on the project's bundle; yields its URL."""
-    port = free_port()
-    log = project.parent / f"serve-{port}.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [str(BIN / "mlcycle"), "serve", "--bundle", "models/bundle", "--port", str(port)],
-            cwd=project,
-            env=project_env(project),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(HEALTH_RETRIES):
-            if proc.poll() is not None:
-                pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if request(f"{url}/health").status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"mlcycle serve did not answer /health:\n{log.read_text()}")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def init_project(tmp_path: Path, frame: pd.DataFrame, target: str) -> Path:
@@ -99,7 +62,7 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
         + ["--bundle", "models/bundle"],
         project,
     )
-    with serving(project) as url:
+    with serving(project, project / "models/bundle") as (url, _):
         health = request(f"{url}/health").json()
         resp = post_json(f"{url}/predict", {"records": to_records(records)})
         assert resp.status == 200, resp.body
