@@ -34,9 +34,10 @@ from mlcycle.features import (
     unseen_categories,
 )
 from mlcycle.io import sha256_bytes
-from mlcycle.metrics import KPI_FUNCTIONS, compute_kpis, meets
+from mlcycle.metrics import KPI_FUNCTIONS, compute_kpis
 from mlcycle.prepare import PrepareError, clean, split
 from mlcycle.sources import SOURCE_COLUMN, SourceError, read_source, union
+from mlcycle.tasks import meets
 from tests.conftest import BIN, ROOT, run
 
 TRAIN_SPLIT = Path("data") / "prepared" / "train.parquet"

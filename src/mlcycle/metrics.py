@@ -18,14 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from mlcycle.tasks import BINARY, LOWER_IS_BETTER, MULTICLASS, REGRESSION, meets
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, MULTICLASS, REGRESSION
 
 KpiFunction = Callable[[np.ndarray, np.ndarray, float], float]
-
-__all__ = ["KPI_FUNCTIONS", "LOWER_IS_BETTER", "compute_kpis", "meets"]
 
 
 def positive(out: np.ndarray) -> np.ndarray:
@@ -117,6 +116,20 @@ def compute_kpis(
     t = 0.5 if threshold is None else threshold
     values = {name: kpi(task, name, y_true, out, t) for name in names}
     return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
+
+
+def prediction_frame(
+    out: np.ndarray, y: np.ndarray, task: str, classes: tuple[str, ...] | list[str]
+) -> pd.DataFrame:
+    """Predictions beside the truth, as the out-of-fold and test prediction files store them:
+    binary ``probability`` (positive class), multiclass ``probability_<class>`` per class,
+    regression ``prediction``; then ``actual``."""
+    if task == BINARY:
+        return pd.DataFrame({"probability": positive(out), "actual": y})
+    if task == REGRESSION:
+        return pd.DataFrame({"prediction": out, "actual": y})
+    cols = {f"probability_{c}": out[:, i] for i, c in enumerate(classes)}
+    return pd.DataFrame({**cols, "actual": y})
 
 
 def _thin(n: int, points: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from mlcycle.metrics import (
     confusion_counts,
     per_class_report,
     positive,
+    prediction_frame,
     regression_points,
     residual_summary,
     slice_gaps,
@@ -85,17 +86,6 @@ def predicted_labels(out: np.ndarray, task: str, threshold: float | None) -> np.
     if task == BINARY:
         return (positive(out) >= threshold).astype(np.int64)
     return np.argmax(out, axis=1)
-
-
-def prediction_frame(out: np.ndarray, y: np.ndarray, signature: Signature) -> pd.DataFrame:
-    """The test predictions beside the truth: binary ``probability`` (positive class),
-    multiclass ``probability_<class>``, regression ``prediction``."""
-    if signature.task == BINARY:
-        return pd.DataFrame({"probability": positive(out), "actual": y})
-    if signature.task == REGRESSION:
-        return pd.DataFrame({"prediction": out, "actual": y})
-    cols = {f"probability_{c}": out[:, i] for i, c in enumerate(signature.classes)}
-    return pd.DataFrame({**cols, "actual": y})
 
 
 def task_plots(
@@ -239,7 +229,7 @@ def main() -> None:
         write_json(f"{PLOTS}/{name}.json", rows)
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
     write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + confusion_rows)
-    write_parquet(PREDICTIONS, prediction_frame(out, y, signature))
+    write_parquet(PREDICTIONS, prediction_frame(out, y, task, signature.classes))
 
     verdict = "meets" if met else "does NOT meet"
     bound = "maximum" if lower_is_better(obj.primary_metric) else "minimum"

@@ -24,6 +24,7 @@ from dvclive import Live
 from mlcycle import config
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.io import write_json, write_parquet, write_text
+from mlcycle.metrics import prediction_frame
 from mlcycle.models import fit, save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
@@ -53,17 +54,6 @@ def describe_target(y: np.ndarray, signature: Signature) -> str:
     if signature.task == BINARY:
         return f"{int(counts[1])} positive"
     return ", ".join(f"{c}: {int(n)}" for c, n in zip(signature.classes, counts, strict=True))
-
-
-def oof_frame(oof: np.ndarray, y: np.ndarray, signature: Signature) -> pd.DataFrame:
-    """Out-of-fold predictions with the true target: binary ``probability`` (positive class),
-    multiclass ``probability_<class>`` per class, regression ``prediction``."""
-    if signature.task == BINARY:
-        return pd.DataFrame({"probability": oof[:, 1], "actual": y.astype("int8")})
-    if signature.task == REGRESSION:
-        return pd.DataFrame({"prediction": oof, "actual": y})
-    cols = {f"probability_{c}": oof[:, i] for i, c in enumerate(signature.classes)}
-    return pd.DataFrame({**cols, "actual": y})
 
 
 def main() -> None:
@@ -117,7 +107,7 @@ def main() -> None:
         SIGNATURE_FILE,
         {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
     )
-    write_parquet(OOF, oof_frame(win.cv.oof, y, signature))
+    write_parquet(OOF, prediction_frame(win.cv.oof, y, obj.task, signature.classes))
     say(
         f"refitted {win.name} on all {len(X)} rows"
         + (f" with {final.rounds} rounds" if final.rounds else "")
