@@ -263,6 +263,22 @@ def test_written_params_and_schema_are_accepted_for_every_task(
         assert spec.values is not None and len(spec.values) == data[target].nunique()
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_file_with_another_delimiter_gets_it_in_params(
+    root: Path, tmp_path: Path, sep: str
+) -> None:
+    """A European CSV (';', decimal commas stay text here) reads as gather will read it."""
+    path = tmp_path / "semi.csv"
+    frame(["yes", "no"]).to_csv(path, index=False, sep=sep)
+    p = scaffold.plan(root, path, "t")
+    assert p.params["data"]["sources"][0]["delimiter"] == sep
+    scaffold.write(root, p, force=True)
+    params = config.load(root / "params.yaml")
+    assert params.data.sources[0].delimiter == sep
+    assert params.objectives.task == "binary_classification"
+    assert schema.load_schema(root / "schema.yaml").names == ("a", "b", "t")
+
+
 def test_settings_that_do_not_depend_on_the_data_survive(root: Path, tmp_path: Path) -> None:
     text = (root / "params.yaml").read_text()
     text = text.replace("cv_folds: 4", "cv_folds: 7").replace("tolerance: 0.002", "tolerance: 0.01")

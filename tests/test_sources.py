@@ -36,6 +36,7 @@ from mlcycle.sources import (
     quarantine_folder,
     read_source,
     redact_url,
+    type_conflicts,
     union,
     write_quarantine,
 )
@@ -135,6 +136,63 @@ def test_json_lines_keys_in_any_order_follow_the_declared_columns(tmp_path: Path
     (tmp_path / "r.jsonl").write_text(json.dumps(lines[0]) + "\n")
     read = read_source(source(path="r.jsonl", format="jsonl", columns=COLUMNS), tmp_path)
     assert list(read.frame.columns) == list(COLUMNS)
+
+
+def test_a_declared_delimiter_reads_a_semicolon_file(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_bytes(RECORDS.to_csv(index=False, sep=";").encode())
+    assert_clean_records(read_source(source(path="r.csv", delimiter=";"), tmp_path).frame)
+
+
+@pytest.mark.parametrize(("sep", "shown"), [(";", "';'"), ("\t", "a tab"), ("|", "'|'")])
+def test_a_file_in_another_delimiter_says_which(tmp_path: Path, sep: str, shown: str) -> None:
+    (tmp_path / "r.csv").write_bytes(RECORDS.to_csv(index=False, sep=sep).encode())
+    with pytest.raises(SourceError, match=f"seems to be delimited by {shown}, not ','"):
+        read_source(source(path="r.csv"), tmp_path)
+    # Without a header, against the declared columns.
+    (tmp_path / "h.csv").write_bytes(RECORDS.to_csv(index=False, header=False, sep=sep).encode())
+    with pytest.raises(SourceError, match=f"seems to be delimited by {shown}"):
+        read_source(source(path="h.csv", header=False, columns=COLUMNS), tmp_path)
+
+
+def test_records_with_more_or_fewer_fields_than_the_header_are_named(tmp_path: Path) -> None:
+    text = "id,city,temp,label\n1,Oslo,3.5,cold\n2,Lima,19.0\n3,Rome,9.0,cold,extra\n"
+    (tmp_path / "r.csv").write_text(text)
+    with pytest.raises(
+        SourceError,
+        match=r"the header \(line 1\) has 4 fields, but 2 of 3 records have another number of "
+        r"fields \(3 fields in 1 line, 5 fields in 1 line; lines 3, 4\)",
+    ):
+        read_source(source(path="r.csv"), tmp_path)
+
+
+def test_a_column_of_several_types_becomes_text_and_the_snapshot_can_be_written(
+    tmp_path: Path,
+) -> None:
+    """Numbers in one source and words in another (or both in one JSON file) would crash
+    pyarrow; they become text, and validate reports the words."""
+    (tmp_path / "a.csv").write_bytes(csv_bytes())
+    words = RECORDS.astype({"id": object})
+    words.loc[1, "id"] = "two"
+    (tmp_path / "b.csv").write_bytes(csv_bytes(words))
+    mixed = [{"id": 1, "city": "Oslo", "temp": "warm", "label": "cold"},
+             {"id": "x", "city": "Lima", "temp": 2.5, "label": "hot"}]  # fmt: skip
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    reads = [
+        read_source(source(name="a", path="a.csv"), tmp_path),
+        read_source(source(name="b", path="b.csv"), tmp_path),
+        read_source(source(name="c", path="c.jsonl", format="jsonl"), tmp_path),
+    ]
+    assert type_conflicts([(r.lineage["name"], r.frame) for r in reads]) == {
+        "id": {"a": "number", "b": "text", "c": "text"},
+        "temp": {"a": "number", "b": "number", "c": "text"},
+    }
+    merged = union(reads)
+    assert merged["id"].tolist() == ["1", "2", "3", "1", "two", "3", "1", "x"]
+    assert merged["temp"].tolist()[:2] == ["3.5", "19"] and merged["temp"].tolist()[6] == "warm"
+    assert merged["city"].tolist()[:2] == ["Oslo", "Lima"]  # columns that agree keep their type
+    write_parquet(tmp_path / "snapshot.parquet", merged)
+    back = pd.read_parquet(tmp_path / "snapshot.parquet")
+    assert back["id"].tolist() == merged["id"].tolist()
 
 
 def test_glob_reads_matching_files_in_sorted_order_with_a_combined_hash(tmp_path: Path) -> None:

@@ -135,6 +135,7 @@ class Source:
     path: str | None = None
     format: str = "csv"
     header: bool = True
+    delimiter: str = ","
     skip_rows: int = 0
     na_values: tuple[str, ...] = ()
     sha256: str | None = None
@@ -516,6 +517,8 @@ class SourceModel(_Section):
     """csv, parquet or jsonl (optionally gzipped)."""
     header: bool = True
     """Whether a CSV file starts with a header line."""
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    """The character between a CSV file's fields: ',' (default), ';', a tab, '|' ..."""
     skip_rows: int = Field(0, ge=0)
     """Lines to skip at the start of the file."""
     na_values: list[ScalarText] = []
@@ -543,6 +546,13 @@ class SourceModel(_Section):
     allow_empty: bool = False
     """The source may hold no rows (a landing folder between uploads); otherwise an empty or
     header-only source is an error."""
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        if value in ('"', "\r", "\n") or value.isalnum():
+            _fail(f"is {value!r}; a delimiter is a punctuation character or a tab, such as ';'")
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -1239,6 +1249,7 @@ def _data(m: DataModel) -> DataConfig:
             path=s.path,
             format=s.format,
             header=s.header,
+            delimiter=s.delimiter,
             skip_rows=s.skip_rows,
             na_values=tuple(s.na_values),
             sha256=s.sha256,

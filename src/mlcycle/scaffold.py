@@ -32,7 +32,14 @@ from mlcycle import config, schema
 from mlcycle.config import ConfigError, Source
 from mlcycle.io import atomic_path, write_text
 from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS
-from mlcycle.sources import GLOB_CHARS, SOURCE_COLUMN, read_source, union
+from mlcycle.sources import (
+    GLOB_CHARS,
+    SOURCE_COLUMN,
+    read_content,
+    read_source,
+    sniff_delimiter,
+    union,
+)
 from mlcycle.tasks import (
     BINARY,
     DEFAULT_CANDIDATES,
@@ -225,7 +232,18 @@ def package_name(path: Path, name: str | None = None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
 
-def read_data(path: Path, root: Path) -> pd.DataFrame:
+def csv_delimiter(path: Path) -> str:
+    """The delimiter of a CSV file with a header line: ',' unless its lines split evenly on
+    another one (';', a tab, '|')."""
+    source = Source(name=source_name(path), path=str(path.resolve()))
+    try:
+        content = read_content(source, root=Path("/"))
+    except ValueError:
+        return ","  # read_data names the problem
+    return sniff_delimiter(source, content) or ","
+
+
+def read_data(path: Path, root: Path, delimiter: str = ",") -> pd.DataFrame:
     """The frame the `gather` stage will produce from this one file: the same reader, the
     same types and missing values (a CSV with a header line), plus its bookkeeping column."""
     source = Source(
@@ -234,6 +252,7 @@ def read_data(path: Path, root: Path) -> pd.DataFrame:
         path=str(path.resolve()),
         format=source_format(path),
         header=True,
+        delimiter=delimiter,
     )
     try:
         return union([read_source(source, root)])
@@ -733,7 +752,8 @@ def plan(
         data_path, copied_from = resolved.relative_to(root).as_posix(), None
     else:
         data_path, copied_from = (DATA_DIR / data.name).as_posix(), resolved
-    frame = read_data(data, root)
+    delimiter = csv_delimiter(data) if fmt == "csv" else ","
+    frame = read_data(data, root, delimiter)
     columns = [str(c) for c in frame.columns if c != SOURCE_COLUMN]
     if target not in columns:
         raise InitError(f"target {target!r} is not a column of {data.name}; columns are {columns}")
@@ -761,6 +781,9 @@ def plan(
         except ConfigError as bug:
             raise InitError(f"the params drafted for {data.name} do not validate: {bug}") from bug
 
+    if delimiter != ",":
+        params["data"]["sources"][0]["delimiter"] = delimiter
+        messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
     labels = target_labels(values)
     objectives = params["objectives"]
     positive_why = positive_class(labels)[1] if task == BINARY else ""

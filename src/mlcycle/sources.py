@@ -24,8 +24,10 @@ silently different dataset. Lineage never holds credentials (:func:`redact_url`)
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
+import json
 import math
 import os
 import re
@@ -53,7 +55,11 @@ REASON_SUFFIX = ".reason.txt"
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
 DOWNLOAD_CHUNK = 1 << 16
-GLOB_CHARS = "*?["  # a file source whose path holds one of these is a glob
+GLOB_CHARS = "*?["
+# Delimiters a CSV file might use instead of the declared one, and how many of its first
+# records are looked at to say so.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+SNIFF_LINES = 50  # a file source whose path holds one of these is a glob
 # The format of a landing file, by the end of its name.
 LANDING_SUFFIXES = {
     ".csv": "csv", ".csv.gz": "csv", ".jsonl": "jsonl", ".jsonl.gz": "jsonl",
@@ -117,13 +123,113 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return sha256_bytes(text.encode("utf-8"))
 
 
+def _field_counts(text: str, delimiter: str, skip_rows: int, limit: int | None = None):
+    """``(line number, number of fields)`` of each non-blank record of a CSV text, after
+    ``skip_rows`` lines (at most ``limit`` records)."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
+    seen = 0
+    for row in reader:
+        if reader.line_num <= skip_rows or not row or row == [""]:
+            continue
+        yield reader.line_num, len(row)
+        seen += 1
+        if limit is not None and seen >= limit:
+            return
+
+
+def _other_delimiter(text: str, source: Source, expected: int | None) -> str | None:
+    """A delimiter other than the source's that splits the first lines evenly into more fields
+    (into ``expected`` fields when that is known), or None."""
+    for candidate in CSV_DELIMITERS:
+        if candidate == source.delimiter:
+            continue
+        counts = {n for _, n in _field_counts(text, candidate, source.skip_rows, SNIFF_LINES)}
+        if len(counts) == 1 and (n := counts.pop()) > 1 and expected in (None, n):
+            return candidate
+    return None
+
+
+def sniff_delimiter(source: Source, content: bytes) -> str | None:
+    """The delimiter a CSV file seems to use when it is not the source's: one that splits its
+    first records evenly into more fields than the source's delimiter does; else None."""
+    text = content.decode("utf-8-sig", errors="replace")
+    first = next(_field_counts(text, source.delimiter, source.skip_rows), (0, 0))[1]
+    if first > 1:
+        return None
+    return _other_delimiter(text, source, None)
+
+
+def _shown_delimiter(delimiter: str) -> str:
+    return "a tab" if delimiter == "\t" else repr(delimiter)
+
+
+def check_csv_shape(source: Source, content: bytes, label: str) -> None:
+    """Every record of a CSV file must have one field per column: the header's, or the declared
+    ``columns`` of a file without one. A file that seems to use another delimiter, or whose
+    records have more or fewer fields (a missing column shifts every value after it), is a
+    :class:`SourceError` that says so, instead of values silently landing in the wrong column.
+    """
+    text = content.decode("utf-8-sig", errors="replace")
+    counts = _field_counts(text, source.delimiter, source.skip_rows)
+    if source.header:
+        first = next(counts, None)
+        if first is None:
+            return  # no header at all: read_source reports the empty source
+        expected = first[1]
+        what = f"the header (line {first[0]}) has {expected} fields"
+    else:
+        expected = len(source.columns or ())
+        what = f"{expected} columns are declared ({', '.join(source.columns or ())})"
+    first_fields = next(_field_counts(text, source.delimiter, source.skip_rows), (0, expected))[1]
+    if expected <= 1 or first_fields != expected:
+        # One field in the header, or records that do not fit the declared columns: a file
+        # written with another delimiter looks exactly like this.
+        other = _other_delimiter(text, source, None if source.header else expected)
+        if other is not None:
+            raise SourceError(
+                f"source {source.name!r}: {label} seems to be delimited by "
+                f"{_shown_delimiter(other)}, not {_shown_delimiter(source.delimiter)} (its "
+                f"first lines split evenly on it); set delimiter: {other!r} on the source"
+            )
+    bad: list[tuple[int, int]] = []
+    rows = 0
+    for line, n in counts:
+        rows += 1
+        if n != expected:
+            bad.append((line, n))
+    if bad:
+        by_count = Counter(n for _, n in bad)
+        usual = ", ".join(
+            f"{k} field{'s' if k != 1 else ''} in {v} line{'s' if v > 1 else ''}"
+            for k, v in sorted(by_count.items())
+        )
+        lines = ", ".join(str(line) for line, _ in bad[:5])
+        leading = [line for line, _ in bad] == list(range(bad[0][0], bad[0][0] + len(bad)))
+        if len(bad) * 2 > rows:
+            hint = "; a column is missing or extra, so values would land in the wrong columns"
+        elif leading and bad[-1][0] <= SNIFF_LINES and len(bad) < rows:
+            hint = f"; if they are not records, set skip_rows: {bad[-1][0]} on the source"
+        else:
+            hint = ""
+        raise SourceError(
+            f"source {source.name!r}: {label}: {what}, but {len(bad)} of {rows} records have "
+            f"another number of fields ({usual}; lines {lines}"
+            f"{', ...' if len(bad) > 5 else ''}){hint}"
+        )
+
+
 def _parse_bytes(source: Source, content: bytes, fmt: str, label: str) -> pd.DataFrame:
     """Parse ``content`` as ``fmt`` with the source's CSV options; check declared columns."""
+    if not content.strip():  # 0 bytes, a gzip of nothing, blank lines: no records at all
+        return pd.DataFrame(columns=list(source.columns or ()))
     buf = io.BytesIO(content)
+    if fmt == "csv":
+        check_csv_shape(source, content, label)
     try:
         if fmt == "csv":
             df = pd.read_csv(
                 buf,
+                sep=source.delimiter,
                 header=0 if source.header else None,
                 names=list(source.columns) if source.columns and not source.header else None,
                 index_col=False,
@@ -679,10 +785,77 @@ def canonical_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
 
 
+def _kind(series: pd.Series) -> str:
+    """What a column holds, for deciding whether sources agree: number, boolean, datetime,
+    text, mixed (Python objects of several types) or empty (no values)."""
+    if series.isna().all():
+        return "empty"
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if not pd.api.types.is_object_dtype(dtype):
+        return "text"  # pandas' string dtypes
+    types = {type(v) for v in series.dropna().tolist()}
+    return "text" if types <= {str} else "mixed"
+
+
+def _text_value(value: Any) -> Any:
+    """One value as text: numbers as they are written (``39``, ``1.5``), booleans as
+    ``true``/``false``, dates in ISO form, lists and mappings as JSON; missing stays missing."""
+    if value is None or (not isinstance(value, list | dict | np.ndarray) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, list | dict | np.ndarray):
+        data = value.tolist() if isinstance(value, np.ndarray) else value
+        return json.dumps(data, sort_keys=True, default=str)
+    return str(value)
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """``series`` as text values (see :func:`_text_value`), missing values kept missing."""
+    return pd.Series(
+        [_text_value(v) for v in series.tolist()],
+        index=series.index,
+        dtype=object,
+        name=series.name,
+    )
+
+
+def type_conflicts(frames: list[tuple[str, pd.DataFrame]]) -> dict[str, dict[str, str]]:
+    """The columns that cannot keep one type across the named frames: numbers in one source
+    and text in another, or values of several types in one. ``{column: {source: kind}}``."""
+    conflicts: dict[str, dict[str, str]] = {}
+    if not frames:
+        return conflicts
+    for col in frames[0][1].columns:
+        kinds = {name: _kind(df[col]) for name, df in frames if col in df.columns}
+        held = set(kinds.values()) - {"empty"}
+        if len(held) > 1 or "mixed" in held:
+            conflicts[str(col)] = kinds
+    return conflicts
+
+
 def union(reads: list[SourceRead]) -> pd.DataFrame:
     """Stack the sources' records; all sources must have the same columns.
 
     Adds :data:`SOURCE_COLUMN` naming each record's source, which a by-source split uses.
+    A column of :func:`type_conflicts` becomes text (:func:`as_text`) in every source, so the
+    snapshot can always be written: ``validate`` then reports the values that do not fit the
+    schema's type as ``type`` findings naming the column and the source, instead of a crash.
     """
     # A source that may be empty and is adds no rows, and may not even know its columns.
     reads = [r for r in reads if len(r.frame)] or reads[:1]
@@ -698,9 +871,11 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
                 f"source {read.lineage['name']!r} has different columns from "
                 f"{first.lineage['name']!r}: missing {missing}, extra {extra}"
             )
-        part = read.frame[expected].copy()
-        part[SOURCE_COLUMN] = read.lineage["name"]
-        parts.append(part)
-    merged = pd.concat(parts, ignore_index=True)
-    # Columns that are numeric in one source and text in another become text: prepare decides.
-    return merged
+        parts.append((read.lineage["name"], read.frame[expected].copy()))
+    for col in type_conflicts(parts):
+        for _, part in parts:
+            part[col] = as_text(part[col])
+    for name, part in parts:
+        part[SOURCE_COLUMN] = name
+    # A column with no values in one source takes the others' type rather than object.
+    return pd.concat([part for _, part in parts], ignore_index=True).infer_objects()

@@ -22,6 +22,7 @@ from mlcycle.sources import (
     describe,
     quarantine_folder,
     read_source,
+    type_conflicts,
     union,
     write_quarantine,
 )
@@ -40,6 +41,10 @@ def main() -> None:
             for q in read.quarantined:
                 log("gather", f"{source.name}: quarantined {q.file}: {q.reason}")
         reads.append(read)
+    conflicts = type_conflicts([(r.lineage["name"], r.frame) for r in reads])
+    for col, kinds in conflicts.items():
+        held = ", ".join(f"{kind} in {name}" for name, kind in kinds.items())
+        log("gather", f"column {col!r} kept as text ({held}); validate checks its values")
     # A canonical row order: the same rows in another order are the same snapshot.
     snapshot = canonical_order(union(reads))
     target = params.objectives.target
@@ -56,6 +61,7 @@ def main() -> None:
             "columns": len(snapshot.columns) - 1,
             "sources": [r.lineage for r in reads],
             "snapshot_sha256": sha256_file(SNAPSHOT),
+            "read_as_text": conflicts,
         },
     )
     log("gather", f"snapshot: {len(snapshot)} rows -> {SNAPSHOT}")
