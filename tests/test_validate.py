@@ -108,14 +108,17 @@ def test_text_in_an_integer_column_is_a_type_finding() -> None:
     """A source with junk makes the snapshot hold numbers as text: values are checked."""
     frame = people()
     frame["age"] = pd.Series(["20", "21", "n/a", "23", " 24 ", "n/a", "26.5", "27"], dtype="string")
+    frame.loc[5:, sources.SOURCE_COLUMN] = "extra"
     f = only(check(frame, PEOPLE), "type")
     assert (f.column, f.rows) == ("age", 3)
     assert f.examples == ("n/a", "26.5") and f.first_rows == (2, 5, 6)
     assert f.expected == "integer values"
+    assert f.sources == (("extra", 2), ("people", 1))
     assert f.message == (
         "age: 3 of 8 rows hold values of the wrong type; expected integer values; "
-        "examples: 'n/a', '26.5' (rows 2, 5, 6)"
+        "examples: 'n/a', '26.5' (rows 2, 5, 6); from source 'extra' (2), 'people' (1)"
     )
+    assert f.as_dict()["sources"] == {"extra": 2, "people": 1}
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_duplicate_rows_across_sources_name_the_rows_they_repeat() -> None:
     assert (f.column, f.rows, f.first_rows, f.examples) == (None, 2, (8, 9), ((8, 2), (9, 5)))
     assert f.message == (
         "all columns: 2 of 10 rows repeat an earlier row exactly; expected each row once; "
-        "examples: row 8 = row 2, row 9 = row 5 (rows 8, 9)"
+        "examples: row 8 = row 2, row 9 = row 5 (rows 8, 9); from source 'other' (2)"
     )
     assert f.as_dict()["examples"] == [[8, 2], [9, 5]]
 
@@ -393,6 +396,10 @@ def test_project_schema_passes_the_bundled_data_with_default_params(adult: pd.Da
 def write_params(tmp_path: Path, target: str) -> Path:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["objectives"]["target"] = target
+    # The settings that name Adult's columns and values, made to fit the people frame.
+    raw["objectives"].update(positive_class="yes", slices=[])
+    raw["features"] = {}
+    raw["prepare"]["split"] = {"method": "stratified"}
     # The stage tests' 8-row frames have 2 unseen colours (25 %): a warning there, not the
     # error a real snapshot's default 1 % limit would make of it (tested on its own below).
     raw["validate"]["max_unseen_share"] = 0.5
@@ -574,6 +581,7 @@ def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> No
 def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path) -> None:
     rewrite_first_record(pipeline, b"39, State-gov", b"200, State-gov")
     kept = digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json")
+    passing = (pipeline / "metrics" / "validation.json").read_bytes()
     assert any(name.startswith(BUNDLE) for name in kept)
     proc = run(["dvc", "repro"], pipeline, check=False)
     assert proc.returncode != 0
@@ -583,7 +591,9 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     )
     assert re.search(r"\| error +\| out_of_range +\| age ", proc.stderr)
     assert digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json") == kept
-    doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
+    # The failed stage leaves its metrics as they were; the findings are in reports/.
+    assert (pipeline / "metrics" / "validation.json").read_bytes() == passing
+    doc = json.loads((pipeline / "reports" / "validation.json").read_text())
     assert doc["passed"] is False
     errors = [f for f in doc["findings"] if f["severity"] == "error"]
     assert [(f["kind"], f["column"]) for f in errors] == [("out_of_range", "age")]

@@ -127,7 +127,7 @@ class Finding:
     ``column`` is None for findings about whole rows (duplicates). ``examples`` are a few
     offending values (most frequent first; for duplicates, pairs of a row and the earlier row
     it repeats), ``first_rows`` the positions (from 0) of the first offending rows in the
-    snapshot.
+    snapshot, ``sources`` how many of the rows came from each source (when the snapshot says).
     """
 
     kind: str
@@ -138,6 +138,7 @@ class Finding:
     examples: tuple[Any, ...] = ()
     first_rows: tuple[int, ...] = ()
     severity: str = "error"
+    sources: tuple[tuple[str, int], ...] = ()
 
     @property
     def message(self) -> str:
@@ -151,6 +152,8 @@ class Finding:
             text += f"; examples: {', '.join(render(v) for v in self.examples)}"
         if self.first_rows:
             text += f" (rows {', '.join(str(r) for r in self.first_rows)})"
+        if self.sources:
+            text += "; from source " + ", ".join(f"{name!r} ({n})" for name, n in self.sources)
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,6 +167,7 @@ class Finding:
             "expected": self.expected,
             "examples": [list(v) if isinstance(v, tuple) else v for v in self.examples],
             "first_rows": list(self.first_rows),
+            "sources": dict(self.sources),
             "message": self.message,
         }
 
@@ -616,6 +620,17 @@ def _short_list(items: Iterable[str], limit: int = 8) -> str:
     return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
+def by_source(
+    mask: pd.Series | np.ndarray, origin: pd.Series | None
+) -> tuple[tuple[str, int], ...]:
+    """How many of the ``mask`` rows came from each source (``origin`` names each row's
+    source), in order of source name; empty without ``origin``."""
+    if origin is None:
+        return ()
+    counts = origin[np.asarray(mask, dtype=bool)].astype(str).value_counts()
+    return tuple((str(name), int(n)) for name, n in sorted(counts.items()))
+
+
 def _check_column(
     series: pd.Series,
     spec: ColumnSpec,
@@ -623,6 +638,7 @@ def _check_column(
     max_null_rate: float,
     examples: int,
     wanted: set[str],
+    origin: pd.Series | None = None,
 ) -> list[Finding]:
     total = len(series)
     found: list[Finding] = []
@@ -632,7 +648,16 @@ def _check_column(
         if count and kind in wanted:
             shown = _examples(values[mask], examples) if values is not None else ()
             found.append(
-                Finding(kind, spec.name, count, total, expected, shown, _first_rows(mask, examples))
+                Finding(
+                    kind,
+                    spec.name,
+                    count,
+                    total,
+                    expected,
+                    shown,
+                    _first_rows(mask, examples),
+                    sources=by_source(mask, origin),
+                )
             )
 
     present = series.notna()
@@ -694,6 +719,7 @@ def check(
     wanted = {kind for kind, level in levels.items() if level != "ignore"}
     skip = set(ignore)
     total = len(frame)
+    origin = frame[BOOKKEEPING_COLUMNS[0]] if BOOKKEEPING_COLUMNS[0] in frame.columns else None
     data_columns = [c for c in frame.columns if c not in skip]
     found: list[Finding] = []
 
@@ -707,7 +733,7 @@ def check(
                 )
             continue
         found += _check_column(
-            frame[spec.name], spec, schema.target, max_null_rate, examples, wanted
+            frame[spec.name], spec, schema.target, max_null_rate, examples, wanted, origin
         )
 
     extra = [c for c in data_columns if c not in set(schema.names)]
@@ -718,7 +744,10 @@ def check(
             found.append(Finding("extra_column", str(name), total, total, expected, shown))
 
     if "duplicate_rows" in wanted and data_columns and total:
-        found += _duplicates(frame[data_columns], examples)
+        found += [
+            replace(f, sources=by_source(frame.index.isin(f_rows), origin))
+            for f, f_rows in _duplicates(frame[data_columns], examples)
+        ]
 
     order: dict[str, int] = {}
     for name in [*schema.names, *map(str, extra)]:
@@ -741,8 +770,9 @@ def check(
     )
 
 
-def _duplicates(frame: pd.DataFrame, examples: int) -> list[Finding]:
-    """Rows that repeat an earlier row in every column; examples say which row they repeat."""
+def _duplicates(frame: pd.DataFrame, examples: int) -> list[tuple[Finding, pd.Index]]:
+    """Rows that repeat an earlier row in every column (examples say which row they repeat),
+    with the index labels of the repeats."""
     groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup()
     repeats = groups.duplicated()
     count = int(repeats.sum())
@@ -751,7 +781,8 @@ def _duplicates(frame: pd.DataFrame, examples: int) -> list[Finding]:
     first_of = {g: i for i, g in reversed(list(enumerate(groups.tolist())))}
     rows = _first_rows(repeats, examples)
     shown = tuple((r, first_of[groups.iloc[r]]) for r in rows)
-    return [Finding("duplicate_rows", None, count, len(frame), "each row once", shown, rows)]
+    finding = Finding("duplicate_rows", None, count, len(frame), "each row once", shown, rows)
+    return [(finding, frame.index[repeats.to_numpy()])]
 
 
 # --- reporting ---------------------------------------------------------------------------------

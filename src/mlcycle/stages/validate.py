@@ -1,9 +1,10 @@
 """Stage `validate`: check the snapshot against schema.yaml before anything learns from it.
 
 Inputs: data/raw/snapshot.parquet; schema.yaml; params `validate`, `objectives.target`.
-Outputs: metrics/validation.json (passed, counts by severity, every finding), always written;
-reports/validation.md (the same as a table, for people). An error-level finding prints the table
-and exits with status 1, so `dvc repro` stops here and the last good model stays in place.
+Outputs: metrics/validation.json (passed, counts by severity, every finding); reports/validation.md
+(the same as a table, for people) and reports/validation.json, always written. An error-level
+finding prints the table and exits with status 1, so `dvc repro` stops here, the last good model
+stays in place and metrics/validation.json keeps the last passing run's findings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 
 from mlcycle import config
 from mlcycle.io import write_json, write_text
+from mlcycle.preflight import settings_problems
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     SchemaError,
@@ -25,6 +27,7 @@ from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 VALIDATION = f"{METRICS}/validation.json"
 REPORT = "reports/validation.md"  # git-ignored, for people; not a DVC output
+REPORT_JSON = "reports/validation.json"  # the same document as the metrics, failed runs too
 
 
 class ValidationFailed(ValueError):
@@ -42,6 +45,8 @@ def main() -> None:
             f"params.yaml is {target!r}; make them agree"
         )
     snapshot = pd.read_parquet(SNAPSHOT)
+    # Settings that name columns or values, checked against the data before any work.
+    problems = settings_problems(params, snapshot, schema)
     findings = check(
         snapshot,
         schema,
@@ -53,22 +58,38 @@ def main() -> None:
     )
     columns = sum(1 for c in snapshot.columns if c not in BOOKKEEPING_COLUMNS)
     doc = summarize(findings, len(snapshot), columns, settings.schema)
-    write_json(VALIDATION, doc)
-    write_text(REPORT, markdown_report(doc, findings))
+    if problems:
+        doc.update(passed=False, settings=problems)
+    report = markdown_report(doc, findings)
+    if problems:
+        report += "\n## Settings that do not fit the data\n\n"
+        report += "".join(f"- {p}\n" for p in problems)
+    write_json(REPORT_JSON, doc)
+    write_text(REPORT, report)
+    write_json(VALIDATION, doc)  # put back as it was if the stage fails (stages.run)
     counts = doc["counts"]
     log(
         "validate",
         f"{len(snapshot)} rows, {columns} columns: {counts['error']} error(s), "
-        f"{counts['warning']} warning(s) -> {VALIDATION}, {REPORT}",
+        f"{counts['warning']} warning(s) -> {VALIDATION if doc['passed'] else REPORT_JSON}, "
+        f"{REPORT}",
     )
     if findings:
         log("validate", "findings:\n" + format_table(findings))
+    if problems:
+        log("validate", "settings that do not fit the data:\n  " + "\n  ".join(problems))
     if not doc["passed"]:
         errors = [f for f in findings if f.severity == "error"]
+        lines = [f"params.yaml {p}" for p in problems] + [f.message for f in errors]
+        what = [f"{len(problems)} setting(s) do not fit the data"] if problems else []
+        if errors:
+            what.append(f"the snapshot fails {len(errors)} rule(s) of {settings.schema}")
         raise ValidationFailed(
-            f"the snapshot fails {len(errors)} rule(s) of {settings.schema}:\n  "
-            + "\n  ".join(f.message for f in errors)
-            + f"\nSee {REPORT}. Fix the data, or if the data is right, edit {settings.schema} "
+            " and ".join(what)
+            + ":\n  "
+            + "\n  ".join(lines)
+            + f"\nSee {REPORT} ({REPORT_JSON}). Fix the data, or if the data is right, edit "
+            + f"{settings.schema} "
             "(or validate.severity in params.yaml)."
         )
 
