@@ -74,3 +74,15 @@ def test_metrics_and_plot_data_live_in_git() -> None:
                 ((path, opts),) = entry.items()
                 if path.startswith("metrics/"):
                     assert opts.get("cache") is False, f"{name}: {path} should be cache: false"
+
+
+def test_git_tracked_outputs_persist_so_a_failed_stage_can_keep_them() -> None:
+    """DVC deletes a stage's outputs before running it unless they persist; the stage runner
+    (mlcycle.stages.run) puts the git-tracked ones back when the stage fails."""
+    for name, stage in STAGES.items():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key, []):
+                if isinstance(entry, dict):
+                    ((path, opts),) = entry.items()
+                    if opts.get("cache") is False:
+                        assert opts.get("persist") is True, f"{name}: {path} needs persist: true"

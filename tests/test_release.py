@@ -82,11 +82,15 @@ def test_a_gate_failing_an_objective_leaves_production_alone(
     proc = run(["dvc", "repro"], p, check=False)
     assert proc.returncode != 0
     assert "model rejected" in proc.stderr + proc.stdout and "roc_auc" in proc.stderr + proc.stdout
-    gate = json.loads((p / "metrics/gate.json").read_text())
+    # The failed gate leaves metrics/gate.json as it was; the rejection is in reports/.
+    assert (p / "metrics/gate.json").read_bytes() == (released / "metrics/gate.json").read_bytes()
+    gate = json.loads((p / "reports/gate.json").read_text())
     assert gate["passed"] is False
     git_commit(p, "rejected model")
     refused = mlcycle(p, "release", check=False)
-    assert refused.returncode != 0 and "rejected" in refused.stderr
+    assert refused.returncode != 0 and "was not packaged from its metrics/evaluate.json" in (
+        refused.stderr
+    )
     assert tags(p) == before
 
 
@@ -103,7 +107,7 @@ def test_a_gate_failing_against_a_better_champion(released: Path, tmp_path: Path
     )
     proc = run(["dvc", "repro"], p, check=False)
     assert proc.returncode != 0
-    gate = json.loads((p / "metrics/gate.json").read_text())
+    gate = json.loads((p / "reports/gate.json").read_text())
     assert gate["passed"] is False and gate["champion_version"] == "v0.1.0"
     assert any(r.startswith("FAIL") and "production" in r for r in gate["reasons"])
     assert tags(p) == before

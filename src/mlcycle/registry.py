@@ -8,6 +8,7 @@ and is retrieved with ``dvc artifacts get``. Nothing here needs a server: tags t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -150,6 +151,28 @@ def read_at(repo: str | Path, commit: str, path: str) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
+# The bundle at a commit was packaged from exactly these results when dvc.lock's package stage
+# records their current hashes; a failed gate leaves them newer than the bundle.
+PACKAGED_FROM = ("metrics/evaluate.json", "metrics/gate.json")
+
+
+def _check_packaged(repo: Path, commit: str) -> None:
+    """Refuse a commit whose bundle was not packaged from its own evaluation and gate decision
+    (the gate failed or the pipeline stopped after evaluation: the committed bundle is an older
+    model than the metrics describe)."""
+    lock = yaml.safe_load(read_at(repo, commit, "dvc.lock") or "{}") or {}
+    package = lock.get("stages", {}).get("package", {})
+    deps = {d["path"]: d.get("md5") for d in package.get("deps", [])}
+    for path in PACKAGED_FROM:
+        text = read_at(repo, commit, path)
+        if text is None or deps.get(path) != hashlib.md5(text.encode("utf-8")).hexdigest():
+            raise RegistryError(
+                f"the bundle at HEAD was not packaged from its {path} (dvc.lock's package stage "
+                "records another version: the gate failed or the pipeline stopped before "
+                "`package`); run `dvc repro` until it completes, commit, then release"
+            )
+
+
 def release(repo: str | Path, name: str, bump: str = "patch", message: str | None = None) -> str:
     """Register HEAD as a new version and assign it to production, if its gate passed.
 
@@ -174,6 +197,7 @@ def release(repo: str | Path, name: str, bump: str = "patch", message: str | Non
         raise RegistryError(
             "the gate rejected the model at HEAD: " + "; ".join(gate.get("reasons", []))
         )
+    _check_packaged(repo, commit)
     version = next_version(repo, name, bump)
     api = _gto()
     api.register(

@@ -5,9 +5,13 @@ The paths here are the ones dvc.yaml declares; stages never import one another.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 
 SNAPSHOT = "data/raw/snapshot.parquet"
 TRAIN = "data/prepared/train.parquet"
@@ -32,12 +36,72 @@ def log(stage: str, message: str) -> None:
     print(f"[{stage}] {message}", file=sys.stderr, flush=True)
 
 
+def tracked_outputs(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[Path]:
+    """The outputs of ``stage`` that git tracks (``cache: false`` in dvc.yaml): its metrics
+    and plot data. None when there is no dvc.yaml (a stage run by hand)."""
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        return []
+    spec = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
+    found = []
+    for key in ("outs", "metrics", "plots"):
+        for entry in (spec or {}).get(key) or []:
+            if isinstance(entry, dict):
+                for name, opts in entry.items():
+                    if isinstance(opts, dict) and opts.get("cache") is False:
+                        found.append(Path(name))
+    return found
+
+
+Saved = dict[Path, bytes | None]
+
+
+def save_files(paths: list[Path]) -> Saved:
+    """The bytes of every file at or under ``paths``; None for a path that does not exist."""
+    saved: Saved = {}
+    for path in paths:
+        if path.is_dir():
+            saved.update({p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()})
+        else:
+            saved[path] = path.read_bytes() if path.is_file() else None
+    return saved
+
+
+def restore_files(paths: list[Path], saved: Saved) -> None:
+    """Put ``paths`` back as :func:`save_files` found them: files written since are removed
+    (a folder that did not exist goes), changed ones get their old bytes back."""
+    for path in paths:
+        if path.is_dir():
+            for p in [p for p in path.rglob("*") if p.is_file() and saved.get(p) is None]:
+                p.unlink()
+            if not any(k.is_relative_to(path) and v is not None for k, v in saved.items()):
+                shutil.rmtree(path)
+        elif path.is_file() and saved.get(path) is None:
+            path.unlink()
+    for path, data in saved.items():
+        if data is not None and (not path.is_file() or path.read_bytes() != data):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
 def run(stage: str, body: Callable[[], None]) -> None:
-    """Run a stage body; a user error prints a one-line reason and exits with status 1."""
+    """Run a stage body; a user error prints a one-line reason and exits with status 1.
+
+    A stage that fails, for any reason, leaves its git-tracked metrics and plot data as they
+    were before it ran (dvc.yaml marks them ``persist: true`` so DVC does not delete them
+    first): ``git status`` and ``dvc metrics diff`` then show no change from a failed run.
+    """
     start = time.perf_counter()
+    outputs = tracked_outputs(stage)
+    saved = save_files(outputs)
     try:
         body()
-    except USER_ERRORS as exc:
-        print(f"[{stage}] error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    except BaseException as exc:
+        restore_files(outputs, saved)
+        if outputs:
+            log(stage, "failed: its metrics files are left as they were")
+        if isinstance(exc, USER_ERRORS):
+            print(f"[{stage}] error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        raise
     log(stage, f"done in {time.perf_counter() - start:.1f}s")

@@ -5,8 +5,9 @@ It must meet every minimum in the objectives, and must not be worse than the pro
 `gate.tolerance`; the champion is scored here, on the same test split, in the same run.
 Inputs: metrics/evaluate.json, data/prepared/test.parquet, the production bundle (if any);
 params `gate`, `objectives`, `package.name`.
-Outputs: metrics/gate.json (the decision and its reasons). A rejection fails the stage when
-`gate.fail_on_reject` is true, so `dvc repro` (and CI) stop and nothing is packaged.
+Outputs: metrics/gate.json (the decision and its reasons) and reports/gate.json (the same, kept
+even when the stage fails). A rejection fails the stage when `gate.fail_on_reject` is true, so
+`dvc repro` (and CI) stop, nothing is packaged and metrics/gate.json stays as it was.
 """
 
 from __future__ import annotations
@@ -70,10 +71,9 @@ def main() -> None:
         version,
         gate_cfg.tolerance,
     )
-    write_json(
-        f"{METRICS}/gate.json",
-        {**decision.to_dict(), "model": name, "champion_version": version},
-    )
+    doc = {**decision.to_dict(), "model": name, "champion_version": version}
+    write_json("reports/gate.json", doc)
+    write_json(f"{METRICS}/gate.json", doc)
     for reason in decision.reasons:
         log("gate", reason)
     if decision.passed:
