@@ -165,6 +165,16 @@ def test_records_with_more_or_fewer_fields_than_the_header_are_named(tmp_path: P
         read_source(source(path="r.csv"), tmp_path)
 
 
+def test_quoted_fields_may_hold_the_delimiter_and_line_breaks(tmp_path: Path) -> None:
+    text = 'id,city,temp,label\r\n1,"Oslo, NO",3.5,cold\r\n\r\n2,"Lima\nPE",19.0,hot\r\n'
+    (tmp_path / "r.csv").write_text(text, newline="")
+    frame = read_source(source(path="r.csv"), tmp_path).frame
+    assert frame["city"].tolist() == ["Oslo, NO", "Lima\nPE"]
+    (tmp_path / "bad.csv").write_text(text + '3,"Rome, IT",9.0\n', newline="")
+    with pytest.raises(SourceError, match=r"1 of 3 records have another number of fields"):
+        read_source(source(path="bad.csv"), tmp_path)
+
+
 def test_a_column_of_several_types_becomes_text_and_the_snapshot_can_be_written(
     tmp_path: Path,
 ) -> None:
