@@ -165,6 +165,34 @@ def test_records_with_more_or_fewer_fields_than_the_header_are_named(tmp_path: P
         read_source(source(path="r.csv"), tmp_path)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_columns_the_schema_types_as_text_are_read_as_text(tmp_path: Path, fmt: str) -> None:
+    """A postcode is text: "02134" keeps its leading zero, 10115 becomes "10115"."""
+    data = pd.DataFrame({"zip": ["02134", "10115", None], "n": [1, 2, 3]})
+    path = tmp_path / f"z.{fmt}"
+    if fmt == "csv":
+        path.write_text("zip,n\n02134,1\n10115,2\n,3\n")
+    elif fmt == "jsonl":
+        path.write_text('{"zip": "02134", "n": 1}\n{"zip": 10115, "n": 2}\n{"zip": null, "n": 3}\n')
+    else:
+        data.assign(zip=[2134, 10115, None]).to_parquet(path)  # stored as numbers upstream
+    zips = Source(name="zips", path=path.name, format=fmt, text_columns=("zip",))
+    read = read_source(zips, tmp_path)
+    expected = ["02134", "10115", None] if fmt != "parquet" else ["2134", "10115", None]
+    assert [None if pd.isna(v) else v for v in read.frame["zip"]] == expected
+    assert read.frame["n"].tolist() == [1, 2, 3]
+    plain = read_source(Source(name="zips", path=path.name, format=fmt), tmp_path).frame
+    assert not pd.api.types.is_string_dtype(plain["zip"]) or fmt == "jsonl"
+
+
+def test_gather_reads_the_schemas_text_columns(tmp_path: Path) -> None:
+    from mlcycle.stages.gather import text_columns
+
+    assert text_columns(tmp_path / "none.yaml") == ()
+    assert "workclass" in text_columns(ROOT / "schema.yaml")
+    assert "age" not in text_columns(ROOT / "schema.yaml")
+
+
 def test_quoted_fields_may_hold_the_delimiter_and_line_breaks(tmp_path: Path) -> None:
     text = 'id,city,temp,label\r\n1,"Oslo, NO",3.5,cold\r\n\r\n2,"Lima\nPE",19.0,hot\r\n'
     (tmp_path / "r.csv").write_text(text, newline="")

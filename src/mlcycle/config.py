@@ -148,6 +148,9 @@ class Source:
     timeout: float = 30.0
     retries: int = 3
     allow_empty: bool = False
+    # Not a setting: the columns gather reads as text whatever they look like (the schema's
+    # category and string columns), so "02134" keeps its leading zero.
+    text_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -269,11 +269,12 @@ def _parse_bytes(source: Source, content: bytes, fmt: str, label: str) -> pd.Dat
                 skipinitialspace=True,
                 na_values=list(source.na_values),
                 skip_blank_lines=True,
+                dtype=dict.fromkeys(source.text_columns, str),
             )
         elif fmt == "parquet":
             df = pd.read_parquet(buf)
         else:  # jsonl
-            df = pd.read_json(buf, lines=True)
+            df = pd.read_json(buf, lines=True, dtype=dict.fromkeys(source.text_columns, str))
     except (ValueError, pd.errors.ParserError, OSError) as exc:
         raise SourceError(f"source {source.name!r}: cannot parse {label}: {exc}") from exc
     return _check_columns(source, df, fmt, label)
@@ -312,6 +313,9 @@ def clean(source: Source, df: pd.DataFrame) -> pd.DataFrame:
             continue
         stripped = df[col].astype("string").str.strip()
         df[col] = stripped.mask(stripped.isin(["", *source.na_values]))
+    for col in source.text_columns:  # Parquet and databases bring their own types
+        if col in df.columns and _kind(df[col]) not in ("text", "empty"):
+            df[col] = as_text(df[col])
     for col, mapping in source.value_map.items():
         if col not in df.columns:
             raise SourceError(f"source {source.name!r}: value_map names unknown column {col!r}")

@@ -1,7 +1,7 @@
 """Stage `gather`: read every declared source, verify it and write one snapshot.
 
-Inputs: params `data`, `objectives.target`; the sources (files, databases, downloads, landing
-folders).
+Inputs: params `data`, `objectives.target`, `validate.schema`; the sources (files, databases,
+downloads, landing folders); schema.yaml (its text columns are read as text from every source).
 The snapshot's rows are in a canonical order (by a hash of each row), so a source whose rows
 arrive in another order gives the same snapshot and re-runs nothing downstream.
 Outputs: data/raw/snapshot.parquet; metrics/gather.json (the lineage: rows, columns and content
@@ -11,10 +11,12 @@ landing files, each with a .reason.txt).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mlcycle import config
 from mlcycle.io import sha256_file, write_json, write_parquet
+from mlcycle.schema import TEXT_TYPES, load_schema
 from mlcycle.sources import (
     SOURCE_COLUMN,
     SourceError,
@@ -29,12 +31,22 @@ from mlcycle.sources import (
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 
+def text_columns(schema_path: Path) -> tuple[str, ...]:
+    """The columns the schema types as text (category, string): read as text from every
+    source, so an identifier such as "02134" is not turned into the number 2134. None without
+    a schema yet (`mlcycle schema infer` drafts it from the first snapshot)."""
+    if not schema_path.is_file():
+        return ()
+    return tuple(s.name for s in load_schema(schema_path).columns if s.type in TEXT_TYPES)
+
+
 def main() -> None:
     params = config.load()
     root = Path.cwd()
+    text = text_columns(Path(params.validate.schema))
     reads = []
     for source in params.data.sources:
-        read = read_source(source, root)
+        read = read_source(replace(source, text_columns=text), root)
         log("gather", f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
         if source.kind == "landing":
             write_quarantine(read, quarantine_folder(root, source.name))
