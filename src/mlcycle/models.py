@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ import skops.io as sio
 from mlcycle.config import TrainConfig
 from mlcycle.io import read_json, write_bytes, write_json
 from mlcycle.tasks import BINARY, MODEL_TASKS, REGRESSION, TASKS, is_classification
+
+if TYPE_CHECKING:
+    from mlcycle.features import Signature
 
 MODEL_INFO = "model.json"  # beside the model file: its kind, task, parameters and rounds
 # Types a skops file of ours may hold beyond those skops trusts out of the box (scikit-learn
@@ -96,6 +99,17 @@ class Model:
     def output(self, X: pd.DataFrame) -> np.ndarray:
         """The task's prediction, float64: ``(n, n_classes)`` probabilities or ``(n,)`` values."""
         return self.predict_proba(X) if is_classification(self.task) else self.predict(X)
+
+    def output_encoded(self, matrix: np.ndarray, signature: Signature) -> np.ndarray:
+        """:meth:`output` for a matrix from :class:`mlcycle.encoder.Encoder` (the fast scoring
+        path): the same values, bit for bit, as ``output(to_model_frame(records, signature))``.
+
+        This default rebuilds the model frame (float64 numbers, pandas categoricals) and calls
+        :meth:`output`, so every kind answers; a kind with a faster way overrides it.
+        """
+        from mlcycle.encoder import matrix_to_frame  # the encoder imports features: load late
+
+        return self.output(matrix_to_frame(matrix, signature))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``, rows summing to 1."""

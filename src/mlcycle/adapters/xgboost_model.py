@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ from sklearn.model_selection import train_test_split
 from mlcycle.config import TrainConfig
 from mlcycle.models import FitResult, Model, ModelError, register
 from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION, is_classification
+
+if TYPE_CHECKING:
+    from mlcycle.features import Signature
 
 # Per task: the objective, the metrics watched on the inner validation slice during
 # cross-validation (the last one drives early stopping) and the final fit's training curve
@@ -129,6 +132,93 @@ class XGBoostModel(Model):
         if is_classification(self.task):
             return np.argmax(self.predict_proba(X), axis=1)
         return self.estimator.predict(dmatrix(X)).astype(np.float64)
+
+    def output_encoded(self, matrix: np.ndarray, signature: Signature) -> np.ndarray:
+        """:meth:`output` of an encoded matrix through ``Booster.inplace_predict``: no pandas,
+        no DMatrix, bit for bit the values of :meth:`output`.
+
+        The matrix is cast to float32 here, the cast XGBoost applies to every input, and checked
+        first: a value that is infinite or beyond float32 is a
+        :class:`~mlcycle.features.SchemaError` naming the column and row (a DMatrix refuses it
+        with an XGBoostError; inplace prediction would silently accept it). Categorical columns
+        hold codes in the training order, NaN for missing: with numpy input XGBoost takes them
+        as they are (it re-codes only dataframes), so the booster's stored categories are
+        checked against ``signature`` once per signature.
+        """
+        from mlcycle.features import SchemaError  # loaded late: stages' deps stay as they are
+
+        self.check_encoding(signature)
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            values = np.ascontiguousarray(matrix, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != len(signature.features):
+            raise SchemaError(
+                f"expected an encoded matrix of shape (n, {len(signature.features)}) for the "
+                f"columns {signature.columns}, got shape {values.shape}"
+            )
+        n = len(values)
+        if n == 0:
+            return np.zeros((0, self.n_classes) if is_classification(self.task) else 0)
+        infinite = np.isinf(values)
+        if infinite.any():
+            row, col = (int(i) for i in np.argwhere(infinite)[0])
+            raise SchemaError(
+                f"column {signature.columns[col]!r}, row {row}: {float(matrix[row, col])!r} is "
+                f"infinite or too large for XGBoost ({int(infinite.sum())} such value(s))"
+            )
+        # iteration_range (0, 0): every tree of the booster, as predict() in output() uses (fit
+        # already cut an early-stopped booster at its best round).
+        p = self.estimator.inplace_predict(values, iteration_range=(0, 0)).astype(np.float64)
+        if self.task == BINARY:
+            return np.column_stack([1.0 - p, p])
+        if self.task == MULTICLASS:
+            p = p.reshape(n, self.n_classes)
+            return p / p.sum(axis=1, keepdims=True)
+        return p
+
+    def stored_categories(self) -> dict[str, tuple[str, ...]]:
+        """Per categorical feature, the categories the booster was trained with, in code order
+        (XGBoost 3.1+ stores them; an older model file gives an empty mapping)."""
+        try:
+            stored = self.estimator.get_categories(export_to_arrow=True).to_arrow()
+        except (xgb.core.XGBoostError, ImportError, AttributeError):
+            return {}
+        return {
+            str(name): tuple(str(v) for v in values.to_pylist())
+            for name, values in (stored or [])
+            if values is not None
+        }
+
+    def check_encoding(self, signature: Signature) -> None:
+        """Refuse (:class:`ModelError`) a signature whose features, kinds or category order
+        differ from the booster's: encoded codes would silently mean other categories.
+        Checked once per signature object."""
+        if getattr(self, "_encoding_checked", None) is signature:
+            return
+        names = self.estimator.feature_names
+        if names is not None and list(names) != signature.columns:
+            raise ModelError(
+                f"the booster's features {list(names)} are not the signature's {signature.columns}"
+            )
+        types = self.estimator.feature_types
+        if types is not None and len(types) != len(signature.features):
+            raise ModelError(
+                f"the booster has {len(types)} features, the signature {len(signature.features)}"
+            )
+        if types is not None:
+            for feat, ftype in zip(signature.features, types, strict=True):
+                if (ftype == "c") != (feat.kind == "categorical"):
+                    raise ModelError(
+                        f"feature {feat.name!r} is {feat.kind} in the signature but of type "
+                        f"{ftype!r} in the booster"
+                    )
+        stored = self.stored_categories()
+        for feat in signature.features:
+            if feat.name in stored and stored[feat.name] != tuple(feat.categories):
+                raise ModelError(
+                    f"feature {feat.name!r}: the booster was trained with the categories "
+                    f"{list(stored[feat.name])}, the signature lists {list(feat.categories)}"
+                )
+        self._encoding_checked = signature
 
     @classmethod
     def fit(
