@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from mlcycle import drift
 from mlcycle.config import FeaturesConfig
@@ -365,18 +365,19 @@ def selected() -> Signature:
 
 
 def test_request_model_requires_exactly_the_raw_inputs(selected: Signature) -> None:
-    Record = record_model(selected)
+    Record = TypeAdapter(record_model(selected))
     good = {"signal": 0.5, "colour": "red", "gain": 100, "loss": None}
-    assert Record.model_validate(good).model_dump(by_alias=True)["gain"] == 100.0
+    assert Record.validate_python(good)["gain"] == 100.0
     # Columns of the training data the model does not use may be sent; they are ignored.
-    Record.model_validate({**good, "pet": "cat", "noise1": 3.0})
+    Record.validate_python({**good, "pet": "cat", "noise1": 3.0})
     for field, record in [
         ("loss", {k: v for k, v in good.items() if k != "loss"}),  # an input of the derived net
         ("net", {**good, "net": 100.0}),  # derived features are computed, never sent
         ("colour", {**good, "colour": 3}),
+        ("gain", {**good, "gain": True}),  # a boolean is not a number
     ]:
         with pytest.raises(ValidationError) as exc:
-            Record.model_validate(record)
+            Record.validate_python(record)
         assert field in str(exc.value)
 
 

@@ -79,38 +79,63 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Verify the bundle, then serve it with uvicorn."""
-    import uvicorn
-
-    from mlcycle.bundle import load_bundle
-    from mlcycle.serve.app import create_app
+    """Verify the bundle, then serve it with uvicorn (several worker processes by default)."""
+    from mlcycle.serve.app import ServeSettings
+    from mlcycle.serve.runner import DEFAULT_LOG_URL, default_workers, serve
+    from mlcycle.sources import redact_url
 
     path = bundle_path(args)
-    bundle = load_bundle(path)
+    version = args.version
+    if not args.bundle:
+        from mlcycle import registry
+
+        version = registry.resolve(Path.cwd(), model_name(), args.version).version
+    workers = args.workers or default_workers()
+    log_url = None if args.no_log else (args.log_url or DEFAULT_LOG_URL)
+    settings = ServeSettings(
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        max_records=args.max_records,
+        bundle_dir=str(Path(args.bundle).resolve()) if args.bundle else None,
+        project=str(Path.cwd()),
+        model_name=None if args.bundle else model_name(),
+        model_version=version,
+    )
     print(
-        f"serving model {bundle.model_id} from {path} on http://{args.host}:{args.port}",
+        f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
+        f"prediction log: {redact_url(log_url) if log_url else 'off'}",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(bundle), host=args.host, port=args.port, log_level=args.log_level)
+    serve(
+        path,
+        version=version,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_url=log_url,
+        log_when_full=args.log_when_full,
+        settings=settings,
+        log_level=args.log_level,
+    )
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Score a CSV/Parquet/JSON Lines file into a file of predictions."""
+    """Score a CSV/Parquet/JSON Lines file into a file of predictions, chunk by chunk: memory
+    stays flat however large the file, and a failure leaves no partial output."""
+    from mlcycle.batch import predict_file
     from mlcycle.bundle import load_bundle
-    from mlcycle.io import read_table, write_table
-    from mlcycle.predict import score_frame
 
     bundle = load_bundle(bundle_path(args))
-    records = read_table(args.input)
-
-    def progress(done: int, total: int) -> None:
-        print(f"scored {done}/{total} rows", file=sys.stderr, flush=True)
-
-    out = score_frame(bundle, records, chunk_rows=args.chunk_rows, progress=progress)
-    write_table(args.output, out)
+    result = predict_file(
+        bundle, args.input, args.output, chunk_rows=args.chunk_rows, progress=not args.quiet
+    )
+    for note in result.notes:
+        print(f"mlcycle: note: {note}", file=sys.stderr)
     print(
-        f"wrote {len(out)} predictions to {args.output} (model {bundle.model_id})", file=sys.stderr
+        f"wrote {result.rows} predictions to {args.output} (model {bundle.model_id}) "
+        f"in {result.seconds:.1f} s",
+        file=sys.stderr,
     )
     return 0
 
@@ -215,14 +240,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
+    p.add_argument(
+        "--log-url",
+        help="SQLAlchemy URL of the prediction log (default: sqlite:///logs/predictions.db)",
+    )
+    p.add_argument("--no-log", action="store_true", help="do not log predictions")
+    p.add_argument(
+        "--log-when-full",
+        choices=["reject", "block"],
+        default="reject",
+        help="when the log cannot keep up: answer 503 (default) or wait for room",
+    )
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds a client has to send its body"
+    )
+    p.add_argument("--max-records", type=int, default=10_000, help="records per request")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="score a file of records")
-    p.add_argument("input", help="CSV, Parquet or JSON Lines file of records")
-    p.add_argument("output", help="where to write records with probability and prediction")
+    p.add_argument("input", help="CSV, Parquet or JSON Lines file of records (optionally .gz)")
+    p.add_argument(
+        "output",
+        help="where to write the records with their predictions (format by suffix, as input)",
+    )
     p.add_argument("--bundle", help="a bundle directory (default: the production version)")
     p.add_argument("--version", help="a registered version, e.g. v0.1.0")
-    p.add_argument("--chunk-rows", type=int, default=100_000)
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=100_000,
+        help="records read, scored and written at a time (memory grows with it; default 100000)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("monitor", help="detect drift of new records against the training data")

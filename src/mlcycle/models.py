@@ -100,6 +100,10 @@ class Model:
         """The task's prediction, float64: ``(n, n_classes)`` probabilities or ``(n,)`` values."""
         return self.predict_proba(X) if is_classification(self.task) else self.predict(X)
 
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` threads to predict. A service with one worker process per core wants 1:
+        a thread pool per tiny request costs more than the prediction. Default: nothing."""
+
     def output_encoded(self, matrix: np.ndarray, signature: Signature) -> np.ndarray:
         """:meth:`output` for a matrix from :class:`mlcycle.encoder.Encoder` (the fast scoring
         path): the same values, bit for bit, as ``output(to_model_frame(records, signature))``.

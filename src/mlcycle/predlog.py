@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 
+import orjson
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -247,7 +248,13 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _dumps(obj: Any) -> str:
+    """Compact JSON text, by orjson (the writer thread shares the GIL with the requests, so its
+    time is the service's). NaN and infinities become null, as JSON has no such numbers."""
+    return orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS).decode()
 
 
 def _sqlite_ts(ts: datetime) -> str:

@@ -133,6 +133,10 @@ class XGBoostModel(Model):
             return np.argmax(self.predict_proba(X), axis=1)
         return self.estimator.predict(dmatrix(X)).astype(np.float64)
 
+    def set_threads(self, n: int) -> None:
+        """XGBoost's prediction threads (``nthread``)."""
+        self.estimator.set_param({"nthread": n})
+
     def output_encoded(self, matrix: np.ndarray, signature: Signature) -> np.ndarray:
         """:meth:`output` of an encoded matrix through ``Booster.inplace_predict``: no pandas,
         no DMatrix, bit for bit the values of :meth:`output`.

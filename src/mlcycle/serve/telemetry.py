@@ -1,0 +1,130 @@
+"""Prometheus metrics of the service, served at ``/metrics``.
+
+- ``mlcycle_requests_total{route,method,status}`` and ``mlcycle_request_seconds{route}``: every
+  request, by its route template (the guard middleware observes them);
+- ``mlcycle_rows_scored_total{model_id}``: records scored;
+- ``mlcycle_predicted_class_total{model_id,label}`` (classification) and
+  ``mlcycle_prediction_score{model_id}`` (binary: the positive class's probability; regression:
+  the predicted value): what the model is saying, the first sign of drift;
+- ``mlcycle_log_queue_depth``: records waiting to be written to the prediction log;
+- ``mlcycle_model_info{model_id,name,version}``: 1 for the loaded model.
+
+With several worker processes (``mlcycle serve --workers N``) each worker writes its values to
+files in ``PROMETHEUS_MULTIPROC_DIR`` (set by ``mlcycle serve``) and ``/metrics`` adds them up,
+so a scrape sees the whole service whichever worker answers it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess() -> bool:
+    """Whether values are shared between worker processes through files."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def _observe_many(hist: Histogram, values: np.ndarray) -> None:
+    """``hist.observe`` for every value, done as one count per bucket (a request's 100 scores
+    cost one pass, not 100 calls). Uses the client's bucket counters; if a future
+    prometheus-client lays them out otherwise, falls back to ``observe``."""
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values.tolist():
+            hist.observe(value)
+        return
+    # observe() counts a value in the first bucket whose upper bound is >= the value.
+    counts = np.bincount(
+        np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds)
+    )
+    for i in np.flatnonzero(counts).tolist():
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(values.sum()))
+
+
+class Telemetry:
+    """The service's metrics, in a registry of their own (one per app, so tests can build
+    several apps in one process)."""
+
+    def __init__(self, task_is_probability: bool) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._model_labels: tuple[str, str, str] | None = None
+        reg = self.registry
+        self.requests = Counter(
+            "mlcycle_requests", "Requests by route, method and status.",
+            ["route", "method", "status"], registry=reg,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "mlcycle_request_seconds", "Time from the request's arrival to its response.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.rows = Counter("mlcycle_rows_scored", "Records scored.", ["model_id"], registry=reg)
+        self.classes = Counter(
+            "mlcycle_predicted_class", "Predicted labels.", ["model_id", "label"], registry=reg
+        )
+        self.scores = Histogram(
+            "mlcycle_prediction_score",
+            "Binary: the positive class's probability; regression: the predicted value.",
+            ["model_id"],
+            buckets=PROBABILITY_BUCKETS if task_is_probability else Histogram.DEFAULT_BUCKETS,
+            registry=reg,
+        )
+        self.queue = Gauge(
+            "mlcycle_log_queue_depth", "Records waiting to be written to the prediction log.",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.model = Gauge(
+            "mlcycle_model_info", "The loaded model (value 1).", ["model_id", "name", "version"],
+            registry=reg, multiprocess_mode="liveall",
+        )  # fmt: skip
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one request (called by the guard middleware)."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_predictions(
+        self, model_id: str, labels: list[str] | None, scores: np.ndarray | None
+    ) -> None:
+        """Count scored rows, their labels and the distribution of their scores."""
+        n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
+        self.rows.labels(model_id).inc(n)
+        if labels is not None:
+            values, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                self.classes.labels(model_id, str(value)).inc(count)
+        if scores is not None:
+            _observe_many(self.scores.labels(model_id), np.asarray(scores, dtype=np.float64))
+
+    def set_model(self, model_id: str, name: str, version: str | None) -> None:
+        """Mark the loaded model (a reload sets the previous one to 0)."""
+        if self._model_labels is not None:
+            self.model.labels(*self._model_labels).set(0)
+        self._model_labels = (model_id, name, version or "")
+        self.model.labels(*self._model_labels).set(1)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format for a scrape: this process's registry, or every worker's values."""
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            registry = CollectorRegistry()
+            mp.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

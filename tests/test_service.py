@@ -1,0 +1,397 @@
+"""The service as operators and hostile clients meet it, run for real with `mlcycle serve`.
+
+The Open Inference Protocol V2, request ids, Prometheus metrics, body limits and malformed
+requests, the prediction log (every 200 has its row, SIGTERM in the middle of load loses
+nothing), hot reload, and a schemathesis run against the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlcycle.predlog import read_log
+from tests.conftest import BIN, free_port, health_status, project_env
+
+TARGET = "income"
+
+
+def start_server(
+    project: Path, *extra: str, env: dict | None = None
+) -> tuple[str, subprocess.Popen, Path]:
+    """`mlcycle serve` of the project's bundle with a prediction log of its own; waits for it."""
+    port = free_port()
+    log_db = project.parent / f"log-{port}.db"
+    out = project.parent / f"serve-{port}.out"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlcycle"),
+                "serve",
+                "--bundle",
+                str(project / "models/bundle"),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--log-url",
+                f"sqlite:///{log_db}",
+                *extra,
+            ],  # fmt: skip
+            cwd=project,
+            env={**project_env(project), **(env or {})},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{out.read_text()}")
+        try:
+            if health_status(url) == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"mlcycle serve did not start:\n{out.read_text()}")
+    return url, proc, log_db
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def call(
+    url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
+    """One request on its own connection: status, headers (lower-case) and body."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, path, body=body, headers=hdrs)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def post(
+    url: str, path: str, payload: object, headers: dict | None = None
+) -> tuple[int, dict, dict]:
+    status, hdrs, data = call(url, "POST", path, json.dumps(payload).encode(), headers)
+    return status, hdrs, json.loads(data) if data else {}
+
+
+@pytest.fixture(scope="module")
+def records(built_project: Path) -> list[dict]:
+    test = pd.read_parquet(built_project / "data/prepared/test.parquet").drop(columns=TARGET)
+    test = test.drop(columns=[c for c in test.columns if c.startswith("_")]).head(200)
+    return json.loads(test.to_json(orient="records"))
+
+
+@pytest.fixture(scope="module")
+def server(built_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    url, proc, log_db = start_server(built_project, "--workers", "2", "--max-body-bytes", "200000")
+    yield url, proc, log_db
+    stop(proc)
+
+
+def tensors(records: list[dict], signature: dict) -> list[dict]:
+    """The records as OIP input tensors, one per raw input."""
+    out = []
+    for feat in signature["inputs"]:
+        values = [r[feat["name"]] for r in records]
+        dtype = "FP64" if feat["kind"] == "numeric" else "BYTES"
+        out.append(
+            {"name": feat["name"], "shape": [len(values)], "datatype": dtype, "data": values}
+        )
+    return out
+
+
+# --- the protocols --------------------------------------------------------------------------
+
+
+def test_oip_v2_infer_gives_the_probabilities_of_predict(server, records: list[dict]) -> None:
+    url, _, _ = server
+    status, _, meta = call(url, "GET", "/metadata")
+    doc = json.loads(meta)
+    name, signature = doc["model"]["name"], doc["signature"]
+    assert call(url, "GET", "/v2/health/live")[0] == 200
+    assert json.loads(call(url, "GET", "/v2/health/ready")[2]) == {"ready": True}
+    status, _, body = call(url, "GET", f"/v2/models/{name}")
+    model = json.loads(body)
+    assert status == 200 and [t["name"] for t in model["inputs"]] == [
+        f["name"] for f in signature["inputs"]
+    ]
+    version = model["versions"][0]
+    assert call(url, "GET", f"/v2/models/{name}/versions/{version}/ready")[0] == 200
+
+    batch = records[:50]
+    status, hdrs, ours = post(url, "/predict", {"records": batch})
+    assert status == 200
+    for path in (f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer"):
+        status, _, v2 = post(url, path, {"id": "abc-1", "inputs": tensors(batch, signature)})
+        assert status == 200, v2
+        assert v2["id"] == "abc-1" and v2["model_name"] == name
+        outs = {o["name"]: o for o in v2["outputs"]}
+        assert outs["probability"]["data"] == [p["probability"] for p in ours["predictions"]]
+        assert outs["label"]["data"] == [p["label"] for p in ours["predictions"]]
+        assert outs["probabilities"]["shape"] == [50, 2]
+    # Only the requested outputs.
+    status, _, v2 = post(
+        url, f"/v2/models/{name}/infer",
+        {"inputs": tensors(batch[:2], signature), "outputs": [{"name": "label"}]},
+    )  # fmt: skip
+    assert [o["name"] for o in v2["outputs"]] == ["label"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t[:-1], "missing input"),
+        (lambda t: [*t, {**t[0], "name": "shoe_size"}], "unknown input"),
+        (lambda t: [{**t[0], "shape": [3]}, *t[1:]], "needs 3 values"),
+        (lambda t: [{**t[0], "datatype": "BYTES"}, *t[1:]], "is numeric"),
+        (lambda t: [{**t[0], "data": ["forty", 1]}, *t[1:]], "not a finite number"),
+    ],
+)
+def test_oip_v2_bad_tensors_are_400_naming_the_input(server, records, change, message) -> None:
+    url, _, _ = server
+    doc = json.loads(call(url, "GET", "/metadata")[2])
+    good = tensors(records[:2], doc["signature"])
+    status, _, body = post(
+        url, f"/v2/models/{doc['model']['name']}/infer", {"inputs": change(good)}
+    )
+    assert status == 400, body
+    assert message in body["error"]
+    assert post(url, "/v2/models/no-such-model/infer", {"inputs": good})[0] == 404
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def test_request_id_is_kept_or_made_and_returned_even_on_errors(server, records) -> None:
+    url, _, _ = server
+    status, hdrs, body = post(
+        url, "/predict", {"records": records[:1]}, {"X-Request-ID": "trace-42"}
+    )
+    assert status == 200 and hdrs["x-request-id"] == "trace-42" and body["request_id"] == "trace-42"
+    status, hdrs, _ = post(url, "/predict", {"records": []})
+    assert status == 422 and re.fullmatch(r"[0-9a-f]{32}", hdrs["x-request-id"])
+    status, hdrs, _ = post(url, "/predict", {"records": records[:1]}, {"X-Request-ID": "bad id\t"})
+    assert re.fullmatch(r"[0-9a-f]{32}", hdrs["x-request-id"])
+
+
+def test_metrics_count_requests_rows_and_classes(server, records) -> None:
+    url, _, _ = server
+    for _ in range(4):  # both workers answer some
+        post(url, "/predict", {"records": records[:10]})
+    status, hdrs, body = call(url, "GET", "/metrics")
+    text = body.decode()
+    assert status == 200 and hdrs["content-type"].startswith("text/plain")
+    ok = re.search(
+        r'mlcycle_requests_total\{method="POST",route="/predict",status="200"\} (\d+)', text
+    )
+    assert ok and float(ok.group(1)) >= 4
+    rows = re.search(r'mlcycle_rows_scored_total\{model_id="([0-9a-f]{12})"\} ([\d.]+)', text)
+    assert rows and float(rows.group(2)) >= 40
+    assert "mlcycle_predicted_class_total" in text and "mlcycle_request_seconds_bucket" in text
+    assert f'mlcycle_model_info{{model_id="{rows.group(1)}"' in text
+
+
+def test_bulk_histogram_counts_as_observe_does() -> None:
+    import numpy as np
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from mlcycle.serve.telemetry import PROBABILITY_BUCKETS, _observe_many
+
+    values = np.concatenate([np.random.default_rng(0).uniform(0, 1, 500), [0.1, 0.3, 1.0, 0]])
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("h", "h", buckets=PROBABILITY_BUCKETS, registry=one)
+    h2 = Histogram("h", "h", buckets=PROBABILITY_BUCKETS, registry=bulk)
+    for v in values.tolist():
+        h1.observe(v)
+    _observe_many(h2, values)
+
+    def buckets(reg: CollectorRegistry) -> list[str]:
+        return [x for x in generate_latest(reg).decode().splitlines() if "_bucket" in x]
+
+    assert buckets(one) == buckets(bulk)
+
+
+# --- hostile input: a 4xx naming the problem, never a 5xx, never a hang ---------------------
+
+
+def test_malformed_requests_are_4xx(server, records) -> None:
+    url, _, _ = server
+    one = records[0]
+
+    def body(**change: object) -> bytes:
+        return json.dumps({"records": [{**one, **change}]}).encode()
+
+    huge = body(age=123).replace(b'"age": 123', b'"age": 1' + b"0" * 400)
+    nested = b'{"records":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    many = json.dumps({"records": [one] * 10_001}).encode()
+    cases = [
+        ("wrong content type", "POST", b"{}", {"Content-Type": "text/plain"}, 415),
+        ("body too large", "POST", b"[" * 300_000, None, 413),
+        ("invalid JSON", "POST", b'{"records": [', None, 400),
+        ("nested deeply", "POST", nested, None, 400),
+        ("NaN", "POST", body(age=float("nan")), None, 422),
+        ("huge number", "POST", huge, None, 422),
+        ("lone surrogate", "POST", body(sex="\ud800"), None, 422),
+        ("long text", "POST", body(sex="x" * 5000), None, 422),
+        ("too many records", "POST", many, None, 413),
+        ("unknown path", "GET", None, None, 404),
+        ("wrong method", "GET", None, None, 405),
+    ]
+    for name, method, data, headers, expected in cases:
+        path = "/nope" if name == "unknown path" else "/predict"
+        status, hdrs, answer = call(url, method, path, data, headers)
+        assert status == expected, (name, status, answer[:300])
+        assert hdrs["content-type"].startswith("application/json"), name
+        assert len(answer) < 20_000, name  # nothing large is echoed
+        assert b"x" * 100 not in answer, name
+
+
+def test_a_body_shorter_than_its_content_length_is_answered(server) -> None:
+    url, _, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"records": '
+        )
+        start = time.monotonic()
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - start < 25
+
+
+def test_a_record_with_every_input_null_is_scored_with_a_warning(server, records) -> None:
+    url, _, _ = server
+    empty = dict.fromkeys(records[0], None)
+    status, _, body = post(url, "/predict", {"records": [records[0], empty]})
+    assert status == 200
+    assert any("record(s) 1: every input is null" in w for w in body["warnings"])
+
+
+# --- the prediction log ---------------------------------------------------------------------
+
+
+def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
+    built_project: Path, records: list[dict]
+) -> None:
+    """50 clients for a few seconds, SIGTERM in the middle: every 200 has its rows in the log
+    with the same outputs, no client saw a 5xx, and the service exits 0."""
+    url, proc, log_db = start_server(built_project, "--workers", "2")
+    answered: list[tuple[str, list[dict]]] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + 6
+
+    def client(i: int) -> None:
+        n = 0
+        while time.monotonic() < stop_at:
+            rid = f"c{i}-{n}"
+            n += 1
+            batch = records[(i + n) % 100 : (i + n) % 100 + 1 + n % 3]
+            try:
+                status, _, body = post(url, "/predict", {"records": batch}, {"X-Request-ID": rid})
+            except OSError:
+                return  # the server stopped listening: no answer, nothing promised
+            with lock:
+                statuses.append(status)
+                if status == 200:
+                    answered.append((rid, body["predictions"]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    for t in threads:
+        t.join()
+    assert code == 0
+    assert answered and not [s for s in statuses if s >= 500], sorted(set(statuses))
+    log = read_log(f"sqlite:///{log_db}")
+    logged = {(r.request_id, int(r.row)): r.outputs for r in log.itertuples()}
+    for rid, preds in answered:
+        for row, pred in enumerate(preds):
+            assert logged.get((rid, row)) == pred, (rid, row)
+    assert len(logged) == sum(len(p) for _, p in answered)
+
+
+# --- hot reload -----------------------------------------------------------------------------
+
+
+def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records) -> None:
+    url, proc, _ = start_server(
+        built_project, "--workers", "1", env={"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    )
+    try:
+        assert post(url, "/admin/reload", {})[0] == 401
+        assert post(url, "/admin/reload", {}, {"Authorization": "Bearer wrong"})[0] == 401
+        status, _, info = post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})
+        assert status == 200 and re.fullmatch(r"[0-9a-f]{12}", info["id"])
+        assert post(url, "/predict", {"records": records[:1]})[0] == 200
+    finally:
+        assert stop(proc) == 0
+    url, proc, _ = start_server(built_project, "--workers", "1")
+    try:
+        assert post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})[0] == 404
+    finally:
+        stop(proc)
+
+
+# --- the OpenAPI document holds -------------------------------------------------------------
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path) -> None:
+    url, _, _ = server
+    proc = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--max-examples",
+            "25",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--exclude-path",
+            "/admin/reload",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--suppress-health-check",
+            "all",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+        cwd=tmp_path,  # schemathesis keeps its state in the working folder
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
