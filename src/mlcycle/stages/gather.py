@@ -1,7 +1,7 @@
 """Stage `gather`: read every declared source, verify it and write one snapshot.
 
 Inputs: params `data`, `objectives.target`, `validate.schema`; the sources (files, databases,
-downloads, landing folders); schema.yaml (its text columns are read as text from every source).
+downloads, landing folders); schema.yaml when it exists (its text columns are read as text).
 The snapshot's rows are in a canonical order (by a hash of each row), so a source whose rows
 arrive in another order gives the same snapshot and re-runs nothing downstream.
 Outputs: data/raw/snapshot.parquet; metrics/gather.json (the lineage: rows, columns and content
