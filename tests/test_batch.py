@@ -390,6 +390,19 @@ def test_a_boolean_for_a_number_names_its_row(
         predict_file(bundle, src, tmp_path / "out.jsonl", chunk_rows=100, progress=False)
 
 
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e39"])
+def test_an_infinite_number_names_its_row_and_leaves_no_output(
+    bundle: Bundle, records: pd.DataFrame, tmp_path: Path, value: str
+) -> None:
+    """Infinities (and numbers beyond float32, which the model would read as infinite) are
+    refused like any bad value, not passed to XGBoost to fail with its own traceback."""
+    src = write_input(bad_records(records, 432, value), tmp_path / "in.csv")
+    out = tmp_path / "out.csv"
+    with pytest.raises(SchemaError, match=r"column 'age', row 432: .*infinite or too large"):
+        predict_file(bundle, src, out, chunk_rows=100, progress=False)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".csv.gz"])
 def test_a_missing_column_is_reported_before_anything_is_written(
     bundle: Bundle, records: pd.DataFrame, tmp_path: Path, suffix: str
