@@ -1,16 +1,24 @@
-"""The prediction log: rows/s written through ``PredictionLog`` against a bare ``executemany``.
+"""The prediction log: records/s written through ``PredictionLog`` against a bare ``executemany``.
 
-The rows are Adult test records (``data/external/adult/adult.test.gz``, resampled to ``--rows``)
-with a classifier's outputs, ``--request-rows`` records per request, as the service logs them.
+The records are Adult test records (``data/external/adult/adult.test.gz``, resampled to
+``--rows``) with a classifier's outputs, ``--request-rows`` records per request, one table row
+per request, as the service logs them:
 
-  (a) PredictionLog  ``submit()`` every request as fast as possible, then ``close()``: rows /
-                     (first submit to close returning), the writer thread in the same process
-  (b) bare sqlite3   ``json.dumps`` of inputs and outputs + one ``executemany`` of the same rows
-                     in one transaction, same table and indexes, WAL, ``synchronous=NORMAL``
+  (a) log, sequences  ``submit()`` of every request's records and outputs as lists of dicts
+                      (serialised by the writer thread), as fast as possible, then ``close()``:
+                      records / (first submit to close returning), the writer in this process
+  (b) log, JSON bytes the same with the request body as received (``{"records": [...]}``) and
+                      the bytes of the predictions, as the service passes them (no serialising)
+  (c) bare sqlite3    ``json.dumps`` of each request's records and outputs + one
+                      ``executemany`` of the same per-request rows in one transaction, same
+                      table and indexes, WAL, ``synchronous=NORMAL`` (the baseline)
+  (d) bare, JSON      the same, the JSON given (the body and predictions of (b), decoded)
 
-each in a fresh SQLite file in a temporary folder, best of ``--repeat``; then the cost of one
+each in a fresh SQLite file in a temporary folder, best of ``--repeat``; ``cpu`` is the
+process's CPU time per record (what the log takes from the service). Then the cost of one
 ``submit()`` call (median, microseconds) with the writer idle, for 1 and ``--request-rows``
-rows. With ``--postgres URL`` (or $MLCYCLE_TEST_POSTGRES_URL) the same for PostgreSQL, in a
+records, as JSON bytes and as sequences, and the time ``read_log`` takes to read the whole log
+back. With ``--postgres URL`` (or $MLCYCLE_TEST_POSTGRES_URL) the same for PostgreSQL, in a
 schema created and dropped here, against psycopg's ``executemany`` in one transaction.
 
     python bench/bench_predlog.py [--rows 200000] [--request-rows 10] [--repeat 3]
@@ -28,13 +36,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-from mlcycle.predlog import PredictionLog, read_log
+from mlcycle.predlog import INSERT_COLUMNS, PredictionLog, predictions, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 ADULT_COLUMNS = [
@@ -53,24 +65,36 @@ ADULT_COLUMNS = [
     "hours-per-week",
     "native-country",
 ]
+# the table and indexes exactly as PredictionLog creates them in SQLite
 SQLITE_DDL = [
-    """CREATE TABLE predictions (id INTEGER NOT NULL PRIMARY KEY, request_id TEXT NOT NULL,
-    "row" INTEGER NOT NULL, ts DATETIME NOT NULL, model_name TEXT NOT NULL, model_version TEXT,
-    model_id TEXT NOT NULL, inputs TEXT NOT NULL, outputs TEXT NOT NULL, label TEXT,
-    label_ts DATETIME)""",
-    "CREATE INDEX ix_predictions_model_id ON predictions (model_id)",
-    "CREATE INDEX ix_predictions_request_id ON predictions (request_id)",
-    "CREATE INDEX ix_predictions_ts ON predictions (ts)",
+    str(CreateTable(predictions).compile(dialect=sqlite_dialect.dialect())),
+    *(
+        str(CreateIndex(ix).compile(dialect=sqlite_dialect.dialect()))
+        for ix in sorted(predictions.indexes, key=lambda ix: str(ix.name))
+    ),
 ]
 INSERT = (
-    'INSERT INTO predictions (request_id, "row", ts, model_name, model_version, model_id, '
-    "inputs, outputs) VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
+    f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join(['{0}'] * len(INSERT_COLUMNS))})"
 )
+MODEL = {"model_name": "adult", "model_id": "0123456789ab", "model_version": "v1"}
 
 
-def make_rows(n: int, per_request: int) -> list[dict]:
-    """``n`` log rows: resampled Adult test records (raw, as JSON would bring them) and a
-    binary classifier's outputs, ``per_request`` rows per request id."""
+@dataclass(frozen=True)
+class Request:
+    """One logged request: its records and outputs, and the same as the service has them in
+    JSON (the body as a client sends it, the predictions as answered)."""
+
+    request_id: str
+    records: list[dict]
+    outputs: list[dict]
+    body: bytes
+    preds: bytes
+
+
+def make_requests(n: int, per_request: int) -> list[Request]:
+    """``n`` records: resampled Adult test records (raw, as JSON would bring them) and a binary
+    classifier's outputs, ``per_request`` records per request."""
     raw = pd.read_csv(
         ROOT / "data/external/adult/adult.test.gz",
         header=None,
@@ -81,97 +105,124 @@ def make_rows(n: int, per_request: int) -> list[dict]:
     rng = np.random.default_rng(0)
     records = raw.iloc[rng.integers(0, len(raw), n)].to_dict("records")
     p = rng.random(n)
-    ts = datetime.now(UTC)
-    return [
+    outputs = [
         {
-            "request_id": uuid.UUID(int=i // per_request).hex,
-            "row": i % per_request,
-            "ts": ts,
-            "model_name": "adult",
-            "model_version": "v1",
-            "model_id": "0123456789ab",
-            "inputs": rec,
-            "outputs": {
-                "label": ">50K" if p[i] >= 0.5 else "<=50K",
-                "probabilities": {"<=50K": 1 - float(p[i]), ">50K": float(p[i])},
-                "probability": float(p[i]),
-            },
+            "label": ">50K" if p[i] >= 0.5 else "<=50K",
+            "probabilities": {"<=50K": 1 - float(p[i]), ">50K": float(p[i])},
+            "probability": float(p[i]),
         }
-        for i, rec in enumerate(records)
+        for i in range(n)
     ]
+    requests = []
+    for start in range(0, n, per_request):
+        recs, outs = records[start : start + per_request], outputs[start : start + per_request]
+        requests.append(
+            Request(
+                uuid.UUID(int=start // per_request).hex,
+                recs,
+                outs,
+                json.dumps({"records": recs}).encode(),  # as a client sends it
+                orjson.dumps(outs),  # as the service answers
+            )
+        )
+    return requests
 
 
-def as_values(rows: list[dict], ts: object) -> list[tuple]:
+def as_values(requests: list[Request], ts: object, given: bool) -> list[tuple]:
+    """The insert values of ``requests`` (:data:`INSERT_COLUMNS`), JSON by ``json.dumps`` or,
+    ``given``, the request's own JSON decoded."""
     return [
         (
-            r["request_id"],
-            r["row"],
+            r.request_id,
             ts,
-            r["model_name"],
-            r["model_version"],
-            r["model_id"],
-            json.dumps(r["inputs"]),
-            json.dumps(r["outputs"]),
+            len(r.records),
+            MODEL["model_name"],
+            MODEL["model_version"],
+            MODEL["model_id"],
+            r.body.decode() if given else json.dumps(r.records),
+            r.preds.decode() if given else json.dumps(r.outputs),
         )
-        for r in rows
+        for r in requests
     ]
 
 
-def through_log(url: str, rows: list[dict], per_request: int, batch_size: int) -> float:
-    """Seconds from the first submit() to close() returning, every row written."""
-    log = PredictionLog(url, batch_size=batch_size, max_queue=len(rows))
-    start = time.perf_counter()
-    for i in range(0, len(rows), per_request):
-        if not log.submit(rows[i : i + per_request]):
-            raise SystemExit("submit() refused rows: the queue should hold them all")
+def through_log(
+    url: str, requests: list[Request], raw: bool, batch_size: int
+) -> tuple[float, float]:
+    """Seconds (wall, CPU) from the first submit() to close() returning, every record written;
+    ``raw``: submit the JSON bytes, else the sequences."""
+    n = sum(len(r.records) for r in requests)
+    log = PredictionLog(url, batch_size=batch_size, max_queue=n)
+    submit = log.submit
+    start, cpu = time.perf_counter(), time.process_time()
+    if raw:
+        for r in requests:
+            if not submit(r.request_id, r.body, r.preds, **MODEL, n=len(r.records)):
+                raise SystemExit("submit() refused a request: the queue should hold them all")
+    else:
+        for r in requests:
+            if not submit(r.request_id, r.records, r.outputs, **MODEL):
+                raise SystemExit("submit() refused a request: the queue should hold them all")
     lost = log.close(timeout=600)
-    elapsed = time.perf_counter() - start
-    if lost or log.written != len(rows):
-        raise SystemExit(f"only {log.written} of {len(rows)} rows written")
-    return elapsed
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if lost or log.written != n:
+        raise SystemExit(f"only {log.written} of {n} records written")
+    return elapsed, cpu
 
 
-def bare_sqlite(path: Path, rows: list[dict]) -> float:
+def bare_sqlite(path: Path, requests: list[Request], given: bool) -> tuple[float, float]:
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     for ddl in SQLITE_DDL:
         con.execute(ddl)
-    start = time.perf_counter()
-    ts = rows[0]["ts"].replace(tzinfo=None).isoformat(" ", "microseconds")
+    start, cpu = time.perf_counter(), time.process_time()
+    ts = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     con.execute("BEGIN")
-    con.executemany(INSERT.format("?"), as_values(rows, ts))
+    con.executemany(INSERT.format("?"), as_values(requests, ts, given))
     con.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     con.close()
-    return elapsed
+    return elapsed, cpu
 
 
-def best(repeat: int, fn: Callable[[int], float]) -> float:
+def best(repeat: int, fn: Callable[[int], tuple[float, float]]) -> tuple[float, float]:
     return min(fn(i) for i in range(repeat))
 
 
-def submit_cost(url: str, rows: list[dict], size: int, calls: int = 20_000) -> float:
-    """Median microseconds per submit() of ``size`` rows, the writer idle (nothing is due)."""
-    log = PredictionLog(url, batch_size=10**9, flush_interval=3600, max_queue=10**9)
-    starts = [i * size % (len(rows) - size) for i in range(calls)]
-    chunks = [rows[k : k + size] for k in starts]
+def submit_cost(url: str, requests: list[Request], raw: bool, calls: int = 20_000) -> float:
+    """Median microseconds per submit() of one of ``requests``, the writer idle (nothing is
+    due); the arguments are made before the clock starts."""
+    log = PredictionLog(url, batch_size=10**12, flush_interval=3600, max_queue=10**12)
+    submit, perf_counter = log.submit, time.perf_counter
+    name, model_id, version = MODEL["model_name"], MODEL["model_id"], MODEL["model_version"]
+    picked = [requests[i % len(requests)] for i in range(calls)]
     times = []
-    for chunk in chunks:
-        start = time.perf_counter()
-        log.submit(chunk)
-        times.append(time.perf_counter() - start)
+    if raw:
+        for rid, body, preds, n in [
+            (r.request_id, r.body, r.preds, len(r.records)) for r in picked
+        ]:
+            start = perf_counter()
+            submit(rid, body, preds, model_name=name, model_id=model_id, model_version=version, n=n)
+            times.append(perf_counter() - start)
+    else:
+        for rid, recs, outs in [(r.request_id, r.records, r.outputs) for r in picked]:
+            start = perf_counter()
+            submit(rid, recs, outs, model_name=name, model_id=model_id, model_version=version)
+            times.append(perf_counter() - start)
     log.close(timeout=600)
     return statistics.median(times) * 1e6
 
 
-def report(name: str, n: int, t_log: float, t_bare: float, bare_name: str) -> None:
-    print(f"  PredictionLog   {t_log:7.3f} s  {n / t_log:10,.0f} rows/s")
-    print(f"  {bare_name:<15} {t_bare:7.3f} s  {n / t_bare:10,.0f} rows/s   (baseline)")
-    print(f"  ratio           {t_log / t_bare:7.2f}x time")
+def report(n: int, runs: list[tuple[str, tuple[float, float]]], base: float) -> None:
+    for name, (wall, cpu) in runs:
+        print(
+            f"  {name:<18} {wall:7.3f} s  {n / wall:10,.0f} records/s  "
+            f"cpu {cpu / n * 1e6:6.2f} us/record  {wall / base:5.2f}x baseline time"
+        )
 
 
-def bench_postgres(url: str, rows: list[dict], args: argparse.Namespace) -> None:
+def bench_postgres(url: str, requests: list[Request], n: int, args: argparse.Namespace) -> None:
     import psycopg
     import sqlalchemy as sa
 
@@ -184,25 +235,38 @@ def bench_postgres(url: str, rows: list[dict], args: argparse.Namespace) -> None
     libpq = scoped.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
 
-        def log_run(i: int) -> float:
+        def log_run(raw: bool) -> tuple[float, float]:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {schema}.predictions")
-            return through_log(scoped_url, rows, args.request_rows, args.batch_size)
+            return through_log(scoped_url, requests, raw, args.batch_size)
 
-        def bare_run(i: int) -> float:
+        def bare_run(given: bool) -> tuple[float, float]:
             with engine.begin() as conn:  # the table PredictionLog made, emptied
                 conn.exec_driver_sql(f"TRUNCATE {schema}.predictions")
             with psycopg.connect(libpq) as con:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 with con.cursor() as cur:
-                    cur.executemany(INSERT.format("%s"), as_values(rows, rows[0]["ts"]))
+                    values = as_values(requests, datetime.now(UTC), given)
+                    cur.executemany(INSERT.format("%s"), values)
                 con.commit()
-                return time.perf_counter() - start
+                return time.perf_counter() - start, time.process_time() - cpu
 
-        t_log = best(args.repeat, log_run)
-        t_bare = best(args.repeat, bare_run)
-        print(f"PostgreSQL, {len(rows):,} rows, best of {args.repeat}:")
-        report("postgres", len(rows), t_log, t_bare, "bare psycopg")
+        runs = [
+            ("log, sequences", best(args.repeat, lambda i: log_run(False))),
+            ("log, JSON bytes", best(args.repeat, lambda i: log_run(True))),
+            ("bare psycopg", best(args.repeat, lambda i: bare_run(False))),
+            ("bare, JSON given", best(args.repeat, lambda i: bare_run(True))),
+        ]
+        print(
+            f"PostgreSQL, {n:,} records in requests of {args.request_rows}, "
+            f"batch_size {args.batch_size}, best of {args.repeat}:"
+        )
+        report(n, runs, runs[2][1][0])
+        start = time.perf_counter()
+        frame = read_log(scoped_url)
+        print(
+            f"  read_log           {time.perf_counter() - start:7.3f} s  ({len(frame):,} records)"
+        )
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
@@ -217,29 +281,50 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--postgres", default=os.environ.get("MLCYCLE_TEST_POSTGRES_URL"))
     args = ap.parse_args()
-    rows = make_rows(args.rows, args.request_rows)
+    requests = make_requests(args.rows, args.request_rows)
+    n = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        t_log = best(
-            args.repeat,
-            lambda i: through_log(
-                f"sqlite:///{folder}/log{i}.db", rows, args.request_rows, args.batch_size
-            ),
-        )
-        t_bare = best(args.repeat, lambda i: bare_sqlite(folder / f"bare{i}.db", rows))
-        check = read_log(f"sqlite:///{folder}/log0.db", last=1)
-        assert check["outputs"].iloc[0] == rows[-1]["outputs"], "round trip"
+
+        def log_run(raw: bool) -> Callable[[int], tuple[float, float]]:
+            name = "bytes" if raw else "seq"
+            return lambda i: through_log(
+                f"sqlite:///{folder}/log-{name}{i}.db", requests, raw, args.batch_size
+            )
+
+        def bare_run(given: bool) -> Callable[[int], tuple[float, float]]:
+            return lambda i: bare_sqlite(folder / f"bare-{given}{i}.db", requests, given)
+
+        runs = [
+            ("log, sequences", best(args.repeat, log_run(False))),
+            ("log, JSON bytes", best(args.repeat, log_run(True))),
+            ("bare sqlite3", best(args.repeat, bare_run(False))),
+            ("bare, JSON given", best(args.repeat, bare_run(True))),
+        ]
+        for name in ("seq", "bytes"):  # the round trip, both ways
+            check = read_log(f"sqlite:///{folder}/log-{name}0.db", last=1)
+            assert check["inputs"].iloc[0] == requests[-1].records[-1], "round trip"
+            assert check["outputs"].iloc[0] == requests[-1].outputs[-1], "round trip"
         print(
-            f"SQLite (WAL, synchronous=NORMAL), {args.rows:,} rows in requests of "
+            f"SQLite (WAL, synchronous=NORMAL), {n:,} records in requests of "
             f"{args.request_rows}, batch_size {args.batch_size}, best of {args.repeat}:"
         )
-        report("sqlite", args.rows, t_log, t_bare, "bare sqlite3")
+        report(n, runs, runs[2][1][0])
+        start = time.perf_counter()
+        frame = read_log(f"sqlite:///{folder}/log-bytes0.db")
+        print(
+            f"  read_log           {time.perf_counter() - start:7.3f} s  ({len(frame):,} records)"
+        )
+        del frame
         print("submit() per call, writer idle (median of 20,000 calls):")
         for size in sorted({1, args.request_rows}):
-            cost = submit_cost(f"sqlite:///{folder}/submit{size}.db", rows, size)
-            print(f"  {size:>4} row(s)     {cost:7.2f} us")
+            sample = make_requests(min(2000 * size, 200_000), size)
+            for raw in (True, False):
+                cost = submit_cost(f"sqlite:///{folder}/submit-{size}-{raw}.db", sample, raw)
+                kind = "JSON bytes" if raw else "sequences"
+                print(f"  {size:>4} record(s), {kind:<10}  {cost:7.2f} us")
     if args.postgres:
-        bench_postgres(args.postgres, rows, args)
+        bench_postgres(args.postgres, requests, n, args)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ off) and a reference: a plain FastAPI/uvicorn app that parses the same JSON body
 XGBoost's `inplace_predict` on the request's records encoded in advance (1 thread) with
 the same uvicorn settings and workers. Both are driven by `wrk` (Debian's package; not Python)
 on 127.0.0.1 with the same single-record and 100-record bodies, 50 connections, a bounded time.
-Printed: requests/s, p50 and p99 of each, and the ratios ours / reference. Also in process:
+Printed: requests/s, p50 and p99 of each (medians of alternating rounds), and the ratios
+ours / reference. Also in process:
 one-row `score` through the service's path (encoder + output_encoded) against `inplace_predict`
 on the encoded row.
 
-    python bench/bench_serve.py                          # models/bundle, 10 s per run
-    python bench/bench_serve.py --bundle DIR --seconds 20 --workers 2
+    python bench/bench_serve.py                  # models/bundle, 3 rounds of 10 s per run
+    python bench/bench_serve.py --bundle DIR --seconds 20 --workers 2 --rounds 5
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -230,27 +232,41 @@ def main() -> None:
                 "--no-log",
             ],  # fmt: skip
         }
-        results: dict[tuple[str, str], dict[str, float]] = {}
-        for name, cmd in servers.items():
-            port = free_port()
-            health = f"http://127.0.0.1:{port}/openapi.json"
-            proc = start(cmd(port), dict(env, PWD=str(tmp)), health)
-            try:
+        # Every server up at once (idle ones cost nothing); then rounds that alternate them,
+        # so a burst of noise on the shared machine falls on all of them, not on one.
+        procs: dict[str, tuple[subprocess.Popen, int]] = {}
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        try:
+            for name, cmd in servers.items():
+                port = free_port()
+                health = f"http://127.0.0.1:{port}/openapi.json"
+                procs[name] = (start(cmd(port), dict(env, PWD=str(tmp)), health), port)
+            for round_ in range(args.rounds):
                 for label, body in bodies.items():
-                    print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
-                    url = f"http://127.0.0.1:{port}/predict"
-                    results[(name, label)] = wrk(url, body, args.seconds, args.connections)
-            finally:
+                    for name, (_, port) in procs.items():
+                        print(f"  round {round_ + 1}/{args.rounds}: {name}, {label} ...",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        url = f"http://127.0.0.1:{port}/predict"
+                        runs.setdefault((name, label), []).append(
+                            wrk(url, body, args.seconds, args.connections)
+                        )
+        finally:
+            for proc, _ in procs.values():
                 stop(proc)
+        results = {
+            key: {k: float(np.median([r[k] for r in rs])) for k in ("rps", "p50", "p99")}
+            | {"non2xx": sum(int(r["non2xx"]) for r in rs)}
+            for key, rs in runs.items()
+        }
         print(f"\nwrk -c{args.connections} -d{args.seconds}s, {args.workers} worker(s), "
-              f"{os.cpu_count()} cores")  # fmt: skip
+              f"{os.cpu_count()} cores, median of {args.rounds} alternating rounds")  # fmt: skip
         print(f"{'server':<18}{'request':<13}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
               f"{'non-2xx':>9}{'rps ratio':>11}{'p99 ratio':>11}")  # fmt: skip
-        for (name, label), r in results.items():
+        for (name, label), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = results[("reference", label)]
             rps_ratio, p99_ratio = r["rps"] / ref["rps"], r["p99"] / ref["p99"]
             print(f"{name:<18}{label:<13}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                  f"{r['non2xx']:>9d}{rps_ratio:>11.2f}{p99_ratio:>11.2f}")  # fmt: skip
+                  f"{int(r['non2xx']):>9d}{rps_ratio:>11.2f}{p99_ratio:>11.2f}")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -185,6 +185,22 @@ def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen
 
 
 @pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of the real PostgreSQL server `.ci/run` starts (skip locally without one; fail
+    under CI, where the database tests must run)."""
+    url = os.environ.get("MLCYCLE_TEST_POSTGRES_URL")
+    if not url:
+        message = (
+            "MLCYCLE_TEST_POSTGRES_URL is not set: no PostgreSQL server for the database tests "
+            "(`.ci/run --postgres-only` starts one and prints the URL)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"under CI the PostgreSQL tests must run: {message}")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session")
 def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary project after one full `dvc repro`, committed. Copy it before changing it."""
     project = make_project(tmp_path_factory.mktemp("built") / "project")

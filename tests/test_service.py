@@ -297,13 +297,65 @@ def test_a_record_with_every_input_null_is_scored_with_a_warning(server, records
 # --- the prediction log ---------------------------------------------------------------------
 
 
+def test_the_log_keeps_each_body_as_received(server, records) -> None:
+    """/predict logs the body as it came (spacing, a BOM, a field the model does not use, in
+    UTF-8 or UTF-16), and OIP requests their records; all read back one row per record with
+    the answer's outputs."""
+    url, _, log_db = server
+    doc = json.loads(call(url, "GET", "/metadata")[2])
+    unused = doc["signature"]["unused_inputs"]
+    assert unused, "the example project's model leaves some columns unused"
+    # an unused field is ignored whatever it holds: here a number beyond float64
+    first = {**records[0], unused[0]: float("inf")}
+    raw_first = json.dumps({**records[0], unused[0]: "BIG"}).replace('"BIG"', "1e400")
+    bodies = {
+        "spaced": b'{ "records" :\n [ ' + raw_first.encode() + b" ] }",
+        "bom": b"\xef\xbb\xbf" + json.dumps({"records": records[1:3]}).encode(),
+        "utf16": json.dumps({"records": records[3:4]}).encode("utf-16"),
+    }
+    sent = {"spaced": [first], "bom": records[1:3], "utf16": records[3:4]}
+    answers = {}
+    for rid, body in bodies.items():
+        status, _, data = call(url, "POST", "/predict", body, {"X-Request-ID": f"raw-{rid}"})
+        assert status == 200, (rid, data)
+        answers[rid] = json.loads(data)["predictions"]
+    status, _, v2 = post(
+        url,
+        f"/v2/models/{doc['model']['name']}/infer",
+        {"id": "raw-oip", "inputs": tensors(records[4:6], doc["signature"])},
+    )
+    assert status == 200
+    inputs = [f["name"] for f in doc["signature"]["inputs"]]  # one tensor per model input
+    sent["oip"] = [{k: r[k] for k in inputs} for r in records[4:6]]
+    wanted = {f"raw-{rid}" for rid in sent}
+    deadline = time.monotonic() + 30
+    while True:  # written within the log's flush interval
+        log = read_log(f"sqlite:///{log_db}")
+        log = log[log["request_id"].isin(wanted)]
+        if set(log["request_id"]) == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    by_request = {rid: group for rid, group in log.groupby("request_id")}
+    assert set(by_request) == wanted
+    for rid, records_sent in sent.items():
+        group = by_request[f"raw-{rid}"].sort_values("row")
+        assert group["row"].tolist() == list(range(len(records_sent)))
+        assert group["inputs"].tolist() == records_sent, rid
+        if rid in answers:
+            assert group["outputs"].tolist() == answers[rid]
+    oip_outputs = by_request["raw-oip"]["outputs"].tolist()
+    assert [o["probability"] for o in oip_outputs] == next(
+        o["data"] for o in v2["outputs"] if o["name"] == "probability"
+    )
+
+
 def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
     built_project: Path, records: list[dict]
 ) -> None:
     """50 clients for a few seconds, SIGTERM in the middle: every 200 has its rows in the log
-    with the same outputs, no client saw a 5xx, and the service exits 0."""
+    with the same inputs and outputs, no client saw a 5xx, and the service exits 0."""
     url, proc, log_db = start_server(built_project, "--workers", "2")
-    answered: list[tuple[str, list[dict]]] = []
+    answered: list[tuple[str, list[dict], list[dict]]] = []
     statuses: list[int] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + 6
@@ -321,7 +373,7 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
             with lock:
                 statuses.append(status)
                 if status == 200:
-                    answered.append((rid, body["predictions"]))
+                    answered.append((rid, batch, body["predictions"]))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
     for t in threads:
@@ -334,11 +386,11 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
     assert code == 0
     assert answered and not [s for s in statuses if s >= 500], sorted(set(statuses))
     log = read_log(f"sqlite:///{log_db}")
-    logged = {(r.request_id, int(r.row)): r.outputs for r in log.itertuples()}
-    for rid, preds in answered:
-        for row, pred in enumerate(preds):
-            assert logged.get((rid, row)) == pred, (rid, row)
-    assert len(logged) == sum(len(p) for _, p in answered)
+    logged = {(r.request_id, int(r.row)): (r.inputs, r.outputs) for r in log.itertuples()}
+    for rid, batch, preds in answered:
+        for row, (record, pred) in enumerate(zip(batch, preds, strict=True)):
+            assert logged.get((rid, row)) == (record, pred), (rid, row)
+    assert len(logged) == sum(len(p) for _, _, p in answered)
 
 
 # --- hot reload -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import base64
 import gzip
 import hashlib
 import json
-import os
 import socket
 import sqlite3
 import threading
@@ -395,21 +394,6 @@ def test_redact_url_drops_user_password_and_query() -> None:
 
 
 # --- database: PostgreSQL --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The URL of the real PostgreSQL server `.ci/run` starts (skip locally without one)."""
-    url = os.environ.get("MLCYCLE_TEST_POSTGRES_URL")
-    if not url:
-        message = (
-            "MLCYCLE_TEST_POSTGRES_URL is not set: no PostgreSQL server for the database tests "
-            "(`.ci/run --postgres-only` starts one and prints the URL)"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"under CI the PostgreSQL tests must run: {message}")
-        pytest.skip(message)
-    return url
 
 
 @pytest.fixture

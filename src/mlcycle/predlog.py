@@ -2,68 +2,92 @@
 
 A :class:`PredictionLog` sits behind a SQLAlchemy URL: ``sqlite:///logs/predictions.db`` (a
 relative path is relative to the current directory; missing folders are created) or
-``postgresql+psycopg://user:password@host/db`` in production. It writes one table,
-``predictions``, created if missing:
+``postgresql+psycopg://user:password@host/db`` in production. It writes two tables, created if
+missing. ``predictions`` holds one row per request (one :meth:`PredictionLog.submit` call), its
+records and their outputs as JSON arrays:
 
 =============  ==========================  ==================================================
 column         type                        what
 =============  ==========================  ==================================================
-id             integer, primary key        autoincrement; the order rows were inserted in
-request_id     text, not null, indexed     the request the record came in
-row            integer, not null           the record's position in its request (0-based)
+id             integer, primary key        autoincrement; the order requests were inserted in
+request_id     text, not null, indexed     the request's id
 ts             timestamp with time zone,   when the prediction was made (UTC)
                not null, indexed
+records        integer, not null           how many records the request had (``n``)
 model_name     text, not null              the model's name
 model_version  text, nullable              the deployed version, if the service has one
 model_id       text, not null, indexed     the model file's SHA-256 prefix (its identity)
-inputs         text, not null              JSON of the raw record as received
-outputs        text, not null              JSON of the answer: ``{"label": ..., "probabilities":
-                                           {...}}`` or ``{"value": ...}``
-label          text, nullable              the true label, when it arrives (:func:`attach_labels`)
-label_ts       timestamp with time zone,   when the label was attached (UTC)
-               nullable
+inputs         text, not null              JSON of the records as received: an array of
+                                           records, or an object whose ``"records"`` key holds
+                                           that array (a ``/predict`` body, verbatim)
+outputs        text, not null              JSON array of the answers, one per record:
+                                           ``{"label": ..., "probabilities": {...}}`` or
+                                           ``{"value": ...}``
 =============  ==========================  ==================================================
 
-Writes are off the request path: :meth:`PredictionLog.submit` puts a request's rows on a bounded
-in-memory queue and returns at once; a background thread writes them in batches, one
-transaction per batch (``batch_size`` rows, or whatever is waiting every ``flush_interval``
-seconds). A full queue refuses the whole call (``submit`` returns False, the service answers
-503) instead of dropping a logged prediction. A failing database is retried with backoff and
-reported through :mod:`logging`; rows are only ever given up when :meth:`PredictionLog.close`
-runs out of time, and then their number is logged and returned. Messages never carry the URL's
-credentials.
+``prediction_labels`` holds the true labels that arrive later (:func:`attach_labels`), one row
+per labelled record, primary key ``(request_id, row)``:
+
+=============  ==========================  ==================================================
+request_id     text, not null              the request the record came in
+row            integer, not null           the record's position in its request (0-based)
+label          text, not null              the true label
+ts             timestamp with time zone,   when the label was attached (UTC)
+               not null
+=============  ==========================  ==================================================
+
+A row per request, not per record, because the writer thread shares the service's CPU (and
+GIL): one insert and, when the service hands over the JSON it already has (the request body as
+received, the bytes of the predictions it answered), no serialisation at all, whatever the
+number of records. Counters, the queue bound and batch sizes still count records.
+
+Writes are off the request path: :meth:`PredictionLog.submit` puts one request on a bounded
+in-memory queue and returns at once; a background thread writes requests in batches, one
+transaction per batch (whole requests up to ``batch_size`` records, or whatever is waiting
+every ``flush_interval`` seconds). A full queue refuses the whole call (``submit`` returns
+False, the service answers 503) instead of dropping a logged prediction. A failing database is
+retried with backoff and reported through :mod:`logging`; records are only ever given up when
+:meth:`PredictionLog.close` runs out of time, and then their number is logged and returned.
+Messages never carry the URL's credentials.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout, so several worker
 processes can append to the same file. Create one :class:`PredictionLog` per process (after a
 fork: the writer thread does not survive one).
 
-:func:`read_log` reads rows back as a pandas frame for monitoring (``inputs`` and ``outputs``
-as dicts), and :func:`attach_labels` fills in true labels that arrive later.
+:func:`read_log` reads the log back as a pandas frame with one row per record (``inputs`` and
+``outputs`` as dicts, labels joined in), and :func:`attach_labels` records true labels.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
+import gc
+import itertools
 import json
 import logging
 import math
+import operator
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 
+import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -73,6 +97,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///predictions.db"
 TABLE = "predictions"
+LABELS_TABLE = "prediction_labels"
+#: The columns of :func:`read_log`'s frame: one row per record.
 COLUMNS = (
     "id",
     "request_id",
@@ -86,20 +112,41 @@ COLUMNS = (
     "label",
     "label_ts",
 )
-#: Keys every submitted row must have; ``row``, ``ts`` and ``model_version`` are optional.
-REQUIRED_KEYS = frozenset({"request_id", "model_name", "model_id", "inputs", "outputs"})
-INSERT_COLUMNS = COLUMNS[1:9]  # what the writer inserts: all but id and the label columns
+#: What the writer inserts into ``predictions``, in this order: every column but ``id``.
+INSERT_COLUMNS = (
+    "request_id",
+    "ts",
+    "records",
+    "model_name",
+    "model_version",
+    "model_id",
+    "inputs",
+    "outputs",
+)
 RETRY_FIRST_SECONDS = 0.05  # the first retry of a failed write waits this long, doubling
 RETRY_MAX_SECONDS = 2.0  # up to this
+LAST_CHUNK = 1024  # read_log(last=N) looks for its first request this many requests at a time,
+LAST_CHUNK_MAX = 65_536  # growing to this
+IN_CHUNK = 500  # request ids per IN (...) when attaching labels
 
 SQLITE_INSERT = (
-    'INSERT INTO predictions (request_id, "row", ts, model_name, model_version, model_id, '
-    "inputs, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
-POSTGRES_COPY = (
-    'COPY predictions (request_id, "row", ts, model_name, model_version, model_id, inputs, '
-    "outputs) FROM STDIN"
-)
+POSTGRES_COPY = f"COPY predictions ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+POSTGRES_BINARY_COPY = f"{POSTGRES_COPY} (FORMAT BINARY)"
+#: The PostgreSQL type of each of :data:`INSERT_COLUMNS` in our table, as ``format_type`` names
+#: it and as psycopg's ``Copy.set_types`` takes it (for a binary COPY).
+POSTGRES_TYPES = {
+    "request_id": ("text", "text"),
+    "ts": ("timestamp with time zone", "timestamptz"),
+    "records": ("integer", "int4"),
+    "model_name": ("text", "text"),
+    "model_version": ("text", "text"),
+    "model_id": ("text", "text"),
+    "inputs": ("text", "text"),
+    "outputs": ("text", "text"),
+}
 
 metadata = sa.MetaData()
 predictions = sa.Table(
@@ -113,15 +160,21 @@ predictions = sa.Table(
         autoincrement=True,
     ),
     sa.Column("request_id", sa.Text, nullable=False, index=True),
-    sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("records", sa.Integer, nullable=False),
     sa.Column("model_name", sa.Text, nullable=False),
     sa.Column("model_version", sa.Text),
     sa.Column("model_id", sa.Text, nullable=False, index=True),
     sa.Column("inputs", sa.Text, nullable=False),
     sa.Column("outputs", sa.Text, nullable=False),
-    sa.Column("label", sa.Text),
-    sa.Column("label_ts", sa.DateTime(timezone=True)),
+)
+prediction_labels = sa.Table(
+    LABELS_TABLE,
+    metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("row", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -211,25 +264,56 @@ def _engine(url: sa.URL, *, writer: bool, timeout: float) -> sa.Engine:
         ) from None
 
 
-def _create_table(engine: sa.Engine) -> None:
-    """Create ``predictions`` and its indexes if missing (several processes may race to) and,
-    on SQLite, switch the file to WAL mode (stored in the file); refuse a table of another
-    layout."""
+def _check_layout(conn: sa.Connection, table: sa.Table) -> None:
+    """Refuse an existing ``table`` that lacks some of our columns (the log would fail on every
+    write or read), naming them; the per-record ``predictions`` of earlier versions is named
+    as such."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+    missing = [c.name for c in table.columns if c.name not in have]
+    if not missing:
+        return
+    message = f"table {table.name!r} exists with another layout: it lacks {', '.join(missing)}"
+    if table is predictions and {"row", "label"} <= have:
+        message += (
+            " (it is the one-row-per-record layout of earlier versions, with columns row and "
+            "label; rename it, e.g. ALTER TABLE predictions RENAME TO predictions_old, or log "
+            "to another database)"
+        )
+    raise PredictionLogError(message)
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create ``predictions`` (with its indexes) and ``prediction_labels`` if missing (several
+    processes may race to) and, on SQLite, switch the file to WAL mode (stored in the file);
+    refuse tables of another layout."""
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
         if str(mode).lower() != "wal":
             raise sa_exc.OperationalError("PRAGMA journal_mode=WAL", {}, f"journal mode {mode}")
     with engine.begin() as conn:
-        conn.execute(CreateTable(predictions, if_not_exists=True))
-        have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE)}
-        missing = [c for c in COLUMNS if c not in have]
-        if missing:
-            raise PredictionLogError(
-                f"table {TABLE!r} exists with another layout: it lacks {', '.join(missing)}"
-            )
+        for table in (predictions, prediction_labels):
+            conn.execute(CreateTable(table, if_not_exists=True))
+            _check_layout(conn, table)
         for index in sorted(predictions.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def _binary_copy_types(engine: sa.Engine) -> list[str] | None:
+    """The types for a binary COPY into ``predictions`` when its columns have exactly ours
+    (binary COPY is 3 to 6 times cheaper for the client than text COPY, which escapes every
+    character, but the server does not convert binary values: a table made by hand with, say,
+    ``records bigint`` would refuse every row); None then, for a text COPY."""
+    with engine.connect() as conn:
+        found = dict(
+            conn.exec_driver_sql(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'predictions'::regclass AND attnum > 0 AND NOT attisdropped"
+            ).all()
+        )
+    if any(found.get(c) != POSTGRES_TYPES[c][0] for c in INSERT_COLUMNS):
+        return None
+    return [POSTGRES_TYPES[c][1] for c in INSERT_COLUMNS]
 
 
 def _utc(value: datetime) -> datetime:
@@ -240,11 +324,16 @@ def _utc(value: datetime) -> datetime:
 
 
 def _json_default(obj: Any) -> Any:
-    """JSON for what :mod:`json` does not know: numpy scalars and arrays, dates, else text."""
+    """JSON for what orjson does not know: other mappings and sequences, numpy values orjson
+    leaves out (e.g. object arrays), dates, else the text."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, date):
         return obj.isoformat()
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+        return list(obj)
     return str(obj)
 
 
@@ -257,40 +346,75 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS).decode()
 
 
+def _json_text(value: Any, what: str, records: bool) -> str:
+    """``value`` (JSON text or bytes, kept verbatim, or a sequence to serialise) as the text to
+    store; ``records``: the items must be mappings. Raises ValueError/TypeError for a value
+    that can never be stored (the entry is dropped)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{what} are not UTF-8 text: {exc}") from None
+    if type(value) is not list and type(value) is not tuple:
+        value = list(value)
+    if records:
+        for i, record in enumerate(value):
+            if type(record) is not dict and not isinstance(record, Mapping):
+                raise TypeError(f"{what}[{i}] is a {type(record).__name__}, not a mapping")
+    return _dumps(value)
+
+
 def _sqlite_ts(ts: datetime) -> str:
     """``ts`` (UTC) as SQLAlchemy stores a DateTime in SQLite, so it reads back and compares."""
     return ts.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _same(ts: datetime) -> datetime:
-    return ts
+class _SqliteTimes:
+    """Times to store in SQLite, as SQLAlchemy stores a DateTime (so they read back and
+    compare), from a UTC datetime or from microseconds since the epoch (the time of a
+    :meth:`PredictionLog.submit` call). The date and time to the second is cached: the requests
+    of a batch mostly share it, and datetime arithmetic and formatting would cost the writer
+    several microseconds per request. One per writer thread."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, when: datetime | int) -> str:
+        if isinstance(when, datetime):
+            return _sqlite_ts(when)
+        second, micro = divmod(when, 1_000_000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{micro:06d}"
 
 
-def _required(value: Any, key: str) -> str:
-    if value is None:
-        raise ValueError(f"{key} is null")
-    return value if isinstance(value, str) else str(value)
+def _as_datetime(when: datetime | int) -> datetime:
+    """A UTC datetime from a UTC datetime or microseconds since the epoch."""
+    if isinstance(when, datetime):
+        return when
+    return datetime.fromtimestamp(when / 1e6, UTC)  # exact: floats resolve 0.25 us here
 
 
-def _values(row: Mapping[str, Any], position: int, ts: Any) -> tuple:
-    """One submitted row as the values of :data:`INSERT_COLUMNS` (``ts`` already converted)."""
-    version = row.get("model_version")
-    return (
-        _required(row["request_id"], "request_id"),
-        int(row.get("row", position)),
-        ts,
-        _required(row["model_name"], "model_name"),
-        None if version is None else str(version),
-        _required(row["model_id"], "model_id"),
-        _dumps(row["inputs"]),
-        _dumps(row["outputs"]),
-    )
+def _length(value: Any, what: str) -> int:
+    """The number of items of ``value``, a sequence (not a mapping, not a one-shot iterator)."""
+    if type(value) is list or type(value) is tuple:
+        return len(value)
+    if isinstance(value, Mapping) or not hasattr(value, "__len__"):
+        raise TypeError(
+            f"{what} must be a sequence (one item per record) or JSON text/bytes, "
+            f"not a {type(value).__name__}"
+        )
+    return len(value)
 
 
 def _row_level(exc: BaseException, dbapi: Any = None) -> bool:
     """Whether ``exc`` is about the rows (a value the database refuses), not the database being
-    unavailable: then the batch is written row by row and only the bad rows are dropped.
-    ``dbapi`` is the driver's module, for its own errors (PostgreSQL's COPY bypasses
+    unavailable: then the batch is written request by request and only the bad ones are
+    dropped. ``dbapi`` is the driver's module, for its own errors (PostgreSQL's COPY bypasses
     SQLAlchemy)."""
     if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
         return True
@@ -303,6 +427,11 @@ def _row_level(exc: BaseException, dbapi: Any = None) -> bool:
 
 # --- the writer ----------------------------------------------------------------------------
 
+#: One accepted call on the queue: (monotonic time queued, records, request_id, model_name,
+#: model_version, model_id, inputs, outputs, ts: a UTC datetime or, the time of the call,
+#: microseconds since the epoch).
+_Entry = tuple[float, int, Any, Any, Any, Any, Any, Any, datetime | int]
+
 
 def _close_at_exit(ref: weakref.ref[PredictionLog]) -> None:
     log = ref()
@@ -311,17 +440,18 @@ def _close_at_exit(ref: weakref.ref[PredictionLog]) -> None:
 
 
 class PredictionLog:
-    """A bounded queue of prediction rows and the thread that writes them to ``url``.
+    """A bounded queue of requests' predictions and the thread that writes them to ``url``.
 
-    ``submit(rows)`` queues one request's rows or none of them; rows are written in batches of
-    up to ``batch_size`` (more when one call brings more), at least every ``flush_interval``
-    seconds. At most ``max_queue`` rows wait (a single call larger than that is taken when
-    nothing waits). When full, ``submit`` returns False at once (``when_full="reject"``) or
-    after waiting up to ``block_timeout`` seconds for room (``"block"``; it blocks the calling
-    thread, so call it from a worker thread in async code). ``db_timeout`` bounds one wait for a
-    lock (SQLite busy timeout) or a connection (connect timeout). The table is created, and the
-    database reached, before the constructor returns: a wrong URL fails at start-up with
-    :class:`PredictionLogError`.
+    ``submit(...)`` queues one request (its records and outputs) or refuses it; requests are
+    written whole, in batches of up to ``batch_size`` records (more when one request brings
+    more), at least every ``flush_interval`` seconds. At most ``max_queue`` records wait (a
+    single request larger than that is taken when nothing waits). When full, ``submit`` returns
+    False at once (``when_full="reject"``) or after waiting up to ``block_timeout`` seconds for
+    room (``"block"``; it blocks the calling thread, so call it from a worker thread in async
+    code). ``db_timeout`` bounds one wait for a lock (SQLite busy timeout) or a connection
+    (connect timeout). The tables are created, and the database reached, before the
+    constructor returns: a wrong URL fails at start-up with :class:`PredictionLogError`.
+    Every counter counts records, not requests.
     """
 
     def __init__(
@@ -350,7 +480,6 @@ class PredictionLog:
         self.when_full = when_full
         self.block_timeout = block_timeout
         self._engine = _engine(self._url, writer=True, timeout=db_timeout)
-        self._open(attempts=3)
         self._insert = predictions.insert()
         # how _commit inserts: "sqlite" (the driver's executemany), "copy" (PostgreSQL's COPY
         # through psycopg 3) or "core" (SQLAlchemy's executemany, any other database)
@@ -362,16 +491,18 @@ class PredictionLog:
             and self._url.get_driver_name() == "psycopg"
         ):
             self._mode = "copy"
+        # the column types for a binary COPY (None: text COPY), see _binary_copy_types
+        self._copy_types: list[str] | None = None
+        self._open(attempts=3)
         self._dbapi = self._engine.dialect.dbapi
-        self._ts_value = _sqlite_ts if self._mode == "sqlite" else _same
+        self._ts_value = _SqliteTimes() if self._mode == "sqlite" else _as_datetime
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the writer waits on it
         self._room = threading.Condition(self._lock)  # blocked submitters and flush() wait
-        # (monotonic time queued, ts of the call, rows) per accepted call, oldest first
-        self._queue: deque[tuple[float, datetime, list[Mapping[str, Any]]]] = deque()
-        self._queued = 0  # rows in _queue
-        self._inflight = 0  # rows taken by the writer, not yet written or given up
+        self._queue: deque[_Entry] = deque()  # accepted calls, oldest first
+        self._queued = 0  # records in _queue
+        self._inflight = 0  # records taken by the writer, not yet written or given up
         self._accepted = 0
         self._written = 0
         self._failed = 0
@@ -380,9 +511,9 @@ class PredictionLog:
         self._batches = 0
         self._closing = False
         self._deadline = math.inf
-        self._abandoned = False  # rows were given up: the writer stops
+        self._abandoned = False  # records were given up: the writer stops
         self._flush_now = False  # flush() asked for the queue to be written now
-        self._lost = 0  # rows given up when closing
+        self._lost = 0  # records given up when closing
         self._close_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="mlcycle-predlog", daemon=True)
@@ -400,11 +531,13 @@ class PredictionLog:
         self.close()
 
     def _open(self, attempts: int) -> None:
-        """Reach the database and create the table, retrying a few times (another process may
-        be creating it at the same moment)."""
+        """Reach the database and create the tables, retrying a few times (another process may
+        be creating them at the same moment)."""
         for attempt in range(attempts):
             try:
-                _create_table(self._engine)
+                _create_tables(self._engine)
+                if self._mode == "copy":
+                    self._copy_types = _binary_copy_types(self._engine)
                 return
             except PredictionLogError as exc:
                 self._engine.dispose()
@@ -422,23 +555,24 @@ class PredictionLog:
 
     @property
     def depth(self) -> int:
-        """Rows accepted and not yet written (queued or being written): the queue gauge."""
+        """Records accepted and not yet written (queued or being written): the queue gauge."""
         return self._queued + self._inflight
 
     @property
     def written(self) -> int:
-        """Rows written (committed) so far."""
+        """Records written (committed) so far."""
         return self._written
 
     @property
     def failed(self) -> int:
-        """Rows accepted that will never be written: refused by the database one by one, or
-        given up when :meth:`close` ran out of time. Each is logged."""
+        """Records accepted that will never be written: their request could not be stored
+        (invalid UTF-8, refused by the database) or was given up when :meth:`close` ran out of
+        time. Each is logged."""
         return self._failed
 
     @property
     def rejected(self) -> int:
-        """Rows refused by :meth:`submit` (queue full or closed): the service answered 503."""
+        """Records refused by :meth:`submit` (queue full or closed): the service answered 503."""
         return self._rejected
 
     @property
@@ -462,41 +596,92 @@ class PredictionLog:
         depth = self._queued + self._inflight
         return depth + n <= self.max_queue or depth == 0
 
-    def submit(self, rows: Sequence[Mapping[str, Any]]) -> bool:
-        """Queue ``rows`` (one request's records) for writing; never waits on the database
+    def submit(
+        self,
+        request_id: str,
+        inputs: Sequence[Mapping[str, Any]] | str | bytes,
+        outputs: Sequence[Any] | str | bytes,
+        *,
+        model_name: str,
+        model_id: str,
+        model_version: str | None = None,
+        n: int | None = None,
+        ts: datetime | None = None,
+    ) -> bool:
+        """Queue one request's records and outputs for writing; never waits on the database
         (with ``when_full="block"`` it may wait for room in the queue).
 
-        Each row is a mapping with ``request_id``, ``model_name``, ``model_id``, ``inputs`` and
-        ``outputs`` (JSON-able: numpy values are converted), and optionally ``row`` (default:
-        its position in ``rows``), ``ts`` (a datetime, naive meaning UTC; default: now) and
-        ``model_version``. The rows are serialised later by the writer thread: do not change
-        them after submitting.
+        ``inputs`` is either the records, a sequence of mappings (JSON-able: numpy values and
+        dates are converted, NaN becomes null), or JSON text or UTF-8 bytes stored verbatim:
+        an array of records or an object whose ``"records"`` key holds one (a ``/predict``
+        body as received). ``outputs`` is one answer per record, a sequence or the JSON text
+        or bytes of an array. ``n`` is the number of records: required with JSON inputs (they
+        are not parsed here), else their length by default. ``ts`` (naive meaning UTC)
+        defaults to now. Nothing is serialised or decoded here, so a call costs the same
+        whatever ``n``: the writer thread does it, so do not change the sequences after
+        submitting. JSON text is not checked either: :func:`read_log` refuses an entry whose
+        arrays do not have ``n`` items.
 
-        Returns True when every row was queued, False when none was (queue full, or closed).
-        A row without a required key is a programming error: ValueError, nothing queued.
+        Returns True when the request was queued, False when it was not (queue full, or
+        closed); an empty request (``n == 0``) is not queued and counts as accepted. A missing
+        id or name, a length that disagrees with ``n``, or inputs that are neither a sequence
+        nor JSON are programming errors: ValueError or TypeError, nothing queued.
         """
-        rows = list(rows)
-        n = len(rows)
-        for i, row in enumerate(rows):
-            try:
-                complete = row.keys() >= REQUIRED_KEYS
-            except AttributeError:
-                raise TypeError(f"rows[{i}] is a {type(row).__name__}, not a mapping") from None
-            if not complete:
-                missing = ", ".join(sorted(REQUIRED_KEYS - row.keys()))
-                raise ValueError(f"rows[{i}] lacks {missing}")
-        now = datetime.now(UTC)
+        if request_id is None or model_name is None or model_id is None:
+            missing = [
+                k
+                for k, v in (
+                    ("request_id", request_id),
+                    ("model_name", model_name),
+                    ("model_id", model_id),
+                )
+                if v is None
+            ]
+            raise ValueError(f"{', '.join(missing)} is None: every request needs them")
+        if isinstance(inputs, str | bytes):
+            if n is None:
+                raise ValueError("n, the number of records, is needed when inputs is JSON text")
+        else:
+            size = _length(inputs, "inputs")
+            if n is None:
+                n = size
+            elif n != size:
+                raise ValueError(f"n is {n} but inputs holds {size} record(s)")
+        if not isinstance(outputs, str | bytes) and _length(outputs, "outputs") != n:
+            raise ValueError(f"{len(outputs)} output(s) for {n} record(s)")
+        if type(n) is not int:
+            n = operator.index(n)  # numpy integers too; TypeError for anything else
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        when = time.time_ns() // 1000 if ts is None else _utc(ts)
         with self._lock:
             if self._closing:
                 self._rejected += n
                 return False
             if not n:
                 return True
-            if not self._fits(n) and (self.when_full == "reject" or not self._wait_for_room(n)):
+            depth = self._queued + self._inflight  # self._fits(n), inlined: the hot path
+            if (
+                depth + n > self.max_queue
+                and depth
+                and (self.when_full == "reject" or not self._wait_for_room(n))
+            ):
                 self._rejected += n
                 return False
             was = self._queued
-            self._queue.append((time.monotonic(), now, rows))
+            self._queue.append(
+                (
+                    time.monotonic(),
+                    n,
+                    request_id,
+                    model_name,
+                    model_version,
+                    model_id,
+                    inputs,
+                    outputs,
+                    when,
+                )
+            )
             self._queued += n
             self._accepted += n
             if was == 0 or was < self.batch_size <= self._queued:
@@ -504,7 +689,7 @@ class PredictionLog:
         return True
 
     def _wait_for_room(self, n: int) -> bool:
-        """Wait (lock held) up to ``block_timeout`` s for room for ``n`` rows."""
+        """Wait (lock held) up to ``block_timeout`` s for room for ``n`` records."""
         end = time.monotonic() + self.block_timeout
         while not self._fits(n):
             left = end - time.monotonic()
@@ -531,9 +716,9 @@ class PredictionLog:
             return True
 
     def close(self, timeout: float = 10.0) -> int:
-        """Stop accepting rows, write everything queued, and stop the writer thread.
+        """Stop accepting requests, write everything queued, and stop the writer thread.
 
-        Returns the number of accepted rows still unwritten after ``timeout`` seconds (0
+        Returns the number of accepted records still unwritten after ``timeout`` seconds (0
         normally): the database stayed unavailable, and they are lost (logged as an error,
         counted in :attr:`failed`). Safe to call again: later calls return the same number.
         """
@@ -561,10 +746,10 @@ class PredictionLog:
     def _run(self) -> None:
         while True:
             try:
-                chunks = self._take()
-                if chunks is None:
+                entries = self._take()
+                if entries is None:
                     return
-                batch = self._convert(chunks)
+                batch = self._convert(entries)
                 if batch:
                     self._write(batch)
             except Exception:  # a bug here must not stop the log: say so and go on
@@ -576,8 +761,9 @@ class PredictionLog:
                 if lost:
                     logger.error("prediction log %s: %d prediction(s) lost", self.url, lost)
 
-    def _take(self) -> list[tuple[float, datetime, list[Mapping[str, Any]]]] | None:
-        """Wait until a batch is due, then take it off the queue; None when closed and empty."""
+    def _take(self) -> list[_Entry] | None:
+        """Wait until a batch is due, then take whole requests off the queue, up to
+        ``batch_size`` records (at least one request); None when closed and empty."""
         with self._lock:
             while True:
                 if self._abandoned:
@@ -596,49 +782,55 @@ class PredictionLog:
                 else:
                     self._flush_now = False
                     self._wake.wait()
-            chunks, n = [], 0
+            entries, n = [], 0
             while self._queue and n < self.batch_size:
-                chunk = self._queue.popleft()
-                chunks.append(chunk)
-                n += len(chunk[2])
+                entry = self._queue.popleft()
+                entries.append(entry)
+                n += entry[1]
             self._queued -= n
             self._inflight += n
             if not self._queued:
                 self._flush_now = False
-            return chunks
+            return entries
 
-    def _convert(self, chunks: list[tuple[float, datetime, list[Mapping[str, Any]]]]) -> list:
-        """Insert values of the taken rows; a row that cannot be converted is dropped and
-        logged (it would fail the same way every time)."""
+    def _convert(self, entries: list[_Entry]) -> list[tuple]:
+        """Insert values (:data:`INSERT_COLUMNS`) of the taken requests, their records and
+        outputs serialised now if they are not JSON already; a request that cannot be
+        converted (e.g. bytes that are not UTF-8) is dropped and logged: it would fail the same
+        way every time."""
         batch: list[tuple] = []
         bad = 0
         as_db = self._ts_value
-        for _, call_ts, rows in chunks:
-            last, value = None, as_db(call_ts)  # rows of a request usually share one ts
-            for i, row in enumerate(rows):
-                try:
-                    given = row.get("ts")
-                    if given is not None and given is not last:
-                        last, value = given, as_db(_utc(given))
-                    elif given is None and last is not None:
-                        last, value = None, as_db(call_ts)
-                    batch.append(_values(row, i, value))
-                except Exception as exc:
-                    bad += 1
-                    logger.error(
-                        "prediction log %s: dropped row %s of request %r: %s",
-                        self.url,
-                        row.get("row", i),
-                        row.get("request_id"),
-                        exc,
+        for _, n, request_id, name, version, model_id, inputs, outputs, when in entries:
+            try:
+                batch.append(
+                    (
+                        request_id if type(request_id) is str else str(request_id),
+                        as_db(when),
+                        n,
+                        name if type(name) is str else str(name),
+                        version if version is None or type(version) is str else str(version),
+                        model_id if type(model_id) is str else str(model_id),
+                        inputs if type(inputs) is str else _json_text(inputs, "inputs", True),
+                        outputs if type(outputs) is str else _json_text(outputs, "outputs", False),
                     )
+                )
+            except Exception as exc:
+                bad += n
+                logger.error(
+                    "prediction log %s: dropped request %r (%d record(s)): %s",
+                    self.url,
+                    request_id,
+                    n,
+                    exc,
+                )
         if bad:
             self._dropped(bad)
         return batch
 
     def _write(self, batch: list[tuple]) -> None:
         """Write ``batch`` in one transaction, retrying with backoff while the database is
-        unavailable; rows the database refuses are found by writing them one by one."""
+        unavailable; requests the database refuses are found by writing them one by one."""
         attempt = 0
         while batch:
             try:
@@ -657,7 +849,7 @@ class PredictionLog:
                 with self._lock:
                     self._write_errors += 1
                 logger.warning(
-                    "prediction log %s: writing %d row(s) failed (attempt %d), retrying: %s",
+                    "prediction log %s: writing %d request(s) failed (attempt %d), retrying: %s",
                     self.url,
                     len(batch),
                     attempt,
@@ -678,47 +870,51 @@ class PredictionLog:
                 conn.exec_driver_sql(SQLITE_INSERT, batch)
             elif self._mode == "copy":
                 cursor = conn.connection.driver_connection.cursor()
-                with cursor, cursor.copy(POSTGRES_COPY) as copy:
+                types = self._copy_types
+                with cursor, cursor.copy(POSTGRES_BINARY_COPY if types else POSTGRES_COPY) as copy:
+                    if types:
+                        copy.set_types(types)
                     for values in batch:
                         copy.write_row(values)
             else:
                 conn.execute(
                     self._insert, [dict(zip(INSERT_COLUMNS, v, strict=True)) for v in batch]
                 )
+        records = sum(values[2] for values in batch)
         with self._lock:
             self._batches += 1
             if self._abandoned:  # close() counted these as lost; they made it after all
-                self._failed -= len(batch)
-                self._lost = max(0, self._lost - len(batch))
+                self._failed -= records
+                self._lost = max(0, self._lost - records)
                 logger.warning(
-                    "prediction log %s: %d row(s) counted as lost were written after all",
+                    "prediction log %s: %d record(s) counted as lost were written after all",
                     self.url,
-                    len(batch),
+                    records,
                 )
             else:
-                self._inflight -= len(batch)
-            self._written += len(batch)
+                self._inflight -= records
+            self._written += records
             self._room.notify_all()
 
     def _write_one_by_one(self, batch: list[tuple]) -> list[tuple]:
-        """Write each row alone, dropping (and logging) those the database refuses; returns the
-        rows left when the database itself fails, to retry as a batch."""
-        for i, params in enumerate(batch):
+        """Write each request alone, dropping (and logging) those the database refuses;
+        returns the requests left when the database itself fails, to retry as a batch."""
+        for i, values in enumerate(batch):
             if self._abandoned:
                 return []
             try:
-                self._commit([params])
+                self._commit([values])
             except Exception as exc:
                 if not _row_level(exc, self._dbapi):
                     return batch[i:]
                 logger.error(
-                    "prediction log %s: the database refused row %s of request %r: %s",
+                    "prediction log %s: the database refused request %r (%d record(s)): %s",
                     self.url,
-                    params[1],
-                    params[0],
+                    values[0],
+                    values[2],
                     _reason(exc, self._url),
                 )
-                self._dropped(1)
+                self._dropped(values[2])
         return []
 
     def _dropped(self, n: int) -> None:
@@ -745,7 +941,8 @@ class PredictionLog:
                 self._wake.wait(min(end, self._deadline) - now)
 
     def _give_up(self, reason: str) -> None:
-        """(Lock held.) Count every row not yet written as lost, log it, and stop the writer."""
+        """(Lock held.) Count every record not yet written as lost, log it, and stop the
+        writer."""
         lost = self._queued + self._inflight
         self._queue.clear()
         self._queued = self._inflight = 0
@@ -776,6 +973,176 @@ def _empty_log() -> pd.DataFrame:
     return frame
 
 
+def _ts_column(column: sa.Column, dialect: str) -> sa.ColumnElement[Any]:
+    """``column`` as read, for :func:`_timestamps`: SQLite's text as stored, PostgreSQL's
+    microseconds since the epoch (exact: ``extract`` gives a numeric), else the driver's
+    datetimes. Converting a million datetime objects (SQLAlchemy's for SQLite, psycopg's) costs
+    seconds; text or integers, a fraction of that."""
+    if dialect == "sqlite":
+        return sa.type_coerce(column, sa.Text)
+    if dialect == "postgresql":
+        return sa.cast(sa.func.round(sa.extract("epoch", column) * 1_000_000), sa.BigInteger)
+    return column
+
+
+def _timestamps(values: Sequence[Any]) -> pd.DatetimeIndex:
+    """``values`` (ISO text of UTC times, microseconds since the epoch, or datetimes) as UTC
+    timestamps in microseconds."""
+    if values and isinstance(values[0], int):
+        index = pd.to_datetime(np.asarray(values, dtype=np.int64), unit="us", utc=True)
+    elif values and isinstance(values[0], str):
+        index = pd.to_datetime(values, utc=True, format="ISO8601")
+    else:
+        index = pd.to_datetime(list(values), utc=True)
+    return pd.DatetimeIndex(index).as_unit("us")
+
+
+def _last_cut(conn: sa.Connection, where: list[Any], last: int) -> tuple[int, int] | None:
+    """Where the last ``last`` records passing ``where`` begin: the id of the oldest request
+    holding some of them and how many of its records come before; None when all of them are
+    fewer. Reads ids and record counts backwards in growing chunks, not the whole table."""
+    t = predictions
+    need, before, chunk = last, None, LAST_CHUNK
+    while True:
+        size = max(1, min(chunk, need))  # a request holds at least one record
+        query = sa.select(t.c.id, t.c.records).where(*where)
+        if before is not None:
+            query = query.where(t.c.id < before)
+        rows = conn.execute(query.order_by(t.c.id.desc()).limit(size)).all()
+        for id_, records in rows:
+            if records >= need:
+                return id_, records - need
+            need -= records
+        if len(rows) < size:
+            return None
+        before = rows[-1][0]
+        chunk = min(chunk * 4, LAST_CHUNK_MAX)
+
+
+def _lenient_loads(text: Any) -> Any:
+    """orjson, else the standard library (which takes NaN, Infinity and 1e400)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _parse_entries(
+    ids: Sequence[int],
+    rids: Sequence[str],
+    counts: Sequence[int],
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+) -> tuple[list[Any], list[Any]]:
+    """Each entry's records and outputs, parsed once (orjson); an entry whose JSON is not
+    arrays of its ``records`` items is a :class:`PredictionLogError`. The checks run over
+    whole columns (``map``), not entry by entry in Python: a million requests of one record
+    are a million entries."""
+    loads = orjson.loads
+    try:
+        records_of = list(map(loads, inputs))
+        outputs_of = list(map(loads, outputs))
+    except orjson.JSONDecodeError:
+        # JSON orjson refuses but the service's parser (the standard library's) accepted, e.g.
+        # 1e400 in a field the model does not use: read with the standard library
+        records_of, outputs_of = [], []
+        for id_, rid, text_in, text_out in zip(ids, rids, inputs, outputs, strict=True):
+            try:
+                records_of.append(_lenient_loads(text_in))
+                outputs_of.append(_lenient_loads(text_out))
+            except ValueError as exc:
+                raise PredictionLogError(
+                    f"entry id {id_} (request {rid!r}) is not valid JSON: {exc}"
+                ) from None
+    kinds = set(map(type, records_of))
+    if dict in kinds:  # {"records": [...], ...}: a request body as received
+        records_of = [r.get("records") if type(r) is dict else r for r in records_of]
+        kinds = set(map(type, records_of))
+    counts = list(counts)
+    for what, parsed, ok in (
+        ("inputs", records_of, kinds == {list}),
+        ("outputs", outputs_of, set(map(type, outputs_of)) == {list}),
+    ):
+        if ok and list(map(len, parsed)) == counts:
+            continue
+        for id_, rid, n, value in zip(ids, rids, counts, parsed, strict=True):
+            if type(value) is not list or len(value) != n:
+                raise PredictionLogError(
+                    f"entry id {id_} (request {rid!r}): its {what} are not an array "
+                    + ('(or an object with one in "records") ' if what == "inputs" else "")
+                    + f"of its {n} record(s)"
+                )
+    return records_of, outputs_of
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: building millions of dicts (JSON records) would
+    otherwise start it over and over, each pass walking every object built so far (it costs
+    more than the parsing). Nothing here makes reference cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _frame(rows: list[Any], labels: list[Any], skip: int) -> pd.DataFrame:
+    """The per-record frame of ``rows`` (requests, in id order; the first one's first ``skip``
+    records left out) with ``labels`` (request_id, row, ts, label) joined in."""
+    ids, rids, ts, counts, names, versions, model_ids, inputs, outputs = map(
+        list, zip(*rows, strict=True)
+    )
+    records_of, outputs_of = _parse_entries(ids, rids, counts, inputs, outputs)
+    if skip:
+        records_of[0], outputs_of[0] = records_of[0][skip:], outputs_of[0][skip:]
+        counts[0] -= skip
+    n = np.asarray(counts, dtype=np.int64)
+    total = int(n.sum())
+    starts = np.cumsum(n) - n
+    row = np.arange(total, dtype=np.int64) - np.repeat(starts, n)
+    row[: n[0]] += skip
+
+    def each(values: list[Any]) -> np.ndarray:  # a request's value on each of its records
+        return np.repeat(np.asarray(values, dtype=object), n)
+
+    label = np.full(total, None, dtype=object)
+    label_ts = np.full(total, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    if labels:
+        l_rids, l_rows, l_ts, l_labels = zip(*labels, strict=True)
+        l_us = _timestamps(l_ts).asi8
+        found: dict[str, list[tuple[int, int]]] = {}
+        for j, (rid, r) in enumerate(zip(l_rids, l_rows, strict=True)):
+            found.setdefault(rid, []).append((r, j))
+        for i, rid in enumerate(rids):
+            if rid not in found:
+                continue
+            low = skip if i == 0 else 0  # the first row of the request in the frame
+            high, base = low + counts[i], int(starts[i])
+            for r, j in found[rid]:
+                if low <= r < high:
+                    label[base + r - low] = l_labels[j]
+                    label_ts[base + r - low] = l_us[j]
+    stamps = pd.DatetimeIndex(label_ts.view("datetime64[us]")).tz_localize(UTC)
+    return pd.DataFrame(
+        {
+            "id": np.repeat(np.asarray(ids, dtype=np.int64), n),
+            "request_id": each(rids),
+            "row": row,
+            "ts": _timestamps(ts).repeat(n).array,
+            "model_name": each(names),
+            "model_version": each(versions),
+            "model_id": each(model_ids),
+            "inputs": list(itertools.chain.from_iterable(records_of)),
+            "outputs": list(itertools.chain.from_iterable(outputs_of)),
+            "label": label,
+            "label_ts": stamps.array,
+        }
+    )
+
+
 def read_log(
     url: str | os.PathLike[str] = DEFAULT_URL,
     *,
@@ -785,55 +1152,82 @@ def read_log(
     model_version: str | None = None,
     model_id: str | None = None,
 ) -> pd.DataFrame:
-    """The logged predictions as a frame, in ``id`` (insertion) order, one column per table
-    column (:data:`COLUMNS`).
+    """The logged predictions as a frame with one row per record, in ``(id, row)`` order (the
+    order requests were inserted in, then each request's records), one column per name in
+    :data:`COLUMNS`.
 
-    ``inputs`` and ``outputs`` hold the parsed JSON as dicts (not expanded into columns: the
-    frame's shape does not depend on the model; ``pd.DataFrame(frame["inputs"].tolist())`` gives
-    the records). ``ts`` and ``label_ts`` are UTC timestamps. Filters: ``since <= ts < until``
-    (a naive datetime is UTC), ``model_version``, ``model_id``; ``last`` keeps the last ``last``
-    rows that pass them. A database without the table (nothing logged yet) gives an empty
-    frame; a missing SQLite file is a :class:`PredictionLogError`.
+    ``id`` is the request's table id (its records share it), ``row`` the record's position in
+    its request. ``inputs`` and ``outputs`` hold each record's parsed JSON as dicts (not
+    expanded into columns: the frame's shape does not depend on the model;
+    ``pd.DataFrame(frame["inputs"].tolist())`` gives the records). ``label`` and ``label_ts``
+    come from ``prediction_labels`` (missing: NaN/NaT). ``ts`` and ``label_ts`` are UTC
+    timestamps. Filters apply to requests: ``since <= ts < until`` (a naive datetime is UTC),
+    ``model_version``, ``model_id``; ``last`` keeps the last ``last`` records that pass them
+    (the oldest request kept may lose its first records), found without reading the rest of
+    the table. A database without the table (nothing logged yet) gives an empty frame; a
+    missing SQLite file, or an entry whose JSON does not hold its number of records, is a
+    :class:`PredictionLogError`.
     """
     if last is not None and last < 0:
         raise ValueError(f"last must be >= 0, not {last}")
-    t = predictions
-    query = sa.select(*(t.c[c] for c in COLUMNS))
+    t, lt = predictions, prediction_labels
+    where: list[Any] = []
     if since is not None:
-        query = query.where(t.c.ts >= _utc(since))
+        where.append(t.c.ts >= _utc(since))
     if until is not None:
-        query = query.where(t.c.ts < _utc(until))
+        where.append(t.c.ts < _utc(until))
     if model_version is not None:
-        query = query.where(t.c.model_version == model_version)
+        where.append(t.c.model_version == model_version)
     if model_id is not None:
-        query = query.where(t.c.model_id == model_id)
-    if last is not None:
-        query = query.order_by(t.c.id.desc()).limit(last)
-    else:
-        query = query.order_by(t.c.id)
+        where.append(t.c.model_id == model_id)
     parsed, engine = _reader(url)
+    dialect = engine.dialect.name
     try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(TABLE):
+        with _no_gc():  # fetching builds millions of objects too
+            with engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                if not inspector.has_table(TABLE) or last == 0:
+                    return _empty_log()
+                _check_layout(conn, t)
+                skip = 0
+                if last is not None:
+                    cut = _last_cut(conn, where, last)
+                    if cut is not None:
+                        where.append(t.c.id >= cut[0])
+                        skip = cut[1]
+                query = sa.select(
+                    t.c.id,
+                    t.c.request_id,
+                    _ts_column(t.c.ts, dialect),
+                    t.c.records,
+                    t.c.model_name,
+                    t.c.model_version,
+                    t.c.model_id,
+                    t.c.inputs,
+                    t.c.outputs,
+                )
+                rows = conn.execute(query.where(*where).order_by(t.c.id)).all()
+                labels: list[Any] = []
+                if rows and inspector.has_table(LABELS_TABLE):
+                    query = sa.select(
+                        lt.c.request_id, lt.c.row, _ts_column(lt.c.ts, dialect), lt.c.label
+                    )
+                    if where:
+                        query = query.where(
+                            lt.c.request_id.in_(sa.select(t.c.request_id).where(*where))
+                        )
+                    labels = conn.execute(query).all()
+            if not rows:
                 return _empty_log()
-            rows = conn.execute(query).all()
+            return _frame(rows, labels, skip)
+    except PredictionLogError as exc:
+        raise PredictionLogError(f"prediction log {_shown(parsed)}: {exc}") from None
     except sa_exc.SQLAlchemyError as exc:
         raise PredictionLogError(
             f"reading the prediction log {_shown(parsed)} failed: {_reason(exc, parsed)}"
         ) from None
     finally:
         engine.dispose()
-    if not rows:
-        return _empty_log()
-    if last is not None:
-        rows.reverse()
-    values = dict(zip(COLUMNS, zip(*rows, strict=True), strict=True))
-    frame = pd.DataFrame({c: list(values[c]) for c in COLUMNS})
-    frame["inputs"] = [json.loads(s) for s in values["inputs"]]
-    frame["outputs"] = [json.loads(s) for s in values["outputs"]]
-    for c in ("ts", "label_ts"):  # SQLite gives naive UTC, PostgreSQL aware datetimes
-        frame[c] = pd.to_datetime(frame[c], utc=True).astype("datetime64[us, UTC]")
-    return frame.astype({"id": "int64", "row": "int64"})
 
 
 def _label_text(value: Any) -> str | None:
@@ -844,28 +1238,78 @@ def _label_text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _records_per_request(conn: sa.Connection, request_ids: Iterable[str]) -> dict[str, int]:
+    """How many records each of ``request_ids`` that was logged has (the most, when it was
+    logged more than once)."""
+    t = predictions
+    wanted = sorted(request_ids)
+    sizes: dict[str, int] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        query = (
+            sa.select(t.c.request_id, sa.func.max(t.c.records))
+            .where(t.c.request_id.in_(wanted[i : i + IN_CHUNK]))
+            .group_by(t.c.request_id)
+        )
+        sizes.update((rid, int(n)) for rid, n in conn.execute(query))
+    return sizes
+
+
+def _store_labels(conn: sa.Connection, chosen: Mapping[tuple[str, int], str | None]) -> None:
+    """Upsert the labels in ``chosen`` ((request_id, row) -> label), deleting those that are
+    None: INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL, delete then insert
+    elsewhere."""
+    lt = prediction_labels
+    now = datetime.now(UTC)
+    keep = [
+        {"request_id": rid, "row": row, "label": label, "ts": now}
+        for (rid, row), label in chosen.items()
+        if label is not None
+    ]
+    drop = [{"b_rid": rid, "b_row": row} for (rid, row), label in chosen.items() if label is None]
+    dialect = conn.dialect.name
+    insert: Any
+    if dialect in ("sqlite", "postgresql"):
+        insert = (sqlite_dialect if dialect == "sqlite" else pg_dialect).insert(lt)
+        insert = insert.on_conflict_do_update(
+            index_elements=[lt.c.request_id, lt.c.row],
+            set_={"label": insert.excluded.label, "ts": insert.excluded.ts},
+        )
+    else:
+        drop += [{"b_rid": k["request_id"], "b_row": k["row"]} for k in keep]
+        insert = lt.insert()
+    if drop:
+        delete = lt.delete().where(
+            lt.c.request_id == sa.bindparam("b_rid"), lt.c.row == sa.bindparam("b_row")
+        )
+        conn.execute(delete, drop)
+    if keep:
+        conn.execute(insert, keep)
+
+
 def attach_labels(
     url: str | os.PathLike[str],
     labels: Mapping[str, Any] | Iterable[tuple[str, int, Any]],
 ) -> int:
-    """Record true labels that arrived after the predictions; returns how many rows matched.
+    """Record true labels that arrived after the predictions; returns how many records
+    matched.
 
-    ``labels`` is either a mapping ``request_id -> label`` (the label of every row of that
-    request; a list or tuple gives one label per row, by position) or ``(request_id, row,
-    label)`` triples. Labels are stored as text with ``label_ts`` = now (``None`` clears both).
-    Unknown request ids match nothing. All updates are one transaction.
+    ``labels`` is either a mapping ``request_id -> label`` (the label of every record of that
+    request; a list or tuple gives one label per record, by position) or ``(request_id, row,
+    label)`` triples. Only logged records get a label: a known request id and ``0 <= row <``
+    its number of records; the rest match nothing. Labels are stored as text in
+    ``prediction_labels`` with ``ts`` = now, replacing an earlier label; ``None`` removes it.
+    A request id logged more than once (a client reusing ids) shares its labels by position:
+    row ``i`` labels record ``i`` of each. All changes are one transaction.
     """
-    by_request: list[dict[str, Any]] = []
-    by_row: list[dict[str, Any]] = []
+    whole: dict[str, str | None] = {}
+    by_row: dict[tuple[str, int], str | None] = {}
     if isinstance(labels, Mapping):
         for request_id, value in labels.items():
             if isinstance(value, list | tuple):
-                by_row.extend(
-                    {"b_rid": str(request_id), "b_row": i, "b_label": _label_text(v)}
-                    for i, v in enumerate(value)
-                )
+                for i, v in enumerate(value):
+                    by_row[(str(request_id), i)] = _label_text(v)
             else:
-                by_request.append({"b_rid": str(request_id), "b_label": _label_text(value)})
+                whole[str(request_id)] = _label_text(value)
     else:
         for item in labels:
             try:
@@ -875,31 +1319,28 @@ def attach_labels(
                     "labels must be a mapping request_id -> label or (request_id, row, label) "
                     f"triples, not {type(labels).__name__} of {type(item).__name__}"
                 ) from None
-            by_row.append(
-                {"b_rid": str(request_id), "b_row": int(row), "b_label": _label_text(value)}
-            )
-    if not by_request and not by_row:
+            by_row[(str(request_id), int(row))] = _label_text(value)
+    if not whole and not by_row:
         return 0
-    now = datetime.now(UTC)
-    for params in (*by_request, *by_row):  # a cleared label has no time either
-        params["b_ts"] = None if params["b_label"] is None else now
-    t = predictions
-    values = {"label": sa.bindparam("b_label"), "label_ts": sa.bindparam("b_ts", type_=t.c.ts.type)}
-    for_request = t.update().where(t.c.request_id == sa.bindparam("b_rid")).values(**values)
-    for_row = for_request.where(t.c.row == sa.bindparam("b_row"))
     parsed, engine = _reader(url)
-    matched = 0
+    chosen: dict[tuple[str, int], str | None] = {}
     try:
         with engine.begin() as conn:
             if not sa.inspect(conn).has_table(TABLE):
                 return 0
-            for statement, params in ((for_request, by_request), (for_row, by_row)):
-                if not params:
-                    continue
-                if engine.dialect.supports_sane_multi_rowcount:
-                    matched += conn.execute(statement, params).rowcount
-                else:  # pragma: no cover - every driver we ship counts executemany
-                    matched += sum(conn.execute(statement, p).rowcount for p in params)
+            _check_layout(conn, predictions)
+            conn.execute(CreateTable(prediction_labels, if_not_exists=True))
+            _check_layout(conn, prediction_labels)
+            sizes = _records_per_request(conn, {*whole, *(rid for rid, _ in by_row)})
+            for rid, label in whole.items():
+                chosen.update(((rid, row), label) for row in range(sizes.get(rid, 0)))
+            for (rid, row), label in by_row.items():
+                if 0 <= row < sizes.get(rid, 0):
+                    chosen[(rid, row)] = label
+            if chosen:
+                _store_labels(conn, chosen)
+    except PredictionLogError as exc:
+        raise PredictionLogError(f"prediction log {_shown(parsed)}: {exc}") from None
     except sa_exc.SQLAlchemyError as exc:
         raise PredictionLogError(
             f"attaching labels in the prediction log {_shown(parsed)} failed: "
@@ -907,4 +1348,4 @@ def attach_labels(
         ) from None
     finally:
         engine.dispose()
-    return matched
+    return len(chosen)

@@ -17,6 +17,8 @@ the request is answered 503 instead of losing a logged prediction.
 """
 
 import asyncio
+import functools
+import json
 import logging
 import os
 import threading
@@ -24,7 +26,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NotRequired
 
@@ -77,7 +78,7 @@ class ServeSettings:
     generation_file: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Loaded:
     """The model in service: swapped as one object by a reload, so a request sees one model."""
 
@@ -95,6 +96,11 @@ class Loaded:
         name = bundle.metadata.get("name", "model")
         bundle.model.set_threads(1)  # one worker process per core: no thread pool per request
         return cls(bundle, Encoder.compile(bundle.signature), name, version)
+
+    @functools.cached_property
+    def info_json(self) -> bytes:
+        """The ``model`` part of every /predict answer, serialised once per loaded model."""
+        return orjson.dumps(model_info(self).model_dump(exclude_none=True))
 
 
 @dataclass
@@ -407,30 +413,32 @@ def create_app(
         scores = output[:, 1] if sig_.task == BINARY else (None if labels else output)
         telemetry.observe_predictions(model.bundle.model_id, labels, scores)
 
-    async def log_rows(
-        model: Loaded, request_id: str, records: list[dict], preds: list[dict[str, Any]]
+    async def log_request(
+        model: Loaded,
+        request_id: str,
+        inputs: list[dict] | str,
+        outputs: list[dict[str, Any]] | bytes,
+        n: int,
     ) -> None:
-        """Queue the scored records for the prediction log; 503 if it cannot take them."""
+        """Queue one request's records and outputs for the prediction log (as JSON already
+        made when there is some: the body as received, the predictions as answered); 503 if
+        the log cannot take them."""
         if state.log is None:
             return
-        ts = datetime.now(UTC)
-        rows = [
-            {
-                "request_id": request_id,
-                "row": i,
-                "ts": ts,
-                "model_name": model.name,
-                "model_version": model.version,
-                "model_id": model.bundle.model_id,
-                "inputs": rec,
-                "outputs": pred,
-            }
-            for i, (rec, pred) in enumerate(zip(records, preds, strict=True))
-        ]
+        submit = functools.partial(
+            state.log.submit,
+            request_id,
+            inputs,
+            outputs,
+            model_name=model.name,
+            model_id=model.bundle.model_id,
+            model_version=model.version,
+            n=n,
+        )
         if blocking_log:  # waits for room: not on the event loop
-            accepted = await asyncio.to_thread(state.log.submit, rows)
+            accepted = await asyncio.to_thread(submit)
         else:
-            accepted = state.log.submit(rows)
+            accepted = submit()
         telemetry.queue.set(state.log.depth)
         if not accepted:
             raise HTTPException(
@@ -470,16 +478,30 @@ def create_app(
                 for name in sig.unused_inputs:
                     r.pop(name, None)
         model, output, labels, unseen = score(records, request_id)
-        preds = prediction_dicts(output, labels, model.signature)
-        await log_rows(model, request_id, records, preds)
+        preds = orjson.dumps(prediction_dicts(output, labels, model.signature))
+        # the body as received is the log's record of the inputs (it passed validation, so it
+        # is JSON text); the predictions are serialised once, for the answer and the log
+        raw = await http.body()
+        try:  # text in the encoding the JSON parser detected (UTF-8, 16 or 32; a BOM dropped)
+            inputs: Any = raw.decode(json.detect_encoding(raw))
+        except (UnicodeDecodeError, LookupError):  # not reached: the body was parsed
+            inputs = records
+        await log_request(model, request_id, inputs, preds, len(records))
         observe(model, output, labels)
-        body = {
-            "request_id": request_id,
-            "predictions": preds,
-            "model": model_info(model).model_dump(exclude_none=True),
-            "warnings": warnings_for(records, unseen),
-        }
-        return _json(body)
+        body = b"".join(
+            (
+                b'{"request_id":',
+                orjson.dumps(request_id),
+                b',"predictions":',
+                preds,
+                b',"model":',
+                model.info_json,
+                b',"warnings":',
+                orjson.dumps(warnings_for(records, unseen)),
+                b"}",
+            )
+        )
+        return Response(body, media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict:
@@ -620,7 +642,7 @@ def create_app(
         except oip.OipError as exc:
             raise HTTPException(400, str(exc)) from exc
         preds = prediction_dicts(output, labels, model.signature)
-        await log_rows(model, request_id, records, preds)
+        await log_request(model, request_id, records, preds, len(records))
         observe(model, output, labels)
         return _json(
             {

@@ -96,7 +96,10 @@ class Guard:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.observe is not None:
-                route = self.route_of(scope) if self.route_of else scope.get("path", "")
+                # the route the router matched (it records it in the scope); otherwise ask
+                route = getattr(scope.get("route"), "path", None)
+                if route is None:
+                    route = self.route_of(scope) if self.route_of else scope.get("path", "")
                 self.observe(route, scope["method"], status, time.perf_counter() - start)
 
     def _check_headers(self, scope: Scope) -> tuple[int, str] | None:
@@ -119,25 +122,25 @@ class Guard:
         """The whole body, or (status, reason) when it is too large or too slow to arrive."""
         chunks: list[bytes] = []
         size = 0
-        deadline = time.monotonic() + self.body_timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
-            except TimeoutError:
-                return 408, (
-                    f"the body did not arrive within {self.body_timeout:g} s (received {size} "
-                    "bytes; is Content-Length right?)"
-                )
-            if message["type"] == "http.disconnect":
-                return 400, "the client disconnected before sending the whole body"
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return 413, f"the body is over the limit of {self.max_body_bytes} bytes"
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            # one timer for the whole body (wait_for per message would start a task each time)
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return 400, "the client disconnected before sending the whole body"
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        return 413, f"the body is over the limit of {self.max_body_bytes} bytes"
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            return 408, (
+                f"the body did not arrive within {self.body_timeout:g} s (received {size} "
+                "bytes; is Content-Length right?)"
+            )
 
     @staticmethod
     async def _error(send: Send, status: int, reason: str) -> None:

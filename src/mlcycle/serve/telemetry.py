@@ -17,6 +17,8 @@ so a scrape sees the whole service whichever worker answers it.
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -65,6 +67,9 @@ class Telemetry:
     def __init__(self, task_is_probability: bool) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._model_labels: tuple[str, str, str] | None = None
+        # Labelled children, by label values: ``.labels()`` takes a lock and builds a tuple
+        # each call, which costs as much as the rest of a one-record request's bookkeeping.
+        self._children: dict[tuple, Any] = {}
         reg = self.registry
         self.requests = Counter(
             "mlcycle_requests", "Requests by route, method and status.",
@@ -94,23 +99,34 @@ class Telemetry:
             registry=reg, multiprocess_mode="liveall",
         )  # fmt: skip
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time one request (called by the guard middleware)."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
 
     def observe_predictions(
         self, model_id: str, labels: list[str] | None, scores: np.ndarray | None
     ) -> None:
         """Count scored rows, their labels and the distribution of their scores."""
         n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
-        self.rows.labels(model_id).inc(n)
+        self._child(self.rows, model_id).inc(n)
         if labels is not None:
-            values, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                self.classes.labels(model_id, str(value)).inc(count)
+            for value, count in Tally(labels).items():
+                self._child(self.classes, model_id, str(value)).inc(count)
         if scores is not None:
-            _observe_many(self.scores.labels(model_id), np.asarray(scores, dtype=np.float64))
+            values = np.asarray(scores, dtype=np.float64)
+            child = self._child(self.scores, model_id)
+            if len(values) == 1:
+                child.observe(float(values[0]))
+            else:
+                _observe_many(child, values)
 
     def set_model(self, model_id: str, name: str, version: str | None) -> None:
         """Mark the loaded model (a reload sets the previous one to 0)."""
