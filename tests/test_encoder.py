@@ -176,6 +176,10 @@ def test_one_record_at_a_time_matches_the_batch(adult: tuple) -> None:
         assert same(model.output_encoded(row, sig), batch_output[i : i + 1])
     for i in range(12):  # and against today's path for one record
         assert_same_path(model, sig, [records[i]])
+    # requests of a few records (the row-by-row path) over the whole split
+    for size in (1, 7, 16):
+        parts = [encoder.encode(records[i : i + size]) for i in range(0, len(records), size)]
+        assert same(np.vstack(parts), batch_matrix), size
 
 
 def test_an_early_stopped_booster_uses_the_same_trees(adult: tuple) -> None:

@@ -44,6 +44,7 @@ _NONE = type(None)
 _NUMBER_TYPES = frozenset({float, int, np.float64, np.float32, np.int64, np.int32, _NONE})
 _TEXT_TYPES = frozenset({str, np.str_, _NONE, float, np.float64})  # floats: only NaN (missing)
 _BOOL_TYPES = (bool, np.bool_)
+_FEW = 16  # up to this many records, a plain request is encoded row by row (_encode_plain)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,15 @@ class Encoder:
         self._names = tuple(inp.name for inp in inputs)
         self._getter = operator.itemgetter(*self._names)
         self._derived: tuple[Derived, ...] = tuple(signature.derived)
+        # for _encode_plain: where each input and derived feature sits in the matrix
+        position = {name: j for j, name in enumerate(self.columns)}
+        # (an input may feed only derived features: no column of its own)
+        self._input_columns = [position[name] for name in self._names if name in position]
+        self._input_used = [j for j, name in enumerate(self._names) if name in position]
+        self._numeric_at = tuple(
+            (j, inp.name) for j, inp in enumerate(inputs) if not inp.categorical
+        )
+        self._derived_at = tuple((position[d.name], d.name) for d in self._derived)
 
     @classmethod
     def compile(cls, signature: Signature) -> Encoder:
@@ -108,6 +118,10 @@ class Encoder:
         naming the column, the row and the value for a value that is not a number where one is
         expected, and naming the columns a mapping or DataFrame lacks.
         """
+        if type(records) is list and 0 < len(records) <= _FEW:
+            plain = self._encode_plain(records)
+            if plain is not None:
+                return plain
         columns, n, index = self._columns(records)
         numbers: dict[str, np.ndarray] = {}
         codes: dict[str, np.ndarray] = {}
@@ -126,6 +140,46 @@ class Encoder:
         for j, name in enumerate(self.columns):
             matrix[:, j] = codes[name] if name in codes else numbers[name]
         return Encoded(matrix, unseen)
+
+    def _encode_plain(self, records: list) -> Encoded | None:
+        """The few records of a typical request, when every value is plain (numbers as int,
+        float or None; categories as known text or None): one pass in Python and one array,
+        instead of numpy calls per column. None when anything needs the general path (a
+        missing key, text for a number, an unseen or padded category, ...), which then
+        decides; the values are the same either way (the same float64 conversions)."""
+        nan = math.nan
+        rows = []
+        try:
+            for record in records:
+                if type(record) is not dict:
+                    return None
+                row = []
+                for inp in self._inputs:
+                    v = record[inp.name]
+                    t = type(v)
+                    if v is None:
+                        row.append(nan)
+                    elif inp.categorical:
+                        code = inp.codes.get(v) if t is str else None
+                        if code is None:
+                            return None
+                        row.append(code)
+                    elif t is float or t is int:
+                        row.append(v)
+                    else:
+                        return None
+                rows.append(row)
+            base = np.array(rows, dtype=np.float64)
+        except (KeyError, OverflowError):  # a missing key; an integer beyond float64
+            return None
+        numbers = {name: base[:, j] for j, name in self._numeric_at}
+        for step in self._derived:
+            numbers[step.name] = derive(step, numbers)
+        matrix = np.empty((len(rows), len(self.columns)), dtype=np.float64)
+        matrix[:, self._input_columns] = base[:, self._input_used]
+        for j, name in self._derived_at:
+            matrix[:, j] = numbers[name]
+        return Encoded(matrix, {})
 
     def to_frame(self, matrix: np.ndarray) -> pd.DataFrame:
         """The model frame of an encoded ``matrix`` (see :func:`matrix_to_frame`)."""

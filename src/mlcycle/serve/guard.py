@@ -86,10 +86,13 @@ class Guard:
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 problem = self._check_headers(scope)
                 if problem is not None:
+                    await _discard(receive)
                     await self._error(send_with_id, *problem)
                     return
                 body = await self._read_body(receive)
                 if isinstance(body, tuple):
+                    if body[0] == 413:
+                        await _discard(receive)
                     await self._error(send_with_id, *body)
                     return
                 receive = _replay(body, receive)
@@ -157,6 +160,24 @@ class Guard:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+DISCARD_SECONDS = 1.0  # how long a refused body is read and dropped before the answer
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop what the client is still sending, for up to :data:`DISCARD_SECONDS`,
+    before a refusal (as web servers' lingering close does): closing a connection with
+    unread data makes the kernel reset it, and the client then loses the answer (413, 415)
+    that explains why."""
+    try:
+        async with asyncio.timeout(DISCARD_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
