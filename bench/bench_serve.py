@@ -115,11 +115,14 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, floa
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # requests not answered within wrk's timeout (2 s), or connections broken
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": rps,
         "p50": ms("50%"),
         "p99": ms("99%"),
         "non2xx": int(errors.group(1)) if errors else 0,
+        "sockerr": sum(map(int, sock.groups())) if sock else 0,
     }
 
 
@@ -255,18 +258,19 @@ def main() -> None:
                 stop(proc)
         results = {
             key: {k: float(np.median([r[k] for r in rs])) for k in ("rps", "p50", "p99")}
-            | {"non2xx": sum(int(r["non2xx"]) for r in rs)}
+            | {k: sum(int(r[k]) for r in rs) for k in ("non2xx", "sockerr")}
             for key, rs in runs.items()
         }
         print(f"\nwrk -c{args.connections} -d{args.seconds}s, {args.workers} worker(s), "
               f"{os.cpu_count()} cores, median of {args.rounds} alternating rounds")  # fmt: skip
         print(f"{'server':<18}{'request':<13}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'non-2xx':>9}{'rps ratio':>11}{'p99 ratio':>11}")  # fmt: skip
+              f"{'non-2xx':>9}{'sock err':>9}{'rps ratio':>11}{'p99 ratio':>11}")  # fmt: skip
         for (name, label), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             ref = results[("reference", label)]
             rps_ratio, p99_ratio = r["rps"] / ref["rps"], r["p99"] / ref["p99"]
             print(f"{name:<18}{label:<13}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                  f"{int(r['non2xx']):>9d}{rps_ratio:>11.2f}{p99_ratio:>11.2f}")  # fmt: skip
+                  f"{int(r['non2xx']):>9d}{int(r['sockerr']):>9d}"
+                  f"{rps_ratio:>11.2f}{p99_ratio:>11.2f}")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
