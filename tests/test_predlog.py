@@ -35,6 +35,7 @@ from mlcycle.predlog import (
     PredictionLog,
     PredictionLogError,
     attach_labels,
+    labels_from_file,
     read_log,
 )
 
@@ -785,3 +786,46 @@ def test_postgres_outage_is_retried_and_never_logs_the_password(
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {role} CASCADE")
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
         admin.dispose()
+
+
+# --- labels from a file ----------------------------------------------------------------------
+
+
+def test_labels_from_a_file_keep_ids_as_text_and_name_bad_lines(tmp_path: Path) -> None:
+    good = tmp_path / "labels.csv"
+    good.write_text("request_id,row,label\n007,0,yes\n007,,no\nabc, 2 ,yes\n")
+    assert labels_from_file(good) == [("007", 0, "yes"), ("007", None, "no"), ("abc", 2, "yes")]
+    jsonl = tmp_path / "labels.jsonl"
+    jsonl.write_text('{"request_id": "r1", "label": 1}\n{"request_id": "r2", "label": 0}\n')
+    assert labels_from_file(jsonl) == [("r1", None, "1"), ("r2", None, "0")]
+    for text, message in [
+        ("request_id,lbl\na,yes\n", r"missing column\(s\) \['label'\]"),
+        ("request_id,label\na,yes\n,no\n", r"'request_id' is empty in 1 record.*\[1\]"),
+        ("request_id,row,label\na,-1,yes\nb,1.5,no\nc,x,no\n", r"'row' must hold.*\[0, 1, 2\]"),
+        ("request_id,label\na,\n", r"'label' is empty"),
+    ]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            labels_from_file(bad)
+
+
+def test_the_feedback_command_labels_the_log(db: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{db}"
+    with PredictionLog(url) as log:
+        assert log.submit("007", [{"a": 1}, {"a": 2}], [{"value": 1.0}] * 2, **MODEL)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,row,label\n007,1,yes\n008,0,no\n")
+    mlcycle = Path(sys.executable).parent / "mlcycle"
+    done = subprocess.run(
+        [str(mlcycle), "feedback", str(labels), "--log-url", url],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 label(s) read, 1 logged record(s) labelled" in done.stderr
+    assert read_log(url)["label"].tolist()[1] == "yes"
+    missing = subprocess.run(
+        [str(mlcycle), "feedback", str(tmp_path / "nope.csv"), "--log-url", url],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "nope.csv does not exist" in missing.stderr

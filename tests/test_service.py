@@ -353,6 +353,64 @@ def test_the_log_keeps_each_body_as_received(server, records) -> None:
     )
 
 
+def test_feedback_attaches_true_labels_to_logged_records(
+    server, records, built_project: Path, tmp_path: Path
+) -> None:
+    """POST /feedback: by record or for a whole request; labels that match nothing are counted
+    out, not stored; a label that is not a class, a bad row or a bad body is a 422."""
+    url, _, log_db = server
+    classes = json.loads(call(url, "GET", "/metadata")[2])["signature"]["classes"]
+    for rid, batch in (("fb-a", records[:3]), ("fb-b", records[3:5])):
+        assert post(url, "/predict", {"records": batch}, {"X-Request-ID": rid})[0] == 200
+    labels = [
+        {"request_id": "fb-a", "row": 0, "label": classes[1]},
+        {"request_id": "fb-a", "row": 2, "label": classes[0]},
+        {"request_id": "fb-a", "row": 7, "label": classes[0]},  # no such record
+        {"request_id": "fb-b", "label": classes[1]},  # every record of the request
+        {"request_id": "never-logged", "label": classes[1]},
+    ]
+    # right after the predictions: the log writes what is queued before labelling
+    status, _, body = post(url, "/feedback", {"labels": labels})
+    assert status == 200 and body == {"received": 5, "matched": 4}, body
+    log = read_log(f"sqlite:///{log_db}")
+    got = {
+        (r.request_id, int(r.row)): r.label
+        for r in log[log["request_id"].isin(["fb-a", "fb-b"])].itertuples()
+    }
+    assert got[("fb-a", 0)] == classes[1] and got[("fb-a", 2)] == classes[0]
+    assert pd.isna(got[("fb-a", 1)])
+    assert got[("fb-b", 0)] == got[("fb-b", 1)] == classes[1]
+    # a later label replaces the earlier one
+    fix = {"labels": [{"request_id": "fb-a", "row": 0, "label": classes[0]}]}
+    assert post(url, "/feedback", fix)[2] == {"received": 1, "matched": 1}
+    log = read_log(f"sqlite:///{log_db}")
+    assert log[(log.request_id == "fb-a") & (log.row == 0)]["label"].item() == classes[0]
+    for bad, where in [
+        ({"labels": [{"request_id": "fb-a", "row": 0, "label": "maybe"}]}, "labels.0.label"),
+        ({"labels": [{"request_id": "fb-a", "row": -1, "label": classes[0]}]}, "row"),
+        ({"labels": [{"request_id": "", "label": classes[0]}]}, "request_id"),
+        ({"labels": [{"request_id": "fb-a", "label": True}]}, "label"),
+        ({"labels": []}, "labels"),
+        ({"labels": [{"request_id": "fb-a", "label": classes[0], "extra": 1}]}, "extra"),
+    ]:
+        status, _, body = post(url, "/feedback", bad)
+        assert status == 422 and where in json.dumps(body), (bad, body)
+    # the same from a file, while the service runs: labels are checked against the classes
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"request_id,row,label\nfb-a,1,{classes[1]}\nfb-b,0,maybe\n")
+    command = [
+        str(BIN / "mlcycle"), "feedback", str(labels), "--log-url", f"sqlite:///{log_db}",
+        "--bundle", str(built_project / "models/bundle"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "1 label(s) are not classes" in done.stderr, done.stderr
+    labels.write_text(f"request_id,row,label\nfb-a,1,{classes[1]}\n")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "1 logged record(s) labelled" in done.stderr, done.stderr
+    log = read_log(f"sqlite:///{log_db}")
+    assert log[(log.request_id == "fb-a") & (log.row == 1)]["label"].item() == classes[1]
+
+
 def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
     built_project: Path, records: list[dict]
 ) -> None:
@@ -412,9 +470,12 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         assert post(url, "/predict", {"records": records[:1]})[0] == 200
     finally:
         assert stop(proc) == 0
-    url, proc, _ = start_server(built_project, "--workers", "1")
+    url, proc, _ = start_server(built_project, "--workers", "1", "--no-log")
     try:
         assert post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})[0] == 404
+        # and without a prediction log, labels have nowhere to go
+        status, _, body = post(url, "/feedback", {"labels": [{"request_id": "x", "label": 1}]})
+        assert status == 409 and "--no-log" in body["detail"], body
     finally:
         stop(proc)
 

@@ -140,6 +140,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Attach true labels from a file to the logged predictions (by request id and row)."""
+    from mlcycle.predlog import PredictionLogError, attach_labels, labels_from_file
+    from mlcycle.serve.runner import DEFAULT_LOG_URL
+    from mlcycle.sources import redact_url
+
+    triples = labels_from_file(args.file)
+    bundle_dir = Path(args.bundle or DEFAULT_BUNDLE)
+    if (bundle_dir / "signature.json").is_file() or args.bundle:
+        from mlcycle.bundle import load_bundle
+
+        sig = load_bundle(bundle_dir).signature
+        if sig.is_classification:
+            classes = set(sig.classes)
+            bad = [i for i, (_, _, label) in enumerate(triples) if label not in classes]
+            if bad:
+                shown = sorted({triples[i][2] for i in bad})[:5]
+                raise ValueError(
+                    f"{args.file}: {len(bad)} label(s) are not classes of the model "
+                    f"({sorted(classes)}): {shown}, first at record(s) {bad[:5]}"
+                )
+    url = args.log_url or DEFAULT_LOG_URL
+    try:
+        matched = attach_labels(url, triples)
+    except PredictionLogError as exc:
+        return _err(str(exc))
+    print(
+        f"{len(triples)} label(s) read, {matched} logged record(s) labelled in {redact_url(url)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Compare new records with the training data, feature by feature."""
     from mlcycle import config, drift
@@ -277,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("feedback", help="attach true labels to logged predictions")
+    p.add_argument(
+        "file", help="CSV, Parquet or JSON Lines with request_id, label and optionally row"
+    )
+    p.add_argument(
+        "--log-url",
+        help="SQLAlchemy URL of the prediction log (default: sqlite:///logs/predictions.db)",
+    )
+    p.add_argument(
+        "--bundle", help="check the labels against this bundle's classes (default: models/bundle)"
+    )
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("monitor", help="detect drift of new records against the training data")
     p.add_argument("new", help="CSV, Parquet or JSON Lines file of new records")

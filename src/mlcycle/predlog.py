@@ -715,6 +715,25 @@ class PredictionLog:
                 self._room.wait(None if left == math.inf else left)
             return True
 
+    def attach_labels(
+        self, labels: Iterable[tuple[str, int | None, Any]], flush_timeout: float = 10.0
+    ) -> int:
+        """:func:`attach_labels` of ``(request_id, row, label)`` triples on this log's
+        database, after writing what is queued (a label may arrive before its prediction's
+        batch was written); returns how many records matched. When fewer matched than labels
+        were given, another worker process's log (which this one cannot flush) may still hold
+        the predictions: the labels are attached again, once, after two flush intervals
+        (labels are upserted, so twice is once). Blocks: call it from a worker thread in async
+        code."""
+        triples = list(labels)
+        url = self._url.render_as_string(hide_password=False)
+        self.flush(flush_timeout)
+        matched = attach_labels(url, triples)
+        if matched < len(triples):
+            time.sleep(2 * self.flush_interval)
+            matched = attach_labels(url, triples)
+        return matched
+
     def close(self, timeout: float = 10.0) -> int:
         """Stop accepting requests, write everything queued, and stop the writer thread.
 
@@ -1295,11 +1314,12 @@ def attach_labels(
 
     ``labels`` is either a mapping ``request_id -> label`` (the label of every record of that
     request; a list or tuple gives one label per record, by position) or ``(request_id, row,
-    label)`` triples. Only logged records get a label: a known request id and ``0 <= row <``
-    its number of records; the rest match nothing. Labels are stored as text in
-    ``prediction_labels`` with ``ts`` = now, replacing an earlier label; ``None`` removes it.
-    A request id logged more than once (a client reusing ids) shares its labels by position:
-    row ``i`` labels record ``i`` of each. All changes are one transaction.
+    label)`` triples (``row`` None: every record of the request). Only logged records get a
+    label: a known request id and ``0 <= row <`` its number of records; the rest match
+    nothing. Labels are stored as text in ``prediction_labels`` with ``ts`` = now, replacing an
+    earlier label; ``None`` removes it. A request id logged more than once (a client reusing
+    ids) shares its labels by position: row ``i`` labels record ``i`` of each. All changes are
+    one transaction.
     """
     whole: dict[str, str | None] = {}
     by_row: dict[tuple[str, int], str | None] = {}
@@ -1319,7 +1339,10 @@ def attach_labels(
                     "labels must be a mapping request_id -> label or (request_id, row, label) "
                     f"triples, not {type(labels).__name__} of {type(item).__name__}"
                 ) from None
-            by_row[(str(request_id), int(row))] = _label_text(value)
+            if row is None:  # every record of the request
+                whole[str(request_id)] = _label_text(value)
+            else:
+                by_row[(str(request_id), int(row))] = _label_text(value)
     if not whole and not by_row:
         return 0
     parsed, engine = _reader(url)
@@ -1349,3 +1372,65 @@ def attach_labels(
     finally:
         engine.dispose()
     return len(chosen)
+
+
+def labels_from_file(path: str | os.PathLike[str]) -> list[tuple[str, int | None, str]]:
+    """``(request_id, row, label)`` triples from a CSV, Parquet or JSON Lines file with the
+    columns ``request_id``, ``label`` and optionally ``row`` (empty: every record of the
+    request), for :func:`attach_labels`. Ids and labels are read as text (``007`` keeps its
+    zeros). A missing column, an empty id or label, or a row that is not a whole number >= 0
+    is a ValueError naming the file, the column and the first lines."""
+    from mlcycle.io import read_table
+
+    path = Path(path)
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (ValueError, OSError, pd.errors.ParserError) as exc:
+            raise ValueError(f"{path}: cannot read as CSV: {exc}") from None
+    else:
+        frame = read_table(path)
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; a labels file has request_id, label and "
+            f"optionally row (it has {list(frame.columns)[:10]})"
+        )
+
+    def text(column: str) -> list[str]:
+        values = [
+            "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()
+            for v in frame[column].tolist()
+        ]
+        empty = [i for i, v in enumerate(values) if not v]
+        if empty:
+            raise ValueError(
+                f"{path}: column {column!r} is empty in {len(empty)} record(s), first at "
+                f"record(s) {empty[:5]} (0-based)"
+            )
+        return values
+
+    ids, labels = text("request_id"), text("label")
+    rows: list[int | None] = [None] * len(frame)
+    if "row" in frame.columns:
+        bad = []
+        for i, v in enumerate(frame["row"].tolist()):
+            if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
+                continue
+            try:
+                number = float(str(v).strip())
+            except ValueError:
+                number = -1.0
+            if not number.is_integer() or number < 0:
+                bad.append(i)
+            else:
+                rows[i] = int(number)
+        if bad:
+            raise ValueError(
+                f"{path}: column 'row' must hold whole numbers >= 0 (or be empty); it does not "
+                f"in {len(bad)} record(s), first at record(s) {bad[:5]} (0-based)"
+            )
+    return list(zip(ids, rows, labels, strict=True))

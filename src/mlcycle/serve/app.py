@@ -45,6 +45,7 @@ from mlcycle.bundle import Bundle, load_bundle
 from mlcycle.encoder import Encoder
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
+from mlcycle.predlog import PredictionLogError
 from mlcycle.serve import oip
 from mlcycle.serve.guard import Guard
 from mlcycle.serve.telemetry import Telemetry
@@ -537,6 +538,80 @@ def create_app(
             )
         )
         return Response(body, media_type="application/json")
+
+    class FeedbackItem(BaseModel):
+        """The true label of one record (``row``) or of every record of a request."""
+
+        model_config = ConfigDict(extra="forbid")
+        request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+        row: Annotated[int, Field(ge=0)] | None = Field(
+            None, description="the record's position in its request; null: every record"
+        )
+        label: (
+            Annotated[str, StringConstraints(max_length=MAX_TEXT)] | Annotated[int, Strict()]
+            if sig.is_classification
+            else Annotated[float, Strict(), Field(allow_inf_nan=False)]
+        ) = Field(description="the true class" if sig.is_classification else "the true value")
+
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {
+                        "labels": [
+                            {
+                                "request_id": "4f1c...",
+                                "row": 0,
+                                "label": sig.classes[0] if sig.is_classification else 1.0,
+                            }
+                        ]
+                    }
+                ]
+            },
+        )
+        labels: Annotated[list[FeedbackItem], Field(min_length=1, max_length=settings.max_records)]
+
+    class FeedbackResponse(BaseModel):
+        received: int = Field(description="labels in the request")
+        matched: int = Field(description="logged records that got their label")
+
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={**errors, 409: {"model": ErrorDetail, "description": "no prediction log"}},
+    )
+    async def feedback(request: FeedbackRequest) -> FeedbackResponse:
+        """Attach true labels to logged predictions, by request id (and record position), for
+        monitoring performance once labels arrive. A label for a record that was never logged
+        matches nothing (``matched`` says how many did)."""
+        if state.log is None:
+            raise HTTPException(
+                409, "the prediction log is off (mlcycle serve --no-log): labels have no home"
+            )
+        classes = set(sig.classes)
+        triples = []
+        for i, item in enumerate(request.labels):
+            label = item.label
+            if sig.is_classification:
+                label = str(label)
+                if label not in classes:
+                    raise HTTPException(
+                        422,
+                        f"labels.{i}.label: {label[:SHOWN]!r} is not a class of the model "
+                        f"({sorted(classes)})",
+                    )
+            triples.append((item.request_id, item.row, label))
+        try:
+            matched = await asyncio.to_thread(state.log.attach_labels, triples)
+        except PredictionLogError as exc:  # the database is down: the client may retry
+            logger.warning("feedback: attaching labels failed: %s", exc)
+            raise HTTPException(
+                503,
+                "the prediction log's database is not available; retry later",
+                headers={"Retry-After": "5"},
+            ) from None
+        return FeedbackResponse(received=len(triples), matched=matched)
 
     @app.get("/health")
     async def health() -> dict:
