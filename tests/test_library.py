@@ -469,6 +469,47 @@ def test_shifted_batch_flags_exactly_the_shifted_features(adult_train: pd.DataFr
     assert "**Drifted features (2):** age, workclass" in report
 
 
+def test_zero_inflated_missing_and_text_shifts_are_alarms(adult_train: pd.DataFrame) -> None:
+    """capital-gain is ~92 % zeros: its PSI bins keep the zero apart, so more non-zero values
+    are seen; a column that turns all null, or all text, is flagged for that reason."""
+    sig = infer_signature(adult_train, "income", ">50K")
+    reference, current = _halves(adult_train)
+    rng = np.random.default_rng(1)
+    gain = current["capital-gain"].to_numpy(float).copy()
+    zeros = np.flatnonzero(gain == 0)
+    positive = reference["capital-gain"][reference["capital-gain"] > 0].to_numpy(float)
+    raise_to = rng.choice(zeros, size=int(0.5 * len(gain)) - int((gain > 0).sum()), replace=False)
+    gain[raise_to] = rng.choice(positive, size=len(raise_to))
+    batch = current.assign(**{"capital-gain": gain, "hours-per-week": np.nan})
+    batch["capital-loss"] = "n/a"
+    results = {r.feature: r for r in drift.detect(reference, batch, sig)}
+    assert results["capital-gain"].reasons == ("distribution",)
+    assert results["capital-gain"].psi > 0.5
+    assert results["hours-per-week"].reasons == ("missing",)
+    assert results["capital-loss"].reasons == ("missing", "type")
+    assert results["capital-loss"].not_numbers_rate == 1.0
+    assert sorted(f for f, r in results.items() if r.drifted) == [
+        "capital-gain", "capital-loss", "hours-per-week"
+    ]  # fmt: skip
+    report = drift.markdown_report(
+        drift.summary(list(results.values()), len(reference), len(batch)), 0.01, 0.1
+    )
+    assert "**yes** (missing, type)" in report
+
+
+def test_few_false_alarms_on_clean_small_samples(adult_train: pd.DataFrame) -> None:
+    """20 clean samples of 200 and of 1,000 rows: at most one flags anything."""
+    sig = infer_signature(adult_train, "income", ">50K")
+    reference, rest = _halves(adult_train)
+    rng = np.random.default_rng(2)
+    for size in (200, 1000):
+        alarms = 0
+        for _ in range(20):
+            sample = rest.iloc[rng.choice(len(rest), size=size, replace=False)]
+            alarms += any(r.drifted for r in drift.detect(reference, sample, sig))
+        assert alarms <= 1, (size, alarms)
+
+
 def test_drift_needs_the_model_columns(adult_train: pd.DataFrame) -> None:
     sig = infer_signature(adult_train, "income", ">50K")
     with pytest.raises(ValueError, match="'age'"):

@@ -3,7 +3,9 @@
 Numeric features: two-sample Kolmogorov-Smirnov test. Categorical features: chi-square test of
 the category counts. Large samples make tiny shifts "significant", so a feature is reported as
 drifted only when the test is significant *and* the population stability index (PSI), an effect
-size, is at least ``psi_threshold``.
+size, is at least ``psi_threshold``. PSI bins give a heavy single value (the zeros of a
+zero-inflated column) a bin of its own. A move of the missing share, and text arriving in a
+numeric input, are alarms of their own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from scipy import stats
 from mlcycle.features import Signature
 
 EPS = 1e-4
+MISSING_THRESHOLD = 0.05  # a move of the missing share (absolute) that is an alarm of its own
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class FeatureDrift:
     drifted: bool
     reference_missing_rate: float
     current_missing_rate: float
+    # why it drifted: "distribution" (test and PSI), "missing" (the missing share moved),
+    # "type" (values that are not numbers in a numeric input); empty when it did not
+    reasons: tuple[str, ...] = ()
+    not_numbers_rate: float = 0.0
 
 
 def psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
@@ -41,18 +48,58 @@ def psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
+def _bin_ids(values: np.ndarray, atoms: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: its atom's index if it is one, else ``len(atoms)`` plus its
+    quantile interval."""
+    ids = len(atoms) + np.searchsorted(edges, values, side="right")
+    if len(atoms):
+        at = np.searchsorted(atoms, values)
+        hit = (at < len(atoms)) & (atoms[np.minimum(at, len(atoms) - 1)] == values)
+        ids[hit] = at[hit]
+    return ids
+
+
+def numeric_bins(ref: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSI bins learnt from the reference: values that hold at least half a bin's share on
+    their own (the zero of a zero-inflated column, a default value) are bins of their own
+    ("atoms"); the rest is cut at its quantiles. Quantile edges alone collapse on such a
+    column: capital-gain is 92 % zeros, and every positive value fell into the zero's bin,
+    so a rise from 8 % to 54 % non-zero gave PSI 0. Returns (atoms, inner edges)."""
+    values, counts = np.unique(ref, return_counts=True)
+    heavy = counts >= len(ref) / (2 * bins)
+    atoms = values[heavy]
+    rest = ref[~np.isin(ref, atoms)]
+    n_bins = max(bins - len(atoms), 1)
+    edges = (
+        np.unique(np.quantile(rest, np.linspace(0, 1, n_bins + 1))[1:-1])
+        if len(rest)
+        else np.array([])
+    )
+    return atoms, edges
+
+
 def _numeric(ref: pd.Series, cur: pd.Series, bins: int) -> tuple[str, float, float, float]:
     r, c = ref.dropna().to_numpy(float), cur.dropna().to_numpy(float)
     if len(r) == 0 or len(c) == 0:
         return "ks", 0.0, 1.0, 0.0
     res = stats.ks_2samp(r, c)
-    edges = np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)))
-    edges[0], edges[-1] = -np.inf, np.inf
-    if len(edges) < 3:  # (nearly) constant reference: compare on/off its single value
-        edges = np.array([-np.inf, float(np.median(r)), np.inf])
-    r_share = np.histogram(r, edges)[0] / len(r)
-    c_share = np.histogram(c, edges)[0] / len(c)
+    atoms, edges = numeric_bins(r, bins)
+    size = len(atoms) + len(edges) + 1
+    r_share = np.bincount(_bin_ids(r, atoms, edges), minlength=size) / len(r)
+    c_share = np.bincount(_bin_ids(c, atoms, edges), minlength=size) / len(c)
     return "ks", float(res.statistic), float(res.pvalue), psi(r_share, c_share)
+
+
+def _proportions_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p-value of a two-proportion z-test (1.0 when there is nothing to test)."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    pooled = (k1 + k2) / (n1 + n2)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if k1 / n1 == k2 / n2 else 0.0
+    z = (k2 / n2 - k1 / n1) / se
+    return float(2 * stats.norm.sf(abs(z)))
 
 
 def _categorical(ref: pd.Series, cur: pd.Series) -> tuple[str, float, float, float]:
@@ -77,11 +124,16 @@ def detect(
     alpha: float = 0.01,
     psi_threshold: float = 0.1,
     bins: int = 10,
+    missing_threshold: float = MISSING_THRESHOLD,
 ) -> list[FeatureDrift]:
     """Compare every raw input of the signature in ``current`` with ``reference``.
 
     Raw inputs, not derived features: they are what callers send and what changes upstream;
-    a derived feature drifts only if its inputs do.
+    a derived feature drifts only if its inputs do. Besides the distribution of the values
+    present, a feature drifts when its missing share moves by ``missing_threshold`` or more
+    (and significantly, at ``alpha``), and a numeric input when values arrive that are not
+    numbers (as much as ``missing_threshold`` of them): a column that turns all null or all
+    text is an alarm of its own, not "no drift" because nothing is left to compare.
     """
     for name, frame in (("new records", current), ("the reference data", reference)):
         missing = [c for c in signature.input_columns if c not in frame.columns]
@@ -90,11 +142,25 @@ def detect(
     out = []
     for feat in signature.inputs:
         ref, cur = reference[feat.name], current[feat.name]
+        not_numbers = 0.0
         if feat.kind == "numeric":
+            present = cur.notna()
             cur = pd.to_numeric(cur, errors="coerce")
+            not_numbers = float((present & cur.isna()).mean()) if len(cur) else 0.0
             test, stat, p, shift = _numeric(ref, cur, bins)
         else:
             test, stat, p, shift = _categorical(ref, cur)
+        ref_missing = float(ref.isna().mean()) if len(ref) else 0.0
+        cur_missing = float(cur.isna().mean()) if len(cur) else 0.0
+        reasons = []
+        if p < alpha and shift >= psi_threshold:
+            reasons.append("distribution")
+        moved = abs(cur_missing - ref_missing) >= missing_threshold
+        k_ref, k_cur = int(ref.isna().sum()), int(cur.isna().sum())
+        if moved and _proportions_p(k_ref, len(ref), k_cur, len(cur)) < alpha:
+            reasons.append("missing")
+        if not_numbers >= missing_threshold:
+            reasons.append("type")
         out.append(
             FeatureDrift(
                 feature=feat.name,
@@ -103,9 +169,11 @@ def detect(
                 statistic=round(stat, 6),
                 p_value=float(f"{p:.6g}"),
                 psi=round(shift, 6),
-                drifted=bool(p < alpha and shift >= psi_threshold),
-                reference_missing_rate=round(float(ref.isna().mean()), 6),
-                current_missing_rate=round(float(cur.isna().mean()), 6),
+                drifted=bool(reasons),
+                reference_missing_rate=round(ref_missing, 6),
+                current_missing_rate=round(cur_missing, 6),
+                reasons=tuple(reasons),
+                not_numbers_rate=round(not_numbers, 6),
             )
         )
     return out
@@ -129,7 +197,9 @@ def markdown_report(doc: dict, alpha: float, psi_threshold: float) -> str:
         "# Drift report",
         "",
         f"Reference: {doc['reference_rows']} rows; new batch: {doc['current_rows']} rows.",
-        f"A feature drifts when its test's p-value < {alpha} and PSI >= {psi_threshold}.",
+        f"A feature drifts when its test's p-value < {alpha} and PSI >= {psi_threshold} "
+        f"(distribution), when its missing share moves by {MISSING_THRESHOLD:.0%} or more "
+        "(missing), or when a numeric input receives values that are not numbers (type).",
         "",
         f"**Drifted features ({len(doc['drifted_features'])}):** "
         + (", ".join(doc["drifted_features"]) or "none"),
@@ -141,6 +211,8 @@ def markdown_report(doc: dict, alpha: float, psi_threshold: float) -> str:
         lines.append(
             f"| {f['feature']} | {f['kind']} | {f['test']} | {f['statistic']:.4f} | "
             f"{f['p_value']:.3g} | {f['psi']:.4f} | {f['reference_missing_rate']:.1%} → "
-            f"{f['current_missing_rate']:.1%} | {'**yes**' if f['drifted'] else 'no'} |"
+            f"{f['current_missing_rate']:.1%} | "
+            + (f"**yes** ({', '.join(f.get('reasons') or ())})" if f["drifted"] else "no")
+            + " |"
         )
     return "\n".join(lines) + "\n"
