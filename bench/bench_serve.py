@@ -199,6 +199,12 @@ def main() -> None:
         env["PYTHONPATH"] = f"{tmp}{os.pathsep}{env.get('PYTHONPATH', '')}"
         uv = ["--workers", str(args.workers), "--http", "httptools", "--loop", "uvloop",
               "--no-access-log", "--log-level", "warning"]  # fmt: skip
+
+        def ours(port: int) -> list[str]:
+            workers = str(args.workers)
+            return [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle_dir), "--port",
+                    str(port), "--workers", workers, "--log-level", "warning"]  # fmt: skip
+
         servers = {
             "reference": lambda port: [
                 str(BIN / "uvicorn"),
@@ -208,32 +214,11 @@ def main() -> None:
                 *uv,
             ],  # fmt: skip
             "mlcycle, log on": lambda port: [
-                str(BIN / "mlcycle"),
-                "serve",
-                "--bundle",
-                str(bundle_dir),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
+                *ours(port),
                 "--log-url",
                 f"sqlite:///{tmp / 'log.db'}",
             ],  # fmt: skip
-            "mlcycle, log off": lambda port: [
-                str(BIN / "mlcycle"),
-                "serve",
-                "--bundle",
-                str(bundle_dir),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-                "--no-log",
-            ],  # fmt: skip
+            "mlcycle, log off": lambda port: [*ours(port), "--no-log"],
         }
         # Every server up at once (idle ones cost nothing); then rounds that alternate them,
         # so a burst of noise on the shared machine falls on all of them, not on one.

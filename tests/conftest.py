@@ -145,6 +145,21 @@ def health_status(url: str) -> int:
         return exc.code
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, output: Path) -> None:
+    """Wait until the server at ``url`` answers /health with 200; fail the test with its
+    ``output`` if it exits or never does."""
+    for _ in range(HEALTH_RETRIES):
+        if proc.poll() is not None:
+            pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{output.read_text()}")
+        try:
+            if health_status(url) == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"mlcycle serve did not answer /health:\n{output.read_text()}")
+
+
 @contextmanager
 def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real `mlcycle serve` of ``bundle`` on 127.0.0.1, answering /health; yields its URL
@@ -162,17 +177,7 @@ def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(HEALTH_RETRIES):
-            if proc.poll() is not None:
-                pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if health_status(url) == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"mlcycle serve did not answer /health:\n{log.read_text()}")
+        wait_healthy(url, proc, log)
         yield url, proc
         assert proc.poll() is None, f"the server died during the tests:\n{log.read_text()}"
     finally:

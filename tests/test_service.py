@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from mlcycle.predlog import read_log
-from tests.conftest import BIN, free_port, health_status, project_env
+from tests.conftest import BIN, free_port, project_env, wait_healthy
 
 TARGET = "income"
 
@@ -56,17 +56,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            pytest.fail(f"mlcycle serve exited {proc.returncode}:\n{out.read_text()}")
-        try:
-            if health_status(url) == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"mlcycle serve did not start:\n{out.read_text()}")
+    wait_healthy(url, proc, out)
     return url, proc, log_db
 
 
