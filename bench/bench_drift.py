@@ -1,20 +1,21 @@
 """Drift detection on Adult: false alarms on clean samples, and the shifts that must be seen.
 
-Reference: Adult's training file (``data/external/adult/adult.data.gz``). Samples: Adult's test
-file, resampled (with replacement for 10,000 rows). The model's raw inputs come from the bundle's
-signature. Printed, per sample size, the share of 20 clean samples in which
-:func:`mlcycle.drift.detect` flags any feature (the false-alarm rate), and the share of 20
-shifted samples in which it flags the shifted feature (the detection rate), for:
+Reference: the bundle's reference profile (Adult's training split, and the model's predictions
+on the test split). Samples: Adult's test file, resampled (with replacement for 10,000 rows),
+scored by the bundle's model and judged by :func:`mlcycle.monitor.run`, the code behind
+``mlcycle monitor``. Printed, per sample size, the share of 20 clean samples in which the batch
+verdict is "drift" (the false-alarm rate), and the share of 20 shifted samples in which the
+shifted column is flagged (the detection rate), for:
 
 - age + 5 years;
 - occupation: one category's share doubled;
 - capital-gain: non-zero share raised to 50 %;
 - hours-per-week: 20 % missing;
 - workclass: a new category in 10 % of the rows;
+- positives (income >50K) sampled twice as often, seen through the predictions;
 
-next to the same with the old quantile-only PSI bins (the baseline: a column's heavy value
-shared a bin with its neighbours). Positives sampled twice as often is not measured: the monitor
-does not compare predictions yet.
+under the sample-size rule of ``params.yaml`` (tests below ``monitor.large_batch`` rows, PSI from
+there), next to the two rules it chooses between, each at every size: tests only, PSI only.
 
     python bench/bench_drift.py [--bundle models/bundle] [--samples 20]
 """
@@ -22,6 +23,7 @@ does not compare predictions yet.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlcycle import config, drift
-from mlcycle.bundle import load_bundle
+from mlcycle import config, monitor, predict
+from mlcycle.bundle import Bundle, load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,54 +89,55 @@ def new_category(s: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return s
 
 
+def positives_twice(s: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    weight = np.where(s["income"].astype(str).str.startswith(">50K"), 2.0, 1.0)
+    pick = rng.choice(len(s), size=len(s), replace=True, p=weight / weight.sum())
+    return s.iloc[pick].reset_index(drop=True)
+
+
 SHIFTS: dict[str, tuple[str, Callable]] = {
     "age +5 years": ("age", age),
     "occupation: Sales doubled": ("occupation", occupation),
     "capital-gain 50 % non-zero": ("capital-gain", capital_gain),
     "hours-per-week 20 % missing": ("hours-per-week", hours_missing),
     "workclass: new category 10 %": ("workclass", new_category),
+    "positives sampled twice (predictions)": ("(predictions)", positives_twice),
 }
 
 
-def quantile_only(monkey: bool) -> None:
-    """Switch :func:`drift.numeric_bins` to the old quantile-only edges (the baseline)."""
-    if not monkey:
-        drift.numeric_bins = ORIGINAL_BINS
-        return
-
-    def old(ref: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))[1:-1]
-        return np.array([]), edges
-
-    drift.numeric_bins = old
-
-
-ORIGINAL_BINS = drift.numeric_bins
+def flagged(doc: dict, feature: str | None) -> bool:
+    """The batch verdict (``feature`` None), or whether ``feature`` was flagged."""
+    if feature is None:
+        return doc["drift"]
+    if feature == "(predictions)":
+        return bool(doc["predictions"] and doc["predictions"]["drifted"])
+    return feature in doc["drifted_features"]
 
 
 def rate(
     args: argparse.Namespace,
     pool: pd.DataFrame,
-    reference: pd.DataFrame,
-    sig: object,
+    bundle: Bundle,
+    settings: config.MonitorConfig,
     rng: np.random.Generator,
     n: int,
     change: Callable | None,
     feature: str | None,
 ) -> float:
-    """Share of samples of ``n`` rows (shifted by ``change``) in which drift is flagged: on
-    any feature (``feature`` None), else on ``feature``."""
+    """Share of samples of ``n`` rows (shifted by ``change``) in which drift is flagged."""
+    objectives = monitor.objectives_from_bundle(bundle.metadata)
     hits = 0
     for _ in range(args.samples):
         sample = pool.iloc[rng.choice(len(pool), size=n, replace=n > len(pool))]
+        sample = sample.reset_index(drop=True)
         if change is not None:
-            sample = change(sample.reset_index(drop=True), rng)
-        found = drift.detect(reference, sample, sig)
-        hits += (
-            any(r.drifted for r in found)
-            if feature is None
-            else any(r.drifted and r.feature == feature for r in found)
-        )
+            sample = change(sample, rng)
+        output = predict.score(bundle, sample).output
+        doc = monitor.run(
+            bundle.profile, bundle.signature, objectives, settings, sample, output, None,
+            model={}, window={},
+        )  # fmt: skip
+        hits += flagged(doc, feature)
     return hits / args.samples
 
 
@@ -143,26 +146,33 @@ def main() -> None:
     ap.add_argument("--bundle", default=str(ROOT / "models/bundle"))
     ap.add_argument("--samples", type=int, default=20)
     args = ap.parse_args()
-    sig = load_bundle(args.bundle).signature
-    columns = list(config.load(ROOT / "params.yaml").data.columns)
-    reference = read_adult("adult.data.gz", columns)
-    pool = read_adult("adult.test.gz", columns)
-    print(f"reference {len(reference):,} rows, sample pool {len(pool):,} rows, "
-          f"{args.samples} samples per cell")  # fmt: skip
-    header = f"{'':<40}" + "".join(f"{n:>10,}" for n in (200, 1000, 10000))
-    for label, baseline in (("drift.detect", False), ("baseline: quantile-only bins", True)):
-        quantile_only(baseline)
+    bundle = load_bundle(args.bundle)
+    params = config.load(ROOT / "params.yaml")
+    pool = read_adult("adult.test.gz", list(params.data.columns))
+    pool["income"] = pool["income"].str.rstrip(".")
+    cfg = params.monitor
+    print(
+        f"reference {bundle.profile['rows']:,} rows (the training split), sample pool "
+        f"{len(pool):,} rows (adult.test), {args.samples} samples per cell; alpha {cfg.alpha}, "
+        f"psi_threshold {cfg.psi_threshold}, large_batch {cfg.large_batch:,}"
+    )
+    sizes = (200, 1000, 10000)
+    header = f"{'':<44}" + "".join(f"{n:>10,}" for n in sizes)
+    rules = {
+        f"mlcycle monitor (tests below {cfg.large_batch:,} rows, PSI from there)": cfg,
+        "baseline: tests at every size": dataclasses.replace(cfg, large_batch=10**12),
+        "baseline: PSI at every size": dataclasses.replace(cfg, large_batch=1),
+    }
+    for label, settings in rules.items():
         rng = np.random.default_rng(0)
         start = time.perf_counter()
         print(f"\n{label}\n{header}")
-
-        row = [rate(args, pool, reference, sig, rng, n, None, None) for n in (200, 1000, 10000)]
-        print(f"{'false alarms (clean samples)':<40}" + "".join(f"{v:>10.0%}" for v in row))
+        row = [rate(args, pool, bundle, settings, rng, n, None, None) for n in sizes]
+        print(f"{'false alarms (clean samples)':<44}" + "".join(f"{v:>10.0%}" for v in row))
         for name, (feature, change) in SHIFTS.items():
-            row = [rate(args, pool, reference, sig, rng, n, change, feature) for n in (1000, 10000)]
-            print(f"{'detected: ' + name:<40}{'':>10}" + "".join(f"{v:>10.0%}" for v in row))
-        print(f"({time.perf_counter() - start:.0f} s)")
-    quantile_only(False)
+            row = [rate(args, pool, bundle, settings, rng, n, change, feature) for n in sizes[1:]]
+            print(f"{'detected: ' + name:<44}{'':>10}" + "".join(f"{v:>10.0%}" for v in row))
+        print(f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_project_params_load_with_every_section() -> None:
     assert params.objectives.minimums == {"roc_auc": 0.925, "accuracy": 0.85}
     assert params.gate == config.GateConfig(tolerance=0.002)
     assert params.package == config.PackageConfig(name="income-classifier")
-    assert params.monitor == config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
+    assert params.monitor == config.MonitorConfig()
     assert params.train.search["xgboost"]["max_depth"] == {"low": 5, "high": 9}
     assert isinstance(params.train.search["xgboost"]["max_depth"]["low"], int)  # searched as int
     assert params.features.derived == (
@@ -151,7 +151,7 @@ def test_optional_sections_take_their_defaults(raw: dict) -> None:
     raw["gate"] = None  # a section written with nothing under it
     params = config.parse_params(raw)
     assert params.evaluate == config.EvaluateConfig(curve_points=200)
-    assert params.monitor == config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
+    assert params.monitor == config.MonitorConfig()
     assert params.gate == config.GateConfig()
     assert params.package == config.PackageConfig(name="model")
     assert params.features == config.FeaturesConfig()

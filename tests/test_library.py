@@ -14,7 +14,7 @@ import pytest
 import yaml
 from sklearn import metrics as skm
 
-from mlcycle import config, drift
+from mlcycle import config
 from mlcycle.config import (
     CleanConfig,
     ConfigError,
@@ -38,7 +38,7 @@ from mlcycle.metrics import KPI_FUNCTIONS, compute_kpis
 from mlcycle.prepare import PrepareError, clean, split
 from mlcycle.sources import SOURCE_COLUMN, SourceError, read_source, union
 from mlcycle.tasks import meets
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import ROOT
 
 TRAIN_SPLIT = Path("data") / "prepared" / "train.parquet"
 
@@ -74,7 +74,7 @@ def test_project_params_load() -> None:
     params = config.load(ROOT / "params.yaml")
     assert params.objectives.primary_metric == "roc_auc"
     assert params.objectives.positive_class == ">50K"
-    assert [s.name for s in params.data.sources] == ["adult_train", "adult_test"]
+    assert [s.name for s in params.data.sources] == ["adult_train", "adult_test", "production"]
     assert params.prepare.split.method == "by_source"
     assert params.train.xgb["max_depth"] == 6
 
@@ -432,136 +432,6 @@ def test_meets() -> None:
     # Lower is better: the bound is a maximum.
     assert meets("log_loss", 0.30, 0.35) and not meets("log_loss", 0.40, 0.35)
     assert meets("brier", 0.1, 0.1) and not meets("brier", 0.11, 0.1)
-
-
-# --- drift --------------------------------------------------------------------------------
-
-
-def _halves(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    order = np.random.default_rng(0).permutation(len(frame))
-    half = len(frame) // 2
-    return frame.iloc[order[:half]], frame.iloc[order[half:]].copy()
-
-
-def shifted(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch.assign(age=batch["age"] + 15, workclass="Private")
-
-
-def test_no_drift_between_random_halves(adult_train: pd.DataFrame) -> None:
-    sig = infer_signature(adult_train, "income", ">50K")
-    reference, current = _halves(adult_train)
-    results = drift.detect(reference, current, sig, alpha=0.01, psi_threshold=0.1)
-    assert [r.feature for r in results] == sig.columns
-    assert [r.feature for r in results if r.drifted] == []
-
-
-def test_shifted_batch_flags_exactly_the_shifted_features(adult_train: pd.DataFrame) -> None:
-    sig = infer_signature(adult_train, "income", ">50K")
-    reference, current = _halves(adult_train)
-    results = {r.feature: r for r in drift.detect(reference, shifted(current), sig)}
-    assert sorted(f for f, r in results.items() if r.drifted) == ["age", "workclass"]
-    assert results["age"].test == "ks" and results["workclass"].test == "chi2"
-    assert results["workclass"].current_missing_rate == 0.0
-    assert results["workclass"].reference_missing_rate > 0.0
-    doc = drift.summary(list(results.values()), len(reference), len(current))
-    assert doc["drifted_features"] == ["age", "workclass"]
-    report = drift.markdown_report(doc, 0.01, 0.1)
-    assert "**Drifted features (2):** age, workclass" in report
-
-
-def test_zero_inflated_missing_and_text_shifts_are_alarms(adult_train: pd.DataFrame) -> None:
-    """capital-gain is ~92 % zeros: its PSI bins keep the zero apart, so more non-zero values
-    are seen; a column that turns all null, or all text, is flagged for that reason."""
-    sig = infer_signature(adult_train, "income", ">50K")
-    reference, current = _halves(adult_train)
-    rng = np.random.default_rng(1)
-    gain = current["capital-gain"].to_numpy(float).copy()
-    zeros = np.flatnonzero(gain == 0)
-    positive = reference["capital-gain"][reference["capital-gain"] > 0].to_numpy(float)
-    raise_to = rng.choice(zeros, size=int(0.5 * len(gain)) - int((gain > 0).sum()), replace=False)
-    gain[raise_to] = rng.choice(positive, size=len(raise_to))
-    batch = current.assign(**{"capital-gain": gain, "hours-per-week": np.nan})
-    batch["capital-loss"] = "n/a"
-    results = {r.feature: r for r in drift.detect(reference, batch, sig)}
-    assert results["capital-gain"].reasons == ("distribution",)
-    assert results["capital-gain"].psi > 0.5
-    assert results["hours-per-week"].reasons == ("missing",)
-    assert results["capital-loss"].reasons == ("missing", "type")
-    assert results["capital-loss"].not_numbers_rate == 1.0
-    assert sorted(f for f, r in results.items() if r.drifted) == [
-        "capital-gain", "capital-loss", "hours-per-week"
-    ]  # fmt: skip
-    report = drift.markdown_report(
-        drift.summary(list(results.values()), len(reference), len(batch)), 0.01, 0.1
-    )
-    assert "**yes** (missing, type)" in report
-
-
-def test_few_false_alarms_on_clean_small_samples(adult_train: pd.DataFrame) -> None:
-    """20 clean samples of 200 and of 1,000 rows: at most one flags anything."""
-    sig = infer_signature(adult_train, "income", ">50K")
-    reference, rest = _halves(adult_train)
-    rng = np.random.default_rng(2)
-    for size in (200, 1000):
-        alarms = 0
-        for _ in range(20):
-            sample = rest.iloc[rng.choice(len(rest), size=size, replace=False)]
-            alarms += any(r.drifted for r in drift.detect(reference, sample, sig))
-        assert alarms <= 1, (size, alarms)
-
-
-def test_drift_needs_the_model_columns(adult_train: pd.DataFrame) -> None:
-    sig = infer_signature(adult_train, "income", ">50K")
-    with pytest.raises(ValueError, match="'age'"):
-        drift.detect(adult_train, adult_train.drop(columns="age"), sig)
-
-
-# --- mlcycle monitor ----------------------------------------------------------------------
-
-
-def monitor(project: Path, batch: Path, out: Path, *extra: str):  # noqa: ANN201
-    return run(
-        [str(BIN / "mlcycle"), "monitor", str(batch), "--out", str(out), *extra],
-        project,
-        check=False,
-    )
-
-
-def test_monitor_writes_reports(built_project: Path, tmp_path: Path) -> None:
-    batch = built_project / "data" / "prepared" / "test.parquet"
-    proc = monitor(built_project, batch, tmp_path / "report", "--fail-on-drift")
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads((tmp_path / "report" / "drift.json").read_text())
-    signature = json.loads((built_project / "models/bundle/signature.json").read_text())
-    # Drift is measured on the raw inputs callers send, not on derived model features.
-    columns = [f["name"] for f in signature["inputs"]]
-    assert [f["feature"] for f in doc["features"]] == columns
-    assert "capital-net" in [f["name"] for f in signature["features"]]
-    assert "capital-net" not in columns
-    assert doc["drifted_features"] == []
-    assert doc["current_rows"] == len(pd.read_parquet(batch))
-    assert doc["reference_rows"] == len(pd.read_parquet(built_project / TRAIN_SPLIT))
-    metadata = json.loads((built_project / "models/bundle/metadata.json").read_text())
-    assert doc["model"] == metadata["model_sha256"][:12]
-    assert (doc["alpha"], doc["psi_threshold"]) == (0.01, 0.1)
-    report = (tmp_path / "report" / "drift.md").read_text()
-    assert report.startswith("# Drift report")
-    assert all(f"| {c} |" in report for c in columns)
-
-
-def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> None:
-    batch = tmp_path / "shifted.parquet"
-    shifted(pd.read_parquet(built_project / "data" / "prepared" / "test.parquet")).to_parquet(batch)
-    out = tmp_path / "report"
-
-    proc = monitor(built_project, batch, out, "--fail-on-drift")
-    assert proc.returncode == 3, proc.stderr
-    assert "age, workclass" in proc.stdout
-    assert json.loads((out / "drift.json").read_text())["drifted_features"] == ["age", "workclass"]
-    assert "**yes**" in (out / "drift.md").read_text()
-
-    # Without the flag the same drift is reported but the command succeeds.
-    assert monitor(built_project, batch, tmp_path / "again").returncode == 0
 
 
 def test_config_knows_exactly_the_metrics_the_metrics_module_computes() -> None:

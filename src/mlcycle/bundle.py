@@ -7,6 +7,9 @@ Layout::
     signature.json   input columns, types and categories; target classes
     metadata.json    model kind, params, metrics, data hashes, git commit, library versions,
                      threshold
+    reference_profile.json  the training data's per-input profile, the predictions' on the
+                     test split and the target's (monitoring compares batches with it)
+    model_card.md/.json  the model card
     SHA256SUMS       the digest of every other file; loading verifies it first
 
 A bundle holds exactly one model file, the one ``metadata.json``'s ``model_kind`` calls for.
@@ -38,6 +41,7 @@ MODEL_FILE = XGB_FILE  # an XGBoost bundle's model file; see MODEL_FILES for the
 SIGNATURE_FILE = "signature.json"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
+PROFILE_FILE = "reference_profile.json"  # the training data's profile, for monitoring
 REQUIRED = (SIGNATURE_FILE, METADATA_FILE)  # plus exactly one of MODEL_FILES' values
 LIBRARIES = (
     "mlcycle", "xgboost", "scikit-learn", "skops", "pandas", "numpy", "pyarrow", "dvc",
@@ -56,6 +60,7 @@ class Bundle:
     model: Model
     signature: Signature
     metadata: dict
+    profile: dict | None = None  # reference_profile.json; bundles packaged before it: None
 
     @property
     def kind(self) -> str:
@@ -218,6 +223,7 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         signature = Signature.from_dict(json.loads(contents[SIGNATURE_FILE]))
         meta = json.loads(contents[METADATA_FILE])
+        profile = json.loads(contents[PROFILE_FILE]) if PROFILE_FILE in contents else None
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"model bundle {path}: cannot read its JSON files: {exc}") from exc
     if (meta_task := meta.get("task")) and meta_task != signature.task:
@@ -241,4 +247,4 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"model bundle {path}: {model_file} refused: {exc}") from exc
     except ModelError as exc:
         raise BundleError(f"model bundle {path}: {model_file} is not a valid model: {exc}") from exc
-    return Bundle(path=path, model=model, signature=signature, metadata=meta)
+    return Bundle(path=path, model=model, signature=signature, metadata=meta, profile=profile)

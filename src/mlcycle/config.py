@@ -272,9 +272,14 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
+    """How `mlcycle monitor` judges a batch (see :mod:`mlcycle.drift` and the README)."""
+
     alpha: float = 0.01
-    psi_threshold: float = 0.1
+    psi_threshold: float = 0.025
     bins: int = 10
+    large_batch: int = 5000
+    missing_threshold: float = 0.05
+    min_labels: int = 200
 
 
 @dataclass(frozen=True)
@@ -957,11 +962,17 @@ class MonitorModel(_Section):
     """Drift monitoring of production data against the training data."""
 
     alpha: Fraction = 0.01
-    """Significance level of each per-feature test."""
-    psi_threshold: float = Field(0.1, ge=0)
-    """Minimum population stability index to call a shift drift."""
+    """A small batch's false-alarm rate: each column is tested at alpha / columns."""
+    psi_threshold: float = Field(0.025, ge=0)
+    """A large batch: the population stability index from which a column drifts."""
     bins: int = Field(10, ge=2)
-    """Bins of numeric features."""
+    """Bins of numeric features (PSI, plots)."""
+    large_batch: int = Field(5000, ge=1)
+    """Rows from which a batch is judged by PSI instead of by tests."""
+    missing_threshold: Fraction = 0.05
+    """A move of a column's missing share (or share of non-numbers) that is an alarm."""
+    min_labels: int = Field(200, ge=1)
+    """Labelled rows needed before production KPIs are checked against the objectives."""
 
 
 class PackageModel(_Section):
@@ -1354,7 +1365,14 @@ def _gate(m: GateModel) -> GateConfig:
 
 
 def _monitor(m: MonitorModel) -> MonitorConfig:
-    return MonitorConfig(alpha=m.alpha, psi_threshold=m.psi_threshold, bins=m.bins)
+    return MonitorConfig(
+        alpha=m.alpha,
+        psi_threshold=m.psi_threshold,
+        bins=m.bins,
+        large_batch=m.large_batch,
+        missing_threshold=m.missing_threshold,
+        min_labels=m.min_labels,
+    )
 
 
 def _package(m: PackageModel) -> PackageConfig:

@@ -92,7 +92,14 @@ DEFAULT_VALIDATE: dict[str, Any] = {
     },
 }
 DEFAULT_EVALUATE: dict[str, Any] = {"curve_points": 200}
-DEFAULT_MONITOR: dict[str, Any] = {"alpha": 0.01, "psi_threshold": 0.1, "bins": 10}
+DEFAULT_MONITOR: dict[str, Any] = {
+    "alpha": 0.01,
+    "large_batch": 5000,
+    "psi_threshold": 0.025,
+    "missing_threshold": 0.05,
+    "min_labels": 200,
+    "bins": 10,
+}
 DEFAULT_TRAIN: dict[str, Any] = {
     "baseline": "xgboost",
     "seed": 42,
@@ -566,10 +573,13 @@ COMMENTS = {
     "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",
     "evaluate": "scores the test split, the only stage that reads it",
     "evaluate.curve_points": "points kept in the ROC and PR plot data",
-    "monitor": "`mlcycle monitor`: drift of new records from the training data",
-    "monitor.alpha": "significance level of each per-feature test",
-    "monitor.psi_threshold": "minimum population stability index to call a shift drift",
-    "monitor.bins": "bins of numeric features",
+    "monitor": "`mlcycle monitor`; the README's Monitoring has the measurements",
+    "monitor.alpha": "small batch: false-alarm rate (each column tested at alpha/columns)",
+    "monitor.large_batch": "rows from which a batch is judged by PSI instead of by tests",
+    "monitor.psi_threshold": "large batch: PSI (less what chance gives) from which a column drifts",
+    "monitor.missing_threshold": "a move of a column's missing share, or share of non-numbers",
+    "monitor.min_labels": "labelled rows before production KPIs are held to the objectives",
+    "monitor.bins": "bins of numeric columns (PSI, plots), fixed at `package` time",
     "package": "the model bundle",
     "package.name": "the model's name in the bundle and the registry (git tags)",
 }

@@ -1,9 +1,11 @@
 """Stage `package`: assemble the verified, traceable model bundle.
 
 Inputs: models/train/ (the chosen model only; not the baseline), metrics/train.json,
-metrics/evaluate.json, the data snapshot and splits (hashed, not read); params `package`,
-`objectives`, `train`, `evaluate`.
-Outputs: models/bundle/ (model.ubj or model.skops, signature.json, metadata.json, SHA256SUMS).
+metrics/evaluate.json, the data snapshot and test split (hashed), the training split (hashed and
+profiled), the test predictions (profiled); params `package`, `objectives`, `train`,
+`monitor.bins`.
+Outputs: models/bundle/ (model.ubj or model.skops, signature.json, metadata.json,
+reference_profile.json, the model card, SHA256SUMS).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
-from mlcycle import config
-from mlcycle.bundle import git_state, library_versions, write_bundle
+from mlcycle import config, drift
+from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
 from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
+from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, read_json, sha256_file
 from mlcycle.models import MODEL_INFO, model_files
@@ -24,6 +29,7 @@ from mlcycle.stages import (
     BUNDLE,
     METRICS,
     MODEL_DIR,
+    PREDICTIONS,
     SIGNATURE_FILE,
     SNAPSHOT,
     TEST,
@@ -44,6 +50,38 @@ def lock_hashes() -> dict[str, str]:
             if entry["path"].startswith(("data/", "models/")) and "md5" in entry:
                 out[entry["path"]] = entry["md5"]
     return dict(sorted(out.items()))
+
+
+def reference_output(predictions: pd.DataFrame, signature: Signature) -> np.ndarray:
+    """The model's output on the test split, from evaluate's prediction file (binary
+    ``probability``, multiclass ``probability_<class>``, regression ``prediction``)."""
+    if not signature.is_classification:
+        return predictions["prediction"].to_numpy(float)
+    if signature.task == "binary_classification":
+        p = predictions["probability"].to_numpy(float)
+        return np.column_stack([1 - p, p])
+    return predictions[[f"probability_{c}" for c in signature.classes]].to_numpy(float)
+
+
+def reference_profile(params: config.Params, signature: Signature, threshold: float | None) -> dict:
+    """The training split's profile, with the model's predictions on the test split and its
+    primary metric there, realised and estimated from the probabilities."""
+    output = reference_output(pd.read_parquet(PREDICTIONS), signature)
+    primary = params.objectives.primary_metric
+    realized = read_json(f"{METRICS}/evaluate.json").get(primary)
+    performance = {
+        "metric": primary,
+        "realized": realized,
+        "estimated": estimate_kpi(signature.task, primary, output, threshold),
+    }
+    return drift.build_profile(
+        pd.read_parquet(TRAIN, columns=[*signature.input_columns, signature.target]),
+        signature,
+        params.monitor.bins,
+        reference_output=output,
+        threshold=threshold,
+        performance=performance,
+    )
 
 
 def main() -> None:
@@ -88,7 +126,9 @@ def main() -> None:
         "Probabilities are as calibrated as the calibration plot shows; no recalibration.",
     ]
     card = card_data({**metadata, "model_kind": kind})
+    profile = reference_profile(params, signature, threshold["threshold"])
     extra = {
+        PROFILE_FILE: dumps_json(profile).encode(),
         "model_card.json": dumps_json(card).encode(),
         "model_card.md": card_markdown(card).encode(),
     }
