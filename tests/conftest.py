@@ -37,6 +37,7 @@ PROJECT_FILES = (
     "data/external",
     "data/landing",
     "plot_templates",
+    "metrics/monitor",  # the (empty) monitoring history dvc.yaml's plots draw
 )
 # Every candidate, cross-validated on 2 folds with its fixed params only (no search), small
 # models: the whole pipeline in seconds. Tests of tuning itself set `train.tuning.trials`.

@@ -786,7 +786,7 @@ def test_gather_stage_with_every_local_kind(tmp_path: Path) -> None:
     assert stages_run(first) == ["Running stage 'gather':"]
     lineage = json.loads((project / "metrics/gather.json").read_text())
     by_name = {s["name"]: s for s in lineage["sources"]}
-    assert [s["rows"] for s in lineage["sources"]] == [32561, 16281, 20, 5]
+    assert [s["rows"] for s in lineage["sources"]] == [32561, 16281, 0, 20, 5]
     assert by_name["people_db"]["url"] == "sqlite:///data/external/people.db"
     assert by_name["people_db"]["columns"] == ADULT_COLUMNS
     assert [f["file"] for f in by_name["devices"]["files"]] == ["app-1.jsonl"]

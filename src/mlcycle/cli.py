@@ -4,6 +4,7 @@ model bundle; draft the schema; release and trace models."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -75,6 +76,45 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print("gate: " + ("passed" if gate.get("passed") else "not passed"))
     for reason in gate.get("reasons", []):
         print(f"  {reason}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Export labelled production rows into the landing source, `dvc repro`, and on a passed
+    gate commit, release and reload the service. Exit status: 0 done; 1 bad input or state
+    (nothing changed); 4 too few new labelled rows (nothing changed); 5 the gate rejected the
+    model; 6 `dvc repro` failed or did not use the export; 7 the service did not reload."""
+    from mlcycle import retrain
+
+    def say(line: str) -> None:
+        print(f"mlcycle retrain: {line}", file=sys.stderr, flush=True)
+
+    try:
+        opts = retrain.Options(
+            log_url=args.log_url or retrain.DEFAULT_LOG_URL,
+            source=args.source,
+            since=retrain.parse_time(args.since, "--since"),
+            until=retrain.parse_time(args.until, "--until"),
+            model_version=args.model_version,
+            min_labels=args.min_labels,
+            bump=args.bump,
+            release=not args.no_release,
+            service=args.service,
+            token_env=args.token_env,
+            dry_run=args.dry_run,
+        )
+        result = retrain.retrain(Path.cwd(), opts, say=say)
+    except retrain.RetrainError as exc:
+        print(f"mlcycle retrain: error: {exc}", file=sys.stderr)
+        return exc.code
+    for note in result.notes:
+        say(note)
+    if opts.dry_run:
+        print(f"dry run: {result.rows} row(s) would be exported; nothing was changed")
+    elif result.version:
+        print(f"retrained on {result.rows} production row(s): released {result.version}")
+    else:
+        print(f"retrained on {result.rows} production row(s): committed {result.commit}")
     return 0
 
 
@@ -173,34 +213,139 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor_settings(args: argparse.Namespace):  # noqa: ANN202 (config is imported late)
+    from mlcycle import config
+
+    raw = config.read_raw(args.params) if Path(args.params).exists() else {}
+    cfg = config.parse_monitor(raw) if raw else config.MonitorConfig()
+    changes = {
+        k: getattr(args, k)
+        for k in ("alpha", "psi_threshold", "large_batch")
+        if getattr(args, k) is not None
+    }
+    return dataclasses.replace(cfg, **changes)
+
+
+def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
+    """The batch to judge: a file (scored here) or a window of the prediction log."""
+    import pandas as pd
+
+    from mlcycle import monitor, predict
+    from mlcycle.io import read_table
+    from mlcycle.schema import SchemaError
+
+    sig = bundle.signature
+    if args.new is not None:
+        records = read_table(args.new)
+        labels = None
+        if sig.target in records.columns:
+            labels = records[sig.target].astype(object).where(records[sig.target].notna(), None)
+        output, note = None, None
+        missing = [c for c in sig.input_columns if c not in records.columns]
+        if not missing:
+            try:
+                output = predict.score(bundle, records).output
+            except (SchemaError, ValueError, TypeError) as exc:
+                note = f"predictions not judged: the records could not be scored ({exc})"
+        window = {"source": "file", "where": str(args.new)}
+        return records, output, labels, window, note
+
+    from mlcycle.predlog import read_log
+    from mlcycle.serve.runner import DEFAULT_LOG_URL
+    from mlcycle.sources import redact_url
+
+    url = args.log_url or DEFAULT_LOG_URL
+    since, until = (_when(v, f) for v, f in ((args.since, "--since"), (args.until, "--until")))
+    model_id = None if (args.all_models or args.model_version) else bundle.model_id
+    log = read_log(
+        url, last=args.last, since=since, until=until,
+        model_version=args.model_version, model_id=model_id,
+    )  # fmt: skip
+    if log.empty:
+        scope = f"model {model_id}" if model_id else "any model"
+        raise ValueError(
+            f"the prediction log {redact_url(str(url))} holds no records of {scope} in this "
+            "window" + ("" if args.all_models else " (--all-models: of any model)")
+        )
+    records, output, labels = monitor.log_batch(log, sig)
+    ts = pd.to_datetime(log["ts"])
+    window = {
+        "source": "log",
+        "where": redact_url(str(url)),
+        "last": args.last,
+        "since": args.since,
+        "until": args.until,
+        "model_version": args.model_version,
+        "model_id": model_id,
+        "first_ts": ts.min().isoformat(),
+        "last_ts": ts.max().isoformat(),
+    }
+    note = None if output is not None else "predictions not judged: outputs of another model"
+    return records, output, labels, window, note
+
+
+def _when(value: str | None, flag: str):  # noqa: ANN202
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{flag} {value!r} is not an ISO time (e.g. 2026-11-28T09:00)") from None
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
-    """Compare new records with the training data, feature by feature."""
-    from mlcycle import config, drift
+    """Judge a batch (a file, or a window of the prediction log) against the served model's
+    reference profile: drift of inputs, predictions and labels, KPIs once labels arrived, an
+    estimate before; reports, and a line of history."""
+    from mlcycle import drift, monitor
     from mlcycle.bundle import load_bundle
     from mlcycle.io import read_table, write_json, write_text
 
-    cfg = (
-        config.parse_monitor(config.read_raw(args.params))
-        if Path(args.params).exists()
-        else config.MonitorConfig(alpha=0.01, psi_threshold=0.1, bins=10)
-    )
-    alpha = args.alpha if args.alpha is not None else cfg.alpha
-    psi_threshold = args.psi_threshold if args.psi_threshold is not None else cfg.psi_threshold
+    if args.new is not None and (args.log_url or args.last or args.since or args.until):
+        raise ValueError(
+            "give a file or a log window (--log-url, --last, --since, --until), not both"
+        )
+    settings = _monitor_settings(args)
     bundle = load_bundle(args.bundle)
-    reference = read_table(args.reference)
-    current = read_table(args.new)
-    results = drift.detect(reference, current, bundle.signature, alpha, psi_threshold, cfg.bins)
-    doc = drift.summary(results, len(reference), len(current))
-    doc.update({"alpha": alpha, "psi_threshold": psi_threshold, "model": bundle.model_id})
-    out = Path(args.out)
-    write_json(out / "drift.json", doc)
-    write_text(out / "drift.md", drift.markdown_report(doc, alpha, psi_threshold))
-    drifted = doc["drifted_features"]
-    print(
-        f"{len(drifted)} of {len(results)} features drifted: {', '.join(drifted) or 'none'}; "
-        f"report in {out / 'drift.md'}"
+    sig = bundle.signature
+    profile = bundle.profile
+    if args.reference is not None or profile is None:
+        reference = args.reference or DEFAULT_REFERENCE
+        if not Path(reference).exists():
+            raise ValueError(
+                f"bundle {args.bundle} has no reference profile (packaged by an older mlcycle: "
+                f"run `dvc repro` to re-package it) and {reference} does not exist"
+            )
+        profile = drift.build_profile(read_table(reference), sig, settings.bins)
+    records, output, labels, window, note = _monitor_batch(args, bundle)
+    m = bundle.metadata
+    doc = monitor.run(
+        profile,
+        sig,
+        monitor.objectives_from_bundle(m),
+        settings,
+        records,
+        output,
+        labels,
+        model={"name": m.get("name"), "version": args.model_version, "id": bundle.model_id},
+        window=window,
     )
-    return 3 if drifted and args.fail_on_drift else 0
+    if note:
+        doc["notes"] = [note]
+        print(note, file=sys.stderr)
+    out = Path(args.out)
+    write_json(out / "monitor.json", doc)
+    write_text(out / "monitor.md", monitor.markdown_report(doc))
+    from mlcycle.monitor_report import html_report
+
+    write_text(out / "monitor.html", html_report(doc))
+    if not args.no_history:
+        run_no = monitor.append_history(args.history, doc)
+        print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
+    print(f"{monitor.summary_line(doc)}; report in {out / 'monitor.html'}")
+    return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
 
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
@@ -324,16 +469,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_feedback)
 
-    p = sub.add_parser("monitor", help="detect drift of new records against the training data")
-    p.add_argument("new", help="CSV, Parquet or JSON Lines file of new records")
-    p.add_argument("--reference", default=DEFAULT_REFERENCE)
+    p = sub.add_parser(
+        "monitor",
+        help="judge production data (a file, or a window of the prediction log) against the "
+        "model's training data: drift, KPIs once labelled, estimated performance",
+    )
+    p.add_argument(
+        "new", nargs="?", help="CSV, Parquet or JSON Lines of new records (default: the log)"
+    )
+    p.add_argument(
+        "--log-url",
+        help="SQLAlchemy URL of the prediction log (default: sqlite:///logs/predictions.db)",
+    )
+    p.add_argument("--last", type=int, help="the log's last N records")
+    p.add_argument("--since", help="records logged at or after this ISO time (UTC if naive)")
+    p.add_argument("--until", help="records logged before this ISO time")
+    p.add_argument("--model-version", help="records served by this registered version")
+    p.add_argument(
+        "--all-models",
+        action="store_true",
+        help="records of any model (default: only those the bundle's model served)",
+    )
     p.add_argument("--bundle", default=DEFAULT_BUNDLE)
-    p.add_argument("--out", default="reports/monitor")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument(
+        "--reference", help="profile this file instead of the bundle's reference profile"
+    )
+    p.add_argument("--out", default="reports/monitor", help="monitor.json, .md and .html")
+    p.add_argument(
+        "--history", default="metrics/monitor", help="where each run appends (dvc plots)"
+    )
+    p.add_argument("--no-history", action="store_true", help="do not append to the history")
+    p.add_argument("--params", default="params.yaml", help="where the monitor section is read")
     p.add_argument("--alpha", type=float)
     p.add_argument("--psi-threshold", type=float)
+    p.add_argument("--large-batch", type=int)
     p.add_argument(
-        "--fail-on-drift", action="store_true", help="exit with status 3 if a feature drifted"
+        "--fail-on-drift",
+        action="store_true",
+        help="exit with status 3 when retraining is recommended (drift, or an objective missed)",
     )
     p.set_defaults(func=cmd_monitor)
 
@@ -345,6 +518,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="a registered version, e.g. v0.1.0")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser(
+        "retrain",
+        help="labelled production rows back into training: export, `dvc repro`, gate, "
+        "commit, release, reload the service",
+        description="Export the labelled records of the prediction log into a landing source, "
+        "run `dvc repro`, and if the gate passes commit, release and reload. Exit status: 0 "
+        "done; 1 bad input or state (nothing changed); 4 too few new labelled rows (nothing "
+        "changed); 5 the gate rejected the model; 6 `dvc repro` failed or did not use the "
+        "export; 7 the service did not reload.",
+    )
+    p.add_argument(
+        "--log-url",
+        help="SQLAlchemy URL of the prediction log (default: sqlite:///logs/predictions.db)",
+    )
+    p.add_argument(
+        "--source",
+        default="production",
+        help="the landing source (data.sources in params.yaml) to export into",
+    )
+    p.add_argument("--since", help="records logged at or after this ISO time (UTC if naive)")
+    p.add_argument("--until", help="records logged before this ISO time")
+    p.add_argument("--model-version", help="only records served by this registered version")
+    p.add_argument(
+        "--min-labels",
+        type=int,
+        default=100,
+        help="stop (exit 4, nothing changed) with fewer new labelled rows (default 100)",
+    )
+    p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")
+    p.add_argument("--no-release", action="store_true", help="commit, but do not release")
+    p.add_argument("--service", help="a running service's URL to reload afterwards")
+    p.add_argument(
+        "--token-env",
+        default="MLCYCLE_ADMIN_TOKEN",
+        help="the environment variable holding the service's admin token",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="export to a temporary folder and say what would happen; change nothing",
+    )
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("schema", help="work with the data schema (schema.yaml)")
     schema_sub = p.add_subparsers(dest="schema_command", required=True)

@@ -96,8 +96,11 @@ def settings_problems(
     if split.method == "by_source" and BOOKKEEPING_COLUMNS[0] in frame.columns:
         present = sorted(frame[BOOKKEEPING_COLUMNS[0]].dropna().astype(str).unique())
         by_source = (("train_sources", split.train_sources), ("test_sources", split.test_sources))
+        # A source that may be empty (a landing folder before its first file, such as the
+        # production rows `mlcycle retrain` exports) may have no rows yet.
+        may_be_empty = {s.name for s in params.data.sources if s.allow_empty}
         for key, names in by_source:
-            unknown = [n for n in names if n not in present]
+            unknown = [n for n in names if n not in present and n not in may_be_empty]
             if unknown:
                 problems.append(
                     f"prepare.split.{key}: {unknown} not a source with rows in the snapshot "
