@@ -437,6 +437,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(
     assert doc["drifted_features"] == ["age", "workclass"]
     code, doc = monitor_cli("--since", "2026-11-02", "--model-version", "v0.1.0")
     assert doc["rows"] == 1500 and doc["window"]["model_version"] == "v0.1.0"
+    assert doc["model"]["version"] == "v0.1.0"
     proc = mlcycle(built_project, "monitor", "--log-url", url, "--model-version", "v9")
     assert proc.returncode != 0 and "no records" in proc.stderr
 

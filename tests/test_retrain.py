@@ -316,6 +316,16 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM (the service's graceful stop), then SIGKILL after a minute."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def post_json(url: str, payload: object) -> dict:
     req = urllib.request.Request(
         url, json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -430,12 +440,7 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         dry = mlcycle(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_path: Path) -> None:
@@ -575,9 +580,4 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
         assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
         assert traffic.models[0] == old_id and traffic.models[-1] == new_id
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)

@@ -248,7 +248,7 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
             except (SchemaError, ValueError, TypeError) as exc:
                 note = f"predictions not judged: the records could not be scored ({exc})"
         window = {"source": "file", "where": str(args.new)}
-        return records, output, labels, window, note
+        return records, output, labels, window, note, args.model_version
 
     from mlcycle.predlog import read_log
     from mlcycle.serve.runner import DEFAULT_LOG_URL
@@ -281,7 +281,9 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
         "last_ts": ts.max().isoformat(),
     }
     note = None if output is not None else "predictions not judged: outputs of another model"
-    return records, output, labels, window, note
+    versions = log["model_version"].dropna().unique()
+    version = args.model_version or (str(versions[0]) if len(versions) == 1 else None)
+    return records, output, labels, window, note, version
 
 
 def _when(value: str | None, flag: str):  # noqa: ANN202
@@ -319,7 +321,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 f"run `dvc repro` to re-package it) and {reference} does not exist"
             )
         profile = drift.build_profile(read_table(reference), sig, settings.bins)
-    records, output, labels, window, note = _monitor_batch(args, bundle)
+    records, output, labels, window, note, version = _monitor_batch(args, bundle)
     m = bundle.metadata
     doc = monitor.run(
         profile,
@@ -329,7 +331,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         records,
         output,
         labels,
-        model={"name": m.get("name"), "version": args.model_version, "id": bundle.model_id},
+        model={"name": m.get("name"), "version": version, "id": bundle.model_id},
         window=window,
     )
     if note:

@@ -189,12 +189,20 @@ def _sort_key(x: Any) -> str:
     return "" if f is None else repr(f)
 
 
-def _met(met: Any) -> str:
+def _met(met: Any, judged: bool = True) -> str:
+    """met / not met; undecided (``None`` when judged: the value misses, its 95 % interval
+    does not) or a dash."""
     if met is True:
         return '<span class="pill good">met</span>'
     if met is False:
         return '<span class="pill bad">not met</span>'
-    return f'<span class="pill">{DASH}</span>'
+    return '<span class="pill">undecided</span>' if judged else f'<span class="pill">{DASH}</span>'
+
+
+def _interval(value: Any) -> str:
+    if not isinstance(value, dict) or _finite(value.get("low")) is None:
+        return DASH
+    return f"{_num(value.get('low'))} – {_num(value.get('high'))}"
 
 
 def _yes_no(flag: Any, yes: str = "drifted", no: str = "no drift") -> str:
@@ -448,12 +456,17 @@ def _performance(perf: dict | None) -> str:
             if o
             else DASH
         )
+        judged = bool(o) and _finite(perf.get("labelled_rows")) is not None
         rows.append(
             f"<tr><td>{_e(metric)}</td><td class=num>{_num(value)}</td>"
-            f"<td class=num>{limit}</td><td>{_met(o.get('met')) if o else DASH}</td></tr>"
+            f"<td class=num>{_interval(o.get('interval'))}</td>"
+            f"<td class=num>{limit}</td>"
+            f"<td>{_met(o.get('met'), judged and o.get('value') is not None) if o else DASH}"
+            "</td></tr>"
         )
     table = (
         "<table><thead><tr><th>Metric</th><th class=num>Value</th>"
+        "<th class=num>95 % interval</th>"
         "<th class=num>Objective</th><th>Status</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         if rows
@@ -466,9 +479,14 @@ def _performance(perf: dict | None) -> str:
             + _facts(
                 [
                     ("Estimate", f"<strong>{_num(est.get('value'))}</strong>"),
-                    ("Reference", _num(est.get("reference"))),
+                    ("95 % interval", _interval(est.get("interval"))),
+                    (
+                        "On the test split",
+                        f"estimated {_num(est.get('reference'))}, realised "
+                        f"{_num(est.get('reference_realized'))}",
+                    ),
                     ("Limit", _num(est.get("limit"))),
-                    ("Status", _met(est.get("met"))),
+                    ("Status", _met(est.get("met"), est.get("limit") is not None)),
                 ]
             )
         )
@@ -585,6 +603,11 @@ def html_report(doc: dict) -> str:
             _performance(doc.get("performance")),
             "<section id=outputs><h2>Predictions and target</h2><div class=charts>",
             _distribution(doc.get("predictions"), "Predictions", "predictions"),
+            *(
+                [_distribution({**mix, "what": "class mix"}, "Predicted", "class-mix")]
+                if isinstance(mix := (doc.get("predictions") or {}).get("class_mix"), dict)
+                else []
+            ),
             _distribution(doc.get("target"), "Target", "target"),
             "</div></section>",
             _features_table(features),
