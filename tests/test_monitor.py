@@ -26,6 +26,7 @@ from mlcycle.prepare import clean
 from mlcycle.serve.app import prediction_dicts
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
 from tests.conftest import BIN, ROOT, run
+from tests.test_predlog import pg_url  # noqa: F401 (a fixture: a fresh PostgreSQL schema)
 
 TEST_SPLIT = Path("data") / "prepared" / "test.parquet"
 SMALL = MonitorConfig(large_batch=10**9)  # judged by tests at any size
@@ -400,13 +401,18 @@ def _log_batches(bundle, url: str, batches: list[tuple[pd.DataFrame, str, dateti
         assert log.flush(30)
 
 
-def test_monitor_reads_a_window_of_the_prediction_log(
-    built_project: Path,
-    bundle,
-    test_split,
-    tmp_path: Path,  # noqa: ANN001
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty prediction log: a SQLite file, or a fresh schema on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
+    built_project: Path, bundle, test_split, tmp_path: Path, log_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    url = log_url
     day = datetime(2026, 11, 1, tzinfo=UTC)
     clean_rows = test_split.sample(1500, random_state=12)
     drifted_rows = shifted(test_split.sample(1500, random_state=13))
