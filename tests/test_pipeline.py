@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import git_commit, make_project, run, set_params
+from tests.conftest import BIN, git_commit, make_project, run, set_params
 
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
@@ -319,6 +319,34 @@ def test_metrics_and_params_diff_show_the_committed_change(
     chosen = params["metrics/train/params.yaml"]
     assert chosen["params.max_depth"] == {"old": 6, "new": 3, "diff": -3}
     assert set(params) == {"params.yaml", "metrics/train/params.yaml"}
+
+
+def test_report_reads_a_change_as_a_reviewer_does(retrained: Retrained, tmp_path: Path) -> None:
+    """`mlcycle report --base HEAD~1` after a committed params change: the gate line, the
+    primary metric on both sides with intervals, the changed param, the plots as PNG files;
+    from git alone (metrics and plot data are in git)."""
+    p = retrained.project
+    out = tmp_path / "pr"
+    proc = run([str(BIN / "mlcycle"), "report", "--base", "HEAD~1", "--head", "HEAD",
+                "--out", str(out)], p)  # fmt: skip
+    text = (out / "report.md").read_text()
+    assert text == proc.stdout
+    gate = read_json(p / "metrics/gate.json")
+    assert f"**Gate: {'passed' if gate['passed'] else 'REJECTED'}**" in text
+    assert all(f"- {reason}" in text for reason in gate["reasons"])
+    old = run(["git", "show", "HEAD~1:metrics/evaluate.json"], p).stdout
+    old_auc, new_auc = json.loads(old)["roc_auc"], read_json(p / "metrics/evaluate.json")["roc_auc"]
+    assert f"**roc_auc**: {old_auc:.4f} (95 % interval" in text
+    assert f"→ {new_auc:.4f} (95 % interval" in text
+    assert re.search(r"The change is \*\*(beyond|within) noise\*\*", text)
+    assert "| `train.xgb.max_depth` | `6` | `3` |" in text
+    assert "the same data" in text
+    images = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
+    assert len(images) >= 3 and not re.search(r"not drawn", text), text
+    for name in images:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run([str(BIN / "mlcycle"), "report", "--base", "no-such-rev"], p, check=False)
+    assert bad.returncode != 0 and "'no-such-rev' is not a revision" in bad.stderr
 
 
 def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:

@@ -350,6 +350,21 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The change between two revisions as a Markdown report (a pull request's comment)."""
+    from mlcycle import report
+    from mlcycle.io import write_text
+
+    out = Path(args.out)
+    text = report.build(
+        Path.cwd(), args.base, args.head, plots_dir=None if args.no_plots else out
+    )
+    write_text(out / "report.md", text)
+    print(text, end="")
+    print(f"report in {out / 'report.md'}", file=sys.stderr)
+    return 0
+
+
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """Draft schema.yaml from a snapshot, for a person to review; never overwrites by accident."""
     from mlcycle import config, schema
@@ -511,6 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit with status 3 when retraining is recommended (drift, or an objective missed)",
     )
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "report", help="the model change between two revisions, for a pull request (Markdown)"
+    )
+    p.add_argument("--base", required=True, help="the revision compared with (e.g. origin/main)")
+    p.add_argument("--head", default="workspace", help="a revision, or workspace (default)")
+    p.add_argument("--out", default="reports/pr", help="report.md and the plots' PNG files")
+    p.add_argument("--no-plots", action="store_true", help="no plot images")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("release", help="register HEAD's model (gate passed) and promote to prod")
     p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")
