@@ -356,9 +356,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mlcycle.io import write_text
 
     out = Path(args.out)
-    text = report.build(
-        Path.cwd(), args.base, args.head, plots_dir=None if args.no_plots else out
-    )
+    text = report.build(Path.cwd(), args.base, args.head, plots_dir=None if args.no_plots else out)
     write_text(out / "report.md", text)
     print(text, end="")
     print(f"report in {out / 'report.md'}", file=sys.stderr)
