@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from mlcycle import registry
 from mlcycle.tasks import LOWER_IS_BETTER
 
 WORKSPACE = "workspace"
@@ -31,8 +32,7 @@ def read_at(root: Path, rev: str, path: str) -> str | None:
     if rev == WORKSPACE:
         file = root / path
         return file.read_text(encoding="utf-8") if file.is_file() else None
-    res = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
-    return res.stdout if res.returncode == 0 else None
+    return registry.read_at(root, rev, path)
 
 
 def _json(root: Path, rev: str, path: str) -> dict:
