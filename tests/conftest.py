@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -190,19 +191,25 @@ def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen
             proc.wait()
 
 
+def unavailable(tests: str, message: str) -> NoReturn:
+    """A real server or tool the tests need is missing: skip locally, fail under CI (where
+    .ci/run provides it and ``tests`` must run)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"under CI the {tests} must run: {message}")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """The URL of the real PostgreSQL server `.ci/run` starts (skip locally without one; fail
     under CI, where the database tests must run)."""
     url = os.environ.get("MLCYCLE_TEST_POSTGRES_URL")
     if not url:
-        message = (
+        unavailable(
+            "PostgreSQL tests",
             "MLCYCLE_TEST_POSTGRES_URL is not set: no PostgreSQL server for the database tests "
-            "(`.ci/run --postgres-only` starts one and prints the URL)"
+            "(`.ci/run --postgres-only` starts one and prints the URL)",
         )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"under CI the PostgreSQL tests must run: {message}")
-        pytest.skip(message)
     return url
 
 
