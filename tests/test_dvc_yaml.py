@@ -76,6 +76,18 @@ def test_metrics_and_plot_data_live_in_git() -> None:
                     assert opts.get("cache") is False, f"{name}: {path} should be cache: false"
 
 
+def test_one_metrics_file_the_headline() -> None:
+    """`dvc metrics show` and `dvc exp show` list the headline only (metrics/summary.json):
+    the detailed figures are plain outputs in git, so the tables fit a terminal."""
+    declared = [
+        next(iter(entry)) if isinstance(entry, dict) else entry
+        for stage in STAGES.values()
+        for entry in stage.get("metrics", [])
+    ]
+    assert declared == ["metrics/summary.json"]
+    assert "metrics" in STAGES["evaluate"]
+
+
 def test_git_tracked_outputs_persist_so_a_failed_stage_can_keep_them() -> None:
     """DVC deletes a stage's outputs before running it unless they persist; the stage runner
     (mlcycle.stages.run) puts the git-tracked ones back when the stage fails."""

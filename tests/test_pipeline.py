@@ -286,7 +286,9 @@ def test_experiment_is_listed_with_its_own_metrics(project_copy: Path) -> None:
         return row["data"]["params"]["params.yaml"]["data"]["train"]["xgb"]["max_depth"]
 
     def roc_auc(row: dict) -> float:
-        return row["data"]["metrics"]["metrics/evaluate.json"]["data"]["roc_auc"]
+        # metrics/summary.json is the one metrics file: the headline, so the table is narrow.
+        assert list(row["data"]["metrics"]) == ["metrics/summary.json"]
+        return row["data"]["metrics"]["metrics/summary.json"]["data"]["roc_auc"]
 
     assert max_depth(baseline) == 6
     assert max_depth(exp) == 2
@@ -341,6 +343,7 @@ def test_report_reads_a_change_as_a_reviewer_does(retrained: Retrained, tmp_path
     assert re.search(r"The change is \*\*(beyond|within) noise\*\*", text)
     assert "| `train.xgb.max_depth` | `6` | `3` |" in text
     assert "the same data" in text
+    assert re.search(r"Training data drift: 0 of \d+ columns moved", text)
     images = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
     assert len(images) >= 3 and not re.search(r"not drawn", text), text
     for name in images:

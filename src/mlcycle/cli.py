@@ -363,6 +363,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """The headline figures of the workspace, grouped to fit a terminal."""
+    from mlcycle import status
+
+    root = Path.cwd()
+    if args.readme:
+        readme = Path(args.readme)
+        if not readme.is_file():
+            return _err(f"no README at {readme}")
+        old = readme.read_text(encoding="utf-8")
+        new = status.fill_readme(old, status.markdown(root))
+        if new != old:
+            readme.write_text(new, encoding="utf-8")
+        print(f"{readme}: results table {'updated' if new != old else 'already current'}")
+        return 0
+    print(status.markdown(root) if args.markdown else status.text(root), end="")
+    return 0
+
+
+def cmd_pr_comment(args: argparse.Namespace) -> int:
+    """Post the report on the pull request as one comment, edited on later pushes."""
+    from mlcycle import prcomment
+
+    path = Path(args.report)
+    if not path.is_file():
+        return _err(f"no report at {path}: run `mlcycle report --base REV` first")
+    try:
+        target = prcomment.target_from_env(args.repo, args.pr, args.api_url)
+        run_url = args.run_url or prcomment.run_url_from_env()
+        done = prcomment.post(path.read_text(encoding="utf-8"), target, run_url)
+    except prcomment.CommentError as exc:
+        _err(str(exc))
+        return 8
+    except OSError as exc:  # network: connection refused, DNS, timeout
+        _err(f"cannot reach {args.api_url or 'the GitHub API'}: {exc}")
+        return 8
+    print(f"comment {done['action']}: {done['url'] or done['id']}")
+    return 0
+
+
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """Draft schema.yaml from a snapshot, for a person to review; never overwrites by accident."""
     from mlcycle import config, schema
@@ -533,6 +573,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/pr", help="report.md and the plots' PNG files")
     p.add_argument("--no-plots", action="store_true", help="no plot images")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("status", help="the headline figures at a glance (gate, KPIs, model, data)")
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    p.add_argument(
+        "--readme",
+        nargs="?",
+        const="README.md",
+        help="rewrite the table between the README's results markers (default README.md)",
+    )
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "pr-comment", help="post the report on the pull request (one comment, updated)"
+    )
+    p.add_argument("report", nargs="?", default="reports/pr/report.md", help="the report file")
+    p.add_argument("--repo", help="OWNER/NAME (default: $GITHUB_REPOSITORY)")
+    p.add_argument("--pr", type=int, help="pull request number (default: from $GITHUB_EVENT_PATH)")
+    p.add_argument("--api-url", help="GitHub API (default: $GITHUB_API_URL or api.github.com)")
+    p.add_argument("--run-url", help="link to the CI run holding the plots (default: from env)")
+    p.set_defaults(func=cmd_pr_comment)
 
     p = sub.add_parser("release", help="register HEAD's model (gate passed) and promote to prod")
     p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")

@@ -450,3 +450,98 @@ def as_dict(result: FeatureDrift) -> dict:
     out = asdict(result)
     out["reasons"] = list(result.reasons)
     return out
+
+
+# --- Training data between two revisions (``mlcycle report``) --------------------------------
+
+
+def data_profile(frame: pd.DataFrame, bins: int) -> dict[str, Any]:
+    """A split's profile, small enough for git: every column's :func:`column_profile` (numbers
+    with 1,001 quantiles at 6 significant digits), so two revisions' training data can be
+    compared from git alone."""
+    features = {}
+    for name in frame.columns:
+        values = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        prof = column_profile(values, "numeric" if numeric else "categorical", bins)
+        if numeric:
+            prof["quantiles"] = [float(f"{q:.6g}") for q in prof["quantiles"]]
+        features[str(name)] = prof
+    return {"rows": len(frame), "bins": bins, "features": features}
+
+
+def _ecdf_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest gap between the CDFs two quantile arrays describe (the KS distance)."""
+    grid = np.union1d(a, b)
+    fa = np.searchsorted(a, grid, side="right") / len(a)
+    fb = np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.max(np.abs(fa - fb))) if len(grid) else 0.0
+
+
+def compare_profiles(base: dict, head: dict, settings: MonitorConfig) -> dict[str, Any]:
+    """How the data behind ``head`` differs from the data behind ``base`` (two
+    :func:`data_profile` documents), column by column.
+
+    Both are whole training splits, so every shift is "significant": what matters is its size,
+    judged as a large monitoring batch is: the PSI over the base's bins, minus the PSI two
+    samples of one distribution show by chance, against ``monitor.psi_threshold``; and a move
+    of the missing share of ``monitor.missing_threshold`` or more. A numeric head is placed in
+    the base's bins through its quantiles (to within 0.1 % of its rows).
+    """
+    b_feats, h_feats = base.get("features") or {}, head.get("features") or {}
+    columns = []
+    for name in [n for n in b_feats if n in h_feats]:
+        b, h = b_feats[name], h_feats[name]
+        row: dict[str, Any] = {"column": name, "kind": b["kind"]}
+        if b["kind"] != h["kind"]:
+            row.update(drifted=True, reasons=[f"type {b['kind']} → {h['kind']}"], psi=None)
+            columns.append(row)
+            continue
+        if b["kind"] == "numeric":
+            atoms, edges = np.asarray(b["atoms"]), np.asarray(b["edges"])
+            ref = np.asarray(b["counts"], dtype=float)
+            q = np.asarray(h["quantiles"], dtype=float)
+            cur = np.bincount(_bin_ids(q, atoms, edges), minlength=len(ref)).astype(float)
+            n_levels = len(ref)
+            row["ks"] = round(_ecdf_distance(np.asarray(b["quantiles"], dtype=float), q), 6)
+            row["median"] = [_median(b), _median(h)]
+        else:
+            levels = sorted(set(b["counts"]) | set(h["counts"]))
+            ref = np.asarray([b["counts"].get(k, 0) for k in levels], dtype=float)
+            cur = np.asarray([h["counts"].get(k, 0) for k in levels], dtype=float)
+            n_levels = len(levels)
+            row["new"] = sorted(set(h["counts"]) - set(b["counts"]))[:10]
+            row["gone"] = sorted(set(b["counts"]) - set(h["counts"]))[:10]
+        n_b, n_h = ref.sum(), cur.sum()
+        shift = psi(ref / n_b, cur / n_h) if n_b and n_h else 0.0
+        noise = _psi_noise(n_levels, int(h["rows"] - h["missing"]), int(b["rows"] - b["missing"]))
+        miss_b = b["missing"] / b["rows"] if b["rows"] else 0.0
+        miss_h = h["missing"] / h["rows"] if h["rows"] else 0.0
+        reasons = []
+        if shift - noise >= settings.psi_threshold:
+            reasons.append("distribution")
+        if abs(miss_h - miss_b) >= settings.missing_threshold:
+            reasons.append("missing")
+        row.update(
+            psi=round(shift, 6),
+            psi_noise=round(noise, 6),
+            missing=[round(miss_b, 6), round(miss_h, 6)],
+            drifted=bool(reasons),
+            reasons=reasons,
+        )
+        columns.append(row)
+    return {
+        "rows": [base.get("rows"), head.get("rows")],
+        "added": [n for n in h_feats if n not in b_feats],
+        "removed": [n for n in b_feats if n not in h_feats],
+        "columns": sorted(columns, key=lambda r: -(r.get("psi") or float("inf"))),
+        "rule": (
+            f"a column moved if its PSI minus chance noise reaches {settings.psi_threshold}"
+            f" or its missing share moves by {settings.missing_threshold} or more"
+        ),
+    }
+
+
+def _median(prof: dict) -> float | None:
+    q = prof.get("quantiles") or []
+    return float(q[len(q) // 2]) if q else None

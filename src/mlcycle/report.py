@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from mlcycle import registry
+from mlcycle.status import gate_of, workspace_gate
 from mlcycle.tasks import LOWER_IS_BETTER
 
 WORKSPACE = "workspace"
@@ -166,7 +167,73 @@ def _data(root: Path, base: str, head: str) -> list[str]:
             f"Split: train {_num(s0.get('train_rows'))} → {_num(s1.get('train_rows'))}, "
             f"test {_num(s0.get('test_rows'))} → {_num(s1.get('test_rows'))} rows"
         )
+    return lines + ["", *_data_drift(root, base, head)]
+
+
+def _data_drift(root: Path, base: str, head: str) -> list[str]:
+    """How the training split moved between the two revisions (metrics/data_profile.json)."""
+    from mlcycle.config import MonitorConfig
+    from mlcycle.drift import compare_profiles
+
+    d0 = _json(root, base, "metrics/data_profile.json")
+    d1 = _json(root, head, "metrics/data_profile.json")
+    if not d0 or not d1:
+        side = "either side" if not d0 and not d1 else ("base" if not d0 else "head")
+        return [
+            f"Training data drift: no data profile at {side} (metrics/data_profile.json, which"
+            " the prepare stage writes)"
+        ]
+    settings = _monitor_settings(root, head) or MonitorConfig()
+    cmp = compare_profiles(d0, d1, settings)
+    moved = [c for c in cmp["columns"] if c["drifted"]]
+    lines = [
+        f"Training data drift: {len(moved)} of {len(cmp['columns'])} columns moved ({cmp['rule']})."
+    ]
+    if cmp["added"] or cmp["removed"]:
+        lines.append(
+            f"Columns added: {cmp['added'] or 'none'}; removed: {cmp['removed'] or 'none'}"
+        )
+    shown = [c for c in cmp["columns"] if c["drifted"] or (c.get("psi") or 0) > 0][:8]
+    if shown:
+        lines += ["", "| column | PSI (noise) | missing share | detail |", "|---|---|---|---|"]
+        for c in shown:
+            psi_text = "-" if c.get("psi") is None else f"{c['psi']:.4f} ({c['psi_noise']:.4f})"
+            miss = c.get("missing") or [None, None]
+            if c["kind"] == "numeric":
+                detail = f"median {_num(c['median'][0])} → {_num(c['median'][1])}, KS {c['ks']:.3f}"
+            elif c["kind"] == "categorical":
+                detail = (
+                    ", ".join(
+                        part
+                        for part in (
+                            f"new {c['new']}" if c.get("new") else "",
+                            f"gone {c['gone']}" if c.get("gone") else "",
+                        )
+                        if part
+                    )
+                    or "shares moved"
+                )
+            else:
+                detail = ""
+            if c.get("reasons") and not c.get("psi"):
+                detail = "; ".join(c["reasons"])
+            flag = " **moved**" if c["drifted"] else ""
+            lines.append(
+                f"| `{c['column']}`{flag} | {psi_text} | {_num(miss[0])} → {_num(miss[1])}"
+                f" | {detail} |"
+            )
     return lines
+
+
+def _monitor_settings(root: Path, rev: str) -> Any:
+    """monitor settings of params.yaml at ``rev`` (thresholds of the drift rule), if valid."""
+    from mlcycle import config
+
+    text = read_at(root, rev, "params.yaml")
+    try:
+        return config.parse_params(config.load_yaml(text)).monitor if text else None
+    except (ValueError, TypeError):
+        return None
 
 
 def _params(root: Path, base: str, head: str) -> list[str]:
@@ -267,9 +334,22 @@ def build(root: Path, base: str, head: str = WORKSPACE, plots_dir: Path | None =
         _json(root, base, "metrics/evaluate.json"),
         _json(root, head, "metrics/evaluate.json"),
     )
-    gate = _json(root, head, "metrics/gate.json")
+    if head == WORKSPACE:
+        gate, state = workspace_gate(root)
+    else:
+        gate, state = gate_of(
+            _json(root, head, "metrics/gate.json"),
+            read_at(root, head, "metrics/evaluate.json"),
+            read_at(root, head, "params.yaml"),
+        )
     primary = (ev1.get("objective") or ev0.get("objective") or {}).get("metric")
     verdict = "passed" if gate.get("passed") else ("REJECTED" if gate else "not run")
+    if state == "stale":
+        verdict = (
+            f"not run on this model (the last decision, {verdict}, judged an earlier"
+            " evaluation: run `dvc repro`)"
+        )
+        gate = {}
     lines = [
         f"# Model report: `{base}` → `{head}`",
         "",

@@ -3,11 +3,13 @@
 The test split is read here and nowhere else in the pipeline. The untuned baseline the train
 stage fitted beside the chosen model (``train.baseline``) is scored on the same rows, so
 ``metrics/evaluate.json`` shows what tuning and model selection bought.
-Inputs: data/prepared/test.parquet, models/train/; params `objectives`, `evaluate`.
+Inputs: data/prepared/test.parquet, models/train/, metrics/train.json (the winner's CV score);
+params `objectives`, `evaluate`.
 The task (``objectives.task``) decides the KPIs, the threshold (binary only) and the plots:
 ROC / precision-recall per class, calibration and the confusion matrix for classification;
 predicted vs actual and residuals for regression.
-Outputs: metrics/evaluate.json; metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
+Outputs: metrics/evaluate.json, metrics/summary.json (the headline `dvc metrics show` lists);
+metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from mlcycle.stages import (
     log,
     run,
 )
+from mlcycle.status import SUMMARY, headline
 from mlcycle.tasks import BINARY, REGRESSION, lower_is_better, meets
 
 
@@ -223,6 +226,13 @@ def main() -> None:
             },
             "unseen_categories": {k: len(v) for k, v in unseen_categories(test, signature).items()},
         },
+    )
+    # The headline `dvc metrics show` lists (the only file dvc.yaml declares as metrics).
+    write_json(
+        SUMMARY,
+        headline(
+            read_json(f"{METRICS}/evaluate.json"), read_json(f"{METRICS}/train.json"), obj.minimums
+        ),
     )
     plots = task_plots(y, out, signature, threshold, cfg.curve_points)
     for name, rows in plots.items():

@@ -24,6 +24,7 @@ from mlcycle.io import read_json, write_json
 from mlcycle.metrics import compute_kpis
 from mlcycle.predict import score
 from mlcycle.stages import METRICS, TEST, log, run
+from mlcycle.status import fingerprint
 
 
 class GateRejected(ValueError):
@@ -57,6 +58,7 @@ def main() -> None:
     params = config.load()
     objectives, gate_cfg = params.objectives, params.gate
     name = params.package.name
+    evaluated = Path(f"{METRICS}/evaluate.json").read_bytes()
     candidate = read_json(f"{METRICS}/evaluate.json")
     champion, version = None, None
     if gate_cfg.compare_champion:
@@ -71,7 +73,13 @@ def main() -> None:
         version,
         gate_cfg.tolerance,
     )
-    doc = {**decision.to_dict(), "model": name, "champion_version": version}
+    # The evaluation judged, so a report can tell a current decision from a stale one.
+    doc = {
+        **decision.to_dict(),
+        "model": name,
+        "champion_version": version,
+        "evaluation_sha256": fingerprint(evaluated, config.read_raw()),
+    }
     write_json("reports/gate.json", doc)
     write_json(f"{METRICS}/gate.json", doc)
     for reason in decision.reasons:

@@ -2,8 +2,10 @@
 conflicting labels and outliers from the training split only.
 
 Inputs: data/raw/snapshot.parquet; params `prepare`, `objectives.task`, `objectives.target`,
-`objectives.positive_class`.
-Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what every step changed).
+`objectives.positive_class`, `monitor.bins`.
+Outputs: data/prepared/{train,test}.parquet; metrics/prepare.json (what every step changed);
+metrics/data_profile.json (the training split's distributions, binned by `monitor.bins`: kept
+in git, so `mlcycle report` can tell how the training data moved between two revisions).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mlcycle import config
+from mlcycle.drift import data_profile
 from mlcycle.io import write_json, write_parquet
 from mlcycle.prepare import prepare
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
@@ -55,6 +58,7 @@ def main() -> None:
             "test": {"rows": len(test), **target_summary(test[obj.target], obj)},
         },
     )
+    write_json(f"{METRICS}/data_profile.json", data_profile(train, params.monitor.bins))
     log("prepare", f"train {len(train)} rows, test {len(test)} rows")
 
 

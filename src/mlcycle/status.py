@@ -1,0 +1,279 @@
+"""The project's state at a glance: the headline figures, in a terminal or a README table.
+
+``metrics/summary.json`` (written by the evaluate stage) is the only file DVC shows as metrics,
+so ``dvc metrics show``, ``dvc metrics diff`` and ``dvc exp show`` stay a few columns wide: the
+primary metric with its 95 % interval, the other bounded KPIs, the winner's CV score and the
+model. The detailed files stay in git beside it, read by ``mlcycle report`` and
+``mlcycle status``. The gate's decision is not in the summary: a rejection stops ``dvc repro``
+before it would be recorded; ``gate_of`` finds the decision that judged the current evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from mlcycle.tasks import LOWER_IS_BETTER
+
+SUMMARY = "metrics/summary.json"
+
+
+def fingerprint(evaluate_text: str | bytes, params: dict | None) -> str:
+    """What identifies one gate decision's inputs: metrics/evaluate.json's bytes and the params
+    the gate reads (``objectives``, ``gate``, ``package.name``), as a SHA-256."""
+    data = evaluate_text.encode() if isinstance(evaluate_text, str) else evaluate_text
+    params = params or {}
+    judged = {
+        "evaluate": hashlib.sha256(data).hexdigest(),
+        "objectives": params.get("objectives"),
+        "gate": params.get("gate"),
+        "package_name": (params.get("package") or {}).get("name"),
+    }
+    return hashlib.sha256(json.dumps(judged, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _params(text: str | None) -> dict | None:
+    import yaml
+
+    from mlcycle.config import load_yaml  # params.yaml as DVC and the stages read it
+
+    try:
+        found = load_yaml(text) if text else None
+    except yaml.YAMLError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def headline(evaluate: dict, train: dict, minimums: dict[str, float]) -> dict[str, Any]:
+    """The few figures ``dvc metrics show`` lists (flat keys, so its table stays narrow)."""
+    objective = evaluate.get("objective") or {}
+    primary = objective.get("metric")
+    interval = evaluate.get("confidence_interval") or {}
+    doc: dict[str, Any] = {}
+    if primary:
+        doc[primary] = objective.get("value")
+        if interval.get("metric") == primary:
+            doc[f"{primary}_low"], doc[f"{primary}_high"] = (
+                interval.get("low"),
+                interval.get("high"),
+            )
+    for name in minimums:
+        if name != primary and isinstance(evaluate.get(name), int | float):
+            doc[name] = evaluate[name]
+    winner = train.get("winner")
+    cv = ((train.get("candidates") or {}).get(winner) or {}).get("cv_mean")
+    if train.get("metric") and cv is not None:
+        doc[f"cv_{train['metric']}"] = cv
+    doc["model"] = evaluate.get("model") or winner
+    return doc
+
+
+def gate_of(gate: dict, evaluate_text: str | None, params_text: str | None) -> tuple[dict, str]:
+    """The gate decision if it judged this evaluation under these params, and how it stands:
+    ``"current"``, ``"stale"`` (it judged other inputs) or ``"none"``. A decision without a
+    fingerprint (written before fingerprints existed) is taken as current."""
+    if not gate:
+        return {}, "none"
+    judged = gate.get("evaluation_sha256")
+    if judged is None or evaluate_text is None:
+        return gate, "current"
+    if judged == fingerprint(evaluate_text, _params(params_text)):
+        return gate, "current"
+    return gate, "stale"
+
+
+def workspace_gate(root: Path) -> tuple[dict, str]:
+    """The decision on the workspace's evaluation: metrics/gate.json, or reports/gate.json when
+    the gate rejected the model (a failed stage leaves metrics/gate.json as it was)."""
+    ev, params = root / "metrics/evaluate.json", root / "params.yaml"
+    text = ev.read_text(encoding="utf-8") if ev.is_file() else None
+    params_text = params.read_text(encoding="utf-8") if params.is_file() else None
+    best: tuple[dict, str] = ({}, "none")
+    for path in ("metrics/gate.json", "reports/gate.json"):
+        f = root / path
+        if not f.is_file():
+            continue
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        found = gate_of(doc, text, params_text)
+        if found[1] == "current":
+            return found
+        if best[1] == "none":
+            best = found
+    return best
+
+
+def _read(root: Path, path: str) -> dict:
+    f = root / path
+    try:
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def minimums(root: Path) -> dict[str, float]:
+    """objectives.minimums of the workspace's params.yaml (the further bounds the gate checks)."""
+    import yaml
+
+    f = root / "params.yaml"
+    try:
+        raw = yaml.safe_load(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+    found = ((raw or {}).get("objectives") or {}).get("minimums") or {}
+    return {k: v for k, v in found.items() if isinstance(v, int | float)}
+
+
+def _production(root: Path) -> str:
+    from mlcycle import registry
+
+    f = root / "params.yaml"
+    try:
+        import yaml
+
+        name = ((yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("package") or {}).get(
+            "name", "model"
+        )
+        prod = registry.production(root, name)
+    except Exception as exc:  # noqa: BLE001 - status must print even without a registry
+        return f"unknown ({type(exc).__name__})"
+    return f"{prod.name}@{prod.version} (commit {prod.commit[:12]})" if prod else "none released"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _gate_line(gate: dict, state: str) -> str:
+    if state == "none":
+        return "not run"
+    verdict = "passed" if gate.get("passed") else "REJECTED"
+    against = gate.get("champion_version")
+    line = verdict + (f" (against production {against})" if against else "")
+    return line + (
+        " - but it judged an earlier evaluation: run `dvc repro`" if state == "stale" else ""
+    )
+
+
+def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
+    """The headline as (label, value) pairs, most important first; ``production``: with the
+    registry's production version (from git tags, which a clone may not have)."""
+    ev, train = _read(root, "metrics/evaluate.json"), _read(root, "metrics/train.json")
+    gather, prep = _read(root, "metrics/gather.json"), _read(root, "metrics/prepare.json")
+    val = _read(root, "metrics/validation.json")
+    if not ev:
+        return [("status", "no metrics/evaluate.json yet: run `dvc repro`")]
+    obj = ev.get("objective") or {}
+    primary, ci = obj.get("metric"), ev.get("confidence_interval") or {}
+    bound = "maximum" if primary in LOWER_IS_BETTER else "minimum"
+    out = [("gate", _gate_line(*workspace_gate(root)))]
+    if production:
+        out.append(("production", _production(root)))
+    if primary:
+        interval = (
+            f" [{_fmt(ci.get('low'))}, {_fmt(ci.get('high'))}]"
+            if ci.get("metric") == primary
+            else ""
+        )
+        met = "met" if obj.get("met") else "NOT met"
+        out.append(
+            (
+                f"{primary} (test)",
+                f"{_fmt(obj.get('value'))}{interval}; {bound} {_fmt(obj.get('minimum'))} {met}",
+            )
+        )
+    for name, limit in sorted(minimums(root).items()):
+        if name != primary and isinstance(ev.get(name), int | float):
+            lower = name in LOWER_IS_BETTER
+            ok = ev[name] <= limit if lower else ev[name] >= limit
+            word = "maximum" if lower else "minimum"
+            out.append(
+                (
+                    f"{name} (test)",
+                    f"{_fmt(ev[name])}; {word} {_fmt(limit)} {'met' if ok else 'NOT met'}",
+                )
+            )
+    kpis = [k for k in ("pr_auc", "accuracy", "f1", "f1_macro", "rmse", "mae", "r2") if k in ev]
+    shown = {label.split(" ")[0] for label, _ in out}
+    more = [f"{k} {_fmt(ev[k])}" for k in kpis if k not in shown and k != primary]
+    if more:
+        out.append(("other KPIs", ", ".join(more[:4])))
+    winner = train.get("winner")
+    if winner:
+        cand = (train.get("candidates") or {}).get(winner) or {}
+        out.append(
+            (
+                "model",
+                f"{winner}; CV {train.get('metric')} {_fmt(cand.get('cv_mean'))}"
+                f" ± {_fmt(cand.get('cv_std'))} ({train.get('cv_folds')} folds)",
+            )
+        )
+    split = prep.get("split") or {}
+    if gather or split:
+        out.append(
+            (
+                "data",
+                f"{_fmt(gather.get('rows'))} rows; train {_fmt(split.get('train_rows'))},"
+                f" test {_fmt(split.get('test_rows'))}",
+            )
+        )
+    counts = val.get("counts") or {}
+    if counts:
+        out.append(
+            (
+                "validation",
+                f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s)",
+            )
+        )
+    gaps = {
+        col: by_metric[primary]
+        for col, by_metric in (ev.get("slice_gaps") or {}).items()
+        if isinstance(by_metric, dict) and isinstance(by_metric.get(primary), dict)
+    }
+    if gaps:
+        col, g = max(gaps.items(), key=lambda item: item[1].get("gap") or 0)
+        out.append(
+            (
+                "largest slice gap",
+                f"{primary} {_fmt(g.get('gap'))} by {col} ({g.get('best')} best,"
+                f" {g.get('worst')} worst)",
+            )
+        )
+    return out
+
+
+def text(root: Path) -> str:
+    """The headline for a terminal: two aligned columns, under 100 characters a line."""
+    pairs = rows(root)
+    width = max(len(label) for label, _ in pairs)
+    return "".join(f"{label:<{width}}  {value}\n" for label, value in pairs)
+
+
+def markdown(root: Path) -> str:
+    """The headline as a Markdown table (the README's results section)."""
+    lines = ["| | |", "|---|---|"]
+    pairs = rows(root, production=False)
+    lines += [f"| {label} | {value.replace('|', '/')} |" for label, value in pairs]
+    return "\n".join(lines) + "\n"
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def fill_readme(readme: str, table: str) -> str:
+    """``readme`` with the text between the results markers replaced by ``table``."""
+    if BEGIN not in readme or END not in readme:
+        raise ValueError(f"the README has no {BEGIN} ... {END} block")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{table}{END}{tail}"
