@@ -4,13 +4,14 @@ profile to profile (what `mlcycle report` shows under "Data")."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mlcycle.config import MonitorConfig
 from mlcycle.drift import compare_profiles, data_profile
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run
 
 
 def frame(n: int, seed: int, age_shift: float = 0.0, missing: float = 0.0) -> pd.DataFrame:
@@ -54,3 +55,25 @@ def test_profile_in_git_is_the_training_split_and_small() -> None:
     assert doc["rows"] == prepared["train"]["rows"]
     assert "age" in doc["features"] and doc["features"]["age"]["kind"] == "numeric"
     assert path.stat().st_size < 200_000
+
+
+def test_report_shows_the_training_data_that_moved(tmp_path: Path) -> None:
+    """Two commits whose profiles differ: the report's data section names the moved columns,
+    from git alone."""
+    from mlcycle.report import _data_drift
+
+    run(["git", "init", "-q", "-b", "main"], tmp_path)
+    (tmp_path / "metrics").mkdir()
+    profile = tmp_path / "metrics/data_profile.json"
+    for seed, shift in ((1, 0), (2, 8)):
+        profile.write_text(json.dumps(data_profile(frame(20_000, seed, age_shift=shift), 10)))
+        run(["git", "add", "-A"], tmp_path)
+        run(["git", "commit", "-q", "-m", f"data {seed}"], tmp_path)
+    lines = _data_drift(tmp_path, "HEAD~1", "HEAD")
+    assert lines[0].startswith("Training data drift: 1 of 3 columns moved (a column moved if")
+    (age,) = [line for line in lines if line.startswith("| `age`")]
+    assert "**moved**" in age and "median 40 → 48" in age
+    assert not any(line.startswith("| `workclass`") and "moved" in line for line in lines)
+    assert _data_drift(tmp_path, "HEAD", "HEAD") == [
+        "Training data drift: none (the same training split on both sides)."
+    ]

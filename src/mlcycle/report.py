@@ -183,6 +183,8 @@ def _data_drift(root: Path, base: str, head: str) -> list[str]:
             f"Training data drift: no data profile at {side} (metrics/data_profile.json, which"
             " the prepare stage writes)"
         ]
+    if d0 == d1:
+        return ["Training data drift: none (the same training split on both sides)."]
     settings = _monitor_settings(root, head) or MonitorConfig()
     cmp = compare_profiles(d0, d1, settings)
     moved = [c for c in cmp["columns"] if c["drifted"]]
@@ -193,14 +195,18 @@ def _data_drift(root: Path, base: str, head: str) -> list[str]:
         lines.append(
             f"Columns added: {cmp['added'] or 'none'}; removed: {cmp['removed'] or 'none'}"
         )
-    shown = [c for c in cmp["columns"] if c["drifted"] or (c.get("psi") or 0) > 0][:8]
+    # Moved columns, then those whose PSI is above what chance gives (the largest first).
+    shown = [
+        c for c in cmp["columns"] if c["drifted"] or (c.get("psi") or 0) > (c.get("psi_noise") or 0)
+    ][:8]
     if shown:
         lines += ["", "| column | PSI (noise) | missing share | detail |", "|---|---|---|---|"]
         for c in shown:
             psi_text = "-" if c.get("psi") is None else f"{c['psi']:.4f} ({c['psi_noise']:.4f})"
             miss = c.get("missing") or [None, None]
             if c["kind"] == "numeric":
-                detail = f"median {_num(c['median'][0])} → {_num(c['median'][1])}, KS {c['ks']:.3f}"
+                m0, m1 = (f"{m:.6g}" if m is not None else "-" for m in c["median"])
+                detail = f"median {m0} → {m1}, KS {c['ks']:.3f}"
             elif c["kind"] == "categorical":
                 detail = (
                     ", ".join(

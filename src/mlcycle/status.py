@@ -165,6 +165,28 @@ def _gate_line(gate: dict, state: str) -> str:
     )
 
 
+def _data_rows(gather: dict, prep: dict, val: dict) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    split = prep.get("split") or {}
+    if gather or split:
+        out.append(
+            (
+                "data",
+                f"{_fmt(gather.get('rows'))} rows; train {_fmt(split.get('train_rows'))},"
+                f" test {_fmt(split.get('test_rows'))}",
+            )
+        )
+    counts = val.get("counts") or {}
+    if counts:
+        out.append(
+            (
+                "validation",
+                f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s)",
+            )
+        )
+    return out
+
+
 def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
     """The headline as (label, value) pairs, most important first; ``production``: with the
     registry's production version (from git tags, which a clone may not have)."""
@@ -172,7 +194,8 @@ def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
     gather, prep = _read(root, "metrics/gather.json"), _read(root, "metrics/prepare.json")
     val = _read(root, "metrics/validation.json")
     if not ev:
-        return [("status", "no metrics/evaluate.json yet: run `dvc repro`")]
+        out = [("status", "no metrics/evaluate.json yet: run `dvc repro`")]
+        return out + _data_rows(gather, prep, val)
     obj = ev.get("objective") or {}
     primary, ci = obj.get("metric"), ev.get("confidence_interval") or {}
     bound = "maximum" if primary in LOWER_IS_BETTER else "minimum"
@@ -218,23 +241,7 @@ def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
                 f" ± {_fmt(cand.get('cv_std'))} ({train.get('cv_folds')} folds)",
             )
         )
-    split = prep.get("split") or {}
-    if gather or split:
-        out.append(
-            (
-                "data",
-                f"{_fmt(gather.get('rows'))} rows; train {_fmt(split.get('train_rows'))},"
-                f" test {_fmt(split.get('test_rows'))}",
-            )
-        )
-    counts = val.get("counts") or {}
-    if counts:
-        out.append(
-            (
-                "validation",
-                f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s)",
-            )
-        )
+    out += _data_rows(gather, prep, val)
     gaps = {
         col: by_metric[primary]
         for col, by_metric in (ev.get("slice_gaps") or {}).items()
