@@ -630,8 +630,8 @@ def test_queued_sweep_gives_two_experiments_with_their_own_metrics(project_copy:
     # The chosen params dvclive logged show beside params.yaml.
     chosen = {value(e, "metrics/train/params.yaml", "params", "max_depth") for e in experiments}
     assert chosen == {2, 4}
-    aucs = {value(e, "metrics/evaluate.json", "roc_auc") for e in experiments}
-    cv = {value(e, "metrics/train.json", "candidates", "xgboost", "cv_mean") for e in experiments}
+    aucs = {value(e, "metrics/summary.json", "roc_auc") for e in experiments}
+    cv = {value(e, "metrics/summary.json", "cv_roc_auc") for e in experiments}
     assert len(aucs) == 2 and len(cv) == 2
     # The workspace still holds the baseline: queued experiments run elsewhere.
     assert yaml.safe_load((p / "params.yaml").read_text())["train"]["xgb"]["max_depth"] == 6
