@@ -54,7 +54,7 @@ from mlcycle.stages import (
     log,
     run,
 )
-from mlcycle.status import SUMMARY, headline
+from mlcycle.summary import SUMMARY, headline
 from mlcycle.tasks import BINARY, REGRESSION, lower_is_better, meets
 
 

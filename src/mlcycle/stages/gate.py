@@ -24,7 +24,7 @@ from mlcycle.io import read_json, write_json
 from mlcycle.metrics import compute_kpis
 from mlcycle.predict import score
 from mlcycle.stages import METRICS, TEST, log, run
-from mlcycle.status import fingerprint
+from mlcycle.summary import fingerprint
 
 
 class GateRejected(ValueError):
