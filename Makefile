@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench clean
+.PHONY: setup repro test lint format bench clean docs
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ lint: setup
 format: setup
 	ruff check --fix src tests bench
 	ruff format src tests bench
+
+# The docs site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or anchor.
+docs: setup
+	mkdocs build --strict --site-dir site
 
 # Re-pin dependencies after editing pyproject.toml (needs network access to PyPI).
 lock: setup

@@ -115,6 +115,14 @@ def _gate_line(gate: dict, state: str) -> str:
     )
 
 
+def _trained(prep: dict, split: dict) -> str:
+    """Rows trained on, and what cleaning took from the split's training side."""
+    kept, assigned = (prep.get("train") or {}).get("rows"), split.get("train_rows")
+    if isinstance(kept, int) and isinstance(assigned, int) and kept != assigned:
+        return f"{_fmt(kept)} (of {_fmt(assigned)}: {_fmt(assigned - kept)} removed)"
+    return _fmt(assigned if kept is None else kept)
+
+
 def _data_rows(gather: dict, prep: dict, val: dict) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     split = prep.get("split") or {}
@@ -122,7 +130,7 @@ def _data_rows(gather: dict, prep: dict, val: dict) -> list[tuple[str, str]]:
         out.append(
             (
                 "data",
-                f"{_fmt(gather.get('rows'))} rows; train {_fmt(split.get('train_rows'))},"
+                f"{_fmt(gather.get('rows'))} rows; train {_trained(prep, split)},"
                 f" test {_fmt(split.get('test_rows'))}",
             )
         )
@@ -218,7 +226,7 @@ def text(root: Path) -> str:
 
 def markdown(root: Path) -> str:
     """The headline as a Markdown table (the README's results section)."""
-    lines = ["| | |", "|---|---|"]
+    lines = ["| figure | value |", "|---|---|"]
     pairs = rows(root, production=False)
     lines += [f"| {label} | {value.replace('|', '/')} |" for label, value in pairs]
     return "\n".join(lines) + "\n"
