@@ -521,7 +521,7 @@ COMMENTS = {
     "gate.tolerance": "how much worse than production (primary metric) is acceptable",
     "gate.fail_on_reject": "a rejection fails `dvc repro`",
     "gate.compare_champion": "score the production model on the same test split",
-    "data": "where the records come from (see the README's 'Data sources')",
+    "data": "where the records come from (see docs/data-sources.md)",
     "data.columns": "names for files without a header line (this one has one)",
     "data.sources": (
         "unioned into one snapshot; kinds: file, database, http, landing. `sha256: <digest>` on "
@@ -573,7 +573,7 @@ COMMENTS = {
     "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",
     "evaluate": "scores the test split, the only stage that reads it",
     "evaluate.curve_points": "points kept in the ROC and PR plot data",
-    "monitor": "`mlcycle monitor`; the README's Monitoring has the measurements",
+    "monitor": "`mlcycle monitor`; docs/monitoring.md has the measurements",
     "monitor.alpha": "small batch: false-alarm rate (each column tested at alpha/columns)",
     "monitor.large_batch": "rows from which a batch is judged by PSI instead of by tests",
     "monitor.psi_threshold": "large batch: PSI (less what chance gives) from which a column drifts",
