@@ -50,7 +50,9 @@ def body(report: str, run_url: str | None = None) -> str:
             return f"[plot: {alt}]({run_url}#artifacts) (`{path}` in the run's artifacts)"
         return f"plot: {alt} (`{path}` in the report folder)"
 
-    text = _IMAGE.sub(link, report).rstrip()
+    # One plot per list item: consecutive link lines would run into one paragraph.
+    text = re.sub(r"(?m)^!\[", "- ![", report)
+    text = _IMAGE.sub(link, text).rstrip()
     source = f" from [this run]({run_url})" if run_url else ""
     footer = f"\n\n<sub>Posted by `mlcycle pr-comment`{source}; updated on every push.</sub>"
     room = MAX_BODY - len(MARKER) - len(footer) - 200

@@ -112,6 +112,7 @@ def _primary(base: dict, head: dict) -> list[str]:
     ci = head.get("confidence_interval") or {}
     if isinstance(old, int | float) and isinstance(new, int | float) and ci.get("low") is not None:
         beyond = not (ci["low"] <= old <= ci["high"])
+        lines.append("")
         lines.append(
             "The change is **beyond noise**: the old value is outside the new model's 95 % "
             "interval."
@@ -122,6 +123,7 @@ def _primary(base: dict, head: dict) -> list[str]:
     minimum = objective.get("minimum")
     if minimum is not None:
         met = objective.get("met")
+        lines.append("")
         lines.append(f"Objective: {metric} {'≤' if metric in LOWER_IS_BETTER else '≥'} "
                      f"{minimum}: {'met' if met else 'not met'}.")  # fmt: skip
     return lines
@@ -148,23 +150,23 @@ def _data(root: Path, base: str, head: str) -> list[str]:
     lines = []
     same = g0.get("snapshot_sha256") == g1.get("snapshot_sha256")
     lines.append(
-        f"Snapshot: {_num(g0.get('rows'))} → {_num(g1.get('rows'))} rows"
+        f"- Snapshot: {_num(g0.get('rows'))} → {_num(g1.get('rows'))} rows"
         + (" (the same data)" if same and g0 else " (the data changed)")
     )
     r0 = {s.get("name"): s.get("rows") for s in g0.get("sources") or []}
     r1 = {s.get("name"): s.get("rows") for s in g1.get("sources") or []}
     changed = [n for n in dict.fromkeys([*r0, *r1]) if r0.get(n) != r1.get(n)]
     for name in changed:
-        lines.append(f"- source {name}: {_num(r0.get(name))} → {_num(r1.get(name))} rows")
+        lines.append(f"  - source {name}: {_num(r0.get(name))} → {_num(r1.get(name))} rows")
     c0, c1 = v0.get("counts") or {}, v1.get("counts") or {}
     lines.append(
-        f"Validation: {_num(c0.get('error'))} → {_num(c1.get('error'))} errors, "
+        f"- Validation: {_num(c0.get('error'))} → {_num(c1.get('error'))} errors, "
         f"{_num(c0.get('warning'))} → {_num(c1.get('warning'))} warnings"
     )
     s0, s1 = p0.get("split") or {}, p1.get("split") or {}
     if s0 or s1:
         lines.append(
-            f"Split: train {_num(s0.get('train_rows'))} → {_num(s1.get('train_rows'))}, "
+            f"- Split: train {_num(s0.get('train_rows'))} → {_num(s1.get('train_rows'))}, "
             f"test {_num(s0.get('test_rows'))} → {_num(s1.get('test_rows'))} rows"
         )
     return lines + ["", *_data_drift(root, base, head)]
@@ -274,9 +276,9 @@ def _model(base: dict, head: dict) -> list[str]:
         return f"{winner} (CV {doc.get('metric')} {_num(cand.get('cv_mean'))} ± " \
                f"{_num(cand.get('cv_std'))})"  # fmt: skip
 
-    lines = [f"Winner: {side(base)} → {side(head)}"]
+    lines = [f"- Winner: {side(base)} → {side(head)}"]
     if head.get("runner_up"):
-        lines.append(f"Lead over the runner-up ({head['runner_up']}): {_num(head.get('lead'))}")
+        lines.append(f"- Lead over the runner-up ({head['runner_up']}): {_num(head.get('lead'))}")
     return lines
 
 
