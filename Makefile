@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format bench clean docs
+.PHONY: setup repro test lint format docs lock clean
 
 setup: $(VENV)/.installed
 
