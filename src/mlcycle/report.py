@@ -206,31 +206,27 @@ def _data_drift(root: Path, base: str, head: str) -> list[str]:
         for c in shown:
             psi_text = "-" if c.get("psi") is None else f"{c['psi']:.4f} ({c['psi_noise']:.4f})"
             miss = c.get("missing") or [None, None]
-            if c["kind"] == "numeric":
-                m0, m1 = (f"{m:.6g}" if m is not None else "-" for m in c["median"])
-                detail = f"median {m0} → {m1}, KS {c['ks']:.3f}"
-            elif c["kind"] == "categorical":
-                detail = (
-                    ", ".join(
-                        part
-                        for part in (
-                            f"new {c['new']}" if c.get("new") else "",
-                            f"gone {c['gone']}" if c.get("gone") else "",
-                        )
-                        if part
-                    )
-                    or "shares moved"
-                )
-            else:
-                detail = ""
-            if c.get("reasons") and not c.get("psi"):
-                detail = "; ".join(c["reasons"])
+            detail = _drift_detail(c)
             flag = " **moved**" if c["drifted"] else ""
             lines.append(
                 f"| `{c['column']}`{flag} | {psi_text} | {_num(miss[0])} → {_num(miss[1])}"
                 f" | {detail} |"
             )
     return lines
+
+
+def _drift_detail(c: dict) -> str:
+    """The detail cell of one column of the drift table."""
+    if c.get("psi") is None or (c.get("reasons") and not c["psi"]):
+        return "; ".join(c.get("reasons") or [])  # a type change, or a missing share alone
+    if c["kind"] == "numeric":
+        m0, m1 = (f"{m:.6g}" if m is not None else "-" for m in c["median"])
+        return f"median {m0} → {m1}, KS {c['ks']:.3f}"
+    parts = [
+        f"new {c['new']}" if c.get("new") else "",
+        f"gone {c['gone']}" if c.get("gone") else "",
+    ]
+    return ", ".join(p for p in parts if p) or "shares moved"
 
 
 def _monitor_settings(root: Path, rev: str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.summary import SUMMARY, _params, fingerprint, headline
-from mlcycle.tasks import LOWER_IS_BETTER
+from mlcycle.tasks import lower_is_better, meets
 
 __all__ = ["SUMMARY", "fingerprint", "gate_of", "headline", "markdown", "rows", "text"]
 
@@ -65,29 +65,23 @@ def _read(root: Path, path: str) -> dict:
         return {}
 
 
-def minimums(root: Path) -> dict[str, float]:
-    """objectives.minimums of the workspace's params.yaml (the further bounds the gate checks)."""
-    import yaml
-
+def _workspace_params(root: Path) -> dict:
+    """params.yaml as the stages read it (YAML 1.2), or {} when absent or not YAML."""
     f = root / "params.yaml"
-    try:
-        raw = yaml.safe_load(f.read_text(encoding="utf-8")) if f.is_file() else {}
-    except yaml.YAMLError:
-        return {}
-    found = ((raw or {}).get("objectives") or {}).get("minimums") or {}
+    return _params(f.read_text(encoding="utf-8") if f.is_file() else None) or {}
+
+
+def minimums(params: dict) -> dict[str, float]:
+    """objectives.minimums of ``params`` (the further bounds the gate checks)."""
+    found = (params.get("objectives") or {}).get("minimums") or {}
     return {k: v for k, v in found.items() if isinstance(v, int | float)}
 
 
-def _production(root: Path) -> str:
+def _production(root: Path, params: dict) -> str:
     from mlcycle import registry
 
-    f = root / "params.yaml"
+    name = (params.get("package") or {}).get("name", "model")
     try:
-        import yaml
-
-        name = ((yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("package") or {}).get(
-            "name", "model"
-        )
         prod = registry.production(root, name)
     except Exception as exc:  # noqa: BLE001 - status must print even without a registry
         return f"unknown ({type(exc).__name__})"
@@ -156,10 +150,11 @@ def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
         return out + _data_rows(gather, prep, val)
     obj = ev.get("objective") or {}
     primary, ci = obj.get("metric"), ev.get("confidence_interval") or {}
-    bound = "maximum" if primary in LOWER_IS_BETTER else "minimum"
+    bound = "maximum" if primary and lower_is_better(primary) else "minimum"
+    params = _workspace_params(root)
     out = [("gate", _gate_line(*workspace_gate(root)))]
     if production:
-        out.append(("production", _production(root)))
+        out.append(("production", _production(root, params)))
     if primary:
         interval = (
             f" [{_fmt(ci.get('low'))}, {_fmt(ci.get('high'))}]"
@@ -173,17 +168,11 @@ def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
                 f"{_fmt(obj.get('value'))}{interval}; {bound} {_fmt(obj.get('minimum'))} {met}",
             )
         )
-    for name, limit in sorted(minimums(root).items()):
+    for name, limit in sorted(minimums(params).items()):
         if name != primary and isinstance(ev.get(name), int | float):
-            lower = name in LOWER_IS_BETTER
-            ok = ev[name] <= limit if lower else ev[name] >= limit
-            word = "maximum" if lower else "minimum"
-            out.append(
-                (
-                    f"{name} (test)",
-                    f"{_fmt(ev[name])}; {word} {_fmt(limit)} {'met' if ok else 'NOT met'}",
-                )
-            )
+            word = "maximum" if lower_is_better(name) else "minimum"
+            met = "met" if meets(name, ev[name], limit) else "NOT met"
+            out.append((f"{name} (test)", f"{_fmt(ev[name])}; {word} {_fmt(limit)} {met}"))
     kpis = [k for k in ("pr_auc", "accuracy", "f1", "f1_macro", "rmse", "mae", "r2") if k in ev]
     shown = {label.split(" ")[0] for label, _ in out}
     more = [f"{k} {_fmt(ev[k])}" for k in kpis if k not in shown and k != primary]
