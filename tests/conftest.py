@@ -257,3 +257,64 @@ def synthetic_records(n: int, seed: int) -> pd.DataFrame:
     df.loc[df.index % 17 == 0, "colour"] = None
     df.loc[df.index % 23 == 0, "x"] = np.nan
     return df
+
+
+# --- Dask clusters for the dask engine -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_local_client() -> Iterator[object]:
+    """A client of a real LocalCluster (2 worker processes, 1 thread each) on 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a real cluster: a `dask scheduler` and two `dask worker` processes on
+    127.0.0.1, started from the command line as a user would."""
+    logs = tmp_path_factory.mktemp("dask-cluster")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, args: list[str]) -> None:
+        out = (logs / f"{name}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT, cwd=logs
+            )
+        )
+
+    start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port),
+                        "--dashboard-address", ":0", "--no-show"])  # fmt: skip
+    for i in range(2):
+        start(f"worker{i}", ["worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                             "--nworkers", "1", "--dashboard-address", ":0",
+                             "--local-directory", str(logs / f"w{i}")])  # fmt: skip
+    try:
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -290,6 +290,35 @@ class PackageConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Where the stages compute: pandas in this process (``local``) or a Dask cluster.
+
+    With ``dask``, ``scheduler`` is a running scheduler's address (``tcp://host:8786``), or
+    None to start a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker``
+    threads and ``memory_limit`` each (Dask's syntax: "4GiB", "auto"). ``partition_rows``
+    sizes the partitions the stages write; ``sklearn_max_rows`` is the training-split size
+    above which the scikit-learn candidates are skipped (they need the split in one process);
+    ``trial_max_rows`` the size up to which a copy of the split goes to every worker and
+    tuning trials run side by side, one per worker (above it each trial trains on the whole
+    cluster through ``xgboost.dask``).
+    """
+
+    kind: str = "local"
+    scheduler: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    dashboard: str = ":8787"
+    partition_rows: int = 1_000_000
+    sklearn_max_rows: int = 1_000_000
+    trial_max_rows: int = 2_000_000
+
+    @property
+    def is_dask(self) -> bool:
+        return self.kind == "dask"
+
+
+@dataclass(frozen=True)
 class Params:
     objectives: Objectives
     data: DataConfig
@@ -301,6 +330,7 @@ class Params:
     monitor: MonitorConfig
     gate: GateConfig
     package: PackageConfig
+    engine: EngineConfig = EngineConfig()
 
 
 # --- the file's layout, declared -------------------------------------------------------------
@@ -992,6 +1022,49 @@ class PackageModel(_Section):
         return value
 
 
+ENGINE_KINDS = ("local", "dask")
+SCHEDULER = r"(tcp|tls|ws|wss|inproc|ucx)://\S+"
+MEMORY = r"auto|0|[0-9]+(\.[0-9]+)?\s*([kKMGT]i?B|[kKMGT]|B)?"
+
+
+class EngineModel(_Section):
+    """Where the stages compute: pandas in one process, or a Dask cluster."""
+
+    kind: Literal[ENGINE_KINDS] = "local"
+    """local: pandas in the stage's process; dask: partitioned data on a Dask cluster."""
+    scheduler: str | None = Field(None, json_schema_extra={"pattern": f"^{SCHEDULER}$"})
+    """A running Dask scheduler's address (tcp://host:8786); null: a LocalCluster here."""
+    workers: int = Field(2, ge=1)
+    """LocalCluster: worker processes."""
+    threads_per_worker: int = Field(1, ge=1)
+    """LocalCluster: threads per worker."""
+    memory_limit: str = Field("auto", json_schema_extra={"pattern": f"^({MEMORY})$"})
+    """LocalCluster: memory per worker ("4GiB"; auto: this machine's memory / workers)."""
+    dashboard: str = ":8787"
+    """LocalCluster: the dashboard's address (":0": any free port); the link is printed."""
+    partition_rows: int = Field(1_000_000, ge=1)
+    """Rows per partition of the data sets the stages write."""
+    sklearn_max_rows: int = Field(1_000_000, ge=0)
+    """Training rows above which scikit-learn candidates are skipped (they need one process)."""
+    trial_max_rows: int = Field(2_000_000, ge=0)
+    """Training rows up to which every worker gets a copy and tuning trials run side by
+    side; above it, each trial trains across the cluster with xgboost.dask."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(SCHEDULER, value):
+            _fail(f"is {value!r}; a scheduler address looks like tcp://10.0.0.5:8786")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(MEMORY, value):
+            _fail(f"is {value!r}; a memory size looks like 4GiB, 512MB or auto")
+        return value
+
+
 def _per_task_rules() -> list[dict[str, Any]]:
     """JSON Schema conditions that depend on objectives.task (pydantic checks them in code)."""
     rules = []
@@ -1065,6 +1138,7 @@ class ParamsModel(BaseModel):
     monitor: MonitorModel = MonitorModel()
     gate: GateModel = GateModel()
     package: PackageModel = PackageModel()
+    engine: EngineModel = EngineModel()
 
     @field_validator("features", "evaluate", "monitor", "gate", "package", mode="before")
     @classmethod
@@ -1379,6 +1453,10 @@ def _package(m: PackageModel) -> PackageConfig:
     return PackageConfig(name=m.name)
 
 
+def _engine(m: EngineModel) -> EngineConfig:
+    return EngineConfig(**m.model_dump())
+
+
 # --- the public functions -------------------------------------------------------------------
 
 
@@ -1517,6 +1595,7 @@ def parse_params(raw: dict[str, Any]) -> Params:
         monitor=_monitor(m.monitor),
         gate=_gate(m.gate),
         package=_package(m.package),
+        engine=_engine(m.engine),
     )
 
 
