@@ -166,3 +166,55 @@ def _parquet_rows(path: Path) -> int:
 def partitions_for(rows: int, cfg: EngineConfig) -> int:
     """The number of partitions for ``rows`` rows at ``cfg.partition_rows`` per partition."""
     return max(1, -(-rows // cfg.partition_rows))
+
+
+def parts(path: str | Path) -> list[Path]:
+    """The Parquet files of a data set in order: the file itself, or a folder's parts."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.parquet") if p.is_file())
+    return [path]
+
+
+def dataset_digest(path: str | Path) -> str:
+    """SHA-256 of a data set: of the file's bytes, or of each part's name and bytes in order
+    (a folder's digest changes when any part does, and only then)."""
+    import hashlib
+
+    from mlcycle.io import sha256_file
+
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for part in parts(path):
+        digest.update(f"{part.relative_to(path).as_posix()}\0{sha256_file(part)}\n".encode())
+    return digest.hexdigest()
+
+
+def dataset_rows(path: str | Path) -> int:
+    """Rows of a data set, from the Parquet footers (no data is read)."""
+    return sum(_parquet_rows(p) for p in parts(path))
+
+
+def sample_dataset(
+    path: str | Path, max_rows: int, seed: int = 0, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """At most about ``max_rows`` rows of a data set, chosen by row hash (the same rows
+    whatever the partitioning), read one part at a time: memory is one part plus the sample.
+    All rows when the data set has no more than ``max_rows``."""
+    import pyarrow.parquet as pq
+
+    total = dataset_rows(path)
+    share = 1.0 if total <= max_rows else max_rows / total
+    frames = []
+    for part in parts(path):
+        pf = pq.ParquetFile(part)
+        for i in range(pf.num_row_groups):
+            chunk = pf.read_row_group(i, columns=columns).to_pandas()
+            if share < 1.0:
+                chunk = chunk[unit_interval(row_hash(chunk, seed)) < share]
+            frames.append(chunk)
+    if not frames:
+        return pd.read_parquet(parts(path)[0], columns=columns)
+    return pd.concat(frames, ignore_index=True)

@@ -2,8 +2,9 @@
 
 Inputs: models/train/ (the chosen model only; not the baseline), metrics/train.json,
 metrics/evaluate.json, the data snapshot and test split (hashed), the training split (hashed and
-profiled), the test predictions (profiled); params `package`, `objectives`, `train`,
-`monitor.bins`.
+profiled), the test predictions (profiled; at most PROFILE_ROWS rows of each); params
+`package`, `objectives`, `train`, `monitor.bins`. Each data set is a Parquet file or a folder
+of parts (the Dask engine).
 Outputs: models/bundle/ (model.ubj or model.skops, signature.json, metadata.json,
 reference_profile.json, the model card, SHA256SUMS).
 """
@@ -21,9 +22,10 @@ from mlcycle import config, drift
 from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
 from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
+from mlcycle.engines import dataset_digest, sample_dataset
 from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
-from mlcycle.io import dumps_json, read_json, sha256_file
+from mlcycle.io import dumps_json, read_json
 from mlcycle.models import MODEL_INFO, model_files
 from mlcycle.stages import (
     BUNDLE,
@@ -37,6 +39,12 @@ from mlcycle.stages import (
     log,
     run,
 )
+
+# The reference profile (monitoring's baseline) is built from at most this many rows of the
+# training split and of the test predictions, chosen by row hash: quantile bins and category
+# shares from a million rows are as good as from all, and the package stage's memory stays
+# flat however large the data (the Dask engine's data sets). Smaller data is profiled whole.
+PROFILE_ROWS = 1_000_000
 
 
 def lock_hashes() -> dict[str, str]:
@@ -66,7 +74,7 @@ def reference_output(predictions: pd.DataFrame, signature: Signature) -> np.ndar
 def reference_profile(params: config.Params, signature: Signature, threshold: float | None) -> dict:
     """The training split's profile, with the model's predictions on the test split and its
     primary metric there, realised and estimated from the probabilities."""
-    output = reference_output(pd.read_parquet(PREDICTIONS), signature)
+    output = reference_output(sample_dataset(PREDICTIONS, PROFILE_ROWS), signature)
     primary = params.objectives.primary_metric
     realized = read_json(f"{METRICS}/evaluate.json").get(primary)
     performance = {
@@ -75,7 +83,7 @@ def reference_profile(params: config.Params, signature: Signature, threshold: fl
         "estimated": estimate_kpi(signature.task, primary, output, threshold),
     }
     return drift.build_profile(
-        pd.read_parquet(TRAIN, columns=[*signature.input_columns, signature.target]),
+        sample_dataset(TRAIN, PROFILE_ROWS, columns=[*signature.input_columns, signature.target]),
         signature,
         params.monitor.bins,
         reference_output=output,
@@ -112,7 +120,7 @@ def main() -> None:
             "features": raw.get("features", {}),
         },
         "metrics": read_json(f"{METRICS}/evaluate.json"),
-        "data": {path: sha256_file(path) for path in (SNAPSHOT, TRAIN, TEST)},
+        "data": {path: dataset_digest(path) for path in (SNAPSHOT, TRAIN, TEST)},
         "git": git_state(),
         "libraries": library_versions(),
     }
