@@ -96,9 +96,12 @@ def _suffix(path: Path) -> str:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, Parquet or JSON Lines file (by its suffix), naming the file on failure."""
+    """Read a CSV, Parquet or JSON Lines file (by its suffix), or a folder of Parquet parts,
+    naming the file on failure."""
     path = Path(path)
     suffix = _suffix(path)
+    if suffix == ".parquet" and path.is_dir():  # a folder of parts (the Dask engine's layout)
+        return pd.read_parquet(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:

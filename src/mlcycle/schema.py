@@ -631,6 +631,44 @@ def by_source(
     return tuple((str(name), int(n)) for name, n in sorted(counts.items()))
 
 
+def column_masks(
+    series: pd.Series, spec: ColumnSpec, target: str, wanted: set[str]
+) -> list[tuple[str, pd.Series, str, bool]]:
+    """The rules of ``spec`` that ``series`` breaks, as ``(kind, mask of the offending rows,
+    expected, whether the offending values are examples)``; the null rate's mask is every
+    missing value (whether it is too many depends on the share, see :func:`null_limit`)."""
+    out: list[tuple[str, pd.Series, str, bool]] = []
+    present = series.notna()
+    out.append(("null_rate", ~present, "", False))
+    bad, numbers = _bad_type(series, spec.type)
+    out.append(("type", bad, f"{spec.type} values", True))
+    ok = present & ~bad
+    if numbers is not None and (spec.min is not None or spec.max is not None):
+        low = numbers < spec.min if spec.min is not None else False
+        high = numbers > spec.max if spec.max is not None else False
+        out.append(("out_of_range", ok & (low | high), _range_text(spec), True))
+    if spec.name == target and spec.values is not None:
+        kind, allowed, what = "target_values", spec.values, "values"
+    else:
+        kind, allowed, what = "unseen_category", spec.categories, "categories"
+    if allowed is not None and kind in wanted and ok.any():
+        text = _text(series[ok])
+        if spec.type == "boolean":  # "Yes", "1", True all read as "true"
+            text = text.str.lower().isin(TRUE_WORDS).map({True: "true", False: "false"})
+        mask = pd.Series(False, index=series.index)
+        mask[text.index[~text.isin(set(allowed)).to_numpy(dtype=bool)]] = True
+        out.append((kind, mask, f"one of the {what} in the schema ({_short_list(allowed)})", True))
+    return out
+
+
+def null_limit(spec: ColumnSpec, max_null_rate: float) -> tuple[float, str]:
+    """The largest share of missing values ``spec`` allows, and how a finding says it."""
+    if not spec.nullable:
+        return 0.0, "no nulls (nullable: false)"
+    limit = spec.max_null_rate if spec.max_null_rate is not None else max_null_rate
+    return limit, f"at most {limit:.2%} nulls"
+
+
 def _check_column(
     series: pd.Series,
     spec: ColumnSpec,
@@ -642,54 +680,26 @@ def _check_column(
 ) -> list[Finding]:
     total = len(series)
     found: list[Finding] = []
-
-    def add(kind: str, mask: pd.Series, expected: str, values: pd.Series | None) -> None:
+    for kind, mask, expected, show in column_masks(series, spec, target, wanted):
         count = int(mask.sum())
-        if count and kind in wanted:
-            shown = _examples(values[mask], examples) if values is not None else ()
-            found.append(
-                Finding(
-                    kind,
-                    spec.name,
-                    count,
-                    total,
-                    expected,
-                    shown,
-                    _first_rows(mask, examples),
-                    sources=by_source(mask, origin),
-                )
+        if not count or kind not in wanted:
+            continue
+        if kind == "null_rate":
+            limit, expected = null_limit(spec, max_null_rate)
+            if not (total and count / total > limit):
+                continue
+        found.append(
+            Finding(
+                kind,
+                spec.name,
+                count,
+                total,
+                expected,
+                _examples(series[mask], examples) if show else (),
+                _first_rows(mask, examples),
+                sources=by_source(mask, origin),
             )
-
-    present = series.notna()
-    nulls = int((~present).sum())
-    if not spec.nullable:
-        limit, expected = 0.0, "no nulls (nullable: false)"
-    else:
-        limit = spec.max_null_rate if spec.max_null_rate is not None else max_null_rate
-        expected = f"at most {limit:.2%} nulls"
-    if nulls and total and nulls / total > limit:
-        add("null_rate", ~present, expected, None)
-
-    bad, numbers = _bad_type(series, spec.type)
-    add("type", bad, f"{spec.type} values", series)
-    ok = present & ~bad
-
-    if numbers is not None and (spec.min is not None or spec.max is not None):
-        low = numbers < spec.min if spec.min is not None else False
-        high = numbers > spec.max if spec.max is not None else False
-        add("out_of_range", ok & (low | high), _range_text(spec), series)
-
-    if spec.name == target and spec.values is not None:
-        kind, allowed, what = "target_values", spec.values, "values"
-    else:
-        kind, allowed, what = "unseen_category", spec.categories, "categories"
-    if allowed is not None and kind in wanted and ok.any():
-        text = _text(series[ok])
-        if spec.type == "boolean":  # "Yes", "1", True all read as "true"
-            text = text.str.lower().isin(TRUE_WORDS).map({True: "true", False: "false"})
-        mask = pd.Series(False, index=series.index)
-        mask[text.index[~text.isin(set(allowed)).to_numpy(dtype=bool)]] = True
-        add(kind, mask, f"one of the {what} in the schema ({_short_list(allowed)})", series)
+        )
     return found
 
 
@@ -712,10 +722,7 @@ def check(
     duplicates. Unseen categories in more than ``max_unseen_share`` of the rows are an error
     whatever their severity (unless ignored).
     """
-    levels = {kind: "error" for kind in FINDING_KINDS} | dict(severity or {})
-    for kind, level in levels.items():
-        if kind not in FINDING_KINDS or level not in SEVERITIES:
-            raise ValueError(f"severity {kind}: {level} is not a known kind and level")
+    levels = severity_levels(severity)
     wanted = {kind for kind, level in levels.items() if level != "ignore"}
     skip = set(ignore)
     total = len(frame)
@@ -749,8 +756,29 @@ def check(
             for f, f_rows in _duplicates(frame[data_columns], examples)
         ]
 
+    return grade(found, schema, [str(c) for c in extra], levels, max_unseen_share)
+
+
+def severity_levels(severity: Mapping[str, str] | None) -> dict[str, str]:
+    """Each finding kind's level (error unless ``severity`` says otherwise), checked."""
+    levels = {kind: "error" for kind in FINDING_KINDS} | dict(severity or {})
+    for kind, level in levels.items():
+        if kind not in FINDING_KINDS or level not in SEVERITIES:
+            raise ValueError(f"severity {kind}: {level} is not a known kind and level")
+    return levels
+
+
+def grade(
+    found: list[Finding],
+    schema: Schema,
+    extra: list[str],
+    levels: Mapping[str, str],
+    max_unseen_share: float,
+) -> list[Finding]:
+    """Give each finding its severity and sort them: errors first, then by column (schema
+    order, then extra columns), then by kind."""
     order: dict[str, int] = {}
-    for name in [*schema.names, *map(str, extra)]:
+    for name in [*schema.names, *extra]:
         order.setdefault(name, len(order))
 
     def graded(f: Finding) -> Finding:

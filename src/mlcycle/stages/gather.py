@@ -44,6 +44,13 @@ def main() -> None:
     params = config.load()
     root = Path.cwd()
     text = text_columns(Path(params.validate.schema))
+    if params.engine.is_dask:
+        from mlcycle.engines import dask_client
+        from mlcycle.engines.gather import main_dask
+
+        with dask_client(params.engine, lambda msg: log("gather", msg)) as client:
+            main_dask(params, client, text)
+        return
     reads = []
     for source in params.data.sources:
         read = read_source(replace(source, text_columns=text), root)

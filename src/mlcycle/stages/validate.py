@@ -16,6 +16,8 @@ from mlcycle.io import write_json, write_text
 from mlcycle.preflight import settings_problems
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
+    Finding,
+    Schema,
     SchemaError,
     check,
     format_table,
@@ -34,8 +36,8 @@ class ValidationFailed(ValueError):
     """The snapshot broke a rule of the schema whose severity is error."""
 
 
-def main() -> None:
-    params = config.load()
+def stage_schema(params: config.Params) -> Schema:
+    """schema.yaml, whose target must be the objectives' target."""
     settings = params.validate
     schema = load_schema(settings.schema)
     target = params.objectives.target
@@ -44,6 +46,20 @@ def main() -> None:
             f"{settings.schema}: target is {schema.target!r} but objectives.target in "
             f"params.yaml is {target!r}; make them agree"
         )
+    return schema
+
+
+def main() -> None:
+    params = config.load()
+    if params.engine.is_dask:
+        from mlcycle.engines import dask_client
+        from mlcycle.engines.validate import main_dask
+
+        with dask_client(params.engine, lambda msg: log("validate", msg)) as client:
+            main_dask(params, client)
+        return
+    settings = params.validate
+    schema = stage_schema(params)
     snapshot = pd.read_parquet(SNAPSHOT)
     # Settings that name columns or values, checked against the data before any work.
     problems = settings_problems(params, snapshot, schema)
@@ -57,7 +73,15 @@ def main() -> None:
         max_unseen_share=settings.max_unseen_share,
     )
     columns = sum(1 for c in snapshot.columns if c not in BOOKKEEPING_COLUMNS)
-    doc = summarize(findings, len(snapshot), columns, settings.schema)
+    finish(params, problems, findings, len(snapshot), columns)
+
+
+def finish(
+    params: config.Params, problems: list[str], findings: list[Finding], rows: int, columns: int
+) -> None:
+    """Write the metrics and reports, log the findings, and fail on errors (either engine)."""
+    settings = params.validate
+    doc = summarize(findings, rows, columns, settings.schema)
     if problems:
         doc.update(passed=False, settings=problems)
     report = markdown_report(doc, findings)
@@ -70,7 +94,7 @@ def main() -> None:
     counts = doc["counts"]
     log(
         "validate",
-        f"{len(snapshot)} rows, {columns} columns: {counts['error']} error(s), "
+        f"{rows} rows, {columns} columns: {counts['error']} error(s), "
         f"{counts['warning']} warning(s) -> {VALIDATION if doc['passed'] else REPORT_JSON}, "
         f"{REPORT}",
     )
