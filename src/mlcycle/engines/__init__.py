@@ -45,8 +45,12 @@ class EngineError(ValueError):
 def dask_client(cfg: EngineConfig, say: Say) -> Iterator[Client]:
     """A Dask client for ``cfg``: connected to ``cfg.scheduler``, or to a LocalCluster started
     (and shut down on exit) here. Prints the workers and the dashboard link."""
+    import logging
+
     from distributed import Client, LocalCluster
 
+    # The P2P shuffle logs every shuffle it starts and ends at WARNING: noise in a stage's log.
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     if cfg.scheduler:
         try:
             client = Client(cfg.scheduler, timeout=CONNECT_TIMEOUT)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config
+from mlcycle.engines import dask_client
+from mlcycle.engines.evaluate import main_dask
 from mlcycle.explain import shap_summary
 from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
 from mlcycle.io import read_json, write_json, write_parquet, write_text
@@ -41,7 +43,7 @@ from mlcycle.metrics import (
     slice_kpis,
     threshold_curve,
 )
-from mlcycle.models import load_model_dir
+from mlcycle.models import Model, load_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -113,19 +115,47 @@ def task_plots(
 
 def main() -> None:
     params = config.load()
-    obj, cfg = params.objectives, params.evaluate
-    task = obj.task
+    task = params.objectives.task
     signature = Signature.from_dict(read_json(SIGNATURE_FILE))
     if signature.task != task:
         raise ValueError(
             f"models/train holds a {signature.task} model but objectives.task is {task}; "
             "re-run the train stage (dvc repro)"
         )
+    if params.engine.is_dask:
+        with dask_client(params.engine, lambda msg: log("evaluate", msg)) as client:
+            main_dask(params, signature, client)
+        return
     model, _ = load_model_dir(MODEL_DIR)
     test = pd.read_parquet(TEST)
-    y = encode_target(test[obj.target], signature)
+    y = encode_target(test[params.objectives.target], signature)
     X = to_model_frame(test, signature)
     out = model.output(X)
+    base_out = None
+    if Path(BASELINE_DIR).is_dir():
+        base_model, _ = load_model_dir(BASELINE_DIR)
+        base_out = (base_model.kind, base_model.output(X))
+    unseen = {k: len(v) for k, v in unseen_categories(test, signature).items()}
+    write_parquet(PREDICTIONS, prediction_frame(out, y, task, signature.classes))
+    report(params, signature, model, test, y, out, X, base_out, unseen)
+
+
+def report(
+    params: config.Params,
+    signature: Signature,
+    model: Model,
+    test: pd.DataFrame,
+    y: np.ndarray,
+    out: np.ndarray,
+    X: pd.DataFrame,
+    base_out: tuple[str, np.ndarray] | None,
+    unseen: dict[str, int],
+) -> None:
+    """Every metric, plot and summary of the evaluation (either engine): ``test`` needs only
+    the slice columns, ``X`` is what the SHAP summary samples, ``base_out`` the baseline's
+    kind and output."""
+    obj, cfg = params.objectives, params.evaluate
+    task = obj.task
 
     threshold, rule, curve = decision_threshold(obj)
     write_json(f"{PLOTS}/threshold.json", curve)
@@ -179,16 +209,16 @@ def main() -> None:
     primary = kpis[obj.primary_metric]
     met = primary is not None and meets(obj.primary_metric, primary, obj.minimum)
     baseline = {}
-    if Path(BASELINE_DIR).is_dir():
-        base_model, _ = load_model_dir(BASELINE_DIR)
-        base_kpis = compute_kpis(task, y, base_model.output(X), threshold, obj.kpis)
+    if base_out is not None:
+        base_kind, base_output = base_out
+        base_kpis = compute_kpis(task, y, base_output, threshold, obj.kpis)
         base_primary = base_kpis[obj.primary_metric]
         improvement = None
         if primary is not None and base_primary is not None:
             diff = primary - base_primary
             improvement = round(-diff if lower_is_better(obj.primary_metric) else diff, 6)
         # How much better the chosen model is on the primary metric (> 0: better).
-        baseline = {"baseline": {"model": base_model.kind, **base_kpis, "improvement": improvement}}
+        baseline = {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
     task_detail: dict = {}
     if task == REGRESSION:
         task_detail["residuals"] = residual_summary(y, out)
@@ -224,7 +254,7 @@ def main() -> None:
                 "value": primary,
                 "met": met,
             },
-            "unseen_categories": {k: len(v) for k, v in unseen_categories(test, signature).items()},
+            "unseen_categories": unseen,
         },
     )
     # The headline `dvc metrics show` lists (the only file dvc.yaml declares as metrics).
@@ -239,7 +269,6 @@ def main() -> None:
         write_json(f"{PLOTS}/{name}.json", rows)
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
     write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + confusion_rows)
-    write_parquet(PREDICTIONS, prediction_frame(out, y, task, signature.classes))
 
     verdict = "meets" if met else "does NOT meet"
     bound = "maximum" if lower_is_better(obj.primary_metric) else "minimum"

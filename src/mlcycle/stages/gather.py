@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlcycle import config
+from mlcycle.engines import dask_client
+from mlcycle.engines.gather import main_dask
 from mlcycle.io import sha256_file, write_json, write_parquet
 from mlcycle.schema import TEXT_TYPES, load_schema
 from mlcycle.sources import (
@@ -45,9 +47,6 @@ def main() -> None:
     root = Path.cwd()
     text = text_columns(Path(params.validate.schema))
     if params.engine.is_dask:
-        from mlcycle.engines import dask_client
-        from mlcycle.engines.gather import main_dask
-
         with dask_client(params.engine, lambda msg: log("gather", msg)) as client:
             main_dask(params, client, text)
         return

@@ -14,6 +14,8 @@ import pandas as pd
 
 from mlcycle import config
 from mlcycle.drift import data_profile
+from mlcycle.engines import dask_client
+from mlcycle.engines.prepare import main_dask
 from mlcycle.io import write_json, write_parquet
 from mlcycle.prepare import prepare
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
@@ -36,6 +38,10 @@ def target_summary(target: pd.Series, obj: config.Objectives) -> dict:
 
 def main() -> None:
     params = config.load()
+    if params.engine.is_dask:
+        with dask_client(params.engine, lambda msg: log("prepare", msg)) as client:
+            main_dask(params, client)
+        return
     obj = params.objectives
     snapshot = pd.read_parquet(SNAPSHOT)
     log("prepare", f"snapshot: {len(snapshot)} rows")

@@ -22,10 +22,12 @@ import pandas as pd
 from dvclive import Live
 
 from mlcycle import config
+from mlcycle.engines import dask_client
+from mlcycle.engines.train import main_dask
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.io import write_json, write_parquet, write_text
 from mlcycle.metrics import prediction_frame
-from mlcycle.models import fit, save_model_dir
+from mlcycle.models import FitResult, fit, save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -38,7 +40,7 @@ from mlcycle.stages import (
     run,
 )
 from mlcycle.tasks import BINARY, REGRESSION
-from mlcycle.tuning import mean_curves, summary, trials_csv, tune
+from mlcycle.tuning import TuningResult, mean_curves, summary, trials_csv, tune
 
 PROGRESS_ROUNDS = 100
 # The learning-curve series dvc.yaml plots: the early-stopping metric of a boosting winner
@@ -58,6 +60,10 @@ def describe_target(y: np.ndarray, signature: Signature) -> str:
 
 def main() -> None:
     params = config.load()
+    if params.engine.is_dask:
+        with dask_client(params.engine, lambda msg: log("train", msg)) as client:
+            main_dask(params, client)
+        return
     obj, cfg = params.objectives, params.train
     train = pd.read_parquet(TRAIN)
     say = lambda msg: log("train", msg)  # noqa: E731
@@ -101,19 +107,8 @@ def main() -> None:
         rounds=win.cv.final_rounds,
         on_round=on_round,
     )
-    info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}
-    save_model_dir(MODEL_DIR, final.model, info)
-    write_json(
-        SIGNATURE_FILE,
-        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
-    )
-    write_parquet(OOF, prediction_frame(win.cv.oof, y, obj.task, signature.classes))
-    say(
-        f"refitted {win.name} on all {len(X)} rows"
-        + (f" with {final.rounds} rounds" if final.rounds else "")
-        + f" -> {MODEL_DIR}"
-    )
-
+    oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
+    baseline = None
     if result.baseline:
         base = result.baseline
         if base.name == win.name and base.params == win.params:
@@ -122,6 +117,37 @@ def main() -> None:
             baseline = fit(
                 base.name, X, y, base.params, cfg, obj.task, n_classes, base.cv.final_rounds
             )
+    finish(params, signature, result, final, baseline, oof, len(X))
+
+
+def finish(
+    params: config.Params,
+    signature: Signature,
+    result: TuningResult,
+    final: FitResult,
+    baseline: FitResult | None,
+    oof: pd.DataFrame,
+    rows: int,
+) -> None:
+    """Write the train stage's outputs (either engine): the chosen model, its signature, the
+    out-of-fold predictions, the baseline, the selection, every trial and the curves."""
+    obj, cfg = params.objectives, params.train
+    say = lambda msg: log("train", msg)  # noqa: E731
+    win = result.winner
+    info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}
+    save_model_dir(MODEL_DIR, final.model, info)
+    write_json(
+        SIGNATURE_FILE,
+        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
+    )
+    write_parquet(OOF, oof)
+    say(
+        f"refitted {win.name} on all {rows} rows"
+        + (f" with {final.rounds} rounds" if final.rounds else "")
+        + f" -> {MODEL_DIR}"
+    )
+    if result.baseline and baseline is not None:
+        base = result.baseline
         save_model_dir(
             BASELINE_DIR, baseline.model, {"params": base.params, "rounds": baseline.rounds}
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pandas as pd
 
 from mlcycle import config
+from mlcycle.engines import dask_client
+from mlcycle.engines.validate import main_dask
 from mlcycle.io import write_json, write_text
 from mlcycle.preflight import settings_problems
 from mlcycle.schema import (
@@ -52,9 +54,6 @@ def stage_schema(params: config.Params) -> Schema:
 def main() -> None:
     params = config.load()
     if params.engine.is_dask:
-        from mlcycle.engines import dask_client
-        from mlcycle.engines.validate import main_dask
-
         with dask_client(params.engine, lambda msg: log("validate", msg)) as client:
             main_dask(params, client)
         return
