@@ -68,7 +68,8 @@ def hashes(path: Path) -> list[int]:
 
 
 BY_SOURCE = {"prepare": {"split": {"method": "by_source", "train_sources": ["adult_train"],
-             "test_sources": ["adult_test"]}, "outliers": {"method": "zscore", "zscore": 4.0}}}  # fmt: skip
+             "test_sources": ["adult_test"]},
+             "outliers": {"method": "zscore", "zscore": 4.0}}}  # fmt: skip
 
 
 def test_by_source_matches_the_local_engine(tmp_path, monkeypatch, dask_local_client) -> None:
