@@ -144,3 +144,17 @@ def test_train_is_reproducible_and_loads(tmp_path, monkeypatch, dask_local_clien
     sig = Signature.from_dict(json.loads((tmp_path / "models/train/signature.json").read_text()))
     out = model.output(to_model_frame(frame.head(20), sig))
     assert out.shape == (20, 2) and np.allclose(out.sum(axis=1), 1)
+
+
+def test_a_sample_of_a_hash_split_is_unbiased(tmp_path, monkeypatch, dask_local_client) -> None:
+    """The split and a later sample (the signature's, the profile's) use different hashes of
+    the same rows with the same seed: the sample is the share it asks for."""
+    from mlcycle.engines import sample_dataset
+
+    monkeypatch.chdir(tmp_path)
+    update = {"prepare": {"split": {"method": "random", "test_size": 0.3, "seed": 42}}}
+    run_prepare(tmp_path, snapshot(), 2, update, dask_local_client)
+    train = tmp_path / "data/prepared/train.parquet"
+    rows = dataset_rows(train)
+    got = len(sample_dataset(train, rows // 5, seed=42))
+    assert 0.8 * rows / 5 < got < 1.2 * rows / 5

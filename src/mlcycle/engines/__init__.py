@@ -97,16 +97,22 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def row_hash(frame: pd.DataFrame, seed: int = 0) -> pd.Series:
+def row_hash(frame: pd.DataFrame, seed: int = 0, purpose: str = "") -> pd.Series:
     """A 64-bit hash of each row's values (the index plays no part), keyed by ``seed``.
 
     The same row gets the same hash in any partition and on any engine. Categorical and text
     columns of equal values hash alike; an integer 1 and a float 1.0 do not. The seed is mixed
     into pandas' row hash with SplitMix64 (pandas' own ``hash_key`` gives badly skewed hashes
-    for some keys), so every seed gives uniform hashes.
+    for some keys), so every seed gives uniform hashes. ``purpose`` names the decision the
+    hash makes ("split", "folds", "sample"...): two decisions over the same columns with the
+    same seed must not use the same hash, or a sample of the training split would be drawn
+    from the very hashes that chose it (and hold no row under the test share).
     """
+    import zlib
+
     base = pd.util.hash_pandas_object(frame, index=False, categorize=True).to_numpy()
-    salt = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    key = (seed & 0xFFFFFFFF) << 32 | zlib.crc32(purpose.encode())
+    salt = _mix(np.array([key], dtype=np.uint64))[0]
     return pd.Series(_mix(base ^ salt), index=frame.index, dtype="uint64")
 
 
@@ -228,7 +234,7 @@ def sample_dataset(
         for i in range(pf.num_row_groups):
             chunk = pf.read_row_group(i, columns=columns).to_pandas()
             if share < 1.0:
-                chunk = chunk[unit_interval(row_hash(chunk, seed)) < share]
+                chunk = chunk[unit_interval(row_hash(chunk, seed, "sample")) < share]
             frames.append(chunk)
     if not frames:
         return pd.read_parquet(parts(path)[0], columns=columns)

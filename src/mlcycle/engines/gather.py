@@ -198,7 +198,7 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
     )
     ddf = dd.from_delayed(unified, meta=meta, verify_meta=False)
     rows = sum(i["rows"] for _, i, _ in nonempty)
-    hashed = ddf.assign(**{HASH: ddf.map_partitions(row_hash, meta=(HASH, "uint64"))})
+    hashed = ddf.assign(**{HASH: ddf.map_partitions(row_hash, 0, "order", meta=(HASH, "uint64"))})
     npart = partitions_for(rows, params.engine)
     ordered = hashed.shuffle(on=HASH, npartitions=npart).map_partitions(_order, meta=meta)
     written = write_dataset(SNAPSHOT, ordered, say)

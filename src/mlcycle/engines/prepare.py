@@ -153,7 +153,7 @@ def _removals(
 
 
 def _features_hash(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    return part.assign(**{FEATURES_HASH: row_hash(part[features]).to_numpy()})
+    return part.assign(**{FEATURES_HASH: row_hash(part[features], 0, "features").to_numpy()})
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -241,7 +241,8 @@ def _outliers(train: dd.DataFrame, cfg: config.OutliersConfig, target: str, seed
     sample = (
         train[columns]
         .map_partitions(
-            lambda p: p[unit_interval(row_hash(p, seed)) < share], meta=train[columns]._meta
+            lambda p: p[unit_interval(row_hash(p, seed, "sample")) < share],
+            meta=train[columns]._meta,
         )
         .compute()
     )
@@ -370,7 +371,7 @@ def main_dask(params: config.Params, client: Client) -> None:
                 values = part[key]
                 if s.method == "group":
                     values = values.astype("string").fillna("<missing>")
-                u = unit_interval(row_hash(values, s.seed))
+                u = unit_interval(row_hash(values, s.seed, "split"))
                 return pd.Series(u < s.test_size, index=part.index)
 
             is_test = cleaned.map_partitions(hashed, meta=(None, bool))

@@ -111,7 +111,7 @@ def dask_signature(
 
 def hash_folds(frame: pd.DataFrame, columns: list[str], folds: int, seed: int) -> np.ndarray:
     """Each row's fold: ``floor(u * folds)`` of its hash over ``columns``, keyed by ``seed``."""
-    u = unit_interval(row_hash(frame[columns], seed))
+    u = unit_interval(row_hash(frame[columns], seed, "folds"))
     return np.minimum((u * folds).astype(int), folds - 1)
 
 
@@ -294,7 +294,7 @@ def _model_parts(ddf: dd.DataFrame, sig: Signature, folds: int, seed: int) -> dd
         X = to_model_frame(part, sig)
         X["__y"] = encode_target(part[sig.target], sig).astype("float64")
         X["__fold"] = hash_folds(part, [*sig.input_columns, sig.target], folds, seed)
-        X["__u"] = unit_interval(row_hash(part[[*sig.input_columns, sig.target]], seed + 1))
+        X["__u"] = unit_interval(row_hash(part[[*sig.input_columns, sig.target]], seed, "inner"))
         return X.reset_index(drop=True)
 
     meta = convert(ddf._meta)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config
-from mlcycle.engines import read_dataset, row_hash
+from mlcycle.engines import read_dataset, row_hash, unit_interval
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     Finding,
@@ -128,7 +128,7 @@ def duplicate_rows(ddf: dd.DataFrame, data_columns: list[str], examples: int, to
         start = offsets[partition_info["number"]] if partition_info else 0
         out = pd.DataFrame(
             {
-                "hash": row_hash(part[data_columns]).to_numpy(),
+                "hash": row_hash(part[data_columns], 0, "duplicates").to_numpy(),
                 "pos": np.arange(len(part), dtype=np.int64) + start,
             }
         )
@@ -265,7 +265,7 @@ def preflight_frame(ddf: dd.DataFrame, target: str, seed: int = 0) -> pd.DataFra
     def sample(part: pd.DataFrame) -> pd.DataFrame:
         if share >= 1.0:
             return part
-        keep = (row_hash(part, seed).to_numpy() >> np.uint64(11)).astype(float) / 2**53
+        keep = unit_interval(row_hash(part, seed, "sample"))
         return part[keep < share]
 
     frame = ddf.map_partitions(sample, meta=ddf._meta).compute()
