@@ -244,6 +244,9 @@ class TrainConfig:
     class_weight: str = "none"
     tuning_trials: int = 0
     tuning_timeout: float | None = None
+    tuning_pruner: str = "none"  # none | median: see mlcycle.tuning.make_pruner
+    pruner_startup: int = 5
+    pruner_warmup: int = 0
     trials_by_candidate: dict[str, int] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -881,6 +884,14 @@ class TuningModel(_Section):
     """Seconds per candidate (null: none; a time budget is not reproducible)."""
     trials_by_candidate: dict[ModelKind, NonNegativeInt] = {}
     """A budget of their own for some model kinds."""
+    pruner: Literal["none", "median"] = "median"
+    """Stop a trial between folds when its running CV mean is worse than the median of the
+    earlier trials' at the same fold (median), or never (none: every trial runs every fold).
+    A stopped trial is listed in trials.csv (pruned_after) and never wins."""
+    pruner_startup: NonNegativeInt = 5
+    """median: trials (trial 0 included) that run every fold before any trial is stopped."""
+    pruner_warmup: NonNegativeInt = 0
+    """median: folds a trial always runs before it can be stopped after the next one."""
 
 
 class TrainModel(_Section):
@@ -1420,6 +1431,9 @@ def _train(m: TrainModel, task: str) -> TrainConfig:
         class_weight=m.class_weight,
         tuning_trials=m.tuning.trials,
         tuning_timeout=m.tuning.timeout,
+        tuning_pruner=m.tuning.pruner,
+        pruner_startup=m.tuning.pruner_startup,
+        pruner_warmup=m.tuning.pruner_warmup,
         trials_by_candidate=dict(m.tuning.trials_by_candidate),
         models={kind: dict(fixed) for kind, fixed in m.models.items()},
         search={

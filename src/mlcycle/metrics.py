@@ -290,6 +290,40 @@ def roc_auc_by_ranks(y_true: np.ndarray, proba: np.ndarray) -> float:
     )
 
 
+# Above this many rows a binary ROC AUC interval draws each row's count from Poisson(1) (the
+# Poisson bootstrap: the same interval for large samples, without an index per resample) and
+# takes POISSON_RESAMPLES resamples; at that size the interval is a few thousandths wide.
+POISSON_ROWS = 1_000_000
+POISSON_RESAMPLES = 200
+
+
+class _WeightedAUC:
+    """Binary ROC AUC of a bootstrap resample given as row counts: the Mann-Whitney statistic
+    with ties at one half, from one sort of the scores made up front. The same value as
+    :func:`roc_auc_by_ranks` on the resampled rows, in a few linear passes instead of a sort
+    per resample (a test split of millions of rows gets its interval in seconds)."""
+
+    def __init__(self, y_true: np.ndarray, score: np.ndarray) -> None:
+        self.order = np.argsort(score, kind="stable")
+        s = score[self.order]
+        self.y = np.asarray(y_true)[self.order].astype(np.float64)
+        self.group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1  # equal scores, one group
+        self.groups = int(self.group[-1]) + 1
+
+    def __call__(self, counts: np.ndarray, ordered: bool = False) -> float:
+        w = (counts if ordered else counts[self.order]).astype(np.float64)
+        pos = w * self.y
+        neg = w - pos
+        if self.groups < len(w):  # tied scores: sum each group of equal scores
+            pos = np.bincount(self.group, pos, minlength=self.groups)
+            neg = np.bincount(self.group, neg, minlength=self.groups)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if not n_pos or not n_neg:  # one class: no ranking metric
+            return float("nan")
+        below = np.cumsum(neg) - neg
+        return float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
 def bootstrap_interval(
     task: str,
     y_true: np.ndarray,
@@ -303,6 +337,7 @@ def bootstrap_interval(
     """Percentile bootstrap confidence interval of metric ``name`` (rows resampled, seeded).
 
     Resamples where the metric is undefined (a single class) are skipped and not counted.
+    A binary ROC AUC of more than POISSON_ROWS rows uses the Poisson bootstrap.
     """
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
@@ -312,12 +347,24 @@ def bootstrap_interval(
     rng = np.random.default_rng(seed)
     n = len(y_true)
     values = []
+    auc = _WeightedAUC(y_true, p) if binary_auc and n else None
+    poisson = auc is not None and n > POISSON_ROWS
+    if poisson:
+        n_boot = min(n_boot, POISSON_RESAMPLES)
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        y = y_true[idx]
-        if task != REGRESSION and y.min() == y.max():  # one class: no ranking metric
+        if poisson:  # each row's count drawn on its own: already in score order
+            value = auc(rng.poisson(1.0, n), ordered=True)
+            if np.isfinite(value):
+                values.append(value)
             continue
-        value = roc_auc_by_ranks(y, p[idx]) if binary_auc else kpi(task, name, y, out[idx], t)
+        idx = rng.integers(0, n, n)
+        if auc is not None:  # the same resample, as row counts: no sort per resample
+            value = auc(np.bincount(idx, minlength=n))
+        else:
+            y = y_true[idx]
+            if task != REGRESSION and y.min() == y.max():  # one class: no ranking metric
+                continue
+            value = kpi(task, name, y, out[idx], t)
         if np.isfinite(value):
             values.append(value)
     if not values:

@@ -45,10 +45,25 @@ Split = tuple[np.ndarray, np.ndarray]
 DIGITS = 6
 TRIALS_COLUMNS = (
     "candidate", "trial", "metric", "cv_mean", "cv_std", "rounds", "duration_s", "params",
+    "pruned_after",
 )  # fmt: skip
 
 
 # --- cross-validation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold of a cross-validation: its score and its held-out rows' outputs.
+
+    Small enough to send from a worker to the driver (no model, no training rows).
+    """
+
+    index: int  # the fold's position in the splits
+    score: float
+    output: np.ndarray  # the model's output for the fold's held-out rows, in their order
+    rounds: int | None = None  # XGBoost: best round count on the fold's inner validation
+    valid_curve: dict[str, list[float]] = field(default_factory=dict)  # XGBoost: inner curves
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,33 @@ class CVResult:
     def final_rounds(self) -> int | None:
         """Boosting rounds for a refit on all rows: the folds' mean best round count, rounded."""
         return max(1, round(float(np.mean(self.rounds)))) if self.rounds else None
+
+    @classmethod
+    def from_folds(
+        cls,
+        folds: list[FoldResult],
+        splits: list[Split],
+        n_rows: int,
+        n_classes: int = 2,
+        task: str = BINARY,
+    ) -> CVResult:
+        """Assemble the folds of ``splits`` (any order; every fold once) into one result."""
+        ordered = sorted(folds, key=lambda f: f.index)
+        if [f.index for f in ordered] != list(range(len(splits))):
+            raise ValueError(
+                f"folds {[f.index for f in ordered]} do not cover the {len(splits)} splits once"
+            )
+        k = n_classes if is_classification(task) else 0
+        oof = np.full((n_rows, k) if k else n_rows, np.nan)
+        for f in ordered:
+            oof[splits[f.index][1]] = f.output
+        boosted = [f for f in ordered if f.rounds is not None]
+        return cls(
+            tuple(f.score for f in ordered),
+            oof,
+            tuple(f.rounds for f in boosted),  # type: ignore[misc]
+            tuple(f.valid_curve for f in boosted),
+        )
 
 
 class FoldError(ValueError):
@@ -118,6 +160,30 @@ def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> fl
     return float(kpi(task, metric, y, out, 0.5))
 
 
+def fit_fold(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: TrainConfig,
+    metric: str,
+    splits: list[Split],
+    i: int,
+    task: str = BINARY,
+    n_classes: int = 2,
+) -> FoldResult:
+    """Fit ``kind`` with ``params`` on fold ``i``'s training part and score its held-out part
+    (early stopping, for XGBoost, on an inner slice seeded with ``cfg.seed + i``)."""
+    train_idx, held_out = splits[i]
+    k = n_classes if is_classification(task) else 0
+    seed = cfg.seed + i
+    fold_X, fold_y = X.iloc[train_idx], y[train_idx]
+    result = fit(kind, fold_X, fold_y, params, cfg, task, k, early_stopping_seed=seed)
+    out = result.model.output(X.iloc[held_out])
+    curve = result.curves.get("valid", {}) if result.rounds is not None else {}
+    return FoldResult(i, score(metric, y[held_out], out, task), out, result.rounds, curve)
+
+
 def cross_validate(
     kind: str,
     X: pd.DataFrame,
@@ -130,27 +196,58 @@ def cross_validate(
     n_classes: int = 2,
 ) -> CVResult:
     """Fit ``kind`` with ``params`` on each split's training part and score its held-out part."""
-    k = n_classes if is_classification(task) else 0
-    oof = np.full((len(y), k) if k else len(y), np.nan)
-    scores, rounds, curves = [], [], []
-    for i, (train_idx, held_out) in enumerate(splits):
-        result = fit(
-            kind,
-            X.iloc[train_idx],
-            y[train_idx],
-            params,
-            cfg,
-            task,
-            k,
-            early_stopping_seed=cfg.seed + i,
-        )
-        if result.rounds is not None:
-            rounds.append(result.rounds)
-            curves.append(result.curves.get("valid", {}))
-        out = result.model.output(X.iloc[held_out])
-        oof[held_out] = out
-        scores.append(score(metric, y[held_out], out, task))
-    return CVResult(tuple(scores), oof, tuple(rounds), tuple(curves))
+    folds = [
+        fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes)
+        for i in range(len(splits))
+    ]
+    return CVResult.from_folds(folds, splits, len(y), n_classes, task)
+
+
+def running_mean(folds: list[FoldResult]) -> float:
+    """The value a pruner sees after these folds (fold order): the mean of their scores."""
+    return float(np.mean([f.score for f in sorted(folds, key=lambda f: f.index)]))
+
+
+class Pruned(optuna.TrialPruned):
+    """A trial stopped between folds by the pruner; ``folds`` are the folds it ran."""
+
+    def __init__(self, folds: list[FoldResult]) -> None:
+        super().__init__(f"pruned after {len(folds)} fold(s) at {running_mean(folds):.6f}")
+        self.folds = folds
+
+
+def should_stop(trial: optuna.Trial, folds: list[FoldResult], n_splits: int) -> bool:
+    """Report the running mean after the folds run so far (``folds`` are folds 0..i) to
+    ``trial`` and ask its study's pruner whether to stop; never after the last fold.
+
+    The one pruning rule of both engines: a driver that runs the folds elsewhere calls this
+    between rounds of folds, in trial-number order, with the same result.
+    """
+    i = len(folds) - 1
+    trial.report(running_mean(folds), step=i)
+    return i + 1 < n_splits and trial.should_prune()
+
+
+def cross_validate_trial(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: TrainConfig,
+    metric: str,
+    splits: list[Split],
+    trial: optuna.Trial | None,
+    task: str = BINARY,
+    n_classes: int = 2,
+) -> CVResult:
+    """:func:`cross_validate`, fold by fold in fold order, stopping with :class:`Pruned` when
+    ``trial``'s pruner says so after a fold (see :func:`should_stop`)."""
+    folds: list[FoldResult] = []
+    for i in range(len(splits)):
+        folds.append(fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes))
+        if trial is not None and should_stop(trial, folds, len(splits)):
+            raise Pruned(folds)
+    return CVResult.from_folds(folds, splits, len(y), n_classes, task)
 
 
 # --- search spaces ---------------------------------------------------------------------------
@@ -210,6 +307,27 @@ def fixed_params(kind: str, cfg: TrainConfig) -> dict[str, Any]:
 
 # --- tuning ----------------------------------------------------------------------------------
 
+PRUNERS = ("none", "median")
+
+
+def make_pruner(cfg: TrainConfig) -> optuna.pruners.BasePruner:
+    """The rule that stops a trial between folds (``train.tuning.pruner``), applied through
+    ``trial.report(running CV mean, step=fold)`` + ``trial.should_prune()`` (:func:`should_stop`).
+
+    ``median``: once ``pruner_startup`` trials (trial 0 included) have run every fold, a trial
+    whose mean over its first ``i + 1`` folds (``i >= pruner_warmup``) is worse than the median
+    of the earlier trials' means over the same folds stops. Every trial has the same folds and
+    the rule reads scores only, so a rerun stops the same trials.
+    ``none``: every trial runs every fold (the search as it was before pruning).
+    """
+    if cfg.tuning_pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.pruner_startup, n_warmup_steps=cfg.pruner_warmup
+        )
+    if cfg.tuning_pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"train.tuning.pruner is {cfg.tuning_pruner!r}; use one of {PRUNERS}")
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -222,6 +340,11 @@ class TrialRecord:
     cv_std: float
     rounds: int | None
     duration_s: float
+    pruned_after: int | None = None  # folds run before the trial was stopped; None: all ran
+
+    @property
+    def pruned(self) -> bool:
+        return self.pruned_after is not None
 
 
 @dataclass(frozen=True)
@@ -277,14 +400,29 @@ def tune_candidate(
     results: dict[int, tuple[dict[str, Any], CVResult]] = {}
     seen: dict[str, CVResult] = {}
 
-    def evaluate(params: dict[str, Any]) -> CVResult:
+    def evaluate(params: dict[str, Any], trial: optuna.Trial | None = None) -> CVResult:
         start = time.perf_counter()
         key = json.dumps(params, sort_keys=True, default=str)
         # The sampler may propose a configuration again (integer and categorical spaces);
         # its folds would give the very same scores, so they are not refitted.
-        cv = seen.get(key) or cross_validate(
-            kind, X, y, params, cfg, metric, splits, task, n_classes
-        )
+        cv = seen.get(key)
+        if cv is not None:
+            if trial is not None:
+                for i in range(len(cv.scores)):
+                    trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
+        else:
+            try:
+                cv = cross_validate_trial(
+                    kind, X, y, params, cfg, metric, splits, trial, task, n_classes
+                )
+            except Pruned as stop:
+                scores = [f.score for f in stop.folds]
+                records.append(
+                    TrialRecord(kind, len(records), params, float(np.mean(scores)),
+                                float(np.std(scores)), None, time.perf_counter() - start,
+                                pruned_after=len(scores))
+                )  # fmt: skip
+                raise
         seen[key] = cv
         number = len(records)
         records.append(
@@ -316,29 +454,40 @@ def tune_candidate(
             sampler=optuna.samplers.TPESampler(
                 seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
             ),
+            pruner=make_pruner(cfg),
         )
         if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
             # Tell the sampler about trial 0 so the search starts from what is known.
             study.add_trial(
                 optuna.trial.create_trial(
-                    params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean
+                    params={k: base[k] for k in dists},
+                    distributions=dists,
+                    value=untuned.mean,
+                    intermediate_values={
+                        i: float(np.mean(untuned.scores[: i + 1]))
+                        for i in range(len(untuned.scores))
+                    },
                 )
             )
         every = max(1, budget // 5)
 
         def objective(trial: optuna.Trial) -> float:
             params = {**base, **suggest(trial, dists)}
-            return evaluate(params).mean
+            return evaluate(params, trial).mean
 
         def report(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
             done = len(records) - 1
             if done % every == 0 or done == budget:
                 best = _best(records, metric)
                 last = records[-1]
+                what = (
+                    f"pruned after {last.pruned_after} fold(s) at {last.cv_mean:.4f}"
+                    if last.pruned
+                    else f"cv {metric} {last.cv_mean:.4f} ± {last.cv_std:.4f}"
+                )
                 say(
-                    f"{kind} trial {done}/{budget}: cv {metric} {last.cv_mean:.4f} "
-                    f"± {last.cv_std:.4f} ({last.duration_s:.1f}s); best {best.cv_mean:.4f} "
-                    f"(trial {best.trial})"
+                    f"{kind} trial {done}/{budget}: {what} ({last.duration_s:.1f}s); best "
+                    f"{best.cv_mean:.4f} (trial {best.trial})"
                 )
 
         study.optimize(
@@ -355,10 +504,10 @@ def tune_candidate(
 
 
 def _best(records: list[TrialRecord], metric: str) -> TrialRecord:
-    """The best record; the earliest wins a tie."""
+    """The best record that ran every fold; the earliest wins a tie."""
     best = records[0]
     for rec in records[1:]:
-        if better(metric, rec.cv_mean, best.cv_mean):
+        if not rec.pruned and better(metric, rec.cv_mean, best.cv_mean):
             best = rec
     return best
 
@@ -477,6 +626,7 @@ def trials_csv(records: list[TrialRecord], metric: str) -> str:
                 "" if r.rounds is None else r.rounds,
                 f"{r.duration_s:.2f}",
                 json.dumps(_jsonable(r.params), sort_keys=True),
+                "" if r.pruned_after is None else r.pruned_after,
             ]
         )
     return out.getvalue()

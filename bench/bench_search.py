@@ -1,0 +1,150 @@
+"""The default hyper-parameter search on Adult, without and with pruning: time to score.
+
+Runs :func:`mlcycle.tuning.tune` on the training split (data/prepared/train.parquet, from
+`dvc repro prepare`) with params.yaml's `train` settings twice, back to back in this process:
+``train.tuning.pruner: none`` (every trial runs every fold: the search before pruning) and the
+pruner under test (default ``median``). For each run it prints the time until the best CV score
+so far first reaches the target (default 0.9297: the tuned score 0.9300 less its 0.0003
+tolerance), the best CV score and the whole search's time, the ratio between the two runs, and
+writes the two time-to-score curves (the best CV score so far against seconds) as
+bench/results/search_time_to_score.png and .json.
+
+    python bench/bench_search.py [--target 0.9297] [--pruner median] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlcycle import config
+from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.tasks import better
+from mlcycle.tuning import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench/results"
+
+
+def curve(records: list, metric: str) -> list[dict]:
+    """The best full-CV score so far after each trial, against the trials' summed seconds."""
+    best, elapsed, out = None, 0.0, []
+    for rec in records:
+        elapsed += rec.duration_s
+        if not rec.pruned and (best is None or better(metric, rec.cv_mean, best)):
+            best = rec.cv_mean
+        out.append(
+            {
+                "seconds": round(elapsed, 2),
+                "best": None if best is None else round(best, 6),
+                "candidate": rec.candidate,
+                "trial": rec.trial,
+                "pruned": rec.pruned,
+            }
+        )
+    return out
+
+
+def run(pruner: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classes) -> dict:
+    """One whole default search with ``pruner``."""
+    cfg = dataclasses.replace(params.train, tuning_pruner=pruner)
+
+    def progress(msg: str) -> None:
+        print(f"  [{pruner}] {msg}", flush=True)
+
+    start = time.perf_counter()
+    result = tune(X, y, cfg, params.objectives.primary_metric, progress,
+                  params.objectives.task, classes)  # fmt: skip
+    total = time.perf_counter() - start
+    return {
+        "pruner": pruner,
+        "seconds": round(total, 1),
+        "best": round(result.winner.cv.mean, 6),
+        "winner": result.winner.name,
+        "trials": len(result.records),
+        "pruned": sum(r.pruned for r in result.records),
+        "curve": curve(result.records, result.metric),
+    }
+
+
+def time_to(points: list[dict], target: float) -> float | None:
+    for p in points:
+        if p["best"] is not None and p["best"] >= target:
+            return p["seconds"]
+    return None
+
+
+def plot(runs: list[dict], target: float, path: Path) -> None:
+    import vl_convert as vlc
+
+    rows = [{**p, "run": f"pruner: {r['pruner']}"} for r in runs for p in r["curve"] if p["best"]]
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Adult, default search: best CV ROC AUC so far against time",
+        "width": 560,
+        "height": 300,
+        "layer": [
+            {
+                "data": {"values": rows},
+                "mark": {"type": "line", "interpolate": "step-after", "point": True},
+                "encoding": {
+                    "x": {"field": "seconds", "type": "quantitative", "title": "seconds"},
+                    "y": {
+                        "field": "best",
+                        "type": "quantitative",
+                        "title": "best CV ROC AUC",
+                        "scale": {"zero": False},
+                    },  # fmt: skip
+                    "color": {"field": "run", "type": "nominal"},
+                },
+            },
+            {
+                "data": {"values": [{"target": target}]},
+                "mark": {"type": "rule", "strokeDash": [4, 4]},
+                "encoding": {"y": {"field": "target", "type": "quantitative"}},
+            },
+        ],
+    }
+    path.write_bytes(vlc.vegalite_to_png(json.dumps(spec), scale=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=float, default=0.9297)
+    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--train", type=Path, default=ROOT / "data/prepared/train.parquet")
+    args = parser.parse_args()
+    params = config.load(ROOT / "params.yaml")
+    obj = params.objectives
+    train = pd.read_parquet(args.train)
+    sig = infer_signature(train, obj.target, obj.positive_class, params.features,
+                          seed=params.train.seed, task=obj.task)  # fmt: skip
+    X, y = to_model_frame(train, sig), encode_target(train[obj.target], sig)
+    runs = [run(p, X, y, params, sig.classes) for p in ("none", args.pruner)]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "search_time_to_score.json").write_text(json.dumps(runs, indent=1) + "\n")
+    plot(runs, args.target, RESULTS / "search_time_to_score.png")
+    print()
+    print(f"{'pruner':>8s} {'to ' + str(args.target):>10s} {'best CV':>9s} {'search':>8s} "
+          f"{'trials':>7s} {'pruned':>7s}")  # fmt: skip
+    for r in runs:
+        t = time_to(r["curve"], args.target)
+        shown = f"{t:9.1f}s" if t is not None else "    never"
+        print(f"{r['pruner']:>8s} {shown:>10s} {r['best']:9.4f} {r['seconds']:7.1f}s "
+              f"{r['trials']:7d} {r['pruned']:7d}")  # fmt: skip
+    a, b = (time_to(r["curve"], args.target) for r in runs)
+    if a and b:
+        print(f"time to {args.target}: {b / a:.2f} of the search without pruning")
+    print(f"whole search: {runs[1]['seconds'] / runs[0]['seconds']:.2f} of the search without "
+          "pruning")  # fmt: skip
+    print(f"curves: {RESULTS / 'search_time_to_score.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""A faster search (``train.tuning.pruner``): trials clearly behind stop between folds, are
+recorded as pruned with their partial CV mean, never win, and a rerun prunes the same trials;
+``none`` is the search as it was. The fold pieces (``fit_fold``, ``CVResult.from_folds``,
+``should_stop``) give what ``cross_validate`` gives, so a driver running folds elsewhere
+(Optuna's ask/tell) applies the same rule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import replace
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from mlcycle import config
+from mlcycle.features import encode_target, to_model_frame
+from mlcycle.tasks import LOWER_IS_BETTER
+from mlcycle.tuning import (
+    TRIALS_COLUMNS,
+    CVResult,
+    TrialRecord,
+    cross_validate,
+    distributions,
+    fit_fold,
+    fixed_params,
+    make_folds,
+    make_pruner,
+    should_stop,
+    suggest,
+    trials_csv,
+    tune,
+    tune_candidate,
+)
+from tests.conftest import ROOT, synthetic_records
+from tests.conftest import TINY_SIGNATURE as SIGNATURE
+
+# A space wide enough that some proposals are clearly behind (a learning rate near zero).
+SPACE = {
+    "xgboost": {
+        "learning_rate": {"low": 0.001, "high": 0.5, "log": True},
+        "max_depth": {"low": 1, "high": 6},
+    },
+    "logistic_regression": {"C": {"low": 0.0001, "high": 10.0, "log": True}},
+}
+FOLDS = 4
+
+
+def cfg(pruner: str, trials: int = 16, **knobs: int) -> config.TrainConfig:
+    return config.TrainConfig(
+        seed=3, nthread=1, validation_fraction=0.2, cv_folds=FOLDS, candidates=("xgboost",),
+        xgb={"n_estimators": 40, "early_stopping_rounds": 5, "learning_rate": 0.3,
+             "max_depth": 3},
+        tuning_trials=trials, tuning_pruner=pruner, search=SPACE, **knobs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    records = synthetic_records(1200, seed=5)
+    return to_model_frame(records, SIGNATURE), encode_target(records["label"], SIGNATURE)
+
+
+@pytest.fixture(scope="module")
+def median(data) -> object:
+    X, y = data
+    return tune(X, y, cfg("median"), "roc_auc")
+
+
+def without_durations(records: list[TrialRecord]) -> list[list[str]]:
+    rows = list(csv.reader(io.StringIO(trials_csv(records, "roc_auc"))))
+    at = rows[0].index("duration_s")
+    return [row[:at] + row[at + 1 :] for row in rows]
+
+
+# --- the fold pieces -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "logistic_regression"])
+def test_folds_in_any_order_assemble_into_what_cross_validate_gives(data, kind) -> None:
+    X, y = data
+    c = cfg("none")
+    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    params = fixed_params(kind, c)
+    whole = cross_validate(kind, X, y, params, c, "roc_auc", splits)
+    folds = [fit_fold(kind, X, y, params, c, "roc_auc", splits, i) for i in (3, 1, 0, 2)]
+    parts = CVResult.from_folds(folds, splits, len(y), 2, "binary_classification")
+    assert parts.scores == whole.scores
+    assert np.array_equal(parts.oof, whole.oof) and not np.isnan(parts.oof).any()
+    assert parts.rounds == whole.rounds and parts.valid_curves == whole.valid_curves
+    assert (len(parts.rounds) == FOLDS) == (kind == "xgboost")
+    with pytest.raises(ValueError, match="do not cover"):
+        CVResult.from_folds(folds[:3], splits, len(y), 2, "binary_classification")
+
+
+def test_make_pruner_follows_the_setting() -> None:
+    assert isinstance(make_pruner(cfg("none")), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner(cfg("median")), optuna.pruners.MedianPruner)
+
+
+# --- none: the search as it was --------------------------------------------------------------
+
+
+def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
+    """The search before pruning existed (as tune_candidate was): whole CVs only, seeded TPE
+    told about trial 0, repeated configurations not refitted."""
+    kind, metric = "xgboost", "roc_auc"
+    splits = make_folds(y, c.cv_folds, c.seed, "binary_classification", ("no", "yes"))
+    base = fixed_params(kind, c)
+    records, seen = [], {}
+
+    def evaluate(params):
+        key = json.dumps(params, sort_keys=True, default=str)
+        cv = seen.get(key) or cross_validate(kind, X, y, params, c, metric, splits)
+        seen[key] = cv
+        records.append(TrialRecord(kind, len(records), params, cv.mean, cv.std,
+                                   cv.final_rounds, 0.0))  # fmt: skip
+        return cv
+
+    untuned = evaluate(base)
+    dists = distributions(c.search[kind])
+    budget = c.tuning_trials
+    study = optuna.create_study(
+        direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, budget // 2)),
+    )
+    study.add_trial(optuna.trial.create_trial(
+        params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean))  # fmt: skip
+    study.optimize(lambda t: evaluate({**base, **suggest(t, dists)}).mean, n_trials=budget)
+    return records
+
+
+def test_none_gives_the_trials_of_the_search_without_pruning(data) -> None:
+    X, y = data
+    c = cfg("none")
+    result = tune(X, y, c, "roc_auc")
+    assert not any(r.pruned for r in result.records) and len(result.records) == 17
+    assert without_durations(result.records) == [
+        row + [""] if i else row
+        for i, row in enumerate(without_durations(search_without_pruning(X, y, c)))
+    ]
+
+
+# --- median: trials behind stop --------------------------------------------------------------
+
+
+def test_median_prunes_trials_behind_and_they_never_win(data, median) -> None:
+    pruned = [r for r in median.records if r.pruned]
+    assert pruned, "a space this wide has proposals clearly behind the median"
+    assert all(1 <= r.pruned_after < FOLDS and r.rounds is None for r in pruned)
+    best_full = max(r.cv_mean for r in median.records if not r.pruned)
+    winner = median.candidates["xgboost"]
+    assert winner.best_trial not in {r.trial for r in pruned}
+    assert winner.cv.mean == best_full and len(winner.cv.scores) == FOLDS
+    # A pruned trial's cv_mean is the mean over the folds it ran; clearly behind the best.
+    assert all(r.cv_mean < best_full for r in pruned)
+    # Trial 0 and the trials up to the pruner's start-up count run every fold.
+    assert not any(r.pruned for r in median.records[: cfg("median").pruner_startup])
+    rows = list(csv.reader(io.StringIO(trials_csv(median.records, "roc_auc"))))
+    assert tuple(rows[0]) == TRIALS_COLUMNS and rows[0][-1] == "pruned_after"
+    assert {r[-1] for r in rows[1:]} == {""} | {str(r.pruned_after) for r in pruned}
+
+
+def test_median_saves_folds_and_still_finds_a_good_configuration(data, median) -> None:
+    X, y = data
+    plain = tune(X, y, cfg("none"), "roc_auc")
+    folds_run = sum(r.pruned_after or FOLDS for r in median.records)
+    assert folds_run < FOLDS * len(plain.records)
+    assert median.winner.cv.mean >= plain.records[0].cv_mean  # at least the untuned score
+
+
+def test_a_rerun_prunes_the_same_trials_with_the_same_scores(data, median) -> None:
+    X, y = data
+    again = tune(X, y, cfg("median"), "roc_auc")
+    assert without_durations(again.records) == without_durations(median.records)
+
+
+def test_a_larger_start_up_prunes_later(data, median) -> None:
+    X, y = data
+    late = tune(X, y, cfg("median", pruner_startup=12), "roc_auc")
+    assert not any(r.pruned for r in late.records[:12])
+    assert sum(r.pruned for r in late.records) < sum(r.pruned for r in median.records)
+
+
+def test_trial_zero_alone_is_never_pruned(data) -> None:
+    X, y = data
+    c = replace(cfg("median"), tuning_trials=0)
+    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    result, records = tune_candidate("xgboost", X, y, c, "roc_auc", splits)
+    assert len(records) == 1 and not records[0].pruned and result.best_trial == 0
+
+
+def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, median) -> None:
+    """What a cluster driver does: ask for a trial, run its folds (here one by one, as tasks
+    would), decide with should_stop between folds, tell the result; same trials as tune."""
+    X, y = data
+    c = cfg("median")
+    splits = make_folds(y, FOLDS, c.seed, "binary_classification", ("no", "yes"))
+    base = fixed_params("xgboost", c)
+    dists = distributions(c.search["xgboost"])
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=8),
+        pruner=make_pruner(c),
+    )
+    untuned = cross_validate("xgboost", X, y, base, c, "roc_auc", splits)
+    study.add_trial(optuna.trial.create_trial(
+        params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean,
+        intermediate_values={i: float(np.mean(untuned.scores[: i + 1])) for i in range(FOLDS)},
+    ))  # fmt: skip
+    outcome = []
+    for _ in range(c.tuning_trials):
+        trial = study.ask()
+        params = {**base, **suggest(trial, dists)}
+        folds = []
+        for i in range(FOLDS):
+            folds.append(fit_fold("xgboost", X, y, params, c, "roc_auc", splits, i))
+            if should_stop(trial, folds, FOLDS):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                outcome.append(len(folds))
+                break
+        else:
+            study.tell(trial, CVResult.from_folds(folds, splits, len(y)).mean)
+            outcome.append(None)
+    assert outcome == [r.pruned_after for r in median.records[1:]]
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_the_pruner_settings_are_read_and_checked() -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["tuning"].update(pruner="median", pruner_startup=3, pruner_warmup=1)
+    train = config.parse_params(raw).train
+    assert (train.tuning_pruner, train.pruner_startup, train.pruner_warmup) == ("median", 3, 1)
+    raw["train"]["tuning"].update(pruner="sometimes", pruner_startup=-1)
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse_params(raw)
+    assert "'train.tuning.pruner'" in str(caught.value)
+    assert "'train.tuning.pruner_startup' must be at least 0" in str(caught.value)
+    with pytest.raises(ValueError, match="train.tuning.pruner"):
+        make_pruner(replace(cfg("none"), tuning_pruner="sometimes"))
+
+
+def test_the_fast_bootstrap_auc_equals_the_rank_auc_of_each_resample() -> None:
+    """The interval's resamples as row counts give the rank AUC of the resampled rows, ties
+    included; above POISSON_ROWS the Poisson bootstrap gives an interval around the AUC."""
+    from mlcycle import metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 5000)
+    p = np.round(rng.uniform(size=5000) * 0.6 + y * 0.2, 2)  # many ties
+    auc = metrics._WeightedAUC(y, p)
+    for _ in range(5):
+        idx = rng.integers(0, 5000, 5000)
+        assert auc(np.bincount(idx, minlength=5000)) == pytest.approx(
+            metrics.roc_auc_by_ranks(y[idx], p[idx]), abs=1e-12
+        )
+    whole = metrics.roc_auc_by_ranks(y, p)
+    old = metrics.POISSON_ROWS
+    try:
+        metrics.POISSON_ROWS = 1000
+        got = metrics.bootstrap_interval(
+            "binary_classification", y, np.column_stack([1 - p, p]), 0.5, "roc_auc"
+        )
+    finally:
+        metrics.POISSON_ROWS = old
+    assert got["resamples"] == metrics.POISSON_RESAMPLES
+    assert got["low"] < whole < got["high"] and got["high"] - got["low"] < 0.05
