@@ -184,6 +184,7 @@ class Cluster:
                     ":0",
                     "--local-directory",
                     str(logs / f"w{i}"),
+                    "--no-nanny",  # the worker is this process: its VmHWM is the worker's
                 ],
             )  # fmt: skip
             for i in range(workers)
