@@ -68,6 +68,7 @@ def test_project_params_load_with_every_section() -> None:
     assert params.gate == config.GateConfig(tolerance=0.002)
     assert params.package == config.PackageConfig(name="income-classifier")
     assert params.monitor == config.MonitorConfig()
+    assert params.engine == config.EngineConfig()  # local, the default
     assert params.train.search["xgboost"]["max_depth"] == {"low": 5, "high": 9}
     assert isinstance(params.train.search["xgboost"]["max_depth"]["low"], int)  # searched as int
     assert params.features.derived == (
@@ -75,7 +76,7 @@ def test_project_params_load_with_every_section() -> None:
     )
     assert [f.name for f in dataclasses.fields(config.Params)] == [
         "objectives", "data", "validate", "prepare", "features", "train", "evaluate",
-        "monitor", "gate", "package",
+        "monitor", "gate", "package", "engine",
     ]  # fmt: skip
 
 

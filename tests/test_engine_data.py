@@ -11,10 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle import config
 from mlcycle.engines import read_dataset, row_hash
+from mlcycle.engines.gather import main_dask as gather_dask
 from mlcycle.engines.validate import check_dataset
+from mlcycle.engines.validate import main_dask as validate_dask
 from mlcycle.schema import check, parse_schema
-from tests.conftest import make_project, run, set_params
+from mlcycle.sources import SourceError
+from mlcycle.stages import gather as gather_stage
+from mlcycle.stages import validate as validate_stage
+from tests.conftest import ROOT, make_project, run, set_params
 
 COLOURS = ["red", "green", "blue", "teal", "pink"]
 SCHEMA = parse_schema(
@@ -109,6 +115,8 @@ def test_gather_reads_globs_in_any_order_to_the_same_snapshot(
         gather = json.loads((project / "metrics/gather.json").read_text())
         assert gather["rows"] == 4000 and len(gather["sources"][0]["files"]) == parts
     assert snapshots[0].is_dir() and len(list(snapshots[0].glob("part-*.parquet"))) == 4
+    digests = [json.loads((s.parents[2] / "metrics/gather.json").read_text()) for s in snapshots]
+    assert digests[0]["snapshot_sha256"] == digests[1]["snapshot_sha256"]  # byte for byte
     for a, b in zip(sorted(snapshots[0].iterdir()), sorted(snapshots[1].iterdir()), strict=True):
         assert pd.read_parquet(a).equals(pd.read_parquet(b)), a.name
     got = read_dataset(snapshots[0]).compute()
@@ -124,21 +132,6 @@ def yaml_columns() -> list[str]:
     return params["data"]["columns"]
 
 
-def test_a_corrupt_file_names_the_file(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", {"engine": {"kind": "dask", "dashboard": ":0"}})
-    folder = project / "data/external/gz"
-    folder.mkdir()
-    (folder / "good.csv.gz").write_bytes(__import__("gzip").compress(b"a,b,income\n1,2,>50K\n"))
-    (folder / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
-    set_params(project, {"data": {"sources": [{"name": "gz", "kind": "file",
-               "path": "data/external/gz/*.csv.gz", "format": "csv"}]},
-               "prepare": {"split": {"method": "stratified"}}})  # fmt: skip
-    out = run(["dvc", "repro", "gather"], project, check=False)
-    assert out.returncode != 0
-    assert "broken.csv.gz is not valid gzip" in out.stderr
-    assert not (project / "data/raw/snapshot.parquet").exists()
-
-
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**40 + 3])
 def test_row_hashes_are_uniform_for_every_seed(seed: int) -> None:
     """The split and the folds rely on hashes uniform in [0, 1) (pandas' keyed hash is not for
@@ -147,3 +140,216 @@ def test_row_hashes_are_uniform_for_every_seed(seed: int) -> None:
 
     counts = np.histogram(unit_interval(row_hash(messy(20_000), seed)), bins=10, range=(0, 1))[0]
     assert counts.min() > 0.9 * 2_000 and counts.max() < 1.1 * 2_000, counts
+
+
+# --- gather: the same snapshot as the local engine ------------------------------------------
+
+
+def workdir(folder: Path, sources: list[dict], update: dict | None = None) -> Path:
+    """A folder holding the project's params.yaml (with ``sources``) and schema.yaml, where
+    the stages' main functions can run directly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("params.yaml", "schema.yaml"):
+        (folder / name).write_text((ROOT / name).read_text())
+    split = {"prepare": {"split": {"method": "stratified"}}}
+    set_params(folder, {"data": {"sources": sources}, **split, **(update or {})})
+    return folder
+
+
+def gather_both(folder: Path, client, monkeypatch) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """Gather ``folder``'s sources with the local engine, then with the Dask engine: both
+    snapshots (rows sorted) and both metrics/gather.json."""
+    import shutil
+
+    monkeypatch.chdir(folder)
+    gather_stage.main()
+    local = pd.read_parquet("data/raw/snapshot.parquet")
+    local_doc = json.loads(Path("metrics/gather.json").read_text())
+    Path("data/raw/snapshot.parquet").unlink()
+    shutil.rmtree("data/quarantine", ignore_errors=True)
+    gather_dask(config.load(), client, gather_stage.text_columns(Path("schema.yaml")))
+    assert Path("data/raw/snapshot.parquet").is_dir()
+    dask = pd.read_parquet("data/raw/snapshot.parquet")
+    dask_doc = json.loads(Path("metrics/gather.json").read_text())
+    return _sorted(local), _sorted(dask), local_doc, dask_doc
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return frame.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
+
+
+def adult_rows(n: int) -> pd.DataFrame:
+    frame = pd.read_csv(ROOT / "data/external/adult/adult.data.gz", header=None,
+                        skipinitialspace=True, na_values=["?"], nrows=n)  # fmt: skip
+    frame.columns = yaml_columns()
+    return frame
+
+
+def _write_cases(folder: Path) -> dict[str, list[dict]]:
+    """Sources that exercise what gather must agree on: file options, folders of Parquet
+    parts, a column of numbers in one source and text in another, files whose column is all
+    missing, databases and landing folders."""
+    import gzip
+    import sqlite3
+
+    data = folder / "in"
+    data.mkdir(parents=True)
+    adult = adult_rows(600)
+    # CSV without a header, ';'-delimited, gzip, two junk lines, '?' for missing, a value_map.
+    for i, rows in enumerate(np.array_split(np.arange(len(adult)), 3)):
+        text = "junk line\nmore junk\n" + adult.iloc[rows].to_csv(
+            sep=";", header=False, index=False, na_rep="?"
+        )
+        (data / f"adult-{i}.csv.gz").write_bytes(gzip.compress(text.encode()))
+    # A folder of Parquet parts (and a glob of them), one JSON Lines file per part.
+    (data / "parts").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(adult)), 4)):
+        adult.iloc[rows].to_parquet(data / "parts" / f"part-{i:05d}.parquet", index=False)
+        adult.iloc[rows].to_json(data / f"rows-{i}.jsonl", orient="records", lines=True)
+    # age as text in one source (numbers elsewhere); a file with columns all missing.
+    text_age = adult.head(50).astype({"age": str})
+    text_age.loc[3, "age"] = "forty"
+    text_age.to_csv(data / "text_age.csv", index=False)
+    nulls = adult.iloc[50:60].copy()
+    nulls[["capital-gain", "workclass"]] = None
+    nulls.to_json(data / "rows-9.jsonl", orient="records", lines=True)
+    with sqlite3.connect(data / "db.sqlite") as conn:
+        adult.iloc[100:200].to_sql("people", conn, index=False)
+    (data / "landing").mkdir()
+    adult.iloc[200:260].to_csv(data / "landing/a.csv", index=False)
+    adult.iloc[260:300].to_json(data / "landing/b.jsonl", orient="records", lines=True)
+    (data / "landing/broken.csv").write_text("age,workclass\n1,2,3\n")
+    columns = yaml_columns()
+    csv_gz = {"name": "gz", "kind": "file", "path": "in/adult-*.csv.gz", "format": "csv",
+              "header": False, "columns": columns, "delimiter": ";", "skip_rows": 2,
+              "na_values": ["?"], "value_map": {"income": {">50K": "rich"}}}  # fmt: skip
+    return {
+        "csv_options": [csv_gz],
+        "parquet_glob_and_text": [
+            {"name": "pq", "kind": "file", "path": "in/parts/part-*.parquet", "format": "parquet"},
+            {"name": "text", "kind": "file", "path": "in/text_age.csv", "format": "csv"},
+        ],
+        "jsonl_with_a_missing_column": [
+            {"name": "js", "kind": "file", "path": "in/rows-*.jsonl", "format": "jsonl"}
+        ],
+        "database_and_landing": [
+            {"name": "db", "kind": "database", "url": "in/db.sqlite", "table": "people"},
+            {"name": "drop", "kind": "landing", "path": "in/landing"},
+            csv_gz,
+        ],
+    }
+
+
+CASES = ("csv_options", "parquet_glob_and_text",
+         "jsonl_with_a_missing_column", "database_and_landing")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gather_matches_the_local_engine(
+    case: str, tmp_path: Path, dask_local_client, monkeypatch
+) -> None:
+    """The same rows, types and lineage as the local engine, for every kind of source."""
+    sources = _write_cases(tmp_path)[case]
+    workdir(tmp_path, sources)
+    local, dask, local_doc, dask_doc = gather_both(tmp_path, dask_local_client, monkeypatch)
+    pd.testing.assert_frame_equal(dask, local)
+    assert local_doc.pop("snapshot_sha256") != dask_doc.pop("snapshot_sha256")  # file vs parts
+    assert dask_doc == local_doc
+    if case == "parquet_glob_and_text":
+        assert dask_doc["read_as_text"] == {"age": {"pq": "number", "text": "text"}}
+        assert "forty" in set(dask["age"])
+    if case == "database_and_landing":
+        assert (tmp_path / "data/quarantine/drop/broken.csv").is_file()
+
+
+def test_a_folder_of_parquet_parts_is_one_source(
+    tmp_path: Path, dask_local_client, monkeypatch
+) -> None:
+    """A folder source is the glob of its parts: the same rows as the local engine reads
+    from the glob, each part in the lineage."""
+    _write_cases(tmp_path)
+    glob = {"name": "pq", "kind": "file", "path": "in/parts/*.parquet", "format": "parquet"}
+    workdir(tmp_path, [glob])
+    monkeypatch.chdir(tmp_path)
+    gather_stage.main()
+    local = _sorted(pd.read_parquet("data/raw/snapshot.parquet"))
+    Path("data/raw/snapshot.parquet").unlink()
+    workdir(tmp_path, [{**glob, "path": "in/parts"}], {"engine": {"partition_rows": 250}})
+    gather_dask(config.load(), dask_local_client, ())
+    pd.testing.assert_frame_equal(_sorted(pd.read_parquet("data/raw/snapshot.parquet")), local)
+    doc = json.loads(Path("metrics/gather.json").read_text())
+    files = doc["sources"][0]["files"]
+    assert [f["file"] for f in files] == [f"in/parts/part-{i:05d}.parquet" for i in range(4)]
+    assert sum(f["rows"] for f in files) == doc["rows"] == 600
+    assert len(list(Path("data/raw/snapshot.parquet").glob("part-*.parquet"))) == 3
+
+
+def test_a_corrupt_file_names_the_file(tmp_path: Path, dask_local_client, monkeypatch) -> None:
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.csv.gz").write_bytes(gzip.compress(b"a,b,income\n1,2,>50K\n"))
+    (folder / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
+    workdir(tmp_path, [{"name": "gz", "kind": "file", "path": "in/*.csv.gz", "format": "csv"}])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"'gz': in/broken.csv.gz is not valid gzip"):
+        gather_dask(config.load(), dask_local_client, ())
+    assert not Path("data/raw/snapshot.parquet").exists()
+
+
+def test_a_changed_source_fails_its_checksum(tmp_path: Path, dask_local_client, monkeypatch):
+    _write_cases(tmp_path)
+    source = {"name": "js", "kind": "file", "path": "in/rows-*.jsonl", "format": "jsonl",
+              "sha256": "0" * 64}  # fmt: skip
+    workdir(tmp_path, [source])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"the files matching 'in/rows-\*.jsonl' \(combined\)"):
+        gather_dask(config.load(), dask_local_client, ())
+
+
+# --- validate: both engines read both layouts, with the same findings -------------------------
+
+
+def test_both_engines_validate_both_layouts_alike(
+    tmp_path: Path, dask_local_client, monkeypatch
+) -> None:
+    """Local validate of a Dask snapshot (a folder) and Dask validate of a local snapshot (a
+    file) write the same report as each engine on its own layout, findings included."""
+    adult = adult_rows(800)
+    adult.loc[::37, "age"] = 200  # out of range
+    adult.loc[::53, "workclass"] = "Space-agency"  # unseen category
+    adult.loc[::71, "income"] = "maybe"  # bad target values
+    adult = pd.concat([adult, adult.iloc[[3, 500]]], ignore_index=True)  # duplicates
+    (tmp_path / "in").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(adult)), 3)):
+        adult.iloc[rows].to_csv(tmp_path / f"in/part{i}.csv", index=False)
+    workdir(tmp_path, [{"name": "csv", "kind": "file", "path": "in/*.csv", "format": "csv"}],
+            {"engine": {"partition_rows": 300}})  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    snapshot = Path("data/raw/snapshot.parquet")
+    reports = {}
+    for gather in ("local", "dask"):
+        if snapshot.is_dir():
+            __import__("shutil").rmtree(snapshot)
+        if gather == "local":
+            gather_stage.main()
+        else:
+            gather_dask(config.load(), dask_local_client, ())
+        for engine in ("local", "dask"):
+            with pytest.raises(validate_stage.ValidationFailed, match="out_of_range|maybe"):
+                if engine == "local":
+                    validate_stage.main()
+                else:
+                    validate_dask(config.load(), dask_local_client)
+            reports[gather, engine] = Path("reports/validation.json").read_text()
+    for gather in ("local", "dask"):
+        assert reports[gather, "local"] == reports[gather, "dask"], gather
+    # The two snapshots hold the same rows in another order: the same findings but for the
+    # example row numbers.
+    docs = [json.loads(reports[g, "dask"]) for g in ("local", "dask")]
+    counts = [[(f["kind"], f["column"], f["rows"]) for f in d["findings"]] for d in docs]
+    assert counts[0] == counts[1]
+    kinds = {f["kind"] for f in docs[1]["findings"]}
+    assert kinds >= {"out_of_range", "unseen_category", "target_values", "duplicate_rows"}

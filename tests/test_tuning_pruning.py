@@ -71,6 +71,12 @@ def median(data) -> object:
     return tune(X, y, cfg("median"), "roc_auc")
 
 
+@pytest.fixture(scope="module")
+def plain(data) -> object:
+    X, y = data
+    return tune(X, y, cfg("none"), "roc_auc")
+
+
 def without_durations(records: list[TrialRecord]) -> list[list[str]]:
     rows = list(csv.reader(io.StringIO(trials_csv(records, "roc_auc"))))
     at = rows[0].index("duration_s")
@@ -134,15 +140,11 @@ def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
     return records
 
 
-def test_none_gives_the_trials_of_the_search_without_pruning(data) -> None:
+def test_none_gives_the_trials_of_the_search_without_pruning(data, plain) -> None:
     X, y = data
-    c = cfg("none")
-    result = tune(X, y, c, "roc_auc")
-    assert not any(r.pruned for r in result.records) and len(result.records) == 17
-    assert without_durations(result.records) == [
-        row + [""] if i else row
-        for i, row in enumerate(without_durations(search_without_pruning(X, y, c)))
-    ]
+    assert not any(r.pruned for r in plain.records) and len(plain.records) == 17
+    reference = search_without_pruning(X, y, cfg("none"))
+    assert without_durations(plain.records) == without_durations(reference)
 
 
 # --- median: trials behind stop --------------------------------------------------------------
@@ -165,9 +167,7 @@ def test_median_prunes_trials_behind_and_they_never_win(data, median) -> None:
     assert {r[-1] for r in rows[1:]} == {""} | {str(r.pruned_after) for r in pruned}
 
 
-def test_median_saves_folds_and_still_finds_a_good_configuration(data, median) -> None:
-    X, y = data
-    plain = tune(X, y, cfg("none"), "roc_auc")
+def test_median_saves_folds_and_still_finds_a_good_configuration(median, plain) -> None:
     folds_run = sum(r.pruned_after or FOLDS for r in median.records)
     assert folds_run < FOLDS * len(plain.records)
     assert median.winner.cv.mean >= plain.records[0].cv_mean  # at least the untuned score

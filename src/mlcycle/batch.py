@@ -31,13 +31,19 @@ file (the first record is row 0), as scoring the whole file at once would.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import json
 import math
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,6 +65,9 @@ _encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C
 CSV, PARQUET, JSONL = "csv", "parquet", "jsonl"
 FORMATS = {".csv": CSV, ".csv.gz": CSV, ".parquet": PARQUET, ".jsonl": JSONL, ".jsonl.gz": JSONL}
 DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_PART_ROWS = 1_000_000  # rows per Parquet part of a folder output
+PART_NAME = "part-{:05d}.parquet"  # as the Dask engine names its parts
+_PART_RE = re.compile(r"part-\d{5,}\.parquet")
 
 Predictions = dict[str, np.ndarray | list]
 
@@ -87,6 +96,7 @@ class BatchResult:
     chunks: int
     seconds: float
     notes: tuple[str, ...] = ()
+    parts: int = 0  # Parquet parts written (a folder output), else 0
 
 
 def file_format(path: str | Path) -> tuple[str, bool]:
@@ -147,6 +157,54 @@ def count_rows(path: str | Path) -> int | None:
     return max(lines - (fmt == CSV), 0)
 
 
+def is_folder_output(path: str | Path) -> bool:
+    """Whether an output names a folder of Parquet parts: an existing folder, a path ending
+    with a slash, or a name without a suffix."""
+    text = str(path)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return True
+    return not Path(text).suffix
+
+
+def input_files(spec: str | Path) -> list[Path]:
+    """The files an input names: the file itself, the files of a glob (``data/*.parquet``),
+    or the readable files of a folder (its parts, e.g. a Dask data set), in name order. All of
+    one format; a :class:`FileNotFoundError` when nothing matches."""
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir():
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            and _readable(p)
+        )
+        if not found:
+            raise FileNotFoundError(f"{spec}: a folder without CSV, Parquet or JSON Lines files")
+    elif any(c in text for c in "*?[") and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not found:
+            raise FileNotFoundError(f"{spec}: no file matches")
+    else:
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec} does not exist")
+        return [path]
+    formats = {file_format(p)[0] for p in found}
+    if len(formats) > 1:
+        kinds = ", ".join(sorted(formats))
+        raise ValueError(f"{spec}: mixes formats ({kinds}); score one format at a time")
+    return found
+
+
+def _readable(path: Path) -> bool:
+    try:
+        file_format(path)
+    except ValueError:
+        return False
+    return True
+
+
 def predict_file(
     bundle: Bundle,
     input_path: str | Path,
@@ -154,9 +212,16 @@ def predict_file(
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = True,
+    part_rows: int = DEFAULT_PART_ROWS,
 ) -> BatchResult:
     """Score ``input_path`` chunk by chunk into ``output_path`` (formats by their suffixes;
     see the module's notes on types), with a progress bar on stderr if ``progress``.
+
+    The input may be a file, a glob or a folder of files of one format (read in name order,
+    as one). An output that is a folder (see :func:`is_folder_output`) receives Parquet parts
+    ``part-00000.parquet``... of ``part_rows`` rows each, with exactly the columns and types
+    of the single-file Parquet output; they are written to a temporary folder beside it that
+    replaces it at the end.
 
     The predictions equal those of scoring the whole file at once. Raises
     :class:`~mlcycle.features.SchemaError` for a missing column (before anything is written)
@@ -165,36 +230,52 @@ def predict_file(
     then left as it was.
     """
     start_time = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
-    in_fmt, _ = file_format(input_path)
-    out_fmt, out_gz = file_format(output_path)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a whole number of at least 1, got {chunk_rows!r}")
-    if not input_path.is_file():
-        raise FileNotFoundError(f"{input_path} does not exist")
+    folder = is_folder_output(output_path)
+    output_path = Path(output_path)
+    files = input_files(input_path)
+    in_fmt, _ = file_format(files[0])
+    out_fmt, out_gz = (PARQUET, False) if folder else file_format(output_path)
+    for name, value in (("chunk_rows", chunk_rows), ("part_rows", part_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if folder:
+        _check_output_folder(output_path)
     sig = bundle.signature
     encoder = Encoder.compile(sig)
-    reader = _READERS[in_fmt](input_path, sig, chunk_rows)
+    reader = _READERS[in_fmt](files[0], sig, chunk_rows)
     notes: list[str] = []
     chunks = reader.chunks(notes)
     first = next(chunks, None)  # reading the first chunk checks the columns: nothing written yet
-    total = count_rows(input_path) if progress else None
-    bar = _progress_bar(input_path, total, progress)
+    total = None
+    if progress:
+        counts = [count_rows(f) for f in files]
+        total = None if None in counts else sum(c for c in counts if c is not None)
+    bar = _progress_bar(Path(input_path), total, progress)
     rows = n_chunks = 0
     done = False
+    place = _atomic_folder(output_path) if folder else atomic_path(output_path)
     try:
-        with atomic_path(output_path) as tmp:
-            writer = _WRITERS[out_fmt](tmp, out_gz, reader, sig)
+        with place as tmp:
+            if folder:
+                writer: Any = _PartsWriter(tmp, reader, sig, part_rows)
+            else:
+                writer = _WRITERS[out_fmt](tmp, out_gz, reader, sig)
             try:
-                pending = [first] if first is not None else []
-                del first  # hold one chunk at a time
-                for chunk in _chain(pending, chunks):
-                    preds = _score(bundle, encoder, chunk, input_path)
-                    writer.write(chunk, preds)
-                    rows += chunk.rows
-                    n_chunks += 1
-                    bar.update(chunk.rows)
-                    del chunk, preds  # before the next one is read
+                for i, path in enumerate(files):
+                    if i:
+                        later = _READERS[in_fmt](path, sig, chunk_rows)
+                        chunks = later.chunks(notes)
+                        first = next(chunks, None)
+                        _same_columns(later, reader, path, files[0])
+                    pending = [first] if first is not None else []
+                    first = None  # hold one chunk at a time
+                    for chunk in _chain(pending, chunks):
+                        preds = _score(bundle, encoder, chunk, path)
+                        writer.write(chunk, preds)
+                        rows += chunk.rows
+                        n_chunks += 1
+                        bar.update(chunk.rows)
+                        del chunk, preds  # before the next one is read
                 if n_chunks == 0:
                     writer.write(reader.empty_chunk(), score_chunk(bundle, reader.empty_records()))
             finally:
@@ -206,8 +287,113 @@ def predict_file(
             bar.refresh()
         bar.close()
     return BatchResult(
-        input_path, output_path, rows, n_chunks, time.perf_counter() - start_time, tuple(notes)
+        Path(input_path),
+        output_path,
+        rows,
+        n_chunks,
+        time.perf_counter() - start_time,
+        tuple(notes),
+        writer.parts if folder else 0,
     )
+
+
+def _same_columns(reader: _Reader, first: _Reader, path: Path, first_path: Path) -> None:
+    if reader.columns != first.columns:
+        raise SchemaError(
+            f"{path}: columns {reader.columns} differ from those of {first_path} "
+            f"({first.columns}); every input file must have the same columns"
+        )
+
+
+def _check_output_folder(target: Path) -> None:
+    """An output folder may be replaced only if it holds nothing but earlier parts."""
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file; give a folder (ending with /) for the parts")
+    if target.is_dir():
+        other = [p.name for p in target.iterdir() if not _PART_RE.fullmatch(p.name)]
+        if other:
+            raise ValueError(
+                f"{target} holds other files ({', '.join(sorted(other)[:5])}); the parts "
+                "replace the folder, so give an empty folder or a new path"
+            )
+
+
+@contextmanager
+def _atomic_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target``, renamed over it on success (an earlier folder of
+    parts goes only then); removed on failure, leaving ``target`` as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+class _PartsWriter:
+    """Parquet parts of ``part_rows`` rows, each with the single-file output's schema; a chunk
+    that crosses a part's end is split."""
+
+    def __init__(self, folder: Path, reader: _Reader, sig: Signature, part_rows: int) -> None:
+        self.folder, self.reader, self.sig, self.part_rows = folder, reader, sig, part_rows
+        self.current: _ParquetWriter | None = None
+        self.rows_in_part = 0
+        self.parts = 0
+
+    def _next_part(self) -> _ParquetWriter:
+        if self.current is not None:
+            self.current.close()
+        path = self.folder / PART_NAME.format(self.parts)
+        self.current = _ParquetWriter(path, False, self.reader, self.sig)
+        self.parts += 1
+        self.rows_in_part = 0
+        return self.current
+
+    def write(self, chunk: _Chunk, preds: Predictions) -> None:
+        while True:
+            writer = self.current
+            if writer is None or (self.rows_in_part >= self.part_rows and chunk.rows):
+                writer = self._next_part()
+            room = self.part_rows - self.rows_in_part
+            if chunk.rows <= room:
+                writer.write(chunk, preds)
+                self.rows_in_part += chunk.rows
+                return
+            head, head_preds, chunk, preds = _split(chunk, preds, room)
+            writer.write(head, head_preds)
+            self.rows_in_part += head.rows
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
+def _split(
+    chunk: _Chunk, preds: Predictions, at: int
+) -> tuple[_Chunk, Predictions, _Chunk, Predictions]:
+    """A chunk and its predictions cut after ``at`` rows."""
+
+    def cut(c: _Chunk, a: int, b: int) -> _Chunk:
+        return _Chunk(
+            c.start + a,
+            c.records.iloc[a:b],
+            frame=None if c.frame is None else c.frame.iloc[a:b],
+            batch=None if c.batch is None else c.batch.slice(a, b - a),
+            text=c.text,
+        )
+
+    n = chunk.rows
+    head = {k: v[:at] for k, v in preds.items()}
+    tail = {k: v[at:] for k, v in preds.items()}
+    return cut(chunk, 0, at), head, cut(chunk, at, n), tail
 
 
 # --- chunks ----------------------------------------------------------------------------------

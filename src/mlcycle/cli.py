@@ -161,19 +161,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Score a CSV/Parquet/JSON Lines file into a file of predictions, chunk by chunk: memory
-    stays flat however large the file, and a failure leaves no partial output."""
+    """Score a CSV/Parquet/JSON Lines file (a glob, or a folder of parts) into a file of
+    predictions, or into a folder of Parquet parts when the output is a folder, chunk by
+    chunk: memory stays flat however large the input, and a failure leaves no partial output."""
     from mlcycle.batch import predict_file
     from mlcycle.bundle import load_bundle
 
     bundle = load_bundle(bundle_path(args))
     result = predict_file(
-        bundle, args.input, args.output, chunk_rows=args.chunk_rows, progress=not args.quiet
+        bundle,
+        args.input,
+        args.output,
+        chunk_rows=args.chunk_rows,
+        progress=not args.quiet,
+        part_rows=args.part_rows,
     )
     for note in result.notes:
         print(f"mlcycle: note: {note}", file=sys.stderr)
+    where = f"{result.parts} part(s) in {args.output}" if result.parts else args.output
     print(
-        f"wrote {result.rows} predictions to {args.output} (model {bundle.model_id}) "
+        f"wrote {result.rows} predictions to {where} (model {bundle.model_id}) "
         f"in {result.seconds:.1f} s",
         file=sys.stderr,
     )
@@ -495,10 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="score a file of records")
-    p.add_argument("input", help="CSV, Parquet or JSON Lines file of records (optionally .gz)")
+    p.add_argument(
+        "input",
+        help="CSV, Parquet or JSON Lines file of records (optionally .gz), a quoted glob "
+        "('data/*.parquet') or a folder of such files (e.g. parts of a Dask data set)",
+    )
     p.add_argument(
         "output",
-        help="where to write the records with their predictions (format by suffix, as input)",
+        help="where to write the records with their predictions: a file (format by suffix, as "
+        "input), or a folder (existing, ending with /, or without a suffix) of Parquet parts",
     )
     p.add_argument("--bundle", help="a bundle directory (default: the production version)")
     p.add_argument("--version", help="a registered version, e.g. v0.1.0")
@@ -507,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         help="records read, scored and written at a time (memory grows with it; default 100000)",
+    )
+    p.add_argument(
+        "--part-rows",
+        type=int,
+        default=1_000_000,
+        help="rows per Parquet part when the output is a folder (default 1000000)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

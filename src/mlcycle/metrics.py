@@ -486,3 +486,311 @@ def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> d
         if b and w and b["metric"] == w["metric"] == name and None not in (b["low"], w["low"]):
             gaps[name]["beyond_noise"] = b["high"] < w["low"] or w["high"] < b["low"]
     return gaps
+
+
+# --- KPIs from per-partition sums (the Dask engine) -------------------------------------------
+#
+# A partition of (truth, output) pairs reduces to a few additive numbers: confusion counts at
+# the threshold, log loss and Brier sums, calibration bins, regression moments and, when asked,
+# a fine histogram of scores per class. Merged over every partition, they give the same
+# threshold and sum KPIs as the row-level functions above (to rounding); ranking KPIs (ROC AUC,
+# PR AUC, median absolute error) need the rows themselves, or come approximately from the
+# histogram.
+
+HIST_BINS = 10_000  # score histogram bins on [0, 1]: ties within a bin count one half
+RANKING_KPIS = frozenset({"roc_auc", "pr_auc", "roc_auc_ovr", "median_ae"})
+_MOMENTS = ("y", "r")  # regression: target and residual, merged as (n, mean, M2)
+
+Sums = dict[str, np.ndarray]
+
+
+def _eps_clip(p: np.ndarray) -> np.ndarray:
+    eps = np.finfo(np.float64).eps  # as scikit-learn's log_loss clips
+    return np.clip(p, eps, 1 - eps)
+
+
+def _moments(v: np.ndarray) -> tuple[float, float]:
+    if not len(v):
+        return 0.0, 0.0
+    mean = float(v.mean())
+    return mean, float(((v - mean) ** 2).sum())
+
+
+def partial_sums(
+    task: str,
+    y_true: np.ndarray,
+    out: np.ndarray,
+    threshold: float | None,
+    n_classes: int,
+    hist: bool = False,
+) -> Sums:
+    """The additive summary of one partition's truth and output (see :func:`merge_sums` and
+    :func:`kpis_from_sums`); ``hist`` adds a :data:`HIST_BINS`-bin score histogram per class
+    (for approximate ranking KPIs when the rows cannot be gathered)."""
+    y = _as_target(task, y_true)
+    out = np.asarray(out, dtype=np.float64)
+    s: Sums = {"n": np.array([float(len(y))])}
+    edges = np.linspace(0.0, 1.0, 11)
+    if task == REGRESSION:
+        res = y - out
+        for key, v in (("y", y), ("r", res)):
+            mean, m2 = _moments(v)
+            s[f"mean_{key}"], s[f"m2_{key}"] = np.array([mean]), np.array([m2])
+        s["sse"] = np.array([float((res**2).sum())])
+        s["sae"] = np.array([float(np.abs(res).sum())])
+        zero = y == 0
+        s["zero_y"] = np.array([float(zero.sum())])
+        s["sape"] = np.array([float(np.abs(res[~zero] / y[~zero]).sum())])
+        return s
+    if task == BINARY:
+        p = positive(out)
+        P = np.column_stack([1 - p, p])
+        pred = (p >= (0.5 if threshold is None else threshold)).astype(np.int64)
+        hit, conf = y.astype(np.float64), p
+        s["brier"] = np.array([float(((p - y) ** 2).sum())])
+    else:
+        P = out
+        pred = P.argmax(1)
+        hit, conf = (pred == y).astype(np.float64), P.max(1)
+    k = n_classes
+    s["cm"] = np.bincount(y * k + pred, minlength=k * k).astype(np.float64)
+    clipped = _eps_clip(P)
+    s["log_loss"] = np.array([float(-np.log(clipped[np.arange(len(y)), y]).sum())])
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, 9)
+    s["cal_n"] = np.bincount(which, minlength=10).astype(np.float64)
+    s["cal_p"] = np.bincount(which, conf, minlength=10)
+    s["cal_y"] = np.bincount(which, hit, minlength=10)
+    if hist:
+        cls = [1] if task == BINARY else range(k)
+        h = np.zeros((k, 2, HIST_BINS))
+        for c in cls:
+            b = np.minimum((P[:, c] * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+            is_c = y == c
+            h[c, 1] = np.bincount(b[is_c], minlength=HIST_BINS)
+            h[c, 0] = np.bincount(b[~is_c], minlength=HIST_BINS)
+        s["hist"] = h.ravel()
+    return s
+
+
+def merge_sums(a: Sums, b: Sums) -> Sums:
+    """Two partitions' summaries as one (sums add; regression moments merge exactly)."""
+    out = {k: a[k] + b[k] for k in a if not k.startswith(("mean_", "m2_"))}
+    na, nb = float(a["n"][0]), float(b["n"][0])
+    n = na + nb
+    for key in _MOMENTS:
+        if f"mean_{key}" not in a:
+            continue
+        ma, mb = a[f"mean_{key}"][0], b[f"mean_{key}"][0]
+        delta = mb - ma
+        mean = ma + delta * nb / n if n else 0.0
+        m2 = a[f"m2_{key}"][0] + b[f"m2_{key}"][0] + (delta**2 * na * nb / n if n else 0.0)
+        out[f"mean_{key}"], out[f"m2_{key}"] = np.array([mean]), np.array([m2])
+    return out
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def _mcc(cm: np.ndarray) -> float:
+    """Matthews correlation from a confusion matrix, as scikit-learn computes it."""
+    t, p = cm.sum(1), cm.sum(0)
+    n, correct = cm.sum(), np.trace(cm)
+    cov_tp = correct * n - t @ p
+    cov_pp, cov_tt = n * n - p @ p, n * n - t @ t
+    return 0.0 if cov_pp * cov_tt == 0 else float(cov_tp / np.sqrt(cov_tt * cov_pp))
+
+
+def hist_auc(h: np.ndarray) -> float:
+    """ROC AUC from a score histogram ``h[0]`` (negatives), ``h[1]`` (positives), bins in
+    ascending score; pairs within one bin count one half (approximate)."""
+    neg, pos = h[0], h[1]
+    n_neg, n_pos = neg.sum(), pos.sum()
+    if not n_neg or not n_pos:
+        return float("nan")
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
+def hist_average_precision(h: np.ndarray) -> float:
+    """Average precision (PR AUC) from a score histogram, each bin one threshold
+    (approximate)."""
+    neg, pos = h[0][::-1], h[1][::-1]
+    if not pos.sum():
+        return float("nan")
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    keep = (pos + neg) > 0
+    precision = tp[keep] / (tp[keep] + fp[keep])
+    recall = tp[keep] / pos.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _hist(s: Sums, k: int) -> np.ndarray | None:
+    return s["hist"].reshape(k, 2, HIST_BINS) if "hist" in s else None
+
+
+def kpis_from_sums(
+    task: str,
+    s: Sums,
+    names: tuple[str, ...] | list[str],
+    threshold: float | None = None,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    n_classes: int = 2,
+) -> dict[str, float]:
+    """Unrounded KPIs (NaN where undefined) from merged sums; ranking KPIs from ``pairs``
+    (truth, output) when given (exact, by the row-level functions), else from the histogram
+    (approximate), else NaN."""
+    n = float(s["n"][0])
+    values: dict[str, float] = {}
+    if task == REGRESSION:
+        sst, sse = s["m2_y"][0], s["sse"][0]
+        sums_kpis = {
+            "rmse": np.sqrt(sse / n) if n else np.nan,
+            "mae": s["sae"][0] / n if n else np.nan,
+            "r2": (1 - sse / sst) if sst else (1.0 if sse == 0 else 0.0),
+            "mape": np.nan if s["zero_y"][0] or not n else s["sape"][0] / n,
+            "residual_std": np.sqrt(s["m2_r"][0] / n) if n else np.nan,
+        }
+        if n < 2:
+            sums_kpis["r2"] = np.nan  # scikit-learn: undefined for fewer than two rows
+    else:
+        k = n_classes
+        cm = s["cm"].reshape(k, k)
+        t, p, tp = cm.sum(1), cm.sum(0), np.diag(cm)
+        present = t > 0
+        f1 = np.array([_div(2 * tp[c], t[c] + p[c]) for c in range(k)])
+        sums_kpis = {
+            "accuracy": _div(np.trace(cm), n),
+            "balanced_accuracy": float(np.mean(tp[present] / t[present])) if n else np.nan,
+            "mcc": _mcc(cm),
+            "log_loss": s["log_loss"][0] / n if n else np.nan,
+        }
+        if task == BINARY:
+            sums_kpis.update(
+                precision=_div(tp[1], p[1]),
+                recall=_div(tp[1], t[1]),
+                f1=f1[1],
+                brier=s["brier"][0] / n if n else np.nan,
+            )
+        else:
+            sums_kpis.update(
+                f1_macro=float(f1.mean()),
+                f1_weighted=_div(float((f1 * t).sum()), float(t.sum())),
+            )
+    h = None if task == REGRESSION else _hist(s, n_classes)
+    for name in names:
+        if name not in RANKING_KPIS:
+            values[name] = float(sums_kpis[name])
+        elif pairs is not None:
+            y, o = _as_target(task, pairs[0]), np.asarray(pairs[1], dtype=np.float64)
+            values[name] = kpi(task, name, y, o, 0.5 if threshold is None else threshold)
+        elif h is None:
+            values[name] = float("nan")
+        elif name == "roc_auc":
+            values[name] = hist_auc(h[1])
+        elif name == "pr_auc":
+            values[name] = hist_average_precision(h[1])
+        else:  # roc_auc_ovr: macro over the classes, undefined if one is absent
+            aucs = [hist_auc(h[c]) for c in range(n_classes)]
+            values[name] = float(np.mean(aucs))
+    return values
+
+
+def rounded(values: dict[str, float]) -> dict[str, float | None]:
+    """KPIs as :func:`compute_kpis` reports them: 6 digits, None where undefined."""
+    return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
+
+
+def calibration_from_sums(s: Sums) -> list[dict[str, float]]:
+    """:func:`calibration_points` from the merged calibration bins."""
+    return [
+        {
+            "bin": b,
+            "mean_predicted": round(float(s["cal_p"][b] / s["cal_n"][b]), 6),
+            "fraction_positive": round(float(s["cal_y"][b] / s["cal_n"][b]), 6),
+            "count": int(s["cal_n"][b]),
+        }
+        for b in range(len(s["cal_n"]))
+        if s["cal_n"][b]
+    ]
+
+
+def hist_curves(
+    s: Sums, classes: tuple[str, ...] | list[str], points: int
+) -> tuple[list[dict], list[dict]]:
+    """:func:`class_curves` from the score histograms: one point per non-empty bin (bin edges
+    as thresholds), thinned to ``points``."""
+    k = len(classes)
+    h = _hist(s, k)
+    roc: list[dict] = []
+    pr: list[dict] = []
+    if h is None:
+        return roc, pr
+    wanted = [1] if k == 2 else list(range(k))
+    for c in wanted:
+        neg, pos = h[c, 0][::-1], h[c, 1][::-1]
+        if not neg.sum() or not pos.sum():
+            continue
+        keep = (pos + neg) > 0
+        tp, fp = np.cumsum(pos)[keep], np.cumsum(neg)[keep]
+        thr = (HIST_BINS - np.flatnonzero(keep) - 1) / HIST_BINS
+        tpr, fpr = np.r_[0.0, tp / pos.sum()], np.r_[0.0, fp / neg.sum()]
+        thr_all = np.r_[1.0, thr]
+        for i in _thin(len(tpr), points):
+            roc.append(
+                {
+                    "class": str(classes[c]),
+                    "fpr": round(float(fpr[i]), 6),
+                    "tpr": round(float(tpr[i]), 6),
+                    "threshold": round(float(thr_all[i]), 6),
+                }
+            )
+        precision, recall = tp / (tp + fp), tp / pos.sum()
+        for i in _thin(len(precision), points):
+            pr.append(
+                {
+                    "class": str(classes[c]),
+                    "recall": round(float(recall[i]), 6),
+                    "precision": round(float(precision[i]), 6),
+                }
+            )
+    return roc, pr
+
+
+def threshold_counts(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Binary: per threshold of :data:`THRESHOLD_GRID`, the counts (tn, fp, fn, tp) — additive
+    over partitions, so a large out-of-fold set gives :func:`threshold_curve` from sums."""
+    y = np.asarray(y_true, dtype=np.int64)
+    p = positive(proba)
+    pos_scores, neg_scores = np.sort(p[y == 1]), np.sort(p[y == 0])
+    # rows with p >= t: n - (rows with p < t)
+    tp = len(pos_scores) - np.searchsorted(pos_scores, THRESHOLD_GRID, side="left")
+    fp = len(neg_scores) - np.searchsorted(neg_scores, THRESHOLD_GRID, side="left")
+    fn, tn = len(pos_scores) - tp, len(neg_scores) - fp
+    return np.column_stack([tn, fp, fn, tp]).astype(np.float64)
+
+
+def threshold_curve_from_counts(
+    counts: np.ndarray,
+    metric: str | None = None,
+    cost_fp: float = 1.0,
+    cost_fn: float = 1.0,
+    ranking: dict[str, float] | None = None,
+) -> list[dict[str, float]]:
+    """:func:`threshold_curve` from summed :func:`threshold_counts`; a threshold-free metric
+    (ROC AUC, log loss...) takes its one value from ``ranking``."""
+    rows = []
+    for t, (tn, fp, fn, tp) in zip(THRESHOLD_GRID, counts, strict=True):
+        n = tn + fp + fn + tp
+        row = {"threshold": float(t), "cost": round((cost_fp * fp + cost_fn * fn) / n, 6)}
+        if metric:
+            cm = np.array([tn, fp, fn, tp])
+            s = {"n": np.array([n]), "cm": cm, "log_loss": np.array([0.0])}
+            s["brier"] = np.array([0.0])
+            if metric in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mcc"):
+                value = kpis_from_sums(BINARY, s, [metric])[metric]
+            else:
+                value = (ranking or {}).get(metric, float("nan"))
+            row[metric] = round(float(value), 6)
+        rows.append(row)
+    return rows

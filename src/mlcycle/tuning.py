@@ -13,6 +13,13 @@ that fold's training part (``train.validation_fraction``); the final model gets 
 the folds' best round counts. Every candidate is judged by the cross-validated mean of the
 objectives' primary metric and the best one wins; the test split plays no part.
 
+With ``train.tuning.pruner: median`` a search trial runs its folds in order and stops after a
+fold when its running CV mean is behind the median of the earlier trials' at that fold
+(Optuna's MedianPruner, through ``trial.report`` / ``trial.should_prune``): it is listed in
+trials.csv with the mean of the folds it ran and ``pruned_after``, and never wins. The pieces
+(:func:`fit_fold`, :meth:`CVResult.from_folds`, :func:`should_stop`) let a driver that runs
+folds elsewhere (the Dask engine, through Optuna's ask/tell) apply the same rule.
+
 With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
 trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
 reproducibility.

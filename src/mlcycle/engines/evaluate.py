@@ -1,16 +1,27 @@
 """The evaluate stage on the Dask engine: the test split scored partition by partition.
 
-Each worker loads the model (and the untuned baseline) once and scores its partitions; the
-test predictions are written as Parquet parts beside the local engine's columns. What the
-metrics need comes back to this process: the label, the model's and the baseline's outputs and
-the slice columns (a few numbers per row, not the rows), up to ``EXACT_ROWS`` test rows; then
-every KPI, interval, slice, plot and summary is computed by the local engine's own code, so
-both engines report the same figures for the same predictions. Unseen categories are counted
-per partition; the SHAP summary uses a sample of ``SHAP_ROWS`` rows chosen by row hash.
+Each worker loads the model (and the untuned baseline) once, keyed by the model file's
+SHA-256, and scores its partitions; the test predictions are written as Parquet parts with the
+local engine's columns. Each partition then reduces to sums (:func:`mlcycle.metrics.
+partial_sums`): confusion counts at the threshold, log loss and Brier sums, calibration bins,
+regression moments, per slice value too (a group-by on the slice columns). This process merges
+those sums, so every threshold and sum KPI is exact and equals the local engine's.
+
+Ranking figures (ROC AUC, PR AUC, median absolute error, residual quantiles, the ROC and PR
+curves) and the bootstrap interval need the rows. When the test split has at most
+``EXACT_ROWS`` (20 million) rows, this process gathers only the label, the model's output and
+the slice columns (a few numbers per row, never the records) and computes them exactly, as the
+local engine does. Above that they come from a fine histogram of scores per class (and dask's
+approximate quantiles for regression), evaluate.json says so (``roc_auc_method:
+"histogram"``...), and the bootstrap interval is not computed (null), rather than faked.
+
+confusion.csv holds a seeded sample of at most ``SAMPLE_ROWS`` rows (chosen by row hash), not
+one line per test row: its plot shows proportions. The SHAP summary uses ``SHAP_ROWS`` rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,43 +29,120 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config
-from mlcycle.engines import dataset_rows, read_dataset, sample_dataset, write_dataset
+from mlcycle.engines import (
+    dataset_rows,
+    read_dataset,
+    row_hash,
+    sample_dataset,
+    unit_interval,
+    write_dataset,
+)
 from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
-from mlcycle.metrics import prediction_frame
+from mlcycle.io import sha256_file
+from mlcycle.metrics import (
+    RANKING_KPIS,
+    Sums,
+    bootstrap_interval,
+    calibration_from_sums,
+    choose_threshold,
+    class_curves,
+    kpis_from_sums,
+    merge_sums,
+    partial_sums,
+    positive,
+    prediction_frame,
+    residual_summary,
+    rounded,
+    threshold_counts,
+    threshold_curve_from_counts,
+)
+from mlcycle.tasks import BINARY, REGRESSION
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     from distributed import Client
 
-EXACT_ROWS = 20_000_000  # test rows whose labels and outputs this process gathers
+    from mlcycle.stages.evaluate import Evaluation
+
+EXACT_ROWS = 20_000_000  # test rows whose labels and outputs this process may gather
 SHAP_ROWS = 2_000
-_MODELS: dict[tuple[str, float], Any] = {}
+SAMPLE_ROWS = 100_000  # rows of confusion.csv (and regression plot points beyond EXACT_ROWS)
+MISSING = "<missing>"
+NO_INTERVAL = {"low": None, "high": None, "level": 0.95, "resamples": 0}
+_MODELS: dict[tuple[str, str], Any] = {}
 
 
-def _model(directory: str) -> Any:
-    """The model in ``directory``, loaded once per worker (and again when it changes)."""
-    from mlcycle.models import MODEL_INFO, load_model_dir
+def model_sha(directory: str | Path) -> str:
+    """SHA-256 of the model file in a model directory (the workers' cache key)."""
+    from mlcycle.io import read_json
+    from mlcycle.models import MODEL_INFO, model_files
 
-    key = (directory, Path(directory, MODEL_INFO).stat().st_mtime)
+    kind = read_json(Path(directory, MODEL_INFO))["kind"]
+    return sha256_file(Path(directory, model_files()[kind]))
+
+
+def _model(directory: str, sha: str) -> Any:
+    """The model in ``directory``, loaded once per worker process (per file content)."""
+    from mlcycle.models import load_model_dir
+
+    key = (directory, sha)
     if key not in _MODELS:
         _MODELS[key] = load_model_dir(directory)[0]
     return _MODELS[key]
 
 
+def slice_keys(col: pd.Series) -> np.ndarray:
+    """A slice column's values as the local engine names its slices (missing: ``<missing>``)."""
+    return np.array([str(v) for v in col.fillna(MISSING)], dtype=object)
+
+
+def output_columns(sig: Signature, prefix: str = "") -> list[str]:
+    """The prediction-file columns holding the model output."""
+    if not sig.is_classification:
+        return [f"{prefix}prediction"]
+    if sig.task == BINARY:
+        return [f"{prefix}probability"]
+    return [f"{prefix}probability_{c}" for c in sig.classes]
+
+
+def output_of(frame: pd.DataFrame, sig: Signature, prefix: str = "") -> np.ndarray:
+    """The model output matrix (or vector) from prediction-file columns."""
+    cols = output_columns(sig, prefix)
+    if not sig.is_classification:
+        return frame[cols[0]].to_numpy(float)
+    if sig.task == BINARY:
+        p = frame[cols[0]].to_numpy(float)
+        return np.column_stack([1 - p, p])
+    return frame[cols].to_numpy(float)
+
+
 def score_part(
-    part: pd.DataFrame, model_dir: str, baseline_dir: str | None, sig_doc: dict, slices: list
+    part: pd.DataFrame,
+    models: list[tuple[str, str, str]],
+    sig_doc: dict,
+    slices: list[str],
 ) -> pd.DataFrame:
-    """One partition's predictions (the local file's columns), the baseline's output
-    (``__base_*``) and the slice columns."""
+    """One partition's predictions (the local file's columns) from the first of ``models``
+    (prefix, directory, sha256), the others' outputs under their prefix (``__base_``) and the
+    slice columns' keys (``__slice_<col>``)."""
     sig = Signature.from_dict(sig_doc)
     X = to_model_frame(part, sig)
     y = encode_target(part[sig.target], sig)
-    out = prediction_frame(_model(model_dir).output(X), y, sig.task, sig.classes)
-    if baseline_dir:
-        base = prediction_frame(_model(baseline_dir).output(X), y, sig.task, sig.classes)
-        for col in base.columns.drop("actual"):
-            out[f"__base_{col}"] = base[col].to_numpy()
+    out = None
+    for prefix, directory, sha in models:
+        if len(part):
+            output = _model(directory, sha).output(X)
+        else:  # dask's empty meta partition: no model call
+            output = np.zeros((0, len(sig.classes))) if sig.is_classification else np.zeros(0)
+        frame = prediction_frame(output, y, sig.task, sig.classes)
+        if out is None:
+            out = frame
+            continue
+        for col in frame.columns.drop("actual"):
+            out[f"{prefix}{col}"] = frame[col].to_numpy()
+    assert out is not None
     for col in slices:
-        out[f"__slice_{col}"] = part[col].to_numpy()
+        out[f"__slice_{col}"] = slice_keys(part[col])
     return out
 
 
@@ -63,61 +151,428 @@ def _unseen(part: pd.DataFrame, sig_doc: dict) -> pd.Series:
     return pd.Series([{k: set(v) for k, v in found.items()}])
 
 
-def output_of(frame: pd.DataFrame, sig: Signature, prefix: str = "") -> np.ndarray:
-    """The model output matrix (or vector) from prediction-file columns."""
-    if not sig.is_classification:
-        return frame[f"{prefix}prediction"].to_numpy(float)
-    if sig.task == "binary_classification":
-        p = frame[f"{prefix}probability"].to_numpy(float)
-        return np.column_stack([1 - p, p])
-    return frame[[f"{prefix}probability_{c}" for c in sig.classes]].to_numpy(float)
+def summarize_part(
+    part: pd.DataFrame,
+    sig_doc: dict,
+    threshold: float | None,
+    slices: list[str],
+    hist: bool,
+    share: float,
+    base: bool,
+) -> dict:
+    """One scored partition reduced to sums: overall, the baseline's, per slice value, and a
+    row-hash sample of (actual, output) rows of about ``share`` of the rows."""
+    sig = Signature.from_dict(sig_doc)
+    k = len(sig.classes) if sig.is_classification else 0
+    y = part["actual"].to_numpy()
+    out = output_of(part, sig)
+    summary: dict = {"all": partial_sums(sig.task, y, out, threshold, k, hist)}
+    if base:
+        base_out = output_of(part, sig, "__base_")
+        summary["base"] = partial_sums(sig.task, y, base_out, threshold, k, hist)
+    summary["slices"] = {}
+    for col in slices:
+        keys = part[f"__slice_{col}"].to_numpy()
+        groups = pd.Series(np.arange(len(part))).groupby(keys, sort=False).indices
+        summary["slices"][col] = {
+            str(v): partial_sums(sig.task, y[ix], out[ix], threshold, k, hist)
+            for v, ix in groups.items()
+        }
+    cols = ["actual", *output_columns(sig)]
+    if share >= 1.0:
+        summary["sample"] = part[cols].reset_index(drop=True)
+    elif share <= 0.0:
+        summary["sample"] = part[cols].iloc[:0].reset_index(drop=True)
+    else:
+        pick = unit_interval(row_hash(part[cols], 0, "confusion sample")) < share
+        summary["sample"] = part.loc[pick, cols].reset_index(drop=True)
+    return summary
 
 
-def main_dask(params: config.Params, signature: Signature, client: Client) -> None:
-    """Score the test split on the cluster and report as the local engine does."""
+def _merge_summary(a: dict | None, b: dict) -> dict:
+    if a is None:
+        return b
+    out = {"all": merge_sums(a["all"], b["all"]), "slices": {}}
+    if "base" in a:
+        out["base"] = merge_sums(a["base"], b["base"])
+    for col, groups in a["slices"].items():
+        merged = dict(groups)
+        for v, s in b["slices"][col].items():
+            merged[v] = merge_sums(merged[v], s) if v in merged else s
+        out["slices"][col] = merged
+    out["sample"] = pd.concat([a["sample"], b["sample"]], ignore_index=True)
+    return out
+
+
+def fold_partitions(client: Client, frame: dd.DataFrame, fn: Callable, *args: Any) -> Any:
+    """``fn(partition, *args)`` on the workers for every partition, merged here one result at
+    a time, in partition order, with ``merge(acc, result)`` (``args[-1]`` is ``merge``): this
+    process holds the running total and one partition's result, never the partitions."""
+    import dask
+
+    *fn_args, merge = args
+    tasks = [dask.delayed(fn)(part, *fn_args) for part in frame.to_delayed()]
+    futures = client.compute(tasks)
+    acc = None
+    for future in futures:  # in partition order: the same sums, bit for bit, on every run
+        acc = merge(acc, future.result())
+        future.release()
+    return acc
+
+
+def _add(a: Any, b: Any) -> Any:
+    return b if a is None else a + b
+
+
+def decision_threshold(
+    obj: config.Objectives, client: Client, exact_rows: int = EXACT_ROWS
+) -> tuple[float | None, str, list[dict]]:
+    """The local engine's threshold; an out-of-fold set of more than ``exact_rows`` rows is
+    not gathered: its curve comes from confusion counts per candidate threshold summed over
+    the partitions (a threshold-free metric from sums or the score histogram)."""
+    from mlcycle.stages import OOF
+    from mlcycle.stages import evaluate as stage
+
+    if obj.task != BINARY or dataset_rows(OOF) <= exact_rows:
+        return stage.decision_threshold(obj)
+    oof = read_dataset(OOF, columns=["actual", "probability"])
+    counts = fold_partitions(client, oof, _oof_counts, _add)
+    ranking = None
+    if obj.threshold_metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+        sums = fold_partitions(client, oof, _oof_sums, _merge_sums_or_first)
+        ranking = kpis_from_sums(BINARY, sums, [obj.threshold_metric])
+    curve = threshold_curve_from_counts(
+        counts, obj.threshold_metric, obj.cost_fp, obj.cost_fn, ranking
+    )
+    rule = (
+        f"maximises out-of-fold {obj.threshold_metric}"
+        if obj.threshold_metric
+        else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
+    )
+    return choose_threshold(curve, obj.threshold_metric), rule, curve
+
+
+def _oof_counts(part: pd.DataFrame) -> np.ndarray:
+    return threshold_counts(part["actual"].to_numpy(), part["probability"].to_numpy())
+
+
+def _oof_sums(part: pd.DataFrame) -> Sums:
+    p = part["probability"].to_numpy(float)
+    return partial_sums(BINARY, part["actual"].to_numpy(), p, 0.5, 2, hist=True)
+
+
+def _merge_sums_or_first(a: Sums | None, b: Sums) -> Sums:
+    return b if a is None else merge_sums(a, b)
+
+
+def _slice_entry(
+    task: str,
+    s: Sums,
+    names: tuple[str, ...],
+    threshold: float | None,
+    k: int,
+    obj: config.Objectives,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+) -> dict:
+    """One slice as :func:`mlcycle.metrics.slice_kpis` reports it, from its sums (and its
+    rows' pairs when gathered)."""
+    n = int(s["n"][0])
+    entry: dict = {"rows": n}
+    if task == BINARY:
+        cm = s["cm"].reshape(2, 2)
+        positives = float(cm[1].sum())
+        entry["positive_rate"] = round(positives / n, 6)
+        scoreable = 0 < positives < n
+    elif task == REGRESSION:
+        entry["target_mean"] = round(float(s["mean_y"][0]), 6)
+        scoreable = True
+    else:
+        scoreable = int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
+    if n >= obj.slice_min_rows and scoreable:
+        entry.update(rounded(kpis_from_sums(task, s, names, threshold, pairs, k)))
+        interval = NO_INTERVAL
+        if pairs is not None:
+            interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric)
+        entry["interval"] = {"metric": obj.primary_metric, **interval}
+    return entry
+
+
+def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
+    """The confusion counts and per-class report of evaluate.json from the summed matrix."""
+    k = len(classes)
+    cm = s["cm"].reshape(k, k)
+    if task == BINARY:
+        (tn, fp), (fn, tp) = cm.astype(int).tolist()
+        confusion = {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
+    else:
+        confusion = {
+            str(a): {str(p): int(cm[i, j]) for j, p in enumerate(classes)}
+            for i, a in enumerate(classes)
+        }
+    t, p, tp_ = cm.sum(1), cm.sum(0), np.diag(cm)
+    per_class = {}
+    for i, c in enumerate(classes):
+        precision = tp_[i] / p[i] if p[i] else 0.0
+        recall = tp_[i] / t[i] if t[i] else 0.0
+        f1 = 2 * tp_[i] / (t[i] + p[i]) if t[i] + p[i] else 0.0
+        per_class[str(c)] = {
+            "precision": round(float(precision), 6),
+            "recall": round(float(recall), 6),
+            "f1": round(float(f1), 6),
+            "support": int(t[i]),
+        }
+    return {"confusion": confusion, "per_class": per_class}
+
+
+def evaluate_scored(
+    params: config.Params,
+    signature: Signature,
+    client: Client,
+    scored: dd.DataFrame,
+    threshold_rule_curve: tuple[float | None, str, list[dict]],
+    base_kind: str | None,
+    unseen: dict[str, int],
+    exact_rows: int = EXACT_ROWS,
+) -> Evaluation:
+    """Every figure of the evaluation from the scored test split (see the module's notes):
+    sums from the workers; the label and outputs gathered when there are at most
+    ``exact_rows`` rows."""
+    from mlcycle.stages.evaluate import Evaluation, kpi_names, task_plots
+
+    obj, task = params.objectives, signature.task
+    threshold, rule, curve = threshold_rule_curve
+    names = kpi_names(obj)
+    k = len(signature.classes) if signature.is_classification else 0
+    rows = int(scored.map_partitions(len).sum().compute())
+    exact = rows <= exact_rows
+    share = min(1.0, SAMPLE_ROWS / rows) if rows else 1.0
+    doc = signature.to_dict()
+    summary = fold_partitions(
+        client, scored, summarize_part, doc, threshold, list(obj.slices), not exact, share,
+        base_kind is not None, _merge_summary,
+    )  # fmt: skip
+    s = summary["all"]
+    out_cols = output_columns(signature)
+    pairs = base_pairs = None
+    frame = None
+    notes: dict = {}
+    if exact:  # a few numbers per row: the label, the outputs, the slice keys
+        wanted = ["actual", *out_cols, *(f"__slice_{c}" for c in obj.slices)]
+        if base_kind is not None and RANKING_KPIS & set(obj.kpis):
+            wanted += output_columns(signature, "__base_")
+        frame = scored[wanted].compute()
+        y = frame["actual"].to_numpy()
+        pairs = (y, output_of(frame, signature))
+        if base_kind is not None and RANKING_KPIS & set(obj.kpis):
+            base_pairs = (y, output_of(frame, signature, "__base_"))
+    else:
+        notes = {
+            f"{name}_method": "quantile" if name == "median_ae" else "histogram"
+            for name in names
+            if name in RANKING_KPIS
+        }
+        notes["confidence_interval_note"] = (
+            f"not computed: the test split has {rows} rows, more than the {exact_rows} whose "
+            "labels and outputs the Dask engine gathers"
+        )
+    kpis = rounded(kpis_from_sums(task, s, names, threshold, pairs, k))
+    if not exact and "median_ae" in names:
+        kpis["median_ae"] = round(float(_abs_residuals(scored).quantile(0.5).compute()), 6)
+    interval = NO_INTERVAL
+    if pairs is not None:
+        interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
+    slices = {}
+    for col in obj.slices:
+        keys = frame[f"__slice_{col}"].to_numpy() if frame is not None else None
+        entries = {}
+        for value in sorted(summary["slices"][col]):
+            group_pairs = None
+            if pairs is not None:
+                mask = keys == value
+                group_pairs = (pairs[0][mask], pairs[1][mask])
+            entries[value] = _slice_entry(
+                task, summary["slices"][col][value], names, threshold, k, obj, group_pairs
+            )
+        slices[col] = entries
+    baseline = None
+    if base_kind is not None:
+        base = kpis_from_sums(task, summary["base"], obj.kpis, threshold, base_pairs, k)
+        baseline = (base_kind, rounded(base))
+    sample = summary["sample"]
+    if task == REGRESSION:
+        if pairs is not None:
+            residuals = residual_summary(*pairs)
+            plots = task_plots(*pairs, signature, threshold, params.evaluate.curve_points)
+        else:
+            residuals = _residuals_approx(scored, s)
+            y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
+            plots = task_plots(y_s, out_s, signature, threshold, params.evaluate.curve_points)
+        task_detail: dict = {"residuals": residuals}
+        confusion_rows = ""
+    else:
+        task_detail = confusion_from_sums(task, s, signature.classes)
+        plots = dict.fromkeys(("roc", "precision_recall", "calibration", "predicted_actual"), [])
+        if pairs is not None:
+            plots["roc"], plots["precision_recall"] = class_curves(
+                *pairs, signature.classes, params.evaluate.curve_points
+            )
+        else:
+            from mlcycle.metrics import hist_curves
+
+            plots["roc"], plots["precision_recall"] = hist_curves(
+                s, signature.classes, params.evaluate.curve_points
+            )
+        plots["calibration"] = calibration_from_sums(s)
+        y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
+        labels = (
+            (positive(out_s) >= threshold).astype(np.int64)
+            if task == BINARY
+            else np.argmax(out_s, axis=1)
+        )
+        names_of = signature.classes
+        confusion_rows = "".join(
+            f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y_s, labels, strict=True)
+        )
+    return Evaluation(
+        threshold=threshold,
+        rule=rule,
+        curve=curve,
+        kpis=kpis,
+        interval=interval,
+        slices=slices,
+        baseline=baseline,
+        task_detail=task_detail,
+        plots=plots,
+        confusion_rows=confusion_rows,
+        rows=int(s["n"][0]),
+        unseen=unseen,
+        notes=notes,
+    )
+
+
+def _abs_residuals(scored: dd.DataFrame) -> dd.Series:
+    return (scored["actual"] - scored["prediction"]).abs()
+
+
+def _residuals_approx(scored: dd.DataFrame, s: Sums) -> dict[str, float]:
+    """:func:`mlcycle.metrics.residual_summary` with exact mean and spread (sums) and dask's
+    approximate quantiles."""
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    values = (scored["actual"] - scored["prediction"]).quantile(list(qs)).compute()
+    n = float(s["n"][0])
+    return {
+        "mean": round(float(s["mean_r"][0]), 6),
+        "std": round(float(np.sqrt(s["m2_r"][0] / n)), 6),
+        **{
+            f"q{int(q * 100):02d}": round(float(v), 6)
+            for q, v in zip(qs, np.asarray(values), strict=True)
+        },
+    }
+
+
+def main_dask(
+    params: config.Params, signature: Signature, client: Client, exact_rows: int = EXACT_ROWS
+) -> None:
+    """Score the test split on the cluster, write the predictions as parts and report as the
+    local engine does."""
     from mlcycle.models import load_model_dir
     from mlcycle.stages import BASELINE_DIR, MODEL_DIR, PREDICTIONS, TEST, log
-    from mlcycle.stages.evaluate import report
+    from mlcycle.stages.evaluate import check_slices, write_report
 
     say = lambda msg: log("evaluate", msg)  # noqa: E731
     obj = params.objectives
-    rows = dataset_rows(TEST)
-    if rows > EXACT_ROWS:
-        raise ValueError(
-            f"the test split has {rows} rows; the Dask engine's evaluation gathers labels and "
-            f"outputs of at most {EXACT_ROWS} rows. Test on a smaller split (prepare.split)"
-        )
     test = read_dataset(TEST)
-    unknown = [c for c in obj.slices if c not in test.columns]
-    if unknown:
-        raise ValueError(
-            f"objectives.slices names column(s) {unknown} that the test split does not have; "
-            f"columns are {list(test.columns)}"
-        )
+    check_slices(obj, list(test.columns))
+    threshold = decision_threshold(obj, client, exact_rows)
     model_dir = str(Path(MODEL_DIR).resolve())
-    base_dir = str(Path(BASELINE_DIR).resolve()) if Path(BASELINE_DIR).is_dir() else None
+    models = [("", model_dir, model_sha(model_dir))]
+    base_kind = None
+    if Path(BASELINE_DIR).is_dir():
+        base_dir = str(Path(BASELINE_DIR).resolve())
+        models.append(("__base_", base_dir, model_sha(base_dir)))
+        base_kind = load_model_dir(base_dir)[0].kind
     doc = signature.to_dict()
+    slices = list(obj.slices)
     scored = test.map_partitions(
-        score_part, model_dir, base_dir, doc, list(obj.slices),
-        meta=score_part(test._meta, model_dir, base_dir, doc, list(obj.slices)),
-    ).persist()  # fmt: skip
-    local_cols = [c for c in scored.columns if not c.startswith("__")]
-    write_dataset(PREDICTIONS, scored[local_cols], say)
-    narrow = scored.compute()
-    y = narrow["actual"].to_numpy()
-    out = output_of(narrow, signature)
-    base_out = None
-    if base_dir:
-        base_out = (load_model_dir(base_dir)[0].kind, output_of(narrow, signature, "__base_"))
-    slice_frame = pd.DataFrame(
-        {c: narrow[f"__slice_{c}"].to_numpy() for c in obj.slices}, index=range(len(narrow))
-    )
+        score_part, models, doc, slices, meta=score_part(test._meta, models, doc, slices)
+    ).persist()  # on the workers: scored once, read by the writer and the sums
+    write_dataset(PREDICTIONS, scored[[c for c in scored.columns if not c.startswith("__")]], say)
     unseen_sets: dict[str, set] = {}
     for found in test.map_partitions(_unseen, doc, meta=(None, object)).compute():
-        for k, v in found.items():
-            unseen_sets.setdefault(k, set()).update(v)
-    unseen = {k: len(v) for k, v in sorted(unseen_sets.items())}
+        for key, values in found.items():
+            unseen_sets.setdefault(key, set()).update(values)
+    unseen = {key: len(v) for key, v in sorted(unseen_sets.items())}
+    evaluation = evaluate_scored(
+        params, signature, client, scored, threshold, base_kind, unseen, exact_rows
+    )
+    if evaluation.notes:
+        say(f"test split of {evaluation.rows} rows: ranking figures approximate, no interval")
+    say(
+        f"scored {evaluation.rows} test rows in {test.npartitions} partition(s); "
+        f"confusion.csv holds a sample of at most {SAMPLE_ROWS} rows"
+    )
     X = to_model_frame(sample_dataset(TEST, SHAP_ROWS), signature)
     model = load_model_dir(MODEL_DIR)[0]
-    say(f"scored {len(narrow)} test rows in {test.npartitions} partition(s)")
-    report(params, signature, model, slice_frame, y, out, X, base_out, unseen)
+    write_report(params, signature, model, X, evaluation)
+
+
+def champion_kpis(
+    client: Client,
+    test_path: str | Path,
+    bundle_dir: str | Path,
+    names: list[str],
+    exact_rows: int = EXACT_ROWS,
+) -> dict[str, float | None]:
+    """The bundle's KPIs ``names`` on a test split scored partition by partition (the gate's
+    champion): sums from the workers; a ranking KPI from the gathered label and output when
+    the split has at most ``exact_rows`` rows, else from the score histogram."""
+    from mlcycle.bundle import MODEL_FILES, load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    sig = bundle.signature
+    bundle_dir = str(Path(bundle_dir).resolve())
+    sha = sha256_file(Path(bundle_dir, MODEL_FILES[bundle.model.kind]))
+    test = read_dataset(test_path)
+    doc = sig.to_dict()
+    scored = test.map_partitions(
+        _score_bundle_part, bundle_dir, sha, doc, meta=_score_bundle_part(
+            test._meta, bundle_dir, sha, doc)
+    )  # fmt: skip
+    rows = dataset_rows(test_path)
+    exact = rows <= exact_rows
+    ranking = bool(RANKING_KPIS & set(names))
+    summary = fold_partitions(
+        client, scored, summarize_part, doc, bundle.threshold, [], ranking and not exact, 0.0,
+        False, _merge_summary,
+    )  # fmt: skip
+    pairs = None
+    if ranking and exact:
+        frame = scored[["actual", *output_columns(sig)]].compute()
+        pairs = (frame["actual"].to_numpy(), output_of(frame, sig))
+    k = len(sig.classes) if sig.is_classification else 0
+    values = kpis_from_sums(sig.task, summary["all"], names, bundle.threshold, pairs, k)
+    if "median_ae" in names and pairs is None:
+        values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
+    return rounded(values)
+
+
+_BUNDLES: dict[tuple[str, str], Any] = {}
+
+
+def _score_bundle_part(
+    part: pd.DataFrame, bundle_dir: str, sha: str, sig_doc: dict
+) -> pd.DataFrame:
+    """One partition scored by a bundle (loaded once per worker): the prediction-file columns."""
+    from mlcycle.bundle import load_bundle
+
+    sig = Signature.from_dict(sig_doc)
+    if len(part) == 0:
+        k = len(sig.classes) if sig.is_classification else 0
+        out = np.zeros((0, k)) if k else np.zeros(0)
+        return prediction_frame(out, np.zeros(0, dtype=np.int64), sig.task, sig.classes)
+    key = (bundle_dir, sha)
+    if key not in _BUNDLES:
+        _BUNDLES[key] = load_bundle(bundle_dir)
+    bundle = _BUNDLES[key]
+    out = bundle.model.output(to_model_frame(part, sig))
+    return prediction_frame(out, encode_target(part[sig.target], sig), sig.task, sig.classes)

@@ -1,25 +1,34 @@
 """The gather stage on the Dask engine: every file a partition, read on the workers, and a
 snapshot written as a folder of Parquet parts in a canonical order.
 
-A ``file`` source (one path or a glob; CSV, JSON Lines or Parquet, gzip or not) becomes one
-partition per file, parsed and cleaned on a worker by the local engine's own code
-(:func:`mlcycle.sources.parse`), so both engines read a file alike. The content digests come
-back with the partitions, never the rows. Databases, downloads and landing folders are read
-as on the local engine (their size is bounded by what one query, download or device drop
-holds) and sent to the cluster.
+A ``file`` source (one path, a glob, or a folder of Parquet parts; CSV, JSON Lines or Parquet,
+gzip or not) becomes one partition per file, parsed on a worker by the local engine's own
+parser (:func:`mlcycle.sources._parse_bytes`: the same options, checks and error messages).
+The content digests come back with the partitions, never the rows. Databases, downloads and
+landing folders are read as on the local engine (their size is bounded by what one query,
+download or device drop holds) and sent to the cluster.
+
+Types are decided as the local engine decides them, without collecting the data: each part
+sends back a few *representative rows* (per column, the first row of each type of value and
+the first missing value), and the driver runs the local code (:func:`mlcycle.sources._concat`,
+:func:`~mlcycle.sources.clean`, :func:`~mlcycle.sources.union`) on those rows alone. The
+column types that come out are the ones the whole data would get, because pandas decides a
+concatenation's types from the parts' types and, for Python objects, from which types of
+value occur. The parts are then cast to them on the workers.
 
 The snapshot's order does not depend on the input's: rows go to partitions by a hash of their
 values and are sorted by it within each, so the same rows in another order or in other files
-give the same parts.
+give the same parts, byte for byte.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from mlcycle import config
@@ -29,6 +38,7 @@ from mlcycle.sources import (
     GLOB_CHARS,
     SOURCE_COLUMN,
     SourceError,
+    SourceRead,
     _check_digest,
     _concat,
     _glob,
@@ -41,48 +51,252 @@ from mlcycle.sources import (
     quarantine_folder,
     read_content,
     read_source,
+    type_conflicts,
+    union,
     write_quarantine,
 )
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Future
 
 HASH = "__row_hash"
+Say = Callable[[str], None]
 
 
-def read_file(source: Any, root: str, rel: str) -> tuple[pd.DataFrame, str]:
-    """One file of a source, parsed and cleaned (on a worker), with its content digest."""
+# --- on the workers ----------------------------------------------------------------------------
+
+
+def read_file(source: config.Source, root: str, rel: str) -> tuple[pd.DataFrame, str]:
+    """One file of a source parsed as the local engine parses it (not yet cleaned), with the
+    SHA-256 of its content (after decompression)."""
     content = read_content(source, Path(root), rel)
-    frame = clean(source, _concat([_parse_bytes(source, content, source.format, rel)]))
-    frame[SOURCE_COLUMN] = source.name
-    return frame, sha256_bytes(content)
+    return _parse_bytes(source, content, source.format, rel), sha256_bytes(content)
 
 
-def _describe_part(frame: pd.DataFrame) -> dict[str, Any]:
+def representative(frame: pd.DataFrame) -> pd.DataFrame:
+    """A few rows of ``frame`` that decide its types as the whole does: per column its first
+    row, its first missing value and, in a column of Python objects, the first row of each
+    type of value. Concatenating these rows gives the types concatenating the frames gives."""
+    if frame.empty:
+        return frame.head(0)
+    picks = {0}
+    for col in range(frame.shape[1]):
+        series = frame.iloc[:, col]
+        missing = np.flatnonzero(series.isna().to_numpy())
+        picks.update(missing[:1].tolist())
+        if series.dtype == object:
+            types = pd.Series([type(v) for v in series.tolist()])
+            picks.update(np.flatnonzero(~types.duplicated().to_numpy()).tolist())
+    return frame.iloc[sorted(picks)].reset_index(drop=True)
+
+
+def profile(frame: pd.DataFrame) -> dict[str, Any]:
+    """What the driver needs to know about a part: rows, columns, kinds, representative rows."""
     return {
         "rows": len(frame),
         "columns": [str(c) for c in frame.columns],
         "kinds": {str(c): _kind(frame[c]) for c in frame.columns},
-        "empty": frame.head(0),
+        "sample": representative(frame),
     }
 
 
-def _unify(frame: pd.DataFrame, text: list[str], dtypes: pd.Series, columns: list[str]):
-    frame = frame[columns].copy()
+def cast(series: pd.Series, dtype: Any) -> pd.Series:
+    """``series`` as ``dtype`` (missing values of any kind stay missing)."""
+    if series.dtype == dtype:
+        return series
+    try:
+        return series.astype(dtype)
+    except (TypeError, ValueError):
+        plain = series.astype(object)
+        return plain.where(plain.notna(), None).astype(dtype)
+
+
+def clean_part(
+    frame: pd.DataFrame, source: config.Source, dtypes: dict[str, Any] | None
+) -> pd.DataFrame:
+    """One file's rows cleaned as the local engine cleans the source's concatenated files:
+    first given the types the concatenation has (``dtypes``, in the first file's column
+    order), so :func:`clean` makes the same decisions for every file."""
+    if dtypes is not None:
+        frame = frame[list(dtypes)]
+        frame = pd.DataFrame({c: cast(frame[c], t) for c, t in dtypes.items()})
+    return clean(source, frame)
+
+
+def unify_part(
+    frame: pd.DataFrame, name: str, text: list[str], dtypes: dict[str, Any]
+) -> pd.DataFrame:
+    """One part of source ``name`` as a part of the snapshot: its columns in the snapshot's
+    order, the columns read as text made text, the source column added, the snapshot's
+    types."""
+    frame = frame[[c for c in dtypes if c != SOURCE_COLUMN]].copy()
     for col in text:
         frame[col] = as_text(frame[col])
-    for col, dtype in dtypes.items():
-        if col not in text and frame[col].dtype != dtype:
-            frame[col] = frame[col].astype(dtype)
-    return frame
+    frame[SOURCE_COLUMN] = name
+    return pd.DataFrame({c: cast(frame[c], t) for c, t in dtypes.items()})
 
 
 def _order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(HASH, kind="stable").drop(columns=HASH).reset_index(drop=True)
 
 
+# --- on the driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class Gathered:
+    """One source on the cluster: its cleaned parts (futures), their profiles, its lineage."""
+
+    source: config.Source
+    parts: list[Future]
+    profiles: list[dict[str, Any]]
+    lineage: dict[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return sum(p["rows"] for p in self.profiles)
+
+    def sample(self) -> pd.DataFrame:
+        """The representative rows of the whole source, typed as the source's frame is."""
+        return _concat([p["sample"] for p in self.profiles])
+
+
+def source_files(source: config.Source, root: Path) -> list[str]:
+    """The files of a ``file`` source relative to ``root``: its path, every file its glob
+    matches, or every Parquet file under its folder, in sorted order."""
+    if any(c in source.path for c in GLOB_CHARS):
+        return _glob(source, root)
+    if (root / source.path).is_dir():
+        rels = sorted(
+            p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()
+            for p in (root / source.path).rglob("*.parquet")
+            if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:])
+        )
+        if source.format != "parquet" or not rels:
+            raise SourceError(
+                f"source {source.name!r}: {source.path} is a folder; a folder source must "
+                "hold Parquet parts (*.parquet) and say format: parquet"
+            )
+        return rels
+    if not (root / source.path).is_file():
+        raise SourceError(f"source {source.name!r}: file {source.path} does not exist")
+    return [source.path]
+
+
+def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
+    """Read a ``file`` source on the workers, one partition per file."""
+    rels = source_files(source, root)
+    n = len(rels)
+    raw = client.map(read_file, [source] * n, [str(root)] * n, rels, pure=False)
+    digests = client.gather(client.map(_second, raw))
+    frames = client.map(_first, raw)
+    del raw
+    first = client.gather(client.map(profile, frames))
+    columns = list(first[0]["sample"].columns)
+    for rel, info in zip(rels, first, strict=True):
+        if set(info["columns"]) != set(first[0]["columns"]):
+            raise SourceError(
+                f"source {source.name!r}: columns {info['columns']} of {rel} differ from "
+                f"{first[0]['columns']} of {rels[0]}"
+            )
+    # The types the local engine's concatenation of these files would have.
+    dtypes = None
+    if n > 1:
+        typed = _concat([i["sample"][columns] for i in first])
+        dtypes = dict(typed.dtypes.items())
+    parts = client.map(clean_part, frames, source=source, dtypes=dtypes)
+    del frames
+    profiles = client.gather(client.map(profile, parts))
+    if n == 1 and rels[0] == source.path:
+        _check_digest(source, digests[0], f"content of {source.path}")
+        lineage = {"path": source.path, "format": source.format, "sha256": digests[0]}
+    else:
+        files = [
+            {"file": r, "sha256": d, "rows": i["rows"]}
+            for r, d, i in zip(rels, digests, first, strict=True)
+        ]
+        digest = combined_digest(list(zip(rels, digests, strict=True)))
+        _check_digest(source, digest, f"the files matching {source.path!r} (combined)")
+        lineage = {"path": source.path, "format": source.format, "files": files, "sha256": digest}
+    full = {"name": source.name, "kind": source.kind, **lineage}
+    rows = sum(i["rows"] for i in profiles)
+    full.update(rows=rows, columns=profiles[0]["columns"])
+    if not rows and not source.allow_empty:
+        raise SourceError(
+            f"source {source.name!r} ({describe(source)}) holds no rows (an empty file, a "
+            "header line only, or an empty table or query); if it may be empty, set "
+            "allow_empty: true on it"
+        )
+    return Gathered(source, parts, profiles, full)
+
+
+def _first(pair: tuple) -> Any:
+    return pair[0]
+
+
+def _second(pair: tuple) -> Any:
+    return pair[1]
+
+
+def gather_other(source: config.Source, root: Path, client: Client, say: Say) -> Gathered:
+    """A database, download or landing folder: read here as on the local engine (a bounded
+    input by nature), quarantine as on the local engine, then sent to the cluster."""
+    read = read_source(source, root)
+    if source.kind == "landing":
+        write_quarantine(read, quarantine_folder(root, source.name))
+        for q in read.quarantined:
+            say(f"{source.name}: quarantined {q.file}: {q.reason}")
+    [future] = client.scatter([read.frame])
+    return Gathered(source, [future], [profile(read.frame)], read.lineage)
+
+
+def snapshot_types(
+    gathered: list[Gathered],
+) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """The columns read as text (``{column: {source: kind}}``, as :func:`type_conflicts`) and
+    the snapshot's column types, from the sources' representative rows run through the local
+    engine's :func:`union`. A column the local engine would write as Python objects gets the
+    type it reads back as (text as ``str``; whole numbers as int64, or float64 with gaps)."""
+    reads = [SourceRead(g.sample(), g.lineage) for g in gathered]
+    conflicts = type_conflicts([(r.lineage["name"], r.frame) for r in reads])
+    merged = union(reads)  # raises on sources whose columns differ, as the local engine does
+    dtypes = {
+        col: merged[col].dtype if merged[col].dtype != object else _object_type(merged[col])
+        for col in merged.columns
+    }
+    return conflicts, dtypes
+
+
+def text_columns_of(gathered: list[Gathered]) -> list[Any]:
+    """The columns :func:`union` turns into text: those whose kinds differ between the
+    sources with rows."""
+    reads = [(g.source.name, g.sample()) for g in gathered if g.rows] or [
+        (gathered[0].source.name, gathered[0].sample())
+    ]
+    return [c for c in reads[0][1].columns if str(c) in type_conflicts(reads)]
+
+
+def _object_type(series: pd.Series) -> Any:
+    """The type a column of Python objects is read back as after Parquet (Dask cannot write a
+    column of objects without reading it first)."""
+    import pyarrow as pa
+
+    try:
+        kind = pa.array(series, from_pandas=True).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return "str"
+    if pa.types.is_integer(kind):
+        return "float64" if series.isna().any() else "int64"
+    if pa.types.is_floating(kind):
+        return "float64"
+    if pa.types.is_boolean(kind):
+        return "boolean" if series.isna().any() else "bool"
+    return "str"
+
+
 def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ...]) -> None:
-    """Read every source onto the cluster, check and unify them, write the snapshot."""
+    """Read every source onto the cluster, check and unify them, write the snapshot and its
+    lineage (metrics/gather.json, the same keys as the local engine)."""
     import dask.dataframe as dd
 
     from mlcycle.engines import dataset_digest
@@ -90,114 +304,36 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
 
     say = lambda msg: log("gather", msg)  # noqa: E731
     root = Path.cwd()
-    parts: list[tuple[Any, dict, str]] = []  # (future of a frame, its description, source)
-    lineages: list[dict[str, Any]] = []
+    gathered: list[Gathered] = []
     for source in params.data.sources:
         source = replace(source, text_columns=text_columns)
         if source.kind == "file":
-            rels = (
-                _glob(source, root) if any(c in source.path for c in GLOB_CHARS) else [source.path]
-            )
-            if not (root / rels[0]).is_file():
-                raise SourceError(f"source {source.name!r}: file {rels[0]} does not exist")
-            futures = client.map(read_file, [source] * len(rels), [str(root)] * len(rels), rels)
-            digests = client.gather(client.map(operator.itemgetter(1), futures))
-            frames = client.map(operator.itemgetter(0), futures)
-            infos = client.gather(client.map(_describe_part, frames))
-            rows = sum(i["rows"] for i in infos)
-            if len(rels) == 1 and rels[0] == source.path:
-                _check_digest(source, digests[0], f"content of {source.path}")
-                lineage = {"path": source.path, "format": source.format, "sha256": digests[0]}
-            else:
-                files = [
-                    {"file": r, "sha256": d, "rows": i["rows"]}
-                    for r, d, i in zip(rels, digests, infos, strict=True)
-                ]
-                digest = combined_digest([(r, d) for r, d in zip(rels, digests, strict=True)])
-                _check_digest(source, digest, f"the files matching {source.path!r} (combined)")
-                lineage = {
-                    "path": source.path,
-                    "format": source.format,
-                    "files": files,
-                    "sha256": digest,
-                }
-            columns = infos[0]["columns"]
-            for rel, info in zip(rels, infos, strict=True):
-                if set(info["columns"]) != set(columns):
-                    raise SourceError(
-                        f"source {source.name!r}: columns "
-                        f"{[c for c in info['columns'] if c != SOURCE_COLUMN]} of {rel} differ "
-                        f"from {[c for c in columns if c != SOURCE_COLUMN]} of {rels[0]}"
-                    )
-            if not rows and not source.allow_empty:
-                raise SourceError(
-                    f"source {source.name!r} ({describe(source)}) holds no rows (an empty "
-                    "file, a header line only, or an empty table or query); if it may be "
-                    "empty, set allow_empty: true on it"
-                )
-            full = {"name": source.name, "kind": source.kind, **lineage}
-            full.update(rows=rows, columns=[c for c in columns if c != SOURCE_COLUMN])
-            say(f"{source.name}: {rows} rows in {len(rels)} file(s) from {describe(source)}")
+            got = gather_files(source, root, client)
+            say(f"{source.name}: {got.rows} rows in {len(got.parts)} file(s) from "
+                f"{describe(source)}")  # fmt: skip
         else:
-            read = read_source(source, root)
-            say(f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
-            if source.kind == "landing":
-                write_quarantine(read, quarantine_folder(root, source.name))
-                for q in read.quarantined:
-                    say(f"{source.name}: quarantined {q.file}: {q.reason}")
-            frame = read.frame.copy()
-            frame[SOURCE_COLUMN] = source.name
-            [future] = client.scatter([frame])
-            frames, full = [future], read.lineage
-            infos = [_describe_part(frame)]
-        lineages.append(full)
-        parts += [(f, i, source.name) for f, i in zip(frames, infos, strict=True)]
-    # The union's columns and types: the first non-empty part's columns (a source that may be
-    # empty and is adds nothing); a column that is numbers in one source and text in another
-    # is text everywhere, as on the local engine.
-    nonempty = [p for p in parts if p[1]["rows"]] or parts[:1]
-    first_owner = nonempty[0][2]
-    columns = nonempty[0][1]["columns"]
-    for _, info, owner in nonempty:
-        if set(info["columns"]) != set(columns):
-            missing = sorted(set(columns) - set(info["columns"]))
-            extra = sorted(set(info["columns"]) - set(columns))
-            raise SourceError(
-                f"source {owner!r} has different columns from {first_owner!r}: missing "
-                f"{missing}, extra {extra}"
-            )
-    conflicts: dict[str, dict[str, str]] = {}
-    for col in columns:
-        if col == SOURCE_COLUMN:
-            continue
-        seen: dict[str, set[str]] = {}
-        for _, info, owner in nonempty:
-            seen.setdefault(owner, set()).add(info["kinds"][col])
-        kinds = {}
-        for owner, held_by in seen.items():
-            real = held_by - {"empty"}
-            kinds[owner] = "empty" if not real else real.pop() if len(real) == 1 else "mixed"
-        held = set(kinds.values()) - {"empty"}
-        if len(held) > 1 or "mixed" in held:
-            conflicts[str(col)] = kinds
+            got = gather_other(source, root, client, say)
+            say(f"{source.name}: {got.rows} rows from {describe(source)}")
+        gathered.append(got)
+    conflicts, dtypes = snapshot_types(gathered)
     for col, kinds in conflicts.items():
         held = ", ".join(f"{kind} in {name}" for name, kind in kinds.items())
         say(f"column {col!r} kept as text ({held}); validate checks its values")
-    text = sorted(conflicts)
-    empties = [_unify(i["empty"], text, pd.Series(dtype=object), columns) for _, i, _ in nonempty]
-    meta = pd.concat(empties, ignore_index=True).infer_objects()
-    dtypes = meta.dtypes
     target = params.objectives.target
+    columns = [c for c in dtypes if c != SOURCE_COLUMN]
     if target not in columns:
         raise SourceError(
-            f"objectives.target {target!r} is not a column of the data; columns are "
-            f"{[c for c in columns if c != SOURCE_COLUMN]}"
+            f"objectives.target {target!r} is not a column of the data; columns are {columns}"
         )
-    unified = client.map(
-        _unify, [f for f, _, _ in nonempty], text=text, dtypes=dtypes, columns=columns
-    )
-    ddf = dd.from_delayed(unified, meta=meta, verify_meta=False)
-    rows = sum(i["rows"] for _, i, _ in nonempty)
+    # A source that may be empty and is adds nothing (as the local union).
+    kept = [g for g in gathered if g.rows] or gathered[:1]
+    text = text_columns_of(gathered)
+    parts = []
+    for g in kept:
+        parts += client.map(unify_part, g.parts, name=g.source.name, text=text, dtypes=dtypes)
+    meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+    ddf = dd.from_delayed(parts, meta=meta, verify_meta=False)
+    rows = sum(g.rows for g in kept)
     hashed = ddf.assign(**{HASH: ddf.map_partitions(row_hash, 0, "order", meta=(HASH, "uint64"))})
     npart = partitions_for(rows, params.engine)
     ordered = hashed.shuffle(on=HASH, npartitions=npart).map_partitions(_order, meta=meta)
@@ -206,8 +342,8 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
         f"{METRICS}/gather.json",
         {
             "rows": written,
-            "columns": len(columns) - 1,
-            "sources": lineages,
+            "columns": len(columns),
+            "sources": [g.lineage for g in gathered],
             "snapshot_sha256": dataset_digest(SNAPSHOT),
             "read_as_text": conflicts,
         },

@@ -14,6 +14,7 @@ metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,44 @@ def task_plots(
     return plots
 
 
+@dataclass
+class Evaluation:
+    """What either engine measured on the test split, ready to be written: KPIs (rounded),
+    the primary metric's interval, slices, the baseline, the task's details (confusion,
+    per-class report, residuals), plot data and the rows of confusion.csv. ``notes`` are
+    extra evaluate.json keys saying what was approximated (the Dask engine on a test split
+    too large to gather; empty otherwise)."""
+
+    threshold: float | None
+    rule: str
+    curve: list[dict]
+    kpis: dict[str, float | None]
+    interval: dict
+    slices: dict[str, dict]
+    baseline: tuple[str, dict[str, float | None]] | None
+    task_detail: dict
+    plots: dict[str, list]
+    confusion_rows: str
+    rows: int
+    unseen: dict[str, int]
+    notes: dict = field(default_factory=dict)
+
+
+def kpi_names(obj: config.Objectives) -> tuple[str, ...]:
+    """The KPIs evaluate.json reports: the objectives' first, then every one of the task."""
+    return tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS[obj.task])))
+
+
+def check_slices(obj: config.Objectives, columns: list[str]) -> None:
+    """A ValueError naming slice columns the test split does not have."""
+    unknown = [col for col in obj.slices if col not in columns]
+    if unknown:
+        raise ValueError(
+            f"objectives.slices names column(s) {unknown} that the test split does not have; "
+            f"columns are {list(columns)}"
+        )
+
+
 def main() -> None:
     params = config.load()
     task = params.objectives.task
@@ -151,23 +190,14 @@ def report(
     base_out: tuple[str, np.ndarray] | None,
     unseen: dict[str, int],
 ) -> None:
-    """Every metric, plot and summary of the evaluation (either engine): ``test`` needs only
+    """Every metric, plot and summary of the evaluation from the rows: ``test`` needs only
     the slice columns, ``X`` is what the SHAP summary samples, ``base_out`` the baseline's
     kind and output."""
     obj, cfg = params.objectives, params.evaluate
     task = obj.task
-
     threshold, rule, curve = decision_threshold(obj)
-    write_json(f"{PLOTS}/threshold.json", curve)
-    write_json(f"{METRICS}/threshold.json", {"threshold": threshold, "rule": rule})
-
-    names = tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS[task])))
-    unknown = [col for col in obj.slices if col not in test.columns]
-    if unknown:
-        raise ValueError(
-            f"objectives.slices names column(s) {unknown} that the test split does not have; "
-            f"columns are {list(test.columns)}"
-        )
+    names = kpi_names(obj)
+    check_slices(obj, list(test.columns))
     kpis = compute_kpis(task, y, out, threshold, names)
     interval = bootstrap_interval(task, y, out, threshold, obj.primary_metric, seed=0)
     slices = {
@@ -183,42 +213,9 @@ def report(
         )
         for col in obj.slices
     }
-    gaps = {col: slice_gaps(v, names) for col, v in slices.items()}
-    write_json(f"{METRICS}/slices.json", {"slices": slices, "gaps": gaps})
-    write_json(
-        f"{PLOTS}/slices.json",
-        [
-            {
-                "slice": f"{col}={value}",
-                "metric": obj.primary_metric,
-                "value": m[obj.primary_metric],
-                "low": m["interval"]["low"],
-                "high": m["interval"]["high"],
-                "rows": m["rows"],
-            }
-            for col, values in slices.items()
-            for value, m in values.items()
-            if m.get(obj.primary_metric) is not None and m["interval"]["low"] is not None
-        ],
-    )
-    importance, points, by_class = shap_summary(model, X, signature.classes)
-    if not importance:
-        log("evaluate", f"no SHAP summary for a {model.kind} model (tree boosters only)")
-    write_json(f"{PLOTS}/shap_importance.json", importance)
-    write_json(f"{PLOTS}/shap_summary.json", points)
-    primary = kpis[obj.primary_metric]
-    met = primary is not None and meets(obj.primary_metric, primary, obj.minimum)
-    baseline = {}
+    baseline = None
     if base_out is not None:
-        base_kind, base_output = base_out
-        base_kpis = compute_kpis(task, y, base_output, threshold, obj.kpis)
-        base_primary = base_kpis[obj.primary_metric]
-        improvement = None
-        if primary is not None and base_primary is not None:
-            diff = primary - base_primary
-            improvement = round(-diff if lower_is_better(obj.primary_metric) else diff, 6)
-        # How much better the chosen model is on the primary metric (> 0: better).
-        baseline = {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
+        baseline = (base_out[0], compute_kpis(task, y, base_out[1], threshold, obj.kpis))
     task_detail: dict = {}
     if task == REGRESSION:
         task_detail["residuals"] = residual_summary(y, out)
@@ -230,12 +227,76 @@ def report(
         else:
             task_detail["confusion"] = confusion_counts(y, labels, signature.classes)
         task_detail["per_class"] = per_class_report(y, labels, signature.classes)
-        if by_class:
-            task_detail["shap_by_class"] = by_class
         names_of = signature.classes
         confusion_rows = "".join(
             f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y, labels, strict=True)
         )
+    evaluation = Evaluation(
+        threshold=threshold,
+        rule=rule,
+        curve=curve,
+        kpis=kpis,
+        interval=interval,
+        slices=slices,
+        baseline=baseline,
+        task_detail=task_detail,
+        plots=task_plots(y, out, signature, threshold, cfg.curve_points),
+        confusion_rows=confusion_rows,
+        rows=len(test),
+        unseen=unseen,
+    )
+    write_report(params, signature, model, X, evaluation)
+
+
+def write_report(
+    params: config.Params, signature: Signature, model: Model, X: pd.DataFrame, ev: Evaluation
+) -> None:
+    """Write every file of the evaluation (either engine): metrics/evaluate.json, summary,
+    threshold, slices, plot data, SHAP summary of ``X``, importance and confusion.csv."""
+    obj = params.objectives
+    task = obj.task
+    names = kpi_names(obj)
+    write_json(f"{PLOTS}/threshold.json", ev.curve)
+    write_json(f"{METRICS}/threshold.json", {"threshold": ev.threshold, "rule": ev.rule})
+    gaps = {col: slice_gaps(v, names) for col, v in ev.slices.items()}
+    write_json(f"{METRICS}/slices.json", {"slices": ev.slices, "gaps": gaps})
+    write_json(
+        f"{PLOTS}/slices.json",
+        [
+            {
+                "slice": f"{col}={value}",
+                "metric": obj.primary_metric,
+                "value": m[obj.primary_metric],
+                "low": m["interval"]["low"],
+                "high": m["interval"]["high"],
+                "rows": m["rows"],
+            }
+            for col, values in ev.slices.items()
+            for value, m in values.items()
+            if m.get(obj.primary_metric) is not None and m["interval"]["low"] is not None
+        ],
+    )
+    importance, points, by_class = shap_summary(model, X, signature.classes)
+    if not importance:
+        log("evaluate", f"no SHAP summary for a {model.kind} model (tree boosters only)")
+    write_json(f"{PLOTS}/shap_importance.json", importance)
+    write_json(f"{PLOTS}/shap_summary.json", points)
+    kpis = ev.kpis
+    primary = kpis[obj.primary_metric]
+    met = primary is not None and meets(obj.primary_metric, primary, obj.minimum)
+    baseline = {}
+    if ev.baseline is not None:
+        base_kind, base_kpis = ev.baseline
+        base_primary = base_kpis[obj.primary_metric]
+        improvement = None
+        if primary is not None and base_primary is not None:
+            diff = primary - base_primary
+            improvement = round(-diff if lower_is_better(obj.primary_metric) else diff, 6)
+        # How much better the chosen model is on the primary metric (> 0: better).
+        baseline = {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
+    task_detail = dict(ev.task_detail)
+    if by_class and task != REGRESSION:
+        task_detail["shap_by_class"] = by_class
     write_json(
         f"{METRICS}/evaluate.json",
         {
@@ -243,9 +304,9 @@ def report(
             "task": task,
             "model": model.kind,
             **baseline,
-            "threshold": threshold,
-            "rows": len(test),
-            "confidence_interval": {"metric": obj.primary_metric, **interval},
+            "threshold": ev.threshold,
+            "rows": ev.rows,
+            "confidence_interval": {"metric": obj.primary_metric, **ev.interval},
             "slice_gaps": gaps,
             **task_detail,
             "objective": {
@@ -254,7 +315,8 @@ def report(
                 "value": primary,
                 "met": met,
             },
-            "unseen_categories": unseen,
+            "unseen_categories": ev.unseen,
+            **ev.notes,
         },
     )
     # The headline `dvc metrics show` lists (the only file dvc.yaml declares as metrics).
@@ -264,11 +326,10 @@ def report(
             read_json(f"{METRICS}/evaluate.json"), read_json(f"{METRICS}/train.json"), obj.minimums
         ),
     )
-    plots = task_plots(y, out, signature, threshold, cfg.curve_points)
-    for name, rows in plots.items():
+    for name, rows in ev.plots.items():
         write_json(f"{PLOTS}/{name}.json", rows)
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
-    write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + confusion_rows)
+    write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + ev.confusion_rows)
 
     verdict = "meets" if met else "does NOT meet"
     bound = "maximum" if lower_is_better(obj.primary_metric) else "minimum"

@@ -1,0 +1,236 @@
+"""The evaluate stage and the gate's champion scoring on the Dask engine.
+
+Sums per partition give the same KPIs as the row-level functions; the dask evaluation of a
+trained model on a test split stored as a folder of parts writes the same files, keys and
+figures as the local engine's on the same split (through the stage's own dispatch, on a real
+`dask scheduler` with two workers); above the row bound the ranking figures come from a
+histogram, evaluate.json says so and no interval is faked; the gate scores a champion bundle
+partition by partition to the local engine's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle import config
+from mlcycle.bundle import load_bundle
+from mlcycle.features import Signature, encode_target
+from mlcycle.metrics import (
+    KPI_FUNCTIONS,
+    RANKING_KPIS,
+    calibration_points,
+    kpi,
+    kpis_from_sums,
+    merge_sums,
+    partial_sums,
+    threshold_counts,
+    threshold_curve,
+    threshold_curve_from_counts,
+)
+from mlcycle.predict import score
+from tests.conftest import run, set_params
+
+BINARY, MULTICLASS, REGRESSION = (
+    "binary_classification",
+    "multiclass_classification",
+    "regression",
+)
+TEST = "data/prepared/test.parquet"
+
+
+def summed(task: str, y: np.ndarray, out: np.ndarray, threshold, k: int, hist: bool = False):
+    """Sums over five uneven partitions (one of them empty), merged in order."""
+    total = None
+    for ix in np.array_split(np.arange(len(y)), [0, 7, 800, 2500]):
+        part = partial_sums(task, y[ix], out[ix], threshold, k, hist)
+        total = part if total is None else merge_sums(total, part)
+    return total
+
+
+def random_case(task: str, n: int = 4000, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    if task == BINARY:
+        y = rng.integers(0, 2, n)
+        p = np.clip(rng.beta(2, 3, n) * 0.6 + 0.4 * y, 0, 1)
+        p[:50] = np.round(p[:50], 1)  # ties
+        return y, np.column_stack([1 - p, p]), 0.37, 2
+    if task == MULTICLASS:
+        return rng.integers(0, 3, n), rng.dirichlet([1, 2, 1], n), None, 3
+    y = rng.normal(1000, 50, n)
+    return y, y + rng.normal(3, 20, n), None, 0
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+def test_kpis_from_partition_sums_equal_the_row_kpis(task: str) -> None:
+    y, out, t, k = random_case(task)
+    names = list(KPI_FUNCTIONS[task])
+    s = summed(task, y, out, t, k)
+    exact = kpis_from_sums(task, s, names, t, (y, out), k)
+    for name in names:
+        expected = kpi(task, name, y, out, 0.5 if t is None else t)
+        assert exact[name] == pytest.approx(expected, abs=1e-9), name
+    without_rows = kpis_from_sums(task, s, names, t, None, k)
+    for name in set(names) - RANKING_KPIS:
+        assert without_rows[name] == pytest.approx(exact[name], abs=1e-9), name
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS])
+def test_histogram_ranking_kpis_are_close(task: str) -> None:
+    y, out, t, k = random_case(task)
+    names = [n for n in KPI_FUNCTIONS[task] if n in RANKING_KPIS]
+    approx = kpis_from_sums(task, summed(task, y, out, t, k, hist=True), names, t, None, k)
+    for name in names:
+        assert approx[name] == pytest.approx(kpi(task, name, y, out, 0.5), abs=1e-3), name
+
+
+def test_calibration_and_threshold_curve_from_sums() -> None:
+    from mlcycle.metrics import calibration_from_sums
+
+    y, out, t, k = random_case(BINARY)
+    assert calibration_from_sums(summed(BINARY, y, out, t, k)) == calibration_points(y, out[:, 1])
+    counts = sum(threshold_counts(y[ix], out[ix]) for ix in np.array_split(np.arange(len(y)), 3))
+    for metric in ("f1", "mcc", "balanced_accuracy", None):
+        assert threshold_curve_from_counts(counts, metric, 1.0, 3.0) == threshold_curve(
+            y, out, metric, 1.0, 3.0
+        ), metric
+
+
+# --- the stage, end to end ------------------------------------------------------------------
+
+
+def as_parts(project: Path, n: int = 3) -> None:
+    """Rewrite the project's test split as a folder of ``n`` Parquet parts (same rows)."""
+    path = project / TEST
+    frame = pd.read_parquet(path)
+    path.unlink()
+    path.mkdir()
+    for i, ix in enumerate(np.array_split(np.arange(len(frame)), n)):
+        frame.iloc[ix].to_parquet(path / f"part-{i:05d}.parquet", index=False)
+
+
+def read(project: Path, name: str):
+    return json.loads((project / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def engines(built_project: Path, tmp_path_factory: pytest.TempPathFactory, dask_scheduler: str):
+    """The built project evaluated twice on the same split of 3 parts: by the local engine and
+    by the Dask engine on a real scheduler, each through `python -m mlcycle.stages.evaluate`."""
+    root = tmp_path_factory.mktemp("engines")
+    copies = {}
+    for name in ("local", "dask"):
+        dest = root / name
+        shutil.copytree(built_project, dest, symlinks=True)
+        as_parts(dest)
+        if name == "dask":
+            set_params(dest, {"engine": {"kind": "dask", "scheduler": dask_scheduler}})
+        out = run([str(Path(os.sys.executable)), "-m", "mlcycle.stages.evaluate"], dest)
+        copies[name] = (dest, out.stderr)
+    return copies
+
+
+def test_dask_evaluation_writes_the_local_figures(engines) -> None:
+    (local, _), (dask, log) = engines["local"], engines["dask"]
+    assert "dask: scheduler tcp://127.0.0.1" in log
+    a, b = read(local, "metrics/evaluate.json"), read(dask, "metrics/evaluate.json")
+    assert set(a) == set(b)
+    assert set(read(local, "metrics/summary.json")) == set(read(dask, "metrics/summary.json"))
+    for key in (*KPI_FUNCTIONS[BINARY], "rows", "threshold"):
+        assert b[key] == pytest.approx(a[key], abs=1e-9), key
+    # the interval, baseline, confusion counts, per-class report and objective: all equal
+    for key in ("confidence_interval", "baseline", "confusion", "per_class", "objective",
+                "slice_gaps", "unseen_categories", "model", "task"):  # fmt: skip
+        assert b[key] == a[key], key
+    for name in ("metrics/slices.json", "metrics/threshold.json", "metrics/plots/roc.json",
+                 "metrics/plots/precision_recall.json", "metrics/plots/calibration.json",
+                 "metrics/plots/threshold.json", "metrics/plots/slices.json",
+                 "metrics/plots/importance.json"):  # fmt: skip
+        assert read(dask, name) == read(local, name), name
+    # confusion.csv: every row here (fewer than the sample bound), in partition order
+    assert (dask / "metrics/plots/confusion.csv").read_text() == (
+        local / "metrics/plots/confusion.csv"
+    ).read_text()
+
+
+def test_dask_predictions_are_parts_equal_to_the_local_file(engines) -> None:
+    (local, _), (dask, _) = engines["local"], engines["dask"]
+    path = dask / "data/evaluate/test_predictions.parquet"
+    assert path.is_dir() and sorted(p.name for p in path.iterdir())[0] == "part-00000.parquet"
+    mine, theirs = pd.read_parquet(path), pd.read_parquet(local / path.relative_to(dask))
+    assert list(mine.columns) == list(theirs.columns) == ["probability", "actual"]
+    np.testing.assert_array_equal(mine["actual"], theirs["actual"])
+    np.testing.assert_allclose(mine["probability"], theirs["probability"], rtol=0, atol=1e-12)
+
+
+def test_above_the_row_bound_ranking_figures_are_histograms(
+    engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a bound below the test split's rows nothing per row is gathered: the sums KPIs
+    stay exact, ROC/PR AUC come from the histogram (and say so), no interval is faked."""
+    from mlcycle.engines.evaluate import main_dask
+    from mlcycle.stages import SIGNATURE_FILE
+
+    local, _ = engines["local"]
+    project = engines["dask"][0].parent / "bounded"
+    shutil.copytree(engines["dask"][0], project, symlinks=True)
+    monkeypatch.chdir(project)
+    params = config.load()
+    signature = Signature.from_dict(read(project, SIGNATURE_FILE))
+    main_dask(params, signature, dask_local_client, exact_rows=1_000)
+    a, b = read(local, "metrics/evaluate.json"), read(project, "metrics/evaluate.json")
+    assert b["roc_auc_method"] == b["pr_auc_method"] == "histogram"
+    assert "not computed" in b["confidence_interval_note"]
+    assert set(b) - set(a) == {"roc_auc_method", "pr_auc_method", "confidence_interval_note"}
+    assert b["confidence_interval"]["low"] is None and b["confidence_interval"]["resamples"] == 0
+    for key in set(KPI_FUNCTIONS[BINARY]) - RANKING_KPIS:
+        assert b[key] == pytest.approx(a[key], abs=1e-9), key
+    assert b["roc_auc"] == pytest.approx(a["roc_auc"], abs=1e-4)
+    assert b["pr_auc"] == pytest.approx(a["pr_auc"], abs=1e-3)
+    assert b["confusion"] == a["confusion"] and b["threshold"] == a["threshold"]
+    slices = read(project, "metrics/slices.json")["slices"]
+    for col, groups in read(local, "metrics/slices.json")["slices"].items():
+        assert set(slices[col]) == set(groups)
+        for value, entry in groups.items():
+            assert slices[col][value]["rows"] == entry["rows"]
+            if "accuracy" in entry:
+                assert slices[col][value]["accuracy"] == entry["accuracy"]
+                assert slices[col][value]["interval"]["low"] is None
+    roc = read(project, "metrics/plots/roc.json")
+    assert roc and roc[0]["fpr"] == 0.0 and roc[-1]["tpr"] == 1.0
+
+
+def test_a_large_out_of_fold_set_gives_the_threshold_from_sums(
+    engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcycle.engines.evaluate import decision_threshold
+    from mlcycle.stages import evaluate as stage
+
+    monkeypatch.chdir(engines["local"][0])
+    obj = config.load().objectives
+    assert decision_threshold(obj, dask_local_client, exact_rows=10) == stage.decision_threshold(
+        obj
+    )
+
+
+def test_the_gate_scores_a_champion_by_partitions(engines, dask_local_client) -> None:
+    from mlcycle.engines.evaluate import champion_kpis
+
+    local, _ = engines["local"]
+    bundle = load_bundle(local / "models/bundle")
+    test = pd.read_parquet(local / TEST)
+    y = encode_target(test[bundle.signature.target], bundle.signature)
+    out = score(bundle, test).output
+    names = ["roc_auc", "f1", "log_loss"]
+    expected = {n: kpi(BINARY, n, y, out, bundle.threshold) for n in names}
+    exact = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names)
+    approx = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names, 10)
+    for n in names:
+        assert exact[n] == pytest.approx(expected[n], abs=1e-6), n
+        assert approx[n] == pytest.approx(expected[n], abs=1e-4), n
