@@ -257,24 +257,9 @@ class XGBoostModel(Model):
                 fit_idx, inner_idx = train_test_split(
                     positions, test_size=cfg.validation_fraction, random_state=early_stopping_seed
                 )
-            w = (lambda idx: None) if weight is None else (lambda idx: weight[idx])
-            d_fit = dmatrix(X.iloc[fit_idx], y[fit_idx], cfg.nthread, w(fit_idx))
-            d_valid = dmatrix(X.iloc[inner_idx], y[inner_idx], cfg.nthread, w(inner_idx))
-            n_rounds = int(params.get("n_estimators", 100))
-            early = params.get("early_stopping_rounds")
-            log: dict = {}
-            booster = xgb.train(
-                native,
-                d_fit,
-                num_boost_round=n_rounds,
-                evals=[(d_valid, "valid")],
-                evals_result=log,
-                early_stopping_rounds=early,
-                verbose_eval=False,
-                callbacks=callbacks,
+            return fit_early_stopped(
+                X, y, params, cfg, task, n_classes, fit_idx, inner_idx, on_round
             )
-            best = booster.best_iteration + 1 if early else n_rounds
-            return FitResult(cls(booster[:best], task, n_classes), best, _curves(log, task))
         n = int(rounds if rounds is not None else params.get("n_estimators", 100))
         d_train = dmatrix(X, y, cfg.nthread, weight)
         log = {}
@@ -321,3 +306,45 @@ class XGBoostModel(Model):
         """Exact TreeSHAP values from XGBoost's ``pred_contribs``, bias column dropped."""
         values = np.asarray(self.estimator.predict(dmatrix(X), pred_contribs=True), np.float64)
         return values[..., :-1]
+
+
+def fit_early_stopped(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    cfg: TrainConfig,
+    task: str,
+    n_classes: int,
+    fit_idx: np.ndarray,
+    inner_idx: np.ndarray,
+    on_round: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Boost on the rows ``fit_idx`` of ``X``/``y``, early-stopped on the inner slice
+    ``inner_idx`` (positions): the cross-validation fit of :meth:`XGBoostModel.fit`, which
+    draws the slice by seed; the Dask engine passes one chosen by row hash. The result's
+    ``rounds`` is the best round count and the booster is cut there."""
+    native = booster_params(params, cfg, y, task, n_classes)
+    weight = (
+        balanced_weights(y, n_classes)
+        if cfg.class_weight == "balanced" and task == MULTICLASS
+        else None
+    )
+    callbacks = [_RoundCallback(on_round)] if on_round else None
+    w = (lambda idx: None) if weight is None else (lambda idx: weight[idx])
+    d_fit = dmatrix(X.iloc[fit_idx], y[fit_idx], cfg.nthread, w(fit_idx))
+    d_valid = dmatrix(X.iloc[inner_idx], y[inner_idx], cfg.nthread, w(inner_idx))
+    n_rounds = int(params.get("n_estimators", 100))
+    early = params.get("early_stopping_rounds")
+    log: dict = {}
+    booster = xgb.train(
+        native,
+        d_fit,
+        num_boost_round=n_rounds,
+        evals=[(d_valid, "valid")],
+        evals_result=log,
+        early_stopping_rounds=early,
+        verbose_eval=False,
+        callbacks=callbacks,
+    )
+    best = booster.best_iteration + 1 if early else n_rounds
+    return FitResult(XGBoostModel(booster[:best], task, n_classes), best, _curves(log, task))

@@ -2,32 +2,42 @@
 the final XGBoost model boosted across the cluster by ``xgboost.dask``.
 
 - **The signature** comes from aggregates: every category of every text column (distinct
-  values over all partitions) and a seeded sample of rows (at most ``SAMPLE_ROWS``, chosen by
-  row hash) for the types and any feature selection; for data of that size or less it is the
-  local engine's signature.
-- **Folds** are assigned by a hash of each row's model columns: fold ``floor(u * k)`` for
-  ``u`` = :func:`mlcycle.engines.unit_interval` of the row's hash seeded by ``train.seed``. A
-  row lands in the same fold whatever the partitioning or the number of workers.
+  values over all partitions, sorted as the local engine sorts them) and a seeded sample of
+  rows (at most ``SAMPLE_ROWS``, chosen by row hash) for the types and any feature selection;
+  for data of that size or less it is the local engine's signature.
+- **Folds** are assigned by a hash of each row's model inputs and target: fold
+  ``floor(u * k)`` for ``u`` = :func:`mlcycle.engines.unit_interval` of the row's hash keyed by
+  ``train.seed``. A row lands in the same fold whatever the partitioning or the number of
+  workers. A fold that would be empty, or whose training part lacks a class, is refused.
 - **Tuning**, when the training split has at most ``engine.trial_max_rows`` rows: every worker
-  reads the split once, and each trial is a cross-validation on one worker with the local
-  engine's code. Optuna proposes trials in batches of ``BATCH`` (its ask/tell interface) and
-  hears their scores in trial-number order, so the trials, their scores and the winner are
-  the same on a rerun, with any number of workers.
-  Above that size only XGBoost is a candidate and its trials run one after another, each fold
-  boosted across the cluster (``xgboost.dask``), scored on a seeded sample of at most
-  ``SCORE_ROWS`` held-out rows.
+  reads the split once (the driver never holds it), and every fold of every trial is a task on
+  a worker running the local engine's fold code (:func:`mlcycle.tuning.fit_fold`; for XGBoost
+  the inner early-stopping slice is chosen by row hash, keyed by ``seed + 1 + fold``, as on
+  the xgboost.dask path below, so no result depends on the row order). Optuna
+  proposes trials in batches of ``BATCH`` (its ask/tell interface, on the driver); a batch's
+  trials run fold by fold, and between folds the pruner (``train.tuning.pruner``) is asked
+  about each trial in trial-number order; the scores are told in trial-number order. So the
+  trials, their scores, the pruned ones and the winner are the same on a rerun, with any
+  number of workers.
+- Above ``engine.trial_max_rows`` only XGBoost is a candidate; its trials run one after
+  another, each fold boosted across the cluster (``xgboost.dask``) on the partitions of the
+  other folds, early-stopped on a hash-chosen inner slice (``train.validation_fraction``,
+  hash keyed by ``seed + 1 + fold``), and scored on a hash-chosen sample of at most
+  ``SCORE_ROWS`` held-out rows per fold. The pruner applies between folds here too.
 - **The scikit-learn candidates** need the split in one process: above
-  ``engine.sklearn_max_rows`` rows they are skipped, with a message.
+  ``engine.sklearn_max_rows`` (or ``trial_max_rows``) rows they are skipped, with a message.
 - **The final model** of XGBoost is boosted with ``xgboost.dask`` on the partitions, pinned to
   the workers in a fixed order, with the rounds the folds chose: a plain Booster saved as
-  model.ubj, so evaluation, the bundle and the service do not know which engine made it.
+  model.ubj, so evaluation, the bundle and the service do not know which engine made it. A
+  scikit-learn winner (small data only) is fitted on a worker and sent back.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,53 +50,64 @@ from mlcycle.engines import dataset_rows, read_dataset, row_hash, sample_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, fit
-from mlcycle.tasks import LOWER_IS_BETTER, is_classification
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, is_classification
 from mlcycle.tuning import (
     CandidateResult,
     CVResult,
     FoldError,
+    FoldResult,
     TrialRecord,
     TuningResult,
     _best,
     _contains,
-    cross_validate,
     distributions,
+    fit_fold,
     fixed_params,
+    make_pruner,
+    score,
+    should_stop,
+    suggest,
 )
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
-    from distributed import Client
+    from distributed import Client, Future
 
+Say = Callable[[str], None]
 SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are taken from
-BATCH = 4  # trials Optuna proposes before it hears their scores (fixed: results do not
+BATCH = 4  # trials Optuna proposes before it hears their scores (fixed: the results do not
 # depend on the number of workers)
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
 OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
+_ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
 
 
 # --- the signature and folds ---------------------------------------------------------------------
 
 
 def dask_signature(
-    ddf: dd.DataFrame, params: config.Params, say: Any
-) -> tuple[Signature, pd.DataFrame]:
-    """The signature from every category and a sample of rows; and the sample."""
-    obj, cfg = params.objectives, params.train
-    sample = sample_dataset(_train_path(), SAMPLE_ROWS, seed=cfg.seed)
-    text = [
-        c
-        for c in ddf.columns
-        if pd.api.types.is_bool_dtype(ddf[c].dtype)
-        or not pd.api.types.is_numeric_dtype(ddf[c].dtype)
-    ]
+    ddf: dd.DataFrame, path: str | Path, params: config.Params, say: Say | None = None
+) -> Signature:
+    """The signature of the training split ``ddf`` (read from ``path``): the types and any
+    feature selection from a seeded sample of at most ``SAMPLE_ROWS`` rows, the categories of
+    every text column from all rows (distinct values per partition, merged on the driver)."""
     import dask
 
+    obj, cfg = params.objectives, params.train
+    sample = sample_dataset(path, SAMPLE_ROWS, seed=cfg.seed)
+    meta = ddf._meta
+    text = [
+        c
+        for c in meta.columns
+        if pd.api.types.is_bool_dtype(meta[c].dtype)
+        or not pd.api.types.is_numeric_dtype(meta[c].dtype)
+    ]
     uniques = dask.compute(*[ddf[c].dropna().astype(str).drop_duplicates() for c in text])
     sig = infer_signature(
         sample, obj.target, obj.positive_class, params.features, seed=cfg.seed,
         progress=say, task=obj.task,
     )  # fmt: skip
+    del sample
     # The sample may miss rare categories and classes: take them from all the rows.
     every = {c: tuple(sorted(set(u.tolist()))) for c, u in zip(text, uniques, strict=True)}
     if is_classification(obj.task) and obj.target in every:
@@ -106,332 +127,590 @@ def dask_signature(
             for f in features
         )
 
-    return replace(sig, features=widen(sig.features), inputs=widen(sig.inputs)), sample
+    return replace(sig, features=widen(sig.features), inputs=widen(sig.inputs))
+
+
+def hash_columns(sig: Signature) -> list[str]:
+    """The columns a row's fold is hashed over: the model's raw inputs and the target."""
+    return [*sig.input_columns, sig.target]
 
 
 def hash_folds(frame: pd.DataFrame, columns: list[str], folds: int, seed: int) -> np.ndarray:
-    """Each row's fold: ``floor(u * folds)`` of its hash over ``columns``, keyed by ``seed``."""
+    """Each row's fold, ``floor(u * folds)`` for ``u`` the unit-interval hash of the row's
+    ``columns`` keyed by ``seed``: the same row gets the same fold in any partition."""
     u = unit_interval(row_hash(frame[columns], seed, "folds"))
-    return np.minimum((u * folds).astype(int), folds - 1)
+    return np.minimum((u * folds).astype(np.int64), folds - 1).astype(np.int8)
 
 
-def _splits(fold: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    idx = np.arange(len(fold))
-    return [(idx[fold != i], idx[fold == i]) for i in range(folds)]
+def row_hashes(frame: pd.DataFrame, sig: Signature, seed: int) -> np.ndarray:
+    """Each row's hash over its inputs and target (keyed by ``seed``): the key from which the
+    inner early-stopping slices and the scoring sample are chosen, on either path."""
+    return row_hash(frame[hash_columns(sig)], seed, "rows").to_numpy()
 
 
-def _check_folds(y: np.ndarray, fold: np.ndarray, folds: int, task: str, classes) -> None:
+def _share(h: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+    """Unit-interval hashes for one decision (``purpose``, ``seed``) from rows' hashes ``h``."""
+    return unit_interval(row_hash(pd.DataFrame({_ROW_KEY: h}), seed, purpose))
+
+
+def inner_slice(h: np.ndarray, seed: int, i: int, fraction: float) -> np.ndarray:
+    """Which of fold ``i``'s training rows (hashes ``h``) form the inner slice XGBoost
+    early-stops on: their hash keyed by ``seed + 1 + i`` is below ``fraction``."""
+    return _share(h, seed + 1 + i, "inner") < fraction
+
+
+def check_folds(
+    y: np.ndarray, fold: np.ndarray, folds: int, task: str, classes: tuple[str, ...]
+) -> None:
+    """Refuse (:class:`FoldError`) folds of which one holds no row or every row, or whose
+    training part lacks a class (it could not learn or score it)."""
+    counts = np.bincount(fold.astype(np.int64), minlength=folds)
+    if is_classification(task):
+        by_class = np.zeros((folds, len(classes)), dtype=np.int64)
+        np.add.at(by_class, (fold.astype(np.int64), y.astype(np.int64)), 1)
+    else:
+        by_class = counts[:, None]
+    check_fold_counts(by_class, task, classes)
+
+
+def check_fold_counts(by_class: np.ndarray, task: str, classes: tuple[str, ...]) -> None:
+    """:func:`check_folds` from the rows per (fold, class) (one column for regression)."""
+    folds = len(by_class)
+    rows = by_class.sum(axis=1)
+    total = int(rows.sum())
     for i in range(folds):
-        held = fold == i
-        if not held.any() or held.all():
+        if rows[i] == 0 or rows[i] == total:
             raise FoldError(
-                f"fold {i} of train.cv_folds={folds} is empty or holds every row; the "
-                "training split is too small for that many folds"
+                f"fold {i} of train.cv_folds={folds} holds {int(rows[i])} of the {total} "
+                "training rows: the training split is too small for that many folds"
             )
+    for i in range(folds):
         if is_classification(task):
-            present = np.unique(y[~held])
-            if len(present) < len(classes):
+            rest = by_class.sum(axis=0) - by_class[i]
+            lacking = [classes[c] for c in range(len(classes)) if rest[c] == 0]
+            if lacking:
                 raise FoldError(
-                    f"fold {i}'s training part lacks class(es) "
-                    f"{[classes[c] for c in range(len(classes)) if c not in present]}: too "
-                    "few rows of them for train.cv_folds"
+                    f"the training part of fold {i} (train.cv_folds={folds}) lacks class(es) "
+                    f"{lacking}: too few rows of them for that many folds"
                 )
 
 
-def _train_path() -> str:
-    from mlcycle.stages import TRAIN
-
-    return str(Path(TRAIN).resolve())
+# --- on the workers (small data) --------------------------------------------------------------
 
 
-# --- on the workers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitData:
+    """The training split on one worker: the model frame, encoded target, folds, splits and
+    each row's hash (:func:`row_hashes`: the inner early-stopping slices are chosen by it)."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    fold: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    h: np.ndarray
 
 
-def load_split(path: str, signature_doc: dict, folds: int, seed: int) -> dict[str, Any]:
-    """The training split as a model frame, its encoded target and its folds (on a worker)."""
+def load_split(path: str, signature_doc: dict, folds: int, seed: int) -> SplitData:
+    """Read the training split at ``path`` and build its model frame (runs on a worker)."""
     sig = Signature.from_dict(signature_doc)
     frame = pd.read_parquet(path)
     X = to_model_frame(frame, sig)
     y = encode_target(frame[sig.target], sig)
-    fold = hash_folds(frame, [*sig.input_columns, sig.target], folds, seed)
-    return {"X": X, "y": y, "fold": fold}
+    fold = hash_folds(frame, hash_columns(sig), folds, seed)
+    idx = np.arange(len(fold))
+    splits = [(idx[fold != i], idx[fold == i]) for i in range(folds)]
+    return SplitData(X, y, fold, splits, row_hashes(frame, sig, seed))
 
 
-def run_trial(
-    data: dict[str, Any],
+def target_and_folds(data: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    """The encoded target and folds of a worker's split: what the driver needs of it."""
+    return data.y, data.fold
+
+
+def run_fold(
+    data: SplitData, kind: str, params: dict[str, Any], cfg: config.TrainConfig, metric: str,
+    i: int, task: str, n_classes: int,
+) -> tuple[FoldResult, float]:  # fmt: skip
+    """Fold ``i`` of one trial; and its seconds (on a worker). The local engine's fold code,
+    but for XGBoost the inner slice it early-stops on is chosen by row hash (keyed by
+    ``seed + 1 + i``, as on the xgboost.dask path), not by position: the folds' results do not
+    depend on how the split is partitioned or ordered.
+
+    One thread (XGBoost's ``nthread``, scikit-learn's ``n_jobs``): every worker thread runs a
+    fold of its own, and more threads than cores make every fold slower (OpenMP threads spin
+    while they wait). The scores then do not depend on the workers' thread counts either."""
+    start = time.perf_counter()
+    one = replace(cfg, nthread=1)
+    if kind != "xgboost":
+        out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
+        return out, time.perf_counter() - start
+    from mlcycle.adapters.xgboost_model import fit_early_stopped
+
+    train_idx, held = data.splits[i]
+    inner = inner_slice(data.h[train_idx], cfg.seed, i, cfg.validation_fraction)
+    if not inner.any() or inner.all():
+        raise FoldError(
+            f"fold {i}: the inner slice for early stopping (train.validation_fraction="
+            f"{cfg.validation_fraction}) of its {len(train_idx)} training rows is "
+            f"{'empty' if not inner.any() else 'all of them'}; use more rows or another fraction"
+        )
+    k = n_classes if is_classification(task) else 0
+    fitted = fit_early_stopped(
+        data.X.iloc[train_idx], data.y[train_idx], params, one, task, k,
+        np.flatnonzero(~inner), np.flatnonzero(inner),
+    )  # fmt: skip
+    output = fitted.model.output(data.X.iloc[held])
+    result = FoldResult(i, score(metric, data.y[held], output, task), output, fitted.rounds,
+                        fitted.curves.get("valid", {}))  # fmt: skip
+    return result, time.perf_counter() - start
+
+
+def fit_on_worker(
+    data: SplitData, kind: str, params: dict[str, Any], cfg: config.TrainConfig, task: str,
+    n_classes: int, rounds: int | None,
+) -> FitResult:  # fmt: skip
+    """A final fit on a worker's copy of the split (small data only; the model is sent back),
+    with as many threads as the worker has."""
+    from distributed import get_worker
+
+    threads = replace(cfg, nthread=get_worker().state.nthreads)
+    return fit(kind, data.X, data.y, params, threads, task, n_classes, rounds)
+
+
+# --- the search: Optuna on the driver, folds elsewhere -----------------------------------------
+
+
+@dataclass
+class Outcome:
+    """A trial's folds: all of them (``cv``), or the ones it ran before it was pruned."""
+
+    folds: list[FoldResult]
+    seconds: float
+    cv: CVResult | None = None  # None: pruned
+
+    @property
+    def scores(self) -> list[float]:
+        return [f.score for f in self.folds]
+
+
+# Runs a batch of trials, given their params and Optuna trials (None: trial 0); returns each
+# trial's outcome, pruning between folds through mlcycle.tuning.should_stop in trial order.
+RunBatch = Callable[[list[dict[str, Any]], list[Any]], list[Outcome]]
+
+
+def _light(cv: CVResult) -> CVResult:
+    """``cv`` without its out-of-fold predictions (kept for the best trial only)."""
+    return replace(cv, oof=np.empty(0))
+
+
+def search_candidate(
+    kind: str, cfg: config.TrainConfig, metric: str, run_batch: RunBatch, batch: int, say: Say
+) -> tuple[CandidateResult, list[TrialRecord]]:
+    """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
+    asked at a time, their results told in trial-number order: deterministic whatever runs
+    the folds. A configuration proposed again is not refitted (as on the local engine)."""
+    base = fixed_params(kind, cfg)
+    budget = cfg.trials_for(kind)
+    records: list[TrialRecord] = []
+    seen: dict[str, CVResult] = {}
+    best: dict[str, Any] = {}
+
+    def record(params: dict[str, Any], outcome: Outcome) -> None:
+        number = len(records)
+        if outcome.cv is None:
+            scores = outcome.scores
+            records.append(
+                TrialRecord(kind, number, params, float(np.mean(scores)), float(np.std(scores)),
+                            None, outcome.seconds, pruned_after=len(scores))
+            )  # fmt: skip
+            return
+        cv = outcome.cv
+        records.append(
+            TrialRecord(kind, number, params, cv.mean, cv.std, cv.final_rounds, outcome.seconds)
+        )
+        if _best(records, metric).trial == number:
+            best.update(params=params, cv=cv, trial=number)
+        seen.setdefault(json.dumps(params, sort_keys=True, default=str), _light(cv))
+
+    say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV by row "
+        f"hash, {batch} trial(s) at a time")  # fmt: skip
+    (first,) = run_batch([base], [None])
+    untuned = first.cv
+    assert untuned is not None  # trial 0 is never pruned
+    record(base, first)
+    say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
+    if budget:
+        dists = distributions(cfg.search.get(kind, {}))
+        study = optuna.create_study(
+            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+            sampler=optuna.samplers.TPESampler(
+                seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
+            ),
+            pruner=make_pruner(cfg),
+        )
+        if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean,
+                    intermediate_values={i: float(np.mean(untuned.scores[: i + 1]))
+                                         for i in range(len(untuned.scores))},
+                )
+            )  # fmt: skip
+        every = max(1, budget // 5)
+        done = 0
+        start = time.perf_counter()
+        while done < budget:
+            if cfg.tuning_timeout and time.perf_counter() - start > cfg.tuning_timeout:
+                say(f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached after "
+                    f"{done} trial(s)")  # fmt: skip
+                break
+            trials = [study.ask() for _ in range(min(batch, budget - done))]
+            asked = [{**base, **suggest(t, dists)} for t in trials]
+            keys = [json.dumps(p, sort_keys=True, default=str) for p in asked]
+            fresh = [j for j, k in enumerate(keys) if k not in seen]
+            ran = run_batch([asked[j] for j in fresh], [trials[j] for j in fresh])
+            outcomes: dict[int, Outcome] = dict(zip(fresh, ran, strict=True))
+            for j, (trial, params, key) in enumerate(zip(trials, asked, keys, strict=True)):
+                outcome = outcomes.get(j)
+                if outcome is None:  # proposed again: the same folds, the same scores
+                    cv = seen[key]
+                    for i in range(len(cv.scores)):
+                        trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
+                    outcome = Outcome([], 0.0, cv)
+                record(params, outcome)
+                if outcome.cv is None:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(trial, outcome.cv.mean)
+            before, done = done, done + len(trials)
+            if done // every != before // every or done == budget:
+                top = _best(records, metric)
+                pruned = sum(r.pruned for r in records)
+                say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
+                    f"{top.trial}); {pruned} pruned so far")  # fmt: skip
+    result = CandidateResult(
+        kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
+    )
+    return result, records
+
+
+def worker_batches(
+    client: Client,
+    data: list[Future],
     kind: str,
-    params: dict[str, Any],
     cfg: config.TrainConfig,
     metric: str,
     task: str,
     n_classes: int,
-    folds: int,
-) -> tuple[CVResult, float]:
-    """One trial: a cross-validation on this worker's copy of the split; and its seconds."""
-    start = time.perf_counter()
-    splits = _splits(data["fold"], folds)
-    cv = cross_validate(kind, data["X"], data["y"], params, cfg, metric, splits, task, n_classes)
-    return cv, time.perf_counter() - start
+    fold_rows: list[np.ndarray],
+    n_rows: int,
+) -> RunBatch:
+    """A :data:`RunBatch` whose folds are tasks on the workers holding the split (``data``,
+    one future per worker): fold ``i`` of every running trial side by side, then the pruner,
+    then fold ``i + 1`` of those it kept. ``fold_rows[i]`` are fold i's held-out positions."""
+    k = len(fold_rows)
+    splits = [(np.empty(0, dtype=np.int64), rows) for rows in fold_rows]
+    slot = 0
 
+    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+        nonlocal slot
+        outcomes = [Outcome([], 0.0) for _ in asked]
+        running = list(range(len(asked)))
+        for i in range(k):
+            futures = {}
+            for j in running:
+                futures[j] = client.submit(
+                    run_fold, data[slot % len(data)], kind, asked[j], cfg, metric, i, task,
+                    n_classes, pure=False,
+                )  # fmt: skip
+                slot += 1
+            kept = []
+            for j in running:  # trial-number order: the pruner's answers do not depend on
+                fold, seconds = futures[j].result()  # which trial finished first
+                outcomes[j].folds.append(fold)
+                outcomes[j].seconds += seconds
+                if trials[j] is not None and should_stop(trials[j], outcomes[j].folds, k):
+                    continue
+                kept.append(j)
+            running = kept
+        for j in running:
+            o = outcomes[j]
+            o.cv = CVResult.from_folds(o.folds, splits, n_rows, n_classes, task)
+            o.folds = []  # their outputs live on in o.cv.oof
+        return outcomes
 
-def fit_on_worker(
-    data: dict[str, Any], kind: str, params: dict, cfg: config.TrainConfig, task: str,
-    n_classes: int, rounds: int | None,
-) -> FitResult:  # fmt: skip
-    """A final scikit-learn fit on a worker's copy (small data only)."""
-    return fit(kind, data["X"], data["y"], params, cfg, task, n_classes, rounds)
-
-
-# --- tuning on the cluster ----------------------------------------------------------------------
+    return run
 
 
 def tune_on_workers(
     client: Client,
-    data: list[Any],
+    data: list[Future],
     kinds: list[str],
     cfg: config.TrainConfig,
     metric: str,
     task: str,
     n_classes: int,
-    say: Any,
+    fold_rows: list[np.ndarray],
+    n_rows: int,
+    say: Say,
+    baseline: str | None,
 ) -> TuningResult:
-    """Every candidate's trial 0 and search, trials in fixed batches over the workers."""
+    """Every candidate's trial 0 and search, folds as tasks on the workers (small data); the
+    untuned ``baseline`` kind (if any) cross-validated too."""
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
-    slot = 0
-
-    def submit(kind: str, params: dict) -> Any:
-        nonlocal slot
-        future = client.submit(
-            run_trial, data[slot % len(data)], kind, params, cfg, metric, task, n_classes,
-            cfg.cv_folds, pure=False,
-        )  # fmt: skip
-        slot += 1
-        return future
-
     for kind in kinds:
-        base = fixed_params(kind, cfg)
-        budget = cfg.trials_for(kind)
-        say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV "
-            f"by row hash, in batches of {BATCH} on {len(data)} worker(s)")  # fmt: skip
-        records: list[TrialRecord] = []
-        best: list[tuple[dict, CVResult]] = [({}, None)]  # type: ignore[list-item]
-        seen: dict[str, CVResult] = {}
-
-        def record(params, cv, seconds, into=records, kind=kind, best=best) -> None:
-            number = len(into)
-            into.append(
-                TrialRecord(kind, number, params, cv.mean, cv.std, cv.final_rounds, seconds)
-            )
-            if _best(into, metric).trial == number:
-                best[0] = (params, cv)
-
-        untuned, seconds = submit(kind, base).result()
-        seen[json.dumps(base, sort_keys=True, default=str)] = untuned
-        record(base, untuned, seconds)
-        say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
-        if budget:
-            dists = distributions(cfg.search.get(kind, {}))
-            study = optuna.create_study(
-                direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-                sampler=optuna.samplers.TPESampler(
-                    seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
-                ),
-            )
-            if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
-                study.add_trial(
-                    optuna.trial.create_trial(
-                        params={k: base[k] for k in dists}, distributions=dists,
-                        value=untuned.mean,
-                    )
-                )  # fmt: skip
-            done = 0
-            while done < budget:
-                batch = [study.ask(dists) for _ in range(min(BATCH, budget - done))]
-                asked = [{**base, **t.params} for t in batch]
-                keys = [json.dumps(p, sort_keys=True, default=str) for p in asked]
-                futures = {
-                    k: submit(kind, p) for k, p in zip(keys, asked, strict=True) if k not in seen
-                }
-                for trial, params, key in zip(batch, asked, keys, strict=True):
-                    if key in futures:
-                        cv, seconds = futures[key].result()
-                        seen[key] = cv
-                    else:
-                        cv, seconds = seen[key], 0.0
-                    record(params, cv, seconds)
-                    study.tell(trial, cv.mean)
-                done += len(batch)
-                top = _best(records, metric)
-                say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} "
-                    f"(trial {top.trial})")  # fmt: skip
-        top = _best(records, metric)
-        params, cv = best[0]
-        result.candidates[kind] = CandidateResult(
-            kind, top.trial, params, cv, base, untuned, len(records)
-        )
+        run = worker_batches(client, data, kind, cfg, metric, task, n_classes, fold_rows, n_rows)
+        candidate, records = search_candidate(kind, cfg, metric, run, BATCH, say)
+        result.candidates[kind] = candidate
         result.records.extend(records)
-        say(f"{kind}: best cv {metric} {cv.mean:.4f} ± {cv.std:.4f} (trial {top.trial} of "
-            f"{len(records)}; untuned {untuned.mean:.4f})")  # fmt: skip
-    if cfg.baseline in result.candidates:
-        c = result.candidates[cfg.baseline]
-        result.baseline = CandidateResult(
-            c.name, 0, c.untuned_params, c.untuned, c.untuned_params, c.untuned, 1
-        )
-    elif cfg.baseline:
-        params = fixed_params(cfg.baseline, cfg)
-        cv, _ = submit(cfg.baseline, params).result()
-        result.baseline = CandidateResult(cfg.baseline, 0, params, cv, params, cv, 1)
+        _say_best(say, candidate, metric)
+    _baseline(result, baseline, cfg, metric, say, lambda kind: worker_batches(
+        client, data, kind, cfg, metric, task, n_classes, fold_rows, n_rows))  # fmt: skip
     return result
 
 
-# --- xgboost.dask -------------------------------------------------------------------------------
+def _say_best(say: Say, c: CandidateResult, metric: str) -> None:
+    say(f"{c.name}: best cv {metric} {c.cv.mean:.4f} ± {c.cv.std:.4f} (trial {c.best_trial} of "
+        f"{c.trials}; untuned {c.untuned.mean:.4f})")  # fmt: skip
 
 
-def _model_parts(ddf: dd.DataFrame, sig: Signature, folds: int, seed: int) -> dd.DataFrame:
-    """The model frame per partition, with the encoded target and each row's fold."""
+def _baseline(
+    result: TuningResult, baseline: str | None, cfg: config.TrainConfig, metric: str, say: Say,
+    runner: Callable[[str], RunBatch],
+) -> None:  # fmt: skip
+    """Set ``result.baseline``: a candidate's trial 0, or the kind cross-validated untuned."""
+    if baseline in result.candidates:
+        c = result.candidates[baseline]
+        result.baseline = CandidateResult(
+            c.name, 0, c.untuned_params, c.untuned, c.untuned_params, c.untuned, 1
+        )
+    elif baseline:
+        params = fixed_params(baseline, cfg)
+        (outcome,) = runner(baseline)([params], [None])
+        cv = outcome.cv
+        assert cv is not None
+        result.baseline = CandidateResult(baseline, 0, params, cv, params, cv, 1)
+        say(f"baseline {baseline} (untuned): cv {metric} {cv.mean:.4f} ± {cv.std:.4f}")
+
+
+# --- xgboost.dask (large data) ---------------------------------------------------------------
+
+
+def model_parts(ddf: dd.DataFrame, sig: Signature, folds: int, seed: int) -> dd.DataFrame:
+    """The model frame per partition, with the encoded target (``__y``), each row's fold
+    (``__fold``) and a hash of its inputs and target (``__h``) for the inner slices and the
+    scoring sample."""
+    columns = hash_columns(sig)
 
     def convert(part: pd.DataFrame) -> pd.DataFrame:
-        X = to_model_frame(part, sig)
+        X = to_model_frame(part, sig).reset_index(drop=True)
         X["__y"] = encode_target(part[sig.target], sig).astype("float64")
-        X["__fold"] = hash_folds(part, [*sig.input_columns, sig.target], folds, seed)
-        X["__u"] = unit_interval(row_hash(part[[*sig.input_columns, sig.target]], seed, "inner"))
-        return X.reset_index(drop=True)
+        X["__fold"] = hash_folds(part, columns, folds, seed)
+        X[_ROW_KEY] = row_hashes(part, sig, seed)
+        return X
 
     meta = convert(ddf._meta)
     return ddf.map_partitions(convert, meta=meta)
 
 
-def _pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
-    """``frame`` persisted with partition i on worker i mod n (workers sorted by address),
-    so a rerun reduces the same partitions on the same workers in the same order."""
-    workers = sorted(client.scheduler_info()["workers"])
-    parts = frame.to_delayed()
-    futures = [
-        client.compute(p, workers=[workers[i % len(workers)]], allow_other_workers=False)
-        for i, p in enumerate(parts)
-    ]
+def rank_order(client: Client) -> list[str]:
+    """The workers' addresses in the order ``xgboost.dask`` ranks them (by the task id
+    "[xgboost.dask-<name>]:<address>" it gives each worker)."""
+    info = client.scheduler_info()["workers"]
+    return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name', a)}]:{a}")
+
+
+def pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
+    """``frame`` computed and held with partition i on the worker of rank i mod n (see
+    :func:`rank_order`): a rerun, or another cluster of as many workers, boosts the same
+    partitions on the same ranks in the same order, and sums their histograms alike."""
     import dask.dataframe as dd
 
+    workers = rank_order(client)
+    futures = [
+        client.compute(p, workers=[workers[i % len(workers)]], allow_other_workers=False)
+        for i, p in enumerate(frame.to_delayed())
+    ]
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
 
 
 def dask_boost(
     client: Client,
     frame: dd.DataFrame,
-    params: dict,
+    params: dict[str, Any],
     cfg: config.TrainConfig,
     task: str,
     n_classes: int,
     rounds: int,
     valid: dd.DataFrame | None = None,
     early: int | None = None,
-) -> tuple[Any, int]:
-    """A Booster boosted across the cluster on ``frame`` (model columns + ``__y``)."""
-    import xgboost as xgb
+) -> FitResult:
+    """An XGBoost model boosted across the cluster on ``frame`` (model columns + ``__y``):
+    early-stopped on ``valid`` when given (the result's rounds are the best count), else
+    exactly ``rounds`` rounds with the training curve, as the local final fit records it."""
     from xgboost import dask as dxgb
 
-    from mlcycle.adapters.xgboost_model import booster_params
+    from mlcycle.adapters.xgboost_model import CURVE_METRICS, XGBoostModel, _curves, booster_params
 
     features = [c for c in frame.columns if not c.startswith("__")]
     native = booster_params(params, cfg, np.array([0.0, 1.0]), task, n_classes)
-    if cfg.class_weight == "balanced" and task == "binary_classification":
-        pos = float(frame["__y"].sum().compute())
-        n = float(frame["__y"].count().compute())
-        native["scale_pos_weight"] = (n - pos) / pos if pos else 1.0
-    native["nthread"] = cfg.nthread or 0
+    if cfg.class_weight == "balanced" and task == BINARY and "scale_pos_weight" not in params:
+        pos, n = (float(v) for v in client.compute([frame["__y"].sum(), frame["__y"].count()],
+                                                   sync=True))  # fmt: skip
+        native["scale_pos_weight"] = (n - pos) / max(pos, 1.0)
+    # Each worker boosts with its own thread count (0: the worker's nthreads), not
+    # train.nthread: that is one process's share of a machine, and more threads than a
+    # worker's cores stall every round's synchronisation across the workers.
+    native["nthread"] = 0
     dtrain = dxgb.DaskDMatrix(client, frame[features], frame["__y"], enable_categorical=True)
-    evals = []
     if valid is not None:
         dvalid = dxgb.DaskDMatrix(client, valid[features], valid["__y"], enable_categorical=True)
         evals = [(dvalid, "valid")]
+    else:
+        native["eval_metric"] = list(CURVE_METRICS[task])
+        evals = [(dtrain, "train")]
     out = dxgb.train(
         client, native, dtrain, num_boost_round=rounds, evals=evals,
         early_stopping_rounds=early if valid is not None else None, verbose_eval=False,
     )  # fmt: skip
-    booster: xgb.Booster = out["booster"]
+    booster = out["booster"]
     best = booster.best_iteration + 1 if (valid is not None and early) else rounds
-    return (booster[:best] if best < booster.num_boosted_rounds() else booster), best
+    if best < booster.num_boosted_rounds():
+        booster = booster[:best]
+    booster.set_param({"nthread": 0})
+    model = XGBoostModel(booster, task, n_classes)
+    return FitResult(model, best, _curves(out.get("history", {}), task))
 
 
-def dask_cv(
+def dask_fold(
     client: Client,
-    model_frame: dd.DataFrame,
-    params: dict,
+    frame: dd.DataFrame,
+    params: dict[str, Any],
     cfg: config.TrainConfig,
     metric: str,
     task: str,
     n_classes: int,
-) -> tuple[CVResult, pd.DataFrame]:
-    """XGBoost cross-validated across the cluster; each fold scored on a sample of at most
-    SCORE_ROWS held-out rows; the out-of-fold predictions of at most OOF_ROWS rows."""
+    i: int,
+    rows: int,
+) -> tuple[FoldResult, np.ndarray]:
+    """Fold ``i`` boosted across the cluster: trained on the other folds less an inner slice
+    (hash keyed by ``seed + 1 + i``) it early-stops on, scored on a hash-chosen sample of at
+    most ``SCORE_ROWS`` of its held-out rows. Returns the fold (its output: the scored rows')
+    and their encoded target."""
     from xgboost import dask as dxgb
 
-    rows = int(model_frame.map_partitions(len).sum().compute())
-    share = min(1.0, SCORE_ROWS * cfg.cv_folds / max(rows, 1))
-    oof_share = min(1.0, OOF_ROWS / max(rows, 1))
-    features = [c for c in model_frame.columns if not c.startswith("__")]
-    scores, rounds, oofs = [], [], []
+    seed, fraction = cfg.seed, cfg.validation_fraction
+    share = min(1.0, SCORE_ROWS * cfg.cv_folds / max(rows, 1), OOF_ROWS / max(rows, 1))
+    features = [c for c in frame.columns if not c.startswith("__")]
+    rest = frame[frame["__fold"] != i]
+    inner = rest.map_partitions(
+        lambda p: pd.Series(inner_slice(p[_ROW_KEY].to_numpy(), seed, i, fraction), p.index),
+        meta=("inner", bool),
+    )
     n_rounds = int(params.get("n_estimators", 100))
     early = params.get("early_stopping_rounds")
-    for i in range(cfg.cv_folds):
-        fit_part = model_frame[model_frame["__fold"] != i]
-        inner = fit_part["__u"] < cfg.validation_fraction
-        booster, best = dask_boost(
-            client, fit_part[~inner], params, cfg, task, n_classes, n_rounds,
-            valid=fit_part[inner], early=early,
-        )  # fmt: skip
-        kept = model_frame["__u"] < max(share, oof_share)
-        held = model_frame[(model_frame["__fold"] == i) & kept]
-        pred = dxgb.predict(client, booster, held[features])
-        got = held[["__y", "__u"]].assign(p=pred) if pred.ndim == 1 else None
-        if got is None:  # multiclass: one column per class
-            import dask.dataframe as dd
-
-            cols = dd.from_dask_array(pred, columns=[f"p{j}" for j in range(n_classes)])
-            got = dd.concat([held[["__y", "__u"]].reset_index(drop=True), cols], axis=1)
-        local = got.compute()
-        y = local["__y"].to_numpy()
-        out = (
-            local["p"].to_numpy(float)
-            if "p" in local
-            else local[[f"p{j}" for j in range(n_classes)]].to_numpy(float)
+    fitted = dask_boost(client, rest[~inner], params, cfg, task, n_classes, n_rounds,
+                        valid=rest[inner], early=early)  # fmt: skip
+    held = frame[frame["__fold"] == i]
+    held = held[
+        held.map_partitions(
+            lambda p: pd.Series(_share(p[_ROW_KEY].to_numpy(), seed, "score") < share, p.index),
+            meta=("s", bool),
         )
-        if task == "binary_classification":
-            out = np.column_stack([1 - out, out])
-        scored = local["__u"].to_numpy() < share
-        truth = y[scored].astype(int) if is_classification(task) else y[scored]
-        scores.append(float(kpi(task, metric, truth, out[scored], 0.5)))
-        keep = local["__u"].to_numpy() < oof_share
-        oofs.append((out[keep], y[keep]))
-        rounds.append(best)
-    out = np.concatenate([o for o, _ in oofs])
-    y = np.concatenate([t for _, t in oofs])
+    ]
+    booster = fitted.model.estimator
+    pred = dxgb.predict(client, booster, held[features])
+    y_held, p_held = client.compute([held["__y"], pred], sync=True)  # one pass over the rows
+    y = np.asarray(y_held)
+    p = np.asarray(p_held, dtype=np.float64)
+    if task == BINARY:
+        out = np.column_stack([1.0 - p, p])
+    elif is_classification(task):
+        p = p.reshape(len(y), n_classes)
+        out = p / p.sum(axis=1, keepdims=True)
+    else:
+        out = p
     if is_classification(task):
-        y = y.astype(int)
-    return CVResult(tuple(scores), out, tuple(rounds)), (out, y)
+        y = y.astype(np.int64)
+    score = float(kpi(task, metric, y, out, 0.5))
+    curve = fitted.curves.get("valid", {})
+    return FoldResult(i, score, out, fitted.rounds, curve), y
+
+
+def cluster_batches(
+    client: Client,
+    frame: dd.DataFrame,
+    cfg: config.TrainConfig,
+    metric: str,
+    task: str,
+    n_classes: int,
+    rows: int,
+    truth: dict[str, np.ndarray],
+) -> RunBatch:
+    """A :data:`RunBatch` for large data: each trial's folds boosted across the whole cluster
+    one after another (trials sequential), the pruner asked after each fold. The scored rows'
+    target of the last completed trial goes to ``truth["y"]`` (the same rows every trial)."""
+    k = cfg.cv_folds
+
+    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+        outcomes = []
+        for params, trial in zip(asked, trials, strict=True):
+            o = Outcome([], 0.0)
+            ys = []
+            for i in range(k):
+                start = time.perf_counter()
+                fold, y = dask_fold(client, frame, params, cfg, metric, task, n_classes, i, rows)
+                o.seconds += time.perf_counter() - start
+                o.folds.append(fold)
+                ys.append(y)
+                if trial is not None and should_stop(trial, o.folds, k):
+                    break
+            else:
+                o.cv = CVResult(
+                    tuple(f.score for f in o.folds),
+                    np.concatenate([f.output for f in o.folds]),
+                    tuple(f.rounds for f in o.folds),  # type: ignore[misc]
+                    tuple(f.valid_curve for f in o.folds),
+                )
+                o.folds = []
+                truth["y"] = np.concatenate(ys)
+            outcomes.append(o)
+        return outcomes
+
+    return run
 
 
 # --- the stage ---------------------------------------------------------------------------
 
 
-def main_dask(params: config.Params, client: Client) -> None:
-    """Tune, select and fit on the cluster; write the same outputs as the local engine."""
-    from mlcycle.adapters.xgboost_model import XGBoostModel
-    from mlcycle.stages import log
-    from mlcycle.stages.train import finish
+@dataclass
+class Trained:
+    """What the train stage writes, computed on the cluster (see ``stages.train.finish``)."""
 
-    say = lambda msg: log("train", msg)  # noqa: E731
+    signature: Signature
+    result: TuningResult
+    final: FitResult
+    baseline: FitResult | None
+    oof: pd.DataFrame
+    rows: int
+
+
+def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
+    """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
+    folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
     obj, cfg, eng = params.objectives, params.train, params.engine
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = _train_path()
+    path = str(Path(path).resolve())
     rows = dataset_rows(path)
     ddf = read_dataset(path)
-    signature, sample = dask_signature(ddf, params, say)
+    signature = dask_signature(ddf, path, params, say)
     n_classes = len(signature.classes) if is_classification(obj.task) else 0
+    metric = obj.primary_metric
+    small = rows <= eng.trial_max_rows
+    limit = min(eng.sklearn_max_rows, eng.trial_max_rows)
     kinds = list(cfg.candidates)
     sklearn = [k for k in kinds if k != "xgboost"]
-    if sklearn and (rows > eng.sklearn_max_rows or rows > eng.trial_max_rows):
-        limit = min(eng.sklearn_max_rows, eng.trial_max_rows)
+    if sklearn and rows > limit:
         say(f"skipping {sklearn}: the training split has {rows} rows, more than {limit} "
             "(engine.sklearn_max_rows / trial_max_rows); scikit-learn needs it in one "
             "process")  # fmt: skip
@@ -441,76 +720,104 @@ def main_dask(params: config.Params, client: Client) -> None:
             f"train.candidates {list(cfg.candidates)}: none can train on {rows} rows on the "
             "Dask engine; add xgboost, or raise engine.sklearn_max_rows"
         )
+    baseline_kind = cfg.baseline
+    if baseline_kind and baseline_kind != "xgboost" and rows > limit:
+        say(f"no baseline: train.baseline {baseline_kind} is scikit-learn and the training "
+            f"split has more than {limit} rows")  # fmt: skip
+        baseline_kind = None
     say(f"{obj.task}: {rows} rows, {len(signature.features)} features; candidates {kinds}, "
-        f"selected by cv {obj.primary_metric}")  # fmt: skip
-    model_frame = None
-    if rows <= eng.trial_max_rows:
+        f"selected by cv {metric}")  # fmt: skip
+
+    frame = None  # the pinned model frame for xgboost.dask, built when first needed
+
+    def model_frame() -> dd.DataFrame:
+        nonlocal frame
+        if frame is None:
+            frame = pinned(client, model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
+        return frame
+
+    data: list[Future] = []
+    if small:
         workers = sorted(client.scheduler_info()["workers"])
         data = [
             client.submit(load_split, path, signature.to_dict(), cfg.cv_folds, cfg.seed,
                           workers=[w], allow_other_workers=False, pure=False)
             for w in workers
         ]  # fmt: skip
-        first = data[0].result()
-        _check_folds(first["y"], first["fold"], cfg.cv_folds, obj.task, signature.classes)
-        y_all = first["y"]
-        del first
+        y, fold = client.submit(target_and_folds, data[0], pure=False).result()
+        check_folds(y, fold, cfg.cv_folds, obj.task, signature.classes)
+        fold_rows = [np.flatnonzero(fold == i) for i in range(cfg.cv_folds)]
+        del fold
         result = tune_on_workers(
-            client, data, kinds, cfg, obj.primary_metric, obj.task, n_classes, say
-        )
+            client, data, kinds, cfg, metric, obj.task, n_classes, fold_rows, rows, say,
+            baseline_kind,
+        )  # fmt: skip
         win = result.winner
-        oof = prediction_frame(win.cv.oof, y_all, obj.task, signature.classes)
+        oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
+        del y
     else:
-        model_frame = _pinned(client, _model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
-        result = TuningResult(metric=obj.primary_metric, folds=cfg.cv_folds)
-        base = fixed_params("xgboost", cfg)
-        if cfg.trials_for("xgboost"):
-            say("tuning above engine.trial_max_rows runs trial 0 only (each trial boosts across "
-                "the whole cluster); lower the data or raise trial_max_rows to search")  # fmt: skip
-        start = time.perf_counter()
-        cv, (out, y_s) = dask_cv(
-            client, model_frame, base, cfg, obj.primary_metric, obj.task, n_classes
-        )
-        seconds = time.perf_counter() - start
-        rec = TrialRecord("xgboost", 0, base, cv.mean, cv.std, cv.final_rounds, seconds)
-        result.records.append(rec)
-        result.candidates["xgboost"] = CandidateResult("xgboost", 0, base, cv, base, cv, 1)
-        say(f"xgboost trial 0 (untuned): cv {obj.primary_metric} {cv.mean:.4f} ± {cv.std:.4f}")
-        if cfg.baseline == "xgboost":
-            result.baseline = result.candidates["xgboost"]
+        check_fold_counts(_fold_counts(model_frame(), cfg.cv_folds, obj.task, n_classes),
+                          obj.task, signature.classes)  # fmt: skip
+        truth: dict[str, np.ndarray] = {}
+        run = cluster_batches(client, model_frame(), cfg, metric, obj.task, n_classes, rows,
+                              truth)  # fmt: skip
+        result = TuningResult(metric=metric, folds=cfg.cv_folds)
+        candidate, records = search_candidate("xgboost", cfg, metric, run, 1, say)
+        result.candidates["xgboost"] = candidate
+        result.records.extend(records)
+        _say_best(say, candidate, metric)
+        _baseline(result, baseline_kind, cfg, metric, say, lambda _kind: run)
         win = result.winner
-        oof = prediction_frame(out, y_s, obj.task, signature.classes)
+        oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
-    if win.name == "xgboost":
-        if model_frame is None:
-            model_frame = _pinned(client, _model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
-        rounds = win.cv.final_rounds or int(win.params.get("n_estimators", 100))
-        say(f"final fit: xgboost.dask, {rounds} rounds on {rows} rows in "
-            f"{model_frame.npartitions} partition(s)")  # fmt: skip
-        booster, _ = dask_boost(client, model_frame, win.params, cfg, obj.task, n_classes, rounds)
-        booster.set_param({"nthread": 0})
-        final = FitResult(XGBoostModel(booster, obj.task, n_classes), rounds)
-    else:
-        final = client.submit(
-            fit_on_worker, data[0], win.name, win.params, cfg, obj.task, n_classes,
-            win.cv.final_rounds, pure=False,
+    def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
+        if kind == "xgboost":
+            rounds = cv.final_rounds or int(chosen.get("n_estimators", 100))
+            mf = model_frame()
+            say(f"{what}: xgboost.dask, {rounds} rounds on {rows} rows in {mf.npartitions} "
+                "partition(s)")  # fmt: skip
+            return dask_boost(client, mf, chosen, cfg, obj.task, n_classes, rounds)
+        say(f"{what}: {kind} on one worker")
+        return client.submit(
+            fit_on_worker, data[0], kind, chosen, cfg, obj.task, n_classes, cv.final_rounds,
+            pure=False,
         ).result()  # fmt: skip
+
+    say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
+    final = final_fit(win.name, win.params, win.cv, "final fit")
     baseline = None
     if result.baseline:
         b = result.baseline
         if b.name == win.name and b.params == win.params:
-            baseline = final
-        elif b.name == "xgboost":
-            if model_frame is None:
-                model_frame = _pinned(client, _model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
-            rounds = b.cv.final_rounds or int(b.params.get("n_estimators", 100))
-            booster, _ = dask_boost(client, model_frame, b.params, cfg, obj.task, n_classes, rounds)
-            booster.set_param({"nthread": 0})
-            baseline = FitResult(XGBoostModel(booster, obj.task, n_classes), rounds)
-        elif rows <= eng.trial_max_rows:
-            baseline = client.submit(
-                fit_on_worker, data[0], b.name, b.params, cfg, obj.task, n_classes,
-                b.cv.final_rounds, pure=False,
-            ).result()  # fmt: skip
-    del sample
-    finish(params, signature, result, final, baseline, oof, rows)
+            baseline = final  # the untuned configuration won: the same model
+        else:
+            baseline = final_fit(b.name, b.params, b.cv, "baseline fit")
+    for future in data:
+        future.release()
+    return Trained(signature, result, final, baseline, oof, rows)
+
+
+def _fold_counts(frame: dd.DataFrame, folds: int, task: str, n_classes: int) -> np.ndarray:
+    """Rows per (fold, class) of the model frame (one column for regression), from partition
+    counts summed on the driver."""
+    k = max(n_classes, 1) if is_classification(task) else 1
+
+    def counts(part: pd.DataFrame) -> pd.DataFrame:
+        f = part["__fold"].to_numpy(np.int64)
+        c = part["__y"].to_numpy(np.int64) if k > 1 else np.zeros(len(part), np.int64)
+        out = np.bincount(f * k + c, minlength=folds * k)
+        return pd.DataFrame([out], columns=[str(j) for j in range(folds * k)])
+
+    meta = pd.DataFrame({str(j): pd.Series([], dtype="int64") for j in range(folds * k)})
+    total = frame.map_partitions(counts, meta=meta).sum().compute()
+    return total.to_numpy().reshape(folds, k)
+
+
+def main_dask(params: config.Params, client: Client) -> None:
+    """The train stage on the cluster: the local engine's outputs, from :func:`train_dask`."""
+    from mlcycle.stages import TRAIN, log
+    from mlcycle.stages.train import finish
+
+    say = lambda msg: log("train", msg)  # noqa: E731
+    t = train_dask(params, client, TRAIN, say)
+    finish(params, t.signature, t.result, t.final, t.baseline, t.oof, t.rows)

@@ -1,0 +1,245 @@
+"""The train stage on the Dask engine, on real clusters (a LocalCluster and a real `dask
+scheduler` with two `dask worker` processes): the local engine's signature from aggregates,
+folds by row hash that ignore partitioning, seeded trials on the workers that give the same
+trials, scores and model bytes on another run and another cluster, the xgboost.dask path
+above ``engine.trial_max_rows``, and scikit-learn skipped above its row limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle import config
+from mlcycle.engines import read_dataset
+from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.tuning import FoldError, tune
+from tests.conftest import FAST_PARAMS, ROOT, merge
+
+OBJ = {
+    "objectives": {"target": "income", "positive_class": ">50K", "slices": [], "minimums": {},
+                   "kpis": ["roc_auc", "accuracy"]},
+    "features": {"derived": [], "exclude": []},
+}  # fmt: skip
+# Three folds so the median pruner can stop a trial after its first or second fold.
+TRAIN = {"train": {"cv_folds": 3, "candidates": ["xgboost", "logistic_regression"],
+                   "baseline": "xgboost",
+                   "xgb": {"learning_rate": 0.06},  # in the search space: trial 0 is told
+                   "tuning": {"trials": 6, "pruner": "median", "pruner_startup": 1,
+                              "trials_by_candidate": {"logistic_regression": 1}}}}  # fmt: skip
+
+
+def params(*updates: dict) -> config.Params:
+    raw = merge(config.read_raw(ROOT / "params.yaml"), FAST_PARAMS)
+    for update in (OBJ, *updates):
+        raw = merge(raw, update)
+    return config.parse_params(raw)
+
+
+def adult_like(n: int, seed: int = 0) -> pd.DataFrame:
+    """Census-like rows: numbers with gaps, text columns with rare and missing categories, and
+    an income label that depends on several of them."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(17, 90, n).astype(float)
+    hours = rng.normal(40, 12, n).round()
+    education = rng.choice(["HS-grad", "Some-college", "Bachelors", "Masters", "Doctorate"], n,
+                           p=[0.4, 0.3, 0.2, 0.08, 0.02])  # fmt: skip
+    workclass = rng.choice(["Private", "Self-emp", "Gov", "Never-worked"], n,
+                           p=[0.7, 0.15, 0.145, 0.005]).astype(object)  # fmt: skip
+    workclass[rng.uniform(size=n) < 0.05] = None
+    gain = np.where(rng.uniform(size=n) < 0.1, rng.exponential(5000, n), 0.0).round()
+    # Thresholds and an interaction: a tree model beats a linear one here, as on Adult.
+    degree = {"HS-grad": -0.5, "Some-college": 0.0, "Bachelors": 0.8, "Masters": 1.3,
+              "Doctorate": 1.8}  # fmt: skip
+    logit = (
+        2.0 * ((age > 35) & (age < 60))
+        + 1.5 * ((hours > 45) & (age > 30))
+        + 3.0 * (gain > 4000)
+        - 2.5
+        + pd.Series(education).map(degree).to_numpy()
+    )
+    income = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), ">50K", "<=50K")
+    df = pd.DataFrame({"age": age, "hours": hours, "education": education,
+                       "workclass": workclass, "capital_gain": gain, "income": income})  # fmt: skip
+    df.loc[df.index % 31 == 0, "age"] = np.nan
+    return df
+
+
+def write_parts(folder: Path, frame: pd.DataFrame, parts: int) -> Path:
+    folder.mkdir(parents=True)
+    for i, idx in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        frame.iloc[idx].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training split of 3000 rows as a folder of three parts."""
+    return write_parts(tmp_path_factory.mktemp("split") / "train.parquet", adult_like(3000), 3)
+
+
+# --- the signature and the folds ---------------------------------------------------------------
+
+
+def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monkeypatch) -> None:
+    """Types, classes, categories (sorted, from every row) and the mutual-information selection
+    equal the local engine's; with a sample smaller than the data, a category only the rows
+    outside the sample hold is still in the signature."""
+    from mlcycle.engines import train as engine
+
+    frame = pd.read_parquet(split)
+    selection = {"features": {"selection": {"method": "mutual_info", "k": 4}}}
+    for update in ({}, selection):
+        p = params(update)
+        local = infer_signature(frame, "income", ">50K", p.features, seed=p.train.seed)
+        got = engine.dask_signature(read_dataset(split), split, p)
+        assert got.to_dict() == local.to_dict()
+    assert len(local.features) == 4  # the selection dropped one of five
+
+    rare = frame.copy()
+    rare.loc[1234, "workclass"] = "Without-pay"  # one row holds it
+    folder = write_parts(split.parent / "rare.parquet", rare, 4)
+    monkeypatch.setattr(engine, "SAMPLE_ROWS", 300)
+    got = engine.dask_signature(read_dataset(folder), folder, params())
+    local = infer_signature(rare, "income", ">50K", params().features, seed=42)
+    assert got.to_dict() == local.to_dict()
+    by_name = {f.name: f for f in got.inputs}
+    assert "Without-pay" in by_name["workclass"].categories
+
+
+def test_folds_follow_the_rows_not_the_partitions(split: Path) -> None:
+    """A row's fold and its model-frame hash are the same when the rows come in another order
+    and other partitions; the folds are about equal in size."""
+    from mlcycle.engines.train import hash_columns, hash_folds, model_parts
+
+    frame = pd.read_parquet(split)
+    sig = infer_signature(frame, "income", ">50K", params().features, seed=42)
+    cols = hash_columns(sig)
+    whole = hash_folds(frame, cols, 4, 42)
+    order = np.random.default_rng(1).permutation(len(frame))
+    chunks = np.array_split(order, 7)
+    shuffled = np.concatenate([hash_folds(frame.iloc[c], cols, 4, 42) for c in chunks])
+    assert (shuffled == whole[order]).all()
+    assert (np.bincount(whole, minlength=4) > 0.2 * len(frame)).all()
+    assert not (hash_folds(frame, cols, 4, 7) == whole).all()  # the seed keys them
+
+    import dask.dataframe as dd
+
+    def pairs(nparts: int, rows: np.ndarray) -> list[tuple[int, int]]:
+        ddf = dd.from_pandas(frame.iloc[rows].reset_index(drop=True), npartitions=nparts)
+        got = model_parts(ddf, sig, 4, 42)[["__h", "__fold"]].compute(scheduler="sync")
+        return sorted(zip(got["__h"].tolist(), got["__fold"].tolist(), strict=True))
+
+    assert pairs(1, np.arange(len(frame))) == pairs(5, order)
+
+
+def test_folds_that_cannot_learn_are_refused() -> None:
+    from mlcycle.engines.train import check_folds
+
+    with pytest.raises(FoldError, match="fold 2 of train.cv_folds=3 holds 0 of the 4"):
+        check_folds(np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1]), 3, "binary_classification",
+                    ("no", "yes"))  # fmt: skip
+    y = np.array([0, 0, 0, 0, 1, 0])
+    fold = np.array([0, 1, 0, 1, 1, 0])
+    with pytest.raises(FoldError, match=r"training part of fold 1 .* lacks class\(es\) \['yes'\]"):
+        check_folds(y, fold, 2, "binary_classification", ("no", "yes"))
+
+
+# --- tuning, the final fit ---------------------------------------------------------------------
+
+
+def run_stage(project: Path, split: Path, p: config.Params, client) -> dict:
+    """The stage's main on the Dask engine in ``project`` (the split copied in); its outputs."""
+    import shutil
+
+    from mlcycle.engines.train import main_dask
+
+    target = project / "data/prepared/train.parquet"
+    if not target.exists():
+        shutil.copytree(split, target)
+    main_dask(p, client)
+    return {
+        "model": (project / "models/train/model.ubj").read_bytes(),
+        "trials": [line.split(",")[:5] + line.split(",")[-1:] for line in
+                   (project / "metrics/tuning/trials.csv").read_text().splitlines()],
+        "train": json.loads((project / "metrics/train.json").read_text()),
+    }  # fmt: skip
+
+
+def test_trials_and_model_are_the_same_on_another_run_and_cluster(
+    split: Path, tmp_path: Path, monkeypatch, dask_local_client, dask_scheduler: str
+) -> None:
+    """Trials in batches on the workers, pruned between folds: a LocalCluster and a real
+    scheduler with its own two worker processes give the same trials, scores, pruned trials
+    and model.ubj bytes; the model loads and predicts; the CV score is the local engine's
+    within noise (the folds differ: by row hash here, stratified there)."""
+    from distributed import Client
+
+    from mlcycle.models import load_model_dir
+
+    p = params(TRAIN)
+    monkeypatch.chdir(tmp_path)
+    first = run_stage(tmp_path, split, p, dask_local_client)
+    with Client(dask_scheduler) as client:
+        again = run_stage(tmp_path, split, p, client)
+    assert again["model"] == first["model"]
+    assert again["trials"] == first["trials"]
+    assert again["train"] == first["train"]
+    trials = first["trials"]
+    assert [t[0] for t in trials[1:]] == ["xgboost"] * 7 + ["logistic_regression"] * 2
+    assert any(t[-1] for t in trials[1:]), "no trial was pruned"  # pruned_after column
+
+    model, info = load_model_dir(tmp_path / "models/train")
+    assert model.kind == first["train"]["winner"] == "xgboost"
+    from mlcycle.features import Signature
+
+    sig = Signature.from_dict(json.loads((tmp_path / "models/train/signature.json").read_text()))
+    frame = pd.read_parquet(split)
+    out = model.output(to_model_frame(frame.head(50), sig))
+    assert out.shape == (50, 2) and np.allclose(out.sum(axis=1), 1)
+    assert info["rounds"] == model.estimator.num_boosted_rounds()
+    assert (tmp_path / "models/train/baseline/model.ubj").is_file()
+    oof = pd.read_parquet(tmp_path / "models/train/oof.parquet")
+    assert len(oof) == len(frame) and oof["probability"].notna().all()
+
+    local_cfg = params({"train": {"candidates": ["xgboost"], "cv_folds": 3}})
+    y = encode_target(frame["income"], sig)
+    local = tune(to_model_frame(frame, sig), y, local_cfg.train, "roc_auc")
+    dask_untuned = first["train"]["candidates"]["xgboost"]["untuned_cv_mean"]
+    assert abs(dask_untuned - local.candidates["xgboost"].untuned.mean) < 0.02
+
+
+def test_above_trial_max_rows_trials_boost_across_the_cluster(
+    split: Path, dask_local_client
+) -> None:
+    """Above engine.trial_max_rows each fold of each trial is boosted by xgboost.dask on the
+    partitions; scikit-learn candidates and baseline are skipped with a message; the model
+    predicts as the small-data path's does, and its CV score is close to it."""
+    from mlcycle.engines.train import train_dask
+
+    said: list[str] = []
+    update = {"engine": {"trial_max_rows": 1000, "sklearn_max_rows": 100},
+              "train": {"baseline": "logistic_regression", "tuning": {"trials": 2}}}  # fmt: skip
+    t = train_dask(params(TRAIN, update), dask_local_client, split, said.append)
+    log = "\n".join(said)
+    assert "skipping ['logistic_regression']: the training split has 3000 rows" in log
+    assert "no baseline: train.baseline logistic_regression" in log
+    assert t.baseline is None
+    assert [r.candidate for r in t.result.records] == ["xgboost"] * 3
+    assert [r.trial for r in t.result.records] == [0, 1, 2]
+    assert all(r.rounds for r in t.result.records if not r.pruned)
+    assert len(t.oof) == len(pd.read_parquet(split))
+    assert t.final.curves["train"]["loss"]  # the final fit's learning curve, as locally
+
+    small = train_dask(params(TRAIN, {"train": {"candidates": ["xgboost"],
+                                                "tuning": {"trials": 0}}}),
+                       dask_local_client, split, said.append)  # fmt: skip
+    big_untuned = t.result.candidates["xgboost"].untuned.mean
+    assert abs(big_untuned - small.result.candidates["xgboost"].untuned.mean) < 0.02
+    frame = pd.read_parquet(split).head(200)
+    a = t.final.model.output(to_model_frame(frame, t.signature))
+    b = small.final.model.output(to_model_frame(frame, small.signature))
+    assert np.corrcoef(a[:, 1], b[:, 1])[0, 1] > 0.9
