@@ -112,6 +112,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
         "trials": 30,
         "trials_by_candidate": {"logistic_regression": 10, "random_forest": 2},
         "timeout": None,
+        "pruner": "median",
     },
     "xgb": {
         "n_estimators": 2000,
@@ -160,16 +161,28 @@ DEFAULT_OUTLIERS: dict[str, Any] = {
     "contamination": 0.01,
     "seed": 42,
 }
+DEFAULT_ENGINE: dict[str, Any] = {
+    "kind": "local",
+    "scheduler": None,
+    "workers": 2,
+    "threads_per_worker": 1,
+    "memory_limit": "auto",
+    "dashboard": ":8787",
+    "partition_rows": 1_000_000,
+    "sklearn_max_rows": 1_000_000,
+    "trial_max_rows": 2_000_000,
+}
 # Sections taken whole from the current params.yaml; train's general knobs are taken too.
 CARRIED_SECTIONS = {
     "gate": DEFAULT_GATE,
     "validate": DEFAULT_VALIDATE,
     "evaluate": DEFAULT_EVALUATE,
     "monitor": DEFAULT_MONITOR,
+    "engine": DEFAULT_ENGINE,
 }
 SECTION_ORDER = (
     "objectives", "gate", "data", "validate", "prepare", "features", "train", "evaluate",
-    "monitor", "package",
+    "monitor", "package", "engine",
 )  # fmt: skip
 WIDTH = 100  # line width of the written params.yaml
 COMMENT_COLUMN = 30  # where trailing comments start, as in the shipped params.yaml
@@ -568,6 +581,10 @@ COMMENTS = {
     "train.tuning.trials": "trials after trial 0 (the fixed params below); 0: no search",
     "train.tuning.trials_by_candidate": "a budget of their own for some candidates",
     "train.tuning.timeout": "seconds per candidate (results then depend on the machine)",
+    "train.tuning.pruner": "median: stop trials behind after a fold; none: every fold runs",
+    "engine": "where the stages compute; docs/engines.md says when to switch",
+    "engine.kind": "local: pandas in one process | dask: partitioned, on a cluster",
+    "engine.scheduler": "a running scheduler (tcp://host:8786); null: a LocalCluster here",
     "train.xgb": "XGBoost's fixed params: trial 0, and the base of every trial",
     "train.models": "the other candidates' fixed params (scikit-learn names)",
     "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",
