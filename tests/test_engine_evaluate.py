@@ -3,9 +3,11 @@
 Sums per partition give the same KPIs as the row-level functions; the dask evaluation of a
 trained model on a test split stored as a folder of parts writes the same files, keys and
 figures as the local engine's on the same split (through the stage's own dispatch, on a real
-`dask scheduler` with two workers); above the row bound the ranking figures come from a
-histogram, evaluate.json says so and no interval is faked; the gate scores a champion bundle
-partition by partition to the local engine's figures.
+`dask scheduler` with two workers); above the row bound nothing per row is gathered: ROC AUC,
+PR AUC and the one-vs-rest AUC stay exact (a sorted score table on the workers) with DeLong's
+interval, the curves and slices come from a histogram, evaluate.json says so and no other
+interval is faked; the gate scores a champion bundle partition by partition to the local
+engine's figures.
 """
 
 from __future__ import annotations
@@ -90,6 +92,62 @@ def test_histogram_ranking_kpis_are_close(task: str) -> None:
         assert approx[name] == pytest.approx(kpi(task, name, y, out, 0.5), abs=1e-3), name
 
 
+def delong_reference(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """DeLong's AUC and its standard error from midranks (Sun & Xu's fast form), row by row."""
+    from scipy.stats import rankdata
+
+    pos, neg = p[y == 1], p[y == 0]
+    m, n = len(pos), len(neg)
+    tz = rankdata(np.r_[pos, neg])
+    v10 = (tz[:m] - rankdata(pos)) / n
+    v01 = 1.0 - (tz[m:] - rankdata(neg)) / m
+    auc = v10.mean()
+    return auc, float(np.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n))
+
+
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS])
+def test_rank_kpis_from_the_workers_are_exact(task: str, dask_local_client) -> None:
+    """ROC AUC, PR AUC and the macro one-vs-rest AUC from the sorted score table on a
+    LocalCluster equal scikit-learn's on the rows (ties included); DeLong's interval equals
+    the reference computed from midranks."""
+    import dask.dataframe as dd
+
+    from mlcycle.engines.evaluate import Z95, rank_kpis
+    from mlcycle.features import Feature
+
+    y, out, _, k = random_case(task, n=6000)
+    if task == BINARY:
+        frame = pd.DataFrame({"probability": out[:, 1]})
+        classes = ["<=50K", ">50K"]
+    else:
+        out[1000:2000] = out[:1000]  # tied scores across partitions
+        classes = ["a", "b", "c"]
+        frame = pd.DataFrame({f"probability_{c}": out[:, i] for i, c in enumerate(classes)})
+    frame["actual"] = y
+    sig = Signature(
+        features=(Feature("x", "numeric"),), target="t", task=task, classes=tuple(classes)
+    )
+    scored = dd.from_pandas(frame, npartitions=5)
+    names = [n for n in KPI_FUNCTIONS[task] if n in RANKING_KPIS]
+    values, interval = rank_kpis(scored, sig, names, "roc_auc")
+    for name in names:
+        assert values[name] == pytest.approx(kpi(task, name, y, out, 0.5), abs=1e-12), name
+    if task == BINARY:
+        auc, se = delong_reference(y, out[:, 1])
+        assert values["roc_auc"] == pytest.approx(auc, abs=1e-12)
+        assert interval["low"] == pytest.approx(auc - Z95 * se, abs=1e-6)
+        assert interval["high"] == pytest.approx(auc + Z95 * se, abs=1e-6)
+    else:
+        assert interval is None
+    # one class absent: undefined, as the row functions have it
+    gone = dd.from_pandas(frame[frame["actual"] != 0], npartitions=3)
+    values, _ = rank_kpis(gone, sig, names)
+    if task == BINARY:
+        assert np.isnan(values["roc_auc"]) and values["pr_auc"] == 1.0
+    else:
+        assert np.isnan(values["roc_auc_ovr"])
+
+
 def test_calibration_and_threshold_curve_from_sums() -> None:
     from mlcycle.metrics import calibration_from_sums
 
@@ -169,11 +227,12 @@ def test_dask_predictions_are_parts_equal_to_the_local_file(engines) -> None:
     np.testing.assert_allclose(mine["probability"], theirs["probability"], rtol=0, atol=1e-12)
 
 
-def test_above_the_row_bound_ranking_figures_are_histograms(
+def test_above_the_row_bound_nothing_per_row_is_gathered(
     engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a bound below the test split's rows nothing per row is gathered: the sums KPIs
-    stay exact, ROC/PR AUC come from the histogram (and say so), no interval is faked."""
+    and ROC/PR AUC stay exact (and say how), the interval is DeLong's, the slices' intervals
+    are not faked."""
     from mlcycle.engines.evaluate import main_dask
     from mlcycle.stages import SIGNATURE_FILE
 
@@ -185,14 +244,24 @@ def test_above_the_row_bound_ranking_figures_are_histograms(
     signature = Signature.from_dict(read(project, SIGNATURE_FILE))
     main_dask(params, signature, dask_local_client, exact_rows=1_000)
     a, b = read(local, "metrics/evaluate.json"), read(project, "metrics/evaluate.json")
-    assert b["roc_auc_method"] == b["pr_auc_method"] == "histogram"
-    assert "not computed" in b["confidence_interval_note"]
-    assert set(b) - set(a) == {"roc_auc_method", "pr_auc_method", "confidence_interval_note"}
-    assert b["confidence_interval"]["low"] is None and b["confidence_interval"]["resamples"] == 0
-    for key in set(KPI_FUNCTIONS[BINARY]) - RANKING_KPIS:
-        assert b[key] == pytest.approx(a[key], abs=1e-9), key
-    assert b["roc_auc"] == pytest.approx(a["roc_auc"], abs=1e-4)
-    assert b["pr_auc"] == pytest.approx(a["pr_auc"], abs=1e-3)
+    assert b["roc_auc_method"] == b["pr_auc_method"] == "distributed sort"
+    assert b["confidence_interval_method"] == "delong"
+    assert b["slice_ranking_method"] == "histogram"
+    assert set(b) - set(a) == {
+        "roc_auc_method", "pr_auc_method", "confidence_interval_method", "slice_ranking_method"
+    }  # fmt: skip
+    for key in KPI_FUNCTIONS[BINARY]:
+        assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    # DeLong's interval beside the local engine's bootstrap one, on the same metric
+    ci_a, ci_b = a["confidence_interval"], b["confidence_interval"]
+    assert ci_b["metric"] == ci_a["metric"] == "roc_auc" and ci_b["resamples"] == 0
+    assert ci_b["low"] < b["roc_auc"] < ci_b["high"]
+    assert ci_b["low"] == pytest.approx(ci_a["low"], abs=2e-3)
+    assert ci_b["high"] == pytest.approx(ci_a["high"], abs=2e-3)
+    base_a, base_b = a["baseline"], b["baseline"]
+    assert base_a and base_b.keys() == base_a.keys() and base_b["model"] == base_a["model"]
+    for key in set(base_a) - {"model"}:  # the untuned baseline's ranking KPIs exact too
+        assert base_b[key] == pytest.approx(base_a[key], abs=1e-6), key
     assert b["confusion"] == a["confusion"] and b["threshold"] == a["threshold"]
     slices = read(project, "metrics/slices.json")["slices"]
     for col, groups in read(local, "metrics/slices.json")["slices"].items():

@@ -9,11 +9,16 @@ those sums, so every threshold and sum KPI is exact and equals the local engine'
 
 Ranking figures (ROC AUC, PR AUC, median absolute error, residual quantiles, the ROC and PR
 curves) and the bootstrap interval need the rows. When the test split has at most
-``EXACT_ROWS`` (20 million) rows, this process gathers only the label, the model's output and
+``EXACT_ROWS`` (one million) rows, this process gathers only the label, the model's output and
 the slice columns (a few numbers per row, never the records) and computes them exactly, as the
-local engine does. Above that they come from a fine histogram of scores per class (and dask's
-approximate quantiles for regression), evaluate.json says so (``roc_auc_method:
-"histogram"``...), and the bootstrap interval is not computed (null), rather than faked.
+local engine does. Above that nothing per row reaches this process, so its memory does not
+grow with the data: ROC AUC, PR AUC and the macro one-vs-rest ROC AUC stay exact, from a table
+of positives and negatives per distinct score that the workers build, sort and sum
+(:func:`rank_kpis`); the primary metric's interval, when it is a binary ROC AUC, is DeLong's
+from the same table; the curves and the slices' ranking KPIs come from a fine histogram of
+scores per class, dask's approximate quantiles give the median absolute error and residual
+quantiles. evaluate.json names every figure so made (``pr_auc_method: "distributed sort"``,
+``slice_ranking_method: "histogram"``...); an interval that cannot be had is null, not faked.
 
 confusion.csv holds a seeded sample of at most ``SAMPLE_ROWS`` rows (chosen by row hash), not
 one line per test row: its plot shows proportions. The SHAP summary uses ``SHAP_ROWS`` rows.
@@ -64,7 +69,7 @@ if TYPE_CHECKING:
 
     from mlcycle.stages.evaluate import Evaluation
 
-EXACT_ROWS = 20_000_000  # test rows whose labels and outputs this process may gather
+EXACT_ROWS = 1_000_000  # test rows whose labels and outputs this process may gather
 SHAP_ROWS = 2_000
 SAMPLE_ROWS = 100_000  # rows of confusion.csv (and regression plot points beyond EXACT_ROWS)
 MISSING = "<missing>"
@@ -324,6 +329,89 @@ def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
     return {"confusion": confusion, "per_class": per_class}
 
 
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def _score_table(scored: dd.DataFrame, column: str, code: int) -> dd.DataFrame:
+    """Per distinct value of ``scored[column]``: its rows (``n``) and those whose label is
+    ``code`` (``pos``), sorted by the value, on the workers (a group-by and a sort)."""
+    frame = scored[[column]].assign(pos=(scored["actual"] == code).astype("int64"), n=1)
+    table = frame.groupby(column).agg({"pos": "sum", "n": "sum"}, split_out=scored.npartitions)
+    return table.reset_index().sort_values(column)
+
+
+def _rank_sums(table: dd.DataFrame) -> dict[str, Any]:
+    """Lazy sums over a :func:`_score_table` from which ROC AUC (the Mann-Whitney count, ties
+    one half), average precision (scikit-learn's step sum, one threshold per distinct score)
+    and DeLong's variance follow exactly."""
+    pos = table["pos"]
+    neg = table["n"] - pos
+    pos_below, neg_below = pos.cumsum() - pos, neg.cumsum() - neg
+    P, N = pos.sum(), neg.sum()
+    tp, fp = P - pos_below, N - neg_below  # rows scored at or above each value
+    pos_above = P - pos_below - pos
+    return {
+        "P": P,
+        "N": N,
+        "u2": (pos * (2 * neg_below + neg)).sum(),  # twice the Mann-Whitney U: exact integers
+        "ap": (pos * tp / (tp + fp)).sum(),
+        "v10": (pos * (2.0 * neg_below + neg) ** 2).sum(),  # sum of (2N x placement)^2
+        "v01": (neg * (2.0 * pos_above + pos) ** 2).sum(),
+    }
+
+
+def _delong(s: dict[str, float], auc: float) -> dict[str, float | None]:
+    """DeLong's 95% interval of a ROC AUC from :func:`_rank_sums` (placements' variances)."""
+    P, N = float(s["P"]), float(s["N"])
+    if P < 2 or N < 2 or not np.isfinite(auc):
+        return {"low": None, "high": None}
+    s10 = (s["v10"] / (4 * N * N) - P * auc * auc) / (P - 1)
+    s01 = (s["v01"] / (4 * P * P) - N * auc * auc) / (N - 1)
+    se = float(np.sqrt(max(s10 / P + s01 / N, 0.0)))
+    return {"low": round(max(0.0, auc - Z95 * se), 6), "high": round(min(1.0, auc + Z95 * se), 6)}
+
+
+def rank_kpis(
+    scored: dd.DataFrame,
+    sig: Signature,
+    names: list[str] | tuple[str, ...],
+    interval_of: str = "",
+    prefix: str = "",
+) -> tuple[dict[str, float], dict[str, float | None] | None]:
+    """The ranking KPIs among ``names`` (``roc_auc``, ``pr_auc``, ``roc_auc_ovr``) of a scored
+    split, exactly, without gathering its rows: per class a table of positives and negatives
+    per distinct score, sorted and summed on the workers. With ``interval_of="roc_auc"`` (binary)
+    also DeLong's 95% interval (``low``, ``high``), else None for it. ``prefix``: the outputs
+    of another model in the same frame (``__base_``). Scikit-learn's values to the last few
+    bits; undefined (NaN) when a class is absent."""
+    import dask
+
+    wanted = [n for n in names if n in ("roc_auc", "pr_auc", "roc_auc_ovr")]
+    if not wanted or not sig.is_classification:
+        return {}, None
+    outputs = output_columns(sig, prefix)
+    columns = {1: outputs[0]} if sig.task == BINARY else dict(enumerate(outputs))
+    lazy = {c: _rank_sums(_score_table(scored, col, c)) for c, col in columns.items()}
+    (sums,) = dask.compute(lazy)
+    aucs, aps = {}, {}
+    for c, s in sums.items():
+        both = s["P"] > 0 and s["N"] > 0
+        aucs[c] = float(s["u2"] / (2.0 * s["P"] * s["N"])) if both else float("nan")
+        aps[c] = float(s["ap"] / s["P"]) if s["P"] > 0 else float("nan")
+    values: dict[str, float] = {}
+    for name in wanted:
+        if name == "roc_auc":
+            values[name] = aucs[1]
+        elif name == "pr_auc":
+            values[name] = aps[1]
+        else:  # macro over the classes, undefined if one is absent (as the histogram's)
+            values[name] = float(np.mean(list(aucs.values())))
+    interval = None
+    if interval_of == "roc_auc" and sig.task == BINARY:
+        interval = _delong(sums[1], aucs[1])
+    return values, interval
+
+
 def evaluate_scored(
     params: config.Params,
     signature: Signature,
@@ -365,22 +453,28 @@ def evaluate_scored(
         pairs = (y, output_of(frame, signature))
         if base_kind is not None and RANKING_KPIS & set(obj.kpis):
             base_pairs = (y, output_of(frame, signature, "__base_"))
-    else:
-        notes = {
-            f"{name}_method": "quantile" if name == "median_ae" else "histogram"
-            for name in names
-            if name in RANKING_KPIS
-        }
-        notes["confidence_interval_note"] = (
-            f"not computed: the test split has {rows} rows, more than the {exact_rows} whose "
-            "labels and outputs the Dask engine gathers"
-        )
-    kpis = rounded(kpis_from_sums(task, s, names, threshold, pairs, k))
-    if not exact and "median_ae" in names:
-        kpis["median_ae"] = round(float(_abs_residuals(scored).quantile(0.5).compute()), 6)
+    values = kpis_from_sums(task, s, names, threshold, pairs, k)
     interval = NO_INTERVAL
     if pairs is not None:
         interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
+    else:  # nothing per row gathered: exact ranks from the workers, DeLong's interval
+        exact_ranks, delong = rank_kpis(scored, signature, names, obj.primary_metric)
+        values.update(exact_ranks)
+        notes = {f"{name}_method": "distributed sort" for name in exact_ranks}
+        if "median_ae" in names:
+            values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
+            notes["median_ae_method"] = "quantile"
+        if delong is not None:
+            interval = {**NO_INTERVAL, **delong}
+            notes["confidence_interval_method"] = "delong"
+        else:
+            notes["confidence_interval_note"] = (
+                f"not computed: the test split has {rows} rows, more than the {exact_rows} "
+                "whose labels and outputs the Dask engine gathers"
+            )
+        if obj.slices and RANKING_KPIS & set(names):
+            notes["slice_ranking_method"] = "not computed" if task == REGRESSION else "histogram"
+    kpis = rounded(values)
     slices = {}
     for col in obj.slices:
         keys = frame[f"__slice_{col}"].to_numpy() if frame is not None else None
@@ -397,6 +491,8 @@ def evaluate_scored(
     baseline = None
     if base_kind is not None:
         base = kpis_from_sums(task, summary["base"], obj.kpis, threshold, base_pairs, k)
+        if base_pairs is None:
+            base.update(rank_kpis(scored, signature, obj.kpis, prefix="__base_")[0])
         baseline = (base_kind, rounded(base))
     sample = summary["sample"]
     if task == REGRESSION:
@@ -525,7 +621,8 @@ def champion_kpis(
 ) -> dict[str, float | None]:
     """The bundle's KPIs ``names`` on a test split scored partition by partition (the gate's
     champion): sums from the workers; a ranking KPI from the gathered label and output when
-    the split has at most ``exact_rows`` rows, else from the score histogram."""
+    the split has at most ``exact_rows`` rows, else from the workers' sorted score table
+    (exact; the median absolute error from dask's approximate quantile)."""
     from mlcycle.bundle import MODEL_FILES, load_bundle
 
     bundle = load_bundle(bundle_dir)
@@ -542,7 +639,7 @@ def champion_kpis(
     exact = rows <= exact_rows
     ranking = bool(RANKING_KPIS & set(names))
     summary = fold_partitions(
-        client, scored, summarize_part, doc, bundle.threshold, [], ranking and not exact, 0.0,
+        client, scored, summarize_part, doc, bundle.threshold, [], False, 0.0,
         False, _merge_summary,
     )  # fmt: skip
     pairs = None
@@ -551,6 +648,8 @@ def champion_kpis(
         pairs = (frame["actual"].to_numpy(), output_of(frame, sig))
     k = len(sig.classes) if sig.is_classification else 0
     values = kpis_from_sums(sig.task, summary["all"], names, bundle.threshold, pairs, k)
+    if ranking and pairs is None:
+        values.update(rank_kpis(scored, sig, names)[0])
     if "median_ae" in names and pairs is None:
         values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
     return rounded(values)
