@@ -2,7 +2,9 @@
 recorded as pruned with their partial CV mean, never win, and a rerun prunes the same trials;
 ``none`` is the search as it was. The fold pieces (``fit_fold``, ``CVResult.from_folds``,
 ``should_stop``) give what ``cross_validate`` gives, so a driver running folds elsewhere
-(Optuna's ask/tell) applies the same rule."""
+(Optuna's ask/tell) applies the same rule. Folds fitted side by side in threads
+(``train.parallel_folds``) give the very same search; ``train.tuning.patience`` stops a settled
+search early, on both engines' drivers."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from mlcycle.tuning import (
     distributions,
     fit_fold,
     fixed_params,
+    fold_threads,
     make_folds,
     make_pruner,
     should_stop,
@@ -229,19 +232,109 @@ def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, med
     assert outcome == [r.pruned_after for r in median.records[1:]]
 
 
+# --- folds side by side, patience -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_folds_side_by_side_give_the_same_search(data, median, workers: int) -> None:
+    """The same scores, the same pruned trials and the same winner as one fold at a time:
+    results are taken in fold order, and a pruned trial's other folds are dropped."""
+    X, y = data
+    side = tune(X, y, cfg("median", parallel_folds=workers), "roc_auc")
+    assert any(r.pruned for r in side.records)
+    assert without_durations(side.records) == without_durations(median.records)
+    assert np.array_equal(side.winner.cv.oof, median.winner.cv.oof)
+    c = replace(cfg("none"), parallel_folds=workers)
+    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    for kind in ("xgboost", "logistic_regression"):
+        params = fixed_params(kind, c)
+        one = cross_validate(kind, X, y, params, cfg("none"), "roc_auc", splits)
+        many = cross_validate(kind, X, y, params, c, "roc_auc", splits)
+        assert many.scores == one.scores and np.array_equal(many.oof, one.oof), kind
+
+
+def test_a_failing_fold_side_by_side_is_reported_and_stops_the_others(data) -> None:
+    X, y = data
+    c = replace(cfg("none"), parallel_folds=2)
+    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    bad = {**fixed_params("xgboost", c), "max_depth": -4}
+    with pytest.raises(Exception, match="max_depth"):
+        cross_validate("xgboost", X, y, bad, c, "roc_auc", splits)
+
+
+def test_fold_threads_share_nthread() -> None:
+    import os
+
+    assert fold_threads(8, 2) == 4 and fold_threads(2, 2) == 1 and fold_threads(1, 4) == 1
+    assert fold_threads(0, 1) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("patience", [2, 4])
+def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patience: int) -> None:
+    """The search stops once ``patience`` trials in a row have not beaten the best: the trials
+    it ran are the first ones of the whole search, the last is ``patience`` after the best, and
+    the winner is the whole search's best up to there."""
+    X, y = data
+    short = tune(X, y, cfg("median", tuning_patience=patience), "roc_auc")
+    ran = without_durations(short.records)
+    assert len(short.records) < len(median.records)
+    assert ran == without_durations(median.records)[: len(ran)]
+    best = short.winner.best_trial
+    assert short.records[-1].trial - best == patience
+    assert all(r.pruned or r.cv_mean <= short.winner.cv.mean for r in short.records[best + 1 :])
+    again = tune(X, y, cfg("median", tuning_patience=patience), "roc_auc")
+    assert without_durations(again.records) == ran
+
+
+def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
+    """The Dask engine's driver (batches of trials told in order) applies the same rule after
+    each batch: it stops at the first batch end at least ``patience`` trials past the best."""
+    from mlcycle.engines.train import Outcome, search_candidate
+
+    X, y = data
+    c = cfg("median", tuning_patience=3)
+    splits = make_folds(y, FOLDS, c.seed, "binary_classification", ("no", "yes"))
+
+    def run_batch(asked, trials):
+        out = []
+        for params, trial in zip(asked, trials, strict=True):
+            start, folds = 0.0, []
+            for i in range(FOLDS):
+                folds.append(fit_fold("xgboost", X, y, params, c, "roc_auc", splits, i))
+                if trial is not None and should_stop(trial, folds, FOLDS):
+                    break
+            else:
+                out.append(Outcome(folds, start, CVResult.from_folds(folds, splits, len(y))))
+                continue
+            out.append(Outcome(folds, start))
+        return out
+
+    messages: list[str] = []
+    result, records = search_candidate("xgboost", c, "roc_auc", run_batch, 4, messages.append)
+    assert len(records) - 1 < c.tuning_trials and (len(records) - 1) % 4 == 0
+    assert records[-1].trial - result.best_trial >= 3
+    assert records[-5].trial - result.best_trial < 3  # the batch before did not stop it
+    assert any("train.tuning.patience" in m for m in messages)
+
+
 # --- settings --------------------------------------------------------------------------------
 
 
 def test_the_pruner_settings_are_read_and_checked() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"]["tuning"].update(pruner="median", pruner_startup=3, pruner_warmup=1)
+    raw["train"]["tuning"].update(pruner="median", pruner_startup=3, pruner_warmup=1, patience=7)
+    raw["train"]["parallel_folds"] = 3
     train = config.parse_params(raw).train
     assert (train.tuning_pruner, train.pruner_startup, train.pruner_warmup) == ("median", 3, 1)
-    raw["train"]["tuning"].update(pruner="sometimes", pruner_startup=-1)
+    assert (train.tuning_patience, train.parallel_folds) == (7, 3)
+    raw["train"]["tuning"].update(pruner="sometimes", pruner_startup=-1, patience=-2)
+    raw["train"]["parallel_folds"] = 0
     with pytest.raises(config.ConfigError) as caught:
         config.parse_params(raw)
     assert "'train.tuning.pruner'" in str(caught.value)
     assert "'train.tuning.pruner_startup' must be at least 0" in str(caught.value)
+    assert "'train.tuning.patience' must be at least 0" in str(caught.value)
+    assert "'train.parallel_folds' must be at least 1" in str(caught.value)
     with pytest.raises(ValueError, match="train.tuning.pruner"):
         make_pruner(replace(cfg("none"), tuning_pruner="sometimes"))
 

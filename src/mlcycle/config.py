@@ -247,6 +247,8 @@ class TrainConfig:
     tuning_pruner: str = "none"  # none | median: see mlcycle.tuning.make_pruner
     pruner_startup: int = 5
     pruner_warmup: int = 0
+    tuning_patience: int = 0  # stop a candidate's search this many trials after its best
+    parallel_folds: int = 1  # folds fitted side by side (threads); see mlcycle.tuning
     trials_by_candidate: dict[str, int] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -892,6 +894,9 @@ class TuningModel(_Section):
     """median: trials (trial 0 included) that run every fold before any trial is stopped."""
     pruner_warmup: NonNegativeInt = 0
     """median: folds a trial always runs before it can be stopped after the next one."""
+    patience: NonNegativeInt = 10
+    """Stop a candidate's search once this many trials in a row have not beaten its best CV
+    score (0: every trial of the budget runs). Reproducible: it counts trials, not seconds."""
 
 
 class TrainModel(_Section):
@@ -913,6 +918,10 @@ class TrainModel(_Section):
     """XGBoost: cpu or cuda."""
     nthread: int = Field(0, ge=0)
     """XGBoost threads, scikit-learn n_jobs (0: all cores)."""
+    parallel_folds: int = Field(2, ge=1)
+    """Cross-validation folds fitted side by side, in threads sharing ``nthread`` (each fit
+    gets nthread / parallel_folds, at least 1); the scores and pruning are the same as one at
+    a time. Small data gains most: one fit uses threads poorly."""
     tuning: TuningModel = TuningModel()
     xgb: dict[str, Any] = Field({}, json_schema_extra={"propertyNames": {"enum": sorted(XGB_KEYS)}})
     """XGBoost's fixed params: trial 0, and the base of every trial."""
@@ -1434,6 +1443,8 @@ def _train(m: TrainModel, task: str) -> TrainConfig:
         tuning_pruner=m.tuning.pruner,
         pruner_startup=m.tuning.pruner_startup,
         pruner_warmup=m.tuning.pruner_warmup,
+        tuning_patience=m.tuning.patience,
+        parallel_folds=m.parallel_folds,
         trials_by_candidate=dict(m.tuning.trials_by_candidate),
         models={kind: dict(fixed) for kind, fixed in m.models.items()},
         search={

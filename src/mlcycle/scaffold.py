@@ -108,11 +108,13 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "class_weight": "none",
     "device": "cpu",
     "nthread": 2,
+    "parallel_folds": 2,
     "tuning": {
         "trials": 30,
         "trials_by_candidate": {"logistic_regression": 10, "random_forest": 2},
         "timeout": None,
         "pruner": "median",
+        "patience": 10,
     },
     "xgb": {
         "n_estimators": 2000,
@@ -582,6 +584,9 @@ COMMENTS = {
     "train.tuning.trials_by_candidate": "a budget of their own for some candidates",
     "train.tuning.timeout": "seconds per candidate (results then depend on the machine)",
     "train.tuning.pruner": "median: stop trials behind after a fold; none: every fold runs",
+    "train.tuning.patience": "stop a candidate's search after this many trials without a new "
+    "best (0: never)",
+    "train.parallel_folds": "folds fitted side by side, sharing nthread; same scores",
     "engine": "where the stages compute; docs/engines.md says when to switch",
     "engine.kind": "local: pandas in one process | dask: partitioned, on a cluster",
     "engine.scheduler": "a running scheduler (tcp://host:8786); null: a LocalCluster here",

@@ -20,6 +20,17 @@ trials.csv with the mean of the folds it ran and ``pruned_after``, and never win
 (:func:`fit_fold`, :meth:`CVResult.from_folds`, :func:`should_stop`) let a driver that runs
 folds elsewhere (the Dask engine, through Optuna's ask/tell) apply the same rule.
 
+``train.parallel_folds`` folds are fitted side by side in threads that share
+``train.nthread`` (XGBoost releases the GIL; one small fit uses its threads poorly, so two
+one-thread fits finish sooner than two two-thread fits one after the other). Their results are
+taken in fold order and the pruner is asked after each, as when they run one at a time: the
+same scores, the same pruning, the same trials; a pruned trial's folds still running are
+cancelled at their next boosting round.
+
+With ``train.tuning.patience: N`` a candidate's search stops once N trials in a row have not
+beaten its best CV score: the budget is an upper bound, and a search that has settled does not
+spend it. It counts trials, so it is as reproducible as the budget.
+
 With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
 trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
 reproducibility.
@@ -31,9 +42,12 @@ import csv
 import io
 import json
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -178,14 +192,18 @@ def fit_fold(
     i: int,
     task: str = BINARY,
     n_classes: int = 2,
+    on_round: Callable[[int], None] | None = None,
 ) -> FoldResult:
     """Fit ``kind`` with ``params`` on fold ``i``'s training part and score its held-out part
-    (early stopping, for XGBoost, on an inner slice seeded with ``cfg.seed + i``)."""
+    (early stopping, for XGBoost, on an inner slice seeded with ``cfg.seed + i``).
+    ``on_round`` is called after each boosting round (raising stops the fit)."""
     train_idx, held_out = splits[i]
     k = n_classes if is_classification(task) else 0
     seed = cfg.seed + i
     fold_X, fold_y = X.iloc[train_idx], y[train_idx]
-    result = fit(kind, fold_X, fold_y, params, cfg, task, k, early_stopping_seed=seed)
+    result = fit(
+        kind, fold_X, fold_y, params, cfg, task, k, early_stopping_seed=seed, on_round=on_round
+    )
     out = result.model.output(X.iloc[held_out])
     curve = result.curves.get("valid", {}) if result.rounds is not None else {}
     return FoldResult(i, score(metric, y[held_out], out, task), out, result.rounds, curve)
@@ -202,12 +220,9 @@ def cross_validate(
     task: str = BINARY,
     n_classes: int = 2,
 ) -> CVResult:
-    """Fit ``kind`` with ``params`` on each split's training part and score its held-out part."""
-    folds = [
-        fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes)
-        for i in range(len(splits))
-    ]
-    return CVResult.from_folds(folds, splits, len(y), n_classes, task)
+    """Fit ``kind`` with ``params`` on each split's training part and score its held-out part
+    (``cfg.parallel_folds`` folds at a time)."""
+    return cross_validate_trial(kind, X, y, params, cfg, metric, splits, None, task, n_classes)
 
 
 def running_mean(folds: list[FoldResult]) -> float:
@@ -247,14 +262,64 @@ def cross_validate_trial(
     task: str = BINARY,
     n_classes: int = 2,
 ) -> CVResult:
-    """:func:`cross_validate`, fold by fold in fold order, stopping with :class:`Pruned` when
-    ``trial``'s pruner says so after a fold (see :func:`should_stop`)."""
-    folds: list[FoldResult] = []
-    for i in range(len(splits)):
-        folds.append(fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes))
-        if trial is not None and should_stop(trial, folds, len(splits)):
-            raise Pruned(folds)
+    """Cross-validate ``params``, taking the folds' results in fold order and stopping with
+    :class:`Pruned` when ``trial``'s pruner says so after a fold (see :func:`should_stop`).
+    ``cfg.parallel_folds`` folds run side by side in threads sharing ``cfg.nthread``; the
+    results and the pruner's answers are those of one fold at a time."""
+    workers = min(cfg.parallel_folds, len(splits))
+    if workers <= 1:
+        folds: list[FoldResult] = []
+        for i in range(len(splits)):
+            folds.append(fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes))
+            if trial is not None and should_stop(trial, folds, len(splits)):
+                raise Pruned(folds)
+        return CVResult.from_folds(folds, splits, len(y), n_classes, task)
+    one = replace(cfg, nthread=fold_threads(cfg.nthread, workers))
+    cancel = threading.Event()
+
+    def stop_if_cancelled(_round: int) -> None:
+        if cancel.is_set():
+            raise _Cancelled
+
+    def run(i: int) -> FoldResult:
+        if cancel.is_set():
+            raise _Cancelled
+        return fit_fold(kind, X, y, params, one, metric, splits, i, task, n_classes,
+                        stop_if_cancelled)  # fmt: skip
+
+    folds = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="fold") as pool:
+        futures = [pool.submit(run, i) for i in range(len(splits))]
+        try:
+            for future in futures:  # fold order, whatever finished first
+                folds.append(future.result())
+                if trial is not None and should_stop(trial, folds, len(splits)):
+                    raise Pruned(folds)
+        except BaseException:
+            cancel.set()  # the folds still running stop at their next round
+            for future in futures:
+                future.cancel()
+            raise
     return CVResult.from_folds(folds, splits, len(y), n_classes, task)
+
+
+class _Cancelled(Exception):
+    """A fold fit stopped because its trial was pruned (or another fold failed)."""
+
+
+def fold_threads(nthread: int, workers: int) -> int:
+    """Threads for each of ``workers`` fits side by side sharing ``nthread`` (0: the cores
+    this process may use), at least 1."""
+    total = nthread or len(os.sched_getaffinity(0))
+    return max(1, total // workers)
+
+
+def should_stop_search(records: list[TrialRecord], metric: str, patience: int) -> bool:
+    """True when the last ``patience`` trials of one candidate's records (trial 0 first) have
+    not beaten the best before them (``patience`` 0: never)."""
+    if not patience:
+        return False
+    return records[-1].trial - _best(records, metric).trial >= patience
 
 
 # --- search spaces ---------------------------------------------------------------------------
@@ -482,8 +547,14 @@ def tune_candidate(
             params = {**base, **suggest(trial, dists)}
             return evaluate(params, trial).mean
 
-        def report(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
             done = len(records) - 1
+            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+                best = _best(records, metric)
+                say(f"{kind}: no new best in {cfg.tuning_patience} trials (best trial "
+                    f"{best.trial}, cv {metric} {best.cv_mean:.4f}): search stopped after "
+                    f"{done} of {budget} (train.tuning.patience)")  # fmt: skip
+                study.stop()
             if done % every == 0 or done == budget:
                 best = _best(records, metric)
                 last = records[-1]

@@ -66,6 +66,7 @@ from mlcycle.tuning import (
     make_pruner,
     score,
     should_stop,
+    should_stop_search,
     suggest,
 )
 
@@ -388,6 +389,12 @@ def search_candidate(
                 pruned = sum(r.pruned for r in records)
                 say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
                     f"{top.trial}); {pruned} pruned so far")  # fmt: skip
+            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+                top = _best(records, metric)
+                say(f"{kind}: no new best in {cfg.tuning_patience} trials (best trial "
+                    f"{top.trial}, cv {metric} {top.cv_mean:.4f}): search stopped after "
+                    f"{done} of {budget} (train.tuning.patience)")  # fmt: skip
+                break
     result = CandidateResult(
         kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
     )
