@@ -12,7 +12,9 @@ The cluster is started here as a user would start one: ``dask scheduler`` and
 ``--workers`` ``dask worker`` processes on 127.0.0.1, and the project points at it
 (``engine.scheduler``). Each stage then runs with ``dvc repro --single-item <stage>``; its
 wall time and the peak RSS of the stage's process tree (dvc and the stage's own Python
-process: the driver; the workers are not its children) come from ``os.wait4``. The workers'
+process: the driver; the workers are not its children) come from ``getrusage`` in a small
+launcher process that starts the stage (a process forked from this one would start from this
+one's peak, the generated rows included). The workers'
 peak RSS is read from /proc at the end. The same 1M project is then run with
 ``engine.kind: local`` (pandas in the stage process) for the ratio.
 
@@ -141,16 +143,28 @@ def env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
 
+# Runs argv[2:] and writes the peak RSS (KiB) of its descendants to argv[1]. A process forked
+# from this one starts with this process's peak (Linux keeps it through fork and exec): the
+# stage must be forked from a small launcher, not from here, where the generated rows live.
+LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+    "sys.exit(code)"
+)
+
+
 def measure(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``cmd`` and its waited-for descendants."""
+    """Wall seconds and peak RSS (MiB) of ``cmd`` and its waited-for descendants (the largest
+    one's), measured by a small launcher process (see ``LAUNCHER``)."""
+    peak_file = log.with_suffix(".peak")
     start = time.perf_counter()
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak_file), *cmd], cwd=cwd,
+                              env=env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}; see {log}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, int(peak_file.read_text()) / 1024
 
 
 def free_port() -> int:
