@@ -314,6 +314,51 @@ def fold_threads(nthread: int, workers: int) -> int:
     return max(1, total // workers)
 
 
+def make_study(
+    cfg: TrainConfig,
+    metric: str,
+    budget: int,
+    base: Mapping[str, Any],
+    untuned: CVResult,
+    dists: Mapping[str, Any],
+) -> optuna.Study:
+    """A candidate's Optuna study: TPE seeded with ``cfg.seed``, the pruner of
+    ``train.tuning.pruner``, and trial 0 (``base``, scored ``untuned``) told to the sampler
+    when the space holds its values, so the search starts from what is known. Both engines'
+    drivers search through it."""
+    study = optuna.create_study(
+        direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+        sampler=optuna.samplers.TPESampler(
+            seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
+        ),
+        pruner=make_pruner(cfg),
+    )
+    if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: base[k] for k in dists},
+                distributions=dict(dists),
+                value=untuned.mean,
+                intermediate_values={
+                    i: float(np.mean(untuned.scores[: i + 1])) for i in range(len(untuned.scores))
+                },
+            )
+        )
+    return study
+
+
+def patience_message(
+    kind: str, records: list[TrialRecord], metric: str, patience: int, budget: int
+) -> str:
+    """The line a driver prints when :func:`should_stop_search` ends a candidate's search."""
+    best = _best(records, metric)
+    return (
+        f"{kind}: no new best in {patience} trials (best trial {best.trial}, cv {metric} "
+        f"{best.cv_mean:.4f}): search stopped after {len(records) - 1} of {budget} "
+        "(train.tuning.patience)"
+    )
+
+
 def should_stop_search(records: list[TrialRecord], metric: str, patience: int) -> bool:
     """True when the last ``patience`` trials of one candidate's records (trial 0 first) have
     not beaten the best before them (``patience`` 0: never)."""
@@ -521,26 +566,7 @@ def tune_candidate(
     say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
     if budget:
         dists = distributions(space)
-        study = optuna.create_study(
-            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-            sampler=optuna.samplers.TPESampler(
-                seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
-            ),
-            pruner=make_pruner(cfg),
-        )
-        if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
-            # Tell the sampler about trial 0 so the search starts from what is known.
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params={k: base[k] for k in dists},
-                    distributions=dists,
-                    value=untuned.mean,
-                    intermediate_values={
-                        i: float(np.mean(untuned.scores[: i + 1]))
-                        for i in range(len(untuned.scores))
-                    },
-                )
-            )
+        study = make_study(cfg, metric, budget, base, untuned, dists)
         every = max(1, budget // 5)
 
         def objective(trial: optuna.Trial) -> float:
@@ -550,10 +576,7 @@ def tune_candidate(
         def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
             done = len(records) - 1
             if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                best = _best(records, metric)
-                say(f"{kind}: no new best in {cfg.tuning_patience} trials (best trial "
-                    f"{best.trial}, cv {metric} {best.cv_mean:.4f}): search stopped after "
-                    f"{done} of {budget} (train.tuning.patience)")  # fmt: skip
+                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
                 study.stop()
             if done % every == 0 or done == budget:
                 best = _best(records, metric)

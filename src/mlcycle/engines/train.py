@@ -50,7 +50,7 @@ from mlcycle.engines import dataset_rows, read_dataset, row_hash, sample_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, fit
-from mlcycle.tasks import BINARY, LOWER_IS_BETTER, is_classification
+from mlcycle.tasks import BINARY, is_classification
 from mlcycle.tuning import (
     CandidateResult,
     CVResult,
@@ -59,11 +59,11 @@ from mlcycle.tuning import (
     TrialRecord,
     TuningResult,
     _best,
-    _contains,
     distributions,
     fit_fold,
     fixed_params,
-    make_pruner,
+    make_study,
+    patience_message,
     score,
     should_stop,
     should_stop_search,
@@ -342,21 +342,7 @@ def search_candidate(
     say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
     if budget:
         dists = distributions(cfg.search.get(kind, {}))
-        study = optuna.create_study(
-            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-            sampler=optuna.samplers.TPESampler(
-                seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
-            ),
-            pruner=make_pruner(cfg),
-        )
-        if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean,
-                    intermediate_values={i: float(np.mean(untuned.scores[: i + 1]))
-                                         for i in range(len(untuned.scores))},
-                )
-            )  # fmt: skip
+        study = make_study(cfg, metric, budget, base, untuned, dists)
         every = max(1, budget // 5)
         done = 0
         start = time.perf_counter()
@@ -390,10 +376,7 @@ def search_candidate(
                 say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
                     f"{top.trial}); {pruned} pruned so far")  # fmt: skip
             if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                top = _best(records, metric)
-                say(f"{kind}: no new best in {cfg.tuning_patience} trials (best trial "
-                    f"{top.trial}, cv {metric} {top.cv_mean:.4f}): search stopped after "
-                    f"{done} of {budget} (train.tuning.patience)")  # fmt: skip
+                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
                 break
     result = CandidateResult(
         kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
