@@ -11,9 +11,9 @@ Runs :func:`mlcycle.tuning.tune` on the training split (data/prepared/train.parq
 For each run it prints the time until the best CV score so far first reaches the target
 (default 0.9297: the tuned score 0.9300 less its 0.0003 tolerance), the best CV score, the
 whole search's wall time and its ratio to ``before``, and writes the time-to-score curves (the
-best CV score so far against the search's seconds) as bench/results/search_time_to_score.png (docs/images holds
-the one docs/training.md shows)
-and .json. The machine is shared: compare the ratios of one run, not seconds across runs.
+best CV score so far against the search's seconds) as bench/results/search_time_to_score.png
+and .json (docs/images holds the one docs/training.md shows). The machine is shared: compare
+the ratios of one run, not seconds across runs.
 
     python bench/bench_search.py [--target 0.9297] [--runs before pruning after]
 """
