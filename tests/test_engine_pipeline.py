@@ -99,7 +99,8 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
     from tests.conftest import free_port
 
     address = f"tcp://127.0.0.1:{free_port()}"
-    project = make_project(tmp_path / "project", {"engine": {"kind": "dask", "scheduler": address}})
+    engine = {"kind": "dask", "scheduler": address, "connect_timeout": 2}
+    project = make_project(tmp_path / "project", {"engine": engine})
     out = run(["dvc", "repro", "gather"], project, check=False)
     assert out.returncode != 0
     assert f"engine.scheduler {address}: cannot connect" in out.stderr

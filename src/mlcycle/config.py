@@ -299,7 +299,8 @@ class EngineConfig:
     """Where the stages compute: pandas in this process (``local``) or a Dask cluster.
 
     With ``dask``, ``scheduler`` is a running scheduler's address (``tcp://host:8786``), or
-    None to start a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker``
+    None to start a ``LocalCluster`` (a scheduler not reached within ``connect_timeout``
+    seconds is an error) of ``workers`` processes with ``threads_per_worker``
     threads and ``memory_limit`` each (Dask's syntax: "4GiB", "auto"). ``partition_rows``
     sizes the partitions the stages write; ``sklearn_max_rows`` is the training-split size
     above which the scikit-learn candidates are skipped (they need the split in one process);
@@ -310,6 +311,7 @@ class EngineConfig:
 
     kind: str = "local"
     scheduler: str | None = None
+    connect_timeout: float = 30.0
     workers: int = 2
     threads_per_worker: int = 1
     memory_limit: str = "auto"
@@ -1054,6 +1056,8 @@ class EngineModel(_Section):
     """local: pandas in the stage's process; dask: partitioned data on a Dask cluster."""
     scheduler: str | None = Field(None, json_schema_extra={"pattern": f"^{SCHEDULER}$"})
     """A running Dask scheduler's address (tcp://host:8786); null: a LocalCluster here."""
+    connect_timeout: float = Field(30.0, gt=0)
+    """Seconds to reach ``scheduler`` and, if it has none yet, a worker; then an error."""
     workers: int = Field(2, ge=1)
     """LocalCluster: worker processes."""
     threads_per_worker: int = Field(1, ge=1)

@@ -166,6 +166,7 @@ DEFAULT_OUTLIERS: dict[str, Any] = {
 DEFAULT_ENGINE: dict[str, Any] = {
     "kind": "local",
     "scheduler": None,
+    "connect_timeout": 30,
     "workers": 2,
     "threads_per_worker": 1,
     "memory_limit": "auto",
@@ -590,6 +591,7 @@ COMMENTS = {
     "engine": "where the stages compute; docs/engines.md says when to switch",
     "engine.kind": "local: pandas in one process | dask: partitioned, on a cluster",
     "engine.scheduler": "a running scheduler (tcp://host:8786); null: a LocalCluster here",
+    "engine.connect_timeout": "seconds to reach the scheduler (and a worker), then an error",
     "train.xgb": "XGBoost's fixed params: trial 0, and the base of every trial",
     "train.models": "the other candidates' fixed params (scikit-learn names)",
     "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",

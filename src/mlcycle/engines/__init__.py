@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 PART_NAME = "part-{:05d}.parquet"
-CONNECT_TIMEOUT = "30s"
 
 
 class EngineError(ValueError):
@@ -53,7 +52,7 @@ def dask_client(cfg: EngineConfig, say: Say) -> Iterator[Client]:
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     if cfg.scheduler:
         try:
-            client = Client(cfg.scheduler, timeout=CONNECT_TIMEOUT)
+            client = Client(cfg.scheduler, timeout=f"{cfg.connect_timeout}s")
         except (OSError, TimeoutError) as exc:
             raise EngineError(
                 f"engine.scheduler {cfg.scheduler}: cannot connect ({exc}); is `dask "
@@ -63,7 +62,7 @@ def dask_client(cfg: EngineConfig, say: Say) -> Iterator[Client]:
             workers = client.scheduler_info().get("workers", {})
             if not workers:
                 say(f"dask: waiting for a worker at {cfg.scheduler}")
-                client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+                client.wait_for_workers(1, timeout=cfg.connect_timeout)
                 workers = client.scheduler_info().get("workers", {})
             threads = sum(w.get("nthreads", 0) for w in workers.values())
             say(
