@@ -38,12 +38,9 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -57,7 +54,7 @@ import pyarrow.parquet as pq
 from mlcycle.bundle import Bundle
 from mlcycle.encoder import Encoder
 from mlcycle.features import SchemaError, Signature
-from mlcycle.io import atomic_path
+from mlcycle.io import atomic_folder, atomic_path
 from mlcycle.predict import PREDICTION, Scores, decide, output_columns
 
 _encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated
@@ -253,7 +250,7 @@ def predict_file(
     bar = _progress_bar(Path(input_path), total, progress)
     rows = n_chunks = 0
     done = False
-    place = _atomic_folder(output_path) if folder else atomic_path(output_path)
+    place = atomic_folder(output_path) if folder else atomic_path(output_path)
     try:
         with place as tmp:
             if folder:
@@ -316,26 +313,6 @@ def _check_output_folder(target: Path) -> None:
                 f"{target} holds other files ({', '.join(sorted(other)[:5])}); the parts "
                 "replace the folder, so give an empty folder or a new path"
             )
-
-
-@contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """A temporary folder beside ``target``, renamed over it on success (an earlier folder of
-    parts goes only then); removed on failure, leaving ``target`` as it was."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 class _PartsWriter:

@@ -15,9 +15,6 @@ row's values, the same whichever partition, worker or engine computes it.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle.config import EngineConfig
+from mlcycle.io import atomic_folder
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -145,10 +143,8 @@ def write_dataset(target: str | Path, frame: dd.DataFrame, say: Say | None = Non
     a killed run leaves the previous data set, not a half-written one.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     start = time.perf_counter()
-    try:
+    with atomic_folder(target) as tmp:
         frame.to_parquet(
             str(tmp),
             write_index=False,
@@ -156,19 +152,6 @@ def write_dataset(target: str | Path, frame: dd.DataFrame, say: Say | None = Non
             write_metadata_file=False,
         )
         rows = sum(_parquet_rows(p) for p in sorted(tmp.glob("*.parquet")))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if say:
         parts = len(list(target.glob("*.parquet")))
         say(
