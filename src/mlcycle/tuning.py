@@ -310,8 +310,12 @@ class _Cancelled(Exception):
 def fold_threads(nthread: int, workers: int) -> int:
     """Threads for each of ``workers`` fits side by side sharing ``nthread`` (0: the cores
     this process may use), at least 1."""
-    total = nthread or len(os.sched_getaffinity(0))
-    return max(1, total // workers)
+    if not nthread:
+        try:
+            nthread = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux (macOS has no affinity call)
+            nthread = os.cpu_count() or 1
+    return max(1, nthread // workers)
 
 
 def make_study(
