@@ -28,7 +28,10 @@ TASK_BRANCH = re.compile(
     r"is_classification\(|['\"](binary|multiclass)_classification['\"]|['\"]regression['\"]\s*[:)=]"
 )
 MODEL_KINDS = r"(xgboost|logistic_regression|random_forest|ridge)"
-KIND_CHECK = re.compile(rf"kind\w*\s*(==|!=)\s*[\"']{MODEL_KINDS}[\"']|[\"']{MODEL_KINDS}[\"']\s*(==|!=|\bin\b)\s*\w*kind")
+KIND_CHECK = re.compile(
+    rf"kind\w*\s*(==|!=)\s*[\"']{MODEL_KINDS}[\"']|"
+    rf"[\"']{MODEL_KINDS}[\"']\s*(==|!=|\bin\b)\s*\w*kind"
+)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -79,6 +82,12 @@ def _cycles(src: Path) -> int:
     return [c for c in sccs if len(c) > 1]
 
 
+def _imports_mlcycle(node: ast.AST) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").startswith("mlcycle")
+    return isinstance(node, ast.Import) and any(a.name.startswith("mlcycle") for a in node.names)
+
+
 def shape(src: Path) -> dict[str, object]:
     """The figures for the package under ``src/mlcycle``."""
     pkg = src / "mlcycle"
@@ -98,18 +107,11 @@ def shape(src: Path) -> dict[str, object]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 if node.end_lineno - node.lineno + 1 > 80:
                     long_functions += 1
-                for inner in ast.walk(node):
-                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith(
-                        "mlcycle"
-                    ):
-                        inner_imports += 1
-                    elif isinstance(inner, ast.Import) and any(
-                        a.name.startswith("mlcycle") for a in inner.names
-                    ):
-                        inner_imports += 1
+                inner_imports += sum(
+                    _imports_mlcycle(inner) for inner in ast.walk(node) if inner is not node
+                )
             if rel.startswith("engines/") and isinstance(node, ast.ImportFrom):
-                if (node.module or "").startswith("mlcycle.stages"):
-                    back_imports += 1
+                back_imports += (node.module or "").startswith("mlcycle.stages")
     cycles = _cycles(src)
     return {
         "lines in src/mlcycle": lines,
