@@ -180,7 +180,8 @@ def run(rev: str, case: str, where: Path) -> dict[str, str]:
     project = make(sha, case, where)
     start = time.perf_counter()
     sh(["dvc", "repro"], project)
-    print(f"{case} at {sha[:10]}: dvc repro in {time.perf_counter() - start:.0f} s", flush=True)
+    took = time.perf_counter() - start
+    print(f"{case} at {sha[:10]}: dvc repro in {took:.0f} s", file=sys.stderr, flush=True)
     return outputs(project)
 
 
