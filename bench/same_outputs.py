@@ -166,7 +166,7 @@ def outputs(project: Path) -> dict[str, str]:
     trials = project / "metrics/tuning/trials.csv"
     if trials.exists():
         rows = list(csv.reader(io.StringIO(trials.read_text())))
-        drop = [i for i, name in enumerate(rows[0]) if "second" in name]
+        drop = [i for i, name in enumerate(rows[0]) if name.endswith("_s") or "second" in name]
         kept = [[v for i, v in enumerate(row) if i not in drop] for row in rows]
         digest = hashlib.md5(json.dumps(kept).encode()).hexdigest()
         found["metrics/tuning/trials.csv"] = f"{digest} (without seconds)"
