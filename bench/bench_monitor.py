@@ -39,7 +39,7 @@ from mlcycle import config
 from mlcycle.bundle import load_bundle
 from mlcycle.predict import score
 from mlcycle.predlog import PredictionLog, attach_labels
-from mlcycle.serve.app import prediction_dicts
+from mlcycle.serve.core import prediction_dicts
 
 ROOT = Path(__file__).resolve().parents[1]
 

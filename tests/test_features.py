@@ -30,7 +30,7 @@ from mlcycle.features import (
     to_model_frame,
     unseen_categories,
 )
-from mlcycle.serve.app import record_model
+from mlcycle.serve.rest import record_model
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
 NAN = np.nan

@@ -23,7 +23,7 @@ from mlcycle.metrics import compute_kpis
 from mlcycle.predict import score
 from mlcycle.predlog import PredictionLog
 from mlcycle.prepare import clean
-from mlcycle.serve.app import prediction_dicts
+from mlcycle.serve.core import prediction_dicts
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
 from tests.conftest import BIN, ROOT, run
 from tests.test_predlog import pg_url  # noqa: F401 (a fixture: a fresh PostgreSQL schema)

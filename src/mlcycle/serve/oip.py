@@ -9,17 +9,25 @@ has no NaN). The response's output tensors follow the task: ``label`` (BYTES ``[
 classification, ``probability`` (FP64 ``[n]``, the positive class); ``value`` (FP64 ``[n]``) for
 regression. KServe and MLServer clients (``tritonclient.http``, ``mlserver.codecs``) send and read
 exactly this.
+
+:func:`add_routes` serves it over the service's :class:`~mlcycle.serve.core.Core`: ``/v2``,
+``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}]`` and
+their ``/ready`` and ``/infer``.
 """
 
-from __future__ import annotations
-
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlcycle import __version__
 from mlcycle.features import Signature
+from mlcycle.serve.core import MAX_TEXT, Core, Loaded, example_record, prediction_dicts
+from mlcycle.serve.http import ErrorDetail, json_response
 
 NUMERIC_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -242,3 +250,203 @@ def model_metadata(signature: Signature, name: str, versions: list[str]) -> Mode
     return ModelMetadata(
         name=name, versions=versions, platform="mlcycle", inputs=inputs, outputs=outputs
     )
+
+
+# --- the routes --------------------------------------------------------------------------------
+
+
+def check_text(value: Any) -> Any:
+    """Text must be valid Unicode (no lone surrogates, which JSON allows as escapes) and at most
+    :data:`~mlcycle.serve.core.MAX_TEXT` characters (tensors' values do not come through the
+    pydantic types of ``/predict``, which check both)."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"text of {len(value)} characters; at most {MAX_TEXT} are accepted")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+def versions(model: Loaded) -> list[str]:
+    """The versions a model answers to: its registered version, else its model id."""
+    return [model.version or model.bundle.model_id]
+
+
+def served_model(core: Core, name: str, version: str | None) -> Loaded:
+    """The model in service if it is the one asked for (a version may be the registered one or
+    the model id); 404 otherwise."""
+    model = core.current()
+    if name != model.name:
+        raise HTTPException(404, f"model {name!r} is not served here; {model.name!r} is")
+    if version is not None and version not in (model.version, model.bundle.model_id):
+        raise HTTPException(
+            404,
+            f"version {version!r} of {name!r} is not served; {versions(model)[0]!r} is",
+        )
+    return model
+
+
+def request_records(
+    body: InferenceRequest, signature: Signature, max_records: int
+) -> list[dict[str, Any]]:
+    """The records a request's tensors hold, with every text checked; 400 naming the problem."""
+    try:
+        records = records_from_inputs(body.inputs, signature)
+        if len(records) > max_records:
+            raise OipError(f"{len(records)} records; at most {max_records}")
+        for rec in records:
+            for value in rec.values():
+                check_text(value)
+    except ValueError as exc:  # OipError, or text that is not valid or too long
+        raise HTTPException(400, str(exc)) from exc
+    return records
+
+
+async def infer(
+    core: Core, name: str, version: str | None, body: InferenceRequest, http: Request
+) -> Response:
+    """Score the records of ``body`` with the model asked for, log them, and answer the
+    output tensors asked for (all by default)."""
+    model = served_model(core, name, version)
+    request_id = body.id or http.scope["state"]["request_id"]
+    records = request_records(body, model.signature, core.settings.max_records)
+    model, output, labels, _ = core.score(records, request_id)
+    try:
+        outputs = outputs_for(model.signature, output, labels, body.outputs)
+    except OipError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    preds = prediction_dicts(output, labels, model.signature)
+    await core.log_request(model, request_id, records, preds, len(records))
+    core.observe(model, output, labels)
+    return json_response(
+        {
+            "model_name": model.name,
+            "model_version": versions(model)[0],
+            "id": request_id,
+            "outputs": [o.model_dump(exclude_none=True) for o in outputs],
+        }
+    )
+
+
+def infer_body(signature: Signature) -> Any:
+    """The type of an inference request, documented with one example record as tensors."""
+    example = example_record(signature)
+    tensors = [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP64",
+            "data": [v],
+        }
+        for k, v in example.items()
+    ]
+    return Annotated[InferenceRequest, Body(examples=[{"inputs": tensors}])]
+
+
+MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorDetail},
+    415: {"model": ErrorDetail},
+    503: {"model": ErrorResponse},
+}
+
+
+def add_routes(routes: APIRouter, core: Core) -> None:
+    """Add the protocol's routes over ``core`` to ``routes`` (the app's router): the
+    server's, then the model's."""
+    add_server_routes(routes, core)
+    add_model_routes(routes, core)
+
+
+def add_server_routes(routes: APIRouter, core: Core) -> None:
+    """The server's metadata, liveness and readiness."""
+
+    @routes.get("/v2", response_model=ServerMetadata)
+    async def v2_server() -> ServerMetadata:
+        """Server metadata."""
+        return ServerMetadata(name="mlcycle", version=__version__, extensions=[])
+
+    @routes.get("/v2/health/live")
+    async def v2_live() -> dict:
+        """The process is up."""
+        return {"live": True}
+
+    @routes.get("/v2/health/ready", responses={503: {"model": ErrorResponse}})
+    async def v2_ready() -> Response:
+        """Ready: the bundle is verified and loaded, and the prediction log takes records."""
+        ok = core.ready
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+
+def add_model_routes(routes: APIRouter, core: Core) -> None:
+    """The served model's metadata, readiness and inference, with its name and version as the
+    documented examples of the path parameters."""
+    served = core.loaded
+    Name = Annotated[str, PathParam(examples=[served.name], description="the model's name")]
+    Version = Annotated[
+        str, PathParam(examples=versions(served), description="its version (or model id)")
+    ]
+    InferBody = infer_body(core.signature)
+
+    def metadata(name: str, version: str | None) -> ModelMetadata:
+        model = served_model(core, name, version)
+        return model_metadata(model.signature, model.name, versions(model))
+
+    def ready(name: str, version: str | None) -> dict:
+        return {"name": served_model(core, name, version).name, "ready": True}
+
+    @routes.get(
+        "/v2/models/{name}",
+        response_model=ModelMetadata,
+        response_model_exclude_none=True,
+        responses=MODEL_RESPONSES,
+    )
+    async def v2_model(name: Name) -> ModelMetadata:
+        """The model's inputs (one tensor per raw input) and outputs."""
+        return metadata(name, None)
+
+    @routes.get(
+        "/v2/models/{name}/versions/{version}",
+        response_model=ModelMetadata,
+        response_model_exclude_none=True,
+        responses=MODEL_RESPONSES,
+    )
+    async def v2_model_version(name: Name, version: Version) -> ModelMetadata:
+        """The model's inputs and outputs, for one version."""
+        return metadata(name, version)
+
+    @routes.get("/v2/models/{name}/ready", responses=MODEL_RESPONSES)
+    async def v2_model_ready(name: Name) -> dict:
+        """Whether this model is ready."""
+        return ready(name, None)
+
+    @routes.get("/v2/models/{name}/versions/{version}/ready", responses=MODEL_RESPONSES)
+    async def v2_model_version_ready(name: Name, version: Version) -> dict:
+        """Whether this version of the model is ready."""
+        return ready(name, version)
+
+    @routes.post(
+        "/v2/models/{name}/infer",
+        response_model=InferenceResponse,
+        response_model_exclude_none=True,
+        responses=INFER_RESPONSES,
+    )
+    async def v2_infer(name: Name, body: InferBody, http: Request) -> Response:
+        """Score the records the input tensors hold (one tensor per raw input)."""
+        return await infer(core, name, None, body, http)
+
+    @routes.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        response_model=InferenceResponse,
+        response_model_exclude_none=True,
+        responses=INFER_RESPONSES,
+    )
+    async def v2_infer_version(
+        name: Name, version: Version, body: InferBody, http: Request
+    ) -> Response:
+        """Score the records with one version of the model."""
+        return await infer(core, name, version, body, http)

@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlcycle.bundle import load_bundle
+from mlcycle.predlog import PredictionLog
 from mlcycle.serve.app import ServeSettings, create_app
 from mlcycle.serve.telemetry import MULTIPROC_ENV
 
@@ -53,8 +54,6 @@ def build_app() -> FastAPI:
     bundle = load_bundle(cfg["bundle"])
     log = None
     if cfg.get("log_url"):
-        from mlcycle.predlog import PredictionLog
-
         log = PredictionLog(cfg["log_url"], when_full=cfg.get("log_when_full", "reject"))
     settings = ServeSettings(**cfg["settings"])
     return create_app(bundle, settings, log=log, version=cfg.get("version"))

@@ -1,0 +1,310 @@
+"""The scoring and logging core every router of the service shares.
+
+One :class:`Core` per app holds the model in service (a :class:`Loaded`, swapped whole by a
+reload, so a request sees one model), the prediction log and the metrics. Scoring goes through
+the compiled encoder (:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit
+the values of ``to_model_frame`` + ``output`` that evaluation and batch prediction use, without
+a pandas frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
+Every scored record is put on the prediction log's queue (:mod:`mlcycle.predlog`) with the
+request id; when the queue is full the request is answered 503 instead of losing a logged
+prediction.
+"""
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import HTTPException
+from pydantic import BaseModel, Field
+
+from mlcycle import registry
+from mlcycle.bundle import Bundle, load_bundle
+from mlcycle.encoder import Encoder
+from mlcycle.features import SchemaError, Signature
+from mlcycle.predict import decide
+from mlcycle.predlog import PredictionLog
+from mlcycle.serve.telemetry import Telemetry
+from mlcycle.tasks import BINARY
+
+logger = logging.getLogger("mlcycle.serve")
+
+MAX_RECORDS = 10_000
+MAX_TEXT = 1_000  # characters in one text field; a longer one is refused, never echoed
+SHOWN = 60  # characters of an unseen category a warning repeats
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the service behaves; ``mlcycle serve`` fills it from its options."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout: float = 10.0
+    max_records: int = MAX_RECORDS
+    admin_token: str | None = None
+    # Where a reload finds the model: a bundle directory, or None for the registry's
+    # production version of ``model_name`` in ``project``.
+    bundle_dir: str | None = None
+    project: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    # Bumped by a reload in any worker; the others see it and reload too.
+    generation_file: str | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str | None = Field(None, description="the registered version, if served from one")
+    id: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    kind: str = Field(description="the model kind: xgboost, logistic_regression, ridge, ...")
+    task: str = Field(description="binary_classification, multiclass_classification or regression")
+    classes: list[str] = Field(description="classification: the classes, in the model's order")
+    threshold: float | None = Field(
+        None, description="binary classification: the decision threshold"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Loaded:
+    """The model in service: swapped as one object by a reload, so a request sees one model."""
+
+    bundle: Bundle
+    encoder: Encoder
+    name: str
+    version: str | None
+
+    @property
+    def signature(self) -> Signature:
+        return self.bundle.signature
+
+    @classmethod
+    def of(cls, bundle: Bundle, version: str | None) -> "Loaded":
+        name = bundle.metadata.get("name", "model")
+        bundle.model.set_threads(1)  # one worker process per core: no thread pool per request
+        return cls(bundle, Encoder.compile(bundle.signature), name, version)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's identity, as /health, /metadata and /predict give it."""
+        b = self.bundle
+        return ModelInfo(
+            name=self.name,
+            version=self.version,
+            id=b.model_id,
+            kind=b.kind,
+            task=b.task,
+            classes=list(b.signature.classes),
+            threshold=b.threshold,
+        )
+
+    @functools.cached_property
+    def info_json(self) -> bytes:
+        """The ``model`` part of every /predict answer, serialised once per loaded model."""
+        return orjson.dumps(self.info.model_dump(exclude_none=True))
+
+
+def example_record(signature: Signature) -> dict[str, Any]:
+    """A record for the documentation: each category input's first category, 0 for numbers."""
+    return {
+        f.name: (f.categories[0] if f.categories else None) if f.kind != "numeric" else 0.0
+        for f in signature.inputs
+    }
+
+
+def prediction_dicts(
+    output: np.ndarray, labels: list[str] | None, signature: Signature
+) -> list[dict[str, Any]]:
+    """Each record's prediction as plain JSON-ready dicts (what /predict returns and the log
+    stores), shaped by the task."""
+    if not signature.is_classification:
+        return [{"value": v} for v in np.asarray(output, dtype=np.float64).tolist()]
+    classes = signature.classes
+    rows = np.asarray(output, dtype=np.float64).tolist()
+    if signature.task == BINARY:
+        return [
+            {
+                "label": lab,
+                "probabilities": dict(zip(classes, row, strict=True)),
+                "probability": row[1],
+            }
+            for lab, row in zip(labels or [], rows, strict=True)
+        ]
+    return [
+        {"label": lab, "probabilities": dict(zip(classes, row, strict=True))}
+        for lab, row in zip(labels or [], rows, strict=True)
+    ]
+
+
+def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]:
+    """What a client should know about its records: unseen categories (treated as missing)
+    and records whose every input is null (their prediction is a prior)."""
+    out = [
+        f"field {col!r}: unseen categor{'y' if len(v) == 1 else 'ies'} "
+        f"{[s if len(s) <= SHOWN else s[:SHOWN] + '...' for s in v[:5]]}"
+        f"{f' and {len(v) - 5} more' if len(v) > 5 else ''} treated as missing"
+        for col, v in unseen.items()
+    ]
+    empty = [i for i, r in enumerate(records) if all(v is None for v in r.values())]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        out.append(f"record(s) {shown}: every input is null; the prediction is a prior")
+    return out
+
+
+class Core:
+    """The model in service, the prediction log and the metrics, shared by every router.
+
+    ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down.
+    The signature never changes while the service runs (a reload refuses a model with
+    another), so request bodies typed from :attr:`signature` stay valid across reloads.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        settings: ServeSettings,
+        log: PredictionLog | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.loaded = Loaded.of(bundle, version or settings.model_version)
+        #: The model's name at start: what a reload asks the registry for (unless
+        #: ``settings.model_name`` says otherwise).
+        self.name = self.loaded.name
+        self.signature = self.loaded.signature
+        self.log = log
+        self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
+        self.telemetry = Telemetry(task_is_probability=self.signature.task == BINARY)
+        self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
+        self.generation = 0.0
+        self.next_check = 0.0
+        self.lock = threading.Lock()
+        if settings.generation_file and os.path.exists(settings.generation_file):
+            self.generation = os.path.getmtime(settings.generation_file)
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def current(self) -> Loaded:
+        """The model to use for this request (reloading first if another worker did)."""
+        gen_file = self.settings.generation_file
+        if gen_file and time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + 1.0
+            try:
+                mtime = os.path.getmtime(gen_file)
+            except OSError:
+                mtime = self.generation
+            if mtime > self.generation:
+                self.reload(touch=False)
+        return self.loaded
+
+    def reload(self, touch: bool) -> Loaded:
+        """Load and verify the model again (from the bundle folder, or the registry's current
+        production version), then swap it in; a failure leaves the old one serving. ``touch``:
+        bump the generation file, so the other workers reload too."""
+        settings = self.settings
+        with self.lock:
+            if settings.bundle_dir:
+                new_bundle, new_version = load_bundle(settings.bundle_dir), settings.model_version
+            else:
+                root = Path(settings.project or ".")
+                v = registry.resolve(root, settings.model_name or self.name, None)
+                new_bundle, new_version = load_bundle(registry.fetch_bundle(root, v)), v.version
+            if new_bundle.signature.to_dict() != self.loaded.signature.to_dict():
+                raise HTTPException(
+                    409,
+                    "the new model has another signature (inputs or classes): restart the "
+                    "service with it instead of reloading",
+                )
+            self.loaded = Loaded.of(new_bundle, new_version)
+            self.telemetry.set_model(new_bundle.model_id, self.loaded.name, new_version)
+            if settings.generation_file:
+                if touch:
+                    Path(settings.generation_file).touch()
+                self.generation = os.path.getmtime(settings.generation_file)
+            logger.info("reloaded model %s (%s)", new_bundle.model_id, new_version)
+            return self.loaded
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def score(
+        self, records: list[dict[str, Any]], request_id: str
+    ) -> tuple[Loaded, np.ndarray, list[str] | None, dict]:
+        """The model that scored ``records``, its output, the labels decided from it, and the
+        unseen categories per field; a value the model cannot take is a 422."""
+        model = self.current()
+        try:
+            encoded = model.encoder.encode_with_unseen(records)
+            output = model.bundle.model.output_encoded(encoded.matrix, model.signature)
+        except SchemaError as exc:  # a value the model cannot take (beyond float32, ...)
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        labels = decide(output, model.signature, model.bundle.threshold)
+        return model, output, labels, encoded.unseen
+
+    def observe(self, model: Loaded, output: np.ndarray, labels: list[str] | None) -> None:
+        """Count what the model predicted, for the metrics."""
+        sig = model.signature
+        scores = output[:, 1] if sig.task == BINARY else (None if labels else output)
+        self.telemetry.observe_predictions(model.bundle.model_id, labels, scores)
+
+    # -- the prediction log -------------------------------------------------------------------
+
+    async def log_request(
+        self,
+        model: Loaded,
+        request_id: str,
+        inputs: list[dict] | str,
+        outputs: list[dict[str, Any]] | bytes,
+        n: int,
+    ) -> None:
+        """Queue one request's records and outputs for the prediction log (as JSON already
+        made when there is some: the body as received, the predictions as answered); 503 if
+        the log cannot take them."""
+        if self.log is None:
+            return
+        submit = functools.partial(
+            self.log.submit,
+            request_id,
+            inputs,
+            outputs,
+            model_name=model.name,
+            model_id=model.bundle.model_id,
+            model_version=model.version,
+            n=n,
+        )
+        if self.blocking_log:  # waits for room: not on the event loop
+            accepted = await asyncio.to_thread(submit)
+        else:
+            accepted = submit()
+        self.telemetry.queue.set(self.log.depth)
+        if not accepted:
+            raise HTTPException(
+                503,
+                "the prediction log cannot keep up; the request was not scored into the log, "
+                "retry later",
+                headers={"Retry-After": "1"},
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the prediction log (if any) takes records: what readiness means."""
+        return self.log is None or self.log.accepting
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus metrics and their content type, the log's queue depth updated."""
+        if self.log is not None:
+            self.telemetry.queue.set(self.log.depth)
+        return self.telemetry.exposition()
+
+    def close(self) -> None:
+        """Close the prediction log, flushing it (the app's shutdown)."""
+        if self.log is not None:
+            lost = self.log.close()
+            if lost:
+                logger.error("prediction log: %d record(s) could not be written", lost)

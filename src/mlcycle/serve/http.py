@@ -1,0 +1,76 @@
+"""What every router of the service shares about HTTP: request bodies parsed by orjson, JSON
+responses, and the error body with the statuses every scoring route documents."""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+
+class ErrorDetail(BaseModel):
+    detail: Any
+
+
+#: The errors a route that takes a body documents (FastAPI's ``responses=``).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "malformed request (e.g. invalid JSON)"},
+    408: {"model": ErrorDetail, "description": "the body did not arrive in time"},
+    413: {"model": ErrorDetail, "description": "the body is too large"},
+    415: {"model": ErrorDetail, "description": "the body is not application/json"},
+    422: {"model": ErrorDetail, "description": "a field is missing or of the wrong type"},
+    503: {"model": ErrorDetail, "description": "the prediction log is full; retry later"},
+}
+
+
+class JsonRequest(Request):
+    """A request whose JSON body is parsed by orjson, three times faster than the standard
+    library on a 100-record body. UTF-8 only (RFC 8259; a leading BOM is ignored). What orjson
+    refuses but the standard library reads (NaN, Infinity, 1e400, lone surrogates) is read by
+    the latter, so validation names the field; anything else is a JSONDecodeError, which
+    FastAPI turns into a 400 naming the position."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            body = body[3:] if body.startswith(b"\xef\xbb\xbf") else body
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                # NaN, Infinity, 1e400 or a lone surrogate: the standard library reads them, so
+                # the validation names the field (422); what it cannot read is a 400
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise json.JSONDecodeError("the body is not UTF-8", "", exc.start) from None
+                self._json = json.loads(text)
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """Routes whose handlers get a :class:`JsonRequest` (FastAPI's documented way to change
+    how a body is read): the route class of the service's router, so of every route."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return route
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``content`` as a JSON response, serialised by orjson (numpy arrays included)."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )

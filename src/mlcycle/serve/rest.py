@@ -1,0 +1,167 @@
+"""The service's own REST API: ``POST /predict``, ``GET /health``, ``GET /metadata`` and
+``GET /metrics``.
+
+``/predict`` takes records typed from the signature's raw inputs (a wrong or missing field is
+a 422 naming ``records.0.age``) and answers labels and probabilities (or values).
+"""
+
+from typing import Annotated, Any, NotRequired
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, with_config
+from typing_extensions import TypedDict
+
+from mlcycle.features import Signature
+from mlcycle.serve.core import (
+    MAX_TEXT,
+    Core,
+    ModelInfo,
+    example_record,
+    prediction_dicts,
+    warnings_for,
+)
+from mlcycle.serve.http import ERRORS
+
+# A number: JSON numbers (never true/false, never NaN or infinities), or a string holding one
+# (converted exactly as batch files are). All checked inside pydantic-core: no Python call per
+# field, which is most of a small request's time.
+NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+Number = (
+    Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(pattern=NUMBER_TEXT)]
+    | None
+)
+# Text: at most MAX_TEXT characters (pydantic-core also refuses lone surrogates).
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None
+
+
+def record_model(signature: Signature) -> type:
+    """The type of one input record: a TypedDict keyed by the raw inputs' names.
+
+    Every raw input the model needs must be present (null allowed); derived features are
+    computed by the service, never sent. Columns the training data had but the model does not
+    use may be sent and are ignored; any other field is refused. Validated records are plain
+    dicts, ready for the encoder.
+    """
+    fields: dict[str, Any] = {
+        feat.name: Number if feat.kind == "numeric" else Text for feat in signature.inputs
+    }
+    for name in signature.unused_inputs:
+        fields[name] = NotRequired[Annotated[Text | float, Field(description="ignored")]]
+    record = TypedDict("Record", fields)  # type: ignore[misc]
+    record.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return record
+
+
+def predict_request(signature: Signature, max_records: int) -> type:
+    """The body of ``/predict``: ``{"records": [...]}``, 1 to ``max_records`` records."""
+    Record = record_model(signature)
+
+    @with_config(
+        ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"records": [example_record(signature)]}]},
+        )
+    )
+    class PredictRequest(TypedDict):
+        records: Annotated[
+            list[Record],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=max_records),
+        ]
+
+    return PredictRequest
+
+
+class Prediction(BaseModel):
+    """One record's prediction; which fields are present follows the model's task."""
+
+    label: str | None = Field(
+        None,
+        description="classification: the predicted class (binary: at the model's decision "
+        "threshold; multiclass: the most probable class)",
+    )
+    probabilities: dict[str, float] | None = Field(
+        None, description="classification: the probability of every class"
+    )
+    probability: float | None = Field(
+        None, description="binary classification: the probability of the positive class"
+    )
+    value: float | None = Field(None, description="regression: the predicted value")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    predictions: list[Prediction]
+    model: ModelInfo
+    warnings: list[str] = Field(default_factory=list)
+
+
+def add_routes(routes: APIRouter, core: Core) -> None:
+    """Add the REST routes over ``core`` to ``routes`` (the app's router)."""
+    sig = core.signature
+    PredictRequest = predict_request(sig, core.settings.max_records)
+
+    @routes.post(
+        "/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
+    async def predict(request: PredictRequest, http: Request) -> Response:
+        """Score one or many records."""
+        request_id = http.scope["state"]["request_id"]
+        records = request["records"]
+        if sig.unused_inputs:  # accepted and ignored
+            for r in records:
+                for name in sig.unused_inputs:
+                    r.pop(name, None)
+        model, output, labels, unseen = core.score(records, request_id)
+        preds = orjson.dumps(prediction_dicts(output, labels, model.signature))
+        # the body as received is the log's record of the inputs (it passed validation, so it
+        # is JSON text); the predictions are serialised once, for the answer and the log
+        raw = await http.body()
+        try:  # the parser took it, so it is UTF-8 (a leading BOM is dropped)
+            inputs: Any = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:  # not reached: logged as parsed then
+            inputs = records
+        await core.log_request(model, request_id, inputs, preds, len(records))
+        core.observe(model, output, labels)
+        body = b"".join(
+            (
+                b'{"request_id":',
+                orjson.dumps(request_id),
+                b',"predictions":',
+                preds,
+                b',"model":',
+                model.info_json,
+                b',"warnings":',
+                orjson.dumps(warnings_for(records, unseen)),
+                b"}",
+            )
+        )
+        return Response(body, media_type="application/json")
+
+    @routes.get("/health")
+    async def health() -> dict:
+        """Liveness and the identity of the loaded model."""
+        return {"status": "ok", "model": core.current().info.model_dump()}
+
+    @routes.get("/metadata")
+    async def metadata() -> dict:
+        """Where the model came from (params, metrics, data hashes, commit) and its signature."""
+        model = core.current()
+        return {
+            "model": model.info.model_dump(),
+            "signature": model.signature.to_dict(),
+            "metadata": model.bundle.metadata,
+        }
+
+    @routes.get(
+        "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}}
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        body, ctype = core.exposition()
+        return Response(body, media_type=ctype)
