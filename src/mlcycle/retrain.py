@@ -51,6 +51,7 @@ import pandas as pd
 
 from mlcycle.config import Params, Source
 from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.pipeline import DVC_LOCK, DVC_YAML, read_stages
 
 DEFAULT_SOURCE = "production"
 DEFAULT_MIN_LABELS = 100
@@ -176,13 +177,11 @@ def landing_folder(root: Path, source: Source) -> Path:
 def check_gather_reads(root: Path, source: Source, folder: Path) -> None:
     """The landing ``folder`` must be (under) a dep of the gather stage in dvc.yaml, or `dvc
     repro` would not notice the new file."""
-    import yaml
-
-    path = root / "dvc.yaml"
+    path = root / DVC_YAML
     if not path.is_file():
         raise RetrainError(f"{path} not found: run retrain from the project's root")
-    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    deps = [str(d) for d in (stages.get("gather") or {}).get("deps") or []]
+    gather = read_stages(path).get("gather")
+    deps = list(gather.deps) if gather is not None else []
     rel = folder.relative_to(root.resolve())
     if not any(rel.is_relative_to(os.path.normpath(d)) for d in deps):
         raise RetrainError(
@@ -591,15 +590,9 @@ def _under(path: str, prefixes: Iterable[str]) -> bool:
 def pipeline_outputs_in_git(root: Path) -> list[str]:
     """What `dvc repro` may change that git tracks: dvc.lock and every stage's ``cache:
     false`` outputs (metrics and plot data)."""
-    import yaml
-
-    from mlcycle.stages import tracked_outputs
-
-    spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}
-    out = ["dvc.lock", "metrics"]
-    for stage in spec.get("stages") or {}:
-        for path in tracked_outputs(stage, root / "dvc.yaml"):
-            out.append(path.as_posix())
+    out = [DVC_LOCK, "metrics"]
+    for stage in read_stages(root / DVC_YAML).values():
+        out += [path.as_posix() for path in stage.git_outputs]
     return list(dict.fromkeys(out))
 
 
