@@ -458,10 +458,12 @@ def build_export(
         converted[col] = values
     frame = pd.DataFrame(converted)
     if classes:
-        from mlcycle.schema import label
+        from mlcycle.io import value_text
 
         known = set(classes)
-        unknown = frame[target].map(lambda v: v is not None and v == v and label(v) not in known)
+        unknown = frame[target].map(
+            lambda v: v is not None and v == v and value_text(v) not in known
+        )
         _reject(
             drop,
             f"the label is not a class of the model ({', '.join(classes)})",
@@ -498,8 +500,8 @@ def _schema_rows(
     drop: dict[str, list[int]],
 ) -> None:
     """Add to ``drop`` the rows that break a per-row rule of the schema whose severity is
-    error: the same :func:`mlcycle.schema.check` the validate stage runs."""
-    from mlcycle.schema import KIND_PHRASES, check
+    error: the same :func:`mlcycle.schema.findings.check` the validate stage runs."""
+    from mlcycle.schema.findings import KIND_PHRASES, check
 
     rules = [k for k in ROW_RULES if severity.get(k, "error") == "error"]
     if not rules or not len(frame):
