@@ -121,6 +121,7 @@ def _range_text(spec: ColumnSpec) -> str:
 
 
 def short_list(items: Iterable[str], limit: int = 8) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and how many there are in all."""
     items = list(items)
     head = ", ".join(items[:limit])
     return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
