@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import yaml
 
+import mlcycle.stages
+from mlcycle.pipeline import DVC_YAML, data_hashes, parse_lock, read_lock, read_stages
 from tests.conftest import ROOT
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -98,3 +102,110 @@ def test_git_tracked_outputs_persist_so_a_failed_stage_can_keep_them() -> None:
                     ((path, opts),) = entry.items()
                     if opts.get("cache") is False:
                         assert opts.get("persist") is True, f"{name}: {path} needs persist: true"
+
+
+# --- stage paths: named once in mlcycle.stages, declared in dvc.yaml; these keep them agreeing --
+
+STAGE_PATHS = {
+    name: value
+    for name, value in vars(mlcycle.stages).items()
+    if name.isupper() and isinstance(value, str)
+}
+DECLARED = read_stages(ROOT / DVC_YAML)
+
+
+def _covers(declared: Iterable[str], path: str) -> bool:
+    """``path`` is a declared path, inside a declared folder, or a folder of declared paths."""
+    return any(Path(path).is_relative_to(d) or Path(d).is_relative_to(path) for d in declared)
+
+
+def _paths_named_in(module: Path) -> set[str]:
+    """The paths a stage's code names: the stage path constants it imports, and f-strings made
+    of them and literal text only (``f"{METRICS}/gate.json"``)."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    names = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "mlcycle.stages"
+        for alias in node.names
+        if alias.name in STAGE_PATHS
+    }
+    found = {STAGE_PATHS[n] for n in names}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.JoinedStr):
+            continue
+        parts = []
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                parts.append(str(part.value))
+            elif (
+                isinstance(part, ast.FormattedValue)
+                and isinstance(part.value, ast.Name)
+                and part.value.id in names
+            ):
+                parts.append(STAGE_PATHS[part.value.id])
+            else:
+                break
+        else:
+            if node.values and isinstance(node.values[0], ast.FormattedValue):
+                found.add("".join(parts))
+    return found
+
+
+def test_the_stage_paths_are_found() -> None:
+    """The checks below see the constants and the f-strings built from them."""
+    assert {"SNAPSHOT", "TRAIN", "TEST", "MODEL_DIR", "BUNDLE", "METRICS"} <= set(STAGE_PATHS)
+    named = _paths_named_in(ROOT / "src/mlcycle/stages/gate.py")
+    assert {"metrics/gate.json", "metrics/evaluate.json", STAGE_PATHS["TEST"]} <= named
+
+
+def test_every_stage_path_is_an_output_in_dvc_yaml() -> None:
+    """A path constant renamed on one side only (code or dvc.yaml) fails here."""
+    outputs = [out.path for stage in DECLARED.values() for out in stage.outputs]
+    for name, path in STAGE_PATHS.items():
+        assert _covers(outputs, path), f"mlcycle.stages.{name} = {path!r} is no output in dvc.yaml"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_declares_every_path_its_code_names(stage: str) -> None:
+    """Every stage path a stage's code reads or writes is one of its deps or outputs."""
+    declared = [*DECLARED[stage].deps, *(out.path for out in DECLARED[stage].outputs)]
+    modules = [
+        ROOT / "src/mlcycle/stages" / f"{stage}.py",
+        ROOT / "src/mlcycle/engines" / f"{stage}.py",
+    ]
+    for module in [m for m in modules if m.is_file()]:
+        for path in sorted(_paths_named_in(module)):
+            assert _covers(declared, path), (
+                f"{module.relative_to(ROOT)} uses {path!r}, which is no dep or output of stage "
+                f"{stage!r} in dvc.yaml"
+            )
+
+
+def test_every_data_and_model_output_is_a_stage_path() -> None:
+    """The outputs DVC caches (data and models) are each named by a constant in
+    mlcycle.stages; the git-kept ones (metrics and plot data) live under its METRICS."""
+    for stage in DECLARED.values():
+        for out in stage.outputs:
+            if out.in_git:
+                assert Path(out.path).is_relative_to(STAGE_PATHS["METRICS"]), out.path
+            else:
+                assert out.path in STAGE_PATHS.values(), (
+                    f"stage {stage.name!r} declares {out.path!r}, not named in mlcycle.stages"
+                )
+
+
+def test_the_lock_hashes_of_data_and_models() -> None:
+    """dvc.lock's md5 of every data and model file, whichever stage lists it."""
+    lock = parse_lock(
+        "schema: '2.0'\nstages:\n"
+        "  a:\n    cmd: x\n    deps:\n    - path: src/a.py\n      md5: s1\n"
+        "    outs:\n    - path: data/a.parquet\n      md5: d1\n      size: 3\n"
+        "    - path: models/m\n      hash: md5\n      md5: m1.dir\n"
+        "  b:\n    cmd: y\n    deps:\n    - path: data/a.parquet\n      md5: d1\n"
+        "    outs:\n    - path: metrics/b.json\n      md5: b1\n    - path: data/none\n"
+    )
+    assert lock["a"].deps == {"src/a.py": "s1"}
+    assert lock["b"].outs == {"metrics/b.json": "b1", "data/none": None}
+    assert data_hashes(lock) == {"data/a.parquet": "d1", "models/m": "m1.dir"}
+    assert parse_lock(None) == {} and read_lock(ROOT / "no-such.lock") == {}

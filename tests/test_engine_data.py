@@ -16,7 +16,8 @@ from mlcycle.engines import read_dataset, row_hash
 from mlcycle.engines.gather import main_dask as gather_dask
 from mlcycle.engines.validate import check_dataset
 from mlcycle.engines.validate import main_dask as validate_dask
-from mlcycle.schema import check, parse_schema
+from mlcycle.schema import parse_schema
+from mlcycle.schema.findings import check
 from mlcycle.sources import SourceError
 from mlcycle.stages import gather as gather_stage
 from mlcycle.stages import validate as validate_stage

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from ruamel.yaml import YAML
 from sklearn import metrics as skm
 
 from mlcycle import config
@@ -33,7 +34,7 @@ from mlcycle.features import (
     to_model_frame,
     unseen_categories,
 )
-from mlcycle.io import sha256_bytes
+from mlcycle.io import sha256_bytes, value_text, yaml_key, yaml_scalar
 from mlcycle.metrics import KPI_FUNCTIONS, compute_kpis
 from mlcycle.prepare import PrepareError, clean, split
 from mlcycle.sources import SOURCE_COLUMN, SourceError, read_source, union
@@ -440,3 +441,87 @@ def test_config_knows_exactly_the_metrics_the_metrics_module_computes() -> None:
 
     assert {task: tuple(kpis) for task, kpis in KPI_FUNCTIONS.items()} == tasks.KPI_NAMES
     assert config.KPI_NAMES == tasks.ALL_KPI_NAMES
+
+
+# --- values as text and YAML (mlcycle.io) ------------------------------------------------------
+
+TRICKY_TEXT = [
+    "adult.csv",
+    "<=50K",
+    ">50K",
+    " >50K",
+    "yes",
+    "no",
+    "on",
+    "1e3",
+    "1_000",
+    "0x1F",
+    "010",
+    "",
+    "a b",
+    "a#b",
+    "a: b",
+    "-",
+    "?",
+    "null",
+    "~",
+    "true",
+    "1.0",
+    ".5",
+    "2020-01-01",
+    "a,b",
+    "[x]",
+    "{x}",
+    "é",
+    "x'y",
+    '"q"',
+    "@x",
+    "*x",
+    "&x",
+    "!x",
+    "|x",
+    "12:30",
+    ":8787",
+    "NaN",
+    ".inf",
+]
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_yaml_scalars_read_back_the_same_in_yaml_1_1_and_1_2(flow: bool) -> None:
+    """schema.yaml is read by PyYAML (YAML 1.1), params.yaml by DVC (ruamel.yaml, YAML 1.2):
+    whatever mlcycle writes reads back as itself in both."""
+    yaml12 = YAML(typ="safe", pure=True)
+    for value in [*TRICKY_TEXT, 3, 1.5, 1e20, -0.0, True, None]:
+        text = yaml_scalar(value, flow=flow)
+        doc = f"k: [{text}]" if flow else f"k: {text}"
+        expected = {"k": [value] if flow else value}
+        assert yaml.safe_load(doc) == expected, (value, text)
+        assert yaml12.load(doc) == expected, (value, text)
+    for name in TRICKY_TEXT:
+        doc = f"{yaml_key(name)}: 1"
+        assert yaml.safe_load(doc) == yaml12.load(doc) == {name: 1}, name
+    # Plain where it can be, JSON-quoted otherwise (the style of the shipped files).
+    assert [yaml_scalar(v) for v in ("Self-emp-inc", ">50K", "yes", "1e3")] == [
+        "Self-emp-inc",
+        '">50K"',
+        '"yes"',
+        '"1e3"',
+    ]
+
+
+def test_value_text_writes_values_as_they_are_written() -> None:
+    """One text form for a cell value, so 1.0 and 1 agree and missing stays missing."""
+    assert [value_text(v) for v in (1.0, 1, np.int64(7), 1.5, True, np.bool_(False))] == [
+        "1",
+        "1",
+        "7",
+        "1.5",
+        "true",
+        "false",
+    ]
+    assert value_text(2.0**60) == repr(2.0**60)  # beyond exact integers: as the float reads
+    assert value_text(pd.Timestamp("2024-05-01 12:00")) == "2024-05-01T12:00:00"
+    assert value_text({"b": 1, "a": [1, 2]}) == '{"a": [1, 2], "b": 1}'
+    assert [value_text(v) for v in (None, np.nan, pd.NA, pd.NaT)] == [None] * 4
+    assert value_text("  kept as is ") == "  kept as is "

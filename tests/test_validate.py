@@ -28,18 +28,15 @@ from mlcycle.io import dumps_json
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     ColumnSpec,
-    Finding,
     Schema,
     SchemaError,
-    check,
     dump_schema,
-    infer_schema,
     load_schema,
-    markdown_report,
-    observed_notes,
     parse_schema,
-    summarize,
 )
+from mlcycle.schema.findings import Finding, check
+from mlcycle.schema.infer import infer_schema, observed_notes
+from mlcycle.schema.report import markdown_report, summarize
 from tests.conftest import BIN, PROJECT_FILES, ROOT, git_commit, make_project, run
 
 PEOPLE = Schema(
@@ -620,7 +617,8 @@ def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
 
 def test_a_large_share_of_unseen_categories_is_an_error() -> None:
     """A few new categories are a warning; in more than max_unseen_share of rows, an error."""
-    from mlcycle.schema import ColumnSpec, Schema, check
+    from mlcycle.schema import ColumnSpec, Schema
+    from mlcycle.schema.findings import check
 
     spec = ColumnSpec(name="colour", type="category", nullable=True, categories=("red", "blue"))
     schema = Schema(

@@ -412,8 +412,9 @@ def cmd_pr_comment(args: argparse.Namespace) -> int:
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """Draft schema.yaml from a snapshot, for a person to review; never overwrites by accident."""
-    from mlcycle import config, schema
+    from mlcycle import config
     from mlcycle.io import read_table, write_text
+    from mlcycle.schema.infer import draft_text
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -424,11 +425,8 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     # A regression target gets no list of allowed values nor a range: a new price is no error.
     regression = objectives.get("task") == "regression" and target == objectives.get("target")
     frame = read_table(args.snapshot)
-    draft = schema.infer_schema(
-        frame, target, ignore=schema.BOOKKEEPING_COLUMNS, target_values=not regression
-    )
-    header = schema.DRAFT_HEADER.format(snapshot=args.snapshot)
-    write_text(out, schema.dump_schema(draft, header, schema.observed_notes(frame, draft)))
+    draft, text = draft_text(frame, target, args.snapshot, target_values=not regression)
+    write_text(out, text)
     print(
         f"wrote a draft schema of {len(draft.columns)} columns (target {target!r}) to {out}; "
         "review its types, ranges and categories before committing it",

@@ -1,7 +1,9 @@
-"""Atomic file writing and content hashing.
+"""Atomic file writing, content hashing, tables, and values as text and YAML.
 
 Every stage output goes through these helpers: the bytes land in a temporary file next to the
 target and are renamed into place, so a killed run never leaves a half-written artifact.
+A cell value becomes text through :func:`value_text` wherever mlcycle writes or compares one,
+and YAML files are written with :func:`yaml_scalar` and its companions.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError as Yaml12Error
 
 CHUNK = 1 << 20
 
@@ -156,3 +162,84 @@ def write_table(path: str | Path, df: pd.DataFrame) -> None:
                 lines=True,
                 compression="gzip" if suffix.endswith(".gz") else None,
             )
+
+
+# --- values as text ------------------------------------------------------------------------------
+
+
+def value_text(value: Any) -> str | None:
+    """One cell value as text: numbers as they are written (``39``, ``1.5``; a whole float as
+    an integer), booleans as ``true``/``false``, dates in ISO form, lists and mappings as JSON;
+    None for a missing value. Categories, target values and text columns all compare and store
+    values in this form, so ``1.0`` and ``1`` agree."""
+    if value is None or (not isinstance(value, list | dict | np.ndarray) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, list | dict | np.ndarray):
+        data = value.tolist() if isinstance(value, np.ndarray) else value
+        return json.dumps(data, sort_keys=True, default=str)
+    return str(value)
+
+
+# --- YAML ----------------------------------------------------------------------------------------
+
+# The two readers of the YAML mlcycle writes: PyYAML (YAML 1.1; schema.yaml) and the one DVC
+# uses (ruamel.yaml, YAML 1.2; params.yaml). Text is written plain only where both read it back.
+_YAML12 = YAML(typ="safe", pure=True)
+
+
+def _reads_back(probe: str, expected: Any) -> bool:
+    """Whether PyYAML and ruamel.yaml both read ``probe`` as ``expected``."""
+    for load in (yaml.safe_load, _YAML12.load):
+        try:
+            if load(probe) != expected:
+                return False
+        except (yaml.YAMLError, Yaml12Error):
+            return False
+    return True
+
+
+def yaml_scalar(value: Any, flow: bool = False) -> str:
+    """``value`` as a YAML scalar that reads back as the same value, plain where it can be,
+    else a JSON (double-quoted) string; ``flow`` for an item of a ``[...]`` list."""
+    if not isinstance(value, str):
+        return yaml.safe_dump(value).split("\n", 1)[0]
+    probe, expected = (f"[{value}]", [value]) if flow else (f"k: {value}", {"k": value})
+    plain = value[:1].isalnum() and value == value.strip() and "#" not in value
+    if plain and _reads_back(probe, expected):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def yaml_key(name: str) -> str:
+    """A mapping key as YAML: plain where it reads back as ``name``, else JSON-quoted."""
+    plain = name == name.strip() and "#" not in name
+    return name if plain and _reads_back(f"{name}: 1", {name: 1}) else json.dumps(name)
+
+
+def yaml_flow_list(key: str, items: Iterable[Any], indent: str, width: int) -> list[str]:
+    """``key: [a, b, ...]`` as lines of at most ``width`` characters where the items allow,
+    continuation lines indented two more than ``indent``."""
+    lines, line = [], f"{indent}{key}: ["
+    parts = [yaml_scalar(v, flow=True) for v in items]
+    for i, part in enumerate(parts):
+        piece = part + ("," if i < len(parts) - 1 else "]")
+        if len(line) + len(piece) + 1 > width and not line.endswith("["):
+            lines.append(line)
+            line = f"{indent}  {piece}"
+        else:
+            line += piece if line.endswith("[") else f" {piece}"
+    if not parts:
+        line += "]"
+    lines.append(line)
+    return lines

@@ -15,9 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mlcycle.config import load_yaml
+from mlcycle.pipeline import DVC_LOCK, data_hashes, parse_lock
 
 PROD = "prod"
 CACHE_DIR = Path("models/registry")
@@ -160,9 +159,8 @@ def _check_packaged(repo: Path, commit: str) -> None:
     """Refuse a commit whose bundle was not packaged from its own evaluation and gate decision
     (the gate failed or the pipeline stopped after evaluation: the committed bundle is an older
     model than the metrics describe)."""
-    lock = yaml.safe_load(read_at(repo, commit, "dvc.lock") or "{}") or {}
-    package = lock.get("stages", {}).get("package", {})
-    deps = {d["path"]: d.get("md5") for d in package.get("deps", [])}
+    package = parse_lock(read_at(repo, commit, DVC_LOCK)).get("package")
+    deps = package.deps if package is not None else {}
     for path in PACKAGED_FROM:
         text = read_at(repo, commit, path)
         if text is None or deps.get(path) != hashlib.md5(text.encode("utf-8")).hexdigest():
@@ -181,7 +179,7 @@ def release(repo: str | Path, name: str, bump: str = "patch", message: str | Non
     model in the workspace).
     """
     repo = Path(repo)
-    dirty = _git(repo, "status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics")
+    dirty = _git(repo, "status", "--porcelain", "--", DVC_LOCK, "params.yaml", "metrics")
     if dirty.strip():
         raise RegistryError(
             "commit the pipeline's results first (uncommitted: "
@@ -227,16 +225,9 @@ def production_tag(repo: str | Path, name: str) -> str | None:
 def lineage(repo: str | Path, v: Version) -> dict:
     """Where a version came from: commit, data hashes from dvc.lock, params, metrics, gate."""
     repo = Path(repo)
-    lock_text = read_at(repo, v.commit, "dvc.lock")
+    lock_text = read_at(repo, v.commit, DVC_LOCK)
     if lock_text is None:
         raise RegistryError(f"commit {v.commit[:12]} has no dvc.lock")
-    lock = yaml.safe_load(lock_text)
-    data = {}
-    for stage in lock.get("stages", {}).values():
-        for entry in (*stage.get("deps", []), *stage.get("outs", [])):
-            path = entry["path"]
-            if path.startswith("data/") or path.startswith("models/"):
-                data[path] = entry.get("md5") or entry.get("hash")
 
     def load(path: str, parse=json.loads):
         text = read_at(repo, v.commit, path)
@@ -246,7 +237,7 @@ def lineage(repo: str | Path, v: Version) -> dict:
         "model": f"{v.name}@{v.version}",
         "commit": v.commit,
         "commit_time": _git(repo, "show", "-s", "--format=%cI", v.commit).strip(),
-        "data": dict(sorted(data.items())),
+        "data": data_hashes(parse_lock(lock_text)),
         "params": load("params.yaml", load_yaml),
         "metrics": load("metrics/evaluate.json"),
         "gate": load("metrics/gate.json"),

@@ -48,9 +48,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from mlcycle import config, registry
+from mlcycle.bundle import load_bundle
 from mlcycle.config import Params, Source
 from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.features import Signature
+from mlcycle.io import atomic_path, read_json, value_text
+from mlcycle.pipeline import DVC_LOCK, DVC_YAML, read_stages
+from mlcycle.predlog import PredictionLogError, read_log
+from mlcycle.schema import load_schema
+from mlcycle.schema.findings import KIND_PHRASES, check
+from mlcycle.sources import as_text, redact_url
+from mlcycle.stages import BUNDLE, METRICS, SNAPSHOT
 
 DEFAULT_SOURCE = "production"
 DEFAULT_MIN_LABELS = 100
@@ -61,11 +73,9 @@ ADMIN_TOKEN_ENV = "MLCYCLE_ADMIN_TOKEN"
 #: The Parquet metadata key of an exported file that lists the log records it holds.
 KEYS_METADATA = b"mlcycle.retrain"
 FILE_PREFIX = "production-"
-SNAPSHOT = "data/raw/snapshot.parquet"  # = mlcycle.stages.SNAPSHOT
-BUNDLE = "models/bundle"  # = mlcycle.stages.BUNDLE
-GATE_METRICS = "metrics/gate.json"
+GATE_METRICS = f"{METRICS}/gate.json"
 GATE_REPORT = "reports/gate.json"  # written by the gate even when it fails the run
-GATHER_METRICS = "metrics/gather.json"
+GATHER_METRICS = f"{METRICS}/gather.json"
 RELOAD_TIMEOUT = 300.0  # seconds: a reload fetches and verifies the bundle
 SHOWN_KEYS = 5  # request ids named per reason a row was left out
 
@@ -176,13 +186,11 @@ def landing_folder(root: Path, source: Source) -> Path:
 def check_gather_reads(root: Path, source: Source, folder: Path) -> None:
     """The landing ``folder`` must be (under) a dep of the gather stage in dvc.yaml, or `dvc
     repro` would not notice the new file."""
-    import yaml
-
-    path = root / "dvc.yaml"
+    path = root / DVC_YAML
     if not path.is_file():
         raise RetrainError(f"{path} not found: run retrain from the project's root")
-    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    deps = [str(d) for d in (stages.get("gather") or {}).get("deps") or []]
+    gather = read_stages(path).get("gather")
+    deps = list(gather.deps) if gather is not None else []
     rel = folder.relative_to(root.resolve())
     if not any(rel.is_relative_to(os.path.normpath(d)) for d in deps):
         raise RetrainError(
@@ -207,8 +215,6 @@ class Layout:
 
 
 def _arrow_kind(dtype: Any) -> str:
-    import pyarrow as pa
-
     if pa.types.is_integer(dtype):
         return "int"
     if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
@@ -236,9 +242,6 @@ SCHEMA_KINDS = {
 
 def layout_of_snapshot(path: Path) -> Layout:
     """The layout of a snapshot file, from its Parquet schema (no data is read)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pq.read_schema(path)
     columns = tuple(n for n in schema.names if n != SOURCE_COLUMN)
     kinds = {n: _arrow_kind(schema.field(n).type) for n in columns}
@@ -258,8 +261,6 @@ def load_layout(root: Path, params: Params) -> tuple[Layout, str]:
         return layout_of_snapshot(snapshot), SNAPSHOT
     schema_path = root / params.validate.schema
     if schema_path.is_file():
-        from mlcycle.schema import load_schema
-
         schema = load_schema(schema_path)
         kinds = {s.name: SCHEMA_KINDS.get(s.type, "other") for s in schema.columns}
         return Layout(tuple(kinds), kinds), params.validate.schema
@@ -278,8 +279,6 @@ Key = tuple[str, int]
 def exported_keys(folder: Path) -> set[Key]:
     """The log records (request_id, row) that the exported files in ``folder`` hold, read from
     their Parquet metadata. A file that cannot be read is reported by `gather`, not here."""
-    import pyarrow.parquet as pq
-
     keys: set[Key] = set()
     if not folder.is_dir():
         return keys
@@ -363,8 +362,6 @@ def convert(values: pd.Series, kind: str, utc: bool = False) -> tuple[pd.Series,
             stamps = stamps.dt.tz_convert(None)
         return stamps, present & stamps.isna()
     if kind == "text":
-        from mlcycle.sources import as_text
-
         return as_text(values), bad
     return values, bad
 
@@ -459,10 +456,10 @@ def build_export(
         converted[col] = values
     frame = pd.DataFrame(converted)
     if classes:
-        from mlcycle.schema import label
-
         known = set(classes)
-        unknown = frame[target].map(lambda v: v is not None and v == v and label(v) not in known)
+        unknown = frame[target].map(
+            lambda v: v is not None and v == v and value_text(v) not in known
+        )
         _reject(
             drop,
             f"the label is not a class of the model ({', '.join(classes)})",
@@ -499,9 +496,7 @@ def _schema_rows(
     drop: dict[str, list[int]],
 ) -> None:
     """Add to ``drop`` the rows that break a per-row rule of the schema whose severity is
-    error: the same :func:`mlcycle.schema.check` the validate stage runs."""
-    from mlcycle.schema import KIND_PHRASES, check
-
+    error: the same :func:`mlcycle.schema.findings.check` the validate stage runs."""
     rules = [k for k in ROW_RULES if severity.get(k, "error") == "error"]
     if not rules or not len(frame):
         return
@@ -535,11 +530,6 @@ def write_export(
     """Write the export as one new Parquet file in ``folder``, atomically (a hidden temporary
     file, which gather skips, renamed into place), with its log keys in the file's metadata.
     An existing file of the same name is never replaced."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mlcycle.io import atomic_path
-
     target = folder / export_name(now, len(export.frame))
     if target.exists():
         raise RetrainError(f"{target} already exists; run retrain again in a second")
@@ -591,15 +581,9 @@ def _under(path: str, prefixes: Iterable[str]) -> bool:
 def pipeline_outputs_in_git(root: Path) -> list[str]:
     """What `dvc repro` may change that git tracks: dvc.lock and every stage's ``cache:
     false`` outputs (metrics and plot data)."""
-    import yaml
-
-    from mlcycle.stages import tracked_outputs
-
-    spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}
-    out = ["dvc.lock", "metrics"]
-    for stage in spec.get("stages") or {}:
-        for path in tracked_outputs(stage, root / "dvc.yaml"):
-            out.append(path.as_posix())
+    out = [DVC_LOCK, "metrics"]
+    for stage in read_stages(root / DVC_YAML).values():
+        out += [path.as_posix() for path in stage.git_outputs]
     return list(dict.fromkeys(out))
 
 
@@ -651,8 +635,6 @@ def gate_decision(root: Path, since: float, repro_ok: bool) -> dict[str, Any] | 
     """The gate's decision of this run: metrics/gate.json after a successful `dvc repro`
     (written by this run or still valid for it); after a failed one, reports/gate.json if the
     gate wrote it during the run (a rejection stops the run); else None."""
-    from mlcycle.io import read_json
-
     if repro_ok:
         path = root / GATE_METRICS
         return read_json(path) if path.is_file() else None
@@ -665,8 +647,6 @@ def gate_decision(root: Path, since: float, repro_ok: bool) -> dict[str, Any] | 
 def gather_took(root: Path, source: str, file: str) -> tuple[bool, str | None]:
     """Whether gather read ``file`` (relative to the landing folder) from ``source``, and the
     reason it set it aside if it did not."""
-    from mlcycle.io import read_json
-
     path = root / GATHER_METRICS
     if not path.is_file():
         return False, f"{GATHER_METRICS} does not exist"
@@ -794,8 +774,6 @@ def parse_time(value: str | None, flag: str) -> datetime | None:
 
 def _model_classes(root: Path) -> tuple[str, ...]:
     """The classes of the workspace model (models/bundle), for classification; () otherwise."""
-    from mlcycle.features import Signature
-
     path = root / BUNDLE / "signature.json"
     if not path.is_file():
         return ()
@@ -803,17 +781,64 @@ def _model_classes(root: Path) -> tuple[str, ...]:
     return () if sig.task == "regression" else tuple(sig.classes)
 
 
+@dataclass(frozen=True)
+class Project:
+    """What a retrain works on, checked before any work: the project's root and settings, the
+    landing source and its folder, the paths its commit may hold, and the service's admin
+    token (when asked to reload a service)."""
+
+    root: Path
+    params: Params
+    source: Source
+    folder: Path
+    allowed: tuple[str, ...]
+    token: str | None
+
+    @property
+    def name(self) -> str:
+        """The model's name in the registry (``package.name``)."""
+        return self.params.package.name
+
+
 def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Result:
     """Export labelled production rows, `dvc repro`, and on a passed gate commit, release and
     reload (see the module's docstring). ``say`` gets progress lines. Raises
     :class:`RetrainError` with the exit code of each way it can stop; nothing is changed when
     it stops before the export."""
-    from mlcycle import config, registry
-    from mlcycle.predlog import PredictionLogError, read_log
-    from mlcycle.schema import load_schema
-    from mlcycle.sources import redact_url
+    project = check_project(root.resolve(), opts)
+    shown_url = redact_url(opts.log_url if "://" in opts.log_url else f"sqlite:///{opts.log_url}")
+    records = read_new_labelled(project, opts, shown_url, say)
+    export, columns_from = export_records(project, records, say)
+    result = Result(left_out=export.left_out, rows=len(export.frame))
+    check_enough(project, result.rows, opts.min_labels)
+    now = datetime.now(UTC)
+    meta = export_meta(opts, shown_url, now, columns_from)
+    if opts.dry_run:
+        result.exported = dry_run(project, opts, export, now, meta, say)
+        return result
+    result.exported = write_export(export, project.folder, now, meta)
+    say(f"exported {result.rows} labelled row(s) to {result.exported.relative_to(project.root)}")
+    result.gate = repro_and_gate(project, result.exported, say)
+    result.commit = commit_export(project, result.exported, result.rows, meta, result.gate, say)
+    result.model_id = load_bundle(project.root / BUNDLE).model_id
+    if opts.release:
+        result.version = release_commit(project, opts, result.commit, result.model_id, say)
+        result.notes.append("share the release with `git push --tags` and `dvc push`")
+    else:
+        result.notes.append("not released (--no-release): `mlcycle release` does it")
+    if opts.service and project.token:
+        result.reloaded = reload_service(opts.service, project.token, result.model_id)
+        say(
+            f"{opts.service} reloaded: it serves {result.reloaded.get('name')} "
+            f"{result.reloaded.get('version')} (model {result.reloaded.get('id')})"
+        )
+    return result
 
-    root = root.resolve()
+
+def check_project(root: Path, opts: Options) -> Project:
+    """Everything checked before any work, so a bad option or state changes nothing: the
+    options, the landing source and the split, that gather reads the landing folder, that the
+    work tree holds no other change, and the service (when asked to reload one)."""
     if opts.min_labels < 1:
         raise RetrainError(f"--min-labels must be at least 1, not {opts.min_labels}")
     params = config.load(root / "params.yaml")
@@ -823,28 +848,36 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
     check_gather_reads(root, source, folder)
     allowed = [*pipeline_outputs_in_git(root), *landing_paths(root, params)]
     check_clean(root, allowed)
-    token = None
-    if opts.service:
-        token = os.environ.get(opts.token_env, "").strip()
-        if not token:
-            raise RetrainError(
-                f"--service needs the service's admin token in the environment variable "
-                f"{opts.token_env} (--token-env names another), which is not set"
-            )
-        check_service(opts.service)
-    name = params.package.name
-    result = Result()
+    return Project(root, params, source, folder, tuple(allowed), service_token(opts))
 
-    # 1. export
-    shown_url = redact_url(opts.log_url if "://" in opts.log_url else f"sqlite:///{opts.log_url}")
+
+def service_token(opts: Options) -> str | None:
+    """The admin token a reload needs, from the environment, once the service answers; None
+    when no service is to be reloaded."""
+    if not opts.service:
+        return None
+    token = os.environ.get(opts.token_env, "").strip()
+    if not token:
+        raise RetrainError(
+            f"--service needs the service's admin token in the environment variable "
+            f"{opts.token_env} (--token-env names another), which is not set"
+        )
+    check_service(opts.service)
+    return token
+
+
+def read_new_labelled(
+    project: Project, opts: Options, shown_url: str, say: Callable[[str], None]
+) -> pd.DataFrame:
+    """The labelled records of the log's window that no earlier export holds
+    (:func:`new_labelled`); says how many records the window has and how many were exported."""
     try:
         log = read_log(
             opts.log_url, since=opts.since, until=opts.until, model_version=opts.model_version
         )
     except PredictionLogError as exc:
         raise RetrainError(str(exc)) from None
-    done = exported_keys(folder)
-    records = new_labelled(log, done)
+    done = exported_keys(project.folder)
     labelled = log[log["label"].notna()]
     before = sum(
         (rid, int(row)) in done
@@ -854,7 +887,17 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
         f"prediction log {shown_url}: {len(log)} record(s) in the window, {len(labelled)} "
         f"labelled, {before} of them exported before"
     )
-    layout, layout_from = load_layout(root, params)
+    return new_labelled(log, done)
+
+
+def export_records(
+    project: Project, records: pd.DataFrame, say: Callable[[str], None]
+) -> tuple[Export, str]:
+    """The records as rows of the data (:func:`build_export`, with the model's classes and
+    schema.yaml's per-row rules), saying what was left out or ignored; and where the data's
+    columns were read (:func:`load_layout`)."""
+    root, params = project.root, project.params
+    layout, columns_from = load_layout(root, params)
     schema_path = root / params.validate.schema
     export = build_export(
         records,
@@ -864,64 +907,80 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
         schema=load_schema(schema_path) if schema_path.is_file() else None,
         severity=dict(params.validate.severity),
     )
-    result.left_out = export.left_out
     for item in export.left_out:
         say(f"left out {item.message}")
     if export.ignored_keys:
         say(f"ignored record keys that are not columns of the data: {list(export.ignored_keys)}")
     if export.filled:
         say(f"no record holds {list(export.filled)}: exported as missing values")
-    n = len(export.frame)
-    result.rows = n
-    if n < opts.min_labels:
-        pending = uncommitted_exports(root, folder)
-        extra = (
-            f"; exported before but not committed yet (a failed or rejected run): {pending}, "
-            "which `dvc repro` would use"
-            if pending
-            else ""
-        )
-        raise RetrainError(
-            f"{n} new labelled row(s) to export, fewer than --min-labels {opts.min_labels}: "
-            f"nothing was changed{extra}",
-            EXIT_TOO_FEW,
-        )
-    now = datetime.now(UTC)
-    meta = {
+    return export, columns_from
+
+
+def check_enough(project: Project, rows: int, min_labels: int) -> None:
+    """Stop, changing nothing, when fewer than ``min_labels`` rows are to be exported (naming
+    exports of earlier runs that are not committed yet, which `dvc repro` would use)."""
+    if rows >= min_labels:
+        return
+    pending = uncommitted_exports(project.root, project.folder)
+    extra = (
+        f"; exported before but not committed yet (a failed or rejected run): {pending}, "
+        "which `dvc repro` would use"
+        if pending
+        else ""
+    )
+    raise RetrainError(
+        f"{rows} new labelled row(s) to export, fewer than --min-labels {min_labels}: "
+        f"nothing was changed{extra}",
+        EXIT_TOO_FEW,
+    )
+
+
+def export_meta(opts: Options, shown_url: str, now: datetime, columns_from: str) -> dict[str, Any]:
+    """Where an export came from, written into the file's metadata beside its log keys."""
+    return {
         "log_url": shown_url,
         "exported_at": now.isoformat(),
         "since": opts.since.isoformat() if opts.since else None,
         "until": opts.until.isoformat() if opts.until else None,
         "model_version": opts.model_version,
-        "columns_from": layout_from,
+        "columns_from": columns_from,
     }
-    if opts.dry_run:
-        out = Path(tempfile.mkdtemp(prefix="mlcycle-retrain-"))
-        result.exported = write_export(export, out, now, meta)
-        nxt = registry.next_version(root, name, opts.bump)
-        say(f"dry run: would write {n} row(s) to {source.path}/{result.exported.name}")
-        say(f"dry run: the file is at {result.exported} for a look; the project is unchanged")
-        steps = ["commit"]
-        if opts.release:
-            steps.append(f"release {name}@{nxt}")
-        if opts.service:
-            steps.append(f"reload {opts.service}")
-        say(f"dry run: would then run `dvc repro` and, if the gate passes, {', '.join(steps)}")
-        return result
-    path = write_export(export, folder, now, meta)
-    rel_file = path.relative_to(folder).as_posix()
-    result.exported = path
-    say(f"exported {n} labelled row(s) to {path.relative_to(root)}")
 
-    # 2. dvc repro
+
+def dry_run(
+    project: Project,
+    opts: Options,
+    export: Export,
+    now: datetime,
+    meta: dict[str, Any],
+    say: Callable[[str], None],
+) -> Path:
+    """Write the export to a temporary folder for a look and say what a real run would do;
+    the project is unchanged. Returns the file written."""
+    exported = write_export(export, Path(tempfile.mkdtemp(prefix="mlcycle-retrain-")), now, meta)
+    nxt = registry.next_version(project.root, project.name, opts.bump)
+    say(f"dry run: would write {len(export.frame)} row(s) to {project.source.path}/{exported.name}")
+    say(f"dry run: the file is at {exported} for a look; the project is unchanged")
+    steps = ["commit"]
+    if opts.release:
+        steps.append(f"release {project.name}@{nxt}")
+    if opts.service:
+        steps.append(f"reload {opts.service}")
+    say(f"dry run: would then run `dvc repro` and, if the gate passes, {', '.join(steps)}")
+    return exported
+
+
+def repro_and_gate(project: Project, path: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Run `dvc repro` and return the gate's decision when it passed; a rejection, a failed
+    run, an export gather did not use, or no decision is a :class:`RetrainError` (the exported
+    file stays: it is data)."""
+    root = project.root
     say("running `dvc repro` ...")
     started = time.time() - 1.0  # file times may be coarser than a second
     code = run_repro(root)
     kept = f"the exported file {path.relative_to(root)} stays (it is data); nothing was committed"
     gate = gate_decision(root, started, code == 0)
-    # 3. the gate
     if gate is not None and not gate.get("passed"):
-        result.gate = gate
         reasons = "; ".join(r for r in gate.get("reasons", []) if r.startswith("FAIL"))
         raise RetrainError(
             f"the gate rejected the retrained model: {reasons or gate.get('reasons')}; "
@@ -935,18 +994,30 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
             "to export its rows again",
             EXIT_REPRO_FAILED,
         )
-    took, why = gather_took(root, source.name, rel_file)
+    took, why = gather_took(root, project.source.name, path.relative_to(project.folder).as_posix())
     if not took:
         raise RetrainError(
             f"gather did not use {path.relative_to(root)} ({why}); {kept}", EXIT_REPRO_FAILED
         )
     if gate is None:
         raise RetrainError(f"`dvc repro` wrote no {GATE_METRICS}; {kept}", EXIT_REPRO_FAILED)
-    result.gate = gate
     say("the gate passed: " + "; ".join(gate.get("reasons", [])))
+    return gate
 
-    # 4. commit and release
-    paths = [p for p in dict.fromkeys(allowed) if (root / p).exists() or _tracked(root, p)]
+
+def commit_export(
+    project: Project,
+    path: Path,
+    rows: int,
+    meta: dict[str, Any],
+    gate: dict[str, Any],
+    say: Callable[[str], None],
+) -> str:
+    """Commit the exported file and what `dvc repro` changed (dvc.lock, the metrics, the
+    .gitignore files DVC wrote), with a message saying where the rows came from; returns the
+    commit."""
+    root = project.root
+    paths = [p for p in dict.fromkeys(project.allowed) if (root / p).exists() or _tracked(root, p)]
     ignores = _git(
         root, "ls-files", "-m", "-o", "--exclude-standard", "--", ":(glob)**/.gitignore"
     ).stdout.split()  # DVC lists new outputs in .gitignore files
@@ -956,45 +1027,39 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
         for k, v in [
             ("since", meta["since"]),
             ("until", meta["until"]),
-            ("model version", opts.model_version),
+            ("model version", meta["model_version"]),
         ]
         if v
     )
+    champion = gate.get("champion_version")
     message = (
-        f"retrain: {n} labelled production rows ({rel_file})\n\n"
-        f"Exported from the prediction log {shown_url}"
+        f"retrain: {rows} labelled production rows ({path.relative_to(project.folder).as_posix()})"
+        f"\n\nExported from the prediction log {meta['log_url']}"
         + (f" ({window})" if window else "")
-        + f" into source {source.name!r}; `dvc repro` passed the gate"
-        + (f" against {name}@{gate['champion_version']}" if gate.get("champion_version") else "")
+        + f" into source {project.source.name!r}; `dvc repro` passed the gate"
+        + (f" against {project.name}@{champion}" if champion else "")
         + ".\n"
     )
     _git(root, "commit", "-q", "-m", message)
-    result.commit = _git(root, "rev-parse", "HEAD").stdout.strip()
-    say(f"committed {result.commit[:12]}: {message.splitlines()[0]}")
-    from mlcycle.bundle import load_bundle
+    commit = _git(root, "rev-parse", "HEAD").stdout.strip()
+    say(f"committed {commit[:12]}: {message.splitlines()[0]}")
+    return commit
 
-    result.model_id = load_bundle(root / BUNDLE).model_id
-    if opts.release:
-        try:
-            result.version = registry.release(root, name, bump=opts.bump)
-        except registry.RegistryError as exc:
-            raise RetrainError(
-                f"committed {result.commit[:12]} but the release failed: {exc}; fix that, then "
-                "run `mlcycle release`"
-            ) from None
-        say(f"released {name}@{result.version} (model {result.model_id}) to {registry.PROD}")
-        result.notes.append("share the release with `git push --tags` and `dvc push`")
-    else:
-        result.notes.append("not released (--no-release): `mlcycle release` does it")
 
-    # 5. the service
-    if opts.service and token:
-        result.reloaded = reload_service(opts.service, token, result.model_id)
-        say(
-            f"{opts.service} reloaded: it serves {result.reloaded.get('name')} "
-            f"{result.reloaded.get('version')} (model {result.reloaded.get('id')})"
-        )
-    return result
+def release_commit(
+    project: Project, opts: Options, commit: str, model_id: str, say: Callable[[str], None]
+) -> str:
+    """Release the commit to production (:func:`mlcycle.registry.release`); returns the
+    version."""
+    try:
+        version = registry.release(project.root, project.name, bump=opts.bump)
+    except registry.RegistryError as exc:
+        raise RetrainError(
+            f"committed {commit[:12]} but the release failed: {exc}; fix that, then "
+            "run `mlcycle release`"
+        ) from None
+    say(f"released {project.name}@{version} (model {model_id}) to {registry.PROD}")
+    return version
 
 
 def uncommitted_exports(root: Path, folder: Path) -> list[str]:

@@ -15,7 +15,6 @@ there (gather's dvc.yaml deps track that folder), never moved.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shutil
@@ -28,10 +27,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlcycle import config, schema
+from mlcycle import config
 from mlcycle.config import ConfigError, Source
-from mlcycle.io import atomic_path, write_text
+from mlcycle.io import atomic_path, write_text, yaml_scalar
 from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS
+from mlcycle.schema.infer import draft_text
 from mlcycle.sources import (
     GLOB_CHARS,
     SOURCE_COLUMN,
@@ -617,21 +617,16 @@ HEADER = (
 )
 
 
-def _scalar(value: Any) -> str:
-    """A scalar as YAML that DVC (YAML 1.2) and PyYAML (YAML 1.1) both read back as ``value``."""
-    text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30, allow_unicode=True)
-    text = text.strip()[1:-1]
-    if isinstance(value, str) and config.load_yaml(text) != value:
-        text = json.dumps(value, ensure_ascii=False)  # e.g. 1e3, which YAML 1.2 reads as a number
-    return text
-
-
 def _flow(value: Any) -> str:
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_scalar(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{yaml_scalar(str(k), flow=True)}: {_flow(v)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
-    return _scalar(value)
+    return yaml_scalar(value, flow=True)
 
 
 def _depth(value: Any) -> int:
@@ -659,7 +654,7 @@ def _commented(line: str, comment: str | None) -> list[str]:
 def _render(key: str, value: Any, path: str, indent: int, notes: dict[str, str]) -> list[str]:
     """The lines of ``key: value`` at ``indent``: scalars and small collections in flow style
     (as the shipped params.yaml writes them), others as blocks; comments from ``notes``."""
-    head = " " * indent + f"{_scalar(str(key))}:"
+    head = " " * indent + f"{yaml_scalar(str(key), flow=True)}:"
     note = notes.get(path)
     children_noted = any(p.startswith(path + ".") for p in notes)
     container = isinstance(value, dict | list | tuple)
@@ -835,13 +830,9 @@ def plan(
     if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
         raise InitError("internal error: the written params.yaml would not read back as drafted")
 
-    draft = schema.infer_schema(
-        frame, target, ignore=schema.BOOKKEEPING_COLUMNS, target_values=task != REGRESSION
+    _, schema_text = draft_text(
+        frame, target, data_path, target_values=task != REGRESSION, drafted_by="`mlcycle init`"
     )
-    header = schema.DRAFT_HEADER.format(snapshot=data_path).replace(
-        "`mlcycle schema infer`", "`mlcycle init`"
-    )
-    schema_text = schema.dump_schema(draft, header, schema.observed_notes(frame, draft))
     return Plan(
         params=params,
         params_text=text,

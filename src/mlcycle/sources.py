@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import os
 import re
@@ -47,7 +46,7 @@ import pandas as pd
 
 from mlcycle.config import Source
 from mlcycle.constants import SOURCE_COLUMN
-from mlcycle.io import sha256_bytes, write_bytes, write_text
+from mlcycle.io import sha256_bytes, value_text, write_bytes, write_text
 
 QUARANTINE_DIR = "data/quarantine"
 REASON_SUFFIX = ".reason.txt"
@@ -839,32 +838,11 @@ def _kind(series: pd.Series) -> str:
     return "text" if types <= {str} else "mixed"
 
 
-def _text_value(value: Any) -> Any:
-    """One value as text: numbers as they are written (``39``, ``1.5``), booleans as
-    ``true``/``false``, dates in ISO form, lists and mappings as JSON; missing stays missing."""
-    if value is None or (not isinstance(value, list | dict | np.ndarray) and pd.isna(value)):
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, list | dict | np.ndarray):
-        data = value.tolist() if isinstance(value, np.ndarray) else value
-        return json.dumps(data, sort_keys=True, default=str)
-    return str(value)
-
-
 def as_text(series: pd.Series) -> pd.Series:
-    """``series`` as text values (see :func:`_text_value`), missing values kept missing."""
+    """``series`` as text values (see :func:`mlcycle.io.value_text`), missing values kept
+    missing."""
     return pd.Series(
-        [_text_value(v) for v in series.tolist()],
+        [value_text(v) for v in series.tolist()],
         index=series.index,
         dtype=object,
         name=series.name,

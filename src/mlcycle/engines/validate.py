@@ -1,12 +1,12 @@
 """The validate stage on the Dask engine: the same findings as the local engine, from
 per-partition checks merged on the driver.
 
-Each partition runs the schema's rules (:func:`mlcycle.schema.column_masks`, the local code)
-and sends back only counts: per rule, the offending rows' count, their first row numbers
+Each partition runs the schema's rules (:func:`mlcycle.schema.findings.column_masks`, the local
+code) and sends back only counts: per rule, the offending rows' count, their first row numbers
 (offset by the partition's first row, so they are row numbers of the whole snapshot), their
 count per source, and per offending value its count and first row. The driver adds them up:
 a null rate is summed nulls over summed rows, examples are the most frequent values over all
-partitions (ties: first seen first), exactly as :func:`mlcycle.schema.check` ranks them.
+partitions (ties: first seen first), exactly as :func:`mlcycle.schema.findings.check` ranks them.
 Duplicate rows are found across partitions by shuffling a hash of each row's values, so equal
 rows meet in one partition; the positions of the first repeats come back, never the rows.
 """
@@ -20,18 +20,17 @@ import pandas as pd
 
 from mlcycle import config
 from mlcycle.engines import read_dataset, row_hash, unit_interval
-from mlcycle.schema import (
-    BOOKKEEPING_COLUMNS,
+from mlcycle.io import value_text
+from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema
+from mlcycle.schema.findings import (
     Finding,
-    Schema,
-    _short_list,
     column_masks,
     grade,
-    json_value,
-    label,
     null_limit,
     severity_levels,
+    short_list,
 )
+from mlcycle.schema.values import json_value
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -45,7 +44,7 @@ PREFLIGHT_VALUES = 1000  # distinct target values the settings check sees at mos
 
 def _value_stats(values: pd.Series, offset: int, cap: int) -> list[tuple[Any, int, int, Any]]:
     """``(key, count, first row, first value)`` per distinct value, most frequent first."""
-    keys = values.map(label) if values.dtype == object else values
+    keys = values.map(value_text) if values.dtype == object else values
     frame = pd.DataFrame({"key": keys.to_numpy(), "pos": np.arange(len(values)) + offset})
     frame["value"] = values.to_numpy()
     grouped = frame.groupby("key", sort=False, dropna=False)
@@ -178,7 +177,8 @@ def check_dataset(
     examples: int = 5,
     max_unseen_share: float = 1.0,
 ) -> tuple[list[Finding], int]:
-    """:func:`mlcycle.schema.check` for a Dask frame: the same findings; and the row count."""
+    """:func:`mlcycle.schema.findings.check` for a Dask frame: the same findings; and the row
+    count."""
     import dask
 
     levels = severity_levels(severity)
@@ -244,7 +244,7 @@ def check_dataset(
     data_columns = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
     extra = [str(c) for c in data_columns if c not in set(schema.names)]
     if "extra_column" in wanted:
-        expected = f"only the columns in the schema ({_short_list(schema.names)})"
+        expected = f"only the columns in the schema ({short_list(schema.names)})"
         for name in extra:
             shown = _merge_values([c["extra"].get(name, []) for c in checks], examples)
             found.append(Finding("extra_column", name, total, total, expected, shown))

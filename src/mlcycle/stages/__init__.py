@@ -1,6 +1,8 @@
 """One module per dvc.yaml stage. Each reads its inputs, calls the library, writes its outputs.
 
-The paths here are the ones dvc.yaml declares; stages never import one another.
+The paths here are the ones dvc.yaml declares: each is an output there, and each stage lists
+the ones its code names as deps or outputs (tests/test_dvc_yaml.py checks both). Stages never
+import one another.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
+from mlcycle import pipeline
 
 SNAPSHOT = "data/raw/snapshot.parquet"
 TRAIN = "data/prepared/train.parquet"
@@ -36,21 +38,11 @@ def log(stage: str, message: str) -> None:
     print(f"[{stage}] {message}", file=sys.stderr, flush=True)
 
 
-def tracked_outputs(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[Path]:
+def tracked_outputs(stage: str, dvc_yaml: str | Path = pipeline.DVC_YAML) -> list[Path]:
     """The outputs of ``stage`` that git tracks (``cache: false`` in dvc.yaml): its metrics
     and plot data. None when there is no dvc.yaml (a stage run by hand)."""
-    path = Path(dvc_yaml)
-    if not path.is_file():
-        return []
-    spec = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
-    found = []
-    for key in ("outs", "metrics", "plots"):
-        for entry in (spec or {}).get(key) or []:
-            if isinstance(entry, dict):
-                for name, opts in entry.items():
-                    if isinstance(opts, dict) and opts.get("cache") is False:
-                        found.append(Path(name))
-    return found
+    found = pipeline.read_stages(dvc_yaml).get(stage)
+    return found.git_outputs if found is not None else []
 
 
 Saved = dict[Path, bytes | None]

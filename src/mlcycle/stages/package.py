@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mlcycle import config, drift
 from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
@@ -27,6 +26,7 @@ from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, read_json
 from mlcycle.models import MODEL_INFO, model_files
+from mlcycle.pipeline import data_hashes, read_lock
 from mlcycle.stages import (
     BUNDLE,
     METRICS,
@@ -45,19 +45,6 @@ from mlcycle.stages import (
 # shares from a million rows are as good as from all, and the package stage's memory stays
 # flat however large the data (the Dask engine's data sets). Smaller data is profiled whole.
 PROFILE_ROWS = 1_000_000
-
-
-def lock_hashes() -> dict[str, str]:
-    """Hashes DVC recorded for this run's data and model files (dvc.lock, stages so far)."""
-    if not Path("dvc.lock").exists():
-        return {}
-    lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
-    out = {}
-    for stage in (lock.get("stages") or {}).values():
-        for entry in (*stage.get("deps", []), *stage.get("outs", [])):
-            if entry["path"].startswith(("data/", "models/")) and "md5" in entry:
-                out[entry["path"]] = entry["md5"]
-    return dict(sorted(out.items()))
 
 
 def reference_output(predictions: pd.DataFrame, signature: Signature) -> np.ndarray:
@@ -126,7 +113,7 @@ def main() -> None:
     }
     metadata["slice_gaps"] = read_json(f"{METRICS}/slices.json")["gaps"]
     metadata["gate"] = read_json(f"{METRICS}/gate.json")
-    metadata["dvc_lock"] = lock_hashes()
+    metadata["dvc_lock"] = data_hashes(read_lock())  # this run's stages so far
     metadata["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     metadata["limitations"] = [
         "Trained and tested on the data named below; other populations may be served worse.",

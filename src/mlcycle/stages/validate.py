@@ -16,17 +16,9 @@ from mlcycle.engines import dask_client
 from mlcycle.engines.validate import main_dask
 from mlcycle.io import write_json, write_text
 from mlcycle.preflight import settings_problems
-from mlcycle.schema import (
-    BOOKKEEPING_COLUMNS,
-    Finding,
-    Schema,
-    SchemaError,
-    check,
-    format_table,
-    load_schema,
-    markdown_report,
-    summarize,
-)
+from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema, SchemaError, load_schema
+from mlcycle.schema.findings import Finding, check
+from mlcycle.schema.report import format_table, markdown_report, summarize
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 VALIDATION = f"{METRICS}/validation.json"
