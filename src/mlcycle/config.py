@@ -156,6 +156,8 @@ def _as_tuple(value: Any) -> Any:
 T = TypeVar("T")
 # A YAML list, held as a tuple: settings are frozen.
 Items = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
+# Column names if any are given (an empty list is none: None).
+Names = Annotated[Items[str] | None, AfterValidator(lambda names: names or None)]
 # A number kept as written (an int stays an int: a search range of two ints is searched as
 # integers).
 Number = Annotated[Any, PlainValidator(_number), WithJsonSchema({"type": "number"})]
@@ -379,7 +381,7 @@ class Source(_Section):
     """Cell values read as missing."""
     sha256: str | None = Field(None, json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"})
     """Expected SHA-256 of the content, which pins it (required for http)."""
-    columns: Items[str] | None = None
+    columns: Names = None
     """Column names of a file without a header line (default: data.columns)."""
     value_map: dict[
         Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText]
@@ -417,11 +419,6 @@ class Source(_Section):
         if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
             _fail("must be 64 hex digits")
         return value.lower() if value else value
-
-    @field_validator("columns")
-    @classmethod
-    def _columns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return value or None
 
     @model_validator(mode="after")
     def _needs(self) -> Source:
@@ -466,15 +463,10 @@ class Source(_Section):
 class DataConfig(_Section):
     """Where the data comes from: sources unioned into one snapshot. See docs/data-sources.md."""
 
-    columns: Items[str] | None = None
+    columns: Names = None
     """Column names for sources whose files have no header line."""
     sources: Items[Source]
     """The sources, unioned into one snapshot: at least one, names unique."""
-
-    @field_validator("columns")
-    @classmethod
-    def _columns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return value or None
 
     @field_validator("sources")
     @classmethod
@@ -1110,17 +1102,11 @@ class Params(BaseModel):
 # --- reporting problems ---------------------------------------------------------------------
 
 _EXPECTED = {  # what a key should be, by pydantic's error type
-    "float_type": "a number (float)",
-    "int_type": "an integer (int)",
-    "int_from_float": "an integer (int)",
-    "bool_type": "true or false (bool)",
-    "string_type": "text (str)",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
+    "float_type": "a number (float)", "int_type": "an integer (int)",
+    "int_from_float": "an integer (int)", "bool_type": "true or false (bool)",
+    "string_type": "text (str)", "list_type": "a list", "tuple_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}  # fmt: skip
 _BOUNDS = {
     "greater_than": ("gt", "greater than"),
     "greater_than_equal": ("ge", "at least"),
