@@ -23,7 +23,6 @@ there), next to the two rules it chooses between, each at every size: tests only
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,8 +159,8 @@ def main() -> None:
     header = f"{'':<44}" + "".join(f"{n:>10,}" for n in sizes)
     rules = {
         f"mlcycle monitor (tests below {cfg.large_batch:,} rows, PSI from there)": cfg,
-        "baseline: tests at every size": dataclasses.replace(cfg, large_batch=10**12),
-        "baseline: PSI at every size": dataclasses.replace(cfg, large_batch=1),
+        "baseline: tests at every size": cfg.model_copy(update={"large_batch": 10**12}),
+        "baseline: PSI at every size": cfg.model_copy(update={"large_batch": 1}),
     }
     for label, settings in rules.items():
         rng = np.random.default_rng(0)

@@ -21,7 +21,6 @@ the ratios of one run, not seconds across runs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -58,16 +57,19 @@ def curve(records: list, metric: str) -> list[dict]:
     return out
 
 
-RUNS = {
-    "before": {"tuning_pruner": "none", "tuning_patience": 0, "parallel_folds": 1},
-    "pruning": {"tuning_patience": 0, "parallel_folds": 1},
-    "after": {},
+RUNS = {  # changes to train, and to train.tuning
+    "before": ({"parallel_folds": 1}, {"pruner": "none", "patience": 0}),
+    "pruning": ({"parallel_folds": 1}, {"patience": 0}),
+    "after": ({}, {}),
 }
 
 
 def run(name: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classes) -> dict:
     """One whole default search with ``RUNS[name]`` over params.yaml's train settings."""
-    cfg = dataclasses.replace(params.train, **RUNS[name])
+    train, tuning = RUNS[name]
+    cfg = params.train.model_copy(
+        update={**train, "tuning": params.train.tuning.model_copy(update=tuning)}
+    )
 
     def progress(msg: str) -> None:
         print(f"  [{name}] {msg}", flush=True)

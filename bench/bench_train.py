@@ -23,7 +23,6 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +74,9 @@ def main() -> None:
     params = config.load()
     obj, cfg = params.objectives, params.train
     if args.trials is not None:
-        cfg = replace(cfg, tuning_trials=args.trials, trials_by_candidate={})
-    cfg = replace(cfg, candidates=("xgboost",), baseline=None)
+        tuning = cfg.tuning.model_copy(update={"trials": args.trials, "trials_by_candidate": {}})
+        cfg = cfg.model_copy(update={"tuning": tuning})
+    cfg = cfg.model_copy(update={"candidates": ("xgboost",), "baseline": None})
     records = pd.read_parquet(args.data)
     signature = infer_signature(
         records, obj.target, obj.positive_class, params.features, cfg.seed, task=obj.task

@@ -4,7 +4,6 @@ every problem reported at once with its key path, and the committed JSON Schema.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import subprocess
 import sys
@@ -74,7 +73,7 @@ def test_project_params_load_with_every_section() -> None:
     assert params.features.derived == (
         {"name": "capital-net", "op": "difference", "columns": ["capital-gain", "capital-loss"]},
     )
-    assert [f.name for f in dataclasses.fields(config.Params)] == [
+    assert [f.alias or name for name, f in config.Params.model_fields.items()] == [
         "objectives", "data", "validate", "prepare", "features", "train", "evaluate",
         "monitor", "gate", "package", "engine",
     ]  # fmt: skip
@@ -105,16 +104,16 @@ def test_schema_declares_the_layout_with_descriptions() -> None:
     assert set(schema["required"]) == {"objectives", "data", "validate", "prepare", "train"}
     assert schema["additionalProperties"] is True  # other sections are the user's business
     defs = schema["$defs"]
-    objectives = defs["ObjectivesModel"]
+    objectives = defs["Objectives"]
     assert objectives["additionalProperties"] is False
     assert objectives["properties"]["task"]["enum"] == list(tasks.TASKS)
     assert objectives["properties"]["target"]["description"] == "The column to predict."
-    split = defs["SplitModel"]["properties"]
+    split = defs["SplitConfig"]["properties"]
     assert split["method"]["enum"] == list(config.SPLIT_METHODS)
     assert split["test_size"]["exclusiveMaximum"] == 1
     # Free parameter names under train.models.<kind>; none under a search range.
-    assert defs["TrainModel"]["properties"]["models"]["additionalProperties"]["type"] == "object"
-    assert defs["SearchRangeModel"]["additionalProperties"] is False
+    assert defs["TrainConfig"]["properties"]["models"]["additionalProperties"]["type"] == "object"
+    assert defs["SearchRange"]["additionalProperties"] is False
     # Every key a user can write is documented.
     for name, model in defs.items():
         for key, prop in model.get("properties", {}).items():
@@ -143,7 +142,7 @@ def test_defaults_follow_the_task(raw: dict, task: str) -> None:
     assert obj.minimums == {obj.primary_metric: raw["objectives"]["minimum"]}
     assert (obj.positive_class is None) == (task != tasks.BINARY)
     del raw["train"]["candidates"]
-    assert config.parse_train(raw).candidates == tasks.DEFAULT_CANDIDATES[task]
+    assert config.section(raw, "train").candidates == tasks.DEFAULT_CANDIDATES[task]
 
 
 def test_optional_sections_take_their_defaults(raw: dict) -> None:
@@ -182,12 +181,12 @@ def test_positive_class_is_refused_beyond_binary(raw: dict, task: str) -> None:
 
 def test_binary_needs_a_positive_class_and_takes_yaml_scalars_as_text(raw: dict) -> None:
     raw["objectives"]["positive_class"] = 1
-    assert config.parse_objectives(raw).positive_class == "1"
+    assert config.section(raw, "objectives").positive_class == "1"
     raw["objectives"]["positive_class"] = True
-    assert config.parse_objectives(raw).positive_class == "True"
+    assert config.section(raw, "objectives").positive_class == "True"
     del raw["objectives"]["positive_class"]
     with pytest.raises(ConfigError, match=r"'objectives.positive_class' is missing: binary"):
-        config.parse_objectives(raw)
+        config.section(raw, "objectives")
 
 
 def test_metrics_are_checked_against_the_task(raw: dict) -> None:
@@ -287,10 +286,10 @@ def test_candidates_not_empty_and_not_twice(raw: dict) -> None:
     assert "'train.candidates' names a model twice" in problem(raw)
 
 
-def test_parse_train_needs_the_task(raw: dict) -> None:
+def test_train_section_needs_the_task(raw: dict) -> None:
     del raw["objectives"]["task"]
     with pytest.raises(ConfigError, match=r"'objectives.task' is missing or not one of"):
-        config.parse_train(raw)
+        config.section(raw, "train")
 
 
 # --- the split per task ----------------------------------------------------------------------
@@ -302,7 +301,7 @@ def test_stratified_split_is_refused_for_regression(raw: dict) -> None:
     found = problem(raw)
     assert "'prepare.split.method' is 'stratified'" in found and "use 'random'" in found
     with pytest.raises(ConfigError, match="use 'random'"):
-        config.parse_prepare(raw)
+        config.section(raw, "prepare")
     raw["prepare"]["split"]["method"] = "random"
     assert config.parse_params(raw).prepare.split.method == "random"
 
@@ -334,9 +333,10 @@ def test_split_needs(raw: dict, split: dict, expected: str) -> None:
 
 def test_by_source_names_are_checked_only_against_known_sources(raw: dict) -> None:
     raw["prepare"]["split"]["test_sources"] = ["adult_tset"]
-    assert config.parse_prepare(raw).split.test_sources == ("adult_tset",)  # no data given
+    no_data = {"prepare": raw["prepare"]}
+    assert config.section(no_data, "prepare").split.test_sources == ("adult_tset",)
     with pytest.raises(ConfigError, match=r"'adult_tset', which is not in data.sources"):
-        config.parse_prepare(raw, config.parse_data(raw))
+        config.section(raw, "prepare")
 
 
 # --- unknown keys and several problems -------------------------------------------------------
@@ -462,7 +462,7 @@ def _source(**keys: Any) -> dict:
 )
 def test_source_needs(keys: dict, expected: list[str]) -> None:
     with pytest.raises(ConfigError) as exc:
-        config.parse_data(_source(**keys))
+        config.section(_source(**keys), "data")
     for text in expected:
         assert text in str(exc.value)
 
@@ -471,7 +471,7 @@ def test_source_values_and_defaults() -> None:
     raw = _source(path="a.csv", header=False, na_values=["?", -1], value_map={"y": {1: "yes"}})
     raw["data"]["columns"] = ["x", "y"]
     raw["data"]["sources"][0]["sha256"] = "AB" * 32
-    (src,) = config.parse_data(raw).sources
+    (src,) = config.section(raw, "data").sources
     assert src.columns == ("x", "y")  # from data.columns, as the file has no header
     assert src.na_values == ("?", "-1") and src.value_map == {"y": {"1": "yes"}}
     assert src.sha256 == "ab" * 32 and src.kind == "file" and src.format == "csv"
@@ -507,9 +507,9 @@ def test_derived_steps_are_checked(raw: dict, step: dict, expected: str) -> None
 def test_selection_k_with_mutual_info(raw: dict) -> None:
     raw["features"]["selection"] = {"method": "mutual_info"}
     with pytest.raises(ConfigError, match="'features.selection.k' must be at least 1"):
-        config.parse_features(raw)
+        config.section(raw, "features")
     raw["features"]["selection"]["k"] = 3
-    assert config.parse_features(raw).selection_k == 3
+    assert config.section(raw, "features").selection_k == 3
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,8 @@ from sklearn import metrics as skm
 
 from mlcycle import config
 from mlcycle.config import (
-    CleanConfig,
     ConfigError,
     Objectives,
-    OutliersConfig,
     PrepareConfig,
     Source,
     SplitConfig,
@@ -57,14 +55,14 @@ def raw(raw_params: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def adult_sources(raw_params: dict) -> dict[str, Source]:
-    return {s.name: s for s in config.parse_data(raw_params).sources}
+    return {s.name: s for s in config.section(raw_params, "data").sources}
 
 
 @pytest.fixture(scope="module")
 def adult_train(adult_sources: dict[str, Source], raw_params: dict) -> pd.DataFrame:
     """The Adult training file, read and cleaned by the library as the pipeline does."""
     read = read_source(adult_sources["adult_train"], ROOT)
-    cleaned, _ = clean(union([read]), config.parse_objectives(raw_params))
+    cleaned, _ = clean(union([read]), config.section(raw_params, "objectives"))
     return cleaned.drop(columns=SOURCE_COLUMN)
 
 
@@ -98,20 +96,20 @@ def test_invalid_objectives_name_the_key(
 ) -> None:
     raw[section][key] = value
     with pytest.raises(ConfigError) as exc:
-        config.parse_objectives(raw)
+        config.section(raw, "objectives")
     for text in named:
         assert text in str(exc.value)
 
 
 def test_integer_minimum_is_accepted_as_float(raw: dict) -> None:
     raw["objectives"]["minimum"] = 1
-    assert config.parse_objectives(raw).minimum == 1.0
+    assert config.section(raw, "objectives").minimum == 1.0
 
 
 def test_unknown_xgb_key_is_named(raw: dict) -> None:
     raw["train"]["xgb"]["max_dept"] = 4
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['max_dept'\] in 'train.xgb'"):
-        config.parse_train(raw)
+        config.section(raw, "train")
 
 
 def test_by_source_split_naming_an_unknown_source_is_refused(raw: dict, tmp_path: Path) -> None:
@@ -127,7 +125,7 @@ def test_by_source_split_naming_an_unknown_source_is_refused(raw: dict, tmp_path
 def test_missing_key_is_named(raw: dict) -> None:
     del raw["objectives"]["minimum"]
     with pytest.raises(ConfigError, match=r"'objectives.minimum' is missing"):
-        config.parse_objectives(raw)
+        config.section(raw, "objectives")
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -275,9 +273,7 @@ def test_missing_target_column_is_refused() -> None:
 
 
 def _stratified(seed: int) -> PrepareConfig:
-    return PrepareConfig(
-        (), CleanConfig(), OutliersConfig(), SplitConfig("stratified", test_size=0.25, seed=seed)
-    )
+    return PrepareConfig(split=SplitConfig(method="stratified", test_size=0.25, seed=seed))
 
 
 def test_stratified_split_keeps_class_ratios_and_is_seeded(adult_train: pd.DataFrame) -> None:
@@ -307,7 +303,7 @@ def test_by_source_split_follows_the_sources() -> None:
         }
     )
     cfg = PrepareConfig(
-        (), CleanConfig(), OutliersConfig(), SplitConfig("by_source", ("tr",), ("te",))
+        split=SplitConfig(method="by_source", train_sources=("tr",), test_sources=("te",))
     )
     train, test = split(df, cfg, "income")
     assert train["x"].tolist() == [0, 1, 3]

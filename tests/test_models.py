@@ -154,9 +154,7 @@ def test_tuning_selects_by_the_tasks_metric(task_data) -> None:
     task, sig, X, y = task_data
     metric = {BINARY: "roc_auc", MULTICLASS: "log_loss", REGRESSION: "rmse"}[task]
     kinds = tuple(k for k in ("xgboost", "random_forest", "ridge") if task in MODEL_TASKS[k])
-    from dataclasses import replace
-
-    cfg = replace(CFG, candidates=kinds, models={k: SMALL[k] for k in kinds})
+    cfg = CFG.model_copy(update={"candidates": kinds, "models": {k: SMALL[k] for k in kinds}})
     result = tune(X, y, cfg, metric, task=task, classes=sig.classes)
     means = {k: c.cv.mean for k, c in result.candidates.items()}
     best = (

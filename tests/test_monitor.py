@@ -37,8 +37,8 @@ LARGE = MonitorConfig(large_batch=1)  # judged by PSI at any size
 def adult_train() -> pd.DataFrame:
     """The Adult training file, read and cleaned by the library as the pipeline does."""
     raw = config.read_raw(ROOT / "params.yaml")
-    source = next(s for s in config.parse_data(raw).sources if s.name == "adult_train")
-    cleaned, _ = clean(union([read_source(source, ROOT)]), config.parse_objectives(raw))
+    source = next(s for s in config.section(raw, "data").sources if s.name == "adult_train")
+    cleaned, _ = clean(union([read_source(source, ROOT)]), config.section(raw, "objectives"))
     return cleaned.drop(columns=SOURCE_COLUMN)
 
 

@@ -51,10 +51,10 @@ def cfg(
     if method == "by_source":
         split_kw = {"train_sources": ("tr",), "test_sources": ("te",), **split_kw}
     return PrepareConfig(
-        drop_columns,
-        clean_cfg or CleanConfig(),
-        outliers or OutliersConfig(),
-        SplitConfig(method, **split_kw),  # type: ignore[arg-type]
+        drop_columns=drop_columns,
+        clean=clean_cfg or CleanConfig(),
+        outliers=outliers or OutliersConfig(),
+        split=SplitConfig(method=method, **split_kw),  # type: ignore[arg-type]
     )
 
 
@@ -209,7 +209,8 @@ def test_no_duplicate_row_lands_on_both_sides(method: str) -> None:
 
 def test_without_cleaning_duplicates_and_conflicts_are_kept() -> None:
     df = snapshot_with_duplicates()
-    result = prepare(df, cfg(clean_cfg=CleanConfig(False, False)), OBJ)
+    keep_all = CleanConfig(drop_duplicates=False, drop_conflicting_labels=False)
+    result = prepare(df, cfg(clean_cfg=keep_all), OBJ)
     assert len(result.train) == (df[SOURCE_COLUMN] == "tr").sum()
     assert result.report["train_removed"] == {"outliers": 0}
 
@@ -415,15 +416,15 @@ def test_prepare_is_deterministic(method: str) -> None:
 @pytest.fixture(scope="module")
 def adult_snapshot() -> tuple[pd.DataFrame, dict]:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data = config.parse_data(raw)
+    data = config.section(raw, "data")
     snapshot = union([read_source(s, ROOT) for s in data.sources])
     return snapshot, raw
 
 
 def test_adult_keeps_its_official_test_split_whole(adult_snapshot: tuple) -> None:
     snapshot, raw = adult_snapshot
-    params_prepare = config.parse_prepare(raw)
-    objectives = config.parse_objectives(raw)
+    params_prepare = config.section(raw, "prepare")
+    objectives = config.section(raw, "objectives")
     result = prepare(snapshot, params_prepare, objectives)
     assert len(result.test) == 16281  # every record of adult.test, as published
     removed = result.report["train_removed"]
@@ -440,11 +441,10 @@ def test_adult_iqr_keeps_capital_gain(adult_snapshot: tuple) -> None:
     """capital-gain and capital-loss are 0 for most rows: IQR 0, so they are skipped, not used
     to remove every row with a capital gain."""
     snapshot, raw = adult_snapshot
-    params_prepare = config.parse_prepare(raw)
+    params_prepare = config.section(raw, "prepare")
     outliers = OutliersConfig(method="iqr", iqr_k=3.0)
-    c = PrepareConfig(params_prepare.drop_columns, params_prepare.clean, outliers,
-                      params_prepare.split)  # fmt: skip
-    result = prepare(snapshot, c, config.parse_objectives(raw))
+    c = params_prepare.model_copy(update={"outliers": outliers})
+    result = prepare(snapshot, c, config.section(raw, "objectives"))
     columns = result.report["outliers"]["columns"]
     assert columns["capital-gain"] == {"skipped": "zero IQR"}
     assert columns["capital-loss"] == {"skipped": "zero IQR"}

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlcycle.config import ConfigError, Source, parse_data
+from mlcycle.config import ConfigError, Source, section
 from mlcycle.io import sha256_bytes, sha256_file, write_parquet
 from mlcycle.sources import (
     REASON_SUFFIX,
@@ -175,7 +175,7 @@ def test_columns_the_schema_types_as_text_are_read_as_text(tmp_path: Path, fmt: 
         path.write_text('{"zip": "02134", "n": 1}\n{"zip": 10115, "n": 2}\n{"zip": null, "n": 3}\n')
     else:
         data.assign(zip=[2134, 10115, None]).to_parquet(path)  # stored as numbers upstream
-    zips = Source(name="zips", path=path.name, format=fmt, text_columns=("zip",))
+    zips = Source(name="zips", path=path.name, format=fmt).with_text_columns(("zip",))
     read = read_source(zips, tmp_path)
     expected = ["02134", "10115", None] if fmt != "parquet" else ["2134", "10115", None]
     assert [None if pd.isna(v) else v for v in read.frame["zip"]] == expected
@@ -384,7 +384,7 @@ def test_credentials_in_params_are_refused_by_config() -> None:
     url = "postgresql+psycopg://me:secret@db.example/x"
     raw = {"data": {"sources": [{"name": "db", "kind": "database", "table": "t", "url": url}]}}
     with pytest.raises(ConfigError, match="url_env"):
-        parse_data(raw)
+        section(raw, "data")
 
 
 def test_redact_url_drops_user_password_and_query() -> None:
@@ -764,7 +764,7 @@ def test_gather_stage_with_every_local_kind(tmp_path: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     project = make_project(tmp_path / "project")
     # Twenty Adult records in a real SQLite database, five more as a device upload.
-    adult = read_source(parse_data(params).sources[0], ROOT).frame
+    adult = read_source(section(params, "data").sources[0], ROOT).frame
     with sqlite3.connect(project / "data/external/people.db") as db:
         adult.iloc[:20].to_sql("people", db, index=False)
     db.close()

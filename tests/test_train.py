@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +97,15 @@ MARKER_ENV = "MLCYCLE_TEST_TRIPWIRE"
 
 
 def train_config(**changes) -> config.TrainConfig:
-    base = config.TrainConfig(
-        seed=0, nthread=1, validation_fraction=0.2, xgb=SMALL["xgboost"], cv_folds=2
-    )
-    return replace(base, **changes)
+    """Small train settings: one candidate, folds one at a time, no pruning nor patience, unless
+    ``changes`` (keys of train or of train.tuning) say otherwise."""
+    tuning = {"pruner": "none", "patience": 0}
+    tuning |= {k: changes.pop(k) for k in list(changes) if k in config.Tuning.model_fields}
+    return config.TrainConfig(
+        **{"seed": 0, "nthread": 1, "validation_fraction": 0.2, "xgb": SMALL["xgboost"],
+           "cv_folds": 2, "candidates": ("xgboost",), "parallel_folds": 1, "tuning": tuning,
+           **changes}
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +367,7 @@ def test_tuning_records_every_trial_and_keeps_the_best(data: tuple) -> None:
     X, y = data
     cfg = train_config(
         candidates=("xgboost", "logistic_regression"),
-        tuning_trials=3,
+        trials=3,
         trials_by_candidate={"logistic_regression": 2},
         search={
             "xgboost": {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -54,11 +53,15 @@ FOLDS = 4
 
 
 def cfg(pruner: str, trials: int = 16, **knobs: int) -> config.TrainConfig:
+    """The train settings of these tests (folds one at a time, no patience unless ``knobs``,
+    keys of train or of train.tuning, say otherwise)."""
+    knobs = {"parallel_folds": 1, "patience": 0, **knobs}
+    tuning = {k: knobs.pop(k) for k in list(knobs) if k in config.Tuning.model_fields}
     return config.TrainConfig(
         seed=3, nthread=1, validation_fraction=0.2, cv_folds=FOLDS, candidates=("xgboost",),
         xgb={"n_estimators": 40, "early_stopping_rounds": 5, "learning_rate": 0.3,
              "max_depth": 3},
-        tuning_trials=trials, tuning_pruner=pruner, search=SPACE, **knobs,
+        tuning={"trials": trials, "pruner": pruner, **tuning}, search=SPACE, **knobs,
     )  # fmt: skip
 
 
@@ -191,7 +194,7 @@ def test_a_larger_start_up_prunes_later(data, median) -> None:
 
 def test_trial_zero_alone_is_never_pruned(data) -> None:
     X, y = data
-    c = replace(cfg("median"), tuning_trials=0)
+    c = cfg("median", trials=0)
     splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
     result, records = tune_candidate("xgboost", X, y, c, "roc_auc", splits)
     assert len(records) == 1 and not records[0].pruned and result.best_trial == 0
@@ -244,7 +247,7 @@ def test_folds_side_by_side_give_the_same_search(data, median, workers: int) -> 
     assert any(r.pruned for r in side.records)
     assert without_durations(side.records) == without_durations(median.records)
     assert np.array_equal(side.winner.cv.oof, median.winner.cv.oof)
-    c = replace(cfg("none"), parallel_folds=workers)
+    c = cfg("none", parallel_folds=workers)
     splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
     for kind in ("xgboost", "logistic_regression"):
         params = fixed_params(kind, c)
@@ -255,7 +258,7 @@ def test_folds_side_by_side_give_the_same_search(data, median, workers: int) -> 
 
 def test_a_failing_fold_side_by_side_is_reported_and_stops_the_others(data) -> None:
     X, y = data
-    c = replace(cfg("none"), parallel_folds=2)
+    c = cfg("none", parallel_folds=2)
     splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
     bad = {**fixed_params("xgboost", c), "max_depth": -4}
     with pytest.raises(Exception, match="max_depth"):
@@ -275,14 +278,14 @@ def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patienc
     it ran are the first ones of the whole search, the last is ``patience`` after the best, and
     the winner is the whole search's best up to there."""
     X, y = data
-    short = tune(X, y, cfg("median", tuning_patience=patience), "roc_auc")
+    short = tune(X, y, cfg("median", patience=patience), "roc_auc")
     ran = without_durations(short.records)
     assert len(short.records) < len(median.records)
     assert ran == without_durations(median.records)[: len(ran)]
     best = short.winner.best_trial
     assert short.records[-1].trial - best == patience
     assert all(r.pruned or r.cv_mean <= short.winner.cv.mean for r in short.records[best + 1 :])
-    again = tune(X, y, cfg("median", tuning_patience=patience), "roc_auc")
+    again = tune(X, y, cfg("median", patience=patience), "roc_auc")
     assert without_durations(again.records) == ran
 
 
@@ -292,7 +295,7 @@ def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
     from mlcycle.engines.train import Outcome, search_candidate
 
     X, y = data
-    c = cfg("median", tuning_patience=3)
+    c = cfg("median", patience=3)
     splits = make_folds(y, FOLDS, c.seed, "binary_classification", ("no", "yes"))
 
     def run_batch(asked, trials):
@@ -336,7 +339,9 @@ def test_the_pruner_settings_are_read_and_checked() -> None:
     assert "'train.tuning.patience' must be at least 0" in str(caught.value)
     assert "'train.parallel_folds' must be at least 1" in str(caught.value)
     with pytest.raises(ValueError, match="train.tuning.pruner"):
-        make_pruner(replace(cfg("none"), tuning_pruner="sometimes"))
+        # Settings that skipped validation: the tuner checks the pruner again.
+        unchecked = config.Tuning.model_construct(pruner="sometimes")
+        make_pruner(cfg("none").model_copy(update={"tuning": unchecked}))
 
 
 def test_the_fast_bootstrap_auc_equals_the_rank_auc_of_each_resample() -> None:

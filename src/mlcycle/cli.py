@@ -4,7 +4,6 @@ model bundle; draft the schema; release and trace models."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def model_name(params: str = "params.yaml") -> str:
     from mlcycle import config
 
     raw = config.read_raw(params) if Path(params).exists() else {}
-    return (raw.get("package") or {}).get("name", "model")
+    return config.section(raw, "package").name
 
 
 def bundle_path(args: argparse.Namespace) -> Path:
@@ -224,13 +223,12 @@ def _monitor_settings(args: argparse.Namespace):  # noqa: ANN202 (config is impo
     from mlcycle import config
 
     raw = config.read_raw(args.params) if Path(args.params).exists() else {}
-    cfg = config.parse_monitor(raw) if raw else config.MonitorConfig()
     changes = {
         k: getattr(args, k)
         for k in ("alpha", "psi_threshold", "large_batch")
         if getattr(args, k) is not None
     }
-    return dataclasses.replace(cfg, **changes)
+    return config.section(raw, "monitor").model_copy(update=changes)
 
 
 def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
@@ -421,7 +419,7 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
         return _err(f"{out} exists; it may hold reviewed edits. Pass --force to overwrite it")
     raw = config.read_raw(args.params) if args.target is None or Path(args.params).exists() else {}
     objectives = raw.get("objectives") or {}
-    target = args.target or config.parse_objectives(raw).target
+    target = args.target or config.section(raw, "objectives").target
     # A regression target gets no list of allowed values nor a range: a new price is no error.
     regression = objectives.get("task") == "regression" and target == objectives.get("target")
     frame = read_table(args.snapshot)

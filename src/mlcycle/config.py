@@ -1,14 +1,18 @@
-"""Load ``params.yaml`` into typed, validated settings.
+"""Load ``params.yaml`` into typed, validated, frozen settings.
 
-This is the one module that knows the layout of the file. Pydantic models mirror that layout
-(:class:`ParamsModel` and one model per section) and declare every key, its type, its default
-and its checks; :func:`load` validates the whole file at once and turns it into the frozen
-dataclasses the stages read (:class:`Params` and one per section). A mistake is reported as a
+This is the one module that knows the layout of the file. One frozen pydantic model per
+section (:class:`Objectives`, :class:`DataConfig`, ... and :class:`Params` for the whole file)
+declares every key, its type, its default, its description and its checks, and is what the
+stages read. :func:`load` validates the whole file at once, :func:`section` one section; the
+defaults that depend on another key (a task's metrics and candidates, the columns of a source
+without a header line) are filled in by validation. A mistake is reported as a
 :class:`ConfigError` naming each bad key by its path (``data.sources[1].kind``), what was
 expected and what was found, every problem at once, one per line.
 
-The same models give a JSON Schema of the file (:func:`json_schema`) for editors; it is
-committed as ``params.schema.json``: ``python -m mlcycle.config > params.schema.json``.
+The same models give the JSON Schema of the file (:func:`json_schema`) for editors, committed
+as ``params.schema.json`` (``python -m mlcycle.config > params.schema.json``), the params
+reference (:mod:`mlcycle.paramsdoc`) and the comments of the params.yaml `mlcycle init`
+writes (:func:`descriptions`). The file is parsed as DVC parses it: ruamel.yaml, YAML 1.2.
 """
 
 from __future__ import annotations
@@ -17,24 +21,25 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from ruamel.yaml import YAML, YAMLError
 
 from mlcycle import tasks
 
@@ -62,6 +67,10 @@ FINDING_KINDS = (
     "out_of_range", "duplicate_rows", "target_values",
 )  # fmt: skip
 SEVERITIES = ("error", "warning", "ignore")
+# How serious each kind of finding is unless validate.severity says otherwise.
+DEFAULT_SEVERITY = {k: "error" for k in FINDING_KINDS} | {
+    "extra_column": "warning", "unseen_category": "warning", "duplicate_rows": "warning",
+}  # fmt: skip
 XGB_KEYS = {
     "n_estimators",
     "early_stopping_rounds",
@@ -80,6 +89,9 @@ XGB_KEYS = {
 }
 # A model's registry name (GTO's rule, which `dvc artifacts` applies too).
 PACKAGE_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9/_-]*[a-zA-Z0-9])?"
+ENGINE_KINDS = ("local", "dask")
+SCHEDULER = r"(tcp|tls|ws|wss|inproc|ucx)://\S+"
+MEMORY = r"auto|0|[0-9]+(\.[0-9]+)?\s*([kKMGT]i?B|[kKMGT]|B)?"
 
 
 class ConfigError(ValueError):
@@ -93,254 +105,7 @@ class ConfigError(ValueError):
         self.problems = problems or (message,)
 
 
-# --- the settings the stages read ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Objectives:
-    """What the model is for and the bar it must clear.
-
-    ``positive_class`` is the label counted as positive (binary classification only, else
-    None). ``minimums`` holds ``primary_metric: minimum`` and the further bounds; for a
-    lower-is-better metric (log loss, RMSE ...) a bound is a maximum.
-    """
-
-    task: str
-    target: str
-    positive_class: str | None
-    primary_metric: str
-    minimum: float
-    kpis: tuple[str, ...]
-    minimums: dict[str, float] = field(default_factory=dict)
-    threshold_metric: str | None = None
-    cost_fp: float = 1.0
-    cost_fn: float = 1.0
-    slices: tuple[str, ...] = ()
-    slice_min_rows: int = 100
-
-
-@dataclass(frozen=True)
-class Source:
-    """One source the gather stage reads into the snapshot.
-
-    ``kind`` is ``file`` (a path or glob of CSV/Parquet/JSON Lines, optionally gzipped),
-    ``database`` (a SQLAlchemy URL, given in ``url`` or, with credentials, in the environment
-    variable named by ``url_env``, plus a ``table`` or a ``query``), ``http`` (a URL with an
-    expected ``sha256``) or ``landing`` (a folder where devices and apps drop files; malformed
-    ones are quarantined under ``data/quarantine/<name>/``).
-    """
-
-    name: str
-    kind: str = "file"
-    path: str | None = None
-    format: str = "csv"
-    header: bool = True
-    delimiter: str = ","
-    skip_rows: int = 0
-    na_values: tuple[str, ...] = ()
-    sha256: str | None = None
-    columns: tuple[str, ...] | None = None
-    value_map: dict[str, dict[str, str]] = field(default_factory=dict)
-    url: str | None = None
-    url_env: str | None = None
-    table: str | None = None
-    query: str | None = None
-    timeout: float = 30.0
-    retries: int = 3
-    allow_empty: bool = False
-    # Not a setting: the columns gather reads as text whatever they look like (the schema's
-    # category and string columns), so "02134" keeps its leading zero.
-    text_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    columns: tuple[str, ...] | None
-    sources: tuple[Source, ...]
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """The validation gate: where the schema is and how serious each kind of finding is."""
-
-    schema: str
-    max_null_rate: float
-    examples: int
-    severity: dict[str, str]
-    max_unseen_share: float = 0.01
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    drop_duplicates: bool = True
-    drop_conflicting_labels: bool = True
-
-
-@dataclass(frozen=True)
-class OutliersConfig:
-    """Outlier and noise removal, applied to the training split only."""
-
-    method: str = "none"
-    columns: tuple[str, ...] = ()
-    iqr_k: float = 3.0
-    zscore: float = 4.0
-    contamination: float = 0.01
-    seed: int = 42
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    method: str
-    train_sources: tuple[str, ...] = ()
-    test_sources: tuple[str, ...] = ()
-    test_size: float = 0.25
-    seed: int = 42
-    group_column: str | None = None
-    time_column: str | None = None
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    drop_columns: tuple[str, ...]
-    clean: CleanConfig
-    outliers: OutliersConfig
-    split: SplitConfig
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    """Feature engineering and selection, fitted in training and stored in the signature.
-
-    ``derived`` steps are mappings such as ``{name: capital-net, op: difference,
-    columns: [capital-gain, capital-loss]}``; see :data:`DERIVED_OPS`.
-    """
-
-    derived: tuple[dict[str, Any], ...] = ()
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    selection_method: str = "none"
-    selection_k: int = 0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Candidates, tuning budget and cross-validation for the train stage.
-
-    ``models`` holds each model kind's fixed parameters (``xgboost`` is also ``xgb``), and
-    ``search`` each kind's search space: ``{param: {low, high[, log]}}`` or
-    ``{param: {choices: [...]}}``. ``baseline`` names a model kind whose untuned model is also
-    fitted (a candidate or not) and scored by evaluation beside the chosen one (None: none).
-    ``tuning_trials`` is each candidate's search budget unless ``trials_by_candidate`` gives
-    one of its own; see :meth:`trials_for`.
-    """
-
-    seed: int
-    nthread: int
-    validation_fraction: float
-    xgb: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"
-    candidates: tuple[str, ...] = ("xgboost",)
-    cv_folds: int = 5
-    class_weight: str = "none"
-    tuning_trials: int = 0
-    tuning_timeout: float | None = None
-    tuning_pruner: str = "none"  # none | median: see mlcycle.tuning.make_pruner
-    pruner_startup: int = 5
-    pruner_warmup: int = 0
-    tuning_patience: int = 0  # stop a candidate's search this many trials after its best
-    parallel_folds: int = 1  # folds fitted side by side (threads); see mlcycle.tuning
-    trials_by_candidate: dict[str, int] = field(default_factory=dict)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    search: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    baseline: str | None = None
-
-    def trials_for(self, candidate: str) -> int:
-        """The number of search trials for ``candidate`` (0 without a search space)."""
-        if not self.search.get(candidate):
-            return 0
-        return self.trials_by_candidate.get(candidate, self.tuning_trials)
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    curve_points: int = 200
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """The promotion gate: tolerance against production and what a rejection does."""
-
-    tolerance: float = 0.0
-    fail_on_reject: bool = True
-    compare_champion: bool = True
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """How `mlcycle monitor` judges a batch (see :mod:`mlcycle.drift` and the README)."""
-
-    alpha: float = 0.01
-    psi_threshold: float = 0.025
-    bins: int = 10
-    large_batch: int = 5000
-    missing_threshold: float = 0.05
-    min_labels: int = 200
-
-
-@dataclass(frozen=True)
-class PackageConfig:
-    """The model's name in the bundle and the registry (git tags, `dvc artifacts`)."""
-
-    name: str = "model"
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Where the stages compute: pandas in this process (``local``) or a Dask cluster.
-
-    With ``dask``, ``scheduler`` is a running scheduler's address (``tcp://host:8786``), or
-    None to start a ``LocalCluster`` (a scheduler not reached within ``connect_timeout``
-    seconds is an error) of ``workers`` processes with ``threads_per_worker``
-    threads and ``memory_limit`` each (Dask's syntax: "4GiB", "auto"). ``partition_rows``
-    sizes the partitions the stages write; ``sklearn_max_rows`` is the training-split size
-    above which the scikit-learn candidates are skipped (they need the split in one process);
-    ``trial_max_rows`` the size up to which a copy of the split goes to every worker and
-    tuning trials run side by side, one per worker (above it each trial trains on the whole
-    cluster through ``xgboost.dask``).
-    """
-
-    kind: str = "local"
-    scheduler: str | None = None
-    connect_timeout: float = 30.0
-    workers: int = 2
-    threads_per_worker: int = 1
-    memory_limit: str = "auto"
-    dashboard: str = ":8787"
-    partition_rows: int = 1_000_000
-    sklearn_max_rows: int = 1_000_000
-    trial_max_rows: int = 2_000_000
-
-    @property
-    def is_dask(self) -> bool:
-        return self.kind == "dask"
-
-
-@dataclass(frozen=True)
-class Params:
-    objectives: Objectives
-    data: DataConfig
-    validate: ValidateConfig
-    prepare: PrepareConfig
-    features: FeaturesConfig
-    train: TrainConfig
-    evaluate: EvaluateConfig
-    monitor: MonitorConfig
-    gate: GateConfig
-    package: PackageConfig
-    engine: EngineConfig = EngineConfig()
-
-
-# --- the file's layout, declared -------------------------------------------------------------
+# --- checks and types --------------------------------------------------------------------------
 #
 # Validators report a problem by raising _Invalid with (sub-path, message) pairs: the sub-path
 # extends the location pydantic is at, and the message either holds the placeholder "{at}"
@@ -384,6 +149,15 @@ def _fraction(value: float) -> float:
     return value
 
 
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+T = TypeVar("T")
+# A YAML list, held as a tuple: settings are frozen.
+Items = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
+# Column names if any are given (an empty list is none: None).
+Names = Annotated[Items[str] | None, AfterValidator(lambda names: names or None)]
 # A number kept as written (an int stays an int: a search range of two ints is searched as
 # integers).
 Number = Annotated[Any, PlainValidator(_number), WithJsonSchema({"type": "number"})]
@@ -406,7 +180,9 @@ Metric = Annotated[str, WithJsonSchema({"type": "string", "enum": list(KPI_NAMES
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -415,7 +191,7 @@ class _Section(BaseModel):
         are all commented out) is YAML null: it means empty, its default."""
         if not isinstance(data, dict):
             return data
-        empty = {f.alias or n for n, f in cls.model_fields.items() if f.default in ([], {})}
+        empty = {f.alias or n for n, f in cls.model_fields.items() if f.default in ([], {}, ())}
         return {k: v for k, v in data.items() if not (v is None and k in empty)}
 
 
@@ -442,45 +218,51 @@ def _usable_kinds(task: str) -> list[str]:
     return [kind for kind in tasks.MODEL_KINDS if task in tasks.MODEL_TASKS[kind]]
 
 
-class ThresholdModel(_Section):
+# --- the sections --------------------------------------------------------------------------------
+
+
+class Threshold(_Section):
     """How the decision threshold is chosen (binary classification only), on out-of-fold
     training predictions: maximise a metric, or else minimise the cost of errors."""
 
     maximize: Metric | None = None
-    """A metric to maximise; null: minimise cost_fp * false positives + cost_fn * false
-    negatives."""
+    """A metric to maximise; null: minimise the cost below. The cost is cost_fp * false positives +
+    cost_fn * false negatives."""
     cost_fp: float = Field(1.0, ge=0)
     """Cost of a false positive."""
     cost_fn: float = Field(1.0, ge=0)
     """Cost of a false negative."""
 
     @model_validator(mode="after")
-    def _costs(self) -> ThresholdModel:
+    def _costs(self) -> Threshold:
         if self.cost_fp + self.cost_fn == 0:
             _fail("costs cost_fp and cost_fn must not both be 0")
         return self
 
 
-class ObjectivesModel(_Section):
-    """What the model is for and the bar it must clear."""
+class Objectives(_Section):
+    """What the model is for, and the bar it must clear."""
 
     task: Task
     """binary_classification, multiclass_classification or regression."""
     target: str
     """The column to predict."""
     positive_class: Label | None = Field(None, validate_default=True)
-    """The label counted as positive: required for binary_classification, absent otherwise."""
+    """The label counted as positive (binary_classification only). Required for
+    binary_classification, absent (or null) otherwise."""
     primary_metric: Metric | None = None
-    """The metric that decides (default per task: roc_auc, f1_macro, rmse)."""
+    """The metric that decides (model choice, gate). Default per task: roc_auc, f1_macro, rmse."""
     minimum: float
-    """The value primary_metric must reach on the test split (a maximum if lower is better)."""
-    kpis: list[Metric] | None = None
+    """The value primary_metric must reach on the test split. A maximum if lower is better
+    (log_loss, rmse ...)."""
+    kpis: Items[Metric] | None = None
     """Metrics also reported (default: the task's usual set)."""
     minimums: dict[str, float] = {}
-    """Further bounds the gate checks, per metric (a maximum for lower-is-better metrics)."""
-    threshold: ThresholdModel | None = None
+    """Bounds for other KPIs the gate checks, e.g. {mae: 40.0}. A bound on a lower-is-better metric
+    is a maximum."""
+    threshold: Threshold | None = None
     """The decision threshold (binary_classification only)."""
-    slices: list[str] = []
+    slices: Items[str] = ()
     """Columns whose values get KPIs of their own, and the gap best-worst."""
     slice_min_rows: int = Field(100, ge=2)
     """Smaller slices get only their size: their KPIs would be noise."""
@@ -507,7 +289,7 @@ class ObjectivesModel(_Section):
 
     @field_validator("kpis")
     @classmethod
-    def _kpis(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    def _kpis(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> Any:
         task = info.data.get("task")
         bad = [(i, name) for i, name in enumerate(value or ()) if _metric_problem([name], task)]
         if len(bad) == 1:
@@ -533,7 +315,7 @@ class ObjectivesModel(_Section):
 
     @field_validator("threshold")
     @classmethod
-    def _threshold(cls, value: ThresholdModel | None, info: ValidationInfo) -> Any:
+    def _threshold(cls, value: Threshold | None, info: ValidationInfo) -> Any:
         task = info.data.get("task")
         if value is None:
             return value
@@ -547,10 +329,39 @@ class ObjectivesModel(_Section):
             _fail(f"is {value.maximize!r}, which {problem}", "maximize")
         return value
 
+    @model_validator(mode="after")
+    def _task_defaults(self) -> Objectives:
+        """Fill in what the file leaves to the task: the primary metric, the KPIs (with the
+        primary metric and every bounded metric among them) and the primary metric's bound
+        among ``minimums``."""
+        primary = self.primary_metric or tasks.DEFAULT_PRIMARY[self.task]
+        kpis = self.kpis if self.kpis is not None else tasks.DEFAULT_KPIS[self.task]
+        if primary not in kpis:
+            kpis = (primary, *kpis)
+        minimums = {primary: self.minimum} | self.minimums
+        object.__setattr__(self, "primary_metric", primary)  # frozen: set once, here
+        object.__setattr__(self, "minimums", minimums)
+        object.__setattr__(self, "kpis", tuple(dict.fromkeys((*kpis, *minimums))))
+        return self
 
-class SourceModel(_Section):
+    @property
+    def threshold_metric(self) -> str | None:
+        """The metric the threshold maximises; None: it minimises the cost of errors."""
+        return self.threshold.maximize if self.threshold else None
+
+    @property
+    def cost_fp(self) -> float:
+        return (self.threshold or Threshold()).cost_fp
+
+    @property
+    def cost_fn(self) -> float:
+        return (self.threshold or Threshold()).cost_fn
+
+
+class Source(_Section):
     """One source of the snapshot: kind file (path), database (url or url_env, and table or
-    query), http (url and sha256) or landing (a folder devices drop files into)."""
+    query), http (url and sha256) or landing (a folder devices drop files into; malformed
+    files are quarantined under data/quarantine/<name>/)."""
 
     name: str
     """Its name in the snapshot's source column; by_source splits name it."""
@@ -561,16 +372,16 @@ class SourceModel(_Section):
     format: Literal[SOURCE_FORMATS] = "csv"
     """csv, parquet or jsonl (optionally gzipped)."""
     header: bool = True
-    """Whether a CSV file starts with a header line."""
+    """Whether a CSV file's first line names the columns."""
     delimiter: str = Field(",", min_length=1, max_length=1)
-    """The character between a CSV file's fields: ',' (default), ';', a tab, '|' ..."""
+    """The character between a CSV file's fields (',', ';', '|', a tab)."""
     skip_rows: int = Field(0, ge=0)
     """Lines to skip at the start of the file."""
-    na_values: list[ScalarText] = []
+    na_values: Items[ScalarText] = ()
     """Cell values read as missing."""
     sha256: str | None = Field(None, json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"})
-    """Expected SHA-256 of the content (required for http)."""
-    columns: list[str] | None = None
+    """Expected SHA-256 of the content, which pins it (required for http)."""
+    columns: Names = None
     """Column names of a file without a header line (default: data.columns)."""
     value_map: dict[
         Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText]
@@ -589,8 +400,11 @@ class SourceModel(_Section):
     retries: int = Field(3, ge=0)
     """Further attempts after a failed download or connection."""
     allow_empty: bool = False
-    """The source may hold no rows (a landing folder between uploads); otherwise an empty or
+    """The source may hold no rows (a landing folder between uploads). Otherwise an empty or
     header-only source is an error."""
+    # Not a setting: the columns gather reads as text whatever they look like (the schema's
+    # category and string columns), so "02134" keeps its leading zero.
+    _text_columns: tuple[str, ...] = PrivateAttr(())
 
     @field_validator("delimiter")
     @classmethod
@@ -607,7 +421,7 @@ class SourceModel(_Section):
         return value.lower() if value else value
 
     @model_validator(mode="after")
-    def _needs(self) -> SourceModel:
+    def _needs(self) -> Source:
         """Each kind of source needs its own keys; credentials never sit in params.yaml."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if self.kind in ("file", "landing") and not self.path:
@@ -633,18 +447,31 @@ class SourceModel(_Section):
         _raise_all(problems)
         return self
 
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns read as text whatever they hold (see :meth:`with_text_columns`)."""
+        return self._text_columns
 
-class DataModel(_Section):
-    """Where the data comes from: sources unioned into one snapshot."""
+    def with_text_columns(self, columns: tuple[str, ...]) -> Source:
+        """This source, reading ``columns`` as text (the schema's category and string columns,
+        so "02134" keeps its leading zero): what gather knows, not a setting."""
+        copy = self.model_copy()
+        copy._text_columns = tuple(columns)
+        return copy
 
-    columns: list[str] | None = None
+
+class DataConfig(_Section):
+    """Where the data comes from: sources unioned into one snapshot. See docs/data-sources.md."""
+
+    columns: Names = None
     """Column names for sources whose files have no header line."""
-    sources: list[SourceModel]
-    """The sources, at least one; names are unique."""
+    sources: Items[Source]
+    """The sources, unioned into one snapshot: at least one, names unique."""
 
     @field_validator("sources")
     @classmethod
-    def _sources(cls, value: list[SourceModel], info: ValidationInfo) -> list[SourceModel]:
+    def _sources(cls, value: tuple[Source, ...], info: ValidationInfo) -> tuple[Source, ...]:
+        """Names are unique; a CSV file without a header line gets data.columns."""
         if not value:
             _fail("is empty; declare at least one source")
         problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -667,26 +494,42 @@ class DataModel(_Section):
             ):
                 problems.append(((i,), "has no header line; give 'columns' or 'data.columns'"))
         _raise_all(problems)
-        return value
+        columns = info.data.get("columns")
+        return tuple(
+            s.model_copy(update={"columns": columns}) if s.columns is None and not s.header else s
+            for s in value
+        )
 
 
-class ValidateModel(_Section):
-    """The validation gate: where the schema is and how serious each kind of finding is."""
+class ValidateConfig(_Section):
+    """The data gate before prepare. Where the schema is, and how serious each kind of finding
+    is."""
 
     schema_: str = Field("schema.yaml", alias="schema")
-    """Column types, ranges, categories; `mlcycle schema infer` drafts it."""
+    """Types, ranges, categories: drafted by `mlcycle init`; review it. `mlcycle schema infer`
+    drafts one from a snapshot."""
     max_null_rate: float = Field(0.5, ge=0, le=1)
     """For columns whose schema entry gives none."""
     max_unseen_share: float = Field(0.01, ge=0, le=1)
-    """Unseen categories in more than this share of a column's rows are an error, whatever
-    validate.severity.unseen_category says: a few new values are news, many are a break."""
+    """Unseen categories in more than this share of a column's rows are an error. This holds
+    whatever validate.severity.unseen_category says: a few new values are news, many are a break."""
     examples: int = Field(5, ge=0)
     """Example values shown per finding."""
-    severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = {}
+    severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = Field({}, validate_default=True)
     """Per kind of finding: error stops `dvc repro`, warning is reported, ignore is not."""
 
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, value: dict[str, str]) -> dict[str, str]:
+        return DEFAULT_SEVERITY | value
 
-class CleanModel(_Section):
+    @property
+    def schema(self) -> str:  # type: ignore[override]  # BaseModel.schema is deprecated
+        """The schema file's path (``validate.schema``)."""
+        return self.schema_
+
+
+class CleanConfig(_Section):
     """Row removals, applied to the training split only."""
 
     drop_duplicates: bool = True
@@ -695,12 +538,12 @@ class CleanModel(_Section):
     """Feature vectors seen with different labels."""
 
 
-class OutliersModel(_Section):
-    """Outlier and noise removal, on the training split only."""
+class OutliersConfig(_Section):
+    """Outlier and noise removal, on the training split only. The test split is never filtered."""
 
     method: Literal[OUTLIER_METHODS] = "none"
     """none, iqr, zscore or isolation_forest."""
-    columns: list[str] = []
+    columns: Items[str] = ()
     """Numeric columns to check (empty: all numeric)."""
     iqr_k: float = Field(3.0, gt=0)
     """iqr: rows beyond k interquartile ranges from the quartiles."""
@@ -712,26 +555,26 @@ class OutliersModel(_Section):
     """isolation_forest's seed."""
 
 
-class SplitModel(_Section):
+class SplitConfig(_Section):
     """How rows are split into training and test."""
 
     method: Literal[SPLIT_METHODS]
-    """by_source, random, stratified (classification), group or time."""
-    train_sources: list[str] = []
+    """by_source, random, stratified (classification: class shares kept), group or time."""
+    train_sources: Items[str] = ()
     """by_source: the sources that make the training split."""
-    test_sources: list[str] = []
+    test_sources: Items[str] = ()
     """by_source: the sources that make the test split."""
     test_size: Fraction = 0.25
     """random, stratified, group and time: the test split's share of rows."""
     seed: int = 42
-    """The split's seed."""
+    """The split's seed: the same seed, the same split."""
     group_column: str | None = None
     """group: rows sharing a value stay on one side."""
     time_column: str | None = None
     """time: the latest rows become the test split."""
 
     @model_validator(mode="after")
-    def _method_needs(self, info: ValidationInfo) -> SplitModel:
+    def _method_needs(self, info: ValidationInfo) -> SplitConfig:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if self.method == "group" and not self.group_column:
             problems.append(((), "method group needs 'group_column'"))
@@ -767,17 +610,17 @@ class SplitModel(_Section):
         return self
 
 
-class PrepareModel(_Section):
-    """Cleaning, outlier removal and the train/test split."""
+class PrepareConfig(_Section):
+    """Cleaning, outliers and the split into training and test."""
 
-    drop_columns: list[str] = []
+    drop_columns: Items[str] = ()
     """Columns never used as features."""
-    clean: CleanModel = CleanModel()
-    outliers: OutliersModel = OutliersModel()
-    split: SplitModel
+    clean: CleanConfig = CleanConfig()
+    outliers: OutliersConfig = OutliersConfig()
+    split: SplitConfig
 
 
-class DerivedModel(_Section):
+class DerivedStep(_Section):
     """A numeric feature computed from columns: sum, difference, product, ratio (of
     'columns') or log1p, sqrt, bin (of one 'column'; bin needs increasing 'edges')."""
 
@@ -793,7 +636,7 @@ class DerivedModel(_Section):
     """bin: increasing bin edges."""
 
     @model_validator(mode="after")
-    def _op_needs(self) -> DerivedModel:
+    def _op_needs(self) -> DerivedStep:
         op = self.op
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if DERIVED_OPS[op] == "columns":
@@ -823,35 +666,53 @@ class DerivedModel(_Section):
         return self
 
 
-class SelectionModel(_Section):
+# A derived step, held as the mapping the feature code reads (keys not given left out).
+Step = Annotated[
+    DerivedStep,
+    AfterValidator(lambda step: step.model_dump(exclude_none=True)),
+    PlainSerializer(dict),
+]
+
+
+class Selection(_Section):
     """Feature selection, fitted on the training split only."""
 
     method: Literal[SELECTION_METHODS] = "none"
-    """none or mutual_info."""
+    """none or mutual_info (fitted on the training split only)."""
     k: int = Field(0, ge=0)
     """mutual_info: the number of features to keep (at least 1)."""
 
     @model_validator(mode="after")
-    def _k(self) -> SelectionModel:
+    def _k(self) -> Selection:
         if self.method == "mutual_info" and self.k < 1:
             _fail("must be at least 1 with method mutual_info", "k")
         return self
 
 
-class FeaturesModel(_Section):
-    """Feature engineering and selection, applied by the same code in training, batch scoring
-    and the service."""
+class FeaturesConfig(_Section):
+    """Feature engineering and selection. The same code applies them in training, batch scoring and
+    the service."""
 
-    derived: list[DerivedModel] = []
-    """Features computed from others, in order (a step may read earlier ones)."""
-    include: list[str] = []
+    derived: Items[Step] = ()
+    """Features computed from others, e.g. {name: net, op: difference, columns: [gain, loss]}. In
+    order: a step may read earlier ones."""
+    include: Items[str] = ()
     """If set, only these input columns (and derived ones) are used."""
-    exclude: list[str] = []
-    """Input columns not used as model features (derived steps may still read them)."""
-    selection: SelectionModel = SelectionModel()
+    exclude: Items[str] = ()
+    """Inputs not used as features (identifiers, leaks of the target). Derived steps may still read
+    them."""
+    selection: Selection = Selection()
+
+    @property
+    def selection_method(self) -> str:
+        return self.selection.method
+
+    @property
+    def selection_k(self) -> int:
+        return self.selection.k
 
 
-class SearchRangeModel(_Section):
+class SearchRange(_Section):
     """A searched parameter: {low, high[, log]} (integers if both bounds are) or
     {choices: [...]}."""
 
@@ -865,7 +726,7 @@ class SearchRangeModel(_Section):
     """The values tried, instead of a range."""
 
     @model_validator(mode="after")
-    def _range(self) -> SearchRangeModel:
+    def _range(self) -> SearchRange:
         shape = "must be {low, high[, log]} with low < high, or {choices: [...]}"
         if self.choices is not None:
             if {"low", "high", "log"} & self.model_fields_set:
@@ -879,35 +740,42 @@ class SearchRangeModel(_Section):
         return self
 
 
-class TuningModel(_Section):
-    """The search budget of every candidate (Optuna, TPE)."""
+# A search range, held as the mapping it was written as: the tuner reads the keys given.
+Range = Annotated[
+    SearchRange, AfterValidator(lambda r: r.model_dump(exclude_unset=True)), PlainSerializer(dict)
+]
+
+
+class Tuning(_Section):
+    """An Optuna (TPE) search per candidate: its budget and when it stops."""
 
     trials: int = Field(0, ge=0)
     """Trials per candidate after trial 0 (the fixed params); 0: no search."""
     timeout: float | None = Field(None, gt=0)
-    """Seconds per candidate (null: none; a time budget is not reproducible)."""
+    """Seconds per candidate; null: none. A time budget makes the results depend on the machine."""
     trials_by_candidate: dict[ModelKind, NonNegativeInt] = {}
     """A budget of their own for some model kinds."""
     pruner: Literal["none", "median"] = "median"
-    """Stop a trial between folds when its running CV mean is worse than the median of the
-    earlier trials' at the same fold (median), or never (none: every trial runs every fold).
-    A stopped trial is listed in trials.csv (pruned_after) and never wins."""
+    """median: stop trials behind after a fold; none: every fold runs. A trial is stopped between
+    folds when its running CV mean is worse than the median of the earlier trials' at the same
+    fold; a stopped trial is listed in trials.csv (pruned_after) and never wins."""
     pruner_startup: NonNegativeInt = 5
     """median: trials (trial 0 included) that run every fold before any trial is stopped."""
     pruner_warmup: NonNegativeInt = 0
     """median: folds a trial always runs before it can be stopped after the next one."""
     patience: NonNegativeInt = 10
-    """Stop a candidate's search once this many trials in a row have not beaten its best CV
-    score (0: every trial of the budget runs). Reproducible: it counts trials, not seconds."""
+    """Stop a candidate's search after this many trials without a new best; 0: never. It counts
+    trials in a row, not seconds: reproducible."""
 
 
-class TrainModel(_Section):
-    """Candidates, tuning and cross-validation on the training split."""
+class TrainConfig(_Section):
+    """Candidates tuned by cross-validation on the training split only. The best CV score of
+    primary_metric wins and is refit on the whole split."""
 
-    candidates: list[ModelKind] | None = None
-    """Model kinds cross-validated and tuned; the best wins (default per task)."""
+    candidates: Items[ModelKind] | None = Field(None, validate_default=True)
+    """Model kinds cross-validated and tuned; the best wins. Default per task."""
     baseline: ModelKind | None = None
-    """A model kind also refit untuned and scored beside the winner; null: none."""
+    """A kind also refit untuned, scored beside the winner; null: none."""
     seed: int = 42
     """Folds, sampler, inner validation slices and models."""
     cv_folds: int = Field(5, ge=2)
@@ -915,33 +783,33 @@ class TrainModel(_Section):
     validation_fraction: Fraction = 0.1
     """XGBoost: slice of each fold's training part for early stopping."""
     class_weight: Literal[CLASS_WEIGHTS] = "none"
-    """none or balanced."""
+    """none or balanced (classification)."""
     device: Literal[DEVICES] = "cpu"
     """XGBoost: cpu or cuda."""
     nthread: int = Field(0, ge=0)
     """XGBoost threads, scikit-learn n_jobs (0: all cores)."""
     parallel_folds: int = Field(2, ge=1)
-    """Cross-validation folds fitted side by side, in threads sharing ``nthread`` (each fit
-    gets nthread / parallel_folds, at least 1); the scores and pruning are the same as one at
-    a time. Small data gains most: one fit uses threads poorly."""
-    tuning: TuningModel = TuningModel()
+    """Folds fitted side by side in threads sharing nthread; same scores. Each fit gets nthread /
+    parallel_folds threads (at least 1) and pruning is the same as one at a time; small data
+    gains most, as one fit uses threads poorly."""
+    tuning: Tuning = Tuning()
     xgb: dict[str, Any] = Field({}, json_schema_extra={"propertyNames": {"enum": sorted(XGB_KEYS)}})
     """XGBoost's fixed params: trial 0, and the base of every trial."""
     models: dict[ModelKind, dict[str, Any]] = {}
     """Other model kinds' fixed params (scikit-learn names), per kind."""
-    search: dict[ModelKind, dict[str, SearchRangeModel]] = {}
-    """Per model kind, {param: {low, high[, log]}} or {param: {choices: [...]}}."""
+    search: dict[ModelKind, dict[str, Range]] = {}
+    """Per kind: {param: {low, high[, log]}} or {param: {choices: [...]}}."""
 
     @field_validator("candidates")
     @classmethod
-    def _candidates(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        if value is None:
-            return value
+    def _candidates(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> Any:
+        task = _context(info, "task")
+        if value is None:  # the task's, where it is known
+            return tasks.DEFAULT_CANDIDATES[task] if task else None
         if not value:
             _fail("is empty; name at least one model")
         if len(set(value)) != len(value):
-            _fail(f"names a model twice: {value}")
-        task = _context(info, "task")
+            _fail(f"names a model twice: {list(value)}")
         problems: list[tuple[tuple[str | int, ...], str]] = []
         for i, kind in enumerate(value):
             if task and task not in tasks.MODEL_TASKS[kind]:
@@ -981,7 +849,7 @@ class TrainModel(_Section):
 
     @field_validator("search")
     @classmethod
-    def _search(cls, value: dict[str, dict[str, SearchRangeModel]]) -> Any:
+    def _search(cls, value: dict[str, dict[str, dict[str, Any]]]) -> Any:
         unknown = [p for p in value.get("xgboost", {}) if p not in XGB_KEYS]
         _raise_all(
             [
@@ -991,15 +859,64 @@ class TrainModel(_Section):
         )
         return value
 
+    # train.tuning's keys under the names the tuner reads them by.
+    @property
+    def tuning_trials(self) -> int:
+        return self.tuning.trials
 
-class EvaluateModel(_Section):
-    """Evaluation on the test split."""
+    @property
+    def tuning_timeout(self) -> float | None:
+        return self.tuning.timeout
+
+    @property
+    def tuning_pruner(self) -> str:
+        return self.tuning.pruner
+
+    @property
+    def pruner_startup(self) -> int:
+        return self.tuning.pruner_startup
+
+    @property
+    def pruner_warmup(self) -> int:
+        return self.tuning.pruner_warmup
+
+    @property
+    def tuning_patience(self) -> int:
+        return self.tuning.patience
+
+    @property
+    def trials_by_candidate(self) -> dict[str, int]:
+        return self.tuning.trials_by_candidate
+
+    def trials_for(self, candidate: str) -> int:
+        """The number of search trials for ``candidate`` (0 without a search space)."""
+        if not self.search.get(candidate):
+            return 0
+        return self.trials_by_candidate.get(candidate, self.tuning_trials)
+
+    def record(self) -> dict[str, Any]:
+        """The settings as one flat mapping, train.tuning's keys by the names above: what the
+        bundle's signature.json has always recorded as ``train_config``."""
+        tuning = {
+            "tuning_trials": self.tuning_trials,
+            "tuning_timeout": self.tuning_timeout,
+            "tuning_pruner": self.tuning_pruner,
+            "pruner_startup": self.pruner_startup,
+            "pruner_warmup": self.pruner_warmup,
+            "tuning_patience": self.tuning_patience,
+            "trials_by_candidate": dict(self.trials_by_candidate),
+        }
+        return self.model_dump(exclude={"tuning"}) | tuning
+
+
+class EvaluateConfig(_Section):
+    """Evaluation on the test split, the only stage that reads it."""
 
     curve_points: int = Field(200, ge=2)
-    """Points kept in ROC and PR plot data."""
+    """Points kept in the ROC and PR plot data."""
 
 
-class GateModel(_Section):
+class GateConfig(_Section):
     """May the new model replace the production one?"""
 
     tolerance: float = Field(0.0, ge=0)
@@ -1010,28 +927,31 @@ class GateModel(_Section):
     """Score the production model on the same test split."""
 
 
-class MonitorModel(_Section):
-    """Drift monitoring of production data against the training data."""
+class MonitorConfig(_Section):
+    """How `mlcycle monitor` judges drift from the training data. The measurements are in
+    docs/monitoring.md."""
 
     alpha: Fraction = 0.01
-    """A small batch's false-alarm rate: each column is tested at alpha / columns."""
+    """Small batch: false-alarm rate (each column tested at alpha/columns)."""
     psi_threshold: float = Field(0.025, ge=0)
-    """A large batch: the population stability index from which a column drifts."""
+    """Large batch: PSI (less what chance gives) from which a column drifts. PSI: the population
+    stability index."""
     bins: int = Field(10, ge=2)
-    """Bins of numeric features (PSI, plots)."""
+    """Bins of numeric features (PSI, plots), fixed at `package` time."""
     large_batch: int = Field(5000, ge=1)
     """Rows from which a batch is judged by PSI instead of by tests."""
     missing_threshold: Fraction = 0.05
-    """A move of a column's missing share (or share of non-numbers) that is an alarm."""
+    """A move of a column's missing or non-number share that alarms."""
     min_labels: int = Field(200, ge=1)
-    """Labelled rows needed before production KPIs are checked against the objectives."""
+    """Labelled rows before production KPIs are held to the objectives."""
 
 
-class PackageModel(_Section):
+class PackageConfig(_Section):
     """The model bundle."""
 
     name: str = Field("model", json_schema_extra={"pattern": f"^{PACKAGE_NAME}$"})
-    """The model's name in the bundle and the registry: letters, digits, '-', '_', '/'."""
+    """The model's name in the bundle and the registry (git tags). Letters, digits, '-', '_' and
+    '/'."""
 
     @field_validator("name")
     @classmethod
@@ -1044,35 +964,33 @@ class PackageModel(_Section):
         return value
 
 
-ENGINE_KINDS = ("local", "dask")
-SCHEDULER = r"(tcp|tls|ws|wss|inproc|ucx)://\S+"
-MEMORY = r"auto|0|[0-9]+(\.[0-9]+)?\s*([kKMGT]i?B|[kKMGT]|B)?"
-
-
-class EngineModel(_Section):
-    """Where the stages compute: pandas in one process, or a Dask cluster."""
+class EngineConfig(_Section):
+    """Where the stages compute: pandas in one process, or a Dask cluster. See docs/engines.md for
+    when to switch."""
 
     kind: Literal[ENGINE_KINDS] = "local"
-    """local: pandas in the stage's process; dask: partitioned data on a Dask cluster."""
+    """local: pandas in one process; dask: partitioned, on a Dask cluster."""
     scheduler: str | None = Field(None, json_schema_extra={"pattern": f"^{SCHEDULER}$"})
-    """A running Dask scheduler's address (tcp://host:8786); null: a LocalCluster here."""
+    """A running scheduler (tcp://host:8786); null: a LocalCluster here."""
     connect_timeout: float = Field(30.0, gt=0)
-    """Seconds to reach ``scheduler`` and, if it has none yet, a worker; then an error."""
+    """Seconds to reach the scheduler (and a worker), then an error. A worker is waited for only if
+    the scheduler has none yet."""
     workers: int = Field(2, ge=1)
     """LocalCluster: worker processes."""
     threads_per_worker: int = Field(1, ge=1)
     """LocalCluster: threads per worker."""
     memory_limit: str = Field("auto", json_schema_extra={"pattern": f"^({MEMORY})$"})
-    """LocalCluster: memory per worker ("4GiB"; auto: this machine's memory / workers)."""
+    """LocalCluster: memory per worker: "4GiB", or auto (memory / workers)."""
     dashboard: str = ":8787"
-    """LocalCluster: the dashboard's address (":0": any free port); the link is printed."""
+    """LocalCluster: the dashboard's address (":0": any free port). The link is printed."""
     partition_rows: int = Field(1_000_000, ge=1)
     """Rows per partition of the data sets the stages write."""
     sklearn_max_rows: int = Field(1_000_000, ge=0)
-    """Training rows above which scikit-learn candidates are skipped (they need one process)."""
+    """Training rows above which scikit-learn candidates are skipped. They need the whole split in
+    one process."""
     trial_max_rows: int = Field(2_000_000, ge=0)
-    """Training rows up to which every worker gets a copy and tuning trials run side by
-    side; above it, each trial trains across the cluster with xgboost.dask."""
+    """Training rows up to which trials run side by side, one per worker. Up to it every worker gets
+    a copy of the split; above it, each trial trains across the cluster with xgboost.dask."""
 
     @field_validator("scheduler")
     @classmethod
@@ -1087,6 +1005,10 @@ class EngineModel(_Section):
         if not re.fullmatch(MEMORY, value):
             _fail(f"is {value!r}; a memory size looks like 4GiB, 512MB or auto")
         return value
+
+    @property
+    def is_dask(self) -> bool:
+        return self.kind == "dask"
 
 
 def _per_task_rules() -> list[dict[str, Any]]:
@@ -1140,29 +1062,30 @@ def _per_task_rules() -> list[dict[str, Any]]:
     return rules
 
 
-class ParamsModel(BaseModel):
+class Params(BaseModel):
     """mlcycle's params.yaml: every knob of the pipeline, grouped by the stage that reads it.
     Sections other than these are allowed (and ignored)."""
 
     model_config = ConfigDict(
         extra="allow",
         strict=True,
+        frozen=True,
         use_attribute_docstrings=True,
         title="mlcycle params.yaml",
         json_schema_extra={"allOf": _per_task_rules()},
     )
 
-    objectives: ObjectivesModel
-    data: DataModel
-    validate_: ValidateModel = Field(alias="validate")
-    prepare: PrepareModel
-    features: FeaturesModel = FeaturesModel()
-    train: TrainModel
-    evaluate: EvaluateModel = EvaluateModel()
-    monitor: MonitorModel = MonitorModel()
-    gate: GateModel = GateModel()
-    package: PackageModel = PackageModel()
-    engine: EngineModel = EngineModel()
+    objectives: Objectives
+    data: DataConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    prepare: PrepareConfig
+    features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    gate: GateConfig = GateConfig()
+    package: PackageConfig = PackageConfig()
+    engine: EngineConfig = EngineConfig()
 
     @field_validator("features", "evaluate", "monitor", "gate", "package", mode="before")
     @classmethod
@@ -1170,20 +1093,20 @@ class ParamsModel(BaseModel):
         """An optional section written with nothing under it (``gate:``) takes its defaults."""
         return {} if value is None else value
 
+    @property
+    def validate(self) -> ValidateConfig:  # type: ignore[override]  # BaseModel's is deprecated
+        """The validate section."""
+        return self.validate_
+
 
 # --- reporting problems ---------------------------------------------------------------------
 
-_TYPE_NAMES = {
-    "float_type": "a number (float)",
-    "int_type": "an integer (int)",
-    "int_from_float": "an integer (int)",
-    "bool_type": "true or false (bool)",
-    "string_type": "text (str)",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
+_EXPECTED = {  # what a key should be, by pydantic's error type
+    "float_type": "a number (float)", "int_type": "an integer (int)",
+    "int_from_float": "an integer (int)", "bool_type": "true or false (bool)",
+    "string_type": "text (str)", "list_type": "a list", "tuple_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}  # fmt: skip
 _BOUNDS = {
     "greater_than": ("gt", "greater than"),
     "greater_than_equal": ("ge", "at least"),
@@ -1196,57 +1119,44 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
     """``('data', 'sources', 1, 'kind')`` as ``data.sources[1].kind``."""
     out = ""
     for part in loc:
-        if part == "[key]":
-            continue
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+        elif part != "[key]":
+            out += f".{part}" if out else part
     return out
 
 
-def _unwrap(annotation: Any) -> Any:
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
+def _bare(declared: Any) -> Any:
+    """A declared type without its ``Annotated`` checks and its ``| None``."""
+    while typing.get_origin(declared) in (Annotated, typing.Union, types.UnionType):
+        declared = next(t for t in typing.get_args(declared) if t is not type(None))
+    return declared
 
 
-def _declared(loc: tuple[str | int, ...]) -> Any:
-    """The type params.yaml declares at ``loc`` (None where the layout says nothing)."""
-    annotation: Any = ParamsModel
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        annotation = _unwrap(annotation)
-        origin = typing.get_origin(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields = {(f.alias or n): f for n, f in annotation.model_fields.items()}
-            if part not in fields:
-                return None
-            annotation = fields[part].annotation
-        elif origin is list:
-            annotation = typing.get_args(annotation)[0]
-        elif origin is dict:
-            key, value = typing.get_args(annotation)
-            if parts and parts[0] == "[key]":
-                parts.pop(0)
-                annotation = key
-            else:
-                annotation = value
-        else:
-            return None
-    return _unwrap(annotation)
+def _model(declared: Any) -> type[BaseModel] | None:
+    declared = _bare(declared)
+    return declared if isinstance(declared, type) and issubclass(declared, BaseModel) else None
 
 
-def _describe(error: dict[str, Any], prefix: tuple[str | int, ...]) -> list[str]:
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key params.yaml writes them with."""
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model params.yaml declares at ``loc`` (None where it declares none)."""
+    declared: Any = Params
+    for part in loc:
+        model, declared = _model(declared), _bare(declared)
+        if model is not None:
+            declared = _keys(model)[part].annotation if part in _keys(model) else None
+        else:  # a list's items or a mapping's values
+            args = typing.get_args(declared)
+            declared = args[-1] if typing.get_origin(declared) is dict else (args or (None,))[0]
+    return _model(declared)
+
+
+def _describe(error: Any, prefix: tuple[str | int, ...]) -> list[str]:
     """One pydantic error as lines naming the key path, what was expected and what was got."""
     loc = (*prefix, *error["loc"])
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
@@ -1262,24 +1172,19 @@ def _describe(error: dict[str, Any], prefix: tuple[str | int, ...]) -> list[str]
     if kind == "missing":
         return [f"{at} is missing"]
     if kind == "extra_forbidden":
-        parent = _declared(loc[:-1])
-        known = (
-            sorted(f.alias or n for n, f in parent.model_fields.items())
-            if isinstance(parent, type) and issubclass(parent, BaseModel)
-            else []
-        )
+        parent = _model_at(loc[:-1])
+        known = sorted(_keys(parent)) if parent else []
         return [f"{at} is not a known key; '{_key_path(loc[:-1])}' takes {known}"]
-    if kind == "literal_error":
-        declared = _declared(loc)
-        choices = list(typing.get_args(declared)) if declared is not None else ctx.get("expected")
-        if "[key]" in loc:
+    if kind == "literal_error":  # expected: "'a', 'b' or 'c'"
+        choices = "[" + ctx["expected"].replace(" or ", ", ") + "]"
+        if loc[-1] == "[key]":
             return [f"'{_key_path(loc[:-2])}' has key {value!r}; use one of {choices}"]
         return [f"{at} is {_show(value)}; use one of {choices}"]
-    if kind in _TYPE_NAMES:
-        return [f"{at} should be {_TYPE_NAMES[kind]}, got {_show(value)}"]
+    if kind in _EXPECTED:
+        return [f"{at} should be {_EXPECTED[kind]}, got {_show(value)}"]
     if kind in _BOUNDS:
         bound, words = _BOUNDS[kind]
-        return [f"{at} must be {words} {ctx.get(bound)}, got {_show(value)}"]
+        return [f"{at} must be {words} {ctx[bound]}, got {_show(value)}"]
     message = str(ctx["error"]) if kind == "value_error" and "error" in ctx else error["msg"]
     return [f"{at}: {message}, got {_show(value)}"]
 
@@ -1297,6 +1202,9 @@ def _validate(model: type[BaseModel], value: Any, prefix: tuple[str, ...], conte
         raise _config_error(problems) from None
 
 
+# --- reading params.yaml ----------------------------------------------------------------------
+
+
 def _task_of(raw: dict[str, Any]) -> str | None:
     """objectives.task if it names a task (else None: its own check reports it)."""
     objectives = raw.get("objectives")
@@ -1304,328 +1212,65 @@ def _task_of(raw: dict[str, Any]) -> str | None:
     return task if isinstance(task, str) and task in tasks.TASKS else None
 
 
-def _source_names(raw: dict[str, Any]) -> list[str] | None:
+def _file_context(raw: dict[str, Any]) -> dict[str, Any]:
+    """What checks in one section need of the others: objectives.task and the sources' names
+    (None where the file does not give them, then those checks are skipped)."""
     data = raw.get("data")
     sources = data.get("sources") if isinstance(data, dict) else None
-    if not isinstance(sources, list):
-        return None
-    return [s["name"] for s in sources if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    names = None
+    if isinstance(sources, list):
+        names = [
+            s["name"] for s in sources if isinstance(s, dict) and isinstance(s.get("name"), str)
+        ]
+    return {"task": _task_of(raw), "sources": names}
 
 
-def _section(raw: dict[str, Any], key: str, **context: Any) -> Any:
-    """Validate one section of ``raw`` on its own (the parse_* functions)."""
+def section(raw: dict[str, Any], key: str) -> Any:
+    """Validate one section of an already-read params.yaml on its own, for a caller that needs
+    only it (the rest may be incomplete): ``section(raw, "package").name``. A missing optional
+    section takes its defaults; checks against other sections use what ``raw`` holds of them
+    (train's candidates need objectives.task)."""
     if not isinstance(raw, dict):
         raise _config_error([f"should be a mapping of sections, got {_show(raw)}"])
-    name = "validate_" if key == "validate" else key
-    info = ParamsModel.model_fields[name]
+    info = _keys(Params)[key]
     if key not in raw and info.is_required():
         raise _config_error([f"'{key}' is missing"])
     value = raw.get(key)
     if value is None and not info.is_required():
         value = {}
-    return _validate(info.annotation, value, (key,), context)
-
-
-# --- from the declared layout to the settings ------------------------------------------------
-
-
-def _objectives(m: ObjectivesModel) -> Objectives:
-    primary = m.primary_metric or tasks.DEFAULT_PRIMARY[m.task]
-    kpis = tuple(m.kpis) if m.kpis is not None else tasks.DEFAULT_KPIS[m.task]
-    if primary not in kpis:
-        kpis = (primary, *kpis)
-    minimums = {primary: m.minimum} | dict(m.minimums)
-    th = m.threshold or ThresholdModel()
-    return Objectives(
-        task=m.task,
-        target=m.target,
-        positive_class=m.positive_class,
-        primary_metric=primary,
-        minimum=m.minimum,
-        kpis=tuple(dict.fromkeys((*kpis, *minimums))),
-        minimums=minimums,
-        threshold_metric=th.maximize,
-        cost_fp=th.cost_fp,
-        cost_fn=th.cost_fn,
-        slices=tuple(m.slices),
-        slice_min_rows=m.slice_min_rows,
-    )
-
-
-def _data(m: DataModel) -> DataConfig:
-    def source(s: SourceModel) -> Source:
-        columns = s.columns if s.columns is not None else (None if s.header else m.columns)
-        return Source(
-            name=s.name,
-            kind=s.kind,
-            path=s.path,
-            format=s.format,
-            header=s.header,
-            delimiter=s.delimiter,
-            skip_rows=s.skip_rows,
-            na_values=tuple(s.na_values),
-            sha256=s.sha256,
-            columns=tuple(columns) if columns else None,
-            value_map={c: dict(mapping) for c, mapping in s.value_map.items()},
-            url=s.url,
-            url_env=s.url_env,
-            table=s.table,
-            query=s.query,
-            timeout=s.timeout,
-            retries=s.retries,
-            allow_empty=s.allow_empty,
-        )
-
-    return DataConfig(
-        columns=tuple(m.columns) if m.columns else None,
-        sources=tuple(source(s) for s in m.sources),
-    )
-
-
-def _validate_config(m: ValidateModel) -> ValidateConfig:
-    defaults = {k: "error" for k in FINDING_KINDS} | {
-        "extra_column": "warning", "unseen_category": "warning", "duplicate_rows": "warning",
-    }  # fmt: skip
-    return ValidateConfig(
-        schema=m.schema_,
-        max_null_rate=m.max_null_rate,
-        examples=m.examples,
-        severity=defaults | dict(m.severity),
-        max_unseen_share=m.max_unseen_share,
-    )
-
-
-def _prepare(m: PrepareModel) -> PrepareConfig:
-    sp, ol = m.split, m.outliers
-    return PrepareConfig(
-        drop_columns=tuple(m.drop_columns),
-        clean=CleanConfig(m.clean.drop_duplicates, m.clean.drop_conflicting_labels),
-        outliers=OutliersConfig(
-            method=ol.method,
-            columns=tuple(ol.columns),
-            iqr_k=ol.iqr_k,
-            zscore=ol.zscore,
-            contamination=ol.contamination,
-            seed=ol.seed,
-        ),
-        split=SplitConfig(
-            method=sp.method,
-            train_sources=tuple(sp.train_sources),
-            test_sources=tuple(sp.test_sources),
-            test_size=sp.test_size,
-            seed=sp.seed,
-            group_column=sp.group_column,
-            time_column=sp.time_column,
-        ),
-    )
-
-
-def _features(m: FeaturesModel) -> FeaturesConfig:
-    return FeaturesConfig(
-        derived=tuple(step.model_dump(exclude_none=True) for step in m.derived),
-        include=tuple(m.include),
-        exclude=tuple(m.exclude),
-        selection_method=m.selection.method,
-        selection_k=m.selection.k,
-    )
-
-
-def _train(m: TrainModel, task: str) -> TrainConfig:
-    return TrainConfig(
-        seed=m.seed,
-        nthread=m.nthread,
-        validation_fraction=m.validation_fraction,
-        xgb=dict(m.xgb),
-        device=m.device,
-        candidates=(
-            tuple(m.candidates) if m.candidates is not None else tasks.DEFAULT_CANDIDATES[task]
-        ),
-        cv_folds=m.cv_folds,
-        class_weight=m.class_weight,
-        tuning_trials=m.tuning.trials,
-        tuning_timeout=m.tuning.timeout,
-        tuning_pruner=m.tuning.pruner,
-        pruner_startup=m.tuning.pruner_startup,
-        pruner_warmup=m.tuning.pruner_warmup,
-        tuning_patience=m.tuning.patience,
-        parallel_folds=m.parallel_folds,
-        trials_by_candidate=dict(m.tuning.trials_by_candidate),
-        models={kind: dict(fixed) for kind, fixed in m.models.items()},
-        search={
-            kind: {p: rng.model_dump(exclude_unset=True) for p, rng in space.items()}
-            for kind, space in m.search.items()
-        },
-        baseline=m.baseline,
-    )
-
-
-def _evaluate(m: EvaluateModel) -> EvaluateConfig:
-    return EvaluateConfig(curve_points=m.curve_points)
-
-
-def _gate(m: GateModel) -> GateConfig:
-    return GateConfig(m.tolerance, m.fail_on_reject, m.compare_champion)
-
-
-def _monitor(m: MonitorModel) -> MonitorConfig:
-    return MonitorConfig(
-        alpha=m.alpha,
-        psi_threshold=m.psi_threshold,
-        bins=m.bins,
-        large_batch=m.large_batch,
-        missing_threshold=m.missing_threshold,
-        min_labels=m.min_labels,
-    )
-
-
-def _package(m: PackageModel) -> PackageConfig:
-    return PackageConfig(name=m.name)
-
-
-def _engine(m: EngineModel) -> EngineConfig:
-    return EngineConfig(**m.model_dump())
-
-
-# --- the public functions -------------------------------------------------------------------
-
-
-def parse_objectives(raw: dict[str, Any]) -> Objectives:
-    """Validate the objectives section: a known task, its metrics and a minimum."""
-    return _objectives(_section(raw, "objectives"))
-
-
-def parse_data(raw: dict[str, Any]) -> DataConfig:
-    """Validate the data section: every source has a name and what its kind needs."""
-    return _data(_section(raw, "data"))
-
-
-def parse_validate(raw: dict[str, Any]) -> ValidateConfig:
-    """Validate the validate section: a schema path and a severity per kind of finding."""
-    return _validate_config(_section(raw, "validate"))
-
-
-def parse_prepare(raw: dict[str, Any], data: DataConfig | None = None) -> PrepareConfig:
-    """Validate the prepare section; a by-source split must name sources of ``data`` (if
-    given), and a stratified split needs a classification task."""
-    names = [s.name for s in data.sources] if data is not None else None
-    return _prepare(_section(raw, "prepare", task=_task_of(raw), sources=names))
-
-
-def parse_features(raw: dict[str, Any]) -> FeaturesConfig:
-    """Validate the features section: derived steps with known operations, a selection method."""
-    return _features(_section(raw, "features"))
-
-
-def parse_train(raw: dict[str, Any]) -> TrainConfig:
-    """Validate the train section against objectives.task: candidates that can learn it;
-    unknown XGBoost keys are refused so typos do not pass."""
-    task = _task_of(raw)
-    model = _section(raw, "train", task=task)
-    if task is None:
+    settings = _validate(info.annotation, value, (key,), _file_context(raw))
+    if key == "train" and _task_of(raw) is None:
         raise _config_error(
             [f"'objectives.task' is missing or not one of {list(TASKS)}; train depends on it"]
         )
-    return _train(model, task)
-
-
-def parse_evaluate(raw: dict[str, Any]) -> EvaluateConfig:
-    """Validate the evaluate section (optional)."""
-    return _evaluate(_section(raw, "evaluate"))
-
-
-def parse_gate(raw: dict[str, Any]) -> GateConfig:
-    """Validate the gate section (optional)."""
-    return _gate(_section(raw, "gate"))
-
-
-def parse_monitor(raw: dict[str, Any]) -> MonitorConfig:
-    """Validate the monitor section (optional)."""
-    return _monitor(_section(raw, "monitor"))
-
-
-def parse_package(raw: dict[str, Any]) -> PackageConfig:
-    """Validate the package section (optional)."""
-    return _package(_section(raw, "package"))
-
-
-class Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's core schema for booleans and numbers, the way DVC
-    (ruamel.yaml) reads params.yaml: ``yes``, ``no``, ``on``, ``off`` are strings (YAML 1.1
-    made them booleans), ``010`` is ten, ``1e3`` is a number and ``1:20`` is a string.
-
-    Otherwise ``positive_class: yes`` would be ``True`` here and ``"yes"`` for DVC.
-    """
-
-
-_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
-Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-Yaml12Loader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-Yaml12Loader.add_implicit_resolver(
-    _INT, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-Yaml12Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+.0123456789"),
-)
-
-
-def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
-    text = str(loader.construct_scalar(node)).replace("_", "")  # 1_000, as ruamel reads it
-    if text.startswith(("0x", "0o")):
-        return int(text, 0)
-    return int(text, 10)  # "010" is ten, not YAML 1.1's octal eight
-
-
-Yaml12Loader.add_constructor(_INT, _yaml12_int)
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML text as DVC does (YAML 1.2 core schema; see :class:`Yaml12Loader`)."""
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml as plain data, as DVC reads it (YAML 1.2), with a clear error if it is
-    absent or not YAML."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path} not found; run from the project root or pass --params")
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections")
-    return raw
+    return settings
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
     """Validate every section of an already-read params.yaml; every problem is reported at
     once, in one :class:`ConfigError`."""
-    context = {"task": _task_of(raw), "sources": _source_names(raw)}
-    m: ParamsModel = _validate(ParamsModel, raw, (), context)
-    return Params(
-        objectives=_objectives(m.objectives),
-        data=_data(m.data),
-        validate=_validate_config(m.validate_),
-        prepare=_prepare(m.prepare),
-        features=_features(m.features),
-        train=_train(m.train, m.objectives.task),
-        evaluate=_evaluate(m.evaluate),
-        monitor=_monitor(m.monitor),
-        gate=_gate(m.gate),
-        package=_package(m.package),
-        engine=_engine(m.engine),
-    )
+    return _validate(Params, raw, (), _file_context(raw))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text as DVC parses params.yaml: ruamel.yaml's safe loader, YAML 1.2 (so
+    ``yes``, ``on`` are strings, ``010`` is ten, ``1e3`` a number). Raises :class:`YAMLError`."""
+    return YAML(typ="safe").load(text)
+
+
+def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml as plain data, as DVC reads it, with a clear error if it is absent or
+    not YAML (naming the line and column)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the project root or pass --params")
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections")
+    return raw
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:
@@ -1633,9 +1278,27 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(read_raw(path))
 
 
+def descriptions(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, str]:
+    """Every key's description by key path (``data.sources.kind``: a list's items share its
+    path); a key that holds a mapping of keys and has no description of its own gets its
+    model's. Whitespace is collapsed."""
+    out = {}
+    for key, info in _keys(model).items():
+        declared = _bare(info.annotation)
+        inner = _model(
+            typing.get_args(declared)[0] if typing.get_origin(declared) is tuple else declared
+        )
+        text = info.description or (inner.__doc__ if inner else None)
+        if text:
+            out[prefix + key] = " ".join(text.split())
+        if inner:
+            out |= descriptions(inner, f"{prefix}{key}.")
+    return out
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of params.yaml (for editors: ``# yaml-language-server: $schema=...``)."""
-    schema = ParamsModel.model_json_schema(by_alias=True)
+    schema = Params.model_json_schema(by_alias=True)
 
     def drop_field_titles(node: Any) -> None:
         if isinstance(node, dict):

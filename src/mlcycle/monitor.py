@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import drift
-from mlcycle.config import MonitorConfig, Objectives
+from mlcycle.config import MonitorConfig, Objectives, section
 from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import write_text
@@ -453,6 +453,4 @@ def summary_line(doc: dict) -> str:
 
 def objectives_from_bundle(metadata: dict) -> Objectives:
     """The objectives the served model was built for (from its bundle's metadata)."""
-    from mlcycle.config import parse_objectives
-
-    return parse_objectives({"objectives": metadata["objectives"]})
+    return section({"objectives": metadata["objectives"]}, "objectives")

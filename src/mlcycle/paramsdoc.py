@@ -21,9 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from mlcycle.config import json_schema, load_yaml
+from mlcycle.config import YAMLError, json_schema, load_yaml
 
 Node = dict[str, Any]
 
@@ -62,7 +60,7 @@ def _value(value: Any) -> str:
     if isinstance(value, str):
         try:
             bare = value != "" and load_yaml(value) == value
-        except yaml.YAMLError:
+        except YAMLError:
             bare = False
         if bare:
             return _code(value)

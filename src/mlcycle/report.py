@@ -230,13 +230,14 @@ def _drift_detail(c: dict) -> str:
 
 
 def _monitor_settings(root: Path, rev: str) -> Any:
-    """monitor settings of params.yaml at ``rev`` (thresholds of the drift rule), if valid."""
+    """monitor settings of params.yaml at ``rev`` (thresholds of the drift rule), if they are
+    valid."""
     from mlcycle import config
 
     text = read_at(root, rev, "params.yaml")
     try:
-        return config.parse_params(config.load_yaml(text)).monitor if text else None
-    except (ValueError, TypeError):
+        return config.section(config.load_yaml(text), "monitor") if text else None
+    except (ValueError, config.YAMLError):
         return None
 
 

@@ -424,7 +424,7 @@ def carried_settings(root: Path) -> dict[str, Any]:
     does not parse: its data-independent sections are kept."""
     try:
         raw = config.load_yaml((root / config.PARAMS_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, config.YAMLError):
         return {}
     return raw if isinstance(raw, dict) else {}
 
@@ -519,94 +519,17 @@ def draft_params(
     return {section: params[section] for section in SECTION_ORDER}
 
 
-# Trailing comments, by key path (list items share their list's path).
-COMMENTS = {
-    "objectives": "what the model is for, and the bar it must clear",
-    "objectives.task": "binary_classification | multiclass_classification | regression",
-    "objectives.target": "the column to predict",
-    "objectives.primary_metric": "the metric that decides (model choice, gate)",
-    "objectives.kpis": "also reported",
-    "objectives.minimums": "bounds for other KPIs the gate checks, e.g. {mae: 40.0}",
-    "objectives.threshold": "the decision threshold, chosen on out-of-fold training predictions",
-    "objectives.threshold.maximize": "a metric to maximise; or null to minimise the cost below",
-    "objectives.threshold.cost_fp": "cost of a false positive",
-    "objectives.threshold.cost_fn": "cost of a false negative",
-    "objectives.slices": "KPIs per value of these columns, and the gap best-worst",
-    "objectives.slice_min_rows": "smaller slices get only their size: their KPIs would be noise",
-    "gate": "may the new model replace the production one?",
-    "gate.tolerance": "how much worse than production (primary metric) is acceptable",
-    "gate.fail_on_reject": "a rejection fails `dvc repro`",
-    "gate.compare_champion": "score the production model on the same test split",
-    "data": "where the records come from (see docs/data-sources.md)",
-    "data.columns": "names for files without a header line (this one has one)",
-    "data.sources": (
-        "unioned into one snapshot; kinds: file, database, http, landing. `sha256: <digest>` on "
-        "a source pins its content"
-    ),
-    "data.sources.format": "csv | parquet | jsonl (optionally .gz)",
-    "data.sources.header": "the first line names the columns",
-    "validate": "the data gate before prepare",
-    "validate.schema": "types, ranges, categories: drafted by `mlcycle init`; review it",
-    "validate.max_null_rate": "for columns whose schema entry gives none",
-    "validate.examples": "example values shown per finding",
-    "validate.severity": "error stops `dvc repro` here; warning is reported; ignore is not",
-    "prepare.drop_columns": "columns never used as features",
-    "prepare.clean": "row removals apply to the training split only",
-    "prepare.clean.drop_duplicates": "exact duplicates, and training rows that repeat a test row",
-    "prepare.clean.drop_conflicting_labels": "feature vectors seen with different labels",
-    "prepare.outliers": "on the training split only; the test split is never filtered",
-    "prepare.outliers.method": "none | iqr | zscore | isolation_forest",
-    "prepare.outliers.columns": "numeric columns to check (empty: all numeric)",
-    "prepare.split.method": (
-        "stratified (classification: class shares kept) | random | group | time | by_source"
-    ),
-    "prepare.split.test_size": "the test split's share of rows, read only by evaluate",
-    "prepare.split.seed": "the same seed, the same split",
-    "prepare.split.group_column": "group: rows sharing a value stay on one side",
-    "prepare.split.time_column": "time: the latest rows become the test split",
-    "prepare": "cleaning, outliers and the split into training and test",
-    "features": "the same code in training, batch scoring and the service",
-    "features.derived": "e.g. {name: net, op: difference, columns: [gain, loss]}",
-    "features.include": "if set, only these input columns (and derived ones) are used",
-    "features.exclude": "inputs not used as features (identifiers, leaks of the target)",
-    "features.selection.method": "none | mutual_info (fitted on the training split only)",
-    "features.selection.k": "features to keep with mutual_info",
-    "train": "each candidate tuned by cross-validation on the training split only",
-    "train.candidates": "the best CV score of primary_metric wins and is refit",
-    "train.baseline": "also refit untuned, for evaluate to score beside the winner",
-    "train.seed": "folds, sampler, inner validation slices and models",
-    "train.cv_folds": "folds of the training split",
-    "train.validation_fraction": "XGBoost: slice of each fold's training part for early stopping",
-    "train.class_weight": "none | balanced (classification)",
-    "train.device": "XGBoost: cpu | cuda",
-    "train.nthread": "XGBoost threads, scikit-learn n_jobs (0: all cores)",
-    "train.tuning": "an Optuna (TPE) search per candidate",
-    "train.tuning.trials": "trials after trial 0 (the fixed params below); 0: no search",
-    "train.tuning.trials_by_candidate": "a budget of their own for some candidates",
-    "train.tuning.timeout": "seconds per candidate (results then depend on the machine)",
-    "train.tuning.pruner": "median: stop trials behind after a fold; none: every fold runs",
-    "train.tuning.patience": "stop a candidate's search after this many trials without a new "
-    "best (0: never)",
-    "train.parallel_folds": "folds fitted side by side, sharing nthread; same scores",
-    "engine": "where the stages compute; docs/engines.md says when to switch",
-    "engine.kind": "local: pandas in one process | dask: partitioned, on a cluster",
-    "engine.scheduler": "a running scheduler (tcp://host:8786); null: a LocalCluster here",
-    "engine.connect_timeout": "seconds to reach the scheduler (and a worker), then an error",
-    "train.xgb": "XGBoost's fixed params: trial 0, and the base of every trial",
-    "train.models": "the other candidates' fixed params (scikit-learn names)",
-    "train.search": "per candidate: {param: {low, high[, log]}} or {choices: [...]}",
-    "evaluate": "scores the test split, the only stage that reads it",
-    "evaluate.curve_points": "points kept in the ROC and PR plot data",
-    "monitor": "`mlcycle monitor`; docs/monitoring.md has the measurements",
-    "monitor.alpha": "small batch: false-alarm rate (each column tested at alpha/columns)",
-    "monitor.large_batch": "rows from which a batch is judged by PSI instead of by tests",
-    "monitor.psi_threshold": "large batch: PSI (less what chance gives) from which a column drifts",
-    "monitor.missing_threshold": "a move of a column's missing share, or share of non-numbers",
-    "monitor.min_labels": "labelled rows before production KPIs are held to the objectives",
-    "monitor.bins": "bins of numeric columns (PSI, plots), fixed at `package` time",
-    "package": "the model bundle",
-    "package.name": "the model's name in the bundle and the registry (git tags)",
-}
+def _comment(description: str) -> str:
+    """A key's description as a trailing comment: its first sentence, without the full stop,
+    lowercase unless its first word is a name (XGBoost, LocalCluster)."""
+    first = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", description, maxsplit=1)[0].removesuffix(".")
+    word = first.split(" ", 1)[0]
+    return first[:1].lower() + first[1:] if word[1:] == word[1:].lower() else first
+
+
+# Trailing comments, by key path (list items share their list's path): the descriptions of the
+# settings (mlcycle.config), which the params reference and the JSON Schema show too.
+COMMENTS = {path: _comment(text) for path, text in config.descriptions().items()}
 
 SCHEMA_LINE = "# yaml-language-server: $schema=params.schema.json"
 HEADER = (

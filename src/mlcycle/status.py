@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlcycle import config
 from mlcycle.summary import SUMMARY, _params, fingerprint, headline
 from mlcycle.tasks import lower_is_better, meets
 
@@ -80,9 +81,8 @@ def minimums(params: dict) -> dict[str, float]:
 def _production(root: Path, params: dict) -> str:
     from mlcycle import registry
 
-    name = (params.get("package") or {}).get("name", "model")
     try:
-        prod = registry.production(root, name)
+        prod = registry.production(root, config.section(params, "package").name)
     except Exception as exc:  # noqa: BLE001 - status must print even without a registry
         return f"unknown ({type(exc).__name__})"
     return f"{prod.name}@{prod.version} (commit {prod.commit[:12]})" if prod else "none released"

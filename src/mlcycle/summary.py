@@ -29,13 +29,11 @@ def fingerprint(evaluate_text: str | bytes, params: dict | None) -> str:
 
 
 def _params(text: str | None) -> dict | None:
-    import yaml
-
-    from mlcycle.config import load_yaml  # params.yaml as DVC and the stages read it
+    from mlcycle.config import YAMLError, load_yaml  # params.yaml as DVC and the stages read it
 
     try:
         found = load_yaml(text) if text else None
-    except yaml.YAMLError:
+    except YAMLError:
         return None
     return found if isinstance(found, dict) else None
 

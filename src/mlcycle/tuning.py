@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -274,7 +274,7 @@ def cross_validate_trial(
             if trial is not None and should_stop(trial, folds, len(splits)):
                 raise Pruned(folds)
         return CVResult.from_folds(folds, splits, len(y), n_classes, task)
-    one = replace(cfg, nthread=fold_threads(cfg.nthread, workers))
+    one = cfg.model_copy(update={"nthread": fold_threads(cfg.nthread, workers)})
     cancel = threading.Event()
 
     def stop_if_cancelled(_round: int) -> None:

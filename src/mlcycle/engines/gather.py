@@ -24,7 +24,7 @@ give the same parts, byte for byte.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -306,7 +306,7 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
     root = Path.cwd()
     gathered: list[Gathered] = []
     for source in params.data.sources:
-        source = replace(source, text_columns=text_columns)
+        source = source.with_text_columns(text_columns)
         if source.kind == "file":
             got = gather_files(source, root, client)
             say(f"{source.name}: {got.rows} rows in {len(got.parts)} file(s) from "

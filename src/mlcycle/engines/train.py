@@ -241,7 +241,7 @@ def run_fold(
     fold of its own, and more threads than cores make every fold slower (OpenMP threads spin
     while they wait). The scores then do not depend on the workers' thread counts either."""
     start = time.perf_counter()
-    one = replace(cfg, nthread=1)
+    one = cfg.model_copy(update={"nthread": 1})
     if kind != "xgboost":
         out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
         return out, time.perf_counter() - start
@@ -274,7 +274,7 @@ def fit_on_worker(
     with as many threads as the worker has."""
     from distributed import get_worker
 
-    threads = replace(cfg, nthread=get_worker().state.nthreads)
+    threads = cfg.model_copy(update={"nthread": get_worker().state.nthreads})
     return fit(kind, data.X, data.y, params, threads, task, n_classes, rounds)
 
 

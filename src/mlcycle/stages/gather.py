@@ -11,7 +11,6 @@ landing files, each with a .reason.txt).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from mlcycle import config
@@ -52,7 +51,7 @@ def main() -> None:
         return
     reads = []
     for source in params.data.sources:
-        read = read_source(replace(source, text_columns=text), root)
+        read = read_source(source.with_text_columns(text), root)
         log("gather", f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
         if source.kind == "landing":
             write_quarantine(read, quarantine_folder(root, source.name))

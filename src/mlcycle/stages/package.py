@@ -89,7 +89,7 @@ def main() -> None:
     training = read_json(f"{METRICS}/train.json")
     threshold = read_json(f"{METRICS}/threshold.json")
     metadata = {
-        "name": raw.get("package", {}).get("name", "model"),
+        "name": params.package.name,
         "task": params.objectives.task,
         "classes": list(signature.classes),
         "threshold": threshold["threshold"],

@@ -15,8 +15,6 @@ chosen params).
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import pandas as pd
 from dvclive import Live
@@ -138,7 +136,7 @@ def finish(
     save_model_dir(MODEL_DIR, final.model, info)
     write_json(
         SIGNATURE_FILE,
-        {**signature.to_dict(), "train_config": asdict(cfg), "best_rounds": final.rounds},
+        {**signature.to_dict(), "train_config": cfg.record(), "best_rounds": final.rounds},
     )
     write_parquet(OOF, oof)
     say(
