@@ -19,7 +19,7 @@ from mlcycle.metrics import KPI_FUNCTIONS, bootstrap_interval, compute_kpis, sli
 from mlcycle.models import ADAPTERS, ModelError, fit, load_model, load_model_dir, save_model_dir
 from mlcycle.predict import output_columns, score
 from mlcycle.tasks import BINARY, KPI_NAMES, MODEL_TASKS, MULTICLASS, REGRESSION, TASKS
-from mlcycle.tuning import FoldError, make_folds, tune
+from mlcycle.tuning import FoldError, fit_options, make_folds, tune
 
 CFG = config.TrainConfig(
     seed=0,
@@ -89,9 +89,11 @@ def test_every_kind_answers_the_tasks_shape(kind: str, task_data: tuple) -> None
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:
         with pytest.raises(ModelError, match=f"cannot learn {task}"):
-            fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes))
+            fit(kind, X, y, SMALL[kind], task, len(sig.classes), **fit_options(CFG))
         return
-    model = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     out = model.output(X)
     if task == REGRESSION:
         assert out.shape == (len(X),) and out.dtype == np.float64
@@ -111,18 +113,24 @@ def test_model_files_round_trip_bit_for_bit(kind: str, task_data: tuple, tmp_pat
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:
         return
-    model = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     save_model_dir(tmp_path, model, {"params": SMALL[kind]})
     loaded, info = load_model_dir(tmp_path)
     assert info["task"] == task and info["kind"] == kind
     assert np.array_equal(loaded.output(X), model.output(X))
-    again = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    again = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     assert again.to_bytes() == model.to_bytes()  # same data, same params: same bytes
 
 
 def test_a_model_loaded_for_the_wrong_task_is_refused(task_data: tuple) -> None:
     task, sig, X, y = task_data
-    blob = fit("xgboost", X, y, SMALL["xgboost"], CFG, task, len(sig.classes), rounds=5)
+    blob = fit(
+        "xgboost", X, y, SMALL["xgboost"], task, len(sig.classes), rounds=5, **fit_options(CFG)
+    )
     other = REGRESSION if task != REGRESSION else BINARY
     with pytest.raises(ModelError, match="objective"):
         load_model("xgboost", blob.model.to_bytes(), other)
@@ -130,7 +138,9 @@ def test_a_model_loaded_for_the_wrong_task_is_refused(task_data: tuple) -> None:
 
 def test_bundles_of_every_task_score_through_one_function(task_data, tmp_path: Path) -> None:
     task, sig, X, y = task_data
-    model = fit("xgboost", X, y, SMALL["xgboost"], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        "xgboost", X, y, SMALL["xgboost"], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     meta = {"threshold": 0.5 if task == BINARY else None, "task": task}
     path = write_bundle(tmp_path / "b", model.to_bytes(), sig, meta, "xgboost")
     bundle = load_bundle(path)
