@@ -92,6 +92,33 @@ class Task:
         """The dtype of the encoded target the metrics read."""
         return "int64"
 
+    def probabilities(self, output: Any) -> Any:
+        """The ``(n, n_classes)`` probability matrix the metrics read from the output."""
+        return output
+
+    def calibration_hits(self, y: Any, output: Any) -> Any:
+        """Per row, whether the event :meth:`score` gives the probability of happened: the
+        positive class (binary) or the top class being right (multiclass)."""
+        return (output.argmax(axis=1) == y).astype("int8")
+
+    def ranked_columns(self, n_classes: int) -> Sequence[int]:
+        """The output columns whose scores ranking KPIs (ROC, PR) rank: every class's."""
+        return range(n_classes)
+
+    # -- the prediction files (out-of-fold, test) ---------------------------------------------
+
+    def output_columns(self, classes: Sequence[str], prefix: str = "") -> list[str]:
+        """The prediction-file columns holding the output: ``probability_<class>`` each."""
+        return [f"{prefix}probability_{c}" for c in classes]
+
+    def output_to_columns(self, output: Any, classes: Sequence[str]) -> dict[str, Any]:
+        """:meth:`output_columns` and their values, as the prediction files store them."""
+        return {f"probability_{c}": output[:, i] for i, c in enumerate(classes)}
+
+    def output_from_columns(self, frame: Any, classes: Sequence[str], prefix: str = "") -> Any:
+        """The output (float64) back from a prediction file's :meth:`output_columns`."""
+        return frame[self.output_columns(classes, prefix)].to_numpy(float)
+
     # -- the target ---------------------------------------------------------------------------
 
     def target_summary(
@@ -112,9 +139,18 @@ class Task:
             f"{c}: {int(n)}" for c, n in zip(classes, _counts(y, classes), strict=True)
         )
 
-    def slice_base(self, y: Any) -> dict[str, float]:
-        """What a slice of the test split reports about its encoded target besides its size."""
+    def slice_base(self, target_mean: float) -> dict[str, float]:
+        """What a slice of the test split reports about its target besides its size, from the
+        mean of its encoded target (binary: the positive rate)."""
         return {}
+
+    def confusion_summary(self, matrix: list[list[int]], classes: Sequence[str]) -> dict:
+        """The confusion matrix (rows actual, columns predicted) as evaluate.json writes it:
+        ``{actual: {predicted: count}}``."""
+        return {
+            str(a): {str(p): int(matrix[i][j]) for j, p in enumerate(classes)}
+            for i, a in enumerate(classes)
+        }
 
 
 class BinaryTask(Task):
@@ -142,8 +178,34 @@ class BinaryTask(Task):
     def describe_target(self, y: Any, classes: Sequence[str]) -> str:
         return f"{int(_counts(y, classes)[1])} positive"
 
-    def slice_base(self, y: Any) -> dict[str, float]:
-        return {"positive_rate": round(float(y.mean()), 6)}
+    def slice_base(self, target_mean: float) -> dict[str, float]:
+        return {"positive_rate": round(float(target_mean), 6)}
+
+    def confusion_summary(self, matrix: list[list[int]], classes: Sequence[str]) -> dict:
+        (tn, fp), (fn, tp) = matrix
+        return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
+
+    def probabilities(self, output: Any) -> Any:
+        """Both columns from the positive class's probability ``p``: ``1 - p`` and ``p``."""
+        import numpy as np  # output is a numpy array: numpy is loaded already
+
+        p = self.score(output)
+        return np.column_stack([1 - p, p])
+
+    def calibration_hits(self, y: Any, output: Any) -> Any:
+        return y
+
+    def ranked_columns(self, n_classes: int) -> Sequence[int]:
+        return [1]
+
+    def output_columns(self, classes: Sequence[str], prefix: str = "") -> list[str]:
+        return [f"{prefix}probability"]
+
+    def output_to_columns(self, output: Any, classes: Sequence[str]) -> dict[str, Any]:
+        return {"probability": self.score(output)}
+
+    def output_from_columns(self, frame: Any, classes: Sequence[str], prefix: str = "") -> Any:
+        return self.probabilities(frame[f"{prefix}probability"].to_numpy(float))
 
 
 class MulticlassTask(Task):
@@ -183,8 +245,17 @@ class RegressionTask(Task):
     def describe_target(self, y: Any, classes: Sequence[str]) -> str:
         return f"target mean {y.mean():.4g}, std {y.std():.4g}"
 
-    def slice_base(self, y: Any) -> dict[str, float]:
-        return {"target_mean": round(float(y.mean()), 6)}
+    def slice_base(self, target_mean: float) -> dict[str, float]:
+        return {"target_mean": round(float(target_mean), 6)}
+
+    def output_columns(self, classes: Sequence[str], prefix: str = "") -> list[str]:
+        return [f"{prefix}prediction"]
+
+    def output_to_columns(self, output: Any, classes: Sequence[str]) -> dict[str, Any]:
+        return {"prediction": output}
+
+    def output_from_columns(self, frame: Any, classes: Sequence[str], prefix: str = "") -> Any:
+        return frame[f"{prefix}prediction"].to_numpy(float)
 
 
 def _counts(y: Any, classes: Sequence[str]) -> Any:
