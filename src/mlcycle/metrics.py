@@ -337,7 +337,7 @@ def bootstrap_interval(
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
     t = DEFAULT_THRESHOLD if threshold is None else threshold
-    binary_auc = name == "roc_auc"  # binary's ROC AUC (multiclass reports roc_auc_ovr)
+    binary_auc = name == "roc_auc" and name in spec.kpis  # multiclass has roc_auc_ovr
     p = positive(out) if binary_auc else out
     rng = np.random.default_rng(seed)
     n = len(y_true)

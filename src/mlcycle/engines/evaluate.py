@@ -383,7 +383,7 @@ def rank_kpis(
         else:  # macro over the classes, undefined if one is absent (as the histogram's)
             values[name] = float(np.mean(list(aucs.values())))
     interval = None
-    if interval_of == "roc_auc":  # binary's ROC AUC
+    if interval_of == "roc_auc" and interval_of in tasks.get(sig.task).kpis:  # binary's
         interval = _delong(sums[1], aucs[1])
     return values, interval
 
