@@ -50,6 +50,7 @@ class Task:
     """
 
     classification: ClassVar[bool] = True  # predicts a class, with a probability per class
+    has_positive_class: ClassVar[bool] = False  # binary: a negative and a positive class
     thresholded: ClassVar[bool] = False  # binary: the label is decided at a threshold
     score_name: ClassVar[str] = "score"  # the drift column of :meth:`score`
     decision_rule: ClassVar[str] = ""  # evaluation's threshold rule, for tasks without one
@@ -119,6 +120,65 @@ class Task:
         """The output (float64) back from a prediction file's :meth:`output_columns`."""
         return frame[self.output_columns(classes, prefix)].to_numpy(float)
 
+    # -- the classes and the target ------------------------------------------------------------
+
+    def signature_classes(
+        self,
+        classes: Sequence[str],
+        negative_class: str | None = None,
+        positive_class: str | None = None,
+    ) -> tuple[tuple[str, ...], str | None, str | None]:
+        """A signature's classes and negative and positive class from what it was given (a
+        binary signature may give the two classes alone); ValueError for classes the task
+        cannot have."""
+        if len(classes) < 2:
+            raise ValueError(
+                f"a multiclass signature needs at least two classes, got {list(classes)}"
+            )
+        return tuple(classes), negative_class, positive_class
+
+    def training_classes(
+        self, labels: Sequence[str], target: str, positive_class: str | None
+    ) -> tuple[str, ...]:
+        """The classes learnt from the training split's distinct ``labels`` (in
+        :func:`mlcycle.features.class_order`); ValueError naming ``target`` when the task
+        cannot learn from them."""
+        if len(labels) < 2:
+            raise ValueError(
+                f"target {target!r} has {len(labels)} class(es) {list(labels)} in the training "
+                f"split; {self.name} needs at least two"
+            )
+        return tuple(labels)
+
+    def check_labels(
+        self,
+        target: str,
+        classes: Sequence[str],
+        positive_class: str | None,
+        numeric: bool,
+        max_numeric_classes: int,
+    ) -> None:
+        """ValueError naming ``target`` and what to change in params.yaml when its distinct
+        labels (sorted text ``classes``; ``numeric``: every label is a number) cannot be
+        learnt as this task's classes. A numeric target with more than
+        ``max_numeric_classes`` values is probably a quantity."""
+        if len(classes) < 2:
+            raise ValueError(
+                f"target {target!r} has a single class {list(classes)} in the data; {self.name} "
+                "needs at least two. Gather rows of the other classes, or choose another "
+                "objectives.target"
+            )
+        if numeric and len(classes) > max_numeric_classes:
+            raise ValueError(
+                f"target {target!r} holds {len(classes)} distinct numbers; as classes each would "
+                "be learnt separately. Set objectives.task: regression if it is a quantity"
+            )
+
+    def many_labels_hint(self, numeric: bool) -> str | None:
+        """For a target with too many distinct labels to list: what to change in params.yaml,
+        or None when this task can take that many."""
+        return "set objectives.task: regression if it is a quantity" if numeric else None
+
     # -- the target ---------------------------------------------------------------------------
 
     def target_summary(
@@ -156,7 +216,59 @@ class Task:
 class BinaryTask(Task):
     """Two classes, negative then positive; the label is decided at a threshold."""
 
+    has_positive_class = True
     thresholded = True
+
+    def signature_classes(
+        self,
+        classes: Sequence[str],
+        negative_class: str | None = None,
+        positive_class: str | None = None,
+    ) -> tuple[tuple[str, ...], str | None, str | None]:
+        classes = tuple(classes) or (negative_class, positive_class)
+        if len(classes) != 2 or None in classes:
+            raise ValueError(
+                f"a binary signature needs two classes (negative, positive), got {list(classes)}"
+            )
+        return classes, classes[0], classes[1]
+
+    def training_classes(
+        self, labels: Sequence[str], target: str, positive_class: str | None
+    ) -> tuple[str, ...]:
+        """The other label, then ``positive_class``."""
+        if positive_class not in labels or len(labels) != 2:
+            raise ValueError(
+                f"target {target!r} must have exactly two classes including "
+                f"{positive_class!r} for {self.name}; found {list(labels)[:20]}"
+            )
+        return (next(v for v in labels if v != positive_class), positive_class)
+
+    def check_labels(
+        self,
+        target: str,
+        classes: Sequence[str],
+        positive_class: str | None,
+        numeric: bool,
+        max_numeric_classes: int,
+    ) -> None:
+        if positive_class not in classes:
+            raise ValueError(
+                f"objectives.positive_class {positive_class!r} never occurs in target "
+                f"{target!r}; its values are {list(classes)[:20]}"
+            )
+        if len(classes) != 2:
+            hint = (
+                "; use objectives.task: multiclass_classification"
+                if len(classes) > 2
+                else "; a model needs examples of both classes"
+            )
+            raise ValueError(
+                f"target {target!r} must have exactly two classes for binary classification; "
+                f"found {len(classes)}: {list(classes)[:20]}{hint}"
+            )
+
+    def many_labels_hint(self, numeric: bool) -> str | None:
+        return "use objectives.task: multiclass_classification"
 
     def decide(self, output: Any, threshold: float | None = None) -> Any:
         t = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -223,6 +335,24 @@ class RegressionTask(Task):
 
     def output_width(self, n_classes: int) -> int:
         return 0
+
+    def signature_classes(
+        self,
+        classes: Sequence[str],
+        negative_class: str | None = None,
+        positive_class: str | None = None,
+    ) -> tuple[tuple[str, ...], str | None, str | None]:
+        if classes:
+            raise ValueError("a regression signature has no classes")
+        return (), negative_class, positive_class
+
+    def training_classes(
+        self, labels: Sequence[str], target: str, positive_class: str | None
+    ) -> tuple[str, ...]:
+        return ()
+
+    def many_labels_hint(self, numeric: bool) -> str | None:
+        return None
 
     def decide(self, output: Any, threshold: float | None = None) -> None:
         return None

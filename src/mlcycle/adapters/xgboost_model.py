@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,16 +29,6 @@ if TYPE_CHECKING:
 
     from mlcycle.features import Signature
 
-# Per task: the objective, the metrics watched on the inner validation slice during
-# cross-validation (the last one drives early stopping) and the final fit's training curve
-# (one metric: a second one, such as AUC, would sort every row each round).
-OBJECTIVES = {
-    BINARY: "binary:logistic",
-    MULTICLASS: "multi:softprob",
-    REGRESSION: "reg:squarederror",
-}
-EVAL_METRICS = {BINARY: ("auc", "logloss"), MULTICLASS: ("mlogloss",), REGRESSION: ("rmse",)}
-CURVE_METRICS = {BINARY: ("logloss",), MULTICLASS: ("mlogloss",), REGRESSION: ("rmse",)}
 # Keys of train.xgb that steer the boosting loop rather than the booster itself.
 ROUND_KEYS = ("n_estimators", "early_stopping_rounds")
 
@@ -56,12 +47,37 @@ def _value_output(p: np.ndarray, n_classes: int) -> np.ndarray:
     return p
 
 
-# Per task: the booster's predictions (float64) as Model.output gives them; whether the booster
-# needs num_class; how ``class_weight: balanced`` weighs the classes (binary: scale_pos_weight
-# on the positives; multiclass: a weight per row).
-OUTPUT_FROM_RAW = {BINARY: _binary_output, MULTICLASS: _softprob_output, REGRESSION: _value_output}
-NUM_CLASS = frozenset({MULTICLASS})
-BALANCE_BY = {BINARY: "scale_pos_weight", MULTICLASS: "row_weights"}
+@dataclass(frozen=True)
+class Learning:
+    """How XGBoost learns one task: the objective; the metrics watched on the inner
+    validation slice during cross-validation (the last one drives early stopping) and the
+    final fit's training curve (one metric: a second one, such as AUC, would sort every row
+    each round); the booster's predictions (float64) as :meth:`Model.output` gives them;
+    whether the booster needs ``num_class``; and how ``class_weight: balanced`` weighs the
+    classes (``scale_pos_weight`` on the positives, or a weight per row)."""
+
+    objective: str
+    eval_metrics: tuple[str, ...]
+    curve_metrics: tuple[str, ...]
+    output: Callable[[np.ndarray, int], np.ndarray]
+    num_class: bool = False
+    balance_by: str | None = None
+
+
+LEARNING = {
+    BINARY: Learning(
+        "binary:logistic", ("auc", "logloss"), ("logloss",), _binary_output,
+        balance_by="scale_pos_weight",
+    ),
+    MULTICLASS: Learning(
+        "multi:softprob", ("mlogloss",), ("mlogloss",), _softprob_output,
+        num_class=True, balance_by="row_weights",
+    ),
+    REGRESSION: Learning("reg:squarederror", ("rmse",), ("rmse",), _value_output),
+}  # fmt: skip
+OBJECTIVES = {task: learning.objective for task, learning in LEARNING.items()}
+EVAL_METRICS = {task: learning.eval_metrics for task, learning in LEARNING.items()}
+CURVE_METRICS = {task: learning.curve_metrics for task, learning in LEARNING.items()}
 
 
 def dmatrix(
@@ -110,9 +126,9 @@ def booster_params(
         "nthread": threads,
         "device": device,
     }
-    if task in NUM_CLASS:
+    if LEARNING[task].num_class:
         out["num_class"] = n_classes
-    if class_weight == "balanced" and BALANCE_BY.get(task) == "scale_pos_weight":
+    if class_weight == "balanced" and LEARNING[task].balance_by == "scale_pos_weight":
         out["scale_pos_weight"] = negatives_per_positive(y)
     for key, value in params.items():
         if key not in ROUND_KEYS:
@@ -132,7 +148,7 @@ class _RoundCallback(xgb.callback.TrainingCallback):
 
 def _row_weights(y: np.ndarray, task: str, n_classes: int, class_weight: str) -> np.ndarray | None:
     """Per-row weights for ``class_weight: balanced`` where the task weighs rows (multiclass)."""
-    if class_weight == "balanced" and BALANCE_BY.get(task) == "row_weights":
+    if class_weight == "balanced" and LEARNING[task].balance_by == "row_weights":
         return balanced_weights(y, n_classes)
     return None
 
@@ -170,7 +186,7 @@ class XGBoostModel(Model):
         the positive class's probability; multiclass, the softprob rows renormalised in
         float64 (each sums to 1 to double precision); regression, the values."""
         p = np.asarray(raw, dtype=np.float64)
-        return OUTPUT_FROM_RAW[self.task](p, self.n_classes)
+        return LEARNING[self.task].output(p, self.n_classes)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if not self.task_type.classification:
