@@ -136,6 +136,8 @@ def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, Clean
 
 # A classification target with more distinct numeric values than this is probably a quantity.
 MAX_NUMERIC_CLASSES = 50
+# What a target that is not numeric but meant as regression should become.
+CLASSES_HINT = f"If it names classes, set objectives.task to {' or '.join(tasks.CLASSIFICATION)}"
 
 
 def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
@@ -154,18 +156,14 @@ def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
             examples = sorted({str(v) for v in labels[bad]})[:5]
             raise PrepareError(
                 f"target {target!r} is not numeric: {int(bad.sum())} of {len(labels)} values "
-                f"are not numbers (e.g. {examples}); regression needs numbers. If it names "
-                "classes, set objectives.task to binary_classification or "
-                "multiclass_classification"
+                f"are not numbers (e.g. {examples}); regression needs numbers. {CLASSES_HINT}"
             )
         return numbers.astype(np.float64)
     text = labels.astype(str)
     classes = sorted(text.unique())
     numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
     try:
-        task.check_labels(
-            target, classes, objectives.positive_class, numeric, MAX_NUMERIC_CLASSES
-        )
+        task.check_labels(target, classes, objectives.positive_class, numeric, MAX_NUMERIC_CLASSES)
     except ValueError as exc:
         raise PrepareError(str(exc)) from None
     return text

@@ -193,6 +193,10 @@ class Task:
         shares = (counts / counts.sum()).sort_index()
         return {"class_share": {str(k): round(float(v), 6) for k, v in shares.items()}}
 
+    def predicts(self, target: str, classes: Sequence[str], positive_class: str | None) -> str:
+        """What a model of this task predicts, in words (the model card)."""
+        return f"the class of {target}, one of {classes}"
+
     def describe_target(self, y: Any, classes: Sequence[str]) -> str:
         """The encoded target's make-up for a progress log: class counts, or the range."""
         return ", ".join(
@@ -287,6 +291,9 @@ class BinaryTask(Task):
         (rate,) = compute((target == positive_class).mean())
         return {"positive_rate": round(float(rate), 6)}
 
+    def predicts(self, target: str, classes: Sequence[str], positive_class: str | None) -> str:
+        return f"{target} = {positive_class!r}"
+
     def describe_target(self, y: Any, classes: Sequence[str]) -> str:
         return f"{int(_counts(y, classes)[1])} positive"
 
@@ -371,6 +378,9 @@ class RegressionTask(Task):
     ) -> dict[str, Any]:
         mean, std = compute(target.mean(), target.std())
         return {"target_mean": round(float(mean), 6), "target_std": round(float(std), 6)}
+
+    def predicts(self, target: str, classes: Sequence[str], positive_class: str | None) -> str:
+        return f"the value of {target}"
 
     def describe_target(self, y: Any, classes: Sequence[str]) -> str:
         return f"target mean {y.mean():.4g}, std {y.std():.4g}"

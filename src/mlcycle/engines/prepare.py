@@ -49,6 +49,7 @@ from mlcycle.engines import (
     write_dataset,
 )
 from mlcycle.prepare import (
+    CLASSES_HINT,
     MISSING_TOKENS,
     NUMERIC_SHARE,
     CleanReport,
@@ -167,9 +168,8 @@ def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> N
         if facts["bad"]:
             raise PrepareError(
                 f"target {target!r} is not numeric: {facts['bad']} of {facts['rows']} values "
-                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. If it "
-                "names classes, set objectives.task to binary_classification or "
-                "multiclass_classification"
+                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. "
+                f"{CLASSES_HINT}"
             )
         return
     labels = facts["labels"]
