@@ -16,7 +16,15 @@ from mlcycle import config
 from mlcycle.bundle import BundleError, load_bundle, write_bundle
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import KPI_FUNCTIONS, bootstrap_interval, compute_kpis, slice_kpis
-from mlcycle.models import ADAPTERS, ModelError, fit, load_model, load_model_dir, save_model_dir
+from mlcycle.models import (
+    ADAPTERS,
+    ModelError,
+    adapter,
+    fit,
+    load_model,
+    load_model_dir,
+    save_model_dir,
+)
 from mlcycle.predict import output_columns, score
 from mlcycle.tasks import BINARY, KPI_NAMES, MODEL_TASKS, MULTICLASS, REGRESSION, TASKS
 from mlcycle.tuning import FoldError, fit_options, make_folds, tune
@@ -223,3 +231,26 @@ def test_a_tiny_signature_still_builds_as_before() -> None:
         features=(Feature("x", "numeric"),), target="t", positive_class="b", negative_class="a"
     )
     assert sig.task == BINARY and sig.classes == ("a", "b")
+
+
+def test_adapters_declare_what_they_support() -> None:
+    """Code above the adapters asks these instead of testing a kind's name."""
+    xgb, lr, rf = adapter("xgboost"), adapter("logistic_regression"), adapter("random_forest")
+    assert xgb.early_stopping and xgb.distributed
+    assert not (lr.early_stopping or lr.distributed or rf.early_stopping or rf.distributed)
+    # Fixed parameters: the kind's defaults, under train.models.<kind>, under its own section.
+    assert rf.fixed_params({"random_forest": {"n_estimators": 10}}, {"xgb": {"eta": 1}}) == {
+        "n_estimators": 10, "min_samples_leaf": 5, "max_features": "sqrt",
+    }  # fmt: skip
+    models = {"xgboost": {"max_depth": 3, "eta": 0.1}}
+    assert xgb.fixed_params(models, {"xgb": {"max_depth": 4}}) == {"max_depth": 4, "eta": 0.1}
+    sig, train = signature_for(BINARY), records(120, BINARY)
+    X, y = to_model_frame(train, sig), encode_target(train["label"], sig)
+    model = fit("logistic_regression", X, y, {}, BINARY, 2, **fit_options(CFG)).model
+    with pytest.raises(ModelError, match="no XGBoost booster"):
+        _ = model.booster
+    with pytest.raises(NotImplementedError, match="does not early-stop"):
+        lr.fit_early_stopped(X, y, {}, BINARY, 2, np.arange(2), np.arange(2), seed=0,
+                             threads=1, device="cpu", class_weight="none")  # fmt: skip
+    boosted = fit("xgboost", X, y, SMALL["xgboost"], BINARY, 2, rounds=5, **fit_options(CFG))
+    assert boosted.model.booster is boosted.model.estimator
