@@ -46,7 +46,10 @@ class Task:
 
     ``kpis`` are the KPIs it can report (and so name in objectives.kpis / primary_metric /
     minimums); ``default_kpis``, ``default_primary`` and ``default_candidates`` are what
-    ``mlcycle init`` proposes and objectives fall back to. Subclasses are the three tasks.
+    ``mlcycle init`` proposes and objectives fall back to. The methods here are the general
+    classification case (any number of classes; the most probable one is the label), which
+    :class:`MulticlassTask` is; :class:`BinaryTask` and :class:`RegressionTask` override what
+    differs. Arrays are numpy's, series pandas' (or Dask's where a method says so).
     """
 
     classification: ClassVar[bool] = True  # predicts a class, with a probability per class
@@ -475,11 +478,6 @@ MODEL_KINDS = tuple(MODEL_TASKS)
 def kinds_for(task: str) -> list[str]:
     """The model kinds that can learn ``task``, in :data:`MODEL_KINDS` order."""
     return [kind for kind in MODEL_KINDS if task in MODEL_TASKS[kind]]
-
-
-def is_classification(task: str) -> bool:
-    """Whether ``task`` predicts a class (binary or multiclass) rather than a number."""
-    return task in CLASSIFICATION
 
 
 def lower_is_better(metric: str) -> bool:
