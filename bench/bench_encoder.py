@@ -33,6 +33,7 @@ from mlcycle.bundle import load_bundle
 from mlcycle.encoder import compile_encoder
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.models import Model, fit
+from mlcycle.tuning import fit_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def model_and_signature(args: argparse.Namespace) -> tuple[Model, Signature, str
     xgb_params = {**params.train.xgb, "n_estimators": args.rounds}
     cfg = config.TrainConfig(seed=0, nthread=params.train.nthread, validation_fraction=0.1)
     X, y = to_model_frame(train, sig), encode_target(train[target], sig)
-    model = fit("xgboost", X, y, xgb_params, cfg, rounds=args.rounds).model
+    model = fit("xgboost", X, y, xgb_params, rounds=args.rounds, **fit_options(cfg)).model
     model.estimator.set_param({"nthread": 0})  # as a loaded bundle is
     return model, sig, f"XGBoost fitted here, {args.rounds} rounds, params.yaml train.xgb"
 

@@ -33,7 +33,7 @@ from mlcycle import config
 from mlcycle.adapters.xgboost_model import CURVE_METRICS, booster_params
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.models import fit
-from mlcycle.tuning import tune
+from mlcycle.tuning import fit_options, tune
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
@@ -116,15 +116,24 @@ def main() -> None:
             X,
             y,
             best_params,
-            cfg,
             obj.task,
             len(signature.classes),
             rounds=rounds,
             on_round=lambda i: None,
+            **fit_options(cfg),
         )
 
     native = {
-        **booster_params(best_params, cfg, y, obj.task, len(signature.classes)),
+        **booster_params(
+            best_params,
+            y,
+            obj.task,
+            len(signature.classes),
+            seed=cfg.seed,
+            threads=cfg.nthread,
+            device=cfg.device,
+            class_weight=cfg.class_weight,
+        ),  # fmt: skip
         "eval_metric": list(CURVE_METRICS[obj.task]),
     }
 

@@ -30,6 +30,7 @@ from mlcycle.features import (
 )
 from mlcycle.models import Model, ModelError, fit
 from mlcycle.tasks import BINARY, MODEL_TASKS, MULTICLASS, REGRESSION
+from mlcycle.tuning import fit_options
 from tests.conftest import ROOT
 
 NAN = math.nan
@@ -104,7 +105,7 @@ def adult() -> tuple[Signature, Model, pd.DataFrame]:
     features = config.FeaturesConfig(derived=ADULT_DERIVED, exclude=("fnlwgt",))
     sig = infer_signature(train, "income", ">50K", features)
     X, y = to_model_frame(train, sig), encode_target(train["income"], sig)
-    model = fit("xgboost", X, y, XGB, CFG, BINARY, 2, rounds=30).model
+    model = fit("xgboost", X, y, XGB, BINARY, 2, rounds=30, **fit_options(CFG)).model
     return sig, model, test
 
 
@@ -187,7 +188,7 @@ def test_an_early_stopped_booster_uses_the_same_trees(adult: tuple) -> None:
     train = read_adult("adult.data.gz", 0).iloc[:6000]
     X, y = to_model_frame(train, sig), encode_target(train["income"], sig)
     params = {**XGB, "n_estimators": 300, "early_stopping_rounds": 5}
-    result = fit("xgboost", X, y, params, CFG, BINARY, 2, early_stopping_seed=0)
+    result = fit("xgboost", X, y, params, BINARY, 2, early_stopping_seed=0, **fit_options(CFG))
     assert result.rounds < 300
     assert_same_path(result.model, sig, messy(test.iloc[:3000]))
 
@@ -300,7 +301,9 @@ def test_every_kind_and_task_answers_the_same(kind: str, task: str) -> None:
         train, "label", "yes" if task == BINARY else None, SYNTH_DERIVED, task=task
     )
     X, y = to_model_frame(train, sig), encode_target(train["label"], sig)
-    model = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     test = synthetic(300, task, 1)
     records = synthetic_records(test)
     out = model.output_encoded(assert_same_path(model, sig, records), sig)

@@ -16,10 +16,18 @@ from mlcycle import config
 from mlcycle.bundle import BundleError, load_bundle, write_bundle
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import KPI_FUNCTIONS, bootstrap_interval, compute_kpis, slice_kpis
-from mlcycle.models import ADAPTERS, ModelError, fit, load_model, load_model_dir, save_model_dir
+from mlcycle.models import (
+    ADAPTERS,
+    ModelError,
+    adapter,
+    fit,
+    load_model,
+    load_model_dir,
+    save_model_dir,
+)
 from mlcycle.predict import output_columns, score
 from mlcycle.tasks import BINARY, KPI_NAMES, MODEL_TASKS, MULTICLASS, REGRESSION, TASKS
-from mlcycle.tuning import FoldError, make_folds, tune
+from mlcycle.tuning import FoldError, fit_options, make_folds, tune
 
 CFG = config.TrainConfig(
     seed=0,
@@ -89,9 +97,11 @@ def test_every_kind_answers_the_tasks_shape(kind: str, task_data: tuple) -> None
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:
         with pytest.raises(ModelError, match=f"cannot learn {task}"):
-            fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes))
+            fit(kind, X, y, SMALL[kind], task, len(sig.classes), **fit_options(CFG))
         return
-    model = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     out = model.output(X)
     if task == REGRESSION:
         assert out.shape == (len(X),) and out.dtype == np.float64
@@ -111,18 +121,24 @@ def test_model_files_round_trip_bit_for_bit(kind: str, task_data: tuple, tmp_pat
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:
         return
-    model = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     save_model_dir(tmp_path, model, {"params": SMALL[kind]})
     loaded, info = load_model_dir(tmp_path)
     assert info["task"] == task and info["kind"] == kind
     assert np.array_equal(loaded.output(X), model.output(X))
-    again = fit(kind, X, y, SMALL[kind], CFG, task, len(sig.classes), rounds=20).model
+    again = fit(
+        kind, X, y, SMALL[kind], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     assert again.to_bytes() == model.to_bytes()  # same data, same params: same bytes
 
 
 def test_a_model_loaded_for_the_wrong_task_is_refused(task_data: tuple) -> None:
     task, sig, X, y = task_data
-    blob = fit("xgboost", X, y, SMALL["xgboost"], CFG, task, len(sig.classes), rounds=5)
+    blob = fit(
+        "xgboost", X, y, SMALL["xgboost"], task, len(sig.classes), rounds=5, **fit_options(CFG)
+    )
     other = REGRESSION if task != REGRESSION else BINARY
     with pytest.raises(ModelError, match="objective"):
         load_model("xgboost", blob.model.to_bytes(), other)
@@ -130,7 +146,9 @@ def test_a_model_loaded_for_the_wrong_task_is_refused(task_data: tuple) -> None:
 
 def test_bundles_of_every_task_score_through_one_function(task_data, tmp_path: Path) -> None:
     task, sig, X, y = task_data
-    model = fit("xgboost", X, y, SMALL["xgboost"], CFG, task, len(sig.classes), rounds=20).model
+    model = fit(
+        "xgboost", X, y, SMALL["xgboost"], task, len(sig.classes), rounds=20, **fit_options(CFG)
+    ).model
     meta = {"threshold": 0.5 if task == BINARY else None, "task": task}
     path = write_bundle(tmp_path / "b", model.to_bytes(), sig, meta, "xgboost")
     bundle = load_bundle(path)
@@ -211,3 +229,26 @@ def test_a_tiny_signature_still_builds_as_before() -> None:
         features=(Feature("x", "numeric"),), target="t", positive_class="b", negative_class="a"
     )
     assert sig.task == BINARY and sig.classes == ("a", "b")
+
+
+def test_adapters_declare_what_they_support() -> None:
+    """Code above the adapters asks these instead of testing a kind's name."""
+    xgb, lr, rf = adapter("xgboost"), adapter("logistic_regression"), adapter("random_forest")
+    assert xgb.early_stopping and xgb.distributed
+    assert not (lr.early_stopping or lr.distributed or rf.early_stopping or rf.distributed)
+    # Fixed parameters: the kind's defaults, under train.models.<kind>, under its own section.
+    assert rf.fixed_params({"random_forest": {"n_estimators": 10}}, {"xgb": {"eta": 1}}) == {
+        "n_estimators": 10, "min_samples_leaf": 5, "max_features": "sqrt",
+    }  # fmt: skip
+    models = {"xgboost": {"max_depth": 3, "eta": 0.1}}
+    assert xgb.fixed_params(models, {"xgb": {"max_depth": 4}}) == {"max_depth": 4, "eta": 0.1}
+    sig, train = signature_for(BINARY), records(120, BINARY)
+    X, y = to_model_frame(train, sig), encode_target(train["label"], sig)
+    model = fit("logistic_regression", X, y, {}, BINARY, 2, **fit_options(CFG)).model
+    with pytest.raises(ModelError, match="no XGBoost booster"):
+        _ = model.booster
+    with pytest.raises(NotImplementedError, match="does not early-stop"):
+        lr.fit_early_stopped(X, y, {}, BINARY, 2, np.arange(2), np.arange(2), seed=0,
+                             threads=1, device="cpu", class_weight="none")  # fmt: skip
+    boosted = fit("xgboost", X, y, SMALL["xgboost"], BINARY, 2, rounds=5, **fit_options(CFG))
+    assert boosted.model.booster is boosted.model.estimator

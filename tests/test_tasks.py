@@ -1,7 +1,9 @@
-"""Every task type end to end: a multiclass and a regression dataset that scikit-learn ships,
-set up with `mlcycle init` and params edits only, run through real `dvc repro`, then served
-and batch-scored with identical outputs. And a wrong task for the target stops the run with an
-error that names the column and what to change.
+"""Every task type: first the :class:`mlcycle.tasks.Task` objects on their own (the decision
+rule at its threshold, the scores, the metric directions, the target summary); then end to
+end, a multiclass and a regression dataset that scikit-learn ships, set up with `mlcycle init`
+and params edits only, run through real `dvc repro`, then served and batch-scored with
+identical outputs. And a wrong task for the target stops the run with an error that names the
+column and what to change.
 """
 
 from __future__ import annotations
@@ -11,10 +13,125 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
+from mlcycle import tasks
+from mlcycle.features import Signature
+from mlcycle.metrics import KPI_FUNCTIONS
+from mlcycle.predict import decide
+from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, MULTICLASS, REGRESSION
 from tests.conftest import BIN, FAST_PARAMS, git_commit, make_project, run, serving, set_params
 from tests.test_serve import post_json, request, to_records
+
+# --- the Task objects --------------------------------------------------------------------------
+
+BINARY_OUT = np.array([[0.6, 0.4], [0.5, 0.5], [0.3, 0.7], [0.51, 0.49]])
+MULTI_OUT = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3], [0.1, 0.2, 0.7]])
+
+
+def test_binary_decides_the_positive_class_at_and_above_the_threshold() -> None:
+    task = tasks.get(BINARY)
+    assert DEFAULT_THRESHOLD == 0.5
+    decided = task.decide(BINARY_OUT)  # the default threshold
+    assert decided.tolist() == [0, 1, 1, 0] and decided.dtype == np.int64
+    assert task.decide(BINARY_OUT, 0.49).tolist() == [0, 1, 1, 1]  # >=: 0.49 is positive
+    assert task.decide(BINARY_OUT, 0.7).tolist() == [0, 0, 1, 0]
+    # The positive class's probabilities alone decide the same.
+    assert task.decide(BINARY_OUT[:, 1], 0.49).tolist() == [0, 1, 1, 1]
+
+
+def test_multiclass_decides_the_most_probable_class_and_regression_nothing() -> None:
+    assert tasks.get(MULTICLASS).decide(MULTI_OUT, 0.99).tolist() == [1, 0, 2]  # no threshold
+    assert tasks.get(REGRESSION).decide(np.array([1.5, 2.0]), 0.5) is None
+
+
+def test_predict_decide_is_the_task_rule_with_class_names() -> None:
+    sig = Signature(features=(), target="y", task=BINARY, classes=("no", "yes"))
+    assert decide(BINARY_OUT, sig, 0.5) == ["no", "yes", "yes", "no"]
+    assert decide(BINARY_OUT, sig, None) == decide(BINARY_OUT, sig, DEFAULT_THRESHOLD)
+    multi = Signature(features=(), target="y", task=MULTICLASS, classes=("a", "b", "c"))
+    assert decide(MULTI_OUT, multi, None) == ["b", "a", "c"]
+    assert decide(np.array([3.0]), Signature((), "y", task=REGRESSION), None) is None
+
+
+def test_the_score_drift_and_plots_read() -> None:
+    assert tasks.get(BINARY).score(BINARY_OUT).tolist() == [0.4, 0.5, 0.7, 0.49]
+    assert tasks.get(MULTICLASS).score(MULTI_OUT).tolist() == [0.5, 0.6, 0.7]
+    assert tasks.get(REGRESSION).score(np.array([[1.0], [2.0]])).tolist() == [1.0, 2.0]
+    assert [tasks.get(t).score_name for t in tasks.TASKS] == ["score", "score", "value"]
+
+
+def test_metric_directions_and_defaults() -> None:
+    for metric in ("log_loss", "brier", "rmse", "mae", "mape", "median_ae", "residual_std"):
+        assert tasks.lower_is_better(metric)
+        assert tasks.better(metric, 1.0, 2.0) and tasks.meets(metric, 1.0, 1.0)
+        assert not tasks.meets(metric, 1.1, 1.0)
+    for metric in ("roc_auc", "accuracy", "f1_macro", "r2"):
+        assert not tasks.lower_is_better(metric)
+        assert tasks.better(metric, 2.0, 1.0) and not tasks.meets(metric, 0.9, 1.0)
+    for name in tasks.TASKS:
+        task = tasks.get(name)
+        assert task.name == name and set(task.kpis) == set(KPI_FUNCTIONS[name])
+        assert task.default_primary in task.kpis and set(task.default_kpis) <= set(task.kpis)
+        assert all(name in tasks.MODEL_TASKS[k] for k in task.default_candidates)
+    assert [tasks.get(t).classification for t in tasks.TASKS] == [True, True, False]
+    assert [tasks.get(t).thresholded for t in tasks.TASKS] == [True, False, False]
+    assert tasks.CLASSIFICATION == (BINARY, MULTICLASS)
+    with pytest.raises(tasks.UnknownTaskError, match="unknown task 'ranking'"):
+        tasks.get("ranking")
+
+
+def test_target_summary_and_output_width() -> None:
+    labels = pd.Series(["a", "b", "b", "c"])
+    assert tasks.get(BINARY).target_summary(labels, "b") == {"positive_rate": 0.5}
+    assert tasks.get(MULTICLASS).target_summary(labels) == {
+        "class_share": {"a": 0.25, "b": 0.5, "c": 0.25}
+    }
+    summary = tasks.get(REGRESSION).target_summary(pd.Series([1.0, 2.0, 3.0]))
+    assert summary == {"target_mean": 2.0, "target_std": 1.0}
+    assert [tasks.get(t).output_width(3) for t in tasks.TASKS] == [3, 3, 0]
+
+
+def test_prediction_columns_round_trip() -> None:
+    classes = ("a", "b", "c")
+    for name, out in ((BINARY, BINARY_OUT), (MULTICLASS, MULTI_OUT), (REGRESSION, np.ones(3))):
+        task = tasks.get(name)
+        k = classes[: out.shape[1]] if out.ndim == 2 else ()
+        frame = pd.DataFrame(task.output_to_columns(out, k))
+        assert list(frame.columns) == task.output_columns(k)
+        back = task.output_from_columns(frame, k)
+        if name == BINARY:  # stored as the positive class's probability
+            np.testing.assert_array_equal(back[:, 1], out[:, 1])
+            np.testing.assert_array_equal(back[:, 0], 1 - out[:, 1])
+        else:
+            np.testing.assert_array_equal(back, out)
+
+
+def test_classes_each_task_accepts() -> None:
+    binary = tasks.get(BINARY)
+    assert binary.signature_classes((), "no", "yes") == (("no", "yes"), "no", "yes")
+    assert binary.training_classes(["<=50K", ">50K"], "income", "<=50K") == (">50K", "<=50K")
+    with pytest.raises(ValueError, match="exactly two classes including 'x'"):
+        binary.training_classes(["a", "b"], "t", "x")
+    with pytest.raises(ValueError, match="at least two classes"):
+        tasks.get(MULTICLASS).signature_classes(("a",))
+    with pytest.raises(ValueError, match="no classes"):
+        tasks.get(REGRESSION).signature_classes(("a",))
+    with pytest.raises(ValueError, match="positive_class 'x' never occurs"):
+        binary.check_labels("t", ["a", "b"], "x", numeric=False, max_numeric_classes=50)
+    with pytest.raises(ValueError, match="holds 60 distinct numbers"):
+        numbers = [str(i) for i in range(60)]
+        tasks.get(MULTICLASS).check_labels("t", numbers, None, True, 50)
+    assert binary.confusion_summary([[3, 1], [2, 4]], ("n", "p")) == {
+        "tn": 3, "fp": 1, "fn": 2, "tp": 4,
+    }  # fmt: skip
+    assert tasks.get(MULTICLASS).confusion_summary([[1, 0], [2, 3]], ("a", "b")) == {
+        "a": {"a": 1, "b": 0}, "b": {"a": 2, "b": 3},
+    }  # fmt: skip
+
+
+# --- end to end ----------------------------------------------------------------------------------
 
 
 def wine_frame() -> pd.DataFrame:

@@ -49,6 +49,7 @@ from mlcycle.tuning import (
     CVResult,
     TuningResult,
     cross_validate,
+    fit_options,
     stratified_folds,
     summary,
     trials_csv,
@@ -61,11 +62,20 @@ MODEL_FILES = model_files()
 SKOPS_FILE = MODEL_FILES["logistic_regression"]
 
 
+def xgb_options(cfg: config.TrainConfig) -> dict:
+    """:func:`booster_params`' keyword arguments from the training settings."""
+    options = fit_options(cfg)
+    del options["validation_fraction"]
+    return options
+
+
 def sklearn_pipeline(kind: str, params: dict, X, cfg) -> Pipeline:  # noqa: ANN001
     """The unfitted Pipeline a scikit-learn kind builds for binary classification."""
     cls = adapter(kind)
     assert issubclass(cls, SklearnModel)
-    return cls.pipeline(params, X, cfg, BINARY)
+    return cls.pipeline(
+        params, X, BINARY, seed=cfg.seed, threads=cfg.nthread, class_weight=cfg.class_weight
+    )
 
 
 KINDS = ("xgboost", "logistic_regression", "random_forest")
@@ -130,7 +140,7 @@ def test_each_candidate_fits_and_loads_through_the_bundle_predicting_the_same(
     kind: str, data: tuple, new_records: pd.DataFrame, tmp_path: Path
 ) -> None:
     X, y = data
-    model = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model
+    model = fit(kind, X, y, SMALL[kind], rounds=20, **fit_options(train_config())).model
     assert model.kind == kind
     expected = model.predict_proba(to_model_frame(new_records, SIGNATURE))
     assert expected.dtype == np.float64
@@ -152,17 +162,19 @@ def test_each_candidate_fits_and_loads_through_the_bundle_predicting_the_same(
 def test_the_same_fit_gives_the_same_model_bytes(kind: str, data: tuple) -> None:
     """skops names its array files after memory addresses; ours are renumbered."""
     X, y = data
-    first = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model.to_bytes()
-    second = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model.to_bytes()
+    first = fit(kind, X, y, SMALL[kind], rounds=20, **fit_options(train_config())).model.to_bytes()
+    second = fit(kind, X, y, SMALL[kind], rounds=20, **fit_options(train_config())).model.to_bytes()
     assert first == second
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_model_dir_round_trip(kind: str, data: tuple, tmp_path: Path) -> None:
     X, y = data
-    model = fit(kind, X, y, SMALL[kind], train_config(), rounds=20).model
+    model = fit(kind, X, y, SMALL[kind], rounds=20, **fit_options(train_config())).model
     other = "logistic_regression" if kind == "xgboost" else "xgboost"
-    save_model_dir(tmp_path, fit(other, X, y, SMALL[other], train_config(), rounds=5).model, {})
+    save_model_dir(
+        tmp_path, fit(other, X, y, SMALL[other], rounds=5, **fit_options(train_config())).model, {}
+    )
     save_model_dir(tmp_path, model, {"params": SMALL[kind]})
     # Exactly one model file: the other format's, saved before, is gone.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MODEL_FILES[kind], "model.json"])
@@ -200,16 +212,22 @@ def test_balanced_class_weight(data: tuple) -> None:
     X, y = data
     cfg = train_config(class_weight="balanced", nthread=3)
     negatives, positives = int((y == 0).sum()), int((y == 1).sum())
-    native = booster_params(SMALL["xgboost"], cfg, y, BINARY)
+    native = booster_params(SMALL["xgboost"], y, BINARY, **xgb_options(cfg))
     assert native["scale_pos_weight"] == pytest.approx(negatives / positives)
     assert native["nthread"] == 3 and native["device"] == "cpu"
-    assert "scale_pos_weight" not in booster_params(SMALL["xgboost"], train_config(), y, BINARY)
+    plain = booster_params(SMALL["xgboost"], y, BINARY, **xgb_options(train_config()))
+    assert "scale_pos_weight" not in plain
     for kind in ("logistic_regression", "random_forest"):
         est = sklearn_pipeline(kind, {}, X, cfg)[-1]
         assert est.class_weight == "balanced"
     assert sklearn_pipeline("random_forest", {}, X, cfg)[-1].n_jobs == 3
     # The forest is grown on 3 threads but predicts on one, adding votes in a fixed order.
-    assert fit("random_forest", X, X.index.to_numpy() % 2, {}, cfg).model.estimator[-1].n_jobs == 1
+    assert (
+        fit("random_forest", X, X.index.to_numpy() % 2, {}, **fit_options(cfg))
+        .model.estimator[-1]
+        .n_jobs
+        == 1
+    )
     assert sklearn_pipeline("logistic_regression", {}, X, train_config())[-1].class_weight is None
 
 
@@ -228,7 +246,7 @@ class Tripwire:
 
 def _tripwire_model(data: tuple) -> Pipeline:
     X, y = data
-    pipeline = fit("logistic_regression", X, y, {}, train_config()).model.estimator
+    pipeline = fit("logistic_regression", X, y, {}, **fit_options(train_config())).model.estimator
     pipeline.named_steps["model"].tripwire = Tripwire()
     return pipeline
 
@@ -285,7 +303,7 @@ def test_a_malformed_skops_file_is_refused(tmp_path: Path) -> None:
 
 def test_a_skops_model_of_the_wrong_kind_is_refused(data: tuple, tmp_path: Path) -> None:
     X, y = data
-    blob = fit("logistic_regression", X, y, {}, train_config()).model.to_bytes()
+    blob = fit("logistic_regression", X, y, {}, **fit_options(train_config())).model.to_bytes()
     path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "random_forest")
     with pytest.raises(BundleError, match="not a Pipeline ending in RandomForestClassifier"):
         load_bundle(path)
@@ -293,7 +311,9 @@ def test_a_skops_model_of_the_wrong_kind_is_refused(data: tuple, tmp_path: Path)
 
 def test_metadata_kind_must_match_the_model_file(data: tuple, tmp_path: Path) -> None:
     X, y = data
-    blob = fit("xgboost", X, y, SMALL["xgboost"], train_config(), rounds=5).model.to_bytes()
+    blob = fit(
+        "xgboost", X, y, SMALL["xgboost"], rounds=5, **fit_options(train_config())
+    ).model.to_bytes()
     path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "xgboost")
     meta = json.loads((path / "metadata.json").read_text())
     meta["model_kind"] = "random_forest"
@@ -309,7 +329,9 @@ def test_metadata_kind_must_match_the_model_file(data: tuple, tmp_path: Path) ->
 
 def test_a_bundle_with_two_model_files_is_refused(data: tuple, tmp_path: Path) -> None:
     X, y = data
-    blob = fit("xgboost", X, y, SMALL["xgboost"], train_config(), rounds=5).model.to_bytes()
+    blob = fit(
+        "xgboost", X, y, SMALL["xgboost"], rounds=5, **fit_options(train_config())
+    ).model.to_bytes()
     path = write_bundle(tmp_path / "b", blob, SIGNATURE, {"threshold": 0.5}, "xgboost")
     (path / SKOPS_FILE).write_bytes(b"second model")
     names = sorted(["metadata.json", "model.ubj", "model.skops", "signature.json"])
@@ -332,7 +354,7 @@ def test_xgboost_cv_rounds_are_the_mean_of_the_folds_best(data: tuple) -> None:
     assert all(r <= cfg.xgb["n_estimators"] for r in cv.rounds)
     assert not np.isnan(cv.oof).any()  # every row held out exactly once
     assert cv.mean == pytest.approx(np.mean(cv.scores))
-    final = fit("xgboost", X, y, cfg.xgb, cfg, rounds=cv.final_rounds)
+    final = fit("xgboost", X, y, cfg.xgb, rounds=cv.final_rounds, **fit_options(cfg))
     assert final.model.estimator.num_boosted_rounds() == cv.final_rounds
     assert len(final.curves["train"]["logloss"]) == cv.final_rounds
     assert final.curves["train"]["loss"] == final.curves["train"]["logloss"]

@@ -70,9 +70,12 @@ class Bundle:
     @property
     def booster(self) -> xgb.Booster:
         """The XGBoost booster of an xgboost bundle (other kinds have none)."""
-        if self.model.kind != "xgboost":
-            raise BundleError(f"model bundle {self.path} holds a {self.model.kind}, not XGBoost")
-        return self.model.estimator
+        try:
+            return self.model.booster
+        except ModelError:
+            raise BundleError(
+                f"model bundle {self.path} holds a {self.model.kind}, not XGBoost"
+            ) from None
 
     @property
     def task(self) -> str:

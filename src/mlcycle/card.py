@@ -5,15 +5,13 @@ Built from the bundle's metadata, so it says nothing the pipeline did not measur
 
 from __future__ import annotations
 
+from mlcycle import tasks
+
 
 def _predicts(objectives: dict, classes: list[str]) -> str:
-    """What the model predicts, in words, per task."""
-    target, task = objectives.get("target"), objectives.get("task")
-    if task == "regression":
-        return f"the value of {target}"
-    if task == "multiclass_classification":
-        return f"the class of {target}, one of {classes}"
-    return f"{target} = {objectives.get('positive_class')!r}"
+    """What the model predicts, in words (bundles from before tasks: binary)."""
+    task = tasks.TASK.get(objectives.get("task"), tasks.TASK[tasks.BINARY])
+    return task.predicts(objectives.get("target"), classes, objectives.get("positive_class"))
 
 
 def card_data(meta: dict) -> dict:

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlcycle import tasks
+
 DEFAULT_BUNDLE = "models/bundle"
 DEFAULT_REFERENCE = "data/prepared/train.parquet"
 DEFAULT_SNAPSHOT = "data/raw/snapshot.parquet"
@@ -461,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="the column to predict")
     p.add_argument(
         "--task",
-        choices=["binary_classification", "multiclass_classification", "regression"],
+        choices=list(tasks.TASKS),
         help="default: inferred from the target (text or few whole numbers: classes)",
     )
     p.add_argument("--name", help="the model's registry name (default: <file stem>-model)")

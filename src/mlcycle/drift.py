@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mlcycle import tasks
 from mlcycle.config import MonitorConfig
 from mlcycle.features import Signature
 
@@ -168,19 +169,16 @@ def column_profile(values: pd.Series, kind: str, bins: int) -> dict[str, Any]:
 def prediction_columns(output: np.ndarray, signature: Signature, threshold: float | None) -> dict:
     """The columns prediction drift is measured on: binary, the positive class's probability
     (``score``) and the decided label (``class_mix``); multiclass, the top class's probability
-    (``score``) and the decided label; regression, the predicted ``value``."""
+    (``score``) and the decided label; regression, the predicted ``value``. A binary
+    ``output`` may also be the positive class's probabilities alone."""
+    task = tasks.get(signature.task)
     out = np.asarray(output, dtype=float)
-    if not signature.is_classification:
-        return {"value": pd.Series(out.reshape(-1))}
-    classes = np.asarray(signature.classes, dtype=object)
-    if out.ndim == 1:  # a positive-class vector
-        out = np.column_stack([1 - out, out])
-    if signature.task == "binary_classification":
-        t = 0.5 if threshold is None else threshold
-        decided = classes[(out[:, 1] >= t).astype(np.int64)]
-        return {"score": pd.Series(out[:, 1]), "class_mix": pd.Series(decided, dtype=object)}
-    decided = classes[np.argmax(out, axis=1)] if len(out) else np.array([], dtype=object)
-    return {"score": pd.Series(out.max(axis=1)), "class_mix": pd.Series(decided, dtype=object)}
+    cols = {task.score_name: pd.Series(task.score(out))}
+    if task.classification:
+        classes = np.asarray(signature.classes, dtype=object)
+        decided = classes[task.decide(out, threshold)] if len(out) else np.array([], dtype=object)
+        cols["class_mix"] = pd.Series(decided, dtype=object)
+    return cols
 
 
 PREDICTION_KINDS = {"score": "numeric", "value": "numeric", "class_mix": "categorical"}

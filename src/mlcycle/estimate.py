@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlcycle import tasks
 from mlcycle.tasks import BINARY, MULTICLASS
 
 ESTIMABLE = {
@@ -116,11 +117,7 @@ def estimate_kpi(
     elif name == "roc_auc_ovr":
         value = float(np.nanmean([_expected_auc(P[:, k]) for k in range(P.shape[1])]))
     else:
-        if task == BINARY:
-            t = 0.5 if threshold is None else threshold
-            decided = (P[:, 1] >= t).astype(np.int64)
-        else:
-            decided = P.argmax(axis=1)
+        decided = tasks.get(task).decide(P, threshold)
         k = P.shape[1]
         confusion = np.zeros((k, k))
         for j in range(k):  # expected count of each true class among those decided j

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
+from mlcycle import tasks
 from mlcycle.config import DERIVED_OPS, FeaturesConfig
-from mlcycle.tasks import BINARY, REGRESSION, TASKS, is_classification
+from mlcycle.tasks import BINARY
 
 
 class SchemaError(ValueError):
@@ -157,26 +158,15 @@ class Signature:
     classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise FeatureError(f"unknown task {self.task!r}; known: {list(TASKS)}")
-        if self.task == BINARY:
-            if not self.classes:
-                object.__setattr__(self, "classes", (self.negative_class, self.positive_class))
-            if len(self.classes) != 2 or None in self.classes:
-                raise FeatureError(
-                    f"a binary signature needs two classes (negative, positive), got "
-                    f"{list(self.classes)}"
-                )
-            object.__setattr__(self, "negative_class", self.classes[0])
-            object.__setattr__(self, "positive_class", self.classes[1])
-        elif self.task == REGRESSION:
-            if self.classes:
-                raise FeatureError("a regression signature has no classes")
-        elif len(self.classes) < 2:
-            raise FeatureError(
-                f"a multiclass signature needs at least two classes, got {list(self.classes)}"
+        try:
+            classes, negative, positive = tasks.get(self.task).signature_classes(
+                self.classes, self.negative_class, self.positive_class
             )
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        except ValueError as exc:  # an unknown task, or classes it cannot have
+            raise FeatureError(str(exc)) from None
+        object.__setattr__(self, "negative_class", negative)
+        object.__setattr__(self, "positive_class", positive)
+        object.__setattr__(self, "classes", tuple(str(c) for c in classes))
         if not self.inputs:
             object.__setattr__(self, "inputs", self.features)
         kinds = {f.name: f.kind for f in self.inputs}
@@ -221,7 +211,7 @@ class Signature:
             "classes": list(self.classes),
             **(
                 {"positive_class": self.positive_class, "negative_class": self.negative_class}
-                if self.task == BINARY
+                if tasks.get(self.task).has_positive_class
                 else {}
             ),
         }
@@ -229,17 +219,13 @@ class Signature:
     @property
     def is_classification(self) -> bool:
         """Whether the model predicts a class (with a probability per class)."""
-        return is_classification(self.task)
+        return tasks.get(self.task).classification
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Signature:
         """Read :meth:`to_dict`'s form. Older bundles have no ``task`` (binary, with
         ``positive_class`` and ``negative_class``) and may have no ``inputs`` (the features
         are the inputs)."""
-        task = d.get("task", BINARY)
-        classes = tuple(d.get("classes") or ())
-        if task == BINARY and not classes:
-            classes = (d["negative_class"], d["positive_class"])
         return cls(
             features=tuple(Feature.from_dict(f) for f in d["features"]),
             target=d["target"],
@@ -247,8 +233,10 @@ class Signature:
             derived=tuple(Derived.from_dict(s) for s in d.get("derived", ())),
             unused_inputs=tuple(d.get("unused_inputs", ())),
             selection=dict(d.get("selection", {})),
-            task=task,
-            classes=classes,
+            task=d.get("task", BINARY),
+            classes=tuple(d.get("classes") or ()),
+            negative_class=d.get("negative_class"),
+            positive_class=d.get("positive_class"),
         )
 
 
@@ -316,7 +304,7 @@ def encode_target(labels: pd.Series, signature: Signature) -> np.ndarray:
     A label outside the classes, a missing label or (regression) a value that is not a number
     is an error naming the target, the value and how many rows hold such values.
     """
-    if signature.task == REGRESSION:
+    if not signature.is_classification:
         values = pd.to_numeric(labels, errors="coerce")
         bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
         if bad.any():
@@ -386,7 +374,7 @@ def mutual_info_scores(
             arrays.append(np.where(np.isnan(values), fill, values))
             discrete.append(False)
     matrix = np.column_stack(arrays)
-    score = mutual_info_regression if task == REGRESSION else mutual_info_classif
+    score = mutual_info_classif if tasks.get(task).classification else mutual_info_regression
     scores = score(matrix, y, discrete_features=np.array(discrete), random_state=seed)
     return {str(name): float(s) for name, s in zip(X.columns, scores, strict=True)}
 
@@ -434,23 +422,14 @@ def infer_signature(
     say = progress or (lambda _msg: None)
     if target not in train.columns:
         raise SchemaError(f"target column {target!r} is not in the training data")
-    classes: tuple[str, ...] = ()
-    if is_classification(task):
+    spec = tasks.get(task)
+    labels = []
+    if spec.classification:
         labels = class_order([str(v) for v in train[target].dropna().astype(str).unique()])
-        if task == BINARY:
-            if positive_class not in labels or len(labels) != 2:
-                raise SchemaError(
-                    f"target {target!r} must have exactly two classes including "
-                    f"{positive_class!r} for binary_classification; found {labels[:20]}"
-                )
-            classes = (next(v for v in labels if v != positive_class), positive_class)
-        else:
-            if len(labels) < 2:
-                raise SchemaError(
-                    f"target {target!r} has {len(labels)} class(es) {labels} in the training "
-                    "split; multiclass_classification needs at least two"
-                )
-            classes = tuple(labels)
+    try:
+        classes = spec.training_classes(labels, target, positive_class)
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from None
     inputs = infer_inputs(train, target)
     names = [f.name for f in inputs]
     for key, listed in (("include", cfg.include), ("exclude", cfg.exclude)):

@@ -22,7 +22,8 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from mlcycle.tasks import BINARY, LOWER_IS_BETTER, MULTICLASS, REGRESSION
+from mlcycle import tasks
+from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, MULTICLASS, REGRESSION
 
 KpiFunction = Callable[[np.ndarray, np.ndarray, float], float]
 
@@ -34,7 +35,7 @@ def positive(out: np.ndarray) -> np.ndarray:
 
 
 def _labels(proba: np.ndarray, threshold: float) -> np.ndarray:
-    return (positive(proba) >= threshold).astype(np.int8)
+    return tasks.TASK[BINARY].decide(positive(proba), threshold)
 
 
 def _k(P: np.ndarray) -> list[int]:
@@ -91,10 +92,12 @@ KPI_FUNCTIONS: dict[str, dict[str, KpiFunction]] = {
 
 
 def _as_target(task: str, y: np.ndarray) -> np.ndarray:
-    return np.asarray(y, dtype=np.float64 if task == REGRESSION else np.int64)
+    return np.asarray(y, dtype=tasks.get(task).target_dtype())
 
 
-def kpi(task: str, name: str, y_true: np.ndarray, out: np.ndarray, threshold: float = 0.5) -> float:
+def kpi(
+    task: str, name: str, y_true: np.ndarray, out: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> float:
     """One KPI; NaN where it is undefined for these rows (one class only, MAPE with a zero)."""
     try:
         value = float(KPI_FUNCTIONS[task][name](y_true, out, threshold))
@@ -113,7 +116,7 @@ def compute_kpis(
     """The named KPIs rounded to 6 digits (readable JSON diffs); None where undefined."""
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
-    t = 0.5 if threshold is None else threshold
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
     values = {name: kpi(task, name, y_true, out, t) for name in names}
     return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
 
@@ -124,12 +127,8 @@ def prediction_frame(
     """Predictions beside the truth, as the out-of-fold and test prediction files store them:
     binary ``probability`` (positive class), multiclass ``probability_<class>`` per class,
     regression ``prediction``; then ``actual``."""
-    if task == BINARY:
-        return pd.DataFrame({"probability": positive(out), "actual": y})
-    if task == REGRESSION:
-        return pd.DataFrame({"prediction": out, "actual": y})
-    cols = {f"probability_{c}": out[:, i] for i, c in enumerate(classes)}
-    return pd.DataFrame({**cols, "actual": y})
+    out = np.asarray(out, dtype=np.float64)
+    return pd.DataFrame({**tasks.get(task).output_to_columns(out, classes), "actual": y})
 
 
 def _thin(n: int, points: int) -> np.ndarray:
@@ -217,15 +216,10 @@ def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[s
     return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
 
 
-def confusion_counts(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...] | list[str]
-) -> dict[str, dict[str, int]]:
-    """Any number of classes: ``{actual: {predicted: count}}`` over every pair of classes."""
-    matrix = skm.confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    return {
-        str(a): {str(p): int(matrix[i, j]) for j, p in enumerate(classes)}
-        for i, a in enumerate(classes)
-    }
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Counts per (actual, predicted) class index, rows actual; see
+    :meth:`mlcycle.tasks.Task.confusion_summary` for how evaluate.json writes them."""
+    return skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
 
 
 def per_class_report(
@@ -339,10 +333,11 @@ def bootstrap_interval(
     Resamples where the metric is undefined (a single class) are skipped and not counted.
     A binary ROC AUC of more than POISSON_ROWS rows uses the Poisson bootstrap.
     """
+    spec = tasks.get(task)
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
-    t = 0.5 if threshold is None else threshold
-    binary_auc = task == BINARY and name == "roc_auc"
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    binary_auc = name == "roc_auc" and name in spec.kpis  # multiclass has roc_auc_ovr
     p = positive(out) if binary_auc else out
     rng = np.random.default_rng(seed)
     n = len(y_true)
@@ -362,7 +357,7 @@ def bootstrap_interval(
             value = auc(np.bincount(idx, minlength=n))
         else:
             y = y_true[idx]
-            if task != REGRESSION and y.min() == y.max():  # one class: no ranking metric
+            if spec.classification and y.min() == y.max():  # one class: no ranking metric
                 continue
             value = kpi(task, name, y, out[idx], t)
         if np.isfinite(value):
@@ -408,14 +403,14 @@ def threshold_curve(
 
 def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -> float:
     """The threshold that maximises ``metric`` (or minimises it, for lower-is-better metrics),
-    or, without a metric, minimises the cost. Ties go to the threshold nearest 0.5."""
+    or, without a metric, minimises the cost. Ties go to the threshold nearest the default."""
 
     def key(row: dict[str, float]) -> tuple[float, float]:
         if metric is None:
             score = row["cost"]
         else:
             score = row[metric] if metric in LOWER_IS_BETTER else -row[metric]
-        return (score, abs(row["threshold"] - 0.5))
+        return (score, abs(row["threshold"] - DEFAULT_THRESHOLD))
 
     return float(min(curve, key=key)["threshold"])
 
@@ -438,6 +433,7 @@ def slice_kpis(
     With ``interval_metric``, each scored slice also gets that metric's bootstrap interval
     (``interval``), so a reader can tell a real gap from a small slice's noise.
     """
+    spec = tasks.get(task)
     groups = np.asarray(groups, dtype=object)
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
@@ -446,12 +442,8 @@ def slice_kpis(
     for value in sorted(set(keys)):
         mask = keys == value
         y, o = y_true[mask], out[mask]
-        entry: dict = {"rows": int(mask.sum())}
-        if task == BINARY:
-            entry["positive_rate"] = round(float(y.mean()), 6)
-        elif task == REGRESSION:
-            entry["target_mean"] = round(float(y.mean()), 6)
-        scoreable = task == REGRESSION or y.min() != y.max()
+        entry: dict = {"rows": int(mask.sum()), **spec.slice_base(float(y.mean()))}
+        scoreable = not spec.classification or y.min() != y.max()
         if mask.sum() >= min_rows and scoreable:
             entry.update(compute_kpis(task, y, o, threshold, names))
             if interval_metric:
@@ -527,11 +519,12 @@ def partial_sums(
     """The additive summary of one partition's truth and output (see :func:`merge_sums` and
     :func:`kpis_from_sums`); ``hist`` adds a :data:`HIST_BINS`-bin score histogram per class
     (for approximate ranking KPIs when the rows cannot be gathered)."""
+    spec = tasks.get(task)
     y = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
     s: Sums = {"n": np.array([float(len(y))])}
     edges = np.linspace(0.0, 1.0, 11)
-    if task == REGRESSION:
+    if not spec.classification:
         res = y - out
         for key, v in (("y", y), ("r", res)):
             mean, m2 = _moments(v)
@@ -542,16 +535,11 @@ def partial_sums(
         s["zero_y"] = np.array([float(zero.sum())])
         s["sape"] = np.array([float(np.abs(res[~zero] / y[~zero]).sum())])
         return s
-    if task == BINARY:
-        p = positive(out)
-        P = np.column_stack([1 - p, p])
-        pred = (p >= (0.5 if threshold is None else threshold)).astype(np.int64)
-        hit, conf = y.astype(np.float64), p
-        s["brier"] = np.array([float(((p - y) ** 2).sum())])
-    else:
-        P = out
-        pred = P.argmax(1)
-        hit, conf = (pred == y).astype(np.float64), P.max(1)
+    P = spec.probabilities(out)
+    pred = spec.decide(out, threshold)
+    hit, conf = spec.calibration_hits(y, out).astype(np.float64), spec.score(out)
+    if "brier" in spec.kpis:  # binary: the squared error of the positive class's probability
+        s["brier"] = np.array([float(((conf - y) ** 2).sum())])
     k = n_classes
     s["cm"] = np.bincount(y * k + pred, minlength=k * k).astype(np.float64)
     clipped = _eps_clip(P)
@@ -561,9 +549,8 @@ def partial_sums(
     s["cal_p"] = np.bincount(which, conf, minlength=10)
     s["cal_y"] = np.bincount(which, hit, minlength=10)
     if hist:
-        cls = [1] if task == BINARY else range(k)
         h = np.zeros((k, 2, HIST_BINS))
-        for c in cls:
+        for c in spec.ranked_columns(k):
             b = np.minimum((P[:, c] * HIST_BINS).astype(np.int64), HIST_BINS - 1)
             is_c = y == c
             h[c, 1] = np.bincount(b[is_c], minlength=HIST_BINS)
@@ -642,48 +629,47 @@ def kpis_from_sums(
     (approximate), else NaN."""
     n = float(s["n"][0])
     values: dict[str, float] = {}
-    if task == REGRESSION:
+    if not tasks.get(task).classification:
         sst, sse = s["m2_y"][0], s["sse"][0]
-        sums_kpis = {
-            "rmse": np.sqrt(sse / n) if n else np.nan,
-            "mae": s["sae"][0] / n if n else np.nan,
-            "r2": (1 - sse / sst) if sst else (1.0 if sse == 0 else 0.0),
-            "mape": np.nan if s["zero_y"][0] or not n else s["sape"][0] / n,
-            "residual_std": np.sqrt(s["m2_r"][0] / n) if n else np.nan,
+        sums_kpis: dict[str, Callable[[], float]] = {
+            "rmse": lambda: np.sqrt(sse / n) if n else np.nan,
+            "mae": lambda: s["sae"][0] / n if n else np.nan,
+            # scikit-learn: undefined for fewer than two rows
+            "r2": lambda: (
+                np.nan if n < 2 else (1 - sse / sst) if sst else (1.0 if sse == 0 else 0.0)
+            ),
+            "mape": lambda: np.nan if s["zero_y"][0] or not n else s["sape"][0] / n,
+            "residual_std": lambda: np.sqrt(s["m2_r"][0] / n) if n else np.nan,
         }
-        if n < 2:
-            sums_kpis["r2"] = np.nan  # scikit-learn: undefined for fewer than two rows
     else:
         k = n_classes
         cm = s["cm"].reshape(k, k)
         t, p, tp = cm.sum(1), cm.sum(0), np.diag(cm)
         present = t > 0
         f1 = np.array([_div(2 * tp[c], t[c] + p[c]) for c in range(k)])
+        # Every classification KPI from the sums, computed when named: precision, recall, f1
+        # and brier are binary's (of the positive class), f1_macro and f1_weighted multiclass'.
         sums_kpis = {
-            "accuracy": _div(np.trace(cm), n),
-            "balanced_accuracy": float(np.mean(tp[present] / t[present])) if n else np.nan,
-            "mcc": _mcc(cm),
-            "log_loss": s["log_loss"][0] / n if n else np.nan,
+            "accuracy": lambda: _div(np.trace(cm), n),
+            "balanced_accuracy": lambda: float(np.mean(tp[present] / t[present])) if n else np.nan,
+            "mcc": lambda: _mcc(cm),
+            "log_loss": lambda: s["log_loss"][0] / n if n else np.nan,
+            "precision": lambda: _div(tp[1], p[1]),
+            "recall": lambda: _div(tp[1], t[1]),
+            "f1": lambda: f1[1],
+            "brier": lambda: s["brier"][0] / n if n else np.nan,
+            "f1_macro": lambda: float(f1.mean()),
+            "f1_weighted": lambda: _div(float((f1 * t).sum()), float(t.sum())),
         }
-        if task == BINARY:
-            sums_kpis.update(
-                precision=_div(tp[1], p[1]),
-                recall=_div(tp[1], t[1]),
-                f1=f1[1],
-                brier=s["brier"][0] / n if n else np.nan,
-            )
-        else:
-            sums_kpis.update(
-                f1_macro=float(f1.mean()),
-                f1_weighted=_div(float((f1 * t).sum()), float(t.sum())),
-            )
-    h = None if task == REGRESSION else _hist(s, n_classes)
+    h = _hist(s, n_classes)  # None without a histogram (regression has none)
     for name in names:
         if name not in RANKING_KPIS:
-            values[name] = float(sums_kpis[name])
+            values[name] = float(sums_kpis[name]())
         elif pairs is not None:
             y, o = _as_target(task, pairs[0]), np.asarray(pairs[1], dtype=np.float64)
-            values[name] = kpi(task, name, y, o, 0.5 if threshold is None else threshold)
+            values[name] = kpi(
+                task, name, y, o, DEFAULT_THRESHOLD if threshold is None else threshold
+            )
         elif h is None:
             values[name] = float("nan")
         elif name == "roc_auc":
@@ -694,6 +680,14 @@ def kpis_from_sums(
             aucs = [hist_auc(h[c]) for c in range(n_classes)]
             values[name] = float(np.mean(aucs))
     return values
+
+
+def target_mean_from_sums(s: Sums, n_classes: int) -> float:
+    """The mean of the encoded target (binary: the positive rate) from merged sums."""
+    if "mean_y" in s:  # regression keeps the target's moments
+        return float(s["mean_y"][0])
+    per_class = s["cm"].reshape(n_classes, n_classes).sum(1)
+    return float((np.arange(n_classes) * per_class).sum()) / float(s["n"][0])
 
 
 def rounded(values: dict[str, float]) -> dict[str, float | None]:

@@ -13,6 +13,11 @@ convention:
 - :meth:`Model.to_bytes` / :func:`load_model` store and load it safely;
 - :meth:`Model.importance` and :meth:`Model.contributions` explain it.
 
+An adapter also declares what it supports, so that code above it asks rather than testing
+its kind: :attr:`Model.early_stopping` (boosting rounds chosen on an inner slice),
+:attr:`Model.distributed` (boosted across a Dask cluster), its parameters' defaults and
+settings section (:meth:`Model.fixed_params`).
+
 A new kind is one new adapter file plus its entry in :data:`mlcycle.tasks.MODEL_TASKS`.
 """
 
@@ -30,11 +35,14 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 
-from mlcycle.config import TrainConfig
+from mlcycle import tasks
 from mlcycle.io import read_json, write_bytes, write_json
-from mlcycle.tasks import BINARY, MODEL_TASKS, REGRESSION, TASKS, is_classification
+from mlcycle.tasks import BINARY, MODEL_TASKS, Task
 
 if TYPE_CHECKING:
+    from dask.dataframe import DataFrame as DaskFrame
+    from distributed import Client
+
     from mlcycle.features import Signature
 
 MODEL_INFO = "model.json"  # beside the model file: its kind, task, parameters and rounds
@@ -79,26 +87,35 @@ class Model:
     """A fitted model of one kind for one task; subclasses are the adapters.
 
     ``n_classes`` is the number of classes (0 for regression). Subclasses set ``kind`` and
-    ``file_name`` and implement the methods that raise :class:`NotImplementedError` here.
+    ``file_name``, declare what they support and implement the methods that raise
+    :class:`NotImplementedError` here.
     """
 
     kind: ClassVar[str] = ""
     file_name: ClassVar[str] = ""
+    # What the kind supports (see the module's docstring).
+    early_stopping: ClassVar[bool] = False  # fit_early_stopped: rounds chosen on a slice
+    distributed: ClassVar[bool] = False  # fit_distributed / predict_distributed on Dask
+    default_params: ClassVar[Mapping[str, Any]] = {}  # used where params.yaml sets none
+    params_section: ClassVar[str | None] = None  # a train key also holding its params
 
     def __init__(self, estimator: Any, task: str, n_classes: int = 0) -> None:
-        if task not in TASKS:
-            raise ModelError(f"unknown task {task!r}; known: {list(TASKS)}")
-        if task not in MODEL_TASKS[self.kind]:
+        try:
+            spec = tasks.get(task)
+        except tasks.UnknownTaskError as exc:
+            raise ModelError(str(exc)) from None
+        if self.kind not in tasks.kinds_for(task):
             raise ModelError(f"a {self.kind} model cannot learn {task}")
         self.estimator = estimator
         self.task = task
-        self.n_classes = 0 if task == REGRESSION else int(n_classes)
+        self.task_type: Task = spec
+        self.n_classes = spec.output_width(n_classes)
 
     # -- predicting ---------------------------------------------------------------------------
 
     def output(self, X: pd.DataFrame) -> np.ndarray:
         """The task's prediction, float64: ``(n, n_classes)`` probabilities or ``(n,)`` values."""
-        return self.predict_proba(X) if is_classification(self.task) else self.predict(X)
+        return self.predict_proba(X) if self.task_type.classification else self.predict(X)
 
     def set_threads(self, n: int) -> None:
         """Use ``n`` threads to predict. A service with one worker process per core wants 1:
@@ -121,11 +138,26 @@ class Model:
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Regression: predicted values. Classification: the most probable class's index."""
-        if is_classification(self.task):
+        if self.task_type.classification:
             return np.argmax(self.predict_proba(X), axis=1)
         raise NotImplementedError
 
+    @property
+    def booster(self) -> Any:
+        """The XGBoost booster inside the model; :class:`ModelError` for a kind without one."""
+        raise ModelError(f"a {self.kind} model has no XGBoost booster")
+
     # -- fitting, storing ---------------------------------------------------------------------
+
+    @classmethod
+    def fixed_params(
+        cls, models: Mapping[str, Mapping[str, Any]], sections: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """The kind's untuned parameters: its :attr:`default_params`, under
+        ``train.models.<kind>`` (``models``), under its own train section when it has one
+        (:attr:`params_section`, looked up in ``sections``: ``{"xgb": train.xgb}``)."""
+        own = sections.get(cls.params_section, {}) if cls.params_section else {}
+        return {**cls.default_params, **models.get(cls.kind, {}), **own}
 
     @classmethod
     def fit(
@@ -133,20 +165,79 @@ class Model:
         X: pd.DataFrame,
         y: np.ndarray,
         params: Mapping[str, Any],
-        cfg: TrainConfig,
         task: str,
         n_classes: int = 0,
+        *,
+        seed: int,
+        threads: int,
+        device: str,
+        class_weight: str,
+        validation_fraction: float,
         rounds: int | None = None,
         early_stopping_seed: int | None = None,
         on_round: Progress | None = None,
     ) -> FitResult:
-        """Fit on all of ``X``/``y`` with ``params`` (the kind's own parameter names).
+        """Fit on all of ``X``/``y`` with ``params`` (the kind's own parameter names), seeded
+        by ``seed``, with ``threads`` threads (0: all cores) on ``device``; ``class_weight``
+        ``balanced`` weights the classes by their rarity.
 
-        ``early_stopping_seed`` (cross-validation) lets a boosting kind hold out a seeded
-        slice of ``X`` (``train.validation_fraction``) and stop when it stops improving; the
-        result's ``rounds`` is then the best round count. Without it a boosting kind boosts
-        exactly ``rounds`` rounds. Kinds without rounds ignore both.
+        ``early_stopping_seed`` (cross-validation) lets a kind with :attr:`early_stopping`
+        hold out a seeded slice (``validation_fraction`` of ``X``) and stop when it stops
+        improving; the result's ``rounds`` is then the best round count. Without it a boosting
+        kind boosts exactly ``rounds`` rounds. Kinds without rounds ignore all three.
         """
+        raise NotImplementedError
+
+    @classmethod
+    def fit_early_stopped(
+        cls,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        params: Mapping[str, Any],
+        task: str,
+        n_classes: int,
+        fit_idx: np.ndarray,
+        inner_idx: np.ndarray,
+        *,
+        seed: int,
+        threads: int,
+        device: str,
+        class_weight: str,
+        on_round: Progress | None = None,
+    ) -> FitResult:
+        """Boost on the rows ``fit_idx`` (positions) of ``X``/``y``, early-stopped on the inner
+        slice ``inner_idx``; ``rounds`` of the result is the best round count (kinds with
+        :attr:`early_stopping` only)."""
+        raise NotImplementedError(f"a {cls.kind} model does not early-stop")
+
+    @classmethod
+    def fit_distributed(
+        cls,
+        client: Client,
+        frame: DaskFrame,
+        params: Mapping[str, Any],
+        task: str,
+        n_classes: int,
+        rounds: int,
+        *,
+        seed: int,
+        device: str,
+        class_weight: str,
+        valid: DaskFrame | None = None,
+        early: int | None = None,
+    ) -> FitResult:
+        """Fit across the cluster on ``frame`` (model columns, target ``__y``; columns starting
+        ``__`` are not features): early-stopped on ``valid`` when given, else exactly
+        ``rounds`` rounds (kinds with :attr:`distributed` only)."""
+        raise NotImplementedError(f"a {cls.kind} model does not train on a cluster")
+
+    def predict_distributed(self, client: Client, X: DaskFrame) -> Any:
+        """The model's raw prediction for the Dask frame ``X``, lazily (a Dask collection);
+        :meth:`output_from_raw` turns its computed values into :meth:`output`'s form."""
+        raise NotImplementedError(f"a {self.kind} model does not predict on a cluster")
+
+    def output_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`output` from the computed :meth:`predict_distributed` values."""
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
@@ -208,22 +299,18 @@ def fit(
     X: pd.DataFrame,
     y: np.ndarray,
     params: Mapping[str, Any],
-    cfg: TrainConfig,
     task: str = BINARY,
     n_classes: int = 2,
-    rounds: int | None = None,
-    early_stopping_seed: int | None = None,
-    on_round: Progress | None = None,
+    **options: Any,
 ) -> FitResult:
-    """Fit a ``kind`` model for ``task`` (see :meth:`Model.fit`); ``n_classes`` is ignored
-    for regression."""
+    """Fit a ``kind`` model for ``task`` (see :meth:`Model.fit` for the keyword ``options``);
+    ``n_classes`` is ignored for regression."""
     cls = adapter(kind)
-    if task not in MODEL_TASKS[kind]:
+    if kind not in tasks.kinds_for(task):
         raise ModelError(
-            f"a {kind} model cannot learn {task}; candidates for {task}: "
-            f"{[k for k, t in MODEL_TASKS.items() if task in t]}"
+            f"a {kind} model cannot learn {task}; candidates for {task}: {tasks.kinds_for(task)}"
         )
-    return cls.fit(X, y, params, cfg, task, n_classes, rounds, early_stopping_seed, on_round)
+    return cls.fit(X, y, params, task, n_classes, **options)
 
 
 def load_model(kind: str, data: bytes, task: str = BINARY) -> Model:
@@ -254,7 +341,7 @@ def load_model_dir(directory: str | Path) -> tuple[Model, dict[str, Any]]:
         raise ModelError(f"{directory / MODEL_INFO}: unknown model kind {kind!r}")
     path = directory / ADAPTERS[kind].file_name
     try:
-        return load_model(kind, path.read_bytes(), info.get("task", "binary_classification")), info
+        return load_model(kind, path.read_bytes(), info.get("task", BINARY)), info
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
 

@@ -26,7 +26,7 @@ from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import write_text
 from mlcycle.metrics import bootstrap_interval, compute_kpis
-from mlcycle.tasks import LOWER_IS_BETTER, REGRESSION, meets
+from mlcycle.tasks import LOWER_IS_BETTER, meets
 
 HISTORY_FILES = ("drift.csv", "predictions.csv", "kpis.csv")
 HISTORY_COLUMNS = ("run", "time", "rows", "series", "value", "flag")
@@ -226,7 +226,7 @@ def run(
     target = None
     if judge_target:
         values = labelled.astype(str)
-        if signature.task == REGRESSION:
+        if not signature.is_classification:
             values = pd.to_numeric(values, errors="coerce")
         target = {
             **drift.as_dict(

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlcycle import tasks
 from mlcycle.bundle import Bundle
 from mlcycle.features import Signature, to_model_frame
-from mlcycle.tasks import BINARY
 
 PROBABILITY = "probability"  # binary: the positive class's probability
 PREDICTION = "prediction"  # the label, or the predicted value
@@ -42,13 +42,12 @@ class Scores:
 
 
 def decide(output: np.ndarray, signature: Signature, threshold: float | None) -> list[str] | None:
-    """Labels from a classification output; None for regression."""
-    if not signature.is_classification:
+    """Labels from a classification output by the task's decision rule
+    (:meth:`mlcycle.tasks.Task.decide`; binary at ``threshold``); None for regression."""
+    decided = tasks.get(signature.task).decide(output, threshold)
+    if decided is None:
         return None
-    classes = np.asarray(signature.classes, dtype=object)
-    if signature.task == BINARY:
-        return classes[(output[:, 1] >= threshold).astype(np.int64)].tolist()
-    return classes[np.argmax(output, axis=1)].tolist()
+    return np.asarray(signature.classes, dtype=object)[decided].tolist()
 
 
 def score(bundle: Bundle, records: pd.DataFrame) -> Scores:
@@ -62,11 +61,10 @@ def output_columns(scores: Scores, signature: Signature) -> dict[str, np.ndarray
     """The columns batch prediction adds: ``probability_<class>`` per class and, for binary,
     ``probability`` (the positive class's); then ``prediction`` (label or value)."""
     cols: dict[str, np.ndarray | list] = {}
-    if signature.is_classification:
-        for i, c in enumerate(signature.classes):
-            cols[f"{PROBABILITY_PREFIX}{c}"] = scores.output[:, i]
-        if signature.task == BINARY:
-            cols[PROBABILITY] = scores.output[:, 1]
+    for i, c in enumerate(signature.classes):  # regression has none
+        cols[f"{PROBABILITY_PREFIX}{c}"] = scores.output[:, i]
+    if tasks.get(signature.task).thresholded:
+        cols[PROBABILITY] = tasks.get(signature.task).score(scores.output)
     cols[PREDICTION] = scores.predictions
     return cols
 

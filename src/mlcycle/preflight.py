@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mlcycle import tasks
 from mlcycle.config import DERIVED_OPS, Params
 from mlcycle.prepare import PrepareError, check_target
 from mlcycle.schema import BOOKKEEPING_COLUMNS, NUMERIC_TYPES, Schema
-from mlcycle.tasks import REGRESSION
 
 
 def _numeric(frame: pd.DataFrame, schema: Schema | None, column: str) -> bool:
@@ -40,7 +40,7 @@ def _target_problems(params: Params, frame: pd.DataFrame, schema: Schema | None)
     spec = schema.column(obj.target) if schema is not None and obj.target in schema.names else None
     if spec is not None and spec.values is not None:
         labels = pd.Series(list(spec.values), dtype=object)
-    elif obj.task == REGRESSION and spec is not None and spec.type in NUMERIC_TYPES:
+    elif not tasks.get(obj.task).classification and spec is not None and spec.type in NUMERIC_TYPES:
         return []  # values that are not numbers are the schema's type findings
     else:
         labels = frame[obj.target].dropna()

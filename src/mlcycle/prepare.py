@@ -28,9 +28,9 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
+from mlcycle import tasks
 from mlcycle.config import Objectives, OutliersConfig, PrepareConfig
 from mlcycle.constants import SOURCE_COLUMN
-from mlcycle.tasks import BINARY, REGRESSION
 
 # Cell values read as "missing" when a source's reader did not already map them.
 MISSING_TOKENS = ("", "?", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null")
@@ -136,6 +136,8 @@ def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, Clean
 
 # A classification target with more distinct numeric values than this is probably a quantity.
 MAX_NUMERIC_CLASSES = 50
+# What a target that is not numeric but meant as regression should become.
+CLASSES_HINT = f"If it names classes, set objectives.task to {' or '.join(tasks.CLASSIFICATION)}"
 
 
 def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
@@ -146,57 +148,31 @@ def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
     labels, one of them ``positive_class``. Multiclass: at least two labels; a numeric target
     with very many distinct values is refused as probably a regression target.
     """
-    target, task = objectives.target, objectives.task
-    if task == REGRESSION:
+    target, task = objectives.target, tasks.get(objectives.task)
+    if not task.classification:
         numbers = pd.to_numeric(labels, errors="coerce")
         bad = numbers.isna() | ~np.isfinite(numbers.astype(np.float64))
         if bad.any():
             examples = sorted({str(v) for v in labels[bad]})[:5]
             raise PrepareError(
                 f"target {target!r} is not numeric: {int(bad.sum())} of {len(labels)} values "
-                f"are not numbers (e.g. {examples}); regression needs numbers. If it names "
-                "classes, set objectives.task to binary_classification or "
-                "multiclass_classification"
+                f"are not numbers (e.g. {examples}); regression needs numbers. {CLASSES_HINT}"
             )
         return numbers.astype(np.float64)
     text = labels.astype(str)
     classes = sorted(text.unique())
-    if task == BINARY:
-        if objectives.positive_class not in classes:
-            raise PrepareError(
-                f"objectives.positive_class {objectives.positive_class!r} never occurs in target "
-                f"{target!r}; its values are {classes[:20]}"
-            )
-        if len(classes) != 2:
-            hint = (
-                "; use objectives.task: multiclass_classification"
-                if len(classes) > 2
-                else "; a model needs examples of both classes"
-            )
-            raise PrepareError(
-                f"target {target!r} must have exactly two classes for binary classification; "
-                f"found {len(classes)}: {classes[:20]}{hint}"
-            )
-        return text
-    if len(classes) < 2:
-        raise PrepareError(
-            f"target {target!r} has a single class {classes} in the data; "
-            "multiclass_classification needs at least two. Gather rows of the other classes, "
-            "or choose another objectives.target"
-        )
-    numeric = pd.to_numeric(labels, errors="coerce").notna().all()
-    if numeric and len(classes) > MAX_NUMERIC_CLASSES:
-        raise PrepareError(
-            f"target {target!r} holds {len(classes)} distinct numbers; as classes each would "
-            "be learnt separately. Set objectives.task: regression if it is a quantity"
-        )
+    numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
+    try:
+        task.check_labels(target, classes, objectives.positive_class, numeric, MAX_NUMERIC_CLASSES)
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from None
     return text
 
 
 def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objectives) -> None:
     """Classification: every class of the test split must occur in the training split; a
     model cannot predict a class it never saw, and its test score would be meaningless."""
-    if objectives.task == REGRESSION:
+    if not tasks.get(objectives.task).classification:
         return
     target = objectives.target
     seen = set(train[target].unique())
@@ -512,7 +488,7 @@ def prepare(
             "rows repeating a test row's features"
         )
     # A regression target varies for the same features by nature: no "conflicting labels".
-    if cfg.clean.drop_conflicting_labels and objectives.task != REGRESSION:
+    if cfg.clean.drop_conflicting_labels and tasks.get(objectives.task).classification:
         train, n = drop_conflicting_labels(train, target)
         removed["conflicting_labels"] = n
         say(f"train: dropped {n} rows whose features appear with both labels")

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.config import ConfigError, Source
 from mlcycle.io import atomic_path, write_text, yaml_scalar
 from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS
@@ -45,7 +44,6 @@ from mlcycle.tasks import (
     DEFAULT_CANDIDATES,
     DEFAULT_KPIS,
     DEFAULT_PRIMARY,
-    MODEL_TASKS,
     MULTICLASS,
     REGRESSION,
     TASKS,
@@ -347,15 +345,16 @@ def check_task(values: pd.Series, target: str, task: str) -> None:
     labels = target_labels(values)
     if labels.empty:
         raise InitError(f"target {target!r} has no values: every row is missing; choose another")
-    if task == REGRESSION:
+    spec = tasks.get(task)
+    if not spec.classification:
         numbers = pd.to_numeric(labels, errors="coerce")
         bad = numbers.isna() | ~np.isfinite(numbers.astype("float64"))
         if bad.any():
             examples = sorted(set(labels[bad]))[:5]
             raise InitError(
                 f"target {target!r} is not numeric (e.g. {examples}); regression needs numbers. "
-                "Use --task binary_classification or multiclass_classification if it names "
-                "classes, or choose another --target"
+                f"Use --task {' or '.join(tasks.CLASSIFICATION)} if it names classes, or choose "
+                "another --target"
             )
         return
     counts = labels.value_counts()
@@ -364,7 +363,7 @@ def check_task(values: pd.Series, target: str, task: str) -> None:
             f"target {target!r} has a single class {list(counts.index)}; classification needs "
             "at least two. Gather rows of the other classes, or choose another --target"
         )
-    if task == BINARY and len(counts) != 2:
+    if spec.has_positive_class and len(counts) != 2:  # a negative and a positive class
         raise InitError(
             f"target {target!r} has {len(counts)} classes; binary_classification needs exactly "
             "two. Use --task multiclass_classification"
@@ -390,23 +389,35 @@ def check_task(values: pd.Series, target: str, task: str) -> None:
         )
 
 
+def _random_guess_auc(labels: pd.Series) -> tuple[float, str]:
+    return 0.5, "ROC AUC of a random guess"
+
+
+def _majority_f1(labels: pd.Series) -> tuple[float, str]:
+    from sklearn.metrics import f1_score
+
+    majority = _majority(labels)
+    guess = np.full(len(labels), majority, dtype=object)
+    value = float(f1_score(labels.to_numpy(dtype=object), guess, average="macro", zero_division=0))
+    return value, f"macro F1 of always predicting the most frequent class {majority!r}"
+
+
+def _mean_rmse(labels: pd.Series) -> tuple[float, str]:
+    value = float(np.std(pd.to_numeric(labels).to_numpy(dtype="float64")))
+    return value, "RMSE of predicting the mean: the target's standard deviation"
+
+
+# Per task, the no-skill value of its default primary metric on the target's labels, and what
+# that is in words.
+NO_SKILL = {BINARY: _random_guess_auc, MULTICLASS: _majority_f1, REGRESSION: _mean_rmse}
+
+
 def no_skill(values: pd.Series, task: str) -> float:
     """The primary metric (:data:`mlcycle.tasks.DEFAULT_PRIMARY`) of a model that knows
     nothing, on this data: ROC AUC 0.5 (binary); the macro F1 of always predicting the most
     frequent class (multiclass); the RMSE of predicting the mean, i.e. the target's population
     standard deviation (regression). Six significant digits."""
-    labels = target_labels(values)
-    if task == BINARY:
-        return 0.5
-    if task == REGRESSION:
-        value = float(np.std(pd.to_numeric(labels).to_numpy(dtype="float64")))
-    else:
-        from sklearn.metrics import f1_score
-
-        guess = np.full(len(labels), _majority(labels), dtype=object)
-        value = float(
-            f1_score(labels.to_numpy(dtype=object), guess, average="macro", zero_division=0)
-        )
+    value, _what = NO_SKILL[task](target_labels(values))
     return float(f"{value:.6g}")
 
 
@@ -446,7 +457,7 @@ def train_section(current: dict[str, Any], task: str) -> dict[str, Any]:
     ``search`` entries of kinds that fit the task, those of candidates the current file lacks
     as shipped (ridge's for regression: alpha 1.0, searched over 0.001-100)."""
     train = _section(current, "train", DEFAULT_TRAIN)
-    fits = {kind for kind, kinds_tasks in MODEL_TASKS.items() if task in kinds_tasks}
+    fits = set(tasks.kinds_for(task))
     out: dict[str, Any] = {"candidates": list(DEFAULT_CANDIDATES[task])}
     out.update((k, v) for k, v in train.items() if k != "candidates")
     if out.get("baseline") is not None and out["baseline"] not in fits:
@@ -479,13 +490,15 @@ def draft_params(
         "task": task,
         "target": target,
         # null, not absent, for the other tasks: dvc.yaml's stages list the key as a param.
-        "positive_class": positive_class(target_labels(values))[0] if task == BINARY else None,
+        "positive_class": (
+            positive_class(target_labels(values))[0] if tasks.get(task).has_positive_class else None
+        ),
         "primary_metric": DEFAULT_PRIMARY[task],
         "minimum": no_skill(values, task),
         "kpis": list(DEFAULT_KPIS[task]),
         "minimums": {},
     }
-    if task == BINARY:
+    if tasks.get(task).thresholded:
         objectives["threshold"] = {"maximize": "accuracy", "cost_fp": 1.0, "cost_fn": 1.0}
     objectives.update(slices=[], slice_min_rows=100)
     source = {"name": source_name(Path(data_path)), "kind": "file", "path": data_path}
@@ -498,7 +511,7 @@ def draft_params(
             "clean": copy.deepcopy(DEFAULT_CLEAN),
             "outliers": copy.deepcopy(DEFAULT_OUTLIERS),
             "split": {
-                "method": "random" if task == REGRESSION else "stratified",
+                "method": "stratified" if tasks.get(task).classification else "random",
                 "test_size": 0.2,
                 "seed": 42,
                 "group_column": None,
@@ -633,15 +646,15 @@ def _notes(params: dict[str, Any], positive_why: str, minimum_why: str, copied: 
     notes = dict(COMMENTS)
     notes["objectives.positive_class"] = (
         f"the label counted as positive ({positive_why}); change it here"
-        if task == BINARY
-        else "binary_classification only: null for this task"
+        if tasks.get(task).has_positive_class
+        else f"{BINARY} only: null for this task"
     )
     if lower_is_better(metric):
         notes["objectives.primary_metric"] += f"; {metric}: lower is better"
     notes["objectives.minimum"] = minimum_why
     where = "copied here by `mlcycle init`; " if copied else ""
     notes["data.sources.path"] = f"{where}gather's dvc.yaml deps track data/external/"
-    if task == REGRESSION:
+    if not tasks.get(task).classification:
         notes["prepare.split.method"] = "random | group | time | by_source (not stratified)"
     return notes
 
@@ -651,12 +664,7 @@ def _notes(params: dict[str, Any], positive_why: str, minimum_why: str, copied: 
 
 def _minimum_note(task: str, metric: str, labels: pd.Series) -> str:
     """What the written minimum is, and which way to move it."""
-    if task == BINARY:
-        what = "ROC AUC of a random guess"
-    elif task == MULTICLASS:
-        what = f"macro F1 of always predicting the most frequent class {_majority(labels)!r}"
-    else:
-        what = "RMSE of predicting the mean: the target's standard deviation"
+    _value, what = NO_SKILL[task](labels)
     if lower_is_better(metric):
         return (
             f"a maximum, as {metric} is lower-is-better: the no-skill baseline, the {what}, on "
@@ -709,7 +717,7 @@ def plan(
     columns = [str(c) for c in frame.columns if c != SOURCE_COLUMN]
     if target not in columns:
         raise InitError(f"target {target!r} is not a column of {data.name}; columns are {columns}")
-    if task is not None and task not in TASKS:
+    if task is not None and task not in TASKS:  # the user's --task: refused by name
         raise InitError(f"--task {task!r}; use one of {list(TASKS)}")
     values = frame[target]
     inferred = task is None
@@ -738,10 +746,11 @@ def plan(
         messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
     labels = target_labels(values)
     objectives = params["objectives"]
-    positive_why = positive_class(labels)[1] if task == BINARY else ""
+    has_positive = tasks.get(task).has_positive_class
+    positive_why = positive_class(labels)[1] if has_positive else ""
     how = f"inferred: {target!r} {_describe(values)}" if inferred else "given with --task"
     messages.append(f"task: {task} ({how}); init --task ... --force changes it")
-    if task == BINARY:
+    if has_positive:
         messages.append(
             f"positive class: {objectives['positive_class']!r} ({positive_why}); change it with "
             "objectives.positive_class in params.yaml"
@@ -754,7 +763,11 @@ def plan(
         raise InitError("internal error: the written params.yaml would not read back as drafted")
 
     _, schema_text = draft_text(
-        frame, target, data_path, target_values=task != REGRESSION, drafted_by="`mlcycle init`"
+        frame,
+        target,
+        data_path,
+        target_values=tasks.get(task).classification,
+        drafted_by="`mlcycle init`",
     )
     return Plan(
         params=params,

@@ -55,11 +55,11 @@ import optuna
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from mlcycle.adapters.sklearn_models import SKLEARN_DEFAULTS
+from mlcycle import tasks
 from mlcycle.config import TrainConfig
 from mlcycle.metrics import kpi
-from mlcycle.models import fit
-from mlcycle.tasks import BINARY, LOWER_IS_BETTER, better, is_classification
+from mlcycle.models import adapter, fit
+from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, better
 
 Progress = Callable[[str], None]
 Split = tuple[np.ndarray, np.ndarray]
@@ -125,7 +125,7 @@ class CVResult:
             raise ValueError(
                 f"folds {[f.index for f in ordered]} do not cover the {len(splits)} splits once"
             )
-        k = n_classes if is_classification(task) else 0
+        k = tasks.get(task).output_width(n_classes)
         oof = np.full((n_rows, k) if k else n_rows, np.nan)
         for f in ordered:
             oof[splits[f.index][1]] = f.output
@@ -158,7 +158,7 @@ def make_folds(
             f"the training split has {len(y)} rows; train.cv_folds={folds} needs at least "
             f"{2 * folds}"
         )
-    if not is_classification(task):
+    if not tasks.get(task).classification:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
         return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)))]
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes) or 1)
@@ -177,8 +177,22 @@ def make_folds(
 
 
 def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> float:
-    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (binary labels at threshold 0.5)."""
-    return float(kpi(task, metric, y, out, 0.5))
+    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (binary labels at the default
+    threshold)."""
+    return float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
+
+
+def fit_options(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of :meth:`mlcycle.models.Model.fit` that the training settings
+    give: seed, threads (``train.nthread`` unless ``threads``), device, class weights and the
+    early-stopping slice's fraction."""
+    return {
+        "seed": cfg.seed,
+        "threads": cfg.nthread if threads is None else threads,
+        "device": cfg.device,
+        "class_weight": cfg.class_weight,
+        "validation_fraction": cfg.validation_fraction,
+    }
 
 
 def fit_fold(
@@ -198,12 +212,13 @@ def fit_fold(
     (early stopping, for XGBoost, on an inner slice seeded with ``cfg.seed + i``).
     ``on_round`` is called after each boosting round (raising stops the fit)."""
     train_idx, held_out = splits[i]
-    k = n_classes if is_classification(task) else 0
+    k = tasks.get(task).output_width(n_classes)
     seed = cfg.seed + i
     fold_X, fold_y = X.iloc[train_idx], y[train_idx]
     result = fit(
-        kind, fold_X, fold_y, params, cfg, task, k, early_stopping_seed=seed, on_round=on_round
-    )
+        kind, fold_X, fold_y, params, task, k,
+        early_stopping_seed=seed, on_round=on_round, **fit_options(cfg),
+    )  # fmt: skip
     out = result.model.output(X.iloc[held_out])
     curve = result.curves.get("valid", {}) if result.rounds is not None else {}
     return FoldResult(i, score(metric, y[held_out], out, task), out, result.rounds, curve)
@@ -421,9 +436,7 @@ def _contains(dist: Any, value: Any) -> bool:
 def fixed_params(kind: str, cfg: TrainConfig) -> dict[str, Any]:
     """A candidate's untuned parameters: ``train.xgb`` for XGBoost (``train.models.xgboost``
     may add to it), ``train.models.<kind>`` over the library defaults for the others."""
-    if kind == "xgboost":
-        return {**cfg.models.get("xgboost", {}), **cfg.xgb}
-    return {**SKLEARN_DEFAULTS.get(kind, {}), **cfg.models.get(kind, {})}
+    return adapter(kind).fixed_params(cfg.models, {"xgb": cfg.xgb})
 
 
 # --- tuning ----------------------------------------------------------------------------------
@@ -629,7 +642,7 @@ def tune(
     """Tune every candidate of ``cfg`` on the same folds of the training data ``X``/``y``
     (``y`` encoded as :func:`mlcycle.features.encode_target` does; ``classes`` in order)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n_classes = len(classes) if is_classification(task) else 0
+    n_classes = tasks.get(task).output_width(len(classes))
     splits = make_folds(y, cfg.cv_folds, cfg.seed, task, classes)
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in cfg.candidates:

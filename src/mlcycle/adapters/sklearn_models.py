@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from mlcycle.config import TrainConfig
+from mlcycle import tasks
 from mlcycle.models import (
     TRUSTED_TYPES,
     FitResult,
@@ -36,14 +36,6 @@ from mlcycle.models import (
     check_skops_types,
     register,
 )
-from mlcycle.tasks import is_classification
-
-# Parameters each kind takes when params.yaml does not set them.
-SKLEARN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "logistic_regression": {"C": 1.0, "max_iter": 1000},
-    "random_forest": {"n_estimators": 200, "min_samples_leaf": 5, "max_features": "sqrt"},
-    "ridge": {"alpha": 1.0},
-}
 
 
 def _n_jobs(nthread: int) -> int:
@@ -79,14 +71,21 @@ class SklearnModel(Model):
 
     @classmethod
     def pipeline(
-        cls, params: Mapping[str, Any], X: pd.DataFrame, cfg: TrainConfig, task: str
+        cls,
+        params: Mapping[str, Any],
+        X: pd.DataFrame,
+        task: str,
+        *,
+        seed: int,
+        threads: int,
+        class_weight: str,
     ) -> Pipeline:
         """An unfitted Pipeline, its preprocessing built from the columns of ``X`` (float64
         numbers; pandas categoricals, whose categories are the training categories)."""
         numeric = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
         categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
         categories = [list(X[c].cat.categories) for c in categorical]
-        merged = {**SKLEARN_DEFAULTS.get(cls.kind, {}), **params}
+        merged = {**cls.default_params, **params}
         estimator_cls = cls.estimator_class(task)
         known = set(estimator_cls().get_params())
         unknown = sorted(set(merged) - known)
@@ -95,8 +94,8 @@ class SklearnModel(Model):
                 f"train.models.{cls.kind} / train.search.{cls.kind}: unknown parameter(s) "
                 f"{unknown} for {estimator_cls.__name__}"
             )
-        extra: dict[str, Any] = {"random_state": cfg.seed} if "random_state" in known else {}
-        if cfg.class_weight == "balanced" and is_classification(task):
+        extra: dict[str, Any] = {"random_state": seed} if "random_state" in known else {}
+        if class_weight == "balanced" and tasks.get(task).classification:
             extra["class_weight"] = "balanced"
         if cls.scaled:
             num: Any = Pipeline(
@@ -112,7 +111,7 @@ class SklearnModel(Model):
                 encoded_missing_value=-1,
             )
         if cls.parallel:
-            extra["n_jobs"] = _n_jobs(cfg.nthread)
+            extra["n_jobs"] = _n_jobs(threads)
         prep = ColumnTransformer([("num", num, numeric), ("cat", cat, categorical)])
         return Pipeline([("prep", prep), ("model", estimator_cls(**{**merged, **extra}))])
 
@@ -122,14 +121,21 @@ class SklearnModel(Model):
         X: pd.DataFrame,
         y: np.ndarray,
         params: Mapping[str, Any],
-        cfg: TrainConfig,
         task: str,
         n_classes: int = 0,
+        *,
+        seed: int,
+        threads: int,
+        device: str,
+        class_weight: str,
+        validation_fraction: float,
         rounds: int | None = None,
         early_stopping_seed: int | None = None,
         on_round: Callable[[int], None] | None = None,
     ) -> FitResult:
-        pipeline = cls.pipeline(params, X, cfg, task)
+        pipeline = cls.pipeline(
+            params, X, task, seed=seed, threads=threads, class_weight=class_weight
+        )
         pipeline.fit(X, y)
         if cls.parallel:
             # Trees are grown in parallel, but predicting in parallel adds the trees' votes in
@@ -138,7 +144,7 @@ class SklearnModel(Model):
         return FitResult(cls(pipeline, task, n_classes))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        if not is_classification(self.task):
+        if not self.task_type.classification:
             raise ModelError("a regression model has no class probabilities")
         proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
         seen = np.asarray(self.estimator[-1].classes_, dtype=np.int64)
@@ -150,7 +156,7 @@ class SklearnModel(Model):
         return out
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        if is_classification(self.task):
+        if self.task_type.classification:
             return np.argmax(self.predict_proba(X), axis=1)
         return np.asarray(self.estimator.predict(X), dtype=np.float64)
 
@@ -170,7 +176,8 @@ class SklearnModel(Model):
                 f"the skops file holds {type(estimator).__name__}, not a Pipeline ending in "
                 f"{expected.__name__} as a {cls.kind} model for {task} should"
             )
-        n_classes = len(estimator[-1].classes_) if is_classification(task) else 0
+        classes = getattr(estimator[-1], "classes_", ())  # regressors have none
+        n_classes = tasks.get(task).output_width(len(classes))
         return cls(estimator, task, n_classes)
 
     def _per_column(self) -> np.ndarray:
@@ -194,6 +201,7 @@ class SklearnModel(Model):
 @register
 class LogisticRegressionModel(SklearnModel):
     kind = "logistic_regression"
+    default_params = {"C": 1.0, "max_iter": 1000}
 
     @classmethod
     def estimator_class(cls, task: str) -> type:
@@ -203,6 +211,7 @@ class LogisticRegressionModel(SklearnModel):
 @register
 class RidgeModel(SklearnModel):
     kind = "ridge"
+    default_params = {"alpha": 1.0}
 
     @classmethod
     def estimator_class(cls, task: str) -> type:
@@ -212,9 +221,10 @@ class RidgeModel(SklearnModel):
 @register
 class RandomForestModel(SklearnModel):
     kind = "random_forest"
+    default_params = {"n_estimators": 200, "min_samples_leaf": 5, "max_features": "sqrt"}
     scaled = False
     parallel = True
 
     @classmethod
     def estimator_class(cls, task: str) -> type:
-        return RandomForestClassifier if is_classification(task) else RandomForestRegressor
+        return RandomForestClassifier if tasks.get(task).classification else RandomForestRegressor

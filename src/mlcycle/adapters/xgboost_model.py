@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,25 +19,65 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.model_selection import train_test_split
 
-from mlcycle.config import TrainConfig
+from mlcycle import tasks
 from mlcycle.models import FitResult, Model, ModelError, register
-from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION, is_classification
+from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION
 
 if TYPE_CHECKING:
+    from dask.dataframe import DataFrame as DaskFrame
+    from distributed import Client
+
     from mlcycle.features import Signature
 
-# Per task: the objective, the metrics watched on the inner validation slice during
-# cross-validation (the last one drives early stopping) and the final fit's training curve
-# (one metric: a second one, such as AUC, would sort every row each round).
-OBJECTIVES = {
-    BINARY: "binary:logistic",
-    MULTICLASS: "multi:softprob",
-    REGRESSION: "reg:squarederror",
-}
-EVAL_METRICS = {BINARY: ("auc", "logloss"), MULTICLASS: ("mlogloss",), REGRESSION: ("rmse",)}
-CURVE_METRICS = {BINARY: ("logloss",), MULTICLASS: ("mlogloss",), REGRESSION: ("rmse",)}
 # Keys of train.xgb that steer the boosting loop rather than the booster itself.
 ROUND_KEYS = ("n_estimators", "early_stopping_rounds")
+
+
+def _binary_output(p: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.column_stack([1.0 - p, p])
+
+
+def _softprob_output(p: np.ndarray, n_classes: int) -> np.ndarray:
+    # softprob is float32; renormalised in float64 each row sums to 1 to double precision.
+    p = p.reshape(-1, n_classes)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _value_output(p: np.ndarray, n_classes: int) -> np.ndarray:
+    return p
+
+
+@dataclass(frozen=True)
+class Learning:
+    """How XGBoost learns one task: the objective; the metrics watched on the inner
+    validation slice during cross-validation (the last one drives early stopping) and the
+    final fit's training curve (one metric: a second one, such as AUC, would sort every row
+    each round); the booster's predictions (float64) as :meth:`Model.output` gives them;
+    whether the booster needs ``num_class``; and how ``class_weight: balanced`` weighs the
+    classes (``scale_pos_weight`` on the positives, or a weight per row)."""
+
+    objective: str
+    eval_metrics: tuple[str, ...]
+    curve_metrics: tuple[str, ...]
+    output: Callable[[np.ndarray, int], np.ndarray]
+    num_class: bool = False
+    balance_by: str | None = None
+
+
+LEARNING = {
+    BINARY: Learning(
+        "binary:logistic", ("auc", "logloss"), ("logloss",), _binary_output,
+        balance_by="scale_pos_weight",
+    ),
+    MULTICLASS: Learning(
+        "multi:softprob", ("mlogloss",), ("mlogloss",), _softprob_output,
+        num_class=True, balance_by="row_weights",
+    ),
+    REGRESSION: Learning("reg:squarederror", ("rmse",), ("rmse",), _value_output),
+}  # fmt: skip
+OBJECTIVES = {task: learning.objective for task, learning in LEARNING.items()}
+EVAL_METRICS = {task: learning.eval_metrics for task, learning in LEARNING.items()}
+CURVE_METRICS = {task: learning.curve_metrics for task, learning in LEARNING.items()}
 
 
 def dmatrix(
@@ -63,23 +104,31 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def booster_params(
-    params: Mapping[str, Any], cfg: TrainConfig, y: np.ndarray, task: str, n_classes: int = 0
+    params: Mapping[str, Any],
+    y: np.ndarray,
+    task: str,
+    n_classes: int = 0,
+    *,
+    seed: int,
+    threads: int,
+    device: str,
+    class_weight: str,
 ) -> dict:
     """XGBoost's native parameters: the candidate's ``params`` (train.xgb names) plus the
-    task's objective and metrics, seed, device and threads from ``cfg``, without the round
-    counts. With ``class_weight: balanced`` a binary task weights the positive class by
+    task's objective and metrics, seed, device and threads, without the round counts. With
+    ``class_weight: balanced`` a binary task weights the positive class by
     negatives/positives unless ``params`` sets ``scale_pos_weight`` itself."""
     out: dict[str, Any] = {
         "objective": OBJECTIVES[task],
         "eval_metric": list(EVAL_METRICS[task]),
         "tree_method": "hist",
-        "seed": cfg.seed,
-        "nthread": cfg.nthread,
-        "device": cfg.device,
+        "seed": seed,
+        "nthread": threads,
+        "device": device,
     }
-    if task == MULTICLASS:
+    if LEARNING[task].num_class:
         out["num_class"] = n_classes
-    if cfg.class_weight == "balanced" and task == BINARY:
+    if class_weight == "balanced" and LEARNING[task].balance_by == "scale_pos_weight":
         out["scale_pos_weight"] = negatives_per_positive(y)
     for key, value in params.items():
         if key not in ROUND_KEYS:
@@ -95,6 +144,13 @@ class _RoundCallback(xgb.callback.TrainingCallback):
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
         self.fn(epoch)
         return False
+
+
+def _row_weights(y: np.ndarray, task: str, n_classes: int, class_weight: str) -> np.ndarray | None:
+    """Per-row weights for ``class_weight: balanced`` where the task weighs rows (multiclass)."""
+    if class_weight == "balanced" and LEARNING[task].balance_by == "row_weights":
+        return balanced_weights(y, n_classes)
+    return None
 
 
 def _curves(log: dict, task: str) -> dict[str, dict[str, list[float]]]:
@@ -117,21 +173,36 @@ class XGBoostModel(Model):
 
     kind = "xgboost"
     file_name = "model.ubj"
+    early_stopping = True
+    distributed = True
+    params_section = "xgb"
+
+    @property
+    def booster(self) -> xgb.Booster:
+        return self.estimator
+
+    def output_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """The booster's float32 predictions as :meth:`output`: binary, the two columns from
+        the positive class's probability; multiclass, the softprob rows renormalised in
+        float64 (each sums to 1 to double precision); regression, the values."""
+        p = np.asarray(raw, dtype=np.float64)
+        return LEARNING[self.task].output(p, self.n_classes)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        if not is_classification(self.task):
+        if not self.task_type.classification:
             raise ModelError("a regression model has no class probabilities")
-        p = self.estimator.predict(dmatrix(X)).astype(np.float64)
-        if self.task == BINARY:
-            return np.column_stack([1.0 - p, p])
-        # softprob is float32; renormalised in float64 each row sums to 1 to double precision.
-        p = p.reshape(len(X), self.n_classes)
-        return p / p.sum(axis=1, keepdims=True)
+        return self.output_from_raw(self.estimator.predict(dmatrix(X)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        if is_classification(self.task):
+        if self.task_type.classification:
             return np.argmax(self.predict_proba(X), axis=1)
-        return self.estimator.predict(dmatrix(X)).astype(np.float64)
+        return self.output_from_raw(self.estimator.predict(dmatrix(X)))
+
+    def predict_distributed(self, client: Client, X: DaskFrame) -> Any:
+        """``xgboost.dask.predict`` of the booster on ``X`` (lazy)."""
+        from xgboost import dask as dxgb  # loads Dask: only the Dask engine gets here
+
+        return dxgb.predict(client, self.estimator, X)
 
     def set_threads(self, n: int) -> None:
         """XGBoost's prediction threads (``nthread``)."""
@@ -161,7 +232,8 @@ class XGBoostModel(Model):
             )
         n = len(values)
         if n == 0:
-            return np.zeros((0, self.n_classes) if is_classification(self.task) else 0)
+            width = self.task_type.output_width(self.n_classes)
+            return np.zeros((0, width) if width else 0)
         infinite = np.isinf(values)
         if infinite.any():
             row, col = (int(i) for i in np.argwhere(infinite)[0])
@@ -171,13 +243,7 @@ class XGBoostModel(Model):
             )
         # iteration_range (0, 0): every tree of the booster, as predict() in output() uses (fit
         # already cut an early-stopped booster at its best round).
-        p = self.estimator.inplace_predict(values, iteration_range=(0, 0)).astype(np.float64)
-        if self.task == BINARY:
-            return np.column_stack([1.0 - p, p])
-        if self.task == MULTICLASS:
-            p = p.reshape(n, self.n_classes)
-            return p / p.sum(axis=1, keepdims=True)
-        return p
+        return self.output_from_raw(self.estimator.inplace_predict(values, iteration_range=(0, 0)))
 
     def stored_categories(self) -> dict[str, tuple[str, ...]]:
         """Per categorical feature, the categories the booster was trained with, in code order
@@ -230,38 +296,40 @@ class XGBoostModel(Model):
         X: pd.DataFrame,
         y: np.ndarray,
         params: Mapping[str, Any],
-        cfg: TrainConfig,
         task: str,
         n_classes: int = 0,
+        *,
+        seed: int,
+        threads: int,
+        device: str,
+        class_weight: str,
+        validation_fraction: float,
         rounds: int | None = None,
         early_stopping_seed: int | None = None,
         on_round: Callable[[int], None] | None = None,
     ) -> FitResult:
-        native = booster_params(params, cfg, y, task, n_classes)
-        weight = (
-            balanced_weights(y, n_classes)
-            if cfg.class_weight == "balanced" and task == MULTICLASS
-            else None
-        )
-        callbacks = [_RoundCallback(on_round)] if on_round else None
+        opts = {"seed": seed, "threads": threads, "device": device, "class_weight": class_weight}
         if early_stopping_seed is not None:
             positions = np.arange(len(y))
             try:
                 fit_idx, inner_idx = train_test_split(
                     positions,
-                    test_size=cfg.validation_fraction,
+                    test_size=validation_fraction,
                     random_state=early_stopping_seed,
-                    stratify=y if is_classification(task) else None,
+                    stratify=y if tasks.get(task).classification else None,
                 )
             except ValueError:  # a class too rare to stratify the inner slice
                 fit_idx, inner_idx = train_test_split(
-                    positions, test_size=cfg.validation_fraction, random_state=early_stopping_seed
+                    positions, test_size=validation_fraction, random_state=early_stopping_seed
                 )
-            return fit_early_stopped(
-                X, y, params, cfg, task, n_classes, fit_idx, inner_idx, on_round
+            return cls.fit_early_stopped(
+                X, y, params, task, n_classes, fit_idx, inner_idx, on_round=on_round, **opts
             )
+        native = booster_params(params, y, task, n_classes, **opts)
+        weight = _row_weights(y, task, n_classes, class_weight)
+        callbacks = [_RoundCallback(on_round)] if on_round else None
         n = int(rounds if rounds is not None else params.get("n_estimators", 100))
-        d_train = dmatrix(X, y, cfg.nthread, weight)
+        d_train = dmatrix(X, y, threads, weight)
         log = {}
         booster = xgb.train(
             {**native, "eval_metric": list(CURVE_METRICS[task])},
@@ -273,6 +341,108 @@ class XGBoostModel(Model):
             callbacks=callbacks,
         )
         return FitResult(cls(booster, task, n_classes), n, _curves(log, task))
+
+    @classmethod
+    def fit_early_stopped(
+        cls,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        params: Mapping[str, Any],
+        task: str,
+        n_classes: int,
+        fit_idx: np.ndarray,
+        inner_idx: np.ndarray,
+        *,
+        seed: int,
+        threads: int,
+        device: str,
+        class_weight: str,
+        on_round: Callable[[int], None] | None = None,
+    ) -> FitResult:
+        """Boost on the rows ``fit_idx`` of ``X``/``y``, early-stopped on the inner slice
+        ``inner_idx`` (positions): the cross-validation fit of :meth:`fit`, which draws the
+        slice by seed; the Dask engine passes one chosen by row hash. The result's ``rounds``
+        is the best round count and the booster is cut there."""
+        native = booster_params(
+            params, y, task, n_classes,
+            seed=seed, threads=threads, device=device, class_weight=class_weight,
+        )  # fmt: skip
+        weight = _row_weights(y, task, n_classes, class_weight)
+        callbacks = [_RoundCallback(on_round)] if on_round else None
+        w = (lambda idx: None) if weight is None else (lambda idx: weight[idx])
+        d_fit = dmatrix(X.iloc[fit_idx], y[fit_idx], threads, w(fit_idx))
+        d_valid = dmatrix(X.iloc[inner_idx], y[inner_idx], threads, w(inner_idx))
+        n_rounds = int(params.get("n_estimators", 100))
+        early = params.get("early_stopping_rounds")
+        log: dict = {}
+        booster = xgb.train(
+            native,
+            d_fit,
+            num_boost_round=n_rounds,
+            evals=[(d_valid, "valid")],
+            evals_result=log,
+            early_stopping_rounds=early,
+            verbose_eval=False,
+            callbacks=callbacks,
+        )
+        best = booster.best_iteration + 1 if early else n_rounds
+        return FitResult(cls(booster[:best], task, n_classes), best, _curves(log, task))
+
+    @classmethod
+    def fit_distributed(
+        cls,
+        client: Client,
+        frame: DaskFrame,
+        params: Mapping[str, Any],
+        task: str,
+        n_classes: int,
+        rounds: int,
+        *,
+        seed: int,
+        device: str,
+        class_weight: str,
+        valid: DaskFrame | None = None,
+        early: int | None = None,
+    ) -> FitResult:
+        """A booster trained across the cluster by ``xgboost.dask`` on ``frame`` (model
+        columns + ``__y``): early-stopped on ``valid`` when given (the result's rounds are the
+        best count), else exactly ``rounds`` rounds with the training curve, as :meth:`fit`
+        records it. ``class_weight: balanced`` weighs a binary task's positives by the
+        negatives/positives of all the rows."""
+        from xgboost import dask as dxgb  # loads Dask: only the Dask engine gets here
+
+        features = [c for c in frame.columns if not c.startswith("__")]
+        native = booster_params(
+            params, np.array([0.0, 1.0]), task, n_classes,
+            seed=seed, threads=0, device=device, class_weight=class_weight,
+        )  # fmt: skip
+        if "scale_pos_weight" in native and "scale_pos_weight" not in params:
+            pos, n = (float(v) for v in client.compute([frame["__y"].sum(), frame["__y"].count()],
+                                                       sync=True))  # fmt: skip
+            native["scale_pos_weight"] = (n - pos) / max(pos, 1.0)
+        # Each worker boosts with its own thread count (0: the worker's nthreads), not
+        # train.nthread: that is one process's share of a machine, and more threads than a
+        # worker's cores stall every round's synchronisation across the workers.
+        native["nthread"] = 0
+        dtrain = dxgb.DaskDMatrix(client, frame[features], frame["__y"], enable_categorical=True)
+        if valid is not None:
+            dvalid = dxgb.DaskDMatrix(
+                client, valid[features], valid["__y"], enable_categorical=True
+            )
+            evals = [(dvalid, "valid")]
+        else:
+            native["eval_metric"] = list(CURVE_METRICS[task])
+            evals = [(dtrain, "train")]
+        out = dxgb.train(
+            client, native, dtrain, num_boost_round=rounds, evals=evals,
+            early_stopping_rounds=early if valid is not None else None, verbose_eval=False,
+        )  # fmt: skip
+        booster = out["booster"]
+        best = booster.best_iteration + 1 if (valid is not None and early) else rounds
+        if best < booster.num_boosted_rounds():
+            booster = booster[:best]
+        booster.set_param({"nthread": 0})
+        return FitResult(cls(booster, task, n_classes), best, _curves(out.get("history", {}), task))
 
     def to_bytes(self) -> bytes:
         return bytes(self.estimator.save_raw(raw_format="ubj"))
@@ -306,45 +476,3 @@ class XGBoostModel(Model):
         """Exact TreeSHAP values from XGBoost's ``pred_contribs``, bias column dropped."""
         values = np.asarray(self.estimator.predict(dmatrix(X), pred_contribs=True), np.float64)
         return values[..., :-1]
-
-
-def fit_early_stopped(
-    X: pd.DataFrame,
-    y: np.ndarray,
-    params: Mapping[str, Any],
-    cfg: TrainConfig,
-    task: str,
-    n_classes: int,
-    fit_idx: np.ndarray,
-    inner_idx: np.ndarray,
-    on_round: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Boost on the rows ``fit_idx`` of ``X``/``y``, early-stopped on the inner slice
-    ``inner_idx`` (positions): the cross-validation fit of :meth:`XGBoostModel.fit`, which
-    draws the slice by seed; the Dask engine passes one chosen by row hash. The result's
-    ``rounds`` is the best round count and the booster is cut there."""
-    native = booster_params(params, cfg, y, task, n_classes)
-    weight = (
-        balanced_weights(y, n_classes)
-        if cfg.class_weight == "balanced" and task == MULTICLASS
-        else None
-    )
-    callbacks = [_RoundCallback(on_round)] if on_round else None
-    w = (lambda idx: None) if weight is None else (lambda idx: weight[idx])
-    d_fit = dmatrix(X.iloc[fit_idx], y[fit_idx], cfg.nthread, w(fit_idx))
-    d_valid = dmatrix(X.iloc[inner_idx], y[inner_idx], cfg.nthread, w(inner_idx))
-    n_rounds = int(params.get("n_estimators", 100))
-    early = params.get("early_stopping_rounds")
-    log: dict = {}
-    booster = xgb.train(
-        native,
-        d_fit,
-        num_boost_round=n_rounds,
-        evals=[(d_valid, "valid")],
-        evals_result=log,
-        early_stopping_rounds=early,
-        verbose_eval=False,
-        callbacks=callbacks,
-    )
-    best = booster.best_iteration + 1 if early else n_rounds
-    return FitResult(XGBoostModel(booster[:best], task, n_classes), best, _curves(log, task))

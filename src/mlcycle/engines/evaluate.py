@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.engines import (
     dataset_rows,
     read_dataset,
@@ -54,14 +54,14 @@ from mlcycle.metrics import (
     kpis_from_sums,
     merge_sums,
     partial_sums,
-    positive,
     prediction_frame,
     residual_summary,
     rounded,
+    target_mean_from_sums,
     threshold_counts,
     threshold_curve_from_counts,
 )
-from mlcycle.tasks import BINARY, REGRESSION
+from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -103,22 +103,12 @@ def slice_keys(col: pd.Series) -> np.ndarray:
 
 def output_columns(sig: Signature, prefix: str = "") -> list[str]:
     """The prediction-file columns holding the model output."""
-    if not sig.is_classification:
-        return [f"{prefix}prediction"]
-    if sig.task == BINARY:
-        return [f"{prefix}probability"]
-    return [f"{prefix}probability_{c}" for c in sig.classes]
+    return tasks.get(sig.task).output_columns(sig.classes, prefix)
 
 
 def output_of(frame: pd.DataFrame, sig: Signature, prefix: str = "") -> np.ndarray:
     """The model output matrix (or vector) from prediction-file columns."""
-    cols = output_columns(sig, prefix)
-    if not sig.is_classification:
-        return frame[cols[0]].to_numpy(float)
-    if sig.task == BINARY:
-        p = frame[cols[0]].to_numpy(float)
-        return np.column_stack([1 - p, p])
-    return frame[cols].to_numpy(float)
+    return tasks.get(sig.task).output_from_columns(frame, sig.classes, prefix)
 
 
 def score_part(
@@ -238,7 +228,7 @@ def decision_threshold(
     from mlcycle.stages import OOF
     from mlcycle.stages import evaluate as stage
 
-    if obj.task != BINARY or dataset_rows(OOF) <= exact_rows:
+    if not tasks.get(obj.task).thresholded or dataset_rows(OOF) <= exact_rows:
         return stage.decision_threshold(obj)
     oof = read_dataset(OOF, columns=["actual", "probability"])
     counts = fold_partitions(client, oof, _oof_counts, _add)
@@ -263,7 +253,7 @@ def _oof_counts(part: pd.DataFrame) -> np.ndarray:
 
 def _oof_sums(part: pd.DataFrame) -> Sums:
     p = part["probability"].to_numpy(float)
-    return partial_sums(BINARY, part["actual"].to_numpy(), p, 0.5, 2, hist=True)
+    return partial_sums(BINARY, part["actual"].to_numpy(), p, DEFAULT_THRESHOLD, 2, hist=True)
 
 
 def _merge_sums_or_first(a: Sums | None, b: Sums) -> Sums:
@@ -281,18 +271,11 @@ def _slice_entry(
 ) -> dict:
     """One slice as :func:`mlcycle.metrics.slice_kpis` reports it, from its sums (and its
     rows' pairs when gathered)."""
+    spec = tasks.get(task)
     n = int(s["n"][0])
-    entry: dict = {"rows": n}
-    if task == BINARY:
-        cm = s["cm"].reshape(2, 2)
-        positives = float(cm[1].sum())
-        entry["positive_rate"] = round(positives / n, 6)
-        scoreable = 0 < positives < n
-    elif task == REGRESSION:
-        entry["target_mean"] = round(float(s["mean_y"][0]), 6)
-        scoreable = True
-    else:
-        scoreable = int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
+    entry: dict = {"rows": n, **spec.slice_base(target_mean_from_sums(s, k))}
+    # Classification: scored only with at least two classes present.
+    scoreable = not spec.classification or int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
     if n >= obj.slice_min_rows and scoreable:
         entry.update(rounded(kpis_from_sums(task, s, names, threshold, pairs, k)))
         interval = NO_INTERVAL
@@ -306,14 +289,7 @@ def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
     """The confusion counts and per-class report of evaluate.json from the summed matrix."""
     k = len(classes)
     cm = s["cm"].reshape(k, k)
-    if task == BINARY:
-        (tn, fp), (fn, tp) = cm.astype(int).tolist()
-        confusion = {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
-    else:
-        confusion = {
-            str(a): {str(p): int(cm[i, j]) for j, p in enumerate(classes)}
-            for i, a in enumerate(classes)
-        }
+    confusion = tasks.get(task).confusion_summary(cm.astype(int).tolist(), classes)
     t, p, tp_ = cm.sum(1), cm.sum(0), np.diag(cm)
     per_class = {}
     for i, c in enumerate(classes):
@@ -390,7 +366,7 @@ def rank_kpis(
     if not wanted or not sig.is_classification:
         return {}, None
     outputs = output_columns(sig, prefix)
-    columns = {1: outputs[0]} if sig.task == BINARY else dict(enumerate(outputs))
+    columns = dict(zip(tasks.get(sig.task).ranked_columns(len(sig.classes)), outputs, strict=True))
     lazy = {c: _rank_sums(_score_table(scored, col, c)) for c, col in columns.items()}
     (sums,) = dask.compute(lazy)
     aucs, aps = {}, {}
@@ -407,7 +383,7 @@ def rank_kpis(
         else:  # macro over the classes, undefined if one is absent (as the histogram's)
             values[name] = float(np.mean(list(aucs.values())))
     interval = None
-    if interval_of == "roc_auc" and sig.task == BINARY:
+    if interval_of == "roc_auc" and interval_of in tasks.get(sig.task).kpis:  # binary's
         interval = _delong(sums[1], aucs[1])
     return values, interval
 
@@ -473,7 +449,9 @@ def evaluate_scored(
                 "whose labels and outputs the Dask engine gathers"
             )
         if obj.slices and RANKING_KPIS & set(names):
-            notes["slice_ranking_method"] = "not computed" if task == REGRESSION else "histogram"
+            notes["slice_ranking_method"] = (
+                "histogram" if tasks.get(task).classification else "not computed"
+            )
     kpis = rounded(values)
     slices = {}
     for col in obj.slices:
@@ -495,7 +473,8 @@ def evaluate_scored(
             base.update(rank_kpis(scored, signature, obj.kpis, prefix="__base_")[0])
         baseline = (base_kind, rounded(base))
     sample = summary["sample"]
-    if task == REGRESSION:
+    spec = tasks.get(task)
+    if not spec.classification:
         if pairs is not None:
             residuals = residual_summary(*pairs)
             plots = task_plots(*pairs, signature, threshold, params.evaluate.curve_points)
@@ -520,11 +499,7 @@ def evaluate_scored(
             )
         plots["calibration"] = calibration_from_sums(s)
         y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
-        labels = (
-            (positive(out_s) >= threshold).astype(np.int64)
-            if task == BINARY
-            else np.argmax(out_s, axis=1)
-        )
+        labels = spec.decide(out_s, threshold)
         names_of = signature.classes
         confusion_rows = "".join(
             f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y_s, labels, strict=True)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.engines import (
     dataset_rows,
@@ -49,6 +49,7 @@ from mlcycle.engines import (
     write_dataset,
 )
 from mlcycle.prepare import (
+    CLASSES_HINT,
     MISSING_TOKENS,
     NUMERIC_SHARE,
     CleanReport,
@@ -59,7 +60,6 @@ from mlcycle.prepare import (
     model_columns,
     outlier_columns,
 )
-from mlcycle.tasks import BINARY, REGRESSION
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -132,7 +132,7 @@ def _label_facts(part: pd.DataFrame, target: str, task: str) -> dict[str, Any]:
     not numbers (count, a few examples); else its distinct labels (at most LABEL_LIMIT + 1)
     and whether all are numbers."""
     labels = part[target]
-    if task == REGRESSION:
+    if not tasks.get(task).classification:
         numbers = pd.to_numeric(labels, errors="coerce").astype(np.float64)
         bad = numbers.isna() | ~np.isfinite(numbers)
         examples = sorted({str(v) for v in labels[bad].head(100)})[:5]
@@ -163,25 +163,21 @@ def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> N
         [dask.delayed(_label_facts)(p, target, task) for p in cleaned.to_delayed()],
         _merge_label_facts,
     )
-    if task == REGRESSION:
+    spec = tasks.get(task)
+    if not spec.classification:
         if facts["bad"]:
             raise PrepareError(
                 f"target {target!r} is not numeric: {facts['bad']} of {facts['rows']} values "
-                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. If it "
-                "names classes, set objectives.task to binary_classification or "
-                "multiclass_classification"
+                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. "
+                f"{CLASSES_HINT}"
             )
         return
     labels = facts["labels"]
     if len(labels) <= LABEL_LIMIT:
         check_target(pd.Series(labels, dtype=object), objectives)
         return
-    if task == BINARY or facts["numeric"]:
-        hint = (
-            "use objectives.task: multiclass_classification"
-            if task == BINARY
-            else "set objectives.task: regression if it is a quantity"
-        )
+    hint = spec.many_labels_hint(facts["numeric"])
+    if hint:
         raise PrepareError(
             f"target {target!r} holds more than {LABEL_LIMIT} distinct values "
             f"(e.g. {labels[:20]}); {hint}"
@@ -190,7 +186,7 @@ def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> N
 
 def _labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
     """The target as the task needs it (checked already): float64 numbers or text labels."""
-    if task == REGRESSION:
+    if not tasks.get(task).classification:
         values = pd.to_numeric(part[target], errors="coerce").astype(np.float64)
         return part.assign(**{target: values})
     return part.assign(**{target: part[target].astype(str)})
@@ -507,15 +503,7 @@ def _target_summary(ddf: dd.DataFrame, target: str, obj: config.Objectives) -> d
     """``target_summary`` of the local stage, from aggregates."""
     import dask
 
-    if obj.task == BINARY:
-        rate = (ddf[target] == obj.positive_class).mean().compute()
-        return {"positive_rate": round(float(rate), 6)}
-    if obj.task == REGRESSION:
-        mean, std = dask.compute(ddf[target].mean(), ddf[target].std())
-        return {"target_mean": round(float(mean), 6), "target_std": round(float(std), 6)}
-    shares = ddf[target].value_counts().compute()
-    shares = (shares / shares.sum()).sort_index()
-    return {"class_share": {str(k): round(float(v), 6) for k, v in shares.items()}}
+    return tasks.get(obj.task).target_summary(ddf[target], obj.positive_class, dask.compute)
 
 
 def _rows(frame: dd.DataFrame) -> int:
@@ -555,7 +543,11 @@ def clean_dask(
     del futures
     check_target_dask(cleaned, obj)
     label_meta = cleaned._meta.assign(
-        **{target: cleaned._meta[target].astype("float64" if obj.task == REGRESSION else str)}
+        **{
+            target: cleaned._meta[target].astype(
+                str if tasks.get(obj.task).classification else "float64"
+            )
+        }
     )
     cleaned = cleaned.map_partitions(_labels, target, obj.task, meta=label_meta).persist()
     report = CleanReport(rows_in=rows_in)
@@ -576,6 +568,7 @@ def main_dask(params: config.Params, client: Client) -> None:
 
     say = lambda msg: log("prepare", msg)  # noqa: E731
     cfg, obj = params.prepare, params.objectives
+    spec = tasks.get(obj.task)
     target = obj.target
     ddf = read_dataset(SNAPSHOT)
     if target not in ddf.columns:
@@ -612,7 +605,7 @@ def main_dask(params: config.Params, client: Client) -> None:
     ))  # fmt: skip
     if not n_train or not n_test:
         raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
-    if obj.task != REGRESSION:
+    if spec.classification:
         seen = set(train[target].drop_duplicates().compute())
         test_counts = test[target].value_counts().compute()
         only = {str(k): int(v) for k, v in test_counts.items() if k not in seen}
@@ -628,7 +621,7 @@ def main_dask(params: config.Params, client: Client) -> None:
 
     # 3. training-row removals, with equal feature vectors in one partition
     dedupe = cfg.clean.drop_duplicates
-    conflicts = cfg.clean.drop_conflicting_labels and obj.task != REGRESSION
+    conflicts = cfg.clean.drop_conflicting_labels and spec.classification
     nparts = partitions_for(n_train, params.engine)
     removed: dict[str, Any] = {}
     if dedupe or conflicts:

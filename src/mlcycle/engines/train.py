@@ -45,12 +45,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.engines import dataset_rows, read_dataset, row_hash, sample_dataset, unit_interval
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
-from mlcycle.models import FitResult, fit
-from mlcycle.tasks import BINARY, is_classification
+from mlcycle.models import FitResult, adapter, fit
+from mlcycle.tasks import DEFAULT_THRESHOLD
 from mlcycle.tuning import (
     CandidateResult,
     CVResult,
@@ -61,6 +61,7 @@ from mlcycle.tuning import (
     _best,
     distributions,
     fit_fold,
+    fit_options,
     fixed_params,
     make_study,
     patience_message,
@@ -111,7 +112,7 @@ def dask_signature(
     del sample
     # The sample may miss rare categories and classes: take them from all the rows.
     every = {c: tuple(sorted(set(u.tolist()))) for c, u in zip(text, uniques, strict=True)}
-    if is_classification(obj.task) and obj.target in every:
+    if tasks.get(obj.task).classification and obj.target in every:
         seen = set(sig.classes)
         missing = [c for c in every[obj.target] if c not in seen]
         if missing:
@@ -166,7 +167,7 @@ def check_folds(
     """Refuse (:class:`FoldError`) folds of which one holds no row or every row, or whose
     training part lacks a class (it could not learn or score it)."""
     counts = np.bincount(fold.astype(np.int64), minlength=folds)
-    if is_classification(task):
+    if tasks.get(task).classification:
         by_class = np.zeros((folds, len(classes)), dtype=np.int64)
         np.add.at(by_class, (fold.astype(np.int64), y.astype(np.int64)), 1)
     else:
@@ -186,7 +187,7 @@ def check_fold_counts(by_class: np.ndarray, task: str, classes: tuple[str, ...])
                 "training rows: the training split is too small for that many folds"
             )
     for i in range(folds):
-        if is_classification(task):
+        if tasks.get(task).classification:
             rest = by_class.sum(axis=0) - by_class[i]
             lacking = [classes[c] for c in range(len(classes)) if rest[c] == 0]
             if lacking:
@@ -242,11 +243,10 @@ def run_fold(
     while they wait). The scores then do not depend on the workers' thread counts either."""
     start = time.perf_counter()
     one = cfg.model_copy(update={"nthread": 1})
-    if kind != "xgboost":
+    model = adapter(kind)
+    if not model.early_stopping:
         out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
         return out, time.perf_counter() - start
-    from mlcycle.adapters.xgboost_model import fit_early_stopped
-
     train_idx, held = data.splits[i]
     inner = inner_slice(data.h[train_idx], cfg.seed, i, cfg.validation_fraction)
     if not inner.any() or inner.all():
@@ -255,10 +255,12 @@ def run_fold(
             f"{cfg.validation_fraction}) of its {len(train_idx)} training rows is "
             f"{'empty' if not inner.any() else 'all of them'}; use more rows or another fraction"
         )
-    k = n_classes if is_classification(task) else 0
-    fitted = fit_early_stopped(
-        data.X.iloc[train_idx], data.y[train_idx], params, one, task, k,
-        np.flatnonzero(~inner), np.flatnonzero(inner),
+    k = tasks.get(task).output_width(n_classes)
+    options = fit_options(one)
+    del options["validation_fraction"]  # the inner slice is chosen here
+    fitted = model.fit_early_stopped(
+        data.X.iloc[train_idx], data.y[train_idx], params, task, k,
+        np.flatnonzero(~inner), np.flatnonzero(inner), **options,
     )  # fmt: skip
     output = fitted.model.output(data.X.iloc[held])
     result = FoldResult(i, score(metric, data.y[held], output, task), output, fitted.rounds,
@@ -274,8 +276,11 @@ def fit_on_worker(
     with as many threads as the worker has."""
     from distributed import get_worker
 
-    threads = cfg.model_copy(update={"nthread": get_worker().state.nthreads})
-    return fit(kind, data.X, data.y, params, threads, task, n_classes, rounds)
+    threads = get_worker().state.nthreads
+    return fit(
+        kind, data.X, data.y, params, task, n_classes, rounds=rounds,
+        **fit_options(cfg, threads=threads),
+    )  # fmt: skip
 
 
 # --- the search: Optuna on the driver, folds elsewhere -----------------------------------------
@@ -524,57 +529,16 @@ def pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
 
 
-def dask_boost(
-    client: Client,
-    frame: dd.DataFrame,
-    params: dict[str, Any],
-    cfg: config.TrainConfig,
-    task: str,
-    n_classes: int,
-    rounds: int,
-    valid: dd.DataFrame | None = None,
-    early: int | None = None,
-) -> FitResult:
-    """An XGBoost model boosted across the cluster on ``frame`` (model columns + ``__y``):
-    early-stopped on ``valid`` when given (the result's rounds are the best count), else
-    exactly ``rounds`` rounds with the training curve, as the local final fit records it."""
-    from xgboost import dask as dxgb
-
-    from mlcycle.adapters.xgboost_model import CURVE_METRICS, XGBoostModel, _curves, booster_params
-
-    features = [c for c in frame.columns if not c.startswith("__")]
-    native = booster_params(params, cfg, np.array([0.0, 1.0]), task, n_classes)
-    if cfg.class_weight == "balanced" and task == BINARY and "scale_pos_weight" not in params:
-        pos, n = (float(v) for v in client.compute([frame["__y"].sum(), frame["__y"].count()],
-                                                   sync=True))  # fmt: skip
-        native["scale_pos_weight"] = (n - pos) / max(pos, 1.0)
-    # Each worker boosts with its own thread count (0: the worker's nthreads), not
-    # train.nthread: that is one process's share of a machine, and more threads than a
-    # worker's cores stall every round's synchronisation across the workers.
-    native["nthread"] = 0
-    dtrain = dxgb.DaskDMatrix(client, frame[features], frame["__y"], enable_categorical=True)
-    if valid is not None:
-        dvalid = dxgb.DaskDMatrix(client, valid[features], valid["__y"], enable_categorical=True)
-        evals = [(dvalid, "valid")]
-    else:
-        native["eval_metric"] = list(CURVE_METRICS[task])
-        evals = [(dtrain, "train")]
-    out = dxgb.train(
-        client, native, dtrain, num_boost_round=rounds, evals=evals,
-        early_stopping_rounds=early if valid is not None else None, verbose_eval=False,
-    )  # fmt: skip
-    booster = out["booster"]
-    best = booster.best_iteration + 1 if (valid is not None and early) else rounds
-    if best < booster.num_boosted_rounds():
-        booster = booster[:best]
-    booster.set_param({"nthread": 0})
-    model = XGBoostModel(booster, task, n_classes)
-    return FitResult(model, best, _curves(out.get("history", {}), task))
+def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of :meth:`mlcycle.models.Model.fit_distributed` from the
+    settings (threads are each worker's own)."""
+    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight}
 
 
 def dask_fold(
     client: Client,
     frame: dd.DataFrame,
+    kind: str,
     params: dict[str, Any],
     cfg: config.TrainConfig,
     metric: str,
@@ -587,8 +551,6 @@ def dask_fold(
     (hash keyed by ``seed + 1 + i``) it early-stops on, scored on a hash-chosen sample of at
     most ``SCORE_ROWS`` of its held-out rows. Returns the fold (its output: the scored rows')
     and their encoded target."""
-    from xgboost import dask as dxgb
-
     seed, fraction = cfg.seed, cfg.validation_fraction
     share = min(1.0, SCORE_ROWS * cfg.cv_folds / max(rows, 1), OOF_ROWS / max(rows, 1))
     features = [c for c in frame.columns if not c.startswith("__")]
@@ -599,8 +561,10 @@ def dask_fold(
     )
     n_rounds = int(params.get("n_estimators", 100))
     early = params.get("early_stopping_rounds")
-    fitted = dask_boost(client, rest[~inner], params, cfg, task, n_classes, n_rounds,
-                        valid=rest[inner], early=early)  # fmt: skip
+    fitted = adapter(kind).fit_distributed(
+        client, rest[~inner], params, task, n_classes, n_rounds,
+        valid=rest[inner], early=early, **cluster_options(cfg),
+    )  # fmt: skip
     held = frame[frame["__fold"] == i]
     held = held[
         held.map_partitions(
@@ -608,21 +572,11 @@ def dask_fold(
             meta=("s", bool),
         )
     ]
-    booster = fitted.model.estimator
-    pred = dxgb.predict(client, booster, held[features])
+    pred = fitted.model.predict_distributed(client, held[features])
     y_held, p_held = client.compute([held["__y"], pred], sync=True)  # one pass over the rows
-    y = np.asarray(y_held)
-    p = np.asarray(p_held, dtype=np.float64)
-    if task == BINARY:
-        out = np.column_stack([1.0 - p, p])
-    elif is_classification(task):
-        p = p.reshape(len(y), n_classes)
-        out = p / p.sum(axis=1, keepdims=True)
-    else:
-        out = p
-    if is_classification(task):
-        y = y.astype(np.int64)
-    score = float(kpi(task, metric, y, out, 0.5))
+    y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
+    out = fitted.model.output_from_raw(np.asarray(p_held))
+    score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
     curve = fitted.curves.get("valid", {})
     return FoldResult(i, score, out, fitted.rounds, curve), y
 
@@ -630,6 +584,7 @@ def dask_fold(
 def cluster_batches(
     client: Client,
     frame: dd.DataFrame,
+    kind: str,
     cfg: config.TrainConfig,
     metric: str,
     task: str,
@@ -637,7 +592,8 @@ def cluster_batches(
     rows: int,
     truth: dict[str, np.ndarray],
 ) -> RunBatch:
-    """A :data:`RunBatch` for large data: each trial's folds boosted across the whole cluster
+    """A :data:`RunBatch` for large data: each trial's folds of ``kind`` (a
+    :attr:`~mlcycle.models.Model.distributed` kind) fitted across the whole cluster
     one after another (trials sequential), the pruner asked after each fold. The scored rows'
     target of the last completed trial goes to ``truth["y"]`` (the same rows every trial)."""
     k = cfg.cv_folds
@@ -649,7 +605,8 @@ def cluster_batches(
             ys = []
             for i in range(k):
                 start = time.perf_counter()
-                fold, y = dask_fold(client, frame, params, cfg, metric, task, n_classes, i, rows)
+                fold, y = dask_fold(client, frame, kind, params, cfg, metric, task, n_classes, i,
+                                    rows)  # fmt: skip
                 o.seconds += time.perf_counter() - start
                 o.folds.append(fold)
                 ys.append(y)
@@ -694,24 +651,24 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
     rows = dataset_rows(path)
     ddf = read_dataset(path)
     signature = dask_signature(ddf, path, params, say)
-    n_classes = len(signature.classes) if is_classification(obj.task) else 0
+    n_classes = tasks.get(obj.task).output_width(len(signature.classes))
     metric = obj.primary_metric
     small = rows <= eng.trial_max_rows
     limit = min(eng.sklearn_max_rows, eng.trial_max_rows)
     kinds = list(cfg.candidates)
-    sklearn = [k for k in kinds if k != "xgboost"]
+    sklearn = [k for k in kinds if not adapter(k).distributed]
     if sklearn and rows > limit:
         say(f"skipping {sklearn}: the training split has {rows} rows, more than {limit} "
             "(engine.sklearn_max_rows / trial_max_rows); scikit-learn needs it in one "
             "process")  # fmt: skip
-        kinds = [k for k in kinds if k == "xgboost"]
+        kinds = [k for k in kinds if adapter(k).distributed]
     if not kinds:
         raise ValueError(
             f"train.candidates {list(cfg.candidates)}: none can train on {rows} rows on the "
             "Dask engine; add xgboost, or raise engine.sklearn_max_rows"
         )
     baseline_kind = cfg.baseline
-    if baseline_kind and baseline_kind != "xgboost" and rows > limit:
+    if baseline_kind and not adapter(baseline_kind).distributed and rows > limit:
         say(f"no baseline: train.baseline {baseline_kind} is scikit-learn and the training "
             f"split has more than {limit} rows")  # fmt: skip
         baseline_kind = None
@@ -749,24 +706,30 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         check_fold_counts(_fold_counts(model_frame(), cfg.cv_folds, obj.task, n_classes),
                           obj.task, signature.classes)  # fmt: skip
         truth: dict[str, np.ndarray] = {}
-        run = cluster_batches(client, model_frame(), cfg, metric, obj.task, n_classes, rows,
-                              truth)  # fmt: skip
+
+        def run_for(kind: str) -> RunBatch:
+            return cluster_batches(client, model_frame(), kind, cfg, metric, obj.task,
+                                   n_classes, rows, truth)  # fmt: skip
+
         result = TuningResult(metric=metric, folds=cfg.cv_folds)
-        candidate, records = search_candidate("xgboost", cfg, metric, run, 1, say)
-        result.candidates["xgboost"] = candidate
-        result.records.extend(records)
-        _say_best(say, candidate, metric)
-        _baseline(result, baseline_kind, cfg, metric, say, lambda _kind: run)
+        for kind in kinds:  # the distributed kinds: the others were skipped above
+            candidate, records = search_candidate(kind, cfg, metric, run_for(kind), 1, say)
+            result.candidates[kind] = candidate
+            result.records.extend(records)
+            _say_best(say, candidate, metric)
+        _baseline(result, baseline_kind, cfg, metric, say, run_for)
         win = result.winner
         oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
     def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
-        if kind == "xgboost":
+        model = adapter(kind)
+        if model.distributed:
             rounds = cv.final_rounds or int(chosen.get("n_estimators", 100))
             mf = model_frame()
-            say(f"{what}: xgboost.dask, {rounds} rounds on {rows} rows in {mf.npartitions} "
-                "partition(s)")  # fmt: skip
-            return dask_boost(client, mf, chosen, cfg, obj.task, n_classes, rounds)
+            say(f"{what}: {kind} across the cluster, {rounds} rounds on {rows} rows in "
+                f"{mf.npartitions} partition(s)")  # fmt: skip
+            return model.fit_distributed(client, mf, chosen, obj.task, n_classes, rounds,
+                                         **cluster_options(cfg))  # fmt: skip
         say(f"{what}: {kind} on one worker")
         return client.submit(
             fit_on_worker, data[0], kind, chosen, cfg, obj.task, n_classes, cv.final_rounds,
@@ -790,7 +753,7 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
 def _fold_counts(frame: dd.DataFrame, folds: int, task: str, n_classes: int) -> np.ndarray:
     """Rows per (fold, class) of the model frame (one column for regression), from partition
     counts summed on the driver."""
-    k = max(n_classes, 1) if is_classification(task) else 1
+    k = max(tasks.get(task).output_width(n_classes), 1)
 
     def counts(part: pd.DataFrame) -> pd.DataFrame:
         f = part["__fold"].to_numpy(np.int64)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.engines import dask_client
 from mlcycle.engines.evaluate import main_dask
 from mlcycle.explain import shap_summary
@@ -33,10 +33,8 @@ from mlcycle.metrics import (
     choose_threshold,
     class_curves,
     compute_kpis,
-    confusion,
-    confusion_counts,
+    confusion_matrix,
     per_class_report,
-    positive,
     prediction_frame,
     regression_points,
     residual_summary,
@@ -58,19 +56,15 @@ from mlcycle.stages import (
     run,
 )
 from mlcycle.summary import SUMMARY, headline
-from mlcycle.tasks import BINARY, REGRESSION, lower_is_better, meets
+from mlcycle.tasks import lower_is_better, meets
 
 
 def decision_threshold(obj: config.Objectives) -> tuple[float | None, str, list[dict]]:
     """Binary: the threshold chosen on the training split's out-of-fold predictions (never the
     test split), its rule and the curve behind it. Other tasks have none."""
-    if obj.task != BINARY:
-        rule = (
-            "none: a multiclass label is the most probable class"
-            if obj.task != REGRESSION
-            else "none: a regression model predicts a number"
-        )
-        return None, rule, []
+    task = tasks.get(obj.task)
+    if not task.thresholded:
+        return None, task.decision_rule, []
     oof = pd.read_parquet(OOF)
     curve = threshold_curve(
         oof["actual"].to_numpy(),
@@ -87,13 +81,6 @@ def decision_threshold(obj: config.Objectives) -> tuple[float | None, str, list[
     return choose_threshold(curve, obj.threshold_metric), rule, curve
 
 
-def predicted_labels(out: np.ndarray, task: str, threshold: float | None) -> np.ndarray:
-    """Class indices: binary at the threshold, multiclass the most probable class."""
-    if task == BINARY:
-        return (positive(out) >= threshold).astype(np.int64)
-    return np.argmax(out, axis=1)
-
-
 def task_plots(
     y: np.ndarray, out: np.ndarray, signature: Signature, threshold: float | None, points: int
 ) -> dict[str, list]:
@@ -102,15 +89,15 @@ def task_plots(
     plots: dict[str, list] = dict.fromkeys(
         ("roc", "precision_recall", "calibration", "predicted_actual"), []
     )
-    if signature.task == REGRESSION:
+    task = tasks.get(signature.task)
+    if not task.classification:
         plots["predicted_actual"] = regression_points(y, out)
         return plots
+    out = np.asarray(out, dtype=np.float64)
     plots["roc"], plots["precision_recall"] = class_curves(y, out, signature.classes, points)
-    if signature.task == BINARY:
-        plots["calibration"] = calibration_points(y, positive(out))
-    else:  # confidence of the top class vs how often it is right
-        top = np.argmax(out, axis=1)
-        plots["calibration"] = calibration_points((top == y).astype(np.int8), out.max(axis=1))
+    # Binary: the positive class's probability against its rate; multiclass: the confidence
+    # of the top class against how often it is right.
+    plots["calibration"] = calibration_points(task.calibration_hits(y, out), task.score(out))
     return plots
 
 
@@ -217,15 +204,14 @@ def report(
     if base_out is not None:
         baseline = (base_out[0], compute_kpis(task, y, base_out[1], threshold, obj.kpis))
     task_detail: dict = {}
-    if task == REGRESSION:
+    spec = tasks.get(task)
+    if not spec.classification:
         task_detail["residuals"] = residual_summary(y, out)
         confusion_rows = ""
     else:
-        labels = predicted_labels(out, task, threshold)
-        if task == BINARY:
-            task_detail["confusion"] = confusion(y, out, threshold)
-        else:
-            task_detail["confusion"] = confusion_counts(y, labels, signature.classes)
+        labels = spec.decide(out, threshold)
+        matrix = confusion_matrix(y, labels, len(signature.classes))
+        task_detail["confusion"] = spec.confusion_summary(matrix, signature.classes)
         task_detail["per_class"] = per_class_report(y, labels, signature.classes)
         names_of = signature.classes
         confusion_rows = "".join(
@@ -295,7 +281,7 @@ def write_report(
         # How much better the chosen model is on the primary metric (> 0: better).
         baseline = {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
     task_detail = dict(ev.task_detail)
-    if by_class and task != REGRESSION:
+    if by_class and tasks.get(task).classification:
         task_detail["shap_by_class"] = by_class
     write_json(
         f"{METRICS}/evaluate.json",

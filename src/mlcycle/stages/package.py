@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlcycle import config, drift
+from mlcycle import config, drift, tasks
 from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
 from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
@@ -50,12 +50,7 @@ PROFILE_ROWS = 1_000_000
 def reference_output(predictions: pd.DataFrame, signature: Signature) -> np.ndarray:
     """The model's output on the test split, from evaluate's prediction file (binary
     ``probability``, multiclass ``probability_<class>``, regression ``prediction``)."""
-    if not signature.is_classification:
-        return predictions["prediction"].to_numpy(float)
-    if signature.task == "binary_classification":
-        p = predictions["probability"].to_numpy(float)
-        return np.column_stack([1 - p, p])
-    return predictions[[f"probability_{c}" for c in signature.classes]].to_numpy(float)
+    return tasks.get(signature.task).output_from_columns(predictions, signature.classes)
 
 
 def reference_profile(params: config.Params, signature: Signature, threshold: float | None) -> dict:

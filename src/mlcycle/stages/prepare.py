@@ -12,28 +12,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.drift import data_profile
 from mlcycle.engines import dask_client
 from mlcycle.engines.prepare import main_dask
 from mlcycle.io import write_json, write_parquet
 from mlcycle.prepare import prepare
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
-from mlcycle.tasks import BINARY, REGRESSION
 
 
 def target_summary(target: pd.Series, obj: config.Objectives) -> dict:
     """The target's make-up on one side: the positive rate (binary), the share of each class
-    (multiclass) or the mean and std (regression)."""
-    if obj.task == BINARY:
-        return {"positive_rate": round(float((target == obj.positive_class).mean()), 6)}
-    if obj.task == REGRESSION:
-        return {
-            "target_mean": round(float(target.mean()), 6),
-            "target_std": round(float(target.std()), 6),
-        }
-    shares = target.value_counts(normalize=True).sort_index()
-    return {"class_share": {str(k): round(float(v), 6) for k, v in shares.items()}}
+    (multiclass) or the mean and std (regression); see :meth:`mlcycle.tasks.Task.target_summary`."""
+    return tasks.get(obj.task).target_summary(target, obj.positive_class)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.engines import dask_client
 from mlcycle.engines.train import main_dask
 from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
@@ -37,8 +37,7 @@ from mlcycle.stages import (
     log,
     run,
 )
-from mlcycle.tasks import BINARY, REGRESSION
-from mlcycle.tuning import TuningResult, mean_curves, summary, trials_csv, tune
+from mlcycle.tuning import TuningResult, fit_options, mean_curves, summary, trials_csv, tune
 
 PROGRESS_ROUNDS = 100
 # The learning-curve series dvc.yaml plots: the early-stopping metric of a boosting winner
@@ -48,12 +47,7 @@ CURVE_SERIES = (("train", "loss"), ("valid", "loss"))
 
 def describe_target(y: np.ndarray, signature: Signature) -> str:
     """The target's make-up for the progress log: class counts, or the value range."""
-    if signature.task == REGRESSION:
-        return f"target mean {y.mean():.4g}, std {y.std():.4g}"
-    counts = np.bincount(y.astype(np.int64), minlength=len(signature.classes))
-    if signature.task == BINARY:
-        return f"{int(counts[1])} positive"
-    return ", ".join(f"{c}: {int(n)}" for c, n in zip(signature.classes, counts, strict=True))
+    return tasks.get(signature.task).describe_target(y, signature.classes)
 
 
 def main() -> None:
@@ -99,11 +93,11 @@ def main() -> None:
         X,
         y,
         win.params,
-        cfg,
         obj.task,
         n_classes,
         rounds=win.cv.final_rounds,
         on_round=on_round,
+        **fit_options(cfg),
     )
     oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
     baseline = None
@@ -113,8 +107,9 @@ def main() -> None:
             baseline = final  # the untuned configuration won: the same model
         else:
             baseline = fit(
-                base.name, X, y, base.params, cfg, obj.task, n_classes, base.cv.final_rounds
-            )
+                base.name, X, y, base.params, obj.task, n_classes,
+                rounds=base.cv.final_rounds, **fit_options(cfg),
+            )  # fmt: skip
     finish(params, signature, result, final, baseline, oof, len(X))
 
 
