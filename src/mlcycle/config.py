@@ -214,10 +214,6 @@ def _metric_problem(names: list[str], task: str | None) -> str | None:
     return f"{verb} not {what} of {task}{hint}; {task} metrics: {list(known)}"
 
 
-def _usable_kinds(task: str) -> list[str]:
-    return [kind for kind in tasks.MODEL_KINDS if task in tasks.MODEL_TASKS[kind]]
-
-
 # --- the sections --------------------------------------------------------------------------------
 
 
@@ -271,9 +267,12 @@ class Objectives(_Section):
     @classmethod
     def _positive_class(cls, value: str | None, info: ValidationInfo) -> str | None:
         task = info.data.get("task")
-        if task == tasks.BINARY and value is None:
+        kind = tasks.TASK.get(task)
+        if kind is None:
+            return value
+        if kind.has_positive_class and value is None:
             _fail("is missing: binary_classification needs the label counted as positive")
-        if task in (tasks.MULTICLASS, tasks.REGRESSION) and value is not None:
+        if not kind.has_positive_class and value is not None:
             _fail(
                 f"applies only to binary_classification; remove it (or set it to null) for {task}"
             )
@@ -319,7 +318,7 @@ class Objectives(_Section):
         task = info.data.get("task")
         if value is None:
             return value
-        if task in (tasks.MULTICLASS, tasks.REGRESSION) and value.model_fields_set:
+        if task in tasks.TASK and not tasks.TASK[task].thresholded and value.model_fields_set:
             _fail(
                 "applies only to binary_classification (a threshold on the positive class's "
                 f"probability); remove it for {task}"
@@ -580,7 +579,8 @@ class SplitConfig(_Section):
             problems.append(((), "method group needs 'group_column'"))
         if self.method == "time" and not self.time_column:
             problems.append(((), "method time needs 'time_column'"))
-        if self.method == "stratified" and _context(info, "task") == tasks.REGRESSION:
+        task = tasks.TASK.get(_context(info, "task"))
+        if self.method == "stratified" and task and not task.classification:
             problems.append(
                 (
                     ("method",),
@@ -812,8 +812,8 @@ class TrainConfig(_Section):
             _fail(f"names a model twice: {list(value)}")
         problems: list[tuple[tuple[str | int, ...], str]] = []
         for i, kind in enumerate(value):
-            if task and task not in tasks.MODEL_TASKS[kind]:
-                usable = _usable_kinds(task)
+            if task and kind not in tasks.kinds_for(task):
+                usable = tasks.kinds_for(task)
                 problems.append(
                     ((i,), f"is {kind!r}, which cannot learn {task}; {task} can use {usable}")
                 )
@@ -824,8 +824,9 @@ class TrainConfig(_Section):
     @classmethod
     def _baseline(cls, value: str | None, info: ValidationInfo) -> str | None:
         task = _context(info, "task")
-        if value is not None and task and task not in tasks.MODEL_TASKS[value]:
-            _fail(f"is {value!r}, which cannot learn {task}; {task} can use {_usable_kinds(task)}")
+        usable = tasks.kinds_for(task) if task else []
+        if value is not None and task and value not in usable:
+            _fail(f"is {value!r}, which cannot learn {task}; {task} can use {usable}")
         return value
 
     @field_validator("xgb")
@@ -1014,9 +1015,9 @@ class EngineConfig(_Section):
 def _per_task_rules() -> list[dict[str, Any]]:
     """JSON Schema conditions that depend on objectives.task (pydantic checks them in code)."""
     rules = []
-    for task in tasks.TASKS:
-        names = list(tasks.KPI_NAMES[task])
-        kinds = _usable_kinds(task)
+    for task, kind in tasks.TASK.items():
+        names = list(kind.kpis)
+        kinds = tasks.kinds_for(task)
         objectives: dict[str, Any] = {
             "properties": {
                 "primary_metric": {"enum": [*names, None]},
@@ -1024,7 +1025,7 @@ def _per_task_rules() -> list[dict[str, Any]]:
                 "minimums": {"propertyNames": {"enum": names}},
             }
         }
-        if task == tasks.BINARY:
+        if kind.has_positive_class:
             objectives["required"] = ["positive_class"]
             objectives["properties"]["positive_class"] = {"type": ["string", "integer", "boolean"]}
             objectives["properties"]["threshold"] = {
@@ -1044,7 +1045,7 @@ def _per_task_rules() -> list[dict[str, Any]]:
                 }
             },
         }
-        if task == tasks.REGRESSION:
+        if not kind.classification:
             then["prepare"] = {
                 "properties": {
                     "split": {"properties": {"method": {"not": {"const": "stratified"}}}}
@@ -1209,7 +1210,7 @@ def _task_of(raw: dict[str, Any]) -> str | None:
     """objectives.task if it names a task (else None: its own check reports it)."""
     objectives = raw.get("objectives")
     task = objectives.get("task") if isinstance(objectives, dict) else None
-    return task if isinstance(task, str) and task in tasks.TASKS else None
+    return task if isinstance(task, str) and task in tasks.TASK else None
 
 
 def _file_context(raw: dict[str, Any]) -> dict[str, Any]:

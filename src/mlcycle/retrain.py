@@ -778,7 +778,7 @@ def _model_classes(root: Path) -> tuple[str, ...]:
     if not path.is_file():
         return ()
     sig = Signature.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    return () if sig.task == "regression" else tuple(sig.classes)
+    return tuple(sig.classes)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class Task:
     classification: ClassVar[bool] = True  # predicts a class, with a probability per class
     has_positive_class: ClassVar[bool] = False  # binary: a negative and a positive class
     thresholded: ClassVar[bool] = False  # binary: the label is decided at a threshold
+    one_score: ClassVar[bool] = False  # the output is one number a row (:meth:`score`)
     score_name: ClassVar[str] = "score"  # the drift column of :meth:`score`
     decision_rule: ClassVar[str] = ""  # evaluation's threshold rule, for tasks without one
 
@@ -225,6 +226,7 @@ class BinaryTask(Task):
 
     has_positive_class = True
     thresholded = True
+    one_score = True
 
     def signature_classes(
         self,
@@ -340,6 +342,7 @@ class RegressionTask(Task):
     """A number; no classes, no decision."""
 
     classification = False
+    one_score = True
     score_name = "value"
     decision_rule = "none: a regression model predicts a number"
 

@@ -25,14 +25,13 @@ import orjson
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-from mlcycle import registry
+from mlcycle import registry, tasks
 from mlcycle.bundle import Bundle, load_bundle
 from mlcycle.encoder import Encoder
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.telemetry import Telemetry
-from mlcycle.tasks import BINARY
 
 logger = logging.getLogger("mlcycle.serve")
 
@@ -127,7 +126,7 @@ def prediction_dicts(
         return [{"value": v} for v in np.asarray(output, dtype=np.float64).tolist()]
     classes = signature.classes
     rows = np.asarray(output, dtype=np.float64).tolist()
-    if signature.task == BINARY:
+    if tasks.get(signature.task).has_positive_class:
         return [
             {
                 "label": lab,
@@ -181,7 +180,7 @@ class Core:
         self.signature = self.loaded.signature
         self.log = log
         self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
-        self.telemetry = Telemetry(task_is_probability=self.signature.task == BINARY)
+        self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
         self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
         self.generation = 0.0
         self.next_check = 0.0
@@ -249,8 +248,8 @@ class Core:
 
     def observe(self, model: Loaded, output: np.ndarray, labels: list[str] | None) -> None:
         """Count what the model predicted, for the metrics."""
-        sig = model.signature
-        scores = output[:, 1] if sig.task == BINARY else (None if labels else output)
+        task = tasks.get(model.signature.task)
+        scores = task.score(output) if task.one_score else None
         self.telemetry.observe_predictions(model.bundle.model_id, labels, scores)
 
     # -- the prediction log -------------------------------------------------------------------

@@ -24,7 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlcycle import __version__
+from mlcycle import __version__, tasks
 from mlcycle.features import Signature
 from mlcycle.serve.core import MAX_TEXT, Core, Loaded, example_record, prediction_dicts
 from mlcycle.serve.http import ErrorDetail, json_response
@@ -199,7 +199,7 @@ def outputs_for(
                 data=np.asarray(output, dtype=np.float64).ravel().tolist(),
             )
         )
-        if signature.task == "binary_classification":
+        if tasks.get(signature.task).has_positive_class:
             tensors.append(
                 ResponseOutput(
                     name="probability",
@@ -243,7 +243,7 @@ def model_metadata(signature: Signature, name: str, versions: list[str]) -> Mode
                 parameters={"classes": list(signature.classes)},
             ),
         ]
-        if signature.task == "binary_classification":
+        if tasks.get(signature.task).has_positive_class:
             outputs.append(TensorMetadata(name="probability", datatype="FP64", shape=[-1]))
     else:
         outputs = [TensorMetadata(name="value", datatype="FP64", shape=[-1])]
