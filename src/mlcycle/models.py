@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import tasks
-from mlcycle.adapters.base import FitResult, Model, ModelError
+from mlcycle.adapters.base import FitResult, Model, ModelError, Progress
 from mlcycle.adapters.sklearn_models import (
     TRUSTED_TYPES,
     LogisticRegressionModel,
@@ -37,6 +37,7 @@ __all__ = [
     "FitResult",
     "Model",
     "ModelError",
+    "Progress",
     "UntrustedTypesError",
     "adapter",
     "canonical_skops",
