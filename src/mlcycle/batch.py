@@ -232,9 +232,7 @@ def predict_file(
     files = input_files(input_path)
     in_fmt, _ = file_format(files[0])
     out_fmt, out_gz = (PARQUET, False) if folder else file_format(output_path)
-    for name, value in (("chunk_rows", chunk_rows), ("part_rows", part_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    _check_counts(chunk_rows=chunk_rows, part_rows=part_rows)
     if folder:
         _check_output_folder(output_path)
     sig = bundle.signature
@@ -243,10 +241,7 @@ def predict_file(
     notes: list[str] = []
     chunks = reader.chunks(notes)
     first = next(chunks, None)  # reading the first chunk checks the columns: nothing written yet
-    total = None
-    if progress:
-        counts = [count_rows(f) for f in files]
-        total = None if None in counts else sum(c for c in counts if c is not None)
+    total = _total_rows(files) if progress else None
     bar = _progress_bar(Path(input_path), total, progress)
     rows = n_chunks = 0
     done = False
@@ -279,19 +274,30 @@ def predict_file(
                 writer.close()
         done = True
     finally:
-        if done and bar.total != rows:
-            bar.total = rows  # the count was an estimate (a newline inside quotes): end at 100 %
-            bar.refresh()
-        bar.close()
-    return BatchResult(
-        Path(input_path),
-        output_path,
-        rows,
-        n_chunks,
-        time.perf_counter() - start_time,
-        tuple(notes),
-        writer.parts if folder else 0,
-    )
+        _close_bar(bar, rows if done else None)
+    seconds, parts = time.perf_counter() - start_time, writer.parts if folder else 0
+    return BatchResult(Path(input_path), output_path, rows, n_chunks, seconds, tuple(notes), parts)
+
+
+def _check_counts(**counts: Any) -> None:
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def _total_rows(files: list[Path]) -> int | None:
+    """The rows of ``files`` for the progress bar; None if one cannot be counted."""
+    counts = [count_rows(f) for f in files]
+    return None if None in counts else sum(c for c in counts if c is not None)
+
+
+def _close_bar(bar: Any, rows: int | None) -> None:
+    """Close the progress bar; after a complete run (``rows`` scored) it ends at 100 %, the
+    count having been an estimate (a newline inside quotes)."""
+    if rows is not None and bar.total != rows:
+        bar.total = rows
+        bar.refresh()
+    bar.close()
 
 
 def _same_columns(reader: _Reader, first: _Reader, path: Path, first_path: Path) -> None:

@@ -223,42 +223,14 @@ def run(
         if output is not None and len(output) == n
         else None
     )
-    target = None
-    if judge_target:
-        values = labelled.astype(str)
-        if not signature.is_classification:
-            values = pd.to_numeric(values, errors="coerce")
-        target = {
-            **drift.as_dict(
-                drift.compare_column("target", profile["target"], values, settings, tests)
-            ),
-            "what": "label",
-        }
+    target = _judge_target(profile, labelled, signature, settings, tests) if judge_target else None
     threshold = profile.get("threshold")
     performance = _performance(output, labels, signature, objectives, threshold, profile, settings)
     drifted = [f.feature for f in features if f.drifted]
     verdict = bool(
         drifted or (predictions and predictions["drifted"]) or (target and target["drifted"])
     )
-    reasons = []
-    if drifted:
-        reasons.append(f"inputs drifted: {', '.join(drifted)}")
-    if predictions and predictions["drifted"]:
-        reasons.append("the predictions drifted")
-    if target and target["drifted"]:
-        reasons.append("the labels' mix drifted")
-    for o in (performance or {}).get("objectives", []):
-        if o["met"] is False:
-            op = "<=" if o["bound"] == "maximum" else ">="
-            reasons.append(
-                f"{o['metric']} {o['value']:.4f} on {performance['labelled_rows']} labelled "
-                f"rows misses the objective ({op} {o['limit']})"
-            )
-    est = (performance or {}).get("estimated")
-    if est and est["met"] is False:
-        reasons.append(
-            f"estimated {est['metric']} {est['value']:.4f} misses the objective ({est['limit']})"
-        )
+    reasons = _retrain_reasons(drifted, predictions, target, performance)
     return {
         "model": model,
         "window": window,
@@ -282,6 +254,49 @@ def run(
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _judge_target(
+    profile: dict,
+    labelled: pd.Series,
+    signature: Signature,
+    settings: MonitorConfig,
+    tests: int,
+) -> dict:
+    """The labels' drift against the training target's profile."""
+    values = labelled.astype(str)
+    if not signature.is_classification:
+        values = pd.to_numeric(values, errors="coerce")
+    return {
+        **drift.as_dict(drift.compare_column("target", profile["target"], values, settings, tests)),
+        "what": "label",
+    }
+
+
+def _retrain_reasons(
+    drifted: list[str], predictions: dict | None, target: dict | None, performance: dict | None
+) -> list[str]:
+    """Why retraining is recommended: what drifted and which objectives are missed."""
+    reasons = []
+    if drifted:
+        reasons.append(f"inputs drifted: {', '.join(drifted)}")
+    if predictions and predictions["drifted"]:
+        reasons.append("the predictions drifted")
+    if target and target["drifted"]:
+        reasons.append("the labels' mix drifted")
+    for o in (performance or {}).get("objectives", []):
+        if o["met"] is False:
+            op = "<=" if o["bound"] == "maximum" else ">="
+            reasons.append(
+                f"{o['metric']} {o['value']:.4f} on {performance['labelled_rows']} labelled "
+                f"rows misses the objective ({op} {o['limit']})"
+            )
+    est = (performance or {}).get("estimated")
+    if est and est["met"] is False:
+        reasons.append(
+            f"estimated {est['metric']} {est['value']:.4f} misses the objective ({est['limit']})"
+        )
+    return reasons
 
 
 # --- reports and history ------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-from mlcycle import registry
+from mlcycle import config, registry
+from mlcycle.config import MonitorConfig
+from mlcycle.drift import compare_profiles
 from mlcycle.status import gate_of, workspace_gate
 from mlcycle.tasks import LOWER_IS_BETTER
 
@@ -174,9 +176,6 @@ def _data(root: Path, base: str, head: str) -> list[str]:
 
 def _data_drift(root: Path, base: str, head: str) -> list[str]:
     """How the training split moved between the two revisions (metrics/data_profile.json)."""
-    from mlcycle.config import MonitorConfig
-    from mlcycle.drift import compare_profiles
-
     d0 = _json(root, base, "metrics/data_profile.json")
     d1 = _json(root, head, "metrics/data_profile.json")
     if not d0 or not d1:
@@ -232,8 +231,6 @@ def _drift_detail(c: dict) -> str:
 def _monitor_settings(root: Path, rev: str) -> Any:
     """monitor settings of params.yaml at ``rev`` (thresholds of the drift rule), if they are
     valid."""
-    from mlcycle import config
-
     text = read_at(root, rev, "params.yaml")
     try:
         return config.section(config.load_yaml(text), "monitor") if text else None

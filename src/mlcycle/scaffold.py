@@ -696,22 +696,9 @@ def plan(
     ``root``; raises :class:`InitError` naming what is wrong. Writes nothing."""
     root = Path(root).resolve()
     data = Path(data)
-    if not data.exists():
-        raise InitError(f"{data}: no such file")
-    if not data.is_file():
-        raise InitError(f"{data}: not a file")
-    if any(c in data.name for c in GLOB_CHARS):
-        raise InitError(
-            f"{data}: its name holds one of {list(GLOB_CHARS)}, which a source path reads as a "
-            "pattern; rename the file"
-        )
+    _check_data_file(data)
     fmt = source_format(data)
-    resolved = data.resolve()
-    external = (root / DATA_DIR).resolve()
-    if resolved.is_relative_to(external):
-        data_path, copied_from = resolved.relative_to(root).as_posix(), None
-    else:
-        data_path, copied_from = (DATA_DIR / data.name).as_posix(), resolved
+    data_path, copied_from = _placement(root, data)
     delimiter = csv_delimiter(data) if fmt == "csv" else ","
     frame = read_data(data, root, delimiter)
     columns = [str(c) for c in frame.columns if c != SOURCE_COLUMN]
@@ -724,23 +711,8 @@ def plan(
     task = task or infer_task(values)
     check_task(values, target, task)
 
-    current = carried_settings(root)
-    messages: list[str] = []
     args = (data_path, fmt, target, task, values, package_name(data, name))
-    params = draft_params(*args, current)
-    try:
-        config.parse_params(params)
-    except ConfigError as exc:  # the current params.yaml's settings cannot be carried over
-        params = draft_params(*args, {})
-        messages.append(
-            f"the current params.yaml's gate/validate/train/evaluate/monitor settings do not "
-            f"validate for this data ({exc}); the shipped defaults are used instead"
-        )
-        try:
-            config.parse_params(params)
-        except ConfigError as bug:
-            raise InitError(f"the params drafted for {data.name} do not validate: {bug}") from bug
-
+    params, messages = _valid_params(args, carried_settings(root), data.name)
     if delimiter != ",":
         params["data"]["sources"][0]["delimiter"] = delimiter
         messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
@@ -780,6 +752,49 @@ def plan(
         copied_from=copied_from,
         messages=tuple(messages),
     )
+
+
+def _check_data_file(data: Path) -> None:
+    if not data.exists():
+        raise InitError(f"{data}: no such file")
+    if not data.is_file():
+        raise InitError(f"{data}: not a file")
+    if any(c in data.name for c in GLOB_CHARS):
+        raise InitError(
+            f"{data}: its name holds one of {list(GLOB_CHARS)}, which a source path reads as a "
+            "pattern; rename the file"
+        )
+
+
+def _placement(root: Path, data: Path) -> tuple[str, Path | None]:
+    """The data's path in the project, and where it is copied from if it is outside
+    data/external/."""
+    resolved = data.resolve()
+    if resolved.is_relative_to((root / DATA_DIR).resolve()):
+        return resolved.relative_to(root).as_posix(), None
+    return (DATA_DIR / data.name).as_posix(), resolved
+
+
+def _valid_params(
+    args: tuple, current: dict[str, Any], file_name: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The drafted params, carrying over the ``current`` settings if they validate for this
+    data (else the shipped defaults, with a message saying so)."""
+    messages: list[str] = []
+    params = draft_params(*args, current)
+    try:
+        config.parse_params(params)
+    except ConfigError as exc:  # the current params.yaml's settings cannot be carried over
+        params = draft_params(*args, {})
+        messages.append(
+            f"the current params.yaml's gate/validate/train/evaluate/monitor settings do not "
+            f"validate for this data ({exc}); the shipped defaults are used instead"
+        )
+        try:
+            config.parse_params(params)
+        except ConfigError as bug:
+            raise InitError(f"the params drafted for {file_name} do not validate: {bug}") from bug
+    return params, messages
 
 
 def write(root: Path, p: Plan, force: bool = False) -> list[str]:

@@ -444,6 +444,27 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS))
 
 
+def _retrying(
+    call: Callable[[], Any],
+    retryable: type[Exception],
+    attempts: int,
+    failed: str,
+    reason: Callable[[Exception], str],
+) -> Any:
+    """``call()``, tried up to ``attempts`` times with a growing wait while it raises
+    ``retryable``; then a SourceError: ``failed`` (attempts) ``reason(error)``."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except retryable as exc:
+            if attempt + 1 == attempts:
+                raise SourceError(
+                    f"{failed} ({attempts} attempt{'s' if attempts > 1 else ''}): {reason(exc)}"
+                ) from None
+            _backoff(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # --- database ----------------------------------------------------------------------------------
 
 
@@ -504,18 +525,13 @@ def _connect(engine, source: Source, label: str, raw: str):
     """A connection, after up to ``source.retries`` more attempts with a growing wait."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    attempts = source.retries + 1
-    for attempt in range(attempts):
-        try:
-            return engine.connect()
-        except SQLAlchemyError as exc:
-            if attempt + 1 == attempts:
-                raise SourceError(
-                    f"source {label}: cannot connect to the database ({attempts} "
-                    f"attempt{'s' if attempts > 1 else ''}): {_db_reason(exc, raw)}"
-                ) from None
-            _backoff(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _retrying(
+        engine.connect,
+        SQLAlchemyError,
+        source.retries + 1,
+        f"source {label}: cannot connect to the database",
+        lambda exc: _db_reason(exc, raw),
+    )
 
 
 def _query(conn, source: Source, label: str, raw: str) -> pd.DataFrame:
@@ -626,19 +642,14 @@ def download(source: Source, url: str) -> bytes:
     shown = redact_url(url)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise SourceError(f"source {source.name!r}: {shown!r} is not an http(s) URL")
-    attempts = source.retries + 1
     with requests.Session() as session:
-        for attempt in range(attempts):
-            try:
-                return _get(session, url, source)
-            except _Retryable as exc:
-                if attempt + 1 == attempts:
-                    raise SourceError(
-                        f"source {source.name!r}: download of {shown} failed ({attempts} "
-                        f"attempt{'s' if attempts > 1 else ''}): {_scrub(str(exc), url)}"
-                    ) from None
-                _backoff(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+        return _retrying(
+            lambda: _get(session, url, source),
+            _Retryable,
+            source.retries + 1,
+            f"source {source.name!r}: download of {shown} failed",
+            lambda exc: _scrub(str(exc), url),
+        )
 
 
 def read_http(source: Source, root: Path) -> SourceRead:

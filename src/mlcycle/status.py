@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlcycle import config
+from mlcycle import config, registry
 from mlcycle.summary import SUMMARY, _params, fingerprint, headline
 from mlcycle.tasks import lower_is_better, meets
 
@@ -79,8 +79,6 @@ def minimums(params: dict) -> dict[str, float]:
 
 
 def _production(root: Path, params: dict) -> str:
-    from mlcycle import registry
-
     try:
         prod = registry.production(root, config.section(params, "package").name)
     except Exception as exc:  # noqa: BLE001 - status must print even without a registry

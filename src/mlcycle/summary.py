@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from mlcycle.config import YAMLError, load_yaml
+
 SUMMARY = "metrics/summary.json"
 
 
@@ -29,8 +31,6 @@ def fingerprint(evaluate_text: str | bytes, params: dict | None) -> str:
 
 
 def _params(text: str | None) -> dict | None:
-    from mlcycle.config import YAMLError, load_yaml  # params.yaml as DVC and the stages read it
-
     try:
         found = load_yaml(text) if text else None
     except YAMLError:

@@ -516,6 +516,65 @@ class TuningResult:
         return self.candidates[self.ranking[0]]
 
 
+@dataclass
+class _Trials:
+    """The trials of one candidate, recorded in order. A configuration the sampler proposes
+    again (integer and categorical spaces) would give the very same fold scores: it is not
+    refitted."""
+
+    kind: str
+    X: pd.DataFrame
+    y: np.ndarray
+    cfg: TrainConfig
+    metric: str
+    splits: list[Split]
+    task: str
+    n_classes: int
+    records: list[TrialRecord] = field(default_factory=list)
+    results: dict[int, tuple[dict[str, Any], CVResult]] = field(default_factory=dict)
+    seen: dict[str, CVResult] = field(default_factory=dict)
+
+    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> CVResult:
+        """Cross-validate ``params`` (reporting each fold to ``trial``) and record it."""
+        start = time.perf_counter()
+        records = self.records
+        key = json.dumps(params, sort_keys=True, default=str)
+        cv = self.seen.get(key)
+        if cv is not None:
+            if trial is not None:
+                for i in range(len(cv.scores)):
+                    trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
+        else:
+            try:
+                cv = cross_validate_trial(
+                    self.kind, self.X, self.y, params, self.cfg, self.metric, self.splits,
+                    trial, self.task, self.n_classes,
+                )  # fmt: skip
+            except Pruned as stop:
+                scores = [f.score for f in stop.folds]
+                records.append(
+                    TrialRecord(self.kind, len(records), params, float(np.mean(scores)),
+                                float(np.std(scores)), None, time.perf_counter() - start,
+                                pruned_after=len(scores))
+                )  # fmt: skip
+                raise
+        self.seen[key] = cv
+        number = len(records)
+        records.append(
+            TrialRecord(
+                self.kind,
+                number,
+                params,
+                cv.mean,
+                cv.std,
+                cv.final_rounds,
+                time.perf_counter() - start,
+            )
+        )
+        self.results[number] = (params, cv)
+        return cv
+
+
 def tune_candidate(
     kind: str,
     X: pd.DataFrame,
@@ -530,95 +589,66 @@ def tune_candidate(
     """Cross-validate ``kind``'s fixed parameters (trial 0), then search its space."""
     say = progress or (lambda _msg: None)
     base = fixed_params(kind, cfg)
-    records: list[TrialRecord] = []
-    results: dict[int, tuple[dict[str, Any], CVResult]] = {}
-    seen: dict[str, CVResult] = {}
-
-    def evaluate(params: dict[str, Any], trial: optuna.Trial | None = None) -> CVResult:
-        start = time.perf_counter()
-        key = json.dumps(params, sort_keys=True, default=str)
-        # The sampler may propose a configuration again (integer and categorical spaces);
-        # its folds would give the very same scores, so they are not refitted.
-        cv = seen.get(key)
-        if cv is not None:
-            if trial is not None:
-                for i in range(len(cv.scores)):
-                    trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
-        else:
-            try:
-                cv = cross_validate_trial(
-                    kind, X, y, params, cfg, metric, splits, trial, task, n_classes
-                )
-            except Pruned as stop:
-                scores = [f.score for f in stop.folds]
-                records.append(
-                    TrialRecord(kind, len(records), params, float(np.mean(scores)),
-                                float(np.std(scores)), None, time.perf_counter() - start,
-                                pruned_after=len(scores))
-                )  # fmt: skip
-                raise
-        seen[key] = cv
-        number = len(records)
-        records.append(
-            TrialRecord(
-                kind,
-                number,
-                params,
-                cv.mean,
-                cv.std,
-                cv.final_rounds,
-                time.perf_counter() - start,
-            )
-        )
-        results[number] = (params, cv)
-        return cv
-
-    space = cfg.search.get(kind, {})
+    trials = _Trials(kind, X, y, cfg, metric, splits, task, n_classes)
     budget = cfg.trials_for(kind)
     say(
         f"{kind}: trial 0 (untuned) + {budget} search trial(s), {len(splits)}-fold CV on "
         f"{len(y)} rows"
     )
-    untuned = evaluate(base)
+    untuned = trials.evaluate(base)
     say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
     if budget:
-        dists = distributions(space)
-        study = make_study(cfg, metric, budget, base, untuned, dists)
-        every = max(1, budget // 5)
-
-        def objective(trial: optuna.Trial) -> float:
-            params = {**base, **suggest(trial, dists)}
-            return evaluate(params, trial).mean
-
-        def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-            done = len(records) - 1
-            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
-                study.stop()
-            if done % every == 0 or done == budget:
-                best = _best(records, metric)
-                last = records[-1]
-                what = (
-                    f"pruned after {last.pruned_after} fold(s) at {last.cv_mean:.4f}"
-                    if last.pruned
-                    else f"cv {metric} {last.cv_mean:.4f} ± {last.cv_std:.4f}"
-                )
-                say(
-                    f"{kind} trial {done}/{budget}: {what} ({last.duration_s:.1f}s); best "
-                    f"{best.cv_mean:.4f} (trial {best.trial})"
-                )
-
-        study.optimize(
-            objective,
-            n_trials=budget,
-            timeout=cfg.tuning_timeout,
-            n_jobs=1,
-            callbacks=[report],
-        )
+        _search(trials, base, untuned, budget, say)
+    records = trials.records
     best = _best(records, metric)
-    params, cv = results[best.trial]
+    params, cv = trials.results[best.trial]
     result = CandidateResult(kind, best.trial, params, cv, base, untuned, len(records))
     return result, records
+
+
+def _search(
+    trials: _Trials,
+    base: dict[str, Any],
+    untuned: CVResult,
+    budget: int,
+    say: Progress,
+) -> None:
+    """Search ``trials.kind``'s space for ``budget`` trials after trial 0, reporting about
+    every fifth and stopping early when patience runs out."""
+    kind, cfg, metric, records = trials.kind, trials.cfg, trials.metric, trials.records
+    dists = distributions(cfg.search.get(kind, {}))
+    study = make_study(cfg, metric, budget, base, untuned, dists)
+    every = max(1, budget // 5)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base, **suggest(trial, dists)}
+        return trials.evaluate(params, trial).mean
+
+    def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        done = len(records) - 1
+        if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+            say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
+            study.stop()
+        if done % every == 0 or done == budget:
+            best = _best(records, metric)
+            last = records[-1]
+            what = (
+                f"pruned after {last.pruned_after} fold(s) at {last.cv_mean:.4f}"
+                if last.pruned
+                else f"cv {metric} {last.cv_mean:.4f} ± {last.cv_std:.4f}"
+            )
+            say(
+                f"{kind} trial {done}/{budget}: {what} ({last.duration_s:.1f}s); best "
+                f"{best.cv_mean:.4f} (trial {best.trial})"
+            )
+
+    study.optimize(
+        objective,
+        n_trials=budget,
+        timeout=cfg.tuning_timeout,
+        n_jobs=1,
+        callbacks=[report],
+    )
 
 
 def _best(records: list[TrialRecord], metric: str) -> TrialRecord:

@@ -1,2 +1,2 @@
-"""Model adapters: one module per family, each registering its kinds with
-:func:`mlcycle.models.register`. See :mod:`mlcycle.models` for the interface."""
+"""Model adapters: the interface (:mod:`mlcycle.adapters.base`) and one module per family;
+:mod:`mlcycle.models` registers their kinds."""

@@ -1,5 +1,5 @@
 """The scikit-learn kinds: a Pipeline of preprocessing and one estimator, stored with skops
-(never pickle) and checked against :data:`mlcycle.models.TRUSTED_TYPES` before loading.
+(never pickle) and checked against :data:`TRUSTED_TYPES` before loading.
 
 - ``logistic_regression`` (classification): median imputation and scaling of numbers, one-hot
   categories, then a logistic regression.
@@ -13,7 +13,11 @@ encoding and code -1 in the ordinal one, so each kind handles it without failing
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,15 +31,90 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlcycle import tasks
-from mlcycle.models import (
-    TRUSTED_TYPES,
-    FitResult,
-    Model,
-    ModelError,
-    canonical_skops,
-    check_skops_types,
-    register,
-)
+from mlcycle.adapters.base import FitResult, Model, ModelError
+
+# Types a skops file of ours may hold beyond those skops trusts out of the box (scikit-learn
+# estimators, numpy arrays, Python primitives). Anything else is refused before loading.
+TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class UntrustedTypesError(ModelError):
+    """A skops file holds types outside :data:`TRUSTED_TYPES`; it was not loaded."""
+
+    def __init__(self, types: list[str]) -> None:
+        self.types = types
+        super().__init__(
+            f"it holds untrusted type(s) {types}; refusing to load it (trusted beyond "
+            f"skops' defaults: {list(TRUSTED_TYPES)})"
+        )
+
+
+# --- skops files (the scikit-learn adapters' format) --------------------------------------------
+
+
+def check_skops_types(data: bytes) -> None:
+    """Refuse a skops file holding a type outside :data:`TRUSTED_TYPES`, naming the types.
+
+    :func:`skops.io.get_untrusted_types` only parses the file's JSON schema; nothing in the
+    file is imported or run.
+    """
+    try:
+        found = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # a truncated zip, bad JSON, an unknown protocol ...
+        raise ModelError(f"not a valid skops file: {type(exc).__name__}: {exc}") from exc
+    refused = sorted(set(found) - set(TRUSTED_TYPES))
+    if refused:
+        raise UntrustedTypesError(refused)
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """Rewrite a skops file so the same model always gives the same bytes.
+
+    skops names array files and memo ids after memory addresses, uses random names for bytes
+    and stamps the zip entries with the current time. Here ids and file names are renumbered
+    in the order the schema first uses them and every entry gets a fixed timestamp; loading
+    gives the same object.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = json.loads(src.read("schema.json"))
+        ids: dict[int, int] = {}
+        files: dict[str, str] = {}
+
+        def walk(node: Any) -> Any:
+            if isinstance(node, list):
+                return [walk(v) for v in node]
+            if not isinstance(node, dict):
+                return node
+            out = {}
+            for key, value in node.items():
+                if key == "__id__" and isinstance(value, int):
+                    value = ids.setdefault(value, len(ids) + 1)
+                elif key == "file" and isinstance(value, str) and "__loader__" in node:
+                    suffix = Path(value).suffix
+                    value = files.setdefault(value, f"{len(files) + 1}{suffix}")
+                else:
+                    value = walk(value)
+                out[key] = value
+            return out
+
+        schema = walk(schema)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as dst:
+            for old, new in files.items():
+                _write_entry(dst, new, src.read(old))
+            _write_entry(dst, "schema.json", json.dumps(schema, indent=2).encode())
+    return buffer.getvalue()
+
+
+def _write_entry(dst: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    dst.writestr(info, data, compresslevel=6)
+
+
+# --- the scikit-learn kinds --------------------------------------------------------------------
 
 
 def _n_jobs(nthread: int) -> int:
@@ -198,7 +277,6 @@ class SklearnModel(Model):
         return raw
 
 
-@register
 class LogisticRegressionModel(SklearnModel):
     kind = "logistic_regression"
     default_params = {"C": 1.0, "max_iter": 1000}
@@ -208,7 +286,6 @@ class LogisticRegressionModel(SklearnModel):
         return LogisticRegression
 
 
-@register
 class RidgeModel(SklearnModel):
     kind = "ridge"
     default_params = {"alpha": 1.0}
@@ -218,7 +295,6 @@ class RidgeModel(SklearnModel):
         return Ridge
 
 
-@register
 class RandomForestModel(SklearnModel):
     kind = "random_forest"
     default_params = {"n_estimators": 200, "min_samples_leaf": 5, "max_features": "sqrt"}

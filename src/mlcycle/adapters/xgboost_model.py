@@ -20,7 +20,8 @@ import xgboost as xgb
 from sklearn.model_selection import train_test_split
 
 from mlcycle import tasks
-from mlcycle.models import FitResult, Model, ModelError, register
+from mlcycle.adapters.base import FitResult, Model, ModelError
+from mlcycle.features import SchemaError
 from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION
 
 if TYPE_CHECKING:
@@ -167,7 +168,6 @@ def _curves(log: dict, task: str) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-@register
 class XGBoostModel(Model):
     """An XGBoost booster behind the common interface."""
 
@@ -220,8 +220,6 @@ class XGBoostModel(Model):
         as they are (it re-codes only dataframes), so the booster's stored categories are
         checked against ``signature`` once per signature.
         """
-        from mlcycle.features import SchemaError  # loaded late: stages' deps stay as they are
-
         self.check_encoding(signature)
         with np.errstate(over="ignore"):  # too large for float32: inf, refused below
             values = np.ascontiguousarray(matrix, dtype=np.float32)
