@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
 from tests.conftest import BIN, FAST_PARAMS, git_commit, make_project, run, serving, set_params
 from tests.test_serve import post_json, request, to_records
+
+pytestmark = pytest.mark.dvc
 
 
 def wine_frame() -> pd.DataFrame:
@@ -62,7 +65,8 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
         + ["--bundle", "models/bundle"],
         project,
     )
-    with serving(project, project / "models/bundle") as (url, _):
+    with serving(project, "--bundle", str(project / "models/bundle")) as served:
+        url = served.url
         health = request(f"{url}/health").json()
         resp = post_json(f"{url}/predict", {"records": to_records(records)})
         assert resp.status == 200, resp.body
@@ -80,6 +84,7 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
     }
 
 
+@pytest.mark.server
 def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     frame = wine_frame()
     project = init_project(tmp_path, frame, "cultivar")
@@ -127,6 +132,7 @@ def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     assert len(doc["data"][conf][0]["content"]["data"]["values"]) == len(got["test"])
 
 
+@pytest.mark.server
 def test_regression_diabetes_from_init_to_service(tmp_path: Path) -> None:
     frame = diabetes_frame()
     project = init_project(tmp_path, frame, "progression")
