@@ -1,11 +1,12 @@
-# `make repro`: set up the environment and run the pipeline. `make test`: set up and run the tests.
+# `make repro`: set up the environment and run the pipeline. `make test`: set up and run the tests;
+# `make test-fast`: only those that run no dvc, server, cluster, browser or database.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint format docs lock clean
+.PHONY: setup repro test test-fast lint format docs lock clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +23,10 @@ repro: setup
 
 test: setup
 	python -m pytest
+
+# The slow tiers are pytest markers (pyproject.toml; tests/conftest.py applies and checks them).
+test-fast: setup
+	python -m pytest -m "not (dvc or server or cluster or browser or postgres)"
 
 lint: setup
 	ruff check src tests bench

@@ -1,28 +1,45 @@
 """Shared fixtures: a copy of the project in a temporary git repository, driven by real `dvc`.
 
 Tests run the pipeline with small, fast training settings (:data:`FAST_PARAMS`); the full
-default run is `make repro`.
+default run is `make repro`. Pipeline tests run on a stratified sample of Adult
+(:func:`small_project`, ``make_project(..., rows=SAMPLE_ROWS)``); :func:`built_project` is the
+whole of it, for the tests whose figures only hold there. Each is built once per test run and
+shared by the xdist workers (:func:`build_once`).
+
+Tiers: a test that runs `dvc`, starts a server or a Dask cluster, opens a browser or needs the
+PostgreSQL server carries the marker ``dvc``, ``server``, ``cluster``, ``browser`` or ``postgres``
+(pyproject.toml registers them; `make test-fast` runs the tests without any). Tests using the
+fixtures in :data:`FIXTURE_MARKERS` get theirs here; any other says so itself. :func:`run`,
+:func:`serving` and :func:`pg_url` fail a test that runs dvc, serves or opens a PostgreSQL schema
+without its marker, so the fast tier cannot quietly grow slow.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
+from filelock import FileLock
 
 from mlcycle.features import Feature, Signature
 
@@ -57,6 +74,54 @@ FAST_PARAMS = {
 }
 
 
+# --- tiers: markers, given by fixture or declared, and checked where the work happens -----------
+
+# A test using one of these fixtures (directly or through another fixture) gets the marker.
+FIXTURE_MARKERS = {
+    "built_project": "dvc",
+    "small_project": "dvc",
+    "project_copy": "dvc",
+    "dask_local_client": "cluster",
+    "dask_scheduler": "cluster",
+    "postgres_url": "postgres",
+    "pg_url": "postgres",
+    "chromium": "browser",
+}
+_current: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the fixtures it uses (:data:`FIXTURE_MARKERS`)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker in sorted({m for name, m in FIXTURE_MARKERS.items() if name in used}):
+            item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Remember the running test (fixtures included) for :func:`require_marker`."""
+    _current.append(item)
+    try:
+        return (yield)
+    finally:
+        _current.pop()
+
+
+def require_marker(marker: str, what: str) -> None:
+    """Fail the running test if it does ``what`` without the ``marker`` that keeps it out of
+    `make test-fast`."""
+    if _current and _current[-1].get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{_current[-1].nodeid} {what} but is not marked: add `@pytest.mark.{marker}` (or "
+            f"use a fixture that tests/conftest.py's FIXTURE_MARKERS marks)",
+            pytrace=False,
+        )
+
+
+# --- temporary projects ----------------------------------------------------------------------
+
+
 def project_env(project: Path) -> dict[str, str]:
     """Environment for commands in a temporary project: its own code, our virtualenv's tools."""
     env = dict(os.environ)
@@ -73,7 +138,10 @@ def project_env(project: Path) -> dict[str, str]:
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command in ``cwd`` (a temporary project) and capture its output."""
+    """Run a command in ``cwd`` (a temporary project) and capture its output. A `dvc` command
+    needs the test's ``dvc`` marker."""
+    if Path(args[0]).name == "dvc":
+        require_marker("dvc", f"runs `dvc {' '.join(args[1:2])}`")
     proc = subprocess.run(args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -107,8 +175,49 @@ def git_commit(project: Path, message: str) -> None:
     run(["git", "commit", "-q", "-m", message], project)
 
 
-def make_project(dest: Path, params: dict | None = None) -> Path:
-    """A fresh git + DVC repository holding a copy of this project, with ``params`` merged in."""
+# Rows of the Adult sample the pipeline tests run on (of 48,842; its train and test files keep
+# their proportion: about 4,000 and 2,000), and the lower bar its weaker model must pass.
+SAMPLE_ROWS = 6000
+SAMPLE_PARAMS = {"objectives": {"minimum": 0.88, "minimums": {"accuracy": 0.83}}}
+
+
+def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
+    """Cut the project's copy of Adult down to about ``rows`` records, as a user replacing the
+    data would: each source file keeps a seeded sample stratified by label (its share of
+    ``rows``), its first record, its header lines and its record order; the new SHA-256 goes
+    into params.yaml. schema.yaml still fits: a sample holds no value the whole does not."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    adult = [s for s in params["data"]["sources"] if s["path"].startswith("data/external/adult/")]
+    files = {}
+    for source in adult:
+        content = gzip.decompress((project / source["path"]).read_bytes())
+        body = content.rstrip(b"\n")
+        lines = body.split(b"\n")
+        skip = source.get("skip_rows", 0)
+        files[source["name"]] = (lines[:skip], lines[skip:], content[len(body) :])
+    total = sum(len(records) for _, records, _ in files.values())
+    rng = np.random.default_rng(seed)
+    for source in adult:
+        header, records, trailer = files[source["name"]]
+        share = round(rows * len(records) / total)
+        by_label: dict[bytes, list[int]] = {}
+        for i, record in enumerate(records[1:], start=1):
+            by_label.setdefault(record.rsplit(b",", 1)[-1].strip(), []).append(i)
+        keep = {0}
+        for label in sorted(by_label):
+            group = by_label[label]
+            n = round((share - 1) * len(group) / (len(records) - 1))
+            keep.update(int(i) for i in rng.choice(group, size=n, replace=False))
+        sample = b"\n".join([*header, *(records[i] for i in sorted(keep))]) + trailer
+        (project / source["path"]).write_bytes(gzip.compress(sample, mtime=0))
+        source["sha256"] = hashlib.sha256(sample).hexdigest()
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict | None = None, rows: int | None = None) -> Path:
+    """A fresh git + DVC repository holding a copy of this project, with ``params`` merged in
+    and, given ``rows``, Adult cut to a sample of that many rows (:func:`sample_adult`) held to
+    :data:`SAMPLE_PARAMS`' bar."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -119,7 +228,9 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    set_params(dest, merge(FAST_PARAMS, params or {}))
+    set_params(dest, merge(merge(FAST_PARAMS, SAMPLE_PARAMS if rows else {}), params or {}))
+    if rows:
+        sample_adult(dest, rows)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.name", "mlcycle tests"], dest)
     run(["git", "config", "user.email", "tests@mlcycle.invalid"], dest)
@@ -128,6 +239,65 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     git_commit(dest, "project")
     return dest
 
+
+def copy_project(project: Path, dest: Path) -> Path:
+    """A private copy of ``project`` at ``dest`` (git history and DVC cache included)."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+def build_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
+    """``build(path)`` run once per test run, by whichever xdist worker asks first while the
+    others wait on a file lock; each worker gets its own copy, so none can change another's."""
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is <run>/popen-gwN: <run> is shared by the run's workers.
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"once-{name}"
+    failed = shared / "FAILED"
+    with FileLock(f"{shared}.lock"):
+        if failed.exists():
+            pytest.fail(f"building {name} failed (in another worker):\n{failed.read_text()}")
+        if not (shared / "DONE").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            try:
+                build(shared / "project")
+            except BaseException as exc:
+                failed.write_text(str(exc))
+                raise
+            (shared / "DONE").touch()
+    return copy_project(shared / "project", tmp_path_factory.mktemp(name) / "project")
+
+
+def build_project(dest: Path, rows: int | None = None) -> None:
+    """A project after one full `dvc repro` from scratch, committed."""
+    make_project(dest, rows=rows)
+    run(["dvc", "repro"], dest)
+    git_commit(dest, "repro")
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary project after one full `dvc repro` on the whole of Adult, committed; for the
+    tests whose figures hold only on the whole data. Copy it before changing it."""
+    return build_once(tmp_path_factory, "built", build_project)
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`built_project` on a sample of :data:`SAMPLE_ROWS` rows of Adult: what pipeline
+    tests start from. Copy it before changing it."""
+    return build_once(tmp_path_factory, "small", lambda dest: build_project(dest, SAMPLE_ROWS))
+
+
+@pytest.fixture
+def project_copy(small_project: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`small_project`."""
+    return copy_project(small_project, tmp_path / "project")
+
+
+# --- servers ---------------------------------------------------------------------------------
 
 HEALTH_RETRIES = 600  # x 0.1 s between attempts
 
@@ -162,33 +332,68 @@ def wait_healthy(url: str, proc: subprocess.Popen, output: Path) -> None:
     pytest.fail(f"mlcycle serve did not answer /health:\n{output.read_text()}")
 
 
-@contextmanager
-def serving(project: Path, bundle: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `mlcycle serve` of ``bundle`` on 127.0.0.1, answering /health; yields its URL
-    and process, and stops it afterwards."""
+def stop_server(proc: subprocess.Popen) -> int:
+    """SIGTERM (the service's graceful stop), SIGKILL after a minute; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@dataclass
+class Served:
+    """A running `mlcycle serve`: its URL, process and output file."""
+
+    url: str
+    process: subprocess.Popen
+    output: Path
+
+    def stop(self) -> int:
+        return stop_server(self.process)
+
+
+def start_serving(project: Path, *args: str, env: dict | None = None) -> Served:
+    """Start `mlcycle serve *args` in ``project`` on a free port of 127.0.0.1 (``env`` added to
+    the project's environment) and wait until it answers /health; :meth:`Served.stop` stops it.
+    Needs the test's ``server`` marker."""
+    require_marker("server", "starts `mlcycle serve`")
     port = free_port()
-    log = project.parent / f"serve-{port}.log"
-    with open(log, "wb") as log_file:
+    output = project.parent / f"serve-{port}.out"
+    with open(output, "wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle), "--host", "127.0.0.1"]
-            + ["--port", str(port), "--log-level", "warning"],
+            [str(BIN / "mlcycle"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--log-level", "warning", *args],
             cwd=project,
-            env=project_env(project),
-            stdout=log_file,
+            env={**project_env(project), **(env or {})},
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    served = Served(f"http://127.0.0.1:{port}", proc, output)
     try:
-        wait_healthy(url, proc, log)
-        yield url, proc
-        assert proc.poll() is None, f"the server died during the tests:\n{log.read_text()}"
+        wait_healthy(served.url, proc, output)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+@contextmanager
+def serving(project: Path, *args: str, env: dict | None = None) -> Iterator[Served]:
+    """:func:`start_serving` for the ``with`` block; afterwards the server must still be up."""
+    served = start_serving(project, *args, env=env)
+    try:
+        yield served
+        assert served.process.poll() is None, (
+            f"the server died during the tests:\n{served.output.read_text()}"
+        )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        served.stop()
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
 
 
 def unavailable(tests: str, message: str) -> NoReturn:
@@ -213,21 +418,27 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporary project after one full `dvc repro`, committed. Copy it before changing it."""
-    project = make_project(tmp_path_factory.mktemp("built") / "project")
-    run(["dvc", "repro"], project)
-    git_commit(project, "repro")
-    return project
+def in_schema(url: str, schema: str, **changes: object) -> str:
+    """``url`` with ``schema`` first on the search path (and other parts changed)."""
+    scoped = (
+        sa.make_url(url).set(**changes).update_query_dict({"options": f"-csearch_path={schema}"})
+    )
+    return scoped.render_as_string(hide_password=False)
 
 
 @pytest.fixture
-def project_copy(built_project: Path, tmp_path: Path) -> Path:
-    """A private copy of :func:`built_project` (git history and DVC cache included)."""
-    dest = tmp_path / "project"
-    shutil.copytree(built_project, dest, symlinks=True)
-    return dest
+def pg_url(postgres_url: str) -> Iterator[str]:
+    """A URL of the PostgreSQL server whose tables live in a fresh schema, dropped afterwards.
+    A fixture choosing it by parameter marks that parameter ``postgres``."""
+    require_marker("postgres", "uses the PostgreSQL server")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    yield in_schema(postgres_url, schema)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
 
 
 # --- a tiny synthetic dataset for unit tests of models and bundles -----------------------------

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, git_commit, make_project, project_env, run, set_params
+from tests.conftest import BIN, ROOT, copy_project, git_commit, project_env, run, set_params
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -281,13 +281,14 @@ def test_pr_comment_errors_say_what_to_fix(github: FakeGitHub, tmp_path: Path) -
 # --- .ci/pr-report: the pull-request job, with a DVC remote ---------------------------------
 
 
-def test_pr_report_pulls_reproduces_and_reports_a_rejection(tmp_path: Path) -> None:
-    """Main is built and pushed to a DVC remote (a local folder). A pull request that raises
-    the bar: `.ci/pr-report` in a fresh clone pulls what main built (unchanged stages are not
-    re-run), runs `dvc repro`, which the gate stops, and still writes the report, which shows
-    the rejection. The script exits non-zero, failing the check."""
-    main = make_project(tmp_path / "main")
-    run(["dvc", "repro"], main)
+def test_pr_report_pulls_reproduces_and_reports_a_rejection(
+    small_project: Path, tmp_path: Path
+) -> None:
+    """Main is built (the session's small project) and pushed to a DVC remote (a local folder).
+    A pull request that raises the bar: `.ci/pr-report` in a fresh clone pulls what main built
+    (unchanged stages are not re-run), runs `dvc repro`, which the gate stops, and still writes
+    the report, which shows the rejection. The script exits non-zero, failing the check."""
+    main = copy_project(small_project, tmp_path / "main")
     run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], main)
     git_commit(main, "repro, remote")
     run(["dvc", "push"], main)

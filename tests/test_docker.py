@@ -551,6 +551,7 @@ def test_entrypoint_is_a_serve_command_the_cli_accepts(dockerfile: Dockerfile) -
     assert [u.split("/")[2] for u in urls] == [f"127.0.0.1:{args.port}"], urls
 
 
+@pytest.mark.server  # the Dockerfile's own ENTRYPOINT, so not conftest's start_serving
 def test_healthcheck_passes_against_the_entrypoint_run_here(
     dockerfile: Dockerfile, tiny_bundle: Path, tmp_path: Path
 ) -> None:

@@ -89,6 +89,7 @@ def _csv_parts(folder: Path, frame: pd.DataFrame, parts: int) -> None:
         frame.iloc[chunk].to_csv(folder / f"part{i}.csv", index=False)
 
 
+@pytest.mark.dvc
 def test_gather_reads_globs_in_any_order_to_the_same_snapshot(
     tmp_path: Path, dask_scheduler: str
 ) -> None:

@@ -17,9 +17,10 @@ import pytest
 
 from mlcycle.bundle import load_bundle
 from mlcycle.predict import score_frame
-from tests.conftest import git_commit, make_project, run, set_params
+from tests.conftest import SAMPLE_ROWS, git_commit, make_project, run, set_params
 
 DASK = {"engine": {"kind": "dask", "dashboard": ":0", "partition_rows": 20_000}}
+pytestmark = [pytest.mark.dvc, pytest.mark.cluster]  # the stages start clusters of their own too
 
 
 def read(project: Path, name: str) -> dict:
@@ -86,7 +87,7 @@ def test_the_bundle_serves_like_any_other(dask_project: Path) -> None:
 def test_local_cluster_and_switching_back(tmp_path: Path) -> None:
     """Without a scheduler the stages start a LocalCluster; switching back to the local engine
     reads the folders the Dask engine wrote."""
-    project = make_project(tmp_path / "project", DASK)
+    project = make_project(tmp_path / "project", DASK, rows=SAMPLE_ROWS)
     out = run(["dvc", "repro", "prepare"], project)
     assert "dask: LocalCluster of 2 worker(s)" in out.stderr + out.stdout
     assert (project / "data/prepared/train.parquet").is_dir()

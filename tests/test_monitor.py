@@ -26,7 +26,6 @@ from mlcycle.prepare import clean
 from mlcycle.serve.core import prediction_dicts
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
 from tests.conftest import BIN, ROOT, run
-from tests.test_predlog import pg_url  # noqa: F401 (a fixture: a fresh PostgreSQL schema)
 
 TEST_SPLIT = Path("data") / "prepared" / "test.parquet"
 SMALL = MonitorConfig(large_batch=10**9)  # judged by tests at any size
@@ -401,7 +400,7 @@ def _log_batches(bundle, url: str, batches: list[tuple[pd.DataFrame, str, dateti
         assert log.flush(30)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty prediction log: a SQLite file, or a fresh schema on the real PostgreSQL."""
     if request.param == "sqlite":

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.conftest import BIN, git_commit, make_project, run, set_params
+
+pytestmark = pytest.mark.dvc
 
 
 def customers(n: int = 3000, seed: int = 7) -> pd.DataFrame:

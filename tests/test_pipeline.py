@@ -1,8 +1,9 @@
 """End-to-end tests of the DVC pipeline: real `dvc` and `git` in temporary repositories.
 
-Every test works on its own project: a private copy of the session-built project
-(:func:`project_copy`), one shared re-trained copy (:func:`retrained`), or a fresh project where
-the test needs one. No test changes the session-built project itself.
+Every test works on its own project: a private copy of the session-built project on a sample
+of Adult (:func:`project_copy`), one shared re-trained copy (:func:`retrained`), or a fresh
+project where the test needs one. No test changes a session-built project itself; the full run
+on the whole of Adult is :func:`built_project`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, git_commit, make_project, run, set_params
+from tests.conftest import BIN, SAMPLE_ROWS, git_commit, make_project, run, set_params
 
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
@@ -36,6 +37,7 @@ BUNDLE_FILES = (
 PLOT_FILES = ("roc.json", "precision_recall.json", "calibration.json", "importance.json")
 TRAIN_SOURCE = "data/external/adult/adult.data.gz"
 DROPPED_RECORDS = 1000
+pytestmark = pytest.mark.dvc
 
 
 def stages_run(proc: subprocess.CompletedProcess) -> list[str]:
@@ -105,10 +107,10 @@ class Retrained:
 
 
 @pytest.fixture(scope="module")
-def retrained(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Retrained:
-    """Copy the built project, set train.xgb.max_depth to 3, `dvc repro` and commit (shared)."""
+def retrained(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Retrained:
+    """Copy the small project, set train.xgb.max_depth to 3, `dvc repro` and commit (shared)."""
     project = tmp_path_factory.mktemp("retrained") / "project"
-    shutil.copytree(built_project, project, symlinks=True)
+    shutil.copytree(small_project, project, symlinks=True)
     set_params(project, {"train": {"xgb": {"max_depth": 3}}})
     status_before = dvc_json(project, "status")
     proc = run(["dvc", "repro"], project)
@@ -202,7 +204,7 @@ def test_one_edited_byte_of_any_file_of_the_built_bundle_is_refused(
 
 
 def test_train_param_change_reruns_train_evaluate_package_only(
-    retrained: Retrained, built_project: Path
+    retrained: Retrained, small_project: Path
 ) -> None:
     assert "gather" not in retrained.status_before
     assert "prepare" not in retrained.status_before
@@ -212,8 +214,8 @@ def test_train_param_change_reruns_train_evaluate_package_only(
     assert dvc_json(p, "status") == {}
     # Upstream outputs are untouched; the model is a new one.
     for rel in ("data/raw/snapshot.parquet", "data/prepared/train.parquet"):
-        assert sha256(p / rel) == sha256(built_project / rel), rel
-    assert sha256(p / "models/train/model.ubj") != sha256(built_project / "models/train/model.ubj")
+        assert sha256(p / rel) == sha256(small_project / rel), rel
+    assert sha256(p / "models/train/model.ubj") != sha256(small_project / "models/train/model.ubj")
 
 
 # 3. Changed source data: with its new checksum everything re-runs; without it, nothing does.
@@ -302,10 +304,10 @@ def test_experiment_is_listed_with_its_own_metrics(project_copy: Path) -> None:
 
 
 def test_metrics_and_params_diff_show_the_committed_change(
-    retrained: Retrained, built_project: Path
+    retrained: Retrained, small_project: Path
 ) -> None:
     p = retrained.project
-    old = read_json(built_project / "metrics/evaluate.json")["roc_auc"]
+    old = read_json(small_project / "metrics/evaluate.json")["roc_auc"]
     new = read_json(p / "metrics/evaluate.json")["roc_auc"]
     assert old != new
 
@@ -407,11 +409,11 @@ def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
 
 
 def test_fresh_projects_reproduce_byte_identical_outputs(
-    built_project: Path, tmp_path: Path
+    small_project: Path, tmp_path: Path
 ) -> None:
     # The session-built project is itself a make_project + `dvc repro` from scratch (in another
     # directory); build a second one and compare.
-    again = make_project(tmp_path / "again")
+    again = make_project(tmp_path / "again", rows=SAMPLE_ROWS)
     run(["dvc", "repro"], again)
     for rel in (
         "data/raw/snapshot.parquet",
@@ -427,7 +429,7 @@ def test_fresh_projects_reproduce_byte_identical_outputs(
         "metrics/plots/roc.json",
         "metrics/plots/importance.json",
     ):
-        assert sha256(again / rel) == sha256(built_project / rel), f"{rel} differs between runs"
+        assert sha256(again / rel) == sha256(small_project / rel), f"{rel} differs between runs"
 
 
 # 7. Invalid objectives stop the first stage with a message naming the problem.

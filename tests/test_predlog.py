@@ -38,6 +38,7 @@ from mlcycle.predlog import (
     labels_from_file,
     read_log,
 )
+from tests.conftest import in_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MODEL = {"model_name": "adult", "model_id": "0123456789ab"}
@@ -106,31 +107,10 @@ def caplog_predlog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture
     return caplog
 
 
-# --- PostgreSQL (postgres_url: conftest.py) --------------------------------------------------
+# --- PostgreSQL (postgres_url, pg_url and in_schema: conftest.py) -----------------------------
 
 
-def in_schema(url: str, schema: str, **changes) -> str:
-    """``url`` with ``schema`` first on the search path (and other parts changed)."""
-    scoped = (
-        sa.make_url(url).set(**changes).update_query_dict({"options": f"-csearch_path={schema}"})
-    )
-    return scoped.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose tables live in a fresh schema, dropped afterwards."""
-    schema = f"predlog_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield in_schema(postgres_url, schema)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, db: Path) -> str:
     """The log's URL on each backend."""
     if request.param == "sqlite":

@@ -24,10 +24,10 @@ def mlcycle(project: Path, *args: str, check: bool = True):
 
 
 @pytest.fixture(scope="module")
-def released(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the built project whose model was released as v0.1.0 and put in prod."""
+def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the small project whose model was released as v0.1.0 and put in prod."""
     project = tmp_path_factory.mktemp("released") / "project"
-    shutil.copytree(built_project, project, symlinks=True)
+    shutil.copytree(small_project, project, symlinks=True)
     out = mlcycle(project, "release")
     assert f"tags {NAME}@v0.1.0, {NAME}#prod#1)" in out.stdout, out.stdout
     return project

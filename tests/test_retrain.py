@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -32,7 +31,7 @@ from tests.conftest import (
     project_env,
     run,
     set_params,
-    wait_healthy,
+    start_serving,
 )
 
 NAME = "income-classifier"
@@ -129,10 +128,10 @@ def production_rows(project: Path, n: int, offset: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def released(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the built project, its model released as v0.1.0 (production)."""
+def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the small project, its model released as v0.1.0 (production)."""
     project = tmp_path_factory.mktemp("retrain-released") / "project"
-    shutil.copytree(built_project, project, symlinks=True)
+    shutil.copytree(small_project, project, symlinks=True)
     mlcycle(project, "release")
     assert tags(project) == [f"{NAME}#prod#1", f"{NAME}@v0.1.0"]
     return project
@@ -177,12 +176,12 @@ def test_the_defaults_are_the_services() -> None:
     assert retrain.ADMIN_TOKEN_ENV == runner.ADMIN_TOKEN_ENV
 
 
-def test_bad_rows_are_left_out_and_named(built_project: Path) -> None:
+def test_bad_rows_are_left_out_and_named(small_project: Path) -> None:
     """A value of the wrong type, a label the model does not know and a value the schema's
     range refuses each leave their row out, named by request id; the rest keep the data's
     columns and types, keys that are not columns are ignored."""
-    layout = retrain.layout_of_snapshot(built_project / "data/raw/snapshot.parquet")
-    good = production_rows(built_project, 4, offset=0)
+    layout = retrain.layout_of_snapshot(small_project / "data/raw/snapshot.parquet")
+    good = production_rows(small_project, 4, offset=0)
     inputs = json.loads(good.drop(columns=[TARGET]).to_json(orient="records"))
     inputs = [{**r, "client": "x"} for r in inputs]
     inputs[1]["age"] = "forty"
@@ -199,11 +198,11 @@ def test_bad_rows_are_left_out_and_named(built_project: Path) -> None:
         }
     )
     sig = Signature.from_dict(
-        json.loads((built_project / "models/bundle/signature.json").read_text())
+        json.loads((small_project / "models/bundle/signature.json").read_text())
     )
-    params = load(built_project / "params.yaml")
+    params = load(small_project / "params.yaml")
     severity = dict(params.validate.severity)
-    schema = load_schema(built_project / "schema.yaml")
+    schema = load_schema(small_project / "schema.yaml")
     loose = [replace(s, nullable=True) if s.name == "fnlwgt" else s for s in schema.columns]
     schema = replace(schema, columns=tuple(loose))
     export = retrain.build_export(
@@ -316,16 +315,6 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def stop(server: subprocess.Popen) -> None:
-    """SIGTERM (the service's graceful stop), then SIGKILL after a minute."""
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
 def post_json(url: str, payload: object) -> dict:
     req = urllib.request.Request(
         url, json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -334,6 +323,7 @@ def post_json(url: str, payload: object) -> dict:
         return json.loads(resp.read())
 
 
+@pytest.mark.server
 def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_path: Path) -> None:
     project = copy_of(declared, tmp_path)
     url, rows = labelled_log(project, tmp_path, n=300)
@@ -343,18 +333,10 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
     ]
 
     # the production service: the registry's production version, reload by token
-    port = free_port()
-    out = tmp_path / "serve.out"
-    with open(out, "wb") as fh:
-        server = subprocess.Popen(
-            [str(BIN / "mlcycle"), "serve", "--port", str(port), "--workers", "2", "--no-log",
-             "--log-level", "warning"],
-            cwd=project, env={**project_env(project), retrain.ADMIN_TOKEN_ENV: TOKEN},
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    service = f"http://127.0.0.1:{port}"
+    server = start_serving(project, "--workers", "2", "--no-log",
+                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+    service = server.url
     try:
-        wait_healthy(service, server, out)
         assert get_json(f"{service}/v2/models/{NAME}")["versions"] == ["v0.1.0"]
 
         # a dry run changes nothing
@@ -440,7 +422,7 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         dry = mlcycle(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_path: Path) -> None:
@@ -498,6 +480,7 @@ class Traffic:
         self._thread.join(timeout=60)
 
 
+@pytest.mark.server
 def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
     """A served model; drifted traffic through the service, logged; labels fed back by
     POST /feedback (a third of them contradicting the model: the world changed); the monitor
@@ -510,18 +493,10 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
     set_params(project, {"gate": {"tolerance": 0.02}})
     git_commit(project, "gate tolerance for production data")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    port = free_port()
-    service = f"http://127.0.0.1:{port}"
-    out = tmp_path / "serve.out"
-    with open(out, "wb") as fh:
-        server = subprocess.Popen(
-            [str(BIN / "mlcycle"), "serve", "--port", str(port), "--workers", "2",
-             "--log-url", log_url, "--log-level", "warning"],
-            cwd=project, env={**project_env(project), retrain.ADMIN_TOKEN_ENV: TOKEN},
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    server = start_serving(project, "--workers", "2", "--log-url", log_url,
+                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+    service = server.url
     try:
-        wait_healthy(service, server, out)
         old_id = get_json(f"{service}/health")["model"]["id"]
         test = pd.read_parquet(project / "data/prepared/test.parquet").sample(600, random_state=1)
         drifted = test.assign(age=(test["age"] + 12).clip(upper=90)).reset_index(drop=True)
@@ -580,4 +555,4 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
         assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
         assert traffic.models[0] == old_id and traffic.models[-1] == new_id
     finally:
-        stop(server)
+        server.stop()

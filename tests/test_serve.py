@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import BIN, free_port, run, serving
 
+pytestmark = pytest.mark.server
+
 SAMPLE_ROWS = 500
 TARGET = "income"
 
@@ -75,8 +77,8 @@ class Server:
 def server(built_project: Path) -> Iterator[Server]:
     """`mlcycle serve` on the built project's bundle, stopped when the module is done."""
     bundle = built_project / "models" / "bundle"
-    with serving(built_project, bundle) as (url, proc):
-        yield Server(url=url, process=proc, bundle=bundle)
+    with serving(built_project, "--bundle", str(bundle)) as served:
+        yield Server(url=served.url, process=served.process, bundle=bundle)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,50 +24,22 @@ import pandas as pd
 import pytest
 
 from mlcycle.predlog import read_log
-from tests.conftest import BIN, free_port, project_env, wait_healthy
+from tests.conftest import BIN, start_serving, stop_server
 
 TARGET = "income"
+pytestmark = pytest.mark.server
 
 
 def start_server(
     project: Path, *extra: str, env: dict | None = None
 ) -> tuple[str, subprocess.Popen, Path]:
     """`mlcycle serve` of the project's bundle with a prediction log of its own; waits for it."""
-    port = free_port()
-    log_db = project.parent / f"log-{port}.db"
-    out = project.parent / f"serve-{port}.out"
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlcycle"),
-                "serve",
-                "--bundle",
-                str(project / "models/bundle"),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--log-url",
-                f"sqlite:///{log_db}",
-                *extra,
-            ],  # fmt: skip
-            cwd=project,
-            env={**project_env(project), **(env or {})},
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc, out)
-    return url, proc, log_db
-
-
-def stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+    log_db = project.parent / f"log-{uuid.uuid4().hex[:12]}.db"
+    served = start_serving(
+        project, "--bundle", str(project / "models/bundle"), "--log-url", f"sqlite:///{log_db}",
+        *extra, env=env,
+    )  # fmt: skip
+    return served.url, served.process, log_db
 
 
 def call(
@@ -101,7 +74,7 @@ def records(built_project: Path) -> list[dict]:
 def server(built_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     url, proc, log_db = start_server(built_project, "--workers", "2", "--max-body-bytes", "200000")
     yield url, proc, log_db
-    stop(proc)
+    stop_server(proc)
 
 
 def tensors(records: list[dict], signature: dict) -> list[dict]:
@@ -459,7 +432,7 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         assert status == 200 and re.fullmatch(r"[0-9a-f]{12}", info["id"])
         assert post(url, "/predict", {"records": records[:1]})[0] == 200
     finally:
-        assert stop(proc) == 0
+        assert stop_server(proc) == 0
     url, proc, _ = start_server(built_project, "--workers", "1", "--no-log")
     try:
         assert post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})[0] == 404
@@ -467,7 +440,7 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         status, _, body = post(url, "/feedback", {"labels": [{"request_id": "x", "label": 1}]})
         assert status == 409 and "--no-log" in body["detail"], body
     finally:
-        stop(proc)
+        stop_server(proc)
 
 
 # --- the OpenAPI document holds -------------------------------------------------------------

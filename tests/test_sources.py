@@ -758,6 +758,7 @@ def stages_run(proc) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.startswith("Running stage")]
 
 
+@pytest.mark.dvc
 def test_gather_stage_with_every_local_kind(tmp_path: Path) -> None:
     """`dvc repro -s gather` with files, an SQLite table and a landing folder: one snapshot and
     its lineage; a second run does nothing; a forced one writes the identical snapshot."""
@@ -813,6 +814,7 @@ def test_gather_stage_with_every_local_kind(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.dvc
 def test_gather_stage_failure_names_the_source(tmp_path: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["sources"].append(

@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mlcycle import status
 from mlcycle.config import read_raw
 from tests.conftest import BIN, ROOT, run
@@ -24,6 +26,7 @@ def test_summary_is_the_headline_of_the_detailed_metrics() -> None:
     assert summary[f"cv_{primary}"] == train["candidates"][train["winner"]]["cv_mean"]
 
 
+@pytest.mark.dvc
 def test_status_and_metrics_show_fit_a_terminal() -> None:
     proc = run([str(BIN / "mlcycle"), "status"], ROOT)
     lines = proc.stdout.splitlines()

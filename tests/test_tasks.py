@@ -179,7 +179,8 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
         + ["--bundle", "models/bundle"],
         project,
     )
-    with serving(project, project / "models/bundle") as (url, _):
+    with serving(project, "--bundle", str(project / "models/bundle")) as served:
+        url = served.url
         health = request(f"{url}/health").json()
         resp = post_json(f"{url}/predict", {"records": to_records(records)})
         assert resp.status == 200, resp.body
@@ -197,6 +198,8 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
     }
 
 
+@pytest.mark.dvc
+@pytest.mark.server
 def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     frame = wine_frame()
     project = init_project(tmp_path, frame, "cultivar")
@@ -244,6 +247,8 @@ def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     assert len(doc["data"][conf][0]["content"]["data"]["values"]) == len(got["test"])
 
 
+@pytest.mark.dvc
+@pytest.mark.server
 def test_regression_diabetes_from_init_to_service(tmp_path: Path) -> None:
     frame = diabetes_frame()
     project = init_project(tmp_path, frame, "progression")
@@ -280,6 +285,7 @@ def _repro_error(project: Path) -> str:
     return proc.stderr + proc.stdout
 
 
+@pytest.mark.dvc
 def test_regression_on_a_text_target_names_the_column(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project")
     set_params(
@@ -303,6 +309,7 @@ def test_regression_on_a_text_target_names_the_column(tmp_path: Path) -> None:
     assert "multiclass_classification" in message  # what to change
 
 
+@pytest.mark.dvc
 def test_a_class_seen_only_in_test_names_it(tmp_path: Path) -> None:
     frame = wine_frame()
     project = init_project(tmp_path, frame, "cultivar")
@@ -327,6 +334,7 @@ def test_a_class_seen_only_in_test_names_it(tmp_path: Path) -> None:
     assert "class(es) ['class_2'] occur only in the test split" in message
 
 
+@pytest.mark.dvc
 def test_multiclass_with_one_class_is_refused(tmp_path: Path) -> None:
     frame = wine_frame()
     project = init_project(tmp_path, frame, "cultivar")

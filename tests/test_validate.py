@@ -565,6 +565,7 @@ def rewrite_first_record(project: Path, old: bytes, new: bytes) -> None:
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.dvc  # validated_project is built_project
 def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> None:
     doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
     assert doc["passed"] is True and doc["counts"] == {"error": 0, "warning": 1}
@@ -575,6 +576,7 @@ def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> No
     assert json.loads(run(["dvc", "status", "--json"], pipeline).stdout) == {}
 
 
+@pytest.mark.dvc  # validated_project is built_project
 def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path) -> None:
     rewrite_first_record(pipeline, b"39, State-gov", b"200, State-gov")
     kept = digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json")
@@ -600,6 +602,7 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     assert "out_of_range" in (pipeline / "reports" / "validation.md").read_text()
 
 
+@pytest.mark.dvc  # validated_project is built_project
 def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
     """A warning passes the gate: the stage after it runs (training on is the usual pipeline)."""
     rewrite_first_record(pipeline, b"State-gov", b"Space-agency")
