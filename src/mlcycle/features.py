@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
 from mlcycle import tasks
 from mlcycle.config import DERIVED_OPS, FeaturesConfig
@@ -374,6 +373,10 @@ def mutual_info_scores(
             arrays.append(np.where(np.isnan(values), fill, values))
             discrete.append(False)
     matrix = np.column_stack(arrays)
+    # Imported here: sklearn.feature_selection costs about 0.5 s at import (it loads
+    # scipy.stats), which every stage importing the signature would pay for a rare setting.
+    from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
+
     score = mutual_info_classif if tasks.get(task).classification else mutual_info_regression
     scores = score(matrix, y, discrete_features=np.array(discrete), random_state=seed)
     return {str(name): float(s) for name, s in zip(X.columns, scores, strict=True)}

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -32,6 +31,16 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlcycle import tasks
 from mlcycle.adapters.base import FitResult, Model, ModelError
+
+
+def _skops() -> Any:
+    """skops.io, imported when a skops file is read or written: importing it lists every
+    scikit-learn estimator (about 0.8 s), which every stage process that only imports the
+    model registry (train, evaluate, gate, package on an XGBoost model) would pay."""
+    import skops.io
+
+    return skops.io
+
 
 # Types a skops file of ours may hold beyond those skops trusts out of the box (scikit-learn
 # estimators, numpy arrays, Python primitives). Anything else is refused before loading.
@@ -60,7 +69,7 @@ def check_skops_types(data: bytes) -> None:
     file is imported or run.
     """
     try:
-        found = sio.get_untrusted_types(data=data)
+        found = _skops().get_untrusted_types(data=data)
     except Exception as exc:  # a truncated zip, bad JSON, an unknown protocol ...
         raise ModelError(f"not a valid skops file: {type(exc).__name__}: {exc}") from exc
     refused = sorted(set(found) - set(TRUSTED_TYPES))
@@ -240,13 +249,13 @@ class SklearnModel(Model):
         return np.asarray(self.estimator.predict(X), dtype=np.float64)
 
     def to_bytes(self) -> bytes:
-        return canonical_skops(sio.dumps(self.estimator))
+        return canonical_skops(_skops().dumps(self.estimator))
 
     @classmethod
     def from_bytes(cls, data: bytes, task: str) -> SklearnModel:
         check_skops_types(data)
         try:
-            estimator = sio.loads(data, trusted=list(TRUSTED_TYPES))
+            estimator = _skops().loads(data, trusted=list(TRUSTED_TYPES))
         except Exception as exc:  # skops raises many types for a malformed file
             raise ModelError(f"not a valid skops model: {type(exc).__name__}: {exc}") from exc
         expected = cls.estimator_class(task)
