@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config
-from mlcycle.engines import read_dataset, row_hash, unit_interval
+from mlcycle.datasets import row_hash, unit_interval
+from mlcycle.engines.base import Checked
+from mlcycle.engines.dask.data import read_dataset
 from mlcycle.io import value_text
 from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema
 from mlcycle.schema.findings import (
@@ -34,7 +36,6 @@ from mlcycle.schema.values import json_value
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
-    from distributed import Client
 
 SOURCE = BOOKKEEPING_COLUMNS[0]
 VALUE_CAP = 1000  # distinct offending values a partition reports per rule (most frequent)
@@ -283,17 +284,13 @@ def preflight_frame(ddf: dd.DataFrame, target: str, seed: int = 0) -> pd.DataFra
     return frame
 
 
-def main_dask(params: config.Params, client: Client) -> None:
-    """The validate stage's work on the cluster; the stage module writes the same outputs."""
-    from mlcycle.stages import SNAPSHOT
-    from mlcycle.stages.validate import finish, stage_schema
-
-    settings = params.validate
-    schema = stage_schema(params)
-    ddf = read_dataset(SNAPSHOT)
-    from mlcycle.preflight import settings_problems
-
-    problems = settings_problems(params, preflight_frame(ddf, params.objectives.target), schema)
+def check_snapshot(
+    path: str, schema: Schema, settings: config.ValidateConfig, target: str
+) -> Checked:
+    """The validate stage's counting on the cluster: a sample standing for the snapshot in the
+    settings check, and the findings of :func:`check_dataset`."""
+    ddf = read_dataset(path)
+    sample = preflight_frame(ddf, target)
     findings, rows = check_dataset(
         ddf,
         schema,
@@ -303,4 +300,4 @@ def main_dask(params: config.Params, client: Client) -> None:
         max_unseen_share=settings.max_unseen_share,
     )
     columns = sum(1 for c in ddf.columns if c not in BOOKKEEPING_COLUMNS)
-    finish(params, problems, findings, rows, columns)
+    return Checked(sample, findings, rows, columns)
