@@ -1,14 +1,13 @@
-"""The validate stage on the Dask engine: the same findings as the local engine, from
-per-partition checks merged on the driver.
+"""The validate stage on the Dask engine: the local engine's findings, from per-partition
+counts merged on the driver.
 
-Each partition runs the schema's rules (:func:`mlcycle.schema.findings.column_masks`, the local
-code) and sends back only counts: per rule, the offending rows' count, their first row numbers
-(offset by the partition's first row, so they are row numbers of the whole snapshot), their
-count per source, and per offending value its count and first row. The driver adds them up:
-a null rate is summed nulls over summed rows, examples are the most frequent values over all
-partitions (ties: first seen first), exactly as :func:`mlcycle.schema.findings.check` ranks them.
-Duplicate rows are found across partitions by shuffling a hash of each row's values, so equal
-rows meet in one partition; the positions of the first repeats come back, never the rows.
+Each partition reduces to :func:`mlcycle.schema.findings.partition_counts` (per rule, the
+offending rows' count, first row numbers offset by the partition's first row, count per source,
+and per offending value its count and first row) and the driver merges them with
+:func:`~mlcycle.schema.findings.merge_counts`: the very code the local engine runs on its
+snapshot as one partition. Duplicate rows are found across partitions by shuffling a hash of
+each row's values, so equal rows meet in one partition; the positions of the first repeats come
+back, never the rows.
 """
 
 from __future__ import annotations
@@ -22,87 +21,21 @@ from mlcycle import config
 from mlcycle.datasets import row_hash, unit_interval
 from mlcycle.engines.base import Checked
 from mlcycle.engines.dask.data import read_dataset
-from mlcycle.io import value_text
 from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema
 from mlcycle.schema.findings import (
+    SOURCE,
     Finding,
-    column_masks,
     grade,
-    null_limit,
+    merge_counts,
+    partition_counts,
     severity_levels,
-    short_list,
 )
-from mlcycle.schema.values import json_value
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
-SOURCE = BOOKKEEPING_COLUMNS[0]
-VALUE_CAP = 1000  # distinct offending values a partition reports per rule (most frequent)
 PREFLIGHT_ROWS = 10_000  # rows of the sample the settings are checked against
 PREFLIGHT_VALUES = 1000  # distinct target values the settings check sees at most
-
-
-def _value_stats(values: pd.Series, offset: int, cap: int) -> list[tuple[Any, int, int, Any]]:
-    """``(key, count, first row, first value)`` per distinct value, most frequent first."""
-    keys = values.map(value_text) if values.dtype == object else values
-    frame = pd.DataFrame({"key": keys.to_numpy(), "pos": np.arange(len(values)) + offset})
-    frame["value"] = values.to_numpy()
-    grouped = frame.groupby("key", sort=False, dropna=False)
-    stats = grouped.agg(count=("pos", "size"), first=("pos", "min"))
-    firsts = frame.drop_duplicates("key").set_index("key")["value"]
-    stats = stats.sort_values(["count", "first"], ascending=[False, True]).head(cap)
-    return [(k, int(r["count"]), int(r["first"]), firsts[k]) for k, r in stats.iterrows()]
-
-
-def _source_counts(mask: np.ndarray, origin: pd.Series | None) -> dict[str, int]:
-    if origin is None:
-        return {}
-    return {str(k): int(v) for k, v in origin[mask].astype(str).value_counts().items()}
-
-
-def partition_checks(
-    part: pd.DataFrame,
-    offset: int,
-    schema: Schema,
-    wanted: set[str],
-    examples: int,
-) -> dict[str, Any]:
-    """What one partition (whose first row is row ``offset`` of the snapshot) breaks."""
-    part = part.reset_index(drop=True)
-    origin = part[SOURCE] if SOURCE in part.columns else None
-    rules: dict[str, dict[str, Any]] = {}
-    for spec in schema.columns:
-        if spec.name not in part.columns:
-            continue
-        series = part[spec.name]
-        for kind, mask, expected, show in column_masks(series, spec, schema.target, wanted):
-            m = np.asarray(mask, dtype=bool)
-            count = int(m.sum())
-            if not count:
-                continue
-            rules[f"{kind}\0{spec.name}"] = {
-                "count": count,
-                "expected": expected,
-                "first": (np.flatnonzero(m)[:examples] + offset).tolist(),
-                "sources": _source_counts(m, origin),
-                "values": _value_stats(series[m], offset, VALUE_CAP) if show else None,
-            }
-    extra = [c for c in part.columns if c not in set(schema.names) and c not in BOOKKEEPING_COLUMNS]
-    values = {str(c): _value_stats(part[c].dropna(), offset, VALUE_CAP) for c in extra}
-    return {"rows": len(part), "rules": rules, "extra": values}
-
-
-def _merge_values(lists: list[list[tuple]], limit: int) -> tuple[Any, ...]:
-    counts: dict[Any, int] = {}
-    first: dict[Any, tuple[int, Any]] = {}
-    for items in lists:
-        for key, n, pos, value in items:
-            counts[key] = counts.get(key, 0) + n
-            if key not in first or pos < first[key][0]:
-                first[key] = (pos, value)
-    ranked = sorted(counts, key=lambda k: (-counts[k], first[k][0]))
-    return tuple(json_value(first[k][1]) for k in ranked[: max(limit, 0)])
 
 
 def _duplicates_in(part: pd.DataFrame, examples: int) -> dict[str, Any]:
@@ -188,67 +121,14 @@ def check_dataset(
     parts = ddf.to_delayed()
     checks = dask.compute(
         *[
-            dask.delayed(partition_checks)(p, off, schema, wanted, examples)
+            dask.delayed(partition_counts)(p, off, schema, wanted, examples)
             for p, off in zip(parts, offsets, strict=True)
         ]
     )
     total = sum(c["rows"] for c in checks)
-    columns = [c for c in ddf.columns]
-    found: list[Finding] = []
-    for spec in schema.columns:
-        if spec.name not in columns:
-            if "missing_column" in wanted:
-                found.append(
-                    Finding(
-                        "missing_column", spec.name, total, total, "the column schema.yaml lists"
-                    )
-                )
-            continue
-        kinds: dict[str, list[dict]] = {}
-        for c in checks:
-            for key, entry in c["rules"].items():
-                kind, name = key.split("\0")
-                if name == spec.name:
-                    kinds.setdefault(kind, []).append(entry)
-        for kind in ("null_rate", "type", "out_of_range", "target_values", "unseen_category"):
-            entries = kinds.get(kind)
-            if not entries or kind not in wanted:
-                continue
-            count = sum(e["count"] for e in entries)
-            expected = entries[0]["expected"]
-            if kind == "null_rate":
-                limit, expected = null_limit(spec, max_null_rate)
-                if not (total and count / total > limit):
-                    continue
-            shown = (
-                _merge_values([e["values"] for e in entries], examples)
-                if entries[0]["values"] is not None
-                else ()
-            )
-            sources: dict[str, int] = {}
-            for e in entries:
-                for k, v in e["sources"].items():
-                    sources[k] = sources.get(k, 0) + v
-            first = tuple(sorted(r for e in entries for r in e["first"])[: max(examples, 0)])
-            found.append(
-                Finding(
-                    kind,
-                    spec.name,
-                    count,
-                    total,
-                    expected,
-                    shown,
-                    first,
-                    sources=tuple(sorted(sources.items())),
-                )
-            )
+    columns = list(ddf.columns)
+    found, extra = merge_counts(list(checks), columns, schema, wanted, max_null_rate, examples)
     data_columns = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
-    extra = [str(c) for c in data_columns if c not in set(schema.names)]
-    if "extra_column" in wanted:
-        expected = f"only the columns in the schema ({short_list(schema.names)})"
-        for name in extra:
-            shown = _merge_values([c["extra"].get(name, []) for c in checks], examples)
-            found.append(Finding("extra_column", name, total, total, expected, shown))
     if "duplicate_rows" in wanted and data_columns and total:
         dup = duplicate_rows(ddf, data_columns, examples, total)
         if dup is not None:
