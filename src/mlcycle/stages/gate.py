@@ -28,6 +28,7 @@ class GateRejected(ValueError):
 
 
 def say(message: str) -> None:
+    """A progress line of the gate stage (the engine's too)."""
     log("gate", message)
 
 

@@ -23,6 +23,7 @@ from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 
 def say(message: str) -> None:
+    """A progress line of the gather stage (the engine's too)."""
     log("gather", message)
 
 
