@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from mlcycle import config
-from mlcycle.engines import read_dataset, row_hash
-from mlcycle.engines.gather import main_dask as gather_dask
-from mlcycle.engines.validate import check_dataset
-from mlcycle.engines.validate import main_dask as validate_dask
+from mlcycle.datasets import row_hash
+from mlcycle.engines.dask import DaskEngine
+from mlcycle.engines.dask.data import read_dataset
+from mlcycle.engines.dask.validate import check_dataset
 from mlcycle.schema import parse_schema
 from mlcycle.schema.findings import check
 from mlcycle.sources import SourceError
@@ -36,6 +36,18 @@ SCHEMA = parse_schema(
         },
     }
 )
+
+
+def gather_dask(client) -> None:
+    """The gather stage on the Dask engine, with params.yaml in the working directory."""
+    params = config.load()
+    gather_stage.execute(params, DaskEngine(params.engine, print, client))
+
+
+def validate_dask(client) -> None:
+    """The validate stage on the Dask engine, with params.yaml in the working directory."""
+    params = config.load()
+    validate_stage.execute(params, DaskEngine(params.engine, print, client))
 
 
 def messy(n: int = 3000, seed: int = 0) -> pd.DataFrame:
@@ -138,7 +150,7 @@ def yaml_columns() -> list[str]:
 def test_row_hashes_are_uniform_for_every_seed(seed: int) -> None:
     """The split and the folds rely on hashes uniform in [0, 1) (pandas' keyed hash is not for
     some keys: seed 42 once put no row under 0.3)."""
-    from mlcycle.engines import unit_interval
+    from mlcycle.datasets import unit_interval
 
     counts = np.histogram(unit_interval(row_hash(messy(20_000), seed)), bins=10, range=(0, 1))[0]
     assert counts.min() > 0.9 * 2_000 and counts.max() < 1.1 * 2_000, counts
@@ -169,7 +181,7 @@ def gather_both(folder: Path, client, monkeypatch) -> tuple[pd.DataFrame, pd.Dat
     local_doc = json.loads(Path("metrics/gather.json").read_text())
     Path("data/raw/snapshot.parquet").unlink()
     shutil.rmtree("data/quarantine", ignore_errors=True)
-    gather_dask(config.load(), client, gather_stage.text_columns(Path("schema.yaml")))
+    gather_dask(client)
     assert Path("data/raw/snapshot.parquet").is_dir()
     dask = pd.read_parquet("data/raw/snapshot.parquet")
     dask_doc = json.loads(Path("metrics/gather.json").read_text())
@@ -278,7 +290,7 @@ def test_a_folder_of_parquet_parts_is_one_source(
     local = _sorted(pd.read_parquet("data/raw/snapshot.parquet"))
     Path("data/raw/snapshot.parquet").unlink()
     workdir(tmp_path, [{**glob, "path": "in/parts"}], {"engine": {"partition_rows": 250}})
-    gather_dask(config.load(), dask_local_client, ())
+    gather_dask(dask_local_client)
     pd.testing.assert_frame_equal(_sorted(pd.read_parquet("data/raw/snapshot.parquet")), local)
     doc = json.loads(Path("metrics/gather.json").read_text())
     files = doc["sources"][0]["files"]
@@ -297,7 +309,7 @@ def test_a_corrupt_file_names_the_file(tmp_path: Path, dask_local_client, monkey
     workdir(tmp_path, [{"name": "gz", "kind": "file", "path": "in/*.csv.gz", "format": "csv"}])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError, match=r"'gz': in/broken.csv.gz is not valid gzip"):
-        gather_dask(config.load(), dask_local_client, ())
+        gather_dask(dask_local_client)
     assert not Path("data/raw/snapshot.parquet").exists()
 
 
@@ -308,7 +320,7 @@ def test_a_changed_source_fails_its_checksum(tmp_path: Path, dask_local_client, 
     workdir(tmp_path, [source])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError, match=r"the files matching 'in/rows-\*.jsonl' \(combined\)"):
-        gather_dask(config.load(), dask_local_client, ())
+        gather_dask(dask_local_client)
 
 
 # --- validate: both engines read both layouts, with the same findings -------------------------
@@ -338,13 +350,13 @@ def test_both_engines_validate_both_layouts_alike(
         if gather == "local":
             gather_stage.main()
         else:
-            gather_dask(config.load(), dask_local_client, ())
+            gather_dask(dask_local_client)
         for engine in ("local", "dask"):
             with pytest.raises(validate_stage.ValidationFailed, match="out_of_range|maybe"):
                 if engine == "local":
                     validate_stage.main()
                 else:
-                    validate_dask(config.load(), dask_local_client)
+                    validate_dask(dask_local_client)
             reports[gather, engine] = Path("reports/validation.json").read_text()
     for gather in ("local", "dask"):
         assert reports[gather, "local"] == reports[gather, "dask"], gather

@@ -112,7 +112,7 @@ def test_rank_kpis_from_the_workers_are_exact(task: str, dask_local_client) -> N
     the reference computed from midranks."""
     import dask.dataframe as dd
 
-    from mlcycle.engines.evaluate import Z95, rank_kpis
+    from mlcycle.engines.dask.evaluate import Z95, rank_kpis
     from mlcycle.features import Feature
 
     y, out, _, k = random_case(task, n=6000)
@@ -233,8 +233,9 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
     """With a bound below the test split's rows nothing per row is gathered: the sums KPIs
     and ROC/PR AUC stay exact (and say how), the interval is DeLong's, the slices' intervals
     are not faked."""
-    from mlcycle.engines.evaluate import main_dask
+    from mlcycle.engines.dask.evaluate import evaluate_dask
     from mlcycle.stages import SIGNATURE_FILE
+    from mlcycle.stages import evaluate as stage
 
     local, _ = engines["local"]
     project = engines["dask"][0].parent / "bounded"
@@ -242,7 +243,10 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
     monkeypatch.chdir(project)
     params = config.load()
     signature = Signature.from_dict(read(project, SIGNATURE_FILE))
-    main_dask(params, signature, dask_local_client, exact_rows=1_000)
+    evaluated = evaluate_dask(
+        params, signature, dask_local_client, stage.PATHS, print, exact_rows=1_000
+    )
+    stage.write_report(params, signature, evaluated)
     a, b = read(local, "metrics/evaluate.json"), read(project, "metrics/evaluate.json")
     assert b["roc_auc_method"] == b["pr_auc_method"] == "distributed sort"
     assert b["confidence_interval_method"] == "delong"
@@ -278,18 +282,19 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
 def test_a_large_out_of_fold_set_gives_the_threshold_from_sums(
     engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlcycle.engines.evaluate import decision_threshold
-    from mlcycle.stages import evaluate as stage
+    from mlcycle.engines.dask.evaluate import decision_threshold
+    from mlcycle.evaluation import decision_threshold as threshold_of_rows
+    from mlcycle.stages import OOF
 
     monkeypatch.chdir(engines["local"][0])
     obj = config.load().objectives
-    assert decision_threshold(obj, dask_local_client, exact_rows=10) == stage.decision_threshold(
-        obj
+    assert decision_threshold(obj, dask_local_client, OOF, exact_rows=10) == threshold_of_rows(
+        obj, OOF
     )
 
 
 def test_the_gate_scores_a_champion_by_partitions(engines, dask_local_client) -> None:
-    from mlcycle.engines.evaluate import champion_kpis
+    from mlcycle.engines.dask.evaluate import champion_kpis
 
     local, _ = engines["local"]
     bundle = load_bundle(local / "models/bundle")

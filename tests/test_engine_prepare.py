@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.datasets import dataset_rows, row_hash
 from mlcycle.drift import _ecdf_distance, data_profile
-from mlcycle.engines import dataset_rows, row_hash
+from mlcycle.engines.dask import DaskEngine
 from mlcycle.prepare import PrepareError, prepare
-from mlcycle.stages.prepare import target_summary
+from mlcycle.stages import prepare as prepare_stage
+from mlcycle.stages import train as train_stage
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
 
@@ -59,10 +61,9 @@ OBJ = {"objectives": {"target": "label", "positive_class": "yes", "slices": [],
 
 
 def run_prepare(tmp: Path, frame: pd.DataFrame, parts: int, update: dict, client) -> dict:
-    from mlcycle.engines.prepare import main_dask
-
     write_parts(tmp / "data/raw/snapshot.parquet", frame, parts)
-    main_dask(params(merge(OBJ, update)), client)
+    p = params(merge(OBJ, update))
+    prepare_stage.execute(p, DaskEngine(p.engine, print, client))
     return json.loads((tmp / "metrics/prepare.json").read_text())
 
 
@@ -73,6 +74,10 @@ def hashes(path: Path) -> list[int]:
 BY_SOURCE = {"prepare": {"split": {"method": "by_source", "train_sources": ["adult_train"],
              "test_sources": ["adult_test"]},
              "outliers": {"method": "zscore", "zscore": 4.0}}}  # fmt: skip
+
+
+def target_summary(target: pd.Series, obj: config.Objectives) -> dict:
+    return tasks.get(obj.task).target_summary(target, obj.positive_class)
 
 
 def local_files(frame: pd.DataFrame, p: config.Params):
@@ -238,7 +243,7 @@ def test_order_statistics_are_exact(dask_local_client, monkeypatch) -> None:
     ties, negative numbers and few rows fetched (so the histogram passes run)."""
     import dask.dataframe as dd
 
-    from mlcycle.engines import prepare as engine
+    from mlcycle.engines.dask import prepare as engine
 
     monkeypatch.setattr(engine, "COLLECT_ROWS", 100)
     rng = np.random.default_rng(3)
@@ -281,7 +286,6 @@ def test_the_split_ignores_partitioning_and_order(tmp_path, monkeypatch, dask_lo
 def test_train_is_reproducible_and_loads(tmp_path, monkeypatch, dask_local_client) -> None:
     """Tuning trials in batches on the workers: the same trials, scores and model bytes on a
     rerun; the model loads and predicts; scikit-learn is skipped above its row limit."""
-    from mlcycle.engines.train import main_dask
     from mlcycle.models import load_model_dir
 
     monkeypatch.chdir(tmp_path)
@@ -292,7 +296,8 @@ def test_train_is_reproducible_and_loads(tmp_path, monkeypatch, dask_local_clien
                          "tuning": {"trials": 5}}, "engine": {"sklearn_max_rows": 10}})  # fmt: skip
     runs = []
     for _ in range(2):
-        main_dask(params(update), dask_local_client)
+        p = params(update)
+        train_stage.execute(p, DaskEngine(p.engine, print, dask_local_client))
         runs.append(
             (
                 (tmp_path / "models/train/model.ubj").read_bytes(),
@@ -314,7 +319,7 @@ def test_train_is_reproducible_and_loads(tmp_path, monkeypatch, dask_local_clien
 def test_a_sample_of_a_hash_split_is_unbiased(tmp_path, monkeypatch, dask_local_client) -> None:
     """The split and a later sample (the signature's, the profile's) use different hashes of
     the same rows with the same seed: the sample is the share it asks for."""
-    from mlcycle.engines import sample_dataset
+    from mlcycle.datasets import sample_dataset
 
     monkeypatch.chdir(tmp_path)
     update = {"prepare": {"split": {"method": "random", "test_size": 0.3, "seed": 42}}}

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 from mlcycle import config
-from mlcycle.engines import read_dataset
+from mlcycle.engines.dask import DaskEngine
+from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.stages import train as train_stage
 from mlcycle.tuning import FoldError, tune
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
@@ -88,7 +90,7 @@ def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monk
     """Types, classes, categories (sorted, from every row) and the mutual-information selection
     equal the local engine's; with a sample smaller than the data, a category only the rows
     outside the sample hold is still in the signature."""
-    from mlcycle.engines import train as engine
+    from mlcycle.engines.dask import train as engine
 
     frame = pd.read_parquet(split)
     selection = {"features": {"selection": {"method": "mutual_info", "k": 4}}}
@@ -113,7 +115,7 @@ def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monk
 def test_folds_follow_the_rows_not_the_partitions(split: Path) -> None:
     """A row's fold and its model-frame hash are the same when the rows come in another order
     and other partitions; the folds are about equal in size."""
-    from mlcycle.engines.train import hash_columns, hash_folds, model_parts
+    from mlcycle.engines.dask.train import hash_columns, hash_folds, model_parts
 
     frame = pd.read_parquet(split)
     sig = infer_signature(frame, "income", ">50K", params().features, seed=42)
@@ -137,7 +139,7 @@ def test_folds_follow_the_rows_not_the_partitions(split: Path) -> None:
 
 
 def test_folds_that_cannot_learn_are_refused() -> None:
-    from mlcycle.engines.train import check_folds
+    from mlcycle.engines.dask.train import check_folds
 
     with pytest.raises(FoldError, match="fold 2 of train.cv_folds=3 holds 0 of the 4"):
         check_folds(np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1]), 3, "binary_classification",
@@ -155,12 +157,10 @@ def run_stage(project: Path, split: Path, p: config.Params, client) -> dict:
     """The stage's main on the Dask engine in ``project`` (the split copied in); its outputs."""
     import shutil
 
-    from mlcycle.engines.train import main_dask
-
     target = project / "data/prepared/train.parquet"
     if not target.exists():
         shutil.copytree(split, target)
-    main_dask(p, client)
+    train_stage.execute(p, DaskEngine(p.engine, print, client))
     return {
         "model": (project / "models/train/model.ubj").read_bytes(),
         "trials": [line.split(",")[:5] + line.split(",")[-1:] for line in
@@ -218,7 +218,7 @@ def test_above_trial_max_rows_trials_boost_across_the_cluster(
     """Above engine.trial_max_rows each fold of each trial is boosted by xgboost.dask on the
     partitions; scikit-learn candidates and baseline are skipped with a message; the model
     predicts as the small-data path's does, and its CV score is close to it."""
-    from mlcycle.engines.train import train_dask
+    from mlcycle.engines.dask.train import train_dask
 
     said: list[str] = []
     update = {"engine": {"trial_max_rows": 1000, "sklearn_max_rows": 100},

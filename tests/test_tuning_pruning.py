@@ -292,7 +292,7 @@ def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patienc
 def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
     """The Dask engine's driver (batches of trials told in order) applies the same rule after
     each batch: it stops at the first batch end at least ``patience`` trials past the best."""
-    from mlcycle.engines.train import Outcome, search_candidate
+    from mlcycle.engines.dask.train import Outcome, search_candidate
 
     X, y = data
     c = cfg("median", patience=3)

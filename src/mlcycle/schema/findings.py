@@ -28,6 +28,8 @@ KIND_PHRASES = {
     "duplicate_rows": "repeat an earlier row exactly",
     "target_values": "hold an unexpected target value",
 }
+SOURCE = BOOKKEEPING_COLUMNS[0]
+VALUE_CAP = 1000  # distinct offending values a partition reports per rule (most frequent)
 
 
 @dataclass(frozen=True)
@@ -91,22 +93,6 @@ def render(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
     return str(value)
-
-
-def _examples(values: pd.Series, limit: int) -> tuple[Any, ...]:
-    """Up to ``limit`` distinct values, most frequent first (ties: first seen first)."""
-    if limit <= 0 or values.empty:
-        return ()
-    keys = values.map(value_text) if values.dtype == object else values
-    order: dict[Any, int] = {}
-    counts: dict[Any, int] = {}
-    firsts: dict[Any, Any] = {}
-    for i, (key, value) in enumerate(zip(keys.tolist(), values.tolist(), strict=True)):
-        if key not in order:
-            order[key], counts[key], firsts[key] = i, 0, value
-        counts[key] += 1
-    ranked = sorted(order, key=lambda k: (-counts[k], order[k]))
-    return tuple(json_value(firsts[k]) for k in ranked[:limit])
 
 
 def _first_rows(mask: pd.Series, limit: int) -> tuple[int, ...]:
@@ -176,40 +162,6 @@ def null_limit(spec: ColumnSpec, max_null_rate: float) -> tuple[float, str]:
     return limit, f"at most {limit:.2%} nulls"
 
 
-def _check_column(
-    series: pd.Series,
-    spec: ColumnSpec,
-    target: str,
-    max_null_rate: float,
-    examples: int,
-    wanted: set[str],
-    origin: pd.Series | None = None,
-) -> list[Finding]:
-    total = len(series)
-    found: list[Finding] = []
-    for kind, mask, expected, show in column_masks(series, spec, target, wanted):
-        count = int(mask.sum())
-        if not count or kind not in wanted:
-            continue
-        if kind == "null_rate":
-            limit, expected = null_limit(spec, max_null_rate)
-            if not (total and count / total > limit):
-                continue
-        found.append(
-            Finding(
-                kind,
-                spec.name,
-                count,
-                total,
-                expected,
-                _examples(series[mask], examples) if show else (),
-                _first_rows(mask, examples),
-                sources=by_source(mask, origin),
-            )
-        )
-    return found
-
-
 def check(
     frame: pd.DataFrame,
     schema: Schema,
@@ -232,13 +184,108 @@ def check(
     levels = severity_levels(severity)
     wanted = {kind for kind, level in levels.items() if level != "ignore"}
     skip = set(ignore)
+    # The snapshot as one partition: the counts the Dask engine gathers per partition.
+    counts = partition_counts(frame, 0, schema, wanted, examples, skip)
+    found, extra = merge_counts([counts], list(frame.columns), schema, wanted, max_null_rate,
+                                examples, skip)  # fmt: skip
     total = len(frame)
-    origin = frame[BOOKKEEPING_COLUMNS[0]] if BOOKKEEPING_COLUMNS[0] in frame.columns else None
     data_columns = [c for c in frame.columns if c not in skip]
-    found: list[Finding] = []
+    if "duplicate_rows" in wanted and data_columns and total:
+        origin = frame[SOURCE] if SOURCE in frame.columns else None
+        found += [
+            replace(f, sources=by_source(frame.index.isin(f_rows), origin))
+            for f, f_rows in _duplicates(frame[data_columns], examples)
+        ]
+    return grade(found, schema, extra, levels, max_unseen_share)
 
+
+# --- the per-column rules as counts of a partition, and their merge ------------------------
+
+
+def _value_stats(values: pd.Series, offset: int, cap: int) -> list[tuple[Any, int, int, Any]]:
+    """``(key, count, first row, first value)`` per distinct value, most frequent first."""
+    keys = values.map(value_text) if values.dtype == object else values
+    frame = pd.DataFrame({"key": keys.to_numpy(), "pos": np.arange(len(values)) + offset})
+    frame["value"] = values.to_numpy()
+    grouped = frame.groupby("key", sort=False, dropna=False)
+    stats = grouped.agg(count=("pos", "size"), first=("pos", "min"))
+    firsts = frame.drop_duplicates("key").set_index("key")["value"]
+    stats = stats.sort_values(["count", "first"], ascending=[False, True]).head(cap)
+    return [(k, int(r["count"]), int(r["first"]), firsts[k]) for k, r in stats.iterrows()]
+
+
+def _source_counts(mask: np.ndarray, origin: pd.Series | None) -> dict[str, int]:
+    if origin is None:
+        return {}
+    return {str(k): int(v) for k, v in origin[mask].astype(str).value_counts().items()}
+
+
+def partition_counts(
+    part: pd.DataFrame,
+    offset: int,
+    schema: Schema,
+    wanted: set[str],
+    examples: int,
+    ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
+) -> dict[str, Any]:
+    """What one partition of a snapshot breaks, as counts that add up over partitions: per
+    rule of a column, the offending rows' count, first row numbers (offset by ``offset``,
+    the partition's first row in the snapshot), count per source and, per offending value
+    (at most ``VALUE_CAP``), its count and first row; the same for the values of extra
+    columns."""
+    part = part.reset_index(drop=True)
+    origin = part[SOURCE] if SOURCE in part.columns else None
+    rules: dict[str, dict[str, Any]] = {}
     for spec in schema.columns:
-        if spec.name not in frame.columns:
+        if spec.name not in part.columns:
+            continue
+        series = part[spec.name]
+        for kind, mask, expected, show in column_masks(series, spec, schema.target, wanted):
+            m = np.asarray(mask, dtype=bool)
+            count = int(m.sum())
+            if not count:
+                continue
+            rules[f"{kind}\0{spec.name}"] = {
+                "count": count,
+                "expected": expected,
+                "first": (np.flatnonzero(m)[: max(examples, 0)] + offset).tolist(),
+                "sources": _source_counts(m, origin),
+                "values": _value_stats(series[m], offset, VALUE_CAP) if show else None,
+            }
+    skip = set(ignore)
+    extra = [c for c in part.columns if c not in set(schema.names) and c not in skip]
+    values = {str(c): _value_stats(part[c].dropna(), offset, VALUE_CAP) for c in extra}
+    return {"rows": len(part), "rules": rules, "extra": values}
+
+
+def _merge_values(lists: list[list[tuple]], limit: int) -> tuple[Any, ...]:
+    """The ``limit`` most frequent values over the partitions (ties: first seen first)."""
+    counts: dict[Any, int] = {}
+    first: dict[Any, tuple[int, Any]] = {}
+    for items in lists:
+        for key, n, pos, value in items:
+            counts[key] = counts.get(key, 0) + n
+            if key not in first or pos < first[key][0]:
+                first[key] = (pos, value)
+    ranked = sorted(counts, key=lambda k: (-counts[k], first[k][0]))
+    return tuple(json_value(first[k][1]) for k in ranked[: max(limit, 0)])
+
+
+def merge_counts(
+    checks: list[dict[str, Any]],
+    columns: list[Any],
+    schema: Schema,
+    wanted: set[str],
+    max_null_rate: float,
+    examples: int,
+    ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
+) -> tuple[list[Finding], list[str]]:
+    """The per-column findings (ungraded) from every partition's :func:`partition_counts`,
+    in partition order, and the extra columns; ``columns`` are the snapshot's."""
+    total = sum(c["rows"] for c in checks)
+    found: list[Finding] = []
+    for spec in schema.columns:
+        if spec.name not in columns:
             if "missing_column" in wanted:
                 found.append(
                     Finding(
@@ -246,24 +293,52 @@ def check(
                     )
                 )
             continue
-        found += _check_column(
-            frame[spec.name], spec, schema.target, max_null_rate, examples, wanted, origin
-        )
-
-    extra = [c for c in data_columns if c not in set(schema.names)]
+        kinds: dict[str, list[dict]] = {}
+        for c in checks:
+            for key, entry in c["rules"].items():
+                kind, name = key.split("\0")
+                if name == spec.name:
+                    kinds.setdefault(kind, []).append(entry)
+        for kind in ("null_rate", "type", "out_of_range", "target_values", "unseen_category"):
+            entries = kinds.get(kind)
+            if not entries or kind not in wanted:
+                continue
+            count = sum(e["count"] for e in entries)
+            expected = entries[0]["expected"]
+            if kind == "null_rate":
+                limit, expected = null_limit(spec, max_null_rate)
+                if not (total and count / total > limit):
+                    continue
+            shown = (
+                _merge_values([e["values"] for e in entries], examples)
+                if entries[0]["values"] is not None
+                else ()
+            )
+            sources: dict[str, int] = {}
+            for e in entries:
+                for k, v in e["sources"].items():
+                    sources[k] = sources.get(k, 0) + v
+            first = tuple(sorted(r for e in entries for r in e["first"])[: max(examples, 0)])
+            found.append(
+                Finding(
+                    kind,
+                    spec.name,
+                    count,
+                    total,
+                    expected,
+                    shown,
+                    first,
+                    sources=tuple(sorted(sources.items())),
+                )
+            )
+    skip = set(ignore)
+    extra = [str(c) for c in columns if c not in skip and c not in set(schema.names)]
     if "extra_column" in wanted:
         expected = f"only the columns in the schema ({short_list(schema.names)})"
         for name in extra:
-            shown = _examples(frame[name].dropna(), examples)
-            found.append(Finding("extra_column", str(name), total, total, expected, shown))
-
-    if "duplicate_rows" in wanted and data_columns and total:
-        found += [
-            replace(f, sources=by_source(frame.index.isin(f_rows), origin))
-            for f, f_rows in _duplicates(frame[data_columns], examples)
-        ]
-
-    return grade(found, schema, [str(c) for c in extra], levels, max_unseen_share)
+            shown = _merge_values([c["extra"].get(name, []) for c in checks], examples)
+            found.append(Finding("extra_column", name, total, total, expected, shown))
+    return found, extra
 
 
 def severity_levels(severity: Mapping[str, str] | None) -> dict[str, str]:

@@ -14,35 +14,13 @@ metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
 from mlcycle import config, tasks
-from mlcycle.engines import dask_client
-from mlcycle.engines.evaluate import main_dask
+from mlcycle.engines import Engine, Evaluated, EvaluatePaths, open_engine
+from mlcycle.evaluation import kpi_names
 from mlcycle.explain import shap_summary
-from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
-from mlcycle.io import read_json, write_json, write_parquet, write_text
-from mlcycle.metrics import (
-    KPI_FUNCTIONS,
-    bootstrap_interval,
-    calibration_points,
-    choose_threshold,
-    class_curves,
-    compute_kpis,
-    confusion_matrix,
-    per_class_report,
-    prediction_frame,
-    regression_points,
-    residual_summary,
-    slice_gaps,
-    slice_kpis,
-    threshold_curve,
-)
-from mlcycle.models import Model, load_model_dir
+from mlcycle.features import Signature
+from mlcycle.io import read_json, write_json, write_text
+from mlcycle.metrics import slice_gaps
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -58,187 +36,38 @@ from mlcycle.stages import (
 from mlcycle.summary import SUMMARY, headline
 from mlcycle.tasks import lower_is_better, meets
 
-
-def decision_threshold(obj: config.Objectives) -> tuple[float | None, str, list[dict]]:
-    """Binary: the threshold chosen on the training split's out-of-fold predictions (never the
-    test split), its rule and the curve behind it. Other tasks have none."""
-    task = tasks.get(obj.task)
-    if not task.thresholded:
-        return None, task.decision_rule, []
-    oof = pd.read_parquet(OOF)
-    curve = threshold_curve(
-        oof["actual"].to_numpy(),
-        oof["probability"].to_numpy(),
-        obj.threshold_metric,
-        obj.cost_fp,
-        obj.cost_fn,
-    )
-    rule = (
-        f"maximises out-of-fold {obj.threshold_metric}"
-        if obj.threshold_metric
-        else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
-    )
-    return choose_threshold(curve, obj.threshold_metric), rule, curve
-
-
-def task_plots(
-    y: np.ndarray, out: np.ndarray, signature: Signature, threshold: float | None, points: int
-) -> dict[str, list]:
-    """Plot data for every plot dvc.yaml draws; a plot that does not fit the task gets an
-    empty list, so `dvc plots show` draws it empty instead of failing."""
-    plots: dict[str, list] = dict.fromkeys(
-        ("roc", "precision_recall", "calibration", "predicted_actual"), []
-    )
-    task = tasks.get(signature.task)
-    if not task.classification:
-        plots["predicted_actual"] = regression_points(y, out)
-        return plots
-    out = np.asarray(out, dtype=np.float64)
-    plots["roc"], plots["precision_recall"] = class_curves(y, out, signature.classes, points)
-    # Binary: the positive class's probability against its rate; multiclass: the confidence
-    # of the top class against how often it is right.
-    plots["calibration"] = calibration_points(task.calibration_hits(y, out), task.score(out))
-    return plots
-
-
-@dataclass
-class Evaluation:
-    """What either engine measured on the test split, ready to be written: KPIs (rounded),
-    the primary metric's interval, slices, the baseline, the task's details (confusion,
-    per-class report, residuals), plot data and the rows of confusion.csv. ``notes`` are
-    extra evaluate.json keys saying what was approximated (the Dask engine on a test split
-    too large to gather; empty otherwise)."""
-
-    threshold: float | None
-    rule: str
-    curve: list[dict]
-    kpis: dict[str, float | None]
-    interval: dict
-    slices: dict[str, dict]
-    baseline: tuple[str, dict[str, float | None]] | None
-    task_detail: dict
-    plots: dict[str, list]
-    confusion_rows: str
-    rows: int
-    unseen: dict[str, int]
-    notes: dict = field(default_factory=dict)
-
-
-def kpi_names(obj: config.Objectives) -> tuple[str, ...]:
-    """The KPIs evaluate.json reports: the objectives' first, then every one of the task."""
-    return tuple(dict.fromkeys((*obj.kpis, *KPI_FUNCTIONS[obj.task])))
-
-
-def check_slices(obj: config.Objectives, columns: list[str]) -> None:
-    """A ValueError naming slice columns the test split does not have."""
-    unknown = [col for col in obj.slices if col not in columns]
-    if unknown:
-        raise ValueError(
-            f"objectives.slices names column(s) {unknown} that the test split does not have; "
-            f"columns are {list(columns)}"
-        )
+PATHS = EvaluatePaths(
+    test=TEST, model_dir=MODEL_DIR, baseline_dir=BASELINE_DIR, oof=OOF, predictions=PREDICTIONS
+)
 
 
 def main() -> None:
     params = config.load()
-    task = params.objectives.task
+    signature = read_signature(params.objectives.task)
+    with open_engine(params.engine, lambda msg: log("evaluate", msg)) as engine:
+        execute(params, signature, engine)
+
+
+def read_signature(task: str) -> Signature:
+    """The trained model's signature, which must be of the objectives' task."""
     signature = Signature.from_dict(read_json(SIGNATURE_FILE))
     if signature.task != task:
         raise ValueError(
             f"models/train holds a {signature.task} model but objectives.task is {task}; "
             "re-run the train stage (dvc repro)"
         )
-    if params.engine.is_dask:
-        with dask_client(params.engine, lambda msg: log("evaluate", msg)) as client:
-            main_dask(params, signature, client)
-        return
-    model, _ = load_model_dir(MODEL_DIR)
-    test = pd.read_parquet(TEST)
-    y = encode_target(test[params.objectives.target], signature)
-    X = to_model_frame(test, signature)
-    out = model.output(X)
-    base_out = None
-    if Path(BASELINE_DIR).is_dir():
-        base_model, _ = load_model_dir(BASELINE_DIR)
-        base_out = (base_model.kind, base_model.output(X))
-    unseen = {k: len(v) for k, v in unseen_categories(test, signature).items()}
-    write_parquet(PREDICTIONS, prediction_frame(out, y, task, signature.classes))
-    report(params, signature, model, test, y, out, X, base_out, unseen)
+    return signature
 
 
-def report(
-    params: config.Params,
-    signature: Signature,
-    model: Model,
-    test: pd.DataFrame,
-    y: np.ndarray,
-    out: np.ndarray,
-    X: pd.DataFrame,
-    base_out: tuple[str, np.ndarray] | None,
-    unseen: dict[str, int],
-) -> None:
-    """Every metric, plot and summary of the evaluation from the rows: ``test`` needs only
-    the slice columns, ``X`` is what the SHAP summary samples, ``base_out`` the baseline's
-    kind and output."""
-    obj, cfg = params.objectives, params.evaluate
-    task = obj.task
-    threshold, rule, curve = decision_threshold(obj)
-    names = kpi_names(obj)
-    check_slices(obj, list(test.columns))
-    kpis = compute_kpis(task, y, out, threshold, names)
-    interval = bootstrap_interval(task, y, out, threshold, obj.primary_metric, seed=0)
-    slices = {
-        col: slice_kpis(
-            task,
-            test[col].fillna("<missing>").to_numpy(),
-            y,
-            out,
-            threshold,
-            names,
-            min_rows=obj.slice_min_rows,
-            interval_metric=obj.primary_metric,
-        )
-        for col in obj.slices
-    }
-    baseline = None
-    if base_out is not None:
-        baseline = (base_out[0], compute_kpis(task, y, base_out[1], threshold, obj.kpis))
-    task_detail: dict = {}
-    spec = tasks.get(task)
-    if not spec.classification:
-        task_detail["residuals"] = residual_summary(y, out)
-        confusion_rows = ""
-    else:
-        labels = spec.decide(out, threshold)
-        matrix = confusion_matrix(y, labels, len(signature.classes))
-        task_detail["confusion"] = spec.confusion_summary(matrix, signature.classes)
-        task_detail["per_class"] = per_class_report(y, labels, signature.classes)
-        names_of = signature.classes
-        confusion_rows = "".join(
-            f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y, labels, strict=True)
-        )
-    evaluation = Evaluation(
-        threshold=threshold,
-        rule=rule,
-        curve=curve,
-        kpis=kpis,
-        interval=interval,
-        slices=slices,
-        baseline=baseline,
-        task_detail=task_detail,
-        plots=task_plots(y, out, signature, threshold, cfg.curve_points),
-        confusion_rows=confusion_rows,
-        rows=len(test),
-        unseen=unseen,
-    )
-    write_report(params, signature, model, X, evaluation)
+def execute(params: config.Params, signature: Signature, engine: Engine) -> None:
+    """Score the test split (the engine writes the predictions) and write every figure."""
+    write_report(params, signature, engine.evaluate(params, signature, PATHS))
 
 
-def write_report(
-    params: config.Params, signature: Signature, model: Model, X: pd.DataFrame, ev: Evaluation
-) -> None:
+def write_report(params: config.Params, signature: Signature, evaluated: Evaluated) -> None:
     """Write every file of the evaluation (either engine): metrics/evaluate.json, summary,
-    threshold, slices, plot data, SHAP summary of ``X``, importance and confusion.csv."""
+    threshold, slices, plot data, SHAP summary, importance and confusion.csv."""
+    ev, model, X = evaluated.evaluation, evaluated.model, evaluated.X
     obj = params.objectives
     task = obj.task
     names = kpi_names(obj)

@@ -14,22 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlcycle import config
-from mlcycle.engines import dask_client
-from mlcycle.engines.gather import main_dask
-from mlcycle.io import sha256_file, write_json, write_parquet
+from mlcycle.datasets import dataset_digest
+from mlcycle.engines import Engine, SourceSet, open_engine
+from mlcycle.io import write_json
 from mlcycle.schema import TEXT_TYPES, load_schema
-from mlcycle.sources import (
-    SOURCE_COLUMN,
-    SourceError,
-    canonical_order,
-    describe,
-    quarantine_folder,
-    read_source,
-    type_conflicts,
-    union,
-    write_quarantine,
-)
+from mlcycle.sources import SourceError
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
+
+
+def say(message: str) -> None:
+    """A progress line of the gather stage (the engine's too)."""
+    log("gather", message)
 
 
 def text_columns(schema_path: Path) -> tuple[str, ...]:
@@ -43,45 +38,44 @@ def text_columns(schema_path: Path) -> tuple[str, ...]:
 
 def main() -> None:
     params = config.load()
-    root = Path.cwd()
+    with open_engine(params.engine, say) as engine:
+        execute(params, engine)
+
+
+def execute(params: config.Params, engine: Engine) -> None:
+    """Read every source, check the target is among its columns, write the snapshot and its
+    lineage."""
     text = text_columns(Path(params.validate.schema))
-    if params.engine.is_dask:
-        with dask_client(params.engine, lambda msg: log("gather", msg)) as client:
-            main_dask(params, client, text)
-        return
-    reads = []
-    for source in params.data.sources:
-        read = read_source(source.with_text_columns(text), root)
-        log("gather", f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
-        if source.kind == "landing":
-            write_quarantine(read, quarantine_folder(root, source.name))
-            for q in read.quarantined:
-                log("gather", f"{source.name}: quarantined {q.file}: {q.reason}")
-        reads.append(read)
-    conflicts = type_conflicts([(r.lineage["name"], r.frame) for r in reads])
-    for col, kinds in conflicts.items():
+    read = engine.read_sources(params.data.sources, Path.cwd(), text)
+    check_target(read, params.objectives.target)
+    rows = engine.write_snapshot(read, SNAPSHOT)
+    write(read, rows)
+
+
+def check_target(read: SourceSet, target: str) -> None:
+    """Log the columns kept as text; a SourceError when the target is not a column."""
+    for col, kinds in read.conflicts.items():
         held = ", ".join(f"{kind} in {name}" for name, kind in kinds.items())
-        log("gather", f"column {col!r} kept as text ({held}); validate checks its values")
-    # A canonical row order: the same rows in another order are the same snapshot.
-    snapshot = canonical_order(union(reads))
-    target = params.objectives.target
-    if target not in snapshot.columns:
+        say(f"column {col!r} kept as text ({held}); validate checks its values")
+    if target not in read.columns:
         raise SourceError(
-            f"objectives.target {target!r} is not a column of the data; columns are "
-            f"{[c for c in snapshot.columns if c != SOURCE_COLUMN]}"
+            f"objectives.target {target!r} is not a column of the data; columns are {read.columns}"
         )
-    write_parquet(SNAPSHOT, snapshot)
+
+
+def write(read: SourceSet, rows: int) -> None:
+    """metrics/gather.json: the lineage of every source and the snapshot's digest."""
     write_json(
         f"{METRICS}/gather.json",
         {
-            "rows": len(snapshot),
-            "columns": len(snapshot.columns) - 1,
-            "sources": [r.lineage for r in reads],
-            "snapshot_sha256": sha256_file(SNAPSHOT),
-            "read_as_text": conflicts,
+            "rows": rows,
+            "columns": len(read.columns),
+            "sources": read.lineage,
+            "snapshot_sha256": dataset_digest(SNAPSHOT),
+            "read_as_text": read.conflicts,
         },
     )
-    log("gather", f"snapshot: {len(snapshot)} rows -> {SNAPSHOT}")
+    say(f"snapshot: {rows} rows -> {SNAPSHOT}")
 
 
 if __name__ == "__main__":

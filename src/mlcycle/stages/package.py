@@ -21,7 +21,7 @@ from mlcycle import config, drift, tasks
 from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
 from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
-from mlcycle.engines import dataset_digest, sample_dataset
+from mlcycle.datasets import dataset_digest, sample_dataset
 from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, read_json

@@ -10,53 +10,39 @@ in git, so `mlcycle report` can tell how the training data moved between two rev
 
 from __future__ import annotations
 
-import pandas as pd
-
-from mlcycle import config, tasks
-from mlcycle.drift import data_profile
-from mlcycle.engines import dask_client
-from mlcycle.engines.prepare import main_dask
-from mlcycle.io import write_json, write_parquet
-from mlcycle.prepare import prepare
+from mlcycle import config
+from mlcycle.engines import Engine, PreparedSplits, open_engine
+from mlcycle.io import write_json
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
-
-
-def target_summary(target: pd.Series, obj: config.Objectives) -> dict:
-    """The target's make-up on one side: the positive rate (binary), the share of each class
-    (multiclass) or the mean and std (regression); see :meth:`mlcycle.tasks.Task.target_summary`."""
-    return tasks.get(obj.task).target_summary(target, obj.positive_class)
 
 
 def main() -> None:
     params = config.load()
-    if params.engine.is_dask:
-        with dask_client(params.engine, lambda msg: log("prepare", msg)) as client:
-            main_dask(params, client)
-        return
-    obj = params.objectives
-    snapshot = pd.read_parquet(SNAPSHOT)
-    log("prepare", f"snapshot: {len(snapshot)} rows")
-    result = prepare(
-        snapshot, params.prepare, params.objectives, progress=lambda msg: log("prepare", msg)
-    )
-    train, test = result.train, result.test
-    write_parquet(TRAIN, train)
-    write_parquet(TEST, test)
+    with open_engine(params.engine, lambda msg: log("prepare", msg)) as engine:
+        execute(params, engine)
 
+
+def execute(params: config.Params, engine: Engine) -> None:
+    """Clean and split the snapshot (the engine writes both splits); write their figures."""
+    write(engine.prepare(params, SNAPSHOT, TRAIN, TEST))
+
+
+def write(prepared: PreparedSplits) -> None:
+    """metrics/prepare.json (what every step changed) and metrics/data_profile.json."""
     write_json(
         f"{METRICS}/prepare.json",
         {
-            **result.report,
+            **prepared.report,
             "train": {
-                "rows_split": result.report["split"]["train_rows"],
-                "rows": len(train),
-                **target_summary(train[obj.target], obj),
+                "rows_split": prepared.train_rows_split,
+                "rows": prepared.train_rows,
+                **prepared.train_target,
             },
-            "test": {"rows": len(test), **target_summary(test[obj.target], obj)},
+            "test": {"rows": prepared.test_rows, **prepared.test_target},
         },
     )
-    write_json(f"{METRICS}/data_profile.json", data_profile(train, params.monitor.bins))
-    log("prepare", f"train {len(train)} rows, test {len(test)} rows")
+    write_json(f"{METRICS}/data_profile.json", prepared.profile)
+    log("prepare", f"train {prepared.train_rows} rows, test {prepared.test_rows} rows")
 
 
 if __name__ == "__main__":

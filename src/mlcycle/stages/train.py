@@ -15,17 +15,12 @@ chosen params).
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 from dvclive import Live
 
-from mlcycle import config, tasks
-from mlcycle.engines import dask_client
-from mlcycle.engines.train import main_dask
-from mlcycle.features import Signature, encode_target, infer_signature, to_model_frame
+from mlcycle import config
+from mlcycle.engines import Engine, Trained, open_engine
 from mlcycle.io import write_json, write_parquet, write_text
-from mlcycle.metrics import prediction_frame
-from mlcycle.models import FitResult, fit, save_model_dir
+from mlcycle.models import save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
     METRICS,
@@ -37,94 +32,30 @@ from mlcycle.stages import (
     log,
     run,
 )
-from mlcycle.tuning import TuningResult, fit_options, mean_curves, summary, trials_csv, tune
+from mlcycle.tuning import mean_curves, summary, trials_csv
 
-PROGRESS_ROUNDS = 100
 # The learning-curve series dvc.yaml plots: the early-stopping metric of a boosting winner
 # (log loss for classification, RMSE for regression), named alike for every task.
 CURVE_SERIES = (("train", "loss"), ("valid", "loss"))
 
 
-def describe_target(y: np.ndarray, signature: Signature) -> str:
-    """The target's make-up for the progress log: class counts, or the value range."""
-    return tasks.get(signature.task).describe_target(y, signature.classes)
-
-
 def main() -> None:
     params = config.load()
-    if params.engine.is_dask:
-        with dask_client(params.engine, lambda msg: log("train", msg)) as client:
-            main_dask(params, client)
-        return
-    obj, cfg = params.objectives, params.train
-    train = pd.read_parquet(TRAIN)
-    say = lambda msg: log("train", msg)  # noqa: E731
-    signature = infer_signature(
-        train,
-        obj.target,
-        obj.positive_class,
-        params.features,
-        seed=cfg.seed,
-        progress=say,
-        task=obj.task,
-    )
-    X = to_model_frame(train, signature)
-    y = encode_target(train[obj.target], signature)
-    derived = [s.name for s in signature.derived if s.name in signature.columns]
-    say(
-        f"{obj.task}: {len(X)} rows ({describe_target(y, signature)}), {X.shape[1]} features "
-        f"({len(derived)} derived: {derived}) from {len(signature.inputs)} raw inputs; "
-        f"candidates {list(cfg.candidates)}, selected by cv {obj.primary_metric}"
-    )
-
-    result = tune(
-        X, y, cfg, obj.primary_metric, progress=say, task=obj.task, classes=signature.classes
-    )
-    win = result.winner
-    n_classes = len(signature.classes)
-    say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
-
-    def on_round(i: int) -> None:
-        if (i + 1) % PROGRESS_ROUNDS == 0:
-            say(f"final fit: round {i + 1}/{win.cv.final_rounds}")
-
-    final = fit(
-        win.name,
-        X,
-        y,
-        win.params,
-        obj.task,
-        n_classes,
-        rounds=win.cv.final_rounds,
-        on_round=on_round,
-        **fit_options(cfg),
-    )
-    oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
-    baseline = None
-    if result.baseline:
-        base = result.baseline
-        if base.name == win.name and base.params == win.params:
-            baseline = final  # the untuned configuration won: the same model
-        else:
-            baseline = fit(
-                base.name, X, y, base.params, obj.task, n_classes,
-                rounds=base.cv.final_rounds, **fit_options(cfg),
-            )  # fmt: skip
-    finish(params, signature, result, final, baseline, oof, len(X))
+    with open_engine(params.engine, lambda msg: log("train", msg)) as engine:
+        execute(params, engine)
 
 
-def finish(
-    params: config.Params,
-    signature: Signature,
-    result: TuningResult,
-    final: FitResult,
-    baseline: FitResult | None,
-    oof: pd.DataFrame,
-    rows: int,
-) -> None:
+def execute(params: config.Params, engine: Engine) -> None:
+    """Tune, select and refit on the training split; write the model and the selection."""
+    write(params, engine.train(params, TRAIN))
+
+
+def write(params: config.Params, trained: Trained) -> None:
     """Write the train stage's outputs (either engine): the chosen model, its signature, the
     out-of-fold predictions, the baseline, the selection, every trial and the curves."""
     obj, cfg = params.objectives, params.train
+    signature, result, final = trained.signature, trained.result, trained.final
+    baseline, oof, rows = trained.baseline, trained.oof, trained.rows
     say = lambda msg: log("train", msg)  # noqa: E731
     win = result.winner
     info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}

@@ -9,15 +9,11 @@ stays in place and metrics/validation.json keeps the last passing run's findings
 
 from __future__ import annotations
 
-import pandas as pd
-
 from mlcycle import config
-from mlcycle.engines import dask_client
-from mlcycle.engines.validate import main_dask
+from mlcycle.engines import Checked, Engine, open_engine
 from mlcycle.io import write_json, write_text
 from mlcycle.preflight import settings_problems
-from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema, SchemaError, load_schema
-from mlcycle.schema.findings import Finding, check
+from mlcycle.schema import Schema, SchemaError, load_schema
 from mlcycle.schema.report import format_table, markdown_report, summarize
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
@@ -45,33 +41,23 @@ def stage_schema(params: config.Params) -> Schema:
 
 def main() -> None:
     params = config.load()
-    if params.engine.is_dask:
-        with dask_client(params.engine, lambda msg: log("validate", msg)) as client:
-            main_dask(params, client)
-        return
-    settings = params.validate
+    with open_engine(params.engine, lambda msg: log("validate", msg)) as engine:
+        execute(params, engine)
+
+
+def execute(params: config.Params, engine: Engine) -> None:
+    """Check the snapshot against the schema and the settings against the data; write."""
     schema = stage_schema(params)
-    snapshot = pd.read_parquet(SNAPSHOT)
-    # Settings that name columns or values, checked against the data before any work.
-    problems = settings_problems(params, snapshot, schema)
-    findings = check(
-        snapshot,
-        schema,
-        severity=settings.severity,
-        max_null_rate=settings.max_null_rate,
-        examples=settings.examples,
-        ignore=BOOKKEEPING_COLUMNS,
-        max_unseen_share=settings.max_unseen_share,
-    )
-    columns = sum(1 for c in snapshot.columns if c not in BOOKKEEPING_COLUMNS)
-    finish(params, problems, findings, len(snapshot), columns)
+    checked = engine.check_snapshot(SNAPSHOT, schema, params.validate, params.objectives.target)
+    # Settings that name columns or values, checked against the data.
+    problems = settings_problems(params, checked.sample, schema)
+    write(params, problems, checked)
 
 
-def finish(
-    params: config.Params, problems: list[str], findings: list[Finding], rows: int, columns: int
-) -> None:
+def write(params: config.Params, problems: list[str], checked: Checked) -> None:
     """Write the metrics and reports, log the findings, and fail on errors (either engine)."""
     settings = params.validate
+    findings, rows, columns = checked.findings, checked.rows, checked.columns
     doc = summarize(findings, rows, columns, settings.schema)
     if problems:
         doc.update(passed=False, settings=problems)

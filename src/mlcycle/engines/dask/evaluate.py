@@ -34,14 +34,11 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config, tasks
-from mlcycle.engines import (
-    dataset_rows,
-    read_dataset,
-    row_hash,
-    sample_dataset,
-    unit_interval,
-    write_dataset,
-)
+from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
+from mlcycle.engines.base import Evaluated, EvaluatePaths, Say
+from mlcycle.engines.dask.data import read_dataset, write_dataset
+from mlcycle.evaluation import Evaluation, check_slices, kpi_names, task_plots
+from mlcycle.evaluation import decision_threshold as threshold_of_rows
 from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
 from mlcycle.io import sha256_file
 from mlcycle.metrics import (
@@ -61,13 +58,12 @@ from mlcycle.metrics import (
     threshold_counts,
     threshold_curve_from_counts,
 )
+from mlcycle.models import load_model_dir
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
-
-    from mlcycle.stages.evaluate import Evaluation
 
 EXACT_ROWS = 1_000_000  # test rows whose labels and outputs this process may gather
 SHAP_ROWS = 2_000
@@ -88,8 +84,6 @@ def model_sha(directory: str | Path) -> str:
 
 def _model(directory: str, sha: str) -> Any:
     """The model in ``directory``, loaded once per worker process (per file content)."""
-    from mlcycle.models import load_model_dir
-
     key = (directory, sha)
     if key not in _MODELS:
         _MODELS[key] = load_model_dir(directory)[0]
@@ -220,17 +214,15 @@ def _add(a: Any, b: Any) -> Any:
 
 
 def decision_threshold(
-    obj: config.Objectives, client: Client, exact_rows: int = EXACT_ROWS
+    obj: config.Objectives, client: Client, oof_path: str, exact_rows: int = EXACT_ROWS
 ) -> tuple[float | None, str, list[dict]]:
-    """The local engine's threshold; an out-of-fold set of more than ``exact_rows`` rows is
-    not gathered: its curve comes from confusion counts per candidate threshold summed over
-    the partitions (a threshold-free metric from sums or the score histogram)."""
-    from mlcycle.stages import OOF
-    from mlcycle.stages import evaluate as stage
-
-    if not tasks.get(obj.task).thresholded or dataset_rows(OOF) <= exact_rows:
-        return stage.decision_threshold(obj)
-    oof = read_dataset(OOF, columns=["actual", "probability"])
+    """The local engine's threshold; an out-of-fold set (at ``oof_path``) of more than
+    ``exact_rows`` rows is not gathered: its curve comes from confusion counts per candidate
+    threshold summed over the partitions (a threshold-free metric from sums or the score
+    histogram)."""
+    if not tasks.get(obj.task).thresholded or dataset_rows(oof_path) <= exact_rows:
+        return threshold_of_rows(obj, oof_path)
+    oof = read_dataset(oof_path, columns=["actual", "probability"])
     counts = fold_partitions(client, oof, _oof_counts, _add)
     ranking = None
     if obj.threshold_metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
@@ -401,8 +393,6 @@ def evaluate_scored(
     """Every figure of the evaluation from the scored test split (see the module's notes):
     sums from the workers; the label and outputs gathered when there are at most
     ``exact_rows`` rows."""
-    from mlcycle.stages.evaluate import Evaluation, kpi_names, task_plots
-
     obj, task = params.objectives, signature.task
     threshold, rule, curve = threshold_rule_curve
     names = kpi_names(obj)
@@ -541,25 +531,25 @@ def _residuals_approx(scored: dd.DataFrame, s: Sums) -> dict[str, float]:
     }
 
 
-def main_dask(
-    params: config.Params, signature: Signature, client: Client, exact_rows: int = EXACT_ROWS
-) -> None:
-    """Score the test split on the cluster, write the predictions as parts and report as the
-    local engine does."""
-    from mlcycle.models import load_model_dir
-    from mlcycle.stages import BASELINE_DIR, MODEL_DIR, PREDICTIONS, TEST, log
-    from mlcycle.stages.evaluate import check_slices, write_report
-
-    say = lambda msg: log("evaluate", msg)  # noqa: E731
+def evaluate_dask(
+    params: config.Params,
+    signature: Signature,
+    client: Client,
+    paths: EvaluatePaths,
+    say: Say,
+    exact_rows: int = EXACT_ROWS,
+) -> Evaluated:
+    """Score the test split on the cluster (the predictions written as parts) and measure it
+    as the local engine does; the SHAP rows are a sample of ``SHAP_ROWS``."""
     obj = params.objectives
-    test = read_dataset(TEST)
+    test = read_dataset(paths.test)
     check_slices(obj, list(test.columns))
-    threshold = decision_threshold(obj, client, exact_rows)
-    model_dir = str(Path(MODEL_DIR).resolve())
+    threshold = decision_threshold(obj, client, paths.oof, exact_rows)
+    model_dir = str(Path(paths.model_dir).resolve())
     models = [("", model_dir, model_sha(model_dir))]
     base_kind = None
-    if Path(BASELINE_DIR).is_dir():
-        base_dir = str(Path(BASELINE_DIR).resolve())
+    if Path(paths.baseline_dir).is_dir():
+        base_dir = str(Path(paths.baseline_dir).resolve())
         models.append(("__base_", base_dir, model_sha(base_dir)))
         base_kind = load_model_dir(base_dir)[0].kind
     doc = signature.to_dict()
@@ -567,24 +557,24 @@ def main_dask(
     scored = test.map_partitions(
         score_part, models, doc, slices, meta=score_part(test._meta, models, doc, slices)
     ).persist()  # on the workers: scored once, read by the writer and the sums
-    write_dataset(PREDICTIONS, scored[[c for c in scored.columns if not c.startswith("__")]], say)
+    predictions = scored[[c for c in scored.columns if not c.startswith("__")]]
+    write_dataset(paths.predictions, predictions, say)
     unseen_sets: dict[str, set] = {}
     for found in test.map_partitions(_unseen, doc, meta=(None, object)).compute():
         for key, values in found.items():
             unseen_sets.setdefault(key, set()).update(values)
     unseen = {key: len(v) for key, v in sorted(unseen_sets.items())}
-    evaluation = evaluate_scored(
+    measured = evaluate_scored(
         params, signature, client, scored, threshold, base_kind, unseen, exact_rows
     )
-    if evaluation.notes:
-        say(f"test split of {evaluation.rows} rows: ranking figures approximate, no interval")
+    if measured.notes:
+        say(f"test split of {measured.rows} rows: ranking figures approximate, no interval")
     say(
-        f"scored {evaluation.rows} test rows in {test.npartitions} partition(s); "
+        f"scored {measured.rows} test rows in {test.npartitions} partition(s); "
         f"confusion.csv holds a sample of at most {SAMPLE_ROWS} rows"
     )
-    X = to_model_frame(sample_dataset(TEST, SHAP_ROWS), signature)
-    model = load_model_dir(MODEL_DIR)[0]
-    write_report(params, signature, model, X, evaluation)
+    X = to_model_frame(sample_dataset(paths.test, SHAP_ROWS), signature)
+    return Evaluated(measured, load_model_dir(paths.model_dir)[0], X)
 
 
 def champion_kpis(

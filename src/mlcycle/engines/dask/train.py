@@ -6,7 +6,7 @@ the final XGBoost model boosted across the cluster by ``xgboost.dask``.
   rows (at most ``SAMPLE_ROWS``, chosen by row hash) for the types and any feature selection;
   for data of that size or less it is the local engine's signature.
 - **Folds** are assigned by a hash of each row's model inputs and target: fold
-  ``floor(u * k)`` for ``u`` = :func:`mlcycle.engines.unit_interval` of the row's hash keyed by
+  ``floor(u * k)`` for ``u`` = :func:`mlcycle.datasets.unit_interval` of the row's hash keyed by
   ``train.seed``. A row lands in the same fold whatever the partitioning or the number of
   workers. A fold that would be empty, or whose training part lacks a class, is refused.
 - **Tuning**, when the training split has at most ``engine.trial_max_rows`` rows: every worker
@@ -46,7 +46,9 @@ import optuna
 import pandas as pd
 
 from mlcycle import config, tasks
-from mlcycle.engines import dataset_rows, read_dataset, row_hash, sample_dataset, unit_interval
+from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
+from mlcycle.engines.base import Say, Trained
+from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, adapter, fit
@@ -75,7 +77,6 @@ if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client, Future
 
-Say = Callable[[str], None]
 SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are taken from
 BATCH = 4  # trials Optuna proposes before it hears their scores (fixed: the results do not
 # depend on the number of workers)
@@ -630,18 +631,6 @@ def cluster_batches(
 # --- the stage ---------------------------------------------------------------------------
 
 
-@dataclass
-class Trained:
-    """What the train stage writes, computed on the cluster (see ``stages.train.finish``)."""
-
-    signature: Signature
-    result: TuningResult
-    final: FitResult
-    baseline: FitResult | None
-    oof: pd.DataFrame
-    rows: int
-
-
 def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
     """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
     folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
@@ -764,13 +753,3 @@ def _fold_counts(frame: dd.DataFrame, folds: int, task: str, n_classes: int) -> 
     meta = pd.DataFrame({str(j): pd.Series([], dtype="int64") for j in range(folds * k)})
     total = frame.map_partitions(counts, meta=meta).sum().compute()
     return total.to_numpy().reshape(folds, k)
-
-
-def main_dask(params: config.Params, client: Client) -> None:
-    """The train stage on the cluster: the local engine's outputs, from :func:`train_dask`."""
-    from mlcycle.stages import TRAIN, log
-    from mlcycle.stages.train import finish
-
-    say = lambda msg: log("train", msg)  # noqa: E731
-    t = train_dask(params, client, TRAIN, say)
-    finish(params, t.signature, t.result, t.final, t.baseline, t.oof, t.rows)

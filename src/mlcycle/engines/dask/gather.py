@@ -23,7 +23,6 @@ give the same parts, byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +31,11 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config
-from mlcycle.engines import partitions_for, row_hash, write_dataset
-from mlcycle.io import sha256_bytes, write_json
+from mlcycle.config import EngineConfig
+from mlcycle.datasets import row_hash
+from mlcycle.engines.base import Say, SourceSet
+from mlcycle.engines.dask.data import partitions_for, write_dataset
+from mlcycle.io import sha256_bytes
 from mlcycle.sources import (
     GLOB_CHARS,
     SOURCE_COLUMN,
@@ -60,7 +62,6 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 HASH = "__row_hash"
-Say = Callable[[str], None]
 
 
 # --- on the workers ----------------------------------------------------------------------------
@@ -294,18 +295,17 @@ def _object_type(series: pd.Series) -> Any:
     return "str"
 
 
-def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ...]) -> None:
-    """Read every source onto the cluster, check and unify them, write the snapshot and its
-    lineage (metrics/gather.json, the same keys as the local engine)."""
-    import dask.dataframe as dd
-
-    from mlcycle.engines import dataset_digest
-    from mlcycle.stages import METRICS, SNAPSHOT, log
-
-    say = lambda msg: log("gather", msg)  # noqa: E731
-    root = Path.cwd()
+def read_sources(
+    client: Client,
+    sources: tuple[config.Source, ...],
+    root: Path,
+    text_columns: tuple[str, ...],
+    say: Say,
+) -> SourceSet:
+    """Read every source onto the cluster, check them and decide the snapshot's types; the
+    rows stay on the workers (``SourceSet.rows`` holds the sources and the column types)."""
     gathered: list[Gathered] = []
-    for source in params.data.sources:
+    for source in sources:
         source = source.with_text_columns(text_columns)
         if source.kind == "file":
             got = gather_files(source, root, client)
@@ -316,15 +316,16 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
             say(f"{source.name}: {got.rows} rows from {describe(source)}")
         gathered.append(got)
     conflicts, dtypes = snapshot_types(gathered)
-    for col, kinds in conflicts.items():
-        held = ", ".join(f"{kind} in {name}" for name, kind in kinds.items())
-        say(f"column {col!r} kept as text ({held}); validate checks its values")
-    target = params.objectives.target
     columns = [c for c in dtypes if c != SOURCE_COLUMN]
-    if target not in columns:
-        raise SourceError(
-            f"objectives.target {target!r} is not a column of the data; columns are {columns}"
-        )
+    return SourceSet([g.lineage for g in gathered], conflicts, columns, (gathered, dtypes))
+
+
+def write_snapshot(client: Client, read: SourceSet, path: str, cfg: EngineConfig, say: Say) -> int:
+    """Unify the sources' parts on the workers and write them as a folder of Parquet parts in
+    a canonical order (by row hash); the rows written."""
+    import dask.dataframe as dd
+
+    gathered, dtypes = read.rows
     # A source that may be empty and is adds nothing (as the local union).
     kept = [g for g in gathered if g.rows] or gathered[:1]
     text = text_columns_of(gathered)
@@ -335,17 +336,6 @@ def main_dask(params: config.Params, client: Client, text_columns: tuple[str, ..
     ddf = dd.from_delayed(parts, meta=meta, verify_meta=False)
     rows = sum(g.rows for g in kept)
     hashed = ddf.assign(**{HASH: ddf.map_partitions(row_hash, 0, "order", meta=(HASH, "uint64"))})
-    npart = partitions_for(rows, params.engine)
+    npart = partitions_for(rows, cfg)
     ordered = hashed.shuffle(on=HASH, npartitions=npart).map_partitions(_order, meta=meta)
-    written = write_dataset(SNAPSHOT, ordered, say)
-    write_json(
-        f"{METRICS}/gather.json",
-        {
-            "rows": written,
-            "columns": len(columns),
-            "sources": [g.lineage for g in gathered],
-            "snapshot_sha256": dataset_digest(SNAPSHOT),
-            "read_as_text": conflicts,
-        },
-    )
-    say(f"snapshot: {written} rows -> {SNAPSHOT}")
+    return write_dataset(path, ordered, say)

@@ -40,14 +40,9 @@ import pandas as pd
 
 from mlcycle import config, tasks
 from mlcycle.constants import SOURCE_COLUMN
-from mlcycle.engines import (
-    dataset_rows,
-    partitions_for,
-    read_dataset,
-    row_hash,
-    unit_interval,
-    write_dataset,
-)
+from mlcycle.datasets import dataset_rows, row_hash, unit_interval
+from mlcycle.engines.base import PreparedSplits, Say
+from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
 from mlcycle.prepare import (
     CLASSES_HINT,
     MISSING_TOKENS,
@@ -560,24 +555,27 @@ def clean_dask(
     return cleaned, report
 
 
-def main_dask(params: config.Params, client: Client) -> None:
-    """Clean, split, remove training rows and write both splits as Parquet parts, with the
-    local engine's ``metrics/prepare.json`` and ``metrics/data_profile.json``."""
-    from mlcycle.io import write_json
-    from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log
-
-    say = lambda msg: log("prepare", msg)  # noqa: E731
+def prepare_dask(
+    params: config.Params,
+    client: Client,
+    snapshot: str,
+    train_path: str,
+    test_path: str,
+    say: Say,
+) -> PreparedSplits:
+    """Clean, split, remove training rows and write both splits as Parquet parts; the local
+    engine's figures of every step, the target's make-up and the training split's profile."""
     cfg, obj = params.prepare, params.objectives
     spec = tasks.get(obj.task)
     target = obj.target
-    ddf = read_dataset(SNAPSHOT)
+    ddf = read_dataset(snapshot)
     if target not in ddf.columns:
         raise PrepareError(
             f"objectives.target {target!r} is not a column of the data; columns are "
             f"{[c for c in ddf.columns if c != SOURCE_COLUMN]}"
         )
     _check_columns(ddf._meta, cfg, target)
-    rows_in = dataset_rows(SNAPSHOT)
+    rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
 
     # 1. cleaning
@@ -646,28 +644,21 @@ def main_dask(params: config.Params, client: Client) -> None:
     report["train_removed"] = removed
     report["outliers"] = outliers
 
-    # 4. the splits as Parquet parts, the report and the training split's profile
-    rows_train = write_dataset(TRAIN, train, say)
+    # 4. the splits as Parquet parts, their figures and the training split's profile
+    rows_train = write_dataset(train_path, train, say)
     rows_test = write_dataset(
-        TEST, test.repartition(npartitions=partitions_for(n_test, params.engine)), say
+        test_path, test.repartition(npartitions=partitions_for(n_test, params.engine)), say
     )
-    written_train, written_test = read_dataset(TRAIN), read_dataset(TEST)
-    write_json(
-        f"{METRICS}/prepare.json",
-        {
-            **report,
-            "train": {
-                "rows_split": n_train,
-                "rows": rows_train,
-                **_target_summary(written_train, target, obj),
-            },
-            "test": {"rows": rows_test, **_target_summary(written_test, target, obj)},
-        },
+    written_train, written_test = read_dataset(train_path), read_dataset(test_path)
+    return PreparedSplits(
+        report=report,
+        train_rows_split=n_train,
+        train_rows=rows_train,
+        train_target=_target_summary(written_train, target, obj),
+        test_rows=rows_test,
+        test_target=_target_summary(written_test, target, obj),
+        profile=data_profile_dask(written_train, params.monitor.bins),
     )
-    write_json(
-        f"{METRICS}/data_profile.json", data_profile_dask(written_train, params.monitor.bins)
-    )
-    say(f"train {rows_train} rows, test {rows_test} rows")
 
 
 # --- exact order statistics over partitions -------------------------------------------------
