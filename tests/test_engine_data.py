@@ -13,7 +13,7 @@ import pytest
 
 from mlcycle import config
 from mlcycle.datasets import row_hash
-from mlcycle.engines.dask import DaskEngine
+from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.engines.dask.validate import check_dataset
 from mlcycle.schema import parse_schema
@@ -41,13 +41,13 @@ SCHEMA = parse_schema(
 def gather_dask(client) -> None:
     """The gather stage on the Dask engine, with params.yaml in the working directory."""
     params = config.load()
-    gather_stage.execute(params, DaskEngine(params.engine, print, client))
+    gather_stage.execute(params, Engine(params.engine, print, client))
 
 
 def validate_dask(client) -> None:
     """The validate stage on the Dask engine, with params.yaml in the working directory."""
     params = config.load()
-    validate_stage.execute(params, DaskEngine(params.engine, print, client))
+    validate_stage.execute(params, Engine(params.engine, print, client))
 
 
 def messy(n: int = 3000, seed: int = 0) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from mlcycle import config, tasks
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import dataset_rows, row_hash
 from mlcycle.drift import _ecdf_distance, data_profile
-from mlcycle.engines.dask import DaskEngine
+from mlcycle.engines import Engine
 from mlcycle.prepare import PrepareError, prepare
 from mlcycle.stages import prepare as prepare_stage
 from mlcycle.stages import train as train_stage
@@ -63,7 +63,7 @@ OBJ = {"objectives": {"target": "label", "positive_class": "yes", "slices": [],
 def run_prepare(tmp: Path, frame: pd.DataFrame, parts: int, update: dict, client) -> dict:
     write_parts(tmp / "data/raw/snapshot.parquet", frame, parts)
     p = params(merge(OBJ, update))
-    prepare_stage.execute(p, DaskEngine(p.engine, print, client))
+    prepare_stage.execute(p, Engine(p.engine, print, client))
     return json.loads((tmp / "metrics/prepare.json").read_text())
 
 
@@ -297,7 +297,7 @@ def test_train_is_reproducible_and_loads(tmp_path, monkeypatch, dask_local_clien
     runs = []
     for _ in range(2):
         p = params(update)
-        train_stage.execute(p, DaskEngine(p.engine, print, dask_local_client))
+        train_stage.execute(p, Engine(p.engine, print, dask_local_client))
         runs.append(
             (
                 (tmp_path / "models/train/model.ubj").read_bytes(),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mlcycle import config
-from mlcycle.engines.dask import DaskEngine
+from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import encode_target, infer_signature, to_model_frame
 from mlcycle.stages import train as train_stage
@@ -160,7 +160,7 @@ def run_stage(project: Path, split: Path, p: config.Params, client) -> dict:
     target = project / "data/prepared/train.parquet"
     if not target.exists():
         shutil.copytree(split, target)
-    train_stage.execute(p, DaskEngine(p.engine, print, client))
+    train_stage.execute(p, Engine(p.engine, print, client))
     return {
         "model": (project / "models/train/model.ubj").read_bytes(),
         "trials": [line.split(",")[:5] + line.split(",")[-1:] for line in

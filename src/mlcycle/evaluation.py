@@ -111,6 +111,11 @@ def check_slices(obj: config.Objectives, columns: list[str]) -> None:
         )
 
 
+def confusion_csv_rows(y: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> str:
+    """The rows of plots/confusion.csv: each test row's actual and predicted class, by name."""
+    return "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(y, labels, strict=True))
+
+
 def measure(
     params: config.Params,
     signature: Signature,
@@ -157,10 +162,7 @@ def measure(
         matrix = confusion_matrix(y, labels, len(signature.classes))
         task_detail["confusion"] = spec.confusion_summary(matrix, signature.classes)
         task_detail["per_class"] = per_class_report(y, labels, signature.classes)
-        names_of = signature.classes
-        confusion_rows = "".join(
-            f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y, labels, strict=True)
-        )
+        confusion_rows = confusion_csv_rows(y, labels, signature.classes)
     return Evaluation(
         threshold=threshold,
         rule=rule,

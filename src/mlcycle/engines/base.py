@@ -1,8 +1,11 @@
 """The engine interface: the compute steps whose algorithms differ between engines, with typed
 inputs and results.
 
-A stage reads its settings, asks an :class:`Engine` for these steps and does everything else
-(checks, the metrics JSON, reports, plots) once for both engines. An engine reads and writes
+A stage reads its settings, runs these steps through its step module
+(``mlcycle.engines.<stage>``, which holds the local code and calls the Dask one in
+``mlcycle.engines.dask.<stage>``) and does everything else (checks, the metrics JSON, reports,
+plots) once for both engines. One module per stage keeps each stage's ``dvc.yaml`` deps to the
+code it runs: a change to training code re-runs train, not gather. An engine reads and writes
 data sets in its own layout (one Parquet file locally, a folder of Parquet parts on Dask) and
 reports progress through the ``say`` callback it was opened with. Paths come in as arguments:
 nothing here knows the pipeline's layout.
@@ -10,10 +13,8 @@ nothing here knows the pipeline's layout.
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -21,10 +22,11 @@ import pandas as pd
 from mlcycle import config
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from mlcycle.evaluation import Evaluation
     from mlcycle.features import Signature
     from mlcycle.models import FitResult, Model
-    from mlcycle.schema import Schema
     from mlcycle.schema.findings import Finding
     from mlcycle.tuning import TuningResult
 
@@ -108,48 +110,13 @@ class EvaluatePaths:
     predictions: str
 
 
-class Engine(abc.ABC):
-    """Where the stages compute: :class:`~mlcycle.engines.local.LocalEngine` (pandas, one
-    process) or :class:`~mlcycle.engines.dask.DaskEngine` (a Dask cluster)."""
+class Engine:
+    """An open engine (:func:`mlcycle.engines.open_engine`): its settings, the ``say`` callback
+    for progress lines and, on Dask, the cluster's ``client`` (None locally: pandas in this
+    process). A stage passes it to its step module (:mod:`mlcycle.engines.gather` ...), which
+    runs the step where the engine says."""
 
-    def __init__(self, cfg: config.EngineConfig, say: Say) -> None:
+    def __init__(self, cfg: config.EngineConfig, say: Say, client: Client | None = None) -> None:
         self.cfg = cfg
         self.say = say
-
-    @abc.abstractmethod
-    def read_sources(
-        self, sources: tuple[config.Source, ...], root: Path, text_columns: tuple[str, ...]
-    ) -> SourceSet:
-        """Read and verify every source (quarantining malformed landing files) and unify them."""
-
-    @abc.abstractmethod
-    def write_snapshot(self, read: SourceSet, path: str) -> int:
-        """Write the unified sources in a canonical row order at ``path``; the rows written."""
-
-    @abc.abstractmethod
-    def check_snapshot(
-        self, path: str, schema: Schema, settings: config.ValidateConfig, target: str
-    ) -> Checked:
-        """The schema's findings over the snapshot at ``path``."""
-
-    @abc.abstractmethod
-    def prepare(
-        self, params: config.Params, snapshot: str, train: str, test: str
-    ) -> PreparedSplits:
-        """Clean the snapshot, split it, remove training rows; write both splits."""
-
-    @abc.abstractmethod
-    def train(self, params: config.Params, path: str) -> Trained:
-        """Tune every candidate on the training split at ``path``; refit the winner."""
-
-    @abc.abstractmethod
-    def evaluate(
-        self, params: config.Params, signature: Signature, paths: EvaluatePaths
-    ) -> Evaluated:
-        """Score the test split (writing the predictions) and measure every figure."""
-
-    @abc.abstractmethod
-    def champion_kpis(
-        self, test: str, bundle_dir: Path, names: list[str]
-    ) -> dict[str, float | None]:
-        """The KPIs ``names`` of the bundle at ``bundle_dir`` on the test split (the gate)."""
+        self.client = client

@@ -15,7 +15,8 @@ metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 from __future__ import annotations
 
 from mlcycle import config, tasks
-from mlcycle.engines import Engine, Evaluated, EvaluatePaths, open_engine
+from mlcycle.engines import Engine, open_engine
+from mlcycle.engines.evaluate import Evaluated, EvaluatePaths, evaluate
 from mlcycle.evaluation import kpi_names
 from mlcycle.explain import shap_summary
 from mlcycle.features import Signature
@@ -61,7 +62,7 @@ def read_signature(task: str) -> Signature:
 
 def execute(params: config.Params, signature: Signature, engine: Engine) -> None:
     """Score the test split (the engine writes the predictions) and write every figure."""
-    write_report(params, signature, engine.evaluate(params, signature, PATHS))
+    write_report(params, signature, evaluate(engine, params, signature, PATHS))
 
 
 def write_report(params: config.Params, signature: Signature, evaluated: Evaluated) -> None:

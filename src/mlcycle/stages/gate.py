@@ -17,6 +17,7 @@ from pathlib import Path
 from mlcycle import config, registry
 from mlcycle.bundle import load_bundle
 from mlcycle.engines import open_engine
+from mlcycle.engines.gate import champion_kpis
 from mlcycle.gate import decide
 from mlcycle.io import read_json, write_json
 from mlcycle.stages import METRICS, TEST, log, run
@@ -51,7 +52,7 @@ def champion_metrics(
         )
         return None, None
     with open_engine(params.engine, say) as engine:
-        kpis = engine.champion_kpis(TEST, Path(bundle_dir), [primary])
+        kpis = champion_kpis(engine, TEST, Path(bundle_dir), [primary])
     say(f"champion {name}@{prod.version} ({prod.commit[:12]}) scored on the test split")
     return {k: v for k, v in kpis.items() if v is not None}, prod.version
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mlcycle import config
 from mlcycle.datasets import dataset_digest
-from mlcycle.engines import Engine, SourceSet, open_engine
+from mlcycle.engines import Engine, open_engine
+from mlcycle.engines.gather import SourceSet, read_sources, write_snapshot
 from mlcycle.io import write_json
 from mlcycle.schema import TEXT_TYPES, load_schema
 from mlcycle.sources import SourceError
@@ -46,9 +47,9 @@ def execute(params: config.Params, engine: Engine) -> None:
     """Read every source, check the target is among its columns, write the snapshot and its
     lineage."""
     text = text_columns(Path(params.validate.schema))
-    read = engine.read_sources(params.data.sources, Path.cwd(), text)
+    read = read_sources(engine, params.data.sources, Path.cwd(), text)
     check_target(read, params.objectives.target)
-    rows = engine.write_snapshot(read, SNAPSHOT)
+    rows = write_snapshot(engine, read, SNAPSHOT)
     write(read, rows)
 
 

@@ -11,7 +11,8 @@ in git, so `mlcycle report` can tell how the training data moved between two rev
 from __future__ import annotations
 
 from mlcycle import config
-from mlcycle.engines import Engine, PreparedSplits, open_engine
+from mlcycle.engines import Engine, open_engine
+from mlcycle.engines.prepare import PreparedSplits, prepare
 from mlcycle.io import write_json
 from mlcycle.stages import METRICS, SNAPSHOT, TEST, TRAIN, log, run
 
@@ -24,7 +25,7 @@ def main() -> None:
 
 def execute(params: config.Params, engine: Engine) -> None:
     """Clean and split the snapshot (the engine writes both splits); write their figures."""
-    write(engine.prepare(params, SNAPSHOT, TRAIN, TEST))
+    write(prepare(engine, params, SNAPSHOT, TRAIN, TEST))
 
 
 def write(prepared: PreparedSplits) -> None:

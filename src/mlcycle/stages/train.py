@@ -18,7 +18,8 @@ from __future__ import annotations
 from dvclive import Live
 
 from mlcycle import config
-from mlcycle.engines import Engine, Trained, open_engine
+from mlcycle.engines import Engine, open_engine
+from mlcycle.engines.train import Trained, train
 from mlcycle.io import write_json, write_parquet, write_text
 from mlcycle.models import save_model_dir
 from mlcycle.stages import (
@@ -47,7 +48,7 @@ def main() -> None:
 
 def execute(params: config.Params, engine: Engine) -> None:
     """Tune, select and refit on the training split; write the model and the selection."""
-    write(params, engine.train(params, TRAIN))
+    write(params, train(engine, params, TRAIN))
 
 
 def write(params: config.Params, trained: Trained) -> None:

@@ -10,7 +10,8 @@ stays in place and metrics/validation.json keeps the last passing run's findings
 from __future__ import annotations
 
 from mlcycle import config
-from mlcycle.engines import Checked, Engine, open_engine
+from mlcycle.engines import Engine, open_engine
+from mlcycle.engines.validate import Checked, check_snapshot
 from mlcycle.io import write_json, write_text
 from mlcycle.preflight import settings_problems
 from mlcycle.schema import Schema, SchemaError, load_schema
@@ -48,7 +49,7 @@ def main() -> None:
 def execute(params: config.Params, engine: Engine) -> None:
     """Check the snapshot against the schema and the settings against the data; write."""
     schema = stage_schema(params)
-    checked = engine.check_snapshot(SNAPSHOT, schema, params.validate, params.objectives.target)
+    checked = check_snapshot(engine, SNAPSHOT, schema, params.validate, params.objectives.target)
     # Settings that name columns or values, checked against the data.
     problems = settings_problems(params, checked.sample, schema)
     write(params, problems, checked)

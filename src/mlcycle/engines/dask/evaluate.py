@@ -37,7 +37,13 @@ from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
 from mlcycle.engines.base import Evaluated, EvaluatePaths, Say
 from mlcycle.engines.dask.data import read_dataset, write_dataset
-from mlcycle.evaluation import Evaluation, check_slices, kpi_names, task_plots
+from mlcycle.evaluation import (
+    Evaluation,
+    check_slices,
+    confusion_csv_rows,
+    kpi_names,
+    task_plots,
+)
 from mlcycle.evaluation import decision_threshold as threshold_of_rows
 from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
 from mlcycle.io import sha256_file
@@ -490,10 +496,7 @@ def evaluate_scored(
         plots["calibration"] = calibration_from_sums(s)
         y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
         labels = spec.decide(out_s, threshold)
-        names_of = signature.classes
-        confusion_rows = "".join(
-            f"{names_of[a]},{names_of[p]}\n" for a, p in zip(y_s, labels, strict=True)
-        )
+        confusion_rows = confusion_csv_rows(y_s, labels, signature.classes)
     return Evaluation(
         threshold=threshold,
         rule=rule,
