@@ -473,9 +473,11 @@ def synthetic_records(n: int, seed: int) -> pd.DataFrame:
 # --- Dask clusters for the dask engine -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dask_local_client() -> Iterator[object]:
-    """A client of a real LocalCluster (2 worker processes, 1 thread each) on 127.0.0.1."""
+    """A client of a real LocalCluster (2 worker processes, 1 thread each) on 127.0.0.1, one
+    per test run and xdist worker: starting its workers costs seconds of CPU, so the test files
+    that need one share it."""
     from distributed import Client, LocalCluster
 
     with (
