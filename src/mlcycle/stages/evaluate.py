@@ -14,10 +14,12 @@ metrics/plots/ (plot data); data/evaluate/test_predictions.parquet.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlcycle import config, tasks
 from mlcycle.engines import Engine, open_engine
 from mlcycle.engines.evaluate import Evaluated, EvaluatePaths, evaluate
-from mlcycle.evaluation import kpi_names
+from mlcycle.evaluation import Evaluation, kpi_names
 from mlcycle.explain import shap_summary
 from mlcycle.features import Signature
 from mlcycle.io import read_json, write_json, write_text
@@ -71,27 +73,9 @@ def write_report(params: config.Params, signature: Signature, evaluated: Evaluat
     ev, model, X = evaluated.evaluation, evaluated.model, evaluated.X
     obj = params.objectives
     task = obj.task
-    names = kpi_names(obj)
     write_json(f"{PLOTS}/threshold.json", ev.curve)
     write_json(f"{METRICS}/threshold.json", {"threshold": ev.threshold, "rule": ev.rule})
-    gaps = {col: slice_gaps(v, names) for col, v in ev.slices.items()}
-    write_json(f"{METRICS}/slices.json", {"slices": ev.slices, "gaps": gaps})
-    write_json(
-        f"{PLOTS}/slices.json",
-        [
-            {
-                "slice": f"{col}={value}",
-                "metric": obj.primary_metric,
-                "value": m[obj.primary_metric],
-                "low": m["interval"]["low"],
-                "high": m["interval"]["high"],
-                "rows": m["rows"],
-            }
-            for col, values in ev.slices.items()
-            for value, m in values.items()
-            if m.get(obj.primary_metric) is not None and m["interval"]["low"] is not None
-        ],
-    )
+    gaps = write_slices(ev, obj)
     importance, points, by_class = shap_summary(model, X, signature.classes)
     if not importance:
         log("evaluate", f"no SHAP summary for a {model.kind} model (tree boosters only)")
@@ -100,16 +84,7 @@ def write_report(params: config.Params, signature: Signature, evaluated: Evaluat
     kpis = ev.kpis
     primary = kpis[obj.primary_metric]
     met = primary is not None and meets(obj.primary_metric, primary, obj.minimum)
-    baseline = {}
-    if ev.baseline is not None:
-        base_kind, base_kpis = ev.baseline
-        base_primary = base_kpis[obj.primary_metric]
-        improvement = None
-        if primary is not None and base_primary is not None:
-            diff = primary - base_primary
-            improvement = round(-diff if lower_is_better(obj.primary_metric) else diff, 6)
-        # How much better the chosen model is on the primary metric (> 0: better).
-        baseline = {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
+    baseline = baseline_entry(ev, obj.primary_metric, primary)
     task_detail = dict(ev.task_detail)
     if by_class and tasks.get(task).classification:
         task_detail["shap_by_class"] = by_class
@@ -146,14 +121,58 @@ def write_report(params: config.Params, signature: Signature, evaluated: Evaluat
         write_json(f"{PLOTS}/{name}.json", rows)
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
     write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + ev.confusion_rows)
+    log_verdict(obj, model.kind, kpis, met, baseline)
 
+
+def write_slices(ev: Evaluation, obj: config.Objectives) -> dict[str, Any]:
+    """metrics/slices.json (every slice's KPIs and the gaps between a column's slices) and the
+    slices' plot data (the primary metric with its interval); the gaps."""
+    names = kpi_names(obj)
+    gaps = {col: slice_gaps(v, names) for col, v in ev.slices.items()}
+    write_json(f"{METRICS}/slices.json", {"slices": ev.slices, "gaps": gaps})
+    write_json(
+        f"{PLOTS}/slices.json",
+        [
+            {
+                "slice": f"{col}={value}",
+                "metric": obj.primary_metric,
+                "value": m[obj.primary_metric],
+                "low": m["interval"]["low"],
+                "high": m["interval"]["high"],
+                "rows": m["rows"],
+            }
+            for col, values in ev.slices.items()
+            for value, m in values.items()
+            if m.get(obj.primary_metric) is not None and m["interval"]["low"] is not None
+        ],
+    )
+    return gaps
+
+
+def baseline_entry(ev: Evaluation, metric: str, primary: float | None) -> dict[str, Any]:
+    """evaluate.json's ``baseline`` entry: the untuned baseline's KPIs and how much better the
+    chosen model is on ``metric`` (> 0: better); empty without a baseline."""
+    if ev.baseline is None:
+        return {}
+    base_kind, base_kpis = ev.baseline
+    base_primary = base_kpis[metric]
+    improvement = None
+    if primary is not None and base_primary is not None:
+        diff = primary - base_primary
+        improvement = round(-diff if lower_is_better(metric) else diff, 6)
+    return {"baseline": {"model": base_kind, **base_kpis, "improvement": improvement}}
+
+
+def log_verdict(
+    obj: config.Objectives, kind: str, kpis: dict[str, Any], met: bool, baseline: dict
+) -> None:
+    """The evaluation's verdict on the objective, with every KPI, and the baseline's."""
     verdict = "meets" if met else "does NOT meet"
     bound = "maximum" if lower_is_better(obj.primary_metric) else "minimum"
     figures = ", ".join(f"{k} {v:.4f}" for k, v in kpis.items() if v is not None)
     log(
         "evaluate",
-        f"{model.kind} {obj.primary_metric} {verdict} the objective ({bound} {obj.minimum}): "
-        f"{figures}",
+        f"{kind} {obj.primary_metric} {verdict} the objective ({bound} {obj.minimum}): {figures}",
     )
     if baseline:
         b = baseline["baseline"]
