@@ -2,8 +2,8 @@
 
 Against a real cluster (a `dask scheduler` and two `dask worker` processes on 127.0.0.1) and
 against a LocalCluster the stages start themselves: the data sets become folders of Parquet
-parts, the KPIs on Adult match the local engine's within its bootstrap interval, the model is
-the same byte for byte on a rerun, and the bundle serves as any other.
+parts, the KPIs on a sample of Adult match the local engine's within its bootstrap interval,
+the model is the same byte for byte on a rerun, and the bundle serves as any other.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ def read(project: Path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def dask_project(tmp_path_factory: pytest.TempPathFactory, dask_scheduler: str) -> Path:
-    """A project run end to end on the real cluster, committed."""
+    """The sample project (as :func:`small_project`) run end to end on the real cluster, in
+    parts of 2,000 rows, committed."""
+    engine = {**DASK["engine"], "scheduler": dask_scheduler, "partition_rows": 2_000}
     project = make_project(
-        tmp_path_factory.mktemp("dask") / "project",
-        {"engine": {**DASK["engine"], "scheduler": dask_scheduler}},
+        tmp_path_factory.mktemp("dask") / "project", {"engine": engine}, rows=SAMPLE_ROWS
     )
     out = run(["dvc", "repro"], project)
     assert "dask: scheduler tcp://127.0.0.1" in out.stderr + out.stdout
@@ -40,26 +41,26 @@ def dask_project(tmp_path_factory: pytest.TempPathFactory, dask_scheduler: str) 
     return project
 
 
-def test_data_sets_are_folders_of_parts(dask_project: Path) -> None:
+def test_data_sets_are_folders_of_parts(dask_project: Path, small_project: Path) -> None:
     for name in ("data/raw/snapshot.parquet", "data/prepared/train.parquet"):
         path = dask_project / name
         assert path.is_dir(), name
         assert len(list(path.glob("part-*.parquet"))) >= 2, name
-    gather = read(dask_project, "metrics/gather.json")
-    assert gather["rows"] == 48_842
-    assert len(pd.read_parquet(dask_project / "data/raw/snapshot.parquet")) == 48_842
+    rows = read(small_project, "metrics/gather.json")["rows"]
+    assert read(dask_project, "metrics/gather.json")["rows"] == rows
+    assert len(pd.read_parquet(dask_project / "data/raw/snapshot.parquet")) == rows
 
 
-def test_kpis_match_the_local_engine(dask_project: Path, built_project: Path) -> None:
-    """On Adult the two engines see the same split (by source); their test KPIs agree within
-    the local model's 95 % bootstrap interval."""
-    local = read(built_project, "metrics/evaluate.json")
+def test_kpis_match_the_local_engine(dask_project: Path, small_project: Path) -> None:
+    """On the same sample of Adult the two engines see the same split (by source); their test
+    KPIs agree within the local model's 95 % bootstrap interval."""
+    local = read(small_project, "metrics/evaluate.json")
     dask = read(dask_project, "metrics/evaluate.json")
     assert dask["rows"] == local["rows"]
     assert set(dask) == set(local)
     low, high = local["confidence_interval"]["low"], local["confidence_interval"]["high"]
     assert low <= dask["roc_auc"] <= high, (dask["roc_auc"], low, high)
-    prep_local = read(built_project, "metrics/prepare.json")
+    prep_local = read(small_project, "metrics/prepare.json")
     prep_dask = read(dask_project, "metrics/prepare.json")
     assert prep_dask["train"]["rows"] == prep_local["train"]["rows"]
     assert prep_dask["test"]["rows"] == prep_local["test"]["rows"]
