@@ -178,14 +178,14 @@ def read(project: Path, name: str):
 
 
 @pytest.fixture(scope="module")
-def engines(built_project: Path, tmp_path_factory: pytest.TempPathFactory, dask_scheduler: str):
-    """The built project evaluated twice on the same split of 3 parts: by the local engine and
+def engines(small_project: Path, tmp_path_factory: pytest.TempPathFactory, dask_scheduler: str):
+    """The sample project evaluated twice on the same split of 3 parts: by the local engine and
     by the Dask engine on a real scheduler, each through `python -m mlcycle.stages.evaluate`."""
     root = tmp_path_factory.mktemp("engines")
     copies = {}
     for name in ("local", "dask"):
         dest = root / name
-        shutil.copytree(built_project, dest, symlinks=True)
+        shutil.copytree(small_project, dest, symlinks=True)
         as_parts(dest)
         if name == "dask":
             set_params(dest, {"engine": {"kind": "dask", "scheduler": dask_scheduler}})
