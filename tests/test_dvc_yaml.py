@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -20,8 +21,10 @@ PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
 
 
-def imported_modules(module: str) -> set[str]:
-    """Files of the mlcycle package that importing ``module`` loads, as repo-relative paths."""
+@functools.cache
+def imported_modules(module: str) -> frozenset[str]:
+    """Files of the mlcycle package that importing ``module`` loads, as repo-relative paths
+    (once per module and test process: each costs a Python process importing the stage)."""
     code = (
         "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
         "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
@@ -35,11 +38,11 @@ def imported_modules(module: str) -> set[str]:
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
     ).stdout
     src = ROOT / "src"
-    return {
+    return frozenset(
         f"src/{Path(f).resolve().relative_to(src.resolve())}"
         for f in json.loads(out)
         if not f.endswith("mlcycle/__init__.py")
-    }
+    )
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
