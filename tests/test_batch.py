@@ -12,7 +12,6 @@ import gzip
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from mlcycle.features import (
 )
 from mlcycle.io import read_table
 from mlcycle.predict import score_frame
-from tests.conftest import BIN, ROOT
+from tests.conftest import ROOT, cli
 
 ADULT = ROOT / "data/external/adult/adult.data.gz"
 TARGET = "income"
@@ -530,27 +529,20 @@ def test_count_rows_is_cheap_and_close(records: pd.DataFrame, tmp_path: Path) ->
 # --- the command ---------------------------------------------------------------------------------
 
 
-def mlcycle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run(
-        [str(BIN / "mlcycle"), *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
-
-
 def test_the_command_shows_progress_unless_quiet(
     bundle: Bundle, records: pd.DataFrame, tmp_path: Path
 ) -> None:
     src = write_input(records, tmp_path / "in.csv")
-    shown = mlcycle("predict", "in.csv", "a.csv", "--bundle", str(bundle.path), cwd=tmp_path)
+    shown = cli(tmp_path, "predict", "in.csv", "a.csv", "--bundle", str(bundle.path), check=False)
     assert shown.returncode == 0, shown.stderr
     last = shown.stderr.replace("\r", "\n").splitlines()
     bar = [line for line in last if line.startswith("scoring in.csv")][-1]
     assert "100%" in bar and "1.50k/1.50k" in bar and "rows/s" in bar
     assert f"wrote {N_RECORDS} predictions to a.csv (model {bundle.model_id})" in shown.stderr
 
-    quiet = mlcycle(
-        "predict", "in.csv", "b.csv", "--bundle", str(bundle.path), "--quiet",
-        "--chunk-rows", "100", cwd=tmp_path,
+    quiet = cli(
+        tmp_path, "predict", "in.csv", "b.csv", "--bundle", str(bundle.path), "--quiet",
+        "--chunk-rows", "100", check=False,
     )  # fmt: skip
     assert quiet.returncode == 0, quiet.stderr
     assert "rows/s" not in quiet.stderr and "%|" not in quiet.stderr
@@ -563,13 +555,13 @@ def test_the_command_reports_errors_in_one_line(
     bundle: Bundle, records: pd.DataFrame, tmp_path: Path
 ) -> None:
     write_input(bad_records(records, 321, "old"), tmp_path / "in.jsonl")
-    proc = mlcycle(
-        "predict", "in.jsonl", "out.parquet", "--bundle", str(bundle.path), "--chunk-rows", "50",
-        cwd=tmp_path,
+    proc = cli(
+        tmp_path, "predict", "in.jsonl", "out.parquet", "--bundle", str(bundle.path),
+        "--chunk-rows", "50", check=False,
     )  # fmt: skip
     assert proc.returncode == 1
     assert "mlcycle: error: in.jsonl: column 'age', row 321: expected a number" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.parquet").exists()
-    zero = mlcycle("predict", "in.jsonl", "out.csv", "--bundle", str(bundle.path),
-                   "--chunk-rows", "0", cwd=tmp_path)  # fmt: skip
+    zero = cli(tmp_path, "predict", "in.jsonl", "out.csv", "--bundle", str(bundle.path),
+               "--chunk-rows", "0", check=False)  # fmt: skip
     assert zero.returncode == 1 and "chunk_rows must be" in zero.stderr

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, copy_project, git_commit, project_env, run, set_params
+from tests.conftest import BIN, ROOT, cli, copy_project, git_commit, project_env, run, set_params
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -194,11 +194,14 @@ def github() -> Iterator[FakeGitHub]:
     server.server_close()
 
 
-def comment(github: FakeGitHub, cwd: Path, report: Path, **env: str) -> subprocess.CompletedProcess:
+def comment(
+    github: FakeGitHub, cwd: Path, report: Path, process: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """`mlcycle pr-comment` as the CI job runs it, against the fake GitHub (``process``: the
+    console script)."""
     event = cwd / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 7}}))
     full = {
-        **project_env(cwd),
         "GITHUB_TOKEN": "tok-123",
         "GITHUB_API_URL": github.url,
         "GITHUB_REPOSITORY": "own/repo",
@@ -207,13 +210,7 @@ def comment(github: FakeGitHub, cwd: Path, report: Path, **env: str) -> subproce
         "GITHUB_RUN_ID": "42",
         **env,
     }
-    return subprocess.run(
-        [str(BIN / "mlcycle"), "pr-comment", str(report)],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-    )
+    return cli(cwd, "pr-comment", str(report), env=full, check=False, process=process)
 
 
 def test_pr_comment_is_created_once_then_updated(github: FakeGitHub, tmp_path: Path) -> None:
@@ -223,7 +220,7 @@ def test_pr_comment_is_created_once_then_updated(github: FakeGitHub, tmp_path: P
     github.add(8, "another pull request")
     report = tmp_path / "report.md"
     report.write_text("# Model report\n\n**Gate: passed**\n\n![ROC](roc.png)\n")
-    first = comment(github, tmp_path, report)
+    first = comment(github, tmp_path, report, process=True)  # end to end
     assert first.returncode == 0, first.stderr
     assert "comment created" in first.stdout
     mine = [c for c in github.comments[7] if "<!-- mlcycle-report -->" in c["body"]]

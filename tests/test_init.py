@@ -14,10 +14,10 @@ import yaml
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.metrics import f1_score
 
-from mlcycle import cli, config, prepare, scaffold, schema
+from mlcycle import config, prepare, scaffold, schema
 from mlcycle.scaffold import InitError
 from mlcycle.schema import findings
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import ROOT, cli
 
 SHIPPED = ("params.yaml", "schema.yaml")
 
@@ -331,13 +331,13 @@ def test_refuses_without_force_then_overwrites_and_copies_never_moves(
     data = write(tmp_path, frame(["no", "yes"]))
     original = data.read_bytes()
     before = snapshot(root)
-    init = [str(BIN / "mlcycle"), "init", "--data", str(data), "--target", "t"]
-    proc = run(init, root, check=False)
+    init = ["init", "--data", str(data), "--target", "t"]
+    proc = cli(root, *init, check=False)
     assert proc.returncode == 1
     assert "params.yaml and schema.yaml already exist; pass --force" in proc.stderr
     assert snapshot(root) == before  # nothing changed, byte for byte; nothing copied
 
-    proc = run([*init, "--force"], root)
+    proc = cli(root, *init, "--force")
     assert "positive class: 'yes' (the positive one of the pair no/yes)" in proc.stderr
     assert "wrote params.yaml" in proc.stderr and "`dvc repro`" in proc.stderr
     assert data.read_bytes() == original  # the user's file is where it was
@@ -375,17 +375,16 @@ def test_a_different_file_at_the_destination_is_never_overwritten(
 
 
 def test_schema_infer_drafts_a_regression_target_without_values_or_range(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, tmp_path: Path
 ) -> None:
     data = diabetes()
     scaffold.write(root, scaffold.plan(root, write(tmp_path, data), "progression"), force=True)
     data.to_parquet(tmp_path / "diabetes.parquet")
     wine().to_parquet(tmp_path / "wine.parquet")
-    monkeypatch.chdir(root)
 
     def infer(snapshot: str, *extra: str) -> schema.ColumnSpec:
         args = ["schema", "infer", "--snapshot", str(tmp_path / snapshot), "--force", *extra]
-        assert cli.main(args) == 0
+        cli(root, *args)
         draft = schema.load_schema(root / "schema.yaml")
         return draft.column(draft.target)
 

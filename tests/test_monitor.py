@@ -25,7 +25,7 @@ from mlcycle.predlog import PredictionLog
 from mlcycle.prepare import clean
 from mlcycle.serve.core import prediction_dicts
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import ROOT, cli, run
 
 TEST_SPLIT = Path("data") / "prepared" / "test.parquet"
 SMALL = MonitorConfig(large_batch=10**9)  # judged by tests at any size
@@ -327,16 +327,12 @@ def test_history_appends_runs_and_refuses_a_foreign_file(bundle, test_split, tmp
 # --- mlcycle monitor --------------------------------------------------------------------------
 
 
-def mlcycle(project: Path, *args: str):  # noqa: ANN201
-    return run([str(BIN / "mlcycle"), *args], project, check=False)
-
-
 def test_monitor_a_file_writes_reports_and_history(built_project: Path, tmp_path: Path) -> None:
     batch = built_project / TEST_SPLIT
     out, history = tmp_path / "report", tmp_path / "history"
-    proc = mlcycle(
+    proc = cli(
         built_project, "monitor", str(batch), "--out", str(out), "--history", str(history),
-        "--fail-on-drift",
+        "--fail-on-drift", check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "monitor.json").read_text())
@@ -360,7 +356,7 @@ def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> N
     shifted(pd.read_parquet(built_project / TEST_SPLIT)).to_parquet(batch)
     out = tmp_path / "report"
     args = ("monitor", str(batch), "--out", str(out), "--no-history")
-    proc = mlcycle(built_project, *args, "--fail-on-drift")
+    proc = cli(built_project, *args, "--fail-on-drift", check=False)
     assert proc.returncode == 3, proc.stderr
     assert "age, workclass" in proc.stdout and "retrain recommended" in proc.stdout
     doc = json.loads((out / "monitor.json").read_text())
@@ -369,7 +365,7 @@ def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> N
     html = (out / "monitor.html").read_text()
     assert "age" in html and "workclass" in html
     # Without the flag the same drift is reported but the command succeeds.
-    assert mlcycle(built_project, *args).returncode == 0
+    assert cli(built_project, *args, check=False).returncode == 0
     history = built_project / "metrics" / "monitor" / "drift.csv"
     assert history.read_text() == ",".join(monitor.HISTORY_COLUMNS) + "\n"  # --no-history
 
@@ -377,11 +373,13 @@ def test_monitor_fail_on_drift_exits_3(built_project: Path, tmp_path: Path) -> N
 def test_monitor_names_what_is_wrong(built_project: Path, tmp_path: Path) -> None:
     batch = tmp_path / "no_age.csv"
     pd.read_parquet(built_project / TEST_SPLIT).drop(columns="age").to_csv(batch, index=False)
-    proc = mlcycle(built_project, "monitor", str(batch), "--no-history", "--out", str(tmp_path))
+    proc = cli(
+        built_project, "monitor", str(batch), "--no-history", "--out", str(tmp_path), check=False
+    )
     assert proc.returncode != 0 and "'age'" in proc.stderr
-    proc = mlcycle(built_project, "monitor", "--log-url", f"sqlite:///{tmp_path}/none.db")
+    proc = cli(built_project, "monitor", "--log-url", f"sqlite:///{tmp_path}/none.db", check=False)
     assert proc.returncode != 0 and "none.db" in proc.stderr
-    proc = mlcycle(built_project, "monitor", "--since", "yesterday", "--no-history")
+    proc = cli(built_project, "monitor", "--since", "yesterday", "--no-history", check=False)
     assert proc.returncode != 0 and "--since" in proc.stderr
 
 
@@ -427,9 +425,9 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
 
     def monitor_cli(*args: str) -> tuple[int, dict]:
         out = tmp_path / "out"
-        proc = mlcycle(
+        proc = cli(
             built_project, "monitor", "--log-url", url, "--out", str(out),
-            "--history", str(history), "--fail-on-drift", *args,
+            "--history", str(history), "--fail-on-drift", *args, check=False,
         )  # fmt: skip
         assert proc.returncode in (0, 3), proc.stderr
         return proc.returncode, json.loads((out / "monitor.json").read_text())
@@ -443,7 +441,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     code, doc = monitor_cli("--since", "2026-11-02", "--model-version", "v0.1.0")
     assert doc["rows"] == 1500 and doc["window"]["model_version"] == "v0.1.0"
     assert doc["model"]["version"] == "v0.1.0"
-    proc = mlcycle(built_project, "monitor", "--log-url", url, "--model-version", "v9")
+    proc = cli(built_project, "monitor", "--log-url", url, "--model-version", "v9", check=False)
     assert proc.returncode != 0 and "no records" in proc.stderr
 
     # Labels arrive for the clean day: KPIs on the labelled rows.
@@ -465,7 +463,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
 def test_dvc_plots_draw_the_monitoring_history(project_copy: Path) -> None:
     batch = project_copy / TEST_SPLIT
     for _ in range(2):
-        proc = mlcycle(project_copy, "monitor", str(batch), "--out", "reports/monitor")
+        proc = cli(project_copy, "monitor", str(batch), "--out", "reports/monitor", check=False)
         assert proc.returncode == 0, proc.stderr
     out = run(["dvc", "plots", "show", "--json"], project_copy).stdout
     plots = {name: json.dumps(p) for name, p in json.loads(out)["data"].items()}

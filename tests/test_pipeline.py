@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, SAMPLE_ROWS, git_commit, make_project, run, set_params
+from tests.conftest import SAMPLE_ROWS, cli, git_commit, make_project, run, set_params
 
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
@@ -333,8 +333,7 @@ def test_report_reads_a_change_as_a_reviewer_does(retrained: Retrained, tmp_path
     from git alone (metrics and plot data are in git)."""
     p = retrained.project
     out = tmp_path / "pr"
-    proc = run([str(BIN / "mlcycle"), "report", "--base", "HEAD~1", "--head", "HEAD",
-                "--out", str(out)], p)  # fmt: skip
+    proc = cli(p, "report", "--base", "HEAD~1", "--head", "HEAD", "--out", str(out))
     text = (out / "report.md").read_text()
     assert text == proc.stdout
     gate = read_json(p / "metrics/gate.json")
@@ -352,7 +351,7 @@ def test_report_reads_a_change_as_a_reviewer_does(retrained: Retrained, tmp_path
     assert len(images) >= 3 and not re.search(r"not drawn", text), text
     for name in images:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = run([str(BIN / "mlcycle"), "report", "--base", "no-such-rev"], p, check=False)
+    bad = cli(p, "report", "--base", "no-such-rev", check=False)
     assert bad.returncode != 0 and "'no-such-rev' is not a revision" in bad.stderr
 
 

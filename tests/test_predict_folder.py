@@ -1,15 +1,13 @@
 """`mlcycle predict IN OUT/`: batch prediction into a folder of Parquet parts.
 
-Driven through the command (a real process) with the bundle of a project built by `dvc
-repro`: the parts hold exactly the rows, columns and types of the single-file Parquet output,
+Driven through the command (tests/conftest.py's ``cli``) with the bundle of a project built by
+`dvc repro`: the parts hold exactly the rows, columns and types of the single-file Parquet output,
 ``--part-rows`` rows each; the input may be a file, a glob or a folder of parts; the folder is
 replaced only at the end, and never when it holds anything but earlier parts.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import BIN, ROOT
+from tests.conftest import cli
 
 TEST = "data/prepared/test.parquet"
-
-
-def mlcycle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run(
-        [str(BIN / "mlcycle"), *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +31,8 @@ def inputs(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     for i, ix in enumerate(np.array_split(np.arange(len(frame)), 3)):
         frame.iloc[ix].to_parquet(work / "parts" / f"part-{i:05d}.parquet", index=False)
     (work / "bundle").symlink_to(built_project / "models/bundle")
-    done = mlcycle("predict", "one.parquet", "expected.parquet", "--bundle", "bundle",
-                   "--quiet", cwd=work)  # fmt: skip
+    done = cli(work, "predict", "one.parquet", "expected.parquet", "--bundle", "bundle",
+               "--quiet", check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return work
 
@@ -62,8 +53,8 @@ def assert_same_as_expected(work: Path, folder: Path) -> None:
 
 def test_a_folder_output_holds_parts_of_part_rows(inputs: Path) -> None:
     rows = pq.ParquetFile(inputs / "one.parquet").metadata.num_rows
-    done = mlcycle("predict", "one.parquet", "out/", "--bundle", "bundle", "--quiet",
-                   "--part-rows", "4000", "--chunk-rows", "1500", cwd=inputs)  # fmt: skip
+    done = cli(inputs, "predict", "one.parquet", "out/", "--bundle", "bundle", "--quiet",
+               "--part-rows", "4000", "--chunk-rows", "1500", check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     parts = parts_of(inputs / "out")
     assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(-(-rows // 4000))]
@@ -76,13 +67,13 @@ def test_a_folder_output_holds_parts_of_part_rows(inputs: Path) -> None:
 @pytest.mark.parametrize("source", ["parts", "parts/*.parquet"])
 def test_a_folder_or_a_glob_of_parts_reads_as_one_input(inputs: Path, source: str) -> None:
     target = "from-" + ("folder" if source == "parts" else "glob")  # no suffix: a folder
-    done = mlcycle("predict", source, target, "--bundle", "bundle", "--quiet",
-                   "--chunk-rows", "700", cwd=inputs)  # fmt: skip
+    done = cli(inputs, "predict", source, target, "--bundle", "bundle", "--quiet",
+               "--chunk-rows", "700", check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(parts_of(inputs / target)) == 1  # fewer rows than the default part size
     assert_same_as_expected(inputs, inputs / target)
-    single = mlcycle("predict", source, f"{target}.parquet", "--bundle", "bundle", "--quiet",
-                     cwd=inputs)  # fmt: skip
+    single = cli(inputs, "predict", source, f"{target}.parquet", "--bundle", "bundle",
+                 "--quiet", check=False)  # fmt: skip
     assert single.returncode == 0, single.stderr
     assert pq.read_table(inputs / f"{target}.parquet").equals(
         pq.read_table(inputs / "expected.parquet")
@@ -91,8 +82,8 @@ def test_a_folder_or_a_glob_of_parts_reads_as_one_input(inputs: Path, source: st
 
 def test_the_folder_is_replaced_only_when_all_is_written(inputs: Path) -> None:
     folder = inputs / "replace"
-    first = mlcycle("predict", "one.parquet", "replace/", "--bundle", "bundle", "--quiet",
-                    "--part-rows", "2000", cwd=inputs)  # fmt: skip
+    first = cli(inputs, "predict", "one.parquet", "replace/", "--bundle", "bundle", "--quiet",
+                "--part-rows", "2000", check=False)  # fmt: skip
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in parts_of(folder)}
     assert len(before) > 2
@@ -104,15 +95,15 @@ def test_the_folder_is_replaced_only_when_all_is_written(inputs: Path) -> None:
     broken = frame.iloc[100:200].copy()
     broken[broken.columns[0]] = broken[broken.columns[0]].astype("string") + "x"
     broken.to_parquet(bad / "b.parquet", index=False)
-    failed = mlcycle("predict", "bad", "replace/", "--bundle", "bundle", "--quiet",
-                     "--part-rows", "50", cwd=inputs)  # fmt: skip
+    failed = cli(inputs, "predict", "bad", "replace/", "--bundle", "bundle", "--quiet",
+                 "--part-rows", "50", check=False)  # fmt: skip
     assert failed.returncode != 0
     assert "b.parquet" in failed.stderr
     assert {p.name: p.read_bytes() for p in parts_of(folder)} == before
     assert not [p for p in inputs.iterdir() if p.name.startswith(".replace")]  # no leftovers
     # a successful run replaces the folder: the old parts beyond the new count are gone
-    again = mlcycle("predict", "one.parquet", "replace", "--bundle", "bundle", "--quiet",
-                    cwd=inputs)  # fmt: skip
+    again = cli(inputs, "predict", "one.parquet", "replace", "--bundle", "bundle", "--quiet",
+                check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert [p.name for p in parts_of(folder)] == ["part-00000.parquet"]
     assert_same_as_expected(inputs, folder)
@@ -122,8 +113,8 @@ def test_a_folder_with_other_files_is_refused(inputs: Path) -> None:
     mine = inputs / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    done = mlcycle("predict", "one.parquet", "mine", "--bundle", "bundle", "--quiet",
-                   cwd=inputs)  # fmt: skip
+    done = cli(inputs, "predict", "one.parquet", "mine", "--bundle", "bundle", "--quiet",
+               check=False)  # fmt: skip
     assert done.returncode != 0
     assert "holds other files (notes.txt)" in done.stderr
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]

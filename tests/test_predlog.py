@@ -38,7 +38,7 @@ from mlcycle.predlog import (
     labels_from_file,
     read_log,
 )
-from tests.conftest import in_schema
+from tests.conftest import cli, in_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MODEL = {"model_name": "adult", "model_id": "0123456789ab"}
@@ -796,16 +796,9 @@ def test_the_feedback_command_labels_the_log(db: Path, tmp_path: Path) -> None:
         assert log.submit("007", [{"a": 1}, {"a": 2}], [{"value": 1.0}] * 2, **MODEL)
     labels = tmp_path / "labels.csv"
     labels.write_text("request_id,row,label\n007,1,yes\n008,0,no\n")
-    mlcycle = Path(sys.executable).parent / "mlcycle"
-    done = subprocess.run(
-        [str(mlcycle), "feedback", str(labels), "--log-url", url],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    done = cli(tmp_path, "feedback", str(labels), "--log-url", url, check=False)
     assert done.returncode == 0, done.stderr
     assert "2 label(s) read, 1 logged record(s) labelled" in done.stderr
     assert read_log(url)["label"].tolist()[1] == "yes"
-    missing = subprocess.run(
-        [str(mlcycle), "feedback", str(tmp_path / "nope.csv"), "--log-url", url],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    missing = cli(tmp_path, "feedback", str(tmp_path / "nope.csv"), "--log-url", url, check=False)
     assert missing.returncode == 1 and "nope.csv does not exist" in missing.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, git_commit, run, set_params
+from tests.conftest import cli, git_commit, run, set_params
 
 NAME = "income-classifier"
 
@@ -19,16 +19,12 @@ def tags(project: Path) -> list[str]:
     return sorted(run(["git", "tag"], project).stdout.split())
 
 
-def mlcycle(project: Path, *args: str, check: bool = True):
-    return run([str(BIN / "mlcycle"), *args], project, check=check)
-
-
 @pytest.fixture(scope="module")
 def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the small project whose model was released as v0.1.0 and put in prod."""
     project = tmp_path_factory.mktemp("released") / "project"
     shutil.copytree(small_project, project, symlinks=True)
-    out = mlcycle(project, "release")
+    out = cli(project, "release", process=True)  # the console script, end to end
     assert f"tags {NAME}@v0.1.0, {NAME}#prod#1)" in out.stdout, out.stdout
     return project
 
@@ -49,7 +45,7 @@ def test_release_tags_the_commit_in_gto_convention(released: Path) -> None:
 
 
 def test_lineage_matches_dvc_lock_and_the_commit(released: Path) -> None:
-    out = mlcycle(released, "lineage", "--json").stdout
+    out = cli(released, "lineage", "--json", process=True).stdout  # the console script
     lineage = json.loads(out)
     head = run(["git", "rev-parse", "HEAD"], released).stdout.strip()
     assert lineage["commit"] == head and lineage["model"] == f"{NAME}@v0.1.0"
@@ -87,7 +83,7 @@ def test_a_gate_failing_an_objective_leaves_production_alone(
     gate = json.loads((p / "reports/gate.json").read_text())
     assert gate["passed"] is False
     git_commit(p, "rejected model")
-    refused = mlcycle(p, "release", check=False)
+    refused = cli(p, "release", check=False)
     assert refused.returncode != 0 and "was not packaged from its metrics/evaluate.json" in (
         refused.stderr
     )
@@ -111,7 +107,7 @@ def test_a_gate_failing_against_a_better_champion(released: Path, tmp_path: Path
     assert gate["passed"] is False and gate["champion_version"] == "v0.1.0"
     assert any(r.startswith("FAIL") and "production" in r for r in gate["reasons"])
     assert tags(p) == before
-    prod = mlcycle(p, "lineage", "--json").stdout
+    prod = cli(p, "lineage", "--json").stdout
     assert json.loads(prod)["model"] == f"{NAME}@v0.1.0"
 
 
@@ -120,11 +116,11 @@ def test_serve_and_predict_load_the_production_model_by_default(
 ) -> None:
     test_split = released / "data/prepared/test.parquet"
     out = tmp_path / "scored.parquet"
-    mlcycle(released, "predict", str(test_split), str(out))
+    cli(released, "predict", str(test_split), str(out))
     named = tmp_path / "named.parquet"
-    mlcycle(released, "predict", str(test_split), str(named), "--version", "v0.1.0")
+    cli(released, "predict", str(test_split), str(named), "--version", "v0.1.0")
     assert out.read_bytes() == named.read_bytes()
-    missing = mlcycle(
+    missing = cli(
         released, "predict", str(test_split), str(named), "--version", "v9.9.9", check=False
     )
     assert missing.returncode != 0 and "v9.9.9" in missing.stderr

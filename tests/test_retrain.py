@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,11 +23,10 @@ from mlcycle.config import load
 from mlcycle.features import Signature
 from mlcycle.schema import load_schema
 from tests.conftest import (
-    BIN,
     ROOT,
+    cli,
     free_port,
     git_commit,
-    project_env,
     run,
     set_params,
     start_serving,
@@ -39,19 +37,6 @@ TARGET = "income"
 SOURCE = "production"
 FOLDER = "data/landing/production"
 TOKEN = "retrain-s3cret"
-
-
-def mlcycle(project: Path, *args: str, check: bool = True, env: dict | None = None):
-    proc = subprocess.run(
-        [str(BIN / "mlcycle"), *args],
-        cwd=project,
-        env={**project_env(project), **(env or {})},
-        capture_output=True,
-        text=True,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def tags(project: Path) -> list[str]:
@@ -132,7 +117,7 @@ def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A copy of the small project, its model released as v0.1.0 (production)."""
     project = tmp_path_factory.mktemp("retrain-released") / "project"
     shutil.copytree(small_project, project, symlinks=True)
-    mlcycle(project, "release")
+    cli(project, "release")
     assert tags(project) == [f"{NAME}#prod#1", f"{NAME}@v0.1.0"]
     return project
 
@@ -251,7 +236,7 @@ def test_an_undeclared_source_is_refused_before_anything_is_written(
     undeclare_source(project)
     url, _ = labelled_log(project, tmp_path, n=150)
     before = head(project)
-    proc = mlcycle(project, "retrain", "--log-url", url, check=False)
+    proc = cli(project, "retrain", "--log-url", url, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "declares no source 'production'" in proc.stderr
     assert "- name: production\n      kind: landing\n      path: data/landing/production" in (
@@ -265,7 +250,7 @@ def test_too_few_labels_is_exit_4_and_changes_nothing(declared: Path, tmp_path: 
     project = copy_of(declared, tmp_path)
     url, _ = labelled_log(project, tmp_path, n=150)
     before = head(project)
-    proc = mlcycle(project, "retrain", "--log-url", url, "--min-labels", "151", check=False)
+    proc = cli(project, "retrain", "--log-url", url, "--min-labels", "151", check=False)
     assert proc.returncode == 4, proc.stderr
     assert "150 new labelled row(s) to export, fewer than --min-labels 151" in proc.stderr
     assert sorted(p.name for p in (project / FOLDER).iterdir()) == ["README.md"]
@@ -292,7 +277,7 @@ def test_bad_options_are_refused_before_anything_is_written(
     args = [a.format(tmp=tmp_path, port=free_port()) for a in args]
     if "--log-url" not in args:
         args += ["--log-url", url]
-    proc = mlcycle(project, "retrain", "--min-labels", "1", *args, check=False, env=env)
+    proc = cli(project, "retrain", "--min-labels", "1", *args, check=False, env=env)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     assert sorted(p.name for p in (project / FOLDER).iterdir()) == ["README.md"]
     assert status(project) == "" and tags(project) == tags(declared)
@@ -302,7 +287,7 @@ def test_uncommitted_settings_are_refused(declared: Path, tmp_path: Path) -> Non
     project = copy_of(declared, tmp_path)
     url, _ = labelled_log(project, tmp_path, n=150)
     set_params(project, {"train": {"seed": 7}})
-    proc = mlcycle(project, "retrain", "--log-url", url, check=False)
+    proc = cli(project, "retrain", "--log-url", url, check=False)
     assert proc.returncode == 1 and "uncommitted changes to params.yaml" in proc.stderr
     assert sorted(p.name for p in (project / FOLDER).iterdir()) == ["README.md"]
 
@@ -340,12 +325,12 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert get_json(f"{service}/v2/models/{NAME}")["versions"] == ["v0.1.0"]
 
         # a dry run changes nothing
-        dry = mlcycle(project, "retrain", "--log-url", url, "--dry-run")
+        dry = cli(project, "retrain", "--log-url", url, "--dry-run")
         assert "dry run: 300 row(s) would be exported" in dry.stdout, dry.stderr
         assert f"release {NAME}@v0.1.1" in dry.stderr and status(project) == ""
 
         started = time.monotonic()
-        proc = mlcycle(
+        proc = cli(
             project, "retrain", "--log-url", url, "--service", service,
             env={"MLCYCLE_ADMIN_TOKEN": TOKEN},
         )  # fmt: skip
@@ -407,7 +392,7 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
             time.sleep(0.2)
 
         # again: the same rows are not exported twice
-        again = mlcycle(project, "retrain", "--log-url", url, check=False)
+        again = cli(project, "retrain", "--log-url", url, check=False)
         assert again.returncode == 4, again.stderr
         assert "300 labelled, 300 of them exported before" in again.stderr
         assert "0 new labelled row(s)" in again.stderr and status(project) == ""
@@ -419,7 +404,7 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
             rid: more[TARGET].iloc[i * 60 : (i + 1) * 60].tolist() for i, rid in enumerate(ids)
         }
         assert predlog.attach_labels(url, labels) == 120
-        dry = mlcycle(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
+        dry = cli(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
         server.stop()
@@ -433,13 +418,13 @@ def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_pat
     git_commit(project, "an objective out of reach")
     url, _ = labelled_log(project, tmp_path, n=150)
     before = head(project)
-    proc = mlcycle(project, "retrain", "--log-url", url, check=False)
+    proc = cli(project, "retrain", "--log-url", url, check=False)
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "the gate rejected the retrained model: FAIL roc_auc" in proc.stderr
     assert head(project) == before and tags(project) == tags(declared)
     files = sorted((project / FOLDER).glob("production-*.parquet"))
     assert len(files) == 1
-    again = mlcycle(project, "retrain", "--log-url", url, check=False)
+    again = cli(project, "retrain", "--log-url", url, check=False)
     assert again.returncode == 4 and files[0].name in again.stderr, again.stderr
 
 
@@ -522,9 +507,10 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
 
             # the monitor sees the drift and the KPI drop
             report = tmp_path / "monitor"
-            proc = mlcycle(
+            proc = cli(
                 project, "monitor", "--log-url", log_url, "--out", str(report),
                 "--history", str(tmp_path / "history"), "--fail-on-drift", check=False,
+                process=True,  # the console scripts, end to end
             )  # fmt: skip
             assert proc.returncode == 3, proc.stdout + proc.stderr
             doc = json.loads((report / "monitor.json").read_text())
@@ -536,9 +522,9 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
             assert "<svg" in (report / "monitor.html").read_text()
 
             # retraining closes the loop
-            proc = mlcycle(
+            proc = cli(
                 project, "retrain", "--log-url", log_url, "--service", service,
-                env={retrain.ADMIN_TOKEN_ENV: TOKEN}, check=False,
+                env={retrain.ADMIN_TOKEN_ENV: TOKEN}, check=False, process=True,
             )  # fmt: skip
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert "released v0.1.1" in proc.stdout

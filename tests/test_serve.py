@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, free_port, run, serving
+from tests.conftest import BIN, cli, free_port, run, serving
 
 pytestmark = pytest.mark.server
 
@@ -153,16 +153,13 @@ def test_evaluation_batch_and_service_give_identical_probabilities(
     assert (evaluated["actual"] == (split_frame[TARGET] == ">50K").astype(int)).all()
 
     out = tmp_path / "predictions.parquet"
-    run(
-        [
-            str(BIN / "mlcycle"),
-            "predict",
-            str(built_project / "data/prepared/test.parquet"),
-            str(out),
-            "--bundle",
-            str(server.bundle),
-        ],
+    cli(
         built_project,
+        "predict",
+        str(built_project / "data/prepared/test.parquet"),
+        str(out),
+        "--bundle",
+        str(server.bundle),
     )
     batch = pd.read_parquet(out)
     assert len(batch) == len(split_frame)

@@ -4,14 +4,13 @@ and in the README's results table, consistent with the detailed metrics files.""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlcycle import status
 from mlcycle.config import read_raw
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import ROOT, cli, run
 
 
 def test_summary_is_the_headline_of_the_detailed_metrics() -> None:
@@ -28,7 +27,7 @@ def test_summary_is_the_headline_of_the_detailed_metrics() -> None:
 
 @pytest.mark.dvc
 def test_status_and_metrics_show_fit_a_terminal() -> None:
-    proc = run([str(BIN / "mlcycle"), "status"], ROOT)
+    proc = cli(ROOT, "status", process=True)  # the console script, end to end
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["gate", "passed"]
     evaluate = json.loads((ROOT / "metrics/evaluate.json").read_text())
@@ -78,17 +77,13 @@ def test_gate_decision_is_matched_to_what_it_judged(tmp_path: Path) -> None:
     }
     (tmp_path / "reports/gate.json").write_text(json.dumps(rejected))
     assert status.workspace_gate(tmp_path) == (rejected, "current")
-    out = subprocess.run(
-        [str(BIN / "mlcycle"), "status"], cwd=tmp_path, capture_output=True, text=True
-    )
+    out = cli(tmp_path, "status", check=False)
     assert out.returncode == 0 and out.stdout.startswith("gate")
     assert "REJECTED" in out.stdout.splitlines()[0]
 
 
 def test_readme_generation_refuses_a_readme_without_markers(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# no markers\n")
-    proc = subprocess.run(
-        [str(BIN / "mlcycle"), "status", "--readme"], cwd=tmp_path, capture_output=True, text=True
-    )
+    proc = cli(tmp_path, "status", "--readme", check=False)
     assert proc.returncode == 1 and "results:begin" in proc.stderr
     assert (tmp_path / "README.md").read_text() == "# no markers\n"

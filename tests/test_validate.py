@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlcycle import cli, config, sources
+from mlcycle import config, sources
 from mlcycle.config import FINDING_KINDS
 from mlcycle.io import dumps_json
 from mlcycle.schema import (
@@ -37,7 +37,7 @@ from mlcycle.schema import (
 from mlcycle.schema.findings import Finding, check
 from mlcycle.schema.infer import infer_schema, observed_notes
 from mlcycle.schema.report import markdown_report, summarize
-from tests.conftest import BIN, PROJECT_FILES, ROOT, git_commit, make_project, run
+from tests.conftest import PROJECT_FILES, ROOT, cli, git_commit, make_project, run
 
 PEOPLE = Schema(
     target="label",
@@ -405,39 +405,36 @@ def write_params(tmp_path: Path, target: str) -> Path:
     return path
 
 
-def test_schema_infer_cli_drafts_and_refuses_to_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_schema_infer_cli_drafts_and_refuses_to_overwrite(tmp_path: Path) -> None:
     snapshot = tmp_path / "snapshot.parquet"
     people().to_parquet(snapshot, index=False)
     params = write_params(tmp_path, "label")
     out = tmp_path / "schema.yaml"
     args = ["schema", "infer", "--snapshot", str(snapshot), "--out", str(out)]
-    assert cli.main([*args, "--params", str(params)]) == 0
+    cli(tmp_path, *args, "--params", str(params))
     draft = load_schema(out)
     assert draft.target == "label" and draft.names == tuple(people().columns[:-1])
     assert out.read_text().startswith("# The data schema")
 
     out.write_text("# reviewed by hand\n")
-    assert cli.main([*args, "--params", str(params)]) == 1
-    err = capsys.readouterr().err
+    refused = cli(tmp_path, *args, "--params", str(params), check=False)
+    assert refused.returncode == 1
+    err = refused.stderr
     assert "schema.yaml exists" in err and "--force" in err
     assert out.read_text() == "# reviewed by hand\n"
-    assert cli.main([*args, "--params", str(params), "--force"]) == 0
+    cli(tmp_path, *args, "--params", str(params), "--force")
     assert load_schema(out) == draft
 
 
-def test_schema_infer_cli_names_a_target_that_is_not_a_column(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_schema_infer_cli_names_a_target_that_is_not_a_column(tmp_path: Path) -> None:
     snapshot = tmp_path / "snapshot.parquet"
     people().to_parquet(snapshot, index=False)
     params = write_params(tmp_path, "income")
     out = tmp_path / "s.yaml"
     args = ["--snapshot", str(snapshot), "--out", str(out), "--params", str(params)]
-    code = cli.main(["schema", "infer", *args])
-    assert code == 1
-    assert "target 'income' is not a column" in capsys.readouterr().err
+    proc = cli(tmp_path, "schema", "infer", *args, check=False)
+    assert proc.returncode == 1
+    assert "target 'income' is not a column" in proc.stderr
     assert not out.exists()
 
 
@@ -614,7 +611,7 @@ def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
     (unseen,) = [f for f in doc["findings"] if f["kind"] == "unseen_category"]
     assert (unseen["severity"], unseen["column"], unseen["rows"]) == ("warning", "workclass", 1)
     assert unseen["examples"] == ["Space-agency"]
-    shown = run([str(BIN / "mlcycle"), "status"], pipeline).stdout
+    shown = cli(pipeline, "status").stdout
     assert re.search(r"^validation +0 error\(s\), 2 warning\(s\)$", shown, re.MULTILINE), shown
 
 
