@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mlcycle import registry
+from mlcycle.bundle import load_bundle
 from tests.conftest import cli, git_commit, run, set_params
 
 NAME = "income-classifier"
@@ -124,3 +128,32 @@ def test_serve_and_predict_load_the_production_model_by_default(
         released, "predict", str(test_split), str(named), "--version", "v9.9.9", check=False
     )
     assert missing.returncode != 0 and "v9.9.9" in missing.stderr
+
+
+def test_commands_fetching_one_version_at_once_each_get_all_of_it(
+    released: Path, tmp_path: Path
+) -> None:
+    """Four fetches of a version not yet in the registry's cache, at the same time (a service
+    starting while `mlcycle predict` runs): each gets the whole bundle, and nothing else is
+    left in the cache's folder."""
+    p = copy_of(released, tmp_path)
+    shutil.rmtree(p / registry.CACHE_DIR, ignore_errors=True)
+    version = registry.resolve(p, NAME, "v0.1.0")
+    with ThreadPoolExecutor(4) as pool:
+        fetched = list(pool.map(lambda _: registry.fetch_bundle(p, version), range(4)))
+    dest = p / registry.CACHE_DIR / NAME / "v0.1.0"
+    assert fetched == [dest] * 4
+    assert load_bundle(dest).model.kind  # every file there, every checksum right
+    assert [child.name for child in dest.parent.iterdir()] == ["v0.1.0"]
+
+
+def test_a_version_is_fetched_without_dvc_on_path(released: Path, tmp_path: Path) -> None:
+    """`.venv/bin/mlcycle predict --version` without the virtualenv activated: the registry
+    runs the DVC installed beside mlcycle, not whatever `dvc` PATH finds (here none)."""
+    p = copy_of(released, tmp_path)
+    shutil.rmtree(p / registry.CACHE_DIR, ignore_errors=True)
+    scored = tmp_path / "scored.parquet"
+    test_split = str(p / "data/prepared/test.parquet")
+    cli(p, "predict", test_split, str(scored), "--version", "v0.1.0",
+        process=True, env={"PATH": os.defpath})  # fmt: skip
+    assert scored.is_file() and (p / registry.CACHE_DIR / NAME / "v0.1.0").is_dir()

@@ -8,6 +8,8 @@ output. The stage runner, packaging, the registry and retraining read them throu
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,13 @@ DVC_LOCK = "dvc.lock"
 OUTPUT_KEYS = ("outs", "metrics", "plots")
 # Where the data and model files live (the hashes a bundle and a release record).
 DATA_PREFIXES = ("data/", "models/")
+
+
+def dvc_command() -> list[str]:
+    """`dvc` of this Python environment, whatever PATH holds: ``.venv/bin/mlcycle`` run without
+    the virtualenv activated finds the DVC installed beside it, with the same packages."""
+    here = Path(sys.executable).parent / ("dvc.exe" if os.name == "nt" else "dvc")
+    return [str(here)] if here.is_file() else [sys.executable, "-m", "dvc"]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlcycle.config import load_yaml
-from mlcycle.pipeline import DVC_LOCK, data_hashes, parse_lock
+from mlcycle.pipeline import DVC_LOCK, data_hashes, dvc_command, parse_lock
 
 PROD = "prod"
 CACHE_DIR = Path("models/registry")
@@ -87,39 +88,40 @@ def resolve(repo: str | Path, name: str, version: str | None = None) -> Version:
 
 
 def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = None) -> Path:
-    """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once)."""
+    """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once).
+
+    `dvc artifacts get` writes into a folder of this call's own beside the destination, which
+    is then renamed into place: commands fetching the same version at the same time (a
+    service starting while `mlcycle predict` runs) each get the complete bundle, the first
+    rename wins, and no partial folder is ever at the destination or left behind."""
     repo = Path(repo)
     dest = Path(dest_root or repo / CACHE_DIR) / v.name / v.version
     if dest.is_dir():
         return dest
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(
-        [
-            "dvc",
-            "artifacts",
-            "get",
-            str(repo.resolve()),
-            v.name,
-            "--rev",
-            v.version,
-            "-o",
-            str(tmp),
-            "-f",
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        raise RegistryError(
-            f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
-            f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC remote, "
-            f"run `dvc fetch --rev {v.name}@{v.version}` first"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        got = work / "bundle"
+        res = subprocess.run(
+            [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
+            + ["--rev", v.version, "-o", str(got), "-f"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
         )
-    tmp.rename(dest)
+        if res.returncode != 0:
+            raise RegistryError(
+                f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
+                f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
+                f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
+            )
+        try:
+            got.rename(dest)
+        except OSError:
+            if not dest.is_dir():  # not another fetch of the same version that came first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 

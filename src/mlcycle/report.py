@@ -21,6 +21,7 @@ import yaml
 from mlcycle import config, registry
 from mlcycle.config import MonitorConfig
 from mlcycle.drift import compare_profiles
+from mlcycle.pipeline import dvc_command
 from mlcycle.status import gate_of, workspace_gate
 from mlcycle.tasks import LOWER_IS_BETTER
 
@@ -303,7 +304,10 @@ def render_plots(root: Path, base: str, head: str, out: Path) -> tuple[list[str]
 
     revs = [base] if head == WORKSPACE else [base, head]
     res = subprocess.run(
-        ["dvc", "plots", "diff", *revs, "--json"], cwd=root, capture_output=True, text=True
+        [*dvc_command(), "plots", "diff", *revs, "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
     if res.returncode != 0:
         return [], [f"dvc plots diff failed: {res.stderr.strip()[-300:]}"]

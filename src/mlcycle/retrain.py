@@ -57,7 +57,7 @@ from mlcycle.config import Params, Source
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.features import Signature
 from mlcycle.io import atomic_path, read_json, value_text
-from mlcycle.pipeline import DVC_LOCK, DVC_YAML, read_stages
+from mlcycle.pipeline import DVC_LOCK, DVC_YAML, dvc_command, read_stages
 from mlcycle.predlog import PredictionLogError, read_log
 from mlcycle.schema import load_schema
 from mlcycle.schema.findings import KIND_PHRASES, check
@@ -613,12 +613,6 @@ def check_clean(root: Path, allowed: list[str]) -> None:
             f"uncommitted changes to {shown}: the retrained model would depend on them but the "
             "commit would not hold them; commit or revert them first"
         )
-
-
-def dvc_command() -> list[str]:
-    """`dvc` of this Python environment (the stages must run with the same packages)."""
-    here = Path(sys.executable).parent / ("dvc.exe" if os.name == "nt" else "dvc")
-    return [str(here)] if here.is_file() else [sys.executable, "-m", "dvc"]
 
 
 def run_repro(root: Path) -> int:
