@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -481,6 +481,9 @@ class TrialRecord:
         return self.pruned_after is not None
 
 
+_Fit = TypeVar("_Fit")  # what a refit gives (an engine's fitted model)
+
+
 @dataclass(frozen=True)
 class CandidateResult:
     """A candidate's untuned (trial 0) and best configurations."""
@@ -514,6 +517,16 @@ class TuningResult:
     @property
     def winner(self) -> CandidateResult:
         return self.candidates[self.ranking[0]]
+
+    def refit_baseline(self, final: _Fit, fit: Callable[[CandidateResult], _Fit]) -> _Fit | None:
+        """The untuned baseline refitted: None without one; ``final`` (the winner's refit) when
+        the untuned configuration won, since that is the same model; else ``fit(baseline)``."""
+        base = self.baseline
+        if base is None:
+            return None
+        if base.name == self.winner.name and base.params == self.winner.params:
+            return final
+        return fit(base)
 
 
 @dataclass

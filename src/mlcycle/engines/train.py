@@ -67,14 +67,11 @@ def train(engine: Engine, params: config.Params, path: str) -> Trained:
         **fit_options(cfg),
     )
     oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
-    baseline = None
-    if result.baseline:
-        base = result.baseline
-        if base.name == win.name and base.params == win.params:
-            baseline = final  # the untuned configuration won: the same model
-        else:
-            baseline = fit(
-                base.name, X, y, base.params, obj.task, n_classes,
-                rounds=base.cv.final_rounds, **fit_options(cfg),
-            )  # fmt: skip
+    baseline = result.refit_baseline(
+        final,
+        lambda base: fit(
+            base.name, X, y, base.params, obj.task, n_classes,
+            rounds=base.cv.final_rounds, **fit_options(cfg),
+        ),
+    )  # fmt: skip
     return Trained(signature, result, final, baseline, oof, len(X))

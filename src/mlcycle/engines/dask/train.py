@@ -727,13 +727,9 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
 
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
     final = final_fit(win.name, win.params, win.cv, "final fit")
-    baseline = None
-    if result.baseline:
-        b = result.baseline
-        if b.name == win.name and b.params == win.params:
-            baseline = final  # the untuned configuration won: the same model
-        else:
-            baseline = final_fit(b.name, b.params, b.cv, "baseline fit")
+    baseline = result.refit_baseline(
+        final, lambda b: final_fit(b.name, b.params, b.cv, "baseline fit")
+    )
     for future in data:
         future.release()
     return Trained(signature, result, final, baseline, oof, rows)
