@@ -179,7 +179,8 @@ def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
         + ["--bundle", "models/bundle"],
         project,
     )
-    with serving(project, "--bundle", str(project / "models/bundle")) as served:
+    # One worker: a second would import and load everything again (the task is the point).
+    with serving(project, "--bundle", str(project / "models/bundle"), "--workers", "1") as served:
         url = served.url
         health = request(f"{url}/health").json()
         resp = post_json(f"{url}/predict", {"records": to_records(records)})
