@@ -100,12 +100,25 @@ FIXTURE_MARKERS = {
 _current: list[pytest.Item] = []  # the test being set up, run or torn down
 
 
+SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by the fixtures it uses (:data:`FIXTURE_MARKERS`)."""
+    """Mark every test by the fixtures it uses (:data:`FIXTURE_MARKERS`), then put the files
+    with the most slow-tier tests first (each file keeps its order).
+
+    xdist hands each worker a file at a time in this order (``--no-loadscope-reorder`` in
+    pyproject.toml; its default puts the files with the most tests first, which left files of
+    a few long end-to-end tests for last, one worker running them while the other idled): the
+    long files first and the quick ones last fill both cores to the end."""
+    slow: dict[str, int] = {}
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for marker in sorted({m for name, m in FIXTURE_MARKERS.items() if name in used}):
             item.add_marker(marker)
+        is_slow = any(item.get_closest_marker(m) for m in SLOW_TIERS)
+        slow[str(item.path)] = slow.get(str(item.path), 0) + is_slow
+    items.sort(key=lambda item: (-slow[str(item.path)], str(item.path)))
 
 
 @pytest.hookimpl(wrapper=True)
