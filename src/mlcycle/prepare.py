@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import tasks
-from mlcycle.config import Objectives, OutliersConfig, PrepareConfig
+from mlcycle.config import Objectives, OutliersConfig, PrepareConfig, SplitConfig
 from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.datasets import row_hash
 
 # scikit-learn is imported in the two functions that use it (the split and the isolation
 # forest): the validate stage imports this module's target rules (through preflight), and
@@ -76,30 +77,110 @@ def _is_text(s: pd.Series) -> bool:
     )
 
 
-def _clean_text(s: pd.Series, name: str, report: CleanReport, coerce: bool) -> pd.Series:
-    """Strip, map missing tokens to missing, and turn a column of numbers-as-text into numbers."""
-    text = s.astype("string")
-    stripped = text.str.strip()
-    changed = int((stripped != text).fillna(False).sum())
-    if changed:
-        report.whitespace_stripped[name] = changed
-    token = stripped.isin(MISSING_TOKENS) & stripped.notna()
-    if token.any():
-        report.missing_tokens[name] = int(token.sum())
-        stripped = stripped.mask(token)
-    present = stripped.dropna()
-    if coerce and len(present):
-        numbers = pd.to_numeric(present, errors="coerce")
-        parsed = numbers.notna()
-        if parsed.mean() >= NUMERIC_SHARE:
-            report.coerced_to_number[name] = int(parsed.sum())
-            if not parsed.all():
-                report.not_a_number[name] = int((~parsed).sum())
-            values = pd.to_numeric(stripped, errors="coerce")
-            return pd.Series(
-                values.to_numpy(dtype="float64", na_value=np.nan), index=s.index, name=s.name
-            )
-    return stripped
+# --- cleaning, per partition ------------------------------------------------------------------
+# clean() below applies these to the whole frame as one partition; the Dask engine applies
+# them partition by partition and adds the counts up (sum_counts).
+
+
+def text_columns(frame: pd.DataFrame, target: str) -> list[str]:
+    """The columns cleaning works on: text columns, and the target whatever its type."""
+    return [c for c in frame.columns if c != SOURCE_COLUMN and (_is_text(frame[c]) or c == target)]
+
+
+def number_counts(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per text column: cells present after stripping and tokens, and how many are numbers."""
+    rows = []
+    for col in columns:
+        text = part[col].astype("string").str.strip()
+        present = text[text.notna() & ~text.isin(MISSING_TOKENS)]
+        parsed = int(pd.to_numeric(present, errors="coerce").notna().sum())
+        rows.append((col, len(present), parsed))
+    return pd.DataFrame(rows, columns=["column", "present", "parsed"])
+
+
+def numeric_text_columns(counts: pd.DataFrame, target: str) -> set[str]:
+    """The text columns (not the target) that become numbers: at least :data:`NUMERIC_SHARE`
+    of their present cells are numbers, from :func:`number_counts` (of any partitions)."""
+    sums = counts.groupby("column", sort=False)[["present", "parsed"]].sum()
+    return {
+        c
+        for c, present, parsed in zip(sums.index, sums["present"], sums["parsed"], strict=True)
+        if c != target and present and parsed / present >= NUMERIC_SHARE
+    }
+
+
+def clean_part(
+    part: pd.DataFrame, columns: list[str], numeric: set[str], target: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Clean ``columns`` of one partition, the ``numeric`` ones becoming float64, and drop the
+    rows without a target; the counts of what changed (see :class:`CleanReport`)."""
+    counts: dict[str, Any] = {
+        "whitespace_stripped": {},
+        "missing_tokens": {},
+        "coerced_to_number": {},
+        "not_a_number": {},
+    }
+    out = part.copy()
+    for col in columns:
+        text = out[col].astype("string")
+        stripped = text.str.strip()
+        changed = int((stripped != text).fillna(False).sum())
+        if changed:
+            counts["whitespace_stripped"][col] = changed
+        token = stripped.isin(MISSING_TOKENS) & stripped.notna()
+        if token.any():
+            counts["missing_tokens"][col] = int(token.sum())
+            stripped = stripped.mask(token)
+        if col in numeric:
+            numbers = pd.to_numeric(stripped, errors="coerce")
+            parsed = int(numbers.notna().sum())
+            if parsed:
+                counts["coerced_to_number"][col] = parsed
+            bad = int(stripped.notna().sum()) - parsed
+            if bad:
+                counts["not_a_number"][col] = bad
+            out[col] = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            out[col] = stripped
+    keep = out[target].notna()
+    counts["target_missing_dropped"] = int((~keep).sum())
+    return out.loc[keep], counts
+
+
+def sum_counts(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of several partitions added up, key by key (one level of nested dicts)."""
+    total: dict[str, Any] = {}
+    for item in items:
+        for key, value in item.items():
+            if isinstance(value, dict):
+                inner = total.setdefault(key, {})
+                for k, v in value.items():
+                    inner[k] = inner.get(k, 0) + v
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def clean_report(
+    counts: dict[str, Any], rows_in: int, rows_out: int, missing: pd.Series
+) -> CleanReport:
+    """The :class:`CleanReport` of :func:`clean_part`'s summed counts, the row counts and the
+    cleaned data's missing cells per column."""
+    report = CleanReport(rows_in=rows_in, rows_out=rows_out)
+    for key in ("whitespace_stripped", "missing_tokens", "coerced_to_number", "not_a_number"):
+        setattr(report, key, dict(sorted(counts.get(key, {}).items())))
+    report.target_missing_dropped = counts.get("target_missing_dropped", 0)
+    report.missing_values = {str(c): int(n) for c, n in missing.items() if n and c != SOURCE_COLUMN}
+    return report
+
+
+def check_target_column(columns: Any, target: str) -> None:
+    """The target must be a column of the data."""
+    if target not in columns:
+        raise PrepareError(
+            f"objectives.target {target!r} is not a column of the data; columns are "
+            f"{[c for c in columns if c != SOURCE_COLUMN]}"
+        )
 
 
 def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, CleanReport]:
@@ -114,25 +195,12 @@ def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, Clean
     regression target becomes float64.
     """
     target = objectives.target
-    if target not in df.columns:
-        raise PrepareError(
-            f"objectives.target {target!r} is not a column of the data; columns are "
-            f"{[c for c in df.columns if c != SOURCE_COLUMN]}"
-        )
-    report = CleanReport(rows_in=len(df))
-    out = df.copy()
-    for col in out.columns:
-        if col != SOURCE_COLUMN and (_is_text(out[col]) or col == target):
-            out[col] = _clean_text(out[col], str(col), report, coerce=col != target)
-    labels = out[target]
-    keep = labels.notna()
-    report.target_missing_dropped = int((~keep).sum())
-    out = out.loc[keep].copy()
-    out[target] = check_target(labels[keep], objectives)
-    report.rows_out = len(out)
-    report.missing_values = {
-        str(c): int(n) for c, n in out.isna().sum().items() if n and c != SOURCE_COLUMN
-    }
+    check_target_column(df.columns, target)
+    columns = text_columns(df, target)
+    numeric = numeric_text_columns(number_counts(df, columns), target)
+    out, counts = clean_part(df, columns, numeric, target)
+    out = out.assign(**{target: check_target(out[target], objectives)})
+    report = clean_report(counts, len(df), len(out), out.isna().sum())
     return out.reset_index(drop=True), report
 
 
@@ -140,6 +208,69 @@ def clean(df: pd.DataFrame, objectives: Objectives) -> tuple[pd.DataFrame, Clean
 MAX_NUMERIC_CLASSES = 50
 # What a target that is not numeric but meant as regression should become.
 CLASSES_HINT = f"If it names classes, set objectives.task to {' or '.join(tasks.CLASSIFICATION)}"
+
+
+def label_facts(labels: pd.Series, task: str, limit: int | None = None) -> dict[str, Any]:
+    """What the target's checks need from a partition's labels: for regression the values
+    that are not numbers (count and the five first examples); else its distinct labels (the
+    first ``limit`` of them, sorted, if ``limit``), whether there are more, and whether all
+    are numbers. Partitions' facts combine with :func:`merge_label_facts`."""
+    if not tasks.get(task).classification:
+        numbers = pd.to_numeric(labels, errors="coerce").astype(np.float64)
+        bad = numbers.isna() | ~np.isfinite(numbers)
+        examples = sorted({str(v) for v in labels[bad]})[:5]
+        return {"rows": len(labels), "bad": int(bad.sum()), "examples": examples}
+    distinct = sorted(labels.astype(str).unique().tolist())
+    numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
+    more = limit is not None and len(distinct) > limit
+    return {"labels": distinct[:limit] if more else distinct, "more": more, "numeric": numeric}
+
+
+def merge_label_facts(*parts: dict[str, Any], limit: int | None = None) -> dict[str, Any]:
+    """The :func:`label_facts` of the union of partitions."""
+    if "bad" in parts[0]:
+        examples = sorted({e for p in parts for e in p["examples"]})[:5]
+        return {"rows": sum(p["rows"] for p in parts), "bad": sum(p["bad"] for p in parts),
+                "examples": examples}  # fmt: skip
+    labels = sorted({label for p in parts for label in p["labels"]})
+    more = any(p["more"] for p in parts) or (limit is not None and len(labels) > limit)
+    return {"labels": labels[:limit] if more else labels, "more": more,
+            "numeric": all(p["numeric"] for p in parts)}  # fmt: skip
+
+
+def check_label_facts(facts: dict[str, Any], objectives: Objectives) -> None:
+    """An error that names the target, what was found and what to change in params.yaml when
+    the target's :func:`label_facts` do not fit the task (see :func:`check_target`)."""
+    target, task = objectives.target, tasks.get(objectives.task)
+    if not task.classification:
+        if facts["bad"]:
+            raise PrepareError(
+                f"target {target!r} is not numeric: {facts['bad']} of {facts['rows']} values "
+                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. "
+                f"{CLASSES_HINT}"
+            )
+        return
+    labels = facts["labels"]
+    if facts["more"]:
+        hint = task.many_labels_hint(facts["numeric"])
+        if hint:
+            raise PrepareError(
+                f"target {target!r} holds more than {len(labels)} distinct values "
+                f"(e.g. {labels[:20]}); {hint}"
+            )
+        return
+    try:
+        task.check_labels(target, labels, objectives.positive_class, facts["numeric"],
+                          MAX_NUMERIC_CLASSES)  # fmt: skip
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from None
+
+
+def task_labels(labels: pd.Series, task: str) -> pd.Series:
+    """The target as the task needs it (checked already): float64 numbers or text labels."""
+    if not tasks.get(task).classification:
+        return pd.to_numeric(labels, errors="coerce").astype(np.float64)
+    return labels.astype(str)
 
 
 def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
@@ -150,25 +281,8 @@ def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
     labels, one of them ``positive_class``. Multiclass: at least two labels; a numeric target
     with very many distinct values is refused as probably a regression target.
     """
-    target, task = objectives.target, tasks.get(objectives.task)
-    if not task.classification:
-        numbers = pd.to_numeric(labels, errors="coerce")
-        bad = numbers.isna() | ~np.isfinite(numbers.astype(np.float64))
-        if bad.any():
-            examples = sorted({str(v) for v in labels[bad]})[:5]
-            raise PrepareError(
-                f"target {target!r} is not numeric: {int(bad.sum())} of {len(labels)} values "
-                f"are not numbers (e.g. {examples}); regression needs numbers. {CLASSES_HINT}"
-            )
-        return numbers.astype(np.float64)
-    text = labels.astype(str)
-    classes = sorted(text.unique())
-    numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
-    try:
-        task.check_labels(target, classes, objectives.positive_class, numeric, MAX_NUMERIC_CLASSES)
-    except ValueError as exc:
-        raise PrepareError(str(exc)) from None
-    return text
+    check_label_facts(label_facts(labels, objectives.task), objectives)
+    return task_labels(labels, objectives.task)
 
 
 def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objectives) -> None:
@@ -177,10 +291,13 @@ def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objective
     if not tasks.get(objectives.task).classification:
         return
     target = objectives.target
-    seen = set(train[target].unique())
-    only_test = test[target][~test[target].isin(seen)]
-    if len(only_test):
-        counts = only_test.value_counts().to_dict()
+    only_test = test[target][~test[target].isin(set(train[target].unique()))]
+    refuse_test_only_classes(target, only_test.value_counts().to_dict())
+
+
+def refuse_test_only_classes(target: str, counts: dict[str, int]) -> None:
+    """The error for classes (``counts``: rows per class) that occur in the test split only."""
+    if counts:
         raise PrepareError(
             f"target {target!r}: class(es) {sorted(counts)} occur only in the test split "
             f"({counts} rows) and never in training, so the model cannot learn them. Gather "
@@ -190,10 +307,13 @@ def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objective
 
 # --- duplicates and conflicting labels -----------------------------------------------------
 
+FEATURES_KEY = "__features_hash"
 
-def row_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """A 64-bit hash of each row's values in ``columns`` (missing values hash alike)."""
-    return pd.util.hash_pandas_object(frame[columns], index=False)
+
+def features_key(frame: pd.DataFrame, features: list[str]) -> pd.Series:
+    """A 64-bit hash of each row's ``features`` (missing values hash alike): equal feature
+    vectors, and only they (to one chance in 2**64), share a key on any engine."""
+    return row_hash(frame[features], 0, "features")
 
 
 def model_columns(df: pd.DataFrame, cfg: PrepareConfig) -> list[str]:
@@ -207,6 +327,67 @@ def dedupe(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
     return df.loc[~dup], int(dup.sum())
 
 
+def remove_repeats(
+    train: pd.DataFrame, test_keys: pd.Series, target: str, duplicates: bool, conflicts: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Training rows without repeats, from a partition that holds every row of its feature
+    keys (the :data:`FEATURES_KEY` column, kept) and the test split's keys of the same range.
+
+    ``duplicates``: exact duplicates go (the first stays), then every row whose features
+    repeat a test row, so the test split measures unseen rows. ``conflicts``: every row whose
+    feature vector also appears with another label goes (label noise the model cannot fit;
+    which label is right is unknown). Returns the rest and the counts."""
+    counts = {"duplicates": 0, "matching_test": 0, "conflicting_labels": 0}
+    if duplicates:
+        train, counts["duplicates"] = dedupe(train, [c for c in train.columns if c != FEATURES_KEY])
+        in_test = train[FEATURES_KEY].isin(set(test_keys.tolist())).to_numpy()
+        counts["matching_test"] = int(in_test.sum())
+        train = train.loc[~in_test]
+    if conflicts:
+        labels = train.groupby(FEATURES_KEY)[target].nunique()
+        bad = train[FEATURES_KEY].isin(labels.index[labels > 1]).to_numpy()
+        counts["conflicting_labels"] = int(bad.sum())
+        train = train.loc[~bad]
+    return train, counts
+
+
+def removes_repeats(cfg: PrepareConfig, objectives: Objectives) -> tuple[bool, bool]:
+    """Whether training duplicates, and conflicting labels, are to be removed. A regression
+    target varies for the same features by nature: it has no "conflicting labels"."""
+    classification = tasks.get(objectives.task).classification
+    return cfg.clean.drop_duplicates, cfg.clean.drop_conflicting_labels and classification
+
+
+def repeats_removed(
+    counts: dict[str, int], duplicates: bool, conflicts: bool, say: Callable[[str], None]
+) -> dict[str, int]:
+    """The report's ``train_removed`` entries of :func:`remove_repeats`' counts, each said."""
+    removed: dict[str, int] = {}
+    if duplicates:
+        removed["duplicates"] = counts["duplicates"]
+        removed["matching_test"] = counts["matching_test"]
+        say(
+            f"train: dropped {counts['duplicates']} duplicates and {counts['matching_test']} "
+            "rows repeating a test row's features"
+        )
+    if conflicts:
+        removed["conflicting_labels"] = counts["conflicting_labels"]
+        say(f"train: dropped {counts['conflicting_labels']} rows whose features appear with "
+            "both labels")  # fmt: skip
+    return removed
+
+
+def _without_repeats(
+    train: pd.DataFrame, test: pd.DataFrame | None, target: str, duplicates: bool, conflicts: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """:func:`remove_repeats` on whole splits (one partition)."""
+    features = [c for c in train.columns if c != target]
+    keyed = train.assign(**{FEATURES_KEY: features_key(train, features)})
+    test_keys = pd.Series(dtype="uint64") if test is None else features_key(test, features)
+    out, counts = remove_repeats(keyed, test_keys, target, duplicates, conflicts)
+    return out.drop(columns=FEATURES_KEY), counts
+
+
 def drop_duplicates(
     train: pd.DataFrame, test: pd.DataFrame, target: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -215,12 +396,8 @@ def drop_duplicates(
     Afterwards no feature vector is on both sides, so the test split measures unseen rows. The
     test split itself is not changed.
     """
-    columns = list(train.columns)
-    out, within = dedupe(train, columns)
-    features = [c for c in columns if c != target]
-    seen_in_test = set(row_keys(test, features).tolist())
-    in_test = row_keys(out, features).isin(seen_in_test).to_numpy()
-    return out.loc[~in_test], {"within_train": within, "matching_test": int(in_test.sum())}
+    out, counts = _without_repeats(train, test, target, duplicates=True, conflicts=False)
+    return out, {"within_train": counts["duplicates"], "matching_test": counts["matching_test"]}
 
 
 def drop_conflicting_labels(train: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
@@ -229,12 +406,8 @@ def drop_conflicting_labels(train: pd.DataFrame, target: str) -> tuple[pd.DataFr
     Such rows are label noise the model cannot fit; all rows of a conflicting feature vector
     go, since which label is right is unknown.
     """
-    features = [c for c in train.columns if c != target]
-    keys = row_keys(train, features)
-    labels_per_key = train[target].groupby(keys.to_numpy()).nunique()
-    conflicting = labels_per_key.index[labels_per_key > 1]
-    bad = keys.isin(conflicting).to_numpy()
-    return train.loc[~bad], int(bad.sum())
+    out, counts = _without_repeats(train, None, target, duplicates=False, conflicts=True)
+    return out, counts["conflicting_labels"]
 
 
 # --- outliers -------------------------------------------------------------------------------
@@ -264,6 +437,98 @@ def outlier_columns(frame: pd.DataFrame, cfg: OutliersConfig, target: str) -> li
     return list(cfg.columns)
 
 
+def outlier_bounds(
+    cfg: OutliersConfig, columns: list[str], stats: dict[str, tuple[float, float]]
+) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
+    """Each column's (lower, upper) bound from its ``stats``: (first, third quartile) for
+    ``iqr``, (mean, standard deviation) for ``zscore``; a column without stats has no values.
+    Returns the bounds and the report entries of the columns skipped (no values, or a zero
+    IQR or standard deviation)."""
+    bounds: dict[str, tuple[float, float]] = {}
+    skipped: dict[str, Any] = {}
+    for col in columns:
+        if col not in stats:
+            skipped[col] = {"skipped": "no values"}
+            continue
+        a, b = stats[col]
+        if cfg.method == "iqr":
+            spread, low, high = b - a, a - cfg.iqr_k * (b - a), b + cfg.iqr_k * (b - a)
+        else:
+            spread, low, high = b, a - cfg.zscore * b, a + cfg.zscore * b
+        if spread == 0.0:
+            reason = "zero IQR" if cfg.method == "iqr" else "zero standard deviation"
+            skipped[col] = {"skipped": reason}
+        else:
+            bounds[col] = (low, high)
+    return bounds, skipped
+
+
+def outlier_flags(part: pd.DataFrame, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Per bounded column, whether each row's value is outside its bounds (missing values
+    never are), and ``any``: whether any of them is."""
+    out = pd.DataFrame(index=part.index)
+    for col, (low, high) in bounds.items():
+        v = part[col].astype("float64")
+        out[col] = ((v < low) | (v > high)).fillna(False).astype(bool)
+    out["any"] = out.any(axis=1) if bounds else False
+    return out
+
+
+def outlier_report(
+    columns: list[str],
+    bounds: dict[str, tuple[float, float]],
+    skipped: dict[str, Any],
+    flagged: pd.Series,
+) -> dict[str, Any]:
+    """The per-column report: skipped, or rows removed (``flagged``, summed
+    :func:`outlier_flags`) and the bounds."""
+    return {
+        col: skipped[col]
+        if col in skipped
+        else {
+            "removed": int(flagged[col]),
+            "lower": round(bounds[col][0], 6),
+            "upper": round(bounds[col][1], 6),
+        }
+        for col in columns
+    }
+
+
+def fit_forest(rows: pd.DataFrame, columns: list[str], cfg: OutliersConfig) -> tuple[Any, list]:
+    """A seeded isolation forest fitted on ``rows`` over the ``columns`` that hold a value
+    (None when none does or there are fewer than two rows), and those columns."""
+    usable = [c for c in columns if rows[c].notna().any()]
+    if not usable or len(rows) < 2:
+        return None, usable
+    from sklearn.ensemble import IsolationForest  # here: see the imports
+
+    forest = IsolationForest(contamination=cfg.contamination, random_state=cfg.seed)
+    return forest.fit(rows[usable].astype("float64").to_numpy()), usable
+
+
+def forest_flags(part: pd.DataFrame, forest: Any, usable: list[str]) -> pd.Series:
+    """Whether ``forest`` finds each row of ``part`` an outlier."""
+    flagged = forest.predict(part[usable].astype("float64").to_numpy()) == -1
+    return pd.Series(flagged, index=part.index)
+
+
+def _outlier_stats(
+    train: pd.DataFrame, columns: list[str], method: str
+) -> dict[str, tuple[float, float]]:
+    """:func:`outlier_bounds`' statistics of whole columns: quartiles or mean and std."""
+    stats: dict[str, tuple[float, float]] = {}
+    for col in columns:
+        present = train[col].astype("float64").dropna()
+        if present.empty:
+            continue
+        if method == "iqr":
+            q1, q3 = (float(v) for v in present.quantile([0.25, 0.75]))
+            stats[col] = (q1, q3)
+        else:
+            stats[col] = (float(present.mean()), float(present.std(ddof=0)))
+    return stats
+
+
 def outlier_mask(
     train: pd.DataFrame, cfg: OutliersConfig, target: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -283,43 +548,14 @@ def outlier_mask(
         return mask, report
     columns = outlier_columns(train, cfg, target)
     if cfg.method in ("iqr", "zscore"):
-        per_column: dict[str, Any] = {}
-        for col in columns:
-            values = train[col].astype("float64")
-            present = values.dropna()
-            if present.empty:
-                per_column[col] = {"skipped": "no values"}
-                continue
-            if cfg.method == "iqr":
-                q1, q3 = (float(v) for v in present.quantile([0.25, 0.75]))
-                spread, low, high = q3 - q1, q1 - cfg.iqr_k * (q3 - q1), q3 + cfg.iqr_k * (q3 - q1)
-                reason = "zero IQR"
-            else:
-                mean, std = float(present.mean()), float(present.std(ddof=0))
-                spread = std
-                low, high = mean - cfg.zscore * std, mean + cfg.zscore * std
-                reason = "zero standard deviation"
-            if spread == 0.0:
-                per_column[col] = {"skipped": reason}
-                continue
-            flagged = ((values < low) | (values > high)).fillna(False).to_numpy(dtype=bool)
-            mask |= flagged
-            per_column[col] = {
-                "removed": int(flagged.sum()),
-                "lower": round(low, 6),
-                "upper": round(high, 6),
-            }
-        report["columns"] = per_column
-    else:  # isolation_forest
-        usable = [c for c in columns if train[c].notna().any()]
-        report["columns"] = usable
-        if usable and len(train) > 1:
-            from sklearn.ensemble import IsolationForest  # here: see the imports
-
-            forest = IsolationForest(contamination=cfg.contamination, random_state=cfg.seed)
-            X = train[usable].astype("float64").to_numpy()
-            mask = forest.fit_predict(X) == -1
-        report["contamination"] = cfg.contamination
+        bounds, skipped = outlier_bounds(cfg, columns, _outlier_stats(train, columns, cfg.method))
+        flags = outlier_flags(train, bounds)
+        report["columns"] = outlier_report(columns, bounds, skipped, flags.sum())
+        return flags["any"].to_numpy(dtype=bool), report
+    forest, usable = fit_forest(train, columns, cfg)
+    report.update(columns=usable, contamination=cfg.contamination)
+    if forest is not None:
+        mask = forest_flags(train, forest, usable).to_numpy(dtype=bool)
     return mask, report
 
 
@@ -349,6 +585,16 @@ def _check_columns(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> None:
                 f"prepare.split.{key} {col!r} is not a column of the data; columns are "
                 f"{[c for c in df.columns if c != SOURCE_COLUMN]}"
             )
+
+
+def check_sources(present: set[str], s: SplitConfig) -> None:
+    """A ``by_source`` split must place every source of the snapshot on a side."""
+    unknown = present - set(s.train_sources) - set(s.test_sources)
+    if unknown:
+        raise PrepareError(
+            f"sources {sorted(unknown)} are in the snapshot but neither in "
+            "prepare.split.train_sources nor test_sources"
+        )
 
 
 def _time_order(values: pd.Series, column: str) -> pd.Series:
@@ -407,12 +653,7 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
     s = cfg.split
     _check_columns(df, cfg, target)
     if s.method == "by_source":
-        unknown = set(df[SOURCE_COLUMN].unique()) - set(s.train_sources) - set(s.test_sources)
-        if unknown:
-            raise PrepareError(
-                f"sources {sorted(unknown)} are in the snapshot but neither in "
-                "prepare.split.train_sources nor test_sources"
-            )
+        check_sources(set(df[SOURCE_COLUMN].unique()), s)
         train = df[df[SOURCE_COLUMN].isin(s.train_sources)]
         test = df[df[SOURCE_COLUMN].isin(s.test_sources)]
     elif s.method in ("stratified", "random"):
@@ -484,20 +725,11 @@ def prepare(
     report["split"] = split_report
     say(f"{cfg.split.method} split: train {len(train)} rows, test {len(test)} rows")
 
+    duplicates, conflicts = removes_repeats(cfg, objectives)
     removed: dict[str, Any] = {}
-    if cfg.clean.drop_duplicates:
-        train, counts = drop_duplicates(train, test, target)
-        removed["duplicates"] = counts["within_train"]
-        removed["matching_test"] = counts["matching_test"]
-        say(
-            f"train: dropped {counts['within_train']} duplicates and {counts['matching_test']} "
-            "rows repeating a test row's features"
-        )
-    # A regression target varies for the same features by nature: no "conflicting labels".
-    if cfg.clean.drop_conflicting_labels and tasks.get(objectives.task).classification:
-        train, n = drop_conflicting_labels(train, target)
-        removed["conflicting_labels"] = n
-        say(f"train: dropped {n} rows whose features appear with both labels")
+    if duplicates or conflicts:
+        train, counts = _without_repeats(train, test, target, duplicates, conflicts)
+        removed = repeats_removed(counts, duplicates, conflicts, say)
     train, outliers = remove_outliers(train, cfg.outliers, target)
     removed["outliers"] = outliers["removed"]
     if cfg.outliers.method != "none":
