@@ -44,23 +44,40 @@ from mlcycle.datasets import dataset_rows, row_hash, unit_interval
 from mlcycle.engines.base import PreparedSplits, Say
 from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
 from mlcycle.prepare import (
-    CLASSES_HINT,
-    MISSING_TOKENS,
-    NUMERIC_SHARE,
+    FEATURES_KEY,
     CleanReport,
     PrepareError,
     _check_columns,
-    _is_text,
-    check_target,
+    check_label_facts,
+    check_sources,
+    check_target_column,
+    clean_part,
+    clean_report,
+    features_key,
+    fit_forest,
+    forest_flags,
+    label_facts,
+    merge_label_facts,
     model_columns,
+    number_counts,
+    numeric_text_columns,
+    outlier_bounds,
     outlier_columns,
+    outlier_flags,
+    outlier_report,
+    refuse_test_only_classes,
+    remove_repeats,
+    removes_repeats,
+    repeats_removed,
+    sum_counts,
+    task_labels,
+    text_columns,
 )
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
 
-FEATURES_HASH = "__features_hash"
 SPLIT_UNIT = "__split_unit"
 FOREST_ROWS = 100_000
 LABEL_LIMIT = 10_000  # distinct target labels brought to the driver for the target's checks
@@ -69,122 +86,22 @@ LABEL_LIMIT = 10_000  # distinct target labels brought to the driver for the tar
 # --- cleaning ----------------------------------------------------------------------------------
 
 
-def _text_columns(meta: pd.DataFrame, target: str) -> list[str]:
-    return [c for c in meta.columns if c != SOURCE_COLUMN and (_is_text(meta[c]) or c == target)]
-
-
-def _number_counts(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Per text column: cells present after stripping and tokens, and how many are numbers."""
-    rows = []
-    for col in columns:
-        text = part[col].astype("string").str.strip()
-        present = text[text.notna() & ~text.isin(MISSING_TOKENS)]
-        parsed = int(pd.to_numeric(present, errors="coerce").notna().sum())
-        rows.append((col, len(present), parsed))
-    return pd.DataFrame(rows, columns=["column", "present", "parsed"])
-
-
-def _clean_part(
-    part: pd.DataFrame, columns: list[str], coerce: set[str], target: str
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """:func:`mlcycle.prepare.clean` on one partition, with the numeric columns decided."""
-    counts: dict[str, dict[str, int]] = {
-        "whitespace_stripped": {},
-        "missing_tokens": {},
-        "coerced_to_number": {},
-        "not_a_number": {},
-    }
-    out = part.copy()
-    for col in columns:
-        text = out[col].astype("string")
-        stripped = text.str.strip()
-        changed = int((stripped != text).fillna(False).sum())
-        if changed:
-            counts["whitespace_stripped"][col] = changed
-        token = stripped.isin(MISSING_TOKENS) & stripped.notna()
-        if token.any():
-            counts["missing_tokens"][col] = int(token.sum())
-            stripped = stripped.mask(token)
-        if col in coerce:
-            numbers = pd.to_numeric(stripped, errors="coerce")
-            parsed = int(numbers.notna().sum())
-            if parsed:
-                counts["coerced_to_number"][col] = parsed
-            bad = int(stripped.notna().sum()) - parsed
-            if bad:
-                counts["not_a_number"][col] = bad
-            out[col] = numbers.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            out[col] = stripped
-    keep = out[target].notna()
-    out = out.loc[keep]
-    counts["target_missing_dropped"] = int((~keep).sum())
-    return out, counts
-
-
-def _label_facts(part: pd.DataFrame, target: str, task: str) -> dict[str, Any]:
-    """What the target's checks need from one partition: for regression the values that are
-    not numbers (count, a few examples); else its distinct labels (at most LABEL_LIMIT + 1)
-    and whether all are numbers."""
-    labels = part[target]
-    if not tasks.get(task).classification:
-        numbers = pd.to_numeric(labels, errors="coerce").astype(np.float64)
-        bad = numbers.isna() | ~np.isfinite(numbers)
-        examples = sorted({str(v) for v in labels[bad].head(100)})[:5]
-        return {"rows": len(labels), "bad": int(bad.sum()), "examples": examples}
-    text = labels.astype(str)
-    distinct = sorted(text.unique().tolist())[: LABEL_LIMIT + 1]
-    numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
-    return {"labels": distinct, "numeric": numeric}
-
-
-def _merge_label_facts(*parts: dict[str, Any]) -> dict[str, Any]:
-    if "bad" in parts[0]:
-        examples = sorted({e for p in parts for e in p["examples"]})[:5]
-        return {"rows": sum(p["rows"] for p in parts), "bad": sum(p["bad"] for p in parts),
-                "examples": examples}  # fmt: skip
-    labels = sorted({label for p in parts for label in p["labels"]})[: LABEL_LIMIT + 1]
-    return {"labels": labels, "numeric": all(p["numeric"] for p in parts)}
-
-
 def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> None:
     """:func:`mlcycle.prepare.check_target`'s rules and messages over every partition, from
-    per-partition facts: the same errors as the local engine (for more than
-    :data:`LABEL_LIMIT` distinct labels, an error for binary and numeric multiclass targets)."""
+    per-partition facts (at most :data:`LABEL_LIMIT` distinct labels come to the driver; above
+    that, an error for binary and numeric multiclass targets)."""
     import dask
 
     target, task = objectives.target, objectives.task
     facts = _tree(
-        [dask.delayed(_label_facts)(p, target, task) for p in cleaned.to_delayed()],
-        _merge_label_facts,
+        [dask.delayed(label_facts)(p[target], task, LABEL_LIMIT) for p in cleaned.to_delayed()],
+        functools.partial(merge_label_facts, limit=LABEL_LIMIT),
     )
-    spec = tasks.get(task)
-    if not spec.classification:
-        if facts["bad"]:
-            raise PrepareError(
-                f"target {target!r} is not numeric: {facts['bad']} of {facts['rows']} values "
-                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. "
-                f"{CLASSES_HINT}"
-            )
-        return
-    labels = facts["labels"]
-    if len(labels) <= LABEL_LIMIT:
-        check_target(pd.Series(labels, dtype=object), objectives)
-        return
-    hint = spec.many_labels_hint(facts["numeric"])
-    if hint:
-        raise PrepareError(
-            f"target {target!r} holds more than {LABEL_LIMIT} distinct values "
-            f"(e.g. {labels[:20]}); {hint}"
-        )
+    check_label_facts(facts, objectives)
 
 
-def _labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
-    """The target as the task needs it (checked already): float64 numbers or text labels."""
-    if not tasks.get(task).classification:
-        values = pd.to_numeric(part[target], errors="coerce").astype(np.float64)
-        return part.assign(**{target: values})
-    return part.assign(**{target: part[target].astype(str)})
+def _task_labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
+    return part.assign(**{target: task_labels(part[target], task)})
 
 
 # --- the split ---------------------------------------------------------------------------------
@@ -236,13 +153,7 @@ def split_dask(
     (with the split hash column when the method uses one). See the module's docstring."""
     s = cfg.split
     if s.method == "by_source":
-        present = set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str))
-        unknown = present - set(s.train_sources) - set(s.test_sources)
-        if unknown:
-            raise PrepareError(
-                f"sources {sorted(unknown)} are in the snapshot but neither in "
-                "prepare.split.train_sources nor test_sources"
-            )
+        check_sources(set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str)), s)
         is_test = cleaned[SOURCE_COLUMN].isin(list(s.test_sources))
         return is_test, cleaned[SOURCE_COLUMN].isin(list(s.train_sources)), cleaned
     if s.method == "time":
@@ -305,40 +216,26 @@ def split_dask(
 
 
 def _removals(
-    train: pd.DataFrame, test_hashes: pd.DataFrame, target: str, dedupe: bool, conflicts: bool
+    train: pd.DataFrame, test_keys: pd.DataFrame, target: str, duplicates: bool, conflicts: bool
 ) -> pd.DataFrame:
-    """The local engine's removals on one partition holding every row of its feature hashes;
-    the counts ride along in the frame's attrs."""
-    counts = {"duplicates": 0, "matching_test": 0, "conflicting_labels": 0}
-    columns = [c for c in train.columns if c != FEATURES_HASH]
-    if dedupe:
-        dup = train.duplicated(subset=columns, keep="first")
-        counts["duplicates"] = int(dup.sum())
-        train = train.loc[~dup]
-        seen = set(test_hashes[FEATURES_HASH].tolist())
-        in_test = train[FEATURES_HASH].isin(seen).to_numpy()
-        counts["matching_test"] = int(in_test.sum())
-        train = train.loc[~in_test]
-    if conflicts:
-        labels = train.groupby(FEATURES_HASH)[target].nunique()
-        bad = train[FEATURES_HASH].isin(labels.index[labels > 1]).to_numpy()
-        counts["conflicting_labels"] = int(bad.sum())
-        train = train.loc[~bad]
-    out = train.sort_values(FEATURES_HASH, kind="stable").drop(columns=FEATURES_HASH)
+    """:func:`mlcycle.prepare.remove_repeats` on one partition holding every row of its
+    feature keys, ordered by key; the counts ride along in the frame's attrs."""
+    train, counts = remove_repeats(train, test_keys[FEATURES_KEY], target, duplicates, conflicts)
+    out = train.sort_values(FEATURES_KEY, kind="stable").drop(columns=FEATURES_KEY)
     out = out.reset_index(drop=True)
     out.attrs["counts"] = counts
     return out
 
 
-def _features_hash(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    return part.assign(**{FEATURES_HASH: row_hash(part[features], 0, "features").to_numpy()})
+def _features_key(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    return part.assign(**{FEATURES_KEY: features_key(part, features).to_numpy()})
 
 
 def remove_training_rows(
     train: dd.DataFrame,
     test: dd.DataFrame,
     target: str,
-    dedupe: bool,
+    duplicates: bool,
     conflicts: bool,
     npartitions: int,
     client: Client,
@@ -351,38 +248,25 @@ def remove_training_rows(
     import dask.dataframe as dd
 
     features = [c for c in train.columns if c != target]
-    tr = train.map_partitions(_features_hash, features).shuffle(
-        on=FEATURES_HASH, npartitions=npartitions
+    tr = train.map_partitions(_features_key, features).shuffle(
+        on=FEATURES_KEY, npartitions=npartitions
     )
     te = (
         test[features]
-        .map_partitions(_features_hash, features)[[FEATURES_HASH]]
-        .shuffle(on=FEATURES_HASH, npartitions=npartitions)
+        .map_partitions(_features_key, features)[[FEATURES_KEY]]
+        .shuffle(on=FEATURES_KEY, npartitions=npartitions)
     )
     pieces = [
-        dask.delayed(_removals)(a, b, target, dedupe, conflicts)
+        dask.delayed(_removals)(a, b, target, duplicates, conflicts)
         for a, b in zip(tr.to_delayed(), te.to_delayed(), strict=True)
     ]
     futures = client.compute(pieces)
-    counts = _sum_counts(client.gather(client.map(_attrs_counts, futures)))
+    counts = sum_counts(client.gather(client.map(_attrs_counts, futures)))
     return dd.from_delayed(futures, meta=train._meta, verify_meta=False), counts
 
 
 def _attrs_counts(frame: pd.DataFrame) -> dict[str, int]:
     return frame.attrs["counts"]
-
-
-def _sum_counts(items: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {}
-    for item in items:
-        for key, value in item.items():
-            if isinstance(value, dict):
-                inner = total.setdefault(key, {})
-                for k, v in value.items():
-                    inner[k] = inner.get(k, 0) + v
-            else:
-                total[key] = total.get(key, 0) + value
-    return total
 
 
 # --- outliers ----------------------------------------------------------------------------------
@@ -393,100 +277,65 @@ def _float_values(part: pd.DataFrame, column: str) -> np.ndarray:
     return values[~np.isnan(values)]
 
 
-def _flags(part: pd.DataFrame, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    out = pd.DataFrame(index=part.index)
-    for col, (low, high) in bounds.items():
-        v = part[col].astype("float64")
-        out[col] = ((v < low) | (v > high)).fillna(False).astype(bool)
-    out["any"] = out.any(axis=1) if bounds else False
-    return out
-
-
 def _forest_sample(part: pd.DataFrame, seed: int, share: float) -> pd.DataFrame:
     return part[unit_interval(row_hash(part, seed, "sample")) < share]
 
 
-def _forest_flags(part: pd.DataFrame, forest: Any, usable: list[str]) -> pd.Series:
-    flagged = forest.predict(part[usable].astype("float64").to_numpy()) == -1
-    return pd.Series(flagged, index=part.index)
+def _outlier_stats(
+    train: dd.DataFrame, columns: list[str], method: str
+) -> dict[str, tuple[float, float]]:
+    """:func:`mlcycle.prepare.outlier_bounds`' statistics from aggregates: exact quartiles
+    (order statistics, bit for bit the local engine's) or dask's mean and standard deviation."""
+    import dask
+
+    stats: dict[str, tuple[float, float]] = {}
+    if method == "iqr":
+        extracts = {c: functools.partial(_float_values, column=c) for c in columns}
+        found = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)))
+        for col, (n, ranks) in found.items():
+            if n:
+                stats[col] = (linear_quantile(n, 0.25, ranks), linear_quantile(n, 0.75, ranks))
+        return stats
+    values = {c: train[c].astype("float64") for c in columns}
+    moments = dask.compute({c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()})
+    for col, (n, mean, std) in moments[0].items():
+        if n:
+            stats[col] = (float(mean), float(std))
+    return stats
 
 
 def remove_outliers_dask(
     train: dd.DataFrame, cfg: config.OutliersConfig, target: str, say: Callable[[str], None]
 ) -> tuple[dd.DataFrame, dict[str, Any]]:
-    """:func:`mlcycle.prepare.remove_outliers` with bounds from aggregates: exact quartiles
-    (order statistics) for ``iqr``, exact mean and standard deviation for ``zscore``; an
-    isolation forest fitted on a seeded sample of at most :data:`FOREST_ROWS` rows."""
-    import dask
-
+    """:func:`mlcycle.prepare.remove_outliers`, partition by partition, with bounds from
+    aggregates (:func:`_outlier_stats`). The isolation forest is fitted on a seeded sample of
+    at most :data:`FOREST_ROWS` rows (all of them below that, as on the local engine), so that
+    the rows need not come to one process; above it the forest differs from the local one."""
     report: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "none":
         report["removed"] = 0
         return train, report
     columns = outlier_columns(train._meta, cfg, target)
     if cfg.method in ("iqr", "zscore"):
-        per_column: dict[str, Any] = {}
-        limits: dict[str, tuple[float, float, float]] = {}  # low, high, spread
-        if cfg.method == "iqr":
-            extracts = {c: functools.partial(_float_values, column=c) for c in columns}
-            stats = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)))
-            for col in columns:
-                n, found = stats[col]
-                if not n:
-                    continue
-                q1, q3 = linear_quantile(n, 0.25, found), linear_quantile(n, 0.75, found)
-                spread = q3 - q1
-                limits[col] = (q1 - cfg.iqr_k * spread, q3 + cfg.iqr_k * spread, spread)
-        else:
-            values = {c: train[c].astype("float64") for c in columns}
-            moments = dask.compute(
-                {c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()}
-            )[0]
-            for col, (n, mean, std) in moments.items():
-                if n:
-                    mean, std = float(mean), float(std)
-                    limits[col] = (mean - cfg.zscore * std, mean + cfg.zscore * std, std)
-        reason = "zero IQR" if cfg.method == "iqr" else "zero standard deviation"
-        bounds: dict[str, tuple[float, float]] = {}
-        for col in columns:
-            if col not in limits:
-                per_column[col] = {"skipped": "no values"}
-            elif limits[col][2] == 0.0:
-                per_column[col] = {"skipped": reason}
-            else:
-                bounds[col] = limits[col][:2]
-        meta = pd.DataFrame({**{c: pd.Series(dtype=bool) for c in bounds}, "any": []}).astype(bool)
-        flags = train.map_partitions(_flags, bounds, meta=meta)
+        bounds, skipped = outlier_bounds(cfg, columns, _outlier_stats(train, columns, cfg.method))
+        flags = train.map_partitions(outlier_flags, bounds, meta=outlier_flags(train._meta, bounds))
         counts = flags.sum().compute()
-        for col, (low, high) in bounds.items():
-            per_column[col] = {
-                "removed": int(counts[col]),
-                "lower": round(low, 6),
-                "upper": round(high, 6),
-            }
-        report["columns"] = {c: per_column[c] for c in columns}
+        report["columns"] = outlier_report(columns, bounds, skipped, counts)
         report["removed"] = int(counts["any"])
         return train[~flags["any"]], report
-    from sklearn.ensemble import IsolationForest
-
-    rows = int(train.map_partitions(len).sum().compute())
+    rows = _rows(train)
     share = min(1.0, FOREST_ROWS / max(rows, 1))
     sample = (
         train[columns]
         .map_partitions(_forest_sample, cfg.seed, share, meta=train[columns]._meta)
         .compute()
     )
-    usable = [c for c in columns if sample[c].notna().any()]
-    report["columns"] = usable
+    forest, usable = fit_forest(sample, columns, cfg)
+    report.update(columns=usable, contamination=cfg.contamination, removed=0)
     say(f"isolation forest fitted on {len(sample)} of {rows} training rows")
-    if not usable or len(sample) < 2:
-        report["contamination"] = cfg.contamination
-        report["removed"] = 0
+    if forest is None:
         return train, report
-    forest = IsolationForest(contamination=cfg.contamination, random_state=cfg.seed)
-    forest.fit(sample[usable].astype("float64").to_numpy())
-    outlier = train.map_partitions(_forest_flags, forest, usable, meta=(None, bool))
-    report["contamination"] = cfg.contamination
+    outlier = train.map_partitions(forest_flags, forest, usable, meta=(None, bool))
     report["removed"] = int(outlier.sum().compute())
     return train[~outlier], report
 
@@ -508,51 +357,33 @@ def _rows(frame: dd.DataFrame) -> int:
 def clean_dask(
     ddf: dd.DataFrame, obj: config.Objectives, rows_in: int, client: Client
 ) -> tuple[dd.DataFrame, CleanReport]:
-    """:func:`mlcycle.prepare.clean` over every partition (persisted on the workers), with the
-    local engine's report: counts summed over partitions."""
+    """:func:`mlcycle.prepare.clean` over every partition (persisted on the workers): which
+    text columns become numbers is decided once, from counts over all partitions, so every
+    partition agrees; the report's counts are summed over partitions."""
     import dask
     import dask.dataframe as dd
 
     target = obj.target
-    text = _text_columns(ddf._meta, target)
+    text = text_columns(ddf._meta, target)
     tallies = ddf.map_partitions(
-        _number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
+        number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
     ).compute()
-    tallies = tallies.groupby("column")[["present", "parsed"]].sum()
-    coerce = {
-        c
-        for c in text
-        if c != target
-        and tallies.loc[c, "present"]
-        and tallies.loc[c, "parsed"] / tallies.loc[c, "present"] >= NUMERIC_SHARE
-    }
+    numeric = numeric_text_columns(tallies, target)
     futures = client.compute(
-        [dask.delayed(_clean_part)(p, text, coerce, target) for p in ddf.to_delayed()]
+        [dask.delayed(clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
     )
     meta = ddf._meta.copy()
     for col in text:
-        meta[col] = meta[col].astype("float64") if col in coerce else meta[col].astype("string")
+        meta[col] = meta[col].astype("float64") if col in numeric else meta[col].astype("string")
     frames = client.map(operator.itemgetter(0), futures)
-    counts = _sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
+    counts = sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
     cleaned = dd.from_delayed(frames, meta=meta, verify_meta=False)
     del futures
     check_target_dask(cleaned, obj)
-    label_meta = cleaned._meta.assign(
-        **{
-            target: cleaned._meta[target].astype(
-                str if tasks.get(obj.task).classification else "float64"
-            )
-        }
-    )
-    cleaned = cleaned.map_partitions(_labels, target, obj.task, meta=label_meta).persist()
-    report = CleanReport(rows_in=rows_in)
-    for key in ("whitespace_stripped", "missing_tokens", "coerced_to_number", "not_a_number"):
-        setattr(report, key, dict(sorted(counts.get(key, {}).items())))
-    report.target_missing_dropped = counts.get("target_missing_dropped", 0)
+    label_meta = _task_labels(cleaned._meta, target, obj.task)
+    cleaned = cleaned.map_partitions(_task_labels, target, obj.task, meta=label_meta).persist()
     missing, rows_out = dask.compute(cleaned.isna().sum(), cleaned.map_partitions(len).sum())
-    report.missing_values = {str(c): int(n) for c, n in missing.items() if n and c != SOURCE_COLUMN}
-    report.rows_out = int(rows_out)
-    return cleaned, report
+    return cleaned, clean_report(counts, rows_in, int(rows_out), missing)
 
 
 def prepare_dask(
@@ -569,11 +400,7 @@ def prepare_dask(
     spec = tasks.get(obj.task)
     target = obj.target
     ddf = read_dataset(snapshot)
-    if target not in ddf.columns:
-        raise PrepareError(
-            f"objectives.target {target!r} is not a column of the data; columns are "
-            f"{[c for c in ddf.columns if c != SOURCE_COLUMN]}"
-        )
+    check_target_column(ddf.columns, target)
     _check_columns(ddf._meta, cfg, target)
     rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
@@ -606,35 +433,22 @@ def prepare_dask(
     if spec.classification:
         seen = set(train[target].drop_duplicates().compute())
         test_counts = test[target].value_counts().compute()
-        only = {str(k): int(v) for k, v in test_counts.items() if k not in seen}
-        if only:
-            raise PrepareError(
-                f"target {target!r}: class(es) {sorted(only)} occur only in the test split "
-                f"({only} rows) and never in training, so the model cannot learn them. Gather "
-                "training rows of them, drop or merge them, or change prepare.split"
-            )
+        refuse_test_only_classes(
+            target, {str(k): int(v) for k, v in test_counts.items() if k not in seen}
+        )
     split_report.update(train_rows=n_train, test_rows=n_test)
     report["split"] = split_report
     say(f"{s.method} split: train {n_train} rows, test {n_test} rows")
 
     # 3. training-row removals, with equal feature vectors in one partition
-    dedupe = cfg.clean.drop_duplicates
-    conflicts = cfg.clean.drop_conflicting_labels and spec.classification
+    duplicates, conflicts = removes_repeats(cfg, obj)
     nparts = partitions_for(n_train, params.engine)
     removed: dict[str, Any] = {}
-    if dedupe or conflicts:
-        train, counts = remove_training_rows(train, test, target, dedupe, conflicts, nparts, client)
-        if dedupe:
-            removed["duplicates"] = counts["duplicates"]
-            removed["matching_test"] = counts["matching_test"]
-            say(
-                f"train: dropped {counts['duplicates']} duplicates and "
-                f"{counts['matching_test']} rows repeating a test row's features"
-            )
-        if conflicts:
-            removed["conflicting_labels"] = counts["conflicting_labels"]
-            say(f"train: dropped {counts['conflicting_labels']} rows whose features appear "
-                "with both labels")  # fmt: skip
+    if duplicates or conflicts:
+        train, counts = remove_training_rows(
+            train, test, target, duplicates, conflicts, nparts, client
+        )
+        removed = repeats_removed(counts, duplicates, conflicts, say)
     else:
         train = train.repartition(npartitions=nparts).persist()
     train, outliers = remove_outliers_dask(train, cfg.outliers, target, say)
