@@ -41,6 +41,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import dataset_rows, row_hash, unit_interval
+from mlcycle.drift import Extract, data_profile
 from mlcycle.engines.base import PreparedSplits, Say
 from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
 from mlcycle.prepare import (
@@ -481,8 +482,6 @@ ORDER_BINS_LOG2 = 10  # each pass narrows a search to 1/1024 of its key range
 COLLECT_ROWS = 50_000  # a search whose range holds no more rows than this fetches them
 SIGN = np.uint64(1 << 63)
 
-Extract = Callable[[pd.DataFrame], np.ndarray]
-
 
 def sortable_keys(values: np.ndarray) -> np.ndarray:
     """Order-preserving uint64 keys of float64 or int64 values (no missing values): equal keys
@@ -635,86 +634,6 @@ def quantile_ranks(n: int, qs: Sequence[float]) -> list[int]:
 
 # --- the training split's profile from aggregates -------------------------------------------
 
-SKETCH_POINTS = 4001  # quantiles kept per partition for the profile's approximate quantiles
-
-
-def _numbers(part: pd.DataFrame, column: str) -> np.ndarray:
-    """A column's finite numbers (as :func:`mlcycle.drift.as_numbers` reads them)."""
-    numbers = np.array(pd.to_numeric(part[column], errors="coerce"), dtype=float)
-    return numbers[np.isfinite(numbers)]
-
-
-def _numbers_except(part: pd.DataFrame, column: str, atoms: np.ndarray) -> np.ndarray:
-    values = _numbers(part, column)
-    return values[~np.isin(values, atoms)]
-
-
-def _profile_counts(
-    part: pd.DataFrame, numeric: list[str], categorical: list[str], bins: int, grid: np.ndarray
-) -> dict[str, Any]:
-    """One partition's share of the profile: rows; per numeric column its present count, the
-    values heavy enough here to be atoms anywhere, and a quantile sketch; per categorical
-    column its value counts and missing count."""
-    from mlcycle.drift import _texts
-
-    out: dict[str, Any] = {"rows": len(part), "numeric": {}, "categorical": {}}
-    for col in numeric:
-        values = _numbers(part, col)
-        uniq, counts = np.unique(values, return_counts=True)
-        # A value holding under 1/(2 bins) of the present values in every partition holds
-        # under that share of all of them: only values heavy somewhere can be atoms.
-        heavy = uniq[counts >= len(values) / (2 * bins)] if len(values) else uniq
-        sketch = np.quantile(values, grid) if len(values) else None
-        out["numeric"][col] = (len(values), heavy, [(sketch, len(values))] if len(values) else [])
-    for col in categorical:
-        texts = _texts(part[col])
-        out["categorical"][col] = (texts.value_counts(dropna=True), int(texts.isna().sum()))
-    return out
-
-
-def _merge_profile_counts(*parts: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"rows": sum(p["rows"] for p in parts), "numeric": {}, "categorical": {}}
-    for col in parts[0]["numeric"]:
-        items = [p["numeric"][col] for p in parts]
-        out["numeric"][col] = (
-            sum(i[0] for i in items),
-            np.unique(np.concatenate([i[1] for i in items])),
-            [s for i in items for s in i[2]],
-        )
-    for col in parts[0]["categorical"]:
-        items = [p["categorical"][col] for p in parts]
-        counts = pd.concat([i[0] for i in items]).groupby(level=0).sum()
-        out["categorical"][col] = (counts, sum(i[1] for i in items))
-    return out
-
-
-def _value_counts_of(part: pd.DataFrame, wanted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per column, how often each of ``wanted[column]`` (sorted values) occurs here."""
-    out = {}
-    for col, values in wanted.items():
-        if not len(values):
-            out[col] = np.zeros(0, dtype=np.int64)
-            continue
-        present = _numbers(part, col)
-        at = np.searchsorted(values, present)
-        hit = (at < len(values)) & (values[np.minimum(at, len(values) - 1)] == present)
-        out[col] = np.bincount(at[hit], minlength=len(values))
-    return out
-
-
-def _bin_counts(part: pd.DataFrame, bins: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    from mlcycle.drift import _bin_ids
-
-    return {
-        col: np.bincount(_bin_ids(_numbers(part, col), atoms, edges),
-                         minlength=len(atoms) + len(edges) + 1)
-        for col, (atoms, edges) in bins.items()
-    }  # fmt: skip
-
-
-def _sum_arrays(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.sum([p[k] for p in parts], axis=0) for k in parts[0]}
-
 
 def _tree(items: list, combine: Callable) -> Any:
     """Combine delayed partition results eight at a time, on the workers; compute the root."""
@@ -725,114 +644,24 @@ def _tree(items: list, combine: Callable) -> Any:
     return dask.compute(items[0])[0]
 
 
-def merge_sketches(
-    sketches: list[tuple[np.ndarray, int]], grid: np.ndarray, qs: np.ndarray
-) -> np.ndarray:
-    """Quantiles ``qs`` of the union of partitions, each summarised by its quantiles at
-    ``grid`` and its size: the smallest sketch value whose combined (size-weighted) CDF reaches
-    q. Each partition's CDF is known to 1/(len(grid) - 1), so each quantile's rank is off by at
-    most that share of all rows; the smallest and largest values are exact."""
-    xs = np.unique(np.concatenate([s for s, _ in sketches]))
-    total = sum(n for _, n in sketches)
-    cdf = np.zeros(len(xs))
-    for values, n in sketches:
-        at = np.searchsorted(values, xs, side="right") - 1  # the last grid point at or below x
-        cdf += n * np.where(at >= 0, grid[np.maximum(at, 0)], 0.0)
-    cdf /= total
-    cdf[-1] = 1.0
-    return xs[np.minimum(np.searchsorted(cdf, qs - 1e-12, side="left"), len(xs) - 1)]
-
-
 def data_profile_dask(frame: dd.DataFrame, bins: int) -> dict[str, Any]:
-    """:func:`mlcycle.drift.data_profile` of a partitioned data set, from aggregates.
-
-    The same document: categorical counts and missing counts are exact (value counts summed
-    over partitions); a numeric column's atoms, bin edges and bin counts are exact too (atoms
-    from per-partition candidates counted exactly, edges from exact order statistics). Only
-    its 1,001 ``quantiles`` are approximate when there is more than one partition: merged from
-    4,001 quantiles of each partition (:func:`merge_sketches`), so each is within 1/4,000 of
-    the rows of its rank. The driver holds counts and sketches, never the rows.
-    """
+    """:func:`mlcycle.drift.data_profile` of a partitioned data set: the profile's steps on
+    every partition, reduced on the workers, and its edges from exact order statistics. The
+    document is the local engine's but for the numeric ``quantiles`` of more than one
+    partition (merged sketches, see :func:`mlcycle.drift.profile`). The driver holds counts and
+    sketches, never the rows."""
     import dask
 
-    from mlcycle.drift import QUANTILES
-
-    meta = frame._meta
-    numeric = [
-        str(c)
-        for c in meta.columns
-        if pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c])
-    ]
-    categorical = [str(c) for c in meta.columns if str(c) not in numeric]
-    final_q = np.linspace(0, 1, QUANTILES)
-    grid = final_q if frame.npartitions == 1 else np.linspace(0, 1, SKETCH_POINTS)
     parts = frame.to_delayed()
-    first = _tree(
-        [dask.delayed(_profile_counts)(p, numeric, categorical, bins, grid) for p in parts],
-        _merge_profile_counts,
-    )
-    rows = first["rows"]
-    # Exact counts of the atom candidates, then the atoms.
-    candidates = {c: first["numeric"][c][1] for c in numeric}
-    counts = (
-        _tree([dask.delayed(_value_counts_of)(p, candidates) for p in parts], _sum_arrays)
-        if numeric
-        else {}
-    )
-    atoms = {c: candidates[c][counts[c] >= first["numeric"][c][0] / (2 * bins)] for c in numeric}
-    # Edges: exact quantiles of the values that are not atoms (as drift.numeric_bins).
-    extracts = {c: functools.partial(_numbers_except, column=c, atoms=atoms[c]) for c in numeric}
-    n_bins = {c: max(bins - len(atoms[c]), 1) for c in numeric}
-    edge_q = {c: np.linspace(0, 1, n_bins[c] + 1) for c in numeric}
-    stats = (
-        order_statistics(frame, extracts, lambda c, n: quantile_ranks(n, edge_q[c]))
-        if numeric
-        else {}
-    )
-    edges = {}
-    for c in numeric:
-        n, found = stats[c]
-        qs = [linear_quantile(n, q, found) for q in edge_q[c]] if n else []
-        edges[c] = np.unique(np.array(qs[1:-1], dtype=float)) if n else np.array([])
-    binned = (
-        _tree(
-            [
-                dask.delayed(_bin_counts)(p, {c: (atoms[c], edges[c]) for c in numeric})
-                for p in parts
-            ],
-            _sum_arrays,
-        )  # fmt: skip
-        if numeric
-        else {}
-    )
-    features: dict[str, Any] = {}
-    for col in (str(c) for c in meta.columns):
-        if col in numeric:
-            present, _, sketches = first["numeric"][col]
-            if not present:
-                quantiles: list[float] = []
-            elif len(sketches) == 1 and grid is final_q:
-                quantiles = [float(q) for q in sketches[0][0]]
-            else:
-                quantiles = merge_sketches(sketches, grid, final_q).tolist()
-            features[col] = {
-                "kind": "numeric",
-                "rows": rows,
-                "missing": int(rows - present),
-                "atoms": [float(a) for a in atoms[col]],
-                "edges": [float(e) for e in edges[col]],
-                "counts": [int(c) for c in binned[col]],
-                "quantiles": [float(f"{float(q):.6g}") for q in quantiles],
-            }
-        else:
-            value_counts, missing = first["categorical"][col]
-            features[col] = {
-                "kind": "categorical",
-                "rows": rows,
-                "missing": int(missing),
-                "counts": {
-                    str(k): int(v)
-                    for k, v in sorted(value_counts.items(), key=lambda kv: str(kv[0]))
-                },
-            }
-    return {"rows": rows, "bins": bins, "features": features}
+
+    def reduce(step: Callable[..., Any], combine: Callable[..., Any], *args: Any) -> Any:
+        return _tree([dask.delayed(step)(p, *args) for p in parts], combine)
+
+    def quantiles(extracts: dict[str, Extract], qs: dict[str, np.ndarray]) -> dict[str, Any]:
+        stats = order_statistics(frame, extracts, lambda name, n: quantile_ranks(n, qs[name]))
+        return {
+            name: [linear_quantile(n, q, found) for q in qs[name]] if n else []
+            for name, (n, found) in stats.items()
+        }
+
+    return data_profile(frame._meta, bins, (reduce, quantiles), frame.npartitions)
