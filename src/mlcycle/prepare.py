@@ -12,13 +12,23 @@ The order is fixed, and every step is counted in the report that becomes
 3. :func:`split` splits by source, stratified, by group or by time.
 4. Rows are then removed from the *training* split only, so a provider's test split (Adult's
    official one) stays complete and comparable with published figures:
-   :func:`drop_duplicates` (within train, and training rows whose features repeat a test row),
-   :func:`drop_conflicting_labels` (feature vectors seen with both labels) and
-   :func:`remove_outliers`. The test split is never filtered.
+   :func:`remove_training_repeats` (duplicates within train, training rows whose features
+   repeat a test row, feature vectors seen with both labels) and :func:`remove_outliers`. The
+   test split is never filtered.
+
+Each rule is written once, over a frame that is one partition of the data, with the reduction
+that combines partitions' results: :func:`clean_part` and :func:`sum_counts`,
+:func:`label_facts` and :func:`merge_label_facts`, :func:`remove_repeats` (on a partition that
+holds every row of its feature keys), :func:`outlier_flags` within :func:`outlier_bounds` from
+statistics of all rows, :func:`fit_forest` and :func:`forest_flags`. :func:`clean`,
+:func:`prepare` and the others here apply them to the whole frame as the one partition; the
+Dask engine (``engines/dask/prepare.py``) applies them partition by partition. Only the random,
+stratified and group splits differ between the engines (see :func:`split`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -377,37 +387,16 @@ def repeats_removed(
     return removed
 
 
-def _without_repeats(
-    train: pd.DataFrame, test: pd.DataFrame | None, target: str, duplicates: bool, conflicts: bool
+def remove_training_repeats(
+    train: pd.DataFrame, test: pd.DataFrame, target: str, duplicates: bool, conflicts: bool
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """:func:`remove_repeats` on whole splits (one partition)."""
+    """:func:`remove_repeats` on whole splits (one partition): afterwards, with
+    ``duplicates``, no feature vector is on both sides, so the test split measures unseen
+    rows. The test split itself is not changed."""
     features = [c for c in train.columns if c != target]
     keyed = train.assign(**{FEATURES_KEY: features_key(train, features)})
-    test_keys = pd.Series(dtype="uint64") if test is None else features_key(test, features)
-    out, counts = remove_repeats(keyed, test_keys, target, duplicates, conflicts)
+    out, counts = remove_repeats(keyed, features_key(test, features), target, duplicates, conflicts)
     return out.drop(columns=FEATURES_KEY), counts
-
-
-def drop_duplicates(
-    train: pd.DataFrame, test: pd.DataFrame, target: str
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Remove from ``train`` its exact duplicates and every row whose features repeat a test row.
-
-    Afterwards no feature vector is on both sides, so the test split measures unseen rows. The
-    test split itself is not changed.
-    """
-    out, counts = _without_repeats(train, test, target, duplicates=True, conflicts=False)
-    return out, {"within_train": counts["duplicates"], "matching_test": counts["matching_test"]}
-
-
-def drop_conflicting_labels(train: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
-    """Remove training rows whose feature vector also appears with the other label.
-
-    Such rows are label noise the model cannot fit; all rows of a conflicting feature vector
-    go, since which label is right is unknown.
-    """
-    out, counts = _without_repeats(train, None, target, duplicates=False, conflicts=True)
-    return out, counts["conflicting_labels"]
 
 
 # --- outliers -------------------------------------------------------------------------------
@@ -571,7 +560,8 @@ def remove_outliers(
 # --- split ----------------------------------------------------------------------------------
 
 
-def _check_columns(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> None:
+def check_split_columns(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> None:
+    """The columns ``prepare`` names (drops, group and time columns) must be in the data."""
     unknown_drop = sorted(set(cfg.drop_columns) - set(df.columns))
     if unknown_drop:
         raise PrepareError(f"prepare.drop_columns names unknown column(s) {unknown_drop}")
@@ -597,23 +587,28 @@ def check_sources(present: set[str], s: SplitConfig) -> None:
         )
 
 
-def _time_order(values: pd.Series, column: str) -> pd.Series:
-    """Sortable times: numbers and datetimes as they are, text parsed as dates."""
-    if values.isna().any():
-        rows = values.index[values.isna()][:5].tolist()
-        raise PrepareError(
-            f"prepare.split.time_column {column!r} is missing in {int(values.isna().sum())} "
-            f"row(s) (e.g. rows {rows}); a time split needs a time for every row"
-        )
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
-        return values
-    try:
-        return pd.to_datetime(values, utc=True)
-    except (ValueError, TypeError) as exc:
-        raise PrepareError(
-            f"prepare.split.time_column {column!r} holds values that are neither numbers nor "
-            f"dates: {exc}"
-        ) from exc
+def time_values(part: pd.DataFrame, column: str) -> np.ndarray:
+    """Sortable times of a partition (no missing values): integers, floats, or nanoseconds
+    since the epoch for datetimes and dates given as text."""
+    values = part[column]
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(dtype=np.int64)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64)
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        try:
+            values = pd.to_datetime(values, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise PrepareError(
+                f"prepare.split.time_column {column!r} holds values that are neither numbers "
+                f"nor dates: {exc}"
+            ) from exc
+    return np.asarray(values.dt.as_unit("ns").array.asi8, dtype=np.int64)
+
+
+def time_cut_rank(n: int, test_size: float) -> int:
+    """The rank (0-based) of the earliest test row's time in a time split of ``n`` rows."""
+    return n - max(1, math.ceil(n * test_size))
 
 
 def group_test_mask(groups: pd.Series, test_size: float, seed: int) -> np.ndarray:
@@ -649,9 +644,14 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
     are on one side; ``time`` puts the latest rows by ``time_column`` in the test split, with
     rows of the boundary time all in test, so every training row is older than every test row.
     Rows keep their order within each side.
+
+    ``random``, ``stratified`` and ``group`` draw over the whole frame here (scikit-learn's
+    ``train_test_split``, a seeded order of the groups); the Dask engine draws by a seeded
+    hash of each row instead, which needs no rows in one place and ignores partitioning.
+    Either way of drawing on the other engine would change that engine's splits.
     """
     s = cfg.split
-    _check_columns(df, cfg, target)
+    check_split_columns(df, cfg, target)
     if s.method == "by_source":
         check_sources(set(df[SOURCE_COLUMN].unique()), s)
         train = df[df[SOURCE_COLUMN].isin(s.train_sources)]
@@ -677,11 +677,15 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
         is_test = group_test_mask(df[s.group_column], s.test_size, s.seed)
         train, test = df.loc[~is_test], df.loc[is_test]
     elif s.method == "time":
-        when = _time_order(df[s.time_column], s.time_column)
-        ordered = when.sort_values(kind="stable")
-        n_test = max(1, int(np.ceil(len(df) * s.test_size)))
-        boundary = ordered.iloc[len(df) - n_test]
-        is_test = (when >= boundary).to_numpy()
+        missing = df[s.time_column].isna()
+        if missing.any():
+            raise PrepareError(
+                f"prepare.split.time_column {s.time_column!r} is missing in {int(missing.sum())} "
+                f"row(s) (e.g. rows {df.index[missing][:5].tolist()}); a time split needs a "
+                "time for every row"
+            )
+        when = time_values(df, s.time_column)
+        is_test = when >= np.sort(when)[time_cut_rank(len(df), s.test_size)]
         train, test = df.loc[~is_test], df.loc[is_test]
     else:
         raise PrepareError(f"prepare.split.method {s.method!r} is not supported")
@@ -715,7 +719,7 @@ def prepare(
 
     split_report: dict[str, Any] = {"method": cfg.split.method}
     if cfg.split.method != "by_source" and cfg.clean.drop_duplicates:
-        _check_columns(cleaned, cfg, target)
+        check_split_columns(cleaned, cfg, target)
         cleaned, n = dedupe(cleaned, model_columns(cleaned, cfg))
         split_report["duplicates_dropped_before_split"] = n
         say(f"dropped {n} duplicate rows before the {cfg.split.method} split")
@@ -728,7 +732,7 @@ def prepare(
     duplicates, conflicts = removes_repeats(cfg, objectives)
     removed: dict[str, Any] = {}
     if duplicates or conflicts:
-        train, counts = _without_repeats(train, test, target, duplicates, conflicts)
+        train, counts = remove_training_repeats(train, test, target, duplicates, conflicts)
         removed = repeats_removed(counts, duplicates, conflicts, say)
     train, outliers = remove_outliers(train, cfg.outliers, target)
     removed["outliers"] = outliers["removed"]

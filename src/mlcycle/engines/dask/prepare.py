@@ -1,8 +1,12 @@
-"""The prepare stage on the Dask engine: the local engine's steps, partition by partition.
+"""The prepare stage on the Dask engine: :mod:`mlcycle.prepare`'s rules, partition by
+partition. This module holds the plumbing (partitions, shuffles, reductions on the workers,
+order statistics) and the one rule of its own, the hash split (2.); every other rule is the
+local engine's, written once in the library.
 
-1. Cleaning runs on each partition with the local rules; whether a text column of numbers
-   becomes numeric is decided once, from counts over all partitions, so every partition
-   agrees. The target is checked from counts and (at most :data:`LABEL_LIMIT`) distinct labels.
+1. Cleaning runs on each partition (:func:`mlcycle.prepare.clean_part`); whether a text
+   column of numbers becomes numeric is decided once, from counts over all partitions, so
+   every partition agrees. The target is checked from counts and (at most
+   :data:`LABEL_LIMIT`) distinct labels.
 2. The split does not depend on partitioning or row order. ``random`` sends a row to test when
    the hash of its model columns (seeded by ``prepare.split.seed``) falls under ``test_size``,
    so the test share is ``test_size`` on average. ``stratified`` is exact per class: the
@@ -16,11 +20,13 @@
    labels) need equal rows in one place: the training rows are shuffled by a hash of their
    features (and the test split's feature hashes alike), so each partition holds every row of
    its hashes and the local rules apply to it exactly. Outliers: ``iqr`` quartiles are exact
-   order statistics and ``zscore`` uses the exact mean and standard deviation, so both flag
-   the local engine's rows; an isolation forest is fitted on a seeded sample of at most
-   :data:`FOREST_ROWS` rows (all of them below that) and scores every partition.
+   order statistics (the local engine's, bit for bit) and ``zscore`` uses Dask's mean and
+   standard deviation; an isolation forest is fitted on a seeded sample of at most
+   :data:`FOREST_ROWS` rows (all of them below that, as on the local engine) and scores every
+   partition.
 4. ``metrics/prepare.json`` has the local engine's keys and ``metrics/data_profile.json`` its
-   format (:func:`data_profile_dask`: exact counts, bins and edges; approximate quantiles).
+   format (:func:`data_profile_dask`: :func:`mlcycle.drift.profile`'s steps on every
+   partition; exact counts, bins and edges; approximate quantiles).
 
 Only counts, distinct labels, histograms and quantile sketches come back to this process; the
 rows stay on the workers until they are written as Parquet parts.
@@ -29,7 +35,6 @@ rows stay on the workers until they are written as Parquet parts.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -39,41 +44,13 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config, tasks
+from mlcycle import prepare as rules
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import dataset_rows, row_hash, unit_interval
 from mlcycle.drift import Extract, data_profile
 from mlcycle.engines.base import PreparedSplits, Say
 from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
-from mlcycle.prepare import (
-    FEATURES_KEY,
-    CleanReport,
-    PrepareError,
-    _check_columns,
-    check_label_facts,
-    check_sources,
-    check_target_column,
-    clean_part,
-    clean_report,
-    features_key,
-    fit_forest,
-    forest_flags,
-    label_facts,
-    merge_label_facts,
-    model_columns,
-    number_counts,
-    numeric_text_columns,
-    outlier_bounds,
-    outlier_columns,
-    outlier_flags,
-    outlier_report,
-    refuse_test_only_classes,
-    remove_repeats,
-    removes_repeats,
-    repeats_removed,
-    sum_counts,
-    task_labels,
-    text_columns,
-)
+from mlcycle.prepare import FEATURES_KEY, PrepareError
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -93,16 +70,16 @@ def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> N
     that, an error for binary and numeric multiclass targets)."""
     import dask
 
-    target, task = objectives.target, objectives.task
+    target, task, parts = objectives.target, objectives.task, cleaned.to_delayed()
     facts = _tree(
-        [dask.delayed(label_facts)(p[target], task, LABEL_LIMIT) for p in cleaned.to_delayed()],
-        functools.partial(merge_label_facts, limit=LABEL_LIMIT),
+        [dask.delayed(rules.label_facts)(p[target], task, LABEL_LIMIT) for p in parts],
+        functools.partial(rules.merge_label_facts, limit=LABEL_LIMIT),
     )
-    check_label_facts(facts, objectives)
+    rules.check_label_facts(facts, objectives)
 
 
 def _task_labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
-    return part.assign(**{target: task_labels(part[target], task)})
+    return part.assign(**{target: rules.task_labels(part[target], task)})
 
 
 # --- the split ---------------------------------------------------------------------------------
@@ -124,27 +101,8 @@ def _below_class_cut(part: pd.DataFrame, target: str, cuts: dict[str, float]) ->
     return part[SPLIT_UNIT] <= part[target].map(cuts).astype(np.float64)
 
 
-def _time_values(part: pd.DataFrame, column: str) -> np.ndarray:
-    """Sortable times (as :func:`mlcycle.prepare._time_order`): integers, floats, or
-    nanoseconds since the epoch for datetimes and dates given as text."""
-    values = part[column]
-    if pd.api.types.is_integer_dtype(values):
-        return values.to_numpy(dtype=np.int64)
-    if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype=np.float64)
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        try:
-            values = pd.to_datetime(values, utc=True)
-        except (ValueError, TypeError) as exc:
-            raise PrepareError(
-                f"prepare.split.time_column {column!r} holds values that are neither numbers "
-                f"nor dates: {exc}"
-            ) from exc
-    return np.asarray(values.dt.as_unit("ns").array.asi8, dtype=np.int64)
-
-
 def _from_time(part: pd.DataFrame, column: str, boundary: float) -> pd.Series:
-    return pd.Series(_time_values(part, column) >= boundary, index=part.index)
+    return pd.Series(rules.time_values(part, column) >= boundary, index=part.index)
 
 
 def split_dask(
@@ -154,7 +112,7 @@ def split_dask(
     (with the split hash column when the method uses one). See the module's docstring."""
     s = cfg.split
     if s.method == "by_source":
-        check_sources(set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str)), s)
+        rules.check_sources(set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str)), s)
         is_test = cleaned[SOURCE_COLUMN].isin(list(s.test_sources))
         return is_test, cleaned[SOURCE_COLUMN].isin(list(s.train_sources)), cleaned
     if s.method == "time":
@@ -166,10 +124,10 @@ def split_dask(
             )
 
         def boundary_rank(_name: str, n: int) -> list[int]:
-            return [n - max(1, math.ceil(n * s.test_size))] if n else []
+            return [rules.time_cut_rank(n, s.test_size)] if n else []
 
         stats = order_statistics(
-            cleaned, {"time": functools.partial(_time_values, column=s.time_column)},
+            cleaned, {"time": functools.partial(rules.time_values, column=s.time_column)},
             boundary_rank,
         )  # fmt: skip
         _, found = stats["time"]
@@ -178,7 +136,7 @@ def split_dask(
         boundary = next(iter(found.values()))
         is_test = cleaned.map_partitions(_from_time, s.time_column, boundary, meta=(None, bool))
         return is_test, ~is_test, cleaned
-    columns = model_columns(cleaned._meta, cfg)
+    columns = rules.model_columns(cleaned._meta, cfg)
     if s.method == "group":
         groups = cleaned[s.group_column].nunique(dropna=False).compute()
         if groups < 2:
@@ -221,7 +179,8 @@ def _removals(
 ) -> pd.DataFrame:
     """:func:`mlcycle.prepare.remove_repeats` on one partition holding every row of its
     feature keys, ordered by key; the counts ride along in the frame's attrs."""
-    train, counts = remove_repeats(train, test_keys[FEATURES_KEY], target, duplicates, conflicts)
+    keys = test_keys[FEATURES_KEY]
+    train, counts = rules.remove_repeats(train, keys, target, duplicates, conflicts)
     out = train.sort_values(FEATURES_KEY, kind="stable").drop(columns=FEATURES_KEY)
     out = out.reset_index(drop=True)
     out.attrs["counts"] = counts
@@ -229,7 +188,7 @@ def _removals(
 
 
 def _features_key(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    return part.assign(**{FEATURES_KEY: features_key(part, features).to_numpy()})
+    return part.assign(**{FEATURES_KEY: rules.features_key(part, features).to_numpy()})
 
 
 def remove_training_rows(
@@ -262,7 +221,7 @@ def remove_training_rows(
         for a, b in zip(tr.to_delayed(), te.to_delayed(), strict=True)
     ]
     futures = client.compute(pieces)
-    counts = sum_counts(client.gather(client.map(_attrs_counts, futures)))
+    counts = rules.sum_counts(client.gather(client.map(_attrs_counts, futures)))
     return dd.from_delayed(futures, meta=train._meta, verify_meta=False), counts
 
 
@@ -316,12 +275,14 @@ def remove_outliers_dask(
     if cfg.method == "none":
         report["removed"] = 0
         return train, report
-    columns = outlier_columns(train._meta, cfg, target)
+    columns = rules.outlier_columns(train._meta, cfg, target)
     if cfg.method in ("iqr", "zscore"):
-        bounds, skipped = outlier_bounds(cfg, columns, _outlier_stats(train, columns, cfg.method))
-        flags = train.map_partitions(outlier_flags, bounds, meta=outlier_flags(train._meta, bounds))
+        stats = _outlier_stats(train, columns, cfg.method)
+        bounds, skipped = rules.outlier_bounds(cfg, columns, stats)
+        meta = rules.outlier_flags(train._meta, bounds)
+        flags = train.map_partitions(rules.outlier_flags, bounds, meta=meta)
         counts = flags.sum().compute()
-        report["columns"] = outlier_report(columns, bounds, skipped, counts)
+        report["columns"] = rules.outlier_report(columns, bounds, skipped, counts)
         report["removed"] = int(counts["any"])
         return train[~flags["any"]], report
     rows = _rows(train)
@@ -331,12 +292,12 @@ def remove_outliers_dask(
         .map_partitions(_forest_sample, cfg.seed, share, meta=train[columns]._meta)
         .compute()
     )
-    forest, usable = fit_forest(sample, columns, cfg)
+    forest, usable = rules.fit_forest(sample, columns, cfg)
     report.update(columns=usable, contamination=cfg.contamination, removed=0)
     say(f"isolation forest fitted on {len(sample)} of {rows} training rows")
     if forest is None:
         return train, report
-    outlier = train.map_partitions(forest_flags, forest, usable, meta=(None, bool))
+    outlier = train.map_partitions(rules.forest_flags, forest, usable, meta=(None, bool))
     report["removed"] = int(outlier.sum().compute())
     return train[~outlier], report
 
@@ -357,7 +318,7 @@ def _rows(frame: dd.DataFrame) -> int:
 
 def clean_dask(
     ddf: dd.DataFrame, obj: config.Objectives, rows_in: int, client: Client
-) -> tuple[dd.DataFrame, CleanReport]:
+) -> tuple[dd.DataFrame, rules.CleanReport]:
     """:func:`mlcycle.prepare.clean` over every partition (persisted on the workers): which
     text columns become numbers is decided once, from counts over all partitions, so every
     partition agrees; the report's counts are summed over partitions."""
@@ -365,26 +326,51 @@ def clean_dask(
     import dask.dataframe as dd
 
     target = obj.target
-    text = text_columns(ddf._meta, target)
+    text = rules.text_columns(ddf._meta, target)
     tallies = ddf.map_partitions(
-        number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
+        rules.number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
     ).compute()
-    numeric = numeric_text_columns(tallies, target)
+    numeric = rules.numeric_text_columns(tallies, target)
     futures = client.compute(
-        [dask.delayed(clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
+        [dask.delayed(rules.clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
     )
     meta = ddf._meta.copy()
     for col in text:
         meta[col] = meta[col].astype("float64") if col in numeric else meta[col].astype("string")
     frames = client.map(operator.itemgetter(0), futures)
-    counts = sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
+    counts = rules.sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
     cleaned = dd.from_delayed(frames, meta=meta, verify_meta=False)
     del futures
     check_target_dask(cleaned, obj)
     label_meta = _task_labels(cleaned._meta, target, obj.task)
     cleaned = cleaned.map_partitions(_task_labels, target, obj.task, meta=label_meta).persist()
     missing, rows_out = dask.compute(cleaned.isna().sum(), cleaned.map_partitions(len).sum())
-    return cleaned, clean_report(counts, rows_in, int(rows_out), missing)
+    return cleaned, rules.clean_report(counts, rows_in, int(rows_out), missing)
+
+
+def _split_sides(
+    cleaned: dd.DataFrame, cfg: config.PrepareConfig, obj: config.Objectives, client: Client
+) -> tuple[dd.DataFrame, dd.DataFrame, int, int]:
+    """:func:`split_dask`'s train and test frames without the bookkeeping and dropped
+    columns, and their row counts; as the local split, no side may be empty and (for a
+    classification) no class may occur in the test split only."""
+    target = obj.target
+    is_test, is_train, frame = split_dask(cleaned, cfg, target)
+    drop = [c for c in (SOURCE_COLUMN, SPLIT_UNIT, *cfg.drop_columns) if c in frame.columns]
+    train = frame[is_train].drop(columns=drop)
+    test = frame[is_test].drop(columns=drop)
+    n_train, n_test = (int(n) for n in client.compute(
+        [train.map_partitions(len).sum(), test.map_partitions(len).sum()], sync=True
+    ))  # fmt: skip
+    if not n_train or not n_test:
+        raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
+    if tasks.get(obj.task).classification:
+        seen = set(train[target].drop_duplicates().compute())
+        test_counts = test[target].value_counts().compute()
+        rules.refuse_test_only_classes(
+            target, {str(k): int(v) for k, v in test_counts.items() if k not in seen}
+        )
+    return train, test, n_train, n_test
 
 
 def prepare_dask(
@@ -398,11 +384,10 @@ def prepare_dask(
     """Clean, split, remove training rows and write both splits as Parquet parts; the local
     engine's figures of every step, the target's make-up and the training split's profile."""
     cfg, obj = params.prepare, params.objectives
-    spec = tasks.get(obj.task)
     target = obj.target
     ddf = read_dataset(snapshot)
-    check_target_column(ddf.columns, target)
-    _check_columns(ddf._meta, cfg, target)
+    rules.check_target_column(ddf.columns, target)
+    rules.check_split_columns(ddf._meta, cfg, target)
     rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
 
@@ -415,41 +400,26 @@ def prepare_dask(
     s = cfg.split
     split_report: dict[str, Any] = {"method": s.method}
     if s.method != "by_source" and cfg.clean.drop_duplicates:
-        columns = model_columns(cleaned._meta, cfg)
+        columns = rules.model_columns(cleaned._meta, cfg)
         cleaned = cleaned.drop_duplicates(subset=columns, split_out=cleaned.npartitions).persist()
         n = report_clean.rows_out - _rows(cleaned)
         split_report["duplicates_dropped_before_split"] = n
         say(f"dropped {n} duplicate rows before the {s.method} split")
-    is_test, is_train, frame = split_dask(cleaned, cfg, target)
+    train, test, n_train, n_test = _split_sides(cleaned, cfg, obj, client)
     del cleaned  # a hash split holds its own copy on the workers
-    drop = [SOURCE_COLUMN, SPLIT_UNIT, *cfg.drop_columns]
-    drop = [c for c in drop if c in frame.columns]
-    train = frame[is_train].drop(columns=drop)
-    test = frame[is_test].drop(columns=drop)
-    n_train, n_test = (int(n) for n in client.compute(
-        [train.map_partitions(len).sum(), test.map_partitions(len).sum()], sync=True
-    ))  # fmt: skip
-    if not n_train or not n_test:
-        raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
-    if spec.classification:
-        seen = set(train[target].drop_duplicates().compute())
-        test_counts = test[target].value_counts().compute()
-        refuse_test_only_classes(
-            target, {str(k): int(v) for k, v in test_counts.items() if k not in seen}
-        )
     split_report.update(train_rows=n_train, test_rows=n_test)
     report["split"] = split_report
     say(f"{s.method} split: train {n_train} rows, test {n_test} rows")
 
     # 3. training-row removals, with equal feature vectors in one partition
-    duplicates, conflicts = removes_repeats(cfg, obj)
+    duplicates, conflicts = rules.removes_repeats(cfg, obj)
     nparts = partitions_for(n_train, params.engine)
     removed: dict[str, Any] = {}
     if duplicates or conflicts:
         train, counts = remove_training_rows(
             train, test, target, duplicates, conflicts, nparts, client
         )
-        removed = repeats_removed(counts, duplicates, conflicts, say)
+        removed = rules.repeats_removed(counts, duplicates, conflicts, say)
     else:
         train = train.repartition(npartitions=nparts).persist()
     train, outliers = remove_outliers_dask(train, cfg.outliers, target, say)
