@@ -160,14 +160,12 @@ def clean_part(
 def sum_counts(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of several partitions added up, key by key (one level of nested dicts)."""
     total: dict[str, Any] = {}
-    for item in items:
-        for key, value in item.items():
-            if isinstance(value, dict):
-                inner = total.setdefault(key, {})
-                for k, v in value.items():
-                    inner[k] = inner.get(k, 0) + v
-            else:
-                total[key] = total.get(key, 0) + value
+    for key, value in ((k, v) for item in items for k, v in item.items()):
+        if isinstance(value, dict):
+            inner = total.setdefault(key, {})
+            inner.update({k: inner.get(k, 0) + v for k, v in value.items()})
+        else:
+            total[key] = total.get(key, 0) + value
     return total
 
 
@@ -295,18 +293,10 @@ def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:
     return task_labels(labels, objectives.task)
 
 
-def check_classes(train: pd.DataFrame, test: pd.DataFrame, objectives: Objectives) -> None:
-    """Classification: every class of the test split must occur in the training split; a
-    model cannot predict a class it never saw, and its test score would be meaningless."""
-    if not tasks.get(objectives.task).classification:
-        return
-    target = objectives.target
-    only_test = test[target][~test[target].isin(set(train[target].unique()))]
-    refuse_test_only_classes(target, only_test.value_counts().to_dict())
-
-
 def refuse_test_only_classes(target: str, counts: dict[str, int]) -> None:
-    """The error for classes (``counts``: rows per class) that occur in the test split only."""
+    """Classification: every class of the test split must occur in the training split; a
+    model cannot predict a class it never saw, and its test score would be meaningless. The
+    error for classes (``counts``: rows per class) that occur in the test split only."""
     if counts:
         raise PrepareError(
             f"target {target!r}: class(es) {sorted(counts)} occur only in the test split "
@@ -471,16 +461,14 @@ def outlier_report(
 ) -> dict[str, Any]:
     """The per-column report: skipped, or rows removed (``flagged``, summed
     :func:`outlier_flags`) and the bounds."""
-    return {
-        col: skipped[col]
-        if col in skipped
-        else {
+    report = dict(skipped)
+    for col, (low, high) in bounds.items():
+        report[col] = {
             "removed": int(flagged[col]),
-            "lower": round(bounds[col][0], 6),
-            "upper": round(bounds[col][1], 6),
+            "lower": round(low, 6),
+            "upper": round(high, 6),
         }
-        for col in columns
-    }
+    return {col: report[col] for col in columns}
 
 
 def fit_forest(rows: pd.DataFrame, columns: list[str], cfg: OutliersConfig) -> tuple[Any, list]:
@@ -724,7 +712,9 @@ def prepare(
         split_report["duplicates_dropped_before_split"] = n
         say(f"dropped {n} duplicate rows before the {cfg.split.method} split")
     train, test = split(cleaned, cfg, target)
-    check_classes(train, test, objectives)
+    if tasks.get(objectives.task).classification:  # a class never seen cannot be predicted
+        only_test = test[target][~test[target].isin(set(train[target].unique()))]
+        refuse_test_only_classes(target, only_test.value_counts().to_dict())
     split_report.update(train_rows=len(train), test_rows=len(test))
     report["split"] = split_report
     say(f"{cfg.split.method} split: train {len(train)} rows, test {len(test)} rows")

@@ -334,9 +334,7 @@ def clean_dask(
     futures = client.compute(
         [dask.delayed(rules.clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
     )
-    meta = ddf._meta.copy()
-    for col in text:
-        meta[col] = meta[col].astype("float64") if col in numeric else meta[col].astype("string")
+    meta, _ = rules.clean_part(ddf._meta, text, numeric, target)
     frames = client.map(operator.itemgetter(0), futures)
     counts = rules.sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
     cleaned = dd.from_delayed(frames, meta=meta, verify_meta=False)
