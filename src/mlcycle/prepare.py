@@ -351,14 +351,14 @@ def remove_repeats(
     return train, counts
 
 
-def removes_repeats(cfg: PrepareConfig, objectives: Objectives) -> tuple[bool, bool]:
+def repeat_rules(cfg: PrepareConfig, objectives: Objectives) -> tuple[bool, bool]:
     """Whether training duplicates, and conflicting labels, are to be removed. A regression
     target varies for the same features by nature: it has no "conflicting labels"."""
     classification = tasks.get(objectives.task).classification
     return cfg.clean.drop_duplicates, cfg.clean.drop_conflicting_labels and classification
 
 
-def repeats_removed(
+def repeats_report(
     counts: dict[str, int], duplicates: bool, conflicts: bool, say: Callable[[str], None]
 ) -> dict[str, int]:
     """The report's ``train_removed`` entries of :func:`remove_repeats`' counts, each said."""
@@ -719,11 +719,11 @@ def prepare(
     report["split"] = split_report
     say(f"{cfg.split.method} split: train {len(train)} rows, test {len(test)} rows")
 
-    duplicates, conflicts = removes_repeats(cfg, objectives)
+    duplicates, conflicts = repeat_rules(cfg, objectives)
     removed: dict[str, Any] = {}
     if duplicates or conflicts:
         train, counts = remove_training_repeats(train, test, target, duplicates, conflicts)
-        removed = repeats_removed(counts, duplicates, conflicts, say)
+        removed = repeats_report(counts, duplicates, conflicts, say)
     train, outliers = remove_outliers(train, cfg.outliers, target)
     removed["outliers"] = outliers["removed"]
     if cfg.outliers.method != "none":

@@ -410,14 +410,14 @@ def prepare_dask(
     say(f"{s.method} split: train {n_train} rows, test {n_test} rows")
 
     # 3. training-row removals, with equal feature vectors in one partition
-    duplicates, conflicts = rules.removes_repeats(cfg, obj)
+    duplicates, conflicts = rules.repeat_rules(cfg, obj)
     nparts = partitions_for(n_train, params.engine)
     removed: dict[str, Any] = {}
     if duplicates or conflicts:
         train, counts = remove_training_rows(
             train, test, target, duplicates, conflicts, nparts, client
         )
-        removed = rules.repeats_removed(counts, duplicates, conflicts, say)
+        removed = rules.repeats_report(counts, duplicates, conflicts, say)
     else:
         train = train.repartition(npartitions=nparts).persist()
     train, outliers = remove_outliers_dask(train, cfg.outliers, target, say)
