@@ -351,38 +351,14 @@ def remove_repeats(
     return train, counts
 
 
-def repeat_rules(cfg: PrepareConfig, objectives: Objectives) -> tuple[bool, bool]:
-    """Whether training duplicates, and conflicting labels, are to be removed. A regression
-    target varies for the same features by nature: it has no "conflicting labels"."""
-    classification = tasks.get(objectives.task).classification
-    return cfg.clean.drop_duplicates, cfg.clean.drop_conflicting_labels and classification
-
-
-def repeats_report(
-    counts: dict[str, int], duplicates: bool, conflicts: bool, say: Callable[[str], None]
-) -> dict[str, int]:
-    """The report's ``train_removed`` entries of :func:`remove_repeats`' counts, each said."""
-    removed: dict[str, int] = {}
-    if duplicates:
-        removed["duplicates"] = counts["duplicates"]
-        removed["matching_test"] = counts["matching_test"]
-        say(
-            f"train: dropped {counts['duplicates']} duplicates and {counts['matching_test']} "
-            "rows repeating a test row's features"
-        )
-    if conflicts:
-        removed["conflicting_labels"] = counts["conflicting_labels"]
-        say(f"train: dropped {counts['conflicting_labels']} rows whose features appear with "
-            "both labels")  # fmt: skip
-    return removed
-
-
 def remove_training_repeats(
     train: pd.DataFrame, test: pd.DataFrame, target: str, duplicates: bool, conflicts: bool
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """:func:`remove_repeats` on whole splits (one partition): afterwards, with
     ``duplicates``, no feature vector is on both sides, so the test split measures unseen
-    rows. The test split itself is not changed."""
+    rows. The test split itself is not changed; asked for nothing, neither is ``train``."""
+    if not (duplicates or conflicts):
+        return train, {}
     features = [c for c in train.columns if c != target]
     keyed = train.assign(**{FEATURES_KEY: features_key(train, features)})
     out, counts = remove_repeats(keyed, features_key(test, features), target, duplicates, conflicts)
@@ -495,14 +471,10 @@ def _outlier_stats(
     """:func:`outlier_bounds`' statistics of whole columns: quartiles or mean and std."""
     stats: dict[str, tuple[float, float]] = {}
     for col in columns:
-        present = train[col].astype("float64").dropna()
-        if present.empty:
-            continue
-        if method == "iqr":
-            q1, q3 = (float(v) for v in present.quantile([0.25, 0.75]))
-            stats[col] = (q1, q3)
-        else:
-            stats[col] = (float(present.mean()), float(present.std(ddof=0)))
+        v = train[col].astype("float64").dropna()
+        if not v.empty:
+            a, b = v.quantile([0.25, 0.75]) if method == "iqr" else (v.mean(), v.std(ddof=0))
+            stats[col] = (float(a), float(b))
     return stats
 
 
@@ -689,45 +661,98 @@ def split(df: pd.DataFrame, cfg: PrepareConfig, target: str) -> tuple[pd.DataFra
 # --- the whole preparation ------------------------------------------------------------------
 
 
-def prepare(
-    snapshot: pd.DataFrame,
-    cfg: PrepareConfig,
-    objectives: Objectives,
-    progress: Callable[[str], None] | None = None,
-) -> Prepared:
-    """Clean, split, and remove duplicates, conflicting labels and outliers from train only.
+@dataclass(frozen=True)
+class Steps:
+    """How an engine runs each step of :func:`run_steps` on its data: whole pandas frames
+    (:data:`LOCAL`), or partitioned ones (the Dask engine's). ``split`` also returns both
+    sides' rows; ``repeats`` is given the training rows and removes nothing when asked for
+    nothing."""
 
-    ``progress`` receives one line per step. The report counts what every step did.
-    """
-    say = progress or (lambda _msg: None)
+    rows: Callable[[Any], int]
+    clean: Callable[[Any, Objectives], tuple[Any, CleanReport]]
+    dedupe: Callable[[Any, list[str]], Any]
+    split: Callable[[Any, PrepareConfig, Objectives], tuple[Any, Any, int, int]]
+    repeats: Callable[[Any, Any, str, bool, bool, int], tuple[Any, dict[str, int]]]
+    outliers: Callable[[Any, OutliersConfig, str, Callable[[str], None]], tuple[Any, dict]]
+
+
+def run_steps(
+    snapshot: Any, cfg: PrepareConfig, objectives: Objectives, steps: Steps, say: Callable
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Clean, split, and remove duplicates, conflicting labels and outliers from train only,
+    each step run by ``steps``; ``say`` receives one line per step. Returns the train and
+    test splits and the report of what every step did."""
     target = objectives.target
-    cleaned, clean_report = clean(snapshot, objectives)
+    cleaned, clean_report = steps.clean(snapshot, objectives)
     say(f"cleaned {clean_report.rows_in} rows; {clean_report.target_missing_dropped} unlabelled")
     report: dict[str, Any] = {"clean": asdict(clean_report)}
 
     split_report: dict[str, Any] = {"method": cfg.split.method}
     if cfg.split.method != "by_source" and cfg.clean.drop_duplicates:
         check_split_columns(cleaned, cfg, target)
-        cleaned, n = dedupe(cleaned, model_columns(cleaned, cfg))
+        cleaned = steps.dedupe(cleaned, model_columns(cleaned, cfg))
+        n = clean_report.rows_out - steps.rows(cleaned)
         split_report["duplicates_dropped_before_split"] = n
         say(f"dropped {n} duplicate rows before the {cfg.split.method} split")
-    train, test = split(cleaned, cfg, target)
-    if tasks.get(objectives.task).classification:  # a class never seen cannot be predicted
-        only_test = test[target][~test[target].isin(set(train[target].unique()))]
-        refuse_test_only_classes(target, only_test.value_counts().to_dict())
-    split_report.update(train_rows=len(train), test_rows=len(test))
+    train, test, n_train, n_test = steps.split(cleaned, cfg, objectives)
+    del cleaned  # a Dask hash split holds its own copy on the workers
+    split_report.update(train_rows=n_train, test_rows=n_test)
     report["split"] = split_report
-    say(f"{cfg.split.method} split: train {len(train)} rows, test {len(test)} rows")
+    say(f"{cfg.split.method} split: train {n_train} rows, test {n_test} rows")
 
-    duplicates, conflicts = repeat_rules(cfg, objectives)
+    # A regression target varies for the same features by nature: no "conflicting labels".
+    duplicates = cfg.clean.drop_duplicates
+    conflicts = cfg.clean.drop_conflicting_labels and tasks.get(objectives.task).classification
+    train, counts = steps.repeats(train, test, target, duplicates, conflicts, n_train)
     removed: dict[str, Any] = {}
-    if duplicates or conflicts:
-        train, counts = remove_training_repeats(train, test, target, duplicates, conflicts)
-        removed = repeats_report(counts, duplicates, conflicts, say)
-    train, outliers = remove_outliers(train, cfg.outliers, target)
+    if duplicates:
+        removed.update(duplicates=counts["duplicates"], matching_test=counts["matching_test"])
+        say(f"train: dropped {counts['duplicates']} duplicates and {counts['matching_test']} "
+            "rows repeating a test row's features")  # fmt: skip
+    if conflicts:
+        removed["conflicting_labels"] = counts["conflicting_labels"]
+        say(f"train: dropped {counts['conflicting_labels']} rows whose features appear with "
+            "both labels")  # fmt: skip
+    train, outliers = steps.outliers(train, cfg.outliers, target, say)
     removed["outliers"] = outliers["removed"]
     if cfg.outliers.method != "none":
         say(f"train: dropped {outliers['removed']} outliers ({cfg.outliers.method})")
     report["train_removed"] = removed
     report["outliers"] = outliers
+    return train, test, report
+
+
+def _split_checked(
+    df: pd.DataFrame, cfg: PrepareConfig, objectives: Objectives
+) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    train, test = split(df, cfg, objectives.target)
+    if tasks.get(objectives.task).classification:  # a class never seen cannot be predicted
+        target = objectives.target
+        only_test = test[target][~test[target].isin(set(train[target].unique()))]
+        refuse_test_only_classes(target, only_test.value_counts().to_dict())
+    return train, test, len(train), len(test)
+
+
+LOCAL = Steps(
+    rows=len,
+    clean=clean,
+    dedupe=lambda frame, columns: dedupe(frame, columns)[0],
+    split=_split_checked,
+    repeats=lambda train, test, target, duplicates, conflicts, _rows: remove_training_repeats(
+        train, test, target, duplicates, conflicts
+    ),
+    outliers=lambda train, cfg, target, _say: remove_outliers(train, cfg, target),
+)
+
+
+def prepare(
+    snapshot: pd.DataFrame,
+    cfg: PrepareConfig,
+    objectives: Objectives,
+    progress: Callable[[str], None] | None = None,
+) -> Prepared:
+    """:func:`run_steps` on the whole frame (the local engine). ``progress`` receives one line
+    per step."""
+    say = progress or (lambda _msg: None)
+    train, test, report = run_steps(snapshot, cfg, objectives, LOCAL, say)
     return Prepared(train.reset_index(drop=True), test.reset_index(drop=True), report)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -197,15 +196,21 @@ def remove_training_rows(
     target: str,
     duplicates: bool,
     conflicts: bool,
-    npartitions: int,
+    rows: int,
+    engine: config.EngineConfig,
     client: Client,
 ) -> tuple[dd.DataFrame, dict[str, int]]:
     """Drop training duplicates, rows repeating a test row's features and conflicting labels
-    (as :func:`mlcycle.prepare.drop_duplicates` and ``drop_conflicting_labels``), with both
-    splits shuffled by feature hash so equal feature vectors meet in one partition. Returns the
-    rest (held on the workers) and the summed counts."""
+    (:func:`mlcycle.prepare.remove_training_repeats`), with both splits shuffled by feature
+    hash so equal feature vectors meet in one partition. Returns the
+    rest (held on the workers, in partitions for ``rows`` rows) and the summed counts; without
+    removals, the training rows in those partitions."""
     import dask
     import dask.dataframe as dd
+
+    npartitions = partitions_for(rows, engine)
+    if not (duplicates or conflicts):
+        return train.repartition(npartitions=npartitions).persist(), {}
 
     features = [c for c in train.columns if c != target]
     tr = train.map_partitions(_features_key, features).shuffle(
@@ -221,12 +226,9 @@ def remove_training_rows(
         for a, b in zip(tr.to_delayed(), te.to_delayed(), strict=True)
     ]
     futures = client.compute(pieces)
-    counts = rules.sum_counts(client.gather(client.map(_attrs_counts, futures)))
+    attrs = client.gather(client.map(operator.attrgetter("attrs"), futures))
+    counts = rules.sum_counts([a["counts"] for a in attrs])
     return dd.from_delayed(futures, meta=train._meta, verify_meta=False), counts
-
-
-def _attrs_counts(frame: pd.DataFrame) -> dict[str, int]:
-    return frame.attrs["counts"]
 
 
 # --- outliers ----------------------------------------------------------------------------------
@@ -305,13 +307,6 @@ def remove_outliers_dask(
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def _target_summary(ddf: dd.DataFrame, target: str, obj: config.Objectives) -> dict[str, Any]:
-    """``target_summary`` of the local stage, from aggregates."""
-    import dask
-
-    return tasks.get(obj.task).target_summary(ddf[target], obj.positive_class, dask.compute)
-
-
 def _rows(frame: dd.DataFrame) -> int:
     return int(frame.map_partitions(len).sum().compute())
 
@@ -379,67 +374,42 @@ def prepare_dask(
     test_path: str,
     say: Say,
 ) -> PreparedSplits:
-    """Clean, split, remove training rows and write both splits as Parquet parts; the local
-    engine's figures of every step, the target's make-up and the training split's profile."""
+    """:func:`mlcycle.prepare.run_steps` on the workers; both splits written as Parquet parts;
+    the local engine's figures of every step, the target's make-up and the training split's
+    profile."""
+    import dask
+
     cfg, obj = params.prepare, params.objectives
-    target = obj.target
     ddf = read_dataset(snapshot)
-    rules.check_target_column(ddf.columns, target)
-    rules.check_split_columns(ddf._meta, cfg, target)
+    rules.check_target_column(ddf.columns, obj.target)
+    rules.check_split_columns(ddf._meta, cfg, obj.target)
     rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
-
-    # 1. cleaning
-    cleaned, report_clean = clean_dask(ddf, obj, rows_in, client)
-    say(f"cleaned {rows_in} rows; {report_clean.target_missing_dropped} unlabelled")
-    report: dict[str, Any] = {"clean": asdict(report_clean)}
-
-    # 2. the split
-    s = cfg.split
-    split_report: dict[str, Any] = {"method": s.method}
-    if s.method != "by_source" and cfg.clean.drop_duplicates:
-        columns = rules.model_columns(cleaned._meta, cfg)
-        cleaned = cleaned.drop_duplicates(subset=columns, split_out=cleaned.npartitions).persist()
-        n = report_clean.rows_out - _rows(cleaned)
-        split_report["duplicates_dropped_before_split"] = n
-        say(f"dropped {n} duplicate rows before the {s.method} split")
-    train, test, n_train, n_test = _split_sides(cleaned, cfg, obj, client)
-    del cleaned  # a hash split holds its own copy on the workers
-    split_report.update(train_rows=n_train, test_rows=n_test)
-    report["split"] = split_report
-    say(f"{s.method} split: train {n_train} rows, test {n_test} rows")
-
-    # 3. training-row removals, with equal feature vectors in one partition
-    duplicates, conflicts = rules.repeat_rules(cfg, obj)
-    nparts = partitions_for(n_train, params.engine)
-    removed: dict[str, Any] = {}
-    if duplicates or conflicts:
-        train, counts = remove_training_rows(
-            train, test, target, duplicates, conflicts, nparts, client
-        )
-        removed = rules.repeats_report(counts, duplicates, conflicts, say)
-    else:
-        train = train.repartition(npartitions=nparts).persist()
-    train, outliers = remove_outliers_dask(train, cfg.outliers, target, say)
-    removed["outliers"] = outliers["removed"]
-    if cfg.outliers.method != "none":
-        say(f"train: dropped {outliers['removed']} outliers ({cfg.outliers.method})")
-    report["train_removed"] = removed
-    report["outliers"] = outliers
-
-    # 4. the splits as Parquet parts, their figures and the training split's profile
-    rows_train = write_dataset(train_path, train, say)
-    rows_test = write_dataset(
-        test_path, test.repartition(npartitions=partitions_for(n_test, params.engine)), say
+    steps = rules.Steps(
+        rows=_rows,
+        clean=functools.partial(clean_dask, rows_in=rows_in, client=client),
+        dedupe=lambda frame, columns: frame.drop_duplicates(
+            subset=columns, split_out=frame.npartitions
+        ).persist(),
+        split=functools.partial(_split_sides, client=client),
+        repeats=functools.partial(remove_training_rows, engine=params.engine, client=client),
+        outliers=remove_outliers_dask,
     )
+    train, test, report = rules.run_steps(ddf, cfg, obj, steps, say)
+    n_test = partitions_for(report["split"]["test_rows"], params.engine)
+    rows_train = write_dataset(train_path, train, say)
+    rows_test = write_dataset(test_path, test.repartition(npartitions=n_test), say)
     written_train, written_test = read_dataset(train_path), read_dataset(test_path)
+    summary = functools.partial(
+        tasks.get(obj.task).target_summary, positive_class=obj.positive_class, compute=dask.compute
+    )
     return PreparedSplits(
         report=report,
-        train_rows_split=n_train,
+        train_rows_split=report["split"]["train_rows"],
         train_rows=rows_train,
-        train_target=_target_summary(written_train, target, obj),
+        train_target=summary(written_train[obj.target]),
         test_rows=rows_test,
-        test_target=_target_summary(written_test, target, obj),
+        test_target=summary(written_test[obj.target]),
         profile=data_profile_dask(written_train, params.monitor.bins),
     )
 
