@@ -20,10 +20,11 @@ Each rule is written once, over a frame that is one partition of the data, with 
 that combines partitions' results: :func:`clean_part` and :func:`sum_counts`,
 :func:`label_facts` and :func:`merge_label_facts`, :func:`remove_repeats` (on a partition that
 holds every row of its feature keys), :func:`outlier_flags` within :func:`outlier_bounds` from
-statistics of all rows, :func:`fit_forest` and :func:`forest_flags`. :func:`clean`,
-:func:`prepare` and the others here apply them to the whole frame as the one partition; the
-Dask engine (``engines/dask/prepare.py``) applies them partition by partition. Only the random,
-stratified and group splits differ between the engines (see :func:`split`).
+statistics of all rows, :func:`fit_forest` and :func:`forest_flags`. The order of the steps,
+the report and the progress lines are :func:`run_steps`, over an engine's :class:`Steps`:
+:data:`LOCAL` (:func:`prepare`) applies the rules to the whole frame as the one partition, the
+Dask engine (``engines/dask/prepare.py``) partition by partition. Only the random, stratified
+and group splits differ between the engines (see :func:`split`).
 """
 
 from __future__ import annotations
