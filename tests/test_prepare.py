@@ -21,11 +21,10 @@ from mlcycle.prepare import (
     MISSING_TOKENS,
     PrepareError,
     clean,
-    drop_conflicting_labels,
-    drop_duplicates,
     outlier_mask,
     prepare,
     remove_outliers,
+    remove_training_repeats,
     split,
 )
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
@@ -131,10 +130,10 @@ def test_drop_duplicates_within_train_and_rows_repeating_a_test_row() -> None:
         }
     )
     test = pd.DataFrame({"a": [3.0, 9.0, 9.0], "b": ["z", "q", "q"], "y": ["yes", "no", "no"]})
-    out, counts = drop_duplicates(train, test, "y")
+    out, counts = remove_training_repeats(train, test, "y", duplicates=True, conflicts=False)
     # Rows 1 and 6 repeat earlier rows (missing values count as equal); row 3 has a test row's
     # features, although with the other label.
-    assert counts == {"within_train": 2, "matching_test": 1}
+    assert counts == {"duplicates": 2, "matching_test": 1, "conflicting_labels": 0}
     assert out.index.tolist() == [0, 2, 4, 5]
     assert feature_tuples(out).isdisjoint(feature_tuples(test))
 
@@ -147,8 +146,9 @@ def test_drop_conflicting_labels_drops_every_row_of_a_conflicting_vector() -> No
             "y": ["yes", "no", "yes", "no", "no", "yes"],
         }
     )
-    out, n = drop_conflicting_labels(train, "y")
-    assert n == 3  # the three (1, x) rows; (2, y) is a duplicate with one label, kept
+    out, counts = remove_training_repeats(train, train, "y", duplicates=False, conflicts=True)
+    # the three (1, x) rows; (2, y) is a duplicate with one label, kept
+    assert counts == {"duplicates": 0, "matching_test": 0, "conflicting_labels": 3}
     assert out.index.tolist() == [3, 4, 5]
 
 

@@ -22,7 +22,8 @@ move of the missing share, and text arriving in a numeric input, are alarms of t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,25 +85,6 @@ def _bin_ids(values: np.ndarray, atoms: np.ndarray, edges: np.ndarray) -> np.nda
     return ids
 
 
-def numeric_bins(ref: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """PSI bins learnt from the reference: values that hold at least half a bin's share on
-    their own (the zero of a zero-inflated column, a default value) are bins of their own
-    ("atoms"); the rest is cut at its quantiles. Quantile edges alone collapse on such a
-    column: capital-gain is 92 % zeros, and every positive value fell into the zero's bin,
-    so a rise from 8 % to 54 % non-zero gave PSI 0. Returns (atoms, inner edges)."""
-    values, counts = np.unique(ref, return_counts=True)
-    heavy = counts >= len(ref) / (2 * bins)
-    atoms = values[heavy]
-    rest = ref[~np.isin(ref, atoms)]
-    n_bins = max(bins - len(atoms), 1)
-    edges = (
-        np.unique(np.quantile(rest, np.linspace(0, 1, n_bins + 1))[1:-1])
-        if len(rest)
-        else np.array([])
-    )
-    return atoms, edges
-
-
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
@@ -138,32 +120,209 @@ def _texts(values: pd.Series) -> pd.Series:
     return values.astype("string")
 
 
-def column_profile(values: pd.Series, kind: str, bins: int) -> dict[str, Any]:
-    """The reference summary of one column: rows, missing, and the value distribution."""
-    n = len(values)
-    if kind == "numeric":
-        numbers, _ = as_numbers(values)
-        present = np.sort(numbers[~np.isnan(numbers)])
-        atoms, edges = numeric_bins(present, bins) if len(present) else (np.array([]),) * 2
-        counts = np.bincount(_bin_ids(present, atoms, edges), minlength=len(atoms) + len(edges) + 1)
-        quantiles = np.quantile(present, np.linspace(0, 1, QUANTILES)) if len(present) else []
-        return {
-            "kind": "numeric",
-            "rows": n,
-            "missing": int(n - len(present)),
-            "atoms": [float(a) for a in atoms],
-            "edges": [float(e) for e in edges],
-            "counts": [int(c) for c in counts],
-            "quantiles": [float(q) for q in quantiles],
-        }
-    texts = _texts(values)
-    counts = texts.value_counts(dropna=True)
+# --- profiles: per-partition counts and their reductions --------------------------------------
+# A profile is built by :func:`profile` from per-partition steps and reductions; the local
+# engine runs them on the whole frame as its one partition (:func:`data_profile`), the Dask
+# engine on each partition, reducing the results on its workers.
+
+SKETCH_POINTS = 4001  # quantiles kept per partition when there are several (merge_sketches)
+Extract = Callable[[pd.DataFrame], np.ndarray]
+# reduce(step, combine, *args): ``step(partition, *args)`` of every partition, combined.
+Reduce = Callable[..., Any]
+# quantiles({name: extract}, {name: qs}): per name the "linear" quantiles qs of its values.
+Quantiles = Callable[[dict[str, Extract], dict[str, np.ndarray]], dict[str, Any]]
+
+
+def finite_numbers(part: pd.DataFrame, column: str) -> np.ndarray:
+    """A column's finite numbers, sorted (as :func:`as_numbers` reads them)."""
+    numbers = np.array(pd.to_numeric(part[column], errors="coerce"), dtype=float)
+    return np.sort(numbers[np.isfinite(numbers)])
+
+
+def numbers_except(part: pd.DataFrame, column: str, atoms: np.ndarray) -> np.ndarray:
+    """:func:`finite_numbers` that are not ``atoms``."""
+    values = finite_numbers(part, column)
+    return values[~np.isin(values, atoms)]
+
+
+def profile_counts(
+    part: pd.DataFrame, numeric: list[str], categorical: list[str], bins: int, grid: np.ndarray
+) -> dict[str, Any]:
+    """One partition's share of the profile: rows; per numeric column its present count, the
+    values heavy enough here to be atoms anywhere, and a quantile sketch at ``grid``; per
+    categorical column its value counts and missing count."""
+    out: dict[str, Any] = {"rows": len(part), "numeric": {}, "categorical": {}}
+    for col in numeric:
+        values = finite_numbers(part, col)
+        uniq, counts = np.unique(values, return_counts=True)
+        # A value holding under 1/(2 bins) of the present values in every partition holds
+        # under that share of all of them: only values heavy somewhere can be atoms.
+        heavy = uniq[counts >= len(values) / (2 * bins)] if len(values) else uniq
+        sketch = [(np.quantile(values, grid), len(values))] if len(values) else []
+        out["numeric"][col] = (len(values), heavy, sketch)
+    for col in categorical:
+        texts = _texts(part[col])
+        out["categorical"][col] = (texts.value_counts(dropna=True), int(texts.isna().sum()))
+    return out
+
+
+def merge_profile_counts(*parts: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`profile_counts` of the union of partitions (candidates and sketches kept)."""
+    out: dict[str, Any] = {"rows": sum(p["rows"] for p in parts), "numeric": {}, "categorical": {}}
+    for col in parts[0]["numeric"]:
+        items = [p["numeric"][col] for p in parts]
+        out["numeric"][col] = (
+            sum(i[0] for i in items),
+            np.unique(np.concatenate([i[1] for i in items])),
+            [s for i in items for s in i[2]],
+        )
+    for col in parts[0]["categorical"]:
+        items = [p["categorical"][col] for p in parts]
+        counts = pd.concat([i[0] for i in items]).groupby(level=0).sum()
+        out["categorical"][col] = (counts, sum(i[1] for i in items))
+    return out
+
+
+def value_counts_of(part: pd.DataFrame, wanted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per column, how often each of ``wanted[column]`` (sorted values) occurs here."""
+    out = {}
+    for col, values in wanted.items():
+        if not len(values):
+            out[col] = np.zeros(0, dtype=np.int64)
+            continue
+        present = finite_numbers(part, col)
+        at = np.searchsorted(values, present)
+        hit = (at < len(values)) & (values[np.minimum(at, len(values) - 1)] == present)
+        out[col] = np.bincount(at[hit], minlength=len(values))
+    return out
+
+
+def bin_counts(part: pd.DataFrame, bins: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Per column, the count of its values in each bin of its (atoms, edges)."""
     return {
-        "kind": "categorical",
-        "rows": n,
-        "missing": int(texts.isna().sum()),
-        "counts": {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))},
-    }
+        col: np.bincount(_bin_ids(finite_numbers(part, col), atoms, edges),
+                         minlength=len(atoms) + len(edges) + 1)
+        for col, (atoms, edges) in bins.items()
+    }  # fmt: skip
+
+
+def sum_arrays(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Partitions' arrays added up, key by key."""
+    return {k: np.sum([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def merge_sketches(
+    sketches: list[tuple[np.ndarray, int]], grid: np.ndarray, qs: np.ndarray
+) -> np.ndarray:
+    """Quantiles ``qs`` of the union of partitions, each summarised by its quantiles at
+    ``grid`` and its size: the smallest sketch value whose combined (size-weighted) CDF reaches
+    q. Each partition's CDF is known to 1/(len(grid) - 1), so each quantile's rank is off by at
+    most that share of all rows; the smallest and largest values are exact."""
+    xs = np.unique(np.concatenate([s for s, _ in sketches]))
+    total = sum(n for _, n in sketches)
+    cdf = np.zeros(len(xs))
+    for values, n in sketches:
+        at = np.searchsorted(values, xs, side="right") - 1  # the last grid point at or below x
+        cdf += n * np.where(at >= 0, grid[np.maximum(at, 0)], 0.0)
+    cdf /= total
+    cdf[-1] = 1.0
+    return xs[np.minimum(np.searchsorted(cdf, qs - 1e-12, side="left"), len(xs) - 1)]
+
+
+def profile(
+    meta: pd.DataFrame,
+    numeric: list[str],
+    bins: int,
+    reduce: Reduce,
+    quantiles: Quantiles,
+    partitions: int = 1,
+) -> dict[str, Any]:
+    """The profile of a data set of ``partitions`` partitions with ``meta``'s columns: every
+    column's summary (see :func:`column_profile`), ``numeric`` ones as numbers.
+
+    A numeric column's PSI bins are learnt from its values: values that hold at least half a
+    bin's share on their own (the zero of a zero-inflated column, a default value) are bins of
+    their own ("atoms"); the rest is cut at its quantiles. Quantile edges alone collapse on
+    such a column: capital-gain is 92 % zeros, and every positive value fell into the zero's
+    bin, so a rise from 8 % to 54 % non-zero gave PSI 0.
+
+    Counts, missing counts, atoms, bin edges and bin counts are exact (atoms from candidates
+    counted exactly, edges from exact quantiles). The 1,001 ``quantiles`` of a numeric column
+    are exact for one partition; for several they are merged from :data:`SKETCH_POINTS`
+    quantiles of each (:func:`merge_sketches`), each within 1/4,000 of the rows of its rank.
+    """
+    columns = [str(c) for c in meta.columns]
+    categorical = [c for c in columns if c not in numeric]
+    final_q = np.linspace(0, 1, QUANTILES)
+    grid = final_q if partitions == 1 else np.linspace(0, 1, SKETCH_POINTS)
+    first = reduce(profile_counts, merge_profile_counts, numeric, categorical, bins, grid)
+    rows, atoms, edges, binned = first["rows"], {}, {}, {}
+    if numeric:
+        candidates = {c: first["numeric"][c][1] for c in numeric}
+        counts = reduce(value_counts_of, sum_arrays, candidates)
+        atoms = {
+            c: candidates[c][counts[c] >= first["numeric"][c][0] / (2 * bins)] for c in numeric
+        }
+        # The other values are cut at their quantiles into the bins the atoms leave.
+        edge_q = {c: np.linspace(0, 1, max(bins - len(atoms[c]), 1) + 1) for c in numeric}
+        extracts = {c: functools.partial(numbers_except, column=c, atoms=atoms[c]) for c in numeric}
+        cuts = quantiles(extracts, edge_q)
+        edges = {c: np.unique(np.array(cuts[c][1:-1], dtype=float)) for c in numeric}
+        binned = reduce(bin_counts, sum_arrays, {c: (atoms[c], edges[c]) for c in numeric})
+    features: dict[str, Any] = {}
+    for col in columns:
+        if col in numeric:
+            present, _, sketches = first["numeric"][col]
+            if not present:
+                qs: Any = []
+            elif len(sketches) == 1 and grid is final_q:
+                qs = sketches[0][0]
+            else:
+                qs = merge_sketches(sketches, grid, final_q)
+            features[col] = {
+                "kind": "numeric",
+                "rows": rows,
+                "missing": int(rows - present),
+                "atoms": [float(a) for a in atoms[col]],
+                "edges": [float(e) for e in edges[col]],
+                "counts": [int(c) for c in binned[col]],
+                "quantiles": [float(q) for q in qs],
+            }
+        else:
+            value_counts, missing = first["categorical"][col]
+            features[col] = {
+                "kind": "categorical",
+                "rows": rows,
+                "missing": int(missing),
+                "counts": {
+                    str(k): int(v)
+                    for k, v in sorted(value_counts.items(), key=lambda kv: str(kv[0]))
+                },
+            }
+    return {"rows": rows, "bins": bins, "features": features}
+
+
+def whole_frame(frame: pd.DataFrame) -> tuple[Reduce, Quantiles]:
+    """:func:`profile`'s steps on ``frame`` as the one partition: each step once (the
+    reduction of a single result is that result) and numpy's exact quantiles."""
+
+    def reduce(step: Callable[..., Any], _combine: Callable[..., Any], *args: Any) -> Any:
+        return step(frame, *args)
+
+    def quantiles(extracts: dict[str, Extract], qs: dict[str, np.ndarray]) -> dict[str, Any]:
+        values = {name: extract(frame) for name, extract in extracts.items()}
+        return {name: np.quantile(v, qs[name]) if len(v) else [] for name, v in values.items()}
+
+    return reduce, quantiles
+
+
+def column_profile(values: pd.Series, kind: str, bins: int) -> dict[str, Any]:
+    """The reference summary of one column: rows, missing, and the value distribution: for
+    ``kind`` "numeric" its PSI bins (atoms and edges, see :func:`profile`), their counts and
+    1,001 quantiles; else its category counts."""
+    frame = values.to_frame(name="values")
+    numeric = ["values"] if kind == "numeric" else []
+    return profile(frame, numeric, bins, *whole_frame(frame))["features"]["values"]
 
 
 def prediction_columns(output: np.ndarray, signature: Signature, threshold: float | None) -> dict:
@@ -453,19 +612,26 @@ def as_dict(result: FeatureDrift) -> dict:
 # --- Training data between two revisions (``mlcycle report``) --------------------------------
 
 
-def data_profile(frame: pd.DataFrame, bins: int) -> dict[str, Any]:
+def data_profile(
+    frame: pd.DataFrame,
+    bins: int,
+    steps: tuple[Reduce, Quantiles] | None = None,
+    partitions: int = 1,
+) -> dict[str, Any]:
     """A split's profile, small enough for git: every column's :func:`column_profile` (numbers
     with 1,001 quantiles at 6 significant digits), so two revisions' training data can be
-    compared from git alone."""
-    features = {}
-    for name in frame.columns:
-        values = frame[name]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        prof = column_profile(values, "numeric" if numeric else "categorical", bins)
-        if numeric:
-            prof["quantiles"] = [float(f"{q:.6g}") for q in prof["quantiles"]]
-        features[str(name)] = prof
-    return {"rows": len(frame), "bins": bins, "features": features}
+    compared from git alone. ``steps`` run :func:`profile`'s steps over ``partitions``
+    partitions elsewhere (``frame`` is then their empty meta); by default on ``frame``."""
+    numeric = [
+        str(c)
+        for c in frame.columns
+        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    doc = profile(frame, numeric, bins, *(steps or whole_frame(frame)), partitions)
+    for name in numeric:
+        feature = doc["features"][name]
+        feature["quantiles"] = [float(f"{q:.6g}") for q in feature["quantiles"]]
+    return doc
 
 
 def _ecdf_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,8 +1,12 @@
-"""The prepare stage on the Dask engine: the local engine's steps, partition by partition.
+"""The prepare stage on the Dask engine: :mod:`mlcycle.prepare`'s rules, partition by
+partition. This module holds the plumbing (partitions, shuffles, reductions on the workers,
+order statistics) and the one rule of its own, the hash split (2.); every other rule is the
+local engine's, written once in the library.
 
-1. Cleaning runs on each partition with the local rules; whether a text column of numbers
-   becomes numeric is decided once, from counts over all partitions, so every partition
-   agrees. The target is checked from counts and (at most :data:`LABEL_LIMIT`) distinct labels.
+1. Cleaning runs on each partition (:func:`mlcycle.prepare.clean_part`); whether a text
+   column of numbers becomes numeric is decided once, from counts over all partitions, so
+   every partition agrees. The target is checked from counts and (at most
+   :data:`LABEL_LIMIT`) distinct labels.
 2. The split does not depend on partitioning or row order. ``random`` sends a row to test when
    the hash of its model columns (seeded by ``prepare.split.seed``) falls under ``test_size``,
    so the test share is ``test_size`` on average. ``stratified`` is exact per class: the
@@ -16,11 +20,13 @@
    labels) need equal rows in one place: the training rows are shuffled by a hash of their
    features (and the test split's feature hashes alike), so each partition holds every row of
    its hashes and the local rules apply to it exactly. Outliers: ``iqr`` quartiles are exact
-   order statistics and ``zscore`` uses the exact mean and standard deviation, so both flag
-   the local engine's rows; an isolation forest is fitted on a seeded sample of at most
-   :data:`FOREST_ROWS` rows (all of them below that) and scores every partition.
+   order statistics (the local engine's, bit for bit) and ``zscore`` uses Dask's mean and
+   standard deviation; an isolation forest is fitted on a seeded sample of at most
+   :data:`FOREST_ROWS` rows (all of them below that, as on the local engine) and scores every
+   partition.
 4. ``metrics/prepare.json`` has the local engine's keys and ``metrics/data_profile.json`` its
-   format (:func:`data_profile_dask`: exact counts, bins and edges; approximate quantiles).
+   format (:func:`data_profile_dask`: :func:`mlcycle.drift.profile`'s steps on every
+   partition; exact counts, bins and edges; approximate quantiles).
 
 Only counts, distinct labels, histograms and quantile sketches come back to this process; the
 rows stay on the workers until they are written as Parquet parts.
@@ -29,38 +35,26 @@ rows stay on the workers until they are written as Parquet parts.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlcycle import config, tasks
+from mlcycle import prepare as rules
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import dataset_rows, row_hash, unit_interval
+from mlcycle.drift import Extract, data_profile
 from mlcycle.engines.base import PreparedSplits, Say
 from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
-from mlcycle.prepare import (
-    CLASSES_HINT,
-    MISSING_TOKENS,
-    NUMERIC_SHARE,
-    CleanReport,
-    PrepareError,
-    _check_columns,
-    _is_text,
-    check_target,
-    model_columns,
-    outlier_columns,
-)
+from mlcycle.prepare import FEATURES_KEY, PrepareError
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
 
-FEATURES_HASH = "__features_hash"
 SPLIT_UNIT = "__split_unit"
 FOREST_ROWS = 100_000
 LABEL_LIMIT = 10_000  # distinct target labels brought to the driver for the target's checks
@@ -69,122 +63,22 @@ LABEL_LIMIT = 10_000  # distinct target labels brought to the driver for the tar
 # --- cleaning ----------------------------------------------------------------------------------
 
 
-def _text_columns(meta: pd.DataFrame, target: str) -> list[str]:
-    return [c for c in meta.columns if c != SOURCE_COLUMN and (_is_text(meta[c]) or c == target)]
-
-
-def _number_counts(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Per text column: cells present after stripping and tokens, and how many are numbers."""
-    rows = []
-    for col in columns:
-        text = part[col].astype("string").str.strip()
-        present = text[text.notna() & ~text.isin(MISSING_TOKENS)]
-        parsed = int(pd.to_numeric(present, errors="coerce").notna().sum())
-        rows.append((col, len(present), parsed))
-    return pd.DataFrame(rows, columns=["column", "present", "parsed"])
-
-
-def _clean_part(
-    part: pd.DataFrame, columns: list[str], coerce: set[str], target: str
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """:func:`mlcycle.prepare.clean` on one partition, with the numeric columns decided."""
-    counts: dict[str, dict[str, int]] = {
-        "whitespace_stripped": {},
-        "missing_tokens": {},
-        "coerced_to_number": {},
-        "not_a_number": {},
-    }
-    out = part.copy()
-    for col in columns:
-        text = out[col].astype("string")
-        stripped = text.str.strip()
-        changed = int((stripped != text).fillna(False).sum())
-        if changed:
-            counts["whitespace_stripped"][col] = changed
-        token = stripped.isin(MISSING_TOKENS) & stripped.notna()
-        if token.any():
-            counts["missing_tokens"][col] = int(token.sum())
-            stripped = stripped.mask(token)
-        if col in coerce:
-            numbers = pd.to_numeric(stripped, errors="coerce")
-            parsed = int(numbers.notna().sum())
-            if parsed:
-                counts["coerced_to_number"][col] = parsed
-            bad = int(stripped.notna().sum()) - parsed
-            if bad:
-                counts["not_a_number"][col] = bad
-            out[col] = numbers.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            out[col] = stripped
-    keep = out[target].notna()
-    out = out.loc[keep]
-    counts["target_missing_dropped"] = int((~keep).sum())
-    return out, counts
-
-
-def _label_facts(part: pd.DataFrame, target: str, task: str) -> dict[str, Any]:
-    """What the target's checks need from one partition: for regression the values that are
-    not numbers (count, a few examples); else its distinct labels (at most LABEL_LIMIT + 1)
-    and whether all are numbers."""
-    labels = part[target]
-    if not tasks.get(task).classification:
-        numbers = pd.to_numeric(labels, errors="coerce").astype(np.float64)
-        bad = numbers.isna() | ~np.isfinite(numbers)
-        examples = sorted({str(v) for v in labels[bad].head(100)})[:5]
-        return {"rows": len(labels), "bad": int(bad.sum()), "examples": examples}
-    text = labels.astype(str)
-    distinct = sorted(text.unique().tolist())[: LABEL_LIMIT + 1]
-    numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
-    return {"labels": distinct, "numeric": numeric}
-
-
-def _merge_label_facts(*parts: dict[str, Any]) -> dict[str, Any]:
-    if "bad" in parts[0]:
-        examples = sorted({e for p in parts for e in p["examples"]})[:5]
-        return {"rows": sum(p["rows"] for p in parts), "bad": sum(p["bad"] for p in parts),
-                "examples": examples}  # fmt: skip
-    labels = sorted({label for p in parts for label in p["labels"]})[: LABEL_LIMIT + 1]
-    return {"labels": labels, "numeric": all(p["numeric"] for p in parts)}
-
-
 def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> None:
     """:func:`mlcycle.prepare.check_target`'s rules and messages over every partition, from
-    per-partition facts: the same errors as the local engine (for more than
-    :data:`LABEL_LIMIT` distinct labels, an error for binary and numeric multiclass targets)."""
+    per-partition facts (at most :data:`LABEL_LIMIT` distinct labels come to the driver; above
+    that, an error for binary and numeric multiclass targets)."""
     import dask
 
-    target, task = objectives.target, objectives.task
+    target, task, parts = objectives.target, objectives.task, cleaned.to_delayed()
     facts = _tree(
-        [dask.delayed(_label_facts)(p, target, task) for p in cleaned.to_delayed()],
-        _merge_label_facts,
+        [dask.delayed(rules.label_facts)(p[target], task, LABEL_LIMIT) for p in parts],
+        functools.partial(rules.merge_label_facts, limit=LABEL_LIMIT),
     )
-    spec = tasks.get(task)
-    if not spec.classification:
-        if facts["bad"]:
-            raise PrepareError(
-                f"target {target!r} is not numeric: {facts['bad']} of {facts['rows']} values "
-                f"are not numbers (e.g. {facts['examples']}); regression needs numbers. "
-                f"{CLASSES_HINT}"
-            )
-        return
-    labels = facts["labels"]
-    if len(labels) <= LABEL_LIMIT:
-        check_target(pd.Series(labels, dtype=object), objectives)
-        return
-    hint = spec.many_labels_hint(facts["numeric"])
-    if hint:
-        raise PrepareError(
-            f"target {target!r} holds more than {LABEL_LIMIT} distinct values "
-            f"(e.g. {labels[:20]}); {hint}"
-        )
+    rules.check_label_facts(facts, objectives)
 
 
-def _labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
-    """The target as the task needs it (checked already): float64 numbers or text labels."""
-    if not tasks.get(task).classification:
-        values = pd.to_numeric(part[target], errors="coerce").astype(np.float64)
-        return part.assign(**{target: values})
-    return part.assign(**{target: part[target].astype(str)})
+def _task_labels(part: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
+    return part.assign(**{target: rules.task_labels(part[target], task)})
 
 
 # --- the split ---------------------------------------------------------------------------------
@@ -206,27 +100,8 @@ def _below_class_cut(part: pd.DataFrame, target: str, cuts: dict[str, float]) ->
     return part[SPLIT_UNIT] <= part[target].map(cuts).astype(np.float64)
 
 
-def _time_values(part: pd.DataFrame, column: str) -> np.ndarray:
-    """Sortable times (as :func:`mlcycle.prepare._time_order`): integers, floats, or
-    nanoseconds since the epoch for datetimes and dates given as text."""
-    values = part[column]
-    if pd.api.types.is_integer_dtype(values):
-        return values.to_numpy(dtype=np.int64)
-    if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype=np.float64)
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        try:
-            values = pd.to_datetime(values, utc=True)
-        except (ValueError, TypeError) as exc:
-            raise PrepareError(
-                f"prepare.split.time_column {column!r} holds values that are neither numbers "
-                f"nor dates: {exc}"
-            ) from exc
-    return np.asarray(values.dt.as_unit("ns").array.asi8, dtype=np.int64)
-
-
 def _from_time(part: pd.DataFrame, column: str, boundary: float) -> pd.Series:
-    return pd.Series(_time_values(part, column) >= boundary, index=part.index)
+    return pd.Series(rules.time_values(part, column) >= boundary, index=part.index)
 
 
 def split_dask(
@@ -236,13 +111,7 @@ def split_dask(
     (with the split hash column when the method uses one). See the module's docstring."""
     s = cfg.split
     if s.method == "by_source":
-        present = set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str))
-        unknown = present - set(s.train_sources) - set(s.test_sources)
-        if unknown:
-            raise PrepareError(
-                f"sources {sorted(unknown)} are in the snapshot but neither in "
-                "prepare.split.train_sources nor test_sources"
-            )
+        rules.check_sources(set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str)), s)
         is_test = cleaned[SOURCE_COLUMN].isin(list(s.test_sources))
         return is_test, cleaned[SOURCE_COLUMN].isin(list(s.train_sources)), cleaned
     if s.method == "time":
@@ -254,10 +123,10 @@ def split_dask(
             )
 
         def boundary_rank(_name: str, n: int) -> list[int]:
-            return [n - max(1, math.ceil(n * s.test_size))] if n else []
+            return [rules.time_cut_rank(n, s.test_size)] if n else []
 
         stats = order_statistics(
-            cleaned, {"time": functools.partial(_time_values, column=s.time_column)},
+            cleaned, {"time": functools.partial(rules.time_values, column=s.time_column)},
             boundary_rank,
         )  # fmt: skip
         _, found = stats["time"]
@@ -266,7 +135,7 @@ def split_dask(
         boundary = next(iter(found.values()))
         is_test = cleaned.map_partitions(_from_time, s.time_column, boundary, meta=(None, bool))
         return is_test, ~is_test, cleaned
-    columns = model_columns(cleaned._meta, cfg)
+    columns = rules.model_columns(cleaned._meta, cfg)
     if s.method == "group":
         groups = cleaned[s.group_column].nunique(dropna=False).compute()
         if groups < 2:
@@ -305,84 +174,61 @@ def split_dask(
 
 
 def _removals(
-    train: pd.DataFrame, test_hashes: pd.DataFrame, target: str, dedupe: bool, conflicts: bool
+    train: pd.DataFrame, test_keys: pd.DataFrame, target: str, duplicates: bool, conflicts: bool
 ) -> pd.DataFrame:
-    """The local engine's removals on one partition holding every row of its feature hashes;
-    the counts ride along in the frame's attrs."""
-    counts = {"duplicates": 0, "matching_test": 0, "conflicting_labels": 0}
-    columns = [c for c in train.columns if c != FEATURES_HASH]
-    if dedupe:
-        dup = train.duplicated(subset=columns, keep="first")
-        counts["duplicates"] = int(dup.sum())
-        train = train.loc[~dup]
-        seen = set(test_hashes[FEATURES_HASH].tolist())
-        in_test = train[FEATURES_HASH].isin(seen).to_numpy()
-        counts["matching_test"] = int(in_test.sum())
-        train = train.loc[~in_test]
-    if conflicts:
-        labels = train.groupby(FEATURES_HASH)[target].nunique()
-        bad = train[FEATURES_HASH].isin(labels.index[labels > 1]).to_numpy()
-        counts["conflicting_labels"] = int(bad.sum())
-        train = train.loc[~bad]
-    out = train.sort_values(FEATURES_HASH, kind="stable").drop(columns=FEATURES_HASH)
+    """:func:`mlcycle.prepare.remove_repeats` on one partition holding every row of its
+    feature keys, ordered by key; the counts ride along in the frame's attrs."""
+    keys = test_keys[FEATURES_KEY]
+    train, counts = rules.remove_repeats(train, keys, target, duplicates, conflicts)
+    out = train.sort_values(FEATURES_KEY, kind="stable").drop(columns=FEATURES_KEY)
     out = out.reset_index(drop=True)
     out.attrs["counts"] = counts
     return out
 
 
-def _features_hash(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    return part.assign(**{FEATURES_HASH: row_hash(part[features], 0, "features").to_numpy()})
+def _features_key(part: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    return part.assign(**{FEATURES_KEY: rules.features_key(part, features).to_numpy()})
 
 
 def remove_training_rows(
     train: dd.DataFrame,
     test: dd.DataFrame,
     target: str,
-    dedupe: bool,
+    duplicates: bool,
     conflicts: bool,
-    npartitions: int,
+    rows: int,
+    engine: config.EngineConfig,
     client: Client,
 ) -> tuple[dd.DataFrame, dict[str, int]]:
     """Drop training duplicates, rows repeating a test row's features and conflicting labels
-    (as :func:`mlcycle.prepare.drop_duplicates` and ``drop_conflicting_labels``), with both
-    splits shuffled by feature hash so equal feature vectors meet in one partition. Returns the
-    rest (held on the workers) and the summed counts."""
+    (:func:`mlcycle.prepare.remove_training_repeats`), with both splits shuffled by feature
+    hash so equal feature vectors meet in one partition. Returns the
+    rest (held on the workers, in partitions for ``rows`` rows) and the summed counts; without
+    removals, the training rows in those partitions."""
     import dask
     import dask.dataframe as dd
 
+    npartitions = partitions_for(rows, engine)
+    if not (duplicates or conflicts):
+        return train.repartition(npartitions=npartitions).persist(), {}
+
     features = [c for c in train.columns if c != target]
-    tr = train.map_partitions(_features_hash, features).shuffle(
-        on=FEATURES_HASH, npartitions=npartitions
+    tr = train.map_partitions(_features_key, features).shuffle(
+        on=FEATURES_KEY, npartitions=npartitions
     )
     te = (
         test[features]
-        .map_partitions(_features_hash, features)[[FEATURES_HASH]]
-        .shuffle(on=FEATURES_HASH, npartitions=npartitions)
+        .map_partitions(_features_key, features)[[FEATURES_KEY]]
+        .shuffle(on=FEATURES_KEY, npartitions=npartitions)
     )
     pieces = [
-        dask.delayed(_removals)(a, b, target, dedupe, conflicts)
+        dask.delayed(_removals)(a, b, target, duplicates, conflicts)
         for a, b in zip(tr.to_delayed(), te.to_delayed(), strict=True)
     ]
     futures = client.compute(pieces)
-    counts = _sum_counts(client.gather(client.map(_attrs_counts, futures)))
+    attrs = client.gather(client.map(operator.attrgetter("attrs"), futures))
+    counts = rules.sum_counts([a["counts"] for a in attrs])
     return dd.from_delayed(futures, meta=train._meta, verify_meta=False), counts
-
-
-def _attrs_counts(frame: pd.DataFrame) -> dict[str, int]:
-    return frame.attrs["counts"]
-
-
-def _sum_counts(items: list[dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {}
-    for item in items:
-        for key, value in item.items():
-            if isinstance(value, dict):
-                inner = total.setdefault(key, {})
-                for k, v in value.items():
-                    inner[k] = inner.get(k, 0) + v
-            else:
-                total[key] = total.get(key, 0) + value
-    return total
 
 
 # --- outliers ----------------------------------------------------------------------------------
@@ -393,112 +239,72 @@ def _float_values(part: pd.DataFrame, column: str) -> np.ndarray:
     return values[~np.isnan(values)]
 
 
-def _flags(part: pd.DataFrame, bounds: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    out = pd.DataFrame(index=part.index)
-    for col, (low, high) in bounds.items():
-        v = part[col].astype("float64")
-        out[col] = ((v < low) | (v > high)).fillna(False).astype(bool)
-    out["any"] = out.any(axis=1) if bounds else False
-    return out
-
-
 def _forest_sample(part: pd.DataFrame, seed: int, share: float) -> pd.DataFrame:
     return part[unit_interval(row_hash(part, seed, "sample")) < share]
 
 
-def _forest_flags(part: pd.DataFrame, forest: Any, usable: list[str]) -> pd.Series:
-    flagged = forest.predict(part[usable].astype("float64").to_numpy()) == -1
-    return pd.Series(flagged, index=part.index)
+def _outlier_stats(
+    train: dd.DataFrame, columns: list[str], method: str
+) -> dict[str, tuple[float, float]]:
+    """:func:`mlcycle.prepare.outlier_bounds`' statistics from aggregates: exact quartiles
+    (order statistics, bit for bit the local engine's) or dask's mean and standard deviation."""
+    import dask
+
+    stats: dict[str, tuple[float, float]] = {}
+    if method == "iqr":
+        extracts = {c: functools.partial(_float_values, column=c) for c in columns}
+        found = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)))
+        for col, (n, ranks) in found.items():
+            if n:
+                stats[col] = (linear_quantile(n, 0.25, ranks), linear_quantile(n, 0.75, ranks))
+        return stats
+    values = {c: train[c].astype("float64") for c in columns}
+    moments = dask.compute({c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()})
+    for col, (n, mean, std) in moments[0].items():
+        if n:
+            stats[col] = (float(mean), float(std))
+    return stats
 
 
 def remove_outliers_dask(
     train: dd.DataFrame, cfg: config.OutliersConfig, target: str, say: Callable[[str], None]
 ) -> tuple[dd.DataFrame, dict[str, Any]]:
-    """:func:`mlcycle.prepare.remove_outliers` with bounds from aggregates: exact quartiles
-    (order statistics) for ``iqr``, exact mean and standard deviation for ``zscore``; an
-    isolation forest fitted on a seeded sample of at most :data:`FOREST_ROWS` rows."""
-    import dask
-
+    """:func:`mlcycle.prepare.remove_outliers`, partition by partition, with bounds from
+    aggregates (:func:`_outlier_stats`). The isolation forest is fitted on a seeded sample of
+    at most :data:`FOREST_ROWS` rows (all of them below that, as on the local engine), so that
+    the rows need not come to one process; above it the forest differs from the local one."""
     report: dict[str, Any] = {"method": cfg.method}
     if cfg.method == "none":
         report["removed"] = 0
         return train, report
-    columns = outlier_columns(train._meta, cfg, target)
+    columns = rules.outlier_columns(train._meta, cfg, target)
     if cfg.method in ("iqr", "zscore"):
-        per_column: dict[str, Any] = {}
-        limits: dict[str, tuple[float, float, float]] = {}  # low, high, spread
-        if cfg.method == "iqr":
-            extracts = {c: functools.partial(_float_values, column=c) for c in columns}
-            stats = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)))
-            for col in columns:
-                n, found = stats[col]
-                if not n:
-                    continue
-                q1, q3 = linear_quantile(n, 0.25, found), linear_quantile(n, 0.75, found)
-                spread = q3 - q1
-                limits[col] = (q1 - cfg.iqr_k * spread, q3 + cfg.iqr_k * spread, spread)
-        else:
-            values = {c: train[c].astype("float64") for c in columns}
-            moments = dask.compute(
-                {c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()}
-            )[0]
-            for col, (n, mean, std) in moments.items():
-                if n:
-                    mean, std = float(mean), float(std)
-                    limits[col] = (mean - cfg.zscore * std, mean + cfg.zscore * std, std)
-        reason = "zero IQR" if cfg.method == "iqr" else "zero standard deviation"
-        bounds: dict[str, tuple[float, float]] = {}
-        for col in columns:
-            if col not in limits:
-                per_column[col] = {"skipped": "no values"}
-            elif limits[col][2] == 0.0:
-                per_column[col] = {"skipped": reason}
-            else:
-                bounds[col] = limits[col][:2]
-        meta = pd.DataFrame({**{c: pd.Series(dtype=bool) for c in bounds}, "any": []}).astype(bool)
-        flags = train.map_partitions(_flags, bounds, meta=meta)
+        stats = _outlier_stats(train, columns, cfg.method)
+        bounds, skipped = rules.outlier_bounds(cfg, columns, stats)
+        meta = rules.outlier_flags(train._meta, bounds)
+        flags = train.map_partitions(rules.outlier_flags, bounds, meta=meta)
         counts = flags.sum().compute()
-        for col, (low, high) in bounds.items():
-            per_column[col] = {
-                "removed": int(counts[col]),
-                "lower": round(low, 6),
-                "upper": round(high, 6),
-            }
-        report["columns"] = {c: per_column[c] for c in columns}
+        report["columns"] = rules.outlier_report(columns, bounds, skipped, counts)
         report["removed"] = int(counts["any"])
         return train[~flags["any"]], report
-    from sklearn.ensemble import IsolationForest
-
-    rows = int(train.map_partitions(len).sum().compute())
+    rows = _rows(train)
     share = min(1.0, FOREST_ROWS / max(rows, 1))
     sample = (
         train[columns]
         .map_partitions(_forest_sample, cfg.seed, share, meta=train[columns]._meta)
         .compute()
     )
-    usable = [c for c in columns if sample[c].notna().any()]
-    report["columns"] = usable
+    forest, usable = rules.fit_forest(sample, columns, cfg)
+    report.update(columns=usable, contamination=cfg.contamination, removed=0)
     say(f"isolation forest fitted on {len(sample)} of {rows} training rows")
-    if not usable or len(sample) < 2:
-        report["contamination"] = cfg.contamination
-        report["removed"] = 0
+    if forest is None:
         return train, report
-    forest = IsolationForest(contamination=cfg.contamination, random_state=cfg.seed)
-    forest.fit(sample[usable].astype("float64").to_numpy())
-    outlier = train.map_partitions(_forest_flags, forest, usable, meta=(None, bool))
-    report["contamination"] = cfg.contamination
+    outlier = train.map_partitions(rules.forest_flags, forest, usable, meta=(None, bool))
     report["removed"] = int(outlier.sum().compute())
     return train[~outlier], report
 
 
 # --- the stage -----------------------------------------------------------------------------------
-
-
-def _target_summary(ddf: dd.DataFrame, target: str, obj: config.Objectives) -> dict[str, Any]:
-    """``target_summary`` of the local stage, from aggregates."""
-    import dask
-
-    return tasks.get(obj.task).target_summary(ddf[target], obj.positive_class, dask.compute)
 
 
 def _rows(frame: dd.DataFrame) -> int:
@@ -507,52 +313,57 @@ def _rows(frame: dd.DataFrame) -> int:
 
 def clean_dask(
     ddf: dd.DataFrame, obj: config.Objectives, rows_in: int, client: Client
-) -> tuple[dd.DataFrame, CleanReport]:
-    """:func:`mlcycle.prepare.clean` over every partition (persisted on the workers), with the
-    local engine's report: counts summed over partitions."""
+) -> tuple[dd.DataFrame, rules.CleanReport]:
+    """:func:`mlcycle.prepare.clean` over every partition (persisted on the workers): which
+    text columns become numbers is decided once, from counts over all partitions, so every
+    partition agrees; the report's counts are summed over partitions."""
     import dask
     import dask.dataframe as dd
 
     target = obj.target
-    text = _text_columns(ddf._meta, target)
+    text = rules.text_columns(ddf._meta, target)
     tallies = ddf.map_partitions(
-        _number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
+        rules.number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
     ).compute()
-    tallies = tallies.groupby("column")[["present", "parsed"]].sum()
-    coerce = {
-        c
-        for c in text
-        if c != target
-        and tallies.loc[c, "present"]
-        and tallies.loc[c, "parsed"] / tallies.loc[c, "present"] >= NUMERIC_SHARE
-    }
+    numeric = rules.numeric_text_columns(tallies, target)
     futures = client.compute(
-        [dask.delayed(_clean_part)(p, text, coerce, target) for p in ddf.to_delayed()]
+        [dask.delayed(rules.clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
     )
-    meta = ddf._meta.copy()
-    for col in text:
-        meta[col] = meta[col].astype("float64") if col in coerce else meta[col].astype("string")
+    meta, _ = rules.clean_part(ddf._meta, text, numeric, target)
     frames = client.map(operator.itemgetter(0), futures)
-    counts = _sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
+    counts = rules.sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
     cleaned = dd.from_delayed(frames, meta=meta, verify_meta=False)
     del futures
     check_target_dask(cleaned, obj)
-    label_meta = cleaned._meta.assign(
-        **{
-            target: cleaned._meta[target].astype(
-                str if tasks.get(obj.task).classification else "float64"
-            )
-        }
-    )
-    cleaned = cleaned.map_partitions(_labels, target, obj.task, meta=label_meta).persist()
-    report = CleanReport(rows_in=rows_in)
-    for key in ("whitespace_stripped", "missing_tokens", "coerced_to_number", "not_a_number"):
-        setattr(report, key, dict(sorted(counts.get(key, {}).items())))
-    report.target_missing_dropped = counts.get("target_missing_dropped", 0)
+    label_meta = _task_labels(cleaned._meta, target, obj.task)
+    cleaned = cleaned.map_partitions(_task_labels, target, obj.task, meta=label_meta).persist()
     missing, rows_out = dask.compute(cleaned.isna().sum(), cleaned.map_partitions(len).sum())
-    report.missing_values = {str(c): int(n) for c, n in missing.items() if n and c != SOURCE_COLUMN}
-    report.rows_out = int(rows_out)
-    return cleaned, report
+    return cleaned, rules.clean_report(counts, rows_in, int(rows_out), missing)
+
+
+def _split_sides(
+    cleaned: dd.DataFrame, cfg: config.PrepareConfig, obj: config.Objectives, client: Client
+) -> tuple[dd.DataFrame, dd.DataFrame, int, int]:
+    """:func:`split_dask`'s train and test frames without the bookkeeping and dropped
+    columns, and their row counts; as the local split, no side may be empty and (for a
+    classification) no class may occur in the test split only."""
+    target = obj.target
+    is_test, is_train, frame = split_dask(cleaned, cfg, target)
+    drop = [c for c in (SOURCE_COLUMN, SPLIT_UNIT, *cfg.drop_columns) if c in frame.columns]
+    train = frame[is_train].drop(columns=drop)
+    test = frame[is_test].drop(columns=drop)
+    n_train, n_test = (int(n) for n in client.compute(
+        [train.map_partitions(len).sum(), test.map_partitions(len).sum()], sync=True
+    ))  # fmt: skip
+    if not n_train or not n_test:
+        raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
+    if tasks.get(obj.task).classification:
+        seen = set(train[target].drop_duplicates().compute())
+        test_counts = test[target].value_counts().compute()
+        rules.refuse_test_only_classes(
+            target, {str(k): int(v) for k, v in test_counts.items() if k not in seen}
+        )
+    return train, test, n_train, n_test
 
 
 def prepare_dask(
@@ -563,100 +374,42 @@ def prepare_dask(
     test_path: str,
     say: Say,
 ) -> PreparedSplits:
-    """Clean, split, remove training rows and write both splits as Parquet parts; the local
-    engine's figures of every step, the target's make-up and the training split's profile."""
+    """:func:`mlcycle.prepare.run_steps` on the workers; both splits written as Parquet parts;
+    the local engine's figures of every step, the target's make-up and the training split's
+    profile."""
+    import dask
+
     cfg, obj = params.prepare, params.objectives
-    spec = tasks.get(obj.task)
-    target = obj.target
     ddf = read_dataset(snapshot)
-    if target not in ddf.columns:
-        raise PrepareError(
-            f"objectives.target {target!r} is not a column of the data; columns are "
-            f"{[c for c in ddf.columns if c != SOURCE_COLUMN]}"
-        )
-    _check_columns(ddf._meta, cfg, target)
+    rules.check_target_column(ddf.columns, obj.target)
+    rules.check_split_columns(ddf._meta, cfg, obj.target)
     rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
-
-    # 1. cleaning
-    cleaned, report_clean = clean_dask(ddf, obj, rows_in, client)
-    say(f"cleaned {rows_in} rows; {report_clean.target_missing_dropped} unlabelled")
-    report: dict[str, Any] = {"clean": asdict(report_clean)}
-
-    # 2. the split
-    s = cfg.split
-    split_report: dict[str, Any] = {"method": s.method}
-    if s.method != "by_source" and cfg.clean.drop_duplicates:
-        columns = model_columns(cleaned._meta, cfg)
-        cleaned = cleaned.drop_duplicates(subset=columns, split_out=cleaned.npartitions).persist()
-        n = report_clean.rows_out - _rows(cleaned)
-        split_report["duplicates_dropped_before_split"] = n
-        say(f"dropped {n} duplicate rows before the {s.method} split")
-    is_test, is_train, frame = split_dask(cleaned, cfg, target)
-    del cleaned  # a hash split holds its own copy on the workers
-    drop = [SOURCE_COLUMN, SPLIT_UNIT, *cfg.drop_columns]
-    drop = [c for c in drop if c in frame.columns]
-    train = frame[is_train].drop(columns=drop)
-    test = frame[is_test].drop(columns=drop)
-    n_train, n_test = (int(n) for n in client.compute(
-        [train.map_partitions(len).sum(), test.map_partitions(len).sum()], sync=True
-    ))  # fmt: skip
-    if not n_train or not n_test:
-        raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
-    if spec.classification:
-        seen = set(train[target].drop_duplicates().compute())
-        test_counts = test[target].value_counts().compute()
-        only = {str(k): int(v) for k, v in test_counts.items() if k not in seen}
-        if only:
-            raise PrepareError(
-                f"target {target!r}: class(es) {sorted(only)} occur only in the test split "
-                f"({only} rows) and never in training, so the model cannot learn them. Gather "
-                "training rows of them, drop or merge them, or change prepare.split"
-            )
-    split_report.update(train_rows=n_train, test_rows=n_test)
-    report["split"] = split_report
-    say(f"{s.method} split: train {n_train} rows, test {n_test} rows")
-
-    # 3. training-row removals, with equal feature vectors in one partition
-    dedupe = cfg.clean.drop_duplicates
-    conflicts = cfg.clean.drop_conflicting_labels and spec.classification
-    nparts = partitions_for(n_train, params.engine)
-    removed: dict[str, Any] = {}
-    if dedupe or conflicts:
-        train, counts = remove_training_rows(train, test, target, dedupe, conflicts, nparts, client)
-        if dedupe:
-            removed["duplicates"] = counts["duplicates"]
-            removed["matching_test"] = counts["matching_test"]
-            say(
-                f"train: dropped {counts['duplicates']} duplicates and "
-                f"{counts['matching_test']} rows repeating a test row's features"
-            )
-        if conflicts:
-            removed["conflicting_labels"] = counts["conflicting_labels"]
-            say(f"train: dropped {counts['conflicting_labels']} rows whose features appear "
-                "with both labels")  # fmt: skip
-    else:
-        train = train.repartition(npartitions=nparts).persist()
-    train, outliers = remove_outliers_dask(train, cfg.outliers, target, say)
-    removed["outliers"] = outliers["removed"]
-    if cfg.outliers.method != "none":
-        say(f"train: dropped {outliers['removed']} outliers ({cfg.outliers.method})")
-    report["train_removed"] = removed
-    report["outliers"] = outliers
-
-    # 4. the splits as Parquet parts, their figures and the training split's profile
-    rows_train = write_dataset(train_path, train, say)
-    rows_test = write_dataset(
-        test_path, test.repartition(npartitions=partitions_for(n_test, params.engine)), say
+    steps = rules.Steps(
+        rows=_rows,
+        clean=functools.partial(clean_dask, rows_in=rows_in, client=client),
+        dedupe=lambda frame, columns: frame.drop_duplicates(
+            subset=columns, split_out=frame.npartitions
+        ).persist(),
+        split=functools.partial(_split_sides, client=client),
+        repeats=functools.partial(remove_training_rows, engine=params.engine, client=client),
+        outliers=remove_outliers_dask,
     )
+    train, test, report = rules.run_steps(ddf, cfg, obj, steps, say)
+    n_test = partitions_for(report["split"]["test_rows"], params.engine)
+    rows_train = write_dataset(train_path, train, say)
+    rows_test = write_dataset(test_path, test.repartition(npartitions=n_test), say)
     written_train, written_test = read_dataset(train_path), read_dataset(test_path)
+    summary = functools.partial(
+        tasks.get(obj.task).target_summary, positive_class=obj.positive_class, compute=dask.compute
+    )
     return PreparedSplits(
         report=report,
-        train_rows_split=n_train,
+        train_rows_split=report["split"]["train_rows"],
         train_rows=rows_train,
-        train_target=_target_summary(written_train, target, obj),
+        train_target=summary(written_train[obj.target]),
         test_rows=rows_test,
-        test_target=_target_summary(written_test, target, obj),
+        test_target=summary(written_test[obj.target]),
         profile=data_profile_dask(written_train, params.monitor.bins),
     )
 
@@ -666,8 +419,6 @@ def prepare_dask(
 ORDER_BINS_LOG2 = 10  # each pass narrows a search to 1/1024 of its key range
 COLLECT_ROWS = 50_000  # a search whose range holds no more rows than this fetches them
 SIGN = np.uint64(1 << 63)
-
-Extract = Callable[[pd.DataFrame], np.ndarray]
 
 
 def sortable_keys(values: np.ndarray) -> np.ndarray:
@@ -821,86 +572,6 @@ def quantile_ranks(n: int, qs: Sequence[float]) -> list[int]:
 
 # --- the training split's profile from aggregates -------------------------------------------
 
-SKETCH_POINTS = 4001  # quantiles kept per partition for the profile's approximate quantiles
-
-
-def _numbers(part: pd.DataFrame, column: str) -> np.ndarray:
-    """A column's finite numbers (as :func:`mlcycle.drift.as_numbers` reads them)."""
-    numbers = np.array(pd.to_numeric(part[column], errors="coerce"), dtype=float)
-    return numbers[np.isfinite(numbers)]
-
-
-def _numbers_except(part: pd.DataFrame, column: str, atoms: np.ndarray) -> np.ndarray:
-    values = _numbers(part, column)
-    return values[~np.isin(values, atoms)]
-
-
-def _profile_counts(
-    part: pd.DataFrame, numeric: list[str], categorical: list[str], bins: int, grid: np.ndarray
-) -> dict[str, Any]:
-    """One partition's share of the profile: rows; per numeric column its present count, the
-    values heavy enough here to be atoms anywhere, and a quantile sketch; per categorical
-    column its value counts and missing count."""
-    from mlcycle.drift import _texts
-
-    out: dict[str, Any] = {"rows": len(part), "numeric": {}, "categorical": {}}
-    for col in numeric:
-        values = _numbers(part, col)
-        uniq, counts = np.unique(values, return_counts=True)
-        # A value holding under 1/(2 bins) of the present values in every partition holds
-        # under that share of all of them: only values heavy somewhere can be atoms.
-        heavy = uniq[counts >= len(values) / (2 * bins)] if len(values) else uniq
-        sketch = np.quantile(values, grid) if len(values) else None
-        out["numeric"][col] = (len(values), heavy, [(sketch, len(values))] if len(values) else [])
-    for col in categorical:
-        texts = _texts(part[col])
-        out["categorical"][col] = (texts.value_counts(dropna=True), int(texts.isna().sum()))
-    return out
-
-
-def _merge_profile_counts(*parts: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"rows": sum(p["rows"] for p in parts), "numeric": {}, "categorical": {}}
-    for col in parts[0]["numeric"]:
-        items = [p["numeric"][col] for p in parts]
-        out["numeric"][col] = (
-            sum(i[0] for i in items),
-            np.unique(np.concatenate([i[1] for i in items])),
-            [s for i in items for s in i[2]],
-        )
-    for col in parts[0]["categorical"]:
-        items = [p["categorical"][col] for p in parts]
-        counts = pd.concat([i[0] for i in items]).groupby(level=0).sum()
-        out["categorical"][col] = (counts, sum(i[1] for i in items))
-    return out
-
-
-def _value_counts_of(part: pd.DataFrame, wanted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per column, how often each of ``wanted[column]`` (sorted values) occurs here."""
-    out = {}
-    for col, values in wanted.items():
-        if not len(values):
-            out[col] = np.zeros(0, dtype=np.int64)
-            continue
-        present = _numbers(part, col)
-        at = np.searchsorted(values, present)
-        hit = (at < len(values)) & (values[np.minimum(at, len(values) - 1)] == present)
-        out[col] = np.bincount(at[hit], minlength=len(values))
-    return out
-
-
-def _bin_counts(part: pd.DataFrame, bins: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    from mlcycle.drift import _bin_ids
-
-    return {
-        col: np.bincount(_bin_ids(_numbers(part, col), atoms, edges),
-                         minlength=len(atoms) + len(edges) + 1)
-        for col, (atoms, edges) in bins.items()
-    }  # fmt: skip
-
-
-def _sum_arrays(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.sum([p[k] for p in parts], axis=0) for k in parts[0]}
-
 
 def _tree(items: list, combine: Callable) -> Any:
     """Combine delayed partition results eight at a time, on the workers; compute the root."""
@@ -911,114 +582,24 @@ def _tree(items: list, combine: Callable) -> Any:
     return dask.compute(items[0])[0]
 
 
-def merge_sketches(
-    sketches: list[tuple[np.ndarray, int]], grid: np.ndarray, qs: np.ndarray
-) -> np.ndarray:
-    """Quantiles ``qs`` of the union of partitions, each summarised by its quantiles at
-    ``grid`` and its size: the smallest sketch value whose combined (size-weighted) CDF reaches
-    q. Each partition's CDF is known to 1/(len(grid) - 1), so each quantile's rank is off by at
-    most that share of all rows; the smallest and largest values are exact."""
-    xs = np.unique(np.concatenate([s for s, _ in sketches]))
-    total = sum(n for _, n in sketches)
-    cdf = np.zeros(len(xs))
-    for values, n in sketches:
-        at = np.searchsorted(values, xs, side="right") - 1  # the last grid point at or below x
-        cdf += n * np.where(at >= 0, grid[np.maximum(at, 0)], 0.0)
-    cdf /= total
-    cdf[-1] = 1.0
-    return xs[np.minimum(np.searchsorted(cdf, qs - 1e-12, side="left"), len(xs) - 1)]
-
-
 def data_profile_dask(frame: dd.DataFrame, bins: int) -> dict[str, Any]:
-    """:func:`mlcycle.drift.data_profile` of a partitioned data set, from aggregates.
-
-    The same document: categorical counts and missing counts are exact (value counts summed
-    over partitions); a numeric column's atoms, bin edges and bin counts are exact too (atoms
-    from per-partition candidates counted exactly, edges from exact order statistics). Only
-    its 1,001 ``quantiles`` are approximate when there is more than one partition: merged from
-    4,001 quantiles of each partition (:func:`merge_sketches`), so each is within 1/4,000 of
-    the rows of its rank. The driver holds counts and sketches, never the rows.
-    """
+    """:func:`mlcycle.drift.data_profile` of a partitioned data set: the profile's steps on
+    every partition, reduced on the workers, and its edges from exact order statistics. The
+    document is the local engine's but for the numeric ``quantiles`` of more than one
+    partition (merged sketches, see :func:`mlcycle.drift.profile`). The driver holds counts and
+    sketches, never the rows."""
     import dask
 
-    from mlcycle.drift import QUANTILES
-
-    meta = frame._meta
-    numeric = [
-        str(c)
-        for c in meta.columns
-        if pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c])
-    ]
-    categorical = [str(c) for c in meta.columns if str(c) not in numeric]
-    final_q = np.linspace(0, 1, QUANTILES)
-    grid = final_q if frame.npartitions == 1 else np.linspace(0, 1, SKETCH_POINTS)
     parts = frame.to_delayed()
-    first = _tree(
-        [dask.delayed(_profile_counts)(p, numeric, categorical, bins, grid) for p in parts],
-        _merge_profile_counts,
-    )
-    rows = first["rows"]
-    # Exact counts of the atom candidates, then the atoms.
-    candidates = {c: first["numeric"][c][1] for c in numeric}
-    counts = (
-        _tree([dask.delayed(_value_counts_of)(p, candidates) for p in parts], _sum_arrays)
-        if numeric
-        else {}
-    )
-    atoms = {c: candidates[c][counts[c] >= first["numeric"][c][0] / (2 * bins)] for c in numeric}
-    # Edges: exact quantiles of the values that are not atoms (as drift.numeric_bins).
-    extracts = {c: functools.partial(_numbers_except, column=c, atoms=atoms[c]) for c in numeric}
-    n_bins = {c: max(bins - len(atoms[c]), 1) for c in numeric}
-    edge_q = {c: np.linspace(0, 1, n_bins[c] + 1) for c in numeric}
-    stats = (
-        order_statistics(frame, extracts, lambda c, n: quantile_ranks(n, edge_q[c]))
-        if numeric
-        else {}
-    )
-    edges = {}
-    for c in numeric:
-        n, found = stats[c]
-        qs = [linear_quantile(n, q, found) for q in edge_q[c]] if n else []
-        edges[c] = np.unique(np.array(qs[1:-1], dtype=float)) if n else np.array([])
-    binned = (
-        _tree(
-            [
-                dask.delayed(_bin_counts)(p, {c: (atoms[c], edges[c]) for c in numeric})
-                for p in parts
-            ],
-            _sum_arrays,
-        )  # fmt: skip
-        if numeric
-        else {}
-    )
-    features: dict[str, Any] = {}
-    for col in (str(c) for c in meta.columns):
-        if col in numeric:
-            present, _, sketches = first["numeric"][col]
-            if not present:
-                quantiles: list[float] = []
-            elif len(sketches) == 1 and grid is final_q:
-                quantiles = [float(q) for q in sketches[0][0]]
-            else:
-                quantiles = merge_sketches(sketches, grid, final_q).tolist()
-            features[col] = {
-                "kind": "numeric",
-                "rows": rows,
-                "missing": int(rows - present),
-                "atoms": [float(a) for a in atoms[col]],
-                "edges": [float(e) for e in edges[col]],
-                "counts": [int(c) for c in binned[col]],
-                "quantiles": [float(f"{float(q):.6g}") for q in quantiles],
-            }
-        else:
-            value_counts, missing = first["categorical"][col]
-            features[col] = {
-                "kind": "categorical",
-                "rows": rows,
-                "missing": int(missing),
-                "counts": {
-                    str(k): int(v)
-                    for k, v in sorted(value_counts.items(), key=lambda kv: str(kv[0]))
-                },
-            }
-    return {"rows": rows, "bins": bins, "features": features}
+
+    def reduce(step: Callable[..., Any], combine: Callable[..., Any], *args: Any) -> Any:
+        return _tree([dask.delayed(step)(p, *args) for p in parts], combine)
+
+    def quantiles(extracts: dict[str, Extract], qs: dict[str, np.ndarray]) -> dict[str, Any]:
+        stats = order_statistics(frame, extracts, lambda name, n: quantile_ranks(n, qs[name]))
+        return {
+            name: [linear_quantile(n, q, found) for q in qs[name]] if n else []
+            for name, (n, found) in stats.items()
+        }
+
+    return data_profile(frame._meta, bins, (reduce, quantiles), frame.npartitions)
