@@ -220,6 +220,24 @@ def merge_summaries(a: dict | None, b: dict) -> dict:
     return out
 
 
+def frame_kpis(
+    summary: dict,
+    frame: pd.DataFrame | None,
+    signature: Signature,
+    threshold: float | None,
+    names: tuple[str, ...] | list[str],
+    prefix: str = "",
+) -> dict[str, float]:
+    """The KPIs ``names`` of scored rows from their merged :func:`summarize` summary (unrounded,
+    NaN where undefined); the ranking ones from ``frame``'s label and output when given, else
+    from the histogram or NaN. ``prefix`` :data:`BASE`: the baseline's."""
+    pairs = None
+    if frame is not None:
+        pairs = (frame["actual"].to_numpy(), output_of(frame, signature, prefix))
+    sums = summary["base" if prefix else "all"]
+    return kpis_from_sums(signature.task, sums, names, threshold, pairs, n_classes(signature))
+
+
 def measure(
     params: config.Params,
     signature: Signature,
@@ -236,70 +254,94 @@ def measure(
     keys; the baseline's outputs too for its ranking KPIs) when given; without it, from the
     histogram or not at all (the Dask engine fills those in for a split too large to
     gather)."""
-    obj, task, k = params.objectives, signature.task, n_classes(signature)
-    spec = tasks.get(task)
+    obj, task = params.objectives, signature.task
     threshold, rule, curve = threshold_rule_curve
-    names = kpi_names(obj)
-    s = summary["all"]
-    pairs = base_pairs = None
+    pairs = None
     interval = NO_INTERVAL
     if frame is not None:
         pairs = (frame["actual"].to_numpy(), output_of(frame, signature))
-        if base_kind is not None and set(output_columns(signature, BASE)) <= set(frame):
-            base_pairs = (pairs[0], output_of(frame, signature, BASE))
         interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
-    slices = {}
-    for col in obj.slices:
-        keys = frame[f"{SLICE}{col}"].to_numpy() if frame is not None else None
-        entries = {}
-        for value in sorted(summary["slices"][col]):
-            group = None
-            if pairs is not None:
-                mask = keys == value
-                group = (pairs[0][mask], pairs[1][mask])
-            entries[value] = slice_entry(
-                task, summary["slices"][col][value], names, threshold, k,
-                obj.slice_min_rows, obj.primary_metric, group,
-            )  # fmt: skip
-        slices[col] = entries
     baseline = None
     if base_kind is not None:
-        base = kpis_from_sums(task, summary["base"], obj.kpis, threshold, base_pairs, k)
+        base_frame = frame
+        if frame is not None and not set(output_columns(signature, BASE)) <= set(frame):
+            base_frame = None  # the baseline's outputs not gathered: no ranking KPI asked
+        base = frame_kpis(summary, base_frame, signature, threshold, obj.kpis, BASE)
         baseline = (base_kind, rounded(base))
-    sample = summary["sample"]
-    y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
-    plots: dict[str, list] = dict.fromkeys(
-        ("roc", "precision_recall", "calibration", "predicted_actual"), []
-    )  # a plot that does not fit the task is drawn empty, not failed
-    task_detail: dict = {}
-    confusion_rows = ""
-    if not spec.classification:
-        if pairs is not None:
-            task_detail["residuals"] = residual_summary(*pairs)
-        plots["predicted_actual"] = regression_points(*(pairs or (y_s, out_s)))
-    else:
-        task_detail = confusion_from_sums(task, s, signature.classes)
-        points = params.evaluate.curve_points
-        plots["roc"], plots["precision_recall"] = (
-            class_curves(*pairs, signature.classes, points)
-            if pairs is not None
-            else hist_curves(s, signature.classes, points)
-        )
-        # Binary: the positive class's probability against its rate; multiclass: the
-        # confidence of the top class against how often it is right.
-        plots["calibration"] = calibration_from_sums(s)
-        confusion_rows = confusion_csv_rows(y_s, spec.decide(out_s, threshold), signature.classes)
+    detail, plots, confusion_rows = task_figures(
+        signature, summary, pairs, threshold, params.evaluate.curve_points
+    )
     return Evaluation(
         threshold=threshold,
         rule=rule,
         curve=curve,
-        kpis=rounded(kpis_from_sums(task, s, names, threshold, pairs, k)),
+        kpis=rounded(frame_kpis(summary, frame, signature, threshold, kpi_names(obj))),
         interval=interval,
-        slices=slices,
+        slices={
+            col: slice_entries(obj, signature, summary, frame, col, threshold) for col in obj.slices
+        },
         baseline=baseline,
-        task_detail=task_detail,
+        task_detail=detail,
         plots=plots,
         confusion_rows=confusion_rows,
-        rows=int(s["n"][0]),
+        rows=int(summary["all"]["n"][0]),
         unseen=unseen,
+    )
+
+
+def slice_entries(
+    obj: config.Objectives,
+    signature: Signature,
+    summary: dict,
+    frame: pd.DataFrame | None,
+    col: str,
+    threshold: float | None,
+) -> dict[str, dict]:
+    """The slices of column ``col`` (:func:`mlcycle.metrics.slice_entry`) from their sums in
+    ``summary`` and, when given, their rows in ``frame``, by slice value."""
+    task, k = signature.task, n_classes(signature)
+    y = out = keys = None
+    if frame is not None:
+        y, out = frame["actual"].to_numpy(), output_of(frame, signature)
+        keys = frame[f"{SLICE}{col}"].to_numpy()
+    entries = {}
+    for value, s in sorted(summary["slices"][col].items()):
+        rows = None if keys is None else (y[keys == value], out[keys == value])
+        entries[value] = slice_entry(
+            task, s, kpi_names(obj), threshold, k, obj.slice_min_rows, obj.primary_metric, rows
+        )
+    return entries
+
+
+def task_figures(
+    signature: Signature,
+    summary: dict,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+    threshold: float | None,
+    points: int,
+) -> tuple[dict, dict[str, list], str]:
+    """The task's details in evaluate.json (classification: confusion counts and per-class
+    report; regression: residuals, from the rows' ``pairs`` only), the data of every plot
+    dvc.yaml draws (a plot that does not fit the task is drawn empty, not failed) and the rows
+    of confusion.csv (the summary's sample)."""
+    spec, s, classes = tasks.get(signature.task), summary["all"], signature.classes
+    sample = summary["sample"]
+    y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
+    plots: dict[str, list] = dict.fromkeys(
+        ("roc", "precision_recall", "calibration", "predicted_actual"), []
+    )
+    if not spec.classification:
+        plots["predicted_actual"] = regression_points(*(pairs or (y_s, out_s)))
+        return ({"residuals": residual_summary(*pairs)} if pairs else {}), plots, ""
+    plots["roc"], plots["precision_recall"] = (
+        class_curves(*pairs, classes, points) if pairs else hist_curves(s, classes, points)
+    )
+    # Binary: the positive class's probability against its rate; multiclass: the confidence
+    # of the top class against how often it is right.
+    plots["calibration"] = calibration_from_sums(s)
+    labels = spec.decide(out_s, threshold)
+    return (
+        confusion_from_sums(signature.task, s, classes),
+        plots,
+        confusion_csv_rows(y_s, labels, classes),
     )

@@ -43,19 +43,19 @@ from mlcycle.evaluation import (
     SLICE,
     Evaluation,
     check_slices,
+    frame_kpis,
     kpi_names,
     measure,
     merge_summaries,
     output_columns,
-    output_of,
     predictions,
     score_frame,
     summarize,
     threshold_rule,
 )
 from mlcycle.evaluation import decision_threshold as threshold_of_rows
-from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
-from mlcycle.io import sha256_file
+from mlcycle.features import Signature, to_model_frame, unseen_categories
+from mlcycle.io import read_json, sha256_file
 from mlcycle.metrics import (
     NO_INTERVAL,
     RANKING_KPIS,
@@ -64,12 +64,11 @@ from mlcycle.metrics import (
     kpis_from_sums,
     merge_sums,
     partial_sums,
-    prediction_frame,
     rounded,
     threshold_counts,
     threshold_curve_from_counts,
 )
-from mlcycle.models import load_model_dir
+from mlcycle.models import MODEL_INFO, load_model_dir, model_files
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
@@ -84,27 +83,31 @@ _MODELS: dict[tuple[str, str], Any] = {}
 
 def model_sha(directory: str | Path) -> str:
     """SHA-256 of the model file in a model directory (the workers' cache key)."""
-    from mlcycle.io import read_json
-    from mlcycle.models import MODEL_INFO, model_files
-
     kind = read_json(Path(directory, MODEL_INFO))["kind"]
     return sha256_file(Path(directory, model_files()[kind]))
 
 
-def _model(directory: str, sha: str) -> Any:
-    """The model in ``directory``, loaded once per worker process (per file content)."""
+def _model(directory: str, sha: str, bundle: bool = False) -> Any:
+    """The model in ``directory`` (a model directory, or with ``bundle`` a bundle's, checksum
+    verified), loaded once per worker process (per file content)."""
+    from mlcycle.bundle import load_bundle
+
     key = (directory, sha)
     if key not in _MODELS:
-        _MODELS[key] = load_model_dir(directory)[0]
+        _MODELS[key] = load_bundle(directory).model if bundle else load_model_dir(directory)[0]
     return _MODELS[key]
 
 
 def score_part(
-    part: pd.DataFrame, models: list[tuple[str, str, str]], sig_doc: dict, slices: list[str]
+    part: pd.DataFrame,
+    models: list[tuple[str, str, str]],
+    sig_doc: dict,
+    slices: list[str],
+    bundle: bool = False,
 ) -> pd.DataFrame:
     """:func:`mlcycle.evaluation.score_frame` of one partition by ``models`` (prefix,
-    directory, sha256), each loaded once per worker."""
-    loaded = [(prefix, _model(directory, sha)) for prefix, directory, sha in models]
+    directory, sha256; bundles with ``bundle``), each loaded once per worker."""
+    loaded = [(prefix, _model(directory, sha, bundle)) for prefix, directory, sha in models]
     return score_frame(part, loaded, Signature.from_dict(sig_doc), slices)
 
 
@@ -393,50 +396,22 @@ def champion_kpis(
     bundle = load_bundle(bundle_dir)
     sig = bundle.signature
     bundle_dir = str(Path(bundle_dir).resolve())
-    sha = sha256_file(Path(bundle_dir, MODEL_FILES[bundle.model.kind]))
+    models = [("", bundle_dir, sha256_file(Path(bundle_dir, MODEL_FILES[bundle.model.kind])))]
     test = read_dataset(test_path)
     doc = sig.to_dict()
     scored = test.map_partitions(
-        _score_bundle_part, bundle_dir, sha, doc, meta=_score_bundle_part(
-            test._meta, bundle_dir, sha, doc)
-    )  # fmt: skip
-    rows = dataset_rows(test_path)
-    exact = rows <= exact_rows
+        score_part, models, doc, [], True, meta=score_part(test._meta, models, doc, [], True)
+    )
     ranking = bool(RANKING_KPIS & set(names))
     summarize_part = partial(
         summarize, signature=sig, threshold=bundle.threshold, slices=[], share=0.0
     )
     summary = fold_partitions(client, scored, summarize_part, merge_summaries)
-    pairs = None
-    if ranking and exact:
-        frame = scored[["actual", *output_columns(sig)]].compute()
-        pairs = (frame["actual"].to_numpy(), output_of(frame, sig))
-    k = len(sig.classes) if sig.is_classification else 0
-    values = kpis_from_sums(sig.task, summary["all"], names, bundle.threshold, pairs, k)
-    if ranking and pairs is None:
+    exact = dataset_rows(test_path) <= exact_rows
+    frame = scored[["actual", *output_columns(sig)]].compute() if ranking and exact else None
+    values = frame_kpis(summary, frame, sig, bundle.threshold, names)
+    if ranking and frame is None:
         values.update(rank_kpis(scored, sig, names)[0])
-    if "median_ae" in names and pairs is None:
+    if "median_ae" in names and frame is None:
         values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
     return rounded(values)
-
-
-_BUNDLES: dict[tuple[str, str], Any] = {}
-
-
-def _score_bundle_part(
-    part: pd.DataFrame, bundle_dir: str, sha: str, sig_doc: dict
-) -> pd.DataFrame:
-    """One partition scored by a bundle (loaded once per worker): the prediction-file columns."""
-    from mlcycle.bundle import load_bundle
-
-    sig = Signature.from_dict(sig_doc)
-    if len(part) == 0:
-        k = len(sig.classes) if sig.is_classification else 0
-        out = np.zeros((0, k)) if k else np.zeros(0)
-        return prediction_frame(out, np.zeros(0, dtype=np.int64), sig.task, sig.classes)
-    key = (bundle_dir, sha)
-    if key not in _BUNDLES:
-        _BUNDLES[key] = load_bundle(bundle_dir)
-    bundle = _BUNDLES[key]
-    out = bundle.model.output(to_model_frame(part, sig))
-    return prediction_frame(out, encode_target(part[sig.target], sig), sig.task, sig.classes)
