@@ -28,6 +28,7 @@ from mlcycle.features import Signature, encode_target
 from mlcycle.metrics import (
     KPI_FUNCTIONS,
     RANKING_KPIS,
+    THRESHOLD_GRID,
     confusion_from_sums,
     kpi,
     kpis_from_sums,
@@ -180,10 +181,25 @@ def test_calibration_and_threshold_curve_from_sums() -> None:
     y, out, t, k = random_case(BINARY)
     assert calibration_from_sums(summed(BINARY, y, out, t, k)) == calibration_points(y, out[:, 1])
     counts = sum(threshold_counts(y[ix], out[ix]) for ix in np.array_split(np.arange(len(y)), 3))
-    for metric in ("f1", "mcc", "balanced_accuracy", None):
-        assert threshold_curve_from_counts(counts, metric, 1.0, 3.0) == threshold_curve(
-            y, out, metric, 1.0, 3.0
-        ), metric
+    ranking = {"roc_auc": kpi(BINARY, "roc_auc", y, out)}
+    for metric in ("f1", "mcc", "balanced_accuracy", "accuracy", "precision", "roc_auc", None):
+        expected = threshold_rows(y, out[:, 1], metric, 1.0, 3.0)
+        assert threshold_curve(y, out, metric, 1.0, 3.0) == expected, metric
+        assert threshold_curve_from_counts(counts, metric, 1.0, 3.0, ranking) == expected, metric
+
+
+def threshold_rows(y: np.ndarray, p: np.ndarray, metric, cost_fp: float, cost_fn: float):
+    """The threshold curve row by row: at each threshold of the grid, the labels decided and
+    scikit-learn's metric of them, and the mean cost of the errors."""
+    rows = []
+    for t in THRESHOLD_GRID:
+        labels = (p >= t).astype(np.int64)
+        fp, fn = int((labels > y).sum()), int((labels < y).sum())
+        row = {"threshold": float(t), "cost": round((cost_fp * fp + cost_fn * fn) / len(y), 6)}
+        if metric:
+            row[metric] = round(float(KPI_FUNCTIONS[BINARY][metric](y, p, float(t))), 6)
+        rows.append(row)
+    return rows
 
 
 # --- the stage, end to end ------------------------------------------------------------------

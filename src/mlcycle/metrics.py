@@ -183,13 +183,6 @@ def class_curves(
     return roc, pr
 
 
-def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, int]:
-    """Binary: counts of true/false positives/negatives at ``threshold``."""
-    pred = _labels(proba, threshold)
-    tn, fp, fn, tp = skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
-    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
-
-
 def regression_points(
     y_true: np.ndarray, pred: np.ndarray, max_points: int = 1000, seed: int = 0
 ) -> list[dict[str, float]]:
@@ -326,6 +319,7 @@ def bootstrap_interval(
 
 
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)
+THRESHOLD_FREE = ("roc_auc", "pr_auc", "log_loss", "brier")  # one value at every threshold
 
 
 def threshold_curve(
@@ -336,20 +330,13 @@ def threshold_curve(
     cost_fn: float = 1.0,
 ) -> list[dict[str, float]]:
     """Binary only: for each threshold on a 0.01 grid, the metric's value (if given) and the
-    mean cost of errors."""
-    y_true = np.asarray(y_true, dtype=np.int8)
-    proba = positive(proba)
-    rows = []
-    for t in THRESHOLD_GRID:
-        c = confusion(y_true, proba, float(t))
-        row = {
-            "threshold": float(t),
-            "cost": round((cost_fp * c["fp"] + cost_fn * c["fn"]) / len(y_true), 6),
-        }
-        if metric:
-            row[metric] = round(float(BINARY_KPIS[metric](y_true, proba, float(t))), 6)
-        rows.append(row)
-    return rows
+    mean cost of errors; :func:`threshold_curve_from_counts` of the rows as one partition, a
+    threshold-free metric (ROC AUC, log loss...) from the rows."""
+    ranking = None
+    if metric in THRESHOLD_FREE:
+        ranking = {metric: float(BINARY_KPIS[metric](y_true, positive(proba), DEFAULT_THRESHOLD))}
+    counts = threshold_counts(y_true, proba)
+    return threshold_curve_from_counts(counts, metric, cost_fp, cost_fn, ranking)
 
 
 def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -> float:
@@ -782,10 +769,10 @@ def threshold_curve_from_counts(
             cm = np.array([tn, fp, fn, tp])
             s = {"n": np.array([n]), "cm": cm, "log_loss": np.array([0.0])}
             s["brier"] = np.array([0.0])
-            if metric in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mcc"):
-                value = kpis_from_sums(BINARY, s, [metric])[metric]
-            else:
+            if metric in THRESHOLD_FREE:
                 value = (ranking or {}).get(metric, float("nan"))
+            else:
+                value = kpis_from_sums(BINARY, s, [metric])[metric]
             row[metric] = round(float(value), 6)
         rows.append(row)
     return rows

@@ -59,6 +59,7 @@ from mlcycle.io import read_json, sha256_file
 from mlcycle.metrics import (
     NO_INTERVAL,
     RANKING_KPIS,
+    THRESHOLD_FREE,
     Sums,
     choose_threshold,
     kpis_from_sums,
@@ -147,7 +148,7 @@ def decision_threshold(
     oof = read_dataset(oof_path, columns=["actual", "probability"])
     counts = fold_partitions(client, oof, _oof_counts, _add)
     ranking = None
-    if obj.threshold_metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+    if obj.threshold_metric in THRESHOLD_FREE:
         sums = fold_partitions(client, oof, _oof_sums, _merge_sums_or_first)
         ranking = kpis_from_sums(BINARY, sums, [obj.threshold_metric])
     curve = threshold_curve_from_counts(
