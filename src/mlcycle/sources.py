@@ -915,7 +915,6 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
     reads = [r for r in reads if len(r.frame)] or reads[:1]
     first = reads[0]
     expected = list(first.frame.columns)
-    parts = []
     for read in reads:
         cols = list(read.frame.columns)
         if set(cols) != set(expected):
@@ -925,11 +924,17 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
                 f"source {read.lineage['name']!r} has different columns from "
                 f"{first.lineage['name']!r}: missing {missing}, extra {extra}"
             )
-        parts.append((read.lineage["name"], read.frame[expected].copy()))
-    for col in type_conflicts(parts):
-        for _, part in parts:
-            part[col] = as_text(part[col])
-    for name, part in parts:
-        part[SOURCE_COLUMN] = name
+    text = list(type_conflicts([(r.lineage["name"], r.frame[expected]) for r in reads]))
+    parts = [unify(r.frame, r.lineage["name"], expected, text) for r in reads]
     # A column with no values in one source takes the others' type rather than object.
-    return pd.concat([part for _, part in parts], ignore_index=True).infer_objects()
+    return pd.concat(parts, ignore_index=True).infer_objects()
+
+
+def unify(frame: pd.DataFrame, name: str, columns: list[Any], text: list[Any]) -> pd.DataFrame:
+    """One source's rows (or a part of them) as rows of the snapshot: its ``columns`` in the
+    snapshot's order, the ``text`` columns made text, :data:`SOURCE_COLUMN` added (``name``)."""
+    frame = frame[columns].copy()
+    for col in text:
+        frame[col] = as_text(frame[col])
+    frame[SOURCE_COLUMN] = name
+    return frame

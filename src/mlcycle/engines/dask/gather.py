@@ -46,7 +46,6 @@ from mlcycle.sources import (
     _glob,
     _kind,
     _parse_bytes,
-    as_text,
     check_rows,
     check_same_columns,
     clean,
@@ -55,6 +54,7 @@ from mlcycle.sources import (
     read_content,
     read_quarantining,
     type_conflicts,
+    unify,
     union,
 )
 
@@ -129,11 +129,8 @@ def unify_part(
 ) -> pd.DataFrame:
     """One part of source ``name`` as a part of the snapshot: its columns in the snapshot's
     order, the columns read as text made text, the source column added, the snapshot's
-    types."""
-    frame = frame[[c for c in dtypes if c != SOURCE_COLUMN]].copy()
-    for col in text:
-        frame[col] = as_text(frame[col])
-    frame[SOURCE_COLUMN] = name
+    types (:func:`mlcycle.sources.unify`, then cast)."""
+    frame = unify(frame, name, [c for c in dtypes if c != SOURCE_COLUMN], text)
     return pd.DataFrame({c: cast(frame[c], t) for c, t in dtypes.items()})
 
 
