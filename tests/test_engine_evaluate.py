@@ -20,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.bundle import load_bundle
 from mlcycle.features import Signature, encode_target
 from mlcycle.metrics import (
     KPI_FUNCTIONS,
     RANKING_KPIS,
-    calibration_points,
+    THRESHOLD_GRID,
+    confusion_from_sums,
     kpi,
     kpis_from_sums,
     merge_sums,
@@ -81,6 +83,15 @@ def test_kpis_from_partition_sums_equal_the_row_kpis(task: str) -> None:
     without_rows = kpis_from_sums(task, s, names, t, None, k)
     for name in set(names) - RANKING_KPIS:
         assert without_rows[name] == pytest.approx(exact[name], abs=1e-9), name
+    if k:  # the confusion counts and per-class report from the sums: scikit-learn's
+        labels = tasks.get(task).decide(out, t)
+        detail = confusion_from_sums(task, s, tuple("abc"[:k]))
+        matrix = skm.confusion_matrix(y, labels, labels=list(range(k)))
+        assert detail["confusion"] == tasks.get(task).confusion_summary(matrix, "abc"[:k])
+        p, r, f, n = skm.precision_recall_fscore_support(y, labels, zero_division=0)
+        for i, c in enumerate("abc"[:k]):
+            expected = {"precision": p[i], "recall": r[i], "f1": f[i], "support": n[i]}
+            assert detail["per_class"][c] == pytest.approx(expected, abs=1e-6), c
 
 
 @pytest.mark.parametrize("task", [BINARY, MULTICLASS])
@@ -148,16 +159,47 @@ def test_rank_kpis_from_the_workers_are_exact(task: str, dask_local_client) -> N
         assert np.isnan(values["roc_auc_ovr"])
 
 
+def calibration_points(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict]:
+    """The reliability diagram row by row: per tenth of the score, its rows' mean score and
+    observed rate."""
+    which = np.clip(np.digitize(proba, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    return [
+        {
+            "bin": b,
+            "mean_predicted": round(float(proba[which == b].mean()), 6),
+            "fraction_positive": round(float(y_true[which == b].mean()), 6),
+            "count": int((which == b).sum()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
 def test_calibration_and_threshold_curve_from_sums() -> None:
     from mlcycle.metrics import calibration_from_sums
 
     y, out, t, k = random_case(BINARY)
     assert calibration_from_sums(summed(BINARY, y, out, t, k)) == calibration_points(y, out[:, 1])
     counts = sum(threshold_counts(y[ix], out[ix]) for ix in np.array_split(np.arange(len(y)), 3))
-    for metric in ("f1", "mcc", "balanced_accuracy", None):
-        assert threshold_curve_from_counts(counts, metric, 1.0, 3.0) == threshold_curve(
-            y, out, metric, 1.0, 3.0
-        ), metric
+    ranking = {"roc_auc": kpi(BINARY, "roc_auc", y, out)}
+    for metric in ("f1", "mcc", "balanced_accuracy", "accuracy", "precision", "roc_auc", None):
+        expected = threshold_rows(y, out[:, 1], metric, 1.0, 3.0)
+        assert threshold_curve(y, out, metric, 1.0, 3.0) == expected, metric
+        assert threshold_curve_from_counts(counts, metric, 1.0, 3.0, ranking) == expected, metric
+
+
+def threshold_rows(y: np.ndarray, p: np.ndarray, metric, cost_fp: float, cost_fn: float):
+    """The threshold curve row by row: at each threshold of the grid, the labels decided and
+    scikit-learn's metric of them, and the mean cost of the errors."""
+    rows = []
+    for t in THRESHOLD_GRID:
+        labels = (p >= t).astype(np.int64)
+        fp, fn = int((labels > y).sum()), int((labels < y).sum())
+        row = {"threshold": float(t), "cost": round((cost_fp * fp + cost_fn * fn) / len(y), 6)}
+        if metric:
+            row[metric] = round(float(KPI_FUNCTIONS[BINARY][metric](y, p, float(t))), 6)
+        rows.append(row)
+    return rows
 
 
 # --- the stage, end to end ------------------------------------------------------------------

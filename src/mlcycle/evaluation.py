@@ -1,7 +1,11 @@
-"""What evaluation measures on the test split, for either engine: the KPIs to report, the
-decision threshold, the plots of the task and the :class:`Evaluation` the evaluate stage
-writes. The local engine measures rows in memory with :func:`measure`; the Dask engine fills
-the same :class:`Evaluation` from partition sums."""
+"""What evaluation measures on the test split, written once over a frame of scored rows for
+both engines: :func:`score_frame` scores a frame of test rows, :func:`summarize` reduces scored
+rows to additive sums and a sample, :func:`merge_summaries` adds two summaries, and
+:func:`measure` turns the merged summary (and the rows' labels and outputs, when they are at
+hand) into the :class:`Evaluation` the evaluate stage writes. The local engine applies them to
+the whole test split as its one partition; the Dask engine maps them over the partitions and,
+for a split too large to gather, adds the figures only a cluster can make (see
+:mod:`mlcycle.engines.dask.evaluate`)."""
 
 from __future__ import annotations
 
@@ -11,21 +15,32 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config, tasks
-from mlcycle.features import Signature
+from mlcycle.datasets import row_hash, unit_interval
+from mlcycle.features import Signature, encode_target, to_model_frame
 from mlcycle.metrics import (
     KPI_FUNCTIONS,
+    NO_INTERVAL,
     bootstrap_interval,
-    calibration_points,
+    calibration_from_sums,
     choose_threshold,
     class_curves,
-    compute_kpis,
-    confusion_matrix,
-    per_class_report,
+    confusion_from_sums,
+    hist_curves,
+    kpis_from_sums,
+    merge_sums,
+    partial_sums,
+    prediction_frame,
     regression_points,
     residual_summary,
-    slice_kpis,
+    rounded,
+    slice_entry,
     threshold_curve,
 )
+from mlcycle.models import Model
+
+BASE = "__base_"  # the prefix of the untuned baseline's outputs in a scored frame
+SLICE = "__slice_"  # the prefix of a slice column's keys in a scored frame
+MISSING = "<missing>"  # the slice of rows whose slice column is missing
 
 
 def decision_threshold(
@@ -45,32 +60,14 @@ def decision_threshold(
         obj.cost_fp,
         obj.cost_fn,
     )
-    rule = (
-        f"maximises out-of-fold {obj.threshold_metric}"
-        if obj.threshold_metric
-        else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
-    )
-    return choose_threshold(curve, obj.threshold_metric), rule, curve
+    return choose_threshold(curve, obj.threshold_metric), threshold_rule(obj), curve
 
 
-def task_plots(
-    y: np.ndarray, out: np.ndarray, signature: Signature, threshold: float | None, points: int
-) -> dict[str, list]:
-    """Plot data for every plot dvc.yaml draws; a plot that does not fit the task gets an
-    empty list, so `dvc plots show` draws it empty instead of failing."""
-    plots: dict[str, list] = dict.fromkeys(
-        ("roc", "precision_recall", "calibration", "predicted_actual"), []
-    )
-    task = tasks.get(signature.task)
-    if not task.classification:
-        plots["predicted_actual"] = regression_points(y, out)
-        return plots
-    out = np.asarray(out, dtype=np.float64)
-    plots["roc"], plots["precision_recall"] = class_curves(y, out, signature.classes, points)
-    # Binary: the positive class's probability against its rate; multiclass: the confidence
-    # of the top class against how often it is right.
-    plots["calibration"] = calibration_points(task.calibration_hits(y, out), task.score(out))
-    return plots
+def threshold_rule(obj: config.Objectives) -> str:
+    """How the binary decision threshold is chosen, in words (metrics/threshold.json)."""
+    if obj.threshold_metric:
+        return f"maximises out-of-fold {obj.threshold_metric}"
+    return f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
 
 
 @dataclass
@@ -116,64 +113,235 @@ def confusion_csv_rows(y: np.ndarray, labels: np.ndarray, classes: tuple[str, ..
     return "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(y, labels, strict=True))
 
 
+def n_classes(signature: Signature) -> int:
+    """The width of the class axis of the sums: the classes, none for regression."""
+    return len(signature.classes) if signature.is_classification else 0
+
+
+def output_columns(signature: Signature, prefix: str = "") -> list[str]:
+    """The prediction-file columns holding the model output."""
+    return tasks.get(signature.task).output_columns(signature.classes, prefix)
+
+
+def output_of(frame: pd.DataFrame, signature: Signature, prefix: str = "") -> np.ndarray:
+    """The model output matrix (or vector) from prediction-file columns."""
+    return tasks.get(signature.task).output_from_columns(frame, signature.classes, prefix)
+
+
+def slice_keys(col: pd.Series) -> np.ndarray:
+    """A slice column's values as slices are named (missing: ``<missing>``)."""
+    return np.array([str(v) for v in col.fillna(MISSING)], dtype=object)
+
+
+def score_frame(
+    part: pd.DataFrame, models: list[tuple[str, Model]], signature: Signature, slices: list[str]
+) -> pd.DataFrame:
+    """A frame of test rows scored: the prediction file's columns (the output of the first of
+    ``models``, a list of (prefix, model), then ``actual``), the other models' outputs under
+    their prefix (:data:`BASE`) and each slice column's keys (:data:`SLICE` + column)."""
+    X = to_model_frame(part, signature)
+    y = encode_target(part[signature.target], signature)
+    scored = None
+    for prefix, model in models:
+        if len(part):
+            output = model.output(X)
+        else:  # an empty frame (dask's meta partition): no model call
+            output = np.zeros((0, len(signature.classes)) if signature.is_classification else 0)
+        frame = prediction_frame(output, y, signature.task, signature.classes)
+        if scored is None:
+            scored = frame
+            continue
+        for col in frame.columns.drop("actual"):
+            scored[f"{prefix}{col}"] = frame[col].to_numpy()
+    assert scored is not None
+    for col in slices:
+        scored[f"{SLICE}{col}"] = slice_keys(part[col])
+    return scored
+
+
+def predictions(scored: pd.DataFrame) -> pd.DataFrame:
+    """The columns of the prediction file of a scored frame (not the baseline's, not the slice
+    keys)."""
+    return scored[[c for c in scored.columns if not c.startswith("__")]]
+
+
+def summarize(
+    scored: pd.DataFrame,
+    signature: Signature,
+    threshold: float | None,
+    slices: list[str],
+    hist: bool = False,
+    share: float = 1.0,
+    base: bool = False,
+) -> dict:
+    """Scored rows reduced to sums (:func:`mlcycle.metrics.partial_sums`): overall (``all``),
+    the baseline's (``base``), per slice value (``slices``), and a row-hash ``sample`` of
+    (actual, output) rows of about ``share`` of the rows (all of them at 1)."""
+    task, k = signature.task, n_classes(signature)
+    y = scored["actual"].to_numpy()
+    out = output_of(scored, signature)
+    summary: dict = {"all": partial_sums(task, y, out, threshold, k, hist)}
+    if base:
+        base_out = output_of(scored, signature, BASE)
+        summary["base"] = partial_sums(task, y, base_out, threshold, k, hist)
+    summary["slices"] = {}
+    for col in slices:
+        keys = scored[f"{SLICE}{col}"].to_numpy()
+        groups = pd.Series(np.arange(len(scored))).groupby(keys, sort=False).indices
+        summary["slices"][col] = {
+            str(v): partial_sums(task, y[ix], out[ix], threshold, k, hist)
+            for v, ix in groups.items()
+        }
+    cols = ["actual", *output_columns(signature)]
+    if share >= 1.0:
+        summary["sample"] = scored[cols].reset_index(drop=True)
+    elif share <= 0.0:
+        summary["sample"] = scored[cols].iloc[:0].reset_index(drop=True)
+    else:
+        pick = unit_interval(row_hash(scored[cols], 0, "confusion sample")) < share
+        summary["sample"] = scored.loc[pick, cols].reset_index(drop=True)
+    return summary
+
+
+def merge_summaries(a: dict | None, b: dict) -> dict:
+    """Two :func:`summarize` summaries as one (``a`` None: ``b``), in this order (the sample
+    rows of ``a`` first)."""
+    if a is None:
+        return b
+    out = {"all": merge_sums(a["all"], b["all"]), "slices": {}}
+    if "base" in a:
+        out["base"] = merge_sums(a["base"], b["base"])
+    for col, groups in a["slices"].items():
+        merged = dict(groups)
+        for v, s in b["slices"][col].items():
+            merged[v] = merge_sums(merged[v], s) if v in merged else s
+        out["slices"][col] = merged
+    out["sample"] = pd.concat([a["sample"], b["sample"]], ignore_index=True)
+    return out
+
+
+def frame_kpis(
+    summary: dict,
+    frame: pd.DataFrame | None,
+    signature: Signature,
+    threshold: float | None,
+    names: tuple[str, ...] | list[str],
+    prefix: str = "",
+) -> dict[str, float]:
+    """The KPIs ``names`` of scored rows from their merged :func:`summarize` summary (unrounded,
+    NaN where undefined); the ranking ones from ``frame``'s label and output when given, else
+    from the histogram or NaN. ``prefix`` :data:`BASE`: the baseline's."""
+    pairs = None
+    if frame is not None:
+        pairs = (frame["actual"].to_numpy(), output_of(frame, signature, prefix))
+    sums = summary["base" if prefix else "all"]
+    return kpis_from_sums(signature.task, sums, names, threshold, pairs, n_classes(signature))
+
+
 def measure(
     params: config.Params,
     signature: Signature,
-    test: pd.DataFrame,
-    y: np.ndarray,
-    out: np.ndarray,
-    base_out: tuple[str, np.ndarray] | None,
+    summary: dict,
+    frame: pd.DataFrame | None,
+    threshold_rule_curve: tuple[float | None, str, list[dict]],
+    base_kind: str | None,
     unseen: dict[str, int],
-    oof_path: str,
 ) -> Evaluation:
-    """Every figure of the evaluation from the rows in memory (the local engine): ``test``
-    needs only the slice columns, ``base_out`` is the baseline's kind and output, the
-    threshold comes from the out-of-fold predictions at ``oof_path``."""
-    obj, cfg = params.objectives, params.evaluate
-    task = obj.task
-    threshold, rule, curve = decision_threshold(obj, oof_path)
-    names = kpi_names(obj)
-    check_slices(obj, list(test.columns))
-    kpis = compute_kpis(task, y, out, threshold, names)
-    interval = bootstrap_interval(task, y, out, threshold, obj.primary_metric, seed=0)
-    slices = {
-        col: slice_kpis(
-            task,
-            test[col].fillna("<missing>").to_numpy(),
-            y,
-            out,
-            threshold,
-            names,
-            min_rows=obj.slice_min_rows,
-            interval_metric=obj.primary_metric,
-        )
-        for col in obj.slices
-    }
+    """Every figure of the evaluation from a merged :func:`summarize` summary: the sum KPIs,
+    confusion counts, per-class report and calibration from its sums, confusion.csv from its
+    sample. The ranking KPIs, the primary metric's bootstrap interval (overall and per slice),
+    the residuals and the curves come from ``frame`` (the scored rows' label, outputs and slice
+    keys; the baseline's outputs too for its ranking KPIs) when given; without it, from the
+    histogram or not at all (the Dask engine fills those in for a split too large to
+    gather)."""
+    obj, task = params.objectives, signature.task
+    threshold, rule, curve = threshold_rule_curve
+    pairs = None
+    interval = NO_INTERVAL
+    if frame is not None:
+        pairs = (frame["actual"].to_numpy(), output_of(frame, signature))
+        interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
     baseline = None
-    if base_out is not None:
-        baseline = (base_out[0], compute_kpis(task, y, base_out[1], threshold, obj.kpis))
-    task_detail: dict = {}
-    spec = tasks.get(task)
-    if not spec.classification:
-        task_detail["residuals"] = residual_summary(y, out)
-        confusion_rows = ""
-    else:
-        labels = spec.decide(out, threshold)
-        matrix = confusion_matrix(y, labels, len(signature.classes))
-        task_detail["confusion"] = spec.confusion_summary(matrix, signature.classes)
-        task_detail["per_class"] = per_class_report(y, labels, signature.classes)
-        confusion_rows = confusion_csv_rows(y, labels, signature.classes)
+    if base_kind is not None:
+        base_frame = frame
+        if frame is not None and not set(output_columns(signature, BASE)) <= set(frame):
+            base_frame = None  # the baseline's outputs not gathered: no ranking KPI asked
+        base = frame_kpis(summary, base_frame, signature, threshold, obj.kpis, BASE)
+        baseline = (base_kind, rounded(base))
+    detail, plots, confusion_rows = task_figures(
+        signature, summary, pairs, threshold, params.evaluate.curve_points
+    )
     return Evaluation(
         threshold=threshold,
         rule=rule,
         curve=curve,
-        kpis=kpis,
+        kpis=rounded(frame_kpis(summary, frame, signature, threshold, kpi_names(obj))),
         interval=interval,
-        slices=slices,
+        slices={
+            col: slice_entries(obj, signature, summary, frame, col, threshold) for col in obj.slices
+        },
         baseline=baseline,
-        task_detail=task_detail,
-        plots=task_plots(y, out, signature, threshold, cfg.curve_points),
+        task_detail=detail,
+        plots=plots,
         confusion_rows=confusion_rows,
-        rows=len(test),
+        rows=int(summary["all"]["n"][0]),
         unseen=unseen,
+    )
+
+
+def slice_entries(
+    obj: config.Objectives,
+    signature: Signature,
+    summary: dict,
+    frame: pd.DataFrame | None,
+    col: str,
+    threshold: float | None,
+) -> dict[str, dict]:
+    """The slices of column ``col`` (:func:`mlcycle.metrics.slice_entry`) from their sums in
+    ``summary`` and, when given, their rows in ``frame``, by slice value."""
+    task, k = signature.task, n_classes(signature)
+    y = out = keys = None
+    if frame is not None:
+        y, out = frame["actual"].to_numpy(), output_of(frame, signature)
+        keys = frame[f"{SLICE}{col}"].to_numpy()
+    entries = {}
+    for value, s in sorted(summary["slices"][col].items()):
+        rows = None if keys is None else (y[keys == value], out[keys == value])
+        entries[value] = slice_entry(
+            task, s, kpi_names(obj), threshold, k, obj.slice_min_rows, obj.primary_metric, rows
+        )
+    return entries
+
+
+def task_figures(
+    signature: Signature,
+    summary: dict,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+    threshold: float | None,
+    points: int,
+) -> tuple[dict, dict[str, list], str]:
+    """The task's details in evaluate.json (classification: confusion counts and per-class
+    report; regression: residuals, from the rows' ``pairs`` only), the data of every plot
+    dvc.yaml draws (a plot that does not fit the task is drawn empty, not failed) and the rows
+    of confusion.csv (the summary's sample)."""
+    spec, s, classes = tasks.get(signature.task), summary["all"], signature.classes
+    sample = summary["sample"]
+    y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
+    plots: dict[str, list] = dict.fromkeys(
+        ("roc", "precision_recall", "calibration", "predicted_actual"), []
+    )
+    if not spec.classification:
+        plots["predicted_actual"] = regression_points(*(pairs or (y_s, out_s)))
+        return ({"residuals": residual_summary(*pairs)} if pairs else {}), plots, ""
+    plots["roc"], plots["precision_recall"] = (
+        class_curves(*pairs, classes, points) if pairs else hist_curves(s, classes, points)
+    )
+    # Binary: the positive class's probability against its rate; multiclass: the confidence
+    # of the top class against how often it is right.
+    plots["calibration"] = calibration_from_sums(s)
+    labels = spec.decide(out_s, threshold)
+    return (
+        confusion_from_sums(signature.task, s, classes),
+        plots,
+        confusion_csv_rows(y_s, labels, classes),
     )

@@ -183,62 +183,6 @@ def class_curves(
     return roc, pr
 
 
-def calibration_points(
-    y_true: np.ndarray, proba: np.ndarray, bins: int = 10
-) -> list[dict[str, float]]:
-    """Reliability diagram: mean predicted probability vs observed rate per bin.
-
-    ``y_true`` is 0/1 (positive class, or for multiclass "the top class was right") and
-    ``proba`` the matching probability (positive class, or the top class's)."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    proba = np.asarray(proba, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            rows.append(
-                {
-                    "bin": b,
-                    "mean_predicted": round(float(proba[mask].mean()), 6),
-                    "fraction_positive": round(float(y_true[mask].mean()), 6),
-                    "count": int(mask.sum()),
-                }
-            )
-    return rows
-
-
-def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, int]:
-    """Binary: counts of true/false positives/negatives at ``threshold``."""
-    pred = _labels(proba, threshold)
-    tn, fp, fn, tp = skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
-    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
-    """Counts per (actual, predicted) class index, rows actual; see
-    :meth:`mlcycle.tasks.Task.confusion_summary` for how evaluate.json writes them."""
-    return skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
-
-
-def per_class_report(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...] | list[str]
-) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of every class (one-vs-rest)."""
-    labels = list(range(len(classes)))
-    p, r, f, n = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return {
-        str(c): {
-            "precision": round(float(p[i]), 6),
-            "recall": round(float(r[i]), 6),
-            "f1": round(float(f[i]), 6),
-            "support": int(n[i]),
-        }
-        for i, c in enumerate(classes)
-    }
-
-
 def regression_points(
     y_true: np.ndarray, pred: np.ndarray, max_points: int = 1000, seed: int = 0
 ) -> list[dict[str, float]]:
@@ -375,6 +319,7 @@ def bootstrap_interval(
 
 
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)
+THRESHOLD_FREE = ("roc_auc", "pr_auc", "log_loss", "brier")  # one value at every threshold
 
 
 def threshold_curve(
@@ -385,20 +330,13 @@ def threshold_curve(
     cost_fn: float = 1.0,
 ) -> list[dict[str, float]]:
     """Binary only: for each threshold on a 0.01 grid, the metric's value (if given) and the
-    mean cost of errors."""
-    y_true = np.asarray(y_true, dtype=np.int8)
-    proba = positive(proba)
-    rows = []
-    for t in THRESHOLD_GRID:
-        c = confusion(y_true, proba, float(t))
-        row = {
-            "threshold": float(t),
-            "cost": round((cost_fp * c["fp"] + cost_fn * c["fn"]) / len(y_true), 6),
-        }
-        if metric:
-            row[metric] = round(float(BINARY_KPIS[metric](y_true, proba, float(t))), 6)
-        rows.append(row)
-    return rows
+    mean cost of errors; :func:`threshold_curve_from_counts` of the rows as one partition, a
+    threshold-free metric (ROC AUC, log loss...) from the rows."""
+    ranking = None
+    if metric in THRESHOLD_FREE:
+        ranking = {metric: float(BINARY_KPIS[metric](y_true, positive(proba), DEFAULT_THRESHOLD))}
+    counts = threshold_counts(y_true, proba)
+    return threshold_curve_from_counts(counts, metric, cost_fp, cost_fn, ranking)
 
 
 def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -> float:
@@ -426,32 +364,25 @@ def slice_kpis(
     interval_metric: str | None = None,
     n_boot: int = 1000,
 ) -> dict[str, dict]:
-    """KPIs per value of a slicing column; slices smaller than ``min_rows`` or (classification)
-    with one class get only their size and base rate (their metrics would be noise or
-    undefined).
+    """KPIs per value of a slicing column, as :func:`slice_entry` reports each slice from its
+    rows' sums and the rows themselves.
 
     With ``interval_metric``, each scored slice also gets that metric's bootstrap interval
     (``interval``), so a reader can tell a real gap from a small slice's noise.
     """
     spec = tasks.get(task)
-    groups = np.asarray(groups, dtype=object)
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
-    keys = np.array([str(g) for g in groups], dtype=object)
+    k = (out.shape[1] if out.ndim == 2 else 2) if spec.classification else 0
+    keys = np.array([str(g) for g in np.asarray(groups, dtype=object)], dtype=object)
     result = {}
     for value in sorted(set(keys)):
         mask = keys == value
         y, o = y_true[mask], out[mask]
-        entry: dict = {"rows": int(mask.sum()), **spec.slice_base(float(y.mean()))}
-        scoreable = not spec.classification or y.min() != y.max()
-        if mask.sum() >= min_rows and scoreable:
-            entry.update(compute_kpis(task, y, o, threshold, names))
-            if interval_metric:
-                entry["interval"] = {
-                    "metric": interval_metric,
-                    **bootstrap_interval(task, y, o, threshold, interval_metric, n_boot=n_boot),
-                }
-        result[value] = entry
+        s = partial_sums(task, y, o, threshold, k)
+        result[value] = slice_entry(
+            task, s, names, threshold, k, min_rows, interval_metric, (y, o), n_boot
+        )
     return result
 
 
@@ -480,14 +411,14 @@ def slice_gaps(slices: dict[str, dict], names: tuple[str, ...] | list[str]) -> d
     return gaps
 
 
-# --- KPIs from per-partition sums (the Dask engine) -------------------------------------------
+# --- KPIs from per-partition sums (evaluation, on either engine) -------------------------------
 #
 # A partition of (truth, output) pairs reduces to a few additive numbers: confusion counts at
 # the threshold, log loss and Brier sums, calibration bins, regression moments and, when asked,
-# a fine histogram of scores per class. Merged over every partition, they give the same
-# threshold and sum KPIs as the row-level functions above (to rounding); ranking KPIs (ROC AUC,
-# PR AUC, median absolute error) need the rows themselves, or come approximately from the
-# histogram.
+# a fine histogram of scores per class. Merged over every partition (the local engine's test
+# split is one), they give the same threshold and sum KPIs as the row-level functions above
+# (to rounding); ranking KPIs (ROC AUC, PR AUC, median absolute error) need the rows
+# themselves, or come approximately from the histogram.
 
 HIST_BINS = 10_000  # score histogram bins on [0, 1]: ties within a bin count one half
 RANKING_KPIS = frozenset({"roc_auc", "pr_auc", "roc_auc_ovr", "median_ae"})
@@ -690,13 +621,70 @@ def target_mean_from_sums(s: Sums, n_classes: int) -> float:
     return float((np.arange(n_classes) * per_class).sum()) / float(s["n"][0])
 
 
+NO_INTERVAL = {"low": None, "high": None, "level": 0.95, "resamples": 0}
+
+
+def slice_entry(
+    task: str,
+    s: Sums,
+    names: tuple[str, ...] | list[str],
+    threshold: float | None,
+    n_classes: int,
+    min_rows: int,
+    interval_metric: str | None = None,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    n_boot: int = 1000,
+) -> dict:
+    """One slice of a column: its rows and base rate from its sums; when it has at least
+    ``min_rows`` rows and (classification) two classes, its KPIs (ranking ones from its rows'
+    ``pairs``, else the histogram) and, with ``interval_metric``, that metric's bootstrap
+    interval from the pairs (none without them: an interval that cannot be had is null). A
+    smaller or one-class slice's metrics would be noise or undefined."""
+    spec = tasks.get(task)
+    n = int(s["n"][0])
+    entry: dict = {"rows": n, **spec.slice_base(target_mean_from_sums(s, n_classes))}
+    k = n_classes
+    scoreable = not spec.classification or int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
+    if n >= min_rows and scoreable:
+        entry.update(rounded(kpis_from_sums(task, s, names, threshold, pairs, n_classes)))
+        if interval_metric:
+            interval = NO_INTERVAL
+            if pairs is not None:
+                interval = bootstrap_interval(task, *pairs, threshold, interval_metric, n_boot)
+            entry["interval"] = {"metric": interval_metric, **interval}
+    return entry
+
+
+def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
+    """evaluate.json's confusion counts and per-class report (precision, recall, F1 and
+    support of every class, one-vs-rest) from the summed matrix."""
+    k = len(classes)
+    cm = s["cm"].reshape(k, k)
+    confusion = tasks.get(task).confusion_summary(cm.astype(int).tolist(), classes)
+    t, p, tp_ = cm.sum(1), cm.sum(0), np.diag(cm)
+    per_class = {}
+    for i, c in enumerate(classes):
+        precision = tp_[i] / p[i] if p[i] else 0.0
+        recall = tp_[i] / t[i] if t[i] else 0.0
+        f1 = 2 * tp_[i] / (t[i] + p[i]) if t[i] + p[i] else 0.0
+        per_class[str(c)] = {
+            "precision": round(float(precision), 6),
+            "recall": round(float(recall), 6),
+            "f1": round(float(f1), 6),
+            "support": int(t[i]),
+        }
+    return {"confusion": confusion, "per_class": per_class}
+
+
 def rounded(values: dict[str, float]) -> dict[str, float | None]:
     """KPIs as :func:`compute_kpis` reports them: 6 digits, None where undefined."""
     return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
 
 
 def calibration_from_sums(s: Sums) -> list[dict[str, float]]:
-    """:func:`calibration_points` from the merged calibration bins."""
+    """Reliability diagram from the merged calibration bins: per bin of the score, the mean
+    predicted probability and the observed rate (binary: of the positive class; multiclass: the
+    top class's confidence and how often it is right)."""
     return [
         {
             "bin": b,
@@ -781,10 +769,10 @@ def threshold_curve_from_counts(
             cm = np.array([tn, fp, fn, tp])
             s = {"n": np.array([n]), "cm": cm, "log_loss": np.array([0.0])}
             s["brier"] = np.array([0.0])
-            if metric in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "mcc"):
-                value = kpis_from_sums(BINARY, s, [metric])[metric]
-            else:
+            if metric in THRESHOLD_FREE:
                 value = (ranking or {}).get(metric, float("nan"))
+            else:
+                value = kpis_from_sums(BINARY, s, [metric])[metric]
             row[metric] = round(float(value), 6)
         rows.append(row)
     return rows

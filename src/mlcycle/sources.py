@@ -389,20 +389,33 @@ def read_files(source: Source, root: Path) -> SourceRead:
     for rel in _glob(source, root):
         content = read_content(source, root, rel)
         df = _parse_bytes(source, content, source.format, rel)
-        if frames and set(df.columns) == set(frames[0].columns):
+        if frames:
+            check_same_columns(source, rel, df.columns, files[0]["file"], frames[0].columns)
             df = df[list(frames[0].columns)]  # JSON keys and Parquet columns in another order
-        elif frames:
-            raise SourceError(
-                f"source {source.name!r}: columns {[str(c) for c in df.columns]} of {rel} "
-                f"differ from {[str(c) for c in frames[0].columns]} of {files[0]['file']}"
-            )
         files.append({"file": rel, "sha256": sha256_bytes(content), "rows": len(df)})
         frames.append(df)
+    lineage = files_lineage(source, files)
+    return _result(source, clean(source, _concat(frames)), lineage)
+
+
+def check_same_columns(
+    source: Source, rel: str, columns: Any, first_rel: str, first_columns: Any
+) -> None:
+    """A SourceError when file ``rel`` of a source has other columns than its first file,
+    ``first_rel`` (in any order: JSON keys and Parquet columns may come in another)."""
+    if set(columns) != set(first_columns):
+        raise SourceError(
+            f"source {source.name!r}: columns {[str(c) for c in columns]} of {rel} "
+            f"differ from {[str(c) for c in first_columns]} of {first_rel}"
+        )
+
+
+def files_lineage(source: Source, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lineage of a source read from several files (each ``file``, ``sha256``, ``rows``):
+    the files and their combined digest, which must be the one the source declares."""
     digest = combined_digest([(f["file"], f["sha256"]) for f in files])
     _check_digest(source, digest, f"the files matching {source.path!r} (combined)")
-    frame = clean(source, _concat(frames))
-    lineage = {"path": source.path, "format": source.format, "files": files, "sha256": digest}
-    return _result(source, frame, lineage)
+    return {"path": source.path, "format": source.format, "files": files, "sha256": digest}
 
 
 # --- URLs and credentials ----------------------------------------------------------------------
@@ -801,12 +814,28 @@ def read_source(source: Source, root: Path) -> SourceRead:
     always a broken upstream export, and would otherwise only surface much later.
     """
     read = READERS[source.kind](source, root)
-    if read.frame.empty and not source.allow_empty:
+    check_rows(source, empty=read.frame.empty)
+    return read
+
+
+def check_rows(source: Source, empty: bool) -> None:
+    """A SourceError when a source that does not say ``allow_empty`` is ``empty``."""
+    if empty and not source.allow_empty:
         raise SourceError(
             f"source {source.name!r} ({describe(source)}) holds no rows (an empty file, a "
             "header line only, or an empty table or query); if it may be empty, set "
             "allow_empty: true on it"
         )
+
+
+def read_quarantining(source: Source, root: Path, say: Callable[[str], None]) -> SourceRead:
+    """:func:`read_source`; a landing source's rejected files then go to its quarantine folder
+    (:func:`write_quarantine`), each one said."""
+    read = read_source(source, root)
+    if source.kind == "landing":
+        write_quarantine(read, quarantine_folder(root, source.name))
+        for q in read.quarantined:
+            say(f"{source.name}: quarantined {q.file}: {q.reason}")
     return read
 
 
@@ -886,7 +915,6 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
     reads = [r for r in reads if len(r.frame)] or reads[:1]
     first = reads[0]
     expected = list(first.frame.columns)
-    parts = []
     for read in reads:
         cols = list(read.frame.columns)
         if set(cols) != set(expected):
@@ -896,11 +924,17 @@ def union(reads: list[SourceRead]) -> pd.DataFrame:
                 f"source {read.lineage['name']!r} has different columns from "
                 f"{first.lineage['name']!r}: missing {missing}, extra {extra}"
             )
-        parts.append((read.lineage["name"], read.frame[expected].copy()))
-    for col in type_conflicts(parts):
-        for _, part in parts:
-            part[col] = as_text(part[col])
-    for name, part in parts:
-        part[SOURCE_COLUMN] = name
+    text = list(type_conflicts([(r.lineage["name"], r.frame[expected]) for r in reads]))
+    parts = [unify(r.frame, r.lineage["name"], expected, text) for r in reads]
     # A column with no values in one source takes the others' type rather than object.
-    return pd.concat([part for _, part in parts], ignore_index=True).infer_objects()
+    return pd.concat(parts, ignore_index=True).infer_objects()
+
+
+def unify(frame: pd.DataFrame, name: str, columns: list[Any], text: list[Any]) -> pd.DataFrame:
+    """One source's rows (or a part of them) as rows of the snapshot: its ``columns`` in the
+    snapshot's order, the ``text`` columns made text, :data:`SOURCE_COLUMN` added (``name``)."""
+    frame = frame[columns].copy()
+    for col in text:
+        frame[col] = as_text(frame[col])
+    frame[SOURCE_COLUMN] = name
+    return frame

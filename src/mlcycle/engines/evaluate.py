@@ -1,5 +1,7 @@
 """The evaluate stage's step: score the test split (writing the predictions) and measure every
-figure."""
+figure. The local engine is the one-partition case of :mod:`mlcycle.engines.dask.evaluate`:
+the whole test split is scored, summarized and measured by the same functions of
+:mod:`mlcycle.evaluation`, with every row at hand."""
 
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import pandas as pd
 from mlcycle import config
 from mlcycle.engines.base import Engine, Evaluated, EvaluatePaths
 from mlcycle.engines.dask import evaluate as on_dask
-from mlcycle.evaluation import measure
-from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
+from mlcycle.evaluation import (
+    BASE,
+    check_slices,
+    decision_threshold,
+    measure,
+    predictions,
+    score_frame,
+    summarize,
+)
+from mlcycle.features import Signature, to_model_frame, unseen_categories
 from mlcycle.io import write_parquet
-from mlcycle.metrics import prediction_frame
 from mlcycle.models import load_model_dir
 
 __all__ = ["EvaluatePaths", "Evaluated", "evaluate"]
@@ -26,17 +35,18 @@ def evaluate(
     the predictions and measure every figure."""
     if engine.client is not None:
         return on_dask.evaluate_dask(params, signature, engine.client, paths, engine.say)
-    task = params.objectives.task
-    model, _ = load_model_dir(paths.model_dir)
+    obj = params.objectives
     test = pd.read_parquet(paths.test)
-    y = encode_target(test[params.objectives.target], signature)
-    X = to_model_frame(test, signature)
-    out = model.output(X)
-    base_out = None
+    check_slices(obj, list(test.columns))
+    models = [("", load_model_dir(paths.model_dir)[0])]
     if Path(paths.baseline_dir).is_dir():
-        base_model, _ = load_model_dir(paths.baseline_dir)
-        base_out = (base_model.kind, base_model.output(X))
+        models.append((BASE, load_model_dir(paths.baseline_dir)[0]))
+    scored = score_frame(test, models, signature, list(obj.slices))
+    write_parquet(paths.predictions, predictions(scored))
+    threshold = decision_threshold(obj, paths.oof)
+    # One partition: every row in the summary's sample (confusion.csv lists them all).
+    summary = summarize(scored, signature, threshold[0], list(obj.slices), base=len(models) > 1)
+    base_kind = models[1][1].kind if len(models) > 1 else None
     unseen = {k: len(v) for k, v in unseen_categories(test, signature).items()}
-    write_parquet(paths.predictions, prediction_frame(out, y, task, signature.classes))
-    evaluation = measure(params, signature, test, y, out, base_out, unseen, paths.oof)
-    return Evaluated(evaluation, model, X)
+    evaluation = measure(params, signature, summary, scored, threshold, base_kind, unseen)
+    return Evaluated(evaluation, models[0][1], to_model_frame(test, signature))

@@ -12,11 +12,9 @@ from mlcycle.sources import (
     SOURCE_COLUMN,
     canonical_order,
     describe,
-    quarantine_folder,
-    read_source,
+    read_quarantining,
     type_conflicts,
     union,
-    write_quarantine,
 )
 
 __all__ = ["SourceSet", "read_sources", "write_snapshot"]
@@ -30,12 +28,8 @@ def read_sources(
         return on_dask.read_sources(engine.client, sources, root, text_columns, engine.say)
     reads = []
     for source in sources:
-        read = read_source(source.with_text_columns(text_columns), root)
+        read = read_quarantining(source.with_text_columns(text_columns), root, engine.say)
         engine.say(f"{source.name}: {read.lineage['rows']} rows from {describe(source)}")
-        if source.kind == "landing":
-            write_quarantine(read, quarantine_folder(root, source.name))
-            for q in read.quarantined:
-                engine.say(f"{source.name}: quarantined {q.file}: {q.reason}")
         reads.append(read)
     conflicts = type_conflicts([(r.lineage["name"], r.frame) for r in reads])
     # A canonical row order: the same rows in another order are the same snapshot.

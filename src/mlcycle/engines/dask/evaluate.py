@@ -27,6 +27,7 @@ one line per test row: its plot shows proportions. The SHAP summary uses ``SHAP_
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,37 +35,41 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config, tasks
-from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
+from mlcycle.datasets import dataset_rows, sample_dataset
 from mlcycle.engines.base import Evaluated, EvaluatePaths, Say
 from mlcycle.engines.dask.data import read_dataset, write_dataset
 from mlcycle.evaluation import (
+    BASE,
+    SLICE,
     Evaluation,
     check_slices,
-    confusion_csv_rows,
+    frame_kpis,
     kpi_names,
-    task_plots,
+    measure,
+    merge_summaries,
+    output_columns,
+    predictions,
+    score_frame,
+    summarize,
+    threshold_rule,
 )
 from mlcycle.evaluation import decision_threshold as threshold_of_rows
-from mlcycle.features import Signature, encode_target, to_model_frame, unseen_categories
-from mlcycle.io import sha256_file
+from mlcycle.features import Signature, to_model_frame, unseen_categories
+from mlcycle.io import read_json, sha256_file
 from mlcycle.metrics import (
+    NO_INTERVAL,
     RANKING_KPIS,
+    THRESHOLD_FREE,
     Sums,
-    bootstrap_interval,
-    calibration_from_sums,
     choose_threshold,
-    class_curves,
     kpis_from_sums,
     merge_sums,
     partial_sums,
-    prediction_frame,
-    residual_summary,
     rounded,
-    target_mean_from_sums,
     threshold_counts,
     threshold_curve_from_counts,
 )
-from mlcycle.models import load_model_dir
+from mlcycle.models import MODEL_INFO, load_model_dir, model_files
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
@@ -74,41 +79,24 @@ if TYPE_CHECKING:
 EXACT_ROWS = 1_000_000  # test rows whose labels and outputs this process may gather
 SHAP_ROWS = 2_000
 SAMPLE_ROWS = 100_000  # rows of confusion.csv (and regression plot points beyond EXACT_ROWS)
-MISSING = "<missing>"
-NO_INTERVAL = {"low": None, "high": None, "level": 0.95, "resamples": 0}
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
 def model_sha(directory: str | Path) -> str:
     """SHA-256 of the model file in a model directory (the workers' cache key)."""
-    from mlcycle.io import read_json
-    from mlcycle.models import MODEL_INFO, model_files
-
     kind = read_json(Path(directory, MODEL_INFO))["kind"]
     return sha256_file(Path(directory, model_files()[kind]))
 
 
-def _model(directory: str, sha: str) -> Any:
-    """The model in ``directory``, loaded once per worker process (per file content)."""
+def _model(directory: str, sha: str, bundle: bool = False) -> Any:
+    """The model in ``directory`` (a model directory, or with ``bundle`` a bundle's, checksum
+    verified), loaded once per worker process (per file content)."""
+    from mlcycle.bundle import load_bundle
+
     key = (directory, sha)
     if key not in _MODELS:
-        _MODELS[key] = load_model_dir(directory)[0]
+        _MODELS[key] = load_bundle(directory).model if bundle else load_model_dir(directory)[0]
     return _MODELS[key]
-
-
-def slice_keys(col: pd.Series) -> np.ndarray:
-    """A slice column's values as the local engine names its slices (missing: ``<missing>``)."""
-    return np.array([str(v) for v in col.fillna(MISSING)], dtype=object)
-
-
-def output_columns(sig: Signature, prefix: str = "") -> list[str]:
-    """The prediction-file columns holding the model output."""
-    return tasks.get(sig.task).output_columns(sig.classes, prefix)
-
-
-def output_of(frame: pd.DataFrame, sig: Signature, prefix: str = "") -> np.ndarray:
-    """The model output matrix (or vector) from prediction-file columns."""
-    return tasks.get(sig.task).output_from_columns(frame, sig.classes, prefix)
 
 
 def score_part(
@@ -116,29 +104,12 @@ def score_part(
     models: list[tuple[str, str, str]],
     sig_doc: dict,
     slices: list[str],
+    bundle: bool = False,
 ) -> pd.DataFrame:
-    """One partition's predictions (the local file's columns) from the first of ``models``
-    (prefix, directory, sha256), the others' outputs under their prefix (``__base_``) and the
-    slice columns' keys (``__slice_<col>``)."""
-    sig = Signature.from_dict(sig_doc)
-    X = to_model_frame(part, sig)
-    y = encode_target(part[sig.target], sig)
-    out = None
-    for prefix, directory, sha in models:
-        if len(part):
-            output = _model(directory, sha).output(X)
-        else:  # dask's empty meta partition: no model call
-            output = np.zeros((0, len(sig.classes))) if sig.is_classification else np.zeros(0)
-        frame = prediction_frame(output, y, sig.task, sig.classes)
-        if out is None:
-            out = frame
-            continue
-        for col in frame.columns.drop("actual"):
-            out[f"{prefix}{col}"] = frame[col].to_numpy()
-    assert out is not None
-    for col in slices:
-        out[f"__slice_{col}"] = slice_keys(part[col])
-    return out
+    """:func:`mlcycle.evaluation.score_frame` of one partition by ``models`` (prefix,
+    directory, sha256; bundles with ``bundle``), each loaded once per worker."""
+    loaded = [(prefix, _model(directory, sha, bundle)) for prefix, directory, sha in models]
+    return score_frame(part, loaded, Signature.from_dict(sig_doc), slices)
 
 
 def _unseen(part: pd.DataFrame, sig_doc: dict) -> pd.Series:
@@ -146,67 +117,13 @@ def _unseen(part: pd.DataFrame, sig_doc: dict) -> pd.Series:
     return pd.Series([{k: set(v) for k, v in found.items()}])
 
 
-def summarize_part(
-    part: pd.DataFrame,
-    sig_doc: dict,
-    threshold: float | None,
-    slices: list[str],
-    hist: bool,
-    share: float,
-    base: bool,
-) -> dict:
-    """One scored partition reduced to sums: overall, the baseline's, per slice value, and a
-    row-hash sample of (actual, output) rows of about ``share`` of the rows."""
-    sig = Signature.from_dict(sig_doc)
-    k = len(sig.classes) if sig.is_classification else 0
-    y = part["actual"].to_numpy()
-    out = output_of(part, sig)
-    summary: dict = {"all": partial_sums(sig.task, y, out, threshold, k, hist)}
-    if base:
-        base_out = output_of(part, sig, "__base_")
-        summary["base"] = partial_sums(sig.task, y, base_out, threshold, k, hist)
-    summary["slices"] = {}
-    for col in slices:
-        keys = part[f"__slice_{col}"].to_numpy()
-        groups = pd.Series(np.arange(len(part))).groupby(keys, sort=False).indices
-        summary["slices"][col] = {
-            str(v): partial_sums(sig.task, y[ix], out[ix], threshold, k, hist)
-            for v, ix in groups.items()
-        }
-    cols = ["actual", *output_columns(sig)]
-    if share >= 1.0:
-        summary["sample"] = part[cols].reset_index(drop=True)
-    elif share <= 0.0:
-        summary["sample"] = part[cols].iloc[:0].reset_index(drop=True)
-    else:
-        pick = unit_interval(row_hash(part[cols], 0, "confusion sample")) < share
-        summary["sample"] = part.loc[pick, cols].reset_index(drop=True)
-    return summary
-
-
-def _merge_summary(a: dict | None, b: dict) -> dict:
-    if a is None:
-        return b
-    out = {"all": merge_sums(a["all"], b["all"]), "slices": {}}
-    if "base" in a:
-        out["base"] = merge_sums(a["base"], b["base"])
-    for col, groups in a["slices"].items():
-        merged = dict(groups)
-        for v, s in b["slices"][col].items():
-            merged[v] = merge_sums(merged[v], s) if v in merged else s
-        out["slices"][col] = merged
-    out["sample"] = pd.concat([a["sample"], b["sample"]], ignore_index=True)
-    return out
-
-
-def fold_partitions(client: Client, frame: dd.DataFrame, fn: Callable, *args: Any) -> Any:
-    """``fn(partition, *args)`` on the workers for every partition, merged here one result at
-    a time, in partition order, with ``merge(acc, result)`` (``args[-1]`` is ``merge``): this
-    process holds the running total and one partition's result, never the partitions."""
+def fold_partitions(client: Client, frame: dd.DataFrame, fn: Callable, merge: Callable) -> Any:
+    """``fn(partition)`` on the workers for every partition, merged here one result at a time,
+    in partition order, with ``merge(acc, result)``: this process holds the running total and
+    one partition's result, never the partitions."""
     import dask
 
-    *fn_args, merge = args
-    tasks = [dask.delayed(fn)(part, *fn_args) for part in frame.to_delayed()]
+    tasks = [dask.delayed(fn)(part) for part in frame.to_delayed()]
     futures = client.compute(tasks)
     acc = None
     for future in futures:  # in partition order: the same sums, bit for bit, on every run
@@ -231,18 +148,13 @@ def decision_threshold(
     oof = read_dataset(oof_path, columns=["actual", "probability"])
     counts = fold_partitions(client, oof, _oof_counts, _add)
     ranking = None
-    if obj.threshold_metric in ("roc_auc", "pr_auc", "log_loss", "brier"):
+    if obj.threshold_metric in THRESHOLD_FREE:
         sums = fold_partitions(client, oof, _oof_sums, _merge_sums_or_first)
         ranking = kpis_from_sums(BINARY, sums, [obj.threshold_metric])
     curve = threshold_curve_from_counts(
         counts, obj.threshold_metric, obj.cost_fp, obj.cost_fn, ranking
     )
-    rule = (
-        f"maximises out-of-fold {obj.threshold_metric}"
-        if obj.threshold_metric
-        else f"minimises out-of-fold cost ({obj.cost_fp} per FP, {obj.cost_fn} per FN)"
-    )
-    return choose_threshold(curve, obj.threshold_metric), rule, curve
+    return choose_threshold(curve, obj.threshold_metric), threshold_rule(obj), curve
 
 
 def _oof_counts(part: pd.DataFrame) -> np.ndarray:
@@ -256,51 +168,6 @@ def _oof_sums(part: pd.DataFrame) -> Sums:
 
 def _merge_sums_or_first(a: Sums | None, b: Sums) -> Sums:
     return b if a is None else merge_sums(a, b)
-
-
-def _slice_entry(
-    task: str,
-    s: Sums,
-    names: tuple[str, ...],
-    threshold: float | None,
-    k: int,
-    obj: config.Objectives,
-    pairs: tuple[np.ndarray, np.ndarray] | None,
-) -> dict:
-    """One slice as :func:`mlcycle.metrics.slice_kpis` reports it, from its sums (and its
-    rows' pairs when gathered)."""
-    spec = tasks.get(task)
-    n = int(s["n"][0])
-    entry: dict = {"rows": n, **spec.slice_base(target_mean_from_sums(s, k))}
-    # Classification: scored only with at least two classes present.
-    scoreable = not spec.classification or int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
-    if n >= obj.slice_min_rows and scoreable:
-        entry.update(rounded(kpis_from_sums(task, s, names, threshold, pairs, k)))
-        interval = NO_INTERVAL
-        if pairs is not None:
-            interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric)
-        entry["interval"] = {"metric": obj.primary_metric, **interval}
-    return entry
-
-
-def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
-    """The confusion counts and per-class report of evaluate.json from the summed matrix."""
-    k = len(classes)
-    cm = s["cm"].reshape(k, k)
-    confusion = tasks.get(task).confusion_summary(cm.astype(int).tolist(), classes)
-    t, p, tp_ = cm.sum(1), cm.sum(0), np.diag(cm)
-    per_class = {}
-    for i, c in enumerate(classes):
-        precision = tp_[i] / p[i] if p[i] else 0.0
-        recall = tp_[i] / t[i] if t[i] else 0.0
-        f1 = 2 * tp_[i] / (t[i] + p[i]) if t[i] + p[i] else 0.0
-        per_class[str(c)] = {
-            "precision": round(float(precision), 6),
-            "recall": round(float(recall), 6),
-            "f1": round(float(f1), 6),
-            "support": int(t[i]),
-        }
-    return {"confusion": confusion, "per_class": per_class}
 
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
@@ -356,8 +223,8 @@ def rank_kpis(
     split, exactly, without gathering its rows: per class a table of positives and negatives
     per distinct score, sorted and summed on the workers. With ``interval_of="roc_auc"`` (binary)
     also DeLong's 95% interval (``low``, ``high``), else None for it. ``prefix``: the outputs
-    of another model in the same frame (``__base_``). Scikit-learn's values to the last few
-    bits; undefined (NaN) when a class is absent."""
+    of another model in the same frame (:data:`mlcycle.evaluation.BASE`). Scikit-learn's
+    values to the last few bits; undefined (NaN) when a class is absent."""
     import dask
 
     wanted = [n for n in names if n in ("roc_auc", "pr_auc", "roc_auc_ovr")]
@@ -397,121 +264,56 @@ def evaluate_scored(
     exact_rows: int = EXACT_ROWS,
 ) -> Evaluation:
     """Every figure of the evaluation from the scored test split (see the module's notes):
-    sums from the workers; the label and outputs gathered when there are at most
-    ``exact_rows`` rows."""
-    obj, task = params.objectives, signature.task
-    threshold, rule, curve = threshold_rule_curve
+    :func:`mlcycle.evaluation.measure` of the partitions' merged summaries and, when there are
+    at most ``exact_rows`` rows, of the gathered label and outputs; else the figures that need
+    the rows from the workers."""
+    obj = params.objectives
     names = kpi_names(obj)
-    k = len(signature.classes) if signature.is_classification else 0
     rows = int(scored.map_partitions(len).sum().compute())
     exact = rows <= exact_rows
-    share = min(1.0, SAMPLE_ROWS / rows) if rows else 1.0
-    doc = signature.to_dict()
-    summary = fold_partitions(
-        client, scored, summarize_part, doc, threshold, list(obj.slices), not exact, share,
-        base_kind is not None, _merge_summary,
-    )  # fmt: skip
-    s = summary["all"]
-    out_cols = output_columns(signature)
-    pairs = base_pairs = None
-    frame = None
-    notes: dict = {}
-    if exact:  # a few numbers per row: the label, the outputs, the slice keys
-        wanted = ["actual", *out_cols, *(f"__slice_{c}" for c in obj.slices)]
-        if base_kind is not None and RANKING_KPIS & set(obj.kpis):
-            wanted += output_columns(signature, "__base_")
-        frame = scored[wanted].compute()
-        y = frame["actual"].to_numpy()
-        pairs = (y, output_of(frame, signature))
-        if base_kind is not None and RANKING_KPIS & set(obj.kpis):
-            base_pairs = (y, output_of(frame, signature, "__base_"))
-    values = kpis_from_sums(task, s, names, threshold, pairs, k)
-    interval = NO_INTERVAL
-    if pairs is not None:
-        interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
-    else:  # nothing per row gathered: exact ranks from the workers, DeLong's interval
-        exact_ranks, delong = rank_kpis(scored, signature, names, obj.primary_metric)
-        values.update(exact_ranks)
-        notes = {f"{name}_method": "distributed sort" for name in exact_ranks}
-        if "median_ae" in names:
-            values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
-            notes["median_ae_method"] = "quantile"
-        if delong is not None:
-            interval = {**NO_INTERVAL, **delong}
-            notes["confidence_interval_method"] = "delong"
-        else:
-            notes["confidence_interval_note"] = (
-                f"not computed: the test split has {rows} rows, more than the {exact_rows} "
-                "whose labels and outputs the Dask engine gathers"
-            )
-        if obj.slices and RANKING_KPIS & set(names):
-            notes["slice_ranking_method"] = (
-                "histogram" if tasks.get(task).classification else "not computed"
-            )
-    kpis = rounded(values)
-    slices = {}
-    for col in obj.slices:
-        keys = frame[f"__slice_{col}"].to_numpy() if frame is not None else None
-        entries = {}
-        for value in sorted(summary["slices"][col]):
-            group_pairs = None
-            if pairs is not None:
-                mask = keys == value
-                group_pairs = (pairs[0][mask], pairs[1][mask])
-            entries[value] = _slice_entry(
-                task, summary["slices"][col][value], names, threshold, k, obj, group_pairs
-            )
-        slices[col] = entries
-    baseline = None
-    if base_kind is not None:
-        base = kpis_from_sums(task, summary["base"], obj.kpis, threshold, base_pairs, k)
-        if base_pairs is None:
-            base.update(rank_kpis(scored, signature, obj.kpis, prefix="__base_")[0])
-        baseline = (base_kind, rounded(base))
-    sample = summary["sample"]
-    spec = tasks.get(task)
-    if not spec.classification:
-        if pairs is not None:
-            residuals = residual_summary(*pairs)
-            plots = task_plots(*pairs, signature, threshold, params.evaluate.curve_points)
-        else:
-            residuals = _residuals_approx(scored, s)
-            y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
-            plots = task_plots(y_s, out_s, signature, threshold, params.evaluate.curve_points)
-        task_detail: dict = {"residuals": residuals}
-        confusion_rows = ""
-    else:
-        task_detail = confusion_from_sums(task, s, signature.classes)
-        plots = dict.fromkeys(("roc", "precision_recall", "calibration", "predicted_actual"), [])
-        if pairs is not None:
-            plots["roc"], plots["precision_recall"] = class_curves(
-                *pairs, signature.classes, params.evaluate.curve_points
-            )
-        else:
-            from mlcycle.metrics import hist_curves
-
-            plots["roc"], plots["precision_recall"] = hist_curves(
-                s, signature.classes, params.evaluate.curve_points
-            )
-        plots["calibration"] = calibration_from_sums(s)
-        y_s, out_s = sample["actual"].to_numpy(), output_of(sample, signature)
-        labels = spec.decide(out_s, threshold)
-        confusion_rows = confusion_csv_rows(y_s, labels, signature.classes)
-    return Evaluation(
-        threshold=threshold,
-        rule=rule,
-        curve=curve,
-        kpis=kpis,
-        interval=interval,
-        slices=slices,
-        baseline=baseline,
-        task_detail=task_detail,
-        plots=plots,
-        confusion_rows=confusion_rows,
-        rows=int(s["n"][0]),
-        unseen=unseen,
-        notes=notes,
+    summarize_part = partial(
+        summarize,
+        signature=signature,
+        threshold=threshold_rule_curve[0],
+        slices=list(obj.slices),
+        hist=not exact,
+        share=min(1.0, SAMPLE_ROWS / rows) if rows else 1.0,
+        base=base_kind is not None,
     )
+    summary = fold_partitions(client, scored, summarize_part, merge_summaries)
+    frame = None
+    if exact:  # a few numbers per row: the label, the outputs, the slice keys
+        wanted = ["actual", *output_columns(signature), *(f"{SLICE}{c}" for c in obj.slices)]
+        if base_kind is not None and RANKING_KPIS & set(obj.kpis):
+            wanted += output_columns(signature, BASE)
+        frame = scored[wanted].compute()
+    ev = measure(params, signature, summary, frame, threshold_rule_curve, base_kind, unseen)
+    if exact:
+        return ev
+    # Nothing per row gathered: exact ranks from the workers, DeLong's interval.
+    ranks, delong = rank_kpis(scored, signature, names, obj.primary_metric)
+    ev.notes = {f"{name}_method": "distributed sort" for name in ranks}
+    if "median_ae" in names:
+        ranks["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
+        ev.notes["median_ae_method"] = "quantile"
+    ev.kpis.update(rounded(ranks))
+    if delong is not None:
+        ev.interval = {**NO_INTERVAL, **delong}
+        ev.notes["confidence_interval_method"] = "delong"
+    else:
+        ev.notes["confidence_interval_note"] = (
+            f"not computed: the test split has {rows} rows, more than the {exact_rows} "
+            "whose labels and outputs the Dask engine gathers"
+        )
+    if obj.slices and RANKING_KPIS & set(names):
+        ev.notes["slice_ranking_method"] = (
+            "histogram" if tasks.get(signature.task).classification else "not computed"
+        )
+    if ev.baseline is not None:
+        ev.baseline[1].update(rounded(rank_kpis(scored, signature, obj.kpis, prefix=BASE)[0]))
+    if not tasks.get(signature.task).classification:
+        ev.task_detail["residuals"] = _residuals_approx(scored, summary["all"])
+    return ev
 
 
 def _abs_residuals(scored: dd.DataFrame) -> dd.Series:
@@ -553,15 +355,14 @@ def evaluate_dask(
     base_kind = None
     if Path(paths.baseline_dir).is_dir():
         base_dir = str(Path(paths.baseline_dir).resolve())
-        models.append(("__base_", base_dir, model_sha(base_dir)))
-        base_kind = load_model_dir(base_dir)[0].kind
+        models.append((BASE, base_dir, model_sha(base_dir)))
+        base_kind = _model(*models[1][1:]).kind
     doc = signature.to_dict()
     slices = list(obj.slices)
     scored = test.map_partitions(
         score_part, models, doc, slices, meta=score_part(test._meta, models, doc, slices)
     ).persist()  # on the workers: scored once, read by the writer and the sums
-    predictions = scored[[c for c in scored.columns if not c.startswith("__")]]
-    write_dataset(paths.predictions, predictions, say)
+    write_dataset(paths.predictions, predictions(scored), say)
     unseen_sets: dict[str, set] = {}
     for found in test.map_partitions(_unseen, doc, meta=(None, object)).compute():
         for key, values in found.items():
@@ -577,7 +378,7 @@ def evaluate_dask(
         f"confusion.csv holds a sample of at most {SAMPLE_ROWS} rows"
     )
     X = to_model_frame(sample_dataset(paths.test, SHAP_ROWS), signature)
-    return Evaluated(measured, load_model_dir(paths.model_dir)[0], X)
+    return Evaluated(measured, _model(*models[0][1:]), X)
 
 
 def champion_kpis(
@@ -596,50 +397,22 @@ def champion_kpis(
     bundle = load_bundle(bundle_dir)
     sig = bundle.signature
     bundle_dir = str(Path(bundle_dir).resolve())
-    sha = sha256_file(Path(bundle_dir, MODEL_FILES[bundle.model.kind]))
+    models = [("", bundle_dir, sha256_file(Path(bundle_dir, MODEL_FILES[bundle.model.kind])))]
     test = read_dataset(test_path)
     doc = sig.to_dict()
     scored = test.map_partitions(
-        _score_bundle_part, bundle_dir, sha, doc, meta=_score_bundle_part(
-            test._meta, bundle_dir, sha, doc)
-    )  # fmt: skip
-    rows = dataset_rows(test_path)
-    exact = rows <= exact_rows
+        score_part, models, doc, [], True, meta=score_part(test._meta, models, doc, [], True)
+    )
     ranking = bool(RANKING_KPIS & set(names))
-    summary = fold_partitions(
-        client, scored, summarize_part, doc, bundle.threshold, [], False, 0.0,
-        False, _merge_summary,
-    )  # fmt: skip
-    pairs = None
-    if ranking and exact:
-        frame = scored[["actual", *output_columns(sig)]].compute()
-        pairs = (frame["actual"].to_numpy(), output_of(frame, sig))
-    k = len(sig.classes) if sig.is_classification else 0
-    values = kpis_from_sums(sig.task, summary["all"], names, bundle.threshold, pairs, k)
-    if ranking and pairs is None:
+    summarize_part = partial(
+        summarize, signature=sig, threshold=bundle.threshold, slices=[], share=0.0
+    )
+    summary = fold_partitions(client, scored, summarize_part, merge_summaries)
+    exact = dataset_rows(test_path) <= exact_rows
+    frame = scored[["actual", *output_columns(sig)]].compute() if ranking and exact else None
+    values = frame_kpis(summary, frame, sig, bundle.threshold, names)
+    if ranking and frame is None:
         values.update(rank_kpis(scored, sig, names)[0])
-    if "median_ae" in names and pairs is None:
+    if "median_ae" in names and frame is None:
         values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
     return rounded(values)
-
-
-_BUNDLES: dict[tuple[str, str], Any] = {}
-
-
-def _score_bundle_part(
-    part: pd.DataFrame, bundle_dir: str, sha: str, sig_doc: dict
-) -> pd.DataFrame:
-    """One partition scored by a bundle (loaded once per worker): the prediction-file columns."""
-    from mlcycle.bundle import load_bundle
-
-    sig = Signature.from_dict(sig_doc)
-    if len(part) == 0:
-        k = len(sig.classes) if sig.is_classification else 0
-        out = np.zeros((0, k)) if k else np.zeros(0)
-        return prediction_frame(out, np.zeros(0, dtype=np.int64), sig.task, sig.classes)
-    key = (bundle_dir, sha)
-    if key not in _BUNDLES:
-        _BUNDLES[key] = load_bundle(bundle_dir)
-    bundle = _BUNDLES[key]
-    out = bundle.model.output(to_model_frame(part, sig))
-    return prediction_frame(out, encode_target(part[sig.target], sig), sig.task, sig.classes)

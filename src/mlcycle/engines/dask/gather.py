@@ -46,16 +46,16 @@ from mlcycle.sources import (
     _glob,
     _kind,
     _parse_bytes,
-    as_text,
+    check_rows,
+    check_same_columns,
     clean,
-    combined_digest,
     describe,
-    quarantine_folder,
+    files_lineage,
     read_content,
-    read_source,
+    read_quarantining,
     type_conflicts,
+    unify,
     union,
-    write_quarantine,
 )
 
 if TYPE_CHECKING:
@@ -129,11 +129,8 @@ def unify_part(
 ) -> pd.DataFrame:
     """One part of source ``name`` as a part of the snapshot: its columns in the snapshot's
     order, the columns read as text made text, the source column added, the snapshot's
-    types."""
-    frame = frame[[c for c in dtypes if c != SOURCE_COLUMN]].copy()
-    for col in text:
-        frame[col] = as_text(frame[col])
-    frame[SOURCE_COLUMN] = name
+    types (:func:`mlcycle.sources.unify`, then cast)."""
+    frame = unify(frame, name, [c for c in dtypes if c != SOURCE_COLUMN], text)
     return pd.DataFrame({c: cast(frame[c], t) for c, t in dtypes.items()})
 
 
@@ -195,11 +192,7 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
     first = client.gather(client.map(profile, frames))
     columns = list(first[0]["sample"].columns)
     for rel, info in zip(rels, first, strict=True):
-        if set(info["columns"]) != set(first[0]["columns"]):
-            raise SourceError(
-                f"source {source.name!r}: columns {info['columns']} of {rel} differ from "
-                f"{first[0]['columns']} of {rels[0]}"
-            )
+        check_same_columns(source, rel, info["columns"], rels[0], first[0]["columns"])
     # The types the local engine's concatenation of these files would have.
     dtypes = None
     if n > 1:
@@ -212,22 +205,14 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
         _check_digest(source, digests[0], f"content of {source.path}")
         lineage = {"path": source.path, "format": source.format, "sha256": digests[0]}
     else:
-        files = [
+        lineage = files_lineage(source, [
             {"file": r, "sha256": d, "rows": i["rows"]}
             for r, d, i in zip(rels, digests, first, strict=True)
-        ]
-        digest = combined_digest(list(zip(rels, digests, strict=True)))
-        _check_digest(source, digest, f"the files matching {source.path!r} (combined)")
-        lineage = {"path": source.path, "format": source.format, "files": files, "sha256": digest}
+        ])  # fmt: skip
     full = {"name": source.name, "kind": source.kind, **lineage}
     rows = sum(i["rows"] for i in profiles)
     full.update(rows=rows, columns=profiles[0]["columns"])
-    if not rows and not source.allow_empty:
-        raise SourceError(
-            f"source {source.name!r} ({describe(source)}) holds no rows (an empty file, a "
-            "header line only, or an empty table or query); if it may be empty, set "
-            "allow_empty: true on it"
-        )
+    check_rows(source, empty=not rows)
     return Gathered(source, parts, profiles, full)
 
 
@@ -242,11 +227,7 @@ def _second(pair: tuple) -> Any:
 def gather_other(source: config.Source, root: Path, client: Client, say: Say) -> Gathered:
     """A database, download or landing folder: read here as on the local engine (a bounded
     input by nature), quarantine as on the local engine, then sent to the cluster."""
-    read = read_source(source, root)
-    if source.kind == "landing":
-        write_quarantine(read, quarantine_folder(root, source.name))
-        for q in read.quarantined:
-            say(f"{source.name}: quarantined {q.file}: {q.reason}")
+    read = read_quarantining(source, root, say)
     [future] = client.scatter([read.frame])
     return Gathered(source, [future], [profile(read.frame)], read.lineage)
 
