@@ -631,18 +631,12 @@ def cluster_batches(
 # --- the stage ---------------------------------------------------------------------------
 
 
-def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
-    """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
-    folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
-    obj, cfg, eng = params.objectives, params.train, params.engine
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = str(Path(path).resolve())
-    rows = dataset_rows(path)
-    ddf = read_dataset(path)
-    signature = dask_signature(ddf, path, params, say)
-    n_classes = tasks.get(obj.task).output_width(len(signature.classes))
-    metric = obj.primary_metric
-    small = rows <= eng.trial_max_rows
+def trainable(
+    cfg: config.TrainConfig, eng: config.EngineConfig, rows: int, say: Say
+) -> tuple[list[str], str | None]:
+    """The candidates and the baseline that can train on ``rows`` rows on the cluster: above
+    ``engine.sklearn_max_rows`` (or ``trial_max_rows``) scikit-learn's, which need every row in
+    one process, are skipped, saying so; none left is an error naming the settings."""
     limit = min(eng.sklearn_max_rows, eng.trial_max_rows)
     kinds = list(cfg.candidates)
     sklearn = [k for k in kinds if not adapter(k).distributed]
@@ -661,6 +655,54 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         say(f"no baseline: train.baseline {baseline_kind} is scikit-learn and the training "
             f"split has more than {limit} rows")  # fmt: skip
         baseline_kind = None
+    return kinds, baseline_kind
+
+
+def tune_in_memory(
+    client: Client,
+    path: str,
+    signature: Signature,
+    params: config.Params,
+    kinds: list[str],
+    baseline_kind: str | None,
+    rows: int,
+    say: Say,
+) -> tuple[list[Future], TuningResult, pd.DataFrame]:
+    """Tune a split small enough for one worker's memory: every worker loads it once, trials
+    run where it is; returns the loaded copies (for the final fit), the tuning result and the
+    winner's out-of-fold predictions."""
+    obj, cfg = params.objectives, params.train
+    n_classes = tasks.get(obj.task).output_width(len(signature.classes))
+    data = [
+        client.submit(load_split, path, signature.to_dict(), cfg.cv_folds, cfg.seed,
+                      workers=[w], allow_other_workers=False, pure=False)
+        for w in sorted(client.scheduler_info()["workers"])
+    ]  # fmt: skip
+    y, fold = client.submit(target_and_folds, data[0], pure=False).result()
+    check_folds(y, fold, cfg.cv_folds, obj.task, signature.classes)
+    fold_rows = [np.flatnonzero(fold == i) for i in range(cfg.cv_folds)]
+    del fold
+    result = tune_on_workers(
+        client, data, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows, say,
+        baseline_kind,
+    )  # fmt: skip
+    oof = prediction_frame(result.winner.cv.oof, y, obj.task, signature.classes)
+    return data, result, oof
+
+
+def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
+    """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
+    folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
+    obj, cfg, eng = params.objectives, params.train, params.engine
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = str(Path(path).resolve())
+    rows = dataset_rows(path)
+    ddf = read_dataset(path)
+    signature = dask_signature(ddf, path, params, say)
+    n_classes = tasks.get(obj.task).output_width(len(signature.classes))
+    metric = obj.primary_metric
+    small = rows <= eng.trial_max_rows
+    kinds, baseline_kind = trainable(cfg, eng, rows, say)
     say(f"{obj.task}: {rows} rows, {len(signature.features)} features; candidates {kinds}, "
         f"selected by cv {metric}")  # fmt: skip
 
@@ -674,23 +716,10 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
 
     data: list[Future] = []
     if small:
-        workers = sorted(client.scheduler_info()["workers"])
-        data = [
-            client.submit(load_split, path, signature.to_dict(), cfg.cv_folds, cfg.seed,
-                          workers=[w], allow_other_workers=False, pure=False)
-            for w in workers
-        ]  # fmt: skip
-        y, fold = client.submit(target_and_folds, data[0], pure=False).result()
-        check_folds(y, fold, cfg.cv_folds, obj.task, signature.classes)
-        fold_rows = [np.flatnonzero(fold == i) for i in range(cfg.cv_folds)]
-        del fold
-        result = tune_on_workers(
-            client, data, kinds, cfg, metric, obj.task, n_classes, fold_rows, rows, say,
-            baseline_kind,
-        )  # fmt: skip
+        data, result, oof = tune_in_memory(
+            client, path, signature, params, kinds, baseline_kind, rows, say
+        )
         win = result.winner
-        oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
-        del y
     else:
         check_fold_counts(_fold_counts(model_frame(), cfg.cv_folds, obj.task, n_classes),
                           obj.task, signature.classes)  # fmt: skip
