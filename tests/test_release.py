@@ -14,7 +14,7 @@ import yaml
 
 from mlcycle import registry
 from mlcycle.bundle import load_bundle
-from tests.conftest import cli, git_commit, run, set_params
+from tests.conftest import cli, git_commit, run, serving, set_params
 
 NAME = "income-classifier"
 
@@ -157,3 +157,24 @@ def test_a_version_is_fetched_without_dvc_on_path(released: Path, tmp_path: Path
     cli(p, "predict", test_split, str(scored), "--version", "v0.1.0",
         process=True, env={"PATH": os.defpath})  # fmt: skip
     assert scored.is_file() and (p / registry.CACHE_DIR / NAME / "v0.1.0").is_dir()
+
+
+@pytest.mark.server
+def test_status_says_when_the_service_and_production_disagree(
+    released: Path, tmp_path: Path
+) -> None:
+    """`mlcycle status --service URL`: the model the service says it serves, beside the
+    registry's production version; exit 3 when production moved and the service did not."""
+    p = copy_of(released, tmp_path)
+    with serving(p, "--version", "v0.1.0", "--workers", "1", "--no-log") as served:
+        agree = cli(p, "status", "--service", served.url)
+        assert f"{served.url} serves {NAME}@v0.1.0" in agree.stdout
+        assert "the production version" in agree.stdout
+        (p / "NOTES.md").write_text("a change that is no model change\n")
+        git_commit(p, "notes")
+        cli(p, "release")  # production moves to v0.1.1; the service still serves v0.1.0
+        moved = cli(p, "status", "--service", served.url, check=False)
+        assert moved.returncode == 3, moved.stdout + moved.stderr
+        assert f"DISAGREES with production {NAME}@v0.1.1" in moved.stdout
+    gone = cli(p, "status", "--service", served.url, check=False)
+    assert gone.returncode == 1 and "no answer from GET /health" in gone.stderr

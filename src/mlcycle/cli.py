@@ -389,8 +389,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             readme.write_text(new, encoding="utf-8")
         print(f"{readme}: results table {'updated' if new != old else 'already current'}")
         return 0
-    print(status.markdown(root) if args.markdown else status.text(root), end="")
-    return 0
+    if not args.service:
+        print(status.markdown(root) if args.markdown else status.text(root), end="")
+        return 0
+    try:
+        row, agrees = status.service_row(root, args.service)
+    except status.ServiceError as exc:
+        return _err(str(exc))
+    print(status.text(root, extra=[row]), end="")
+    return 0 if agrees else 3
 
 
 def cmd_pr_comment(args: argparse.Namespace) -> int:
@@ -611,8 +618,18 @@ def _add_report(sub: Subparsers) -> None:
 
 
 def _add_status(sub: Subparsers) -> None:
-    p = sub.add_parser("status", help="the headline figures at a glance (gate, KPIs, model, data)")
+    p = sub.add_parser(
+        "status",
+        help="the headline figures at a glance (gate, KPIs, model, data). Exit status: 0; 1 "
+        "--service did not answer; 3 --service serves another model than production",
+    )
     p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    p.add_argument(
+        "--service",
+        metavar="URL",
+        help="also ask the running service at URL which model it serves, and say (exit 3) "
+        "when that is not the registry's production version",
+    )
     p.add_argument(
         "--readme",
         nargs="?",

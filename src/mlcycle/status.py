@@ -11,6 +11,7 @@ before it would be recorded; ``gate_of`` finds the decision that judged the curr
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,17 @@ from mlcycle import config, registry
 from mlcycle.summary import SUMMARY, _params, fingerprint, headline
 from mlcycle.tasks import lower_is_better, meets
 
-__all__ = ["SUMMARY", "fingerprint", "gate_of", "headline", "markdown", "rows", "text"]
+__all__ = [
+    "SUMMARY",
+    "ServiceError",
+    "fingerprint",
+    "gate_of",
+    "headline",
+    "markdown",
+    "rows",
+    "service_row",
+    "text",
+]
 
 
 def gate_of(gate: dict, evaluate_text: str | None, params_text: str | None) -> tuple[dict, str]:
@@ -204,9 +215,47 @@ def rows(root: Path, production: bool = True) -> list[tuple[str, str]]:
     return out
 
 
-def text(root: Path) -> str:
-    """The headline for a terminal: two aligned columns, under 100 characters a line."""
+class ServiceError(RuntimeError):
+    """The service named by ``--service`` did not say which model it serves."""
+
+
+def served(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The model a running service says it serves (``GET /health``: name, version, id)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as resp:
+            doc = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"{url}: no answer from GET /health ({exc})") from None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if not isinstance(model, dict) or not model.get("id"):
+        raise ServiceError(f"{url}: GET /health names no model (is it an mlcycle service?)")
+    return model
+
+
+def service_row(root: Path, url: str) -> tuple[tuple[str, str], bool]:
+    """The ``service`` row: which model the service at ``url`` serves, and whether that is the
+    registry's production version (False when production moved and the service did not follow,
+    or it serves a bundle by path while a version is in production)."""
+    model = served(url)
+    name = config.section(_workspace_params(root), "package").name
+    prod = registry.production(root, name)
+    version = model.get("version")
+    what = f"{model.get('name')}@{version}" if version else f"{model.get('name')} from a path"
+    line = f"{url} serves {what} (model {model['id']})"
+    if prod is None:
+        return ("service", f"{line}; nothing is in production"), True
+    if model.get("name") == prod.name and version == prod.version:
+        return ("service", f"{line}: the production version"), True
+    return ("service", f"{line}; DISAGREES with production {prod.name}@{prod.version}"), False
+
+
+def text(root: Path, extra: list[tuple[str, str]] | None = None) -> str:
+    """The headline for a terminal (``extra`` rows after the production row): two aligned
+    columns, under 100 characters a line."""
     pairs = rows(root)
+    if extra:
+        at = next((i + 1 for i, (label, _) in enumerate(pairs) if label == "production"), 1)
+        pairs[at:at] = extra
     width = max(len(label) for label, _ in pairs)
     return "".join(f"{label:<{width}}  {value}\n" for label, value in pairs)
 
