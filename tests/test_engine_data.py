@@ -70,6 +70,8 @@ def messy(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     dups = df.iloc[[5, 17, 1200]].copy()
     df = pd.concat([df, dups, df.iloc[[5]]], ignore_index=True)
     df["_source"] = np.where(df.index % 2 == 0, "a", "b")
+    # 60 % of source b's colours missing: 30 % of the snapshot, under the limit of 50 %.
+    df.loc[(df.index % 2 == 1) & (df.index % 10 < 6), "colour"] = None
     return df
 
 
@@ -84,6 +86,8 @@ def test_findings_equal_the_local_engine(dask_local_client, partitions: int) -> 
     found, rows = check_dataset(ddf, SCHEMA, severity={"duplicate_rows": "warning"}, examples=4)
     assert rows == len(frame)
     assert [f.as_dict() for f in found] == [f.as_dict() for f in local]
+    [nulls] = [f for f in found if f.kind == "null_rate" and f.column == "colour"]
+    assert nulls.over == ("b",)  # counted per source in each partition, then merged
 
 
 def test_row_hash_ignores_partitioning_and_index() -> None:

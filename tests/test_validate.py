@@ -157,6 +157,28 @@ def test_null_rate_limit_from_the_column_or_the_default() -> None:
     assert columns == {"score"}
 
 
+def test_a_share_limit_holds_in_each_source() -> None:
+    """A source with too many nulls (or unseen categories) is a finding naming it, even when
+    a clean source beside it brings the snapshot's share under the limit."""
+    train = people(10).assign(_source="train")
+    train.loc[:5, "colour"] = None  # 60 % of train's rows, 6 of 30 in the snapshot
+    train.loc[6:7, "colour"] = "purple"  # unseen: 2 of train's 10 rows, 2 of 30 in all
+    frame = pd.concat([train, people(20).assign(_source="test")], ignore_index=True)
+    limits = {"max_null_rate": 0.5, "max_unseen_share": 0.1}
+    findings = check(frame, PEOPLE, severity={"unseen_category": "warning"}, **limits)
+    nulls = only(findings, "null_rate")
+    assert (nulls.column, nulls.rows, nulls.total, nulls.over) == ("colour", 6, 30, ("train",))
+    assert "above the limit in source 'train': 60.00% (6 of 10 rows)" in nulls.message
+    assert nulls.as_dict()["over_limit"] == {"train": {"rows": 6, "of": 10, "rate": 0.6}}
+    unseen = only(findings, "unseen_category")
+    assert (unseen.severity, unseen.over) == ("error", ("train",))
+    assert "more than 10.00% of rows (validate.max_unseen_share)" in unseen.message
+    # The same rows from one source: judged on the snapshot, as before.
+    alone = check(frame.assign(_source="all"), PEOPLE, severity={"unseen_category": "warning"},
+                  **limits)  # fmt: skip
+    assert {f.kind: f.severity for f in alone} == {"unseen_category": "warning"}
+
+
 def test_unseen_category() -> None:
     frame = people()
     frame["colour"] = pd.Series(

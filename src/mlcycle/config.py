@@ -508,10 +508,12 @@ class ValidateConfig(_Section):
     """Types, ranges, categories: drafted by `mlcycle init`; review it. `mlcycle schema infer`
     drafts one from a snapshot."""
     max_null_rate: float = Field(0.5, ge=0, le=1)
-    """For columns whose schema entry gives none."""
+    """For columns whose schema entry gives none. Like every share limit, it holds for the
+    snapshot and for each source on its own rows."""
     max_unseen_share: float = Field(0.01, ge=0, le=1)
-    """Unseen categories in more than this share of a column's rows are an error. This holds
-    whatever validate.severity.unseen_category says: a few new values are news, many are a break."""
+    """Unseen categories in more than this share of a column's rows (of the snapshot, or of one
+    source) are an error. This holds whatever validate.severity.unseen_category says: a few new
+    values are news, many are a break."""
     examples: int = Field(5, ge=0)
     """Example values shown per finding."""
     severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = Field({}, validate_default=True)
