@@ -241,7 +241,8 @@ def _write_cases(folder: Path) -> dict[str, list[dict]]:
     columns = yaml_columns()
     csv_gz = {"name": "gz", "kind": "file", "path": "in/adult-*.csv.gz", "format": "csv",
               "header": False, "columns": columns, "delimiter": ";", "skip_rows": 2,
-              "na_values": ["?"], "value_map": {"income": {">50K": "rich"}}}  # fmt: skip
+              "na_values": ["?"], "value_map": {"income": {">50K": "rich", "poor": "<=50K"},
+                                                "age": {"90": None}}}  # fmt: skip
     return {
         "csv_options": [csv_gz],
         "parquet_glob_and_text": [
@@ -274,6 +275,13 @@ def test_gather_matches_the_local_engine(
     pd.testing.assert_frame_equal(dask, local)
     assert local_doc.pop("snapshot_sha256") != dask_doc.pop("snapshot_sha256")  # file vs parts
     assert dask_doc == local_doc
+    if case == "csv_options":  # the rows each value_map entry recoded, added up over files
+        recoded = dask_doc["sources"][0]["value_map"]
+        assert recoded["income"]["poor"] == 0 and recoded["income"][">50K"] > 0
+        assert dask_doc["warnings"] == [
+            "source 'gz': value_map income: 'poor' matches no value of column 'income'; nothing "
+            "was recoded (check the spelling and the column's type)"
+        ]
     if case == "parquet_glob_and_text":
         assert dask_doc["read_as_text"] == {"age": {"pq": "number", "text": "text"}}
         assert "forty" in set(dask["age"])

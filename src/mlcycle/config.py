@@ -383,9 +383,12 @@ class Source(_Section):
     columns: Names = None
     """Column names of a file without a header line (default: data.columns)."""
     value_map: dict[
-        Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText]
+        Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText | None]
     ] = {}
-    """Per column, values to replace: {column: {old: new}}."""
+    """Per column, values to replace: {column: {old: new}}; new null means missing. Keys and
+    values are read as the column's type: in a numeric column "6" and 6.0 both match 6. An
+    entry that matches nothing is a warning of gather; one that cannot be of the column's
+    type is an error."""
     url: str | None = None
     """database: a SQLAlchemy URL without credentials; http: the URL to download."""
     url_env: str | None = None
