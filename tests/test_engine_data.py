@@ -15,7 +15,8 @@ from mlcycle import config
 from mlcycle.datasets import row_hash
 from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
-from mlcycle.engines.dask.validate import check_dataset
+from mlcycle.engines.dask.validate import check_dataset, dataset_classes
+from mlcycle.preflight import class_counts
 from mlcycle.schema import parse_schema
 from mlcycle.schema.findings import check
 from mlcycle.sources import SourceError
@@ -88,6 +89,8 @@ def test_findings_equal_the_local_engine(dask_local_client, partitions: int) -> 
     assert [f.as_dict() for f in found] == [f.as_dict() for f in local]
     [nulls] = [f for f in found if f.kind == "null_rate" and f.column == "colour"]
     assert nulls.over == ("b",)  # counted per source in each partition, then merged
+    classes = dataset_classes(ddf, "label")  # rows per source and class, for train.cv_folds
+    assert classes == class_counts(frame, "label") and classes[("a", "maybe")] > 0
 
 
 def test_row_hash_ignores_partitioning_and_index() -> None:

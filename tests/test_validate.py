@@ -24,7 +24,10 @@ import yaml
 
 from mlcycle import config, sources
 from mlcycle.config import FINDING_KINDS
+from mlcycle.engines.base import Engine
+from mlcycle.engines.validate import check_snapshot
 from mlcycle.io import dumps_json
+from mlcycle.preflight import class_counts, settings_problems
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     ColumnSpec,
@@ -407,6 +410,37 @@ def test_project_schema_passes_the_bundled_data_with_default_params(adult: pd.Da
     doc = summarize(findings, len(adult), 15)
     assert doc["passed"], [f.message for f in findings]
     assert [(f.kind, f.severity) for f in findings] == [("duplicate_rows", "warning")]
+
+
+def test_a_class_too_rare_for_the_folds_is_found_by_validate(
+    adult: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A class with fewer training rows than train.cv_folds is a settings problem of validate,
+    named with its count and the remedy, counted as prepare makes labels (padded and
+    missing-token labels included) and, for a by_source split, in the training sources only."""
+    params = config.load(ROOT / "params.yaml")
+    assert params.prepare.split.method == "by_source" and params.train.cv_folds == 4
+    train = adult["_source"] == "adult_train"
+    rich = adult.index[train & (adult["income"] == ">50K")]
+    frame = adult.copy()
+    frame.loc[rich[3:], "income"] = "<=50K"  # 3 rows of >50K left in training, many in test
+    frame.loc[rich[0], "income"] = " >50K "  # prepare strips it: still >50K
+    frame.loc[rich[1:3], "income"] = "?"  # a missing token: prepare drops these two rows
+    frame.to_parquet(tmp_path / "snapshot.parquet")
+    schema = load_schema(ROOT / params.validate.schema)
+    engine = Engine(params.engine, print, None)
+    checked = check_snapshot(engine, str(tmp_path / "snapshot.parquet"), schema,
+                             params.validate, "income", count_classes=True)  # fmt: skip
+    assert checked.classes[("adult_train", ">50K")] == 1
+    assert ("adult_train", "?") not in checked.classes
+    problems = settings_problems(params, checked.sample, schema, checked.classes)
+    assert problems == [
+        "train.cv_folds: class(es) {'>50K': 1} (rows per class in the training sources) have "
+        "fewer rows than train.cv_folds=4: merge them into another class or drop them "
+        "(value_map on a source maps a class onto another, or to null, which drops its rows), "
+        "lower train.cv_folds, or gather more rows of them"
+    ]
+    assert settings_problems(params, adult, schema, class_counts(adult, "income")) == []
 
 
 # 4. `mlcycle schema infer`.
