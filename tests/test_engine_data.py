@@ -269,7 +269,7 @@ CASES = ("csv_options", "parquet_glob_and_text",
 
 @pytest.mark.parametrize("case", CASES)
 def test_gather_matches_the_local_engine(
-    case: str, tmp_path: Path, dask_local_client, monkeypatch
+    case: str, tmp_path: Path, dask_local_client, monkeypatch, capsys
 ) -> None:
     """The same rows, types and lineage as the local engine, for every kind of source."""
     sources = _write_cases(tmp_path)[case]
@@ -281,10 +281,12 @@ def test_gather_matches_the_local_engine(
     if case == "csv_options":  # the rows each value_map entry recoded, added up over files
         recoded = dask_doc["sources"][0]["value_map"]
         assert recoded["income"]["poor"] == 0 and recoded["income"][">50K"] > 0
-        assert dask_doc["warnings"] == [
+        warning = (
             "source 'gz': value_map income: 'poor' matches no value of column 'income'; nothing "
             "was recoded (check the spelling and the column's type)"
-        ]
+        )
+        assert dask_doc["warnings"] == [warning]
+        assert capsys.readouterr().err.count(f"[gather] warning: {warning}\n") == 2  # each engine
     if case == "parquet_glob_and_text":
         assert dask_doc["read_as_text"] == {"age": {"pq": "number", "text": "text"}}
         assert "forty" in set(dask["age"])
