@@ -27,7 +27,7 @@ from mlcycle.config import FINDING_KINDS
 from mlcycle.engines.base import Engine
 from mlcycle.engines.validate import check_snapshot
 from mlcycle.io import dumps_json
-from mlcycle.preflight import class_counts, settings_problems
+from mlcycle.preflight import class_counts, fold_problems, settings_problems
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     ColumnSpec,
@@ -433,14 +433,14 @@ def test_a_class_too_rare_for_the_folds_is_found_by_validate(
                              params.validate, "income", count_classes=True)  # fmt: skip
     assert checked.classes[("adult_train", ">50K")] == 1
     assert ("adult_train", "?") not in checked.classes
-    problems = settings_problems(params, checked.sample, schema, checked.classes)
-    assert problems == [
+    assert settings_problems(params, checked.sample, schema) == []
+    assert fold_problems(params, checked.classes) == [
         "train.cv_folds: class(es) {'>50K': 1} (rows per class in the training sources) have "
         "fewer rows than train.cv_folds=4: merge them into another class or drop them "
         "(value_map on a source maps a class onto another, or to null, which drops its rows), "
         "lower train.cv_folds, or gather more rows of them"
     ]
-    assert settings_problems(params, adult, schema, class_counts(adult, "income")) == []
+    assert fold_problems(params, class_counts(adult, "income")) == []
 
 
 # 4. `mlcycle schema infer`.

@@ -37,9 +37,11 @@ def class_counts(part: pd.DataFrame, target: str) -> ClassCounts:
     return {(str(s), str(c)): int(n) for (s, c), n in pairs.value_counts(sort=False).items()}
 
 
-def _fold_problems(params: Params, counts: Mapping[tuple[str, str], int]) -> list[str]:
-    """train.cv_folds against the rows of each class the training split can have: the
-    training sources' rows for a by_source split, else the snapshot's (an upper bound)."""
+def fold_problems(params: Params, counts: Mapping[tuple[str, str], int]) -> list[str]:
+    """train.cv_folds against the rows of each class the training split can have (``counts``:
+    rows per source and class, :func:`class_counts` of the whole snapshot): the training
+    sources' rows for a by_source split, else the snapshot's (an upper bound). A line like
+    :func:`settings_problems`' for classes too rare for the folds."""
     split = params.prepare.split
     by_source = split.method == "by_source"
     per_class: Counter[str] = Counter()
@@ -91,15 +93,10 @@ def _target_problems(params: Params, frame: pd.DataFrame, schema: Schema | None)
 
 
 def settings_problems(
-    params: Params,
-    frame: pd.DataFrame,
-    schema: Schema | None = None,
-    classes: Mapping[tuple[str, str], int] | None = None,
+    params: Params, frame: pd.DataFrame, schema: Schema | None = None
 ) -> list[str]:
     """Every setting that does not fit the data's columns and values, one line each, starting
-    with its key path. ``schema`` (when given) says which columns are numeric; ``classes``
-    (rows per source and class, :func:`class_counts` of the whole snapshot) which classes are
-    too rare for train.cv_folds."""
+    with its key path. ``schema`` (when given) says which columns are numeric."""
     columns = [str(c) for c in frame.columns if c not in BOOKKEEPING_COLUMNS]
     known = set(columns)
     listing = f"the data's columns are {_shown(columns)}"
@@ -119,7 +116,6 @@ def settings_problems(
         problems.append(f"objectives.target: {obj.target!r} is not a column of the data; {listing}")
     else:
         problems += _target_problems(params, frame, schema)
-        problems += _fold_problems(params, classes or {})
     need("objectives.slices", list(obj.slices))
     if obj.target in obj.slices:
         problems.append(f"objectives.slices: the target {obj.target!r} cannot be a slice")

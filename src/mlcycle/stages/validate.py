@@ -14,7 +14,7 @@ from mlcycle import config, tasks
 from mlcycle.engines import Engine, open_engine
 from mlcycle.engines.validate import Checked, check_snapshot
 from mlcycle.io import write_json, write_text
-from mlcycle.preflight import settings_problems
+from mlcycle.preflight import fold_problems, settings_problems
 from mlcycle.schema import Schema, SchemaError, load_schema
 from mlcycle.schema.report import format_table, markdown_report, summarize
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
@@ -54,7 +54,8 @@ def execute(params: config.Params, engine: Engine) -> None:
     classification = tasks.get(obj.task).classification
     checked = check_snapshot(engine, SNAPSHOT, schema, params.validate, obj.target, classification)
     # Settings that name columns or values (and train.cv_folds), checked against the data.
-    problems = settings_problems(params, checked.sample, schema, checked.classes)
+    problems = settings_problems(params, checked.sample, schema)
+    problems += fold_problems(params, checked.classes)
     write(params, problems, checked)
 
 
