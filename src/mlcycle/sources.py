@@ -398,8 +398,9 @@ def add_recoded(parts: list[Recoded]) -> Recoded:
     out: Recoded = {}
     for part in parts:
         for column, keys in part.items():
+            added = out.setdefault(column, {})
             for key, rows in keys.items():
-                out.setdefault(column, {})[key] = out.get(column, {}).get(key, 0) + rows
+                added[key] = added.get(key, 0) + rows
     return out
 
 
