@@ -15,7 +15,8 @@ from mlcycle import config
 from mlcycle.datasets import row_hash
 from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
-from mlcycle.engines.dask.validate import check_dataset
+from mlcycle.engines.dask.validate import check_dataset, dataset_classes
+from mlcycle.preflight import class_counts
 from mlcycle.schema import parse_schema
 from mlcycle.schema.findings import check
 from mlcycle.sources import SourceError
@@ -70,6 +71,8 @@ def messy(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     dups = df.iloc[[5, 17, 1200]].copy()
     df = pd.concat([df, dups, df.iloc[[5]]], ignore_index=True)
     df["_source"] = np.where(df.index % 2 == 0, "a", "b")
+    # 60 % of source b's colours missing: 30 % of the snapshot, under the limit of 50 %.
+    df.loc[(df.index % 2 == 1) & (df.index % 10 < 6), "colour"] = None
     return df
 
 
@@ -84,6 +87,10 @@ def test_findings_equal_the_local_engine(dask_local_client, partitions: int) -> 
     found, rows = check_dataset(ddf, SCHEMA, severity={"duplicate_rows": "warning"}, examples=4)
     assert rows == len(frame)
     assert [f.as_dict() for f in found] == [f.as_dict() for f in local]
+    [nulls] = [f for f in found if f.kind == "null_rate" and f.column == "colour"]
+    assert nulls.over == ("b",)  # counted per source in each partition, then merged
+    classes = dataset_classes(ddf, "label")  # rows per source and class, for train.cv_folds
+    assert classes == class_counts(frame, "label") and classes[("a", "maybe")] > 0
 
 
 def test_row_hash_ignores_partitioning_and_index() -> None:
@@ -237,7 +244,8 @@ def _write_cases(folder: Path) -> dict[str, list[dict]]:
     columns = yaml_columns()
     csv_gz = {"name": "gz", "kind": "file", "path": "in/adult-*.csv.gz", "format": "csv",
               "header": False, "columns": columns, "delimiter": ";", "skip_rows": 2,
-              "na_values": ["?"], "value_map": {"income": {">50K": "rich"}}}  # fmt: skip
+              "na_values": ["?"], "value_map": {"income": {">50K": "rich", "poor": "<=50K"},
+                                                "age": {"90": None}}}  # fmt: skip
     return {
         "csv_options": [csv_gz],
         "parquet_glob_and_text": [
@@ -261,7 +269,7 @@ CASES = ("csv_options", "parquet_glob_and_text",
 
 @pytest.mark.parametrize("case", CASES)
 def test_gather_matches_the_local_engine(
-    case: str, tmp_path: Path, dask_local_client, monkeypatch
+    case: str, tmp_path: Path, dask_local_client, monkeypatch, capsys
 ) -> None:
     """The same rows, types and lineage as the local engine, for every kind of source."""
     sources = _write_cases(tmp_path)[case]
@@ -270,6 +278,15 @@ def test_gather_matches_the_local_engine(
     pd.testing.assert_frame_equal(dask, local)
     assert local_doc.pop("snapshot_sha256") != dask_doc.pop("snapshot_sha256")  # file vs parts
     assert dask_doc == local_doc
+    if case == "csv_options":  # the rows each value_map entry recoded, added up over files
+        recoded = dask_doc["sources"][0]["value_map"]
+        assert recoded["income"]["poor"] == 0 and recoded["income"][">50K"] > 0
+        warning = (
+            "source 'gz': value_map income: 'poor' matches no value of column 'income'; nothing "
+            "was recoded (check the spelling and the column's type)"
+        )
+        assert dask_doc["warnings"] == [warning]
+        assert capsys.readouterr().err.count(f"[gather] warning: {warning}\n") == 2  # each engine
     if case == "parquet_glob_and_text":
         assert dask_doc["read_as_text"] == {"age": {"pq": "number", "text": "text"}}
         assert "forty" in set(dask["age"])

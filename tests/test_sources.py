@@ -96,6 +96,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# --- value_map: recoding values of any type -------------------------------------------------
+
+GRADES = pd.DataFrame({"grade": [6, 7, 8, 6], "city": ["Oslo", "6", "Lima", "Oslo"]})
+
+
+def recoded(tmp_path: Path, value_map: dict, frame: pd.DataFrame = GRADES):
+    """The source read from a CSV of ``frame`` with ``value_map`` (as params.yaml gives it)."""
+    frame.to_csv(tmp_path / "g.csv", index=False)
+    raw = {"name": "grades", "path": "g.csv", "value_map": value_map}
+    (src,) = section({"data": {"sources": [raw]}}, "data").sources
+    return read_source(src, tmp_path)
+
+
+def test_value_map_recodes_numbers_by_value_and_null_means_missing(tmp_path: Path) -> None:
+    read = recoded(tmp_path, {"grade": {"6": None, 8.0: 9}, "city": {6: "Six", "Oslo": None}})
+    assert read.frame["grade"].tolist()[1:3] == [7, 9] and read.frame["grade"].isna().sum() == 2
+    assert read.frame["city"].tolist()[1:3] == ["Six", "Lima"]  # text matches text: "6"
+    assert read.frame["city"].isna().sum() == 2
+    assert read.lineage["value_map"] == {"grade": {"6": 2, "8.0": 1}, "city": {"6": 1, "Oslo": 2}}
+    assert "warnings" not in read.lineage
+    assert recoded(tmp_path, {"grade": {6.0: 5.5}}).frame["grade"].tolist() == [5.5, 7, 8, 5.5]
+
+
+def test_value_map_entry_that_matches_nothing_is_a_warning(tmp_path: Path) -> None:
+    read = recoded(tmp_path, {"grade": {"9": 1, "6": 5}, "city": {"oslo": "Oslo"}})
+    assert read.frame["grade"].tolist() == [5, 7, 8, 5]
+    assert read.lineage["value_map"] == {"grade": {"9": 0, "6": 2}, "city": {"oslo": 0}}
+    assert read.lineage["warnings"] == [
+        "source 'grades': value_map grade: '9' matches no value of column 'grade'; nothing was "
+        "recoded (check the spelling and the column's type)",
+        "source 'grades': value_map city: 'oslo' matches no value of column 'city'; nothing was "
+        "recoded (check the spelling and the column's type)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value_map", "message"),
+    [
+        ({"grade": {"6.0": ""}}, "key '6.0' cannot apply: column 'grade' holds number values in "
+                                 "this source, and its new value '' is not a number"),
+        ({"grade": {"six": 6}}, "key 'six' cannot apply: column 'grade' holds number values in "
+                                "this source, and the key 'six' is not a number"),
+        ({"grade": {"6": 1, 6.0: 2}}, "value_map grade: keys '6' and '6.0' are the same value"),
+    ],
+)  # fmt: skip
+def test_value_map_that_cannot_apply_to_the_column_is_refused(
+    tmp_path: Path, value_map: dict, message: str
+) -> None:
+    with pytest.raises(SourceError, match="^source 'grades': value_map grade: ") as exc:
+        recoded(tmp_path, value_map)
+    assert message in str(exc.value)
+
+
 # --- file ----------------------------------------------------------------------------------
 
 
@@ -110,6 +163,7 @@ def test_csv_file_is_cleaned_and_hashed(tmp_path: Path) -> None:
         "path": "r.csv",
         "format": "csv",
         "sha256": sha256_bytes(content),
+        "value_map": {"label": {"hot.": 1}},  # the rows each entry recoded
         "rows": 3,
         "columns": list(COLUMNS),
     }

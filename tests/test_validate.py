@@ -24,7 +24,10 @@ import yaml
 
 from mlcycle import config, sources
 from mlcycle.config import FINDING_KINDS
+from mlcycle.engines.base import Engine
+from mlcycle.engines.validate import check_snapshot
 from mlcycle.io import dumps_json
+from mlcycle.preflight import class_counts, fold_problems, settings_problems
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     ColumnSpec,
@@ -155,6 +158,28 @@ def test_null_rate_limit_from_the_column_or_the_default() -> None:
     frame.loc[2, "score"] = np.nan  # 37.5 % > 25 %
     columns = {f.column for f in check(frame, PEOPLE, max_null_rate=0.5)}
     assert columns == {"score"}
+
+
+def test_a_share_limit_holds_in_each_source() -> None:
+    """A source with too many nulls (or unseen categories) is a finding naming it, even when
+    a clean source beside it brings the snapshot's share under the limit."""
+    train = people(10).assign(_source="train")
+    train.loc[:5, "colour"] = None  # 60 % of train's rows, 6 of 30 in the snapshot
+    train.loc[6:7, "colour"] = "purple"  # unseen: 2 of train's 10 rows, 2 of 30 in all
+    frame = pd.concat([train, people(20).assign(_source="test")], ignore_index=True)
+    limits = {"max_null_rate": 0.5, "max_unseen_share": 0.1}
+    findings = check(frame, PEOPLE, severity={"unseen_category": "warning"}, **limits)
+    nulls = only(findings, "null_rate")
+    assert (nulls.column, nulls.rows, nulls.total, nulls.over) == ("colour", 6, 30, ("train",))
+    assert "above the limit in source 'train': 60.00% (6 of 10 rows)" in nulls.message
+    assert nulls.as_dict()["over_limit"] == {"train": {"rows": 6, "of": 10, "rate": 0.6}}
+    unseen = only(findings, "unseen_category")
+    assert (unseen.severity, unseen.over) == ("error", ("train",))
+    assert "more than 10.00% of rows (validate.max_unseen_share)" in unseen.message
+    # The same rows from one source: judged on the snapshot, as before.
+    alone = check(frame.assign(_source="all"), PEOPLE, severity={"unseen_category": "warning"},
+                  **limits)  # fmt: skip
+    assert {f.kind: f.severity for f in alone} == {"unseen_category": "warning"}
 
 
 def test_unseen_category() -> None:
@@ -385,6 +410,37 @@ def test_project_schema_passes_the_bundled_data_with_default_params(adult: pd.Da
     doc = summarize(findings, len(adult), 15)
     assert doc["passed"], [f.message for f in findings]
     assert [(f.kind, f.severity) for f in findings] == [("duplicate_rows", "warning")]
+
+
+def test_a_class_too_rare_for_the_folds_is_found_by_validate(
+    adult: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A class with fewer training rows than train.cv_folds is a settings problem of validate,
+    named with its count and the remedy, counted as prepare makes labels (padded and
+    missing-token labels included) and, for a by_source split, in the training sources only."""
+    params = config.load(ROOT / "params.yaml")
+    assert params.prepare.split.method == "by_source" and params.train.cv_folds == 4
+    train = adult["_source"] == "adult_train"
+    rich = adult.index[train & (adult["income"] == ">50K")]
+    frame = adult.copy()
+    frame.loc[rich[3:], "income"] = "<=50K"  # 3 rows of >50K left in training, many in test
+    frame.loc[rich[0], "income"] = " >50K "  # prepare strips it: still >50K
+    frame.loc[rich[1:3], "income"] = "?"  # a missing token: prepare drops these two rows
+    frame.to_parquet(tmp_path / "snapshot.parquet")
+    schema = load_schema(ROOT / params.validate.schema)
+    engine = Engine(params.engine, print, None)
+    checked = check_snapshot(engine, str(tmp_path / "snapshot.parquet"), schema,
+                             params.validate, "income", count_classes=True)  # fmt: skip
+    assert checked.classes[("adult_train", ">50K")] == 1
+    assert ("adult_train", "?") not in checked.classes
+    assert settings_problems(params, checked.sample, schema) == []
+    assert fold_problems(params, checked.classes) == [
+        "train.cv_folds: class(es) {'>50K': 1} (rows per class in the training sources) have "
+        "fewer rows than train.cv_folds=4: merge them into another class or drop them "
+        "(value_map on a source maps a class onto another, or to null, which drops its rows), "
+        "lower train.cv_folds, or gather more rows of them"
+    ]
+    assert fold_problems(params, class_counts(adult, "income")) == []
 
 
 # 4. `mlcycle schema infer`.

@@ -383,9 +383,12 @@ class Source(_Section):
     columns: Names = None
     """Column names of a file without a header line (default: data.columns)."""
     value_map: dict[
-        Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText]
+        Annotated[str, BeforeValidator(_scalar_text)], dict[ScalarText, ScalarText | None]
     ] = {}
-    """Per column, values to replace: {column: {old: new}}."""
+    """Per column, values to replace: {column: {old: new}}; new null means missing. Keys and
+    values are read as the column's type: in a numeric column "6" and 6.0 both match 6. An
+    entry that matches nothing is a warning of gather; one that cannot be of the column's
+    type is an error."""
     url: str | None = None
     """database: a SQLAlchemy URL without credentials; http: the URL to download."""
     url_env: str | None = None
@@ -508,10 +511,12 @@ class ValidateConfig(_Section):
     """Types, ranges, categories: drafted by `mlcycle init`; review it. `mlcycle schema infer`
     drafts one from a snapshot."""
     max_null_rate: float = Field(0.5, ge=0, le=1)
-    """For columns whose schema entry gives none."""
+    """For columns whose schema entry gives none. Like every share limit, it holds for the
+    snapshot and for each source on its own rows."""
     max_unseen_share: float = Field(0.01, ge=0, le=1)
-    """Unseen categories in more than this share of a column's rows are an error. This holds
-    whatever validate.severity.unseen_category says: a few new values are news, many are a break."""
+    """Unseen categories in more than this share of a column's rows (of the snapshot, or of one
+    source) are an error. This holds whatever validate.severity.unseen_category says: a few new
+    values are news, many are a break."""
     examples: int = Field(5, ge=0)
     """Example values shown per finding."""
     severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = Field({}, validate_default=True)

@@ -2,19 +2,56 @@
 
 params.yaml is validated on its own when it is read (:mod:`mlcycle.config`), but the settings
 that name columns or values (slices, the split's group or time column, outlier columns,
-features, the positive class ...) can only be checked once the data is known. The ``validate``
+features, the positive class, train.cv_folds against the rows of each class ...) can only be
+checked once the data is known. The ``validate``
 stage runs :func:`settings_problems` on the snapshot, so a misspelt column stops the run in
 seconds, with every problem at once and its key path, instead of after minutes of tuning.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 import pandas as pd
 
 from mlcycle import tasks
 from mlcycle.config import DERIVED_OPS, Params
-from mlcycle.prepare import PrepareError, check_target
+from mlcycle.prepare import PrepareError, check_target, clean_part
 from mlcycle.schema import BOOKKEEPING_COLUMNS, NUMERIC_TYPES, Schema
+
+SOURCE = BOOKKEEPING_COLUMNS[0]
+ClassCounts = dict[tuple[str, str], int]  # rows per (source, class label)
+
+
+def class_counts(part: pd.DataFrame, target: str) -> ClassCounts:
+    """Rows per (source, class) of one partition of a snapshot, the labels as prepare makes
+    them (:func:`mlcycle.prepare.clean_part`: stripped, missing tokens and rows without a
+    target dropped); partitions' counts add up. Empty when ``target`` is not a column."""
+    if target not in part.columns:
+        return {}
+    columns = [target, *([SOURCE] if SOURCE in part.columns else [])]
+    labels, _ = clean_part(part[columns], [target], set(), target)
+    origin = labels[SOURCE].astype(str) if SOURCE in labels.columns else ""
+    pairs = pd.DataFrame({"source": origin, "label": labels[target].astype(str)})
+    return {(str(s), str(c)): int(n) for (s, c), n in pairs.value_counts(sort=False).items()}
+
+
+def fold_problems(params: Params, counts: Mapping[tuple[str, str], int]) -> list[str]:
+    """train.cv_folds against the rows of each class the training split can have (``counts``:
+    rows per source and class, :func:`class_counts` of the whole snapshot): the training
+    sources' rows for a by_source split, else the snapshot's (an upper bound). A line like
+    :func:`settings_problems`' for classes too rare for the folds."""
+    split = params.prepare.split
+    by_source = split.method == "by_source"
+    per_class: Counter[str] = Counter()
+    for (source, label), n in counts.items():
+        if not by_source or source in split.train_sources:
+            per_class[label] += n
+    where = "rows per class in the " + ("training sources" if by_source else "snapshot")
+    task = tasks.get(params.objectives.task)
+    problem = task.fold_problem(per_class, params.train.cv_folds, where)
+    return [f"train.cv_folds: {problem}"] if problem else []
 
 
 def _numeric(frame: pd.DataFrame, schema: Schema | None, column: str) -> bool:
@@ -93,8 +130,8 @@ def settings_problems(
         need("prepare.split.group_column", [split.group_column])
     if split.method == "time" and split.time_column:
         need("prepare.split.time_column", [split.time_column])
-    if split.method == "by_source" and BOOKKEEPING_COLUMNS[0] in frame.columns:
-        present = sorted(frame[BOOKKEEPING_COLUMNS[0]].dropna().astype(str).unique())
+    if split.method == "by_source" and SOURCE in frame.columns:
+        present = sorted(frame[SOURCE].dropna().astype(str).unique())
         by_source = (("train_sources", split.train_sources), ("test_sources", split.test_sources))
         # A source that may be empty (a landing folder before its first file, such as the
         # production rows `mlcycle retrain` exports) may have no rows yet.

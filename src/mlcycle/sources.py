@@ -295,9 +295,128 @@ def _check_columns(source: Source, df: pd.DataFrame, fmt: str, label: str) -> pd
     )
 
 
-def clean(source: Source, df: pd.DataFrame) -> pd.DataFrame:
+# What recoded values are called in messages, by the kind of column they go into.
+VALUE_KINDS = {"number": "a number", "boolean": "true or false", "datetime": "a date and time",
+               "timedelta": "a duration", "text": "text"}  # fmt: skip
+Recoded = dict[str, dict[str, int]]  # per column of value_map, the rows each key recoded
+
+
+def _value_kind(series: pd.Series) -> str:
+    """What a cleaned column holds, for reading value_map's keys and values as its type."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "timedelta"
+    return "text"
+
+
+def _as_kind(text: str, kind: str, series: pd.Series) -> Any:
+    """``text`` (a value_map key or value) as a value of ``series``, which holds ``kind``; a
+    ValueError when it cannot be one."""
+    if kind == "number":
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    if kind == "boolean":
+        words = {"true": True, "false": False}
+        if text.strip().lower() not in words:
+            raise ValueError(text)
+        return words[text.strip().lower()]
+    if kind == "datetime":
+        stamp, zone = pd.Timestamp(text), getattr(series.dt, "tz", None)
+        if (stamp.tz is None) != (zone is None):
+            if zone is None:
+                raise ValueError(text)
+            stamp = stamp.tz_localize(zone)
+        return stamp
+    if kind == "timedelta":
+        return pd.Timedelta(text)
+    return text
+
+
+def recode(source: Source, column: str, series: pd.Series) -> tuple[pd.Series, dict[str, int]]:
+    """``series`` with the source's ``value_map`` for ``column`` applied, and the rows each key
+    recoded. Keys and values are read as the column's type (text matches text exactly; in a
+    numeric column "6", 6 and 6.0 all match 6); a null value makes the cell missing. Every key
+    matches the original values, so ``{1: 2, 2: 3}`` swaps nothing twice. A key or value that
+    cannot be of the column's type, or two keys that mean the same value, are a SourceError
+    naming the source, the column and the key."""
+    kind = _value_kind(series)
+    where = f"source {source.name!r}: value_map {column}"
+    olds: dict[Any, str] = {}
+    changes: list[tuple[str, np.ndarray, Any]] = []
+
+    def read(text: str, key: str, what: str) -> Any:
+        try:
+            return _as_kind(text, kind, series)
+        except (ValueError, TypeError):
+            raise SourceError(
+                f"{where}: key {key!r} cannot apply: column {column!r} holds {kind} values in "
+                f"this source, and {what} {text!r} is not {VALUE_KINDS[kind]}; write keys and "
+                "new values as the column's values (a new value may be null: missing)"
+            ) from None
+
+    for key, new in source.value_map[column].items():
+        old = read(key, key, "the key")
+        value = None if new is None else read(new, key, "its new value")
+        if old in olds:
+            raise SourceError(f"{where}: keys {olds[old]!r} and {key!r} are the same value")
+        olds[old] = key
+        changes.append((key, np.asarray((series == old).fillna(False), dtype=bool), value))
+    out = series
+    values = [value for _, _, value in changes]
+    if kind == "boolean" and None in values:
+        out = out.astype("boolean")
+    if kind == "number" and any(v is not None and not float(v).is_integer() for v in values):
+        out = out.astype("Float64" if isinstance(out.dtype, pd.api.extensions.ExtensionDtype)
+                          else "float64")  # fmt: skip
+    for _, mask, value in changes:
+        if mask.any():
+            out = out.mask(mask, value)
+    return out, {key: int(mask.sum()) for key, mask, _ in changes}
+
+
+def unmatched(source: Source, recoded: Recoded) -> list[str]:
+    """A warning per ``value_map`` entry of the source that recoded no row."""
+    return [
+        f"source {source.name!r}: value_map {column}: {key!r} matches no value of column "
+        f"{column!r}; nothing was recoded (check the spelling and the column's type)"
+        for column, keys in recoded.items()
+        for key, rows in keys.items()
+        if not rows
+    ]
+
+
+def add_recoded(parts: list[Recoded]) -> Recoded:
+    """The rows each ``value_map`` key recoded, added up over the parts of a source."""
+    out: Recoded = {}
+    for part in parts:
+        for column, keys in part.items():
+            added = out.setdefault(column, {})
+            for key, rows in keys.items():
+                added[key] = added.get(key, 0) + rows
+    return out
+
+
+def recode_lineage(source: Source, recoded: Recoded, rows: int) -> dict[str, Any]:
+    """A source's lineage about ``value_map``: the rows each key recoded and, when the source
+    has rows, a warning per key that recoded none (:func:`unmatched`)."""
+    if not source.value_map:
+        return {}
+    warnings = unmatched(source, recoded) if rows else []
+    return {"value_map": recoded, **({"warnings": warnings} if warnings else {})}
+
+
+def clean(source: Source, df: pd.DataFrame) -> tuple[pd.DataFrame, Recoded]:
     """Strip whitespace from text cells, turn blanks and ``na_values`` into missing values and
-    apply ``value_map``; the same for every kind of source."""
+    apply ``value_map`` (:func:`recode`); the same for every kind of source. Also returns the
+    rows each ``value_map`` key recoded."""
     dups = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if dups:
         raise SourceError(f"source {source.name!r}: column names {dups} occur more than once")
@@ -315,15 +434,19 @@ def clean(source: Source, df: pd.DataFrame) -> pd.DataFrame:
     for col in source.text_columns:  # Parquet and databases bring their own types
         if col in df.columns and _kind(df[col]) not in ("text", "empty"):
             df[col] = as_text(df[col])
-    for col, mapping in source.value_map.items():
+    recoded: Recoded = {}
+    for col in source.value_map:
         if col not in df.columns:
             raise SourceError(f"source {source.name!r}: value_map names unknown column {col!r}")
-        df[col] = df[col].replace(mapping)
-    return df
+        df[col], recoded[col] = recode(source, col, df[col])
+    return df, recoded
 
 
-def parse(source: Source, content: bytes, fmt: str | None = None, label: str = "") -> pd.DataFrame:
-    """Parse a source's bytes (format ``fmt``, default the source's) into a clean DataFrame."""
+def parse(
+    source: Source, content: bytes, fmt: str | None = None, label: str = ""
+) -> tuple[pd.DataFrame, Recoded]:
+    """Parse a source's bytes (format ``fmt``, default the source's) into a clean DataFrame
+    (:func:`clean`)."""
     return clean(source, _parse_bytes(source, content, fmt or source.format, label or source.path))
 
 
@@ -335,9 +458,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).infer_objects()
 
 
-def _result(source: Source, frame: pd.DataFrame, lineage: dict[str, Any], **kw) -> SourceRead:
-    """Finish a lineage entry (name and kind first, rows and columns last) and pair it up."""
+def _result(
+    source: Source, cleaned: tuple[pd.DataFrame, Recoded], lineage: dict[str, Any], **kw
+) -> SourceRead:
+    """Finish a lineage entry (name and kind first, then what value_map recoded, rows and
+    columns last) and pair it up with the clean frame."""
+    frame, recoded = cleaned
     full = {"name": source.name, "kind": source.kind, **lineage}
+    full.update(recode_lineage(source, recoded, len(frame)))
     full.update(rows=len(frame), columns=[str(c) for c in frame.columns])
     return SourceRead(frame=frame, lineage=full, **kw)
 
@@ -379,10 +507,9 @@ def read_files(source: Source, root: Path) -> SourceRead:
     """Read a ``file`` source: one path, or every file a glob matches, in sorted order."""
     if not any(c in source.path for c in GLOB_CHARS):
         content = read_content(source, root)
-        frame = parse(source, content)
         return _result(
             source,
-            frame,
+            parse(source, content),
             {"path": source.path, "format": source.format, "sha256": sha256_bytes(content)},
         )
     files, frames = [], []
@@ -673,9 +800,9 @@ def read_http(source: Source, root: Path) -> SourceRead:
     content = _decompress(raw, urlsplit(url).path, source)
     digest = sha256_bytes(content)
     _check_digest(source, digest, f"the content downloaded from {shown}")
-    frame = parse(source, content, label=shown)
+    cleaned = parse(source, content, label=shown)
     lineage = {"url": shown, "format": source.format, "bytes": len(raw), "sha256": digest}
-    return _result(source, frame, lineage)
+    return _result(source, cleaned, lineage)
 
 
 # --- landing -----------------------------------------------------------------------------------
@@ -758,7 +885,7 @@ def read_landing(source: Source, root: Path) -> SourceRead:
     bad.sort(key=lambda q: q.file)
     if not good and not bad and source.allow_empty:  # between uploads: nothing yet
         frame = pd.DataFrame(columns=list(source.columns or ()))
-        return _result(source, frame, {"path": source.path, "files": [], "sha256": None})
+        return _result(source, (frame, {}), {"path": source.path, "files": [], "sha256": None})
     if not good:
         reasons = "; ".join(f"{q.file}: {q.reason}" for q in bad)
         raise SourceError(
@@ -768,14 +895,14 @@ def read_landing(source: Source, root: Path) -> SourceRead:
     files = [{"file": rel, "sha256": digest, "rows": len(df)} for rel, digest, df in good]
     digest = combined_digest([(f["file"], f["sha256"]) for f in files])
     _check_digest(source, digest, f"the files taken from {source.path} (combined)")
-    frame = clean(source, _concat([df for _, _, df in good]))
+    cleaned = clean(source, _concat([df for _, _, df in good]))
     lineage = {
         "path": source.path,
         "files": files,
         "quarantined": [{"file": q.file, "reason": q.reason} for q in bad],
         "sha256": digest,
     }
-    return _result(source, frame, lineage, quarantined=tuple(bad))
+    return _result(source, cleaned, lineage, quarantined=tuple(bad))
 
 
 def quarantine_folder(root: Path, name: str) -> Path:

@@ -19,7 +19,7 @@ import it inside, where an array has loaded it already. A change to the metric *
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 BINARY = "binary_classification"
@@ -182,6 +182,21 @@ class Task:
         """For a target with too many distinct labels to list: what to change in params.yaml,
         or None when this task can take that many."""
         return "set objectives.task: regression if it is a quantity" if numeric else None
+
+    def fold_problem(self, counts: Mapping[str, int], folds: int, where: str) -> str | None:
+        """Why rows with ``counts`` per class (counted ``where``, e.g. "training rows per
+        class") cannot be cut into ``folds`` stratified cross-validation folds, each holding
+        rows of every class; None when they can. Training refuses such folds, and validate says
+        so before any work."""
+        rare = {str(c): int(n) for c, n in counts.items() if n < folds}
+        if not rare:
+            return None
+        return (
+            f"class(es) {rare} ({where}) have fewer rows than train.cv_folds={folds}: merge "
+            "them into another class or drop them (value_map on a source maps a class onto "
+            "another, or to null, which drops its rows), lower train.cv_folds, or gather more "
+            "rows of them"
+        )
 
     # -- the target ---------------------------------------------------------------------------
 
@@ -366,6 +381,9 @@ class RegressionTask(Task):
 
     def many_labels_hint(self, numeric: bool) -> str | None:
         return None
+
+    def fold_problem(self, counts: Mapping[str, int], folds: int, where: str) -> str | None:
+        return None  # plain k-fold: no class to spread over the folds
 
     def decide(self, output: Any, threshold: float | None = None) -> None:
         return None

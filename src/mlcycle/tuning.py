@@ -162,17 +162,10 @@ def make_folds(
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
         return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)))]
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes) or 1)
-    rare = {
-        (classes[i] if i < len(classes) else str(i)): int(n)
-        for i, n in enumerate(counts)
-        if n < folds
-    }
-    if rare:
-        raise FoldError(
-            f"class(es) {rare} (training rows per class) have fewer rows than "
-            f"train.cv_folds={folds}: lower cv_folds, merge or drop the rare classes, or "
-            "gather more rows of them"
-        )
+    named = {(classes[i] if i < len(classes) else str(i)): int(n) for i, n in enumerate(counts)}
+    problem = tasks.get(task).fold_problem(named, folds, "training rows per class")
+    if problem:
+        raise FoldError(problem)
     return stratified_folds(y, folds, seed)
 
 

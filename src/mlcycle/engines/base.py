@@ -14,7 +14,7 @@ nothing here knows the pipeline's layout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -52,12 +52,14 @@ class SourceSet:
 @dataclass
 class Checked:
     """The snapshot checked against the schema (validate): a frame standing for the data in the
-    settings check, the findings, and the rows and data columns counted."""
+    settings check, the findings, the rows and data columns counted, and (classification) the
+    rows per source and class (:func:`mlcycle.preflight.class_counts`)."""
 
     sample: pd.DataFrame
     findings: list[Finding]
     rows: int
     columns: int
+    classes: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass

@@ -39,7 +39,11 @@ class Finding:
     ``column`` is None for findings about whole rows (duplicates). ``examples`` are a few
     offending values (most frequent first; for duplicates, pairs of a row and the earlier row
     it repeats), ``first_rows`` the positions (from 0) of the first offending rows in the
-    snapshot, ``sources`` how many of the rows came from each source (when the snapshot says).
+    snapshot, ``sources`` how many of the rows came from each source (when the snapshot says),
+    ``source_rows`` how many rows each source has in the snapshot, and ``over`` the sources
+    whose own share of offending rows breaks a limit that is a share of rows
+    (``max_null_rate``, ``max_unseen_share``): a limit holds for each source, so a clean source
+    cannot hide a broken one.
     """
 
     kind: str
@@ -51,6 +55,17 @@ class Finding:
     first_rows: tuple[int, ...] = ()
     severity: str = "error"
     sources: tuple[tuple[str, int], ...] = ()
+    source_rows: tuple[tuple[str, int], ...] = ()
+    over: tuple[str, ...] = ()
+
+    def shares(self) -> dict[str, tuple[int, int]]:
+        """Per source with offending rows: ``(offending rows, rows of the source)``."""
+        totals = dict(self.source_rows)
+        return {name: (n, totals[name]) for name, n in self.sources if totals.get(name)}
+
+    def breaking(self, limit: float) -> tuple[str, ...]:
+        """The sources whose own share of offending rows is above ``limit``."""
+        return tuple(name for name, (n, rows) in self.shares().items() if n / rows > limit)
 
     @property
     def message(self) -> str:
@@ -66,6 +81,13 @@ class Finding:
             text += f" (rows {', '.join(str(r) for r in self.first_rows)})"
         if self.sources:
             text += "; from source " + ", ".join(f"{name!r} ({n})" for name, n in self.sources)
+        if self.over:
+            shares = self.shares()
+            text += "; above the limit in source " + ", ".join(
+                f"{name!r}: {shares[name][0] / shares[name][1]:.2%} ({shares[name][0]} of "
+                f"{shares[name][1]} rows)"
+                for name in self.over
+            )
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,6 +102,11 @@ class Finding:
             "examples": [list(v) if isinstance(v, tuple) else v for v in self.examples],
             "first_rows": list(self.first_rows),
             "sources": dict(self.sources),
+            "over_limit": {
+                name: {"rows": n, "of": rows, "rate": round(n / rows, 6)}
+                for name, (n, rows) in self.shares().items()
+                if name in self.over
+            },
             "message": self.message,
         }
 
@@ -179,7 +206,8 @@ def check(
     gives none; ``examples`` bounds the example values and rows of each finding. ``ignore``
     columns (bookkeeping) are neither checked nor counted as extra, nor compared for
     duplicates. Unseen categories in more than ``max_unseen_share`` of the rows are an error
-    whatever their severity (unless ignored).
+    whatever their severity (unless ignored). Both shares are limits for the snapshot and for
+    each source in it (its ``_source`` column), each judged on its own rows.
     """
     levels = severity_levels(severity)
     wanted = {kind for kind, level in levels.items() if level != "ignore"}
@@ -255,7 +283,13 @@ def partition_counts(
     skip = set(ignore)
     extra = [c for c in part.columns if c not in set(schema.names) and c not in skip]
     values = {str(c): _value_stats(part[c].dropna(), offset, VALUE_CAP) for c in extra}
-    return {"rows": len(part), "rules": rules, "extra": values}
+    everyone = np.ones(len(part), dtype=bool)
+    return {
+        "rows": len(part),
+        "source_rows": _source_counts(everyone, origin),
+        "rules": rules,
+        "extra": values,
+    }
 
 
 def _merge_values(lists: list[list[tuple]], limit: int) -> tuple[Any, ...]:
@@ -271,6 +305,15 @@ def _merge_values(lists: list[list[tuple]], limit: int) -> tuple[Any, ...]:
     return tuple(json_value(first[k][1]) for k in ranked[: max(limit, 0)])
 
 
+def _added(counts: list[dict[str, int]]) -> dict[str, int]:
+    """Counts by name, added up over partitions."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def merge_counts(
     checks: list[dict[str, Any]],
     columns: list[Any],
@@ -281,8 +324,11 @@ def merge_counts(
     ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
 ) -> tuple[list[Finding], list[str]]:
     """The per-column findings (ungraded) from every partition's :func:`partition_counts`,
-    in partition order, and the extra columns; ``columns`` are the snapshot's."""
+    in partition order, and the extra columns; ``columns`` are the snapshot's. Missing values
+    are a finding when their share is above the column's limit in the snapshot or in any one
+    source."""
     total = sum(c["rows"] for c in checks)
+    source_rows = tuple(sorted(_added([c["source_rows"] for c in checks]).items()))
     found: list[Finding] = []
     for spec in schema.columns:
         if spec.name not in columns:
@@ -304,33 +350,22 @@ def merge_counts(
             if not entries or kind not in wanted:
                 continue
             count = sum(e["count"] for e in entries)
-            expected = entries[0]["expected"]
-            if kind == "null_rate":
-                limit, expected = null_limit(spec, max_null_rate)
-                if not (total and count / total > limit):
-                    continue
             shown = (
                 _merge_values([e["values"] for e in entries], examples)
                 if entries[0]["values"] is not None
                 else ()
             )
-            sources: dict[str, int] = {}
-            for e in entries:
-                for k, v in e["sources"].items():
-                    sources[k] = sources.get(k, 0) + v
+            sources = tuple(sorted(_added([e["sources"] for e in entries]).items()))
             first = tuple(sorted(r for e in entries for r in e["first"])[: max(examples, 0)])
-            found.append(
-                Finding(
-                    kind,
-                    spec.name,
-                    count,
-                    total,
-                    expected,
-                    shown,
-                    first,
-                    sources=tuple(sorted(sources.items())),
-                )
-            )
+            finding = Finding(kind, spec.name, count, total, entries[0]["expected"], shown, first,
+                              sources=sources, source_rows=source_rows)  # fmt: skip
+            if kind == "null_rate":
+                limit, expected = null_limit(spec, max_null_rate)
+                over = finding.breaking(limit)
+                if not (total and count / total > limit) and not over:
+                    continue
+                finding = replace(finding, expected=expected, over=over)
+            found.append(finding)
     skip = set(ignore)
     extra = [str(c) for c in columns if c not in skip and c not in set(schema.names)]
     if "extra_column" in wanted:
@@ -358,17 +393,20 @@ def grade(
     max_unseen_share: float,
 ) -> list[Finding]:
     """Give each finding its severity and sort them: errors first, then by column (schema
-    order, then extra columns), then by kind."""
+    order, then extra columns), then by kind. Unseen categories in more than
+    ``max_unseen_share`` of the rows of the snapshot, or of one source, are an error."""
     order: dict[str, int] = {}
     for name in [*schema.names, *extra]:
         order.setdefault(name, len(order))
 
     def graded(f: Finding) -> Finding:
-        large = f.kind == "unseen_category" and f.total and f.rows / f.total > max_unseen_share
-        if not large:
+        if f.kind != "unseen_category":
+            return replace(f, severity=levels[f.kind])
+        over = f.breaking(max_unseen_share)
+        if not (f.total and f.rows / f.total > max_unseen_share) and not over:
             return replace(f, severity=levels[f.kind])
         why = f"; more than {max_unseen_share:.2%} of rows (validate.max_unseen_share)"
-        return replace(f, severity="error", expected=f.expected + why)
+        return replace(f, severity="error", expected=f.expected + why, over=over)
 
     return sorted(
         (graded(f) for f in found),

@@ -5,8 +5,9 @@ downloads, landing folders); schema.yaml when it exists (its text columns are re
 The snapshot's rows are in a canonical order (by a hash of each row), so a source whose rows
 arrive in another order gives the same snapshot and re-runs nothing downstream.
 Outputs: data/raw/snapshot.parquet; metrics/gather.json (the lineage: rows, columns and content
-hash per source, landing files taken and set aside); data/quarantine/<source>/ (malformed
-landing files, each with a .reason.txt).
+hash per source, landing files taken and set aside, rows each value_map entry recoded, and
+warnings, such as an entry that matched nothing); data/quarantine/<source>/ (malformed landing
+files, each with a .reason.txt).
 """
 
 from __future__ import annotations
@@ -53,8 +54,16 @@ def execute(params: config.Params, engine: Engine) -> None:
     write(read, rows)
 
 
+def warnings(read: SourceSet) -> list[str]:
+    """The sources' warnings (value_map entries that matched nothing), from their lineage."""
+    return [w for entry in read.lineage for w in entry.get("warnings", [])]
+
+
 def check_target(read: SourceSet, target: str) -> None:
-    """Log the columns kept as text; a SourceError when the target is not a column."""
+    """Log the columns kept as text and the sources' warnings; a SourceError when the target
+    is not a column."""
+    for line in warnings(read):
+        say(f"warning: {line}")
     for col, kinds in read.conflicts.items():
         held = ", ".join(f"{kind} in {name}" for name, kind in kinds.items())
         say(f"column {col!r} kept as text ({held}); validate checks its values")
@@ -74,6 +83,7 @@ def write(read: SourceSet, rows: int) -> None:
             "sources": read.lineage,
             "snapshot_sha256": dataset_digest(SNAPSHOT),
             "read_as_text": read.conflicts,
+            "warnings": warnings(read),
         },
     )
     say(f"snapshot: {rows} rows -> {SNAPSHOT}")

@@ -1,6 +1,7 @@
 """Stage `validate`: check the snapshot against schema.yaml before anything learns from it.
 
-Inputs: data/raw/snapshot.parquet; schema.yaml; params `validate`, `objectives.target`.
+Inputs: data/raw/snapshot.parquet; schema.yaml; params `validate`, `objectives`, `prepare`,
+`features`, `train.cv_folds` (the settings checked against the data).
 Outputs: metrics/validation.json (passed, counts by severity, every finding); reports/validation.md
 (the same as a table, for people) and reports/validation.json, always written. An error-level
 finding prints the table and exits with status 1, so `dvc repro` stops here, the last good model
@@ -9,11 +10,11 @@ stays in place and metrics/validation.json keeps the last passing run's findings
 
 from __future__ import annotations
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.engines import Engine, open_engine
 from mlcycle.engines.validate import Checked, check_snapshot
 from mlcycle.io import write_json, write_text
-from mlcycle.preflight import settings_problems
+from mlcycle.preflight import fold_problems, settings_problems
 from mlcycle.schema import Schema, SchemaError, load_schema
 from mlcycle.schema.report import format_table, markdown_report, summarize
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
@@ -49,9 +50,12 @@ def main() -> None:
 def execute(params: config.Params, engine: Engine) -> None:
     """Check the snapshot against the schema and the settings against the data; write."""
     schema = stage_schema(params)
-    checked = check_snapshot(engine, SNAPSHOT, schema, params.validate, params.objectives.target)
-    # Settings that name columns or values, checked against the data.
+    obj = params.objectives
+    classification = tasks.get(obj.task).classification
+    checked = check_snapshot(engine, SNAPSHOT, schema, params.validate, obj.target, classification)
+    # Settings that name columns or values (and train.cv_folds), checked against the data.
     problems = settings_problems(params, checked.sample, schema)
+    problems += fold_problems(params, checked.classes)
     write(params, problems, checked)
 
 

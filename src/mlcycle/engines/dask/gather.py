@@ -39,6 +39,7 @@ from mlcycle.io import sha256_bytes
 from mlcycle.sources import (
     GLOB_CHARS,
     SOURCE_COLUMN,
+    Recoded,
     SourceError,
     SourceRead,
     _check_digest,
@@ -46,6 +47,7 @@ from mlcycle.sources import (
     _glob,
     _kind,
     _parse_bytes,
+    add_recoded,
     check_rows,
     check_same_columns,
     clean,
@@ -53,6 +55,7 @@ from mlcycle.sources import (
     files_lineage,
     read_content,
     read_quarantining,
+    recode_lineage,
     type_conflicts,
     unify,
     union,
@@ -114,10 +117,11 @@ def cast(series: pd.Series, dtype: Any) -> pd.Series:
 
 def clean_part(
     frame: pd.DataFrame, source: config.Source, dtypes: dict[str, Any] | None
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, Recoded]:
     """One file's rows cleaned as the local engine cleans the source's concatenated files:
     first given the types the concatenation has (``dtypes``, in the first file's column
-    order), so :func:`clean` makes the same decisions for every file."""
+    order), so :func:`clean` makes the same decisions for every file; and the rows each
+    ``value_map`` key recoded (added up over the files on the driver)."""
     if dtypes is not None:
         frame = frame[list(dtypes)]
         frame = pd.DataFrame({c: cast(frame[c], t) for c, t in dtypes.items()})
@@ -198,8 +202,11 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
     if n > 1:
         typed = _concat([i["sample"][columns] for i in first])
         dtypes = dict(typed.dtypes.items())
-    parts = client.map(clean_part, frames, source=source, dtypes=dtypes)
+    cleaned = client.map(clean_part, frames, source=source, dtypes=dtypes)
     del frames
+    recoded = add_recoded(client.gather(client.map(_second, cleaned)))
+    parts = client.map(_first, cleaned)
+    del cleaned
     profiles = client.gather(client.map(profile, parts))
     if n == 1 and rels[0] == source.path:
         _check_digest(source, digests[0], f"content of {source.path}")
@@ -209,8 +216,9 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
             {"file": r, "sha256": d, "rows": i["rows"]}
             for r, d, i in zip(rels, digests, first, strict=True)
         ])  # fmt: skip
-    full = {"name": source.name, "kind": source.kind, **lineage}
     rows = sum(i["rows"] for i in profiles)
+    full = {"name": source.name, "kind": source.kind, **lineage,
+            **recode_lineage(source, recoded, rows)}  # fmt: skip
     full.update(rows=rows, columns=profiles[0]["columns"])
     check_rows(source, empty=not rows)
     return Gathered(source, parts, profiles, full)

@@ -21,6 +21,7 @@ from mlcycle import config
 from mlcycle.datasets import row_hash, unit_interval
 from mlcycle.engines.base import Checked
 from mlcycle.engines.dask.data import read_dataset
+from mlcycle.preflight import class_counts
 from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema
 from mlcycle.schema.findings import (
     SOURCE,
@@ -164,11 +165,30 @@ def preflight_frame(ddf: dd.DataFrame, target: str, seed: int = 0) -> pd.DataFra
     return frame
 
 
+def dataset_classes(ddf: dd.DataFrame, target: str) -> dict[tuple[str, str], int]:
+    """Rows per source and class of the target, counted partition by partition
+    (:func:`mlcycle.preflight.class_counts`) and added up."""
+    import dask
+
+    columns = [c for c in (target, SOURCE) if c in ddf.columns]
+    parts = ddf[columns].to_delayed()
+    total: dict[tuple[str, str], int] = {}
+    for counts in dask.compute(*[dask.delayed(class_counts)(p, target) for p in parts]):
+        for key, n in counts.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
 def check_snapshot(
-    path: str, schema: Schema, settings: config.ValidateConfig, target: str
+    path: str,
+    schema: Schema,
+    settings: config.ValidateConfig,
+    target: str,
+    count_classes: bool = False,
 ) -> Checked:
     """The validate stage's counting on the cluster: a sample standing for the snapshot in the
-    settings check, and the findings of :func:`check_dataset`."""
+    settings check, the findings of :func:`check_dataset`, and with ``count_classes`` the
+    rows per source and class (:func:`dataset_classes`)."""
     ddf = read_dataset(path)
     sample = preflight_frame(ddf, target)
     findings, rows = check_dataset(
@@ -180,4 +200,5 @@ def check_snapshot(
         max_unseen_share=settings.max_unseen_share,
     )
     columns = sum(1 for c in ddf.columns if c not in BOOKKEEPING_COLUMNS)
-    return Checked(sample, findings, rows, columns)
+    classes = dataset_classes(ddf, target) if count_classes else {}
+    return Checked(sample, findings, rows, columns, classes)
