@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -551,6 +552,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
            for i in range(0, 1500, 500)],
     )  # fmt: skip
     history = tmp_path / "history"
+    bundle_dir = str(built_project / "models" / "bundle")
 
     def monitor_cli(*args: str) -> tuple[int, dict]:
         out = tmp_path / "out"
@@ -567,10 +569,17 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     code, doc = monitor_cli("--last", "1000")
     assert code == 3 and doc["rows"] == 1000
     assert doc["drifted_features"] == ["age", "workclass"]
-    code, doc = monitor_cli("--since", "2026-11-02", "--model-version", "v0.1.0")
+    # The records of a version, judged against the bundle given (without --bundle: the
+    # version's own, from the registry; see the next test).
+    code, doc = monitor_cli(
+        "--since", "2026-11-02", "--model-version", "v0.1.0", "--bundle", bundle_dir
+    )
     assert doc["rows"] == 1500 and doc["window"]["model_version"] == "v0.1.0"
     assert doc["model"]["version"] == "v0.1.0"
-    proc = cli(built_project, "monitor", "--log-url", url, "--model-version", "v9", check=False)
+    proc = cli(
+        built_project, "monitor", "--log-url", url, "--model-version", "v9", "--bundle", bundle_dir,
+        check=False,
+    )  # fmt: skip
     assert proc.returncode != 0 and "no records" in proc.stderr
 
     # Labels arrive for the clean day: KPIs on the labelled rows.
@@ -589,11 +598,37 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     assert runs == {"1", "2", "3", "4"}
 
 
+def test_monitor_a_version_against_its_own_bundle(project_copy: Path, tmp_path: Path) -> None:
+    """`--model-version v0.1.0` judges v0.1.0's records against v0.1.0's bundle, fetched from
+    the registry, not against the workspace's models/bundle (gone here)."""
+    cli(project_copy, "release")
+    bundle = load_bundle(project_copy / "models" / "bundle")
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    rows = pd.read_parquet(project_copy / TEST_SPLIT).head(300)
+    _log_batches(bundle, url, [(rows, "r1", datetime(2026, 11, 1, tzinfo=UTC))])
+    shutil.rmtree(project_copy / "models" / "bundle")
+    args = ("monitor", "--log-url", url, "--out", "out", "--no-history", "--model-version")
+    cli(project_copy, *args, "v0.1.0")
+    doc = json.loads((project_copy / "out" / "monitor.json").read_text())
+    assert doc["model"]["id"] == bundle.model_id and doc["model"]["version"] == "v0.1.0"
+    where = Path(doc["model"]["bundle"])
+    assert where == project_copy / "models" / "registry" / doc["model"]["name"] / "v0.1.0"
+    proc = cli(project_copy, *args, "v9", check=False)
+    assert proc.returncode != 0 and "no model version" in proc.stderr and "v0.1.0" in proc.stderr
+
+
 def test_dvc_plots_draw_the_monitoring_history(project_copy: Path) -> None:
+    """The history as `dvc plots show` draws it, and as PNG files (`--plots`) for a machine
+    without the network, where the page of `dvc plots show` stays blank."""
     batch = project_copy / TEST_SPLIT
-    for _ in range(2):
-        proc = cli(project_copy, "monitor", str(batch), "--out", "reports/monitor", check=False)
+    for extra in ((), ("--plots",)):
+        proc = cli(
+            project_copy, "monitor", str(batch), "--out", "reports/monitor", *extra, check=False
+        )
         assert proc.returncode == 0, proc.stderr
+    pngs = sorted((project_copy / "reports" / "monitor" / "history").iterdir())
+    assert [p.name.split("-")[1] for p in pngs] == ["drift", "kpis", "predicted"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     out = run(["dvc", "plots", "show", "--json"], project_copy).stdout
     plots = {name: json.dumps(p) for name, p in json.loads(out)["data"].items()}
     drift_plot = next(p for name, p in plots.items() if name.startswith("Monitoring, drift"))

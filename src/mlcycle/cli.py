@@ -368,6 +368,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if not args.no_history:
         run_no = monitor.append_history(args.history, doc)
         print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
+    if args.plots:
+        from mlcycle.report import draw_plots
+
+        links, problems = draw_plots(Path.cwd(), ["show"], ("Monitoring",), out / "history")
+        for problem in problems:
+            print(f"history plot not drawn: {problem}", file=sys.stderr)
+        print(f"history: {len(links)} plot(s) drawn in {out / 'history'}", file=sys.stderr)
     print(f"{monitor.summary_line(doc)}; report in {out / 'monitor.html'}")
     return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
 
@@ -605,6 +612,11 @@ def _add_monitor(sub: Subparsers) -> None:
         "--history", default="metrics/monitor", help="where each run appends (dvc plots)"
     )
     p.add_argument("--no-history", action="store_true", help="do not append to the history")
+    p.add_argument(
+        "--plots",
+        action="store_true",
+        help="draw dvc.yaml's monitoring plots as PNG files in OUT/history (offline)",
+    )
     p.add_argument("--params", default="params.yaml", help="where the monitor section is read")
     p.add_argument("--alpha", type=float)
     p.add_argument("--min-effect", type=float)
