@@ -212,13 +212,13 @@ def main() -> None:
         table["detected: " + name] = [
             rates(args, pool, bundle, cfg, rng, n, change, feature) for n in sizes[1:]
         ]
-    header = f"{'':<44}" + "".join(f"{n:>10,}" for n in sizes)
+    header = f"{'':<48}" + "".join(f"{n:>10,}" for n in sizes)
     for r, label in enumerate(RULES):
         print(f"\n{label}\n{header}")
         for row, cells in table.items():
             pad = " " * 10 * (len(sizes) - len(cells))
-            print(f"{row:<44}{pad}" + "".join(f"{c[r]:>10.0%}" for c in cells))
-        print(f"{'bound on false alarms (alpha)':<44}" + f"{cfg.alpha:>10.0%}" * len(sizes))
+            print(f"{row:<48}{pad}" + "".join(f"{c[r]:>10.0%}" for c in cells))
+        print(f"{'bound on false alarms (alpha)':<48}" + f"{cfg.alpha:>10.0%}" * len(sizes))
     print(f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 

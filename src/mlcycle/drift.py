@@ -651,10 +651,10 @@ def compare_profiles(base: dict, head: dict, settings: MonitorConfig) -> dict[st
     :func:`data_profile` documents), column by column.
 
     Both are whole training splits, so every shift is "significant": what matters is its size:
-    the PSI over the base's bins, minus the PSI two samples of one distribution show by
-    chance, against ``monitor.psi_threshold``; and a move
-    of the missing share of ``monitor.missing_threshold`` or more. A numeric head is placed in
-    the base's bins through its quantiles (to within 0.1 % of its rows).
+    the PSI over the base's bins, minus the PSI two samples of one distribution show by chance,
+    against ``monitor.psi_threshold``; and a move of the missing share of
+    ``monitor.missing_threshold`` or more. A numeric head is placed in the base's bins through
+    its quantiles (to within 0.1 % of its rows).
     """
     b_feats, h_feats = base.get("features") or {}, head.get("features") or {}
     columns = []

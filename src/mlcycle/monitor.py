@@ -170,6 +170,8 @@ def _performance(
                 interval = bootstrap_interval(
                     task, y, output[where], threshold, metric, n_boot=BOOTSTRAP_RESAMPLES
                 )
+            met = judge(metric, value, limit, interval) if enough else None
+            why_not = few if not enough else "no value"
             doc["objectives"].append(
                 {
                     "metric": metric,
@@ -177,10 +179,8 @@ def _performance(
                     "value": value,
                     "limit": limit,
                     "interval": interval,
-                    "met": (met := judge(metric, value, limit, interval) if enough else None),
-                    "status": status(
-                        met, enough and value is not None, few if not enough else "no value"
-                    ),
+                    "met": met,
+                    "status": status(met, enough and value is not None, why_not),
                 }
             )
     estimated = estimate_kpi(task, primary, output, threshold)
@@ -189,6 +189,7 @@ def _performance(
     interval = (
         _estimate_interval(task, primary, output, threshold) if estimated is not None else None
     )
+    met = None if limit is None or estimated is None else judge(primary, estimated, limit, interval)
     doc["estimated"] = (
         None
         if estimated is None
@@ -199,7 +200,7 @@ def _performance(
             "reference": ref.get("estimated"),
             "reference_realized": ref.get("realized"),
             "limit": limit,
-            "met": (met := None if limit is None else judge(primary, estimated, limit, interval)),
+            "met": met,
             "status": status(met, limit is not None, f"no objective on {primary}"),
         }
     )
