@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +22,9 @@ from mlcycle.bundle import load_bundle
 from mlcycle.config import MonitorConfig
 from mlcycle.estimate import estimate_kpi
 from mlcycle.features import infer_signature
+from mlcycle.io import atomic_folder, write_text
 from mlcycle.metrics import compute_kpis
+from mlcycle.monitor_report import html_report
 from mlcycle.predict import score
 from mlcycle.predlog import PredictionLog
 from mlcycle.prepare import clean
@@ -28,8 +33,7 @@ from mlcycle.sources import SOURCE_COLUMN, read_source, union
 from tests.conftest import ROOT, cli, run
 
 TEST_SPLIT = Path("data") / "prepared" / "test.parquet"
-SMALL = MonitorConfig(large_batch=10**9)  # judged by tests at any size
-LARGE = MonitorConfig(large_batch=1)  # judged by PSI at any size
+SETTINGS = MonitorConfig()
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +63,20 @@ def shifted(batch: pd.DataFrame) -> pd.DataFrame:
 # --- drift -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [SMALL, LARGE], ids=["tests", "psi"])
-def test_no_drift_between_random_halves(adult_train, sig, settings) -> None:  # noqa: ANN001
+def test_no_drift_between_random_halves(adult_train, sig) -> None:  # noqa: ANN001
     reference, current = _halves(adult_train)
-    results = drift.detect(reference, current, sig, settings)
+    results = drift.detect(reference, current, sig, SETTINGS)
     assert [r.feature for r in results] == sig.columns
     assert [r.feature for r in results if r.drifted] == []
-    assert {r.regime for r in results} == {"test" if settings is SMALL else "distance"}
+    assert all(r.effect < SETTINGS.min_effect for r in results)
 
 
-@pytest.mark.parametrize("settings", [SMALL, LARGE], ids=["tests", "psi"])
-def test_shifted_batch_flags_exactly_the_shifted_features(adult_train, sig, settings) -> None:  # noqa: ANN001
+def test_shifted_batch_flags_exactly_the_shifted_features(adult_train, sig) -> None:  # noqa: ANN001
     reference, current = _halves(adult_train)
-    results = {r.feature: r for r in drift.detect(reference, shifted(current), sig, settings)}
+    results = {r.feature: r for r in drift.detect(reference, shifted(current), sig, SETTINGS)}
     assert sorted(f for f, r in results.items() if r.drifted) == ["age", "workclass"]
     assert results["age"].test == "ks" and results["workclass"].test == "chi2"
+    assert results["age"].effect == results["age"].statistic  # the KS distance
     assert results["workclass"].current_missing_rate == 0.0
     assert results["workclass"].reference_missing_rate > 0.0
     hist = results["age"].histogram
@@ -93,8 +96,8 @@ def test_zero_inflated_missing_and_text_shifts_are_alarms(adult_train, sig) -> N
     gain[raise_to] = rng.choice(positive, size=len(raise_to))
     batch = current.assign(**{"capital-gain": gain, "hours-per-week": np.nan})
     batch["capital-loss"] = "n/a"
-    for settings in (SMALL, LARGE):
-        results = {r.feature: r for r in drift.detect(reference, batch, sig, settings)}
+    for rows in (len(batch), 1000):
+        results = {r.feature: r for r in drift.detect(reference, batch.iloc[:rows], sig)}
         assert results["capital-gain"].reasons == ("distribution",)
         assert results["capital-gain"].psi > 0.5
         assert results["capital-gain"].histogram["bins"][0] == "= 0"
@@ -107,8 +110,8 @@ def test_zero_inflated_missing_and_text_shifts_are_alarms(adult_train, sig) -> N
 
 
 def test_few_false_alarms_on_clean_samples_of_every_size(adult_train, sig) -> None:  # noqa: ANN001
-    """20 clean samples each of 200, 1,000 (tests) and 6,000 rows (PSI): at most one flags
-    anything (the whole-batch rate is designed to be at most alpha = 1 %)."""
+    """20 clean samples each of 200, 1,000 and 6,000 rows: at most one flags anything (the
+    whole-batch rate is designed to be at most alpha = 1 %)."""
     reference, rest = _halves(adult_train)
     profile = drift.build_profile(reference, sig, 10)
     rng = np.random.default_rng(2)
@@ -129,15 +132,54 @@ def test_a_small_shift_is_seen_by_the_test_on_a_small_batch(adult_train, sig) ->
     found = {
         r.feature: r for r in drift.detect(reference, sample.assign(age=sample["age"] + 3), sig)
     }
-    assert found["age"].regime == "test" and found["age"].drifted
+    assert found["age"].drifted
     assert found["age"].p_value < 0.01 / len(sig.inputs)
+
+
+def ages(n: int, seed: int, shift: float = 0.0) -> pd.Series:
+    """Ages in whole years (spread 10), ``shift`` years older."""
+    return pd.Series(np.random.default_rng(seed).normal(40, 10, n).round() + shift)
+
+
+def test_a_one_year_shift_is_seen_on_either_side_of_5000_rows() -> None:
+    """Age + 1 year (PSI under 0.01, a KS distance of about 4 %) was seen by the test at 4,999
+    rows and missed by PSI from 5,000: one rule at every size now, and the same rows, one
+    more or less, get the same verdict; clean batches of both sizes are not flagged."""
+    profile = drift.column_profile(ages(30_000, 1), "numeric", 10)
+    older, clean = ages(5_000, 2, shift=1.0), ages(5_000, 3)
+    for rows in (4_999, 5_000):
+        seen = drift.compare_column("age", profile, older[:rows], SETTINGS, tests=13)
+        assert seen.drifted and seen.reasons == ("distribution",), (rows, seen)
+        assert seen.psi - seen.psi_noise < 0.025  # the old rule's threshold from 5,000 rows
+        assert seen.effect >= SETTINGS.min_effect
+        assert not drift.compare_column("age", profile, clean[:rows], SETTINGS, tests=13).drifted
+
+
+def test_a_huge_batch_does_not_flag_a_trivial_shift() -> None:
+    """Half a million rows against as many: a shift of 2 % of a spread is significant (p ~ 0)
+    but moves no share of rows by ``min_effect``, so it is no drift; a shift of 10 % is."""
+    rng = np.random.default_rng(4)
+    n = 500_000
+    profile = drift.column_profile(pd.Series(rng.normal(size=n)), "numeric", 10)
+    trivial = drift.compare_column("x", profile, pd.Series(rng.normal(0.02, size=n)), SETTINGS)
+    assert trivial.p_value < 1e-6 and trivial.effect < SETTINGS.min_effect
+    assert not trivial.drifted
+    real = drift.compare_column("x", profile, pd.Series(rng.normal(0.1, size=n)), SETTINGS)
+    assert real.drifted and real.effect > SETTINGS.min_effect
+
+
+def test_the_effect_of_a_category_is_the_share_that_moved() -> None:
+    """Total variation distance: 3 points of rows moved from "a" to "b" give an effect 0.03."""
+    profile = drift.column_profile(pd.Series(["a"] * 5_000 + ["b"] * 5_000), "categorical", 10)
+    batch = pd.Series(["a"] * 470 + ["b"] * 530)
+    assert drift.compare_column("c", profile, batch, SETTINGS).effect == pytest.approx(0.03)
 
 
 def test_ks_against_the_profile_matches_scipy() -> None:
     rng = np.random.default_rng(4)
     ref, cur = rng.normal(size=40_000), rng.normal(0.05, 1.0, size=3_000)
     profile = drift.column_profile(pd.Series(ref), "numeric", 10)
-    result = drift.compare_column("x", profile, pd.Series(cur), SMALL)
+    result = drift.compare_column("x", profile, pd.Series(cur), SETTINGS)
     expected = stats.ks_2samp(ref, cur)
     assert result.statistic == pytest.approx(expected.statistic, abs=2e-3)
     assert result.p_value == pytest.approx(expected.pvalue, rel=0.5)
@@ -153,14 +195,14 @@ def test_rare_categories_do_not_raise_false_alarms_on_small_batches() -> None:
     profile = drift.column_profile(ref, "categorical", 10)
     alarms = sum(
         drift.compare_column(
-            "c", profile, pd.Series(rng.choice(levels, 200, p=weights)), SMALL
+            "c", profile, pd.Series(rng.choice(levels, 200, p=weights)), SETTINGS
         ).drifted
         for _ in range(40)
     )
     assert alarms <= 2
     batch = pd.Series(rng.choice(levels, 200, p=weights))
     batch[:30] = "brand-new"
-    result = drift.compare_column("c", profile, batch, SMALL)
+    result = drift.compare_column("c", profile, batch, SETTINGS)
     assert result.drifted and "(new)" not in result.histogram["bins"]
     assert "brand-new" in result.histogram["bins"]
 
@@ -200,6 +242,93 @@ def test_judge_needs_the_interval_to_miss() -> None:
     assert monitor.judge("log_loss", 0.40, 0.35, {"low": 0.36, "high": 0.44}) is False
     assert monitor.judge("log_loss", 0.36, 0.35, {"low": 0.30, "high": 0.40}) is None
     assert monitor.judge("roc_auc", None, 0.925, None) is None
+
+
+# --- the reports, on generated data ------------------------------------------------------------
+
+
+def small_run(labels: int = 1011, version: str | None = "v0.1.0", text: float = 0.0) -> dict:
+    """A run over 1,011 generated rows (a score ``x``, a number ``z`` of which ``text`` arrives
+    as text), the model's probabilities from ``x``, ``labels`` of them labelled, and an
+    objective (ROC AUC 0.76) the labelled rows miss by less than their sampling error."""
+    rng = np.random.default_rng(7)
+    n = 1011
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-1.2 * x))
+    y = pd.Series(np.where(rng.random(n) < p, "yes", "no"), dtype=object)
+    frame = pd.DataFrame({"x": x, "z": rng.normal(size=n), "y": y})
+    sig = infer_signature(frame, "y", "yes")
+    objectives = config.section(
+        {
+            "objectives": {
+                "task": "binary_classification",
+                "target": "y",
+                "positive_class": "yes",
+                "minimum": 0.76,
+            }
+        },
+        "objectives",
+    )
+    batch = frame[["x", "z"]].assign(x=x + 0.1).astype(object)  # x moved, within chance
+    batch.loc[: int(text * n) - 1, "z"] = "n/a"
+    y[labels:] = None
+    return monitor.run(
+        drift.build_profile(frame, sig, 10), sig, objectives, SETTINGS, batch,
+        np.c_[1 - p, p], y, model={"name": "m", "version": version, "id": "abc"},
+        window={"source": "file", "where": "batch.csv"},
+    )  # fmt: skip
+
+
+def test_both_reports_give_one_verdict_on_an_objective() -> None:
+    """1,011 labels (min_labels is 200) and a value whose interval reaches the objective: both
+    reports say undecided (the Markdown once said "too few labels"); with 50 labels both say it
+    was not judged, and why."""
+    doc = small_run()
+    (o,) = doc["performance"]["objectives"]
+    assert o["met"] is None and o["interval"]["high"] > o["limit"] > o["value"]
+    assert o["status"] == "undecided"
+    md, page = monitor.markdown_report(doc), html_report(doc)
+    assert "roc_auc 0.7517 vs 0.76: undecided" in md and "too few" not in md
+    assert '<span class="pill">undecided</span>' in page
+    few = small_run(labels=50)
+    (o,) = few["performance"]["objectives"]
+    assert o["status"] == "not judged (50 labelled rows, fewer than min_labels 200)"
+    assert o["status"] in monitor.markdown_report(few) and o["status"] in html_report(few)
+
+
+@pytest.mark.parametrize("version", ["v0.1.0", "0.1.0"])
+def test_the_version_is_written_once(version: str) -> None:
+    doc = small_run(version=version)
+    assert "Model m v0.1.0 (abc)" in monitor.markdown_report(doc)
+    page = html_report(doc)
+    assert "<h1>Monitoring report: m v0.1.0</h1>" in page and "vv0" not in page
+
+
+def test_markdown_puts_flagged_columns_first_and_shows_text_in_numbers() -> None:
+    """z, flagged for text alone, comes before x, which is not flagged though its PSI is the
+    larger, and shows the share of its values that are not numbers."""
+    doc = small_run(text=0.3)
+    x, z = sorted(doc["features"], key=lambda f: f["feature"])
+    assert z["reasons"] == ["type"] and not x["drifted"] and x["psi"] > z["psi"]
+    table = [line for line in monitor.markdown_report(doc).splitlines() if line.startswith("| ")]
+    assert [line[:4] for line in table if line[:4] in ("| x ", "| z ")] == ["| z ", "| x "]
+    assert "| 30.0% | **yes** (type) |" in next(line for line in table if line[:4] == "| z ")
+
+
+def test_report_files_are_ordinary_files(tmp_path: Path) -> None:
+    """Written atomically, yet with the mode `open` gives a new file: 0666 less the umask
+    (0644 under the usual 022), not the 0600 of a temporary file; folders 0777 less it."""
+    for mask in (0o022, 0o027):
+        old = os.umask(mask)
+        try:
+            write_text(tmp_path / f"{mask:o}" / "monitor.md", "# Monitoring report\n")
+            with atomic_folder(tmp_path / f"{mask:o}" / "bundle") as folder:
+                (folder / "x").touch()
+        finally:
+            os.umask(old)
+        mode = stat.S_IMODE((tmp_path / f"{mask:o}" / "monitor.md").stat().st_mode)
+        assert mode == (0o644 if mask == 0o022 else 0o640)
+        assert stat.S_IMODE((tmp_path / f"{mask:o}" / "bundle").stat().st_mode) == 0o777 & ~mask
 
 
 # --- a run of the monitor on the built project's bundle ----------------------------------------
@@ -270,7 +399,7 @@ def test_positives_sampled_twice_show_in_the_predictions(bundle, test_split) -> 
     batch = test_split.iloc[pick].reset_index(drop=True)
     doc = _run(bundle, batch)
     assert doc["predictions"]["drifted"] and doc["drift"]
-    assert doc["regime"] == "distance"
+    assert doc["predictions"]["class_mix"]["effect"] >= doc["settings"]["min_effect"]
     assert "the predictions drifted" in doc["retrain"]["reasons"]
     mix = doc["predictions"]["class_mix"]["histogram"]
     cur = dict(zip(mix["bins"], mix["current"], strict=True))
@@ -341,7 +470,7 @@ def test_monitor_a_file_writes_reports_and_history(built_project: Path, tmp_path
     assert [f["feature"] for f in doc["features"]] == columns
     assert "capital-net" not in columns  # raw inputs, not derived features
     assert doc["drifted_features"] == [] and doc["drift"] is False
-    assert doc["rows"] == len(pd.read_parquet(batch)) and doc["regime"] == "distance"
+    assert doc["rows"] == len(pd.read_parquet(batch))
     metadata = json.loads((built_project / "models/bundle/metadata.json").read_text())
     assert doc["model"]["id"] == metadata["model_sha256"][:12]
     assert doc["performance"]["labelled_rows"] == doc["rows"]  # the file holds the target
@@ -422,6 +551,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
            for i in range(0, 1500, 500)],
     )  # fmt: skip
     history = tmp_path / "history"
+    bundle_dir = str(built_project / "models" / "bundle")
 
     def monitor_cli(*args: str) -> tuple[int, dict]:
         out = tmp_path / "out"
@@ -438,10 +568,17 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     code, doc = monitor_cli("--last", "1000")
     assert code == 3 and doc["rows"] == 1000
     assert doc["drifted_features"] == ["age", "workclass"]
-    code, doc = monitor_cli("--since", "2026-11-02", "--model-version", "v0.1.0")
+    # The records of a version, judged against the bundle given (without --bundle: the
+    # version's own, from the registry; see the next test).
+    code, doc = monitor_cli(
+        "--since", "2026-11-02", "--model-version", "v0.1.0", "--bundle", bundle_dir
+    )
     assert doc["rows"] == 1500 and doc["window"]["model_version"] == "v0.1.0"
     assert doc["model"]["version"] == "v0.1.0"
-    proc = cli(built_project, "monitor", "--log-url", url, "--model-version", "v9", check=False)
+    proc = cli(
+        built_project, "monitor", "--log-url", url, "--model-version", "v9", "--bundle", bundle_dir,
+        check=False,
+    )  # fmt: skip
     assert proc.returncode != 0 and "no records" in proc.stderr
 
     # Labels arrive for the clean day: KPIs on the labelled rows.
@@ -460,11 +597,37 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     assert runs == {"1", "2", "3", "4"}
 
 
+def test_monitor_a_version_against_its_own_bundle(project_copy: Path, tmp_path: Path) -> None:
+    """`--model-version v0.1.0` judges v0.1.0's records against v0.1.0's bundle, fetched from
+    the registry, not against the workspace's models/bundle (gone here)."""
+    cli(project_copy, "release")
+    bundle = load_bundle(project_copy / "models" / "bundle")
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    rows = pd.read_parquet(project_copy / TEST_SPLIT).head(300)
+    _log_batches(bundle, url, [(rows, "r1", datetime(2026, 11, 1, tzinfo=UTC))])
+    shutil.rmtree(project_copy / "models" / "bundle")
+    args = ("monitor", "--log-url", url, "--out", "out", "--no-history", "--model-version")
+    cli(project_copy, *args, "v0.1.0")
+    doc = json.loads((project_copy / "out" / "monitor.json").read_text())
+    assert doc["model"]["id"] == bundle.model_id and doc["model"]["version"] == "v0.1.0"
+    where = Path(doc["model"]["bundle"])
+    assert where == project_copy / "models" / "registry" / doc["model"]["name"] / "v0.1.0"
+    proc = cli(project_copy, *args, "v9", check=False)
+    assert proc.returncode != 0 and "no model version" in proc.stderr and "v0.1.0" in proc.stderr
+
+
 def test_dvc_plots_draw_the_monitoring_history(project_copy: Path) -> None:
+    """The history as `dvc plots show` draws it, and as PNG files (`--plots`) for a machine
+    without the network, where the page of `dvc plots show` stays blank."""
     batch = project_copy / TEST_SPLIT
-    for _ in range(2):
-        proc = cli(project_copy, "monitor", str(batch), "--out", "reports/monitor", check=False)
+    for extra in ((), ("--plots",)):
+        proc = cli(
+            project_copy, "monitor", str(batch), "--out", "reports/monitor", *extra, check=False
+        )
         assert proc.returncode == 0, proc.stderr
+    pngs = sorted((project_copy / "reports" / "monitor" / "history").iterdir())
+    assert [p.name.split("-")[1] for p in pngs] == ["drift", "kpis", "predicted"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     out = run(["dvc", "plots", "show", "--json"], project_copy).stdout
     plots = {name: json.dumps(p) for name, p in json.loads(out)["data"].items()}
     drift_plot = next(p for name, p in plots.items() if name.startswith("Monitoring, drift"))

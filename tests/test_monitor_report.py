@@ -107,7 +107,6 @@ def make_doc(features: list[dict], **changes: object) -> dict:
         },
         "rows": 5000,
         "reference_rows": 32561,
-        "regime": "test",
         "rule": "A batch drifts when any input, the predictions or the target drifts.",
         "drift": bool(drifted),
         "drifted_features": drifted,

@@ -32,16 +32,20 @@ def model_name(params: str = "params.yaml") -> str:
     return config.section(raw, "package").name
 
 
+def version_bundle(version: str | None, params: str = "params.yaml") -> Path:
+    """A registered version's bundle (the production version's when ``version`` is None),
+    fetched from the registry into models/registry."""
+    from mlcycle import registry
+
+    v = registry.resolve(Path.cwd(), model_name(params), version)
+    print(f"model {v.name}@{v.version} (commit {v.commit[:12]})", file=sys.stderr)
+    return registry.fetch_bundle(Path.cwd(), v)
+
+
 def bundle_path(args: argparse.Namespace) -> Path:
     """The bundle to load: --bundle if given, else a registered version (--version), else the
     production version from the registry's git tags."""
-    from mlcycle import registry
-
-    if args.bundle:
-        return Path(args.bundle)
-    v = registry.resolve(Path.cwd(), model_name(), args.version)
-    print(f"model {v.name}@{v.version} (commit {v.commit[:12]})", file=sys.stderr)
-    return registry.fetch_bundle(Path.cwd(), v)
+    return Path(args.bundle) if args.bundle else version_bundle(args.version)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -229,12 +233,9 @@ def _monitor_settings(args: argparse.Namespace):  # noqa: ANN202 (config is impo
     from mlcycle import config
 
     raw = config.read_raw(args.params) if Path(args.params).exists() else {}
-    changes = {
-        k: getattr(args, k)
-        for k in ("alpha", "psi_threshold", "large_batch")
-        if getattr(args, k) is not None
-    }
-    return config.section(raw, "monitor").model_copy(update=changes)
+    changes = {k: getattr(args, k) for k in ("alpha", "min_effect") if getattr(args, k) is not None}
+    # Validated as params.yaml's own settings are (an --alpha of 5 is refused, named).
+    return config.section({**raw, "monitor": {**(raw.get("monitor") or {}), **changes}}, "monitor")
 
 
 def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
@@ -321,14 +322,19 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             "give a file or a log window (--log-url, --last, --since, --until), not both"
         )
     settings = _monitor_settings(args)
-    bundle = load_bundle(args.bundle)
+    # The records of a version are judged against that version's own reference profile.
+    if args.bundle or not args.model_version:
+        bundle_dir = Path(args.bundle or DEFAULT_BUNDLE)
+    else:
+        bundle_dir = version_bundle(args.model_version, args.params)
+    bundle = load_bundle(bundle_dir)
     sig = bundle.signature
     profile = bundle.profile
     if args.reference is not None or profile is None:
         reference = args.reference or DEFAULT_REFERENCE
         if not Path(reference).exists():
             raise ValueError(
-                f"bundle {args.bundle} has no reference profile (packaged by an older mlcycle: "
+                f"bundle {bundle_dir} has no reference profile (packaged by an older mlcycle: "
                 f"run `dvc repro` to re-package it) and {reference} does not exist"
             )
         profile = drift.build_profile(read_table(reference), sig, settings.bins)
@@ -342,7 +348,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         records,
         output,
         labels,
-        model={"name": m.get("name"), "version": version, "id": bundle.model_id},
+        model={
+            "name": m.get("name"),
+            "version": version,
+            "id": bundle.model_id,
+            "bundle": str(bundle_dir),
+        },
         window=window,
     )
     if note:
@@ -357,6 +368,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if not args.no_history:
         run_no = monitor.append_history(args.history, doc)
         print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
+    if args.plots:
+        from mlcycle.report import draw_plots
+
+        links, problems = draw_plots(Path.cwd(), ["show"], ("Monitoring",), out / "history")
+        for problem in problems:
+            print(f"history plot not drawn: {problem}", file=sys.stderr)
+        print(f"history: {len(links)} plot(s) drawn in {out / 'history'}", file=sys.stderr)
     print(f"{monitor.summary_line(doc)}; report in {out / 'monitor.html'}")
     return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
 
@@ -579,13 +597,20 @@ def _add_monitor(sub: Subparsers) -> None:
     _log_url(p)
     p.add_argument("--last", type=int, help="the log's last N records")
     _time_window(p)
-    p.add_argument("--model-version", help="records served by this registered version")
+    p.add_argument(
+        "--model-version",
+        help="records served by this registered version, judged against its own bundle",
+    )
     p.add_argument(
         "--all-models",
         action="store_true",
         help="records of any model (default: only those the bundle's model served)",
     )
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE)
+    p.add_argument(
+        "--bundle",
+        help=f"the model bundle (default: --model-version's from the registry, else "
+        f"{DEFAULT_BUNDLE})",
+    )
     p.add_argument(
         "--reference", help="profile this file instead of the bundle's reference profile"
     )
@@ -594,10 +619,14 @@ def _add_monitor(sub: Subparsers) -> None:
         "--history", default="metrics/monitor", help="where each run appends (dvc plots)"
     )
     p.add_argument("--no-history", action="store_true", help="do not append to the history")
+    p.add_argument(
+        "--plots",
+        action="store_true",
+        help="draw dvc.yaml's monitoring plots as PNG files in OUT/history (offline)",
+    )
     p.add_argument("--params", default="params.yaml", help="where the monitor section is read")
     p.add_argument("--alpha", type=float)
-    p.add_argument("--psi-threshold", type=float)
-    p.add_argument("--large-batch", type=int)
+    p.add_argument("--min-effect", type=float)
     p.add_argument(
         "--fail-on-drift",
         action="store_true",

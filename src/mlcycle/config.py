@@ -938,14 +938,15 @@ class MonitorConfig(_Section):
     docs/monitoring.md."""
 
     alpha: Fraction = 0.01
-    """Small batch: false-alarm rate (each column tested at alpha/columns)."""
+    """False-alarm rate of a whole batch (each column tested at alpha/columns)."""
+    min_effect: float = Field(0.02, ge=0, le=1)
+    """Smallest change in the share of rows of a range of values (KS or total variation
+    distance) that is drift, so a huge batch does not flag a trivial shift."""
     psi_threshold: float = Field(0.025, ge=0)
-    """Large batch: PSI (less what chance gives) from which a column drifts. PSI: the population
-    stability index."""
+    """`mlcycle report`: PSI (less what chance gives) from which a training column moved. PSI: the
+    population stability index."""
     bins: int = Field(10, ge=2)
     """Bins of numeric features (PSI, plots), fixed at `package` time."""
-    large_batch: int = Field(5000, ge=1)
-    """Rows from which a batch is judged by PSI instead of by tests."""
     missing_threshold: Fraction = 0.05
     """A move of a column's missing or non-number share that alarms."""
     min_labels: int = Field(200, ge=1)

@@ -6,15 +6,17 @@ PSI bins and counts and 1,001 quantiles; for a categorical one, its category cou
 the model's predictions on the test split and for the target. Monitoring compares a batch with
 the profile (:func:`compare_column`), so it needs neither the training file nor the DVC cache.
 
-How a column is judged depends on the batch's size (``MonitorConfig.large_batch``):
-
-- a small batch is judged by a statistical test, Kolmogorov-Smirnov for numbers, chi-square for
-  categories (rare reference categories pooled so every expected count is >= 5), at
-  ``alpha / m`` where ``m`` is the number of columns tested (Bonferroni): on clean data the whole
-  batch raises a false alarm with probability at most ``alpha``;
-- a large batch is judged by a distance, the population stability index (PSI) less the PSI a
-  clean batch of that size shows by chance, against ``psi_threshold``: there every real
-  difference is "significant", and the question is whether it is big enough to matter.
+A column is judged the same way at every batch size, by a statistical test and a minimum
+effect (``MonitorConfig``): it drifts when its test (Kolmogorov-Smirnov for numbers, chi-square
+for categories, rare reference categories pooled so every expected count is >= 5) gives
+``p < alpha / m``, where ``m`` is the number of columns tested (Bonferroni: on clean data the
+whole batch raises a false alarm with probability at most ``alpha``), *and* its effect, the
+largest change in the share of rows of one range of values, is at least ``min_effect``. For a
+number the effect is the KS distance (the largest gap between the two CDFs), for a category the
+total variation distance (half the sum of the share changes). On a small batch the test is the
+stricter of the two; on a huge one it finds every difference, and the effect keeps a trivial one
+from being an alarm. Both are continuous in the batch size: no rule switches at some size. The
+PSI of each column is reported beside them.
 
 PSI bins give a heavy single value (the zeros of a zero-inflated column) a bin of its own. A
 move of the missing share, and text arriving in a numeric input, are alarms of their own.
@@ -60,11 +62,11 @@ class FeatureDrift:
     drifted: bool
     reference_missing_rate: float
     current_missing_rate: float
-    # why it drifted: "distribution" (the test or the distance, by regime), "missing" (the
-    # missing share moved), "type" (values that are not numbers in a numeric input)
+    # why it drifted: "distribution" (the test and the effect), "missing" (the missing share
+    # moved), "type" (values that are not numbers in a numeric input)
     reasons: tuple[str, ...] = ()
     not_numbers_rate: float = 0.0
-    regime: str = "test"  # "test" (small batch) or "distance" (large batch)
+    effect: float = 0.0  # the largest change in the share of rows of a range (KS or TV distance)
     psi_noise: float = 0.0  # PSI a clean batch of this size shows by chance (subtracted)
     rows: int = 0
     histogram: dict | None = None  # bins, reference and current shares (for plots)
@@ -413,7 +415,11 @@ def _ks_against_quantiles(
     return d, p
 
 
-def _numeric(prof: dict, cur: np.ndarray) -> tuple[str, float, float, float, float, dict]:
+# A column's comparison: test, statistic, p-value, PSI, PSI noise, effect, histogram.
+Compared = tuple[str, float, float, float, float, float, dict]
+
+
+def _numeric(prof: dict, cur: np.ndarray) -> Compared:
     atoms, edges = np.asarray(prof["atoms"]), np.asarray(prof["edges"])
     ref_counts = np.asarray(prof["counts"], dtype=float)
     n_ref = int(ref_counts.sum())
@@ -423,13 +429,13 @@ def _numeric(prof: dict, cur: np.ndarray) -> tuple[str, float, float, float, flo
     cur_share = cur_counts / len(cur) if len(cur) else np.zeros(len(labels))
     hist = {"bins": labels, "reference": ref_share.tolist(), "current": cur_share.tolist()}
     if n_ref == 0 or len(cur) == 0:
-        return "ks", 0.0, 1.0, 0.0, 0.0, hist
+        return "ks", 0.0, 1.0, 0.0, 0.0, 0.0, hist
     d, p = _ks_against_quantiles(np.asarray(prof["quantiles"]), n_ref, cur)
     noise = _psi_noise(int(((ref_counts + cur_counts) > 0).sum()), n_ref, len(cur))
-    return "ks", d, p, psi(ref_share, cur_share), noise, hist
+    return "ks", d, p, psi(ref_share, cur_share), noise, d, hist
 
 
-def _categorical(prof: dict, cur: pd.Series) -> tuple[str, float, float, float, float, dict]:
+def _categorical(prof: dict, cur: pd.Series) -> Compared:
     ref_counts = pd.Series(prof["counts"], dtype=float)
     cur_counts = _texts(cur).value_counts(dropna=True).astype(float)
     cur_counts.index = cur_counts.index.astype(str)
@@ -441,9 +447,10 @@ def _categorical(prof: dict, cur: pd.Series) -> tuple[str, float, float, float, 
     c_share = (c / n_cur) if n_cur else c * 0
     hist = {"bins": levels, "reference": r_share.tolist(), "current": c_share.tolist()}
     if n_ref == 0 or n_cur == 0:
-        return "chi2", 0.0, 1.0, 0.0, 0.0, hist
+        return "chi2", 0.0, 1.0, 0.0, 0.0, 0.0, hist
     value = psi(r_share.to_numpy(), c_share.to_numpy())
     noise = _psi_noise(len(levels), int(n_ref), int(n_cur))
+    effect = float(np.abs(c_share - r_share).sum() / 2)  # total variation distance
     # The test: categories new to the reference pooled into one, and reference categories
     # expected fewer than MIN_EXPECTED times in this batch into another, so the chi-square
     # approximation holds on a small batch.
@@ -455,11 +462,11 @@ def _categorical(prof: dict, cur: pd.Series) -> tuple[str, float, float, float, 
     t = np.vstack(table)
     t = t[:, t.sum(axis=0) > 0]
     if t.shape[1] < 2:
-        return "chi2", 0.0, 1.0, value, noise, hist
+        return "chi2", 0.0, 1.0, value, noise, effect, hist
     from scipy import stats  # here: see the imports
 
     res = stats.chi2_contingency(t, correction=False)
-    return "chi2", float(res.statistic), float(res.pvalue), value, noise, hist
+    return "chi2", float(res.statistic), float(res.pvalue), value, noise, effect, hist
 
 
 def _psi_noise(bins: int, n_ref: int, n_cur: int) -> float:
@@ -485,16 +492,12 @@ def proportions_p(k1: int, n1: int, k2: int, n2: int) -> float:
     return float(2 * stats.norm.sf(abs(z)))
 
 
-def regime(rows: int, settings: MonitorConfig) -> str:
-    """``test`` for a batch smaller than ``large_batch`` rows, else ``distance``."""
-    return "distance" if rows >= settings.large_batch else "test"
-
-
 def compare_column(
     name: str, prof: dict, current: pd.Series, settings: MonitorConfig, tests: int = 1
 ) -> FeatureDrift:
     """Judge one column of a batch against its reference profile; ``tests`` is how many
-    columns are judged together (the Bonferroni divisor of ``alpha`` on a small batch)."""
+    columns are judged together (the Bonferroni divisor of ``alpha``). The same rule at every
+    batch size: a significant test and an effect of at least ``min_effect``."""
     kind = prof["kind"]
     n = len(current)
     level = settings.alpha / max(tests, 1)
@@ -502,13 +505,12 @@ def compare_column(
     if kind == "numeric":
         numbers, not_numbers = as_numbers(current)
         missing = int(np.isnan(numbers).sum()) - not_numbers
-        test, stat, p, shift, noise, hist = _numeric(prof, numbers[~np.isnan(numbers)])
+        test, stat, p, shift, noise, effect, hist = _numeric(prof, numbers[~np.isnan(numbers)])
     else:
         missing = int(current.isna().sum())
-        test, stat, p, shift, noise, hist = _categorical(prof, current)
-    how = regime(n, settings)
+        test, stat, p, shift, noise, effect, hist = _categorical(prof, current)
     reasons = []
-    if (p < level) if how == "test" else (shift - noise >= settings.psi_threshold):
+    if p < level and effect >= settings.min_effect:
         reasons.append("distribution")
     ref_rows, ref_missing = prof["rows"], prof["missing"]
     ref_rate = ref_missing / ref_rows if ref_rows else 0.0
@@ -540,7 +542,7 @@ def compare_column(
         current_missing_rate=round(cur_rate, 6),
         reasons=tuple(reasons),
         not_numbers_rate=round(not_numbers_rate, 6),
-        regime=how,
+        effect=round(effect, 6),
         rows=n,
         histogram=hist,
     )
@@ -579,23 +581,16 @@ def detect(
 
 def batch_rule(settings: MonitorConfig, rows: int, tests: int) -> str:
     """The whole-batch verdict's rule, in words, for a batch of ``rows`` rows."""
-    if regime(rows, settings) == "test":
-        how = (
-            f"its test (KS for numbers, chi-square for categories) gives p < {settings.alpha} / "
-            f"{tests} (Bonferroni over the {tests} columns judged, so a clean batch raises a "
-            f"false alarm with probability at most {settings.alpha})"
-        )
-    else:
-        how = (
-            f"its PSI, less the PSI a clean batch of its size shows by chance, is at least "
-            f"{settings.psi_threshold}"
-        )
     return (
-        f"A batch of {rows:,} rows (< {settings.large_batch:,}: small, judged by tests; "
-        f">= {settings.large_batch:,}: large, judged by a distance) drifts when any input, the "
-        f"predictions or the target drifts. A column drifts when {how}; when its missing share "
-        f"moves by {settings.missing_threshold:.0%} or more, significantly; or, for a numeric "
-        f"input, when {settings.missing_threshold:.0%} or more of its values are not numbers."
+        f"A batch of {rows:,} rows drifts when any input, the predictions or the target drifts. "
+        f"A column drifts when its test (KS for numbers, chi-square for categories) gives "
+        f"p < {settings.alpha} / {tests} (Bonferroni over the {tests} columns judged, so a clean "
+        f"batch raises a false alarm with probability at most {settings.alpha}) and the share of "
+        f"rows of some range of its values (numbers up to a cut, a set of categories) moved by "
+        f"{settings.min_effect:.0%} or more (KS distance, total variation distance); when its "
+        f"missing share moves by {settings.missing_threshold:.0%} or more, significantly; or, "
+        f"for a numeric input, when {settings.missing_threshold:.0%} or more of its values are "
+        f"not numbers. The same rule at every batch size."
     )
 
 
@@ -655,11 +650,11 @@ def compare_profiles(base: dict, head: dict, settings: MonitorConfig) -> dict[st
     """How the data behind ``head`` differs from the data behind ``base`` (two
     :func:`data_profile` documents), column by column.
 
-    Both are whole training splits, so every shift is "significant": what matters is its size,
-    judged as a large monitoring batch is: the PSI over the base's bins, minus the PSI two
-    samples of one distribution show by chance, against ``monitor.psi_threshold``; and a move
-    of the missing share of ``monitor.missing_threshold`` or more. A numeric head is placed in
-    the base's bins through its quantiles (to within 0.1 % of its rows).
+    Both are whole training splits, so every shift is "significant": what matters is its size:
+    the PSI over the base's bins, minus the PSI two samples of one distribution show by chance,
+    against ``monitor.psi_threshold``; and a move of the missing share of
+    ``monitor.missing_threshold`` or more. A numeric head is placed in the base's bins through
+    its quantiles (to within 0.1 % of its rows).
     """
     b_feats, h_feats = base.get("features") or {}, head.get("features") or {}
     columns = []

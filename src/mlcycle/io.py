@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,14 +27,20 @@ from ruamel.yaml.error import YAMLError as Yaml12Error
 CHUNK = 1 << 20
 
 
+def _beside(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` for its temporary file or folder."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # Created here rather than by tempfile.mkstemp, which makes it 0600: the target is an
+    # ordinary file, 0666 less the umask (0644 under the usual one), as `open` would make it.
+    tmp_path = _beside(target)
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -50,7 +56,8 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     ``target`` is left as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _beside(target)
+    tmp.mkdir(0o777)  # less the umask, as mkdir makes a folder (tempfile.mkdtemp: 0700)
     try:
         yield tmp
         old = None

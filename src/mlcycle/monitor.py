@@ -26,6 +26,7 @@ from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.io import write_text
 from mlcycle.metrics import bootstrap_interval, compute_kpis
+from mlcycle.monitor_report import feature_order, model_title
 from mlcycle.tasks import LOWER_IS_BETTER, meets
 
 HISTORY_FILES = ("drift.csv", "predictions.csv", "kpis.csv")
@@ -132,6 +133,15 @@ def judge(metric: str, value: float | None, limit: float, interval: dict | None)
     return None if meets(metric, reach, limit) else False
 
 
+def status(met: bool | None, judged: bool, why_not: str) -> str:
+    """An objective's verdict in words, written into the run's document so every report says
+    the same: "met", "not met" or "undecided" (the value misses, its 95 % interval reaches the
+    bound) when ``judged``; else "not judged (``why_not``)"."""
+    if not judged:
+        return f"not judged ({why_not})"
+    return {True: "met", False: "not met"}.get(met, "undecided")
+
+
 def _performance(
     output: np.ndarray | None,
     labels: pd.Series | None,
@@ -152,6 +162,7 @@ def _performance(
         if len(where):
             doc["kpis"] = compute_kpis(task, y, output[where], threshold, objectives.kpis)
         enough = len(where) >= settings.min_labels
+        few = f"{len(where):,} labelled rows, fewer than min_labels {settings.min_labels:,}"
         for metric, limit in objectives.minimums.items():
             value = doc["kpis"].get(metric)
             interval = None
@@ -159,6 +170,8 @@ def _performance(
                 interval = bootstrap_interval(
                     task, y, output[where], threshold, metric, n_boot=BOOTSTRAP_RESAMPLES
                 )
+            met = judge(metric, value, limit, interval) if enough else None
+            why_not = few if not enough else "no value"
             doc["objectives"].append(
                 {
                     "metric": metric,
@@ -166,7 +179,8 @@ def _performance(
                     "value": value,
                     "limit": limit,
                     "interval": interval,
-                    "met": judge(metric, value, limit, interval) if enough else None,
+                    "met": met,
+                    "status": status(met, enough and value is not None, why_not),
                 }
             )
     estimated = estimate_kpi(task, primary, output, threshold)
@@ -175,6 +189,7 @@ def _performance(
     interval = (
         _estimate_interval(task, primary, output, threshold) if estimated is not None else None
     )
+    met = None if limit is None or estimated is None else judge(primary, estimated, limit, interval)
     doc["estimated"] = (
         None
         if estimated is None
@@ -185,7 +200,8 @@ def _performance(
             "reference": ref.get("estimated"),
             "reference_realized": ref.get("realized"),
             "limit": limit,
-            "met": None if limit is None else judge(primary, estimated, limit, interval),
+            "met": met,
+            "status": status(met, limit is not None, f"no objective on {primary}"),
         }
     )
     return doc
@@ -236,12 +252,10 @@ def run(
         "window": window,
         "rows": n,
         "reference_rows": profile["rows"],
-        "regime": drift.regime(n, settings),
         "rule": drift.batch_rule(settings, n, tests),
         "settings": {
             "alpha": settings.alpha,
-            "psi_threshold": settings.psi_threshold,
-            "large_batch": settings.large_batch,
+            "min_effect": settings.min_effect,
             "missing_threshold": settings.missing_threshold,
             "min_labels": settings.min_labels,
         },
@@ -314,7 +328,7 @@ def markdown_report(doc: dict) -> str:
     lines = [
         "# Monitoring report",
         "",
-        f"Model {m.get('name')} {m.get('version') or ''} ({m.get('id')}); {doc['rows']:,} rows "
+        f"Model {model_title(m)} ({m.get('id')}); {doc['rows']:,} rows "
         f"from {w.get('where')}; reference {doc['reference_rows']:,} rows.",
         "",
         f"**Verdict: {'DRIFT' if doc['drift'] else 'no drift'}.** {doc['rule']}",
@@ -326,20 +340,22 @@ def markdown_report(doc: dict) -> str:
         f"**Drifted features ({len(doc['drifted_features'])}):** "
         + (", ".join(doc["drifted_features"]) or "none"),
         "",
-        "| column | kind | test | statistic | p-value | PSI | missing (ref → new) | drifted |",
-        "|---|---|---|---:|---:|---:|---|---|",
+        "| column | kind | test | statistic | p-value | PSI | effect | missing (ref → new) "
+        "| not numbers | drifted |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---|",
     ]  # fmt: skip
     extra = [(f"predictions ({p['what']})", p) for p in [doc["predictions"]] if p]
     if doc["predictions"] and doc["predictions"].get("class_mix"):
         extra.append(("predictions (class mix)", doc["predictions"]["class_mix"]))
     if doc["target"]:
         extra.append(("target (labels)", doc["target"]))
-    rows = sorted(((f["feature"], f) for f in doc["features"]), key=lambda x: -x[1]["psi"])
+    rows = [(f["feature"], f) for f in feature_order(doc["features"])]
     for name, f in [*extra, *rows]:
         lines.append(
             f"| {name} | {f['kind']} | {f['test']} | {f['statistic']:.4f} | "
-            f"{f['p_value']:.3g} | {f['psi']:.4f} | {f['reference_missing_rate']:.1%} → "
-            f"{f['current_missing_rate']:.1%} | "
+            f"{f['p_value']:.3g} | {f['psi']:.4f} | {f.get('effect', 0.0):.4f} | "
+            f"{f['reference_missing_rate']:.1%} → {f['current_missing_rate']:.1%} | "
+            f"{f.get('not_numbers_rate', 0.0):.1%} | "
             + (f"**yes** ({', '.join(f['reasons'])})" if f["drifted"] else "no")
             + " |"
         )
@@ -349,14 +365,15 @@ def markdown_report(doc: dict) -> str:
         if perf["kpis"]:
             lines.append(", ".join(f"{k} {_num(v)}" for k, v in perf["kpis"].items()))
         for o in perf["objectives"]:
-            state = {True: "met", False: "**missed**", None: "not judged (too few labels)"}
-            lines.append(f"- {o['metric']} {_num(o['value'])} vs {o['limit']}: {state[o['met']]}")
+            said = f"**{o['status']}**" if o["met"] is False else o["status"]
+            lines.append(f"- {o['metric']} {_num(o['value'])} vs {o['limit']}: {said}")
         est = perf["estimated"]
         if est:
             lines.append(
                 f"- estimated {est['metric']} (from the probabilities, before labels) "
                 f"{_num(est['value'])}; on the test split it estimated "
                 f"{_num(est['reference'])} for a realised {_num(est['reference_realized'])}"
+                + (f"; vs {est['limit']}: {est['status']}" if est["limit"] is not None else "")
             )
     return "\n".join(lines) + "\n"
 

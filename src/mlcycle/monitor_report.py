@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["html_report"]
+__all__ = ["feature_order", "html_report", "model_title"]
 
 MAX_BARS = 20  # categories/bins drawn per chart; the rest are summed into one "other" bar
 DASH = "–"  # shown for a missing or not-a-number figure
@@ -189,14 +189,23 @@ def _sort_key(x: Any) -> str:
     return "" if f is None else repr(f)
 
 
-def _met(met: Any, judged: bool = True) -> str:
-    """met / not met; undecided (``None`` when judged: the value misses, its 95 % interval
-    does not) or a dash."""
-    if met is True:
-        return '<span class="pill good">met</span>'
-    if met is False:
-        return '<span class="pill bad">not met</span>'
-    return '<span class="pill">undecided</span>' if judged else f'<span class="pill">{DASH}</span>'
+def _met(verdict: dict) -> str:
+    """An objective's verdict as a pill: its ``status`` words (see
+    :func:`mlcycle.monitor.status`, the same in the Markdown report), coloured by ``met``."""
+    met = verdict.get("met")
+    words = verdict.get("status") or {True: "met", False: "not met"}.get(met, DASH)
+    colour = {True: " good", False: " bad"}.get(met, "")
+    return f'<span class="pill{colour}">{_e(words)}</span>'
+
+
+def model_title(model: dict) -> str:
+    """A model's name and version as people read it: "income v0.1.0" (a version written
+    without its "v" gets one, a version with it no second)."""
+    name = str(model.get("name") or "model")
+    version = str(model.get("version") or "")
+    if not version:
+        return name
+    return f"{name} {version if version[:1] in 'vV' else 'v' + version}"
 
 
 def _interval(value: Any) -> str:
@@ -370,8 +379,6 @@ def _bar_chart(hist: dict | None, title: str, ordered: bool, axis: str) -> str:
 def _header(doc: dict) -> str:
     model = doc.get("model") or {}
     window = doc.get("window") or {}
-    name = model.get("name") or "model"
-    version = model.get("version")
     drift = doc.get("drift")
     if drift is None:
         verdict = f'<span class="verdict">{DASH}</span>'
@@ -393,7 +400,7 @@ def _header(doc: dict) -> str:
     span = f"{_e(first or DASH)} → {_e(last or DASH)}" if first or last else DASH
     facts = _facts(
         [
-            ("Model", f"<strong>{_e(name)}</strong>" + (f" v{_e(version)}" if version else "")),
+            ("Model", f"<strong>{_e(model_title(model))}</strong>"),
             ("Model id", f'<span class="mono">{_e(model.get("id") or DASH)}</span>'),
             (
                 "Window",
@@ -404,7 +411,6 @@ def _header(doc: dict) -> str:
             ("Time range", span),
             ("Rows monitored", _num(doc.get("rows"))),
             ("Reference rows", _num(doc.get("reference_rows"))),
-            ("Regime", _e(doc.get("regime") or DASH)),
         ]
     )
     drifted = [str(f) for f in doc.get("drifted_features") or []]
@@ -416,9 +422,7 @@ def _header(doc: dict) -> str:
         else "<p>No input drifted.</p>"
     )
     return (
-        f"<header><h1>Monitoring report: {_e(name)}"
-        + (f" v{_e(version)}" if version else "")
-        + f"</h1>{facts}"
+        f"<header><h1>Monitoring report: {_e(model_title(model))}</h1>{facts}"
         f"<p>Whole-batch verdict: {verdict}</p>{drifted_line}"
         f'<p class="rule"><strong>Rule.</strong> {_e(doc.get("rule") or DASH)}</p>'
         f"</header>{_retrain(doc.get('retrain') or {})}"
@@ -456,12 +460,11 @@ def _performance(perf: dict | None) -> str:
             if o
             else DASH
         )
-        judged = bool(o) and _finite(perf.get("labelled_rows")) is not None
         rows.append(
             f"<tr><td>{_e(metric)}</td><td class=num>{_num(value)}</td>"
             f"<td class=num>{_interval(o.get('interval'))}</td>"
             f"<td class=num>{limit}</td>"
-            f"<td>{_met(o.get('met'), judged and o.get('value') is not None) if o else DASH}"
+            f"<td>{_met(o) if o else DASH}"
             "</td></tr>"
         )
     table = (
@@ -486,7 +489,7 @@ def _performance(perf: dict | None) -> str:
                         f"{_num(est.get('reference_realized'))}",
                     ),
                     ("Limit", _num(est.get("limit"))),
-                    ("Status", _met(est.get("met"), est.get("limit") is not None)),
+                    ("Status", _met(est)),
                 ]
             )
         )
@@ -517,8 +520,9 @@ def _distribution(part: dict | None, title: str, anchor: str) -> str:
     return f'<figure id="{anchor}"><figcaption>{_e(caption)}</figcaption>{figures}{chart}</figure>'
 
 
-def _feature_order(features: Sequence[dict]) -> list[dict]:
-    """Drifted features first, then by PSI, largest first."""
+def feature_order(features: Sequence[dict]) -> list[dict]:
+    """Drifted features first (for whatever reason: distribution, missing values, text), then
+    by PSI, largest first; the order of both reports."""
     return sorted(features, key=lambda f: (not f.get("drifted"), -(_finite(f.get("psi")) or 0.0)))
 
 
@@ -544,6 +548,7 @@ def _features_table(features: list[dict]) -> str:
             f"{_num(f.get('statistic'))}</td>"
             f'<td class=num data-sort="{_sort_key(f.get("p_value"))}">{_p(f.get("p_value"))}</td>'
             f'<td class=num data-sort="{_sort_key(f.get("psi"))}">{_num(f.get("psi"))}</td>'
+            f'<td class=num data-sort="{_sort_key(f.get("effect"))}">{_num(f.get("effect"))}</td>'
             f'<td class=num data-sort="{_sort_key(cur_miss)}">'
             f"{_pct(ref_miss)} → {_pct(cur_miss)}</td>"
             f'<td class=num data-sort="{_sort_key(f.get("not_numbers_rate"))}">'
@@ -556,6 +561,7 @@ def _features_table(features: list[dict]) -> str:
         '<div class="scroll"><table class="sortable" id="feature-table"><thead><tr>'
         "<th>Input</th><th>Kind</th><th>Drift</th><th>Reasons</th><th>Test</th>"
         "<th class=num>Statistic</th><th class=num>p-value</th><th class=num>PSI</th>"
+        "<th class=num>Effect</th>"
         "<th class=num>Missing ref → current</th><th class=num>Not numbers</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>"
     )
@@ -594,7 +600,7 @@ def html_report(doc: dict) -> str:
     predictions, no target) are said to be missing rather than left out.
     """
     model = doc.get("model") or {}
-    features = _feature_order([f for f in doc.get("features") or [] if isinstance(f, dict)])
+    features = feature_order([f for f in doc.get("features") or [] if isinstance(f, dict)])
     title = f"Monitoring report: {model.get('name') or 'model'}"
     verdict = "DRIFT" if doc.get("drift") else "NO DRIFT"
     body = "".join(

@@ -21,6 +21,7 @@ import yaml
 from mlcycle import config, registry
 from mlcycle.config import MonitorConfig
 from mlcycle.drift import compare_profiles
+from mlcycle.io import write_bytes
 from mlcycle.pipeline import dvc_command
 from mlcycle.status import gate_of, workspace_gate
 from mlcycle.tasks import LOWER_IS_BETTER
@@ -300,22 +301,32 @@ def _slug(title: str) -> str:
 def render_plots(root: Path, base: str, head: str, out: Path) -> tuple[list[str], list[str]]:
     """The key plots of both revisions (``dvc plots diff --json``) as PNG files under ``out``;
     returns the files' names relative to ``out`` and any plot that could not be drawn."""
+    revs = [base] if head == WORKSPACE else [base, head]
+    return draw_plots(root, ["diff", *revs], KEY_PLOTS, out)
+
+
+def draw_plots(
+    root: Path, command: list[str], titles: tuple[str, ...], out: Path
+) -> tuple[list[str], list[str]]:
+    """The plots of ``dvc plots <command> --json`` whose titles start with one of ``titles``,
+    drawn as PNG files under ``out`` by vl-convert, which needs neither a browser nor the
+    network (the page of `dvc plots show` loads Vega from a CDN: blank offline). Returns
+    Markdown links to the files (relative to ``out``) and any plot that could not be drawn."""
     import vl_convert as vlc
 
-    revs = [base] if head == WORKSPACE else [base, head]
     res = subprocess.run(
-        [*dvc_command(), "plots", "diff", *revs, "--json"],
+        [*dvc_command(), "plots", *command, "--json"],
         cwd=root,
         capture_output=True,
         text=True,
     )
     if res.returncode != 0:
-        return [], [f"dvc plots diff failed: {res.stderr.strip()[-300:]}"]
+        return [], [f"dvc plots {command[0]} failed: {res.stderr.strip()[-300:]}"]
     data = json.loads(res.stdout).get("data") or {}
     files, problems = [], []
     out.mkdir(parents=True, exist_ok=True)
     for title, renders in data.items():
-        if not title.startswith(KEY_PLOTS) or not renders:
+        if not title.startswith(titles) or not renders:
             continue
         spec = renders[0].get("content")
         if not isinstance(spec, dict) or not (spec.get("data") or {}).get("values"):
@@ -323,9 +334,11 @@ def render_plots(root: Path, base: str, head: str, out: Path) -> tuple[list[str]
         spec = {**spec, "width": 420, "height": 300}
         name = f"{_slug(title)}.png"
         try:
-            (out / name).write_bytes(vlc.vegalite_to_png(spec, scale=1.5))
+            write_bytes(out / name, vlc.vegalite_to_png(spec, scale=1.5))
         except (ValueError, RuntimeError) as exc:
-            problems.append(f"{title}: {str(exc).strip().splitlines()[-1][:200]}")
+            lines = str(exc).strip().splitlines() or [""]
+            why = next((line for line in lines if line.startswith("Error")), lines[-1])
+            problems.append(f"{title}: {why[:200]}")
             continue
         files.append((title, name))
     return [f"![{t}]({n})" for t, n in files], problems

@@ -92,7 +92,7 @@ DEFAULT_VALIDATE: dict[str, Any] = {
 DEFAULT_EVALUATE: dict[str, Any] = {"curve_points": 200}
 DEFAULT_MONITOR: dict[str, Any] = {
     "alpha": 0.01,
-    "large_batch": 5000,
+    "min_effect": 0.02,
     "psi_threshold": 0.025,
     "missing_threshold": 0.05,
     "min_labels": 200,
