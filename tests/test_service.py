@@ -455,13 +455,13 @@ TOKEN = {"Authorization": "Bearer s3cret"}
 
 
 def tiny_bundle(
-    target: Path, colours: tuple[str, ...], number: str = "y", padding: int = 0
+    target: Path, colours: tuple[str, ...], number: str = "y", seed: int = 0, padding: int = 0
 ) -> Path:
     """Write a small XGBoost bundle to ``target`` (replacing it), trained on records of
-    :data:`~tests.conftest.TINY_SIGNATURE`'s shape whose ``colour`` takes ``colours`` and whose
-    second number is called ``number``; ``padding`` bytes of a listed extra file make it slower
-    to verify and load."""
-    train = synthetic_records(300, seed=len(colours)).rename(columns={"y": number})
+    :data:`~tests.conftest.TINY_SIGNATURE`'s shape (drawn with ``seed``) whose ``colour`` takes
+    ``colours`` and whose second number is called ``number``; ``padding`` bytes of a listed
+    extra file make it slower to verify and load."""
+    train = synthetic_records(300, seed).rename(columns={"y": number})
     new = sorted(set(colours) - {"blue", "green", "red"})
     train.loc[train.index % 7 == 1, "colour"] = new[0] if new else "red"
     sig = Signature(
@@ -491,20 +491,23 @@ def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
     bundle = tiny_bundle(tmp_path / "bundle", ("blue", "green", "red"))
     violet = {"records": [{"x": 0.5, "colour": "violet", "y": 1.0}]}
     env = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
-    with serving(
-        built_project, "--bundle", str(bundle), "--workers", "2", "--no-log", env=env
-    ) as s:
+    args = ("--bundle", str(bundle), "--workers", "2", "--no-log", "--log-level", "info")
+    with serving(built_project, *args, env=env) as s:
+        for _ in range(600):  # both workers built their app from the first bundle
+            if s.output.read_text().count("Application startup complete") == 2:
+                break
+            time.sleep(0.1)
         status, _, before = post(s.url, "/predict", violet)
         assert status == 200 and "'violet'" in before["warnings"][0], before
         old_id = before["model"]["id"]
         tiny_bundle(bundle, ("blue", "green", "red", "violet"))
         status, _, info = post(s.url, "/admin/reload", {}, TOKEN)
         assert status == 200 and info["id"] != old_id, info
-        answers = [post(s.url, "/predict", violet)[2] for _ in range(3)]
-        for _ in range(100):  # the other worker follows within a second
-            if all(a["model"]["id"] == info["id"] for a in answers[-3:]):
+        answers = [post(s.url, "/predict", violet)[2]]
+        for _ in range(200):  # the other worker follows within a second or so
+            if len(answers) >= 10 and all(a["model"]["id"] == info["id"] for a in answers[-10:]):
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
             answers.append(post(s.url, "/predict", violet)[2])
         assert answers[-1]["model"]["id"] == info["id"] and answers[-1]["warnings"] == []
         assert {a["model"]["id"] for a in answers} <= {old_id, info["id"]}
@@ -514,7 +517,7 @@ def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
         assert status == 409, body
         assert "new input 'z' (numeric)" in body["detail"] and "input 'y' is gone" in body["detail"]
         time.sleep(1.5)  # past the other worker's next look at the generation file
-        for _ in range(6):
+        for _ in range(10):
             status, _, again = post(s.url, "/predict", violet)
             assert status == 200 and again["model"]["id"] == info["id"], again
 
@@ -560,7 +563,7 @@ def test_a_reload_loads_aside_while_requests_are_answered(
             return seen, reloaded[2]
 
         quiet, _ = load(2.0, swap=False)
-        tiny_bundle(bundle, ("blue", "green", "red", "violet"), padding=100_000_000)
+        tiny_bundle(bundle, ("blue", "green", "red"), seed=1, padding=100_000_000)
         swapped, info = load(2.0, swap=True)
     assert info["id"] != old_id, info
     assert all(status == 200 for _, status, _ in quiet + swapped)
