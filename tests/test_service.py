@@ -563,7 +563,7 @@ def test_a_reload_loads_aside_while_requests_are_answered(
             return seen, reloaded[2]
 
         quiet, _ = load(2.0, swap=False)
-        tiny_bundle(bundle, ("blue", "green", "red"), seed=1, padding=100_000_000)
+        tiny_bundle(bundle, ("blue", "green", "red"), seed=1, padding=200_000_000)
         swapped, info = load(2.0, swap=True)
     assert info["id"] != old_id, info
     assert all(status == 200 for _, status, _ in quiet + swapped)
@@ -572,7 +572,7 @@ def test_a_reload_loads_aside_while_requests_are_answered(
     longest = [sorted((t for t, _, _ in seen), reverse=True)[:2] for seen in (quiet, swapped)]
     print(
         f"longest requests (s), 4 clients: without a swap {longest[0]}, during a swap "
-        f"(a 100 MB bundle verified and loaded) {longest[1]}"
+        f"(a 200 MB bundle verified and loaded) {longest[1]}"
     )
 
 

@@ -718,6 +718,37 @@ def reload_service(url: str, token: str, expected_id: str) -> dict[str, Any]:
     return body
 
 
+def reload_or_withdraw(project: Project, opts: Options, result: Result) -> dict[str, Any]:
+    """Reload the service (:func:`reload_service`). A release is a transaction: when the
+    service does not take the new model, the version this run released is taken out of
+    production again (:func:`mlcycle.registry.withdraw`), so the registry never names a model
+    the service does not serve, and the error says so."""
+    assert opts.service and project.token and result.model_id
+    try:
+        return reload_service(opts.service, project.token, result.model_id)
+    except RetrainError as exc:
+        if not result.version:
+            raise
+        name, version = project.name, result.version
+        try:
+            now = registry.withdraw(
+                project.root, name, version, f"{opts.service} did not take {name} {version}"
+            )
+        except Exception as undo:  # gto's own errors, git's
+            raise RetrainError(
+                f"{exc}; taking {name}@{version} out of {registry.PROD} failed too ({undo}): "
+                f"the registry names a model the service does not serve, fix it by hand",
+                exc.code,
+            ) from None
+        back = f"{name}@{now.version} is in {registry.PROD} again" if now else "none is"
+        raise RetrainError(
+            f"{exc}; {name}@{version} was taken out of {registry.PROD} and {back} (the commit "
+            f"{(result.commit or '')[:12]} and the tag {name}@{version} stay); restart the "
+            "service with the new model, then `mlcycle release`",
+            exc.code,
+        ) from None
+
+
 # --- the whole loop -------------------------------------------------------------------------
 
 
@@ -821,7 +852,7 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
     else:
         result.notes.append("not released (--no-release): `mlcycle release` does it")
     if opts.service and project.token:
-        result.reloaded = reload_service(opts.service, project.token, result.model_id)
+        result.reloaded = reload_or_withdraw(project, opts, result)
         say(
             f"{opts.service} reloaded: it serves {result.reloaded.get('name')} "
             f"{result.reloaded.get('version')} (model {result.reloaded.get('id')})"
