@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlcycle import predlog, retrain
+from mlcycle import predlog, registry, retrain
 from mlcycle.config import load
 from mlcycle.features import Signature
 from mlcycle.schema import load_schema
@@ -408,6 +408,28 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
         server.stop()
+
+
+def test_a_release_the_service_does_not_take_leaves_production(
+    declared: Path, tmp_path: Path
+) -> None:
+    """A release is a transaction: when the service does not answer with the new model (here
+    no service answers at all), the version the retrain released is taken out of production,
+    the one before is production again, and the error says so (exit 7)."""
+    project = copy_of(declared, tmp_path)
+    cli(project, "release")  # v0.1.1 in production, as a retrain's release leaves it
+    assert registry.production(project, NAME).version == "v0.1.1"
+    result = retrain.Result(version="v0.1.1", model_id="0" * 12, commit=head(project))
+    service = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(retrain.RetrainError) as refused:
+        retrain.reload_or_withdraw(project, NAME, service, TOKEN, result)
+    message = str(refused.value)
+    assert refused.value.code == retrain.EXIT_RELOAD_FAILED and "no answer" in message
+    assert f"{NAME}@v0.1.1 was taken out of prod, {NAME}@v0.1.0 is in prod again" in message
+    assert registry.production(project, NAME).version == "v0.1.0"
+    assert tags(project) == [
+        f"{NAME}#prod!#3", f"{NAME}#prod#1", f"{NAME}#prod#2", f"{NAME}@v0.1.0", f"{NAME}@v0.1.1",
+    ]  # fmt: skip
 
 
 def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_path: Path) -> None:
