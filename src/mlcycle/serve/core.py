@@ -56,6 +56,10 @@ class ServeSettings:
     model_version: str | None = None
     # Bumped by a reload in any worker; the others see it and reload too.
     generation_file: str | None = None
+    # The generation file's time when the service started: a worker started later (uvicorn
+    # starts a worker again when one dies) that finds the file newer follows the reloads
+    # made since, instead of serving the model the service started with.
+    generation_at_start: float | None = None
 
 
 class ModelInfo(BaseModel):
@@ -197,11 +201,14 @@ class Core:
         self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
         self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
         self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
-        self.generation = 0.0
+        self.generation = 0.0  # what generation_seen gives without a generation file
         self.next_check = 0.0
         self.following = False  # a thread is following another worker's reload
         self.lock = threading.Lock()  # one reload at a time
-        self.generation = self.generation_seen()
+        start = settings.generation_at_start
+        self.generation = self.generation_seen() if start is None else start
+        if self.generation_seen() > self.generation:  # started after a reload: take it now,
+            self.follow()  # before this worker answers anything
 
     # -- the model ----------------------------------------------------------------------------
 
@@ -225,8 +232,9 @@ class Core:
             return self.generation
 
     def follow(self) -> None:
-        """Reload because another worker did (in a thread); a failure is logged and the
-        current model keeps serving (tried again at the next check)."""
+        """Reload because another worker did (in a thread, or as this worker starts); a
+        failure is logged and the current model keeps serving (tried again at the next
+        check)."""
         try:
             self.reload(touch=False)
         except Exception:
