@@ -386,14 +386,15 @@ def test_a_reload_may_change_categories_and_features_but_not_the_contract() -> N
         "input 'age' is categorical, was numeric",
     ]
     flipped = Signature((age, colour), "y", positive_class="no", negative_class="yes")
-    assert old.contract_changes(flipped) == ["classes ['yes', 'no'], were ['no', 'yes']"]
+    assert old.contract_changes(flipped) == ["classes ['yes', 'no'], was ['no', 'yes']"]
     three = Signature((age, colour), "y", task="multiclass_classification", classes=("a", "b", "c"))
     assert old.contract_changes(three) == [
-        "task multiclass_classification, was binary_classification"
+        "task multiclass_classification, was binary_classification",
+        "classes ['a', 'b', 'c'], was ['no', 'yes']",
     ]
     assert three.contract_changes(
         Signature((age, colour), "y", task="multiclass_classification", classes=("a", "b", "d"))
-    ) == ["classes ['a', 'b', 'd'], were ['a', 'b', 'c']"]
+    ) == ["classes ['a', 'b', 'd'], was ['a', 'b', 'c']"]
 
 
 # --- the service's request model and drift use the raw inputs -------------------------------

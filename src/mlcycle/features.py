@@ -234,11 +234,11 @@ class Signature:
             for n, k in old_kinds.items()
             if n in new_kinds and new_kinds[n] != k
         ]
-        if new.task != self.task:
-            changes.append(f"task {new.task}, was {self.task}")
-        elif new.classes != self.classes:
-            changes.append(f"classes {list(new.classes)}, were {list(self.classes)}")
-        return changes
+        now = {"task": new.task, "classes": list(new.classes)}
+        was = {"task": self.task, "classes": list(self.classes)}
+        return changes + [
+            f"{key} {now[key]}, was {was[key]}" for key in now if now[key] != was[key]
+        ]
 
     @property
     def is_classification(self) -> bool:
