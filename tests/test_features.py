@@ -358,6 +358,45 @@ def test_unseen_categories_are_reported_for_inputs(engineered: tuple) -> None:
     assert to_model_frame(records, sig)["colour"].isna().tolist() == [False, True, True]
 
 
+def test_a_reload_may_change_categories_and_features_but_not_the_contract() -> None:
+    """A retrained model that learned a category, lost one, or uses other derived and model
+    features takes the same requests and answers in the same shape; another input set, an
+    input of another kind, another task or other classes do not, each named."""
+    age, colour = Feature("age", "numeric"), Feature("colour", "categorical", ("blue", "red"))
+    old = Signature((age, colour), "y", positive_class="yes", negative_class="no")
+    grown = Signature(
+        (Feature("colour", "categorical", ("blue", "green", "red")), Feature("log_age", "numeric")),
+        "y",
+        positive_class="yes",
+        negative_class="no",
+        inputs=(age, Feature("colour", "categorical", ("green", "red"))),
+        derived=(step("log_age", "log1p", "age"),),
+    )
+    assert old.contract_changes(grown) == []
+    assert old.contract_changes(old) == []
+    other_inputs = Signature(
+        (Feature("age", "categorical", ("old", "young")), Feature("height", "numeric")),
+        "y",
+        positive_class="yes",
+        negative_class="no",
+    )
+    assert old.contract_changes(other_inputs) == [
+        "new input 'height' (numeric)",
+        "input 'colour' is gone",
+        "input 'age' is categorical, was numeric",
+    ]
+    flipped = Signature((age, colour), "y", positive_class="no", negative_class="yes")
+    assert old.contract_changes(flipped) == ["classes ['yes', 'no'], was ['no', 'yes']"]
+    three = Signature((age, colour), "y", task="multiclass_classification", classes=("a", "b", "c"))
+    assert old.contract_changes(three) == [
+        "task multiclass_classification, was binary_classification",
+        "classes ['a', 'b', 'c'], was ['no', 'yes']",
+    ]
+    assert three.contract_changes(
+        Signature((age, colour), "y", task="multiclass_classification", classes=("a", "b", "d"))
+    ) == ["classes ['a', 'b', 'd'], was ['a', 'b', 'c']"]
+
+
 # --- the service's request model and drift use the raw inputs -------------------------------
 
 

@@ -5,7 +5,9 @@ commit, the release and the reload of a real `mlcycle serve` on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlcycle import predlog, retrain
+from mlcycle import predlog, registry, retrain
 from mlcycle.config import load
 from mlcycle.features import Signature
 from mlcycle.schema import load_schema
@@ -384,12 +386,22 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         ]
         assert new_id != champion_id
         assert f"(model {new_id})" in proc.stderr
-        assert get_json(f"{service}/v2/models/{NAME}")["versions"] == ["v0.1.1"]
+        # the worker that took the reload serves the new model at once; the other follows as
+        # soon as it has loaded it aside (answering with the old one meanwhile)
         record = json.loads(rows.drop(columns=[TARGET]).iloc[:1].to_json(orient="records"))
-        for _ in range(6):  # several connections: both workers
-            answer = post_json(f"{service}/predict", {"records": record})
-            assert answer["model"]["id"] == new_id and answer["model"]["version"] == "v0.1.1"
-            time.sleep(0.2)
+        answers = []
+        while len(answers) < 600 and answers[-10:].count((new_id, "v0.1.1")) < 10:
+            answer = post_json(f"{service}/predict", {"records": record})["model"]
+            answers.append((answer["id"], answer.get("version")))
+            time.sleep(0.05)
+        assert answers[-10:] == [(new_id, "v0.1.1")] * 10, answers[-10:]
+        assert set(answers) <= {(new_id, "v0.1.1"), (champion_id, "v0.1.0")}
+        for _ in range(600):
+            versions = get_json(f"{service}/v2/models/{NAME}")["versions"]
+            if versions == ["v0.1.1"]:
+                break
+            time.sleep(0.05)
+        assert versions == ["v0.1.1"]
 
         # again: the same rows are not exported twice
         again = cli(project, "retrain", "--log-url", url, check=False)
@@ -408,6 +420,71 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
         server.stop()
+
+
+@pytest.mark.server
+def test_a_worker_started_after_a_reload_serves_the_reloaded_version(
+    released: Path, tmp_path: Path
+) -> None:
+    """Every worker serves what the last reload put there, also one uvicorn starts again
+    after the reload (a worker that died): it takes the reloaded version before it answers,
+    not the version the service started with."""
+    project = copy_of(released, tmp_path)
+    (project / "NOTES.md").write_text("a commit to release again\n")
+    git_commit(project, "another commit")
+    server = start_serving(project, "--workers", "2", "--no-log", "--log-level", "info",
+                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+
+    def wait_started(workers: int) -> None:
+        for _ in range(600):
+            if server.output.read_text().count("Application startup complete") >= workers:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"{workers} workers did not start:\n{server.output.read_text()}")
+
+    try:
+        wait_started(2)
+        cli(project, "release")  # v0.1.1 in production
+        model_id = json.loads((project / "models/bundle/metadata.json").read_text())
+        reloaded = retrain.reload_service(server.url, TOKEN, model_id["model_sha256"][:12])
+        assert reloaded["version"] == "v0.1.1"
+        versions = []
+        while versions[-20:].count("v0.1.1") < 20 and len(versions) < 2000:  # both follow
+            versions.append(get_json(f"{server.url}/health")["model"]["version"])
+            time.sleep(0.02)
+        assert versions[-20:].count("v0.1.1") == 20, versions[-20:]
+        pid = server.process.pid  # uvicorn's supervisor: its children are the workers
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        os.kill(int(workers[0]), signal.SIGKILL)  # uvicorn starts another worker
+        wait_started(3)
+        versions = [get_json(f"{server.url}/health")["model"]["version"] for _ in range(40)]
+        assert set(versions) == {"v0.1.1"}, versions
+    finally:
+        server.stop()
+
+
+def test_a_release_the_service_does_not_take_leaves_production(
+    declared: Path, tmp_path: Path
+) -> None:
+    """A release is a transaction: when the service does not answer with the new model (here
+    no service answers at all), the version the retrain released is taken out of production,
+    the one before is production again, and the error says so (exit 7)."""
+    project = copy_of(declared, tmp_path)
+    cli(project, "release")  # v0.1.1 in production, as a retrain's release leaves it
+    assert registry.production(project, NAME).version == "v0.1.1"
+    result = retrain.Result(version="v0.1.1", model_id="0" * 12, commit=head(project))
+    service = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(retrain.RetrainError) as refused:
+        retrain.reload_or_withdraw(project, NAME, service, TOKEN, result)
+    message = str(refused.value)
+    assert refused.value.code == retrain.EXIT_RELOAD_FAILED and "no answer" in message
+    assert f"{NAME}@v0.1.1 was taken out of prod, {NAME}@v0.1.0 is in prod again" in message
+    assert registry.production(project, NAME).version == "v0.1.0"
+    assert tags(project) == [
+        f"{NAME}#prod!#3", f"{NAME}#prod#1", f"{NAME}#prod#2", f"{NAME}@v0.1.0", f"{NAME}@v0.1.1",
+    ]  # fmt: skip
 
 
 def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_path: Path) -> None:

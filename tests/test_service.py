@@ -22,9 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import xgboost as xgb
 
+from mlcycle.adapters.xgboost_model import dmatrix
+from mlcycle.bundle import write_bundle
+from mlcycle.features import Feature, Signature, encode_target, to_model_frame
 from mlcycle.predlog import read_log
-from tests.conftest import BIN, start_serving, stop_server
+from tests.conftest import BIN, serving, start_serving, stop_server, synthetic_records
 
 TARGET = "income"
 pytestmark = pytest.mark.server
@@ -445,6 +449,131 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         assert status == 409 and "--no-log" in body["detail"], body
     finally:
         stop_server(proc)
+
+
+TOKEN = {"Authorization": "Bearer s3cret"}
+
+
+def tiny_bundle(
+    target: Path, colours: tuple[str, ...], number: str = "y", seed: int = 0, padding: int = 0
+) -> Path:
+    """Write a small XGBoost bundle to ``target`` (replacing it), trained on records of
+    :data:`~tests.conftest.TINY_SIGNATURE`'s shape (drawn with ``seed``) whose ``colour`` takes
+    ``colours`` and whose second number is called ``number``; ``padding`` bytes of a listed
+    extra file make it slower to verify and load."""
+    train = synthetic_records(300, seed).rename(columns={"y": number})
+    new = sorted(set(colours) - {"blue", "green", "red"})
+    train.loc[train.index % 7 == 1, "colour"] = new[0] if new else "red"
+    sig = Signature(
+        (
+            Feature("x", "numeric"),
+            Feature("colour", "categorical", tuple(sorted(colours))),
+            Feature(number, "numeric"),
+        ),
+        "label",
+        positive_class="yes",
+        negative_class="no",
+    )
+    X, y = to_model_frame(train, sig), encode_target(train["label"], sig)
+    params = {"objective": "binary:logistic", "max_depth": 2, "seed": 0, "nthread": 1}
+    booster = xgb.train(params, dmatrix(X, y, nthread=1), num_boost_round=5)
+    extra = {"padding.bin": bytes(padding)} if padding else None
+    model = bytes(booster.save_raw(raw_format="ubj"))
+    return write_bundle(target, model, sig, {"name": "tiny", "threshold": 0.5}, extra_files=extra)
+
+
+def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
+    built_project: Path, tmp_path: Path
+) -> None:
+    """A retrained model that learned a category takes the same requests: the reload takes it
+    (every worker follows) and it knows the category. One with another input set would need
+    other requests: refused, naming the input, and the model in service keeps serving."""
+    bundle = tiny_bundle(tmp_path / "bundle", ("blue", "green", "red"))
+    violet = {"records": [{"x": 0.5, "colour": "violet", "y": 1.0}]}
+    env = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    args = ("--bundle", str(bundle), "--workers", "2", "--no-log", "--log-level", "info")
+    with serving(built_project, *args, env=env) as s:
+        for _ in range(600):  # both workers built their app from the first bundle
+            if s.output.read_text().count("Application startup complete") == 2:
+                break
+            time.sleep(0.1)
+        status, _, before = post(s.url, "/predict", violet)
+        assert status == 200 and "'violet'" in before["warnings"][0], before
+        old_id = before["model"]["id"]
+        tiny_bundle(bundle, ("blue", "green", "red", "violet"))
+        status, _, info = post(s.url, "/admin/reload", {}, TOKEN)
+        assert status == 200 and info["id"] != old_id, info
+        answers = [post(s.url, "/predict", violet)[2]]
+        for _ in range(200):  # the other worker follows within a second or so
+            if len(answers) >= 10 and all(a["model"]["id"] == info["id"] for a in answers[-10:]):
+                break
+            time.sleep(0.05)
+            answers.append(post(s.url, "/predict", violet)[2])
+        assert answers[-1]["model"]["id"] == info["id"] and answers[-1]["warnings"] == []
+        assert {a["model"]["id"] for a in answers} <= {old_id, info["id"]}
+
+        tiny_bundle(bundle, ("blue", "green", "red", "violet"), number="z")
+        status, _, body = post(s.url, "/admin/reload", {}, TOKEN)
+        assert status == 409, body
+        assert "new input 'z' (numeric)" in body["detail"] and "input 'y' is gone" in body["detail"]
+        time.sleep(1.5)  # past the other worker's next look at the generation file
+        for _ in range(10):
+            status, _, again = post(s.url, "/predict", violet)
+            assert status == 200 and again["model"]["id"] == info["id"], again
+
+
+def test_a_reload_loads_aside_while_requests_are_answered(
+    built_project: Path, tmp_path: Path
+) -> None:
+    """While one worker loads a new model, its requests keep being answered by the model in
+    service; every answer names the old or the new model, none fails. The longest request
+    with and without a swap are printed (figures, not limits: the machine may be loaded)."""
+    bundle = tiny_bundle(tmp_path / "bundle", ("blue", "green", "red"))
+    record = {"records": [{"x": 0.5, "colour": "red", "y": 1.0}]}
+    env = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    with serving(
+        built_project, "--bundle", str(bundle), "--workers", "1", "--no-log", env=env
+    ) as s:
+        old_id = post(s.url, "/predict", record)[2]["model"]["id"]
+
+        def load(seconds: float, swap: bool) -> tuple[list[tuple[float, int, str]], dict]:
+            """4 clients on /predict and /health for ``seconds``; the reload in the middle."""
+            done = threading.Event()
+            seen: list[tuple[float, int, str]] = []
+
+            def client(i: int) -> None:
+                while not done.is_set():
+                    start = time.perf_counter()
+                    if i % 2:
+                        status, _, body = post(s.url, "/predict", record)
+                    else:
+                        status, _, body = call(s.url, "GET", "/health")
+                        body = json.loads(body)
+                    seen.append((time.perf_counter() - start, status, body["model"]["id"]))
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(seconds / 2)
+            reloaded = post(s.url, "/admin/reload", {}, TOKEN) if swap else (200, {}, {})
+            time.sleep(seconds / 2)
+            done.set()
+            for t in threads:
+                t.join()
+            return seen, reloaded[2]
+
+        quiet, _ = load(2.0, swap=False)
+        tiny_bundle(bundle, ("blue", "green", "red"), seed=1, padding=200_000_000)
+        swapped, info = load(2.0, swap=True)
+    assert info["id"] != old_id, info
+    assert all(status == 200 for _, status, _ in quiet + swapped)
+    ids = [model for _, _, model in swapped]
+    assert set(ids) == {old_id, info["id"]} and ids[-1] == info["id"]
+    longest = [sorted((t for t, _, _ in seen), reverse=True)[:2] for seen in (quiet, swapped)]
+    print(
+        f"longest requests (s), 4 clients: without a swap {longest[0]}, during a swap "
+        f"(a 200 MB bundle verified and loaded) {longest[1]}"
+    )
 
 
 # --- the OpenAPI document holds -------------------------------------------------------------

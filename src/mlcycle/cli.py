@@ -92,7 +92,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     """Export labelled production rows into the landing source, `dvc repro`, and on a passed
     gate commit, release and reload the service. Exit status: 0 done; 1 bad input or state
     (nothing changed); 4 too few new labelled rows (nothing changed); 5 the gate rejected the
-    model; 6 `dvc repro` failed or did not use the export; 7 the service did not reload."""
+    model; 6 `dvc repro` failed or did not use the export; 7 the service did not take the new
+    model (the release is taken out of production again)."""
     from mlcycle import retrain
 
     def say(line: str) -> None:
@@ -702,7 +703,8 @@ def _add_retrain(sub: Subparsers) -> None:
         "run `dvc repro`, and if the gate passes commit, release and reload. Exit status: 0 "
         "done; 1 bad input or state (nothing changed); 4 too few new labelled rows (nothing "
         "changed); 5 the gate rejected the model; 6 `dvc repro` failed or did not use the "
-        "export; 7 the service did not reload.",
+        "export; 7 the service did not take the new model (the release is taken out of "
+        "production again).",
     )
     _log_url(p)
     p.add_argument(

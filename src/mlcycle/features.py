@@ -215,6 +215,31 @@ class Signature:
             ),
         }
 
+    def contract_changes(self, new: Signature) -> list[str]:
+        """What a client of this signature would find different in ``new``: inputs added,
+        removed or of another kind, another task, other classes (or another class order: the
+        order of the probabilities). Empty when ``new`` takes the same requests and answers
+        in the same shape, which is what a hot reload needs.
+
+        The categories of a categorical input, the derived and model features and the
+        selection are the model's own: a retrained model learning a new category is the same
+        contract (a category a model does not know is treated as missing, by either).
+        """
+        old_kinds = {f.name: f.kind for f in self.inputs}
+        new_kinds = {f.name: f.kind for f in new.inputs}
+        changes = [f"new input {n!r} ({k})" for n, k in new_kinds.items() if n not in old_kinds]
+        changes += [f"input {n!r} is gone" for n in old_kinds if n not in new_kinds]
+        changes += [
+            f"input {n!r} is {new_kinds[n]}, was {k}"
+            for n, k in old_kinds.items()
+            if n in new_kinds and new_kinds[n] != k
+        ]
+        now = {"task": new.task, "classes": list(new.classes)}
+        was = {"task": self.task, "classes": list(self.classes)}
+        return changes + [
+            f"{key} {now[key]}, was {was[key]}" for key in now if now[key] != was[key]
+        ]
+
     @property
     def is_classification(self) -> bool:
         """Whether the model predicts a class (with a probability per class)."""

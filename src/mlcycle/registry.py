@@ -213,6 +213,14 @@ def release(repo: str | Path, name: str, bump: str = "patch", message: str | Non
     return version
 
 
+def withdraw(repo: str | Path, name: str, version: str, message: str) -> Version | None:
+    """Take ``version`` out of production (GTO's unassignment, a ``name#prod!#N`` tag, so the
+    move is recorded as every other): the version production had before it is production
+    again. Returns the production version now (None when there was none before)."""
+    _gto().unassign(str(repo), name, version=version, stage=PROD, message=message)
+    return production(repo, name)
+
+
 def production_tag(repo: str | Path, name: str) -> str | None:
     """The newest ``name#prod#N`` tag (the one that put the current production version there)."""
     prefix = f"{name}#{PROD}#"

@@ -718,6 +718,39 @@ def reload_service(url: str, token: str, expected_id: str) -> dict[str, Any]:
     return body
 
 
+def reload_or_withdraw(
+    root: Path, name: str, service: str, token: str, result: Result
+) -> dict[str, Any]:
+    """Reload the service (:func:`reload_service`) to the model ``result`` names. A release
+    is a transaction: when the service does not answer with that model, the version this run
+    released (``result.version``) is taken out of production again
+    (:func:`mlcycle.registry.withdraw`), so the registry never names a model the service does
+    not serve, and the error says so."""
+    try:
+        return reload_service(service, token, result.model_id or "")
+    except RetrainError as exc:
+        if not result.version:
+            raise
+        version = result.version
+        try:
+            now = registry.withdraw(root, name, version, f"{service} did not take {version}")
+        except Exception as undo:  # gto's errors, git's
+            raise RetrainError(
+                f"{exc}; taking {name}@{version} out of {registry.PROD} failed too ({undo}): "
+                "the registry names a model the service does not serve; fix it by hand",
+                exc.code,
+            ) from None
+        back = f"{name}@{now.version} is" if now else "no version is"
+        raise RetrainError(
+            f"{exc}. {name}@{version} was taken out of {registry.PROD}, {back} in "
+            f"{registry.PROD} again (the commit {(result.commit or '')[:12]} and the tag "
+            f"{name}@{version} stay). To serve it, restart the service with it (`mlcycle "
+            f"serve --version {version}`), then `gto assign {name} --version {version} "
+            f"--stage {registry.PROD}`",
+            exc.code,
+        ) from None
+
+
 # --- the whole loop -------------------------------------------------------------------------
 
 
@@ -821,7 +854,9 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
     else:
         result.notes.append("not released (--no-release): `mlcycle release` does it")
     if opts.service and project.token:
-        result.reloaded = reload_service(opts.service, project.token, result.model_id)
+        result.reloaded = reload_or_withdraw(
+            project.root, project.name, opts.service, project.token, result
+        )
         say(
             f"{opts.service} reloaded: it serves {result.reloaded.get('name')} "
             f"{result.reloaded.get('version')} (model {result.reloaded.get('id')})"

@@ -1,6 +1,7 @@
 """``POST /admin/reload``: switch to the current model without a restart, for the holder of
 the admin token only (without one the route answers 404, as an unknown path)."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
@@ -14,18 +15,18 @@ def add_routes(routes: APIRouter, core: Core) -> None:
 
     @routes.post("/admin/reload", response_model=ModelInfo, responses=ERRORS)
     async def admin_reload(authorization: Annotated[str | None, Header()] = None) -> ModelInfo:
-        """Load and verify the current model again and switch to it between requests. Off
-        unless the service was started with an admin token (``MLCYCLE_ADMIN_TOKEN``)."""
+        """Load, verify and try the current model again, then switch to it between requests.
+        The load runs in a thread: requests keep being answered by the old model meanwhile.
+        Off unless the service was started with an admin token (``MLCYCLE_ADMIN_TOKEN``)."""
         token = core.settings.admin_token
         if not token:
             raise HTTPException(404, "not found")
         if authorization != f"Bearer {token}":
             raise HTTPException(401, "a valid 'Authorization: Bearer <token>' is required")
         try:
-            return core.reload(touch=True).info
-        except HTTPException:
-            raise
+            loaded = await asyncio.to_thread(core.reload, True)
         except (ValueError, OSError) as exc:
             raise HTTPException(
                 409, f"reload refused, the current model keeps serving: {exc}"
             ) from exc
+        return loaded.info

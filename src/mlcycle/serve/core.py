@@ -56,6 +56,10 @@ class ServeSettings:
     model_version: str | None = None
     # Bumped by a reload in any worker; the others see it and reload too.
     generation_file: str | None = None
+    # The generation file's time when the service started: a worker started later (uvicorn
+    # starts a worker again when one dies) that finds the file newer follows the reloads
+    # made since, instead of serving the model the service started with.
+    generation_at_start: float | None = None
 
 
 class ModelInfo(BaseModel):
@@ -107,6 +111,19 @@ class Loaded:
     def info_json(self) -> bytes:
         """The ``model`` part of every /predict answer, serialised once per loaded model."""
         return orjson.dumps(self.info.model_dump(exclude_none=True))
+
+    def try_out(self) -> None:
+        """Score one example record, as a request would, before this model takes requests: a
+        model that cannot answer is refused (ValueError) while the old one still serves, and
+        the first request on it pays no first-call cost."""
+        record = example_record(self.signature)
+        try:
+            encoded = self.encoder.encode_with_unseen([record])
+            output = self.bundle.model.output_encoded(encoded.matrix, self.signature)
+            decide(output, self.signature, self.bundle.threshold)
+        except Exception as exc:  # anything the model's library raises
+            raise ValueError(f"the new model cannot score an example record: {exc}") from exc
+        self.info_json  # noqa: B018 (computed here, off the event loop)
 
 
 def example_record(signature: Signature) -> dict[str, Any]:
@@ -161,8 +178,10 @@ class Core:
     """The model in service, the prediction log and the metrics, shared by every router.
 
     ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down.
-    The signature never changes while the service runs (a reload refuses a model with
-    another), so request bodies typed from :attr:`signature` stay valid across reloads.
+    :attr:`signature` is the one the service started with: a reload takes a model whose
+    categories or features differ but refuses one that takes other requests or answers in
+    another shape (:meth:`~mlcycle.features.Signature.contract_changes`), so request bodies
+    typed from it stay valid across reloads. Scoring uses the loaded model's own signature.
     """
 
     def __init__(
@@ -182,53 +201,82 @@ class Core:
         self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
         self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
         self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
-        self.generation = 0.0
+        self.generation = 0.0  # what generation_seen gives without a generation file
         self.next_check = 0.0
-        self.lock = threading.Lock()
-        if settings.generation_file and os.path.exists(settings.generation_file):
-            self.generation = os.path.getmtime(settings.generation_file)
+        self.following = False  # a thread is following another worker's reload
+        self.lock = threading.Lock()  # one reload at a time
+        start = settings.generation_at_start
+        self.generation = self.generation_seen() if start is None else start
+        if self.generation_seen() > self.generation:  # started after a reload: take it now,
+            self.follow()  # before this worker answers anything
 
     # -- the model ----------------------------------------------------------------------------
 
     def current(self) -> Loaded:
-        """The model to use for this request (reloading first if another worker did)."""
+        """The model for this request. When another worker has reloaded (the generation file
+        is newer than what this one serves), this worker follows in a thread of its own:
+        requests keep the model in service until the new one is loaded and swapped in."""
         gen_file = self.settings.generation_file
-        if gen_file and time.monotonic() >= self.next_check:
+        if gen_file and not self.following and time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + 1.0
-            try:
-                mtime = os.path.getmtime(gen_file)
-            except OSError:
-                mtime = self.generation
-            if mtime > self.generation:
-                self.reload(touch=False)
+            if self.generation_seen() > self.generation:
+                self.following = True
+                threading.Thread(target=self.follow, name="mlcycle-reload", daemon=True).start()
         return self.loaded
 
+    def generation_seen(self) -> float:
+        """The generation file's time: when a worker last reloaded."""
+        try:
+            return os.path.getmtime(self.settings.generation_file or "")
+        except OSError:
+            return self.generation
+
+    def follow(self) -> None:
+        """Reload because another worker did (in a thread, or as this worker starts); a
+        failure is logged and the current model keeps serving (tried again at the next
+        check)."""
+        try:
+            self.reload(touch=False)
+        except Exception:
+            logger.exception("following another worker's reload failed; the model keeps serving")
+        finally:
+            self.following = False
+
     def reload(self, touch: bool) -> Loaded:
-        """Load and verify the model again (from the bundle folder, or the registry's current
-        production version), then swap it in; a failure leaves the old one serving. ``touch``:
-        bump the generation file, so the other workers reload too."""
+        """Load, verify and try the model again (from the bundle folder, or the registry's
+        current production version), then swap it in as one reference: requests in flight
+        finish on the model they started with. Slow (a checksum, a model file, perhaps a
+        fetch), so callers run it off the event loop. A model that takes other requests or
+        answers in another shape (:meth:`~mlcycle.features.Signature.contract_changes`), or
+        cannot load or answer, raises ValueError or OSError and the old one keeps serving.
+        ``touch``: bump the generation file, so the other workers reload too."""
         settings = self.settings
         with self.lock:
+            seen = self.generation_seen()
+            if not touch and seen <= self.generation:  # a reload here got there first
+                return self.loaded
             if settings.bundle_dir:
                 new_bundle, new_version = load_bundle(settings.bundle_dir), settings.model_version
             else:
                 root = Path(settings.project or ".")
                 v = registry.resolve(root, settings.model_name or self.name, None)
                 new_bundle, new_version = load_bundle(registry.fetch_bundle(root, v)), v.version
-            if new_bundle.signature.to_dict() != self.loaded.signature.to_dict():
-                raise HTTPException(
-                    409,
-                    "the new model has another signature (inputs or classes): restart the "
-                    "service with it instead of reloading",
+            changes = self.signature.contract_changes(new_bundle.signature)
+            if changes:
+                raise ValueError(
+                    f"the new model takes other requests or answers in another shape "
+                    f"({'; '.join(changes)}): restart the service with it instead of reloading"
                 )
-            self.loaded = Loaded.of(new_bundle, new_version)
-            self.telemetry.set_model(new_bundle.model_id, self.loaded.name, new_version)
-            if settings.generation_file:
-                if touch:
-                    Path(settings.generation_file).touch()
-                self.generation = os.path.getmtime(settings.generation_file)
+            loaded = Loaded.of(new_bundle, new_version)
+            loaded.try_out()
+            self.loaded = loaded  # the swap: the next request takes the new model
+            self.telemetry.set_model(new_bundle.model_id, loaded.name, new_version)
+            if settings.generation_file and touch:
+                Path(settings.generation_file).touch()
+                seen = self.generation_seen()
+            self.generation = seen
             logger.info("reloaded model %s (%s)", new_bundle.model_id, new_version)
-            return self.loaded
+            return loaded
 
     # -- scoring ------------------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ def serve(
             **{
                 **asdict(settings),
                 "generation_file": str(generation),
+                "generation_at_start": os.path.getmtime(generation),
                 "admin_token": settings.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
             }
         )
