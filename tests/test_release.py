@@ -164,9 +164,11 @@ def test_status_says_when_the_service_and_production_disagree(
     released: Path, tmp_path: Path
 ) -> None:
     """`mlcycle status --service URL`: the model the service says it serves, beside the
-    registry's production version; exit 3 when production moved and the service did not."""
+    registry's production version; exit 3 when production moved and the service did not.
+    `mlcycle release --service URL` moves both: it reloads the service to the new version."""
     p = copy_of(released, tmp_path)
-    with serving(p, "--version", "v0.1.0", "--workers", "1", "--no-log") as served:
+    token = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    with serving(p, "--workers", "1", "--no-log", env=token) as served:
         agree = cli(p, "status", "--service", served.url)
         assert f"{served.url} serves {NAME}@v0.1.0" in agree.stdout
         assert "the production version" in agree.stdout
@@ -176,5 +178,15 @@ def test_status_says_when_the_service_and_production_disagree(
         moved = cli(p, "status", "--service", served.url, check=False)
         assert moved.returncode == 3, moved.stdout + moved.stderr
         assert f"DISAGREES with production {NAME}@v0.1.1" in moved.stdout
+
+        (p / "NOTES.md").write_text("another change\n")
+        git_commit(p, "more notes")
+        before = tags(p)
+        untokened = cli(p, "release", "--service", served.url, check=False)
+        assert untokened.returncode == 1 and "MLCYCLE_ADMIN_TOKEN" in untokened.stderr
+        assert tags(p) == before  # refused before anything was released
+        both = cli(p, "release", "--service", served.url, env=token)
+        assert f"{served.url} serves {NAME}@v0.1.2" in both.stdout, both.stdout + both.stderr
+        assert cli(p, "status", "--service", served.url).returncode == 0
     gone = cli(p, "status", "--service", served.url, check=False)
     assert gone.returncode == 1 and "no answer from GET /health" in gone.stderr

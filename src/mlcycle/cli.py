@@ -4,10 +4,12 @@ model bundle; draft the schema; release and trace models."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from mlcycle import tasks
+from mlcycle.constants import ADMIN_TOKEN_ENV
 
 # Each command imports the modules it uses inside its function: `mlcycle --help` imports this
 # module alone (about 0.03 s, `python -X importtime -c "import mlcycle.cli"`), while even
@@ -49,16 +51,43 @@ def bundle_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    """Register HEAD's model as the next version and promote it to production."""
+    """Register HEAD's model as the next version and promote it to production; with
+    ``--service``, reload that service and take the version out of production again if it
+    does not serve it (a release is a transaction, as in `mlcycle retrain --service`)."""
     from mlcycle import registry
 
-    name = model_name()
-    version = registry.release(Path.cwd(), name, bump=args.bump)
-    prod_tag = registry.production_tag(Path.cwd(), name)
+    name, root = model_name(), Path.cwd()
+    token = os.environ.get(ADMIN_TOKEN_ENV) if args.service else None
+    if args.service and not token:
+        return _err(
+            f"--service {args.service}: set {ADMIN_TOKEN_ENV} to the service's admin token; "
+            "nothing was released"
+        )
+    version = registry.release(root, name, bump=args.bump)
+    prod_tag = registry.production_tag(root, name)
     print(
         f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, {prod_tag}); "
         "share with `git push --tags` and `dvc push`"
     )
+    return _reload_released(root, name, version, args.service, str(token)) if token else 0
+
+
+def _reload_released(root: Path, name: str, version: str, service: str, token: str) -> int:
+    """Reload ``service`` to the version just released, or take it out of production."""
+    from mlcycle import registry, retrain
+    from mlcycle.bundle import load_bundle
+
+    result = retrain.Result(
+        version=version,
+        model_id=load_bundle(root / retrain.BUNDLE).model_id,
+        commit=registry.find_version(root, name, version).commit,
+    )
+    try:
+        model = retrain.reload_or_withdraw(root, name, service, token, result)
+    except retrain.RetrainError as exc:
+        print(f"mlcycle release: error: {exc}", file=sys.stderr)
+        return exc.code
+    print(f"{service} serves {name}@{model.get('version')} (model {model.get('id')})")
     return 0
 
 
@@ -682,8 +711,18 @@ def _add_pr_comment(sub: Subparsers) -> None:
 
 
 def _add_release(sub: Subparsers) -> None:
-    p = sub.add_parser("release", help="register HEAD's model (gate passed) and promote to prod")
+    p = sub.add_parser(
+        "release",
+        help="register HEAD's model (gate passed) and promote to prod. Exit status: 0; 1 bad "
+        "state; 7 --service did not take the new model (it was taken out of prod again)",
+    )
     p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")
+    p.add_argument(
+        "--service",
+        metavar="URL",
+        help="then reload the running service at URL (admin token in MLCYCLE_ADMIN_TOKEN) and "
+        "check it serves the new version; if not, the version is taken out of prod again",
+    )
     p.set_defaults(func=cmd_release)
 
 

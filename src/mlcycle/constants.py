@@ -10,3 +10,6 @@ from __future__ import annotations
 # The column that records which source (``data.sources[].name``) each snapshot row came from;
 # the by-source split reads it, and it is never a feature.
 SOURCE_COLUMN = "_source"
+# The environment variable holding the service's admin (reload) token: `mlcycle serve` reads it,
+# `mlcycle retrain --service` and `mlcycle release --service` send it.
+ADMIN_TOKEN_ENV = "MLCYCLE_ADMIN_TOKEN"

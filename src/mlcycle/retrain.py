@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 from mlcycle import config, registry
 from mlcycle.bundle import load_bundle
 from mlcycle.config import Params, Source
-from mlcycle.constants import SOURCE_COLUMN
+from mlcycle.constants import ADMIN_TOKEN_ENV, SOURCE_COLUMN
 from mlcycle.features import Signature
 from mlcycle.io import atomic_path, read_json, value_text
 from mlcycle.pipeline import DVC_LOCK, DVC_YAML, dvc_command, read_stages
@@ -69,7 +69,6 @@ DEFAULT_MIN_LABELS = 100
 # The same defaults as `mlcycle serve` (mlcycle.serve.runner, not imported here: it pulls in
 # the whole web stack); tests/test_retrain.py checks they agree.
 DEFAULT_LOG_URL = "sqlite:///logs/predictions.db"
-ADMIN_TOKEN_ENV = "MLCYCLE_ADMIN_TOKEN"
 #: The Parquet metadata key of an exported file that lists the log records it holds.
 KEYS_METADATA = b"mlcycle.retrain"
 FILE_PREFIX = "production-"

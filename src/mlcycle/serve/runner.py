@@ -23,12 +23,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlcycle.bundle import load_bundle
+from mlcycle.constants import ADMIN_TOKEN_ENV
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.app import ServeSettings, create_app
 from mlcycle.serve.telemetry import MULTIPROC_ENV
 
 CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
-ADMIN_TOKEN_ENV = "MLCYCLE_ADMIN_TOKEN"
 DEFAULT_LOG_URL = "sqlite:///logs/predictions.db"  # under the project (git-ignored)
 
 
