@@ -301,18 +301,23 @@ VALUE_KINDS = {"number": "a number", "boolean": "true or false", "datetime": "a 
 Recoded = dict[str, dict[str, int]]  # per column of value_map, the rows each key recoded
 
 
-def _value_kind(series: pd.Series) -> str:
-    """What a cleaned column holds, for reading value_map's keys and values as its type."""
-    dtype = series.dtype
+def _dtype_kind(dtype: Any) -> str | None:
+    """``boolean``, ``number`` or ``datetime`` for a column of that dtype, else None."""
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
     if pd.api.types.is_numeric_dtype(dtype):
         return "number"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
-    if pd.api.types.is_timedelta64_dtype(dtype):
-        return "timedelta"
-    return "text"
+    return None
+
+
+def _value_kind(series: pd.Series) -> str:
+    """What a cleaned column holds, for reading value_map's keys and values as its type."""
+    dtype = series.dtype
+    if found := _dtype_kind(dtype):
+        return found
+    return "timedelta" if pd.api.types.is_timedelta64_dtype(dtype) else "text"
 
 
 def _as_kind(text: str, kind: str, series: pd.Series) -> Any:
@@ -993,12 +998,8 @@ def _kind(series: pd.Series) -> str:
     if series.isna().all():
         return "empty"
     dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_numeric_dtype(dtype):
-        return "number"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
+    if found := _dtype_kind(dtype):
+        return found
     if not pd.api.types.is_object_dtype(dtype):
         return "text"  # pandas' string dtypes
     types = {type(v) for v in series.dropna().tolist()}
