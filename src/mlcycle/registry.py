@@ -8,11 +8,15 @@ and is retrieved with ``dvc artifacts get``. Nothing here needs a server: tags t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,39 +94,59 @@ def resolve(repo: str | Path, name: str, version: str | None = None) -> Version:
 def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = None) -> Path:
     """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once).
 
-    `dvc artifacts get` writes into a folder of this call's own beside the destination, which
-    is then renamed into place: commands fetching the same version at the same time (a
-    service starting while `mlcycle predict` runs) each get the complete bundle, the first
-    rename wins, and no partial folder is ever at the destination or left behind."""
+    Fetches of one model's versions take turns (a lock on its folder): DVC shares one data
+    index per repository between processes, and two `dvc artifacts get` at the same time
+    (a service starting while `mlcycle predict` runs) can list each other's entries. The
+    bundle is written into a folder of this call's own, checked against its SHA256SUMS, then
+    renamed into place, so no partial or foreign folder is ever at the destination."""
+    from mlcycle.bundle import BundleError, verify  # xgboost: only when a bundle is fetched
+
     repo = Path(repo)
     dest = Path(dest_root or repo / CACHE_DIR) / v.name / v.version
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        got = work / "bundle"
-        res = subprocess.run(
-            [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
-            + ["--rev", v.version, "-o", str(got), "-f"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode != 0:
-            raise RegistryError(
-                f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
-                f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
-                f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
-            )
+    with _locked(dest.parent):
+        if dest.is_dir():  # another command fetched it while this one waited
+            return dest
+        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
+            got = work / "bundle"
+            res = subprocess.run(
+                [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
+                + ["--rev", v.version, "-o", str(got), "-f"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                raise RegistryError(
+                    f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
+                    f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
+                    f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
+                )
+            try:
+                verify(got)
+            except BundleError as exc:
+                raise RegistryError(
+                    f"{v.name}@{v.version} was retrieved but is not the bundle that was "
+                    f"released: {exc}"
+                ) from exc
             got.rename(dest)
-        except OSError:
-            if not dest.is_dir():  # not another fetch of the same version that came first
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (flock on the folder itself: no lock file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def next_version(repo: str | Path, name: str, bump: str) -> str:
