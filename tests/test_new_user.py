@@ -41,6 +41,10 @@ def customers(n: int = 3000, seed: int = 7) -> pd.DataFrame:
 
 
 def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Path) -> None:
+    """Another CSV, another target, set in params.yaml with `positive_class: yes` unquoted:
+    YAML 1.1 (PyYAML's default) reads a boolean there, DVC the string "yes". mlcycle reads it
+    as DVC does, so the run works and the positive class is "yes"; quoting it afterwards
+    changes nothing DVC sees, so nothing re-runs."""
     project = make_project(tmp_path / "project")
     (project / "schema.yaml").unlink()
     data = customers()
@@ -48,7 +52,7 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
     params = {
         "objectives": {
             "target": "churned",
-            "positive_class": "yes",
+            "positive_class": "POSITIVE",
             "minimum": 0.7,
             "minimums": {"accuracy": 0.6},
             "slices": ["sales_region"],
@@ -57,13 +61,7 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
         "data": {
             "columns": None,
             "sources": [
-                {
-                    "name": "customers",
-                    "kind": "file",
-                    "path": "data/external/customers.csv",
-                    "format": "csv",
-                    "header": True,
-                },
+                {"name": "customers", "kind": "file", "path": "data/external/customers.csv"}
             ],
         },
         "prepare": {
@@ -78,6 +76,10 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
         "features": {"derived": [], "include": [], "exclude": []},
     }
     set_params(project, params)
+    params_file = project / "params.yaml"
+    text = params_file.read_text().replace("positive_class: POSITIVE", "positive_class: yes")
+    params_file.write_text(text)
+    assert "positive_class: yes\n" in params_file.read_text()
 
     run(["dvc", "repro", "gather"], project)
     run([str(BIN / "mlcycle"), "schema", "infer"], project)
@@ -89,6 +91,7 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
     assert metrics["roc_auc"] > 0.7 and metrics["objective"]["met"] is True
     signature = json.loads((project / "models/bundle/signature.json").read_text())
     assert signature["target"] == "churned" and signature["positive_class"] == "yes"
+    assert signature["classes"] == ["no", "yes"]
     assert {i["name"] for i in signature["inputs"]} == set(data.columns) - {"churned"}
 
     new = data.drop(columns="churned").head(50)
@@ -108,44 +111,7 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
     assert len(scored) == 50 and set(scored["prediction"]) <= {"yes", "no"}
     assert scored["probability"].between(0, 1).all()
 
-
-def test_an_unquoted_yes_positive_class_is_the_label_yes(tmp_path: Path) -> None:
-    """`positive_class: yes` without quotes: YAML 1.1 (PyYAML's default) reads a boolean, DVC
-    reads the string "yes". mlcycle reads it as DVC does, so the run works and the positive
-    class is "yes"; quoting it afterwards changes nothing DVC sees, so nothing re-runs."""
-    project = make_project(tmp_path / "project")
-    (project / "schema.yaml").unlink()
-    customers().to_csv(project / "data/external/customers.csv", index=False)
-    set_params(
-        project,
-        {
-            "objectives": {
-                "target": "churned",
-                "positive_class": "POSITIVE",
-                "minimum": 0.7,
-                "minimums": {"accuracy": 0.6},
-                "slices": [],
-                "kpis": ["roc_auc", "accuracy"],
-            },
-            "data": {
-                "columns": None,
-                "sources": [
-                    {"name": "customers", "kind": "file", "path": "data/external/customers.csv"}
-                ],
-            },
-            "prepare": {"split": {"method": "stratified", "train_sources": [], "test_sources": []}},
-            "features": {"derived": [], "include": [], "exclude": []},
-        },
-    )
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("positive_class: POSITIVE", "positive_class: yes"))
-    assert "positive_class: yes\n" in params.read_text()
-    run(["dvc", "repro", "gather"], project)
-    run([str(BIN / "mlcycle"), "schema", "infer"], project)
-    run(["dvc", "repro"], project)
-    signature = json.loads((project / "models/bundle/signature.json").read_text())
-    assert signature["positive_class"] == "yes" and signature["classes"] == ["no", "yes"]
-    git_commit(project, "unquoted")
-    params.write_text(params.read_text().replace("positive_class: yes", 'positive_class: "yes"'))
+    text = params_file.read_text().replace("positive_class: yes", 'positive_class: "yes"')
+    params_file.write_text(text)
     status = run(["dvc", "status"], project)
     assert "changed" not in status.stdout, status.stdout

@@ -2,7 +2,8 @@
 of the repository (what `git clone` gives), from a shell whose ``PATH`` does not hold the
 virtualenv, as a new user's does. Only the training settings are the suite's fast ones
 (:data:`~tests.conftest.FAST_PARAMS`, put in after `mlcycle init` wrote params.yaml, as a
-user's edit would be)."""
+user's edit would be). The data is scikit-learn's diabetes table, so this is also the suite's
+regression task end to end: the model it builds is then served and batch-scored."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import BIN, FAST_PARAMS, ROOT, git_commit, set_params
-from tests.test_tasks import diabetes_frame
+from tests.test_tasks import diabetes_frame, score_everywhere
 
 README = ROOT / "README.md"
 
@@ -86,6 +88,7 @@ def test_the_commands_are_where_the_test_reads_them() -> None:
 
 
 @pytest.mark.dvc
+@pytest.mark.server
 def test_the_own_data_path_runs_as_written_on_a_fresh_clone(tmp_path: Path) -> None:
     fork = fresh_clone(tmp_path / "fork")
     diabetes_frame().rename(columns={"progression": "price"}).to_csv(fork / "my.csv", index=False)
@@ -94,6 +97,8 @@ def test_the_own_data_path_runs_as_written_on_a_fresh_clone(tmp_path: Path) -> N
 
     setup = bash(lines[:at], fork)
     assert setup.returncode == 0, setup.stdout + setup.stderr
+    params = (fork / "params.yaml").read_text()
+    assert "task: regression" in params and "positive_class: null" in params
     set_params(fork, {"train": FAST_PARAMS["train"]})  # the suite's fast training settings
     git_commit(fork, "my data")
     # The shell goes on: what the lines before set up for it (an activation) holds here too.
@@ -101,6 +106,26 @@ def test_the_own_data_path_runs_as_written_on_a_fresh_clone(tmp_path: Path) -> N
     run = bash(carried + lines[at:], fork)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "No module named" not in run.stderr
-    metrics = json.loads((fork / "metrics/evaluate.json").read_text())
-    assert metrics["task"] == "regression" and metrics["rmse"] is not None
     assert json.loads((fork / "models/bundle/metadata.json").read_text())["task"] == "regression"
+    git_commit(fork, "repro")
+
+    # The regression model: its KPIs, and the same predictions in evaluation, batch, service.
+    got = score_everywhere(fork, tmp_path, "price")
+    sig, metrics = got["signature"], got["metrics"]
+    assert sig["task"] == "regression" and sig["classes"] == []
+    assert metrics["task"] == "regression"
+    for kpi in ("rmse", "mae", "r2", "mape", "residual_std"):
+        assert metrics[kpi] is not None
+    assert metrics["r2"] > 0.2  # diabetes is noisy: published models reach about 0.4-0.5
+    assert metrics["rmse"] < float(got["test"]["price"].std())  # beats the mean
+    assert {"std", "q05", "q95"} <= set(metrics["residuals"])
+    assert metrics["objective"]["met"] is True
+
+    evaluated = got["evaluated"]["prediction"].to_numpy()
+    np.testing.assert_allclose(got["batch"]["prediction"].to_numpy(), evaluated, rtol=1e-15)
+    served = np.array([p["value"] for p in got["served"]["predictions"]])
+    np.testing.assert_array_equal(served, evaluated)
+    assert set(got["served"]["predictions"][0]) == {"value"}
+    assert got["health"]["model"]["task"] == "regression"
+    plots = json.loads((fork / "metrics/plots/predicted_actual.json").read_text())
+    assert len(plots) == len(got["test"]) and {"actual", "predicted", "residual"} <= set(plots[0])

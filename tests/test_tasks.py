@@ -1,8 +1,9 @@
 """Every task type: first the :class:`mlcycle.tasks.Task` objects on their own (the decision
 rule at its threshold, the scores, the metric directions, the target summary); then end to
-end, a multiclass and a regression dataset that scikit-learn ships, set up with `mlcycle init`
-and params edits only, run through real `dvc repro`, then served and batch-scored with
-identical outputs. And a wrong task for the target stops the run with an error that names the
+end, a multiclass dataset that scikit-learn ships, set up with `mlcycle init` and params
+edits only, run through real `dvc repro`, then served and batch-scored with identical outputs
+(the regression one, scikit-learn's diabetes table, is the README's own-data path in
+tests/test_readme_commands.py, with the same checks). And a wrong task for the target stops the run with an error that names the
 column and what to change.
 """
 
@@ -165,10 +166,15 @@ def init_project(tmp_path: Path, frame: pd.DataFrame, target: str) -> Path:
 
 
 def build_and_score(project: Path, tmp_path: Path, target: str) -> dict:
-    """`dvc repro`, then the same test rows through evaluation, `mlcycle predict` and the
-    service; returns what each produced."""
+    """`dvc repro`, then :func:`score_everywhere`."""
     run(["dvc", "repro"], project)
     git_commit(project, "my data")
+    return score_everywhere(project, tmp_path, target)
+
+
+def score_everywhere(project: Path, tmp_path: Path, target: str) -> dict:
+    """The same test rows of a built ``project`` through evaluation, `mlcycle predict` and the
+    service; returns what each produced."""
     test = pd.read_parquet(project / "data/prepared/test.parquet")
     evaluated = pd.read_parquet(project / "data/evaluate/test_predictions.parquet")
     records = test.drop(columns=target)
@@ -246,35 +252,6 @@ def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     assert {r["class"] for r in rows} == set(classes)  # one curve per class
     (conf,) = [k for k in doc["data"] if k.startswith("Confusion")]
     assert len(doc["data"][conf][0]["content"]["data"]["values"]) == len(got["test"])
-
-
-@pytest.mark.dvc
-@pytest.mark.server
-def test_regression_diabetes_from_init_to_service(tmp_path: Path) -> None:
-    frame = diabetes_frame()
-    project = init_project(tmp_path, frame, "progression")
-    params = (project / "params.yaml").read_text()
-    assert "task: regression" in params and "positive_class: null" in params
-    got = build_and_score(project, tmp_path, "progression")
-
-    sig, metrics = got["signature"], got["metrics"]
-    assert sig["task"] == "regression" and sig["classes"] == []
-    for kpi in ("rmse", "mae", "r2", "mape", "residual_std"):
-        assert metrics[kpi] is not None
-    assert metrics["r2"] > 0.2  # diabetes is noisy: published models reach about 0.4-0.5
-    assert metrics["rmse"] < float(got["test"]["progression"].std())  # beats the mean
-    assert {"std", "q05", "q95"} <= set(metrics["residuals"])
-    assert metrics["objective"]["met"] is True
-
-    evaluated = got["evaluated"]["prediction"].to_numpy()
-    np.testing.assert_allclose(got["batch"]["prediction"].to_numpy(), evaluated, rtol=1e-15)
-    served = np.array([p["value"] for p in got["served"]["predictions"]])
-    np.testing.assert_array_equal(served, evaluated)
-    first = got["served"]["predictions"][0]
-    assert set(first) == {"value"}
-    assert got["health"]["model"]["task"] == "regression"
-    plots = json.loads((project / "metrics/plots/predicted_actual.json").read_text())
-    assert len(plots) == len(got["test"]) and {"actual", "predicted", "residual"} <= set(plots[0])
 
 
 # --- a wrong task for the target stops the run, naming the column -----------------------------
