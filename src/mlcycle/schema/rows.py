@@ -204,20 +204,22 @@ class RowRules:
         names = self.data_columns
         if not records or not names:
             return []
-        getter = operator.itemgetter(*names)
-        try:  # every column in every record: one pass, then transpose
-            rows_of = list(map(getter, records))
-        except KeyError:
-            table = None
-        else:
-            table = dict(zip(names, zip(*rows_of, strict=True) if len(names) > 1 else [rows_of],
-                             strict=True))  # fmt: skip
+        common = [n for n in names if n in records[0]]
+        table: dict[str, Any] = {}
+        if common:
+            try:  # the first record's columns in every record: one pass, then transpose
+                rows_of = list(map(operator.itemgetter(*common), records))
+            except KeyError:  # records of different shapes: column by column below
+                pass
+            else:
+                columns = zip(*rows_of, strict=True) if len(common) > 1 else [rows_of]
+                table = dict(zip(common, columns, strict=True))
         out: list[RowBreak] = []
         for column in self._columns(names):
             name = column.spec.name
-            if table is not None:
+            if name in table:
                 items, rows = list(table[name]), None
-            else:
+            else:  # a column some records leave out
                 rows = [i for i, r in enumerate(records) if name in r]
                 items = [records[i][name] for i in rows]
                 if not items:
