@@ -76,12 +76,12 @@ class RowBreak:
             f"(validate.severity.{self.kind}: {self.severity})"
         )
 
-    def message(self, noun: str = "record", offset: int = 0, first: int = 5) -> str:
-        """One line for every row: the column, the rows (numbered from ``offset``), the first
-        value and the rule."""
-        rows = ", ".join(str(r + offset) for r in self.rows[:first])
+    def message(self, first: int = 5) -> str:
+        """One line for every record: the records (their first ``first``), the column, the
+        first offending value and the rule."""
+        rows = ", ".join(str(r) for r in self.rows[:first])
         more = f", ... ({len(self.rows)} in all)" if len(self.rows) > first else ""
-        return f"{noun}(s) {rows}{more}, {self.column!r}: {self.problem(self.values[0])}"
+        return f"record(s) {rows}{more}, {self.column!r}: {self.problem(self.values[0])}"
 
 
 @dataclass(frozen=True)
