@@ -92,7 +92,7 @@ class _Column:
     labels: bool  # whether the category (or target value) rule is checked
     allowed: frozenset[str] | None  # the labels allowed, when checked
 
-    def plainly_kept(self, items: list) -> bool:
+    def plainly_kept(self, items: Sequence[Any]) -> bool:
         """True when every value plainly keeps this column's rules (numbers in range, listed
         texts, no null where none is allowed), so :func:`rule_masks` would find nothing:
         a request's usual records skip the arrays. Anything else, :func:`rule_masks` decides."""
@@ -218,7 +218,7 @@ class RowRules:
         for column in self._columns(names):
             name = column.spec.name
             if name in table:
-                items, rows = list(table[name]), None
+                items, rows = table[name], None
             else:  # a column some records leave out
                 rows = [i for i, r in enumerate(records) if name in r]
                 items = [records[i][name] for i in rows]

@@ -6,6 +6,7 @@ dates from ISO text, and values as plain JSON for reports. Shared by drafting a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,7 @@ _PLAIN_NUMBERS = frozenset({float, int, type(None)})
 _PLAIN_TEXT = frozenset({str, type(None)})
 
 
-def read_items(items: list, type_: str, labels: bool = False) -> ColumnValues:
+def read_items(items: Sequence[Any], type_: str, labels: bool = False) -> ColumnValues:
     """A column of JSON records' values (numbers, text, None) read as ``type_``, as
     :func:`read_series` reads it: plain numbers and text without pandas (a request's few
     records), anything else by :func:`read_series` itself."""
@@ -143,7 +144,7 @@ def read_items(items: list, type_: str, labels: bool = False) -> ColumnValues:
         try:
             numbers = np.array(items, dtype=np.float64)  # None -> NaN
         except OverflowError:  # an integer beyond float64: pandas decides
-            return read_series(pd.Series(items, dtype=object), type_, labels)
+            return read_series(pd.Series(list(items), dtype=object), type_, labels)
         present = ~np.isnan(numbers)
         numbers, bad = _whole(numbers, np.zeros(len(items), dtype=bool), type_)
         found = None
@@ -157,4 +158,4 @@ def read_items(items: list, type_: str, labels: bool = False) -> ColumnValues:
         if labels:
             found = np.array([None if v is None else v.strip() for v in items], dtype=object)
         return ColumnValues(present, np.zeros(len(items), dtype=bool), None, found)
-    return read_series(pd.Series(items, dtype=object), type_, labels)
+    return read_series(pd.Series(list(items), dtype=object), type_, labels)
