@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ import yaml
 
 from mlcycle.adapters.xgboost_model import dmatrix
 from mlcycle.batch import count_rows, predict_file
-from mlcycle.bundle import Bundle, load_bundle, write_bundle
-from mlcycle.config import FeaturesConfig
+from mlcycle.bundle import MODEL_FILE, RULES_FILE, Bundle, load_bundle, write_bundle
+from mlcycle.config import DEFAULT_SEVERITY, FeaturesConfig
 from mlcycle.features import (
     Feature,
     SchemaError,
@@ -36,6 +37,8 @@ from mlcycle.features import (
 )
 from mlcycle.io import read_table
 from mlcycle.predict import score_frame
+from mlcycle.schema import load_schema
+from mlcycle.schema.rows import RowRules
 from tests.conftest import ROOT, cli
 
 ADULT = ROOT / "data/external/adult/adult.data.gz"
@@ -565,3 +568,53 @@ def test_the_command_reports_errors_in_one_line(
     zero = cli(tmp_path, "predict", "in.jsonl", "out.csv", "--bundle", str(bundle.path),
                "--chunk-rows", "0", check=False)  # fmt: skip
     assert zero.returncode == 1 and "chunk_rows must be" in zero.stderr
+
+
+def test_the_schemas_rules_decide_in_batch_as_in_the_service(
+    bundle: Bundle, adult: pd.DataFrame, tmp_path: Path
+) -> None:
+    """With the schema's per-row rules in the bundle (the package stage writes them), a batch
+    is judged as the service judges a request: a value breaking a rule whose severity is error
+    stops scoring, naming its row, the column and the rule, and nothing is written, in a model
+    input or in a column of the schema the model does not use; a rule of severity warning is
+    scored and noted, as is a column that is neither an input nor the schema's (copied)."""
+    rules = RowRules.of(load_schema(ROOT / "schema.yaml"), DEFAULT_SEVERITY)
+    meta = {k: v for k, v in bundle.metadata.items() if k not in ("model_kind", "model_sha256")}
+    ruled = load_bundle(
+        write_bundle(
+            tmp_path / "ruled",
+            (bundle.path / MODEL_FILE).read_bytes(),
+            bundle.signature,
+            meta,
+            extra_files={RULES_FILE: json.dumps(rules.to_dict()).encode()},
+        )
+    )
+    rows = adult.iloc[3000:3060].reset_index(drop=True)  # not trained on; with the target
+    rows.insert(0, "id", [f"r{i}" for i in range(len(rows))])
+    rows.loc[7, "workclass"] = "Space-agency"
+    src = tmp_path / "rows.csv"
+    rows.to_csv(src, index=False)
+    result = predict_file(ruled, src, tmp_path / "ruled.parquet", progress=False, chunk_rows=25)
+    predict_file(bundle, src, tmp_path / "plain.parquet", progress=False, chunk_rows=25)
+    assert result.rows == 60
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "ruled.parquet"), pd.read_parquet(tmp_path / "plain.parquet")
+    )
+    category = "1 row(s) (7), column 'workclass': 'Space-agency' is not one of the schema's"
+    assert any(category in note and note.endswith("; scored") for note in result.notes)
+    assert any("column(s) ['id'] are neither inputs" in note for note in result.notes)
+    for column, value, rule in (
+        ("age", None, "; schema.yaml expects a value (nullable: false)"),
+        ("fnlwgt", 5, "is out of range; schema.yaml expects between 12285 and 1490400"),
+    ):
+        broken = rows.copy()
+        broken[column] = broken[column].astype(object)
+        broken.loc[42, column] = value
+        for suffix in (".csv", ".parquet"):
+            path = tmp_path / f"broken-{column}{suffix}"
+            broken.to_csv(path, index=False) if suffix == ".csv" else broken.to_parquet(path)
+            out = tmp_path / f"out-{column}{suffix}"
+            where = re.escape(f"row 42, column {column!r}: ")  # a CSV's value is text: '5'
+            with pytest.raises(SchemaError, match=f"{where}(null|'?5'? ){re.escape(rule)}"):
+                predict_file(ruled, path, out, progress=False, chunk_rows=25)
+            assert not out.exists()

@@ -19,6 +19,7 @@ from mlcycle.bundle import (
     CHECKSUM_FILE,
     METADATA_FILE,
     MODEL_FILE,
+    RULES_FILE,
     SIGNATURE_FILE,
     BundleError,
     load_bundle,
@@ -26,6 +27,8 @@ from mlcycle.bundle import (
 )
 from mlcycle.features import encode_target, to_model_frame
 from mlcycle.io import sha256_bytes
+from mlcycle.schema import ColumnSpec, Schema
+from mlcycle.schema.rows import RowRules
 from tests.conftest import TINY_SIGNATURE as SIGNATURE
 from tests.conftest import synthetic_records
 
@@ -218,3 +221,36 @@ def test_bundle_json_files_are_plain_json(bundle_dir: Path) -> None:
         "model_kind": "xgboost",
         "model_sha256": sha256_bytes((bundle_dir / MODEL_FILE).read_bytes()),
     }
+
+
+def test_the_schemas_row_rules_travel_in_the_bundle(
+    trained: tuple[xgb.Booster, bytes], tmp_path: Path
+) -> None:
+    """row_rules.json (written by package) is checksummed like every file and read into
+    ``Bundle.rules``; a bundle without it (packaged before) has none; a malformed one is
+    refused by name."""
+    schema = Schema(
+        target="label",
+        columns=(
+            ColumnSpec("x", "float", nullable=False, min=-10.0, max=10.0),
+            ColumnSpec("colour", "category", categories=("blue", "green", "red")),
+            ColumnSpec("y", "float"),
+            ColumnSpec("label", "category", nullable=False, values=("no", "yes")),
+        ),
+    )
+    rules = RowRules.of(schema, {"out_of_range": "warning"})
+    extra = {RULES_FILE: json.dumps(rules.to_dict()).encode()}
+    ruled = write_bundle(tmp_path / "ruled", trained[1], SIGNATURE, METADATA, extra_files=extra)
+    assert RULES_FILE in (ruled / CHECKSUM_FILE).read_text()
+    loaded = load_bundle(ruled)
+    assert loaded.rules == rules and loaded.rules.levels["out_of_range"] == "warning"
+    assert (
+        load_bundle(write_bundle(tmp_path / "plain", trained[1], SIGNATURE, METADATA)).rules is None
+    )
+    flip_byte(ruled / RULES_FILE, 5)
+    with pytest.raises(BundleError, match=RULES_FILE):
+        load_bundle(ruled)
+    broken = {RULES_FILE: b'{"schema": {"target": "label"}, "severity": {}}'}
+    bad = write_bundle(tmp_path / "bad", trained[1], SIGNATURE, METADATA, extra_files=broken)
+    with pytest.raises(BundleError, match=f"{RULES_FILE}.*'columns'"):
+        load_bundle(bad)

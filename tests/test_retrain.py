@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,53 @@ def test_bad_rows_are_left_out_and_named(small_project: Path) -> None:
     )
     assert strict.keys == (("s", 0),)
     assert any("fnlwgt: are null" in item.reason for item in strict.left_out)
+
+
+def test_rows_left_out_are_decided_once(tmp_path: Path) -> None:
+    """A logged row the schema refuses (a null where nullable: false, logged before the service
+    refused such records) is left out and named once: the export's metadata lists it by
+    reason beside the rows it holds, so the next run neither reads nor reports it again, and
+    says how many an earlier export left out."""
+    params = load(ROOT / "params.yaml")
+    columns = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["columns"]
+    adult = pd.read_csv(
+        ROOT / "data/external/adult/adult.data.gz",
+        header=None,
+        names=columns,
+        skipinitialspace=True,
+        na_values=["?"],
+        nrows=4,
+    )
+    records = json.loads(adult.drop(columns=[TARGET]).to_json(orient="records"))
+    records[2]["age"] = None  # schema.yaml: age is never null
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log = predlog.PredictionLog(url, flush_interval=0.05)
+    outputs = [{"label": "<=50K", "probabilities": {"<=50K": 0.5, ">50K": 0.5}}] * 4
+    assert log.submit("old", records, outputs, model_name=NAME, model_id="abc")
+    assert log.close() == 0
+    assert predlog.attach_labels(url, {"old": adult[TARGET].tolist()}) == 4
+    folder = tmp_path / "landing"
+    project = retrain.Project(
+        ROOT, params, retrain.find_source(params, SOURCE), folder, (), token=None
+    )
+    opts = retrain.Options(log_url=url)
+    said: list[str] = []
+    first = retrain.read_new_labelled(project, opts, url, said.append)
+    export, _ = retrain.export_records(project, first, said.append)
+    assert export.keys == (("old", 0), ("old", 1), ("old", 3))
+    (left,) = export.left_out
+    assert left.keys == (("old", 2),) and left.reason.startswith("age: are null")
+    assert sum("left out 1 row(s): age: are null" in line for line in said) == 1
+    folder.mkdir()
+    written = retrain.write_export(export, folder, datetime.now(UTC))
+    meta = json.loads(pq.read_schema(written).metadata[retrain.KEYS_METADATA])
+    assert meta["left_out"] == {left.reason: {"old": [2]}}
+    said.clear()
+    again = retrain.read_new_labelled(project, opts, url, said.append)
+    assert again.empty
+    assert "4 labelled, 3 of them exported before, 1 left out by an earlier export" in said[0]
+    assert retrain.export_records(project, again, said.append)[0].left_out == ()
+    assert not any(line.startswith("left out") for line in said)
 
 
 def test_a_bad_time_is_named() -> None:

@@ -276,8 +276,11 @@ def test_unseen_category_is_served_with_a_warning_naming_the_field(
     resp = post_json(f"{server.url}/predict", {"records": [unseen, missing, valid_record]})
     assert resp.status == 200, resp.body
     doc = resp.json()
-    assert len(doc["warnings"]) == 1
-    assert "workclass" in doc["warnings"][0] and "Space-agency" in doc["warnings"][0]
+    # the model's (scored as missing) and the schema's (not one of its categories: a warning)
+    assert len(doc["warnings"]) == 2
+    assert all("workclass" in w and "Space-agency" in w for w in doc["warnings"])
+    assert "treated as missing" in doc["warnings"][0]
+    assert "unseen_category: warning" in doc["warnings"][1]
     proba = [p["probability"] for p in doc["predictions"]]
     assert all(math.isfinite(p) for p in proba)
     # An unseen category is scored as missing, exactly.

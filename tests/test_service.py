@@ -28,6 +28,7 @@ from mlcycle.adapters.xgboost_model import dmatrix
 from mlcycle.bundle import write_bundle
 from mlcycle.features import Feature, Signature, encode_target, to_model_frame
 from mlcycle.predlog import read_log
+from mlcycle.serve.core import warnings_for
 from tests.conftest import BIN, serving, start_serving, stop_server, synthetic_records
 
 TARGET = "income"
@@ -260,11 +261,77 @@ def test_a_body_shorter_than_its_content_length_is_answered(server) -> None:
 
 
 def test_a_record_with_every_input_null_is_scored_with_a_warning(server, records) -> None:
+    """Where the schema allows every input to be null (here: without its rules, a bundle
+    packaged before row_rules.json); with the example schema, whose age is never null, such a
+    record is refused by the rules (see the next test)."""
+    assert warnings_for([records[0], dict.fromkeys(records[0], None)], {}) == [
+        "record(s) 1: every input is null; the prediction is a prior"
+    ]
     url, _, _ = server
     empty = dict.fromkeys(records[0], None)
     status, _, body = post(url, "/predict", {"records": [records[0], empty]})
-    assert status == 200
-    assert any("record(s) 1: every input is null" in w for w in body["warnings"])
+    assert status == 422
+    assert ["body", "records", 1, "age"] in [e["loc"] for e in body["detail"]]
+
+
+def test_the_schemas_rules_decide_at_the_door_on_both_protocols(server, records) -> None:
+    """One policy on /predict and the Open Inference Protocol: a value the schema forbids (a
+    null where nullable: false) is refused naming the record, the column and the rule; a
+    column of the schema the model does not use (fnlwgt) is accepted, not scored, and logged
+    with the record, so retrain exports complete rows; any other field is refused; a category
+    the schema does not list is scored with a warning (its severity is warning)."""
+    url, _, log_db = server
+    doc = json.loads(call(url, "GET", "/metadata")[2])
+    name, signature = doc["model"]["name"], doc["signature"]
+    assert signature["unused_inputs"] == ["fnlwgt"]
+    oip = f"/v2/models/{name}/infer"
+    rule = "schema.yaml expects a value (nullable: false) (validate.severity.null_rate: error)"
+
+    broken = [records[0], {**records[1], "age": None}]
+    status, _, body = post(url, "/predict", {"records": broken})
+    assert status == 422, body
+    assert body["detail"] == [
+        {"loc": ["body", "records", 1, "age"], "msg": f"null; {rule}", "type": "schema_null_rate"}
+    ]
+    status, _, body = post(url, oip, {"inputs": tensors(broken, signature)})
+    assert status == 400 and body["error"] == f"record 1, 'age': null; {rule}", body
+
+    weighted = [{**r, "fnlwgt": 77516 + i} for i, r in enumerate(records[2:4])]
+    status, _, body = post(url, "/predict", {"records": weighted}, {"X-Request-ID": "rules-rest"})
+    assert status == 200 and body["warnings"] == [], body
+    weight = {"name": "fnlwgt", "shape": [2], "datatype": "INT64", "data": [77516, 77517]}
+    inputs = [*tensors(weighted, signature), weight]
+    status, _, body = post(url, oip, {"id": "rules-oip", "inputs": inputs})
+    assert status == 200, body
+    out_of_range = {**weight, "data": [77516, 1]}  # below the schema's min: refused as well
+    status, _, body = post(url, oip, {"inputs": [*tensors(weighted, signature), out_of_range]})
+    assert status == 400 and "record 1, 'fnlwgt': 1 is out of range" in body["error"], body
+
+    status, _, body = post(url, "/predict", {"records": [{**records[0], "client": "app-7"}]})
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "records", 0, "client"]
+    client = {"name": "client", "shape": [1], "datatype": "BYTES", "data": ["app-7"]}
+    status, _, body = post(url, oip, {"inputs": [*tensors(records[:1], signature), client]})
+    assert status == 400 and "unknown input(s) ['client']" in body["error"], body
+
+    status, _, body = post(url, "/predict", {"records": [{**records[0], "workclass": "Space"}]})
+    assert status == 200, body
+    assert any(
+        "'workclass': 'Space' is not one of the schema's categories" in w
+        and "(validate.severity.unseen_category: warning); scored" in w
+        for w in body["warnings"]
+    ), body["warnings"]
+
+    wanted = {"rules-rest", "rules-oip"}
+    deadline = time.monotonic() + 30
+    while True:  # written within the log's flush interval
+        log = read_log(f"sqlite:///{log_db}")
+        log = log[log["request_id"].isin(wanted)]
+        if len(log) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    weights = {rid: g.sort_values("row")["inputs"].map(lambda r: r["fnlwgt"]).tolist()
+               for rid, g in log.groupby("request_id")}  # fmt: skip
+    assert weights == {"rules-rest": [77516, 77517], "rules-oip": [77516, 77517]}
 
 
 # --- the prediction log ---------------------------------------------------------------------
@@ -277,9 +344,10 @@ def test_the_log_keeps_each_body_as_received(server, records) -> None:
     doc = json.loads(call(url, "GET", "/metadata")[2])
     unused = doc["signature"]["unused_inputs"]
     assert unused, "the example project's model leaves some columns unused"
-    # an unused field is ignored whatever it holds: here an integer beyond 64 bits
-    first = {**records[0], unused[0]: float(10**30)}
-    raw_first = json.dumps({**records[0], unused[0]: 10**30})
+    # a column of the schema the model does not use is logged as sent (within the schema's
+    # rules, which apply to it as to the inputs: retrain exports it)
+    first = {**records[0], unused[0]: 77516}
+    raw_first = json.dumps(first)
     bodies = {
         "spaced": b'{ "records" :\n [ ' + raw_first.encode() + b" ] }",
         "bom": b"\xef\xbb\xbf" + json.dumps({"records": records[1:3]}).encode(),

@@ -282,6 +282,54 @@ def test_summary_counts_by_severity_and_is_deterministic() -> None:
     assert re.search(r"\| error +\| out_of_range +\| age +\| 1 of 8 ", report)
 
 
+def test_the_rules_one_record_breaks_are_validates_for_records_and_frames() -> None:
+    """The rules a single row can break (mlcycle.schema.rows), judged on JSON records as the
+    service judges a request, on a frame as the batch scorer judges a chunk, and by validate's
+    own findings: the same rows, graded by validate.severity; a null is a break only where
+    the schema says nullable: false, and a column a record leaves out is not judged."""
+    from mlcycle.schema.rows import RowRules, errors
+
+    clean = {"age": 30, "score": 0.5, "colour": "blue", "member": "yes", "joined": "2024-01-02"}
+    changes = [
+        {},
+        {"age": None},  # 1: null where the schema allows none
+        {"age": 95},  # 2: above max
+        {"age": 30.5},  # 3: not a whole number
+        {"colour": "purple"},  # 4: not a listed category (a warning by default)
+        {"score": None},  # 5: null where allowed: no break
+        {"member": "maybe"},  # 6: not a boolean
+        {"joined": "yesterday"},  # 7: not a date
+        {"colour": " red ", "age": "41"},  # 8: padded text, a number as text: no break
+    ]
+    records = [{**clean, **change} for change in changes]
+    rules = RowRules.of(PEOPLE, config.DEFAULT_SEVERITY)
+    expected = {
+        ("type", "age"): (3,),
+        ("null_rate", "age"): (1,),
+        ("out_of_range", "age"): (2,),
+        ("unseen_category", "colour"): (4,),
+        ("type", "member"): (6,),
+        ("type", "joined"): (7,),
+    }
+    from_records = rules.check_records(records)
+    assert {(b.kind, b.column): b.rows for b in from_records} == expected
+    assert [b.severity for b in from_records if b.kind == "unseen_category"] == ["warning"]
+    assert len(errors(from_records)) == len(expected) - 1
+    frame = pd.DataFrame(records, dtype=object)
+    assert rules.check_frame(frame) == from_records
+    findings = check(frame, PEOPLE, max_null_rate=1.0, examples=len(frame))
+    assert {(f.kind, f.column): f.first_rows for f in findings if f.column != "label"} == expected
+    (null,) = [b for b in from_records if b.kind == "null_rate"]
+    assert null.message().startswith("record(s) 1, 'age': null; schema.yaml expects a value (")
+    # what the bundle holds reads back the same; ignored kinds are not judged
+    assert RowRules.from_dict(json.loads(json.dumps(rules.to_dict()))) == rules
+    quiet = RowRules.of(PEOPLE, {**config.DEFAULT_SEVERITY, "type": "ignore"})
+    assert {b.kind for b in quiet.check_records(records)} == {
+        "null_rate", "out_of_range", "unseen_category"
+    }  # fmt: skip
+    assert rules.check_records([{"colour": "blue"}]) == []  # "age" left out: not judged
+
+
 # 2. Reading schema.yaml: mistakes are named.
 
 

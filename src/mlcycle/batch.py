@@ -26,7 +26,11 @@ probabilities float64; the prediction text (classification) or float64 (regressi
 The output is written to a temporary file beside it and renamed at the end: a failure leaves
 no partial file and never replaces an existing one. A missing column is reported before
 anything is written; a bad value names its column and its row counted from 0 over the whole
-file (the first record is row 0), as scoring the whole file at once would.
+file (the first record is row 0), as scoring the whole file at once would. So does a value that
+breaks a per-row rule of the bundle's schema whose severity is error (:mod:`mlcycle.schema.rows`,
+as the service refuses it); one of severity warning is scored and counted in
+:attr:`BatchResult.notes`, with the columns that are neither the model's inputs nor the schema's
+(copied to the output, not used).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from mlcycle.encoder import Encoder
 from mlcycle.features import SchemaError, Signature
 from mlcycle.io import atomic_folder, atomic_path
 from mlcycle.predict import PREDICTION, Scores, decide, output_columns
+from mlcycle.schema.rows import RowBreak, errors, warnings
 
 _encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated
 
@@ -241,6 +246,7 @@ def predict_file(
     notes: list[str] = []
     chunks = reader.chunks(notes)
     first = next(chunks, None)  # reading the first chunk checks the columns: nothing written yet
+    rules = _RowChecks(bundle, reader.columns)
     total = _total_rows(files) if progress else None
     bar = _progress_bar(Path(input_path), total, progress)
     rows = n_chunks = 0
@@ -262,6 +268,7 @@ def predict_file(
                     pending = [first] if first is not None else []
                     first = None  # hold one chunk at a time
                     for chunk in _chain(pending, chunks):
+                        rules.check(chunk, path)
                         preds = _score(bundle, encoder, chunk, path)
                         writer.write(chunk, preds)
                         rows += chunk.rows
@@ -276,6 +283,7 @@ def predict_file(
     finally:
         _close_bar(bar, rows if done else None)
     seconds, parts = time.perf_counter() - start_time, writer.parts if folder else 0
+    notes += rules.notes(Path(input_path))
     return BatchResult(Path(input_path), output_path, rows, n_chunks, seconds, tuple(notes), parts)
 
 
@@ -414,6 +422,63 @@ def _score(bundle: Bundle, encoder: Encoder, chunk: _Chunk, path: Path) -> Predi
             f"{path}: {exc} [in the chunk of rows {chunk.start}-{last}, rows numbered from 0 "
             f"(the first record); scoring stopped there and wrote nothing]"
         ) from exc
+
+
+class _RowChecks:
+    """The bundle's per-row rules (:mod:`mlcycle.schema.rows`) over each chunk's columns of
+    the schema, as the service applies them to a request: a row breaking a rule whose
+    severity is error stops scoring, naming its row in the file, the column and the rule; the
+    rules of severity warning are counted for the notes. Bundles without rules check
+    nothing."""
+
+    def __init__(self, bundle: Bundle, columns: list[str]) -> None:
+        self.rules = bundle.rules
+        data = self.rules.data_columns if self.rules is not None else ()
+        self.names = [c for c in data if c in set(columns)]
+        known = {*bundle.signature.input_columns, *bundle.signature.unused_inputs, *data}
+        if self.rules is not None:
+            known.add(self.rules.schema.target)
+        self.unknown = [c for c in columns if c not in known]
+        self.warned: dict[tuple[str, str], tuple[RowBreak, list[int], int]] = {}
+
+    def check(self, chunk: _Chunk, path: Path) -> None:
+        if self.rules is None or not self.names or not chunk.rows:
+            return
+        if chunk.frame is not None:
+            frame = chunk.frame[self.names]
+        else:
+            assert chunk.batch is not None
+            frame = chunk.batch.select(self.names).to_pandas(types_mapper=_NULLABLE.get)
+        breaks = self.rules.check_frame(frame)
+        refused = errors(breaks)
+        if refused:
+            first = min(refused, key=lambda b: b.rows[0])
+            count = sum(len(b.rows) for b in refused)
+            raise SchemaError(
+                f"{path}: row {chunk.start + first.rows[0]}, column {first.column!r}: "
+                f"{first.problem(first.values[0])} [{count} such value(s) in the chunk of rows "
+                f"{chunk.start}-{chunk.start + chunk.rows - 1}, rows numbered from 0 (the first "
+                "record); scoring stopped there and wrote nothing]"
+            )
+        for item in warnings(breaks):
+            key = (item.column, item.kind)
+            seen, rows, n = self.warned.get(key, (item, [], 0))
+            rows += [chunk.start + r for r in item.rows[: 5 - len(rows)]]
+            self.warned[key] = (seen, rows, n + len(item.rows))
+
+    def notes(self, path: Path) -> list[str]:
+        """What the rules of severity warning found, and the columns not used."""
+        out = [
+            f"{path}: {n} row(s) ({', '.join(map(str, rows))}{', ...' if n > len(rows) else ''})"
+            f", column {item.column!r}: {item.problem(item.values[0])}; scored"
+            for item, rows, n in self.warned.values()
+        ]
+        if self.rules is not None and self.unknown:
+            out.append(
+                f"{path}: column(s) {self.unknown} are neither inputs of the model nor columns "
+                "of its schema: copied to the output, not used"
+            )
+        return out
 
 
 def _missing_inputs(columns: list[str], sig: Signature, path: Path) -> None:

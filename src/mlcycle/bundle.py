@@ -9,6 +9,8 @@ Layout::
                      threshold
     reference_profile.json  the training data's per-input profile, the predictions' on the
                      test split and the target's (monitoring compares batches with it)
+    row_rules.json   schema.yaml's columns and the severities of the rules one record can
+                     break (mlcycle.schema.rows): what the service and the batch scorer refuse
     model_card.md/.json  the model card
     SHA256SUMS       the digest of every other file; loading verifies it first
 
@@ -34,6 +36,7 @@ import xgboost as xgb
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
+from mlcycle.schema.rows import RowRules
 
 MODEL_FILES = model_files()  # model kind -> its file name (model.ubj, model.skops)
 XGB_FILE = MODEL_FILES["xgboost"]
@@ -42,6 +45,7 @@ SIGNATURE_FILE = "signature.json"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
 PROFILE_FILE = "reference_profile.json"  # the training data's profile, for monitoring
+RULES_FILE = "row_rules.json"  # the schema's per-row rules, for the service and batch scoring
 REQUIRED = (SIGNATURE_FILE, METADATA_FILE)  # plus exactly one of MODEL_FILES' values
 LIBRARIES = (
     "mlcycle", "xgboost", "scikit-learn", "skops", "pandas", "numpy", "pyarrow", "dvc",
@@ -61,6 +65,7 @@ class Bundle:
     signature: Signature
     metadata: dict
     profile: dict | None = None  # reference_profile.json; bundles packaged before it: None
+    rules: RowRules | None = None  # row_rules.json; bundles packaged before it: None
 
     @property
     def kind(self) -> str:
@@ -227,6 +232,11 @@ def load_bundle(path: str | Path) -> Bundle:
         signature = Signature.from_dict(json.loads(contents[SIGNATURE_FILE]))
         meta = json.loads(contents[METADATA_FILE])
         profile = json.loads(contents[PROFILE_FILE]) if PROFILE_FILE in contents else None
+        rules = (
+            RowRules.from_dict(json.loads(contents[RULES_FILE]), RULES_FILE)
+            if RULES_FILE in contents
+            else None
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"model bundle {path}: cannot read its JSON files: {exc}") from exc
     if (meta_task := meta.get("task")) and meta_task != signature.task:
@@ -250,4 +260,6 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"model bundle {path}: {model_file} refused: {exc}") from exc
     except ModelError as exc:
         raise BundleError(f"model bundle {path}: {model_file} is not a valid model: {exc}") from exc
-    return Bundle(path=path, model=model, signature=signature, metadata=meta, profile=profile)
+    return Bundle(
+        path=path, model=model, signature=signature, metadata=meta, profile=profile, rules=rules
+    )

@@ -520,7 +520,10 @@ class ValidateConfig(_Section):
     examples: int = Field(5, ge=0)
     """Example values shown per finding."""
     severity: dict[Literal[FINDING_KINDS], Literal[SEVERITIES]] = Field({}, validate_default=True)
-    """Per kind of finding: error stops `dvc repro`, warning is reported, ignore is not."""
+    """Per kind of finding: error stops `dvc repro`, warning is reported, ignore is not. The
+    package stage puts them in the bundle: the service and `mlcycle predict` refuse a record
+    breaking a per-row rule (type, null_rate where nullable is false, out_of_range,
+    unseen_category) whose severity is error, and warn of one of warning."""
 
     @field_validator("severity")
     @classmethod

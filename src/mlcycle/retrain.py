@@ -24,10 +24,14 @@ export rows twice nor lose them, and deleting a file makes its rows exportable a
 columns stay exactly the data's (``gather`` requires every source to have the same columns).
 
 Rows that break a per-row rule of ``schema.yaml`` whose severity is ``error`` (a type, a
-range, a non-nullable column, a target value) or whose label is not a class of the model are
-left out and reported, with their request ids, so one bad record cannot stop retraining in the
-``validate`` stage after the file was written. They are not marked as exported: after fixing
-the schema or the label, the next run exports them.
+range, a non-nullable column, a target value: :mod:`mlcycle.schema.rows`, the rules the
+service refuses a record by) or whose label is not a class of the model are left out and
+reported, with their request ids, so one bad record cannot stop retraining in the ``validate``
+stage after the file was written. The service refuses such records at its door, so only a
+log written before (an older bundle, a looser schema) holds them. They are decided once: the
+export's metadata lists them beside the rows it holds (key ``left_out``, by reason), so no
+later run reads, reports or trips over them again; deleting the file makes both exportable
+again.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ from mlcycle.io import atomic_path, read_json, value_text
 from mlcycle.pipeline import DVC_LOCK, DVC_YAML, dvc_command, read_stages
 from mlcycle.predlog import PredictionLogError, read_log
 from mlcycle.schema import load_schema
-from mlcycle.schema.findings import KIND_PHRASES, check
+from mlcycle.schema.findings import KIND_PHRASES
+from mlcycle.schema.rows import RowRules, errors
 from mlcycle.sources import as_text, redact_url
 from mlcycle.stages import BUNDLE, METRICS, SNAPSHOT
 
@@ -85,10 +90,6 @@ EXIT_TOO_FEW = 4
 EXIT_REJECTED = 5
 EXIT_REPRO_FAILED = 6
 EXIT_RELOAD_FAILED = 7
-
-# schema.yaml rules a single row can break (the others, such as a null *rate* or duplicates,
-# are about the whole snapshot, which validate judges).
-ROW_RULES = ("type", "out_of_range", "target_values", "unseen_category", "null_rate")
 
 
 class RetrainError(ValueError):
@@ -275,12 +276,15 @@ def load_layout(root: Path, params: Params) -> tuple[Layout, str]:
 Key = tuple[str, int]
 
 
-def exported_keys(folder: Path) -> set[Key]:
-    """The log records (request_id, row) that the exported files in ``folder`` hold, read from
-    their Parquet metadata. A file that cannot be read is reported by `gather`, not here."""
+def decided_keys(folder: Path) -> tuple[set[Key], set[Key]]:
+    """The log records (request_id, row) the exported files in ``folder`` decided: those they
+    hold, and those they left out (a rule of the schema, a label that is not a class), read
+    from their Parquet metadata. A file that cannot be read is reported by `gather`, not
+    here."""
     keys: set[Key] = set()
+    left: set[Key] = set()
     if not folder.is_dir():
-        return keys
+        return keys, left
     for path in sorted(folder.rglob("*.parquet")):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
@@ -295,12 +299,15 @@ def exported_keys(folder: Path) -> set[Key]:
             doc = json.loads(raw)
             for request_id, rows in doc["records"].items():
                 keys.update((str(request_id), int(r)) for r in rows)
+            for by_request in doc.get("left_out", {}).values():  # exports before 0.x: none
+                for request_id, rows in by_request.items():
+                    left.update((str(request_id), int(r)) for r in rows)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RetrainError(
                 f"{path}: its {KEYS_METADATA.decode()} metadata (the log records it holds) "
                 f"cannot be read: {exc}; without it retrain could export them twice"
             ) from None
-    return keys
+    return keys, left
 
 
 def new_labelled(log: pd.DataFrame, done: set[Key]) -> pd.DataFrame:
@@ -495,23 +502,17 @@ def _schema_rows(
     drop: dict[str, list[int]],
 ) -> None:
     """Add to ``drop`` the rows that break a per-row rule of the schema whose severity is
-    error: the same :func:`mlcycle.schema.findings.check` the validate stage runs."""
-    rules = [k for k in ROW_RULES if severity.get(k, "error") == "error"]
-    if not rules or not len(frame):
+    error: :mod:`mlcycle.schema.rows`, the rules the service refuses a record by and the
+    validate stage's own checks."""
+    if not len(frame):
         return
     positions = np.array([i for i in range(len(frame)) if i not in gone], dtype=np.int64)
     if not len(positions):
         return
     part = frame.iloc[positions].reset_index(drop=True)
-    levels = dict.fromkeys(("missing_column", "extra_column", "duplicate_rows"), "ignore")
-    levels.update({k: ("error" if k in rules else "ignore") for k in ROW_RULES})
-    nullable = {s.name: s.nullable for s in schema.columns}
-    findings = check(part, schema, severity=levels, examples=len(part), max_null_rate=1.0)
-    for f in findings:
-        if f.kind == "null_rate" and nullable.get(f.column, True):
-            continue  # a null *rate* is the whole snapshot's business
-        reason = f"{f.column}: {KIND_PHRASES[f.kind]}; schema.yaml expects {f.expected}"
-        _reject(drop, reason, positions[list(f.first_rows)])
+    for item in errors(RowRules.of(schema, severity).check_frame(part)):
+        reason = f"{item.column}: {KIND_PHRASES[item.kind]}; schema.yaml expects {item.expected}"
+        _reject(drop, reason, positions[list(item.rows)])
 
 
 # --- writing the file -------------------------------------------------------------------------
@@ -523,19 +524,31 @@ def export_name(now: datetime, rows: int) -> str:
     return f"{FILE_PREFIX}{stamp}-{rows}rows.parquet"
 
 
+def _by_request(keys: Iterable[Key]) -> dict[str, list[int]]:
+    """Log keys grouped by request id: ``{request_id: [row, ...]}``."""
+    grouped: dict[str, list[int]] = {}
+    for request_id, row in keys:
+        grouped.setdefault(request_id, []).append(row)
+    return grouped
+
+
 def write_export(
     export: Export, folder: Path, now: datetime, meta: dict[str, Any] | None = None
 ) -> Path:
     """Write the export as one new Parquet file in ``folder``, atomically (a hidden temporary
-    file, which gather skips, renamed into place), with its log keys in the file's metadata.
-    An existing file of the same name is never replaced."""
+    file, which gather skips, renamed into place), with its log keys and those of the rows it
+    left out (by reason) in the file's metadata. An existing file of the same name is never
+    replaced."""
     target = folder / export_name(now, len(export.frame))
     if target.exists():
         raise RetrainError(f"{target} already exists; run retrain again in a second")
-    grouped: dict[str, list[int]] = {}
-    for request_id, row in export.keys:
-        grouped.setdefault(request_id, []).append(row)
-    doc = {**(meta or {}), "rows": len(export.frame), "records": grouped}
+    left_out = {item.reason: _by_request(item.keys) for item in export.left_out}
+    doc = {
+        **(meta or {}),
+        "rows": len(export.frame),
+        "records": _by_request(export.keys),
+        "left_out": left_out,
+    }
     table = pa.Table.from_pandas(export.frame, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     metadata[KEYS_METADATA] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -905,17 +918,18 @@ def read_new_labelled(
         )
     except PredictionLogError as exc:
         raise RetrainError(str(exc)) from None
-    done = exported_keys(project.folder)
+    exported, left = decided_keys(project.folder)
     labelled = log[log["label"].notna()]
-    before = sum(
-        (rid, int(row)) in done
-        for rid, row in zip(labelled["request_id"], labelled["row"], strict=True)
-    )
+    pairs = zip(labelled["request_id"], labelled["row"], strict=True)
+    keys = [(rid, int(row)) for rid, row in pairs]
+    before = sum(k in exported for k in keys)
+    left_before = sum(k in left and k not in exported for k in keys)
+    also = f", {left_before} left out by an earlier export" if left_before else ""
     say(
         f"prediction log {shown_url}: {len(log)} record(s) in the window, {len(labelled)} "
-        f"labelled, {before} of them exported before"
+        f"labelled, {before} of them exported before{also}"
     )
-    return new_labelled(log, done)
+    return new_labelled(log, exported | left)
 
 
 def export_records(

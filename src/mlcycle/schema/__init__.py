@@ -8,6 +8,8 @@ module reads it (:func:`load_schema`, every error naming the file and the key) a
 - :mod:`mlcycle.schema.values`: a column's values read as the schema's types;
 - :mod:`mlcycle.schema.infer`: drafting a schema from a snapshot (``mlcycle schema infer``);
 - :mod:`mlcycle.schema.findings`: checking a snapshot against the schema (its findings);
+- :mod:`mlcycle.schema.rows`: the rules one record can break, checked record by record (the
+  service, the batch scorer, retrain's export);
 - :mod:`mlcycle.schema.report`: the validation metrics and report.
 
 Everything here is pure: reading the snapshot and writing reports is the ``validate`` stage's
@@ -177,6 +179,20 @@ def load_schema(path: str | Path) -> Schema:
     except yaml.YAMLError as exc:
         raise SchemaError(f"{path} is not valid YAML: {exc}") from exc
     return parse_schema(raw, str(path))
+
+
+def schema_doc(schema: Schema) -> dict[str, Any]:
+    """The schema as the plain document :func:`parse_schema` reads (for JSON files such as
+    the bundle's row rules); keys that are not set are left out."""
+    columns: dict[str, dict[str, Any]] = {}
+    for spec in schema.columns:
+        block: dict[str, Any] = {"type": spec.type, "nullable": spec.nullable}
+        for key in ("max_null_rate", "min", "max", "categories", "values"):
+            value = getattr(spec, key)
+            if value is not None:
+                block[key] = list(value) if isinstance(value, tuple) else value
+        columns[spec.name] = block
+    return {"target": schema.target, "columns": columns}
 
 
 def _with_note(line: str, note: str | None) -> str:

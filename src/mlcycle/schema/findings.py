@@ -5,6 +5,7 @@ and a few examples, graded by the severity params.yaml gives each kind.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 from mlcycle.config import FINDING_KINDS, SEVERITIES
 from mlcycle.io import value_text
 from mlcycle.schema import BOOKKEEPING_COLUMNS, ColumnSpec, Schema
-from mlcycle.schema.values import TRUE_WORDS, bad_type, json_value, stripped_text
+from mlcycle.schema.values import ColumnValues, json_value, read_series
 
 # What a finding of each kind says about its rows, after "<n> of <total> rows".
 KIND_PHRASES = {
@@ -153,31 +154,71 @@ def by_source(
 
 def column_masks(
     series: pd.Series, spec: ColumnSpec, target: str, wanted: set[str]
-) -> list[tuple[str, pd.Series, str, bool]]:
-    """The rules of ``spec`` that ``series`` breaks, as ``(kind, mask of the offending rows,
-    expected, whether the offending values are examples)``; the null rate's mask is every
-    missing value (whether it is too many depends on the share, see :func:`null_limit`)."""
-    out: list[tuple[str, pd.Series, str, bool]] = []
-    present = series.notna()
-    out.append(("null_rate", ~present, "", False))
-    bad, numbers = bad_type(series, spec.type)
-    out.append(("type", bad, f"{spec.type} values", True))
-    ok = present & ~bad
+) -> list[tuple[str, np.ndarray, str, bool]]:
+    """The rules of ``spec`` that ``series`` (a column of a frame) breaks: :func:`rule_masks`
+    of its values read as the schema's type."""
+    return rule_masks(read_series(series, spec.type, labels_wanted(spec, target, wanted)),
+                      spec, target, wanted)  # fmt: skip
+
+
+def listed_values(spec: ColumnSpec, target: str) -> tuple[str, tuple[str, ...] | None, str]:
+    """The kind of the rule on a column's listed values (the target's ``values``, another
+    column's ``categories``), the values, and what they are called."""
+    if spec.name == target and spec.values is not None:
+        return "target_values", spec.values, "values"
+    return "unseen_category", spec.categories, "categories"
+
+
+def labels_wanted(spec: ColumnSpec, target: str, wanted: set[str]) -> bool:
+    """Whether a column's values are compared with listed values (so read as labels)."""
+    kind, allowed, _ = listed_values(spec, target)
+    return allowed is not None and kind in wanted
+
+
+def _outside(labels: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
+    """Which labels (None: not judged) are not ``allowed``."""
+    if len(labels) <= 4096:  # a request's records: cheaper than a pandas hash table
+        return np.fromiter((v is not None and v not in allowed for v in labels), bool, len(labels))
+    known = pd.Series(labels, dtype=object)
+    return (known.notna() & ~known.isin(allowed)).to_numpy(dtype=bool)
+
+
+def rule_masks(
+    values: ColumnValues, spec: ColumnSpec, target: str, wanted: set[str]
+) -> list[tuple[str, np.ndarray, str, bool]]:
+    """The rules of ``spec`` that a column's ``values`` (:func:`mlcycle.schema.values.
+    read_series` of a frame's column, or :func:`~mlcycle.schema.values.read_items` of
+    records') break, as ``(kind, mask of the offending rows, expected, whether the offending
+    values are examples)``; the null rate's mask is every missing value (whether it is too
+    many depends on the share, see :func:`null_limit`). The one implementation of the rules,
+    for a snapshot (validate) as for a request's records (the service)."""
+    expected = _expected(spec, target)
+    out: list[tuple[str, np.ndarray, str, bool]] = []
+    out.append(("null_rate", ~values.present, "", False))
+    out.append(("type", values.bad, expected["type"], True))
+    ok = values.present & ~values.bad
+    numbers = values.numbers
     if numbers is not None and (spec.min is not None or spec.max is not None):
         low = numbers < spec.min if spec.min is not None else False
         high = numbers > spec.max if spec.max is not None else False
-        out.append(("out_of_range", ok & (low | high), _range_text(spec), True))
-    if spec.name == target and spec.values is not None:
-        kind, allowed, what = "target_values", spec.values, "values"
-    else:
-        kind, allowed, what = "unseen_category", spec.categories, "categories"
-    if allowed is not None and kind in wanted and ok.any():
-        text = stripped_text(series[ok])
-        if spec.type == "boolean":  # "Yes", "1", True all read as "true"
-            text = text.str.lower().isin(TRUE_WORDS).map({True: "true", False: "false"})
-        mask = pd.Series(False, index=series.index)
-        mask[text.index[~text.isin(set(allowed)).to_numpy(dtype=bool)]] = True
-        out.append((kind, mask, f"one of the {what} in the schema ({short_list(allowed)})", True))
+        out.append(("out_of_range", ok & (low | high), expected["out_of_range"], True))
+    kind, allowed, _ = listed_values(spec, target)
+    if allowed is not None and kind in wanted and values.labels is not None and ok.any():
+        mask = ok & _outside(values.labels, expected["allowed"])
+        out.append((kind, mask, expected[kind], True))
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected(spec: ColumnSpec, target: str) -> dict[str, Any]:
+    """What each rule of ``spec`` expects, as findings say it, and its allowed labels as a set:
+    made once per column, not per request."""
+    kind, allowed, what = listed_values(spec, target)
+    out: dict[str, Any] = {"type": f"{spec.type} values", "allowed": frozenset(allowed or ())}
+    if spec.min is not None or spec.max is not None:
+        out["out_of_range"] = _range_text(spec)
+    if allowed is not None:
+        out[kind] = f"one of the {what} in the schema ({short_list(allowed)})"
     return out
 
 

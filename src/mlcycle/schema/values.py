@@ -6,13 +6,15 @@ dates from ISO text, and values as plain JSON for reports. Shared by drafting a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlcycle.io import value_text
-from mlcycle.schema import NUMERIC_TYPES
+from mlcycle.schema import NUMERIC_TYPES, TEXT_TYPES
 
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
@@ -71,35 +73,89 @@ def parse_numbers(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     return numbers, present & numbers.isna()
 
 
-def bad_type(series: pd.Series, type_: str) -> tuple[pd.Series, pd.Series | None]:
-    """Rows whose value does not fit ``type_``, and the parsed numbers for numeric types."""
-    present = series.notna()
+@dataclass(frozen=True)
+class ColumnValues:
+    """A column's values read as its schema type, as arrays of one value per row: which are
+    ``present``, which are present but ``bad`` (not of the type), the ``numbers`` of a numeric
+    type (float64, NaN where missing or bad) and the ``labels`` compared with categories or
+    target values (stripped text; booleans as ``true``/``false``; None where missing or bad)
+    when they were asked for."""
+
+    present: np.ndarray
+    bad: np.ndarray
+    numbers: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def _whole(numbers: np.ndarray, bad: np.ndarray, type_: str) -> tuple[np.ndarray, np.ndarray]:
+    """An integer column's numbers with a fraction marked bad (and made missing)."""
+    if type_ != "integer":
+        return numbers, bad
+    with np.errstate(invalid="ignore"):
+        fraction = ~np.isnan(numbers) & (numbers % 1 != 0)
+    if not fraction.any():
+        return numbers, bad
+    return np.where(fraction, np.nan, numbers), bad | fraction
+
+
+def read_series(series: pd.Series, type_: str, labels: bool = False) -> ColumnValues:
+    """A column of a frame read as ``type_`` (see :class:`ColumnValues`); ``labels``: compute
+    the text compared with categories or values."""
+    present = series.notna().to_numpy(dtype=bool)
+    numbers = None
     if type_ in NUMERIC_TYPES:
-        numbers, bad = parse_numbers(series)
-        if type_ == "integer":
-            fraction = numbers.notna() & (numbers % 1 != 0)
-            bad = bad | fraction
-            numbers = numbers.mask(fraction)
-        return bad, numbers
-    if type_ == "boolean":
-        if pd.api.types.is_bool_dtype(series):
-            return pd.Series(False, index=series.index), None
+        parsed, bad_rows = parse_numbers(series)
+        numbers, bad = _whole(parsed.to_numpy(dtype=np.float64), bad_rows.to_numpy(bool), type_)
+    elif type_ == "boolean" and not pd.api.types.is_bool_dtype(series):
         words = stripped_text(series[present]).str.lower()
-        ok = words.isin(TRUE_WORDS + FALSE_WORDS)
-        bad = pd.Series(False, index=series.index)
-        bad[present] = ~ok.to_numpy(dtype=bool)
-        return bad, None
-    if type_ == "datetime":
-        if pd.api.types.is_datetime64_any_dtype(series):
-            return pd.Series(False, index=series.index), None
-        bad = pd.Series(False, index=series.index)
+        bad = np.zeros(len(series), dtype=bool)
+        bad[present] = ~words.isin(TRUE_WORDS + FALSE_WORDS).to_numpy(dtype=bool)
+    elif type_ == "datetime" and not pd.api.types.is_datetime64_any_dtype(series):
+        bad = present.copy()
         if _is_text_dtype(series):
             text = stripped_text(series[present])
             uniques = pd.unique(text)
             parsed = pd.to_datetime(pd.Series(uniques), errors="coerce", format="mixed")
             unparsable = set(uniques[parsed.isna().to_numpy()])
             bad[present] = text.isin(unparsable).to_numpy(dtype=bool)
-        else:
-            bad = present
-        return bad, None
-    return pd.Series(False, index=series.index), None  # text holds anything
+    else:  # text holds anything
+        bad = np.zeros(len(series), dtype=bool)
+    found = None
+    if labels:
+        ok = present & ~bad
+        found = np.full(len(series), None, dtype=object)
+        text = stripped_text(series[ok])
+        if type_ == "boolean":  # "Yes", "1", True all read as "true"
+            text = text.str.lower().isin(TRUE_WORDS).map({True: "true", False: "false"})
+        found[ok] = text.to_numpy(dtype=object)
+    return ColumnValues(present, bad, numbers, found)
+
+
+_PLAIN_NUMBERS = frozenset({float, int, type(None)})
+_PLAIN_TEXT = frozenset({str, type(None)})
+
+
+def read_items(items: Sequence[Any], type_: str, labels: bool = False) -> ColumnValues:
+    """A column of JSON records' values (numbers, text, None) read as ``type_``, as
+    :func:`read_series` reads it: plain numbers and text without pandas (a request's few
+    records), anything else by :func:`read_series` itself."""
+    kinds = set(map(type, items))
+    if type_ in NUMERIC_TYPES and kinds <= _PLAIN_NUMBERS:
+        try:
+            numbers = np.array(items, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an integer beyond float64: pandas decides
+            return read_series(pd.Series(list(items), dtype=object), type_, labels)
+        present = ~np.isnan(numbers)
+        numbers, bad = _whole(numbers, np.zeros(len(items), dtype=bool), type_)
+        found = None
+        if labels:
+            found = np.array([value_text(v) for v in items], dtype=object)
+            found[~present | bad] = None
+        return ColumnValues(present, bad, numbers, found)
+    if type_ in TEXT_TYPES and kinds <= _PLAIN_TEXT:
+        present = np.array([v is not None for v in items], dtype=bool)
+        found = None
+        if labels:
+            found = np.array([None if v is None else v.strip() for v in items], dtype=object)
+        return ColumnValues(present, np.zeros(len(items), dtype=bool), None, found)
+    return read_series(pd.Series(list(items), dtype=object), type_, labels)

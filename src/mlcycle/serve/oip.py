@@ -8,7 +8,9 @@ has no NaN). The response's output tensors follow the task: ``label`` (BYTES ``[
 ``probabilities`` (FP64 ``[n, k]``, classes in ``parameters.classes``) and, for binary
 classification, ``probability`` (FP64 ``[n]``, the positive class); ``value`` (FP64 ``[n]``) for
 regression. KServe and MLServer clients (``tritonclient.http``, ``mlserver.codecs``) send and read
-exactly this.
+exactly this. A tensor may also hold a column of the schema the model does not use (kept in the
+prediction log, not scored); the schema's per-row rules apply as on ``/predict``
+(:mod:`mlcycle.serve.rules`), a refusal being a 400 as every error of the protocol.
 
 :func:`add_routes` serves it over the service's :class:`~mlcycle.serve.core.Core`: ``/v2``,
 ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}]`` and
@@ -16,6 +18,7 @@ their ``/ready`` and ``/infer``.
 """
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -28,6 +31,7 @@ from mlcycle import __version__, tasks
 from mlcycle.features import Signature
 from mlcycle.serve.core import MAX_TEXT, Core, Loaded, example_record, prediction_dicts
 from mlcycle.serve.http import ErrorDetail, json_response
+from mlcycle.serve.rules import check_records, extra_fields
 
 NUMERIC_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -124,19 +128,27 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def records_from_inputs(inputs: list[RequestInput], signature: Signature) -> list[dict[str, Any]]:
-    """One record per row of the input tensors; an error names the tensor and the problem."""
-    kinds = {f.name: f.kind for f in signature.inputs}
-    unused = set(signature.unused_inputs)
+def records_from_inputs(
+    inputs: list[RequestInput], signature: Signature, extra: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One record per row of the input tensors; an error names the tensor and the problem.
+    ``extra`` (name -> kind, :func:`mlcycle.serve.rules.extra_fields`) are the schema's
+    columns the model does not use: a tensor of one is optional and kept in the records (for
+    the log), not scored; a tensor of another column of the training data the model does not
+    use is ignored."""
+    required = [f.name for f in signature.inputs]
+    kinds = {f.name: f.kind for f in signature.inputs} | dict(extra or {})
+    unused = set(signature.unused_inputs) - set(kinds)
     given = {t.name for t in inputs}
     if len(given) != len(inputs):
         raise OipError("an input tensor name occurs twice")
     unknown = sorted(given - set(kinds) - unused)
     if unknown:
-        raise OipError(f"unknown input(s) {unknown}; the model's inputs are {list(kinds)}")
-    missing = [name for name in kinds if name not in given]
+        also = f"; it may also send {sorted({*kinds} - {*required})}" if extra else ""
+        raise OipError(f"unknown input(s) {unknown}; the model's inputs are {required}{also}")
+    missing = [name for name in required if name not in given]
     if missing:
-        raise OipError(f"missing input(s) {missing}; the model needs {list(kinds)}")
+        raise OipError(f"missing input(s) {missing}; the model needs {required}")
     columns: dict[str, list[Any]] = {}
     n: int | None = None
     for tensor in inputs:
@@ -289,17 +301,19 @@ def served_model(core: Core, name: str, version: str | None) -> Loaded:
 
 
 def request_records(
-    body: InferenceRequest, signature: Signature, max_records: int
+    body: InferenceRequest, model: Loaded, max_records: int
 ) -> list[dict[str, Any]]:
-    """The records a request's tensors hold, with every text checked; 400 naming the problem."""
+    """The records a request's tensors hold, with every text checked and the schema's
+    per-row rules applied (:mod:`mlcycle.serve.rules`); 400 naming the problem."""
     try:
-        records = records_from_inputs(body.inputs, signature)
+        records = records_from_inputs(body.inputs, model.signature, extra_fields(model.bundle))
         if len(records) > max_records:
             raise OipError(f"{len(records)} records; at most {max_records}")
         for rec in records:
             for value in rec.values():
                 check_text(value)
-    except ValueError as exc:  # OipError, or text that is not valid or too long
+        check_records(model.bundle, records)  # warnings: the protocol's answer has no place
+    except ValueError as exc:  # OipError, text not valid or too long, a rule's refusal
         raise HTTPException(400, str(exc)) from exc
     return records
 
@@ -311,7 +325,7 @@ async def infer(
     output tensors asked for (all by default)."""
     model = served_model(core, name, version)
     request_id = body.id or http.scope["state"]["request_id"]
-    records = request_records(body, model.signature, core.settings.max_records)
+    records = request_records(body, model, core.settings.max_records)
     model, output, labels, _ = core.score(records, request_id)
     try:
         outputs = outputs_for(model.signature, output, labels, body.outputs)

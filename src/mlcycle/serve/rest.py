@@ -1,14 +1,16 @@
 """The service's own REST API: ``POST /predict``, ``GET /health``, ``GET /metadata`` and
 ``GET /metrics``.
 
-``/predict`` takes records typed from the signature's raw inputs (a wrong or missing field is
-a 422 naming ``records.0.age``) and answers labels and probabilities (or values).
+``/predict`` takes records typed from the signature's raw inputs (a wrong, missing or unknown
+field is a 422 naming ``records.0.age``; so is a value the schema's per-row rules refuse, see
+:mod:`mlcycle.serve.rules`) and answers labels and probabilities (or values).
 """
 
+from collections.abc import Sequence
 from typing import Annotated, Any, NotRequired
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, with_config
 from typing_extensions import TypedDict
@@ -23,6 +25,7 @@ from mlcycle.serve.core import (
     warnings_for,
 )
 from mlcycle.serve.http import ERRORS
+from mlcycle.serve.rules import RecordsRefused, check_records, optional_fields
 
 # A number: JSON numbers (never true/false, never NaN or infinities), or a string holding one
 # (converted exactly as batch files are). All checked inside pydantic-core: no Python call per
@@ -37,27 +40,28 @@ Number = (
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None
 
 
-def record_model(signature: Signature) -> type:
+def record_model(signature: Signature, optional: Sequence[str] = ()) -> type:
     """The type of one input record: a TypedDict keyed by the raw inputs' names.
 
     Every raw input the model needs must be present (null allowed); derived features are
-    computed by the service, never sent. Columns the training data had but the model does not
-    use may be sent and are ignored; any other field is refused. Validated records are plain
-    dicts, ready for the encoder.
+    computed by the service, never sent. The ``optional`` fields (columns of the data the
+    model does not use, :func:`mlcycle.serve.rules.optional_fields`) may be sent: logged, not
+    scored; any other field is refused. Validated records are plain dicts, ready for the
+    encoder.
     """
     fields: dict[str, Any] = {
         feat.name: Number if feat.kind == "numeric" else Text for feat in signature.inputs
     }
-    for name in signature.unused_inputs:
-        fields[name] = NotRequired[Annotated[Text | float, Field(description="ignored")]]
+    for name in optional:
+        fields[name] = NotRequired[Annotated[Number | Text, Field(description="not scored")]]
     record = TypedDict("Record", fields)  # type: ignore[misc]
     record.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return record
 
 
-def predict_request(signature: Signature, max_records: int) -> type:
+def predict_request(signature: Signature, max_records: int, optional: Sequence[str] = ()) -> type:
     """The body of ``/predict``: ``{"records": [...]}``, 1 to ``max_records`` records."""
-    Record = record_model(signature)
+    Record = record_model(signature, optional)
 
     @with_config(
         ConfigDict(
@@ -101,7 +105,8 @@ class PredictResponse(BaseModel):
 def add_routes(routes: APIRouter, core: Core) -> None:
     """Add the REST routes over ``core`` to ``routes`` (the app's router)."""
     sig = core.signature
-    PredictRequest = predict_request(sig, core.settings.max_records)
+    optional = optional_fields(core.loaded.bundle)
+    PredictRequest = predict_request(sig, core.settings.max_records, optional)
 
     @routes.post(
         "/predict",
@@ -113,9 +118,13 @@ def add_routes(routes: APIRouter, core: Core) -> None:
         """Score one or many records."""
         request_id = http.scope["state"]["request_id"]
         records = request["records"]
-        if sig.unused_inputs:  # accepted and ignored
+        try:
+            rule_warnings = check_records(core.current().bundle, records)
+        except RecordsRefused as exc:
+            raise HTTPException(422, exc.detail) from None
+        if optional:  # logged (the body as received), not scored
             for r in records:
-                for name in sig.unused_inputs:
+                for name in optional:
                     r.pop(name, None)
         model, output, labels, unseen = core.score(records, request_id)
         preds = orjson.dumps(prediction_dicts(output, labels, model.signature))
@@ -137,7 +146,7 @@ def add_routes(routes: APIRouter, core: Core) -> None:
                 b',"model":',
                 model.info_json,
                 b',"warnings":',
-                orjson.dumps(warnings_for(records, unseen)),
+                orjson.dumps(warnings_for(records, unseen) + rule_warnings),
                 b"}",
             )
         )

@@ -3,10 +3,11 @@
 Inputs: models/train/ (the chosen model only; not the baseline), metrics/train.json,
 metrics/evaluate.json, the data snapshot and test split (hashed), the training split (hashed and
 profiled), the test predictions (profiled; at most PROFILE_ROWS rows of each); params
-`package`, `objectives`, `train`, `monitor.bins`. Each data set is a Parquet file or a folder
-of parts (the Dask engine).
+`package`, `objectives`, `train`, `monitor.bins`; schema.yaml and the severities of
+`validate.severity` (the rules one record can break, which the service and the batch scorer
+apply). Each data set is a Parquet file or a folder of parts (the Dask engine).
 Outputs: models/bundle/ (model.ubj or model.skops, signature.json, metadata.json,
-reference_profile.json, the model card, SHA256SUMS).
+reference_profile.json, row_rules.json, the model card, SHA256SUMS).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import config, drift, tasks
-from mlcycle.bundle import PROFILE_FILE, git_state, library_versions, write_bundle
+from mlcycle.bundle import PROFILE_FILE, RULES_FILE, git_state, library_versions, write_bundle
 from mlcycle.card import card_data, card_markdown
 from mlcycle.config import read_raw
 from mlcycle.datasets import dataset_digest, sample_dataset
@@ -27,6 +28,8 @@ from mlcycle.features import Signature
 from mlcycle.io import dumps_json, read_json
 from mlcycle.models import MODEL_INFO, model_files
 from mlcycle.pipeline import data_hashes, read_lock
+from mlcycle.schema import load_schema
+from mlcycle.schema.rows import RowRules
 from mlcycle.stages import (
     BUNDLE,
     METRICS,
@@ -117,8 +120,10 @@ def main() -> None:
     ]
     card = card_data({**metadata, "model_kind": kind})
     profile = reference_profile(params, signature, threshold["threshold"])
+    rules = RowRules.of(load_schema(params.validate.schema), params.validate.severity)
     extra = {
         PROFILE_FILE: dumps_json(profile).encode(),
+        RULES_FILE: dumps_json(rules.to_dict()).encode(),
         "model_card.json": dumps_json(card).encode(),
         "model_card.md": card_markdown(card).encode(),
     }
