@@ -3,8 +3,8 @@ rule at its threshold, the scores, the metric directions, the target summary); t
 end, a multiclass dataset that scikit-learn ships, set up with `mlcycle init` and params
 edits only, run through real `dvc repro`, then served and batch-scored with identical outputs
 (the regression one, scikit-learn's diabetes table, is the README's own-data path in
-tests/test_readme_commands.py, with the same checks). And a wrong task for the target stops the run with an error that names the
-column and what to change.
+tests/test_readme_commands.py, with the same checks). And a wrong task for the target stops
+the run with an error that names the column and what to change.
 """
 
 from __future__ import annotations
