@@ -407,11 +407,15 @@ def selected() -> Signature:
 
 
 def test_request_model_requires_exactly_the_raw_inputs(selected: Signature) -> None:
-    Record = TypeAdapter(record_model(selected))
+    Record = TypeAdapter(record_model(selected, selected.unused_inputs))
     good = {"signal": 0.5, "colour": "red", "gain": 100, "loss": None}
     assert Record.validate_python(good)["gain"] == 100.0
-    # Columns of the training data the model does not use may be sent; they are ignored.
+    # Columns of the training data the model does not use may be sent (logged, not scored);
+    # any other field is refused.
+    assert set(selected.unused_inputs) >= {"pet", "noise1"}
     Record.validate_python({**good, "pet": "cat", "noise1": 3.0})
+    with pytest.raises(ValidationError, match="noise1"):
+        TypeAdapter(record_model(selected)).validate_python({**good, "noise1": 3.0})
     for field, record in [
         ("loss", {k: v for k, v in good.items() if k != "loss"}),  # an input of the derived net
         ("net", {**good, "net": 100.0}),  # derived features are computed, never sent

@@ -32,6 +32,7 @@ BUNDLE_FILES = (
     "model_card.json",
     "model_card.md",
     "reference_profile.json",
+    "row_rules.json",
     "SHA256SUMS",
 )
 PLOT_FILES = ("roc.json", "precision_recall.json", "calibration.json", "importance.json")
