@@ -36,6 +36,8 @@ from mlcycle.serve.telemetry import Telemetry
 logger = logging.getLogger("mlcycle.serve")
 
 MAX_RECORDS = 10_000
+MAX_IN_FLIGHT = 64  # requests with a body a worker holds at once; past it: 503 (guard.py)
+RETRY_AFTER = "1"  # seconds, in a 503's Retry-After
 MAX_TEXT = 1_000  # characters in one text field; a longer one is refused, never echoed
 SHOWN = 60  # characters of an unseen category a warning repeats
 
@@ -47,6 +49,7 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout: float = 10.0
     max_records: int = MAX_RECORDS
+    max_in_flight: int = MAX_IN_FLIGHT
     admin_token: str | None = None
     # Where a reload finds the model: a bundle directory, or None for the registry's
     # production version of ``model_name`` in ``project``.
@@ -331,11 +334,12 @@ class Core:
             accepted = submit()
         self.telemetry.queue.set(self.log.depth)
         if not accepted:
+            self.telemetry.refused("log_full")
             raise HTTPException(
                 503,
                 "the prediction log cannot keep up; the request was not scored into the log, "
                 "retry later",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": RETRY_AFTER},
             )
 
     @property
