@@ -77,8 +77,10 @@ MLSERVER_RUNTIME = textwrap.dedent(
     import os
 
     import numpy as np
+    import pandas as pd
     import xgboost as xgb
     from mlserver import MLModel
+    from mlserver.codecs import PandasCodec
     from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
     OPS = {"sum": np.add, "difference": np.subtract, "product": np.multiply, "ratio": np.divide}
@@ -106,17 +108,21 @@ MLSERVER_RUNTIME = textwrap.dedent(
             return True
 
         async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            \"\"\"Each tensor's values read with numpy (categories through a dict).\"\"\"
             values = {}
+            nan = float("nan")
             for tensor in payload.inputs:
                 codes = self.codes.get(tensor.name)
                 if codes is None:
                     values[tensor.name] = np.asarray(tensor.data.root, dtype=np.float64)
                 else:
-                    nan = float("nan")
                     values[tensor.name] = np.fromiter(
                         (codes.get(v.strip(), nan) if v is not None else nan
                          for v in tensor.data.root), dtype=np.float64
                     )
+            return self.answer(values)
+
+        def answer(self, values: dict) -> InferenceResponse:
             for name, step in self.derived.items():
                 op = OPS[step["op"]]  # the ops of this benchmark's bundle
                 cols = [values[c] for c in step["columns"]]
@@ -125,8 +131,8 @@ MLSERVER_RUNTIME = textwrap.dedent(
                     out = op(out, col)
                 values[name] = np.where(np.isfinite(out), out, np.nan)
             matrix = np.column_stack([values[c] for c in self.columns])
-            p = self.booster.inplace_predict(matrix)
-            probs = np.column_stack([1.0 - p, p]).astype(np.float64)
+            p = self.booster.inplace_predict(matrix).astype(np.float64)
+            probs = np.column_stack([1.0 - p, p])
             labels = self.classes[(p >= self.threshold).astype(int)].tolist()
             n = len(p)
             return InferenceResponse(
@@ -139,6 +145,23 @@ MLSERVER_RUNTIME = textwrap.dedent(
                                    data=probs[:, 1].tolist()),
                 ],
             )
+
+
+    class PandasRuntime(Runtime):
+        \"\"\"The request read as MLServer's docs show it (PandasCodec, a DataFrame), categories
+        through pandas categoricals with the training categories.\"\"\"
+
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            frame = PandasCodec.decode_request(payload)
+            values = {}
+            for name in frame.columns:
+                codes = self.codes.get(name)
+                if codes is None:
+                    values[name] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                else:
+                    cat = pd.Categorical(frame[name].str.strip(), categories=list(codes))
+                    values[name] = np.where(cat.codes < 0, np.nan, cat.codes).astype(np.float64)
+            return self.answer(values)
     """
 )
 
@@ -308,11 +331,13 @@ def cpu_per_request(
     oip = oip_body(bundle.signature, recs)
     predict = json.dumps({"records": recs}).encode()
     mls = tmp / "mlserver"
-    (mls / "model").mkdir(parents=True)
-    (mls / "model" / "runtime.py").write_text(MLSERVER_RUNTIME)
-    (mls / "model" / "model-settings.json").write_text(
-        json.dumps({"name": name, "implementation": "runtime.Runtime"})
-    )
+    runtimes = {"numpy": (name, "Runtime"), "pandas": (f"{name}-pandas", "PandasRuntime")}
+    for folder, (model, cls) in runtimes.items():
+        (mls / folder).mkdir(parents=True)
+        (mls / folder / "runtime.py").write_text(MLSERVER_RUNTIME)
+        (mls / folder / "model-settings.json").write_text(
+            json.dumps({"name": model, "implementation": f"runtime.{cls}"})
+        )
     mls_port = free_port()
     (mls / "settings.json").write_text(
         json.dumps(
@@ -337,21 +362,29 @@ def cpu_per_request(
         procs["MLServer 1.7"] = start(
             [args.mlserver, "start", str(mls)],
             mls_env,
-            f"http://127.0.0.1:{mls_port}/v2/models/{name}/ready",
+            f"http://127.0.0.1:{mls_port}/v2/models/{name}-pandas/ready",
         )
         cases = {
             ("mlcycle", "/predict"): (f"http://127.0.0.1:{port}/predict", predict),
             ("mlcycle", "OIP"): (f"http://127.0.0.1:{port}/v2/models/{name}/infer", oip),
             ("MLServer 1.7", "OIP"): (f"http://127.0.0.1:{mls_port}/v2/models/{name}/infer", oip),
+            ("MLServer 1.7", "OIP pandas"): (
+                f"http://127.0.0.1:{mls_port}/v2/models/{name}-pandas/infer",
+                oip,
+            ),
         }
-        # the same answers: the runtime encodes as ours does
-        ours = next(o for o in post(cases["mlcycle", "OIP"][0], oip)["outputs"]
-                    if o["name"] == "probabilities")["data"]  # fmt: skip
-        theirs = next(o for o in post(cases["MLServer 1.7", "OIP"][0], oip)["outputs"]
-                      if o["name"] == "probabilities")["data"]  # fmt: skip
-        diff = float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs))))
-        print(f"\nMLServer's runtime against ours on the 100 records: max |probability "
-              f"difference| {diff:.2g}")  # fmt: skip
+
+        # the same answers: the runtimes encode as ours does
+        def probabilities(url: str) -> np.ndarray:
+            outputs = post(url, oip)["outputs"]
+            return np.asarray(next(o["data"] for o in outputs if o["name"] == "probabilities"))
+
+        ours = probabilities(cases["mlcycle", "OIP"][0])
+        for key in (("MLServer 1.7", "OIP"), ("MLServer 1.7", "OIP pandas")):
+            diff = float(np.max(np.abs(ours - probabilities(cases[key][0]))))
+            print(f"\n{' '.join(key)} against ours on the 100 records: max |probability "
+                  f"difference| {diff:.2g}", end="")  # fmt: skip
+        print()
         per_request: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
             for (server, route), (url, body) in cases.items():
@@ -368,7 +401,7 @@ def cpu_per_request(
         for proc in procs.values():
             stop(proc)
     med = {k: float(np.median(v)) for k, v in per_request.items()}
-    base = med["MLServer 1.7", "OIP"]
+    base = med["MLServer 1.7", "OIP"]  # the leaner of its two runtimes
     print(
         f"server CPU per 100-record request (wrk -t1 -c{args.cpu_connections} "
         f"-d{args.seconds}s, median of {args.rounds} alternating rounds; one process each)"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from mlcycle import registry, tasks
 from mlcycle.bundle import Bundle, load_bundle
-from mlcycle.encoder import Encoder
+from mlcycle.encoder import Encoder, Records
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
@@ -284,10 +284,11 @@ class Core:
     # -- scoring ------------------------------------------------------------------------------
 
     def score(
-        self, records: list[dict[str, Any]], request_id: str
+        self, records: Records, request_id: str
     ) -> tuple[Loaded, np.ndarray, list[str] | None, dict]:
-        """The model that scored ``records``, its output, the labels decided from it, and the
-        unseen categories per field; a value the model cannot take is a 422."""
+        """The model that scored ``records`` (records, or columns: what the encoder takes), its
+        output, the labels decided from it, and the unseen categories per field; a value the
+        model cannot take is a 422."""
         model = self.current()
         try:
             encoded = model.encoder.encode_with_unseen(records)
