@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
+from mlcycle.serve.core import ServeSettings
 from mlcycle.serve.guard import Guard
 
 BODY = b'{"records": [{"x": 1}]}'
@@ -67,3 +70,8 @@ def test_requests_arriving_together_past_the_bound_get_503_with_retry_after() ->
     assert refusals == ["busy"] * 7 and guard.in_flight == 0
     # the burst is over: the next one is admitted
     assert asyncio.run(one_request(guard))[0] == 200
+
+
+def test_a_bound_below_one_is_refused_naming_the_option() -> None:
+    with pytest.raises(ValueError, match="--max-in-flight must be at least 1"):
+        ServeSettings(max_in_flight=0)

@@ -64,6 +64,13 @@ class ServeSettings:
     # made since, instead of serving the model the service started with.
     generation_at_start: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(
+                f"--max-in-flight must be at least 1 (the requests a worker holds at once), "
+                f"got {self.max_in_flight}"
+            )
+
 
 class ModelInfo(BaseModel):
     name: str
