@@ -413,6 +413,11 @@ def cpu_per_request(
         ratio = value / base
         target = "" if server != "mlcycle" else f"<= {TARGET_CPU_RATIO}"
         print(f"{server:<15}{route:<11}{value:>11.2f}{rounds:>26}{ratio:>12.2f}{target:>9}")
+    pandas = med["MLServer 1.7", "OIP pandas"]
+    ratios = ", ".join(
+        f"{route} {med['mlcycle', route] / pandas:.2f}" for route in ("/predict", "OIP")
+    )
+    print(f"mlcycle / MLServer's PandasCodec runtime: {ratios}")
 
 
 def main() -> None:
