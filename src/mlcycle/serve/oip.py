@@ -365,7 +365,9 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     413: {"model": ErrorDetail},
     415: {"model": ErrorDetail},
-    503: {"model": ErrorResponse},
+    # the prediction log is full ({"error"}), or the worker holds its limit of requests (the
+    # guard's {"detail"}, before the protocol's route is reached)
+    503: {"model": ErrorResponse | ErrorDetail},
 }
 
 
