@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -258,6 +259,58 @@ def test_a_body_shorter_than_its_content_length_is_answered(server) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"did not arrive within 3 s" in answer, answer
+
+
+def test_a_burst_past_the_admission_bound_is_refused_with_retry_after(
+    built_project: Path, records: list[dict]
+) -> None:
+    """One worker holding at most 2 requests; 10 arrive together, each body held back by its
+    last byte so all 10 are in the worker at once: 8 are answered 503 at once with Retry-After
+    and a JSON body naming the limit, the 2 admitted are scored once their bodies complete,
+    none is lost, the refusals are counted, and the worker then answers as before."""
+    bundle = built_project / "models/bundle"
+    args = ("--bundle", str(bundle), "--workers", "1", "--no-log", "--max-in-flight", "2")
+    with serving(built_project, *args, "--body-timeout", "120") as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        body = json.dumps({"records": records[:100]}).encode()
+        head = (
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        socks = [socket.create_connection((host, int(port)), timeout=120) for _ in range(10)]
+        try:
+            for sock in socks:
+                sock.sendall(head + body[:-1])
+            answers: dict[socket.socket, tuple[int, dict, bytes]] = {}
+            while len(answers) < 8:  # the refused are answered without their last byte
+                readable, _, _ = select.select([s for s in socks if s not in answers], [], [], 120)
+                assert readable, f"only {len(answers)} answered"
+                for sock in readable:
+                    answers[sock] = read_response(sock)
+            admitted = [s for s in socks if s not in answers]
+            for sock in admitted:
+                sock.sendall(body[-1:])
+                answers[sock] = read_response(sock)
+        finally:
+            for sock in socks:
+                sock.close()
+        refused = [a for s, a in answers.items() if s not in admitted]
+        assert len(admitted) == 2 and len(answers) == 10
+        assert [a[0] for s, a in answers.items() if s in admitted] == [200, 200]
+        for status, hdrs, data in refused:
+            assert status == 503 and hdrs["retry-after"] == "1", (status, hdrs)
+            assert "--max-in-flight" in json.loads(data)["detail"], data
+        status, _, answer = post(served.url, "/predict", {"records": records[:100]})
+        assert status == 200 and len(answer["predictions"]) == 100
+        _, _, metrics = call(served.url, "GET", "/metrics")
+        assert 'mlcycle_refused_total{reason="busy"} 8.0' in metrics.decode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """One HTTP response read from ``sock``: status, headers (lower-case) and body."""
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
 
 
 def test_a_record_with_every_input_null_is_scored_with_a_warning(server, records) -> None:

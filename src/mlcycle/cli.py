@@ -175,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
         max_records=args.max_records,
+        max_in_flight=args.max_in_flight,
         bundle_dir=str(Path(args.bundle).resolve()) if args.bundle else None,
         project=str(Path.cwd()),
         model_name=None if args.bundle else model_name(),
@@ -571,6 +572,13 @@ def _add_serve(sub: Subparsers) -> None:
         "--body-timeout", type=float, default=10.0, help="seconds a client has to send its body"
     )
     p.add_argument("--max-records", type=int, default=10_000, help="records per request")
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="scoring requests a worker holds at once (being scored or waiting); past it a "
+        "request is answered 503 with Retry-After (default: 64)",
+    )
     p.set_defaults(func=cmd_serve)
 
 

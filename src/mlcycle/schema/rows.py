@@ -214,17 +214,30 @@ class RowRules:
             else:
                 columns = zip(*rows_of, strict=True) if len(common) > 1 else [rows_of]
                 table = dict(zip(common, columns, strict=True))
-        out: list[RowBreak] = []
-        for column in self._columns(names):
-            name = column.spec.name
+
+        def items_of(name: str) -> tuple[Sequence[Any], list[int] | None]:
             if name in table:
-                items, rows = table[name], None
-            else:  # a column some records leave out
-                rows = [i for i, r in enumerate(records) if name in r]
-                items = [records[i][name] for i in rows]
-                if not items:
-                    continue
-            if column.plainly_kept(items):
+                return table[name], None
+            rows = [i for i, r in enumerate(records) if name in r]  # some records leave it out
+            return [records[i][name] for i in rows], rows
+
+        return self._check(items_of)
+
+    def check_columns(self, columns: Mapping[str, Sequence[Any]]) -> list[RowBreak]:
+        """The rules a request's ``columns`` (JSON values, one list per field, rows aligned)
+        break: :meth:`check_records` for a request that comes as columns (the Open Inference
+        Protocol's tensors), without building its records."""
+        return self._check(lambda name: (columns.get(name, ()), None))
+
+    def _check(
+        self, items_of: Callable[[str], tuple[Sequence[Any], list[int] | None]]
+    ) -> list[RowBreak]:
+        """Every data column's breaks, in schema order; ``items_of(name)`` gives a column's
+        values and the rows they are at (None: every row, in order)."""
+        out: list[RowBreak] = []
+        for column in self._columns(self.data_columns):
+            items, rows = items_of(column.spec.name)
+            if not len(items) or column.plainly_kept(items):
                 continue
             values = read_items(items, column.spec.type, column.labels)
             at = np.arange(len(items)) if rows is None else np.asarray(rows, dtype=np.int64)

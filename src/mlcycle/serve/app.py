@@ -28,7 +28,7 @@ from starlette.routing import Match
 from mlcycle.bundle import Bundle
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve import admin, feedback, oip, rest
-from mlcycle.serve.core import Core, ServeSettings
+from mlcycle.serve.core import RETRY_AFTER, Core, ServeSettings
 from mlcycle.serve.guard import Guard
 from mlcycle.serve.http import JsonRoute, json_response
 
@@ -73,8 +73,11 @@ def create_app(
         Guard,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
+        max_in_flight=settings.max_in_flight,
+        retry_after=RETRY_AFTER,
         observe=core.telemetry.observe_request,
         route_of=_route_of(app),
+        refused=core.telemetry.refused,
     )
     return app
 

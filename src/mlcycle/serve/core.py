@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from mlcycle import registry, tasks
 from mlcycle.bundle import Bundle, load_bundle
-from mlcycle.encoder import Encoder
+from mlcycle.encoder import Encoder, Records
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
@@ -36,6 +36,8 @@ from mlcycle.serve.telemetry import Telemetry
 logger = logging.getLogger("mlcycle.serve")
 
 MAX_RECORDS = 10_000
+MAX_IN_FLIGHT = 64  # requests with a body a worker holds at once; past it: 503 (guard.py)
+RETRY_AFTER = "1"  # seconds, in a 503's Retry-After
 MAX_TEXT = 1_000  # characters in one text field; a longer one is refused, never echoed
 SHOWN = 60  # characters of an unseen category a warning repeats
 
@@ -47,6 +49,7 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout: float = 10.0
     max_records: int = MAX_RECORDS
+    max_in_flight: int = MAX_IN_FLIGHT
     admin_token: str | None = None
     # Where a reload finds the model: a bundle directory, or None for the registry's
     # production version of ``model_name`` in ``project``.
@@ -60,6 +63,13 @@ class ServeSettings:
     # starts a worker again when one dies) that finds the file newer follows the reloads
     # made since, instead of serving the model the service started with.
     generation_at_start: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(
+                f"--max-in-flight must be at least 1 (the requests a worker holds at once), "
+                f"got {self.max_in_flight}"
+            )
 
 
 class ModelInfo(BaseModel):
@@ -281,10 +291,11 @@ class Core:
     # -- scoring ------------------------------------------------------------------------------
 
     def score(
-        self, records: list[dict[str, Any]], request_id: str
+        self, records: Records, request_id: str
     ) -> tuple[Loaded, np.ndarray, list[str] | None, dict]:
-        """The model that scored ``records``, its output, the labels decided from it, and the
-        unseen categories per field; a value the model cannot take is a 422."""
+        """The model that scored ``records`` (records, or columns: what the encoder takes), its
+        output, the labels decided from it, and the unseen categories per field; a value the
+        model cannot take is a 422."""
         model = self.current()
         try:
             encoded = model.encoder.encode_with_unseen(records)
@@ -331,11 +342,12 @@ class Core:
             accepted = submit()
         self.telemetry.queue.set(self.log.depth)
         if not accepted:
+            self.telemetry.refused("log_full")
             raise HTTPException(
                 503,
                 "the prediction log cannot keep up; the request was not scored into the log, "
                 "retry later",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": RETRY_AFTER},
             )
 
     @property

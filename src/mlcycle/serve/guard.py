@@ -7,6 +7,9 @@
   to send it (408): a client that declares a longer ``Content-Length`` than it sends is answered,
   not waited for forever;
 - a body that is not JSON by its ``Content-Type`` is a 415, not a 422;
+- admission: a worker holds at most ``max_in_flight`` requests with a body (scoring, labels,
+  reloads) at once, from their arrival to their answer; past it a request is answered 503 with
+  ``Retry-After`` at once, instead of queueing without bound;
 - the whole request is timed and counted for Prometheus (:mod:`mlcycle.serve.telemetry`) by its
   route template, so ``/v2/models/x/infer`` and ``/v2/models/y/infer`` are one series.
 
@@ -52,14 +55,21 @@ class Guard:
         *,
         max_body_bytes: int,
         body_timeout: float,
+        max_in_flight: int,
+        retry_after: str,
         observe: Callable[[str, str, int, float], None] | None = None,
         route_of: Callable[[Scope], str] | None = None,
+        refused: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self.max_in_flight = max_in_flight
+        self.retry_after = retry_after
+        self.in_flight = 0  # requests with a body taken in and not yet answered
         self.observe = observe
         self.route_of = route_of
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,18 +95,19 @@ class Guard:
         try:
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 problem = self._check_headers(scope)
+                if problem is None and self.in_flight >= self.max_in_flight:
+                    problem = self._busy()
                 if problem is not None:
                     await _discard(receive)
-                    await self._error(send_with_id, *problem)
+                    await self._error(send_with_id, *problem, self.retry_after)
                     return
-                body = await self._read_body(receive)
-                if isinstance(body, tuple):
-                    if body[0] == 413:
-                        await _discard(receive)
-                    await self._error(send_with_id, *body)
-                    return
-                receive = _replay(body, receive)
-            await self.app(scope, receive, send_with_id)
+                self.in_flight += 1
+                try:
+                    await self._admitted(scope, receive, send_with_id)
+                finally:
+                    self.in_flight -= 1
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             if self.observe is not None:
                 # the route the router matched (it records it in the scope); otherwise ask
@@ -104,6 +115,30 @@ class Guard:
                 if route is None:
                     route = self.route_of(scope) if self.route_of else scope.get("path", "")
                 self.observe(route, scope["method"], status, time.perf_counter() - start)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request with a body, counted in :attr:`in_flight`: its body read, then the app."""
+        # Scoring waits on nothing, so a request would run from its arrival to its answer in
+        # one step of the event loop and the worker would never hold more than one: one turn
+        # of the loop first lets every request already read take its place, so in_flight
+        # counts the requests queued in this worker.
+        await asyncio.sleep(0)
+        body = await self._read_body(receive)
+        if isinstance(body, tuple):
+            if body[0] == 413:
+                await _discard(receive)
+            await self._error(send, *body)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _busy(self) -> tuple[int, str]:
+        """The 503 of a request past :attr:`max_in_flight`, counted for the metrics."""
+        if self.refused is not None:
+            self.refused("busy")
+        return 503, (
+            f"this worker holds {self.max_in_flight} requests already, its limit (mlcycle serve "
+            "--max-in-flight); retry later"
+        )
 
     def _check_headers(self, scope: Scope) -> tuple[int, str] | None:
         ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
@@ -146,19 +181,17 @@ class Guard:
             )
 
     @staticmethod
-    async def _error(send: Send, status: int, reason: str) -> None:
+    async def _error(send: Send, status: int, reason: str, retry_after: str = "") -> None:
+        """A JSON error and the connection closed; a 503 says when to retry (seconds)."""
         body = json.dumps({"detail": reason}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if status == 503:
+            headers.append((b"retry-after", retry_after.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

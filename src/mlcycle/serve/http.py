@@ -23,7 +23,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorDetail, "description": "the body is too large"},
     415: {"model": ErrorDetail, "description": "the body is not application/json"},
     422: {"model": ErrorDetail, "description": "a field is missing or of the wrong type"},
-    503: {"model": ErrorDetail, "description": "the prediction log is full; retry later"},
+    503: {
+        "model": ErrorDetail,
+        "description": "the worker holds its limit of requests (--max-in-flight) or the "
+        "prediction log is full; retry after Retry-After seconds",
+    },
 }
 
 

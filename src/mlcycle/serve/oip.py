@@ -31,7 +31,7 @@ from mlcycle import __version__, tasks
 from mlcycle.features import Signature
 from mlcycle.serve.core import MAX_TEXT, Core, Loaded, example_record, prediction_dicts
 from mlcycle.serve.http import ErrorDetail, json_response
-from mlcycle.serve.rules import check_records, extra_fields
+from mlcycle.serve.rules import check_columns, extra_fields
 
 NUMERIC_TYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -128,14 +128,17 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def records_from_inputs(
+def columns_from_inputs(
     inputs: list[RequestInput], signature: Signature, extra: Mapping[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """One record per row of the input tensors; an error names the tensor and the problem.
-    ``extra`` (name -> kind, :func:`mlcycle.serve.rules.extra_fields`) are the schema's
-    columns the model does not use: a tensor of one is optional and kept in the records (for
-    the log), not scored; a tensor of another column of the training data the model does not
-    use is ignored."""
+) -> dict[str, list[Any]]:
+    """The values of each raw input (its tensor flattened), every value checked (numbers
+    finite, texts valid and at most :data:`~mlcycle.serve.core.MAX_TEXT` characters: tensors
+    do not come through the pydantic types of ``/predict``, which check both); an error names
+    the tensor, the row and the problem. Columns, not records: the encoder takes them as they
+    are. ``extra`` (name -> kind, :func:`mlcycle.serve.rules.extra_fields`) are the schema's
+    columns the model does not use: a tensor of one is optional and kept (for the log), not
+    scored; a tensor of another column of the training data the model does not use is
+    ignored."""
     required = [f.name for f in signature.inputs]
     kinds = {f.name: f.kind for f in signature.inputs} | dict(extra or {})
     unused = set(signature.unused_inputs) - set(kinds)
@@ -182,9 +185,30 @@ def records_from_inputs(
             for i, v in enumerate(values):
                 if v is not None and not isinstance(v, str):
                     raise OipError(f"input {tensor.name!r}, row {i}: {v!r} is not a string")
+            _check_texts(tensor.name, values)
         columns[tensor.name] = values
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return columns
+
+
+def _check_texts(name: str, values: list[str | None]) -> None:
+    """Texts at most MAX_TEXT characters and valid Unicode (no lone surrogates, which JSON
+    allows as escapes): one pass over the column, the row looked for only when one fails."""
+    texts = [v for v in values if v is not None]
+    if max(map(len, texts), default=0) > MAX_TEXT:
+        i, v = next((i, v) for i, v in enumerate(values) if v is not None and len(v) > MAX_TEXT)
+        raise OipError(
+            f"input {name!r}, row {i}: text of {len(v)} characters; at most {MAX_TEXT} are accepted"
+        )
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        for i, v in enumerate(values):
+            try:
+                (v or "").encode("utf-8")
+            except UnicodeEncodeError:
+                raise OipError(
+                    f"input {name!r}, row {i}: not valid Unicode text (it holds a lone surrogate)"
+                ) from None
 
 
 OUTPUT_NAMES = {"label", "probabilities", "probability", "value"}
@@ -267,20 +291,6 @@ def model_metadata(signature: Signature, name: str, versions: list[str]) -> Mode
 # --- the routes --------------------------------------------------------------------------------
 
 
-def check_text(value: Any) -> Any:
-    """Text must be valid Unicode (no lone surrogates, which JSON allows as escapes) and at most
-    :data:`~mlcycle.serve.core.MAX_TEXT` characters (tensors' values do not come through the
-    pydantic types of ``/predict``, which check both)."""
-    if isinstance(value, str):
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"text of {len(value)} characters; at most {MAX_TEXT} are accepted")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("not valid Unicode text (it holds a lone surrogate)") from None
-    return value
-
-
 def versions(model: Loaded) -> list[str]:
     """The versions a model answers to: its registered version, else its model id."""
     return [model.version or model.bundle.model_id]
@@ -300,22 +310,20 @@ def served_model(core: Core, name: str, version: str | None) -> Loaded:
     return model
 
 
-def request_records(
+def request_columns(
     body: InferenceRequest, model: Loaded, max_records: int
-) -> list[dict[str, Any]]:
-    """The records a request's tensors hold, with every text checked and the schema's
-    per-row rules applied (:mod:`mlcycle.serve.rules`); 400 naming the problem."""
+) -> dict[str, list[Any]]:
+    """The columns a request's tensors hold, every value checked and the schema's per-row
+    rules applied (:mod:`mlcycle.serve.rules`); 400 naming the problem."""
     try:
-        records = records_from_inputs(body.inputs, model.signature, extra_fields(model.bundle))
-        if len(records) > max_records:
-            raise OipError(f"{len(records)} records; at most {max_records}")
-        for rec in records:
-            for value in rec.values():
-                check_text(value)
-        check_records(model.bundle, records)  # warnings: the protocol's answer has no place
-    except ValueError as exc:  # OipError, text not valid or too long, a rule's refusal
+        columns = columns_from_inputs(body.inputs, model.signature, extra_fields(model.bundle))
+        n = len(next(iter(columns.values())))
+        if n > max_records:
+            raise OipError(f"{n} records; at most {max_records}")
+        check_columns(model.bundle, columns)  # warnings: the protocol's answer has no place
+    except ValueError as exc:  # OipError, a rule's refusal
         raise HTTPException(400, str(exc)) from exc
-    return records
+    return columns
 
 
 async def infer(
@@ -325,14 +333,19 @@ async def infer(
     output tensors asked for (all by default)."""
     model = served_model(core, name, version)
     request_id = body.id or http.scope["state"]["request_id"]
-    records = request_records(body, model, core.settings.max_records)
-    model, output, labels, _ = core.score(records, request_id)
+    columns = request_columns(body, model, core.settings.max_records)
+    model, output, labels, _ = core.score(columns, request_id)
     try:
         outputs = outputs_for(model.signature, output, labels, body.outputs)
     except OipError as exc:
         raise HTTPException(400, str(exc)) from exc
-    preds = prediction_dicts(output, labels, model.signature)
-    await core.log_request(model, request_id, records, preds, len(records))
+    if core.log is not None:  # the log holds records, as /predict's do
+        names = list(columns)
+        records = [
+            dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
+        ]
+        preds = prediction_dicts(output, labels, model.signature)
+        await core.log_request(model, request_id, records, preds, len(records))
     core.observe(model, output, labels)
     return json_response(
         {
@@ -365,7 +378,9 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse},
     413: {"model": ErrorDetail},
     415: {"model": ErrorDetail},
-    503: {"model": ErrorResponse},
+    # the prediction log is full ({"error"}), or the worker holds its limit of requests (the
+    # guard's {"detail"}, before the protocol's route is reached)
+    503: {"model": ErrorResponse | ErrorDetail},
 }
 
 

@@ -70,9 +70,17 @@ def check_records(bundle: Bundle, records: Sequence[Mapping[str, Any]]) -> list[
     warning per rule of severity warning that some break (none without rules)."""
     if bundle.rules is None:
         return []
-    breaks = bundle.rules.check_records(records)
-    if not breaks:
+    return _verdict(bundle.rules.check_records(records))
+
+
+def check_columns(bundle: Bundle, columns: Mapping[str, Sequence[Any]]) -> list[str]:
+    """:func:`check_records` for a request that comes as columns (rows aligned)."""
+    if bundle.rules is None:
         return []
+    return _verdict(bundle.rules.check_columns(columns))
+
+
+def _verdict(breaks: Sequence[RowBreak]) -> list[str]:
     refused = errors(breaks)
     if refused:
         raise RecordsRefused(refused)

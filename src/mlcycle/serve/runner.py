@@ -30,6 +30,11 @@ from mlcycle.serve.telemetry import MULTIPROC_ENV
 
 CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
 DEFAULT_LOG_URL = "sqlite:///logs/predictions.db"  # under the project (git-ignored)
+# asyncio's own event loop, not uvloop: libuv accepts one connection per loop iteration, and
+# an iteration scores every request read in the previous one, so under load (50 connections
+# of 100-record requests) new connections waited in the listen backlog for seconds; asyncio
+# accepts every waiting connection in each iteration (docs/serving.md, "Under load").
+UVICORN_OPTIONS = {"http": "httptools", "loop": "asyncio"}
 
 
 def default_workers() -> int:
@@ -110,9 +115,8 @@ def serve(
             workers=workers,
             log_level=log_level,
             timeout_graceful_shutdown=30,
-            http="httptools",
-            loop="uvloop" if os.name != "nt" else "auto",
             access_log=False,
+            **UVICORN_OPTIONS,
         )
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -7,6 +7,9 @@
   ``mlcycle_prediction_score{model_id}`` (binary: the positive class's probability; regression:
   the predicted value): what the model is saying, the first sign of drift;
 - ``mlcycle_log_queue_depth``: records waiting to be written to the prediction log;
+- ``mlcycle_refused_total{reason}``: requests answered 503 because the worker was scoring its
+  limit of requests already (``busy``) or the prediction log could not take them
+  (``log_full``);
 - ``mlcycle_model_info{model_id,name,version}``: 1 for the loaded model.
 
 With several worker processes (``mlcycle serve --workers N``) each worker writes its values to
@@ -94,6 +97,12 @@ class Telemetry:
             "mlcycle_log_queue_depth", "Records waiting to be written to the prediction log.",
             registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.refusals = Counter(
+            "mlcycle_refused", "Requests refused with a 503, by reason (busy, log_full).",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        for reason in ("busy", "log_full"):  # shown at 0 before the first refusal
+            self._child(self.refusals, reason)
         self.model = Gauge(
             "mlcycle_model_info", "The loaded model (value 1).", ["model_id", "name", "version"],
             registry=reg, multiprocess_mode="liveall",
@@ -127,6 +136,10 @@ class Telemetry:
                 child.observe(float(values[0]))
             else:
                 _observe_many(child, values)
+
+    def refused(self, reason: str) -> None:
+        """Count a request refused with a 503 (``busy`` or ``log_full``)."""
+        self._child(self.refusals, reason).inc()
 
     def set_model(self, model_id: str, name: str, version: str | None) -> None:
         """Mark the loaded model (a reload sets the previous one to 0)."""
