@@ -9,7 +9,9 @@ Printed: requests/s, p50, p90 and p99 of each (medians of alternating rounds), r
 answered within wrk's `--timeout` (5 s) and the ratios ours / reference; then the tail at 100
 records per request against its target (none unanswered, p99 at most 2x the reference's).
 Also in process: one-row `score` through the service's path (encoder + output_encoded) against
-`inplace_predict` on the encoded row.
+`inplace_predict` on the encoded row. Then a swap under load: the longest request (wrk's max)
+while `POST /admin/reload` loads, verifies and tries the bundle again halfway through a run,
+beside the longest under the same load without a swap (target: at most 2x, none failed).
 
 With `--mlserver PATH/bin/mlserver` (MLServer 1.7 in a venv of its own: `python3 -m venv
 /work/bench-envs/mlserver && /work/bench-envs/mlserver/bin/pip install 'mlserver==1.7.*' xgboost
@@ -21,6 +23,7 @@ same encoding and XGBoost predict (one process, one thread), with the same OIP b
     python bench/bench_serve.py                  # models/bundle, 3 rounds of 10 s per run
     python bench/bench_serve.py --bundle DIR --seconds 20 --workers 2 --rounds 5
     python bench/bench_serve.py --mlserver /work/bench-envs/mlserver/bin/mlserver
+    python bench/bench_serve.py --skip-load --skip-swap --mlserver ...   # the CPU figures only
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -221,10 +225,10 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, floa
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+        return to_ms(m.group(1), m.group(2)) if m else float("nan")
+
+    # Thread Stats' latency line: avg, stdev, max, +/- stdev
+    lat = re.search(r"Latency\s+[\d.]+(?:us|ms|s)\s+[\d.]+(?:us|ms|s)\s+([\d.]+)(us|ms|s)", out)
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -235,10 +239,16 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, floa
         "p50": ms("50%"),
         "p90": ms("90%"),
         "p99": ms("99%"),
+        "max": to_ms(lat.group(1), lat.group(2)) if lat else float("nan"),
         "non2xx": int(errors.group(1)) if errors else 0,
         "timeout": timeout,
         "sockerr": connect + read + write,
     }
+
+
+def to_ms(value: str, unit: str) -> float:
+    """wrk's figure in milliseconds."""
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def start(cmd: list[str], env: dict, health: str) -> subprocess.Popen:
@@ -431,7 +441,8 @@ def main() -> None:
         "--mlserver", help="MLServer 1.7's `mlserver` command: adds CPU per request beside it"
     )
     parser.add_argument("--cpu-connections", type=int, default=8, help="wrk -c for CPU rounds")
-    parser.add_argument("--skip-load", action="store_true", help="only the CPU comparison")
+    parser.add_argument("--skip-load", action="store_true", help="no load beside the reference")
+    parser.add_argument("--skip-swap", action="store_true", help="no swap under load")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -447,6 +458,8 @@ def main() -> None:
         env = dict(os.environ)
         if not args.skip_load:
             load(args, bundle_dir, recs, bodies, tmp, env)
+        if not args.skip_swap:
+            swap_under_load(args, bundle_dir, bodies["1 record"], tmp, env)
         if args.mlserver:
             cpu_per_request(args, bundle_dir, recs, tmp, env)
         else:
@@ -544,6 +557,65 @@ def load(
               f"within {WRK_TIMEOUT}; p99 {r['p99'] / ref['p99']:.2f}x the reference's "
               f"(target: none, <= {TARGET_P99_RATIO:g}x): "
               f"{'met' if ok else 'NOT met'}")  # fmt: skip
+
+
+TARGET_SWAP_RATIO = 2.0  # longest request during a swap / longest without one
+
+
+def swap_under_load(
+    args: argparse.Namespace, bundle_dir: Path, body: bytes, tmp: Path, env: dict
+) -> None:
+    """The longest request while the service swaps its model (`POST /admin/reload`, as
+    `mlcycle retrain --service` and `mlcycle release --service` call it, halfway through the
+    run), beside the longest under the same load without a swap, in alternating rounds."""
+    from mlcycle.bundle import load_bundle
+    from mlcycle.constants import ADMIN_TOKEN_ENV
+    from mlcycle.retrain import reload_service
+
+    model_id = load_bundle(bundle_dir).model_id
+    token = "bench-" + os.urandom(8).hex()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle_dir), "--port", str(port),
+           "--workers", str(args.workers), "--no-log", "--log-level", "warning"]  # fmt: skip
+    proc = start(cmd, dict(env, **{ADMIN_TOKEN_ENV: token}), f"{url}/health")
+    runs: dict[str, list[dict[str, float]]] = {"no swap": [], "swap": []}
+    reloads: list[float] = []
+
+    def reload() -> None:
+        started = time.perf_counter()
+        reload_service(url, token, model_id)  # loads, verifies and tries the bundle again
+        reloads.append(time.perf_counter() - started)
+
+    try:
+        for round_ in range(args.rounds):
+            for case, result in runs.items():
+                print(f"  round {round_ + 1}/{args.rounds}: {case} ...", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                timer = threading.Timer(args.seconds / 2, reload) if case == "swap" else None
+                if timer:
+                    timer.start()
+                result.append(wrk(f"{url}/predict", body, args.seconds, args.connections))
+                if timer:
+                    timer.join()
+    finally:
+        stop(proc)
+    if len(reloads) != args.rounds:
+        raise SystemExit(f"{args.rounds - len(reloads)} reload(s) failed")
+    longest = {case: max(r["max"] for r in rs) for case, rs in runs.items()}
+    p99 = {case: float(np.median([r["p99"] for r in rs])) for case, rs in runs.items()}
+    failed = sum(int(r["non2xx"] + r["timeout"] + r["sockerr"]) for rs in runs.values() for r in rs)
+    ratio = longest["swap"] / longest["no swap"]
+    print(f"\nswap under load: wrk -t1 -c{args.connections} -d{args.seconds}s, 1 record, "
+          f"{args.workers} worker(s), {args.rounds} rounds; a reload halfway through each swap "
+          f"round took {np.median(reloads):.2f} s (median)")  # fmt: skip
+    for case in runs:
+        maxes = " ".join(f"{r['max']:.1f}" for r in runs[case])
+        print(f"  {case:<8} longest request {longest[case]:7.1f} ms (per round {maxes}), "
+              f"p99 {p99[case]:.1f} ms")  # fmt: skip
+    print(f"  longest during a swap {ratio:.2f}x the longest without one; failed requests "
+          f"{failed} (target: <= {TARGET_SWAP_RATIO:g}x, none): "
+          f"{'met' if ratio <= TARGET_SWAP_RATIO and not failed else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":
