@@ -14,7 +14,6 @@ it builds is then served and batch-scored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -47,6 +46,7 @@ from tests.conftest import (
     set_params,
     wait_healthy,
 )
+from tests.test_pipeline import STAGES, read_json, sha256, stages_run
 from tests.test_serve import post_json, request, to_records
 from tests.test_tasks import diabetes_frame, score_everywhere
 
@@ -143,24 +143,17 @@ def test_the_commands_are_where_the_test_reads_them() -> None:
 @pytest.mark.dvc
 @pytest.mark.server
 def test_the_own_data_path_runs_as_written_on_a_fresh_clone(tmp_path: Path) -> None:
-    """The "Your own data" block on diabetes: the lines before `dvc repro` without the
-    activation, `mlcycle` prefixed with ``.venv/bin/``, then the whole block as written
-    (activated; `dvc repro` runs the stages' `python`, which needs it). Both drafts are the
-    same; the fast training settings go in after `mlcycle init` wrote params.yaml."""
+    """The "Your own data" block on diabetes, as written (activated: `dvc repro` runs the
+    stages' `python`, which needs it, as step 1 says; `.venv/bin/mlcycle` without the
+    activation is the everyday commands' test). The fast training settings go in after
+    `mlcycle init` wrote params.yaml."""
     fork = fresh_clone(tmp_path / "fork")
     diabetes_frame().rename(columns={"progression": "price"}).to_csv(fork / "my.csv", index=False)
     lines = section_commands("Your own data")
     at = next(i for i, line in enumerate(lines) if is_repro(line))
 
-    # Without the activation, prefixed (`dvc repro` needs it, as step 1 says), then as written.
-    activation = [line for line in lines[:at] if line.startswith(("source ", ". "))]
-    bare = [f".venv/bin/{line}" if line.startswith("mlcycle ") else line for line in lines[:at]]
-    setup = bash([line for line in bare if line not in activation], fork)
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    drafted = {name: (fork / name).read_text() for name in ("params.yaml", "schema.yaml")}
     setup = bash(lines[:at], fork)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert drafted == {name: (fork / name).read_text() for name in drafted}
     params = (fork / "params.yaml").read_text()
     assert "task: regression" in params and "positive_class: null" in params
     set_params(fork, {"train": FAST_PARAMS["train"]})  # the suite's fast training settings
@@ -203,30 +196,12 @@ PYTEST_RECIPES = {
     "test": "python -m pytest",
     "test-fast": f'python -m pytest -m "not ({" or ".join(SLOW_TIERS)})"',
 }
-STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
-RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
-# The everyday lines that move the project on (a release, the log, reports): run once, in the
-# run without the virtualenv activated, where what they find on PATH is the point.
-ONCE_UNACTIVATED = ("mlcycle release", "mlcycle serve", "mlcycle predict", "mlcycle monitor",
-                    "mlcycle retrain")  # fmt: skip
 
 
 def runs_stages(line: str) -> bool:
     """Whether the line runs pipeline stages (`dvc repro`, `dvc exp run`): they run `python`,
     which only the activated virtualenv makes the right one."""
     return re.match(r"(\S*/)?dvc (repro|exp run)\b", line) is not None
-
-
-def stages_run(proc: subprocess.CompletedProcess) -> list[str]:
-    return RUNNING_STAGE.findall(proc.stdout)
-
-
-def read_json(path: Path):  # noqa: ANN201
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def succeeded(line: str, proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -252,18 +227,37 @@ def repro_clone(
     return fork, proc
 
 
-@pytest.mark.dvc
-def test_the_setup_block_runs_as_written(repro_clone: tuple) -> None:
-    """`make repro` runs every stage; `make test` and `make test-fast` would run this suite
-    inside itself, so of them the test checks what make would run (`make -n`, with the
-    clone's virtualenv up to date): the whole suite, and the tests without a slow tier's
-    marker."""
+# Outputs a run from scratch writes byte for byte the same as another.
+REPRODUCED = (
+    "data/raw/snapshot.parquet",
+    "data/prepared/train.parquet",
+    "data/prepared/test.parquet",
+    "models/train/model.ubj",
+    "models/train/model.json",
+    "models/train/oof.parquet",
+    "models/train/baseline/model.ubj",
+    "metrics/train.json",
+    "metrics/train/params.yaml",
+    "metrics/evaluate.json",
+    "metrics/plots/roc.json",
+    "metrics/plots/importance.json",
+)
+
+
+def test_the_setup_block_runs_as_written(repro_clone: tuple, small_project: Path) -> None:
+    """`make repro` runs every stage, and writes the same bytes as the suite's project built
+    from the same data and settings in another directory (:func:`small_project`: two runs
+    from scratch agree). `make test` and `make test-fast` would run this suite inside itself,
+    so of them the test checks what make would run (`make -n`, with the clone's virtualenv
+    up to date): the whole suite, and the tests without a slow tier's marker."""
     fork, repro = repro_clone
     lines = setup_commands()
     assert sorted(command(line) for line in lines) == ["make repro", "make test", "make test-fast"]
     succeeded("make repro", repro)
     assert stages_run(repro) == STAGES
     assert read_json(fork / "metrics/gate.json")["passed"] is True
+    for rel in REPRODUCED:
+        assert sha256(fork / rel) == sha256(small_project / rel), f"{rel} differs between runs"
     for line in lines:
         target = command(line).removeprefix("make ")
         if target in PYTEST_RECIPES:
@@ -301,47 +295,66 @@ def served_in_background(line: str, project: Path, out: Path) -> Served:
 @pytest.mark.dvc
 @pytest.mark.server
 def test_the_everyday_commands_run_as_written(repro_clone: tuple, tmp_path: Path) -> None:
-    """The "Everyday commands" block after `make repro`, in two runs: as written (activated),
-    then without the activation line, each command prefixed with ``.venv/bin/``.
+    """The "Everyday commands" block after `make repro`, each line once, in the README's
+    order, in the harder of the two ways the README says it runs:
 
-    - Activated: every line up to `mlcycle report --base main`: the experiment, the sweep and
-      how they are compared. Lines that run stages (`dvc repro`, `dvc exp run`) run here only:
-      as the activation line's comment says, prefixing cannot run them (their stages run
-      `python`).
-    - Then the user keeps the experiment (`git commit`, what `mlcycle release` asks for).
-    - Unactivated: every line but those that run stages. The read-only ones run in both runs
-      (seconds each); release, serve, predict, monitor and retrain only here, once each: they
-      find `dvc` and the log by themselves, which is what the prefix tests.
+    - the lines that run stages (`dvc repro`, `dvc exp run`) as written, after the activation
+      line: their stages run `python`, which must be the virtualenv's (the activation line's
+      comment says prefixing cannot run them);
+    - every other line without the activation, prefixed with ``.venv/bin/`` as the comment
+      says: activated, the same programs find all they need on PATH, so a second run of
+      each would cost time (the sweep alone is most of this test's) and prove nothing more.
 
-    `mlcycle serve` runs in the background (on 8000 as written, another port appended only
-    if 8000 is taken), answers /health and one /predict of ``new.csv``'s records (a file of
-    the data's records, as a user would have), then stops. `mlcycle monitor --last 10000`
-    judges what it logged, where serve logs and monitor reads by default. No labels came
-    back, so `mlcycle retrain` changes nothing and exits with status 4, as the README says.
+    Before `mlcycle release` the user keeps the 60-trial experiment (`git commit`: release
+    asks for a committed model) and writes ``new.csv``, records of their data. `mlcycle serve`
+    runs in the background (on 8000 as written, another port appended only if 8000 is
+    taken), answers /health and one /predict of ``new.csv``'s records, then stops; `mlcycle
+    monitor --last 10000` judges what it logged, where serve logs and monitor read by
+    default. No labels came back, so `mlcycle retrain` changes nothing and exits with status
+    4, as the README says.
     """
     fork, _ = repro_clone
     activate, *lines = section_commands("Everyday commands")
     assert activate.startswith("source .venv/bin/activate") and "not repro, exp run" in activate
-    activated = [line for line in lines if not line.startswith(ONCE_UNACTIVATED)]
-    unactivated = [line for line in lines if not runs_stages(line)]
-    assert set(activated) | set(unactivated) == set(lines)
+    at = next(i for i, line in enumerate(lines) if command(line) == "mlcycle release")
     committed = read_json(fork / "metrics/summary.json")["roc_auc"]
     upstream = {rel: sha256(fork / rel) for rel in ("data/raw/snapshot.parquet",
                 "data/prepared/train.parquet", "models/train/model.ubj")}  # fmt: skip
+    ran: dict[str, subprocess.CompletedProcess] = {}
+    service: dict = {}  # what `mlcycle serve` answered
+    seconds: dict[str, float] = {}
 
-    ran, seconds = {}, {}
-    for line in activated:
+    def run_line(line: str) -> None:
+        """The line as written after the activation, or prefixed without it."""
         started = time.monotonic()
-        ran[command(line)] = succeeded(line, bash([activate, line], fork))
-        seconds[f"activated: {command(line)}"] = time.monotonic() - started
+        written = line if runs_stages(line) else f".venv/bin/{line}"
+        if command(line) == "mlcycle serve":
+            served = served_in_background(written, fork, tmp_path / "serve.out")
+            try:
+                service["health"] = request(f"{served.url}/health").json()
+                service["predict"] = post_json(
+                    f"{served.url}/predict", {"records": to_records(records)}
+                )
+            finally:
+                stopped = served.stop()
+            assert stopped == 0, served.output.read_text()
+        elif command(line) == "mlcycle retrain":
+            ran[command(line)] = bash([written], fork)
+        else:
+            script = [activate, written] if runs_stages(line) else [written]
+            ran[command(line)] = succeeded(written, bash(script, fork))
+        seconds[written] = time.monotonic() - started
 
     def output(start: str) -> subprocess.CompletedProcess:
         (key,) = [key for key in ran if key.startswith(start)]
         return ran[key]
 
-    # `dvc repro` after `make repro`: nothing to do. A train parameter re-runs train and what
+    for line in lines[:at]:
+        run_line(line)
+
+    # `dvc repro` after `make repro` runs no stage. A train parameter re-runs train and what
     # follows it, nothing upstream; the experiment's results are left in the workspace.
-    assert stages_run(output("dvc repro")) == []
+    assert "Running stage" not in output("dvc repro").stdout + output("dvc repro").stderr
     assert stages_run(output("dvc exp run -S")) == ["train", "evaluate", "gate", "package"]
     for rel, digest in upstream.items():
         assert (sha256(fork / rel) == digest) == (rel != "models/train/model.ubj"), rel
@@ -391,18 +404,24 @@ def test_the_everyday_commands_run_as_written(repro_clone: tuple, tmp_path: Path
     params = yaml.safe_load((fork / "params.yaml").read_text())["train"]
     assert params["tuning"]["trials"] == 60 and params["xgb"]["max_depth"] == 6
     assert "cv_roc_auc" in output("dvc exp show").stdout
-    assert "metrics/summary.json" in output("dvc metrics show").stdout
 
-    # What changed against main: the headline only, and the one param.
+    # The headline figures fit a terminal: `dvc metrics show` and `mlcycle status`.
+    shown = output("dvc metrics show").stdout
+    assert "metrics/summary.json" in shown
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= 100, shown
+    status = output("mlcycle status").stdout
+    assert status.splitlines()[0].split() == ["gate", "passed"]
+    assert any(line.startswith("roc_auc (test)") for line in status.splitlines()), status
+    assert f"{auc:.4f} [" in status
+    assert max(len(line) for line in status.splitlines()) <= 100, status
+
+    # What changed against main: the headline only.
     diff = json.loads(run(["dvc", "metrics", "diff", "main", "--json"], fork).stdout)
     assert list(diff) == ["metrics/summary.json"] and len(diff["metrics/summary.json"]) <= 6
     assert diff["metrics/summary.json"]["roc_auc"] == {
         "old": committed, "new": auc, "diff": pytest.approx(auc - committed)
     }  # fmt: skip
     assert "roc_auc" in output("dvc metrics diff main").stdout
-    changed = json.loads(run(["dvc", "params", "diff", "main", "--json"], fork).stdout)
-    assert changed["params.yaml"] == {"train.tuning.trials": {"old": 0, "new": 60, "diff": 60}}
-    assert "gate" in output("mlcycle status").stdout
 
     # The change as a reviewer reads it, from git alone: the gate, the primary metric on both
     # sides with intervals, the changed param, the plots as PNG files.
@@ -424,42 +443,31 @@ def test_the_everyday_commands_run_as_written(repro_clone: tuple, tmp_path: Path
     bad = cli(fork, "report", "--base", "no-such-rev", check=False)
     assert bad.returncode != 0 and "'no-such-rev' is not a revision" in bad.stderr
 
-    # The user keeps the experiment; then the commands without the virtualenv activated.
+    # The user keeps the experiment, and has a file of new records.
     git_commit(fork, "train: 60 trials")
     test = pd.read_parquet(fork / "data/prepared/test.parquet").head(300)
     target = yaml.safe_load((fork / "params.yaml").read_text())["objectives"]["target"]
     records = test.drop(columns=target)
     records.to_csv(fork / "new.csv", index=False)
-    for line in unactivated:
-        prefixed = f".venv/bin/{line}"
-        seconds[command(prefixed)] = time.monotonic()
-        if command(line) == "mlcycle serve":
-            served = served_in_background(prefixed, fork, tmp_path / "serve.out")
-            try:
-                health = request(f"{served.url}/health").json()
-                answer = post_json(f"{served.url}/predict", {"records": to_records(records)})
-            finally:
-                assert served.stop() == 0, served.output.read_text()
-            assert health["model"]["version"] == "v0.1.0", health
-            assert answer.status == 200, answer.body
-        elif command(line) == "mlcycle retrain":
-            proc = bash([prefixed], fork)
-            assert proc.returncode == 4, proc.stdout + proc.stderr
-            assert "0 new labelled row(s) to export, fewer than --min-labels 100" in proc.stderr
-        else:
-            ran[command(line)] = succeeded(prefixed, bash([prefixed], fork))
-        seconds[command(prefixed)] = time.monotonic() - seconds[command(prefixed)]
+    for line in lines[at:]:
+        run_line(line)
     print("\n".join(f"{s:6.1f} s  {line}" for line, s in seconds.items()))
 
     assert re.search(r"^released \S+@v0\.1\.0 to prod", output("mlcycle release").stdout, re.M)
+    assert service["health"]["model"]["version"] == "v0.1.0", service["health"]
+    answer = service["predict"]
+    assert answer.status == 200, answer.body
     # The file scored as the service scored it: the production model, both ways.
     scored = pd.read_parquet(fork / "scored.parquet")
-    served = answer.json()["predictions"]
-    assert len(scored) == len(records) == len(served)
-    assert scored["prediction"].tolist() == [p["label"] for p in served]
-    for name in served[0]["probabilities"]:
-        got = [p["probabilities"][name] for p in served]
+    predictions = answer.json()["predictions"]
+    assert len(scored) == len(records) == len(predictions)
+    assert scored["prediction"].tolist() == [p["label"] for p in predictions]
+    for name in predictions[0]["probabilities"]:
+        got = [p["probabilities"][name] for p in predictions]
         np.testing.assert_allclose(scored[f"probability_{name}"], got, rtol=1e-12)
     # The monitor judged what the service logged, where each writes and reads by default.
     monitored = read_json(fork / "reports/monitor/monitor.json")
     assert monitored["rows"] == len(records), monitored["rows"]
+    retrain = output("mlcycle retrain")
+    assert retrain.returncode == 4, retrain.stdout + retrain.stderr
+    assert "0 new labelled row(s) to export, fewer than --min-labels 100" in retrain.stderr
