@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, git_commit, make_project, run, set_params
+from tests.conftest import BIN, cli, git_commit, make_project, run, set_params
 
 pytestmark = pytest.mark.dvc
 
@@ -96,17 +96,8 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
 
     new = data.drop(columns="churned").head(50)
     new.to_csv(tmp_path / "new.csv", index=False)
-    run(
-        [
-            str(BIN / "mlcycle"),
-            "predict",
-            str(tmp_path / "new.csv"),
-            str(tmp_path / "out.csv"),
-            "--bundle",
-            "models/bundle",
-        ],
-        project,
-    )
+    cli(project, "predict", str(tmp_path / "new.csv"), str(tmp_path / "out.csv"),
+        "--bundle", "models/bundle")  # fmt: skip
     scored = pd.read_csv(tmp_path / "out.csv")
     assert len(scored) == 50 and set(scored["prediction"]) <= {"yes", "no"}
     assert scored["probability"].between(0, 1).all()

@@ -1,9 +1,11 @@
 """End-to-end tests of the DVC pipeline: real `dvc` and `git` in temporary repositories.
 
 Every test works on its own project: a private copy of the session-built project on a sample
-of Adult (:func:`project_copy`), one shared re-trained copy (:func:`retrained`), or a fresh
-project where the test needs one. No test changes a session-built project itself; the full run
-on the whole of Adult is :func:`built_project`'s.
+of Adult (:func:`project_copy`) or a fresh project where the test needs one. No test changes a
+session-built project itself; the full run on the whole of Adult is :func:`built_project`'s. A
+second `dvc repro` that runs nothing, two runs from scratch giving the same bytes, a train
+parameter's change (an experiment, `dvc metrics diff`, `mlcycle report`) and queued sweeps are
+tests/test_readme_commands.py's: it runs the README's commands for them.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import SAMPLE_ROWS, cli, git_commit, make_project, run, set_params
+from tests.conftest import make_project, run
 
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
@@ -98,36 +99,7 @@ def bundle_digests(project: Path) -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(bundle.iterdir())}
 
 
-@dataclass
-class Retrained:
-    """A copy of the built project after a committed change of ``train.xgb.max_depth``."""
-
-    project: Path
-    status_before: dict  # `dvc status` after the params change, before `dvc repro`
-    repro: subprocess.CompletedProcess
-
-
-@pytest.fixture(scope="module")
-def retrained(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Retrained:
-    """Copy the small project, set train.xgb.max_depth to 3, `dvc repro` and commit (shared)."""
-    project = tmp_path_factory.mktemp("retrained") / "project"
-    shutil.copytree(small_project, project, symlinks=True)
-    set_params(project, {"train": {"xgb": {"max_depth": 3}}})
-    status_before = dvc_json(project, "status")
-    proc = run(["dvc", "repro"], project)
-    git_commit(project, "train.xgb.max_depth: 3")
-    return Retrained(project, status_before, proc)
-
-
-# 1. An up-to-date pipeline does nothing; a full run writes every output.
-
-
-def test_second_repro_runs_no_stage(project_copy: Path) -> None:
-    assert dvc_json(project_copy, "status") == {}
-    proc = run(["dvc", "repro"], project_copy)
-    assert "Running stage" not in proc.stdout + proc.stderr
-    assert stages_run(proc) == []
-    assert dvc_json(project_copy, "status") == {}
+# 1. A full run writes every output.
 
 
 def test_repro_writes_every_output(built_project: Path) -> None:
@@ -201,25 +173,7 @@ def test_one_edited_byte_of_any_file_of_the_built_bundle_is_refused(
             load_bundle(copy)
 
 
-# 2. A train parameter re-runs train and what depends on it, nothing upstream.
-
-
-def test_train_param_change_reruns_train_evaluate_package_only(
-    retrained: Retrained, small_project: Path
-) -> None:
-    assert "gather" not in retrained.status_before
-    assert "prepare" not in retrained.status_before
-    assert "train" in retrained.status_before
-    assert stages_run(retrained.repro) == ["train", "evaluate", "gate", "package"]
-    p = retrained.project
-    assert dvc_json(p, "status") == {}
-    # Upstream outputs are untouched; the model is a new one.
-    for rel in ("data/raw/snapshot.parquet", "data/prepared/train.parquet"):
-        assert sha256(p / rel) == sha256(small_project / rel), rel
-    assert sha256(p / "models/train/model.ubj") != sha256(small_project / "models/train/model.ubj")
-
-
-# 3. Changed source data: with its new checksum everything re-runs; without it, nothing does.
+# 2. Changed source data: with its new checksum everything re-runs; without it, nothing does.
 
 
 def test_changed_source_data_with_new_checksum_reruns_every_stage(project_copy: Path) -> None:
@@ -268,92 +222,7 @@ def test_changed_source_data_without_new_checksum_fails_and_keeps_outputs(
     assert sha256(p / "data/raw/snapshot.parquet") == snapshot_before
 
 
-# 4. Experiments.
-
-
-def test_experiment_is_listed_with_its_own_metrics(project_copy: Path) -> None:
-    p = project_copy
-    baseline_auc = read_json(p / "metrics/evaluate.json")["roc_auc"]
-    proc = run(["dvc", "exp", "run", "-n", "depth-2", "-S", "train.xgb.max_depth=2"], p)
-    assert stages_run(proc) == ["train", "evaluate", "gate", "package"]
-
-    head = run(["git", "rev-parse", "HEAD"], p).stdout.strip()
-    shown = dvc_json(p, "exp", "show")
-    # A list of rows: "workspace", then each baseline commit with its experiments in
-    # `experiments: [{"name", "revs": [{"rev", "name", "data": {"params", "metrics", ...}}]}]`.
-    (baseline,) = [row for row in shown if row["rev"] == head]
-    experiments = [rev for group in baseline.get("experiments") or [] for rev in group["revs"]]
-    (exp,) = [e for e in experiments if e["name"] == "depth-2"]
-
-    def max_depth(row: dict) -> int:
-        return row["data"]["params"]["params.yaml"]["data"]["train"]["xgb"]["max_depth"]
-
-    def roc_auc(row: dict) -> float:
-        # metrics/summary.json is the one metrics file: the headline, so the table is narrow.
-        assert list(row["data"]["metrics"]) == ["metrics/summary.json"]
-        return row["data"]["metrics"]["metrics/summary.json"]["data"]["roc_auc"]
-
-    assert max_depth(baseline) == 6
-    assert max_depth(exp) == 2
-    assert roc_auc(baseline) == baseline_auc
-    # `dvc exp run` leaves the experiment's results in the workspace.
-    assert roc_auc(exp) == read_json(p / "metrics/evaluate.json")["roc_auc"]
-    assert roc_auc(exp) != roc_auc(baseline)
-
-
-# 5. Comparing revisions: metrics, params and plots.
-
-
-def test_metrics_and_params_diff_show_the_committed_change(
-    retrained: Retrained, small_project: Path
-) -> None:
-    p = retrained.project
-    old = read_json(small_project / "metrics/evaluate.json")["roc_auc"]
-    new = read_json(p / "metrics/evaluate.json")["roc_auc"]
-    assert old != new
-
-    metrics = dvc_json(p, "metrics", "diff", "HEAD~1")
-    # The headline only: a few rows in which the figures that matter are easy to find.
-    assert list(metrics) == ["metrics/summary.json"] and len(metrics["metrics/summary.json"]) <= 6
-    change = metrics["metrics/summary.json"]["roc_auc"]
-    assert change["old"] == old
-    assert change["new"] == new
-    assert change["diff"] == pytest.approx(new - old)
-
-    params = dvc_json(p, "params", "diff", "HEAD~1")
-    assert params["params.yaml"] == {"train.xgb.max_depth": {"old": 6, "new": 3, "diff": -3}}
-    # The params the train stage chose (dvclive's metrics/train/params.yaml) follow.
-    chosen = params["metrics/train/params.yaml"]
-    assert chosen["params.max_depth"] == {"old": 6, "new": 3, "diff": -3}
-    assert set(params) == {"params.yaml", "metrics/train/params.yaml"}
-
-
-def test_report_reads_a_change_as_a_reviewer_does(retrained: Retrained, tmp_path: Path) -> None:
-    """`mlcycle report --base HEAD~1` after a committed params change: the gate line, the
-    primary metric on both sides with intervals, the changed param, the plots as PNG files;
-    from git alone (metrics and plot data are in git)."""
-    p = retrained.project
-    out = tmp_path / "pr"
-    proc = cli(p, "report", "--base", "HEAD~1", "--head", "HEAD", "--out", str(out))
-    text = (out / "report.md").read_text()
-    assert text == proc.stdout
-    gate = read_json(p / "metrics/gate.json")
-    assert f"**Gate: {'passed' if gate['passed'] else 'REJECTED'}**" in text
-    assert all(f"- {reason}" in text for reason in gate["reasons"])
-    old = run(["git", "show", "HEAD~1:metrics/evaluate.json"], p).stdout
-    old_auc, new_auc = json.loads(old)["roc_auc"], read_json(p / "metrics/evaluate.json")["roc_auc"]
-    assert f"**roc_auc**: {old_auc:.4f} (95 % interval" in text
-    assert f"→ {new_auc:.4f} (95 % interval" in text
-    assert re.search(r"The change is \*\*(beyond|within) noise\*\*", text)
-    assert "| `train.xgb.max_depth` | `6` | `3` |" in text
-    assert "the same data" in text
-    assert "Training data drift: none (the same training split on both sides)." in text
-    images = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
-    assert len(images) >= 3 and not re.search(r"not drawn", text), text
-    for name in images:
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = cli(p, "report", "--base", "no-such-rev", check=False)
-    assert bad.returncode != 0 and "'no-such-rev' is not a revision" in bad.stderr
+# 3. Plots.
 
 
 def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
@@ -405,34 +274,7 @@ def test_plots_show_renders_every_plot_in_dvc_yaml(project_copy: Path) -> None:
                 assert not bad, f"plot {plot_id!r}: {channel} {field!r} is not numeric: {bad[:3]}"
 
 
-# 6. Two runs from scratch give the same bytes.
-
-
-def test_fresh_projects_reproduce_byte_identical_outputs(
-    small_project: Path, tmp_path: Path
-) -> None:
-    # The session-built project is itself a make_project + `dvc repro` from scratch (in another
-    # directory); build a second one and compare.
-    again = make_project(tmp_path / "again", rows=SAMPLE_ROWS)
-    run(["dvc", "repro"], again)
-    for rel in (
-        "data/raw/snapshot.parquet",
-        "data/prepared/train.parquet",
-        "data/prepared/test.parquet",
-        "models/train/model.ubj",
-        "models/train/model.json",
-        "models/train/oof.parquet",
-        "models/train/baseline/model.ubj",
-        "metrics/train.json",
-        "metrics/train/params.yaml",
-        "metrics/evaluate.json",
-        "metrics/plots/roc.json",
-        "metrics/plots/importance.json",
-    ):
-        assert sha256(again / rel) == sha256(small_project / rel), f"{rel} differs between runs"
-
-
-# 7. Invalid objectives stop the first stage with a message naming the problem.
+# 4. Invalid objectives stop the first stage with a message naming the problem.
 
 
 @pytest.mark.parametrize(

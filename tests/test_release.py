@@ -28,7 +28,7 @@ def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A copy of the small project whose model was released as v0.1.0 and put in prod."""
     project = tmp_path_factory.mktemp("released") / "project"
     shutil.copytree(small_project, project, symlinks=True)
-    out = cli(project, "release", process=True)  # the console script, end to end
+    out = cli(project, "release")  # the console script: test_readme_commands.py's run
     assert f"tags {NAME}@v0.1.0, {NAME}#prod#1)" in out.stdout, out.stdout
     return project
 

@@ -635,7 +635,6 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
             proc = cli(
                 project, "monitor", "--log-url", log_url, "--out", str(report),
                 "--history", str(tmp_path / "history"), "--fail-on-drift", check=False,
-                process=True,  # the console scripts, end to end
             )  # fmt: skip
             assert proc.returncode == 3, proc.stdout + proc.stderr
             doc = json.loads((report / "monitor.json").read_text())
@@ -649,7 +648,8 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
             # retraining closes the loop
             proc = cli(
                 project, "retrain", "--log-url", log_url, "--service", service,
-                env={retrain.ADMIN_TOKEN_ENV: TOKEN}, check=False, process=True,
+                env={retrain.ADMIN_TOKEN_ENV: TOKEN}, check=False,
+                process=True,  # the console script, end to end: its `dvc repro` and the reload
             )  # fmt: skip
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert "released v0.1.1" in proc.stdout

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from mlcycle import status
 from mlcycle.config import read_raw
-from tests.conftest import ROOT, cli, run
+from tests.conftest import ROOT, cli
 
 
 def test_summary_is_the_headline_of_the_detailed_metrics() -> None:
@@ -23,20 +21,6 @@ def test_summary_is_the_headline_of_the_detailed_metrics() -> None:
     assert summary[primary] == evaluate[primary]
     assert summary[f"{primary}_low"] <= summary[primary] <= summary[f"{primary}_high"]
     assert summary[f"cv_{primary}"] == train["candidates"][train["winner"]]["cv_mean"]
-
-
-@pytest.mark.dvc
-def test_status_and_metrics_show_fit_a_terminal() -> None:
-    proc = cli(ROOT, "status", process=True)  # the console script, end to end
-    lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["gate", "passed"]
-    evaluate = json.loads((ROOT / "metrics/evaluate.json").read_text())
-    primary = evaluate["objective"]["metric"]
-    assert any(line.startswith(f"{primary} (test)") for line in lines)
-    assert f"{evaluate[primary]:.4f} [" in proc.stdout
-    assert max(len(line) for line in lines) <= 100, proc.stdout
-    shown = run(["dvc", "metrics", "show"], ROOT)
-    assert max(len(line.rstrip()) for line in shown.stdout.splitlines()) <= 100, shown.stdout
 
 
 def test_readme_results_are_generated_from_metrics() -> None:

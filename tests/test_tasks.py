@@ -22,7 +22,7 @@ from mlcycle.features import Signature
 from mlcycle.metrics import KPI_FUNCTIONS
 from mlcycle.predict import decide
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, MULTICLASS, REGRESSION
-from tests.conftest import BIN, FAST_PARAMS, git_commit, make_project, run, serving, set_params
+from tests.conftest import FAST_PARAMS, cli, git_commit, make_project, run, serving, set_params
 from tests.test_serve import post_json, request, to_records
 
 # --- the Task objects --------------------------------------------------------------------------
@@ -156,10 +156,7 @@ def init_project(tmp_path: Path, frame: pd.DataFrame, target: str) -> Path:
     data = tmp_path / "mydata.csv"
     frame.to_csv(data, index=False)
     before = data.read_bytes()
-    run(
-        [str(BIN / "mlcycle"), "init", "--data", str(data), "--target", target, "--force"],
-        project,
-    )
+    cli(project, "init", "--data", str(data), "--target", target, "--force")
     assert data.read_bytes() == before  # the user's file is copied, never changed
     set_params(project, {"train": FAST_PARAMS["train"]})
     return project
@@ -180,11 +177,7 @@ def score_everywhere(project: Path, tmp_path: Path, target: str) -> dict:
     records = test.drop(columns=target)
     records.to_csv(tmp_path / "new.csv", index=False)
     out = tmp_path / "scored.csv"
-    run(
-        [str(BIN / "mlcycle"), "predict", str(tmp_path / "new.csv"), str(out)]
-        + ["--bundle", "models/bundle"],
-        project,
-    )
+    cli(project, "predict", str(tmp_path / "new.csv"), str(out), "--bundle", "models/bundle")
     # One worker: a second would import and load everything again (the task is the point).
     with serving(project, "--bundle", str(project / "models/bundle"), "--workers", "1") as served:
         url = served.url

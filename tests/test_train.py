@@ -1,7 +1,8 @@
-"""Training: candidates, cross-validated tuning and selection, safe model files, sweeps.
+"""Training: candidates, cross-validated tuning and selection, safe model files.
 
 Unit tests use small synthetic data; stage tests run `python -m mlcycle.stages.train` on the
-real Adult training split with tiny budgets; the sweep drives real `dvc exp run --queue`.
+real Adult training split with tiny budgets. A sweep with real `dvc exp run --queue` is
+tests/test_readme_commands.py's: the README's own sweep.
 """
 
 from __future__ import annotations
@@ -627,40 +628,6 @@ def test_the_untuned_baseline_is_kept_beside_the_model(tuned_run: Path) -> None:
     assert baseline.kind == "xgboost"
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TUNED)
     assert info["params"] == params["train"]["xgb"]
-
-
-# --- a real sweep with dvc experiments --------------------------------------------------------
-
-
-def test_queued_sweep_gives_two_experiments_with_their_own_metrics(project_copy: Path) -> None:
-    p = project_copy
-    for depth in (2, 4):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.xgb.max_depth={depth}"], p)
-    run(["dvc", "exp", "run", "--run-all"], p)
-
-    head = run(["git", "rev-parse", "HEAD"], p).stdout.strip()
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], p).stdout)
-    (baseline,) = [row for row in shown if row["rev"] == head]
-    experiments = [rev for group in baseline.get("experiments") or [] for rev in group["revs"]]
-    assert len(experiments) == 2
-
-    def value(row: dict, file: str, *keys: str):  # noqa: ANN202
-        kind = "params" if file.endswith(".yaml") else "metrics"
-        node = row["data"][kind][file]["data"]
-        for key in keys:
-            node = node[key]
-        return node
-
-    depths = sorted(value(e, "params.yaml", "train", "xgb", "max_depth") for e in experiments)
-    assert depths == [2, 4]
-    # The chosen params dvclive logged show beside params.yaml.
-    chosen = {value(e, "metrics/train/params.yaml", "params", "max_depth") for e in experiments}
-    assert chosen == {2, 4}
-    aucs = {value(e, "metrics/summary.json", "roc_auc") for e in experiments}
-    cv = {value(e, "metrics/summary.json", "cv_roc_auc") for e in experiments}
-    assert len(aucs) == 2 and len(cv) == 2
-    # The workspace still holds the baseline: queued experiments run elsewhere.
-    assert yaml.safe_load((p / "params.yaml").read_text())["train"]["xgb"]["max_depth"] == 6
 
 
 # --- a scikit-learn winner through the whole pipeline ----------------------------------------
