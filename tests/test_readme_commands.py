@@ -98,10 +98,13 @@ def fresh_clone(dest: Path) -> Path:
 
 
 def user_env(project: Path) -> dict[str, str]:
-    """A new user's shell: no virtualenv on ``PATH`` or active. ``PYTHONPATH`` holds the
-    clone's ``src`` only, standing in for the editable install `make setup` would make of the
-    clone (the suite's virtualenv has another checkout installed): the clone's code runs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    """A new user's shell: no virtualenv on ``PATH`` or active, no `make` around it (the suite
+    may run under `make test`, whose MAKEFLAGS would change what a `make` here prints).
+    ``PYTHONPATH`` holds the clone's ``src`` only, standing in for the editable install `make
+    setup` would make of the clone (the suite's virtualenv has another checkout installed): the
+    clone's code runs."""
+    outer = ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != BIN]
     env.update(
         PATH=os.pathsep.join(path),
