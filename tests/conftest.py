@@ -498,6 +498,16 @@ class Served:
     def stop(self) -> int:
         return stop_server(self.process)
 
+    def ready(self) -> Served:
+        """This server once it answers /health; stopped, and the error raised, if it never
+        does."""
+        try:
+            wait_healthy(self.url, self.process, self.output)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
 
 def start_serving(project: Path, *args: str, env: dict | None = None) -> Served:
     """Start `mlcycle serve *args` in ``project`` on a free port of 127.0.0.1 (``env`` added to
@@ -515,13 +525,7 @@ def start_serving(project: Path, *args: str, env: dict | None = None) -> Served:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    served = Served(f"http://127.0.0.1:{port}", proc, output)
-    try:
-        wait_healthy(served.url, proc, output)
-    except BaseException:
-        served.stop()
-        raise
-    return served
+    return Served(f"http://127.0.0.1:{port}", proc, output).ready()
 
 
 @contextmanager

@@ -44,7 +44,6 @@ from tests.conftest import (
     run,
     sample_adult,
     set_params,
-    wait_healthy,
 )
 from tests.test_pipeline import STAGES, read_json, sha256, stages_run
 from tests.test_serve import post_json, request, to_records
@@ -286,13 +285,7 @@ def served_in_background(line: str, project: Path, out: Path) -> Served:
             ["bash", "-c", shell], cwd=project, env=user_env(project), stdout=output,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    served = Served(f"http://127.0.0.1:{port}", proc, out)
-    try:
-        wait_healthy(served.url, proc, out)
-    except BaseException:
-        served.stop()
-        raise
-    return served
+    return Served(f"http://127.0.0.1:{port}", proc, out).ready()
 
 
 @pytest.mark.dvc
