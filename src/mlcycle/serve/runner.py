@@ -10,17 +10,21 @@ exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlcycle.bundle import load_bundle
 from mlcycle.constants import ADMIN_TOKEN_ENV
@@ -30,11 +34,30 @@ from mlcycle.serve.telemetry import MULTIPROC_ENV
 
 CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
 DEFAULT_LOG_URL = "sqlite:///logs/predictions.db"  # under the project (git-ignored)
+
+
+class NoDelayHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a connection with Nagle's algorithm off.
+
+    asyncio turns Nagle off only on sockets whose protocol number says TCP, and with
+    ``--workers`` above 1 uvicorn binds the listening socket itself with protocol 0: each
+    accepted connection kept Nagle on, so on a kept-alive connection a response's body (a
+    second write, after the headers) waited for the client's delayed ACK, 40 ms on Linux, on
+    every request but the first (docs/serving.md, "Under load")."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
 # asyncio's own event loop, not uvloop: libuv accepts one connection per loop iteration, and
 # an iteration scores every request read in the previous one, so under load (50 connections
 # of 100-record requests) new connections waited in the listen backlog for seconds; asyncio
-# accepts every waiting connection in each iteration (docs/serving.md, "Under load").
-UVICORN_OPTIONS = {"http": "httptools", "loop": "asyncio"}
+# accepts every waiting connection in each iteration (docs/serving.md, "Under load"). The
+# protocol by import path: uvicorn's command line takes it too (bench/bench_serve.py).
+UVICORN_OPTIONS = {"http": "mlcycle.serve.runner:NoDelayHttpTools", "loop": "asyncio"}
 
 
 def default_workers() -> int:
@@ -77,8 +100,6 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Serve until stopped (SIGTERM or Ctrl-C): a graceful stop flushes the prediction log."""
-    import uvicorn
-
     load_bundle(bundle_dir)  # verify before any worker starts: fail once, clearly
     state_dir = Path(tempfile.mkdtemp(prefix="mlcycle-serve-"))
     try:
