@@ -103,9 +103,36 @@ _current: list[pytest.Item] = []  # the test being set up, run or torn down
 SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
 
 
+# Seconds of one worker per file, fixtures included (from each test's start and end in a
+# whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest first, so the last to start are short and both
+# workers finish together; the two longest need different session fixtures (the README's own
+# clone, then built_project), so neither worker waits for the other's build at the start.
+# A file missing here (new, renamed) only starts later.
+FILE_SECONDS = {
+    "test_readme_commands.py": 156,
+    "test_service.py": 82,
+    "test_retrain.py": 78,
+    "test_engine_pipeline.py": 59,
+    "test_release.py": 35,
+    "test_tasks.py": 33,
+    "test_engine_prepare.py": 30,
+    "test_train.py": 28,
+    "test_tuning_pruning.py": 26,
+    "test_pipeline.py": 25,
+    "test_engine_data.py": 24,
+    "test_bad_data.py": 23,
+    "test_engine_train.py": 21,
+    "test_sources.py": 20,
+    "test_new_user.py": 19,
+    "test_engine_evaluate.py": 18,
+    "test_monitor.py": 15,
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by the fixtures it uses (:data:`FIXTURE_MARKERS`), then put the files
-    with the most slow-tier tests first (each file keeps its order).
+    """Mark every test by the fixtures it uses (:data:`FIXTURE_MARKERS`), then order the files:
+    the long ones of :data:`FILE_SECONDS`, longest first, then the rest, those with the most
+    slow-tier tests first (each file keeps its order).
 
     xdist hands each worker a file at a time in this order (``--no-loadscope-reorder`` in
     pyproject.toml; its default puts the files with the most tests first, which left files of
@@ -118,7 +145,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
         is_slow = any(item.get_closest_marker(m) for m in SLOW_TIERS)
         slow[str(item.path)] = slow.get(str(item.path), 0) + is_slow
-    items.sort(key=lambda item: (-slow[str(item.path)], str(item.path)))
+
+    def order(item: pytest.Item) -> tuple[int, int, str]:
+        return -FILE_SECONDS.get(item.path.name, 0), -slow[str(item.path)], str(item.path)
+
+    items.sort(key=order)
 
 
 @pytest.hookimpl(wrapper=True)
