@@ -104,10 +104,11 @@ SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
 
 
 # Seconds of one worker per file, fixtures included (from each test's start and end in a
-# whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest first, so the last to start are short and both
-# workers finish together; the two longest need different session fixtures (the README's own
-# clone, then built_project), so neither worker waits for the other's build at the start.
-# A file missing here (new, renamed) only starts later.
+# whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest
+# first, so the last to start are short and both workers finish together; the two longest
+# need different session fixtures (the README's own clone, then built_project), so neither
+# worker waits for the other's build at the start. A file missing here (new, renamed) only
+# starts later.
 FILE_SECONDS = {
     "test_readme_commands.py": 156,
     "test_service.py": 82,

@@ -21,17 +21,44 @@ PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
 
 
+# Run in a fresh Python: import the module, then the mlcycle modules it imports inside its
+# functions (a deferred import, kept off the start-up of a run that does not need it: the
+# gate's champion scoring); print the files loaded. Imports for type checkers only are not
+# followed, nor those a library module defers (its callers' deferred imports name theirs).
+IMPORTS = """
+import ast, importlib, json, sys
+
+def deferred(node, in_function=False):
+    if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+        return
+    if in_function and isinstance(node, ast.ImportFrom) and node.level == 0:
+        yield node.module
+        yield from (f"{node.module}.{a.name}" for a in node.names)
+    elif in_function and isinstance(node, ast.Import):
+        yield from (a.name for a in node.names)
+    inside = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    for child in ast.iter_child_nodes(node):
+        yield from deferred(child, inside)
+
+module = importlib.import_module(sys.argv[1])
+for name in deferred(ast.parse(open(module.__file__).read())):
+    if name.startswith("mlcycle"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # `from mlcycle.x import f`: f is not a module
+            pass
+print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()
+                        if n.startswith("mlcycle") and getattr(m, "__file__", None))))
+"""
+
+
 @functools.cache
 def imported_modules(module: str) -> frozenset[str]:
-    """Files of the mlcycle package that importing ``module`` loads, as repo-relative paths
-    (once per module and test process: each costs a Python process importing the stage)."""
-    code = (
-        "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
-        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
-        "if n.startswith('mlcycle') and getattr(m, '__file__', None))))"
-    )
+    """Files of the mlcycle package that running ``module`` may load, at import or later
+    through a deferred import (:data:`IMPORTS`), as repo-relative paths (once per module and
+    test process: each costs a Python process importing the stage)."""
     out = subprocess.run(
-        [sys.executable, "-c", code, module],
+        [sys.executable, "-c", IMPORTS, module],
         capture_output=True,
         text=True,
         check=True,
