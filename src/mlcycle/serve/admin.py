@@ -2,6 +2,7 @@
 the admin token only (without one the route answers 404, as an unknown path)."""
 
 import asyncio
+import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
@@ -21,7 +22,9 @@ def add_routes(routes: APIRouter, core: Core) -> None:
         token = core.settings.admin_token
         if not token:
             raise HTTPException(404, "not found")
-        if authorization != f"Bearer {token}":
+        # in constant time: how long a refusal takes says nothing of how much was right
+        given = (authorization or "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode("latin-1", "replace")):
             raise HTTPException(401, "a valid 'Authorization: Bearer <token>' is required")
         try:
             loaded = await asyncio.to_thread(core.reload, True)

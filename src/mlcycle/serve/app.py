@@ -28,7 +28,7 @@ from starlette.routing import Match
 from mlcycle.bundle import Bundle
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve import admin, feedback, oip, rest
-from mlcycle.serve.core import RETRY_AFTER, Core, ServeSettings
+from mlcycle.serve.core import RETRY_AFTER, SHOWN, Core, ServeSettings
 from mlcycle.serve.guard import Guard
 from mlcycle.serve.http import JsonRoute, json_response
 
@@ -92,7 +92,9 @@ def add_error_handlers(app: FastAPI) -> None:
         which JSON cannot carry, a whole record, or megabytes of text)."""
         errors = _merge_union_errors(
             [
-                {k: v for k, v in err.items() if k not in ("input", "ctx")}
+                {k: v for k, v in err.items() if k not in ("input", "ctx", "loc")}
+                # a client's field name, cut short like any value it sent
+                | {"loc": [p if not isinstance(p, str) else p[:SHOWN] for p in err["loc"]]}
                 | (
                     {"msg": f"invalid JSON: {err.get('ctx', {}).get('error', 'cannot parse')}"}
                     if err.get("type") == "json_invalid"

@@ -39,7 +39,14 @@ MAX_RECORDS = 10_000
 MAX_IN_FLIGHT = 64  # requests with a body a worker holds at once; past it: 503 (guard.py)
 RETRY_AFTER = "1"  # seconds, in a 503's Retry-After
 MAX_TEXT = 1_000  # characters in one text field; a longer one is refused, never echoed
-SHOWN = 60  # characters of an unseen category a warning repeats
+SHOWN = 60  # characters of a client's value an error or warning repeats at most
+
+
+def shown(value: object) -> str:
+    """``value`` as a message quotes it (its ``repr``), cut to :data:`SHOWN` characters: a
+    message names what was wrong without echoing a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -173,14 +180,14 @@ def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]
     and records whose every input is null (their prediction is a prior)."""
     out = [
         f"field {col!r}: unseen categor{'y' if len(v) == 1 else 'ies'} "
-        f"{[s if len(s) <= SHOWN else s[:SHOWN] + '...' for s in v[:5]]}"
+        f"[{', '.join(map(shown, v[:5]))}]"
         f"{f' and {len(v) - 5} more' if len(v) > 5 else ''} treated as missing"
         for col, v in unseen.items()
     ]
     empty = [i for i, r in enumerate(records) if all(v is None for v in r.values())]
     if empty:
-        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        out.append(f"record(s) {shown}: every input is null; the prediction is a prior")
+        rows = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        out.append(f"record(s) {rows}: every input is null; the prediction is a prior")
     return out
 
 

@@ -141,19 +141,19 @@ class Guard:
         )
 
     def _check_headers(self, scope: Scope) -> tuple[int, str] | None:
-        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if ctype not in JSON_TYPES:
-            shown = ctype or "none"
-            return 415, f"Content-Type must be application/json, got {shown}"
         length = _header(scope, b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return 400, f"Content-Length {length!r} is not a number"
-            if int(length) > self.max_body_bytes:
-                return 413, (
-                    f"the body is {int(length)} bytes; the limit is {self.max_body_bytes} "
-                    "(mlcycle serve --max-body-bytes)"
-                )
+        if length is not None and not length.isdigit():
+            return 400, f"Content-Length {length[:20]!r} is not a number"
+        # A body must be JSON; a request without one (`curl -X POST` of a reload) needs no type.
+        if (length is not None and int(length) > 0) or _header(scope, b"transfer-encoding"):
+            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if ctype not in JSON_TYPES:
+                return 415, f"Content-Type must be application/json, got {ctype[:40] or 'none'}"
+        if length is not None and int(length) > self.max_body_bytes:
+            return 413, (
+                f"the body is {int(length)} bytes; the limit is {self.max_body_bytes} "
+                "(mlcycle serve --max-body-bytes)"
+            )
         return None
 
     async def _read_body(self, receive: Receive) -> bytes | tuple[int, str]:

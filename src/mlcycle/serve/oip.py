@@ -18,6 +18,7 @@ their ``/ready`` and ``/infer``.
 """
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlcycle import __version__, tasks
 from mlcycle.features import Signature
-from mlcycle.serve.core import MAX_TEXT, Core, Loaded, example_record, prediction_dicts
+from mlcycle.serve.core import (
+    MAX_TEXT,
+    Core,
+    Loaded,
+    example_record,
+    prediction_dicts,
+    shown,
+)
 from mlcycle.serve.http import ErrorDetail, json_response
 from mlcycle.serve.rules import check_columns, extra_fields
 
@@ -148,7 +156,8 @@ def columns_from_inputs(
     unknown = sorted(given - set(kinds) - unused)
     if unknown:
         also = f"; it may also send {sorted({*kinds} - {*required})}" if extra else ""
-        raise OipError(f"unknown input(s) {unknown}; the model's inputs are {required}{also}")
+        named = ", ".join(map(shown, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        raise OipError(f"unknown input(s) [{named}]; the model's inputs are {required}{also}")
     missing = [name for name in required if name not in given]
     if missing:
         raise OipError(f"missing input(s) {missing}; the model needs {required}")
@@ -160,34 +169,45 @@ def columns_from_inputs(
         kind = kinds[tensor.name]
         shape = tensor.shape
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
-            raise OipError(f"input {tensor.name!r}: shape {shape}; expected [n] or [n, 1]")
+            raise OipError(f"input {shown(tensor.name)}: shape {shape}; expected [n] or [n, 1]")
         values = _flatten(tensor.data)
         if len(values) != shape[0]:
             raise OipError(
-                f"input {tensor.name!r}: shape {shape} needs {shape[0]} values, got {len(values)}"
+                f"input {shown(tensor.name)}: shape {shape} needs {shape[0]} values, "
+                f"got {len(values)}"
             )
         if n is not None and shape[0] != n:
-            raise OipError(f"input {tensor.name!r} has {shape[0]} rows; the others have {n}")
+            raise OipError(f"input {shown(tensor.name)} has {shape[0]} rows; the others have {n}")
         n = shape[0]
         if kind == "numeric":
             if tensor.datatype == "BYTES":
-                raise OipError(f"input {tensor.name!r} is numeric; send FP64, FP32 or INT64")
+                raise OipError(f"input {shown(tensor.name)} is numeric; send FP64, FP32 or INT64")
             for i, v in enumerate(values):
                 if v is None:
                     continue
                 if isinstance(v, bool) and tensor.datatype != "BOOL":
-                    raise OipError(f"input {tensor.name!r}, row {i}: a boolean, not a number")
-                if not isinstance(v, int | float) or not math.isfinite(v):
-                    raise OipError(f"input {tensor.name!r}, row {i}: {v!r} is not a finite number")
+                    raise OipError(f"input {shown(tensor.name)}, row {i}: a boolean, not a number")
+                if not isinstance(v, int | float) or not _finite(v):
+                    raise OipError(
+                        f"input {shown(tensor.name)}, row {i}: {shown(v)} is not a finite number"
+                    )
         else:
             if tensor.datatype != "BYTES":
-                raise OipError(f"input {tensor.name!r} is categorical; send BYTES (strings)")
+                raise OipError(f"input {shown(tensor.name)} is categorical; send BYTES (strings)")
             for i, v in enumerate(values):
                 if v is not None and not isinstance(v, str):
-                    raise OipError(f"input {tensor.name!r}, row {i}: {v!r} is not a string")
+                    raise OipError(
+                        f"input {shown(tensor.name)}, row {i}: {shown(v)} is not a string"
+                    )
             _check_texts(tensor.name, values)
         columns[tensor.name] = values
     return columns
+
+
+def _finite(v: int | float) -> bool:
+    """A float finite, an integer within a float's range (``math.isfinite(10**400)`` raises
+    OverflowError instead of answering)."""
+    return math.isfinite(v) if isinstance(v, float) else abs(v) <= sys.float_info.max
 
 
 def _check_texts(name: str, values: list[str | None]) -> None:
@@ -197,7 +217,8 @@ def _check_texts(name: str, values: list[str | None]) -> None:
     if max(map(len, texts), default=0) > MAX_TEXT:
         i, v = next((i, v) for i, v in enumerate(values) if v is not None and len(v) > MAX_TEXT)
         raise OipError(
-            f"input {name!r}, row {i}: text of {len(v)} characters; at most {MAX_TEXT} are accepted"
+            f"input {shown(name)}, row {i}: text of {len(v)} characters; at most {MAX_TEXT} "
+            "are accepted"
         )
     try:
         "".join(texts).encode("utf-8")
@@ -207,7 +228,8 @@ def _check_texts(name: str, values: list[str | None]) -> None:
                 (v or "").encode("utf-8")
             except UnicodeEncodeError:
                 raise OipError(
-                    f"input {name!r}, row {i}: not valid Unicode text (it holds a lone surrogate)"
+                    f"input {shown(name)}, row {i}: not valid Unicode text (it holds a lone "
+                    "surrogate)"
                 ) from None
 
 
@@ -301,11 +323,11 @@ def served_model(core: Core, name: str, version: str | None) -> Loaded:
     the model id); 404 otherwise."""
     model = core.current()
     if name != model.name:
-        raise HTTPException(404, f"model {name!r} is not served here; {model.name!r} is")
+        raise HTTPException(404, f"model {shown(name)} is not served here; {model.name!r} is")
     if version is not None and version not in (model.version, model.bundle.model_id):
         raise HTTPException(
             404,
-            f"version {version!r} of {name!r} is not served; {versions(model)[0]!r} is",
+            f"version {shown(version)} of {shown(name)} is not served; {versions(model)[0]!r} is",
         )
     return model
 
