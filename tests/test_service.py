@@ -7,6 +7,7 @@ nothing), hot reload, and a schemathesis run against the OpenAPI document.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -80,8 +81,9 @@ def records(built_project: Path) -> list[dict]:
 def server(built_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     # A short body timeout: the slow-body test waits it out (loopback bodies arrive at once).
     url, proc, log_db = start_server(
-        built_project, "--workers", "2", "--max-body-bytes", "200000", "--body-timeout", "3"
-    )
+        built_project, "--workers", "2", "--max-body-bytes", "200000", "--body-timeout", "3",
+        "--header-timeout", "2",
+    )  # fmt: skip
     yield url, proc, log_db
     stop_server(proc)
 
@@ -273,6 +275,36 @@ def test_a_body_shorter_than_its_content_length_is_answered(server) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"did not arrive within 3 s" in answer, answer
+
+
+def test_slow_or_oversized_headers_are_refused_while_others_are_served(server) -> None:
+    """50 clients sending their headers a line a second, and one sending nothing: each gets a
+    408 and is closed at the header timeout (2 s here) while /health keeps answering; a 64 KiB
+    header gets a 431 at once (16 KiB by default), and so do 101 headers."""
+    url, _, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(51)]
+    for sock in slow[1:]:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    healthy = []
+    while time.monotonic() - started < 1.0:  # inside the 2 s the slow ones are given
+        healthy.append(call(url, "GET", "/health")[0])
+        for sock in slow[1:]:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"X-Slow: 1\r\n")
+        time.sleep(0.2)
+    assert healthy and set(healthy) == {200}, healthy
+    for sock in slow:
+        with sock:
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"--header-timeout" in answer, answer
+    for headers in ({"X-Big": "b" * 65_536}, {f"X-{i}": "1" for i in range(101)}):
+        status, _, body = call(url, "GET", "/health", headers=headers)
+        assert status == 431 and b"--max-header" in body, (status, body[:200])
 
 
 def test_a_burst_past_the_admission_bound_is_refused_with_retry_after(

@@ -174,6 +174,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_body_bytes=args.max_body_bytes,
         body_timeout=args.body_timeout,
+        max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
+        header_timeout=args.header_timeout,
         max_records=args.max_records,
         max_in_flight=args.max_in_flight,
         bundle_dir=str(Path(args.bundle).resolve()) if args.bundle else None,
@@ -570,6 +573,22 @@ def _add_serve(sub: Subparsers) -> None:
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument(
         "--body-timeout", type=float, default=10.0, help="seconds a client has to send its body"
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=16 * 1024,
+        help="bytes of a request's line and headers; past it: 431 (414 for the URL alone)",
+    )
+    p.add_argument(
+        "--max-headers", type=int, default=100, help="headers of a request; past it: 431"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's line and headers, from connecting or "
+        "from its first byte; past it: 408 and the connection closed",
     )
     p.add_argument("--max-records", type=int, default=10_000, help="records per request")
     p.add_argument(

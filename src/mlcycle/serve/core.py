@@ -55,6 +55,11 @@ class ServeSettings:
 
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout: float = 10.0
+    # The request line and headers (runner.BoundedHttpTools): bytes, count, and the seconds a
+    # client has to send them from its first byte (or from connecting).
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
     max_records: int = MAX_RECORDS
     max_in_flight: int = MAX_IN_FLIGHT
     admin_token: str | None = None
@@ -72,6 +77,13 @@ class ServeSettings:
     generation_at_start: float | None = None
 
     def __post_init__(self) -> None:
+        for option, value in (
+            ("--max-header-bytes", self.max_header_bytes),
+            ("--max-headers", self.max_headers),
+            ("--header-timeout", self.header_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{option} must be above 0, got {value}")
         if self.max_in_flight < 1:
             raise ValueError(
                 f"--max-in-flight must be at least 1 (the requests a worker holds at once), "

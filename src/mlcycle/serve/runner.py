@@ -18,13 +18,13 @@ import shutil
 import signal
 import socket
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mlcycle.bundle import load_bundle
 from mlcycle.constants import ADMIN_TOKEN_ENV
@@ -36,20 +36,156 @@ CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
 DEFAULT_LOG_URL = "sqlite:///logs/predictions.db"  # under the project (git-ignored)
 
 
-class NoDelayHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a connection with Nagle's algorithm off.
+@dataclass(frozen=True)
+class HeaderLimits:
+    """Bounds on a request's line and headers (:class:`BoundedHttpTools`)."""
 
-    asyncio turns Nagle off only on sockets whose protocol number says TCP, and with
-    ``--workers`` above 1 uvicorn binds the listening socket itself with protocol 0: each
-    accepted connection kept Nagle on, so on a kept-alive connection a response's body (a
-    second write, after the headers) waited for the client's delayed ACK, 40 ms on Linux, on
-    every request but the first (docs/serving.md, "Under load")."""
+    max_bytes: int = 16 * 1024
+    max_count: int = 100
+    timeout: float = 10.0
+
+
+LINGER_SECONDS = 1.0  # a refused connection is read and dropped this long before it closes
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request already answered."""
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request's head bounded, and Nagle's algorithm off.
+
+    - **Bounded head.** The request line and headers get at most :attr:`limits` ``max_bytes``
+      (past it, 414 for the URL, else 431) and ``max_count`` headers (431), counted as they
+      arrive, so a 64 MB header is refused at its first 16 KiB instead of being parsed; and
+      ``timeout`` seconds from the connection (or, kept alive, from a request's first byte)
+      to the end of the headers, past which the client gets a 408 and the connection is
+      closed: a client sending its headers slowly, or nothing, holds a connection that long
+      at most. uvicorn bounds neither with httptools.
+    - **Nagle off.** asyncio turns Nagle's algorithm off only on sockets whose protocol number
+      says TCP, and with ``--workers`` above 1 uvicorn binds the listening socket itself with
+      protocol 0: each accepted connection kept Nagle on, so on a kept-alive connection a
+      response's body (a second write, after the headers) waited for the client's delayed
+      ACK, 40 ms on Linux, on every request but the first (docs/serving.md, "Under load").
+
+    :attr:`limits` is set from the service's settings in each worker (:func:`build_app`)."""
+
+    limits = HeaderLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        self._head_bytes = 0
+        self._head_count = 0
+        self._raw = 0
+        self._answered = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._start_head_timer()
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.timeout, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self._refuse(
+            408,
+            f"the request's line and headers did not arrive within {self.limits.timeout:g} s "
+            "(mlcycle serve --header-timeout)",
+        )
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` with a JSON reason and close the connection: its sending side at
+        once, the rest after :data:`LINGER_SECONDS` of reading and dropping what the client
+        still sends (closed at once, unread bytes would reset the connection and the client
+        could lose the answer)."""
+        if self._answered or self.transport.is_closing():
+            return
+        self._answered = True
+        self._stop_head_timer()
+        body = json.dumps({"detail": reason}).encode()
+        self.transport.write(
+            STATUS_LINE[status]
+            + b"content-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _count(self, size: int, headers: int = 0) -> None:
+        """Count ``size`` more bytes (and ``headers``) of the head; refuse past the bounds."""
+        self._head_bytes += size
+        self._head_count += headers
+        problem = None
+        if self._head_count > self.limits.max_count:
+            problem = (
+                431,
+                f"more than {self.limits.max_count} headers (mlcycle serve --max-headers)",
+            )
+        elif self._head_bytes > self.limits.max_bytes:
+            problem = (
+                414 if headers == 0 and not self.headers else 431,
+                (
+                    f"the request's line and headers are over {self.limits.max_bytes} bytes "
+                    "(mlcycle serve --max-header-bytes)"
+                ),
+            )
+        if problem is not None:
+            self._refuse(*problem)
+            raise _Refused(problem[1])
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        super().data_received(data)
+        # Headers still incomplete after this chunk: the parser holds the part of one it has
+        # not passed to on_header yet, so the bytes received count, and one huge header is
+        # refused at its first chunk past the bound instead of being read whole.
+        if self._head_timer is not None and not self._answered:
+            self._raw += len(data)
+            if self._raw > self.limits.max_bytes:
+                self._refuse(
+                    431,
+                    f"the request's line and headers are over {self.limits.max_bytes} bytes "
+                    "(mlcycle serve --max-header-bytes)",
+                )
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._answered:  # else the refusal that stopped the parser was the answer
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._head_count = 0
+        self._raw = 0
+        self._start_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4, headers=1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
 
 # asyncio's own event loop, not uvloop: libuv accepts one connection per loop iteration, and
@@ -57,7 +193,7 @@ class NoDelayHttpTools(HttpToolsProtocol):
 # of 100-record requests) new connections waited in the listen backlog for seconds; asyncio
 # accepts every waiting connection in each iteration (docs/serving.md, "Under load"). The
 # protocol by import path: uvicorn's command line takes it too (bench/bench_serve.py).
-UVICORN_OPTIONS = {"http": "mlcycle.serve.runner:NoDelayHttpTools", "loop": "asyncio"}
+UVICORN_OPTIONS = {"http": "mlcycle.serve.runner:BoundedHttpTools", "loop": "asyncio"}
 
 
 def default_workers() -> int:
@@ -84,6 +220,9 @@ def build_app() -> FastAPI:
     if cfg.get("log_url"):
         log = PredictionLog(cfg["log_url"], when_full=cfg.get("log_when_full", "reject"))
     settings = ServeSettings(**cfg["settings"])
+    BoundedHttpTools.limits = HeaderLimits(
+        settings.max_header_bytes, settings.max_headers, settings.header_timeout
+    )
     return create_app(bundle, settings, log=log, version=cfg.get("version"))
 
 
