@@ -383,9 +383,9 @@ def test_the_everyday_commands_run_as_written(repro_clone: tuple, tmp_path: Path
     assert value(tuned, "metrics/summary.json", "roc_auc") == auc
     sweep = by_trials[0]
     depths = sorted(value(e, "params.yaml", "train", "xgb", "max_depth") for e in sweep)
-    assert depths == [4, 6, 8]
+    assert depths == [4, 6]
     # The chosen model and params dvclive logged show beside params.yaml: where XGBoost won
-    # (at depth 8 on this sample a random forest does), the depth the sweep set.
+    # (at both depths on this sample; at 8 a random forest would), the depth the sweep set.
     xgboost_won = []
     for exp in sweep:
         chosen = value(exp, "metrics/train/params.yaml")
@@ -396,7 +396,7 @@ def test_the_everyday_commands_run_as_written(repro_clone: tuple, tmp_path: Path
             xgboost_won.append(depth)
     assert len(xgboost_won) >= 2, xgboost_won
     for key in ("roc_auc", "cv_roc_auc"):
-        assert len({value(e, "metrics/summary.json", key) for e in sweep}) == 3, key
+        assert len({value(e, "metrics/summary.json", key) for e in sweep}) == 2, key
     params = yaml.safe_load((fork / "params.yaml").read_text())["train"]
     assert params["tuning"]["trials"] == 60 and params["xgb"]["max_depth"] == 6
     assert "cv_roc_auc" in output("dvc exp show").stdout
