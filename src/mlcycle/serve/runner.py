@@ -122,6 +122,12 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    def _too_long(self) -> str:
+        return (
+            f"the request's line and headers are over {self.limits.max_bytes} bytes "
+            "(mlcycle serve --max-header-bytes)"
+        )
+
     def _count(self, size: int, headers: int = 0) -> None:
         """Count ``size`` more bytes (and ``headers``) of the head; refuse past the bounds."""
         self._head_bytes += size
@@ -133,13 +139,7 @@ class BoundedHttpTools(HttpToolsProtocol):
                 f"more than {self.limits.max_count} headers (mlcycle serve --max-headers)",
             )
         elif self._head_bytes > self.limits.max_bytes:
-            problem = (
-                414 if headers == 0 and not self.headers else 431,
-                (
-                    f"the request's line and headers are over {self.limits.max_bytes} bytes "
-                    "(mlcycle serve --max-header-bytes)"
-                ),
-            )
+            problem = 414 if headers == 0 and not self.headers else 431, self._too_long()
         if problem is not None:
             self._refuse(*problem)
             raise _Refused(problem[1])
@@ -154,11 +154,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self._head_timer is not None and not self._answered:
             self._raw += len(data)
             if self._raw > self.limits.max_bytes:
-                self._refuse(
-                    431,
-                    f"the request's line and headers are over {self.limits.max_bytes} bytes "
-                    "(mlcycle serve --max-header-bytes)",
-                )
+                self._refuse(431, self._too_long())
 
     def send_400_response(self, msg: str) -> None:
         if not self._answered:  # else the refusal that stopped the parser was the answer
