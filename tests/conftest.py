@@ -720,9 +720,10 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
+        # The workers first, each waited for, while the scheduler is there to see them leave:
+        # stopped together, the workers waited 8 s for the scheduler that had gone.
         for proc in reversed(procs):
             proc.terminate()
-        for proc in procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
