@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mlcycle import status
 from mlcycle.config import read_raw
 from tests.conftest import ROOT, cli
@@ -71,3 +73,10 @@ def test_readme_generation_refuses_a_readme_without_markers(tmp_path: Path) -> N
     proc = cli(tmp_path, "status", "--readme", check=False)
     assert proc.returncode == 1 and "results:begin" in proc.stderr
     assert (tmp_path / "README.md").read_text() == "# no markers\n"
+
+
+def test_service_url_must_be_http() -> None:
+    """``--service`` is fetched with urllib, which would open ``file:`` and ``ftp:`` too."""
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "127.0.0.1:8000"):
+        with pytest.raises(status.ServiceError, match="not an http"):
+            status.served(url)

@@ -39,8 +39,9 @@ INSERT_COLUMNS = (
     "outputs",
 )
 
+# bandit B608 (SQL built from strings): our own column names; the values are bound parameters
 SQLITE_INSERT = (
-    f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "
+    f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "  # nosec B608
     f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
 POSTGRES_COPY = f"COPY predictions ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
