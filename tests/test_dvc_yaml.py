@@ -23,8 +23,10 @@ STAGES = PIPELINE["stages"]
 
 # Run in a fresh Python: import the module, then the mlcycle modules it imports inside its
 # functions (a deferred import, kept off the start-up of a run that does not need it: the
-# gate's champion scoring); print the files loaded. Imports for type checkers only are not
-# followed, nor those a library module defers (its callers' deferred imports name theirs).
+# gate's champion scoring), and, where the model registry is loaded, every kind's adapter (it
+# imports a kind's adapter when a model of that kind is fitted or loaded); print the files
+# loaded. Imports for type checkers only are not followed, nor those a library module defers
+# (its callers' deferred imports name theirs).
 IMPORTS = """
 import ast, importlib, json, sys
 
@@ -47,6 +49,9 @@ for name in deferred(ast.parse(open(module.__file__).read())):
             importlib.import_module(name)
         except ImportError:  # `from mlcycle.x import f`: f is not a module
             pass
+if "mlcycle.models" in sys.modules:
+    for kind in sys.modules["mlcycle.models"].KINDS:
+        sys.modules["mlcycle.models"].adapter(kind)
 print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()
                         if n.startswith("mlcycle") and getattr(m, "__file__", None))))
 """

@@ -17,7 +17,7 @@ from mlcycle.bundle import BundleError, load_bundle, write_bundle
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import KPI_FUNCTIONS, bootstrap_interval, compute_kpis, slice_kpis
 from mlcycle.models import (
-    ADAPTERS,
+    KINDS,
     ModelError,
     adapter,
     fit,
@@ -92,7 +92,7 @@ def test_signature_classes_have_a_fixed_order() -> None:
     assert read.task == BINARY and read.classes == ("no", "yes")
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_answers_the_tasks_shape(kind: str, task_data: tuple) -> None:
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:
@@ -116,7 +116,7 @@ def test_every_kind_answers_the_tasks_shape(kind: str, task_data: tuple) -> None
     assert sum(r["gain"] for r in importance) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_model_files_round_trip_bit_for_bit(kind: str, task_data: tuple, tmp_path: Path) -> None:
     task, sig, X, y = task_data
     if task not in MODEL_TASKS[kind]:

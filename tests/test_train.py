@@ -27,17 +27,19 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mlcycle import config
-from mlcycle.adapters.sklearn_models import SklearnModel
+from mlcycle.adapters.sklearn_models import (
+    TRUSTED_TYPES,
+    SklearnModel,
+    canonical_skops,
+    check_skops_types,
+)
 from mlcycle.adapters.xgboost_model import booster_params
 from mlcycle.bundle import BundleError, load_bundle, write_bundle
 from mlcycle.features import encode_target, to_model_frame
 from mlcycle.models import (
-    TRUSTED_TYPES,
     ModelError,
     UntrustedTypesError,
     adapter,
-    canonical_skops,
-    check_skops_types,
     fit,
     load_model,
     load_model_dir,

@@ -17,7 +17,7 @@ Layout::
 A bundle holds exactly one model file, the one ``metadata.json``'s ``model_kind`` calls for.
 Loading refuses a bundle with a missing, extra or altered file, naming the file, before any of
 its content is parsed; a skops model is then refused if it holds a type outside
-:data:`mlcycle.models.TRUSTED_TYPES`, before any of it is built.
+:data:`mlcycle.adapters.sklearn_models.TRUSTED_TYPES`, before any of it is built.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-
-import xgboost as xgb
+from typing import TYPE_CHECKING
 
 from mlcycle.features import Signature
 from mlcycle.io import dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 from mlcycle.schema.rows import RowRules
+
+if TYPE_CHECKING:  # XGBoost is imported with the adapter of a bundle that holds one
+    import xgboost as xgb
 
 MODEL_FILES = model_files()  # model kind -> its file name (model.ubj, model.skops)
 XGB_FILE = MODEL_FILES["xgboost"]

@@ -8,7 +8,10 @@ A new kind is one new adapter file, registered below, plus its entry in
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +19,20 @@ import numpy as np
 import pandas as pd
 
 from mlcycle import tasks
-from mlcycle.adapters.base import FitResult, Model, ModelError, Progress
-from mlcycle.adapters.sklearn_models import (
-    TRUSTED_TYPES,
-    LogisticRegressionModel,
-    RandomForestModel,
-    RidgeModel,
-    UntrustedTypesError,
-    canonical_skops,
-    check_skops_types,
-)
-from mlcycle.adapters.xgboost_model import XGBoostModel
+from mlcycle.adapters.base import FitResult, Model, ModelError, Progress, UntrustedTypesError
 from mlcycle.io import read_json, write_bytes, write_json
 from mlcycle.tasks import BINARY, MODEL_TASKS
 
 __all__ = [
-    "ADAPTERS",
+    "KINDS",
     "MODEL_INFO",
-    "TRUSTED_TYPES",
     "FitResult",
+    "Kind",
     "Model",
     "ModelError",
     "Progress",
     "UntrustedTypesError",
     "adapter",
-    "canonical_skops",
-    "check_skops_types",
     "fit",
     "load_model",
     "load_model_dir",
@@ -55,32 +46,54 @@ MODEL_INFO = "model.json"  # beside the model file: its kind, task, parameters a
 
 # --- the registry of kinds --------------------------------------------------------------------
 
-ADAPTERS: dict[str, type[Model]] = {}
+
+@dataclass(frozen=True)
+class Kind:
+    """A model kind: where its adapter is, and the file its models are stored in."""
+
+    adapter: str  # "module:Class", imported on first use
+    file_name: str
 
 
-def register(cls: type[Model]) -> type[Model]:
-    """Make an adapter available under its ``kind``."""
-    if cls.kind not in MODEL_TASKS:
-        raise ModelError(f"adapter kind {cls.kind!r} is not in mlcycle.tasks.MODEL_TASKS")
-    ADAPTERS[cls.kind] = cls
+# The adapters are imported when a kind is first used: XGBoost and scikit-learn take about a
+# second to import, and packaging, verifying or listing a bundle needs neither.
+KINDS: dict[str, Kind] = {}
+
+
+def register(kind: str, adapter_path: str, file_name: str) -> None:
+    """Make the adapter at ``adapter_path`` ("module:Class") available under ``kind``, its
+    models stored in ``file_name``."""
+    if kind not in MODEL_TASKS:
+        raise ModelError(f"adapter kind {kind!r} is not in mlcycle.tasks.MODEL_TASKS")
+    KINDS[kind] = Kind(adapter_path, file_name)
+    adapter.cache_clear()
+
+
+@functools.cache
+def adapter(kind: str) -> type[Model]:
+    """The adapter class of ``kind`` (imported now if it was not yet), or
+    :class:`ModelError` naming the known kinds."""
+    try:
+        module, name = KINDS[kind].adapter.split(":")
+    except KeyError:
+        raise ModelError(f"unknown model kind {kind!r}; known: {sorted(KINDS)}") from None
+    cls = getattr(importlib.import_module(module), name)
+    if cls.kind != kind:
+        raise ModelError(f"{KINDS[kind].adapter} is the adapter of {cls.kind!r}, not {kind!r}")
     return cls
 
 
-for _cls in (LogisticRegressionModel, RidgeModel, RandomForestModel, XGBoostModel):
-    register(_cls)
-
-
-def adapter(kind: str) -> type[Model]:
-    """The adapter class of ``kind``, or :class:`ModelError` naming the known kinds."""
-    try:
-        return ADAPTERS[kind]
-    except KeyError:
-        raise ModelError(f"unknown model kind {kind!r}; known: {sorted(ADAPTERS)}") from None
+register(
+    "logistic_regression", "mlcycle.adapters.sklearn_models:LogisticRegressionModel", "model.skops"
+)
+register("ridge", "mlcycle.adapters.sklearn_models:RidgeModel", "model.skops")
+register("random_forest", "mlcycle.adapters.sklearn_models:RandomForestModel", "model.skops")
+register("xgboost", "mlcycle.adapters.xgboost_model:XGBoostModel", "model.ubj")
 
 
 def model_files() -> dict[str, str]:
     """Model kind -> the file name its model is stored under."""
-    return {kind: cls.file_name for kind, cls in ADAPTERS.items()}
+    return {kind: k.file_name for kind, k in KINDS.items()}
 
 
 def fit(
@@ -111,14 +124,14 @@ def save_model_dir(directory: str | Path, model: Model, info: Mapping[str, Any])
     """Write ``model`` and ``info`` plus its kind and task (model.json) into ``directory``,
     each atomically; model files of other kinds are removed."""
     directory = Path(directory)
-    write_bytes(directory / model.file_name, model.to_bytes())
+    file_name = KINDS[model.kind].file_name
+    write_bytes(directory / file_name, model.to_bytes())
     write_json(
-        directory / MODEL_INFO,
-        {**info, "kind": model.kind, "task": model.task, "file": model.file_name},
+        directory / MODEL_INFO, {**info, "kind": model.kind, "task": model.task, "file": file_name}
     )
-    for name in set(model_files().values()) - {model.file_name}:
+    for name in set(model_files().values()) - {file_name}:
         (directory / name).unlink(missing_ok=True)
-    return directory / model.file_name
+    return directory / file_name
 
 
 def load_model_dir(directory: str | Path) -> tuple[Model, dict[str, Any]]:
@@ -126,9 +139,9 @@ def load_model_dir(directory: str | Path) -> tuple[Model, dict[str, Any]]:
     directory = Path(directory)
     info = read_json(directory / MODEL_INFO)
     kind = info.get("kind")
-    if kind not in ADAPTERS:
+    if kind not in KINDS:
         raise ModelError(f"{directory / MODEL_INFO}: unknown model kind {kind!r}")
-    path = directory / ADAPTERS[kind].file_name
+    path = directory / KINDS[kind].file_name
     try:
         return load_model(kind, path.read_bytes(), info.get("task", BINARY)), info
     except ModelError as exc:

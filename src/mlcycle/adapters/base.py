@@ -22,7 +22,7 @@ settings section (:meth:`Model.fixed_params`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,6 +47,17 @@ class ModelError(ValueError):
 Progress = Callable[[int], None]
 
 
+class UntrustedTypesError(ModelError):
+    """A model file holds types outside those its kind trusts; it was not loaded."""
+
+    def __init__(self, types: list[str], trusted: Sequence[str]) -> None:
+        self.types = types
+        super().__init__(
+            f"it holds untrusted type(s) {types}; refusing to load it (trusted beyond "
+            f"the format's defaults: {list(trusted)})"
+        )
+
+
 @dataclass
 class FitResult:
     """A fitted model, the rounds it was boosted (boosting kinds) and its curves.
@@ -63,13 +74,13 @@ class FitResult:
 class Model:
     """A fitted model of one kind for one task; subclasses are the adapters.
 
-    ``n_classes`` is the number of classes (0 for regression). Subclasses set ``kind`` and
-    ``file_name``, declare what they support and implement the methods that raise
-    :class:`NotImplementedError` here.
+    ``n_classes`` is the number of classes (0 for regression). Subclasses set ``kind``,
+    declare what they support and implement the methods that raise
+    :class:`NotImplementedError` here; the file a kind is stored in is declared with its
+    registration (:data:`mlcycle.models.KINDS`).
     """
 
     kind: ClassVar[str] = ""
-    file_name: ClassVar[str] = ""
     # What the kind supports (see the module's docstring).
     early_stopping: ClassVar[bool] = False  # fit_early_stopped: rounds chosen on a slice
     distributed: ClassVar[bool] = False  # fit_distributed / predict_distributed on Dask

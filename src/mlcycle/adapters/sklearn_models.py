@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlcycle import tasks
-from mlcycle.adapters.base import FitResult, Model, ModelError
+from mlcycle.adapters.base import FitResult, Model, ModelError, UntrustedTypesError
 
 
 def _skops() -> Any:
@@ -48,16 +48,6 @@ TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-class UntrustedTypesError(ModelError):
-    """A skops file holds types outside :data:`TRUSTED_TYPES`; it was not loaded."""
-
-    def __init__(self, types: list[str]) -> None:
-        self.types = types
-        super().__init__(
-            f"it holds untrusted type(s) {types}; refusing to load it (trusted beyond "
-            f"skops' defaults: {list(TRUSTED_TYPES)})"
-        )
-
 
 # --- skops files (the scikit-learn adapters' format) --------------------------------------------
 
@@ -74,7 +64,7 @@ def check_skops_types(data: bytes) -> None:
         raise ModelError(f"not a valid skops file: {type(exc).__name__}: {exc}") from exc
     refused = sorted(set(found) - set(TRUSTED_TYPES))
     if refused:
-        raise UntrustedTypesError(refused)
+        raise UntrustedTypesError(refused, TRUSTED_TYPES)
 
 
 def canonical_skops(data: bytes) -> bytes:
@@ -148,7 +138,6 @@ def _output_features(prep: ColumnTransformer) -> list[str]:
 class SklearnModel(Model):
     """A scikit-learn Pipeline behind the common interface; subclasses name the estimator."""
 
-    file_name = "model.skops"
     scaled: ClassVar[bool] = True  # numbers scaled and categories one-hot (else ordinal codes)
     parallel: ClassVar[bool] = False  # takes n_jobs
 

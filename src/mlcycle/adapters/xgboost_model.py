@@ -172,7 +172,6 @@ class XGBoostModel(Model):
     """An XGBoost booster behind the common interface."""
 
     kind = "xgboost"
-    file_name = "model.ubj"
     early_stopping = True
     distributed = True
     params_section = "xgb"
