@@ -597,12 +597,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default=str(ROOT / "models/bundle"))
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase (default 5)")
-    parser.add_argument("--deadline", type=float, default=240.0, help="seconds for the whole run")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=240.0,
+        help="seconds for the whole run (default 240): phases that would end past it are skipped",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="the service's (default 1)")
     parser.add_argument("--no-log", action="store_true", help="the prediction log off")
-    parser.add_argument("--slow-connections", type=int, default=500)
-    parser.add_argument("--connections", type=int, default=3000, help="idle connections")
-    parser.add_argument("--clients", type=int, default=4, help="huge headers, large bodies")
+    parser.add_argument(
+        "--slow-connections", type=int, default=500, help="slow headers' (default 500)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=3000,
+        help=f"idle connections (default 3000; at most the fd limit less {FD_RESERVE})",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=4, help="of huge headers and large bodies (default 4)"
+    )
     parser.add_argument("--wrk-connections", type=int, default=50)
     parser.add_argument("--json", help="also write the figures to this file")
     limits = parser.add_argument_group("the service's limits (default: its own defaults)")
