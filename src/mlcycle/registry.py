@@ -121,7 +121,7 @@ def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = No
             return dest
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            got = _retrieve(repo, v.name, v.version, work / "bundle", f"{v.name}@{v.version}")
+            got = _retrieve(repo, v, work / "bundle")
             _sync_signatures(repo, v, got)
             got.rename(dest)
         finally:
@@ -129,28 +129,28 @@ def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = No
     return dest
 
 
-def _retrieve(repo: Path, name: str, rev: str, got: Path, what: str) -> Path:
-    """`dvc artifacts get` the bundle of ``name`` at ``rev`` (a version or a commit) into
-    ``got``, checked against its SHA256SUMS; ``what`` names it in errors."""
+def _retrieve(repo: Path, v: Version, got: Path) -> Path:
+    """`dvc artifacts get` the bundle of ``v`` into ``got``, checked against its SHA256SUMS."""
     from mlcycle.bundle import BundleError, verify  # xgboost: only when a bundle is fetched
 
     res = subprocess.run(
-        [*dvc_command(), "artifacts", "get", str(repo.resolve()), name]
-        + ["--rev", rev, "-o", str(got), "-f"],
+        [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
+        + ["--rev", v.version, "-o", str(got), "-f"],
         cwd=repo,
         capture_output=True,
         text=True,
     )
     if res.returncode != 0:
         raise RegistryError(
-            f"cannot retrieve {what} (at {rev[:12]}): {res.stderr.strip() or res.stdout.strip()}. "
-            f"If the bundle is in a DVC remote, run `dvc fetch --rev {rev}` first"
+            f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
+            f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
+            f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
         )
     try:
         verify(got)
     except BundleError as exc:
         raise RegistryError(
-            f"{what} was retrieved but is not the bundle that was released: {exc}"
+            f"{v.name}@{v.version} was retrieved but is not the bundle that was released: {exc}"
         ) from exc
     return got
 
@@ -195,19 +195,16 @@ def _sync_signatures(repo: Path, v: Version, folder: Path) -> None:
 
 
 def sign_version(repo: str | Path, v: Version, key: Ed25519PrivateKey) -> str:
-    """Sign ``v``'s bundle with ``key``: its signature tag, made or replaced; returns the
-    tag's name."""
-    return _tag_signature(Path(repo), v, _sign_commit(Path(repo), v.name, v.commit, key))
-
-
-def _sign_commit(repo: Path, name: str, commit: str, key: Ed25519PrivateKey) -> str:
-    """The signature record of the bundle at ``commit``, as retrieved from DVC's cache (what
-    a fetch of the version gets) and checked against its SHA256SUMS."""
+    """Sign ``v``'s bundle, as retrieved from DVC's cache (what a fetch of the version gets)
+    and checked against its SHA256SUMS, with ``key``: its signature tag, made or replaced;
+    returns the tag's name."""
     from mlcycle.bundle import CHECKSUM_FILE
 
+    repo = Path(repo)
     with tempfile.TemporaryDirectory(prefix=".mlcycle-sign.") as work:
-        got = _retrieve(repo, name, commit, Path(work) / "bundle", f"{name} at {commit[:12]}")
-        return signing.sign((got / CHECKSUM_FILE).read_bytes(), key)
+        got = _retrieve(repo, v, Path(work) / "bundle")
+        record = signing.sign((got / CHECKSUM_FILE).read_bytes(), key)
+    return _tag_signature(repo, v, record)
 
 
 def _tag_signature(repo: Path, v: Version, record: str) -> str:
@@ -289,7 +286,8 @@ def release(
     Refuses when the committed gate decision at HEAD is missing or a rejection, or when
     dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
     model in the workspace), or when the signing key is unusable; the bundle is signed (as
-    retrieved from DVC's cache at HEAD) before the first tag is made, so a failure tags nothing.
+    retrieved from DVC's cache) once registered and before production names it; when signing
+    fails, the registration is undone (its tag deleted: made here, never pushed).
     """
     repo = Path(repo)
     try:
@@ -314,18 +312,22 @@ def release(
         )
     _check_packaged(repo, commit)
     v = Version(name, next_version(repo, name, bump), commit)
-    record = _sign_commit(repo, name, commit, key) if key is not None else None
     api = _gto()
     api.register(
         str(repo), name, ref=commit, version=v.version, message=message or f"{name} {v.version}"
     )
-    if record is None:
+    if key is None:
         say(
             f"{name}@{v.version} is not signed ({signing.SIGNING_KEY_ENV} is not set): a "
             "service or `mlcycle predict` with trusted keys refuses it"
         )
     else:  # signed before production names it: a reload never finds it unsigned
-        say(f"{name}@{v.version} signed (tag {_tag_signature(repo, v, record)})")
+        try:
+            tag = sign_version(repo, v, key)
+        except RegistryError:
+            _git(repo, "tag", "-d", f"{name}@{v.version}")  # made here, never pushed
+            raise
+        say(f"{name}@{v.version} signed (tag {tag})")
     api.assign(
         str(repo),
         name,
