@@ -26,7 +26,6 @@ import binascii
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,18 +205,10 @@ def sign(sums: bytes, key: Ed25519PrivateKey) -> str:
 
 
 def work_tree(folder: str | Path = ".") -> Path | None:
-    """The git work tree ``folder`` lies in, or None outside one."""
-    try:
-        res = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(res.stdout.strip()).resolve() if res.returncode == 0 else None
+    """The git work tree ``folder`` lies in (the nearest folder holding ``.git``, a folder or
+    a worktree's file), or None outside one."""
+    folder = Path(folder).resolve()
+    return next((d for d in (folder, *folder.parents) if (d / ".git").exists()), None)
 
 
 def _refuse_inside(path: Path, project: str | Path) -> None:
