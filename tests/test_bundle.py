@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from mlcycle import signing
 from mlcycle.adapters.xgboost_model import XGBoostModel, dmatrix
 from mlcycle.bundle import (
     CHECKSUM_FILE,
@@ -174,6 +175,82 @@ def test_checksums_rewritten_for_a_different_model_are_refused(
     (bundle_dir / CHECKSUM_FILE).write_text(sums)
     with pytest.raises(BundleError, match="metadata.json names a different model"):
         load_bundle(bundle_dir)
+
+
+def signed(bundle_dir: Path, *keys: signing.Ed25519PrivateKey) -> Path:
+    """``bundle_dir`` with SHA256SUMS.sig holding its SHA256SUMS's signature by each key."""
+    sums = (bundle_dir / CHECKSUM_FILE).read_bytes()
+    lines = "".join(signing.sign(sums, key) + "\n" for key in keys)
+    (bundle_dir / signing.SIGNATURES_FILE).write_text(lines)
+    return bundle_dir
+
+
+def trusting(*keys: signing.Ed25519PrivateKey) -> signing.TrustedKeys:
+    text = "".join(
+        signing.public_line(k.public_key(), f"key{i}") + "\n" for i, k in enumerate(keys)
+    )
+    return signing.parse_public_keys(text, "trusted.pub")
+
+
+def rewrite_checksums(bundle_dir: Path) -> None:
+    """SHA256SUMS made again for the files as they are: what an attacker who can write the
+    bundle does after editing it."""
+    names = sorted(p.name for p in bundle_dir.iterdir() if p.name.endswith((".json", ".ubj")))
+    sums = "".join(f"{sha256_bytes((bundle_dir / n).read_bytes())}  {n}\n" for n in names)
+    (bundle_dir / CHECKSUM_FILE).write_text(sums)
+
+
+def test_an_edit_with_rewritten_checksums_is_refused_only_with_trusted_keys(
+    bundle_dir: Path,
+) -> None:
+    """The threshold edited and SHA256SUMS rewritten: SHA256SUMS alone cannot tell (the
+    bundle loads with the forged threshold); a trusted key's signature can."""
+    key = signing.generate_key()
+    signed(bundle_dir, key)
+    assert load_bundle(bundle_dir, trusting(key)).threshold == 0.4
+    meta = json.loads((bundle_dir / METADATA_FILE).read_text())
+    (bundle_dir / METADATA_FILE).write_text(json.dumps({**meta, "threshold": 0.01}))
+    rewrite_checksums(bundle_dir)
+    assert load_bundle(bundle_dir).threshold == 0.01  # no keys: corruption checks only
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_dir, trusting(key))
+    assert str(bundle_dir) in str(refused.value)
+    assert "changed after it was signed" in str(refused.value)
+
+
+def test_an_unsigned_bundle_is_refused_with_trusted_keys(bundle_dir: Path) -> None:
+    with pytest.raises(BundleError, match=r"bundle.*not signed \(no SHA256SUMS.sig\)"):
+        load_bundle(bundle_dir, trusting(signing.generate_key()))
+
+
+def test_a_bundle_signed_by_an_untrusted_key_is_refused_naming_the_key(bundle_dir: Path) -> None:
+    stranger, ours = signing.generate_key(), signing.generate_key()
+    signed(bundle_dir, stranger)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(bundle_dir, trusting(ours))
+    message = str(refused.value)
+    assert signing.key_id(stranger.public_key()) in message and "none of them trusted" in message
+
+
+def test_a_forged_signature_is_refused(bundle_dir: Path) -> None:
+    """The record names the right SHA256SUMS digest but its signature is another's."""
+    key = signing.generate_key()
+    signed(bundle_dir, key)
+    record = json.loads((bundle_dir / signing.SIGNATURES_FILE).read_text())
+    forged = signing.sign(b"something else", key)
+    record["signature"] = json.loads(forged)["signature"]
+    (bundle_dir / signing.SIGNATURES_FILE).write_text(json.dumps(record) + "\n")
+    with pytest.raises(BundleError, match="does not verify"):
+        load_bundle(bundle_dir, trusting(key))
+
+
+def test_any_trusted_signature_admits_a_bundle_signed_by_several_keys(bundle_dir: Path) -> None:
+    """After a rotation a version may carry the old key's signature and the new one's: a
+    service trusting either loads it; the signatures file is no extra file without keys."""
+    old, new = signing.generate_key(), signing.generate_key()
+    signed(bundle_dir, old, new)
+    for trusted in (trusting(old), trusting(new), None):
+        assert load_bundle(bundle_dir, trusted).threshold == 0.4
 
 
 def test_consistent_bundle_with_an_invalid_model_is_refused_naming_it(tmp_path: Path) -> None:

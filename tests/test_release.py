@@ -1,20 +1,24 @@
 """The gate and the registry, run for real: `dvc repro`, git tags in GTO's convention, and
-`mlcycle release` / `lineage` / `serve --version` in a temporary project."""
+`mlcycle release` / `lineage` / `serve --version` in a temporary project; signed releases and
+a service or `mlcycle predict` that trusts signed bundles only."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlcycle import registry
-from mlcycle.bundle import load_bundle
-from tests.conftest import cli, git_commit, run, serving, set_params
+from mlcycle import registry, signing
+from mlcycle.bundle import CHECKSUM_FILE, METADATA_FILE, load_bundle
+from mlcycle.io import sha256_bytes
+from tests.conftest import BIN, cli, free_port, git_commit, run, serving, set_params
 
 NAME = "income-classifier"
 
@@ -25,12 +29,24 @@ def tags(project: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def released(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the small project whose model was released as v0.1.0 and put in prod."""
+    """A copy of the small project whose model was released as v0.1.0, signed with a key
+    made by `mlcycle keys generate` (:func:`signing_key`, beside the project; its public line
+    in :func:`trusted_keys`), and put in prod."""
     project = tmp_path_factory.mktemp("released") / "project"
     shutil.copytree(small_project, project, symlinks=True)
-    out = cli(project, "release")  # the console script: test_readme_commands.py's run
+    key, trusted = signing_key(project), trusted_keys(project)
+    cli(project, "keys", "generate", "--out", key, "--name", "tests", "--trusted-keys", trusted)
+    out = cli(project, "release", env={signing.SIGNING_KEY_ENV: str(key)})
     assert f"tags {NAME}@v0.1.0, {NAME}#prod#1)" in out.stdout, out.stdout
     return project
+
+
+def signing_key(project: Path) -> Path:
+    return project.parent / "keys" / "signing.pem"  # outside the project's work tree
+
+
+def trusted_keys(project: Path) -> Path:
+    return project.parent / "trusted.pub"
 
 
 def copy_of(released: Path, tmp_path: Path) -> Path:
@@ -40,8 +56,15 @@ def copy_of(released: Path, tmp_path: Path) -> Path:
 
 
 def test_release_tags_the_commit_in_gto_convention(released: Path) -> None:
+    """Two tags in GTO's convention, and the signature's tag beside them (a release with a
+    signing key): no DVC output changes, and it travels with `git push --tags`."""
     head = run(["git", "rev-parse", "HEAD"], released).stdout.strip()
-    assert tags(released) == [f"{NAME}#prod#1", f"{NAME}@v0.1.0"]
+    key_id = signing.key_id(signing.load_signing_key(signing_key(released)).public_key())
+    sig_tag = f"mlcycle-sig/{NAME}@v0.1.0/{key_id}"
+    assert tags(released) == [f"{NAME}#prod#1", f"{NAME}@v0.1.0", sig_tag]
+    signed = run(["git", "rev-list", "-n", "1", sig_tag], released).stdout.strip()
+    assert signed == head
+    assert run(["dvc", "status", "package"], released).stdout.strip().endswith("up to date.")
     tagged = run(["git", "rev-list", "-n", "1", f"{NAME}@v0.1.0"], released).stdout.strip()
     assert tagged == head
     gate = json.loads((released / "metrics/gate.json").read_text())
@@ -190,3 +213,96 @@ def test_status_says_when_the_service_and_production_disagree(
         assert cli(p, "status", "--service", served.url).returncode == 0
     gone = cli(p, "status", "--service", served.url, check=False)
     assert gone.returncode == 1 and "no answer from GET /health" in gone.stderr
+
+
+def tampered_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of ``bundle`` with its threshold moved to 0.01 and SHA256SUMS written again to
+    match: what whoever can write a bundle can do."""
+    shutil.copytree(bundle, dest)
+    edit_threshold(dest)
+    return dest
+
+
+def edit_threshold(bundle: Path) -> None:
+    meta = json.loads((bundle / METADATA_FILE).read_text())
+    (bundle / METADATA_FILE).write_text(json.dumps({**meta, "threshold": 0.01}))
+    lines = (bundle / CHECKSUM_FILE).read_text().splitlines()
+    sums = "".join(
+        f"{sha256_bytes((bundle / name).read_bytes())}  {name}\n"
+        for name in (line.split("  ", 1)[1] for line in lines)
+    )
+    (bundle / CHECKSUM_FILE).write_text(sums)
+
+
+def reload(url: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{url}/admin/reload", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health") as resp:
+        return json.loads(resp.read())
+
+
+def test_predict_with_trusted_keys_refuses_an_edit_the_checksums_hide(
+    released: Path, tmp_path: Path
+) -> None:
+    """The threshold edited and SHA256SUMS rewritten: without trusted keys `mlcycle predict`
+    scores with the forged threshold; with them it refuses, naming the bundle."""
+    p = copy_of(released, tmp_path)
+    test_split, out = str(p / "data/prepared/test.parquet"), str(tmp_path / "scored.csv")
+    trusted = {signing.TRUSTED_KEYS_ENV: str(trusted_keys(released))}
+    cli(p, "predict", test_split, out, "--version", "v0.1.0", env=trusted)  # signed: scored
+    fetched = registry.fetch_bundle(p, registry.resolve(p, NAME, "v0.1.0"))
+    assert (fetched / signing.SIGNATURES_FILE).is_file()  # the tag's copy, with the bundle
+    forged = tampered_copy(fetched, tmp_path / "forged")
+    cli(p, "predict", test_split, out, "--bundle", forged)  # no keys: corruption checks only
+    refused = cli(p, "predict", test_split, out, "--bundle", forged, check=False, env=trusted)
+    assert refused.returncode == 1 and f"model bundle {forged}" in refused.stderr
+    assert "the bundle was changed after it was signed" in refused.stderr
+
+
+@pytest.mark.server
+def test_a_service_with_trusted_keys_serves_signed_bundles_only(
+    released: Path, tmp_path: Path
+) -> None:
+    """`serve` with trusted keys: a tampered bundle is refused before any worker starts; the
+    signed production version serves; a reload to an unsigned release, or to a fetched copy
+    edited with SHA256SUMS rewritten, is a 409 and the model in service keeps serving;
+    `mlcycle keys sign` makes the unsigned release acceptable."""
+    p = copy_of(released, tmp_path)
+    token = "s3cret"
+    env = {signing.TRUSTED_KEYS_ENV: str(trusted_keys(released)), "MLCYCLE_ADMIN_TOKEN": token}
+    fetched = registry.fetch_bundle(p, registry.resolve(p, NAME, "v0.1.0"))
+    forged = tampered_copy(fetched, tmp_path / "forged")
+    start = [str(BIN / "mlcycle"), "serve", "--bundle", str(forged), "--port", str(free_port())]
+    refused = run(start, p, check=False, env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"model bundle {forged}" in refused.stderr and "Started server" not in refused.stderr
+    assert "changed after it was signed" in refused.stderr
+
+    with serving(p, "--workers", "1", "--no-log", env=env) as served:
+        assert health(served.url)["model"]["version"] == "v0.1.0"
+        (p / "NOTES.md").write_text("a change that is no model change\n")
+        git_commit(p, "notes")
+        unsigned = cli(p, "release")  # no signing key: released unsigned, and says so
+        assert f"{NAME}@v0.1.1 is not signed" in unsigned.stdout
+        status, body = reload(served.url, token)
+        assert status == 409 and "not signed (no SHA256SUMS.sig)" in body["detail"], body
+        assert health(served.url)["model"]["version"] == "v0.1.0"
+
+        cli(p, "keys", "sign", "v0.1.1", env={signing.SIGNING_KEY_ENV: str(signing_key(released))})
+        status, model = reload(served.url, token)
+        assert status == 200 and model["version"] == "v0.1.1", model
+
+        edit_threshold(p / registry.CACHE_DIR / NAME / "v0.1.1")  # the fetched copy, in place
+        status, body = reload(served.url, token)
+        assert status == 409 and "changed after it was signed" in body["detail"], body
+        assert health(served.url)["model"] == model  # the signed model, its own threshold
+        assert model["threshold"] != 0.01

@@ -13,10 +13,13 @@ Layout::
                      break (mlcycle.schema.rows): what the service and the batch scorer refuse
     model_card.md/.json  the model card
     SHA256SUMS       the digest of every other file; loading verifies it first
+    SHA256SUMS.sig   (a version fetched from the registry) signatures of SHA256SUMS, the one
+                     file it does not cover (:mod:`mlcycle.signing`)
 
 A bundle holds exactly one model file, the one ``metadata.json``'s ``model_kind`` calls for.
 Loading refuses a bundle with a missing, extra or altered file, naming the file, before any of
-its content is parsed; a skops model is then refused if it holds a type outside
+its content is parsed; given trusted keys, it refuses one whose SHA256SUMS no trusted key
+signed; a skops model is then refused if it holds a type outside
 :data:`mlcycle.adapters.sklearn_models.TRUSTED_TYPES`, before any of it is built.
 """
 
@@ -36,6 +39,7 @@ from mlcycle.features import Signature
 from mlcycle.io import dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 from mlcycle.schema.rows import RowRules
+from mlcycle.signing import SIGNATURES_FILE, SigningError, TrustedKeys
 
 if TYPE_CHECKING:  # XGBoost is imported with the adapter of a bundle that holds one
     import xgboost as xgb
@@ -177,22 +181,30 @@ def write_bundle(
     return target
 
 
-def verify(path: str | Path) -> dict[str, bytes]:
-    """Check every file of the bundle against SHA256SUMS and return their bytes."""
+def verify(path: str | Path, trusted: TrustedKeys | None = None) -> dict[str, bytes]:
+    """Check every file of the bundle against SHA256SUMS and return their bytes; with
+    ``trusted`` keys, first that a trusted key signed SHA256SUMS (SHA256SUMS.sig)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"model bundle {path} does not exist or is not a directory")
     sums_file = path / CHECKSUM_FILE
     if not sums_file.is_file():
         raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} is missing; refusing to load")
+    sums = sums_file.read_bytes()  # read once: what is checked is what is used
+    if trusted is not None:
+        sigs = path / SIGNATURES_FILE
+        try:
+            trusted.check(sums, sigs.read_bytes() if sigs.is_file() else None)
+        except SigningError as exc:
+            raise BundleError(f"model bundle {path}: {exc}; refusing to load") from exc
     expected: dict[str, str] = {}
-    for n, line in enumerate(sums_file.read_text(encoding="utf-8", errors="replace").splitlines()):
+    for n, line in enumerate(sums.decode("utf-8", errors="replace").splitlines()):
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64 or not name or "/" in name or name in expected:
             raise BundleError(f"model bundle {path}: {CHECKSUM_FILE} line {n + 1} is malformed")
         expected[name] = digest
     canonical = "".join(f"{digest}  {name}\n" for name, digest in expected.items())
-    if sums_file.read_bytes() != canonical.encode("utf-8"):
+    if sums != canonical.encode("utf-8"):
         raise BundleError(
             f"model bundle {path}: {CHECKSUM_FILE} is malformed (not one "
             "'<sha256>  <name>' line per file, each ending in a newline)"
@@ -207,7 +219,7 @@ def verify(path: str | Path) -> dict[str, bytes]:
             f"model bundle {path}: {CHECKSUM_FILE} should cover exactly one model file "
             f"(one of {known}), found {models}"
         )
-    present = {p.name for p in path.iterdir()} - {CHECKSUM_FILE}
+    present = {p.name for p in path.iterdir()} - {CHECKSUM_FILE, SIGNATURES_FILE}
     extra = sorted(present - set(expected))
     if extra:
         raise BundleError(f"model bundle {path}: unexpected file(s) {extra} not in {CHECKSUM_FILE}")
@@ -226,10 +238,11 @@ def verify(path: str | Path) -> dict[str, bytes]:
     return contents
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Verify and load a bundle; any mismatch raises :class:`BundleError` naming the file."""
+def load_bundle(path: str | Path, trusted: TrustedKeys | None = None) -> Bundle:
+    """Verify (with ``trusted`` keys: its signature too, :func:`verify`) and load a bundle;
+    any mismatch raises :class:`BundleError` naming the bundle and the file."""
     path = Path(path)
-    contents = verify(path)
+    contents = verify(path, trusted)
     try:
         signature = Signature.from_dict(json.loads(contents[SIGNATURE_FILE]))
         meta = json.loads(contents[METADATA_FILE])

@@ -63,7 +63,7 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"--service {args.service}: set {ADMIN_TOKEN_ENV} to the service's admin token; "
             "nothing was released"
         )
-    version = registry.release(root, name, bump=args.bump)
+    version = registry.release(root, name, bump=args.bump, say=print)
     prod_tag = registry.production_tag(root, name)
     print(
         f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, {prod_tag}); "
@@ -159,10 +159,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Verify the bundle, then serve it with uvicorn (several worker processes by default)."""
+    from mlcycle import signing
     from mlcycle.serve.app import ServeSettings
     from mlcycle.serve.runner import DEFAULT_LOG_URL, default_workers, serve
     from mlcycle.sources import redact_url
 
+    keys_file = signing.trusted_keys_file(args.trusted_keys)
+    if keys_file is None:
+        print(
+            "mlcycle serve: no trusted keys (--trusted-keys or "
+            f"{signing.TRUSTED_KEYS_ENV}): bundles are checked for corruption, not for origin",
+            file=sys.stderr,
+        )
     path = bundle_path(args)
     version = args.version
     if not args.bundle:
@@ -183,6 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         project=str(Path.cwd()),
         model_name=None if args.bundle else model_name(),
         model_version=version,
+        trusted_keys=keys_file,
     )
     print(
         f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
@@ -207,10 +216,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Score a CSV/Parquet/JSON Lines file (a glob, or a folder of parts) into a file of
     predictions, or into a folder of Parquet parts when the output is a folder, chunk by
     chunk: memory stays flat however large the input, and a failure leaves no partial output."""
+    from mlcycle import signing
     from mlcycle.batch import predict_file
     from mlcycle.bundle import load_bundle
 
-    bundle = load_bundle(bundle_path(args))
+    trusted = signing.trusted_keys(signing.trusted_keys_file(args.trusted_keys))
+    bundle = load_bundle(bundle_path(args), trusted)
     result = predict_file(
         bundle,
         args.input,
@@ -473,6 +484,68 @@ def cmd_pr_comment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Write a new signing key (mode 0600, outside the project) and print its public line."""
+    from mlcycle import signing
+
+    path = signing.write_signing_key(signing.generate_key(), args.out or signing.DEFAULT_KEY)
+    _public_key_out(path, args.name, args.trusted_keys)
+    print(
+        f"wrote the signing key {path} (mode 0600); releases sign with it once "
+        f"{signing.SIGNING_KEY_ENV}={path} is set",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Replace the signing key with a new one; the old public key stays trusted until removed."""
+    from mlcycle import signing
+
+    path = signing.signing_key_path(args.key)
+    old = signing.key_id(signing.load_signing_key(path).public_key())
+    signing.write_signing_key(signing.generate_key(), path, replace=True)
+    new = _public_key_out(path, args.name, args.trusted_keys)
+    print(
+        f"rotated {path}: key {new} replaces key {old}, whose private key is gone. Add the new "
+        f"public line to every trusted keys file ({signing.TRUSTED_KEYS_ENV}) beside the old "
+        "one, sign the versions you may still serve with `mlcycle keys sign VERSION`, then "
+        f"remove key {old}'s line (versions signed by it alone are refused from then on)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _public_key_out(path: Path, name: str | None, trusted_keys: str | None) -> str:
+    """Print the public line of the key at ``path`` (also written to ``path``.pub, appended to
+    ``trusted_keys`` if given); returns its key id."""
+    from datetime import date
+
+    from mlcycle import signing
+
+    public = signing.load_signing_key(path).public_key()
+    line = signing.public_line(public, name or f"mlcycle-{date.today().isoformat()}")
+    path.with_name(f"{path.name}.pub").write_text(line + "\n", encoding="utf-8")
+    if trusted_keys:
+        with open(trusted_keys, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+        print(f"appended the public key to {trusted_keys}", file=sys.stderr)
+    print(line)
+    return signing.key_id(public)
+
+
+def cmd_keys_sign(args: argparse.Namespace) -> int:
+    """Sign a released version with the current signing key (after a rotation, say)."""
+    from mlcycle import registry, signing
+
+    path = signing.signing_key_path(args.key)
+    key = signing.load_signing_key(path)
+    v = registry.find_version(Path.cwd(), model_name(), args.version)
+    tag = registry.sign_version(Path.cwd(), v, key)
+    print(f"signed {v.name}@{v.version} with key {signing.key_id(key.public_key())} (tag {tag})")
+    return 0
+
+
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     """Draft schema.yaml from a snapshot, for a person to review; never overwrites by accident."""
     from mlcycle import config
@@ -537,6 +610,15 @@ def _bundle_or_version(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", help="a registered version, e.g. v0.1.0")
 
 
+def _trusted_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="public keys ('ed25519 <base64> [name]' lines): refuse a bundle none of them "
+        "signed (default: $MLCYCLE_TRUSTED_KEYS; neither: no signature check)",
+    )
+
+
 def _add_init(sub: Subparsers) -> None:
     p = sub.add_parser("init", help="set the project up for your own data file")
     p.add_argument("--data", required=True, help="CSV, Parquet or JSON Lines (optionally .gz)")
@@ -556,6 +638,7 @@ def _add_init(sub: Subparsers) -> None:
 def _add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="serve the model bundle as a REST API")
     _bundle_or_version(p)
+    _trusted_keys(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
@@ -614,6 +697,7 @@ def _add_predict(sub: Subparsers) -> None:
         "input), or a folder (existing, ending with /, or without a suffix) of Parquet parts",
     )
     _bundle_or_version(p)
+    _trusted_keys(p)
     p.add_argument(
         "--chunk-rows",
         type=int,
@@ -802,6 +886,37 @@ def _add_retrain(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_retrain)
 
 
+def _add_keys(sub: Subparsers) -> None:
+    p = sub.add_parser("keys", help="the Ed25519 key releases are signed with")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    trusted = "also append the public key line to this trusted keys file"
+    p = keys_sub.add_parser(
+        "generate",
+        help="write a new private key (mode 0600, refused inside the project or over a file) "
+        "and print its public key line for the trusted keys files",
+    )
+    p.add_argument("--out", help="where to write it (default: ~/.config/mlcycle/signing-key.pem)")
+    p.add_argument("--name", help="the name on its public key line (default: mlcycle-<date>)")
+    p.add_argument("--trusted-keys", metavar="FILE", help=trusted)
+    p.set_defaults(func=cmd_keys_generate)
+    p = keys_sub.add_parser(
+        "rotate",
+        help="replace the signing key with a new one (the old private key is deleted; its "
+        "public key stays trusted until you remove its line) and print the new public line",
+    )
+    key_help = "the signing key (default: $MLCYCLE_SIGNING_KEY, else ~/.config/mlcycle/...)"
+    p.add_argument("--key", help=key_help)
+    p.add_argument("--name", help="the name on the new public key line (default: mlcycle-<date>)")
+    p.add_argument("--trusted-keys", metavar="FILE", help=trusted)
+    p.set_defaults(func=cmd_keys_rotate)
+    p = keys_sub.add_parser(
+        "sign", help="sign a released version with the signing key (a signature tag beside it)"
+    )
+    p.add_argument("version", help="a registered version, e.g. v0.1.0")
+    p.add_argument("--key", help=key_help)
+    p.set_defaults(func=cmd_keys_sign)
+
+
 def _add_schema(sub: Subparsers) -> None:
     p = sub.add_parser("schema", help="work with the data schema (schema.yaml)")
     schema_sub = p.add_subparsers(dest="schema_command", required=True)
@@ -833,6 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_release,
         _add_lineage,
         _add_retrain,
+        _add_keys,
         _add_schema,
     ):
         add(sub)

@@ -4,6 +4,11 @@
 bundle itself lives in DVC's cache (it is the `models/bundle` output in that commit's dvc.lock)
 and is retrieved with ``dvc artifacts get``. Nothing here needs a server: tags travel with
 ``git push --tags``, bundles with ``dvc push``.
+
+A signed version has a signature tag beside it (:func:`signature_tag`, one per key: a version
+can be signed again after a key rotation), an annotated tag whose message is the signature
+record of the bundle's SHA256SUMS (:mod:`mlcycle.signing`). The signature lives in git, not in
+the bundle, so signing changes no DVC output; a fetched copy carries it as SHA256SUMS.sig.
 """
 
 from __future__ import annotations
@@ -15,16 +20,20 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mlcycle import signing
 from mlcycle.config import load_yaml
 from mlcycle.pipeline import DVC_LOCK, data_hashes, dvc_command, parse_lock
 
 PROD = "prod"
 CACHE_DIR = Path("models/registry")
+SIGNATURE_TAGS = "mlcycle-sig"  # signature tags: mlcycle-sig/<name>@<version>/<key id>
 
 
 class RegistryError(ValueError):
@@ -92,50 +101,116 @@ def resolve(repo: str | Path, name: str, version: str | None = None) -> Version:
 
 
 def fetch_bundle(repo: str | Path, v: Version, dest_root: str | Path | None = None) -> Path:
-    """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once).
+    """Retrieve the version's bundle into ``models/registry/<name>/<version>`` (once), with
+    its signatures (its signature tags) as SHA256SUMS.sig, brought up to date at every call.
 
     Fetches of one model's versions take turns (a lock on its folder): DVC shares one data
     index per repository between processes, and two `dvc artifacts get` at the same time
     (a service starting while `mlcycle predict` runs) can list each other's entries. The
     bundle is written into a folder of this call's own, checked against its SHA256SUMS, then
     renamed into place, so no partial or foreign folder is ever at the destination."""
-    from mlcycle.bundle import BundleError, verify  # xgboost: only when a bundle is fetched
-
     repo = Path(repo)
     dest = Path(dest_root or repo / CACHE_DIR) / v.name / v.version
     if dest.is_dir():
+        _sync_signatures(repo, v, dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest.parent):
         if dest.is_dir():  # another command fetched it while this one waited
+            _sync_signatures(repo, v, dest)
             return dest
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            got = work / "bundle"
-            res = subprocess.run(
-                [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
-                + ["--rev", v.version, "-o", str(got), "-f"],
-                cwd=repo,
-                capture_output=True,
-                text=True,
-            )
-            if res.returncode != 0:
-                raise RegistryError(
-                    f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
-                    f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
-                    f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
-                )
-            try:
-                verify(got)
-            except BundleError as exc:
-                raise RegistryError(
-                    f"{v.name}@{v.version} was retrieved but is not the bundle that was "
-                    f"released: {exc}"
-                ) from exc
+            got = _retrieve(repo, v, work / "bundle")
+            _sync_signatures(repo, v, got)
             got.rename(dest)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def _retrieve(repo: Path, v: Version, got: Path) -> Path:
+    """`dvc artifacts get` the bundle of ``v`` into ``got``, checked against its SHA256SUMS."""
+    from mlcycle.bundle import BundleError, verify  # xgboost: only when a bundle is fetched
+
+    res = subprocess.run(
+        [*dvc_command(), "artifacts", "get", str(repo.resolve()), v.name]
+        + ["--rev", v.version, "-o", str(got), "-f"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise RegistryError(
+            f"cannot retrieve {v.name}@{v.version} (commit {v.commit[:12]}): "
+            f"{res.stderr.strip() or res.stdout.strip()}. If the bundle is in a DVC "
+            f"remote, run `dvc fetch --rev {v.name}@{v.version}` first"
+        )
+    try:
+        verify(got)
+    except BundleError as exc:
+        raise RegistryError(
+            f"{v.name}@{v.version} was retrieved but is not the bundle that was released: {exc}"
+        ) from exc
+    return got
+
+
+def signature_tag(v: Version, key_id: str) -> str:
+    """The tag holding ``v``'s signature by key ``key_id`` (outside GTO's tag names, which
+    GTO skips)."""
+    return f"{SIGNATURE_TAGS}/{v.name}@{v.version}/{key_id}"
+
+
+def signatures(repo: str | Path, v: Version) -> bytes:
+    """The signature records of ``v`` (its signature tags' messages), one per line; empty
+    when it was never signed."""
+    out = _git(
+        Path(repo),
+        "for-each-ref",
+        "--format=%(contents)",
+        f"refs/tags/{SIGNATURE_TAGS}/{v.name}@{v.version}/",
+    )
+    return "".join(f"{line}\n" for line in out.splitlines() if line.strip()).encode()
+
+
+def _sync_signatures(repo: Path, v: Version, folder: Path) -> None:
+    """Make ``folder``'s SHA256SUMS.sig hold ``v``'s signature records (no file when none),
+    replaced as one file: the tags are the record, the file a copy a loader checks."""
+    records = signatures(repo, v)
+    file = folder / signing.SIGNATURES_FILE
+    if records == (file.read_bytes() if file.is_file() else b""):
+        return
+    if not records:
+        file.unlink(missing_ok=True)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{v.version}.sig.", dir=folder.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(records)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def sign_version(repo: str | Path, v: Version, key: Ed25519PrivateKey) -> str:
+    """Sign ``v``'s bundle, as retrieved from DVC's cache (what a fetch of the version gets)
+    and checked against its SHA256SUMS, with ``key``: its signature tag, made or replaced;
+    returns the tag's name."""
+    from mlcycle.bundle import CHECKSUM_FILE
+
+    repo = Path(repo)
+    with tempfile.TemporaryDirectory(prefix=".mlcycle-sign.") as work:
+        got = _retrieve(repo, v, Path(work) / "bundle")
+        record = signing.sign((got / CHECKSUM_FILE).read_bytes(), key)
+    return _tag_signature(repo, v, record)
+
+
+def _tag_signature(repo: Path, v: Version, record: str) -> str:
+    tag = signature_tag(v, json.loads(record)["key_id"])
+    _git(repo, "tag", "-f", "-a", tag, v.commit, "-m", record)
+    return tag
 
 
 @contextmanager
@@ -199,14 +274,28 @@ def _check_packaged(repo: Path, commit: str) -> None:
             )
 
 
-def release(repo: str | Path, name: str, bump: str = "patch", message: str | None = None) -> str:
-    """Register HEAD as a new version and assign it to production, if its gate passed.
+def release(
+    repo: str | Path,
+    name: str,
+    bump: str = "patch",
+    message: str | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> str:
+    """Register HEAD as a new version and assign it to production, if its gate passed; sign
+    it with the key :data:`mlcycle.signing.SIGNING_KEY_ENV` names, if set (``say`` tells
+    which, or that it is not signed).
 
     Refuses when the committed gate decision at HEAD is missing or a rejection, or when
     dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
-    model in the workspace).
+    model in the workspace), or when the signing key is unusable; the bundle is signed (as
+    retrieved from DVC's cache) once registered and before production names it; when signing
+    fails, the registration is undone (its tag deleted: made here, never pushed).
     """
     repo = Path(repo)
+    try:
+        key = signing.configured_signing_key(repo)
+    except signing.SigningError as exc:
+        raise RegistryError(f"{exc}; nothing was released") from None
     dirty = _git(repo, "status", "--porcelain", "--", DVC_LOCK, "params.yaml", "metrics")
     if dirty.strip():
         raise RegistryError(
@@ -224,19 +313,31 @@ def release(repo: str | Path, name: str, bump: str = "patch", message: str | Non
             "the gate rejected the model at HEAD: " + "; ".join(gate.get("reasons", []))
         )
     _check_packaged(repo, commit)
-    version = next_version(repo, name, bump)
+    v = Version(name, next_version(repo, name, bump), commit)
     api = _gto()
     api.register(
-        str(repo), name, ref=commit, version=version, message=message or f"{name} {version}"
+        str(repo), name, ref=commit, version=v.version, message=message or f"{name} {v.version}"
     )
+    if key is None:
+        say(
+            f"{name}@{v.version} is not signed ({signing.SIGNING_KEY_ENV} is not set): a "
+            "service or `mlcycle predict` with trusted keys refuses it"
+        )
+    else:  # signed before production names it: a reload never finds it unsigned
+        try:
+            tag = sign_version(repo, v, key)
+        except RegistryError:
+            _git(repo, "tag", "-d", f"{name}@{v.version}")  # made here, never pushed
+            raise
+        say(f"{name}@{v.version} signed (tag {tag})")
     api.assign(
         str(repo),
         name,
         PROD,
-        version=version,
-        message=message or f"promote {name} {version} to {PROD}",
+        version=v.version,
+        message=message or f"promote {name} {v.version} to {PROD}",
     )
-    return version
+    return v.version
 
 
 def withdraw(repo: str | Path, name: str, version: str, message: str) -> Version | None:

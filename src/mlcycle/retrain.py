@@ -1095,7 +1095,7 @@ def release_commit(
     """Release the commit to production (:func:`mlcycle.registry.release`); returns the
     version."""
     try:
-        version = registry.release(project.root, project.name, bump=opts.bump)
+        version = registry.release(project.root, project.name, bump=opts.bump, say=say)
     except registry.RegistryError as exc:
         raise RetrainError(
             f"committed {commit[:12]} but the release failed: {exc}; fix that, then "

@@ -25,7 +25,7 @@ import orjson
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-from mlcycle import registry, tasks
+from mlcycle import registry, signing, tasks
 from mlcycle.bundle import Bundle, load_bundle
 from mlcycle.encoder import Encoder, Records
 from mlcycle.features import SchemaError, Signature
@@ -63,6 +63,9 @@ class ServeSettings:
     max_records: int = MAX_RECORDS
     max_in_flight: int = MAX_IN_FLIGHT
     admin_token: str | None = None
+    # The trusted keys file (mlcycle.signing): with one, every load and reload refuses a bundle
+    # no key in it signed; read at each load, so a key removed from it is refused at the next.
+    trusted_keys: str | None = None
     # Where a reload finds the model: a bundle directory, or None for the registry's
     # production version of ``model_name`` in ``project``.
     bundle_dir: str | None = None
@@ -284,12 +287,15 @@ class Core:
             seen = self.generation_seen()
             if not touch and seen <= self.generation:  # a reload here got there first
                 return self.loaded
+            trusted = signing.trusted_keys(settings.trusted_keys)
             if settings.bundle_dir:
-                new_bundle, new_version = load_bundle(settings.bundle_dir), settings.model_version
+                new_bundle = load_bundle(settings.bundle_dir, trusted)
+                new_version = settings.model_version
             else:
                 root = Path(settings.project or ".")
                 v = registry.resolve(root, settings.model_name or self.name, None)
-                new_bundle, new_version = load_bundle(registry.fetch_bundle(root, v)), v.version
+                new_bundle = load_bundle(registry.fetch_bundle(root, v), trusted)
+                new_version = v.version
             changes = self.signature.contract_changes(new_bundle.signature)
             if changes:
                 raise ValueError(

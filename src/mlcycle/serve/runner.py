@@ -26,6 +26,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from mlcycle import signing
 from mlcycle.bundle import load_bundle
 from mlcycle.constants import ADMIN_TOKEN_ENV
 from mlcycle.predlog import PredictionLog
@@ -211,11 +212,11 @@ def default_workers() -> int:
 def build_app() -> FastAPI:
     """The app of one worker, from the settings ``mlcycle serve`` left in the environment."""
     cfg: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
-    bundle = load_bundle(cfg["bundle"])
+    settings = ServeSettings(**cfg["settings"])
+    bundle = load_bundle(cfg["bundle"], signing.trusted_keys(settings.trusted_keys))
     log = None
     if cfg.get("log_url"):
         log = PredictionLog(cfg["log_url"], when_full=cfg.get("log_when_full", "reject"))
-    settings = ServeSettings(**cfg["settings"])
     BoundedHttpTools.limits = HeaderLimits(
         settings.max_header_bytes, settings.max_headers, settings.header_timeout
     )
@@ -235,7 +236,8 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Serve until stopped (SIGTERM or Ctrl-C): a graceful stop flushes the prediction log."""
-    load_bundle(bundle_dir)  # verify before any worker starts: fail once, clearly
+    # verify (and check the signature, with trusted keys) before any worker starts: fail once
+    load_bundle(bundle_dir, signing.trusted_keys(settings.trusted_keys))
     state_dir = Path(tempfile.mkdtemp(prefix="mlcycle-serve-"))
     try:
         if workers > 1:
