@@ -48,7 +48,6 @@ TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-
 # --- skops files (the scikit-learn adapters' format) --------------------------------------------
 
 
