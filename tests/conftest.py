@@ -114,7 +114,7 @@ FILE_SECONDS = {
     "test_service.py": 82,
     "test_retrain.py": 78,
     "test_engine_pipeline.py": 59,
-    "test_release.py": 35,
+    "test_release.py": 50,
     "test_tasks.py": 33,
     "test_engine_prepare.py": 30,
     "test_train.py": 28,
