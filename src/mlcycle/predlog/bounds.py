@@ -153,10 +153,8 @@ def prune(
         if engine.dialect.name == "sqlite" and requests:
             with engine.connect() as conn:
                 # every freed page given back (a no-op without auto_vacuum); the statement frees
-                # a page per step, so it is stepped to its end through the driver's cursor
-                cursor = conn.connection.driver_connection.execute("PRAGMA incremental_vacuum")
-                cursor.fetchall()
-                conn.commit()
+                # a page per step, and only a script runs it to its end (execute: one page)
+                conn.connection.driver_connection.executescript("PRAGMA incremental_vacuum;")
         with engine.connect() as conn:
             used = used_bytes(conn)
     return requests, records, used
