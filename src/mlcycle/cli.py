@@ -343,6 +343,8 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
         "model_id": model_id,
         "first_ts": ts.min().isoformat(),
         "last_ts": ts.max().isoformat(),
+        # records logged without their inputs (over --log-max-record-bytes): not judged
+        "omitted": log.attrs.get("omitted", 0),
     }
     note = None if output is not None else "predictions not judged: outputs of another model"
     versions = log["model_version"].dropna().unique()
