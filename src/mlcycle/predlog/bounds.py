@@ -42,11 +42,17 @@ ROUNDS = 8  # size checks per prune: each round deletes its estimate of the exce
 PG_ROW_OVERHEAD = 160
 
 
-def text_bytes(text: str | bytes) -> int:
-    """The UTF-8 size of ``text``."""
-    if isinstance(text, bytes):
-        return len(text)
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+def over(text: str | bytes, limit: int) -> int:
+    """The UTF-8 size of ``text`` when it is over ``limit`` bytes, else 0. Cheap on the request
+    path: ``isascii`` is a flag of the string, and text too short to pass the limit even at four
+    bytes a character is not encoded."""
+    if isinstance(text, bytes) or text.isascii():
+        size = len(text)
+    elif len(text) * 4 <= limit:
+        return 0
+    else:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
 
 
 def marker(size: int, limit: int) -> str:

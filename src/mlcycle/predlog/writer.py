@@ -389,8 +389,8 @@ class PredictionLog:
         when = time.time_ns() // 1000 if ts is None else store.utc(ts)
         omitted = 0
         if self.max_record_bytes and isinstance(inputs, str | bytes):
-            size = bounds.text_bytes(inputs)
-            if size > self.max_record_bytes:
+            size = bounds.over(inputs, self.max_record_bytes)
+            if size:
                 inputs, omitted = bounds.marker(size, self.max_record_bytes), n
         with self._lock:
             if self._closing:
@@ -564,11 +564,12 @@ class PredictionLog:
         as_db = self._ts_value
         for _, n, request_id, name, version, model_id, inputs, outputs, when in entries:
             try:
-                if type(inputs) is not str and not isinstance(inputs, bytes):
-                    inputs = _json_text(inputs, "inputs", True)
-                    size = bounds.text_bytes(inputs) if self.max_record_bytes else 0
-                    if self.max_record_bytes and size > self.max_record_bytes:
-                        inputs, omitted = bounds.marker(size, self.max_record_bytes), omitted + n
+                cut, limit = 0, self.max_record_bytes
+                if limit and type(inputs) is not str and not isinstance(inputs, bytes):
+                    inputs = _json_text(inputs, "inputs", True)  # its size known once serialised
+                    size = bounds.over(inputs, limit)
+                    if size:
+                        inputs, cut = bounds.marker(size, limit), n
                 batch.append(
                     (
                         request_id if type(request_id) is str else str(request_id),
@@ -581,6 +582,7 @@ class PredictionLog:
                         outputs if type(outputs) is str else _json_text(outputs, "outputs", False),
                     )
                 )
+                omitted += cut
             except Exception as exc:
                 bad += n
                 logger.error(
@@ -679,7 +681,8 @@ class PredictionLog:
         when what was written since the last check could have filled half the room left."""
         if not (self.max_bytes or self.retention_days):
             return False
-        return time.monotonic() >= self._next_prune or 2 * self._since_prune >= self._room_left
+        written = self._since_prune  # 0: nothing new, whatever the room (none, if it is full)
+        return time.monotonic() >= self._next_prune or 0 < written * 2 >= self._room_left
 
     def _prune_wait(self) -> float | None:
         """Seconds the idle writer may sleep before a check of the bounds is due."""
