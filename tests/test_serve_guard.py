@@ -10,12 +10,14 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from mlcycle import cli
 from mlcycle.serve.core import ServeSettings
 from mlcycle.serve.guard import Guard, RateLimiter
 from mlcycle.serve.runner import UVICORN_OPTIONS, BoundedHttpTools, HeaderLimits
@@ -163,6 +165,16 @@ def test_a_bound_below_one_is_refused_naming_the_option() -> None:
         ServeSettings(max_connections=0)
     with pytest.raises(ValueError, match="--rate-limit and --rate-burst"):
         ServeSettings(rate_limit=-1)
+
+
+@pytest.mark.parametrize(
+    "option", ["--log-max-bytes", "--log-max-record-bytes", "--log-retention-days"]
+)
+def test_a_negative_log_bound_is_refused_before_serving(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert cli.main(["serve", "--bundle", str(tmp_path), option, "-1"]) != 0
+    assert f"{option} must be 0 (no bound) or above" in capsys.readouterr().err
 
 
 @contextlib.asynccontextmanager

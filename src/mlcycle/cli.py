@@ -187,6 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_name=None if args.bundle else model_name(),
         model_version=version,
     )
+    log_bounds = _log_bounds(args)
     print(
         f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
         f"prediction log: {redact_url(log_url) if log_url else 'off'}",
@@ -200,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=workers,
         log_url=log_url,
         log_when_full=args.log_when_full,
-        log_bounds=_log_bounds(args),
+        log_bounds=log_bounds,
         settings=settings,
         log_level=args.log_level,
     )
