@@ -574,23 +574,8 @@ def _add_init(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_init)
 
 
-def _add_serve(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="serve the model bundle as a REST API")
-    _bundle_or_version(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info")
-    p.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: one per core)"
-    )
-    _log_url(p)
-    p.add_argument("--no-log", action="store_true", help="do not log predictions")
-    p.add_argument(
-        "--log-when-full",
-        choices=["reject", "block"],
-        default="reject",
-        help="when the log cannot keep up: answer 503 (default) or wait for room",
-    )
+def _log_bounds_options(p: argparse.ArgumentParser) -> None:
+    """``mlcycle serve``'s bounds of the prediction log (:func:`_log_bounds` checks them)."""
     p.add_argument(
         "--log-max-record-bytes",
         type=int,
@@ -612,6 +597,26 @@ def _add_serve(sub: Subparsers) -> None:
         help="days a prediction is kept; older ones are deleted, with their labels (default: "
         "0, kept until the size bound needs the room)",
     )
+
+
+def _add_serve(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="serve the model bundle as a REST API")
+    _bundle_or_version(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
+    _log_url(p)
+    p.add_argument("--no-log", action="store_true", help="do not log predictions")
+    p.add_argument(
+        "--log-when-full",
+        choices=["reject", "block"],
+        default="reject",
+        help="when the log cannot keep up: answer 503 (default) or wait for room",
+    )
+    _log_bounds_options(p)
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument(
         "--body-timeout", type=float, default=10.0, help="seconds a client has to send its body"

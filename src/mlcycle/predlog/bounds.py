@@ -42,6 +42,14 @@ ROUNDS = 8  # size checks per prune: each round deletes its estimate of the exce
 PG_ROW_OVERHEAD = 160
 
 
+def check(**values: float | None) -> None:
+    """Each bound above 0 and finite, or None (no bound); ValueError naming the one that is
+    not."""
+    for name, value in values.items():
+        if value is not None and not (0 < value < math.inf):
+            raise ValueError(f"{name} must be above 0 (or None: no bound), not {value}")
+
+
 def over(text: str | bytes, limit: int) -> int:
     """The UTF-8 size of ``text`` when it is over ``limit`` bytes, else 0. Cheap on the request
     path: ``isascii`` is a flag of the string, and text too short to pass the limit even at four

@@ -203,14 +203,12 @@ class PredictionLog:
             raise ValueError("flush_interval and db_timeout must be > 0, block_timeout >= 0")
         if when_full not in ("reject", "block"):
             raise ValueError(f"when_full must be 'reject' or 'block', not {when_full!r}")
-        for name, bound in (
-            ("max_record_bytes", max_record_bytes),
-            ("max_bytes", max_bytes),
-            ("retention_days", retention_days),
-            ("prune_interval", prune_interval),
-        ):
-            if bound is not None and not (0 < bound < math.inf):
-                raise ValueError(f"{name} must be above 0 (or None: no bound), not {bound}")
+        bounds.check(
+            max_record_bytes=max_record_bytes,
+            max_bytes=max_bytes,
+            retention_days=retention_days,
+            prune_interval=prune_interval,
+        )
         self._url = store.parse_url(url)
         #: The URL without credentials, for messages.
         self.url = store.shown(self._url)
@@ -226,10 +224,8 @@ class PredictionLog:
                 f"prediction log {self.url}: a size bound needs SQLite or PostgreSQL, which "
                 "report the log's size"
             )
-        self.max_record_bytes = max_record_bytes
-        self.max_bytes = max_bytes
-        self.retention_days = retention_days
-        self.prune_interval = prune_interval
+        self.max_record_bytes, self.max_bytes = max_record_bytes, max_bytes
+        self.retention_days, self.prune_interval = retention_days, prune_interval
         self._mode = store.insert_mode(self._url)  # how _commit inserts
         # the column types for a binary COPY (None: text COPY), see store.binary_copy_types
         self._copy_types: list[str] | None = None
