@@ -542,6 +542,15 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     day = datetime(2026, 11, 1, tzinfo=UTC)
     clean_rows = test_split.sample(1500, random_state=12)
     drifted_rows = shifted(test_split.sample(1500, random_state=13))
+    # A request logged without its inputs (over the log's limit): left out, and said
+    with PredictionLog(url, max_record_bytes=100) as log:
+        rows = clean_rows.iloc[:10][bundle.signature.input_columns].astype(object)
+        assert log.submit(
+            "too-big", rows.where(rows.notna(), None).to_dict("records"),
+            [{"label": "<=50K", "probabilities": {"<=50K": 0.9, ">50K": 0.1}}] * 10,
+            model_name="income-classifier", model_id=bundle.model_id, ts=day,
+        )  # fmt: skip
+    assert log.omitted == 10
     _log_batches(
         bundle,
         url,
@@ -564,6 +573,8 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
 
     code, doc = monitor_cli("--until", "2026-11-02")
     assert code == 0 and doc["rows"] == 1500 and doc["drift"] is False
+    assert doc["window"]["omitted"] == 10
+    assert "10 records logged without their inputs" in (tmp_path / "out/monitor.md").read_text()
     assert doc["window"]["source"] == "log" and doc["window"]["last_ts"].startswith("2026-11-01")
     code, doc = monitor_cli("--last", "1000")
     assert code == 3 and doc["rows"] == 1000

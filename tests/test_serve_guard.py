@@ -1,6 +1,7 @@
-"""The guard middleware's admission bound, driven in process (fast tier): requests that reach
-a worker together are counted together, so the bound holds even though scoring never waits.
-And the connections a worker accepts: Nagle's algorithm off."""
+"""The guard middleware's admission bound and rate limit, driven in process (fast tier):
+requests that reach a worker together are counted together, so the bound holds even though
+scoring never waits; a client past its rate gets 429 while probes are answered. And the
+connections a worker accepts: Nagle's algorithm off, their number and their heads bounded."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from mlcycle import cli
 from mlcycle.serve.core import ServeSettings
-from mlcycle.serve.guard import Guard
+from mlcycle.serve.guard import Guard, RateLimiter
 from mlcycle.serve.runner import UVICORN_OPTIONS, BoundedHttpTools, HeaderLimits
 
 BODY = b'{"records": [{"x": 1}]}'
@@ -29,13 +32,16 @@ async def scoring_app(scope: dict, receive, send) -> None:  # noqa: ANN001
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def one_request(guard: Guard) -> tuple[int, dict[bytes, bytes], bytes]:
+async def one_request(
+    guard: Guard, path: str = "/predict", client: str = "10.0.0.1"
+) -> tuple[int, dict[bytes, bytes], bytes]:
     """A POST with its whole body already received: status, headers and body."""
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/predict",
+        "path": path,
         "headers": [(b"content-type", b"application/json")],
+        "client": (client, 40000),
     }
     sent = False
 
@@ -80,14 +86,100 @@ def test_requests_arriving_together_past_the_bound_get_503_with_retry_after() ->
     assert asyncio.run(one_request(guard))[0] == 200
 
 
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_bucket_gives_the_burst_then_the_rate_and_says_how_long_to_wait() -> None:
+    clock = Clock()
+    limiter = RateLimiter(2.0, 3, clock=clock)
+    assert [limiter.take("a") for _ in range(3)] == [0, 0, 0]
+    assert limiter.take("a") == pytest.approx(0.5)  # the next token in half a second
+    assert limiter.take("b") == 0  # another client has its own bucket
+    clock.now += 0.5
+    assert limiter.take("a") == 0 and limiter.take("a") == pytest.approx(0.5)
+    clock.now += 10  # idle: full again, never more than the burst
+    assert [limiter.take("a") for _ in range(4)][-1] == pytest.approx(0.5)
+
+
+def test_the_buckets_stay_bounded_under_many_clients() -> None:
+    """Buckets full again are dropped as others are used; past the cap, the least recently
+    used goes even if not full."""
+    clock = Clock()
+    limiter = RateLimiter(1.0, 2, max_keys=100, clock=clock)
+    for i in range(1_000):  # a thousand addresses at once: never more than the cap
+        limiter.take(f"10.0.{i // 256}.{i % 256}")
+        assert len(limiter.buckets) <= 100
+    clock.now += limiter.refill  # every bucket full again: the next request drops them
+    limiter.take("10.1.0.1")
+    assert list(limiter.buckets) == ["10.1.0.1"]
+
+
+def test_a_client_past_its_rate_gets_429_with_retry_after_and_probes_are_answered() -> None:
+    refusals: list[str] = []
+    guard = Guard(
+        scoring_app, max_body_bytes=1_000, body_timeout=5, max_in_flight=10, retry_after="1",
+        refused=refusals.append, rate=0.25, burst=2,
+    )  # fmt: skip
+
+    async def run() -> list[tuple[int, dict[bytes, bytes], bytes]]:
+        return [
+            *[await one_request(guard) for _ in range(3)],
+            await one_request(guard, "/health"),
+            await one_request(guard, "/v2/health/ready"),
+            await one_request(guard, "/metrics"),
+            await one_request(guard, client="10.0.0.2"),
+        ]
+
+    answers = asyncio.run(run())
+    assert [status for status, _, _ in answers] == [200, 200, 429, 200, 200, 200, 200]
+    _, headers, body = answers[2]
+    assert headers[b"retry-after"] == b"4"  # a token every 4 s
+    assert "--rate-limit" in json.loads(body)["detail"]
+    assert refusals == ["rate"]
+
+
+def test_the_rate_limit_is_keyed_by_what_the_service_says() -> None:
+    """``key_of``: by default the client's address; a service may key by credential."""
+    guard = Guard(
+        scoring_app, max_body_bytes=1_000, body_timeout=5, max_in_flight=10, retry_after="1",
+        rate=0.25, burst=1, key_of=lambda scope: "one key",
+    )  # fmt: skip
+
+    async def run() -> list[int]:
+        return [(await one_request(guard, client=f"10.0.0.{i}"))[0] for i in range(2)]
+
+    assert asyncio.run(run()) == [200, 429]
+
+
 def test_a_bound_below_one_is_refused_naming_the_option() -> None:
     with pytest.raises(ValueError, match="--max-in-flight must be at least 1"):
         ServeSettings(max_in_flight=0)
+    with pytest.raises(ValueError, match="--max-connections must be at least 1"):
+        ServeSettings(max_connections=0)
+    with pytest.raises(ValueError, match="--rate-limit and --rate-burst"):
+        ServeSettings(rate_limit=-1)
+
+
+@pytest.mark.parametrize(
+    "option", ["--log-max-bytes", "--log-max-record-bytes", "--log-retention-days"]
+)
+def test_a_negative_log_bound_is_refused_before_serving(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert cli.main(["serve", "--bundle", str(tmp_path), option, "-1"]) != 0
+    assert f"{option} must be 0 (no bound) or above" in capsys.readouterr().err
 
 
 @contextlib.asynccontextmanager
 async def listening(
-    http: str | type, limits: HeaderLimits | None = None
+    http: str | type, limits: HeaderLimits | None = None, max_connections: int | None = None
 ) -> AsyncIterator[tuple[tuple[str, int], ServerState]]:
     """A uvicorn protocol (``http`` as uvicorn takes it) serving :func:`scoring_app` on a
     listening socket uvicorn bound itself, as it does for ``--workers`` above 1: its address
@@ -96,8 +188,9 @@ async def listening(
     config.load()
     listener = config.bind_socket()
     state = ServerState()
-    saved = BoundedHttpTools.limits
-    BoundedHttpTools.limits = limits or saved
+    saved = BoundedHttpTools.limits, BoundedHttpTools.max_connections
+    BoundedHttpTools.limits = limits or saved[0]
+    BoundedHttpTools.max_connections = max_connections or saved[1]
     server = await asyncio.get_running_loop().create_server(
         lambda: config.http_protocol_class(config=config, server_state=state, app_state={}),
         sock=listener,
@@ -106,7 +199,7 @@ async def listening(
         yield listener.getsockname(), state
     finally:
         server.close()
-        BoundedHttpTools.limits = saved
+        BoundedHttpTools.limits, BoundedHttpTools.max_connections = saved
 
 
 async def accepted_nodelay(http: str | type) -> int:
@@ -190,3 +283,36 @@ def test_a_request_head_past_its_bounds_is_refused_and_closed() -> None:
         assert head.startswith(f"HTTP/1.1 {status} ".encode()), (name, got[name][:200])
         assert b"connection: close" in head.lower(), name
         assert option in json.loads(body)["detail"], (name, body)
+
+
+def test_connections_past_the_bound_are_refused_at_once_and_served_again_once_closed() -> None:
+    """Idle connections (sending nothing) up to the bound are held; the next one is answered
+    503 with Retry-After before it sends anything, and counted; once they close, requests are
+    answered again."""
+    refusals: list[str] = []
+
+    async def run() -> tuple[bytes, bytes]:
+        async with listening(BoundedHttpTools, max_connections=3) as (address, state):
+            idle = [await asyncio.open_connection(*address) for _ in range(3)]
+            while len(state.connections) < 3:
+                await asyncio.sleep(0.01)
+            refused = await answer(address)  # sends nothing, reads until closed
+            for _, writer in idle:
+                writer.close()
+            while state.connections:  # the refused one lingers a second
+                await asyncio.sleep(0.05)
+            return refused, await answer(
+                address, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+
+    BoundedHttpTools.on_refused = refusals.append
+    try:
+        refused, health = asyncio.run(run())
+    finally:
+        BoundedHttpTools.on_refused = None
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), refused[:200]
+    assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
+    assert "--max-connections" in json.loads(body)["detail"]
+    assert refusals == ["connections"]
+    assert health.startswith(b"HTTP/1.1 200"), health[:200]

@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -350,6 +351,71 @@ def test_a_burst_past_the_admission_bound_is_refused_with_retry_after(
         assert status == 200 and len(answer["predictions"]) == 100
         _, _, metrics = call(served.url, "GET", "/metrics")
         assert 'mlcycle_refused_total{reason="busy"} 8.0' in metrics.decode()
+
+
+def test_the_log_stays_under_its_size_bound_and_connections_are_bounded(
+    built_project: Path, records: list[dict], tmp_path: Path
+) -> None:
+    """A stream of large requests (about 1.6 MB to log) into a log bounded to 400 kB: every
+    request is answered, the log stays under its bound, the oldest go first, and those whose
+    inputs are over --log-max-record-bytes are logged with a marker in their place, counted,
+    and left out by readers. And one worker holds at most --max-connections: the next one is
+    answered 503 at once, and /health is answered again once they close."""
+    log_db, bound = tmp_path / "bounded.db", 400_000
+    args = (
+        "--bundle", str(built_project / "models/bundle"), "--workers", "1",
+        "--log-url", f"sqlite:///{log_db}", "--log-max-bytes", str(bound),
+        "--log-max-record-bytes", "20000", "--max-connections", "4",
+    )  # fmt: skip
+    with serving(built_project, *args) as served:
+        for i in range(60):  # 40 records: about 11 kB of inputs; 120: about 34 kB
+            for name, batch in ((f"small-{i}", records[:40]), (f"large-{i}", records[:120])):
+                status, _, answer = post(
+                    served.url, "/predict", {"records": batch}, {"X-Request-ID": name}
+                )
+                assert status == 200 and len(answer["predictions"]) == len(batch), answer
+
+        def used() -> int:
+            with sqlite3.connect(log_db) as con:
+                pages, free, size = (
+                    con.execute(f"PRAGMA {p}").fetchone()[0]
+                    for p in ("page_count", "freelist_count", "page_size")
+                )
+            return (pages - free) * size
+
+        deadline = time.monotonic() + 30
+        while True:  # the last batch written, then the log pruned after it
+            frame = read_log(log_db)
+            if "small-59" in set(frame["request_id"]) and used() <= bound:
+                break
+            assert time.monotonic() < deadline, f"the log takes {used()} bytes"
+            time.sleep(0.1)
+        kept = frame["request_id"].drop_duplicates().tolist()
+        assert kept == [f"small-{i}" for i in range(60 - len(kept), 60)]  # the newest
+        assert 0 < len(kept) < 60 and frame.attrs["omitted"] > 0
+        with sqlite3.connect(log_db) as con:
+            markers = con.execute(
+                "SELECT request_id, inputs FROM predictions WHERE request_id LIKE 'large-%'"
+            ).fetchall()
+        assert markers and all(json.loads(m)["omitted"]["limit"] == 20000 for _, m in markers)
+        _, _, metrics = call(served.url, "GET", "/metrics")
+        assert "mlcycle_log_omitted_records_total 7200.0" in metrics.decode()  # 60 x 120
+
+        host, port = served.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(4)]
+        try:
+            with socket.create_connection((host, int(port)), timeout=30) as extra:
+                refused = read_response(extra)
+        finally:
+            for sock in idle:
+                sock.close()
+        assert refused[0] == 503 and refused[1]["retry-after"] == "1", refused
+        assert "--max-connections" in json.loads(refused[2])["detail"]
+        deadline = time.monotonic() + 30
+        while (status := call(served.url, "GET", "/health")[0]) != 200:  # closed connections
+            assert status == 503 and time.monotonic() < deadline  # still being closed
+        metrics = call(served.url, "GET", "/metrics")[2].decode()
+        assert re.search(r'mlcycle_refused_total\{reason="connections"\} [1-9]', metrics)
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:

@@ -187,12 +187,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         max_records=args.max_records,
         max_in_flight=args.max_in_flight,
+        max_connections=args.max_connections,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
         bundle_dir=str(Path(args.bundle).resolve()) if args.bundle else None,
         project=str(Path.cwd()),
         model_name=None if args.bundle else model_name(),
         model_version=version,
         trusted_keys=keys_file,
     )
+    log_bounds = _log_bounds(args)
     print(
         f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
         f"prediction log: {redact_url(log_url) if log_url else 'off'}",
@@ -206,10 +210,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=workers,
         log_url=log_url,
         log_when_full=args.log_when_full,
+        log_bounds=log_bounds,
         settings=settings,
         log_level=args.log_level,
     )
     return 0
+
+
+def _log_bounds(args: argparse.Namespace) -> dict[str, float | None]:
+    """The prediction log's bounds from ``mlcycle serve``'s options (0: none), checked here,
+    before any worker starts."""
+    bounds = {
+        "--log-max-record-bytes": ("max_record_bytes", args.log_max_record_bytes),
+        "--log-max-bytes": ("max_bytes", args.log_max_bytes),
+        "--log-retention-days": ("retention_days", args.log_retention_days),
+    }
+    for option, (_, value) in bounds.items():
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"{option} must be 0 (no bound) or above, got {value}")
+    return {name: value or None for name, value in bounds.values()}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -336,6 +355,8 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
         "model_id": model_id,
         "first_ts": ts.min().isoformat(),
         "last_ts": ts.max().isoformat(),
+        # records logged without their inputs (over --log-max-record-bytes): not judged
+        "omitted": log.attrs.get("omitted", 0),
     }
     note = None if output is not None else "predictions not judged: outputs of another model"
     versions = log["model_version"].dropna().unique()
@@ -635,6 +656,31 @@ def _add_init(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_init)
 
 
+def _log_bounds_options(p: argparse.ArgumentParser) -> None:
+    """``mlcycle serve``'s bounds of the prediction log (:func:`_log_bounds` checks them)."""
+    p.add_argument(
+        "--log-max-record-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="bytes of one request's inputs the log stores; past it the request is scored and "
+        "answered, and logged with a marker in place of its inputs (default: 1 MiB; 0: no limit)",
+    )
+    p.add_argument(
+        "--log-max-bytes",
+        type=int,
+        default=1024**3,
+        help="bytes the log may take (as the database reports them); past it the oldest "
+        "predictions are deleted, with their labels (default: 1 GiB; 0: no limit)",
+    )
+    p.add_argument(
+        "--log-retention-days",
+        type=float,
+        default=0,
+        help="days a prediction is kept; older ones are deleted, with their labels (default: "
+        "0, kept until the size bound needs the room)",
+    )
+
+
 def _add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="serve the model bundle as a REST API")
     _bundle_or_version(p)
@@ -653,6 +699,7 @@ def _add_serve(sub: Subparsers) -> None:
         default="reject",
         help="when the log cannot keep up: answer 503 (default) or wait for room",
     )
+    _log_bounds_options(p)
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument(
         "--body-timeout", type=float, default=10.0, help="seconds a client has to send its body"
@@ -680,6 +727,26 @@ def _add_serve(sub: Subparsers) -> None:
         default=64,
         help="scoring requests a worker holds at once (being scored or waiting); past it a "
         "request is answered 503 with Retry-After (default: 64)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections a worker holds (idle ones too); past it a new connection is "
+        "answered 503 with Retry-After and closed (default: 1000, per worker)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0,
+        help="requests per second one client (IP address) may send to a worker; past it: 429 "
+        "with Retry-After; health and metrics are exempt (default: 0, off)",
+    )
+    p.add_argument(
+        "--rate-burst",
+        type=int,
+        default=0,
+        help="requests a client may send at once within its rate (default: the rate)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -329,7 +329,13 @@ def markdown_report(doc: dict) -> str:
         "# Monitoring report",
         "",
         f"Model {model_title(m)} ({m.get('id')}); {doc['rows']:,} rows "
-        f"from {w.get('where')}; reference {doc['reference_rows']:,} rows.",
+        f"from {w.get('where')}; reference {doc['reference_rows']:,} rows."
+        + (
+            f" {w['omitted']:,} records logged without their inputs (over the log's limit "
+            "for one request) were left out."
+            if w.get("omitted")
+            else ""
+        ),
         "",
         f"**Verdict: {'DRIFT' if doc['drift'] else 'no drift'}.** {doc['rule']}",
         "",

@@ -22,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from mlcycle.predlog import store
+from mlcycle.predlog import bounds, store
 from mlcycle.predlog.store import (
     DEFAULT_URL,
     LABELS_TABLE,
@@ -55,6 +55,7 @@ def _empty_log() -> pd.DataFrame:
     frame = frame.astype({"id": "int64", "row": "int64"})
     for c in ("ts", "label_ts"):
         frame[c] = pd.Series(dtype="datetime64[us, UTC]")
+    frame.attrs["omitted"] = 0
     return frame
 
 
@@ -120,9 +121,10 @@ def _parse_entries(
     outputs: Sequence[Any],
 ) -> tuple[list[Any], list[Any]]:
     """Each entry's records and outputs, parsed once (orjson); an entry whose JSON is not
-    arrays of its ``records`` items is a :class:`PredictionLogError`. The checks run over
-    whole columns (``map``), not entry by entry in Python: a million requests of one record
-    are a million entries."""
+    arrays of its ``records`` items is a :class:`PredictionLogError`, and one whose inputs were
+    omitted (:func:`~mlcycle.predlog.bounds.marker`) has None for its records. The checks run
+    over whole columns (``map``), not entry by entry in Python: a million requests of one
+    record are a million entries."""
     loads = orjson.loads
     try:
         records_of = list(map(loads, inputs))
@@ -140,7 +142,9 @@ def _parse_entries(
                     f"entry id {id_} (request {rid!r}) is not valid JSON: {exc}"
                 ) from None
     kinds = set(map(type, records_of))
+    omitted: set[int] = set()
     if dict in kinds:  # {"records": [...], ...}: a request body as received
+        omitted = {i for i, r in enumerate(records_of) if bounds.is_marker(r)}
         records_of = [r.get("records") if type(r) is dict else r for r in records_of]
         kinds = set(map(type, records_of))
     counts = list(counts)
@@ -150,7 +154,9 @@ def _parse_entries(
     ):
         if ok and list(map(len, parsed)) == counts:
             continue
-        for id_, rid, n, value in zip(ids, rids, counts, parsed, strict=True):
+        for i, (id_, rid, n, value) in enumerate(zip(ids, rids, counts, parsed, strict=True)):
+            if what == "inputs" and i in omitted:
+                continue
             if type(value) is not list or len(value) != n:
                 raise PredictionLogError(
                     f"entry id {id_} (request {rid!r}): its {what} are not an array "
@@ -176,11 +182,25 @@ def _no_gc() -> Iterator[None]:
 
 def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFrame:
     """The per-record frame of ``rows`` (requests, in id order; the first one's first ``skip``
-    records left out) with ``labels`` (request_id, row, ts, label) joined in."""
+    records left out) with ``labels`` (request_id, row, ts, label) joined in. Requests logged
+    without their inputs are left out; ``attrs["omitted"]`` counts their records."""
     ids, rids, ts, counts, names, versions, model_ids, inputs, outputs = map(
         list, zip(*rows, strict=True)
     )
     records_of, outputs_of = _parse_entries(ids, rids, counts, inputs, outputs)
+    keep = [i for i, r in enumerate(records_of) if r is not None]
+    omitted = sum(counts) - sum(counts[i] for i in keep) - (skip if 0 not in keep else 0)
+    if len(keep) < len(ids):
+        if 0 not in keep:
+            skip = 0
+        columns = (ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of)
+        ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of = (
+            [column[i] for i in keep] for column in columns
+        )
+        if not ids:
+            frame = _empty_log()
+            frame.attrs["omitted"] = omitted
+            return frame
     if skip:
         records_of[0], outputs_of[0] = records_of[0][skip:], outputs_of[0][skip:]
         counts[0] -= skip
@@ -211,7 +231,7 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
                     label[base + r - low] = l_labels[j]
                     label_ts[base + r - low] = l_us[j]
     stamps = pd.DatetimeIndex(label_ts.view("datetime64[us]")).tz_localize(UTC)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "id": np.repeat(np.asarray(ids, dtype=np.int64), n),
             "request_id": each(rids),
@@ -226,6 +246,8 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
             "label_ts": stamps.array,
         }
     )
+    frame.attrs["omitted"] = omitted
+    return frame
 
 
 def _where(
@@ -308,9 +330,11 @@ def read_log(
     timestamps. Filters apply to requests: ``since <= ts < until`` (a naive datetime is UTC),
     ``model_version``, ``model_id``; ``last`` keeps the last ``last`` records that pass them
     (the oldest request kept may lose its first records), found without reading the rest of
-    the table. A database without the table (nothing logged yet) gives an empty frame; a
-    missing SQLite file, or an entry whose JSON does not hold its number of records, is a
-    :class:`PredictionLogError`.
+    the table. Requests logged without their inputs (over the log's limit for one request,
+    :mod:`~mlcycle.predlog.bounds`) are left out, as nothing can use outputs without inputs:
+    ``frame.attrs["omitted"]`` counts their records (within ``last``, they count). A database
+    without the table (nothing logged yet) gives an empty frame; a missing SQLite file, or an
+    entry whose JSON does not hold its number of records, is a :class:`PredictionLogError`.
     """
     if last is not None and last < 0:
         raise ValueError(f"last must be >= 0, not {last}")

@@ -7,6 +7,9 @@ returns at once; the thread writes whole requests in batches, one transaction pe
 refuses the whole call instead of dropping a logged prediction. A failing database is retried
 with backoff and reported through :mod:`logging`; records are only ever given up when
 :meth:`PredictionLog.close` runs out of time, and then their number is logged and returned.
+The same thread keeps the log within its bounds (:mod:`~mlcycle.predlog.bounds`): one
+request's inputs over ``max_record_bytes`` are stored as a marker, and it prunes the oldest
+requests past ``retention_days`` or ``max_bytes`` now and then, not per request.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy import exc as sa_exc
 
-from mlcycle.predlog import store
+from mlcycle.predlog import bounds, store
 from mlcycle.predlog.labels import attach_labels
 from mlcycle.predlog.store import DEFAULT_URL, PredictionLogError
 
@@ -36,6 +39,7 @@ logger = logging.getLogger(__package__)  # mlcycle.predlog, as before it was a p
 
 RETRY_FIRST_SECONDS = 0.05  # the first retry of a failed write waits this long, doubling
 RETRY_MAX_SECONDS = 2.0  # up to this
+PRUNE_INTERVAL = 60.0  # seconds between two checks of the log's bounds, at most
 
 
 def _json_default(obj: Any) -> Any:
@@ -169,6 +173,13 @@ class PredictionLog:
     (connect timeout). The tables are created, and the database reached, before the
     constructor returns: a wrong URL fails at start-up with :class:`PredictionLogError`.
     Every counter counts records, not requests.
+
+    Bounds (:mod:`~mlcycle.predlog.bounds`; None: none): a request whose inputs take more than
+    ``max_record_bytes`` (UTF-8, as stored) is stored with a marker in their place
+    (:attr:`omitted` counts its records); the requests older than ``retention_days`` and, while
+    the log takes more than ``max_bytes`` (SQLite and PostgreSQL), the oldest are deleted with
+    their labels, by the writer thread when it starts, every ``prune_interval`` seconds, and
+    sooner when what it wrote since its last check could have filled half the room left.
     """
 
     def __init__(
@@ -181,6 +192,10 @@ class PredictionLog:
         when_full: Literal["reject", "block"] = "reject",
         block_timeout: float = 1.0,
         db_timeout: float = 5.0,
+        max_record_bytes: int | None = None,
+        max_bytes: int | None = None,
+        retention_days: float | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
     ) -> None:
         if batch_size < 1 or max_queue < 1:
             raise ValueError("batch_size and max_queue must be at least 1")
@@ -188,6 +203,12 @@ class PredictionLog:
             raise ValueError("flush_interval and db_timeout must be > 0, block_timeout >= 0")
         if when_full not in ("reject", "block"):
             raise ValueError(f"when_full must be 'reject' or 'block', not {when_full!r}")
+        bounds.check(
+            max_record_bytes=max_record_bytes,
+            max_bytes=max_bytes,
+            retention_days=retention_days,
+            prune_interval=prune_interval,
+        )
         self._url = store.parse_url(url)
         #: The URL without credentials, for messages.
         self.url = store.shown(self._url)
@@ -197,6 +218,14 @@ class PredictionLog:
         self.when_full = when_full
         self.block_timeout = block_timeout
         self._engine = store.make_engine(self._url, writer=True, timeout=db_timeout)
+        if max_bytes and not bounds.supports_size(self._engine):
+            self._engine.dispose()
+            raise PredictionLogError(
+                f"prediction log {self.url}: a size bound needs SQLite or PostgreSQL, which "
+                "report the log's size"
+            )
+        self.max_record_bytes, self.max_bytes = max_record_bytes, max_bytes
+        self.retention_days, self.prune_interval = retention_days, prune_interval
         self._mode = store.insert_mode(self._url)  # how _commit inserts
         # the column types for a binary COPY (None: text COPY), see store.binary_copy_types
         self._copy_types: list[str] | None = None
@@ -221,6 +250,11 @@ class PredictionLog:
         self._abandoned = False  # records were given up: the writer stops
         self._flush_now = False  # flush() asked for the queue to be written now
         self._lost = 0  # records given up when closing
+        self._omitted = 0  # records stored without their inputs (max_record_bytes)
+        self._pruned = 0  # records deleted by the bounds
+        self._next_prune = 0.0  # monotonic time of the next check of the bounds: at start
+        self._room_left = math.inf  # bytes the log could still take at the last check
+        self._since_prune = 0  # bytes written since
         self._close_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="mlcycle-predlog", daemon=True)
@@ -242,6 +276,7 @@ class PredictionLog:
         be creating them at the same moment)."""
         for attempt in range(attempts):
             try:
+                bounds.prepare(self._engine)
                 store.create_tables(self._engine)
                 if self._mode == "copy":
                     self._copy_types = store.binary_copy_types(self._engine)
@@ -293,6 +328,16 @@ class PredictionLog:
         return self._batches
 
     @property
+    def omitted(self) -> int:
+        """Records stored without their inputs, which were over ``max_record_bytes``."""
+        return self._omitted
+
+    @property
+    def pruned(self) -> int:
+        """Records deleted to keep the log within ``retention_days`` and ``max_bytes``."""
+        return self._pruned
+
+    @property
     def accepting(self) -> bool:
         """Open and with room in the queue: what a readiness probe asks."""
         return not self._closing and self.depth < self.max_queue
@@ -327,7 +372,9 @@ class PredictionLog:
         defaults to now. Nothing is serialised or decoded here, so a call costs the same
         whatever ``n``: the writer thread does it, so do not change the sequences after
         submitting. JSON text is not checked either: :func:`read_log` refuses an entry whose
-        arrays do not have ``n`` items.
+        arrays do not have ``n`` items. JSON inputs over ``max_record_bytes`` are replaced by
+        the marker here, so the queue does not hold them (sequences: by the writer, once
+        serialised).
 
         Returns True when the request was queued, False when it was not (queue full, or
         closed); an empty request (``n == 0``) is not queued and counts as accepted. A missing
@@ -336,6 +383,11 @@ class PredictionLog:
         """
         n = _count(request_id, inputs, outputs, model_name, model_id, n)
         when = time.time_ns() // 1000 if ts is None else store.utc(ts)
+        omitted = 0
+        if self.max_record_bytes and isinstance(inputs, str | bytes):
+            size = bounds.over(inputs, self.max_record_bytes)
+            if size:
+                inputs, omitted = bounds.marker(size, self.max_record_bytes), n
         with self._lock:
             if self._closing:
                 self._rejected += n
@@ -366,6 +418,7 @@ class PredictionLog:
             )
             self._queued += n
             self._accepted += n
+            self._omitted += omitted
             if was == 0 or was < self.batch_size <= self._queued:
                 self._wake.notify()
         return True
@@ -453,6 +506,7 @@ class PredictionLog:
                 batch = self._convert(entries)
                 if batch:
                     self._write(batch)
+                self._keep_bounds()
             except Exception:  # a bug here must not stop the log: say so and go on
                 logger.exception("prediction log %s: the writer failed", self.url)
                 with self._lock:
@@ -482,7 +536,9 @@ class PredictionLog:
                     self._wake.wait(left)
                 else:
                     self._flush_now = False
-                    self._wake.wait()
+                    if self._prune_due():
+                        return []
+                    self._wake.wait(self._prune_wait())
             entries, n = [], 0
             while self._queue and n < self.batch_size:
                 entry = self._queue.popleft()
@@ -500,10 +556,16 @@ class PredictionLog:
         converted (e.g. bytes that are not UTF-8) is dropped and logged: it would fail the same
         way every time."""
         batch: list[tuple] = []
-        bad = 0
+        bad = omitted = 0
         as_db = self._ts_value
         for _, n, request_id, name, version, model_id, inputs, outputs, when in entries:
             try:
+                cut, limit = 0, self.max_record_bytes
+                if limit and type(inputs) is not str and not isinstance(inputs, bytes):
+                    inputs = _json_text(inputs, "inputs", True)  # its size known once serialised
+                    size = bounds.over(inputs, limit)
+                    if size:
+                        inputs, cut = bounds.marker(size, limit), n
                 batch.append(
                     (
                         request_id if type(request_id) is str else str(request_id),
@@ -516,6 +578,7 @@ class PredictionLog:
                         outputs if type(outputs) is str else _json_text(outputs, "outputs", False),
                     )
                 )
+                omitted += cut
             except Exception as exc:
                 bad += n
                 logger.error(
@@ -527,6 +590,9 @@ class PredictionLog:
                 )
         if bad:
             self._dropped(bad)
+        if omitted:
+            with self._lock:
+                self._omitted += omitted
         return batch
 
     def _write(self, batch: list[tuple]) -> None:
@@ -567,6 +633,7 @@ class PredictionLog:
         with self._engine.begin() as conn:
             store.insert_rows(conn, self._mode, batch, self._copy_types)
         records = sum(values[2] for values in batch)
+        self._since_prune += sum(len(values[6]) + len(values[7]) for values in batch)
         with self._lock:
             self._batches += 1
             if self._abandoned:  # close() counted these as lost; they made it after all
@@ -602,6 +669,54 @@ class PredictionLog:
                 )
                 self._dropped(values[2])
         return []
+
+    # --- the bounds (writer thread) ------------------------------------------------------------
+
+    def _prune_due(self) -> bool:
+        """Whether to check the bounds now: at start, every ``prune_interval`` seconds, and
+        when what was written since the last check could have filled half the room left."""
+        if not (self.max_bytes or self.retention_days):
+            return False
+        written = self._since_prune  # 0: nothing new, whatever the room (none, if it is full)
+        return time.monotonic() >= self._next_prune or 0 < written * 2 >= self._room_left
+
+    def _prune_wait(self) -> float | None:
+        """Seconds the idle writer may sleep before a check of the bounds is due."""
+        if not (self.max_bytes or self.retention_days):
+            return None
+        return max(0.0, self._next_prune - time.monotonic())
+
+    def _keep_bounds(self) -> None:
+        """Prune the log to its bounds when due (:func:`~mlcycle.predlog.bounds.prune`); a
+        failure is logged and tried again at the next check."""
+        if not self._prune_due():
+            return
+        self._next_prune = time.monotonic() + self.prune_interval
+        self._since_prune = 0
+        try:
+            requests, records, used = bounds.prune(
+                self._engine, max_bytes=self.max_bytes, retention_days=self.retention_days
+            )
+        except sa_exc.SQLAlchemyError as exc:
+            logger.warning(
+                "prediction log %s: pruning to its bounds failed, tried again later: %s",
+                self.url,
+                store.reason(exc, self._url),
+            )
+            return
+        if used is not None and self.max_bytes:
+            self._room_left = max(0, self.max_bytes - used)
+        if requests:
+            with self._lock:
+                self._pruned += records
+            logger.info(
+                "prediction log %s: deleted the oldest %d request(s) (%d record(s)) to keep it "
+                "within its bounds%s",
+                self.url,
+                requests,
+                records,
+                f"; it takes {used} bytes" if used is not None else "",
+            )
 
     def _dropped(self, n: int) -> None:
         with self._lock:

@@ -78,6 +78,8 @@ def create_app(
         observe=core.telemetry.observe_request,
         route_of=_route_of(app),
         refused=core.telemetry.refused,
+        rate=settings.rate_limit,
+        burst=settings.rate_burst,
     )
     return app
 

@@ -37,6 +37,7 @@ logger = logging.getLogger("mlcycle.serve")
 
 MAX_RECORDS = 10_000
 MAX_IN_FLIGHT = 64  # requests with a body a worker holds at once; past it: 503 (guard.py)
+MAX_CONNECTIONS = 1000  # open connections a worker holds; past it: 503 (runner.py)
 RETRY_AFTER = "1"  # seconds, in a 503's Retry-After
 MAX_TEXT = 1_000  # characters in one text field; a longer one is refused, never echoed
 SHOWN = 60  # characters of a client's value an error or warning repeats at most
@@ -62,6 +63,11 @@ class ServeSettings:
     header_timeout: float = 10.0
     max_records: int = MAX_RECORDS
     max_in_flight: int = MAX_IN_FLIGHT
+    max_connections: int = MAX_CONNECTIONS
+    # Requests per second per client (guard.RateLimiter), and the burst a client may send at
+    # once; 0: no rate limit.
+    rate_limit: float = 0.0
+    rate_burst: int = 0  # 0: the rate, rounded up (at least 1)
     admin_token: str | None = None
     # The trusted keys file (mlcycle.signing): with one, every load and reload refuses a bundle
     # no key in it signed; read at each load, so a key removed from it is refused at the next.
@@ -91,6 +97,16 @@ class ServeSettings:
             raise ValueError(
                 f"--max-in-flight must be at least 1 (the requests a worker holds at once), "
                 f"got {self.max_in_flight}"
+            )
+        if self.max_connections < 1:
+            raise ValueError(
+                f"--max-connections must be at least 1 (the connections a worker holds), "
+                f"got {self.max_connections}"
+            )
+        if not (0 <= self.rate_limit < float("inf") and self.rate_burst >= 0):  # NaN too
+            raise ValueError(
+                f"--rate-limit and --rate-burst must be 0 (off, or the rate) or above, got "
+                f"{self.rate_limit} and {self.rate_burst}"
             )
 
 
@@ -231,6 +247,7 @@ class Core:
         self.signature = self.loaded.signature
         self.log = log
         self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
+        self.omitted_seen = 0  # the log's omitted records already counted in the metrics
         self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
         self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
         self.generation = 0.0  # what generation_seen gives without a generation file
@@ -365,7 +382,7 @@ class Core:
             accepted = await asyncio.to_thread(submit)
         else:
             accepted = submit()
-        self.telemetry.queue.set(self.log.depth)
+        self._log_gauges()
         if not accepted:
             self.telemetry.refused("log_full")
             raise HTTPException(
@@ -380,10 +397,21 @@ class Core:
         """Whether the prediction log (if any) takes records: what readiness means."""
         return self.log is None or self.log.accepting
 
+    def _log_gauges(self) -> None:
+        """The metrics that follow the log's own counters: its queue depth, and the records
+        it stored without their inputs (counted by its writer thread, so caught up here)."""
+        log = self.log
+        if log is None:
+            return
+        self.telemetry.queue.set(log.depth)
+        omitted = log.omitted
+        if omitted > self.omitted_seen:
+            self.telemetry.omitted.inc(omitted - self.omitted_seen)
+            self.omitted_seen = omitted
+
     def exposition(self) -> tuple[bytes, str]:
-        """The Prometheus metrics and their content type, the log's queue depth updated."""
-        if self.log is not None:
-            self.telemetry.queue.set(self.log.depth)
+        """The Prometheus metrics and their content type, the log's own figures updated."""
+        self._log_gauges()
         return self.telemetry.exposition()
 
     def close(self) -> None:

@@ -7,6 +7,8 @@
   to send it (408): a client that declares a longer ``Content-Length`` than it sends is answered,
   not waited for forever;
 - a body that is not JSON by its ``Content-Type`` is a 415, not a 422;
+- a rate limit per client (:class:`RateLimiter`, off unless set): past it a request is
+  answered 429 with ``Retry-After``; liveness, readiness and metrics are exempt;
 - admission: a worker holds at most ``max_in_flight`` requests with a body (scoring, labels,
   reloads) at once, from their arrival to their answer; past it a request is answered 503 with
   ``Retry-After`` at once, instead of queueing without bound;
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -39,6 +43,73 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 JSON_TYPES = ("application/json",)
 
 
+# Probes and scrapes are never rate limited: a busy client must not make the service look dead.
+EXEMPT_PATHS = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
+def client_address(scope: Scope) -> str:
+    """The client's IP address: the rate limit's key unless the service says otherwise."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests per second, up to ``burst`` at once.
+
+    A key's bucket holds up to ``burst`` tokens and gains ``rate`` a second; a request takes
+    one, or is refused with the seconds until one is there. Memory is bounded: buckets are kept
+    in the order they were last used, so those idle long enough to be full again (a full
+    bucket is the same as none) are dropped from the front as others are used, and past
+    ``max_keys`` (many clients at once, e.g. spoofed or rotating addresses) the least recently
+    used is dropped even if not full (that key starts again with a full bucket). ``clock``
+    (seconds, monotonic) is for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (0 < rate < math.inf) or burst < 1 or max_keys < 1:
+            raise ValueError(
+                f"a rate limit needs a rate above 0, a burst and max_keys of at least 1, got "
+                f"{rate}, {burst}, {max_keys}"
+            )
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self.clock = clock
+        self.refill = burst / rate  # seconds an empty bucket takes to be full again
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+
+    def take(self, key: str) -> float:
+        """Take a token for ``key``: 0 when there was one (the request may go), else the
+        seconds until there will be one."""
+        now = self.clock()
+        buckets = self.buckets
+        found = buckets.pop(key, None)
+        tokens = (
+            self.burst
+            if found is None
+            else min(self.burst, found[0] + (now - found[1]) * self.rate)
+        )
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        buckets[key] = (tokens, now)
+        # drop buckets full again (idle for a whole refill), oldest first, and any past the cap
+        while len(buckets) > self.max_keys or (
+            len(buckets) > 1 and next(iter(buckets.values()))[1] + self.refill <= now
+        ):
+            buckets.popitem(last=False)
+        return wait
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -47,7 +118,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class Guard:
-    """Request id, body size and time limits, content type, and per-request telemetry."""
+    """Request id, rate limit, body size and time limits, content type, admission, and
+    per-request telemetry.
+
+    ``rate`` (requests per second, 0: off) and ``burst`` (0: the rate rounded up) limit each
+    client of this worker, the client being what ``key_of`` makes of a request's scope (by
+    default its IP address, :func:`client_address`; a service with credentials may key by
+    the credential's name instead): past it, 429 with ``Retry-After`` (whole seconds until
+    the client may send again, at least 1), except on :data:`EXEMPT_PATHS`."""
 
     def __init__(
         self,
@@ -60,8 +138,13 @@ class Guard:
         observe: Callable[[str, str, int, float], None] | None = None,
         route_of: Callable[[Scope], str] | None = None,
         refused: Callable[[str], None] | None = None,
+        rate: float = 0.0,
+        burst: int = 0,
+        key_of: Callable[[Scope], str] = client_address,
     ) -> None:
         self.app = app
+        self.limiter = RateLimiter(rate, burst or max(1, math.ceil(rate))) if rate else None
+        self.key_of = key_of
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.max_in_flight = max_in_flight
@@ -93,6 +176,13 @@ class Guard:
             await send(message)
 
         try:
+            limiter = self.limiter
+            if limiter is not None and scope["path"] not in EXEMPT_PATHS:
+                wait = limiter.take(self.key_of(scope))
+                if wait:
+                    await _discard(receive)
+                    await self._error(send_with_id, *self._too_many(limiter, wait))
+                    return
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 problem = self._check_headers(scope)
                 if problem is None and self.in_flight >= self.max_in_flight:
@@ -140,6 +230,18 @@ class Guard:
             "--max-in-flight); retry later"
         )
 
+    def _too_many(self, limiter: RateLimiter, wait: float) -> tuple[int, str, str]:
+        """The 429 of a request past the rate limit, with its Retry-After: the whole seconds
+        until the client has a token again, at least 1; counted for the metrics."""
+        if self.refused is not None:
+            self.refused("rate")
+        reason = (
+            f"too many requests from this client: its limit is {limiter.rate:g} a second "
+            f"and {limiter.burst} at once (mlcycle serve --rate-limit, --rate-burst); "
+            "retry later"
+        )
+        return 429, reason, str(max(1, math.ceil(wait)))
+
     def _check_headers(self, scope: Scope) -> tuple[int, str] | None:
         length = _header(scope, b"content-length")
         if length is not None and not length.isdigit():
@@ -182,14 +284,14 @@ class Guard:
 
     @staticmethod
     async def _error(send: Send, status: int, reason: str, retry_after: str = "") -> None:
-        """A JSON error and the connection closed; a 503 says when to retry (seconds)."""
+        """A JSON error and the connection closed; a 429 or 503 says when to retry (seconds)."""
         body = json.dumps({"detail": reason}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
-        if status == 503:
+        if status in (429, 503):
             headers.append((b"retry-after", retry_after.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

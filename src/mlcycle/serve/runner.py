@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from mlcycle.bundle import load_bundle
 from mlcycle.constants import ADMIN_TOKEN_ENV
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.app import ServeSettings, create_app
+from mlcycle.serve.core import RETRY_AFTER
 from mlcycle.serve.telemetry import MULTIPROC_ENV
 
 CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
@@ -54,8 +56,17 @@ class _Refused(Exception):
 
 
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a request's head bounded, and Nagle's algorithm off.
+    """uvicorn's httptools protocol with connections and a request's head bounded, and Nagle's
+    algorithm off.
 
+    - **Bounded connections.** A worker holds at most :attr:`max_connections` open connections
+      (idle, kept alive, slow or busy); one past it is answered 503 with ``Retry-After`` as it
+      is accepted, before it sends anything, and closed, so clients that open connections and
+      keep them cannot exhaust the worker's file descriptors. uvicorn's own
+      ``limit_concurrency`` is no such bound: it answers 503 only once a request's headers
+      have arrived, so a connection that sends nothing, or its headers slowly, is held until
+      the header timeout (and counted only then); this one is counted at accept time.
+      :attr:`on_refused` (the service's ``mlcycle_refused_total``) counts each refusal.
     - **Bounded head.** The request line and headers get at most :attr:`limits` ``max_bytes``
       (past it, 414 for the URL, else 431) and ``max_count`` headers (431), counted as they
       arrive, so a 64 MB header is refused at its first 16 KiB instead of being parsed; and
@@ -72,17 +83,30 @@ class BoundedHttpTools(HttpToolsProtocol):
     :attr:`limits` is set from the service's settings in each worker (:func:`build_app`)."""
 
     limits = HeaderLimits()
+    max_connections = 1000
+    on_refused: Callable[[str], None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
+        super().connection_made(transport)  # adds it to self.connections (this worker's)
         self._head_bytes = 0
         self._head_count = 0
         self._raw = 0
         self._answered = False
         self._head_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.max_connections:
+            refused = type(self).on_refused  # from the class: a plain function stays unbound
+            if refused is not None:
+                refused("connections")
+            self._refuse(
+                503,
+                f"this worker holds {self.max_connections} connections already, its limit "
+                "(mlcycle serve --max-connections); retry later",
+                retry_after=RETRY_AFTER,
+            )
+            return
         self._start_head_timer()
 
     def _start_head_timer(self) -> None:
@@ -102,11 +126,11 @@ class BoundedHttpTools(HttpToolsProtocol):
             "(mlcycle serve --header-timeout)",
         )
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer ``status`` with a JSON reason and close the connection: its sending side at
-        once, the rest after :data:`LINGER_SECONDS` of reading and dropping what the client
-        still sends (closed at once, unread bytes would reset the connection and the client
-        could lose the answer)."""
+    def _refuse(self, status: int, reason: str, retry_after: str = "") -> None:
+        """Answer ``status`` with a JSON reason (and ``Retry-After`` when given) and close the
+        connection: its sending side at once, the rest after :data:`LINGER_SECONDS` of
+        reading and dropping what the client still sends (closed at once, unread bytes would
+        reset the connection and the client could lose the answer)."""
         if self._answered or self.transport.is_closing():
             return
         self._answered = True
@@ -116,6 +140,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             STATUS_LINE[status]
             + b"content-type: application/json\r\ncontent-length: "
             + str(len(body)).encode()
+            + (f"\r\nretry-after: {retry_after}".encode() if retry_after else b"")
             + b"\r\nconnection: close\r\n\r\n"
             + body
         )
@@ -216,11 +241,18 @@ def build_app() -> FastAPI:
     bundle = load_bundle(cfg["bundle"], signing.trusted_keys(settings.trusted_keys))
     log = None
     if cfg.get("log_url"):
-        log = PredictionLog(cfg["log_url"], when_full=cfg.get("log_when_full", "reject"))
+        log = PredictionLog(
+            cfg["log_url"],
+            when_full=cfg.get("log_when_full", "reject"),
+            **cfg.get("log_bounds", {}),
+        )
     BoundedHttpTools.limits = HeaderLimits(
         settings.max_header_bytes, settings.max_headers, settings.header_timeout
     )
-    return create_app(bundle, settings, log=log, version=cfg.get("version"))
+    BoundedHttpTools.max_connections = settings.max_connections
+    app = create_app(bundle, settings, log=log, version=cfg.get("version"))
+    BoundedHttpTools.on_refused = app.state.mlcycle.telemetry.refused
+    return app
 
 
 def serve(
@@ -232,10 +264,13 @@ def serve(
     workers: int,
     log_url: str | None,
     log_when_full: str = "reject",
+    log_bounds: dict[str, Any] | None = None,
     settings: ServeSettings,
     log_level: str = "info",
 ) -> None:
-    """Serve until stopped (SIGTERM or Ctrl-C): a graceful stop flushes the prediction log."""
+    """Serve until stopped (SIGTERM or Ctrl-C): a graceful stop flushes the prediction log.
+    ``log_bounds``: :class:`~mlcycle.predlog.PredictionLog`'s ``max_record_bytes``,
+    ``max_bytes`` and ``retention_days``."""
     # verify (and check the signature, with trusted keys) before any worker starts: fail once
     load_bundle(bundle_dir, signing.trusted_keys(settings.trusted_keys))
     state_dir = Path(tempfile.mkdtemp(prefix="mlcycle-serve-"))
@@ -258,6 +293,7 @@ def serve(
                 "version": version,
                 "log_url": log_url,
                 "log_when_full": log_when_full,
+                "log_bounds": log_bounds or {},
                 "settings": asdict(settings),
             }
         )

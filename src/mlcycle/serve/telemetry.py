@@ -8,8 +8,11 @@
   the predicted value): what the model is saying, the first sign of drift;
 - ``mlcycle_log_queue_depth``: records waiting to be written to the prediction log;
 - ``mlcycle_refused_total{reason}``: requests answered 503 because the worker was scoring its
-  limit of requests already (``busy``) or the prediction log could not take them
-  (``log_full``);
+  limit of requests already (``busy``), held its limit of connections (``connections``) or
+  the prediction log could not take them (``log_full``), and 429 because the client was over
+  its rate limit (``rate``);
+- ``mlcycle_log_omitted_records_total``: records scored and logged without their inputs, which
+  were over the log's size limit for one request;
 - ``mlcycle_model_info{model_id,name,version}``: 1 for the loaded model.
 
 With several worker processes (``mlcycle serve --workers N``) each worker writes its values to
@@ -36,6 +39,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REFUSALS = ("busy", "connections", "log_full", "rate")  # mlcycle_refused_total's reasons
 
 
 def multiprocess() -> bool:
@@ -98,11 +102,16 @@ class Telemetry:
             registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
         self.refusals = Counter(
-            "mlcycle_refused", "Requests refused with a 503, by reason (busy, log_full).",
+            "mlcycle_refused",
+            "Requests refused with a 503 or 429, by reason (busy, connections, log_full, rate).",
             ["reason"], registry=reg,
         )  # fmt: skip
-        for reason in ("busy", "log_full"):  # shown at 0 before the first refusal
+        for reason in REFUSALS:  # shown at 0 before the first refusal
             self._child(self.refusals, reason)
+        self.omitted = Counter(
+            "mlcycle_log_omitted_records",
+            "Records logged without their inputs (over --log-max-record-bytes).", registry=reg,
+        )  # fmt: skip
         self.model = Gauge(
             "mlcycle_model_info", "The loaded model (value 1).", ["model_id", "name", "version"],
             registry=reg, multiprocess_mode="liveall",
@@ -138,7 +147,7 @@ class Telemetry:
                 _observe_many(child, values)
 
     def refused(self, reason: str) -> None:
-        """Count a request refused with a 503 (``busy`` or ``log_full``)."""
+        """Count a request refused, by one of :data:`REFUSALS`."""
         self._child(self.refusals, reason).inc()
 
     def set_model(self, model_id: str, name: str, version: str | None) -> None:
