@@ -158,10 +158,10 @@ def labelled_log(project: Path, tmp_path: Path, n: int = 300) -> tuple[str, pd.D
 
 
 def test_the_defaults_are_the_services() -> None:
-    from mlcycle.serve import runner
+    from mlcycle.serve import auth, runner
 
     assert retrain.DEFAULT_LOG_URL == runner.DEFAULT_LOG_URL
-    assert retrain.ADMIN_TOKEN_ENV == runner.ADMIN_TOKEN_ENV
+    assert retrain.ADMIN_TOKEN_ENV == auth.ADMIN_TOKEN_ENV
 
 
 def test_bad_rows_are_left_out_and_named(small_project: Path) -> None:

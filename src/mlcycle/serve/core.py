@@ -31,6 +31,7 @@ from mlcycle.encoder import Encoder, Records
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
+from mlcycle.serve.auth import Credentials
 from mlcycle.serve.telemetry import Telemetry
 
 logger = logging.getLogger("mlcycle.serve")
@@ -62,7 +63,6 @@ class ServeSettings:
     header_timeout: float = 10.0
     max_records: int = MAX_RECORDS
     max_in_flight: int = MAX_IN_FLIGHT
-    admin_token: str | None = None
     # Where a reload finds the model: a bundle directory, or None for the registry's
     # production version of ``model_name`` in ``project``.
     bundle_dir: str | None = None
@@ -206,7 +206,8 @@ def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]
 class Core:
     """The model in service, the prediction log and the metrics, shared by every router.
 
-    ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down.
+    ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down;
+    ``credentials`` say who may call which route (:mod:`mlcycle.serve.auth`).
     :attr:`signature` is the one the service started with: a reload takes a model whose
     categories or features differ but refuses one that takes other requests or answers in
     another shape (:meth:`~mlcycle.features.Signature.contract_changes`), so request bodies
@@ -219,8 +220,10 @@ class Core:
         settings: ServeSettings,
         log: PredictionLog | None = None,
         version: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.settings = settings
+        self.credentials = credentials or Credentials()
         self.loaded = Loaded.of(bundle, version or settings.model_version)
         #: The model's name at start: what a reload asks the registry for (unless
         #: ``settings.model_name`` says otherwise).

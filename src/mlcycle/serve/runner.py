@@ -27,8 +27,8 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mlcycle.bundle import load_bundle
-from mlcycle.constants import ADMIN_TOKEN_ENV
 from mlcycle.predlog import PredictionLog
+from mlcycle.serve import auth
 from mlcycle.serve.app import ServeSettings, create_app
 from mlcycle.serve.telemetry import MULTIPROC_ENV
 
@@ -219,7 +219,10 @@ def build_app() -> FastAPI:
     BoundedHttpTools.limits = HeaderLimits(
         settings.max_header_bytes, settings.max_headers, settings.header_timeout
     )
-    return create_app(bundle, settings, log=log, version=cfg.get("version"))
+    credentials = auth.from_environment()  # checked by `mlcycle serve` before it started us
+    return create_app(
+        bundle, settings, log=log, version=cfg.get("version"), credentials=credentials
+    )
 
 
 def serve(
@@ -247,7 +250,6 @@ def serve(
                 **asdict(settings),
                 "generation_file": str(generation),
                 "generation_at_start": os.path.getmtime(generation),
-                "admin_token": settings.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
             }
         )
         os.environ[CONFIG_ENV] = json.dumps(
