@@ -325,7 +325,8 @@ def label_authors(records: pd.DataFrame, keys: Iterable[Key]) -> dict[str, int]:
     author = dict(zip(pairs, records["labelled_by"], strict=True))
     counts: dict[str, int] = {}
     for key in keys:
-        name = author.get(key) or UNRECORDED
+        name = author.get(key)
+        name = name if isinstance(name, str) and name else UNRECORDED  # None or NaN: unknown
         counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
