@@ -34,6 +34,10 @@ def test_the_tokens_file_the_variable_and_the_admin_token_together(tmp_path: Pat
     assert [c.name for c in creds.all] == ["labeller", "ops", "scorer", "admin"]
     assert creds.names("feedback") == ["labeller", "ops"] and creds.has_admin
     assert not creds.warnings
+    assert (
+        creds.summary()
+        == "labeller (feedback), ops (admin,feedback), scorer (predict), admin (admin)"
+    )
     assert all(LABELLER not in repr(c) for c in creds.all)  # only a digest is kept
     assert creds.credential_name(f"Bearer {OPS}") == "ops"
     assert creds.credential_name(f"bearer {LABELLER}".encode()) == "labeller"  # any case

@@ -200,7 +200,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     print(
         f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
-        f"prediction log: {redact_url(log_url) if log_url else 'off'}",
+        f"prediction log: {redact_url(log_url) if log_url else 'off'}; "
+        f"credentials: {credentials.summary()}",
         file=sys.stderr,
     )
     serve(

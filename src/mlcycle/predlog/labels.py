@@ -81,7 +81,7 @@ def local_author() -> str:
     return f"cli:{user}"
 
 
-def _current_labels(conn: sa.Connection, keys: Iterable[tuple[str, int]]) -> dict[Key, str]:
+def _current_labels(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, str]:
     """The labels ``keys`` ((request_id, row)) hold now."""
     lt = prediction_labels
     keys = set(keys)

@@ -135,8 +135,12 @@ class Credentials:
     ``feedback`` and ``admin``, if any credential is configured. Without an ``admin``
     credential the reload route does not exist at all (:attr:`has_admin`)."""
 
-    def __init__(self, credentials: Iterable[Credential] = ()) -> None:
+    def __init__(
+        self, credentials: Iterable[Credential] = (), warnings: Iterable[str] = ()
+    ) -> None:
         self.all = tuple(credentials)
+        #: Notes for the operator (a tokens file others can read), said once at start.
+        self.warnings = list(warnings)
         names = [c.name for c in self.all]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -147,11 +151,13 @@ class Credentials:
                 "one token is given to two credentials: each needs its own, so a label's author "
                 "is known and one can be revoked alone"
             )
-        #: Notes for the operator (a tokens file others can read), said once at start.
-        self.warnings: list[str] = []
 
     def __bool__(self) -> bool:
         return bool(self.all)
+
+    def summary(self) -> str:
+        """``labeller (feedback), ops (admin,feedback)``, or ``none``: for the start-up line."""
+        return ", ".join(f"{c.name} ({','.join(sorted(c.scopes))})" for c in self.all) or "none"
 
     def names(self, scope: str) -> list[str]:
         """The names of the credentials holding ``scope``."""
@@ -193,8 +199,7 @@ class Credentials:
         :data:`ANONYMOUS` when the scope requires none; :class:`Refused` (401 without a valid
         token, 403 with one lacking the scope) otherwise."""
         if not self.required(scope):
-            credential = self.identify(authorization) if authorization else None
-            return credential.name if credential else ANONYMOUS
+            return self.credential_name(authorization) or ANONYMOUS
         credential = self.identify(authorization)
         if credential is None:
             raise Refused(
@@ -256,9 +261,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Credentials:
     if admin:
         _check_token(admin, ADMIN_TOKEN_ENV)
         found.append(Credential.of("admin", ["admin"], admin))
-    credentials = Credentials(found)
-    credentials.warnings = warnings
-    return credentials
+    return Credentials(found, warnings)
 
 
 def is_loopback(host: str) -> bool:
