@@ -121,6 +121,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 # Exec form: mlcycle (uvicorn) is PID 1 and gets SIGTERM, stops taking connections, finishes
 # the requests in flight and flushes the prediction log. Arguments given to `docker run` are
-# appended (CMD is empty), e.g. `--workers 4` or `--no-log`.
+# appended (CMD is empty), e.g. `--workers 4` or `--no-log`. Beyond loopback with the log on,
+# it needs a credential for labels: `docker run -e MLCYCLE_TOKENS ...` (docs/serving.md).
 ENTRYPOINT ["mlcycle", "serve", "--bundle", "/app/bundle", "--host", "0.0.0.0", "--port", "8000"]
 CMD []

@@ -600,7 +600,7 @@ def test_monitor_reads_a_window_of_the_prediction_log(  # noqa: ANN001
     ]
     from mlcycle.predlog import attach_labels
 
-    assert attach_labels(url, labels) == 1500
+    assert attach_labels(url, labels).matched == 1500
     code, doc = monitor_cli("--until", "2026-11-02")
     perf = doc["performance"]
     assert perf["labelled_rows"] == 1500 and perf["kpis"]["roc_auc"] > 0.85

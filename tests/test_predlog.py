@@ -32,10 +32,12 @@ import sqlalchemy as sa
 
 from mlcycle.predlog import (
     COLUMNS,
+    Attached,
     PredictionLog,
     PredictionLogError,
     attach_labels,
     labels_from_file,
+    local_author,
     read_log,
 )
 from tests.conftest import cli, in_schema
@@ -607,7 +609,7 @@ def test_read_log_of_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()  # not created by reading
     sqlite3.connect(tmp_path / "other.db").close()
     assert read_log(tmp_path / "other.db").empty  # nothing logged yet
-    assert attach_labels(tmp_path / "other.db", {"r": "x"}) == 0
+    assert attach_labels(tmp_path / "other.db", {"r": "x"}) == Attached(0)
 
 
 def test_an_entry_that_does_not_hold_its_records_is_an_error(db: Path) -> None:
@@ -642,10 +644,11 @@ def test_attach_labels(url: str) -> None:
         log.submit("pairs", b'{"records": [{}, {}]}', b"[{}, {}]", **MODEL, n=2)
         submit(log, "unlabelled", 1)
     start = pd.Timestamp.now(tz="UTC")
-    assert attach_labels(url, {"single": ">50K", "three": ["a", "b", "c", "d"], "nope": "x"}) == 4
-    assert attach_labels(url, [("pairs", 1, np.int64(1)), ("pairs", 5, "no such row")]) == 1
-    assert attach_labels(url, [("pairs", -1, "x"), ("nope", 0, "x")]) == 0
-    assert attach_labels(url, {}) == 0
+    labels = {"single": ">50K", "three": ["a", "b", "c", "d"], "nope": "x"}
+    assert attach_labels(url, labels, by="ana") == Attached(4, 4)
+    assert attach_labels(url, [("pairs", 1, np.int64(1)), ("pairs", 5, "no such row")]).matched == 1
+    assert attach_labels(url, [("pairs", -1, "x"), ("nope", 0, "x")]) == Attached(0)
+    assert attach_labels(url, {}) == Attached(0)
 
     frame = read_log(url).set_index(["request_id", "row"])
     assert frame.loc[("single", 0), "label"] == ">50K"
@@ -657,30 +660,86 @@ def test_attach_labels(url: str) -> None:
     labelled = frame["label_ts"].dropna()
     assert len(labelled) == 5 and (labelled >= start - pd.Timedelta(seconds=1)).all()
     assert str(frame["label_ts"].dtype) == "datetime64[us, UTC]"
+    assert frame.loc["three", "labelled_by"].tolist() == ["ana"] * 3
+    assert frame.loc[("pairs", 1), "labelled_by"] == local_author()  # cli:<user>
+    assert pd.isna(frame.loc[("pairs", 0), "labelled_by"])
 
-    # a later label replaces the earlier one (upsert), with a later time
+    # a label given already is kept unless the call says overwrite; the same label again
+    # changes nothing (a retry is no conflict)
     first = frame.loc[("three", 1), "label_ts"]
+    assert attach_labels(url, [("three", 1, "B"), ("three", 0, "a")]) == Attached(1, 0, 1)
+    assert read_log(url).set_index(["request_id", "row"]).loc[("three", 1), "label"] == "b"
     time.sleep(0.01)
-    assert attach_labels(url, [("three", 1, "B"), ("three", 1, "B2")]) == 1  # the last wins
+    twice = [("three", 1, "B"), ("three", 1, "B2")]  # the last wins
+    assert attach_labels(url, twice, by="bo", overwrite=True) == Attached(1, 1)
     again = read_log(url).set_index(["request_id", "row"])
     assert again.loc["three", "label"].tolist() == ["a", "B2", "c"]
+    assert again.loc["three", "labelled_by"].tolist() == ["ana", "bo", "ana"]
     assert again.loc[("three", 1), "label_ts"] > first
     assert again.loc[("three", 0), "label_ts"] == frame.loc[("three", 0), "label_ts"]
 
-    assert attach_labels(url, {"three": None}) == 3  # None clears; every record of the request
+    assert attach_labels(url, {"three": None}) == Attached(0, 0, 3)  # removing is a change too
+    cleared = attach_labels(url, {"three": None}, by="bo", overwrite=True)
+    assert cleared == Attached(3, 3)  # None clears; every record of the request
     cleared = read_log(url).set_index("request_id").loc["three"]
     assert cleared["label"].isna().all() and cleared["label_ts"].isna().all()
-    assert attach_labels(url, {"three": None}) == 3  # clearing again matches the same records
+    assert attach_labels(url, {"three": None}) == Attached(3)  # clearing again: no change
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
             'SELECT request_id, "row", label FROM prediction_labels ORDER BY 1, 2'
         ).all()
+        audit = conn.exec_driver_sql(
+            'SELECT request_id, "row", labelled_by, previous, label, ts '
+            "FROM prediction_label_changes WHERE request_id = 'three' ORDER BY id"
+        ).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("pairs", 1, "1"), ("single", 0, ">50K")]
+    # every change: who, the previous label (None: the first), the new one (None: removed)
+    assert [tuple(r)[:5] for r in audit] == [
+        ("three", 0, "ana", None, "a"),
+        ("three", 1, "ana", None, "b"),
+        ("three", 2, "ana", None, "c"),
+        ("three", 1, "bo", "b", "B2"),
+        ("three", 0, "bo", "a", None),
+        ("three", 1, "bo", "B2", None),
+        ("three", 2, "bo", "c", None),
+    ]
+    assert all(r[5] is not None for r in audit)
 
     with pytest.raises(TypeError, match="labels must be a mapping"):
         attach_labels(url, ["single"])  # type: ignore[list-item]
+
+
+def test_a_label_table_of_an_earlier_version_gets_its_author_column(url: str) -> None:
+    """A log whose prediction_labels was made before labelled_by existed is read as it is
+    (its labels' author unknown), and upgraded, not refused, by the next label write or
+    service start; its labels are kept."""
+    with PredictionLog(url) as log:
+        submit(log, "old", 2)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the label table as earlier versions made it
+        conn.exec_driver_sql("DROP TABLE prediction_labels")
+        conn.exec_driver_sql("DROP TABLE prediction_label_changes")
+        conn.exec_driver_sql(
+            'CREATE TABLE prediction_labels (request_id TEXT NOT NULL, "row" INTEGER NOT NULL, '
+            "label TEXT NOT NULL, ts TIMESTAMP WITH TIME ZONE NOT NULL, "
+            'PRIMARY KEY (request_id, "row"))'
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO prediction_labels VALUES ('old', 0, 'x', '2026-03-01 12:00:00.000000')"
+        )
+    before = read_log(url)
+    assert before["label"].tolist()[:1] == ["x"] and before["labelled_by"].isna().all()
+    assert attach_labels(url, [("old", 1, "y")], by="ana") == Attached(1, 1)
+    PredictionLog(url).close()  # the service's start finds it upgraded
+    frame = read_log(url)
+    assert frame["label"].tolist() == ["x", "y"]
+    assert pd.isna(frame["labelled_by"].iloc[0]) and frame["labelled_by"].iloc[1] == "ana"
+    with engine.connect() as conn:
+        changes = conn.exec_driver_sql("SELECT count(*) FROM prediction_label_changes").scalar()
+    engine.dispose()
+    assert changes == 1
 
 
 def test_labels_of_a_request_id_logged_twice_go_by_position(url: str) -> None:
@@ -688,8 +747,8 @@ def test_labels_of_a_request_id_logged_twice_go_by_position(url: str) -> None:
         submit(log, "again", 2)
         submit(log, "again", 3)
         submit(log, "other", 1)
-    assert attach_labels(url, {"again": "x"}) == 3  # positions 0..2: the longer of the two
-    assert attach_labels(url, [("again", 2, "z")]) == 1
+    assert attach_labels(url, {"again": "x"}).matched == 3  # positions 0..2: the longer one
+    assert attach_labels(url, [("again", 2, "z")], overwrite=True).matched == 1
     frame = read_log(url)
     assert frame["request_id"].tolist() == ["again"] * 5 + ["other"]
     assert frame["label"].tolist()[:5] == ["x", "x", "x", "x", "z"]

@@ -190,7 +190,7 @@ def test_status_says_when_the_service_and_production_disagree(
     registry's production version; exit 3 when production moved and the service did not.
     `mlcycle release --service URL` moves both: it reloads the service to the new version."""
     p = copy_of(released, tmp_path)
-    token = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    token = {"MLCYCLE_ADMIN_TOKEN": "release-admin-token-0123"}
     with serving(p, "--workers", "1", "--no-log", env=token) as served:
         agree = cli(p, "status", "--service", served.url)
         assert f"{served.url} serves {NAME}@v0.1.0" in agree.stdout

@@ -39,7 +39,8 @@ NAME = "income-classifier"
 TARGET = "income"
 SOURCE = "production"
 FOLDER = "data/landing/production"
-TOKEN = "retrain-s3cret"
+TOKEN = "retrain-admin-token-0123"
+LABELLER = "retrain-labeller-token-0123"
 
 
 def tags(project: Path) -> list[str]:
@@ -150,7 +151,7 @@ def labelled_log(project: Path, tmp_path: Path, n: int = 300) -> tuple[str, pd.D
         rid: rows[TARGET].iloc[i * 50 : (i + 1) * 50].tolist() for i, rid in enumerate(ids)
     }
     by_request.pop(ids[-1])
-    assert predlog.attach_labels(url, by_request) == n
+    assert predlog.attach_labels(url, by_request).matched == n
     return url, rows.iloc[:n]
 
 
@@ -158,10 +159,26 @@ def labelled_log(project: Path, tmp_path: Path, n: int = 300) -> tuple[str, pd.D
 
 
 def test_the_defaults_are_the_services() -> None:
-    from mlcycle.serve import runner
+    from mlcycle.serve import auth, runner
 
     assert retrain.DEFAULT_LOG_URL == runner.DEFAULT_LOG_URL
-    assert retrain.ADMIN_TOKEN_ENV == runner.ADMIN_TOKEN_ENV
+    assert retrain.ADMIN_TOKEN_ENV == auth.ADMIN_TOKEN_ENV
+
+
+def test_an_export_counts_its_labels_by_who_gave_them() -> None:
+    records = pd.DataFrame(
+        {
+            "request_id": ["a", "a", "b", "c", "d"],
+            "row": [0, 1, 0, 0, 0],
+            "labelled_by": ["labeller", "cli:ana", "labeller", None, "labeller"],
+        }
+    )
+    keys = [("a", 0), ("a", 1), ("b", 0), ("c", 0)]  # "d" left out of the export
+    counts = retrain.label_authors(records, keys)
+    assert counts == {"labeller": 2, "cli:ana": 1, retrain.UNRECORDED: 1}
+    assert list(counts) == ["labeller", retrain.UNRECORDED, "cli:ana"]  # most first, then name
+    assert retrain.authors_text(counts) == "labeller 2, (not recorded) 1, cli:ana 1"
+    assert retrain.authors_text({}) == "nobody"
 
 
 def test_bad_rows_are_left_out_and_named(small_project: Path) -> None:
@@ -244,7 +261,7 @@ def test_rows_left_out_are_decided_once(tmp_path: Path) -> None:
     outputs = [{"label": "<=50K", "probabilities": {"<=50K": 0.5, ">50K": 0.5}}] * 4
     assert log.submit("old", records, outputs, model_name=NAME, model_id="abc")
     assert log.close() == 0
-    assert predlog.attach_labels(url, {"old": adult[TARGET].tolist()}) == 4
+    assert predlog.attach_labels(url, {"old": adult[TARGET].tolist()}).matched == 4
     folder = tmp_path / "landing"
     project = retrain.Project(
         ROOT, params, retrain.find_source(params, SOURCE), folder, (), token=None
@@ -350,9 +367,11 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def post_json(url: str, payload: object) -> dict:
+def post_json(url: str, payload: object, headers: dict | None = None) -> dict:
     req = urllib.request.Request(
-        url, json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        url,
+        json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
@@ -408,12 +427,14 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert {rid: len(r) for rid, r in meta["records"].items()} == {
             f"req-{i}": 50 for i in range(6)
         }
+        assert meta["labelled_by"] == {predlog.local_author(): 300}  # whose labels it holds
         assert (snapshot["_source"] == SOURCE).sum() == 300
 
         # the commit: the file, dvc.lock, metrics; the tree is clean
         assert head(project) != before and status(project) == ""
         message = run(["git", "log", "-1", "--format=%B"], project).stdout
         assert message.startswith(f"retrain: 300 labelled production rows ({files[0].name})")
+        assert f"Labels given by: {predlog.local_author()} 300." in message
         changed = run(["git", "show", "--name-only", "--format=", "HEAD"], project).stdout.split()
         assert f"{FOLDER}/{files[0].name}" in changed and "dvc.lock" in changed
         assert "metrics/gate.json" in changed
@@ -463,7 +484,7 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         labels = {
             rid: more[TARGET].iloc[i * 60 : (i + 1) * 60].tolist() for i, rid in enumerate(ids)
         }
-        assert predlog.attach_labels(url, labels) == 120
+        assert predlog.attach_labels(url, labels).matched == 120
         dry = cli(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
     finally:
@@ -603,8 +624,8 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
     set_params(project, {"gate": {"tolerance": 0.02}})
     git_commit(project, "gate tolerance for production data")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    server = start_serving(project, "--workers", "2", "--log-url", log_url,
-                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+    tokens = {retrain.ADMIN_TOKEN_ENV: TOKEN, "MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"}
+    server = start_serving(project, "--workers", "2", "--log-url", log_url, env=tokens)
     service = server.url
     try:
         old_id = get_json(f"{service}/health")["model"]["id"]
@@ -627,8 +648,9 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
                 for i, rid in enumerate(ids)
                 for r in range(50)
             ]
-            fed = post_json(f"{service}/feedback", {"labels": labels})
-            assert fed == {"received": 600, "matched": 600}
+            labeller = {"Authorization": f"Bearer {LABELLER}"}
+            fed = post_json(f"{service}/feedback", {"labels": labels}, labeller)
+            assert fed == {"received": 600, "matched": 600, "conflicts": 0}
 
             # the monitor sees the drift and the KPI drop
             report = tmp_path / "monitor"
@@ -653,6 +675,7 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
             )  # fmt: skip
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert "released v0.1.1" in proc.stdout
+            assert "(labels by labeller 600)" in proc.stdout  # who gave what it trained on
             gate = json.loads((project / "metrics/gate.json").read_text())
             assert gate["passed"] and gate["champion_version"] == "v0.1.0"
             new_id = json.loads((project / "models/bundle/metadata.json").read_text())[

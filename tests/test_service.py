@@ -30,12 +30,17 @@ import xgboost as xgb
 from mlcycle.adapters.xgboost_model import dmatrix
 from mlcycle.bundle import write_bundle
 from mlcycle.features import Feature, Signature, encode_target, to_model_frame
-from mlcycle.predlog import read_log
+from mlcycle.predlog import local_author, read_log
 from mlcycle.serve.core import warnings_for
 from tests.conftest import BIN, serving, start_serving, stop_server, synthetic_records
 
 TARGET = "income"
 pytestmark = pytest.mark.server
+# Credentials (MLCYCLE_TOKENS lines: name scopes token): the module's server has one for labels
+LABELLER = "labeller-token-0123456789"
+LABELS = {"Authorization": f"Bearer {LABELLER}"}
+ADMIN_TOKEN = "admin-token-0123456789"
+TOKEN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def start_server(
@@ -83,7 +88,7 @@ def server(built_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     # A short body timeout: the slow-body test waits it out (loopback bodies arrive at once).
     url, proc, log_db = start_server(
         built_project, "--workers", "2", "--max-body-bytes", "200000", "--body-timeout", "3",
-        "--header-timeout", "2",
+        "--header-timeout", "2", env={"MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"},
     )  # fmt: skip
     yield url, proc, log_db
     stop_server(proc)
@@ -560,8 +565,11 @@ def test_the_log_keeps_each_body_as_received(server, records) -> None:
 def test_feedback_attaches_true_labels_to_logged_records(
     server, records, built_project: Path, tmp_path: Path
 ) -> None:
-    """POST /feedback: by record or for a whole request; labels that match nothing are counted
-    out, not stored; a label that is not a class, a bad row or a bad body is a 422."""
+    """POST /feedback needs a credential with the feedback scope (the module's server has
+    one): without a token, or a wrong one, 401. By record or for a whole request; labels that
+    match nothing are counted out, not stored; a label already given is kept (409 when
+    nothing else changed) unless the request says overwrite; every change is audited with
+    who gave it; a label that is not a class, a bad row or a bad body is a 422."""
     url, _, log_db = server
     classes = json.loads(call(url, "GET", "/metadata")[2])["signature"]["classes"]
     for rid, batch in (("fb-a", records[:3]), ("fb-b", records[3:5])):
@@ -573,20 +581,34 @@ def test_feedback_attaches_true_labels_to_logged_records(
         {"request_id": "fb-b", "label": classes[1]},  # every record of the request
         {"request_id": "never-logged", "label": classes[1]},
     ]
+    for headers in ({}, {"Authorization": "Bearer not-the-labellers-token"}):
+        status, answer, body = post(url, "/feedback", {"labels": labels}, headers)
+        assert status == 401 and answer["www-authenticate"] == "Bearer", body
+        assert "scope 'feedback'" in body["detail"]
     # right after the predictions: the log writes what is queued before labelling
-    status, _, body = post(url, "/feedback", {"labels": labels})
-    assert status == 200 and body == {"received": 5, "matched": 4}, body
+    status, _, body = post(url, "/feedback", {"labels": labels}, LABELS)
+    assert status == 200 and body == {"received": 5, "matched": 4, "conflicts": 0}, body
     log = read_log(f"sqlite:///{log_db}")
     got = {
-        (r.request_id, int(r.row)): r.label
+        (r.request_id, int(r.row)): (r.label, r.labelled_by)
         for r in log[log["request_id"].isin(["fb-a", "fb-b"])].itertuples()
     }
-    assert got[("fb-a", 0)] == classes[1] and got[("fb-a", 2)] == classes[0]
-    assert pd.isna(got[("fb-a", 1)])
-    assert got[("fb-b", 0)] == got[("fb-b", 1)] == classes[1]
-    # a later label replaces the earlier one
+    assert got[("fb-a", 0)] == (classes[1], "labeller") and got[("fb-a", 2)][0] == classes[0]
+    assert pd.isna(got[("fb-a", 1)][0])
+    assert got[("fb-b", 0)][0] == got[("fb-b", 1)][0] == classes[1]
+    # a later, different label is refused, unless the request says overwrite
     fix = {"labels": [{"request_id": "fb-a", "row": 0, "label": classes[0]}]}
-    assert post(url, "/feedback", fix)[2] == {"received": 1, "matched": 1}
+    status, _, body = post(url, "/feedback", fix, LABELS)
+    assert status == 409 and "1 logged record(s) hold another label" in body["detail"], body
+    assert '"overwrite": true' in body["detail"]
+    both = {"labels": [*fix["labels"], {"request_id": "fb-a", "row": 1, "label": classes[0]}]}
+    assert post(url, "/feedback", both, LABELS)[2] == {
+        "received": 2,
+        "matched": 1,
+        "conflicts": 1,
+    }
+    status, _, body = post(url, "/feedback", {**fix, "overwrite": True}, LABELS)
+    assert status == 200 and body == {"received": 1, "matched": 1, "conflicts": 0}, body
     log = read_log(f"sqlite:///{log_db}")
     assert log[(log.request_id == "fb-a") & (log.row == 0)]["label"].item() == classes[0]
     for bad, where in [
@@ -596,23 +618,42 @@ def test_feedback_attaches_true_labels_to_logged_records(
         ({"labels": [{"request_id": "fb-a", "label": True}]}, "label"),
         ({"labels": []}, "labels"),
         ({"labels": [{"request_id": "fb-a", "label": classes[0], "extra": 1}]}, "extra"),
+        ({**fix, "overwrite": "yes"}, "overwrite"),
     ]:
-        status, _, body = post(url, "/feedback", bad)
+        status, _, body = post(url, "/feedback", bad, LABELS)
         assert status == 422 and where in json.dumps(body), (bad, body)
     # the same from a file, while the service runs: labels are checked against the classes
     labels = tmp_path / "labels.csv"
-    labels.write_text(f"request_id,row,label\nfb-a,1,{classes[1]}\nfb-b,0,maybe\n")
+    labels.write_text(f"request_id,row,label\nfb-a,2,{classes[1]}\nfb-b,0,maybe\n")
     command = [
         str(BIN / "mlcycle"), "feedback", str(labels), "--log-url", f"sqlite:///{log_db}",
         "--bundle", str(built_project / "models/bundle"),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "1 label(s) are not classes" in done.stderr, done.stderr
-    labels.write_text(f"request_id,row,label\nfb-a,1,{classes[1]}\n")
+    labels.write_text(f"request_id,row,label\nfb-a,2,{classes[1]}\n")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "1 kept another label" in done.stderr, done.stderr
+    assert "--overwrite replaces them" in done.stderr
+    done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "1 logged record(s) labelled" in done.stderr, done.stderr
     log = read_log(f"sqlite:///{log_db}")
-    assert log[(log.request_id == "fb-a") & (log.row == 1)]["label"].item() == classes[1]
+    assert log[(log.request_id == "fb-a") & (log.row == 2)]["label"].item() == classes[1]
+    # the audit beside the log: who, when, the label before and after, for each change
+    with sqlite3.connect(log_db) as con:
+        audit = con.execute(
+            'SELECT "row", labelled_by, previous, label, ts FROM prediction_label_changes '
+            "WHERE request_id = 'fb-a' ORDER BY id"
+        ).fetchall()
+    user = local_author()
+    assert [a[:4] for a in audit] == [
+        (0, "labeller", None, classes[1]),
+        (2, "labeller", None, classes[0]),
+        (1, "labeller", None, classes[0]),
+        (0, "labeller", classes[1], classes[0]),
+        (2, user, classes[0], classes[1]),
+    ]
+    assert all(a[4] for a in audit)
 
 
 def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
@@ -663,34 +704,53 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
 
 
 def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records) -> None:
+    """Each route checks the scope it needs: with a predict credential configured scoring
+    needs one too; a valid token without the scope is a 403 naming it. Without an admin
+    credential the reload route does not exist."""
+    scorer = "scorer-token-0123456789"
+    tokens = f"scorer predict {scorer}\nlabeller feedback {LABELLER}"
     url, proc, _ = start_server(
-        built_project, "--workers", "1", env={"MLCYCLE_ADMIN_TOKEN": "s3cret"}
-    )
+        built_project, "--workers", "1",
+        env={"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN, "MLCYCLE_TOKENS": tokens},
+    )  # fmt: skip
     try:
         assert post(url, "/admin/reload", {})[0] == 401
         assert post(url, "/admin/reload", {}, {"Authorization": "Bearer wrong"})[0] == 401
-        status, _, info = post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})
+        status, _, body = post(url, "/admin/reload", {}, LABELS)
+        assert status == 403 and "'labeller' lacks the scope 'admin'" in body["detail"], body
+        status, _, info = post(url, "/admin/reload", {}, TOKEN)
         assert status == 200 and re.fullmatch(r"[0-9a-f]{12}", info["id"])
         # as the docs write it: `curl -X POST -H 'Authorization: ...'`, no body, no type
         host, port = url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        conn.request("POST", "/admin/reload", headers={"Authorization": "Bearer s3cret"})
+        conn.request("POST", "/admin/reload", headers=TOKEN)
         answer = conn.getresponse()
         assert answer.status == 200, answer.read()
-        assert post(url, "/predict", {"records": records[:1]})[0] == 200
+        status, answer, _ = post(url, "/predict", {"records": records[:1]})
+        assert status == 401 and answer["www-authenticate"] == "Bearer"
+        scoring = {"Authorization": f"Bearer {scorer}"}
+        assert post(url, "/predict", {"records": records[:1]}, scoring)[0] == 200
+        meta = json.loads(call(url, "GET", "/metadata")[2])
+        infer = {"inputs": tensors(records[:1], meta["signature"])}
+        status, _, body = post(url, "/v2/models/m/infer", infer)
+        assert status == 401 and "scope 'predict'" in body["error"], body
+        status, _, body = post(url, "/v2/models/m/infer", infer, TOKEN)
+        assert status == 403 and "lacks the scope 'predict'" in body["error"], body
+        status, _, body = post(url, "/feedback", {"labels": [{"request_id": "x", "label": 1}]})
+        assert status == 401, body
+        assert (
+            post(url, "/feedback", {"labels": [{"request_id": "x", "label": 1}]}, scoring)[0] == 403
+        )
     finally:
         assert stop_server(proc) == 0
     url, proc, _ = start_server(built_project, "--workers", "1", "--no-log")
     try:
-        assert post(url, "/admin/reload", {}, {"Authorization": "Bearer s3cret"})[0] == 404
+        assert post(url, "/admin/reload", {}, TOKEN)[0] == 404
         # and without a prediction log, labels have nowhere to go
         status, _, body = post(url, "/feedback", {"labels": [{"request_id": "x", "label": 1}]})
         assert status == 409 and "--no-log" in body["detail"], body
     finally:
         stop_server(proc)
-
-
-TOKEN = {"Authorization": "Bearer s3cret"}
 
 
 def tiny_bundle(
@@ -729,7 +789,7 @@ def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
     other requests: refused, naming the input, and the model in service keeps serving."""
     bundle = tiny_bundle(tmp_path / "bundle", ("blue", "green", "red"))
     violet = {"records": [{"x": 0.5, "colour": "violet", "y": 1.0}]}
-    env = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    env = {"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN}
     args = ("--bundle", str(bundle), "--workers", "2", "--no-log", "--log-level", "info")
     with serving(built_project, *args, env=env) as s:
         for _ in range(600):  # both workers built their app from the first bundle
@@ -769,7 +829,7 @@ def test_a_reload_loads_aside_while_requests_are_answered(
     with and without a swap are printed (figures, not limits: the machine may be loaded)."""
     bundle = tiny_bundle(tmp_path / "bundle", ("blue", "green", "red"))
     record = {"records": [{"x": 0.5, "colour": "red", "y": 1.0}]}
-    env = {"MLCYCLE_ADMIN_TOKEN": "s3cret"}
+    env = {"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN}
     with serving(
         built_project, "--bundle", str(bundle), "--workers", "1", "--no-log", env=env
     ) as s:
@@ -837,6 +897,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
             "1",
             "--seed",
             "1",
+            "--header",
+            f"Authorization: Bearer {LABELLER}",  # /feedback's bodies get past the door
             "--suppress-health-check",
             "all",
         ],  # fmt: skip

@@ -148,17 +148,31 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return exc.code
     for note in result.notes:
         say(note)
+    by = f"labels by {retrain.authors_text(result.labelled_by)}"
     if opts.dry_run:
-        print(f"dry run: {result.rows} row(s) would be exported; nothing was changed")
+        print(f"dry run: {result.rows} row(s) would be exported ({by}); nothing was changed")
     elif result.version:
-        print(f"retrained on {result.rows} production row(s): released {result.version}")
+        print(f"retrained on {result.rows} production row(s) ({by}): released {result.version}")
     else:
-        print(f"retrained on {result.rows} production row(s): committed {result.commit}")
+        print(f"retrained on {result.rows} production row(s) ({by}): committed {result.commit}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Verify the bundle, then serve it with uvicorn (several worker processes by default)."""
+    """Check the credentials against where the service listens, verify the bundle, then serve
+    it with uvicorn (several worker processes by default)."""
+    from mlcycle.serve import auth
+
+    try:  # before anything is loaded: a refusal costs nothing
+        credentials = auth.from_environment()
+    except auth.CredentialsError as exc:
+        return _err(str(exc))
+    problem = auth.exposure_problem(args.host, credentials, logging=not args.no_log)
+    if problem:
+        return _err(f"{problem}; see docs/security.md")
+    for warning in credentials.warnings:
+        print(f"mlcycle: warning: {warning}", file=sys.stderr)
+
     from mlcycle import signing
     from mlcycle.serve.app import ServeSettings
     from mlcycle.serve.runner import DEFAULT_LOG_URL, default_workers, serve
@@ -199,7 +213,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log_bounds = _log_bounds(args)
     print(
         f"serving {path} on http://{args.host}:{args.port} with {workers} worker(s); "
-        f"prediction log: {redact_url(log_url) if log_url else 'off'}",
+        f"prediction log: {redact_url(log_url) if log_url else 'off'}; "
+        f"credentials: {credentials.summary()}",
         file=sys.stderr,
     )
     serve(
@@ -262,7 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Attach true labels from a file to the logged predictions (by request id and row)."""
-    from mlcycle.predlog import PredictionLogError, attach_labels, labels_from_file
+    from mlcycle.predlog import PredictionLogError, attach_labels, labels_from_file, local_author
     from mlcycle.serve.runner import DEFAULT_LOG_URL
     from mlcycle.sources import redact_url
 
@@ -283,14 +298,20 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                 )
     url = args.log_url or DEFAULT_LOG_URL
     try:
-        matched = attach_labels(url, triples)
+        attached = attach_labels(url, triples, by=local_author(), overwrite=args.overwrite)
     except PredictionLogError as exc:
         return _err(str(exc))
+    kept = (
+        f"; {attached.conflicts} kept another label given earlier (--overwrite replaces them)"
+        if attached.conflicts
+        else ""
+    )
     print(
-        f"{len(triples)} label(s) read, {matched} logged record(s) labelled in {redact_url(url)}",
+        f"{len(triples)} label(s) read, {attached.matched} logged record(s) labelled "
+        f"({attached.changed} changed) in {redact_url(url)}{kept}",
         file=sys.stderr,
     )
-    return 0
+    return 1 if attached.conflicts and not attached.matched else 0
 
 
 def _monitor_settings(args: argparse.Namespace):  # noqa: ANN202 (config is imported late)
@@ -682,10 +703,21 @@ def _log_bounds_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="serve the model bundle as a REST API")
+    p = sub.add_parser(
+        "serve",
+        help="serve the model bundle as a REST API",
+        description="Serve the model bundle as a REST API. Credentials (named tokens with "
+        "scopes predict, feedback, admin) come from MLCYCLE_TOKENS_FILE, MLCYCLE_TOKENS and "
+        "MLCYCLE_ADMIN_TOKEN, never from the command line (docs/serving.md, Credentials).",
+    )
     _bundle_or_version(p)
     _trusted_keys(p)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); beyond loopback with the prediction "
+        "log on, a credential with the feedback scope is required",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
     p.add_argument(
@@ -789,6 +821,12 @@ def _add_feedback(sub: Subparsers) -> None:
     _log_url(p)
     p.add_argument(
         "--bundle", help="check the labels against this bundle's classes (default: models/bundle)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace labels given earlier (else they are kept, and counted; exit 1 when every "
+        "record matched kept its label)",
     )
     p.set_defaults(func=cmd_feedback)
 

@@ -23,6 +23,10 @@ its record of what it holds are written in one atomic rename, so a killed run ca
 export rows twice nor lose them, and deleting a file makes its rows exportable again. The
 columns stay exactly the data's (``gather`` requires every source to have the same columns).
 
+Each export also says whose labels it holds: how many came from each credential of the
+service (``labelled_by`` in the log: a credential's name, ``anonymous``, ``cli:<user>``), in
+the run's output, the file's metadata (key ``labelled_by``) and the commit message.
+
 Rows that break a per-row rule of ``schema.yaml`` whose severity is ``error`` (a type, a
 range, a non-nullable column, a target value: :mod:`mlcycle.schema.rows`, the rules the
 service refuses a record by) or whose label is not a class of the model are left out and
@@ -308,6 +312,28 @@ def decided_keys(folder: Path) -> tuple[set[Key], set[Key]]:
                 f"cannot be read: {exc}; without it retrain could export them twice"
             ) from None
     return keys, left
+
+
+UNRECORDED = "(not recorded)"  # who gave labels attached before authors were recorded
+
+
+def label_authors(records: pd.DataFrame, keys: Iterable[Key]) -> dict[str, int]:
+    """How many labels of the records ``keys`` (an export's) each author gave, by the log's
+    ``labelled_by`` (:func:`new_labelled`'s records): a credential's name, ``anonymous`` or
+    ``cli:<user>``; :data:`UNRECORDED` for labels from before authors were recorded."""
+    pairs = zip(records["request_id"].astype(str), records["row"].astype(int), strict=True)
+    author = dict(zip(pairs, records["labelled_by"], strict=True))
+    counts: dict[str, int] = {}
+    for key in keys:
+        name = author.get(key)
+        name = name if isinstance(name, str) and name else UNRECORDED  # None or NaN: unknown
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def authors_text(counts: dict[str, int]) -> str:
+    """``labeller 580, cli:ana 20``: who gave how many labels (:func:`label_authors`)."""
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "nobody"
 
 
 def new_labelled(log: pd.DataFrame, done: set[Key]) -> pd.DataFrame:
@@ -790,6 +816,7 @@ class Result:
 
     exported: Path | None = None
     rows: int = 0
+    labelled_by: dict[str, int] = field(default_factory=dict)  # labels per author
     left_out: tuple[LeftOut, ...] = ()
     commit: str | None = None
     version: str | None = None
@@ -849,10 +876,12 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
     shown_url = redact_url(opts.log_url if "://" in opts.log_url else f"sqlite:///{opts.log_url}")
     records = read_new_labelled(project, opts, shown_url, say)
     export, columns_from = export_records(project, records, say)
-    result = Result(left_out=export.left_out, rows=len(export.frame))
+    authors = label_authors(records, export.keys)
+    result = Result(left_out=export.left_out, rows=len(export.frame), labelled_by=authors)
     check_enough(project, result.rows, opts.min_labels)
+    say(f"labels given by: {authors_text(authors)}")
     now = datetime.now(UTC)
-    meta = export_meta(opts, shown_url, now, columns_from)
+    meta = {**export_meta(opts, shown_url, now, columns_from), "labelled_by": authors}
     if opts.dry_run:
         result.exported = dry_run(project, opts, export, now, meta, say)
         return result
@@ -1081,7 +1110,7 @@ def commit_export(
         + (f" ({window})" if window else "")
         + f" into source {project.source.name!r}; `dvc repro` passed the gate"
         + (f" against {project.name}@{champion}" if champion else "")
-        + ".\n"
+        + f".\nLabels given by: {authors_text(meta.get('labelled_by', {}))}.\n"
     )
     _git(root, "commit", "-q", "-m", message)
     commit = _git(root, "rev-parse", "HEAD").stdout.strip()

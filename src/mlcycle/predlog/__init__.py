@@ -26,7 +26,8 @@ outputs        text, not null              JSON array of the answers, one per re
 =============  ==========================  ==================================================
 
 ``prediction_labels`` holds the true labels that arrive later (:func:`attach_labels`), one row
-per labelled record, primary key ``(request_id, row)``:
+per labelled record, primary key ``(request_id, row)`` (a log created before ``labelled_by``
+existed gets the column, null for its labels):
 
 =============  ==========================  ==================================================
 request_id     text, not null              the request the record came in
@@ -34,7 +35,15 @@ row            integer, not null           the record's position in its request 
 label          text, not null              the true label
 ts             timestamp with time zone,   when the label was attached (UTC)
                not null
+labelled_by    text                        who gave it: the service's credential name,
+                                           ``anonymous`` (no credentials, on loopback) or
+                                           ``cli:<user>`` (``mlcycle feedback``)
 =============  ==========================  ==================================================
+
+``prediction_label_changes`` is the audit of those labels: a row per label given, replaced or
+removed (``id``, ``request_id``, ``row``, ``ts``, ``labelled_by``, ``previous``: null for a
+first label, ``label``: null when removed), only ever inserted. A label already given is
+replaced only when asked for (``overwrite``).
 
 A row per request, not per record, because the writer thread shares the service's CPU (and
 GIL): one insert and, when the service hands over the JSON it already has (the request body as
@@ -63,15 +72,17 @@ PostgreSQL specifics), :mod:`~mlcycle.predlog.writer` (:class:`PredictionLog`),
 (:func:`attach_labels`, :func:`labels_from_file`); import from ``mlcycle.predlog``.
 """
 
-from mlcycle.predlog.labels import attach_labels, labels_from_file
+from mlcycle.predlog.labels import Attached, attach_labels, labels_from_file, local_author
 from mlcycle.predlog.reader import COLUMNS, read_log
 from mlcycle.predlog.store import (
     DEFAULT_URL,
     INSERT_COLUMNS,
+    LABEL_CHANGES_TABLE,
     LABELS_TABLE,
     TABLE,
     PredictionLogError,
     metadata,
+    prediction_label_changes,
     prediction_labels,
     predictions,
 )
@@ -79,15 +90,19 @@ from mlcycle.predlog.writer import PredictionLog
 
 __all__ = [
     "COLUMNS",
+    "LABEL_CHANGES_TABLE",
     "DEFAULT_URL",
     "INSERT_COLUMNS",
+    "Attached",
     "LABELS_TABLE",
     "TABLE",
     "PredictionLog",
     "PredictionLogError",
     "attach_labels",
     "labels_from_file",
+    "local_author",
     "metadata",
+    "prediction_label_changes",
     "prediction_labels",
     "predictions",
     "read_log",

@@ -1,12 +1,16 @@
 """True labels for logged predictions: :func:`attach_labels` (by request id and record
-position, upserted into ``prediction_labels``) and :func:`labels_from_file` (the triples of a
-CSV, Parquet or JSON Lines file, for ``mlcycle feedback``)."""
+position, into ``prediction_labels``, each change audited in ``prediction_label_changes``;
+one implementation for the service's ``/feedback`` and ``mlcycle feedback``) and
+:func:`labels_from_file` (the triples of a CSV, Parquet or JSON Lines file, for ``mlcycle
+feedback``)."""
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,20 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.schema import CreateTable
 
 from mlcycle.io import read_table
 from mlcycle.predlog import store
-from mlcycle.predlog.store import TABLE, PredictionLogError, prediction_labels, predictions
+from mlcycle.predlog.store import (
+    LABELS_TABLE,
+    TABLE,
+    PredictionLogError,
+    prediction_label_changes,
+    prediction_labels,
+    predictions,
+)
 
 IN_CHUNK = 500  # request ids per IN (...) when attaching labels
+Key = tuple[str, int]  # a logged record: (request_id, row)
 
 
 def _label_text(value: Any) -> str | None:
@@ -49,14 +60,50 @@ def _records_per_request(conn: sa.Connection, request_ids: Iterable[str]) -> dic
     return sizes
 
 
-def _store_labels(conn: sa.Connection, chosen: Mapping[tuple[str, int], str | None]) -> None:
-    """Upsert the labels in ``chosen`` ((request_id, row) -> label), deleting those that are
-    None: INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL, delete then insert
-    elsewhere."""
+@dataclass(frozen=True)
+class Attached:
+    """What :func:`attach_labels` did, in logged records."""
+
+    #: records that hold the label sent now: given, replaced, removed, or already that label
+    matched: int
+    #: of those, records whose label changed now (each has its row in the audit table)
+    changed: int = 0
+    #: records that kept another label given earlier (``overwrite`` not asked for)
+    conflicts: int = 0
+
+
+def local_author() -> str:
+    """Who writes labels from this machine without the service: ``cli:<user>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name for this uid (a container's)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
+
+def _current_labels(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, str]:
+    """The labels ``keys`` ((request_id, row)) hold now."""
     lt = prediction_labels
-    now = datetime.now(UTC)
+    keys = set(keys)
+    wanted = sorted({rid for rid, _ in keys})
+    found: dict[Key, str] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        query = sa.select(lt.c.request_id, lt.c.row, lt.c.label).where(
+            lt.c.request_id.in_(wanted[i : i + IN_CHUNK])
+        )
+        found.update(((rid, row), label) for rid, row, label in conn.execute(query))
+    return {k: v for k, v in found.items() if k in keys}
+
+
+def _store_labels(
+    conn: sa.Connection, chosen: Mapping[Key, str | None], by: str, now: datetime
+) -> None:
+    """Upsert the labels in ``chosen`` ((request_id, row) -> label) as given ``by``, deleting
+    those that are None: INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL, delete then
+    insert elsewhere."""
+    lt = prediction_labels
     keep = [
-        {"request_id": rid, "row": row, "label": label, "ts": now}
+        {"request_id": rid, "row": row, "label": label, "ts": now, "labelled_by": by}
         for (rid, row), label in chosen.items()
         if label is not None
     ]
@@ -67,7 +114,11 @@ def _store_labels(conn: sa.Connection, chosen: Mapping[tuple[str, int], str | No
         insert = (sqlite_dialect if dialect == "sqlite" else pg_dialect).insert(lt)
         insert = insert.on_conflict_do_update(
             index_elements=[lt.c.request_id, lt.c.row],
-            set_={"label": insert.excluded.label, "ts": insert.excluded.ts},
+            set_={
+                "label": insert.excluded.label,
+                "ts": insert.excluded.ts,
+                "labelled_by": insert.excluded.labelled_by,
+            },
         )
     else:
         drop += [{"b_rid": k["request_id"], "b_row": k["row"]} for k in keep]
@@ -81,24 +132,50 @@ def _store_labels(conn: sa.Connection, chosen: Mapping[tuple[str, int], str | No
         conn.execute(insert, keep)
 
 
+def _decide(
+    chosen: Mapping[Key, str | None], current: Mapping[Key, str], overwrite: bool
+) -> tuple[dict[Key, str | None], int]:
+    """The labels of ``chosen`` to write (those that change a record's label, and may), and
+    how many records keep another earlier label because ``overwrite`` is False."""
+    changes: dict[Key, str | None] = {}
+    conflicts = 0
+    for key, label in chosen.items():
+        before = current.get(key)
+        if before == label:
+            continue  # already so: sent again (a retry), nothing changes
+        if before is not None and not overwrite:
+            conflicts += 1
+        else:
+            changes[key] = label
+    return changes, conflicts
+
+
 def attach_labels(
     url: str | os.PathLike[str],
     labels: Mapping[str, Any] | Iterable[tuple[str, int, Any]],
-) -> int:
-    """Record true labels that arrived after the predictions; returns how many records
-    matched.
+    *,
+    by: str | None = None,
+    overwrite: bool = False,
+) -> Attached:
+    """Record true labels that arrived after the predictions, as given ``by`` (a credential's
+    name; default :func:`local_author`), and say how many records matched, changed or kept
+    another label.
 
     ``labels`` is either a mapping ``request_id -> label`` (the label of every record of that
     request; a list or tuple gives one label per record, by position) or ``(request_id, row,
     label)`` triples (``row`` None: every record of the request). Only logged records get a
     label: a known request id and ``0 <= row <`` its number of records; the rest match
-    nothing. Labels are stored as text in ``prediction_labels`` with ``ts`` = now, replacing an
-    earlier label; ``None`` removes it. A request id logged more than once (a client reusing
-    ids) shares its labels by position: row ``i`` labels record ``i`` of each. All changes are
-    one transaction.
+    nothing. Labels are stored as text in ``prediction_labels`` with ``ts`` = now and
+    ``labelled_by``; ``None`` removes one. A record that holds another label already keeps it
+    (counted in :attr:`Attached.conflicts`) unless ``overwrite``; the same label again changes
+    nothing. Every change (a first label, a replaced or removed one) adds a row to
+    ``prediction_label_changes``: who, when, the previous label and the new one. A request id
+    logged more than once (a client reusing ids) shares its labels by position: row ``i``
+    labels record ``i`` of each. All changes are one transaction, which label writers in other
+    processes wait for.
     """
     whole: dict[str, str | None] = {}
-    by_row: dict[tuple[str, int], str | None] = {}
+    by_row: dict[Key, str | None] = {}
     if isinstance(labels, Mapping):
         for request_id, value in labels.items():
             if isinstance(value, list | tuple):
@@ -120,24 +197,48 @@ def attach_labels(
             else:
                 by_row[(str(request_id), int(row))] = _label_text(value)
     if not whole and not by_row:
-        return 0
+        return Attached(0)
+    author = by or local_author()
     parsed, engine = store.reader_engine(url)
-    chosen: dict[tuple[str, int], str | None] = {}
+    chosen: dict[Key, str | None] = {}
     try:
         with engine.begin() as conn:
+            # Reading a record's label and replacing it are one step whichever process writes
+            # labels too: SQLite's write lock, taken by the transaction's first statement ...
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             if not sa.inspect(conn).has_table(TABLE):
-                return 0
+                return Attached(0)
             store.check_layout(conn, predictions)
-            conn.execute(CreateTable(prediction_labels, if_not_exists=True))
-            store.check_layout(conn, prediction_labels)
+            store.create_label_tables(conn)
+            if conn.dialect.name == "postgresql":  # ... PostgreSQL's lock between label
+                # writers (readers go on)
+                conn.exec_driver_sql(f"LOCK TABLE {LABELS_TABLE} IN SHARE ROW EXCLUSIVE MODE")
             sizes = _records_per_request(conn, {*whole, *(rid for rid, _ in by_row)})
             for rid, label in whole.items():
                 chosen.update(((rid, row), label) for row in range(sizes.get(rid, 0)))
             for (rid, row), label in by_row.items():
                 if 0 <= row < sizes.get(rid, 0):
                     chosen[(rid, row)] = label
-            if chosen:
-                _store_labels(conn, chosen)
+            current = _current_labels(conn, chosen) if chosen else {}
+            changes, conflicts = _decide(chosen, current, overwrite)
+            if changes:
+                now = datetime.now(UTC)
+                _store_labels(conn, changes, author, now)
+                conn.execute(
+                    prediction_label_changes.insert(),
+                    [
+                        {
+                            "request_id": rid,
+                            "row": row,
+                            "ts": now,
+                            "labelled_by": author,
+                            "previous": current.get((rid, row)),
+                            "label": label,
+                        }
+                        for (rid, row), label in changes.items()
+                    ],
+                )
     except PredictionLogError as exc:
         raise PredictionLogError(f"prediction log {store.shown(parsed)}: {exc}") from None
     except sa_exc.SQLAlchemyError as exc:
@@ -147,7 +248,7 @@ def attach_labels(
         ) from None
     finally:
         engine.dispose()
-    return len(chosen)
+    return Attached(len(chosen) - conflicts, len(changes), conflicts)
 
 
 def labels_from_file(path: str | os.PathLike[str]) -> list[tuple[str, int | None, str]]:

@@ -45,6 +45,7 @@ COLUMNS = (
     "outputs",
     "label",
     "label_ts",
+    "labelled_by",
 )
 LAST_CHUNK = 1024  # read_log(last=N) looks for its first request this many requests at a time,
 LAST_CHUNK_MAX = 65_536  # growing to this
@@ -182,8 +183,9 @@ def _no_gc() -> Iterator[None]:
 
 def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFrame:
     """The per-record frame of ``rows`` (requests, in id order; the first one's first ``skip``
-    records left out) with ``labels`` (request_id, row, ts, label) joined in. Requests logged
-    without their inputs are left out; ``attrs["omitted"]`` counts their records."""
+    records left out) with ``labels`` (request_id, row, ts, label, labelled_by) joined in.
+    Requests logged without their inputs are left out; ``attrs["omitted"]`` counts their
+    records."""
     ids, rids, ts, counts, names, versions, model_ids, inputs, outputs = map(
         list, zip(*rows, strict=True)
     )
@@ -214,9 +216,10 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
         return np.repeat(np.asarray(values, dtype=object), n)
 
     label = np.full(total, None, dtype=object)
+    labelled_by = np.full(total, None, dtype=object)
     label_ts = np.full(total, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
     if labels:
-        l_rids, l_rows, l_ts, l_labels = zip(*labels, strict=True)
+        l_rids, l_rows, l_ts, l_labels, l_by = zip(*labels, strict=True)
         l_us = _timestamps(l_ts).asi8
         found: dict[str, list[tuple[int, int]]] = {}
         for j, (rid, r) in enumerate(zip(l_rids, l_rows, strict=True)):
@@ -230,6 +233,7 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
                 if low <= r < high:
                     label[base + r - low] = l_labels[j]
                     label_ts[base + r - low] = l_us[j]
+                    labelled_by[base + r - low] = l_by[j]
     stamps = pd.DatetimeIndex(label_ts.view("datetime64[us]")).tz_localize(UTC)
     frame = pd.DataFrame(
         {
@@ -244,6 +248,7 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
             "outputs": list(itertools.chain.from_iterable(outputs_of)),
             "label": label,
             "label_ts": stamps.array,
+            "labelled_by": labelled_by,
         }
     )
     frame.attrs["omitted"] = omitted
@@ -274,8 +279,8 @@ def _fetch(
     conn: sa.Connection, where: list[Any], last: int | None
 ) -> tuple[Sequence[Any], Sequence[Any], int]:
     """The requests passing ``where`` in id order (only those holding the last ``last``
-    records), the labels of their records (request_id, row, ts, label), and how many records
-    of the first request to leave out; no requests when nothing is logged yet."""
+    records), the labels of their records (request_id, row, ts, label, labelled_by), and how
+    many records of the first request to leave out; no requests when nothing is logged yet."""
     t, lt = predictions, prediction_labels
     dialect = conn.dialect.name
     inspector = sa.inspect(conn)
@@ -302,7 +307,10 @@ def _fetch(
     rows = conn.execute(query.where(*where).order_by(t.c.id)).all()
     labels: Sequence[Any] = []
     if rows and inspector.has_table(LABELS_TABLE):
-        query = sa.select(lt.c.request_id, lt.c.row, _ts_column(lt.c.ts, dialect), lt.c.label)
+        # a log from before labelled_by was recorded (not written to since) lacks the column
+        have = {c["name"] for c in inspector.get_columns(LABELS_TABLE)}
+        by = lt.c.labelled_by if "labelled_by" in have else sa.null()
+        query = sa.select(lt.c.request_id, lt.c.row, _ts_column(lt.c.ts, dialect), lt.c.label, by)
         if where:
             query = query.where(lt.c.request_id.in_(sa.select(t.c.request_id).where(*where)))
         labels = conn.execute(query).all()
@@ -326,7 +334,8 @@ def read_log(
     its request. ``inputs`` and ``outputs`` hold each record's parsed JSON as dicts (not
     expanded into columns: the frame's shape does not depend on the model;
     ``pd.DataFrame(frame["inputs"].tolist())`` gives the records). ``label`` and ``label_ts``
-    come from ``prediction_labels`` (missing: NaN/NaT). ``ts`` and ``label_ts`` are UTC
+    come from ``prediction_labels`` (missing: NaN/NaT), ``labelled_by`` names who gave the
+    label (None: no label, or one given before it was recorded). ``ts`` and ``label_ts`` are UTC
     timestamps. Filters apply to requests: ``since <= ts < until`` (a naive datetime is UTC),
     ``model_version``, ``model_id``; ``last`` keeps the last ``last`` records that pass them
     (the oldest request kept may lose its first records), found without reading the rest of

@@ -1,4 +1,4 @@
-"""The prediction log's store: the two tables, the engines that reach them, and what differs
+"""The prediction log's store: the tables, the engines that reach them, and what differs
 between SQLite and PostgreSQL (URLs, pragmas, timestamps, the fastest way to insert).
 
 Internal to :mod:`mlcycle.predlog`: the writer, the reader and the labels share it. Every
@@ -26,6 +26,7 @@ from mlcycle.sources import redact_url
 DEFAULT_URL = "sqlite:///predictions.db"
 TABLE = "predictions"
 LABELS_TABLE = "prediction_labels"
+LABEL_CHANGES_TABLE = "prediction_label_changes"
 
 #: What the writer inserts into ``predictions``, in this order: every column but ``id``.
 INSERT_COLUMNS = (
@@ -86,6 +87,26 @@ prediction_labels = sa.Table(
     sa.Column("row", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("label", sa.Text, nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    # who gave the current label (a credential's name, "anonymous", "cli:<user>"); null for
+    # labels given before it was recorded (a log created by an earlier version gets the column)
+    sa.Column("labelled_by", sa.Text),
+)
+#: The audit of label changes: a row per label given, replaced or removed, never updated.
+prediction_label_changes = sa.Table(
+    LABEL_CHANGES_TABLE,
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("request_id", sa.Text, nullable=False, index=True),
+    sa.Column("row", sa.Integer, nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("labelled_by", sa.Text, nullable=False),
+    sa.Column("previous", sa.Text),  # null: the record had no label
+    sa.Column("label", sa.Text),  # null: the label was removed
 )
 
 
@@ -200,20 +221,45 @@ def check_layout(conn: sa.Connection, table: sa.Table) -> None:
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create ``predictions`` (with its indexes) and ``prediction_labels`` if missing (several
-    processes may race to) and, on SQLite, switch the file to WAL mode (stored in the file);
-    refuse tables of another layout."""
+    """Create ``predictions`` (with its indexes) and the label tables
+    (:func:`create_label_tables`) if missing (several processes may race to) and, on SQLite,
+    switch the file to WAL mode (stored in the file); refuse tables of another layout."""
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
         if str(mode).lower() != "wal":
             raise sa_exc.OperationalError("PRAGMA journal_mode=WAL", {}, f"journal mode {mode}")
     with engine.begin() as conn:
-        for table in (predictions, prediction_labels):
-            conn.execute(CreateTable(table, if_not_exists=True))
-            check_layout(conn, table)
+        conn.execute(CreateTable(predictions, if_not_exists=True))
+        check_layout(conn, predictions)
         for index in sorted(predictions.indexes, key=lambda ix: str(ix.name)):
             conn.execute(CreateIndex(index, if_not_exists=True))
+        create_label_tables(conn)
+
+
+def create_label_tables(conn: sa.Connection) -> None:
+    """Create ``prediction_labels`` and ``prediction_label_changes`` if missing, in ``conn``'s
+    transaction, and give a ``prediction_labels`` made by an earlier version the column
+    ``labelled_by`` (null for its labels) instead of refusing it; refuse other layouts."""
+    for table in (prediction_labels, prediction_label_changes):
+        conn.execute(CreateTable(table, if_not_exists=True))
+    have = {c["name"] for c in sa.inspect(conn).get_columns(LABELS_TABLE)}
+    if "labelled_by" not in have:
+        if conn.dialect.name == "postgresql":  # several workers may start at once
+            conn.exec_driver_sql(
+                f"ALTER TABLE {LABELS_TABLE} ADD COLUMN IF NOT EXISTS labelled_by TEXT"
+            )
+        else:
+            try:
+                conn.exec_driver_sql(f"ALTER TABLE {LABELS_TABLE} ADD COLUMN labelled_by TEXT")
+            except sa_exc.OperationalError:  # added meanwhile by another process (SQLite)
+                have = {c["name"] for c in sa.inspect(conn).get_columns(LABELS_TABLE)}
+                if "labelled_by" not in have:
+                    raise
+    for table in (prediction_labels, prediction_label_changes):
+        check_layout(conn, table)
+    for index in sorted(prediction_label_changes.indexes, key=lambda ix: str(ix.name)):
+        conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def binary_copy_types(engine: sa.Engine) -> list[str] | None:

@@ -32,7 +32,7 @@ import orjson
 from sqlalchemy import exc as sa_exc
 
 from mlcycle.predlog import bounds, store
-from mlcycle.predlog.labels import attach_labels
+from mlcycle.predlog.labels import Attached, attach_labels
 from mlcycle.predlog.store import DEFAULT_URL, PredictionLogError
 
 logger = logging.getLogger(__package__)  # mlcycle.predlog, as before it was a package
@@ -451,23 +451,29 @@ class PredictionLog:
             return True
 
     def attach_labels(
-        self, labels: Iterable[tuple[str, int | None, Any]], flush_timeout: float = 10.0
-    ) -> int:
+        self,
+        labels: Iterable[tuple[str, int | None, Any]],
+        *,
+        by: str | None = None,
+        overwrite: bool = False,
+        flush_timeout: float = 10.0,
+    ) -> Attached:
         """:func:`attach_labels` of ``(request_id, row, label)`` triples on this log's
-        database, after writing what is queued (a label may arrive before its prediction's
-        batch was written); returns how many records matched. When fewer matched than labels
-        were given, another worker process's log (which this one cannot flush) may still hold
-        the predictions: the labels are attached again, once, after two flush intervals
-        (labels are upserted, so twice is once). Blocks: call it from a worker thread in async
-        code."""
+        database (given ``by``, replacing other labels only with ``overwrite``), after writing
+        what is queued (a label may arrive before its prediction's batch was written). When
+        fewer records matched or conflicted than labels were given, another worker process's
+        log (which this one cannot flush) may still hold the predictions: the labels are
+        attached again, once, after two flush intervals (the same label twice changes
+        nothing). Blocks: call it from a worker thread in async code."""
         triples = list(labels)
         url = self._url.render_as_string(hide_password=False)
         self.flush(flush_timeout)
-        matched = attach_labels(url, triples)
-        if matched < len(triples):
+        attached = attach_labels(url, triples, by=by, overwrite=overwrite)
+        if attached.matched + attached.conflicts < len(triples):
             time.sleep(2 * self.flush_interval)
-            matched = attach_labels(url, triples)
-        return matched
+            again = attach_labels(url, triples, by=by, overwrite=overwrite)
+            attached = Attached(again.matched, attached.changed + again.changed, again.conflicts)
+        return attached
 
     def close(self, timeout: float = 10.0) -> int:
         """Stop accepting requests, write everything queued, and stop the writer thread.

@@ -6,7 +6,7 @@ in service, its scoring, the prediction log and the metrics):
 - :mod:`mlcycle.serve.rest`: ``POST /predict``, ``GET /health`` (liveness and the model's
   identity), ``GET /metadata`` (provenance and signature), ``GET /metrics`` (Prometheus);
 - :mod:`mlcycle.serve.feedback`: ``POST /feedback`` (true labels for logged predictions);
-- :mod:`mlcycle.serve.admin`: ``POST /admin/reload`` (only with a token);
+- :mod:`mlcycle.serve.admin`: ``POST /admin/reload`` (only with an ``admin`` credential);
 - :mod:`mlcycle.serve.oip`: the Open Inference Protocol V2, ``/v2``, ``/v2/health/live``,
   ``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}][/ready|/infer]``.
 
@@ -28,6 +28,7 @@ from starlette.routing import Match
 from mlcycle.bundle import Bundle
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve import admin, feedback, oip, rest
+from mlcycle.serve.auth import Credentials
 from mlcycle.serve.core import RETRY_AFTER, SHOWN, Core, ServeSettings
 from mlcycle.serve.guard import Guard
 from mlcycle.serve.http import JsonRoute, json_response
@@ -41,11 +42,13 @@ def create_app(
     *,
     log: PredictionLog | None = None,
     version: str | None = None,
+    credentials: Credentials | None = None,
 ) -> FastAPI:
     """Build the service around an already verified bundle (and an optional prediction log,
-    which the app closes, flushing it, when it shuts down)."""
+    which the app closes, flushing it, when it shuts down), its routes checking
+    ``credentials`` (:mod:`mlcycle.serve.auth`; none: writes on loopback only)."""
     settings = settings or ServeSettings()
-    core = Core(bundle, settings, log, version)
+    core = Core(bundle, settings, log, version, credentials)
     sig = core.signature
 
     @asynccontextmanager

@@ -31,6 +31,7 @@ from mlcycle.encoder import Encoder, Records
 from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
+from mlcycle.serve.auth import Credentials
 from mlcycle.serve.telemetry import Telemetry
 
 logger = logging.getLogger("mlcycle.serve")
@@ -68,7 +69,6 @@ class ServeSettings:
     # once; 0: no rate limit.
     rate_limit: float = 0.0
     rate_burst: int = 0  # 0: the rate, rounded up (at least 1)
-    admin_token: str | None = None
     # The trusted keys file (mlcycle.signing): with one, every load and reload refuses a bundle
     # no key in it signed; read at each load, so a key removed from it is refused at the next.
     trusted_keys: str | None = None
@@ -225,7 +225,8 @@ def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]
 class Core:
     """The model in service, the prediction log and the metrics, shared by every router.
 
-    ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down.
+    ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down;
+    ``credentials`` say who may call which route (:mod:`mlcycle.serve.auth`).
     :attr:`signature` is the one the service started with: a reload takes a model whose
     categories or features differ but refuses one that takes other requests or answers in
     another shape (:meth:`~mlcycle.features.Signature.contract_changes`), so request bodies
@@ -238,8 +239,10 @@ class Core:
         settings: ServeSettings,
         log: PredictionLog | None = None,
         version: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.settings = settings
+        self.credentials = credentials or Credentials()
         self.loaded = Loaded.of(bundle, version or settings.model_version)
         #: The model's name at start: what a reload asks the registry for (unless
         #: ``settings.model_name`` says otherwise).

@@ -1,24 +1,30 @@
 """``POST /feedback``: true labels for logged predictions, by request id (and record
-position), so performance can be monitored once labels arrive."""
+position), so performance can be monitored once labels arrive. A write: with credentials
+configured it needs one with the ``feedback`` scope, whose name each label change records."""
 
 import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from mlcycle.features import Signature
 from mlcycle.predlog import PredictionLogError
 from mlcycle.serve.core import MAX_TEXT, SHOWN, Core
-from mlcycle.serve.http import ERRORS, ErrorDetail
+from mlcycle.serve.http import AUTH_ERRORS, ERRORS, ErrorDetail, authorized
 
 logger = logging.getLogger("mlcycle.serve")
 
 
 class FeedbackResponse(BaseModel):
     received: int = Field(description="labels in the request")
-    matched: int = Field(description="logged records that got their label")
+    matched: int = Field(description="logged records that hold the label sent")
+    conflicts: int = Field(
+        0,
+        description="logged records that keep another label given earlier (send "
+        '"overwrite": true to replace it)',
+    )
 
 
 def feedback_request(signature: Signature, max_records: int) -> type[BaseModel]:
@@ -58,6 +64,9 @@ def feedback_request(signature: Signature, max_records: int) -> type[BaseModel]:
             },
         )
         labels: Annotated[list[FeedbackItem], Field(min_length=1, max_length=max_records)]
+        overwrite: Annotated[bool, Strict()] = Field(
+            False, description="replace labels given earlier (else they are kept: conflicts)"
+        )
 
     return FeedbackRequest
 
@@ -67,16 +76,29 @@ def add_routes(routes: APIRouter, core: Core) -> None:
     router)."""
     sig = core.signature
     FeedbackRequest = feedback_request(sig, core.settings.max_records)
+    documented = {
+        **ERRORS,
+        409: {
+            "model": ErrorDetail,
+            "description": "no prediction log, or every record matched holds another label",
+        },
+    }
 
     @routes.post(
         "/feedback",
         response_model=FeedbackResponse,
-        responses={**ERRORS, 409: {"model": ErrorDetail, "description": "no prediction log"}},
+        responses={**documented, **AUTH_ERRORS} if core.credentials else documented,
     )
-    async def feedback(request: FeedbackRequest) -> FeedbackResponse:
+    async def feedback(
+        request: FeedbackRequest,
+        by: Annotated[str, Depends(authorized(core.credentials, "feedback"))],
+    ) -> FeedbackResponse:
         """Attach true labels to logged predictions, by request id (and record position), for
         monitoring performance once labels arrive. A label for a record that was never logged
-        matches nothing (``matched`` says how many did)."""
+        matches nothing (``matched`` says how many did); a record labelled earlier keeps its
+        label unless ``overwrite`` is true (``conflicts`` says how many did; when every record
+        matched did, nothing changed and the answer is a 409). With credentials configured,
+        needs ``Authorization: Bearer <token>`` of one with the ``feedback`` scope."""
         if core.log is None:
             raise HTTPException(
                 409, "the prediction log is off (mlcycle serve --no-log): labels have no home"
@@ -95,7 +117,9 @@ def add_routes(routes: APIRouter, core: Core) -> None:
                     )
             triples.append((item.request_id, item.row, label))
         try:
-            matched = await asyncio.to_thread(core.log.attach_labels, triples)
+            attached = await asyncio.to_thread(
+                core.log.attach_labels, triples, by=by, overwrite=request.overwrite
+            )
         except PredictionLogError as exc:  # the database is down: the client may retry
             logger.warning("feedback: attaching labels failed: %s", exc)
             raise HTTPException(
@@ -103,4 +127,12 @@ def add_routes(routes: APIRouter, core: Core) -> None:
                 "the prediction log's database is not available; retry later",
                 headers={"Retry-After": "5"},
             ) from None
-        return FeedbackResponse(received=len(triples), matched=matched)
+        if attached.conflicts and not attached.matched:
+            raise HTTPException(
+                409,
+                f"{attached.conflicts} logged record(s) hold another label given earlier; "
+                'nothing was changed. Send "overwrite": true to replace them',
+            )
+        return FeedbackResponse(
+            received=len(triples), matched=attached.matched, conflicts=attached.conflicts
+        )

@@ -1,15 +1,18 @@
 """What every router of the service shares about HTTP: request bodies parsed by orjson, JSON
-responses, and the error body with the statuses every scoring route documents."""
+responses, the error body with the statuses every scoring route documents, and the credential
+check a route declares (:func:`authorized`)."""
 
 import json
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+
+from mlcycle.serve.auth import Credentials, Refused
 
 
 class ErrorDetail(BaseModel):
@@ -79,6 +82,33 @@ class JsonRoute(APIRoute):
             return await handler(JsonRequest(request.scope, request.receive))
 
         return route
+
+
+def authorized(credentials: Credentials, scope: str) -> Callable[[Request], Any]:
+    """A FastAPI dependency that gives the name of the credential a request carries for
+    ``scope`` (:meth:`Credentials.check`: :data:`~mlcycle.serve.auth.ANONYMOUS` when the scope
+    is open), or answers 401 (with ``WWW-Authenticate: Bearer``) or 403 naming the scope."""
+
+    async def credential(request: Request) -> str:
+        try:
+            return credentials.check(request.headers.get("authorization"), scope)
+        except Refused as exc:
+            raise HTTPException(exc.status, exc.detail, headers=exc.headers) from None
+
+    return credential
+
+
+def requires(credentials: Credentials, scope: str) -> list[Any]:
+    """A route's ``dependencies=`` for ``scope``: the check when the scope is required, else
+    nothing (an open route pays nothing per request)."""
+    return [Depends(authorized(credentials, scope))] if credentials.required(scope) else []
+
+
+#: What a route that checks a credential documents besides its own errors.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "no valid 'Authorization: Bearer <token>'"},
+    403: {"model": ErrorDetail, "description": "the credential lacks the scope the route needs"},
+}
 
 
 def json_response(

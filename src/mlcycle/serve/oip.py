@@ -38,7 +38,7 @@ from mlcycle.serve.core import (
     prediction_dicts,
     shown,
 )
-from mlcycle.serve.http import ErrorDetail, json_response
+from mlcycle.serve.http import ErrorDetail, json_response, requires
 from mlcycle.serve.rules import check_columns, extra_fields
 
 NUMERIC_TYPES = (
@@ -403,6 +403,8 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     # the prediction log is full ({"error"}), or the worker holds its limit of requests (the
     # guard's {"detail"}, before the protocol's route is reached)
     503: {"model": ErrorResponse | ErrorDetail},
+    401: {"model": ErrorResponse, "description": "no valid token (predict credentials set)"},
+    403: {"model": ErrorResponse, "description": "the token lacks the scope 'predict'"},
 }
 
 
@@ -485,6 +487,7 @@ def add_model_routes(routes: APIRouter, core: Core) -> None:
         response_model=InferenceResponse,
         response_model_exclude_none=True,
         responses=INFER_RESPONSES,
+        dependencies=requires(core.credentials, "predict"),
     )
     async def v2_infer(name: Name, body: InferBody, http: Request) -> Response:
         """Score the records the input tensors hold (one tensor per raw input)."""
@@ -495,6 +498,7 @@ def add_model_routes(routes: APIRouter, core: Core) -> None:
         response_model=InferenceResponse,
         response_model_exclude_none=True,
         responses=INFER_RESPONSES,
+        dependencies=requires(core.credentials, "predict"),
     )
     async def v2_infer_version(
         name: Name, version: Version, body: InferBody, http: Request

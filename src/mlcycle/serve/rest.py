@@ -24,7 +24,7 @@ from mlcycle.serve.core import (
     prediction_dicts,
     warnings_for,
 )
-from mlcycle.serve.http import ERRORS
+from mlcycle.serve.http import AUTH_ERRORS, ERRORS, requires
 from mlcycle.serve.rules import RecordsRefused, check_records, optional_fields
 
 # A number: JSON numbers (never true/false, never NaN or infinities), or a string holding one
@@ -112,7 +112,8 @@ def add_routes(routes: APIRouter, core: Core) -> None:
         "/predict",
         response_model=PredictResponse,
         response_model_exclude_none=True,
-        responses=ERRORS,
+        responses={**ERRORS, **AUTH_ERRORS} if core.credentials.required("predict") else ERRORS,
+        dependencies=requires(core.credentials, "predict"),
     )
     async def predict(request: PredictRequest, http: Request) -> Response:
         """Score one or many records."""

@@ -29,8 +29,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mlcycle import signing
 from mlcycle.bundle import load_bundle
-from mlcycle.constants import ADMIN_TOKEN_ENV
 from mlcycle.predlog import PredictionLog
+from mlcycle.serve import auth
 from mlcycle.serve.app import ServeSettings, create_app
 from mlcycle.serve.core import RETRY_AFTER
 from mlcycle.serve.telemetry import MULTIPROC_ENV
@@ -250,7 +250,8 @@ def build_app() -> FastAPI:
         settings.max_header_bytes, settings.max_headers, settings.header_timeout
     )
     BoundedHttpTools.max_connections = settings.max_connections
-    app = create_app(bundle, settings, log=log, version=cfg.get("version"))
+    credentials = auth.from_environment()  # checked by `mlcycle serve` before it started us
+    app = create_app(bundle, settings, log=log, version=cfg.get("version"), credentials=credentials)
     BoundedHttpTools.on_refused = app.state.mlcycle.telemetry.refused
     return app
 
@@ -284,7 +285,6 @@ def serve(
                 **asdict(settings),
                 "generation_file": str(generation),
                 "generation_at_start": os.path.getmtime(generation),
-                "admin_token": settings.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
             }
         )
         os.environ[CONFIG_ENV] = json.dumps(
