@@ -18,8 +18,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from mlcycle import cli
+from mlcycle.serve import auth
+from mlcycle.serve.auth import Credentials
 from mlcycle.serve.core import ServeSettings
-from mlcycle.serve.guard import Guard, RateLimiter
+from mlcycle.serve.guard import Guard, RateLimiter, client_address, client_key
 from mlcycle.serve.runner import UVICORN_OPTIONS, BoundedHttpTools, HeaderLimits
 
 BODY = b'{"records": [{"x": 1}]}'
@@ -316,3 +318,18 @@ def test_connections_past_the_bound_are_refused_at_once_and_served_again_once_cl
     assert "--max-connections" in json.loads(body)["detail"]
     assert refusals == ["connections"]
     assert health.startswith(b"HTTP/1.1 200"), health[:200]
+
+
+def test_the_rate_limit_counts_a_valid_token_against_its_credential() -> None:
+    """A valid token names the bucket; no token, or a made-up one, counts against the address
+    (else each made-up token would get a fresh bucket)."""
+    credentials = Credentials(auth.parse("labeller feedback labeller-token-0123456789", "test"))
+    key_of = client_key(credentials.credential_name)
+
+    def scope(authorization: str | None) -> dict:
+        headers = [(b"authorization", authorization.encode())] if authorization else []
+        return {"type": "http", "client": ("10.0.0.7", 5000), "headers": headers}
+
+    assert key_of(scope("Bearer labeller-token-0123456789")) == "credential labeller"
+    assert key_of(scope("Bearer made-up-token-0123456789")) == "10.0.0.7"
+    assert key_of(scope(None)) == client_address(scope(None)) == "10.0.0.7"

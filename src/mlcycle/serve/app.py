@@ -30,7 +30,7 @@ from mlcycle.predlog import PredictionLog
 from mlcycle.serve import admin, feedback, oip, rest
 from mlcycle.serve.auth import Credentials
 from mlcycle.serve.core import RETRY_AFTER, SHOWN, Core, ServeSettings
-from mlcycle.serve.guard import Guard
+from mlcycle.serve.guard import Guard, client_address, client_key
 from mlcycle.serve.http import JsonRoute, json_response
 
 __all__ = ["ServeSettings", "create_app"]
@@ -83,6 +83,7 @@ def create_app(
         refused=core.telemetry.refused,
         rate=settings.rate_limit,
         burst=settings.rate_burst,
+        key_of=client_key(core.credentials.credential_name) if core.credentials else client_address,
     )
     return app
 

@@ -53,6 +53,19 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else ""
 
 
+def client_key(credential_name: Callable[[str | None], str | None]) -> Callable[[Scope], str]:
+    """The rate limit's key by credential: the name of the credential a request's valid token
+    names (clients behind one proxy, each with its own token, each get the rate), else the
+    client's address. Only a token that checks out counts: keyed by whatever token was sent,
+    each made-up token would get a fresh bucket."""
+
+    def key_of(scope: Scope) -> str:
+        name = credential_name(_header(scope, b"authorization"))
+        return f"credential {name}" if name else client_address(scope)
+
+    return key_of
+
+
 class RateLimiter:
     """A token bucket per key: ``rate`` requests per second, up to ``burst`` at once.
 
@@ -123,9 +136,10 @@ class Guard:
 
     ``rate`` (requests per second, 0: off) and ``burst`` (0: the rate rounded up) limit each
     client of this worker, the client being what ``key_of`` makes of a request's scope (by
-    default its IP address, :func:`client_address`; a service with credentials may key by
-    the credential's name instead): past it, 429 with ``Retry-After`` (whole seconds until
-    the client may send again, at least 1), except on :data:`EXEMPT_PATHS`."""
+    default its IP address, :func:`client_address`; a service with credentials keys by the
+    credential a valid token names, :func:`client_key`): past it, 429 with ``Retry-After``
+    (whole seconds until the client may send again, at least 1), except on
+    :data:`EXEMPT_PATHS`."""
 
     def __init__(
         self,
