@@ -48,7 +48,7 @@ def test_inputs_over_the_limit_are_stored_as_a_marker_and_left_out_by_readers(
     assert [len(orjson.loads(text)) for (text,) in stored(url, "outputs")] == [2, 40, 40, 1]
 
     # Labels may reach them; the readers leave them out, saying how many records they left.
-    assert attach_labels(url, [("small", 0, ">50K"), ("big", 3, ">50K")]) == 2
+    assert attach_labels(url, [("small", 0, ">50K"), ("big", 3, ">50K")]).matched == 2
     frame = read_log(url)
     assert frame["request_id"].tolist() == ["small", "small", "last"]
     assert frame["inputs"].tolist() == [*records(2), *records(1)]
@@ -64,7 +64,7 @@ def fill(url: str, n: int, start: datetime = NOW) -> None:  # noqa: F811
         for i in range(n):
             ts = start + timedelta(minutes=i)
             assert log.submit(f"r{i}", records(20, i), answers(20), **MODEL, ts=ts)
-    assert attach_labels(url, [(f"r{i}", 0, ">50K") for i in range(n)]) == n
+    assert attach_labels(url, [(f"r{i}", 0, ">50K") for i in range(n)]).matched == n
 
 
 def test_pruning_by_size_deletes_the_oldest_with_their_labels(url: str) -> None:  # noqa: F811
