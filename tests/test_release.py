@@ -277,7 +277,7 @@ def test_a_service_with_trusted_keys_serves_signed_bundles_only(
     edited with SHA256SUMS rewritten, is a 409 and the model in service keeps serving;
     `mlcycle keys sign` makes the unsigned release acceptable."""
     p = copy_of(released, tmp_path)
-    token = "s3cret"
+    token = "release-admin-token-0123"
     env = {signing.TRUSTED_KEYS_ENV: str(trusted_keys(released)), "MLCYCLE_ADMIN_TOKEN": token}
     fetched = registry.fetch_bundle(p, registry.resolve(p, NAME, "v0.1.0"))
     forged = tampered_copy(fetched, tmp_path / "forged")
