@@ -150,6 +150,61 @@ def _decide(
     return changes, conflicts
 
 
+def _requested(
+    labels: Mapping[str, Any] | Iterable[tuple[str, int, Any]],
+) -> tuple[dict[str, str | None], dict[Key, str | None]]:
+    """The labels asked for (see :func:`attach_labels`): by request (every record of it), and
+    by record."""
+    whole: dict[str, str | None] = {}
+    by_row: dict[Key, str | None] = {}
+    if isinstance(labels, Mapping):
+        for request_id, value in labels.items():
+            if isinstance(value, list | tuple):
+                for i, v in enumerate(value):
+                    by_row[(str(request_id), i)] = _label_text(v)
+            else:
+                whole[str(request_id)] = _label_text(value)
+        return whole, by_row
+    for item in labels:
+        try:
+            request_id, row, value = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                "labels must be a mapping request_id -> label or (request_id, row, label) "
+                f"triples, not {type(labels).__name__} of {type(item).__name__}"
+            ) from None
+        if row is None:  # every record of the request
+            whole[str(request_id)] = _label_text(value)
+        else:
+            by_row[(str(request_id), int(row))] = _label_text(value)
+    return whole, by_row
+
+
+def _audit(
+    conn: sa.Connection,
+    changes: Mapping[Key, str | None],
+    current: Mapping[Key, str | None],
+    author: str,
+    now: datetime,
+) -> None:
+    """One row of ``prediction_label_changes`` per change: who, when, the previous label and
+    the new one."""
+    conn.execute(
+        prediction_label_changes.insert(),
+        [
+            {
+                "request_id": rid,
+                "row": row,
+                "ts": now,
+                "labelled_by": author,
+                "previous": current.get((rid, row)),
+                "label": label,
+            }
+            for (rid, row), label in changes.items()
+        ],
+    )
+
+
 def attach_labels(
     url: str | os.PathLike[str],
     labels: Mapping[str, Any] | Iterable[tuple[str, int, Any]],
@@ -174,28 +229,7 @@ def attach_labels(
     labels record ``i`` of each. All changes are one transaction, which label writers in other
     processes wait for.
     """
-    whole: dict[str, str | None] = {}
-    by_row: dict[Key, str | None] = {}
-    if isinstance(labels, Mapping):
-        for request_id, value in labels.items():
-            if isinstance(value, list | tuple):
-                for i, v in enumerate(value):
-                    by_row[(str(request_id), i)] = _label_text(v)
-            else:
-                whole[str(request_id)] = _label_text(value)
-    else:
-        for item in labels:
-            try:
-                request_id, row, value = item
-            except (TypeError, ValueError):
-                raise TypeError(
-                    "labels must be a mapping request_id -> label or (request_id, row, label) "
-                    f"triples, not {type(labels).__name__} of {type(item).__name__}"
-                ) from None
-            if row is None:  # every record of the request
-                whole[str(request_id)] = _label_text(value)
-            else:
-                by_row[(str(request_id), int(row))] = _label_text(value)
+    whole, by_row = _requested(labels)
     if not whole and not by_row:
         return Attached(0)
     author = by or local_author()
@@ -225,20 +259,7 @@ def attach_labels(
             if changes:
                 now = datetime.now(UTC)
                 _store_labels(conn, changes, author, now)
-                conn.execute(
-                    prediction_label_changes.insert(),
-                    [
-                        {
-                            "request_id": rid,
-                            "row": row,
-                            "ts": now,
-                            "labelled_by": author,
-                            "previous": current.get((rid, row)),
-                            "label": label,
-                        }
-                        for (rid, row), label in changes.items()
-                    ],
-                )
+                _audit(conn, changes, current, author, now)
     except PredictionLogError as exc:
         raise PredictionLogError(f"prediction log {store.shown(parsed)}: {exc}") from None
     except sa_exc.SQLAlchemyError as exc:
