@@ -61,16 +61,23 @@ POSTGRES_TYPES = {
 }
 
 metadata = sa.MetaData()
-predictions = sa.Table(
-    TABLE,
-    metadata,
-    # BIGSERIAL on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the fast rowid alias.
-    sa.Column(
+
+
+def _serial_id() -> sa.Column:
+    """A table's ``id``: BIGSERIAL on PostgreSQL; on SQLite INTEGER PRIMARY KEY, the only form
+    that is the fast rowid alias."""
+    return sa.Column(
         "id",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
         primary_key=True,
         autoincrement=True,
-    ),
+    )
+
+
+predictions = sa.Table(
+    TABLE,
+    metadata,
+    _serial_id(),
     sa.Column("request_id", sa.Text, nullable=False, index=True),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("records", sa.Integer, nullable=False),
@@ -95,12 +102,7 @@ prediction_labels = sa.Table(
 prediction_label_changes = sa.Table(
     LABEL_CHANGES_TABLE,
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _serial_id(),
     sa.Column("request_id", sa.Text, nullable=False, index=True),
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
