@@ -18,7 +18,7 @@ from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import encode_target, infer_signature, to_model_frame
 from mlcycle.stages import train as train_stage
-from mlcycle.tuning import FoldError, tune
+from mlcycle.tuning import FoldError, make_folds, row_keys, tune
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
 OBJ = {
@@ -112,42 +112,34 @@ def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monk
     assert "Without-pay" in by_name["workclass"].categories
 
 
-def test_folds_follow_the_rows_not_the_partitions(split: Path) -> None:
-    """A row's fold and its model-frame hash are the same when the rows come in another order
-    and other partitions; the folds are about equal in size."""
-    from mlcycle.engines.dask.train import hash_columns, hash_folds, model_parts
-
-    frame = pd.read_parquet(split)
-    sig = infer_signature(frame, "income", ">50K", params().features, seed=42)
-    cols = hash_columns(sig)
-    whole = hash_folds(frame, cols, 4, 42)
-    order = np.random.default_rng(1).permutation(len(frame))
-    chunks = np.array_split(order, 7)
-    shuffled = np.concatenate([hash_folds(frame.iloc[c], cols, 4, 42) for c in chunks])
-    assert (shuffled == whole[order]).all()
-    assert (np.bincount(whole, minlength=4) > 0.2 * len(frame)).all()
-    assert not (hash_folds(frame, cols, 4, 7) == whole).all()  # the seed keys them
-
+def test_folds_are_the_local_engines_whatever_the_partitions(
+    split: Path, dask_local_client
+) -> None:
+    """The large-data path deals the rows' folds from their classes and hashes gathered from
+    the partitions: every row gets the fold the local engine gives it (its held-out rows as
+    :func:`mlcycle.tuning.make_folds` cuts them on one frame), with the rows in another order
+    and in 1 or 5 partitions."""
     import dask.dataframe as dd
 
-    def pairs(nparts: int, rows: np.ndarray) -> list[tuple[int, int]]:
+    from mlcycle.engines.dask.train import model_parts, with_folds
+
+    frame = pd.read_parquet(split)
+    cfg = params(TRAIN).train
+    sig = infer_signature(frame, "income", ">50K", params().features, seed=cfg.seed)
+    X, y = to_model_frame(frame, sig), encode_target(frame["income"], sig)
+    h = row_keys(X, y, cfg.seed)
+    local = make_folds(X, y, cfg, sig.task, sig.classes)
+    expected = sorted((int(h[r]), i) for i, (_, held) in enumerate(local) for r in held)
+    order = np.random.default_rng(1).permutation(len(frame))
+    for nparts, rows in ((1, np.arange(len(frame))), (5, order)):
         ddf = dd.from_pandas(frame.iloc[rows].reset_index(drop=True), npartitions=nparts)
-        got = model_parts(ddf, sig, 4, 42)[["__h", "__fold"]].compute(scheduler="sync")
-        return sorted(zip(got["__h"].tolist(), got["__fold"].tolist(), strict=True))
-
-    assert pairs(1, np.arange(len(frame))) == pairs(5, order)
-
-
-def test_folds_that_cannot_learn_are_refused() -> None:
-    from mlcycle.engines.dask.train import check_folds
-
-    with pytest.raises(FoldError, match="fold 2 of train.cv_folds=3 holds 0 of the 4"):
-        check_folds(np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1]), 3, "binary_classification",
-                    ("no", "yes"))  # fmt: skip
-    y = np.array([0, 0, 0, 0, 1, 0])
-    fold = np.array([0, 1, 0, 1, 1, 0])
-    with pytest.raises(FoldError, match=r"training part of fold 1 .* lacks class\(es\) \['yes'\]"):
-        check_folds(y, fold, 2, "binary_classification", ("no", "yes"))
+        parts = model_parts(ddf, sig, cfg.seed)
+        got = with_folds(dask_local_client, parts, cfg.cv_folds, sig.task, sig.classes)
+        got = got[["__h", "__fold"]].compute()
+        assert sorted(zip(got["__h"].tolist(), got["__fold"].tolist(), strict=True)) == expected
+    with pytest.raises(FoldError, match="needs at least"):
+        with_folds(dask_local_client, parts.head(5, npartitions=-1, compute=False), 3, sig.task,
+                   sig.classes)  # fmt: skip
 
 
 # --- tuning, the final fit ---------------------------------------------------------------------
