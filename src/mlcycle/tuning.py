@@ -117,7 +117,7 @@ class CVResult:
     def from_folds(
         cls,
         folds: list[FoldResult],
-        splits: Folds,
+        splits: Sequence[Split],
         n_rows: int,
         n_classes: int = 2,
         task: str = BINARY,
@@ -186,14 +186,14 @@ class Folds(Sequence[Split]):
     order on either engine), and ``inner[i]`` the positions within fold i's training part of
     the inner slice a boosting kind early-stops on."""
 
-    def __init__(self, splits: Folds, inner: list[np.ndarray]) -> None:
+    def __init__(self, splits: list[Split], inner: list[np.ndarray]) -> None:
         self.splits = splits
         self.inner = inner
 
     def __len__(self) -> int:
         return len(self.splits)
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+    def __getitem__(self, i: int) -> Split:  # type: ignore[override]
         return self.splits[i]
 
 
