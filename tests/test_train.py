@@ -69,9 +69,7 @@ SKOPS_FILE = MODEL_FILES["logistic_regression"]
 
 def xgb_options(cfg: config.TrainConfig) -> dict:
     """:func:`booster_params`' keyword arguments from the training settings."""
-    options = fit_options(cfg)
-    del options["validation_fraction"]
-    return options
+    return fit_options(cfg)
 
 
 def sklearn_pipeline(kind: str, params: dict, X, cfg) -> Pipeline:  # noqa: ANN001

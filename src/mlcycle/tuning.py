@@ -248,15 +248,14 @@ def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> fl
 
 
 def fit_options(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
-    """The keyword arguments of :meth:`mlcycle.models.Model.fit` that the training settings
-    give: seed, threads (``train.nthread`` unless ``threads``), device, class weights and the
-    early-stopping slice's fraction."""
+    """The keyword arguments of :meth:`mlcycle.models.Model.fit` (and ``fit_early_stopped``)
+    that the training settings give: seed, threads (``train.nthread`` unless ``threads``),
+    device and class weights."""
     return {
         "seed": cfg.seed,
         "threads": cfg.nthread if threads is None else threads,
         "device": cfg.device,
         "class_weight": cfg.class_weight,
-        "validation_fraction": cfg.validation_fraction,
     }
 
 
@@ -290,10 +289,8 @@ def fit_fold(
                 "fraction"
             )
         fit_idx = np.setdiff1d(np.arange(len(train_idx)), inner, assume_unique=True)
-        options = fit_options(cfg)
-        del options["validation_fraction"]  # the inner slice is the folds' own
         result = adapter(kind).fit_early_stopped(
-            fold_X, fold_y, params, task, k, fit_idx, inner, on_round=on_round, **options
+            fold_X, fold_y, params, task, k, fit_idx, inner, on_round=on_round, **fit_options(cfg)
         )
     else:
         result = fit(kind, fold_X, fold_y, params, task, k, on_round=on_round, **fit_options(cfg))
