@@ -28,9 +28,9 @@ from mlcycle.features import (
     to_model_frame,
     unseen_categories,
 )
-from mlcycle.models import Model, ModelError, fit
+from mlcycle.models import Model, ModelError, adapter, fit
 from mlcycle.tasks import BINARY, MODEL_TASKS, MULTICLASS, REGRESSION
-from mlcycle.tuning import fit_options
+from mlcycle.tuning import fit_options, inner_slice, row_keys
 from tests.conftest import ROOT
 
 NAN = math.nan
@@ -188,7 +188,10 @@ def test_an_early_stopped_booster_uses_the_same_trees(adult: tuple) -> None:
     train = read_adult("adult.data.gz", 0).iloc[:6000]
     X, y = to_model_frame(train, sig), encode_target(train["income"], sig)
     params = {**XGB, "n_estimators": 300, "early_stopping_rounds": 5}
-    result = fit("xgboost", X, y, params, BINARY, 2, early_stopping_seed=0, **fit_options(CFG))
+    inner = inner_slice(row_keys(X, y, CFG.seed), CFG.seed, 0, CFG.validation_fraction)
+    result = adapter("xgboost").fit_early_stopped(
+        X, y, params, BINARY, 2, np.flatnonzero(~inner), np.flatnonzero(inner), **fit_options(CFG)
+    )
     assert result.rounds < 300
     assert_same_path(result.model, sig, messy(test.iloc[:3000]))
 

@@ -1,6 +1,6 @@
 """The train stage on the Dask engine, on real clusters (a LocalCluster and a real `dask
-scheduler` with two `dask worker` processes): the local engine's signature from aggregates,
-folds by row hash that ignore partitioning, seeded trials on the workers that give the same
+scheduler` with two `dask worker` processes): the local engine's signature from aggregates
+and its folds whatever the partitioning, seeded trials on the workers that give the same
 trials, scores and model bytes on another run and another cluster, the xgboost.dask path
 above ``engine.trial_max_rows``, and scikit-learn skipped above its row limit."""
 
@@ -17,8 +17,9 @@ from mlcycle import config
 from mlcycle.engines import Engine
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.models import fit
 from mlcycle.stages import train as train_stage
-from mlcycle.tuning import FoldError, tune
+from mlcycle.tuning import FoldError, fit_options, make_folds, row_keys, trials_csv, tune
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
 OBJ = {
@@ -26,11 +27,12 @@ OBJ = {
                    "kpis": ["roc_auc", "accuracy"]},
     "features": {"derived": [], "exclude": []},
 }  # fmt: skip
-# Three folds so the median pruner can stop a trial after its first or second fold.
+# Three folds so the median pruner can stop a trial after its first or second fold; ten
+# trials: TPE's random start (5) and the Dask engine's first batch (4) are over in time to prune.
 TRAIN = {"train": {"cv_folds": 3, "candidates": ["xgboost", "logistic_regression"],
                    "baseline": "xgboost",
                    "xgb": {"learning_rate": 0.06},  # in the search space: trial 0 is told
-                   "tuning": {"trials": 6, "pruner": "median", "pruner_startup": 1,
+                   "tuning": {"trials": 10, "pruner": "median", "pruner_startup": 1,
                               "trials_by_candidate": {"logistic_regression": 1}}}}  # fmt: skip
 
 
@@ -112,42 +114,34 @@ def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monk
     assert "Without-pay" in by_name["workclass"].categories
 
 
-def test_folds_follow_the_rows_not_the_partitions(split: Path) -> None:
-    """A row's fold and its model-frame hash are the same when the rows come in another order
-    and other partitions; the folds are about equal in size."""
-    from mlcycle.engines.dask.train import hash_columns, hash_folds, model_parts
-
-    frame = pd.read_parquet(split)
-    sig = infer_signature(frame, "income", ">50K", params().features, seed=42)
-    cols = hash_columns(sig)
-    whole = hash_folds(frame, cols, 4, 42)
-    order = np.random.default_rng(1).permutation(len(frame))
-    chunks = np.array_split(order, 7)
-    shuffled = np.concatenate([hash_folds(frame.iloc[c], cols, 4, 42) for c in chunks])
-    assert (shuffled == whole[order]).all()
-    assert (np.bincount(whole, minlength=4) > 0.2 * len(frame)).all()
-    assert not (hash_folds(frame, cols, 4, 7) == whole).all()  # the seed keys them
-
+def test_folds_are_the_local_engines_whatever_the_partitions(
+    split: Path, dask_local_client
+) -> None:
+    """The large-data path deals the rows' folds from their classes and hashes gathered from
+    the partitions: every row gets the fold the local engine gives it (its held-out rows as
+    :func:`mlcycle.tuning.make_folds` cuts them on one frame), with the rows in another order
+    and in 1 or 5 partitions."""
     import dask.dataframe as dd
 
-    def pairs(nparts: int, rows: np.ndarray) -> list[tuple[int, int]]:
+    from mlcycle.engines.dask.train import model_parts, with_folds
+
+    frame = pd.read_parquet(split)
+    cfg = params(TRAIN).train
+    sig = infer_signature(frame, "income", ">50K", params().features, seed=cfg.seed)
+    X, y = to_model_frame(frame, sig), encode_target(frame["income"], sig)
+    h = row_keys(X, y, cfg.seed)
+    local = make_folds(X, y, cfg, sig.task, sig.classes)
+    expected = sorted((int(h[r]), i) for i, (_, held) in enumerate(local) for r in held)
+    order = np.random.default_rng(1).permutation(len(frame))
+    for nparts, rows in ((1, np.arange(len(frame))), (5, order)):
         ddf = dd.from_pandas(frame.iloc[rows].reset_index(drop=True), npartitions=nparts)
-        got = model_parts(ddf, sig, 4, 42)[["__h", "__fold"]].compute(scheduler="sync")
-        return sorted(zip(got["__h"].tolist(), got["__fold"].tolist(), strict=True))
-
-    assert pairs(1, np.arange(len(frame))) == pairs(5, order)
-
-
-def test_folds_that_cannot_learn_are_refused() -> None:
-    from mlcycle.engines.dask.train import check_folds
-
-    with pytest.raises(FoldError, match="fold 2 of train.cv_folds=3 holds 0 of the 4"):
-        check_folds(np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1]), 3, "binary_classification",
-                    ("no", "yes"))  # fmt: skip
-    y = np.array([0, 0, 0, 0, 1, 0])
-    fold = np.array([0, 1, 0, 1, 1, 0])
-    with pytest.raises(FoldError, match=r"training part of fold 1 .* lacks class\(es\) \['yes'\]"):
-        check_folds(y, fold, 2, "binary_classification", ("no", "yes"))
+        parts = model_parts(ddf, sig, cfg.seed)
+        got = with_folds(dask_local_client, parts, cfg.cv_folds, sig.task, sig.classes)
+        got = got[["__h", "__fold"]].compute()
+        assert sorted(zip(got["__h"].tolist(), got["__fold"].tolist(), strict=True)) == expected
+    with pytest.raises(FoldError, match="needs at least"):
+        with_folds(dask_local_client, parts.head(5, npartitions=-1, compute=False), 3, sig.task,
+                   sig.classes)  # fmt: skip
 
 
 # --- tuning, the final fit ---------------------------------------------------------------------
@@ -174,8 +168,8 @@ def test_trials_and_model_are_the_same_on_another_run_and_cluster(
 ) -> None:
     """Trials in batches on the workers, pruned between folds: a LocalCluster and a real
     scheduler with its own two worker processes give the same trials, scores, pruned trials
-    and model.ubj bytes; the model loads and predicts; the CV score is the local engine's
-    within noise (the folds differ: by row hash here, stratified there)."""
+    and model.ubj bytes; the model loads and predicts; the local engine's trials score the
+    same where both engines propose the same configurations."""
     from distributed import Client
 
     from mlcycle.models import load_model_dir
@@ -189,7 +183,7 @@ def test_trials_and_model_are_the_same_on_another_run_and_cluster(
     assert again["trials"] == first["trials"]
     assert again["train"] == first["train"]
     trials = first["trials"]
-    assert [t[0] for t in trials[1:]] == ["xgboost"] * 7 + ["logistic_regression"] * 2
+    assert [t[0] for t in trials[1:]] == ["xgboost"] * 11 + ["logistic_regression"] * 2
     assert any(t[-1] for t in trials[1:]), "no trial was pruned"  # pruned_after column
 
     model, info = load_model_dir(tmp_path / "models/train")
@@ -205,11 +199,27 @@ def test_trials_and_model_are_the_same_on_another_run_and_cluster(
     oof = pd.read_parquet(tmp_path / "models/train/oof.parquet")
     assert len(oof) == len(frame) and oof["probability"].notna().all()
 
-    local_cfg = params({"train": {"candidates": ["xgboost"], "cv_folds": 3}})
-    y = encode_target(frame["income"], sig)
-    local = tune(to_model_frame(frame, sig), y, local_cfg.train, "roc_auc")
-    dask_untuned = first["train"]["candidates"]["xgboost"]["untuned_cv_mean"]
-    assert abs(dask_untuned - local.candidates["xgboost"].untuned.mean) < 0.02
+    # The local engine on the same rows builds the same folds and fits each fold alike: the
+    # trials both engines propose alike (trial 0 and TPE's random start, the first half of the
+    # budget: xgboost's 1-5, logistic regression's 1) are the same rows of trials.csv, scores
+    # to the last digit included. Then the Dask engine's TPE, told its trials 4 at a time, takes
+    # another path: the same candidate wins, by a CV mean as close as the search's noise.
+    X, y = to_model_frame(frame, sig), encode_target(frame["income"], sig)
+    local = tune(X, y, p.train, "roc_auc", task=sig.task, classes=sig.classes)
+    same = {("xgboost", str(t)) for t in range(6)} | {("logistic_regression", "0"),
+                                                      ("logistic_regression", "1")}  # fmt: skip
+    rows = [line.split(",")[:5] + line.split(",")[-1:] for line in
+            trials_csv(local.records, "roc_auc").splitlines()]  # fmt: skip
+    assert [r for r in rows if tuple(r[:2]) in same] == [t for t in trials if tuple(t[:2]) in same]
+    won = first["train"]["candidates"]["xgboost"]
+    assert local.winner.name == first["train"]["winner"]
+    assert abs(local.winner.cv.mean - won["cv_mean"]) < 0.01
+    # The final model: xgboost.dask's trees (histograms summed across the workers) against
+    # xgboost.train's with the same params and rounds: close, not the same bytes.
+    alone = fit("xgboost", X, y, won["params"], sig.task, 2, rounds=won["rounds"],
+                **fit_options(p.train)).model  # fmt: skip
+    gap = np.abs(alone.output(X)[:, 1] - model.output(X)[:, 1])
+    assert gap.mean() < 0.02 and alone.to_bytes() != model.to_bytes()
 
 
 def test_above_trial_max_rows_trials_boost_across_the_cluster(

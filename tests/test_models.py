@@ -186,9 +186,11 @@ def test_tuning_selects_by_the_tasks_metric(task_data) -> None:
 
 def test_folds_refuse_a_class_rarer_than_the_folds() -> None:
     y = np.array([0] * 20 + [1] * 20 + [2] * 2)
+    three = config.TrainConfig(cv_folds=3)
+    X = pd.DataFrame({"x": np.arange(len(y), dtype=float)})
     with pytest.raises(FoldError, match=r"\{'c': 2\}.*cv_folds=3"):
-        make_folds(y, 3, 0, MULTICLASS, ("a", "b", "c"))
-    folds = make_folds(np.arange(30, dtype=float), 3, 0, REGRESSION)
+        make_folds(X, y, three, MULTICLASS, ("a", "b", "c"))
+    folds = make_folds(X.head(30), np.arange(30, dtype=float), three, REGRESSION)
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(30))
 
 

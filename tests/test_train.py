@@ -51,9 +51,11 @@ from mlcycle.tuning import (
     CandidateResult,
     CVResult,
     TuningResult,
+    assign_folds,
     cross_validate,
     fit_options,
-    stratified_folds,
+    make_folds,
+    row_keys,
     summary,
     trials_csv,
     tune,
@@ -67,9 +69,7 @@ SKOPS_FILE = MODEL_FILES["logistic_regression"]
 
 def xgb_options(cfg: config.TrainConfig) -> dict:
     """:func:`booster_params`' keyword arguments from the training settings."""
-    options = fit_options(cfg)
-    del options["validation_fraction"]
-    return options
+    return fit_options(cfg)
 
 
 def sklearn_pipeline(kind: str, params: dict, X, cfg) -> Pipeline:  # noqa: ANN001
@@ -351,7 +351,7 @@ def test_a_bundle_with_two_model_files_is_refused(data: tuple, tmp_path: Path) -
 def test_xgboost_cv_rounds_are_the_mean_of_the_folds_best(data: tuple) -> None:
     X, y = data
     cfg = train_config(cv_folds=3)
-    cv = cross_validate("xgboost", X, y, cfg.xgb, cfg, "roc_auc", stratified_folds(y, 3, 0))
+    cv = cross_validate("xgboost", X, y, cfg.xgb, cfg, "roc_auc", make_folds(X, y, cfg, BINARY))
     assert len(cv.scores) == len(cv.rounds) == 3
     assert cv.final_rounds == round(sum(cv.rounds) / 3)
     assert all(r <= cfg.xgb["n_estimators"] for r in cv.rounds)
@@ -363,13 +363,39 @@ def test_xgboost_cv_rounds_are_the_mean_of_the_folds_best(data: tuple) -> None:
     assert final.curves["train"]["loss"] == final.curves["train"]["logloss"]
 
 
-def test_folds_are_stratified_and_seeded() -> None:
-    y = np.array([0] * 80 + [1] * 20)
-    folds = stratified_folds(y, 4, seed=3)
-    assert [int(y[va].sum()) for _, va in folds] == [5, 5, 5, 5]
-    again = stratified_folds(y, 4, seed=3)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
-    assert not np.array_equal(folds[0][1], stratified_folds(y, 4, seed=4)[0][1])
+def test_folds_are_dealt_by_class_and_hash_whatever_the_row_order(data: tuple) -> None:
+    """Every fold holds each class's rows to within one and all rows to within one; a row's
+    fold, and its fold's rows and their order, follow its values, not its position; the seed
+    keys them; identical rows are interchangeable."""
+    X, y = data
+    X = pd.concat([X, X.head(7)], ignore_index=True)  # identical rows share a hash
+    y = np.concatenate([y, y[:7]])
+    cfg = train_config(cv_folds=4)
+    folds = make_folds(X, y, cfg, BINARY, ("no", "yes"))
+    by_class = np.array([np.bincount(y[held], minlength=2) for _, held in folds])
+    assert (by_class.max(axis=0) - by_class.min(axis=0) <= 1).all()
+    sizes = by_class.sum(axis=1)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == len(y)
+    for (train, held), inner in zip(folds, folds.inner, strict=True):
+        assert not set(train) & set(held) and len(train) + len(held) == len(y)
+        assert 0 < len(inner) < len(train)
+
+    order = np.random.default_rng(1).permutation(len(y))
+    again = make_folds(X.iloc[order].reset_index(drop=True), y[order], cfg, BINARY, ("no", "yes"))
+    h = row_keys(X, y, cfg.seed)
+    for (tr, held), (tr2, held2) in zip(folds, again, strict=True):
+        assert h[held].tolist() == h[order][held2].tolist()  # the same rows, in the same order
+        assert h[tr].tolist() == h[order][tr2].tolist()
+    assert all(
+        np.array_equal(a, b) for a, b in zip(folds.inner, again.inner, strict=True)
+    )  # the inner slices are the same rows too (positions within a fold's training part)
+    other = make_folds(X, y, train_config(cv_folds=4, seed=1), BINARY, ("no", "yes"))
+    assert not np.array_equal(folds[0][1], other[0][1])
+
+    # The dealing itself: (stratum, hash) order, in turn; per stratum within one.
+    strata = np.array([0] * 10 + [1] * 7 + [2] * 3)
+    fold = assign_folds(np.arange(20, dtype=np.uint64)[::-1].copy(), strata, 3)
+    assert fold.tolist() == [0, 2, 1, 0, 2, 1, 0, 2, 1, 0] + [1, 0, 2, 1, 0, 2, 1] + [1, 0, 2]
 
 
 def test_trials_zero_cross_validates_the_fixed_params_once(data: tuple) -> None:

@@ -96,7 +96,7 @@ def without_durations(records: list[TrialRecord]) -> list[list[str]]:
 def test_folds_in_any_order_assemble_into_what_cross_validate_gives(data, kind) -> None:
     X, y = data
     c = cfg("none")
-    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, cfg("none"), "binary_classification", ("no", "yes"))
     params = fixed_params(kind, c)
     whole = cross_validate(kind, X, y, params, c, "roc_auc", splits)
     folds = [fit_fold(kind, X, y, params, c, "roc_auc", splits, i) for i in (3, 1, 0, 2)]
@@ -121,7 +121,7 @@ def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
     """The search before pruning existed (as tune_candidate was): whole CVs only, seeded TPE
     told about trial 0, repeated configurations not refitted."""
     kind, metric = "xgboost", "roc_auc"
-    splits = make_folds(y, c.cv_folds, c.seed, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
     base = fixed_params(kind, c)
     records, seen = [], {}
 
@@ -195,7 +195,7 @@ def test_a_larger_start_up_prunes_later(data, median) -> None:
 def test_trial_zero_alone_is_never_pruned(data) -> None:
     X, y = data
     c = cfg("median", trials=0)
-    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, cfg("none"), "binary_classification", ("no", "yes"))
     result, records = tune_candidate("xgboost", X, y, c, "roc_auc", splits)
     assert len(records) == 1 and not records[0].pruned and result.best_trial == 0
 
@@ -205,7 +205,7 @@ def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, med
     would), decide with should_stop between folds, tell the result; same trials as tune."""
     X, y = data
     c = cfg("median")
-    splits = make_folds(y, FOLDS, c.seed, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
     base = fixed_params("xgboost", c)
     dists = distributions(c.search["xgboost"])
     study = optuna.create_study(
@@ -248,7 +248,7 @@ def test_folds_side_by_side_give_the_same_search(data, median, workers: int) -> 
     assert without_durations(side.records) == without_durations(median.records)
     assert np.array_equal(side.winner.cv.oof, median.winner.cv.oof)
     c = cfg("none", parallel_folds=workers)
-    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, cfg("none"), "binary_classification", ("no", "yes"))
     for kind in ("xgboost", "logistic_regression"):
         params = fixed_params(kind, c)
         one = cross_validate(kind, X, y, params, cfg("none"), "roc_auc", splits)
@@ -259,7 +259,7 @@ def test_folds_side_by_side_give_the_same_search(data, median, workers: int) -> 
 def test_a_failing_fold_side_by_side_is_reported_and_stops_the_others(data) -> None:
     X, y = data
     c = cfg("none", parallel_folds=2)
-    splits = make_folds(y, FOLDS, 3, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, cfg("none"), "binary_classification", ("no", "yes"))
     bad = {**fixed_params("xgboost", c), "max_depth": -4}
     with pytest.raises(Exception, match="max_depth"):
         cross_validate("xgboost", X, y, bad, c, "roc_auc", splits)
@@ -296,7 +296,7 @@ def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
 
     X, y = data
     c = cfg("median", patience=3)
-    splits = make_folds(y, FOLDS, c.seed, "binary_classification", ("no", "yes"))
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
 
     def run_batch(asked, trials):
         out = []

@@ -6,7 +6,8 @@ For each candidate in ``train.candidates``:
   ``train.models.<name>`` for the others): the untuned configuration;
 - trials 1..N (``train.tuning.trials``) are proposed by Optuna's TPE sampler, seeded with
   ``train.seed``, from the space in ``train.search.<name>``, each cross-validated on the same
-  seeded folds (``train.cv_folds``; stratified by class for classification).
+  folds (``train.cv_folds``; dealt by row hash, stratified by class for classification,
+  the same on both engines: :func:`make_folds`).
 
 A boosting kind (XGBoost) boosts each fold with early stopping on an inner, seeded slice of
 that fold's training part (``train.validation_fraction``); the final model gets the mean of
@@ -45,7 +46,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,10 +54,10 @@ from typing import Any, TypeVar
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from mlcycle import tasks
 from mlcycle.config import TrainConfig
+from mlcycle.datasets import row_hash, unit_interval
 from mlcycle.metrics import kpi
 from mlcycle.models import adapter, fit
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, better
@@ -68,6 +69,8 @@ TRIALS_COLUMNS = (
     "candidate", "trial", "metric", "cv_mean", "cv_std", "rounds", "duration_s", "params",
     "pruned_after",
 )  # fmt: skip
+_ROW_KEY = "__h"  # the column a row's hash is re-hashed from (inner slices)
+_TARGET_KEY = "__y"  # the encoded target's column in a row's hash
 
 
 # --- cross-validation ----------------------------------------------------------------------
@@ -114,7 +117,7 @@ class CVResult:
     def from_folds(
         cls,
         folds: list[FoldResult],
-        splits: list[Split],
+        splits: Sequence[Split],
         n_rows: int,
         n_classes: int = 2,
         task: str = BINARY,
@@ -142,31 +145,100 @@ class FoldError(ValueError):
     """The training split cannot be cut into the configured folds; the message says why."""
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[Split]:
-    """Seeded, shuffled, stratified k-fold splits as (train indices, held-out indices)."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y)]
+def row_keys(X: pd.DataFrame, y: np.ndarray, seed: int) -> np.ndarray:
+    """Each row's hash over its model inputs ``X`` and encoded target ``y``, keyed by ``seed``
+    (:func:`mlcycle.datasets.row_hash`): what its fold and the inner early-stopping slices are
+    chosen by, on either engine. It depends on the row's values only, never on its position,
+    the row order or the partitioning; identical rows share it (and are interchangeable)."""
+    frame = X.reset_index(drop=True).assign(**{_TARGET_KEY: np.asarray(y)})
+    return row_hash(frame, seed, "rows").to_numpy()
 
 
-def make_folds(
-    y: np.ndarray, folds: int, seed: int, task: str, classes: tuple[str, ...] = ()
-) -> list[Split]:
-    """The cross-validation folds for ``task``: stratified by class for classification (every
-    class needs at least ``folds`` training rows), plain seeded k-fold for regression."""
+def assign_folds(h: np.ndarray, strata: np.ndarray, folds: int) -> np.ndarray:
+    """Each row's fold: the rows ordered by (stratum, hash ``h``) are dealt to the folds in
+    turn, so every fold holds the same number of rows of each stratum to within one, and the
+    same number of rows to within one. A pure function of each row's (stratum, hash) and the
+    counts per stratum: the same rows in any order, or in any partitions gathered, get the
+    same folds (rows of equal hash are identical, so which of them goes where changes
+    nothing)."""
+    order = np.lexsort((h, strata))
+    fold = np.empty(len(h), dtype=np.int8)
+    fold[order] = np.arange(len(h)) % folds
+    return fold
+
+
+def hash_share(h: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+    """Unit-interval hashes for one decision (``purpose``, ``seed``) from rows' hashes ``h``
+    (:func:`row_keys`): a row's share, independent of the other decisions'."""
+    key = pd.DataFrame({_ROW_KEY: np.asarray(h, dtype=np.uint64)})
+    return unit_interval(row_hash(key, seed, purpose))
+
+
+def inner_slice(h: np.ndarray, seed: int, i: int, fraction: float) -> np.ndarray:
+    """Which of fold ``i``'s training rows (their :func:`row_keys` ``h``) form the inner slice
+    XGBoost early-stops on: their hash keyed by ``seed + 1 + i`` is below ``fraction``."""
+    return hash_share(h, seed + 1 + i, "inner") < fraction
+
+
+class Folds(Sequence[Split]):
+    """The cross-validation folds: ``splits[i]`` is fold i's (training positions, held-out
+    positions), each in order of the rows' hashes (so a fold's fit sees its rows in the same
+    order on either engine), and ``inner[i]`` the positions within fold i's training part of
+    the inner slice a boosting kind early-stops on."""
+
+    def __init__(self, splits: list[Split], inner: list[np.ndarray]) -> None:
+        self.splits = splits
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.splits)
+
+    def __getitem__(self, i: int) -> Split:  # type: ignore[override]
+        return self.splits[i]
+
+
+def fold_of_rows(
+    y: np.ndarray, h: np.ndarray, folds: int, task: str, classes: tuple[str, ...] = ()
+) -> np.ndarray:
+    """Each row's fold from its encoded target ``y`` and hash ``h`` (:func:`assign_folds`:
+    stratified by class for classification, one stratum for regression), after checking that
+    the rows can be cut into ``folds`` folds (:class:`FoldError` says why not)."""
     if len(y) < 2 * folds:
         raise FoldError(
             f"the training split has {len(y)} rows; train.cv_folds={folds} needs at least "
             f"{2 * folds}"
         )
     if not tasks.get(task).classification:
-        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
-        return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)))]
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(classes) or 1)
+        return assign_folds(h, np.zeros(len(y), np.int64), folds)
+    strata = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(strata, minlength=len(classes) or 1)
     named = {(classes[i] if i < len(classes) else str(i)): int(n) for i, n in enumerate(counts)}
     problem = tasks.get(task).fold_problem(named, folds, "training rows per class")
     if problem:
         raise FoldError(problem)
-    return stratified_folds(y, folds, seed)
+    return assign_folds(h, strata, folds)
+
+
+def make_folds(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    task: str,
+    classes: tuple[str, ...] = (),
+) -> Folds:
+    """The ``cfg.cv_folds`` cross-validation folds of ``X``/``y`` for ``task``, the same on
+    both engines: :func:`fold_of_rows` over the rows' :func:`row_keys`, and each fold's inner
+    slice by :func:`inner_slice` (``cfg.validation_fraction``)."""
+    h = row_keys(X, y, cfg.seed)
+    fold = fold_of_rows(y, h, cfg.cv_folds, task, classes)
+    by_hash = np.argsort(h, kind="stable")
+    fold = fold[by_hash]
+    splits = [(by_hash[fold != i], by_hash[fold == i]) for i in range(cfg.cv_folds)]
+    inner = []
+    for i, (train_idx, _) in enumerate(splits):
+        mask = inner_slice(h[train_idx], cfg.seed, i, cfg.validation_fraction)
+        inner.append(np.flatnonzero(mask))
+    return Folds(splits, inner)
 
 
 def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> float:
@@ -176,15 +248,14 @@ def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> fl
 
 
 def fit_options(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
-    """The keyword arguments of :meth:`mlcycle.models.Model.fit` that the training settings
-    give: seed, threads (``train.nthread`` unless ``threads``), device, class weights and the
-    early-stopping slice's fraction."""
+    """The keyword arguments of :meth:`mlcycle.models.Model.fit` (and ``fit_early_stopped``)
+    that the training settings give: seed, threads (``train.nthread`` unless ``threads``),
+    device and class weights."""
     return {
         "seed": cfg.seed,
         "threads": cfg.nthread if threads is None else threads,
         "device": cfg.device,
         "class_weight": cfg.class_weight,
-        "validation_fraction": cfg.validation_fraction,
     }
 
 
@@ -195,23 +266,34 @@ def fit_fold(
     params: Mapping[str, Any],
     cfg: TrainConfig,
     metric: str,
-    splits: list[Split],
+    splits: Folds,
     i: int,
     task: str = BINARY,
     n_classes: int = 2,
     on_round: Callable[[int], None] | None = None,
 ) -> FoldResult:
-    """Fit ``kind`` with ``params`` on fold ``i``'s training part and score its held-out part
-    (early stopping, for XGBoost, on an inner slice seeded with ``cfg.seed + i``).
-    ``on_round`` is called after each boosting round (raising stops the fit)."""
+    """Fit ``kind`` with ``params`` on fold ``i``'s training part and score its held-out part;
+    a boosting kind early-stops on the fold's inner slice (``splits.inner[i]``, chosen by row
+    hash). The fold code of both engines. ``on_round`` is called after each boosting round
+    (raising stops the fit)."""
     train_idx, held_out = splits[i]
     k = tasks.get(task).output_width(n_classes)
-    seed = cfg.seed + i
     fold_X, fold_y = X.iloc[train_idx], y[train_idx]
-    result = fit(
-        kind, fold_X, fold_y, params, task, k,
-        early_stopping_seed=seed, on_round=on_round, **fit_options(cfg),
-    )  # fmt: skip
+    if adapter(kind).early_stopping:
+        inner = splits.inner[i]
+        if len(inner) in (0, len(train_idx)):
+            raise FoldError(
+                f"fold {i}: the inner slice for early stopping (train.validation_fraction="
+                f"{cfg.validation_fraction}) of its {len(train_idx)} training rows is "
+                f"{'empty' if not len(inner) else 'all of them'}; use more rows or another "
+                "fraction"
+            )
+        fit_idx = np.setdiff1d(np.arange(len(train_idx)), inner, assume_unique=True)
+        result = adapter(kind).fit_early_stopped(
+            fold_X, fold_y, params, task, k, fit_idx, inner, on_round=on_round, **fit_options(cfg)
+        )
+    else:
+        result = fit(kind, fold_X, fold_y, params, task, k, on_round=on_round, **fit_options(cfg))
     out = result.model.output(X.iloc[held_out])
     curve = result.curves.get("valid", {}) if result.rounds is not None else {}
     return FoldResult(i, score(metric, y[held_out], out, task), out, result.rounds, curve)
@@ -224,7 +306,7 @@ def cross_validate(
     params: Mapping[str, Any],
     cfg: TrainConfig,
     metric: str,
-    splits: list[Split],
+    splits: Folds,
     task: str = BINARY,
     n_classes: int = 2,
 ) -> CVResult:
@@ -265,7 +347,7 @@ def cross_validate_trial(
     params: Mapping[str, Any],
     cfg: TrainConfig,
     metric: str,
-    splits: list[Split],
+    splits: Folds,
     trial: optuna.Trial | None,
     task: str = BINARY,
     n_classes: int = 2,
@@ -533,7 +615,7 @@ class _Trials:
     y: np.ndarray
     cfg: TrainConfig
     metric: str
-    splits: list[Split]
+    splits: Folds
     task: str
     n_classes: int
     records: list[TrialRecord] = field(default_factory=list)
@@ -587,7 +669,7 @@ def tune_candidate(
     y: np.ndarray,
     cfg: TrainConfig,
     metric: str,
-    splits: list[Split],
+    splits: Folds,
     progress: Progress | None = None,
     task: str = BINARY,
     n_classes: int = 2,
@@ -679,7 +761,7 @@ def tune(
     (``y`` encoded as :func:`mlcycle.features.encode_target` does; ``classes`` in order)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n_classes = tasks.get(task).output_width(len(classes))
-    splits = make_folds(y, cfg.cv_folds, cfg.seed, task, classes)
+    splits = make_folds(X, y, cfg, task, classes)
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in cfg.candidates:
         candidate, records = tune_candidate(

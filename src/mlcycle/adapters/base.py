@@ -158,19 +158,14 @@ class Model:
         threads: int,
         device: str,
         class_weight: str,
-        validation_fraction: float,
         rounds: int | None = None,
-        early_stopping_seed: int | None = None,
         on_round: Progress | None = None,
     ) -> FitResult:
         """Fit on all of ``X``/``y`` with ``params`` (the kind's own parameter names), seeded
         by ``seed``, with ``threads`` threads (0: all cores) on ``device``; ``class_weight``
-        ``balanced`` weights the classes by their rarity.
-
-        ``early_stopping_seed`` (cross-validation) lets a kind with :attr:`early_stopping`
-        hold out a seeded slice (``validation_fraction`` of ``X``) and stop when it stops
-        improving; the result's ``rounds`` is then the best round count. Without it a boosting
-        kind boosts exactly ``rounds`` rounds. Kinds without rounds ignore all three.
+        ``balanced`` weights the classes by their rarity. A boosting kind boosts exactly
+        ``rounds`` rounds (cross-validation early-stops through :meth:`fit_early_stopped`);
+        kinds without rounds ignore ``rounds`` and ``on_round``.
         """
         raise NotImplementedError
 

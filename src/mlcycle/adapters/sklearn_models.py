@@ -204,9 +204,7 @@ class SklearnModel(Model):
         threads: int,
         device: str,
         class_weight: str,
-        validation_fraction: float,
         rounds: int | None = None,
-        early_stopping_seed: int | None = None,
         on_round: Callable[[int], None] | None = None,
     ) -> FitResult:
         pipeline = cls.pipeline(

@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.model_selection import train_test_split
 
-from mlcycle import tasks
 from mlcycle.adapters.base import FitResult, Model, ModelError
 from mlcycle.features import SchemaError
 from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION
@@ -300,28 +298,10 @@ class XGBoostModel(Model):
         threads: int,
         device: str,
         class_weight: str,
-        validation_fraction: float,
         rounds: int | None = None,
-        early_stopping_seed: int | None = None,
         on_round: Callable[[int], None] | None = None,
     ) -> FitResult:
         opts = {"seed": seed, "threads": threads, "device": device, "class_weight": class_weight}
-        if early_stopping_seed is not None:
-            positions = np.arange(len(y))
-            try:
-                fit_idx, inner_idx = train_test_split(
-                    positions,
-                    test_size=validation_fraction,
-                    random_state=early_stopping_seed,
-                    stratify=y if tasks.get(task).classification else None,
-                )
-            except ValueError:  # a class too rare to stratify the inner slice
-                fit_idx, inner_idx = train_test_split(
-                    positions, test_size=validation_fraction, random_state=early_stopping_seed
-                )
-            return cls.fit_early_stopped(
-                X, y, params, task, n_classes, fit_idx, inner_idx, on_round=on_round, **opts
-            )
         native = booster_params(params, y, task, n_classes, **opts)
         weight = _row_weights(y, task, n_classes, class_weight)
         callbacks = [_RoundCallback(on_round)] if on_round else None

@@ -1,19 +1,21 @@
-"""The train stage on the Dask engine: trials side by side on the workers, folds by row hash,
-the final XGBoost model boosted across the cluster by ``xgboost.dask``.
+"""The train stage on the Dask engine: trials side by side on the workers, the local engine's
+folds, the final XGBoost model boosted across the cluster by ``xgboost.dask``.
 
 - **The signature** comes from aggregates: every category of every text column (distinct
   values over all partitions, sorted as the local engine sorts them) and a seeded sample of
   rows (at most ``SAMPLE_ROWS``, chosen by row hash) for the types and any feature selection;
   for data of that size or less it is the local engine's signature.
-- **Folds** are assigned by a hash of each row's model inputs and target: fold
-  ``floor(u * k)`` for ``u`` = :func:`mlcycle.datasets.unit_interval` of the row's hash keyed by
-  ``train.seed``. A row lands in the same fold whatever the partitioning or the number of
-  workers. A fold that would be empty, or whose training part lacks a class, is refused.
+- **Folds** are the local engine's (:func:`mlcycle.tuning.fold_of_rows`): rows ordered by
+  (class, hash of the row's model inputs and target keyed by ``train.seed``) and dealt to the
+  folds in turn. A worker holding the whole split deals them itself; above
+  ``engine.trial_max_rows`` the rows' classes and hashes (16 bytes a row) are dealt on the
+  driver and each partition gets its rows' folds back. A row lands in the same fold whatever
+  the partitioning, the number of workers or the engine.
 - **Tuning**, when the training split has at most ``engine.trial_max_rows`` rows: every worker
   reads the split once (the driver never holds it), and every fold of every trial is a task on
-  a worker running the local engine's fold code (:func:`mlcycle.tuning.fit_fold`; for XGBoost
-  the inner early-stopping slice is chosen by row hash, keyed by ``seed + 1 + fold``, as on
-  the xgboost.dask path below, so no result depends on the row order). Optuna
+  a worker running the local engine's fold code (:func:`mlcycle.tuning.fit_fold`: for XGBoost
+  the inner early-stopping slice is chosen by row hash, keyed by ``seed + 1 + fold``, on both
+  engines and on the xgboost.dask path below, so no result depends on the row order). Optuna
   proposes trials in batches of ``BATCH`` (its ask/tell interface, on the driver); a batch's
   trials run fold by fold, and between folds the pruner (``train.tuning.pruner``) is asked
   about each trial in trial-number order; the scores are told in trial-number order. So the
@@ -46,7 +48,7 @@ import optuna
 import pandas as pd
 
 from mlcycle import config, tasks
-from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
+from mlcycle.datasets import dataset_rows, sample_dataset
 from mlcycle.engines.base import Say, Trained
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
@@ -58,6 +60,7 @@ from mlcycle.tuning import (
     CVResult,
     FoldError,
     FoldResult,
+    Folds,
     TrialRecord,
     TuningResult,
     _best,
@@ -65,9 +68,13 @@ from mlcycle.tuning import (
     fit_fold,
     fit_options,
     fixed_params,
+    fold_of_rows,
+    hash_share,
+    inner_slice,
+    make_folds,
     make_study,
     patience_message,
-    score,
+    row_keys,
     should_stop,
     should_stop_search,
     suggest,
@@ -133,140 +140,49 @@ def dask_signature(
     return replace(sig, features=widen(sig.features), inputs=widen(sig.inputs))
 
 
-def hash_columns(sig: Signature) -> list[str]:
-    """The columns a row's fold is hashed over: the model's raw inputs and the target."""
-    return [*sig.input_columns, sig.target]
-
-
-def hash_folds(frame: pd.DataFrame, columns: list[str], folds: int, seed: int) -> np.ndarray:
-    """Each row's fold, ``floor(u * folds)`` for ``u`` the unit-interval hash of the row's
-    ``columns`` keyed by ``seed``: the same row gets the same fold in any partition."""
-    u = unit_interval(row_hash(frame[columns], seed, "folds"))
-    return np.minimum((u * folds).astype(np.int64), folds - 1).astype(np.int8)
-
-
-def row_hashes(frame: pd.DataFrame, sig: Signature, seed: int) -> np.ndarray:
-    """Each row's hash over its inputs and target (keyed by ``seed``): the key from which the
-    inner early-stopping slices and the scoring sample are chosen, on either path."""
-    return row_hash(frame[hash_columns(sig)], seed, "rows").to_numpy()
-
-
-def _share(h: np.ndarray, seed: int, purpose: str) -> np.ndarray:
-    """Unit-interval hashes for one decision (``purpose``, ``seed``) from rows' hashes ``h``."""
-    return unit_interval(row_hash(pd.DataFrame({_ROW_KEY: h}), seed, purpose))
-
-
-def inner_slice(h: np.ndarray, seed: int, i: int, fraction: float) -> np.ndarray:
-    """Which of fold ``i``'s training rows (hashes ``h``) form the inner slice XGBoost
-    early-stops on: their hash keyed by ``seed + 1 + i`` is below ``fraction``."""
-    return _share(h, seed + 1 + i, "inner") < fraction
-
-
-def check_folds(
-    y: np.ndarray, fold: np.ndarray, folds: int, task: str, classes: tuple[str, ...]
-) -> None:
-    """Refuse (:class:`FoldError`) folds of which one holds no row or every row, or whose
-    training part lacks a class (it could not learn or score it)."""
-    counts = np.bincount(fold.astype(np.int64), minlength=folds)
-    if tasks.get(task).classification:
-        by_class = np.zeros((folds, len(classes)), dtype=np.int64)
-        np.add.at(by_class, (fold.astype(np.int64), y.astype(np.int64)), 1)
-    else:
-        by_class = counts[:, None]
-    check_fold_counts(by_class, task, classes)
-
-
-def check_fold_counts(by_class: np.ndarray, task: str, classes: tuple[str, ...]) -> None:
-    """:func:`check_folds` from the rows per (fold, class) (one column for regression)."""
-    folds = len(by_class)
-    rows = by_class.sum(axis=1)
-    total = int(rows.sum())
-    for i in range(folds):
-        if rows[i] == 0 or rows[i] == total:
-            raise FoldError(
-                f"fold {i} of train.cv_folds={folds} holds {int(rows[i])} of the {total} "
-                "training rows: the training split is too small for that many folds"
-            )
-    for i in range(folds):
-        if tasks.get(task).classification:
-            rest = by_class.sum(axis=0) - by_class[i]
-            lacking = [classes[c] for c in range(len(classes)) if rest[c] == 0]
-            if lacking:
-                raise FoldError(
-                    f"the training part of fold {i} (train.cv_folds={folds}) lacks class(es) "
-                    f"{lacking}: too few rows of them for that many folds"
-                )
-
-
 # --- on the workers (small data) --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SplitData:
-    """The training split on one worker: the model frame, encoded target, folds, splits and
-    each row's hash (:func:`row_hashes`: the inner early-stopping slices are chosen by it)."""
+    """The training split on one worker: the model frame, encoded target and folds
+    (:func:`mlcycle.tuning.make_folds`, as on the local engine)."""
 
     X: pd.DataFrame
     y: np.ndarray
-    fold: np.ndarray
-    splits: list[tuple[np.ndarray, np.ndarray]]
-    h: np.ndarray
+    splits: Folds
 
 
-def load_split(path: str, signature_doc: dict, folds: int, seed: int) -> SplitData:
-    """Read the training split at ``path`` and build its model frame (runs on a worker)."""
+def load_split(path: str, signature_doc: dict, cfg: config.TrainConfig) -> SplitData:
+    """Read the training split at ``path`` and build its model frame and folds (runs on a
+    worker)."""
     sig = Signature.from_dict(signature_doc)
     frame = pd.read_parquet(path)
     X = to_model_frame(frame, sig)
     y = encode_target(frame[sig.target], sig)
-    fold = hash_folds(frame, hash_columns(sig), folds, seed)
-    idx = np.arange(len(fold))
-    splits = [(idx[fold != i], idx[fold == i]) for i in range(folds)]
-    return SplitData(X, y, fold, splits, row_hashes(frame, sig, seed))
+    return SplitData(X, y, make_folds(X, y, cfg, sig.task, sig.classes))
 
 
-def target_and_folds(data: SplitData) -> tuple[np.ndarray, np.ndarray]:
-    """The encoded target and folds of a worker's split: what the driver needs of it."""
-    return data.y, data.fold
+def target_and_folds(data: SplitData) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The encoded target and each fold's held-out positions (in the order the fold's outputs
+    come in) of a worker's split: what the driver needs of it."""
+    return data.y, [held for _, held in data.splits]
 
 
 def run_fold(
     data: SplitData, kind: str, params: dict[str, Any], cfg: config.TrainConfig, metric: str,
     i: int, task: str, n_classes: int,
 ) -> tuple[FoldResult, float]:  # fmt: skip
-    """Fold ``i`` of one trial; and its seconds (on a worker). The local engine's fold code,
-    but for XGBoost the inner slice it early-stops on is chosen by row hash (keyed by
-    ``seed + 1 + i``, as on the xgboost.dask path), not by position: the folds' results do not
-    depend on how the split is partitioned or ordered.
+    """Fold ``i`` of one trial; and its seconds (on a worker): the local engine's fold code
+    on the same folds.
 
     One thread (XGBoost's ``nthread``, scikit-learn's ``n_jobs``): every worker thread runs a
     fold of its own, and more threads than cores make every fold slower (OpenMP threads spin
     while they wait). The scores then do not depend on the workers' thread counts either."""
     start = time.perf_counter()
     one = cfg.model_copy(update={"nthread": 1})
-    model = adapter(kind)
-    if not model.early_stopping:
-        out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
-        return out, time.perf_counter() - start
-    train_idx, held = data.splits[i]
-    inner = inner_slice(data.h[train_idx], cfg.seed, i, cfg.validation_fraction)
-    if not inner.any() or inner.all():
-        raise FoldError(
-            f"fold {i}: the inner slice for early stopping (train.validation_fraction="
-            f"{cfg.validation_fraction}) of its {len(train_idx)} training rows is "
-            f"{'empty' if not inner.any() else 'all of them'}; use more rows or another fraction"
-        )
-    k = tasks.get(task).output_width(n_classes)
-    options = fit_options(one)
-    del options["validation_fraction"]  # the inner slice is chosen here
-    fitted = model.fit_early_stopped(
-        data.X.iloc[train_idx], data.y[train_idx], params, task, k,
-        np.flatnonzero(~inner), np.flatnonzero(inner), **options,
-    )  # fmt: skip
-    output = fitted.model.output(data.X.iloc[held])
-    result = FoldResult(i, score(metric, data.y[held], output, task), output, fitted.rounds,
-                        fitted.curves.get("valid", {}))  # fmt: skip
-    return result, time.perf_counter() - start
+    out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
+    return out, time.perf_counter() - start
 
 
 def fit_on_worker(
@@ -492,21 +408,47 @@ def _baseline(
 # --- xgboost.dask (large data) ---------------------------------------------------------------
 
 
-def model_parts(ddf: dd.DataFrame, sig: Signature, folds: int, seed: int) -> dd.DataFrame:
-    """The model frame per partition, with the encoded target (``__y``), each row's fold
-    (``__fold``) and a hash of its inputs and target (``__h``) for the inner slices and the
-    scoring sample."""
-    columns = hash_columns(sig)
+def model_parts(ddf: dd.DataFrame, sig: Signature, seed: int) -> dd.DataFrame:
+    """The model frame per partition, with the encoded target (``__y``) and each row's hash
+    (``__h``: :func:`mlcycle.tuning.row_keys`, as on the local engine) for the folds, the inner
+    slices and the scoring sample."""
 
     def convert(part: pd.DataFrame) -> pd.DataFrame:
         X = to_model_frame(part, sig).reset_index(drop=True)
-        X["__y"] = encode_target(part[sig.target], sig).astype("float64")
-        X["__fold"] = hash_folds(part, columns, folds, seed)
-        X[_ROW_KEY] = row_hashes(part, sig, seed)
+        y = encode_target(part[sig.target], sig)
+        h = row_keys(X, y, seed)
+        X["__y"] = y.astype("float64")
+        X[_ROW_KEY] = h
         return X
 
     meta = convert(ddf._meta)
     return ddf.map_partitions(convert, meta=meta)
+
+
+def with_folds(
+    client: Client, frame: dd.DataFrame, folds: int, task: str, classes: tuple[str, ...]
+) -> dd.DataFrame:
+    """``frame`` (:func:`model_parts`) with each row's fold (``__fold``), the local engine's
+    :func:`mlcycle.tuning.fold_of_rows`: the rows' targets and hashes (16 bytes a row) come to
+    the driver, are dealt to the folds, and each partition gets its rows' folds back."""
+    import dask
+    import dask.dataframe as dd
+
+    keys = client.compute(frame[["__y", _ROW_KEY]].to_delayed(), sync=True)
+    lengths = np.cumsum([len(k) for k in keys])[:-1]
+    y = np.concatenate([k["__y"].to_numpy() for k in keys])
+    h = np.concatenate([k[_ROW_KEY].to_numpy() for k in keys])
+    del keys
+    if tasks.get(task).classification:
+        y = y.astype(np.int64)
+    pieces = client.scatter(np.split(fold_of_rows(y, h, folds, task, classes), lengths))
+    parts = [dask.delayed(_add_fold)(p, f) for p, f in zip(frame.to_delayed(), pieces, strict=True)]
+    meta = frame._meta.assign(__fold=np.array([], dtype=np.int8))
+    return dd.from_delayed(parts, meta=meta, verify_meta=False)
+
+
+def _add_fold(part: pd.DataFrame, fold: np.ndarray) -> pd.DataFrame:
+    return part.assign(__fold=fold)
 
 
 def rank_order(client: Client) -> list[str]:
@@ -569,7 +511,7 @@ def dask_fold(
     held = frame[frame["__fold"] == i]
     held = held[
         held.map_partitions(
-            lambda p: pd.Series(_share(p[_ROW_KEY].to_numpy(), seed, "score") < share, p.index),
+            lambda p: pd.Series(hash_share(p[_ROW_KEY].to_numpy(), seed, "score") < share, p.index),
             meta=("s", bool),
         )
     ]
@@ -674,14 +616,11 @@ def tune_in_memory(
     obj, cfg = params.objectives, params.train
     n_classes = tasks.get(obj.task).output_width(len(signature.classes))
     data = [
-        client.submit(load_split, path, signature.to_dict(), cfg.cv_folds, cfg.seed,
+        client.submit(load_split, path, signature.to_dict(), cfg,
                       workers=[w], allow_other_workers=False, pure=False)
         for w in sorted(client.scheduler_info()["workers"])
     ]  # fmt: skip
-    y, fold = client.submit(target_and_folds, data[0], pure=False).result()
-    check_folds(y, fold, cfg.cv_folds, obj.task, signature.classes)
-    fold_rows = [np.flatnonzero(fold == i) for i in range(cfg.cv_folds)]
-    del fold
+    y, fold_rows = client.submit(target_and_folds, data[0], pure=False).result()
     result = tune_on_workers(
         client, data, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows, say,
         baseline_kind,
@@ -711,7 +650,10 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
     def model_frame() -> dd.DataFrame:
         nonlocal frame
         if frame is None:
-            frame = pinned(client, model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
+            frame = pinned(client, model_parts(ddf, signature, cfg.seed))
+            if not small:  # the folds of the search across the cluster
+                folded = with_folds(client, frame, cfg.cv_folds, obj.task, signature.classes)
+                frame = pinned(client, folded)
         return frame
 
     data: list[Future] = []
@@ -721,8 +663,6 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         )
         win = result.winner
     else:
-        check_fold_counts(_fold_counts(model_frame(), cfg.cv_folds, obj.task, n_classes),
-                          obj.task, signature.classes)  # fmt: skip
         truth: dict[str, np.ndarray] = {}
 
         def run_for(kind: str) -> RunBatch:
@@ -762,19 +702,3 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
     for future in data:
         future.release()
     return Trained(signature, result, final, baseline, oof, rows)
-
-
-def _fold_counts(frame: dd.DataFrame, folds: int, task: str, n_classes: int) -> np.ndarray:
-    """Rows per (fold, class) of the model frame (one column for regression), from partition
-    counts summed on the driver."""
-    k = max(tasks.get(task).output_width(n_classes), 1)
-
-    def counts(part: pd.DataFrame) -> pd.DataFrame:
-        f = part["__fold"].to_numpy(np.int64)
-        c = part["__y"].to_numpy(np.int64) if k > 1 else np.zeros(len(part), np.int64)
-        out = np.bincount(f * k + c, minlength=folds * k)
-        return pd.DataFrame([out], columns=[str(j) for j in range(folds * k)])
-
-    meta = pd.DataFrame({str(j): pd.Series([], dtype="int64") for j in range(folds * k)})
-    total = frame.map_partitions(counts, meta=meta).sum().compute()
-    return total.to_numpy().reshape(folds, k)
