@@ -1,7 +1,8 @@
 """Atomic file writing, content hashing, tables, and values as text and YAML.
 
-Every stage output goes through these helpers: the bytes land in a temporary file next to the
-target and are renamed into place, so a killed run never leaves a half-written artifact.
+Every stage output goes through these helpers: the bytes land in a temporary file or folder
+next to the target and are renamed into place whole, so a killed run never leaves a
+half-written artifact, and the next write of the target removes the temporary it left.
 A cell value becomes text through :func:`value_text` wherever mlcycle writes or compares one,
 and YAML files are written with :func:`yaml_scalar` and its companions.
 """
