@@ -64,7 +64,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def clear_leftovers(target: str | Path) -> None:
+def _clear_leftovers(target: str | Path) -> None:
     """Remove what a killed writer of ``target`` left beside it (its temporary file or
     folder); a target it had moved aside and not yet replaced is put back."""
     target = Path(target)
@@ -85,7 +85,7 @@ def clear_leftovers(target: str | Path) -> None:
 def _swap_in(new: Path, target: Path) -> None:
     """Rename ``new`` over ``target``. A folder cannot be renamed over (nor onto a file), so
     then the old target is moved aside first and removed after: only a kill between those
-    two renames leaves no target, and :func:`clear_leftovers` puts the old one back."""
+    two renames leaves no target, and :func:`_clear_leftovers` puts the old one back."""
     if not (target.is_dir() or (new.is_dir() and (target.exists() or target.is_symlink()))):
         os.replace(new, target)
         return
@@ -102,7 +102,7 @@ def _written_beside(target: str | Path, folder: bool) -> Iterator[Path]:
     ``target`` is left as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    clear_leftovers(target)
+    _clear_leftovers(target)
     tmp = _beside(target)
     _WRITING.add(tmp.absolute())
     try:
