@@ -520,7 +520,7 @@ def test_runs_as_a_non_root_user_who_can_read_the_bundle_and_write_the_log(
     assert re.search(rf"useradd\b.*--uid {name}\b", runs), f"no user with UID {name} created"
 
     # The bundle: owned by root (the service cannot alter it) yet readable by the service,
-    # whatever the mode of the directory it was written in (write_bundle makes it 0700).
+    # whatever the mode of the directory it was written in (0777 less the writer's umask).
     (flags,) = [f for _, f, _, dest in dockerfile.copies() if dest == "/app/bundle"]
     assert "chown" not in flags, "the service's user must not own the bundle it serves"
     mode = int(flags.get("chmod", "0"), 8)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,14 @@ from mlcycle.features import (
     to_model_frame,
     unseen_categories,
 )
-from mlcycle.io import sha256_bytes, value_text, yaml_key, yaml_scalar
+from mlcycle.io import (
+    atomic_folder,
+    atomic_path,
+    sha256_bytes,
+    value_text,
+    yaml_key,
+    yaml_scalar,
+)
 from mlcycle.metrics import KPI_FUNCTIONS, compute_kpis
 from mlcycle.prepare import PrepareError, clean, split
 from mlcycle.sources import SOURCE_COLUMN, SourceError, read_source, union
@@ -521,3 +532,102 @@ def test_value_text_writes_values_as_they_are_written() -> None:
     assert value_text({"b": 1, "a": [1, 2]}) == '{"a": [1, 2], "b": 1}'
     assert [value_text(v) for v in (None, np.nan, pd.NA, pd.NaT)] == [None] * 4
     assert value_text("  kept as is ") == "  kept as is "
+
+
+# --- outputs replaced whole: a failed or killed write keeps the old one -------------------------
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (by relative path) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_output_folder_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "models" / "train"
+    (target / "baseline").mkdir(parents=True)
+    (target / "model.ubj").write_bytes(b"last good model")
+    (target / "baseline" / "model.json").write_text("{}")
+    before = tree(target)
+
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "model.ubj").write_bytes(b"half a model")
+        raise RuntimeError("the fit failed")
+    assert tree(target) == before
+    assert os.listdir(target.parent) == ["train"]  # no temporary left beside it
+
+    with atomic_folder(target) as tmp:
+        (tmp / "model.skops").write_bytes(b"new model")
+    assert tree(target) == {"model.skops": b"new model"}  # nothing of the old one survives
+    assert os.listdir(target.parent) == ["train"]
+
+    # A data set changes layout with the engine: a file (local) and a folder of parts (Dask)
+    # replace one another.
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"one file")
+    assert target.read_bytes() == b"one file"
+    with atomic_folder(target) as tmp:
+        (tmp / "part-00000.parquet").write_bytes(b"part")
+    assert tree(target) == {"part-00000.parquet": b"part"}
+    assert os.listdir(target.parent) == ["train"]
+
+
+# Writes a new folder in place of argv[1] and is killed by SIGKILL: "writing" waits inside the
+# write for the test to kill it; "swapping" kills itself between the two renames of the swap
+# (the old folder moved aside, the new one not yet in).
+KILLED_WRITER = """
+import os, signal, sys
+from mlcycle.io import atomic_folder
+target, when = sys.argv[1:]
+if when == "swapping":
+    rename, renames = os.replace, []
+    def replace(src, dst):
+        renames.append(src)
+        if len(renames) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        rename(src, dst)
+    os.replace = replace
+with atomic_folder(target) as tmp:
+    (tmp / "new.txt").write_text("new")
+    print(tmp, flush=True)
+    sys.stdin.read()
+"""
+
+
+def killed_writer(target: Path, when: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(target), when],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+
+
+def test_what_a_killed_write_leaves_the_next_write_clears(tmp_path: Path) -> None:
+    target = tmp_path / "train"
+    target.mkdir()
+    (target / "model.ubj").write_bytes(b"last good model")
+
+    writer = killed_writer(target, "writing")
+    tmp = Path(writer.stdout.readline().strip())
+    with atomic_path(tmp_path / "other") as other:  # a write beside it, of another target
+        other.write_text("x")
+    with atomic_folder(target) as mine:  # another writer of the same target, still alive:
+        (mine / "model.ubj").write_bytes(b"written meanwhile")
+    assert tmp.is_dir()  # its temporary is left alone
+    writer.kill()
+    writer.communicate()
+    assert tree(target) == {"model.ubj": b"written meanwhile"}
+    with atomic_folder(target) as mine:
+        (mine / "model.ubj").write_bytes(b"the next run's model")
+    assert not tmp.exists()  # the killed writer's temporary is gone
+    assert sorted(os.listdir(tmp_path)) == ["other", "train"]
+
+    writer = killed_writer(target, "swapping")
+    writer.communicate()
+    assert writer.returncode == -signal.SIGKILL
+    assert not target.exists()  # killed with the old folder aside and the new one not in
+    with pytest.raises(RuntimeError), atomic_folder(target):
+        raise RuntimeError("the next run fails too")
+    assert tree(target) == {"model.ubj": b"the next run's model"}  # the old one is back
+    assert sorted(os.listdir(tmp_path)) == ["other", "train"]

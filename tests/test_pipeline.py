@@ -13,15 +13,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import make_project, run
+from tests.conftest import make_project, project_env, run, set_params
 
 STAGES = ["gather", "validate", "prepare", "train", "evaluate", "gate", "package"]
 KPIS = ("roc_auc", "accuracy", "pr_auc", "precision", "recall", "f1", "log_loss")
@@ -214,12 +216,46 @@ def test_changed_source_data_without_new_checksum_fails_and_keeps_outputs(
     assert "SHA-256" in output
     assert "Traceback" not in output
 
-    # Nothing downstream ran, so the previous model and bundle are intact.
+    # Nothing downstream ran, so the previous model and bundle are intact; so is gather's own
+    # output (persist: DVC does not delete it first, and the failed stage never replaced it).
     assert bundle_digests(p) == bundle_before
     assert sha256(p / "models/train/model.ubj") == model_before
-    # DVC removed gather's own output before running it; the cache still holds it.
-    run(["dvc", "checkout", "data/raw/snapshot.parquet"], p)
     assert sha256(p / "data/raw/snapshot.parquet") == snapshot_before
+
+
+def test_a_killed_train_stage_leaves_the_last_good_model(project_copy: Path) -> None:
+    """DVC does not delete models/train/ before the stage runs (persist) and the stage builds
+    the new one aside: killed mid-run, it leaves the last good model byte for byte, and the
+    next run clears the killed one's temporary folder."""
+    p = project_copy
+    models = p / "models"
+    before = {str(f.relative_to(p)): sha256(f) for f in models.rglob("*") if f.is_file()}
+    set_params(p, {"train": {"seed": 7}})
+    repro = subprocess.Popen(
+        ["dvc", "repro", "-s", "train"],
+        cwd=p,
+        env=project_env(p),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: dvc and the stage it runs
+    )
+    output = []
+    for line in repro.stdout:  # until a candidate's first CV score: training is under way
+        output.append(line)
+        if "trial 0 (untuned): cv" in line:
+            os.killpg(repro.pid, signal.SIGKILL)
+            break
+    repro.communicate()
+    assert "trial 0 (untuned): cv" in "".join(output), "".join(output)
+
+    after = {str(f.relative_to(p)): sha256(f) for f in models.rglob("*") if f.is_file()}
+    assert after == before
+    (aside,) = models.glob(".train.*")  # the new model's folder, being built
+    run(["dvc", "repro", "-s", "train"], p)
+    assert not aside.exists()
+    assert sorted(f.name for f in models.iterdir()) == [".gitignore", "bundle", "train"]
+    assert dvc_json(p, "status", "train") == {}
 
 
 # 3. Plots.

@@ -26,17 +26,14 @@ signed; a skops model is then refused if it holds a type outside
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcycle.features import Signature
-from mlcycle.io import dumps_json, sha256_bytes
+from mlcycle.io import atomic_folder, dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 from mlcycle.schema.rows import RowRules
 from mlcycle.signing import SIGNATURES_FILE, SigningError, TrustedKeys
@@ -151,7 +148,6 @@ def write_bundle(
     if kind not in MODEL_FILES:
         raise BundleError(f"unknown model kind {kind!r}; known: {list(MODEL_FILES)}")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     meta = {**metadata, "model_kind": kind, "model_sha256": sha256_bytes(model_bytes)}
     files = {
         MODEL_FILES[kind]: model_bytes,
@@ -161,23 +157,9 @@ def write_bundle(
     }
     sums = "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in sorted(files.items()))
     files[CHECKSUM_FILE] = sums.encode()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        # Move the old bundle aside before renaming the new one in, so a failure while
-        # writing never costs the old one; only a crash between the two renames leaves none.
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target
 
 

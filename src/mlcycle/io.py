@@ -1,16 +1,19 @@
 """Atomic file writing, content hashing, tables, and values as text and YAML.
 
-Every stage output goes through these helpers: the bytes land in a temporary file next to the
-target and are renamed into place, so a killed run never leaves a half-written artifact.
+Every stage output goes through these helpers: the bytes land in a temporary file or folder
+next to the target and are renamed into place whole, so a killed run never leaves a
+half-written artifact, and the next write of the target removes the temporary it left.
 A cell value becomes text through :func:`value_text` wherever mlcycle writes or compares one,
 and YAML files are written with :func:`yaml_scalar` and its companions.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
@@ -27,52 +30,112 @@ from ruamel.yaml.error import YAMLError as Yaml12Error
 CHUNK = 1 << 20
 
 
-def _beside(target: Path) -> Path:
+# A temporary beside its target: ``.<name>.<pid>.<12 hex>.tmp`` while it is written, ``.old``
+# for the target moved aside during a folder's swap. Only the writer's process id tells a live
+# one from one a killed run left behind.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.(?P<kind>tmp|old)")
+_WRITING: set[Path] = set()  # this process's temporaries being written now
+
+
+def _beside(target: Path, kind: str = "tmp") -> Path:
     """A fresh hidden name beside ``target`` for its temporary file or folder."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.{kind}")
+
+
+def _writer_alive(pid: int, path: Path) -> bool:
+    """Whether the process that named a temporary ``path`` may still be writing it."""
+    if pid == os.getpid():  # this process, or a killed one whose id it was given again
+        return path.absolute() in _WRITING
+    if os.name == "nt":  # os.kill would end the process there: keep what may be in use
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _clear_leftovers(target: str | Path) -> None:
+    """Remove what a killed writer of ``target`` left beside it (its temporary file or
+    folder); a target it had moved aside and not yet replaced is put back."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
+        found = _TEMPORARY.fullmatch(path.name)
+        if not found or found["name"] != target.name:
+            continue
+        if _writer_alive(int(found["pid"]), path):
+            continue
+        if found["kind"] == "old" and not (target.exists() or target.is_symlink()):
+            os.replace(path, target)  # killed between the two renames of a swap
+        else:
+            _remove(path)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename ``new`` over ``target``. A folder cannot be renamed over (nor onto a file), so
+    then the old target is moved aside first and removed after: only a kill between those
+    two renames leaves no target, and :func:`_clear_leftovers` puts the old one back."""
+    if not (target.is_dir() or (new.is_dir() and (target.exists() or target.is_symlink()))):
+        os.replace(new, target)
+        return
+    old = _beside(target, "old")
+    os.replace(target, old)
+    os.replace(new, target)
+    _remove(old)
+
+
+@contextmanager
+def _written_beside(target: str | Path, folder: bool) -> Iterator[Path]:
+    """Yield a new temporary file or folder beside ``target`` (leftovers of a killed writer
+    removed first); on success it replaces ``target`` whole, on failure it is removed and
+    ``target`` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(target)
+    tmp = _beside(target)
+    _WRITING.add(tmp.absolute())
+    try:
+        # Made here, not by tempfile (0600 files, 0700 folders): 0666 for a file, 0777 for a
+        # folder, less the umask, as `open` and `mkdir` make them.
+        if folder:
+            tmp.mkdir(0o777)
+        else:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield tmp
+        _swap_in(tmp, target)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+        _WRITING.discard(tmp.absolute())
 
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Created here rather than by tempfile.mkstemp, which makes it 0600: the target is an
-    # ordinary file, 0666 less the umask (0644 under the usual one), as `open` would make it.
-    tmp_path = _beside(target)
-    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with _written_beside(target, folder=False) as tmp:
+        yield tmp
 
 
 @contextmanager
 def atomic_folder(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it is renamed over ``target``
-    (whatever was there, a file or a folder, goes only then); on failure it is removed and
-    ``target`` is left as it was."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _beside(target)
-    tmp.mkdir(0o777)  # less the umask, as mkdir makes a folder (tempfile.mkdtemp: 0700)
-    try:
+    """Yield a new, empty folder beside ``target`` to write a whole output into; on success it
+    replaces ``target`` (whatever was there, a file or a folder, goes only then), so nothing
+    of an earlier output survives; on failure it is removed and ``target`` is left as it was.
+    A killed run leaves it beside ``target`` (``.<name>.<pid>.<hex>.tmp``) until the next
+    write of ``target`` removes it."""
+    with _written_beside(target, folder=True) as tmp:
         yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

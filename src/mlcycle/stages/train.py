@@ -15,12 +15,14 @@ chosen params).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dvclive import Live
 
 from mlcycle import config
 from mlcycle.engines import Engine, open_engine
 from mlcycle.engines.train import Trained, train
-from mlcycle.io import write_json, write_parquet, write_text
+from mlcycle.io import atomic_folder, write_json, write_parquet, write_text
 from mlcycle.models import save_model_dir
 from mlcycle.stages import (
     BASELINE_DIR,
@@ -47,25 +49,32 @@ def main() -> None:
 
 
 def execute(params: config.Params, engine: Engine) -> None:
-    """Tune, select and refit on the training split; write the model and the selection."""
-    write(params, train(engine, params, TRAIN))
+    """Tune, select and refit on the training split; write the model and the selection.
+
+    models/train/ is built in a new folder beside it and swapped in once everything else is
+    written: a failed or killed run leaves the last good model as it was (dvc.yaml marks it
+    ``persist: true``, so DVC does not delete it first), and no file of it outlives a run."""
+    with atomic_folder(MODEL_DIR) as model_dir:
+        write(params, train(engine, params, TRAIN), model_dir)
 
 
-def write(params: config.Params, trained: Trained) -> None:
+def write(params: config.Params, trained: Trained, model_dir: Path) -> None:
     """Write the train stage's outputs (either engine): the chosen model, its signature, the
-    out-of-fold predictions, the baseline, the selection, every trial and the curves."""
+    out-of-fold predictions and the baseline into ``model_dir`` (the folder that becomes
+    models/train/), the selection, every trial and the curves under metrics/."""
     obj, cfg = params.objectives, params.train
     signature, result, final = trained.signature, trained.result, trained.final
     baseline, oof, rows = trained.baseline, trained.oof, trained.rows
     say = lambda msg: log("train", msg)  # noqa: E731
+    inside = lambda path: model_dir / Path(path).relative_to(MODEL_DIR)  # noqa: E731
     win = result.winner
     info = {"params": win.params, "rounds": final.rounds, "trial": win.best_trial}
-    save_model_dir(MODEL_DIR, final.model, info)
+    save_model_dir(model_dir, final.model, info)
     write_json(
-        SIGNATURE_FILE,
+        inside(SIGNATURE_FILE),
         {**signature.to_dict(), "train_config": cfg.record(), "best_rounds": final.rounds},
     )
-    write_parquet(OOF, oof)
+    write_parquet(inside(OOF), oof)
     say(
         f"refitted {win.name} on all {rows} rows"
         + (f" with {final.rounds} rounds" if final.rounds else "")
@@ -74,7 +83,7 @@ def write(params: config.Params, trained: Trained) -> None:
     if result.baseline and baseline is not None:
         base = result.baseline
         save_model_dir(
-            BASELINE_DIR, baseline.model, {"params": base.params, "rounds": baseline.rounds}
+            inside(BASELINE_DIR), baseline.model, {"params": base.params, "rounds": baseline.rounds}
         )
         say(f"baseline: untuned {base.name} refitted -> {BASELINE_DIR}")
 
