@@ -22,8 +22,10 @@ from mlcycle import config
 from mlcycle.features import encode_target, to_model_frame
 from mlcycle.tasks import LOWER_IS_BETTER
 from mlcycle.tuning import (
+    BATCH,
     TRIALS_COLUMNS,
     CVResult,
+    Outcome,
     TrialRecord,
     cross_validate,
     distributions,
@@ -32,6 +34,7 @@ from mlcycle.tuning import (
     fold_threads,
     make_folds,
     make_pruner,
+    search_candidate,
     should_stop,
     suggest,
     trials_csv,
@@ -118,8 +121,9 @@ def test_make_pruner_follows_the_setting() -> None:
 
 
 def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
-    """The search before pruning existed (as tune_candidate was): whole CVs only, seeded TPE
-    told about trial 0, repeated configurations not refitted."""
+    """The search before pruning existed: whole CVs only, seeded TPE told about trial 0, asked
+    for BATCH trials at a time and told their scores after each batch, repeated
+    configurations not refitted."""
     kind, metric = "xgboost", "roc_auc"
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
     base = fixed_params(kind, c)
@@ -142,7 +146,11 @@ def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
     )
     study.add_trial(optuna.trial.create_trial(
         params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean))  # fmt: skip
-    study.optimize(lambda t: evaluate({**base, **suggest(t, dists)}).mean, n_trials=budget)
+    for start in range(0, budget, BATCH):
+        batch = [study.ask() for _ in range(min(BATCH, budget - start))]
+        values = [evaluate({**base, **suggest(t, dists)}).mean for t in batch]
+        for trial, value in zip(batch, values, strict=True):
+            study.tell(trial, value)
     return records
 
 
@@ -201,8 +209,9 @@ def test_trial_zero_alone_is_never_pruned(data) -> None:
 
 
 def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, median) -> None:
-    """What a cluster driver does: ask for a trial, run its folds (here one by one, as tasks
-    would), decide with should_stop between folds, tell the result; same trials as tune."""
+    """What a cluster driver does: ask for a batch of trials, run their folds (here one by
+    one, as tasks would), decide with should_stop between folds, tell the results in order;
+    the same trials as tune, whose local driver takes the same path."""
     X, y = data
     c = cfg("median")
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
@@ -218,20 +227,26 @@ def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, med
         params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean,
         intermediate_values={i: float(np.mean(untuned.scores[: i + 1])) for i in range(FOLDS)},
     ))  # fmt: skip
-    outcome = []
-    for _ in range(c.tuning_trials):
-        trial = study.ask()
-        params = {**base, **suggest(trial, dists)}
-        folds = []
-        for i in range(FOLDS):
-            folds.append(fit_fold("xgboost", X, y, params, c, "roc_auc", splits, i))
-            if should_stop(trial, folds, FOLDS):
+    outcome: list[int | None] = []
+    while len(outcome) < c.tuning_trials:
+        batch = [study.ask() for _ in range(min(BATCH, c.tuning_trials - len(outcome)))]
+        told = []
+        for trial in batch:
+            params = {**base, **suggest(trial, dists)}
+            folds = []
+            for i in range(FOLDS):
+                folds.append(fit_fold("xgboost", X, y, params, c, "roc_auc", splits, i))
+                if should_stop(trial, folds, FOLDS):
+                    told.append((trial, None, len(folds)))
+                    break
+            else:
+                told.append((trial, CVResult.from_folds(folds, splits, len(y)).mean, None))
+        for trial, value, pruned_after in told:  # told after the batch, in trial order
+            if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                outcome.append(len(folds))
-                break
-        else:
-            study.tell(trial, CVResult.from_folds(folds, splits, len(y)).mean)
-            outcome.append(None)
+            else:
+                study.tell(trial, value)
+            outcome.append(pruned_after)
     assert outcome == [r.pruned_after for r in median.records[1:]]
 
 
@@ -275,15 +290,16 @@ def test_fold_threads_share_nthread() -> None:
 @pytest.mark.parametrize("patience", [2, 4])
 def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patience: int) -> None:
     """The search stops once ``patience`` trials in a row have not beaten the best: the trials
-    it ran are the first ones of the whole search, the last is ``patience`` after the best, and
-    the winner is the whole search's best up to there."""
+    it ran are the first ones of the whole search, it stops at the first batch end ``patience``
+    or more after the best, and the winner is the whole search's best up to there."""
     X, y = data
     short = tune(X, y, cfg("median", patience=patience), "roc_auc")
     ran = without_durations(short.records)
     assert len(short.records) < len(median.records)
     assert ran == without_durations(median.records)[: len(ran)]
     best = short.winner.best_trial
-    assert short.records[-1].trial - best == patience
+    # checked after each batch of trials: the first batch end at least `patience` past the best
+    assert patience <= short.records[-1].trial - best < patience + BATCH
     assert all(r.pruned or r.cv_mean <= short.winner.cv.mean for r in short.records[best + 1 :])
     again = tune(X, y, cfg("median", patience=patience), "roc_auc")
     assert without_durations(again.records) == ran
@@ -292,8 +308,6 @@ def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patienc
 def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
     """The Dask engine's driver (batches of trials told in order) applies the same rule after
     each batch: it stops at the first batch end at least ``patience`` trials past the best."""
-    from mlcycle.engines.dask.train import Outcome, search_candidate
-
     X, y = data
     c = cfg("median", patience=3)
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -604,63 +604,141 @@ class TuningResult:
         return fit(base)
 
 
+# Trials Optuna proposes before it hears their scores, on every engine: the search takes the same
+# path whatever runs the folds (one after another here, side by side on a Dask cluster).
+BATCH = 4
+
+
 @dataclass
-class _Trials:
-    """The trials of one candidate, recorded in order. A configuration the sampler proposes
-    again (integer and categorical spaces) would give the very same fold scores: it is not
-    refitted."""
+class Outcome:
+    """A trial's folds: all of them (``cv``), or the ones it ran before it was pruned."""
 
-    kind: str
-    X: pd.DataFrame
-    y: np.ndarray
-    cfg: TrainConfig
-    metric: str
-    splits: Folds
-    task: str
-    n_classes: int
-    records: list[TrialRecord] = field(default_factory=list)
-    results: dict[int, tuple[dict[str, Any], CVResult]] = field(default_factory=dict)
-    seen: dict[str, CVResult] = field(default_factory=dict)
+    folds: list[FoldResult]
+    seconds: float
+    cv: CVResult | None = None  # None: pruned
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.Trial | None = None) -> CVResult:
-        """Cross-validate ``params`` (reporting each fold to ``trial``) and record it."""
+    @property
+    def scores(self) -> list[float]:
+        return [f.score for f in self.folds]
+
+
+# Runs a batch of trials, given their params and Optuna trials (None: trial 0); returns each
+# trial's outcome, pruning between folds through mlcycle.tuning.should_stop in trial order.
+RunBatch = Callable[[list[dict[str, Any]], list[Any]], list[Outcome]]
+
+
+def _light(cv: CVResult) -> CVResult:
+    """``cv`` without its out-of-fold predictions (kept for the best trial only)."""
+    return replace(cv, oof=np.empty(0))
+
+
+def search_candidate(
+    kind: str, cfg: TrainConfig, metric: str, run_batch: RunBatch, batch: int, say: Progress
+) -> tuple[CandidateResult, list[TrialRecord]]:
+    """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
+    asked at a time, their results told in trial-number order: deterministic whatever runs
+    the folds. A configuration proposed again is not refitted (as on the local engine)."""
+    base = fixed_params(kind, cfg)
+    budget = cfg.trials_for(kind)
+    records: list[TrialRecord] = []
+    seen: dict[str, CVResult] = {}
+    best: dict[str, Any] = {}
+
+    def record(params: dict[str, Any], outcome: Outcome) -> None:
+        number = len(records)
+        if outcome.cv is None:
+            scores = outcome.scores
+            records.append(
+                TrialRecord(kind, number, params, float(np.mean(scores)), float(np.std(scores)),
+                            None, outcome.seconds, pruned_after=len(scores))
+            )  # fmt: skip
+            return
+        cv = outcome.cv
+        records.append(
+            TrialRecord(kind, number, params, cv.mean, cv.std, cv.final_rounds, outcome.seconds)
+        )
+        if _best(records, metric).trial == number:
+            best.update(params=params, cv=cv, trial=number)
+        seen.setdefault(json.dumps(params, sort_keys=True, default=str), _light(cv))
+
+    say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV by row "
+        f"hash, {batch} trial(s) at a time")  # fmt: skip
+    (first,) = run_batch([base], [None])
+    untuned = first.cv
+    assert untuned is not None  # trial 0 is never pruned
+    record(base, first)
+    say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
+    if budget:
+        dists = distributions(cfg.search.get(kind, {}))
+        study = make_study(cfg, metric, budget, base, untuned, dists)
+        every = max(1, budget // 5)
+        done = 0
         start = time.perf_counter()
-        records = self.records
-        key = json.dumps(params, sort_keys=True, default=str)
-        cv = self.seen.get(key)
-        if cv is not None:
-            if trial is not None:
-                for i in range(len(cv.scores)):
-                    trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
-        else:
+        while done < budget:
+            if cfg.tuning_timeout and time.perf_counter() - start > cfg.tuning_timeout:
+                say(f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached after "
+                    f"{done} trial(s)")  # fmt: skip
+                break
+            trials = [study.ask() for _ in range(min(batch, budget - done))]
+            asked = [{**base, **suggest(t, dists)} for t in trials]
+            keys = [json.dumps(p, sort_keys=True, default=str) for p in asked]
+            fresh = [j for j, k in enumerate(keys) if k not in seen]
+            ran = run_batch([asked[j] for j in fresh], [trials[j] for j in fresh])
+            outcomes: dict[int, Outcome] = dict(zip(fresh, ran, strict=True))
+            for j, (trial, params, key) in enumerate(zip(trials, asked, keys, strict=True)):
+                outcome = outcomes.get(j)
+                if outcome is None:  # proposed again: the same folds, the same scores
+                    cv = seen[key]
+                    for i in range(len(cv.scores)):
+                        trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
+                    outcome = Outcome([], 0.0, cv)
+                record(params, outcome)
+                if outcome.cv is None:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(trial, outcome.cv.mean)
+            before, done = done, done + len(trials)
+            if done // every != before // every or done == budget:
+                top = _best(records, metric)
+                pruned = sum(r.pruned for r in records)
+                say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
+                    f"{top.trial}); {pruned} pruned so far")  # fmt: skip
+            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
+                break
+    result = CandidateResult(
+        kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
+    )
+    return result, records
+
+
+def local_batches(
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    metric: str,
+    splits: Folds,
+    task: str = BINARY,
+    n_classes: int = 2,
+) -> RunBatch:
+    """A :data:`RunBatch` that cross-validates each trial here, one after another (each
+    trial's folds side by side in ``cfg.parallel_folds`` threads)."""
+
+    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+        outcomes = []
+        for params, trial in zip(asked, trials, strict=True):
+            start = time.perf_counter()
             try:
                 cv = cross_validate_trial(
-                    self.kind, self.X, self.y, params, self.cfg, self.metric, self.splits,
-                    trial, self.task, self.n_classes,
-                )  # fmt: skip
+                    kind, X, y, params, cfg, metric, splits, trial, task, n_classes
+                )
+                outcomes.append(Outcome([], time.perf_counter() - start, cv))
             except Pruned as stop:
-                scores = [f.score for f in stop.folds]
-                records.append(
-                    TrialRecord(self.kind, len(records), params, float(np.mean(scores)),
-                                float(np.std(scores)), None, time.perf_counter() - start,
-                                pruned_after=len(scores))
-                )  # fmt: skip
-                raise
-        self.seen[key] = cv
-        number = len(records)
-        records.append(
-            TrialRecord(
-                self.kind,
-                number,
-                params,
-                cv.mean,
-                cv.std,
-                cv.final_rounds,
-                time.perf_counter() - start,
-            )
-        )
-        self.results[number] = (params, cv)
-        return cv
+                outcomes.append(Outcome(list(stop.folds), time.perf_counter() - start))
+        return outcomes
+
+    return run
 
 
 def tune_candidate(
@@ -674,69 +752,9 @@ def tune_candidate(
     task: str = BINARY,
     n_classes: int = 2,
 ) -> tuple[CandidateResult, list[TrialRecord]]:
-    """Cross-validate ``kind``'s fixed parameters (trial 0), then search its space."""
-    say = progress or (lambda _msg: None)
-    base = fixed_params(kind, cfg)
-    trials = _Trials(kind, X, y, cfg, metric, splits, task, n_classes)
-    budget = cfg.trials_for(kind)
-    say(
-        f"{kind}: trial 0 (untuned) + {budget} search trial(s), {len(splits)}-fold CV on "
-        f"{len(y)} rows"
-    )
-    untuned = trials.evaluate(base)
-    say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
-    if budget:
-        _search(trials, base, untuned, budget, say)
-    records = trials.records
-    best = _best(records, metric)
-    params, cv = trials.results[best.trial]
-    result = CandidateResult(kind, best.trial, params, cv, base, untuned, len(records))
-    return result, records
-
-
-def _search(
-    trials: _Trials,
-    base: dict[str, Any],
-    untuned: CVResult,
-    budget: int,
-    say: Progress,
-) -> None:
-    """Search ``trials.kind``'s space for ``budget`` trials after trial 0, reporting about
-    every fifth and stopping early when patience runs out."""
-    kind, cfg, metric, records = trials.kind, trials.cfg, trials.metric, trials.records
-    dists = distributions(cfg.search.get(kind, {}))
-    study = make_study(cfg, metric, budget, base, untuned, dists)
-    every = max(1, budget // 5)
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {**base, **suggest(trial, dists)}
-        return trials.evaluate(params, trial).mean
-
-    def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        done = len(records) - 1
-        if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-            say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
-            study.stop()
-        if done % every == 0 or done == budget:
-            best = _best(records, metric)
-            last = records[-1]
-            what = (
-                f"pruned after {last.pruned_after} fold(s) at {last.cv_mean:.4f}"
-                if last.pruned
-                else f"cv {metric} {last.cv_mean:.4f} ± {last.cv_std:.4f}"
-            )
-            say(
-                f"{kind} trial {done}/{budget}: {what} ({last.duration_s:.1f}s); best "
-                f"{best.cv_mean:.4f} (trial {best.trial})"
-            )
-
-    study.optimize(
-        objective,
-        n_trials=budget,
-        timeout=cfg.tuning_timeout,
-        n_jobs=1,
-        callbacks=[report],
-    )
+    """Cross-validate ``kind``'s fixed parameters (trial 0), then search its space, here."""
+    run = local_batches(kind, X, y, cfg, metric, splits, task, n_classes)
+    return search_candidate(kind, cfg, metric, run, BATCH, progress or (lambda _msg: None))
 
 
 def _best(records: list[TrialRecord], metric: str) -> TrialRecord:

@@ -36,7 +36,6 @@ folds, the final XGBoost model boosted across the cluster by ``xgboost.dask``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,15 +55,15 @@ from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, adapter, fit
 from mlcycle.tasks import DEFAULT_THRESHOLD
 from mlcycle.tuning import (
+    BATCH,
     CandidateResult,
     CVResult,
     FoldError,
     FoldResult,
     Folds,
-    TrialRecord,
+    Outcome,
+    RunBatch,
     TuningResult,
-    _best,
-    distributions,
     fit_fold,
     fit_options,
     fixed_params,
@@ -72,12 +71,9 @@ from mlcycle.tuning import (
     hash_share,
     inner_slice,
     make_folds,
-    make_study,
-    patience_message,
     row_keys,
+    search_candidate,
     should_stop,
-    should_stop_search,
-    suggest,
 )
 
 if TYPE_CHECKING:
@@ -85,8 +81,6 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are taken from
-BATCH = 4  # trials Optuna proposes before it hears their scores (fixed: the results do not
-# depend on the number of workers)
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
 OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
 _ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
@@ -201,109 +195,6 @@ def fit_on_worker(
 
 
 # --- the search: Optuna on the driver, folds elsewhere -----------------------------------------
-
-
-@dataclass
-class Outcome:
-    """A trial's folds: all of them (``cv``), or the ones it ran before it was pruned."""
-
-    folds: list[FoldResult]
-    seconds: float
-    cv: CVResult | None = None  # None: pruned
-
-    @property
-    def scores(self) -> list[float]:
-        return [f.score for f in self.folds]
-
-
-# Runs a batch of trials, given their params and Optuna trials (None: trial 0); returns each
-# trial's outcome, pruning between folds through mlcycle.tuning.should_stop in trial order.
-RunBatch = Callable[[list[dict[str, Any]], list[Any]], list[Outcome]]
-
-
-def _light(cv: CVResult) -> CVResult:
-    """``cv`` without its out-of-fold predictions (kept for the best trial only)."""
-    return replace(cv, oof=np.empty(0))
-
-
-def search_candidate(
-    kind: str, cfg: config.TrainConfig, metric: str, run_batch: RunBatch, batch: int, say: Say
-) -> tuple[CandidateResult, list[TrialRecord]]:
-    """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
-    asked at a time, their results told in trial-number order: deterministic whatever runs
-    the folds. A configuration proposed again is not refitted (as on the local engine)."""
-    base = fixed_params(kind, cfg)
-    budget = cfg.trials_for(kind)
-    records: list[TrialRecord] = []
-    seen: dict[str, CVResult] = {}
-    best: dict[str, Any] = {}
-
-    def record(params: dict[str, Any], outcome: Outcome) -> None:
-        number = len(records)
-        if outcome.cv is None:
-            scores = outcome.scores
-            records.append(
-                TrialRecord(kind, number, params, float(np.mean(scores)), float(np.std(scores)),
-                            None, outcome.seconds, pruned_after=len(scores))
-            )  # fmt: skip
-            return
-        cv = outcome.cv
-        records.append(
-            TrialRecord(kind, number, params, cv.mean, cv.std, cv.final_rounds, outcome.seconds)
-        )
-        if _best(records, metric).trial == number:
-            best.update(params=params, cv=cv, trial=number)
-        seen.setdefault(json.dumps(params, sort_keys=True, default=str), _light(cv))
-
-    say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV by row "
-        f"hash, {batch} trial(s) at a time")  # fmt: skip
-    (first,) = run_batch([base], [None])
-    untuned = first.cv
-    assert untuned is not None  # trial 0 is never pruned
-    record(base, first)
-    say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
-    if budget:
-        dists = distributions(cfg.search.get(kind, {}))
-        study = make_study(cfg, metric, budget, base, untuned, dists)
-        every = max(1, budget // 5)
-        done = 0
-        start = time.perf_counter()
-        while done < budget:
-            if cfg.tuning_timeout and time.perf_counter() - start > cfg.tuning_timeout:
-                say(f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached after "
-                    f"{done} trial(s)")  # fmt: skip
-                break
-            trials = [study.ask() for _ in range(min(batch, budget - done))]
-            asked = [{**base, **suggest(t, dists)} for t in trials]
-            keys = [json.dumps(p, sort_keys=True, default=str) for p in asked]
-            fresh = [j for j, k in enumerate(keys) if k not in seen]
-            ran = run_batch([asked[j] for j in fresh], [trials[j] for j in fresh])
-            outcomes: dict[int, Outcome] = dict(zip(fresh, ran, strict=True))
-            for j, (trial, params, key) in enumerate(zip(trials, asked, keys, strict=True)):
-                outcome = outcomes.get(j)
-                if outcome is None:  # proposed again: the same folds, the same scores
-                    cv = seen[key]
-                    for i in range(len(cv.scores)):
-                        trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
-                    outcome = Outcome([], 0.0, cv)
-                record(params, outcome)
-                if outcome.cv is None:
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                else:
-                    study.tell(trial, outcome.cv.mean)
-            before, done = done, done + len(trials)
-            if done // every != before // every or done == budget:
-                top = _best(records, metric)
-                pruned = sum(r.pruned for r in records)
-                say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
-                    f"{top.trial}); {pruned} pruned so far")  # fmt: skip
-            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
-                break
-    result = CandidateResult(
-        kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
-    )
-    return result, records
 
 
 def worker_batches(
