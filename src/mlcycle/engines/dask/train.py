@@ -562,7 +562,7 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
 
         result = TuningResult(metric=metric, folds=cfg.cv_folds)
         for kind in kinds:  # the distributed kinds: the others were skipped above
-            candidate, records = search_candidate(kind, cfg, metric, run_for(kind), 1, say)
+            candidate, records = search_candidate(kind, cfg, metric, run_for(kind), BATCH, say)
             result.candidates[kind] = candidate
             result.records.extend(records)
             _say_best(say, candidate, metric)
