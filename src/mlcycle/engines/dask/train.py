@@ -48,6 +48,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
 from mlcycle.engines.base import Say, Trained
+from mlcycle.engines.dask.cluster import bounded, guarded
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
@@ -105,7 +106,8 @@ def dask_signature(
         if pd.api.types.is_bool_dtype(meta[c].dtype)
         or not pd.api.types.is_numeric_dtype(meta[c].dtype)
     ]
-    uniques = dask.compute(*[ddf[c].dropna().astype(str).drop_duplicates() for c in text])
+    distinct = [ddf[c].dropna().astype(str).drop_duplicates() for c in text]
+    uniques = bounded("the text columns' categories", lambda: dask.compute(*distinct))
     sig = infer_signature(
         sample, obj.target, obj.positive_class, params.features, seed=cfg.seed,
         progress=say, task=obj.task,
@@ -422,7 +424,8 @@ def worker_batches(
                 slot += 1
             kept = []
             for j in running:  # trial-number order: the pruner's answers do not depend on
-                fold, seconds = futures[j].result()  # which trial finished first
+                # which trial finished first
+                fold, seconds = bounded(f"{kind}: fold {i} of a trial", futures[j].result)
                 outcomes[j].folds.append(fold)
                 outcomes[j].seconds += seconds
                 if trials[j] is not None and should_stop(trials[j], outcomes[j].folds, k):
@@ -562,10 +565,9 @@ def dask_fold(
     )
     n_rounds = int(params.get("n_estimators", 100))
     early = params.get("early_stopping_rounds")
-    fitted = adapter(kind).fit_distributed(
-        client, rest[~inner], params, task, n_classes, n_rounds,
-        valid=rest[inner], early=early, **cluster_options(cfg),
-    )  # fmt: skip
+    fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", lambda: adapter(
+        kind).fit_distributed(client, rest[~inner], params, task, n_classes, n_rounds,
+                              valid=rest[inner], early=early, **cluster_options(cfg)))  # fmt: skip
     held = frame[frame["__fold"] == i]
     held = held[
         held.map_partitions(
@@ -574,7 +576,8 @@ def dask_fold(
         )
     ]
     pred = fitted.model.predict_distributed(client, held[features])
-    y_held, p_held = client.compute([held["__y"], pred], sync=True)  # one pass over the rows
+    y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions",  # one pass over rows
+                             lambda: client.compute([held["__y"], pred], sync=True))  # fmt: skip
     y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
     out = fitted.model.output_from_raw(np.asarray(p_held))
     score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
@@ -678,7 +681,8 @@ def tune_in_memory(
                       workers=[w], allow_other_workers=False, pure=False)
         for w in sorted(client.scheduler_info()["workers"])
     ]  # fmt: skip
-    y, fold = client.submit(target_and_folds, data[0], pure=False).result()
+    y, fold = bounded("loading the training split on the workers",
+                      client.submit(target_and_folds, data[0], pure=False).result)  # fmt: skip
     check_folds(y, fold, cfg.cv_folds, obj.task, signature.classes)
     fold_rows = [np.flatnonzero(fold == i) for i in range(cfg.cv_folds)]
     del fold
@@ -692,7 +696,15 @@ def tune_in_memory(
 
 def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
     """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
-    folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
+    folder of parts); the driver holds aggregates, per-fold results and the chosen model.
+    Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`); the
+    workers lost and the retries go to ``Trained.cluster``."""
+    with guarded(client, params.engine, dataset_rows(path), say) as guard:
+        trained = _train(params, client, path, say)
+    return replace(trained, cluster=guard.report())
+
+
+def _train(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
     obj, cfg, eng = params.objectives, params.train, params.engine
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = str(Path(path).resolve())
@@ -739,20 +751,23 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         win = result.winner
         oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
+    def again() -> None:  # a worker was lost: its pinned partitions go to the workers left
+        nonlocal frame
+        frame = None
+
     def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
         model = adapter(kind)
         if model.distributed:
             rounds = cv.final_rounds or int(chosen.get("n_estimators", 100))
-            mf = model_frame()
             say(f"{what}: {kind} across the cluster, {rounds} rounds on {rows} rows in "
-                f"{mf.npartitions} partition(s)")  # fmt: skip
-            return model.fit_distributed(client, mf, chosen, obj.task, n_classes, rounds,
-                                         **cluster_options(cfg))  # fmt: skip
+                f"{model_frame().npartitions} partition(s)")  # fmt: skip
+            return bounded(f"the {what} ({kind}, xgboost.dask)", lambda: model.fit_distributed(
+                client, model_frame(), chosen, obj.task, n_classes, rounds,
+                **cluster_options(cfg)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
-        return client.submit(
+        return bounded(f"the {what} ({kind}, on a worker)", lambda: client.submit(
             fit_on_worker, data[0], kind, chosen, cfg, obj.task, n_classes, cv.final_rounds,
-            pure=False,
-        ).result()  # fmt: skip
+            pure=False).result())  # fmt: skip
 
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
     final = final_fit(win.name, win.params, win.cv, "final fit")
@@ -776,5 +791,5 @@ def _fold_counts(frame: dd.DataFrame, folds: int, task: str, n_classes: int) -> 
         return pd.DataFrame([out], columns=[str(j) for j in range(folds * k)])
 
     meta = pd.DataFrame({str(j): pd.Series([], dtype="int64") for j in range(folds * k)})
-    total = frame.map_partitions(counts, meta=meta).sum().compute()
+    total = bounded("the rows per fold", frame.map_partitions(counts, meta=meta).sum().compute)
     return total.to_numpy().reshape(folds, k)
