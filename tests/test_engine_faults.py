@@ -124,7 +124,7 @@ FIT = {"train": {"candidates": ["xgboost"], "baseline": None, "cv_folds": 2,
                  "tuning": {"trials": 0},
                  "xgb": {"n_estimators": 1500, "early_stopping_rounds": 1500,
                          "learning_rate": 0.01, "max_depth": 8}},
-       "engine": {"kind": "dask", "task_timeout": 120, "retries": 1}}  # fmt: skip
+       "engine": {"kind": "dask", "task_timeout": 45, "retries": 1}}  # fmt: skip
 
 
 @pytest.mark.cluster
@@ -154,7 +154,8 @@ def test_a_worker_killed_during_the_final_fit_and_evaluate(
         try:
             trained = within(lambda: train_dask(p, client, split, say))
         except EngineError as exc:
-            assert f"worker(s) {killed[0]}" in str(exc)
+            print(exc, *said, sep="\n")  # shown with -s: which way the run went
+            assert f"worker(s) {killed[0]}" in str(exc), said
             assert "the final fit (xgboost, xgboost.dask)" in str(exc)
             assert "engine.retries" in str(exc) or "engine.task_timeout" in str(exc)
             return

@@ -141,10 +141,10 @@ class Guard:
         thread.start()
         thread.join(self.timeout)
         if thread.is_alive():
-            gone = self._newly_lost(0)
+            self._newly_lost(0)
             raise EngineError(
                 f"{what} did not finish within {self.timeout:.0f}s (engine.task_timeout)"
-                + (f"; worker(s) {', '.join(gone)} were lost meanwhile" if gone else "")
+                + (f"; worker(s) {', '.join(self.lost)} lost" if self.lost else "")
                 + ". Raise engine.task_timeout if the work needs longer; else see the "
                 "workers' logs"
             )
