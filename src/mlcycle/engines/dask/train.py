@@ -519,10 +519,11 @@ def rank_order(client: Client) -> list[str]:
     return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name', a)}]:{a}")
 
 
-def pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
+def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Future]]:
     """``frame`` computed and held with partition i on the worker of rank i mod n (see
     :func:`rank_order`): a rerun, or another cluster of as many workers, boosts the same
-    partitions on the same ranks in the same order, and sums their histograms alike."""
+    partitions on the same ranks in the same order, and sums their histograms alike. Also the
+    partitions' futures (to cancel when a worker holding some is lost)."""
     import dask.dataframe as dd
 
     workers = rank_order(client)
@@ -530,7 +531,7 @@ def pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
         client.compute(p, workers=[workers[i % len(workers)]], allow_other_workers=False)
         for i, p in enumerate(frame.to_delayed())
     ]
-    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False), futures
 
 
 def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
@@ -719,11 +720,12 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
         f"selected by cv {metric}")  # fmt: skip
 
     frame = None  # the pinned model frame for xgboost.dask, built when first needed
+    placed: list[Future] = []  # its partitions
 
     def model_frame() -> dd.DataFrame:
-        nonlocal frame
+        nonlocal frame, placed
         if frame is None:
-            frame = pinned(client, model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
+            frame, placed = pinned(client, model_parts(ddf, signature, cfg.cv_folds, cfg.seed))
         return frame
 
     data: list[Future] = []
@@ -751,8 +753,11 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
         win = result.winner
         oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
-    def again() -> None:  # a worker was lost: its pinned partitions go to the workers left
+    def again() -> None:
+        """A worker was lost: the partitions pinned to it can run nowhere else; place them
+        all again on the workers left (the same keys: the old tasks are cancelled first)."""
         nonlocal frame
+        client.cancel(placed, force=True)
         frame = None
 
     def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
