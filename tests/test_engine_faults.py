@@ -78,23 +78,25 @@ def test_connecting_counts_the_stages_start_up() -> None:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A scheduler and two one-thread workers on 127.0.0.1 for one test (its workers get
-    killed), with nannies or not (``request.param``)."""
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A scheduler and one-thread workers on 127.0.0.1 for one test (its workers get killed):
+    two with nannies (``request.param``), which restart a killed one; else three, so that one
+    is left after two are killed."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [subprocess.Popen(
         [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
          "--dashboard-address", ":0", "--no-show"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
-    for i in range(2):
+    n = 2 if request.param else 3
+    for i in range(n):
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
              "--dashboard-address", ":0", "--local-directory", str(tmp_path / f"w{i}"),
              *([] if request.param else ["--no-nanny"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
     try:
-        yield address
+        yield address, n
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -105,9 +107,11 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 proc.wait()
 
 
-def killer(client: Any, when: str, said: list[str], killed: list[str]) -> Callable[[str], None]:
+def killer(
+    client: Any, when: str, said: list[str], killed: list[str], delay: float = 0.5
+) -> Callable[[str], None]:
     """A ``say`` that records the lines and, at the first starting with ``when``, kills the
-    first worker's process by PID (SIGKILL) half a second later."""
+    first worker's process by PID (SIGKILL) ``delay`` seconds later."""
     pids = client.run(os.getpid)
 
     def say(msg: str) -> None:
@@ -115,7 +119,7 @@ def killer(client: Any, when: str, said: list[str], killed: list[str]) -> Callab
         if msg.startswith(when) and not killed:
             address, pid = sorted(pids.items())[0]
             killed.append(address)
-            threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+            threading.Timer(delay, os.kill, (pid, signal.SIGKILL)).start()
 
     return say
 
@@ -130,11 +134,12 @@ FIT = {"train": {"candidates": ["xgboost"], "baseline": None, "cv_folds": 2,
 @pytest.mark.cluster
 @pytest.mark.parametrize("cluster", [True, False], ids=["nanny", "no-nanny"], indirect=True)
 def test_a_worker_killed_during_the_final_fit_and_evaluate(
-    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The final xgboost.dask fit with a worker killed half a second in: the stage completes
-    (the loss in its lines and train.json) or fails with the message; then evaluate with the
-    other worker killed as it starts measuring: the same."""
+    (the fit run again on the workers left; the loss in its lines and train.json) or fails
+    with the message; then evaluate with a worker killed once the predictions are written: it
+    completes (Dask recomputes the lost partitions) or fails with the message."""
     from distributed import Client
 
     from mlcycle.engines.dask.evaluate import evaluate_dask
@@ -145,11 +150,12 @@ def test_a_worker_killed_during_the_final_fit_and_evaluate(
     split = write_parts(tmp_path / "train.parquet", adult_like(3000), 2)
     test = write_parts(tmp_path / "data/prepared/test.parquet", adult_like(1000, seed=1), 2)
     monkeypatch.chdir(tmp_path)
-    p = params(FIT, {"engine": {"scheduler": cluster}})
+    address, workers = cluster
+    p = params(FIT, {"engine": {"scheduler": address}})
     said: list[str] = []
     killed: list[str] = []
-    with Client(cluster, timeout="60s") as client:
-        client.wait_for_workers(2, timeout=120)
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(workers, timeout=120)
         say = killer(client, "final fit:", said, killed)
         try:
             trained = within(lambda: train_dask(p, client, split, say))
@@ -164,10 +170,10 @@ def test_a_worker_killed_during_the_final_fit_and_evaluate(
         train_stage.write(p, trained)
         assert json.loads(Path("metrics/train.json").read_text())["cluster"] == trained.cluster
 
-        client.wait_for_workers(1, timeout=60)
+        client.wait_for_workers(2, timeout=60)  # a nanny's restart, or the third worker
         said.clear()
         killed.clear()
-        say = killer(client, "wrote ", said, killed)
+        say = killer(client, "wrote ", said, killed, delay=0)
         paths = evaluate_stage.PATHS
         assert Path(paths.test) == test.relative_to(tmp_path)
         try:
@@ -176,3 +182,4 @@ def test_a_worker_killed_during_the_final_fit_and_evaluate(
             assert f"worker(s) {killed[0]}" in str(exc) and "engine." in str(exc)
             return
         assert evaluated.evaluation.rows == 1000
+        assert any(f"worker(s) {killed[0]} lost during" in line for line in said), said

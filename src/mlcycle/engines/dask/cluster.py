@@ -46,11 +46,11 @@ def dask_client(cfg: EngineConfig, say: Say) -> Iterator[Client]:
                 "scheduler` running there, and is its port reachable from this machine?"
             ) from None
         with client:
-            workers = client.scheduler_info().get("workers", {})
+            workers = worker_info(client)
             if not workers:
                 say(f"dask: waiting for a worker at {cfg.scheduler}")
                 client.wait_for_workers(1, timeout=connect_budget(cfg))
-                workers = client.scheduler_info().get("workers", {})
+                workers = worker_info(client)
             threads = sum(w.get("nthreads", 0) for w in workers.values())
             say(
                 f"dask: scheduler {cfg.scheduler}, {len(workers)} worker(s), {threads} "
@@ -73,6 +73,13 @@ def dask_client(cfg: EngineConfig, say: Say) -> Iterator[Client]:
             f"thread(s), memory {cfg.memory_limit} each; dashboard {client.dashboard_link}"
         )
         yield client
+
+
+def worker_info(client: Client) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers now (address: info), asked of it directly:
+    ``client.scheduler_info()`` can return the client's periodic refresh instead, which lists
+    no workers."""
+    return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
 
 
 def connect_budget(cfg: EngineConfig) -> float:
@@ -110,7 +117,7 @@ class Guard:
         self.retried = 0
 
     def _workers(self) -> set[str]:
-        return set(self.client.scheduler_info()["workers"])
+        return set(worker_info(self.client))
 
     def _newly_lost(self, wait: float) -> list[str]:
         """Workers gone since the last look (waiting up to ``wait`` s for the scheduler to see
@@ -212,6 +219,14 @@ def guarded(client: Client, cfg: EngineConfig, rows: int, say: Say) -> Iterator[
         yield guard
     finally:
         _GUARD.reset(token)
+
+
+def peer_timeout() -> int:
+    """Seconds a worker in a collective (an ``xgboost.dask`` fit) waits for a peer: half the
+    current deadline, so that a fit whose peer was lost fails, and is retried, within it."""
+    guard = _GUARD.get()
+    timeout = guard.timeout if guard is not None else task_deadline(EngineConfig(), 0)
+    return max(1, int(timeout / 2))
 
 
 def bounded(what: str, fn: Callable[[], T], reset: Callable[[], None] | None = None) -> T:

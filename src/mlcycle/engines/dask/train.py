@@ -48,7 +48,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
 from mlcycle.engines.base import Say, Trained
-from mlcycle.engines.dask.cluster import bounded, guarded
+from mlcycle.engines.dask.cluster import bounded, guarded, peer_timeout, worker_info
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
@@ -515,7 +515,7 @@ def model_parts(ddf: dd.DataFrame, sig: Signature, folds: int, seed: int) -> dd.
 def rank_order(client: Client) -> list[str]:
     """The workers' addresses in the order ``xgboost.dask`` ranks them (by the task id
     "[xgboost.dask-<name>]:<address>" it gives each worker)."""
-    info = client.scheduler_info()["workers"]
+    info = worker_info(client)
     return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name', a)}]:{a}")
 
 
@@ -536,8 +536,9 @@ def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Futu
 
 def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
     """The keyword arguments of :meth:`mlcycle.models.Model.fit_distributed` from the
-    settings (threads are each worker's own)."""
-    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight}
+    settings (threads are each worker's own; peers wait :func:`peer_timeout`)."""
+    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight,
+            "peer_timeout": peer_timeout()}  # fmt: skip
 
 
 def dask_fold(
@@ -680,7 +681,7 @@ def tune_in_memory(
     data = [
         client.submit(load_split, path, signature.to_dict(), cfg.cv_folds, cfg.seed,
                       workers=[w], allow_other_workers=False, pure=False)
-        for w in sorted(client.scheduler_info()["workers"])
+        for w in sorted(worker_info(client))
     ]  # fmt: skip
     y, fold = bounded("loading the training split on the workers",
                       client.submit(target_and_folds, data[0], pure=False).result)  # fmt: skip
