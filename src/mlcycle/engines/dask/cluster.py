@@ -90,9 +90,9 @@ def connect_budget(cfg: EngineConfig) -> float:
     left = cfg.connect_timeout - spent
     if left <= 0:
         raise EngineError(
-            f"engine.scheduler {cfg.scheduler}: the stage's start-up took {spent:.1f}s of "
-            f"engine.connect_timeout={cfg.connect_timeout:g}s, leaving none to connect; raise "
-            "engine.connect_timeout"
+            f"engine.scheduler {cfg.scheduler}: cannot connect: the stage's start-up took "
+            f"{spent:.1f}s of engine.connect_timeout={cfg.connect_timeout:g}s, leaving none; "
+            "raise engine.connect_timeout"
         )
     return left
 
