@@ -47,7 +47,7 @@ import pandas as pd
 
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, row_hash, sample_dataset, unit_interval
-from mlcycle.engines.base import Say, Trained
+from mlcycle.engines.base import EngineError, Say, Trained
 from mlcycle.engines.dask.cluster import bounded, guarded, peer_timeout, worker_info
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
@@ -527,6 +527,8 @@ def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Futu
     import dask.dataframe as dd
 
     workers = rank_order(client)
+    if not workers:
+        raise EngineError("no Dask worker is left to hold the training partitions")
     futures = [
         client.compute(p, workers=[workers[i % len(workers)]], allow_other_workers=False)
         for i, p in enumerate(frame.to_delayed())
