@@ -105,6 +105,14 @@ def task_deadline(cfg: EngineConfig, rows: int) -> float:
     return DEADLINE_FLOOR + SECONDS_PER_ROW * rows
 
 
+class WorkerLost(Exception):
+    """Workers were lost while a call that cannot survive it (a collective fit) ran."""
+
+    def __init__(self, workers: list[str]) -> None:
+        super().__init__(f"worker(s) {', '.join(workers)} lost")
+        self.workers = workers
+
+
 class Guard:
     """Blocking calls on the cluster under a deadline (:meth:`run`), work failed by a lost
     worker run again up to ``retries`` times; the workers lost and the retries, for the stage's
@@ -132,9 +140,11 @@ class Guard:
                 return gone
             time.sleep(0.1)
 
-    def _within(self, what: str, fn: Callable[[], T]) -> T:
+    def _within(self, what: str, fn: Callable[[], T], watch: bool = False) -> T:
         """``fn()`` in a thread, waited for at most ``timeout`` seconds (a hung call is left
-        behind: the stage fails, and closing its client releases the work)."""
+        behind: the stage fails, and closing its client releases the work). With ``watch``,
+        a worker lost meanwhile ends the wait at once (:class:`WorkerLost`): the call cannot
+        survive it, and may wait for the lost worker's data until the deadline."""
         box: dict[str, Any] = {}
         context = contextvars.copy_context()
 
@@ -146,7 +156,11 @@ class Guard:
 
         thread = threading.Thread(target=call, name=f"mlcycle: {what}", daemon=True)
         thread.start()
-        thread.join(self.timeout)
+        end = time.monotonic() + self.timeout
+        while thread.is_alive() and (left := end - time.monotonic()) > 0:
+            thread.join(min(left, 1.0) if watch else left)
+            if watch and thread.is_alive() and (gone := self._newly_lost(0)):
+                raise WorkerLost(gone)
         if thread.is_alive():
             self._newly_lost(0)
             raise EngineError(
@@ -171,12 +185,15 @@ class Guard:
 
         for attempt in range(self.retries + 1):
             try:
-                value = self._within(what, fn)
+                value = self._within(what, fn, watch=reset is not None)
             except EngineError:
                 raise
             except Exception as exc:
-                gone = self._newly_lost(LOSS_GRACE)
-                lossy = isinstance(exc, (KilledWorker, CommClosedError, FutureCancelledError))
+                lost_now = isinstance(exc, WorkerLost)
+                gone = exc.workers if lost_now else self._newly_lost(LOSS_GRACE)
+                lossy = isinstance(
+                    exc, (WorkerLost, KilledWorker, CommClosedError, FutureCancelledError)
+                )
                 if not gone and not lossy:
                     raise
                 lost = ", ".join(gone or self.lost) or "unknown"
