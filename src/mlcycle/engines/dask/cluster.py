@@ -9,6 +9,7 @@ import contextlib
 import contextvars
 import threading
 import time
+from asyncio import CancelledError
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -179,7 +180,6 @@ class Guard:
         ``retries`` times, then an :class:`EngineError` naming the workers, ``what`` and the
         settings. A worker lost while ``fn`` still succeeded (Dask recomputed its part) is
         reported too."""
-        from distributed.client import FutureCancelledError
         from distributed.comm import CommClosedError
         from distributed.scheduler import KilledWorker
 
@@ -188,12 +188,10 @@ class Guard:
                 value = self._within(what, fn, watch=reset is not None)
             except EngineError:
                 raise
-            except Exception as exc:
+            except (Exception, CancelledError) as exc:  # Dask's cancellations are the latter
                 lost_now = isinstance(exc, WorkerLost)
                 gone = exc.workers if lost_now else self._newly_lost(LOSS_GRACE)
-                lossy = isinstance(
-                    exc, (WorkerLost, KilledWorker, CommClosedError, FutureCancelledError)
-                )
+                lossy = isinstance(exc, (WorkerLost, KilledWorker, CommClosedError, CancelledError))
                 if not gone and not lossy:
                     raise
                 lost = ", ".join(gone or self.lost) or "unknown"

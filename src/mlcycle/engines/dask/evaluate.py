@@ -125,13 +125,16 @@ def fold_partitions(client: Client, frame: dd.DataFrame, fn: Callable, merge: Ca
     import dask
 
     tasks = [dask.delayed(fn)(part) for part in frame.to_delayed()]
-    futures = client.compute(tasks)
+
+    def fold() -> Any:
+        acc = None
+        for future in client.compute(tasks):  # in partition order: the same sums every run
+            acc = merge(acc, future.result())
+            future.release()
+        return acc
+
     name = getattr(fn, "func", fn).__name__
-    acc = None
-    for i, future in enumerate(futures):  # in partition order: the same sums on every run
-        acc = merge(acc, bounded(f"{name} of partition {i}", future.result))
-        future.release()
-    return acc
+    return bounded(f"{name} of {len(tasks)} partition(s)", fold)
 
 
 def _add(a: Any, b: Any) -> Any:
