@@ -983,8 +983,13 @@ class EngineConfig(_Section):
     scheduler: str | None = Field(None, json_schema_extra={"pattern": f"^{SCHEDULER}$"})
     """A running scheduler (tcp://host:8786); null: a LocalCluster here."""
     connect_timeout: float = Field(30.0, gt=0)
-    """Seconds to reach the scheduler (and a worker), then an error. A worker is waited for only if
-    the scheduler has none yet."""
+    """Seconds from the stage's start (its start-up included) to reach the scheduler and a worker,
+    then an error. A worker is waited for only if the scheduler has none yet."""
+    task_timeout: float | None = Field(None, gt=0)
+    """Seconds any one blocking call on the cluster (a fit, a computation, a gather) may take, then
+    the stage fails naming it. null: 600 plus 1 per 1,000 rows of the stage's data set."""
+    retries: int = Field(2, ge=0)
+    """Times work that failed because a worker was lost is run again before the stage fails."""
     workers: int = Field(2, ge=1)
     """LocalCluster: worker processes."""
     threads_per_worker: int = Field(1, ge=1)

@@ -165,6 +165,8 @@ DEFAULT_ENGINE: dict[str, Any] = {
     "kind": "local",
     "scheduler": None,
     "connect_timeout": 30,
+    "task_timeout": None,
+    "retries": 2,
     "workers": 2,
     "threads_per_worker": 1,
     "memory_limit": "auto",

@@ -206,10 +206,12 @@ class Model:
         class_weight: str,
         valid: DaskFrame | None = None,
         early: int | None = None,
+        peer_timeout: int | None = None,
     ) -> FitResult:
         """Fit across the cluster on ``frame`` (model columns, target ``__y``; columns starting
         ``__`` are not features): early-stopped on ``valid`` when given, else exactly
-        ``rounds`` rounds (kinds with :attr:`distributed` only)."""
+        ``rounds`` rounds (kinds with :attr:`distributed` only). ``peer_timeout``: seconds a
+        worker waits for its peers before the fit fails (a lost worker), None: the library's."""
         raise NotImplementedError(f"a {cls.kind} model does not train on a cluster")
 
     def predict_distributed(self, client: Client, X: DaskFrame) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from xgboost.collective import Config as CollConfig
 
 from mlcycle.adapters.base import FitResult, Model, ModelError
 from mlcycle.features import SchemaError
@@ -380,6 +381,7 @@ class XGBoostModel(Model):
         class_weight: str,
         valid: DaskFrame | None = None,
         early: int | None = None,
+        peer_timeout: int | None = None,
     ) -> FitResult:
         """A booster trained across the cluster by ``xgboost.dask`` on ``frame`` (model
         columns + ``__y``): early-stopped on ``valid`` when given (the result's rounds are the
@@ -410,9 +412,13 @@ class XGBoostModel(Model):
         else:
             native["eval_metric"] = list(CURVE_METRICS[task])
             evals = [(dtrain, "train")]
+        # A lost worker leaves its peers waiting in a collective: they give up after
+        # peer_timeout, so the fit fails (and can be retried) instead of hanging.
+        coll = CollConfig(timeout=peer_timeout, tracker_timeout=peer_timeout)
         out = dxgb.train(
             client, native, dtrain, num_boost_round=rounds, evals=evals,
             early_stopping_rounds=early if valid is not None else None, verbose_eval=False,
+            coll_cfg=coll,
         )  # fmt: skip
         booster = out["booster"]
         best = booster.best_iteration + 1 if (valid is not None and early) else rounds

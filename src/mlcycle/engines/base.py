@@ -80,7 +80,8 @@ class PreparedSplits:
 @dataclass
 class Trained:
     """What the train stage writes: the signature, the search, the refitted winner and
-    baseline, the winner's out-of-fold predictions and the rows trained on."""
+    baseline, the winner's out-of-fold predictions, the rows trained on and (Dask only) the
+    workers lost and the retries (``{"workers_lost": [...], "retries": n}``)."""
 
     signature: Signature
     result: TuningResult
@@ -88,6 +89,7 @@ class Trained:
     baseline: FitResult | None
     oof: pd.DataFrame
     rows: int
+    cluster: dict[str, Any] | None = None
 
 
 @dataclass

@@ -88,6 +88,8 @@ def write(params: config.Params, trained: Trained, model_dir: Path) -> None:
         say(f"baseline: untuned {base.name} refitted -> {BASELINE_DIR}")
 
     selection = summary(result)
+    if trained.cluster is not None:  # the Dask engine's workers lost and retries
+        selection["cluster"] = trained.cluster
     write_json(f"{METRICS}/train.json", selection)
     write_text(TRIALS, trials_csv(result.records, obj.primary_metric))
 

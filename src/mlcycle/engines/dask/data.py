@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from mlcycle.config import EngineConfig
 from mlcycle.datasets import parquet_rows
 from mlcycle.engines.base import Say
+from mlcycle.engines.dask.cluster import bounded
 from mlcycle.io import atomic_folder
 
 if TYPE_CHECKING:
@@ -41,12 +42,10 @@ def write_dataset(target: str | Path, frame: dd.DataFrame, say: Say | None = Non
     target = Path(target)
     start = time.perf_counter()
     with atomic_folder(target) as tmp:
-        frame.to_parquet(
-            str(tmp),
-            write_index=False,
-            name_function=PART_NAME.format,
+        bounded(f"writing {target.name}", lambda: frame.to_parquet(
+            str(tmp), write_index=False, name_function=PART_NAME.format,
             write_metadata_file=False,
-        )
+        ))  # fmt: skip
         rows = sum(parquet_rows(p) for p in sorted(tmp.glob("*.parquet")))
     if say:
         parts = len(list(target.glob("*.parquet")))

@@ -37,6 +37,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, sample_dataset
 from mlcycle.engines.base import Evaluated, EvaluatePaths, Say
+from mlcycle.engines.dask.cluster import bounded, guarded
 from mlcycle.engines.dask.data import read_dataset, write_dataset
 from mlcycle.evaluation import (
     BASE,
@@ -124,12 +125,16 @@ def fold_partitions(client: Client, frame: dd.DataFrame, fn: Callable, merge: Ca
     import dask
 
     tasks = [dask.delayed(fn)(part) for part in frame.to_delayed()]
-    futures = client.compute(tasks)
-    acc = None
-    for future in futures:  # in partition order: the same sums, bit for bit, on every run
-        acc = merge(acc, future.result())
-        future.release()
-    return acc
+
+    def fold() -> Any:
+        acc = None
+        for future in client.compute(tasks):  # in partition order: the same sums every run
+            acc = merge(acc, future.result())
+            future.release()
+        return acc
+
+    name = getattr(fn, "func", fn).__name__
+    return bounded(f"{name} of {len(tasks)} partition(s)", fold)
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -233,7 +238,7 @@ def rank_kpis(
     outputs = output_columns(sig, prefix)
     columns = dict(zip(tasks.get(sig.task).ranked_columns(len(sig.classes)), outputs, strict=True))
     lazy = {c: _rank_sums(_score_table(scored, col, c)) for c, col in columns.items()}
-    (sums,) = dask.compute(lazy)
+    (sums,) = bounded("the ranking figures' score tables", lambda: dask.compute(lazy))
     aucs, aps = {}, {}
     for c, s in sums.items():
         both = s["P"] > 0 and s["N"] > 0
@@ -269,7 +274,7 @@ def evaluate_scored(
     the rows from the workers."""
     obj = params.objectives
     names = kpi_names(obj)
-    rows = int(scored.map_partitions(len).sum().compute())
+    rows = int(bounded("the scored rows", scored.map_partitions(len).sum().compute))
     exact = rows <= exact_rows
     summarize_part = partial(
         summarize,
@@ -286,7 +291,7 @@ def evaluate_scored(
         wanted = ["actual", *output_columns(signature), *(f"{SLICE}{c}" for c in obj.slices)]
         if base_kind is not None and RANKING_KPIS & set(obj.kpis):
             wanted += output_columns(signature, BASE)
-        frame = scored[wanted].compute()
+        frame = bounded("the test labels and scores", scored[wanted].compute)
     ev = measure(params, signature, summary, frame, threshold_rule_curve, base_kind, unseen)
     if exact:
         return ev
@@ -294,7 +299,8 @@ def evaluate_scored(
     ranks, delong = rank_kpis(scored, signature, names, obj.primary_metric)
     ev.notes = {f"{name}_method": "distributed sort" for name in ranks}
     if "median_ae" in names:
-        ranks["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
+        median = _abs_residuals(scored).quantile(0.5)
+        ranks["median_ae"] = float(bounded("the median absolute error", median.compute))
         ev.notes["median_ae_method"] = "quantile"
     ev.kpis.update(rounded(ranks))
     if delong is not None:
@@ -324,7 +330,8 @@ def _residuals_approx(scored: dd.DataFrame, s: Sums) -> dict[str, float]:
     """:func:`mlcycle.metrics.residual_summary` with exact mean and spread (sums) and dask's
     approximate quantiles."""
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
-    values = (scored["actual"] - scored["prediction"]).quantile(list(qs)).compute()
+    quantiles = (scored["actual"] - scored["prediction"]).quantile(list(qs))
+    values = bounded("the residual quantiles", quantiles.compute)
     n = float(s["n"][0])
     return {
         "mean": round(float(s["mean_r"][0]), 6),
@@ -345,7 +352,20 @@ def evaluate_dask(
     exact_rows: int = EXACT_ROWS,
 ) -> Evaluated:
     """Score the test split on the cluster (the predictions written as parts) and measure it
-    as the local engine does; the SHAP rows are a sample of ``SHAP_ROWS``."""
+    as the local engine does; the SHAP rows are a sample of ``SHAP_ROWS``. Every blocking call
+    is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`)."""
+    with guarded(client, params.engine, dataset_rows(paths.test), say):
+        return _evaluate(params, signature, client, paths, say, exact_rows)
+
+
+def _evaluate(
+    params: config.Params,
+    signature: Signature,
+    client: Client,
+    paths: EvaluatePaths,
+    say: Say,
+    exact_rows: int,
+) -> Evaluated:
     obj = params.objectives
     test = read_dataset(paths.test)
     check_slices(obj, list(test.columns))
@@ -364,7 +384,8 @@ def evaluate_dask(
     ).persist()  # on the workers: scored once, read by the writer and the sums
     write_dataset(paths.predictions, predictions(scored), say)
     unseen_sets: dict[str, set] = {}
-    for found in test.map_partitions(_unseen, doc, meta=(None, object)).compute():
+    found_sets = test.map_partitions(_unseen, doc, meta=(None, object))
+    for found in bounded("the unseen categories", found_sets.compute):
         for key, values in found.items():
             unseen_sets.setdefault(key, set()).update(values)
     unseen = {key: len(v) for key, v in sorted(unseen_sets.items())}
@@ -409,10 +430,14 @@ def champion_kpis(
     )
     summary = fold_partitions(client, scored, summarize_part, merge_summaries)
     exact = dataset_rows(test_path) <= exact_rows
-    frame = scored[["actual", *output_columns(sig)]].compute() if ranking and exact else None
+    wanted = scored[["actual", *output_columns(sig)]]
+    frame = None
+    if ranking and exact:
+        frame = bounded("the champion's labels and scores", wanted.compute)
     values = frame_kpis(summary, frame, sig, bundle.threshold, names)
     if ranking and frame is None:
         values.update(rank_kpis(scored, sig, names)[0])
     if "median_ae" in names and frame is None:
-        values["median_ae"] = float(_abs_residuals(scored).quantile(0.5).compute())
+        median = _abs_residuals(scored).quantile(0.5)
+        values["median_ae"] = float(bounded("the champion's median absolute error", median.compute))
     return rounded(values)

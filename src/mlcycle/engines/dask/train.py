@@ -48,7 +48,8 @@ import pandas as pd
 
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, sample_dataset
-from mlcycle.engines.base import Say, Trained
+from mlcycle.engines.base import EngineError, Say, Trained
+from mlcycle.engines.dask.cluster import bounded, guarded, peer_timeout, worker_info
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
@@ -106,7 +107,8 @@ def dask_signature(
         if pd.api.types.is_bool_dtype(meta[c].dtype)
         or not pd.api.types.is_numeric_dtype(meta[c].dtype)
     ]
-    uniques = dask.compute(*[ddf[c].dropna().astype(str).drop_duplicates() for c in text])
+    distinct = [ddf[c].dropna().astype(str).drop_duplicates() for c in text]
+    uniques = bounded("the text columns' categories", lambda: dask.compute(*distinct))
     sig = infer_signature(
         sample, obj.target, obj.positive_class, params.features, seed=cfg.seed,
         progress=say, task=obj.task,
@@ -229,7 +231,8 @@ def worker_batches(
                 slot += 1
             kept = []
             for j in running:  # trial-number order: the pruner's answers do not depend on
-                fold, seconds = futures[j].result()  # which trial finished first
+                # which trial finished first
+                fold, seconds = bounded(f"{kind}: fold {i} of a trial", futures[j].result)
                 outcomes[j].folds.append(fold)
                 outcomes[j].seconds += seconds
                 if trials[j] is not None and should_stop(trials[j], outcomes[j].folds, k):
@@ -325,14 +328,16 @@ def with_folds(
     import dask
     import dask.dataframe as dd
 
-    keys = client.compute(frame[["__y", _ROW_KEY]].to_delayed(), sync=True)
+    wanted = frame[["__y", _ROW_KEY]].to_delayed()
+    keys = bounded("the rows' targets and hashes", lambda: client.compute(wanted, sync=True))
     lengths = np.cumsum([len(k) for k in keys])[:-1]
     y = np.concatenate([k["__y"].to_numpy() for k in keys])
     h = np.concatenate([k[_ROW_KEY].to_numpy() for k in keys])
     del keys
     if tasks.get(task).classification:
         y = y.astype(np.int64)
-    pieces = client.scatter(np.split(fold_of_rows(y, h, folds, task, classes), lengths))
+    dealt = np.split(fold_of_rows(y, h, folds, task, classes), lengths)
+    pieces = bounded("the rows' folds to the workers", lambda: client.scatter(dealt))
     parts = [dask.delayed(_add_fold)(p, f) for p, f in zip(frame.to_delayed(), pieces, strict=True)]
     meta = frame._meta.assign(__fold=np.array([], dtype=np.int8))
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
@@ -345,28 +350,32 @@ def _add_fold(part: pd.DataFrame, fold: np.ndarray) -> pd.DataFrame:
 def rank_order(client: Client) -> list[str]:
     """The workers' addresses in the order ``xgboost.dask`` ranks them (by the task id
     "[xgboost.dask-<name>]:<address>" it gives each worker)."""
-    info = client.scheduler_info()["workers"]
+    info = worker_info(client)
     return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name', a)}]:{a}")
 
 
-def pinned(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
+def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Future]]:
     """``frame`` computed and held with partition i on the worker of rank i mod n (see
     :func:`rank_order`): a rerun, or another cluster of as many workers, boosts the same
-    partitions on the same ranks in the same order, and sums their histograms alike."""
+    partitions on the same ranks in the same order, and sums their histograms alike. Also the
+    partitions' futures (to cancel when a worker holding some is lost)."""
     import dask.dataframe as dd
 
     workers = rank_order(client)
+    if not workers:
+        raise EngineError("no Dask worker is left to hold the training partitions")
     futures = [
         client.compute(p, workers=[workers[i % len(workers)]], allow_other_workers=False)
         for i, p in enumerate(frame.to_delayed())
     ]
-    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False), futures
 
 
 def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
     """The keyword arguments of :meth:`mlcycle.models.Model.fit_distributed` from the
-    settings (threads are each worker's own)."""
-    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight}
+    settings (threads are each worker's own; peers wait :func:`peer_timeout`)."""
+    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight,
+            "peer_timeout": peer_timeout()}  # fmt: skip
 
 
 def dask_fold(
@@ -395,10 +404,9 @@ def dask_fold(
     )
     n_rounds = int(params.get("n_estimators", 100))
     early = params.get("early_stopping_rounds")
-    fitted = adapter(kind).fit_distributed(
-        client, rest[~inner], params, task, n_classes, n_rounds,
-        valid=rest[inner], early=early, **cluster_options(cfg),
-    )  # fmt: skip
+    fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", lambda: adapter(
+        kind).fit_distributed(client, rest[~inner], params, task, n_classes, n_rounds,
+                              valid=rest[inner], early=early, **cluster_options(cfg)))  # fmt: skip
     held = frame[frame["__fold"] == i]
     held = held[
         held.map_partitions(
@@ -407,7 +415,8 @@ def dask_fold(
         )
     ]
     pred = fitted.model.predict_distributed(client, held[features])
-    y_held, p_held = client.compute([held["__y"], pred], sync=True)  # one pass over the rows
+    y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions",  # one pass over rows
+                             lambda: client.compute([held["__y"], pred], sync=True))  # fmt: skip
     y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
     out = fitted.model.output_from_raw(np.asarray(p_held))
     score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
@@ -509,9 +518,10 @@ def tune_in_memory(
     data = [
         client.submit(load_split, path, signature.to_dict(), cfg,
                       workers=[w], allow_other_workers=False, pure=False)
-        for w in sorted(client.scheduler_info()["workers"])
+        for w in sorted(worker_info(client))
     ]  # fmt: skip
-    y, fold_rows = client.submit(target_and_folds, data[0], pure=False).result()
+    y, fold_rows = bounded("loading the training split on the workers",
+                           client.submit(target_and_folds, data[0], pure=False).result)  # fmt: skip
     result = tune_on_workers(
         client, data, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows, say,
         baseline_kind,
@@ -522,7 +532,15 @@ def tune_in_memory(
 
 def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
     """Tune, select and fit on the cluster from the training split at ``path`` (a file or a
-    folder of parts); the driver holds aggregates, per-fold results and the chosen model."""
+    folder of parts); the driver holds aggregates, per-fold results and the chosen model.
+    Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`); the
+    workers lost and the retries go to ``Trained.cluster``."""
+    with guarded(client, params.engine, dataset_rows(path), say) as guard:
+        trained = _train(params, client, path, say)
+    return replace(trained, cluster=guard.report())
+
+
+def _train(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
     obj, cfg, eng = params.objectives, params.train, params.engine
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = str(Path(path).resolve())
@@ -537,14 +555,16 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         f"selected by cv {metric}")  # fmt: skip
 
     frame = None  # the pinned model frame for xgboost.dask, built when first needed
+    placed: list[Future] = []  # its partitions
 
     def model_frame() -> dd.DataFrame:
-        nonlocal frame
+        nonlocal frame, placed
         if frame is None:
-            frame = pinned(client, model_parts(ddf, signature, cfg.seed))
+            frame, placed = pinned(client, model_parts(ddf, signature, cfg.seed))
             if not small:  # the folds of the search across the cluster
                 folded = with_folds(client, frame, cfg.cv_folds, obj.task, signature.classes)
-                frame = pinned(client, folded)
+                frame, more = pinned(client, folded)
+                placed += more
         return frame
 
     data: list[Future] = []
@@ -570,20 +590,26 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
         win = result.winner
         oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
+    def again() -> None:
+        """A worker was lost: the partitions pinned to it can run nowhere else; place them
+        all again on the workers left (the same keys: the old tasks are cancelled first)."""
+        nonlocal frame
+        client.cancel(placed, force=True)
+        frame = None
+
     def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
         model = adapter(kind)
         if model.distributed:
             rounds = cv.final_rounds or int(chosen.get("n_estimators", 100))
-            mf = model_frame()
             say(f"{what}: {kind} across the cluster, {rounds} rounds on {rows} rows in "
-                f"{mf.npartitions} partition(s)")  # fmt: skip
-            return model.fit_distributed(client, mf, chosen, obj.task, n_classes, rounds,
-                                         **cluster_options(cfg))  # fmt: skip
+                f"{model_frame().npartitions} partition(s)")  # fmt: skip
+            return bounded(f"the {what} ({kind}, xgboost.dask)", lambda: model.fit_distributed(
+                client, model_frame(), chosen, obj.task, n_classes, rounds,
+                **cluster_options(cfg)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
-        return client.submit(
+        return bounded(f"the {what} ({kind}, on a worker)", lambda: client.submit(
             fit_on_worker, data[0], kind, chosen, cfg, obj.task, n_classes, cv.final_rounds,
-            pure=False,
-        ).result()  # fmt: skip
+            pure=False).result())  # fmt: skip
 
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
     final = final_fit(win.name, win.params, win.cv, "final fit")
