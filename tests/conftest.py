@@ -115,6 +115,7 @@ FILE_SECONDS = {
     "test_retrain.py": 78,
     "test_engine_pipeline.py": 59,
     "test_release.py": 50,
+    "test_engine_faults.py": 35,
     "test_tasks.py": 33,
     "test_engine_prepare.py": 30,
     "test_train.py": 28,

@@ -126,9 +126,9 @@ def killer(
 
 FIT = {"train": {"candidates": ["xgboost"], "baseline": None, "cv_folds": 2,
                  "tuning": {"trials": 0},
-                 "xgb": {"n_estimators": 1500, "early_stopping_rounds": 1500,
+                 "xgb": {"n_estimators": 800, "early_stopping_rounds": 800,
                          "learning_rate": 0.01, "max_depth": 8}},
-       "engine": {"kind": "dask", "task_timeout": 45, "retries": 1}}  # fmt: skip
+       "engine": {"kind": "dask", "task_timeout": 25, "retries": 1}}  # fmt: skip
 
 
 @pytest.mark.cluster
@@ -167,7 +167,7 @@ def test_a_worker_killed_during_the_final_fit_and_evaluate(
             return
         assert killed[0] in trained.cluster["workers_lost"]
         assert any(killed[0] in line and "lost during the final fit" in line for line in said)
-        train_stage.write(p, trained)
+        train_stage.write(p, trained, Path("models/train"))
         assert json.loads(Path("metrics/train.json").read_text())["cluster"] == trained.cluster
 
         client.wait_for_workers(2, timeout=60)  # a nanny's restart, or the third worker
