@@ -721,12 +721,17 @@ def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
-        # The workers first, each waited for, while the scheduler is there to see them leave:
-        # stopped together, the workers waited 8 s for the scheduler that had gone.
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_cluster(procs)
+
+
+def stop_cluster(procs: list[subprocess.Popen]) -> None:
+    """Stop a scheduler (``procs[0]``) and its workers: the workers first, each waited for,
+    while the scheduler is there to see them leave (stopped together, the workers waited 8 s
+    for the scheduler that had gone)."""
+    for proc in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -20,7 +20,7 @@ import pytest
 from mlcycle.config import EngineConfig
 from mlcycle.engines import EngineError
 from mlcycle.engines.dask.cluster import bounded, connect_budget, dask_client, guarded
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, free_port, stop_cluster
 from tests.test_engine_train import adult_like, params, write_parts
 
 OUTER = 300  # seconds a run may take before the test calls it a hang
@@ -98,13 +98,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
     try:
         yield address, n
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_cluster(procs)
 
 
 def killer(
