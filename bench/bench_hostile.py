@@ -49,7 +49,7 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -234,6 +234,28 @@ def close(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def answer_of(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    deadline: float,
+    unanswered: str,
+    sending: Coroutine[Any, Any, None] | None = None,
+) -> int | str:
+    """The service's answer on a connection (its status, or how it ended) by ``deadline``
+    (loop time; past it, ``unanswered``), ``sending`` meanwhile; the connection is then
+    dropped."""
+    sender = asyncio.create_task(sending) if sending is not None else None
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await status_of(reader)
+    except TimeoutError:
+        return unanswered
+    finally:
+        if sender is not None:
+            sender.cancel()
+        close(writer)
+
+
 async def exchange(port: int, kind: str, chunks: Iterable[bytes], deadline: float) -> Outcome:
     """Send ``chunks`` on a new connection until the service answers (it may answer before
     the request is whole), and wait for the answer until ``deadline`` (loop time)."""
@@ -251,15 +273,7 @@ async def exchange(port: int, kind: str, chunks: Iterable[bytes], deadline: floa
         except ConnectionError:
             pass  # the service closed it: the answer, if any, is in the reader
 
-    sender = asyncio.create_task(send())
-    try:
-        async with asyncio.timeout_at(deadline):
-            answer = await status_of(reader)
-    except TimeoutError:
-        answer = "cut at the end"
-    finally:
-        sender.cancel()
-        close(writer)
+    answer = await answer_of(reader, writer, deadline, "cut at the end", send())
     return Outcome(kind, answer, time.monotonic() - started)
 
 
@@ -316,15 +330,7 @@ async def slow_headers(port: int, seconds: float, connections: int) -> list[Outc
             except ConnectionError:
                 pass
 
-        sender = asyncio.create_task(trickle())
-        try:
-            async with asyncio.timeout_at(deadline):
-                answer = await status_of(reader)
-        except TimeoutError:
-            answer = "still open"
-        finally:
-            sender.cancel()
-            close(writer)
+        answer = await answer_of(reader, writer, deadline, "still open", trickle())
         return Outcome(kind, answer, time.monotonic() - started)
 
     return list(await asyncio.gather(*(one() for _ in range(connections))))
@@ -369,13 +375,7 @@ async def many_connections(port: int, seconds: float, connections: int) -> list[
             outcomes.append(Outcome(kind, conn, time.monotonic() - started))
             return
         reader, writer = conn
-        try:
-            async with asyncio.timeout_at(deadline):
-                answer = await status_of(reader)
-        except TimeoutError:
-            answer = "still open"
-        finally:
-            close(writer)
+        answer = await answer_of(reader, writer, deadline, "still open")
         outcomes.append(Outcome(kind, answer, time.monotonic() - started))
 
     async def newcomers() -> None:
