@@ -88,6 +88,54 @@ def test_lineage_matches_dvc_lock_and_the_commit(released: Path) -> None:
     assert lineage["metrics"] == json.loads((released / "metrics/evaluate.json").read_text())
 
 
+def test_shadow_canary_promote_and_rollback_are_tags_with_who_and_why(
+    released: Path, tmp_path: Path
+) -> None:
+    """A challenger released as canary (its share in the tag), replaced by a shadow release,
+    promoted; then a rollback with nothing to roll back, and production's own rollback: every
+    move a GTO tag, `mlcycle history` saying who did what, when and why."""
+    p = copy_of(released, tmp_path)
+
+    def release_next(*how: str) -> str:
+        run(["git", "commit", "-q", "--allow-empty", "-m", "next"], p)
+        return cli(p, "release", *how).stdout
+
+    assert "--canary 150" in cli(p, "release", "--canary", "150", check=False).stderr
+    out = release_next("--canary", "20")
+    assert f"released {NAME}@v0.1.1 as canary, answering 20% of requests" in out, out
+    assert registry.challenger(p, NAME) == registry.Challenger(
+        registry.find_version(p, NAME, "v0.1.1"), "canary", 0.2
+    )
+    assert registry.production(p, NAME).version == "v0.1.0"
+    out = release_next("--shadow")
+    assert f"{NAME}@v0.1.1 is no longer canary" in out, out
+    assert registry.challenger(p, NAME).version.version == "v0.1.2"
+    out = cli(p, "promote", "--reason", "ahead by 0.02 ROC AUC").stdout
+    assert f"promoted {NAME}@v0.1.2 to prod" in out
+    assert registry.production(p, NAME).version == "v0.1.2"
+    assert registry.challenger(p, NAME) is None
+    failed = cli(p, "rollback", check=False)
+    assert failed.returncode == 1 and "no shadow or canary version" in failed.stderr
+    out = cli(p, "rollback", "--production", "--reason", "worse online").stdout
+    assert registry.production(p, NAME).version == "v0.1.0", out
+    moves = [
+        (e["version"], e["action"], e["stage"])
+        for e in json.loads(cli(p, "history", "--json").stdout)
+        if e["action"] != "registered"
+    ]
+    assert moves == [
+        ("v0.1.0", "assigned", "prod"),
+        ("v0.1.1", "assigned", "canary"),
+        ("v0.1.1", "unassigned", "canary"),
+        ("v0.1.2", "assigned", "shadow"),
+        ("v0.1.2", "assigned", "prod"),
+        ("v0.1.2", "unassigned", "shadow"),
+        ("v0.1.2", "unassigned", "prod"),
+    ]
+    text = cli(p, "history").stdout
+    assert "mlcycle tests" in text and "ahead by 0.02 ROC AUC" in text and "worse online" in text
+
+
 def test_a_gate_that_passes_against_the_champion(released: Path, tmp_path: Path) -> None:
     p = copy_of(released, tmp_path)
     run(["dvc", "repro", "-f", "-s", "gate"], p)

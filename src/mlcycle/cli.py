@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mlcycle import tasks
@@ -51,9 +52,10 @@ def bundle_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    """Register HEAD's model as the next version and promote it to production; with
-    ``--service``, reload that service and take the version out of production again if it
-    does not serve it (a release is a transaction, as in `mlcycle retrain --service`)."""
+    """Register HEAD's model as the next version and promote it to production, or release it
+    as the challenger (``--shadow``, ``--canary PCT``); with ``--service``, reload that service
+    and undo the release if it does not serve it (a release is a transaction, as in `mlcycle
+    retrain --service`)."""
     from mlcycle import registry
 
     name, root = model_name(), Path.cwd()
@@ -63,13 +65,97 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"--service {args.service}: set {ADMIN_TOKEN_ENV} to the service's admin token; "
             "nothing was released"
         )
-    version = registry.release(root, name, bump=args.bump, say=print)
+    stage, share = registry.PROD, 0.0
+    if args.canary is not None:
+        stage, share = registry.CANARY, registry.check_share(args.canary)
+    elif args.shadow:
+        stage = registry.SHADOW
+    version = registry.release(root, name, bump=args.bump, say=print, stage=stage, share=share)
+    if stage != registry.PROD:
+        prod = registry.production(root, name)
+        answers = f", answering {share:.0%} of requests" if stage == registry.CANARY else ""
+        print(f"released {name}@{version} as {stage}{answers}; {registry.PROD} stays "
+              f"{prod.version if prod else 'empty'}. `mlcycle monitor --compare` weighs it, "
+              "`mlcycle promote` or `rollback` ends it")  # fmt: skip
+        if not token:
+            return 0
+
+        def undo() -> str:
+            registry.rollback(root, name, f"{args.service} did not take it")
+            return f"{name}@{version} was rolled back out of {stage}"
+
+        return _follow(root, name, args.service, str(token), undo)
     prod_tag = registry.production_tag(root, name)
     print(
         f"released {name}@{version} to {registry.PROD} (tags {name}@{version}, {prod_tag}); "
         "share with `git push --tags` and `dvc push`"
     )
     return _reload_released(root, name, version, args.service, str(token)) if token else 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Put the shadow or canary version in production (``--service``: then reload it)."""
+    from mlcycle import registry
+
+    name, root = model_name(), Path.cwd()
+    token = _admin_token(args.service)
+    v = registry.promote(root, name, args.reason)
+    print(f"promoted {name}@{v.version} to {registry.PROD}: {args.reason}")
+    return _follow(root, name, args.service, token) if args.service else 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """End the shadow or canary release (``--production``: take production's version out,
+    the one before it serves again); ``--service``: then reload it."""
+    from mlcycle import registry
+
+    name, root = model_name(), Path.cwd()
+    token = _admin_token(args.service)
+    if args.production:
+        prod = registry.production(root, name)
+        if prod is None:
+            return _err(f"{name} has no version in {registry.PROD}")
+        now = registry.withdraw(root, name, prod.version, f"rolled back: {args.reason}")
+        print(f"took {name}@{prod.version} out of {registry.PROD}; "
+              f"{registry.PROD} is {now.version if now else 'empty'}: {args.reason}")  # fmt: skip
+    else:
+        c = registry.rollback(root, name, args.reason)
+        print(f"rolled back {name}@{c.version.version} ({c.stage}): {args.reason}")
+    return _follow(root, name, args.service, token) if args.service else 0
+
+
+def _admin_token(service: str | None) -> str:
+    """The admin token a ``--service`` reload needs (checked before anything is moved)."""
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if service and not token:
+        raise ValueError(f"--service {service}: set {ADMIN_TOKEN_ENV} to the service's admin token")
+    return token
+
+
+def _follow(
+    root: Path, name: str, service: str, token: str, undo: Callable[[], str] | None = None
+) -> int:
+    """Reload ``service`` and check it serves what the registry now says (production and the
+    challenger); if not, ``undo()`` (if given) and exit 7 saying what serves what."""
+    from mlcycle import registry, retrain
+
+    prod, challenger = registry.production(root, name), registry.challenger(root, name)
+    want = (prod.version if prod else None, challenger.version.version if challenger else None)
+    try:
+        body = retrain.reload_service(service, token)
+        got = (body.get("version"), (body.get("challenger") or {}).get("version"))
+        if got != want:
+            raise retrain.RetrainError(
+                f"{service} serves {got[0]} with challenger {got[1]} after the reload, the "
+                f"registry says {want[0]} with challenger {want[1]}",
+                retrain.EXIT_RELOAD_FAILED,
+            )
+    except retrain.RetrainError as exc:
+        done = f"; {undo()}" if undo else "; restart the service or reload it again"
+        print(f"mlcycle: error: {exc}{done}", file=sys.stderr)
+        return exc.code
+    print(f"{service} serves {name}@{got[0]}" + (f", challenger {got[1]}" if got[1] else ""))
+    return 0
 
 
 def _reload_released(root: Path, name: str, version: str, service: str, token: str) -> int:
@@ -114,6 +200,23 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print("gate: " + ("passed" if gate.get("passed") else "not passed"))
     for reason in gate.get("reasons", []):
         print(f"  {reason}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print the registry's stage moves: who served what, when, and why."""
+    import json
+
+    from mlcycle import registry
+
+    events = registry.history(Path.cwd(), model_name())
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    for e in events:
+        where = f" {e['stage']}" if e["stage"] else ""
+        reason = e["message"].splitlines()[0] if e["message"] else ""
+        print(f"{e['time']}  {e['version']:<10} {e['action']}{where:<8}  {e['by']}  {reason}")
     return 0
 
 
@@ -929,17 +1032,54 @@ def _add_pr_comment(sub: Subparsers) -> None:
 def _add_release(sub: Subparsers) -> None:
     p = sub.add_parser(
         "release",
-        help="register HEAD's model (gate passed) and promote to prod. Exit status: 0; 1 bad "
-        "state; 7 --service did not take the new model (it was taken out of prod again)",
+        help="register HEAD's model (gate passed) and promote to prod, or release it as shadow "
+        "or canary. Exit status: 0; 1 bad state; 7 --service did not take the new model (the "
+        "release was undone)",
     )
     p.add_argument("--bump", choices=["patch", "minor", "major"], default="patch")
+    stage = p.add_mutually_exclusive_group()
+    stage.add_argument(
+        "--shadow",
+        action="store_true",
+        help="release as shadow: the service scores every request with it too, production answers",
+    )
+    stage.add_argument(
+        "--canary",
+        type=float,
+        metavar="PCT",
+        help="release as canary answering PCT %% of requests (each client always the same model)",
+    )
     p.add_argument(
         "--service",
         metavar="URL",
         help="then reload the running service at URL (admin token in MLCYCLE_ADMIN_TOKEN) and "
-        "check it serves the new version; if not, the version is taken out of prod again",
+        "check it serves the new version; if not, the release is undone",
     )
     p.set_defaults(func=cmd_release)
+
+
+def _add_promote(sub: Subparsers) -> None:
+    for name, func, text in (
+        ("promote", cmd_promote, "put the shadow or canary version in production"),
+        ("rollback", cmd_rollback, "end the shadow or canary release (--production: take "
+         "production's version out; the one before serves again)"),
+    ):  # fmt: skip
+        p = sub.add_parser(name, help=text + ". Exit status: 0; 1 nothing to do; 7 --service "
+                           "did not follow")  # fmt: skip
+        p.add_argument("--reason", default="by hand", help="recorded in the registry's tag")
+        p.add_argument(
+            "--service", metavar="URL", help="then reload the service at URL (admin token in "
+            "MLCYCLE_ADMIN_TOKEN) and check it serves what the registry says"
+        )  # fmt: skip
+        if name == "rollback":
+            p.add_argument("--production", action="store_true", help=text.split("(")[1][:-1])
+        p.set_defaults(func=func)
+
+
+def _add_history(sub: Subparsers) -> None:
+    p = sub.add_parser("history", help="who released, promoted and rolled back what, when")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
 
 
 def _add_lineage(sub: Subparsers) -> None:
@@ -1051,6 +1191,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_status,
         _add_pr_comment,
         _add_release,
+        _add_promote,
+        _add_history,
         _add_lineage,
         _add_retrain,
         _add_keys,

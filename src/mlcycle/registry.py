@@ -5,6 +5,12 @@ bundle itself lives in DVC's cache (it is the `models/bundle` output in that com
 and is retrieved with ``dvc artifacts get``. Nothing here needs a server: tags travel with
 ``git push --tags``, bundles with ``dvc push``.
 
+Besides production, one version at a time can be a *challenger*: in the ``shadow`` stage (the
+service scores every request with it too, production answers) or the ``canary`` stage (it
+answers a share of requests, recorded in its assignment tag's message as ``canary-share:``).
+Promotion and rollback are GTO assignments and unassignments too, so :func:`history` tells who
+served when (:mod:`mlcycle.serve` follows them at a reload, :mod:`mlcycle.compare` decides them).
+
 A signed version has a signature tag beside it (:func:`signature_tag`, one per key: a version
 can be signed again after a key rotation), an annotated tag whose message is the signature
 record of the bundle's SHA256SUMS (:mod:`mlcycle.signing`). The signature lives in git, not in
@@ -32,6 +38,9 @@ from mlcycle.config import load_yaml
 from mlcycle.pipeline import DVC_LOCK, data_hashes, dvc_command, parse_lock
 
 PROD = "prod"
+SHADOW, CANARY = "shadow", "canary"
+CHALLENGER_STAGES = (SHADOW, CANARY)
+SHARE_FIELD = "canary-share:"  # the line of a canary assignment's message giving its share
 CACHE_DIR = Path("models/registry")
 SIGNATURE_TAGS = "mlcycle-sig"  # signature tags: mlcycle-sig/<name>@<version>/<key id>
 
@@ -49,6 +58,16 @@ class Version:
     commit: str
 
 
+@dataclass(frozen=True)
+class Challenger:
+    """The version released beside production: ``stage`` shadow (scores every request, never
+    answers) or canary (answers ``share``, 0 to 1, of requests)."""
+
+    version: Version
+    stage: str
+    share: float = 0.0
+
+
 def _git(repo: Path, *args: str) -> str:
     res = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     if res.returncode != 0:
@@ -62,18 +81,68 @@ def _gto():
     return gto.api
 
 
-def production(repo: str | Path, name: str) -> Version | None:
-    """The version in the production stage, or None if nothing was ever promoted."""
+def in_stage(repo: str | Path, name: str, stage: str) -> Version | None:
+    """The version assigned to ``stage`` (the latest assignment not undone), or None."""
     from gto.exceptions import ArtifactNotFound
 
     try:
-        found = _gto().find_versions_in_stage(str(repo), name, PROD)
+        found = _gto().find_versions_in_stage(str(repo), name, stage)
     except ArtifactNotFound:
         return None
     if not found:
         return None
     vs = found[0] if isinstance(found, list) else found
     return Version(name, vs.version, vs.commit_hexsha)
+
+
+def production(repo: str | Path, name: str) -> Version | None:
+    """The version in the production stage, or None if nothing was ever promoted."""
+    return in_stage(repo, name, PROD)
+
+
+def challenger(repo: str | Path, name: str) -> Challenger | None:
+    """The version in the shadow or canary stage (the latest assigned, if both: releasing a
+    challenger ends the one before), or None. A challenger that is production's version too
+    (promoted, its stage not yet ended) is not one."""
+    prod = production(repo, name)
+    found = []
+    for stage in CHALLENGER_STAGES:
+        v = in_stage(repo, name, stage)
+        tag = _stage_tag(Path(repo), name, stage)
+        if v is not None and v != prod and tag is not None:
+            found.append((tag[0], Challenger(v, stage, tag[1] if stage == CANARY else 0.0)))
+    return max(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def _stage_tag(repo: Path, name: str, stage: str) -> tuple[int, float] | None:
+    """The newest ``name#stage#N`` tag's number and the share its message records (0 if
+    none), or None when there is no such tag."""
+    prefix = f"{name}#{stage}#"
+    numbered = sorted(
+        (int(tag[len(prefix) :]), tag)
+        for tag in _git(repo, "tag", "--list", f"{prefix}*").split()
+        if tag[len(prefix) :].isdigit()
+    )
+    if not numbered:
+        return None
+    number, tag = numbered[-1]
+    message = _git(repo, "for-each-ref", f"refs/tags/{tag}", "--format=%(contents)")
+    share = 0.0
+    for line in message.splitlines():
+        if line.strip().startswith(SHARE_FIELD):
+            share = float(line.strip()[len(SHARE_FIELD) :])
+    return number, share
+
+
+def check_share(share: float) -> float:
+    """A canary's share of requests as a fraction: given in percent (``--canary 10``), above 0
+    and below 100."""
+    if not 0 < share < 100:
+        raise RegistryError(
+            f"--canary {share}: the share of requests the canary answers is a percentage "
+            "above 0 and below 100"
+        )
+    return share / 100
 
 
 def find_version(repo: str | Path, name: str, version: str) -> Version:
@@ -280,10 +349,14 @@ def release(
     bump: str = "patch",
     message: str | None = None,
     say: Callable[[str], None] = lambda _: None,
+    stage: str = PROD,
+    share: float = 0.0,
 ) -> str:
-    """Register HEAD as a new version and assign it to production, if its gate passed; sign
-    it with the key :data:`mlcycle.signing.SIGNING_KEY_ENV` names, if set (``say`` tells
-    which, or that it is not signed).
+    """Register HEAD as a new version and assign it to ``stage`` (production, or as the
+    challenger: shadow, or canary answering ``share`` of requests, 0 to 1, which ends any
+    challenger before it), if its gate passed; sign it with the key
+    :data:`mlcycle.signing.SIGNING_KEY_ENV` names, if set (``say`` tells which, or that it is
+    not signed).
 
     Refuses when the committed gate decision at HEAD is missing or a rejection, or when
     dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
@@ -330,14 +403,49 @@ def release(
             _git(repo, "tag", "-d", f"{name}@{v.version}")  # made here, never pushed
             raise
         say(f"{name}@{v.version} signed (tag {tag})")
-    api.assign(
-        str(repo),
-        name,
-        PROD,
-        version=v.version,
-        message=message or f"promote {name} {v.version} to {PROD}",
-    )
+    if stage == PROD:
+        api.assign(str(repo), name, PROD, version=v.version,
+                   message=message or f"promote {name} {v.version} to {PROD}")  # fmt: skip
+        return v.version
+    before = challenger(repo, name)
+    if before is not None:
+        _end(repo, before, f"{name} {v.version} released as {stage}")
+        say(f"{name}@{before.version.version} is no longer {before.stage}")
+    text = message or f"release {name} {v.version} as {stage}"
+    if stage == CANARY:
+        text += f"\n\n{SHARE_FIELD} {share:g}"
+    api.assign(str(repo), name, stage, version=v.version, message=text)
     return v.version
+
+
+def _end(repo: Path, c: Challenger, message: str) -> None:
+    _gto().unassign(str(repo), c.version.name, version=c.version.version, stage=c.stage,
+                    message=message)  # fmt: skip
+
+
+def promote(repo: str | Path, name: str, reason: str) -> Version:
+    """Put the challenger in production and end its shadow or canary stage (two tags, the
+    reason in their messages); the error when there is no challenger."""
+    c = challenger(repo, name)
+    if c is None:
+        raise RegistryError(f"{name} has no shadow or canary version to promote")
+    text = f"promote {name} {c.version.version} from {c.stage}: {reason}"
+    _gto().assign(str(repo), name, PROD, version=c.version.version, message=text)
+    _end(Path(repo), c, f"promoted to {PROD}: {reason}")
+    return c.version
+
+
+def rollback(repo: str | Path, name: str, reason: str) -> Challenger:
+    """End the challenger's stage (production alone serves again), the reason in the tag's
+    message; returns the challenger ended, or the error when there is none."""
+    c = challenger(repo, name)
+    if c is None:
+        raise RegistryError(
+            f"{name} has no shadow or canary version to roll back; production's own version "
+            f"is taken out with `mlcycle rollback --production`"
+        )
+    _end(Path(repo), c, f"rolled back: {reason}")
+    return c
 
 
 def withdraw(repo: str | Path, name: str, version: str, message: str) -> Version | None:
@@ -357,6 +465,49 @@ def production_tag(repo: str | Path, name: str) -> str | None:
         if tag[len(prefix) :].isdigit()
     ]
     return max(numbered)[1] if numbered else None
+
+
+def history(repo: str | Path, name: str) -> list[dict[str, str]]:
+    """Every registration and stage move of ``name``, oldest first: the tag, what it did
+    (``registered``, ``assigned``, ``unassigned``), the version, the stage, who made it, when,
+    and its message (the reason, for a promotion or rollback)."""
+    fmt = "%00".join(("%(refname:short)", "%(taggername) %(taggeremail)",
+                      "%(taggerdate:iso-strict)", "%(contents)%01"))  # fmt: skip
+    out = _git(Path(repo), "for-each-ref", f"--format={fmt}",
+               f"refs/tags/{name}@*", f"refs/tags/{name}#*")  # fmt: skip
+    events = []
+    for entry in out.split("\x01"):
+        parts = entry.strip("\n").split("\x00")
+        if len(parts) != 4:
+            continue
+        tag, who, when, message = parts
+        if "@" in tag[len(name) :]:
+            action, stage, version = "registered", "", tag.split("@", 1)[1]
+        else:
+            _, stage, _ = tag.split("#")
+            action = "unassigned" if stage.endswith("!") else "assigned"
+            stage, version = stage.rstrip("!"), _version_of(repo, tag)
+        events.append({"tag": tag, "action": action, "version": version, "stage": stage,
+                       "by": who, "time": when, "message": message.strip()})  # fmt: skip
+    # In time order; within a second, registrations first, then GTO's tag numbers' order.
+    return sorted(events, key=lambda e: (e["time"], int(e["tag"].rsplit("#", 1)[-1] or 0)
+                                         if "#" in e["tag"] else 0))  # fmt: skip
+
+
+def _version_of(repo: str | Path, tag: str) -> str:
+    """The version registered at a stage tag's commit (GTO's stage tags name no version),
+    the newest if several."""
+    name = tag.split("#", 1)[0]
+    found = _git(Path(repo), "tag", "--points-at", f"{tag}^{{}}", "--list", f"{name}@v*")
+    versions = [t.split("@", 1)[1] for t in found.split()]
+    return max(versions, key=_version_key, default="")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in version.lstrip("v").split("."))
+    except ValueError:
+        return ()
 
 
 def lineage(repo: str | Path, v: Version) -> dict:

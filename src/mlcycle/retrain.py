@@ -729,9 +729,9 @@ def check_service(url: str) -> None:
         raise RetrainError(f"--service {url}: /health answered {status}: {body}")
 
 
-def reload_service(url: str, token: str, expected_id: str) -> dict[str, Any]:
-    """POST /admin/reload and check the service now serves the model ``expected_id``;
-    returns the model it names. Any other answer is a :class:`RetrainError`."""
+def reload_service(url: str, token: str, expected_id: str | None = None) -> dict[str, Any]:
+    """POST /admin/reload and check the service now serves the model ``expected_id`` (if
+    given); returns the model it names. Any other answer is a :class:`RetrainError`."""
     where = f"{url.rstrip('/')}/admin/reload"
     try:
         status, body = _request(where, "POST", token, RELOAD_TIMEOUT)
@@ -747,7 +747,7 @@ def reload_service(url: str, token: str, expected_id: str) -> dict[str, Any]:
             f"{where} answered {status}: {detail}{hint}; the service still serves its old model",
             EXIT_RELOAD_FAILED,
         )
-    if body.get("id") != expected_id:
+    if expected_id is not None and body.get("id") != expected_id:
         raise RetrainError(
             f"{where}: the service reloaded model {body.get('id')} ({body.get('version')}), not "
             f"the new one {expected_id}; does it serve this project's registry (started here "
