@@ -252,7 +252,7 @@ def test_order_statistics_are_exact(dask_local_client, monkeypatch) -> None:
     qs = (0.0, 0.01, 0.25, 0.5, 0.75, 0.999, 1.0)
     stats = engine.order_statistics(
         frame, {"v": functools.partial(engine._float_values, column="v")},
-        lambda _name, n: engine.quantile_ranks(n, qs),
+        lambda _name, n: engine.quantile_ranks(n, qs), what="the quantiles of v",
     )  # fmt: skip
     n, found = stats["v"]
     assert n == len(values)

@@ -25,7 +25,9 @@ def read_sources(
 ) -> SourceSet:
     """Read and verify every source (quarantining malformed landing files) and unify them."""
     if engine.client is not None:
-        return on_dask.read_sources(engine.client, sources, root, text_columns, engine.say)
+        return on_dask.read_sources(
+            engine.client, sources, root, text_columns, engine.cfg, engine.say
+        )
     reads = []
     for source in sources:
         read = read_quarantining(source.with_text_columns(text_columns), root, engine.say)

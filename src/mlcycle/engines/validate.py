@@ -26,7 +26,9 @@ def check_snapshot(
     partition with the same rules and merged), and with ``count_classes`` the rows per source
     and class of the target."""
     if engine.client is not None:
-        return on_dask.check_snapshot(path, schema, settings, target, count_classes)
+        return on_dask.check_snapshot(
+            engine.client, path, schema, settings, target, count_classes, engine.cfg, engine.say
+        )
     snapshot = pd.read_parquet(path)
     findings = check(
         snapshot,

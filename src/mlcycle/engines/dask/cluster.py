@@ -255,3 +255,10 @@ def bounded(what: str, fn: Callable[[], T], reset: Callable[[], None] | None = N
         cfg = EngineConfig()
         guard = Guard(default_client(), task_deadline(cfg, 0), cfg.retries, lambda _: None)
     return guard.run(what, fn, reset)
+
+
+def computed(what: str, *collections: Any) -> tuple[Any, ...]:
+    """``dask.compute(*collections)`` as a :func:`bounded` call computing ``what``."""
+    import dask
+
+    return bounded(what, lambda: dask.compute(*collections))

@@ -37,7 +37,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, sample_dataset
 from mlcycle.engines.base import Evaluated, EvaluatePaths, Say
-from mlcycle.engines.dask.cluster import bounded, guarded
+from mlcycle.engines.dask.cluster import bounded, computed, guarded
 from mlcycle.engines.dask.data import read_dataset, write_dataset
 from mlcycle.evaluation import (
     BASE,
@@ -230,15 +230,13 @@ def rank_kpis(
     also DeLong's 95% interval (``low``, ``high``), else None for it. ``prefix``: the outputs
     of another model in the same frame (:data:`mlcycle.evaluation.BASE`). Scikit-learn's
     values to the last few bits; undefined (NaN) when a class is absent."""
-    import dask
-
     wanted = [n for n in names if n in ("roc_auc", "pr_auc", "roc_auc_ovr")]
     if not wanted or not sig.is_classification:
         return {}, None
     outputs = output_columns(sig, prefix)
     columns = dict(zip(tasks.get(sig.task).ranked_columns(len(sig.classes)), outputs, strict=True))
     lazy = {c: _rank_sums(_score_table(scored, col, c)) for c, col in columns.items()}
-    (sums,) = bounded("the ranking figures' score tables", lambda: dask.compute(lazy))
+    (sums,) = computed("the ranking figures' score tables", lazy)
     aucs, aps = {}, {}
     for c, s in sums.items():
         both = s["P"] > 0 and s["N"] > 0

@@ -23,6 +23,7 @@ give the same parts, byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from mlcycle import config
 from mlcycle.config import EngineConfig
 from mlcycle.datasets import row_hash
 from mlcycle.engines.base import Say, SourceSet
+from mlcycle.engines.dask.cluster import bounded, guarded
 from mlcycle.engines.dask.data import partitions_for, write_dataset
 from mlcycle.io import sha256_bytes
 from mlcycle.sources import (
@@ -189,11 +191,17 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
     """Read a ``file`` source on the workers, one partition per file."""
     rels = source_files(source, root)
     n = len(rels)
+
+    def fetch(step: str, fn: Callable[[Any], Any], futures: list[Future]) -> list[Any]:
+        """``fn`` of each future, brought here: a :func:`bounded` call."""
+        what = f"{step} source {source.name!r} ({n} file(s))"
+        return bounded(what, lambda: client.gather(client.map(fn, futures)))
+
     raw = client.map(read_file, [source] * n, [str(root)] * n, rels, pure=False)
-    digests = client.gather(client.map(_second, raw))
+    digests = fetch("reading", _second, raw)
     frames = client.map(_first, raw)
     del raw
-    first = client.gather(client.map(profile, frames))
+    first = fetch("profiling", profile, frames)
     columns = list(first[0]["sample"].columns)
     for rel, info in zip(rels, first, strict=True):
         check_same_columns(source, rel, info["columns"], rels[0], first[0]["columns"])
@@ -204,10 +212,10 @@ def gather_files(source: config.Source, root: Path, client: Client) -> Gathered:
         dtypes = dict(typed.dtypes.items())
     cleaned = client.map(clean_part, frames, source=source, dtypes=dtypes)
     del frames
-    recoded = add_recoded(client.gather(client.map(_second, cleaned)))
+    recoded = add_recoded(fetch("cleaning", _second, cleaned))
     parts = client.map(_first, cleaned)
     del cleaned
-    profiles = client.gather(client.map(profile, parts))
+    profiles = fetch("profiling the cleaned", profile, parts)
     if n == 1 and rels[0] == source.path:
         _check_digest(source, digests[0], f"content of {source.path}")
         lineage = {"path": source.path, "format": source.format, "sha256": digests[0]}
@@ -236,7 +244,8 @@ def gather_other(source: config.Source, root: Path, client: Client, say: Say) ->
     """A database, download or landing folder: read here as on the local engine (a bounded
     input by nature), quarantine as on the local engine, then sent to the cluster."""
     read = read_quarantining(source, root, say)
-    [future] = client.scatter([read.frame])
+    [future] = bounded(f"sending source {source.name!r} to the workers",
+                       lambda: client.scatter([read.frame]))  # fmt: skip
     return Gathered(source, [future], [profile(read.frame)], read.lineage)
 
 
@@ -289,21 +298,25 @@ def read_sources(
     sources: tuple[config.Source, ...],
     root: Path,
     text_columns: tuple[str, ...],
+    cfg: EngineConfig,
     say: Say,
 ) -> SourceSet:
     """Read every source onto the cluster, check them and decide the snapshot's types; the
-    rows stay on the workers (``SourceSet.rows`` holds the sources and the column types)."""
+    rows stay on the workers (``SourceSet.rows`` holds the sources and the column types).
+    Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`); the rows
+    are not known before they are read, so a null ``engine.task_timeout`` gives the floor."""
     gathered: list[Gathered] = []
-    for source in sources:
-        source = source.with_text_columns(text_columns)
-        if source.kind == "file":
-            got = gather_files(source, root, client)
-            say(f"{source.name}: {got.rows} rows in {len(got.parts)} file(s) from "
-                f"{describe(source)}")  # fmt: skip
-        else:
-            got = gather_other(source, root, client, say)
-            say(f"{source.name}: {got.rows} rows from {describe(source)}")
-        gathered.append(got)
+    with guarded(client, cfg, 0, say):
+        for source in sources:
+            source = source.with_text_columns(text_columns)
+            if source.kind == "file":
+                got = gather_files(source, root, client)
+                say(f"{source.name}: {got.rows} rows in {len(got.parts)} file(s) from "
+                    f"{describe(source)}")  # fmt: skip
+            else:
+                got = gather_other(source, root, client, say)
+                say(f"{source.name}: {got.rows} rows from {describe(source)}")
+            gathered.append(got)
     conflicts, dtypes = snapshot_types(gathered)
     columns = [c for c in dtypes if c != SOURCE_COLUMN]
     return SourceSet([g.lineage for g in gathered], conflicts, columns, (gathered, dtypes))
@@ -311,7 +324,8 @@ def read_sources(
 
 def write_snapshot(client: Client, read: SourceSet, path: str, cfg: EngineConfig, say: Say) -> int:
     """Unify the sources' parts on the workers and write them as a folder of Parquet parts in
-    a canonical order (by row hash); the rows written."""
+    a canonical order (by row hash); the rows written. The writing is bounded
+    (:func:`~mlcycle.engines.dask.cluster.guarded`, for the sources' rows)."""
     import dask.dataframe as dd
 
     gathered, dtypes = read.rows
@@ -327,4 +341,5 @@ def write_snapshot(client: Client, read: SourceSet, path: str, cfg: EngineConfig
     hashed = ddf.assign(**{HASH: ddf.map_partitions(row_hash, 0, "order", meta=(HASH, "uint64"))})
     npart = partitions_for(rows, cfg)
     ordered = hashed.shuffle(on=HASH, npartitions=npart).map_partitions(_order, meta=meta)
-    return write_dataset(path, ordered, say)
+    with guarded(client, cfg, rows, say):
+        return write_dataset(path, ordered, say)

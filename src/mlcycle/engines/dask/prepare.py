@@ -48,6 +48,7 @@ from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import dataset_rows, row_hash, unit_interval
 from mlcycle.drift import Extract, data_profile
 from mlcycle.engines.base import PreparedSplits, Say
+from mlcycle.engines.dask.cluster import bounded, computed, guarded
 from mlcycle.engines.dask.data import partitions_for, read_dataset, write_dataset
 from mlcycle.prepare import FEATURES_KEY, PrepareError
 
@@ -71,6 +72,7 @@ def check_target_dask(cleaned: dd.DataFrame, objectives: config.Objectives) -> N
 
     target, task, parts = objectives.target, objectives.task, cleaned.to_delayed()
     facts = _tree(
+        "the target's labels",
         [dask.delayed(rules.label_facts)(p[target], task, LABEL_LIMIT) for p in parts],
         functools.partial(rules.merge_label_facts, limit=LABEL_LIMIT),
     )
@@ -111,11 +113,13 @@ def split_dask(
     (with the split hash column when the method uses one). See the module's docstring."""
     s = cfg.split
     if s.method == "by_source":
-        rules.check_sources(set(cleaned[SOURCE_COLUMN].drop_duplicates().compute().astype(str)), s)
+        names = bounded("the sources' names", cleaned[SOURCE_COLUMN].drop_duplicates().compute)
+        rules.check_sources(set(names.astype(str)), s)
         is_test = cleaned[SOURCE_COLUMN].isin(list(s.test_sources))
         return is_test, cleaned[SOURCE_COLUMN].isin(list(s.train_sources)), cleaned
     if s.method == "time":
-        missing = int(cleaned[s.time_column].isna().sum().compute())
+        missing = int(bounded(f"the missing times in {s.time_column!r}",
+                              cleaned[s.time_column].isna().sum().compute))  # fmt: skip
         if missing:
             raise PrepareError(
                 f"prepare.split.time_column {s.time_column!r} is missing in {missing} row(s); "
@@ -127,7 +131,7 @@ def split_dask(
 
         stats = order_statistics(
             cleaned, {"time": functools.partial(rules.time_values, column=s.time_column)},
-            boundary_rank,
+            boundary_rank, what="the time split's boundary",
         )  # fmt: skip
         _, found = stats["time"]
         if not found:
@@ -137,7 +141,8 @@ def split_dask(
         return is_test, ~is_test, cleaned
     columns = rules.model_columns(cleaned._meta, cfg)
     if s.method == "group":
-        groups = cleaned[s.group_column].nunique(dropna=False).compute()
+        groups = bounded(f"the groups of {s.group_column!r}",
+                         cleaned[s.group_column].nunique(dropna=False).compute)  # fmt: skip
         if groups < 2:
             raise PrepareError(
                 f"prepare.split.group_column {s.group_column!r} has fewer than two groups"
@@ -150,7 +155,7 @@ def split_dask(
     if s.method != "stratified":
         is_test = hashed[SPLIT_UNIT] < s.test_size
         return is_test, ~is_test, hashed
-    per_class = hashed[target].value_counts().compute()
+    per_class = bounded("the rows per class", hashed[target].value_counts().compute)
     rare = per_class[per_class < 2]
     if len(rare):
         raise PrepareError(
@@ -164,7 +169,8 @@ def split_dask(
     extracts = {
         label: functools.partial(_class_units, target=target, label=label) for label in wanted
     }
-    stats = order_statistics(hashed, extracts, lambda label, _n: [wanted[label] - 1])
+    stats = order_statistics(hashed, extracts, lambda label, _n: [wanted[label] - 1],
+                             what="the stratified split's cut per class")  # fmt: skip
     cuts = {label: float(next(iter(found.values()))) for label, (_, found) in stats.items()}
     is_test = hashed.map_partitions(_below_class_cut, target, cuts, meta=(None, bool))
     return is_test, ~is_test, hashed
@@ -226,7 +232,8 @@ def remove_training_rows(
         for a, b in zip(tr.to_delayed(), te.to_delayed(), strict=True)
     ]
     futures = client.compute(pieces)
-    attrs = client.gather(client.map(operator.attrgetter("attrs"), futures))
+    attached = client.map(operator.attrgetter("attrs"), futures)
+    attrs = bounded("removing repeated training rows", functools.partial(client.gather, attached))
     counts = rules.sum_counts([a["counts"] for a in attrs])
     return dd.from_delayed(futures, meta=train._meta, verify_meta=False), counts
 
@@ -248,18 +255,18 @@ def _outlier_stats(
 ) -> dict[str, tuple[float, float]]:
     """:func:`mlcycle.prepare.outlier_bounds`' statistics from aggregates: exact quartiles
     (order statistics, bit for bit the local engine's) or dask's mean and standard deviation."""
-    import dask
-
     stats: dict[str, tuple[float, float]] = {}
     if method == "iqr":
         extracts = {c: functools.partial(_float_values, column=c) for c in columns}
-        found = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)))
+        found = order_statistics(train, extracts, lambda _c, n: quantile_ranks(n, (0.25, 0.75)),
+                                 what="the outliers' quartiles")  # fmt: skip
         for col, (n, ranks) in found.items():
             if n:
                 stats[col] = (linear_quantile(n, 0.25, ranks), linear_quantile(n, 0.75, ranks))
         return stats
     values = {c: train[c].astype("float64") for c in columns}
-    moments = dask.compute({c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()})
+    moments = {c: (v.count(), v.mean(), v.std(ddof=0)) for c, v in values.items()}
+    moments = computed("the outliers' means and standard deviations", moments)
     for col, (n, mean, std) in moments[0].items():
         if n:
             stats[col] = (float(mean), float(std))
@@ -283,24 +290,22 @@ def remove_outliers_dask(
         bounds, skipped = rules.outlier_bounds(cfg, columns, stats)
         meta = rules.outlier_flags(train._meta, bounds)
         flags = train.map_partitions(rules.outlier_flags, bounds, meta=meta)
-        counts = flags.sum().compute()
+        counts = bounded("the outliers per column", flags.sum().compute)
         report["columns"] = rules.outlier_report(columns, bounds, skipped, counts)
         report["removed"] = int(counts["any"])
         return train[~flags["any"]], report
     rows = _rows(train)
     share = min(1.0, FOREST_ROWS / max(rows, 1))
-    sample = (
-        train[columns]
-        .map_partitions(_forest_sample, cfg.seed, share, meta=train[columns]._meta)
-        .compute()
-    )
+    sample = bounded("the isolation forest's sample", train[columns].map_partitions(
+        _forest_sample, cfg.seed, share, meta=train[columns]._meta
+    ).compute)  # fmt: skip
     forest, usable = rules.fit_forest(sample, columns, cfg)
     report.update(columns=usable, contamination=cfg.contamination, removed=0)
     say(f"isolation forest fitted on {len(sample)} of {rows} training rows")
     if forest is None:
         return train, report
     outlier = train.map_partitions(rules.forest_flags, forest, usable, meta=(None, bool))
-    report["removed"] = int(outlier.sum().compute())
+    report["removed"] = int(bounded("the isolation forest's outliers", outlier.sum().compute))
     return train[~outlier], report
 
 
@@ -308,7 +313,7 @@ def remove_outliers_dask(
 
 
 def _rows(frame: dd.DataFrame) -> int:
-    return int(frame.map_partitions(len).sum().compute())
+    return int(bounded("counting the rows", frame.map_partitions(len).sum().compute))
 
 
 def clean_dask(
@@ -324,20 +329,28 @@ def clean_dask(
     text = rules.text_columns(ddf._meta, target)
     tallies = ddf.map_partitions(
         rules.number_counts, text, meta={"column": object, "present": "int64", "parsed": "int64"}
-    ).compute()
+    )
+    tallies = bounded("the numbers in the text columns", tallies.compute)
     numeric = rules.numeric_text_columns(tallies, target)
     futures = client.compute(
         [dask.delayed(rules.clean_part)(p, text, numeric, target) for p in ddf.to_delayed()]
     )
     meta, _ = rules.clean_part(ddf._meta, text, numeric, target)
     frames = client.map(operator.itemgetter(0), futures)
-    counts = rules.sum_counts(client.gather(client.map(operator.itemgetter(1), futures)))
+    tallied = client.map(operator.itemgetter(1), futures)
+    counts = rules.sum_counts(
+        bounded("cleaning the snapshot", functools.partial(client.gather, tallied))
+    )
     cleaned = dd.from_delayed(frames, meta=meta, verify_meta=False)
     del futures
     check_target_dask(cleaned, obj)
     label_meta = _task_labels(cleaned._meta, target, obj.task)
     cleaned = cleaned.map_partitions(_task_labels, target, obj.task, meta=label_meta).persist()
-    missing, rows_out = dask.compute(cleaned.isna().sum(), cleaned.map_partitions(len).sum())
+    missing, rows_out = computed(
+        "the cleaned rows and their missing values",
+        cleaned.isna().sum(),
+        cleaned.map_partitions(len).sum(),
+    )
     return cleaned, rules.clean_report(counts, rows_in, int(rows_out), missing)
 
 
@@ -352,14 +365,14 @@ def _split_sides(
     drop = [c for c in (SOURCE_COLUMN, SPLIT_UNIT, *cfg.drop_columns) if c in frame.columns]
     train = frame[is_train].drop(columns=drop)
     test = frame[is_test].drop(columns=drop)
-    n_train, n_test = (int(n) for n in client.compute(
-        [train.map_partitions(len).sum(), test.map_partitions(len).sum()], sync=True
+    n_train, n_test = (int(n) for n in computed(
+        "the split's sides", train.map_partitions(len).sum(), test.map_partitions(len).sum()
     ))  # fmt: skip
     if not n_train or not n_test:
         raise PrepareError(f"split left an empty side: train={n_train}, test={n_test}")
     if tasks.get(obj.task).classification:
-        seen = set(train[target].drop_duplicates().compute())
-        test_counts = test[target].value_counts().compute()
+        seen = set(bounded("the training split's classes", train[target].drop_duplicates().compute))
+        test_counts = bounded("the test split's classes", test[target].value_counts().compute)
         rules.refuse_test_only_classes(
             target, {str(k): int(v) for k, v in test_counts.items() if k not in seen}
         )
@@ -376,14 +389,25 @@ def prepare_dask(
 ) -> PreparedSplits:
     """:func:`mlcycle.prepare.run_steps` on the workers; both splits written as Parquet parts;
     the local engine's figures of every step, the target's make-up and the training split's
-    profile."""
-    import dask
-
-    cfg, obj = params.prepare, params.objectives
+    profile. Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`)."""
     ddf = read_dataset(snapshot)
+    rows_in = dataset_rows(snapshot)
+    with guarded(client, params.engine, rows_in, say):
+        return _prepare(params, client, ddf, rows_in, train_path, test_path, say)
+
+
+def _prepare(
+    params: config.Params,
+    client: Client,
+    ddf: dd.DataFrame,
+    rows_in: int,
+    train_path: str,
+    test_path: str,
+    say: Say,
+) -> PreparedSplits:
+    cfg, obj = params.prepare, params.objectives
     rules.check_target_column(ddf.columns, obj.target)
     rules.check_split_columns(ddf._meta, cfg, obj.target)
-    rows_in = dataset_rows(snapshot)
     say(f"snapshot: {rows_in} rows in {ddf.npartitions} partition(s)")
     steps = rules.Steps(
         rows=_rows,
@@ -401,7 +425,9 @@ def prepare_dask(
     rows_test = write_dataset(test_path, test.repartition(npartitions=n_test), say)
     written_train, written_test = read_dataset(train_path), read_dataset(test_path)
     summary = functools.partial(
-        tasks.get(obj.task).target_summary, positive_class=obj.positive_class, compute=dask.compute
+        tasks.get(obj.task).target_summary,
+        positive_class=obj.positive_class,
+        compute=functools.partial(computed, "the splits' target make-up"),
     )
     return PreparedSplits(
         report=report,
@@ -481,21 +507,22 @@ def _merge_search(*parts: list[Any]) -> list[Any]:
     return merged
 
 
-def _ask(frame: dd.DataFrame, extracts: dict[str, Extract], asks: list[tuple]) -> list[Any]:
-    """Run ``asks`` over every partition of ``frame`` on the workers; merged in a tree, so the
-    driver receives one answer per ask."""
+def _ask(
+    frame: dd.DataFrame, extracts: dict[str, Extract], asks: list[tuple], what: str
+) -> list[Any]:
+    """Run ``asks`` over every partition of ``frame`` on the workers (a bounded call computing
+    ``what``); merged in a tree, so the driver receives one answer per ask."""
     import dask
 
     items = [dask.delayed(_search_part)(p, extracts, asks) for p in frame.to_delayed()]
-    while len(items) > 1:
-        items = [dask.delayed(_merge_search)(*items[i : i + 8]) for i in range(0, len(items), 8)]
-    return dask.compute(items[0])[0]
+    return _tree(what, items, _merge_search)
 
 
 def order_statistics(
     frame: dd.DataFrame,
     extracts: dict[str, Extract],
     ranks: Callable[[str, int], list[int]],
+    what: str,
 ) -> dict[str, tuple[int, dict[int, float | int]]]:
     """Exact order statistics of values spread over partitions, without gathering them.
 
@@ -504,11 +531,12 @@ def order_statistics(
     size ``n`` is known. Returns per name (n, {rank: value}). Each pass over the data sends back
     a 1,024-bin histogram per search over order-preserving 64-bit keys, narrowing each range by
     10 bits; a range of at most :data:`COLLECT_ROWS` rows is fetched and sorted. At most eight
-    passes; the driver holds histograms and at most ``COLLECT_ROWS`` keys per search.
+    passes; the driver holds histograms and at most ``COLLECT_ROWS`` keys per search. Each
+    pass is a :func:`bounded` call computing ``what``.
     """
     names = list(extracts)
     kinds: dict[str, str] = {}
-    first = _ask(frame, extracts, [(n, 0, 0, -1) for n in names])
+    first = _ask(frame, extracts, [(n, 0, 0, -1) for n in names], what)
     result: dict[str, tuple[int, dict[int, float | int]]] = {}
     searches: list[dict[str, Any]] = []  # name, rank, lo, hi, below, count
     for name, (n, lo, hi, kind) in zip(names, first, strict=True):
@@ -529,7 +557,7 @@ def order_statistics(
                 shift = max(0, (s["hi"] - s["lo"]).bit_length() - ORDER_BINS_LOG2)
                 asks.append((s["name"], s["lo"], s["hi"], shift))
         wanted = [a for a in asks if a is not None]
-        answers = iter(_ask(frame, extracts, wanted) if wanted else [])
+        answers = iter(_ask(frame, extracts, wanted, what) if wanted else [])
         pending = []
         for s, ask in zip(searches, asks, strict=True):
             if ask is None:
@@ -573,13 +601,14 @@ def quantile_ranks(n: int, qs: Sequence[float]) -> list[int]:
 # --- the training split's profile from aggregates -------------------------------------------
 
 
-def _tree(items: list, combine: Callable) -> Any:
-    """Combine delayed partition results eight at a time, on the workers; compute the root."""
+def _tree(what: str, items: list, combine: Callable) -> Any:
+    """Combine delayed partition results eight at a time, on the workers; compute the root
+    (a :func:`bounded` call computing ``what``)."""
     import dask
 
     while len(items) > 1:
         items = [dask.delayed(combine)(*items[i : i + 8]) for i in range(0, len(items), 8)]
-    return dask.compute(items[0])[0]
+    return bounded(what, items[0].compute)
 
 
 def data_profile_dask(frame: dd.DataFrame, bins: int) -> dict[str, Any]:
@@ -593,10 +622,12 @@ def data_profile_dask(frame: dd.DataFrame, bins: int) -> dict[str, Any]:
     parts = frame.to_delayed()
 
     def reduce(step: Callable[..., Any], combine: Callable[..., Any], *args: Any) -> Any:
-        return _tree([dask.delayed(step)(p, *args) for p in parts], combine)
+        return _tree("the training split's profile",
+                     [dask.delayed(step)(p, *args) for p in parts], combine)  # fmt: skip
 
     def quantiles(extracts: dict[str, Extract], qs: dict[str, np.ndarray]) -> dict[str, Any]:
-        stats = order_statistics(frame, extracts, lambda name, n: quantile_ranks(n, qs[name]))
+        stats = order_statistics(frame, extracts, lambda name, n: quantile_ranks(n, qs[name]),
+                                 what="the training split's quantiles")  # fmt: skip
         return {
             name: [linear_quantile(n, q, found) for q in qs[name]] if n else []
             for name, (n, found) in stats.items()

@@ -49,7 +49,7 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.datasets import dataset_rows, sample_dataset
 from mlcycle.engines.base import EngineError, Say, Trained
-from mlcycle.engines.dask.cluster import bounded, guarded, peer_timeout, worker_info
+from mlcycle.engines.dask.cluster import bounded, computed, guarded, peer_timeout, worker_info
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
@@ -96,8 +96,6 @@ def dask_signature(
     """The signature of the training split ``ddf`` (read from ``path``): the types and any
     feature selection from a seeded sample of at most ``SAMPLE_ROWS`` rows, the categories of
     every text column from all rows (distinct values per partition, merged on the driver)."""
-    import dask
-
     obj, cfg = params.objectives, params.train
     sample = sample_dataset(path, SAMPLE_ROWS, seed=cfg.seed)
     meta = ddf._meta
@@ -108,7 +106,7 @@ def dask_signature(
         or not pd.api.types.is_numeric_dtype(meta[c].dtype)
     ]
     distinct = [ddf[c].dropna().astype(str).drop_duplicates() for c in text]
-    uniques = bounded("the text columns' categories", lambda: dask.compute(*distinct))
+    uniques = computed("the text columns' categories", *distinct)
     sig = infer_signature(
         sample, obj.target, obj.positive_class, params.features, seed=cfg.seed,
         progress=say, task=obj.task,

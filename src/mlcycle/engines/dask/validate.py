@@ -12,14 +12,17 @@ back, never the rows.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlcycle import config
-from mlcycle.datasets import row_hash, unit_interval
-from mlcycle.engines.base import Checked
+from mlcycle.config import EngineConfig
+from mlcycle.datasets import dataset_rows, row_hash, unit_interval
+from mlcycle.engines.base import Checked, Say
+from mlcycle.engines.dask.cluster import bounded, computed, guarded
 from mlcycle.engines.dask.data import read_dataset
 from mlcycle.preflight import class_counts
 from mlcycle.schema import BOOKKEEPING_COLUMNS, Schema
@@ -34,6 +37,7 @@ from mlcycle.schema.findings import (
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
+    from distributed import Client
 
 PREFLIGHT_ROWS = 10_000  # rows of the sample the settings are checked against
 PREFLIGHT_VALUES = 1000  # distinct target values the settings check sees at most
@@ -77,7 +81,8 @@ def duplicate_rows(ddf: dd.DataFrame, data_columns: list[str], examples: int, to
     hashed = ddf.map_partitions(keys, meta=meta).shuffle(on="hash")
     results = hashed.map_partitions(
         lambda p: pd.Series([_duplicates_in(p, examples)]), meta=(None, object)
-    ).compute()
+    )
+    results = bounded("the duplicate rows (by row hash)", results.compute)
     count = sum(r["count"] for r in results)
     if not count:
         return None
@@ -99,7 +104,7 @@ def duplicate_rows(ddf: dd.DataFrame, data_columns: list[str], examples: int, to
 
 
 def _offsets(ddf: dd.DataFrame) -> list[int]:
-    lengths = ddf.map_partitions(len).compute().tolist()
+    lengths = bounded("the rows per partition", ddf.map_partitions(len).compute).tolist()
     return [int(x) for x in np.concatenate([[0], np.cumsum(lengths)[:-1]])]
 
 
@@ -120,11 +125,12 @@ def check_dataset(
     wanted = {kind for kind, level in levels.items() if level != "ignore"}
     offsets = _offsets(ddf)
     parts = ddf.to_delayed()
-    checks = dask.compute(
+    checks = computed(
+        "the schema's checks of each partition",
         *[
             dask.delayed(partition_counts)(p, off, schema, wanted, examples)
             for p, off in zip(parts, offsets, strict=True)
-        ]
+        ],
     )
     total = sum(c["rows"] for c in checks)
     columns = list(ddf.columns)
@@ -141,7 +147,7 @@ def preflight_frame(ddf: dd.DataFrame, target: str, seed: int = 0) -> pd.DataFra
     """A small frame standing for the data in the settings check: the columns and types, a
     sample of rows chosen by row hash, and every source name and (up to PREFLIGHT_VALUES)
     target value, which the check compares settings with."""
-    rows = int(ddf.map_partitions(len).sum().compute())
+    rows = int(bounded("the snapshot's rows", ddf.map_partitions(len).sum().compute))
     share = min(1.0, PREFLIGHT_ROWS / max(rows, 1))
 
     def sample(part: pd.DataFrame) -> pd.DataFrame:
@@ -150,11 +156,13 @@ def preflight_frame(ddf: dd.DataFrame, target: str, seed: int = 0) -> pd.DataFra
         keep = unit_interval(row_hash(part, seed, "sample"))
         return part[keep < share]
 
-    frame = ddf.map_partitions(sample, meta=ddf._meta).compute()
+    frame = bounded("a sample of the snapshot", ddf.map_partitions(sample, meta=ddf._meta).compute)
     extras = {}
     for col in (SOURCE, target):
         if col in ddf.columns:
-            values = ddf[col].dropna().drop_duplicates().head(PREFLIGHT_VALUES, npartitions=-1)
+            distinct = ddf[col].dropna().drop_duplicates()
+            first = functools.partial(distinct.head, PREFLIGHT_VALUES, npartitions=-1)
+            values = bounded(f"the values of {col!r}", first)
             extras[col] = values.reset_index(drop=True)
     if extras:
         longest = max(len(v) for v in extras.values())
@@ -173,23 +181,40 @@ def dataset_classes(ddf: dd.DataFrame, target: str) -> dict[tuple[str, str], int
     columns = [c for c in (target, SOURCE) if c in ddf.columns]
     parts = ddf[columns].to_delayed()
     total: dict[tuple[str, str], int] = {}
-    for counts in dask.compute(*[dask.delayed(class_counts)(p, target) for p in parts]):
+    for counts in computed(
+        "the rows per source and class", *[dask.delayed(class_counts)(p, target) for p in parts]
+    ):
         for key, n in counts.items():
             total[key] = total.get(key, 0) + n
     return total
 
 
 def check_snapshot(
+    client: Client,
     path: str,
     schema: Schema,
     settings: config.ValidateConfig,
     target: str,
-    count_classes: bool = False,
+    count_classes: bool,
+    cfg: EngineConfig,
+    say: Say,
 ) -> Checked:
     """The validate stage's counting on the cluster: a sample standing for the snapshot in the
     settings check, the findings of :func:`check_dataset`, and with ``count_classes`` the
-    rows per source and class (:func:`dataset_classes`)."""
+    rows per source and class (:func:`dataset_classes`). Every blocking call is bounded
+    (:func:`~mlcycle.engines.dask.cluster.guarded`)."""
     ddf = read_dataset(path)
+    with guarded(client, cfg, dataset_rows(path), say):
+        return _check_snapshot(ddf, schema, settings, target, count_classes)
+
+
+def _check_snapshot(
+    ddf: dd.DataFrame,
+    schema: Schema,
+    settings: config.ValidateConfig,
+    target: str,
+    count_classes: bool,
+) -> Checked:
     sample = preflight_frame(ddf, target)
     findings, rows = check_dataset(
         ddf,
