@@ -100,7 +100,8 @@ def test_task_is_inferred_from_the_target(values: list, task: str) -> None:
     [
         (["no", "Yes", "no"], "csv", "binary_classification", "Yes"),
         ([0, 1, 1], "csv", "binary_classification", "1"),  # an integer column
-        ([0.0, 1.0, 1.0, None], "csv", "binary_classification", "1.0"),  # floats: NaN present
+        # Whole numbers that a missing value made floats are still spelt as integers.
+        ([0.0, 1.0, 1.0, None], "csv", "binary_classification", "1"),
         ([True, False, False], "jsonl", "binary_classification", "True"),
         (["a", "b", "c", "a"], "parquet", "multiclass_classification", None),
         ([0.5, 1.75, 3.0, 9.0], "parquet", "regression", None),
