@@ -87,9 +87,14 @@ class Role:
     why: str
 
     @property
+    def what(self) -> str:
+        """The role in words: "an identifier", "free text", "a constant", "a date"."""
+        return _article(self.kind)
+
+    @property
     def message(self) -> str:
         """One line: the column, the figures and the decision."""
-        return f"{self.column}: {self.why} -> excluded as {_article(self.kind)}"
+        return f"{self.column}: {self.why} -> excluded as {self.what}"
 
 
 def _article(kind: str) -> str:
@@ -190,7 +195,7 @@ def feature_warnings(
         role = column_role(frame[col], str(col))
         if role is not None and role.kind in WARNED:
             lines.append(
-                f"{col}: {role.why}; it looks like {_article(role.kind)} and is a feature. "
+                f"{col}: {role.why}; it looks like {role.what} and is a feature. "
                 "Add it to features.exclude in params.yaml unless it carries meaning"
             )
     return lines
