@@ -493,7 +493,9 @@ def test_init_excludes_identifiers_free_text_constants_and_dates_saying_why(
     assert p.params["features"]["exclude"] == ["row_id", "title", "constant", "signup"]
     scaffold.write(root, p, force=True)
     text = (root / "params.yaml").read_text()
-    assert "- row_id                  # an identifier (said `mlcycle init`): 400 distinct" in text
+    assert (
+        "- row_id                  # an identifier (found by `mlcycle init`): 400 distinct" in text
+    )
     assert "delete a line to make that column a feature again" in text
     assert config.load(root / "params.yaml").features.exclude == (
         "row_id", "title", "constant", "signup"

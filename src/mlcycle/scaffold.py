@@ -666,7 +666,7 @@ def _notes(
     if not tasks.get(task).classification:
         notes["prepare.split.method"] = "random | group | time | by_source (not stratified)"
     for i, role in enumerate(roles):
-        notes[f"features.exclude[{i}]"] = f"{role.what} (said `mlcycle init`): {role.why}"
+        notes[f"features.exclude[{i}]"] = f"{role.what} (found by `mlcycle init`): {role.why}"
     if roles:
         notes["features.exclude"] += "; delete a line to make that column a feature again"
     return notes
