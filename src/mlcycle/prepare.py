@@ -41,6 +41,7 @@ from mlcycle import tasks
 from mlcycle.config import Objectives, OutliersConfig, PrepareConfig, SplitConfig
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import row_hash
+from mlcycle.io import value_text
 
 # scikit-learn is imported in the two functions that use it (the split and the isolation
 # forest): the validate stage imports this module's target rules (through preflight), and
@@ -99,7 +100,10 @@ def label_text(values: pd.Series) -> pd.Series:
     (``"1"``, not ``"1.0"``) whatever missing values did to the column's type (pandas reads
     integers with a gap as floats), as the schema's ``values`` and validate spell them
     (:func:`mlcycle.io.value_text`); other numbers as Python writes them (``"0.5"``), text as
-    it is, booleans ``"True"``/``"False"`` (as params.yaml's positive_class reads them)."""
+    it is, booleans ``"True"``/``"False"`` (as params.yaml's positive_class reads them). A
+    column of mixed values (sources of several types unioned) is spelt value by value alike."""
+    if values.dtype == object and pd.api.types.infer_dtype(values) not in ("string", "empty"):
+        return values.map(_label, na_action="ignore").astype("string")
     if not pd.api.types.is_float_dtype(values):
         return values.astype("string")
     numbers = values.astype("float64")
@@ -108,6 +112,15 @@ def label_text(values: pd.Series) -> pd.Series:
     text = numbers.astype("string")
     text[whole] = numbers[whole].astype("int64").astype("string")
     return text
+
+
+def _label(value: Any) -> str:
+    """One value as :func:`label_text` spells it."""
+    if isinstance(value, bool | np.bool_ | str):
+        return str(value)
+    if isinstance(value, float | np.floating | int | np.integer):
+        return value_text(value) or ""
+    return str(value)
 
 
 def text_columns(frame: pd.DataFrame, target: str) -> list[str]:
