@@ -457,6 +457,7 @@ def passes_validate(root: Path, data_path: Path) -> None:
         ([np.nan] * 300, "constant"),
         (pd.date_range("2020-01-01", periods=300).astype(str), "date"),
         (np.random.default_rng(2).normal(size=300), None),  # a unique measurement
+        ([*np.random.default_rng(2).normal(size=297).astype(str), "n.a.", "-", "x"], None),
         (np.random.default_rng(3).integers(0, 10**9, 300), None),  # distinct, not a sequence
         ([f"{z:05d}" for z in np.random.default_rng(4).integers(0, 500, 300)], None),  # zips
         (np.resize(["yes", None], 300), None),  # one value and missing ones: two states
@@ -467,6 +468,15 @@ def passes_validate(root: Path, data_path: Path) -> None:
 def test_column_roles_are_decided_by_the_values(values: object, kind: str | None) -> None:
     role = roles.column_role(pd.Series(values), "col")
     assert (role.kind if role else None) == kind, role
+
+
+def test_the_target_is_never_excluded() -> None:
+    table = roles_table()
+    assert [r.column for r in roles.column_roles(table, "row_id")] == [
+        "title",
+        "constant",
+        "signup",
+    ]
 
 
 def test_an_identifier_is_also_told_by_its_name() -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlcycle.prepare import NUMERIC_SHARE
 from mlcycle.schema import BOOKKEEPING_COLUMNS
 from mlcycle.schema.values import ISO_DATE, parse_numbers, stripped_text
 
@@ -139,7 +140,8 @@ def column_role(series: pd.Series, name: str) -> Role | None:
     if pd.api.types.is_bool_dtype(present):
         return None
     numbers, bad = parse_numbers(present)
-    if not bad.any():  # numbers: an identifier if whole, distinct and in sequence
+    if 1 - bad.mean() >= NUMERIC_SHARE:  # numbers (as prepare reads a few typos among them)
+        numbers = numbers[~bad]
         whole = bool(np.isfinite(numbers).all() and (numbers % 1 == 0).all())
         if not whole or share < ID_DISTINCT_SHARE:
             return None  # a fraction: a measurement, however distinct
