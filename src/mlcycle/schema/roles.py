@@ -117,8 +117,10 @@ def _is_date(present: pd.Series) -> bool:
 
 def column_role(series: pd.Series, name: str) -> Role | None:
     """The role of one column (not the target) from its values, or None for an ordinary
-    feature. Checked in order: constant (one value and no missing one, or no value at all),
-    date, identifier, free text; see the module's constants for the thresholds."""
+    feature. Checked in order: constant (one value and no missing one, or no value at all);
+    date; numbers (an identifier if whole, distinct and in sequence or so named); text of
+    distinct single words (an identifier: codes, UUIDs); free text; other distinct text (an
+    identifier). See the module's constants for the thresholds."""
     present = series.dropna()
     n, rows = len(present), len(series)
     if n == 0:
