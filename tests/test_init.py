@@ -14,9 +14,12 @@ import yaml
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.metrics import f1_score
 
-from mlcycle import config, prepare, scaffold, schema
+from mlcycle import config, drift, features, models, predict, preflight, prepare, scaffold, schema
+from mlcycle.bundle import load_bundle, write_bundle
 from mlcycle.scaffold import InitError
-from mlcycle.schema import findings
+from mlcycle.schema import findings, roles
+from mlcycle.tasks import MULTICLASS
+from mlcycle.tuning import fit_options
 from tests.conftest import ROOT, cli
 
 SHIPPED = ("params.yaml", "schema.yaml")
@@ -100,7 +103,8 @@ def test_task_is_inferred_from_the_target(values: list, task: str) -> None:
     [
         (["no", "Yes", "no"], "csv", "binary_classification", "Yes"),
         ([0, 1, 1], "csv", "binary_classification", "1"),  # an integer column
-        ([0.0, 1.0, 1.0, None], "csv", "binary_classification", "1.0"),  # floats: NaN present
+        # Whole numbers that a missing value made floats are still spelt as integers.
+        ([0.0, 1.0, 1.0, None], "csv", "binary_classification", "1"),
         ([True, False, False], "jsonl", "binary_classification", "True"),
         (["a", "b", "c", "a"], "parquet", "multiclass_classification", None),
         ([0.5, 1.75, 3.0, 9.0], "parquet", "regression", None),
@@ -395,3 +399,222 @@ def test_schema_infer_drafts_a_regression_target_without_values_or_range(
     assert infer("wine.parquet", "--target", "cultivar").values == ("class_0", "class_1", "class_2")
     (root / "params.yaml").unlink()
     assert infer("wine.parquet", "--target", "cultivar").values == ("class_0", "class_1", "class_2")
+
+
+# --- column roles, a draft that passes its own data, one spelling of labels ---------------------
+
+WORDS = ["the", "a", "of", "river", "night", "story", "long", "city", "war", "love", "old"]
+
+
+def roles_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A table as users' files come: a row number, a free-text title, a 90 %-null column, a
+    constant, dates, many short zip codes, a unique measurement, and an integer target with
+    missing values (so pandas reads it as floats)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    grade = np.digitize(x + rng.normal(0, 0.5, n), [-0.7, 0.0, 0.7]).astype(float)
+    grade[rng.uniform(size=n) < 0.1] = np.nan
+    return pd.DataFrame(
+        {
+            "row_id": np.arange(1, n + 1),
+            "title": [" ".join(rng.choice(WORDS, 4)) + f" {i}" for i in range(n)],
+            "sparse": np.where(rng.uniform(size=n) < 0.9, np.nan, rng.normal(size=n)),
+            "constant": "same",
+            "signup": pd.date_range("2023-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+            "zip": rng.choice([f"Z{z:04d}" for z in range(300)], n),
+            "amount": np.round(rng.lognormal(3, 1, n), 6),
+            "x": x,
+            "grade": grade,
+        }
+    )
+
+
+def passes_validate(root: Path, data_path: Path) -> None:
+    """validate's checks in-process, with the project's settings: the snapshot gather would
+    make of ``data_path`` against the written schema.yaml (no error-level finding), and the
+    settings against the data (none that does not fit)."""
+    params = config.load(root / "params.yaml")
+    draft = schema.load_schema(root / params.validate.schema)
+    data = scaffold.read_data(data_path, root)
+    v = params.validate
+    found = findings.check(data, draft, severity=v.severity, max_null_rate=v.max_null_rate,
+                           examples=v.examples, max_unseen_share=v.max_unseen_share)  # fmt: skip
+    assert not [f.message for f in found if f.severity == "error"]
+    assert preflight.settings_problems(params, data, draft) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (np.arange(1, 301), "identifier"),  # a row number
+        (np.r_[np.arange(1, 280), [np.nan] * 21], "identifier"),  # missing values: floats
+        (np.random.default_rng(1).permutation(400)[:300] + 1000, "identifier"),  # gaps
+        ([f"{i:08x}-1c2d-4e5f-8a9b-{i:012x}" for i in range(300)], "identifier"),
+        ([f"ORD-{i * 7919 % 100003}" for i in range(300)], "identifier"),
+        ([f"{w} {i}" for i, w in enumerate(np.resize(WORDS, 300))], "identifier"),  # short texts
+        ([" ".join(np.resize(WORDS, 3 + i % 5)) + f" {i}" for i in range(300)], "free text"),
+        (["same"] * 300, "constant"),
+        ([np.nan] * 300, "constant"),
+        (pd.date_range("2020-01-01", periods=300).astype(str), "date"),
+        (np.random.default_rng(2).normal(size=300), None),  # a unique measurement
+        ([*np.random.default_rng(2).normal(size=297).astype(str), "n.a.", "-", "x"], None),
+        (np.random.default_rng(3).integers(0, 10**9, 300), None),  # distinct, not a sequence
+        ([f"{z:05d}" for z in np.random.default_rng(4).integers(0, 500, 300)], None),  # zips
+        (np.resize(["yes", None], 300), None),  # one value and missing ones: two states
+        (np.arange(1, 41), None),  # 40 rows: too few to tell an identifier from chance
+        (np.resize(WORDS, 300), None),  # a category
+    ],
+)
+def test_column_roles_are_decided_by_the_values(values: object, kind: str | None) -> None:
+    role = roles.column_role(pd.Series(values), "col")
+    assert (role.kind if role else None) == kind, role
+
+
+def test_the_target_is_never_excluded() -> None:
+    table = roles_table()
+    assert [r.column for r in roles.column_roles(table, "row_id")] == [
+        "title",
+        "constant",
+        "signup",
+    ]
+
+
+def test_an_identifier_is_also_told_by_its_name() -> None:
+    """Distinct whole numbers spread wide are a quantity, unless the name says identifier."""
+    spread = pd.Series(np.random.default_rng(0).choice(10**9, 300, replace=False))
+    assert roles.column_role(spread, "amount_cents") is None
+    for name in ("customer_id", "CustomerID", "userId", "id"):
+        assert roles.column_role(spread, name).kind == "identifier"
+    assert roles.column_role(spread, "paid") is None
+
+
+def test_init_excludes_identifiers_free_text_constants_and_dates_saying_why(
+    root: Path, tmp_path: Path
+) -> None:
+    path = write(tmp_path, roles_table())
+    p = scaffold.plan(root, path, "grade")
+    said = "\n".join(p.messages)
+    assert "row_id: 400 distinct of 400 rows, whole numbers 1..400 in sequence -> excluded as " \
+        "an identifier" in said  # fmt: skip
+    assert "title: 400 distinct of 400 rows, a median of 5 words" in said
+    assert "constant: all 400 rows hold 'same' -> excluded as a constant" in said
+    assert "signup: 400 distinct dates (2023-01-01 .. 2024-02-04)" in said
+    assert "features.exclude in params.yaml lists them" in said
+    assert p.params["features"]["exclude"] == ["row_id", "title", "constant", "signup"]
+    scaffold.write(root, p, force=True)
+    text = (root / "params.yaml").read_text()
+    assert (
+        "- row_id                  # an identifier (found by `mlcycle init`): 400 distinct" in text
+    )
+    assert "delete a line to make that column a feature again" in text
+    assert config.load(root / "params.yaml").features.exclude == (
+        "row_id", "title", "constant", "signup"
+    )  # fmt: skip
+
+    draft = schema.load_schema(root / "schema.yaml")
+    row_id = draft.column("row_id")
+    assert (row_id.type, row_id.min, row_id.max) == ("integer", None, None)
+    sparse = draft.column("sparse")  # 90 % null: a limit of its own, above what was seen
+    seen = roles_table()["sparse"].isna().mean()
+    assert seen > 0.85 and sparse.max_null_rate == min(1.0, np.ceil((seen + 0.1) * 100) / 100)
+    assert "seen + a margin of 10%" in (root / "schema.yaml").read_text()
+    assert draft.column("x").max_null_rate is None  # no nulls: nullable false
+    assert draft.column("signup").type == "datetime"
+    passes_validate(root, path)
+
+    # validate warns about a feature that looks like an identifier or free text, e.g. one
+    # added after init; not about the excluded ones.
+    params = config.load(root / "params.yaml")
+    data = roles_table().assign(ticket=[f"T{i:06d}" for i in range(400)])
+    warned = roles.feature_warnings(data, "grade", params.features.exclude)
+    assert warned == [
+        "ticket: 400 distinct of 400 rows, single-word codes such as 'T000000', 'T000001'; it "
+        "looks like an identifier and is a feature. Add it to features.exclude in params.yaml "
+        "unless it carries meaning"
+    ]
+    assert roles.feature_warnings(data, "grade", [*params.features.exclude, "ticket"]) == []
+
+
+def test_the_data_profile_lists_at_most_its_cap_of_categories() -> None:
+    data = roles_table(n=600)
+    profile = drift.data_profile(data, bins=10)["features"]
+    title = profile["title"]
+    assert len(title["counts"]) == drift.PROFILE_CATEGORIES + 1 and title["distinct"] == 600
+    assert sum(title["counts"].values()) == 600 and title["counts"][drift.OTHER_VALUES] == 500
+    assert "distinct" not in profile["zip"] or profile["zip"]["distinct"] > 100
+    # Two capped profiles still compare.
+    other = drift.data_profile(roles_table(n=600, seed=1), bins=10)
+    moved = drift.compare_profiles({"features": profile, "rows": 600}, other,
+                                   config.MonitorConfig())  # fmt: skip
+    assert {c["column"] for c in moved["columns"]} >= {"title", "zip"}
+
+
+def customers_table() -> pd.DataFrame:
+    from tests.test_new_user import customers
+
+    return customers(n=600)
+
+
+@pytest.mark.parametrize(
+    ("make", "target"),
+    [
+        (cancer, "benign"),
+        (wine, "cultivar"),
+        (diabetes, "progression"),
+        (customers_table, "churned"),
+        (roles_table, "grade"),
+        (lambda: roles_table().assign(grade=lambda d: d["amount"]), "grade"),  # regression
+        (lambda: frame([0.0, 1.0, 1.0, None], n=200), "t"),
+        (lambda: frame(["no", "Yes", "no"], n=200), "t"),
+        (lambda: frame([True, False, False], n=200), "t"),
+        (
+            lambda: frame(list(range(7)), n=210).assign(a=lambda d: d["a"].mask(d.index % 11 > 0)),
+            "t",
+        ),  # fmt: skip
+    ],
+)
+def test_the_draft_schema_passes_the_data_it_was_drafted_from(
+    root: Path, tmp_path: Path, make, target: str
+) -> None:
+    """Every data set the suite sets up with init: the schema init drafts, checked with
+    validate's code and the project's settings on the same data, has no error-level finding,
+    and the settings fit the data (a column 91 % null no longer stops the first run)."""
+    path = write(tmp_path, make(), f"{target}.csv")
+    scaffold.write(root, scaffold.plan(root, path, target), force=True)
+    passes_validate(root, path)
+
+
+def test_an_integer_target_with_missing_values_keeps_one_spelling(
+    root: Path, tmp_path: Path
+) -> None:
+    """Missing values make pandas read an integer target as floats; its classes are still
+    "0", "1", ... in the schema, the prepared splits, the signature (so the metrics and the
+    bundle) and the labels a prediction returns."""
+    path = write(tmp_path, roles_table(n=500), "grades.csv")
+    assert scaffold.read_data(path, root)["grade"].dtype == np.float64
+    p = scaffold.plan(root, path, "grade")
+    scaffold.write(root, p, force=True)
+    assert "most frequent class '" in "\n".join(p.messages)
+    assert "'1.0'" not in "\n".join(p.messages)
+    params = config.load(root / "params.yaml")
+    spelt = ("0", "1", "2", "3")
+    assert schema.load_schema(root / "schema.yaml").column("grade").values == spelt
+
+    prepared = prepare.prepare(scaffold.read_data(path, root), params.prepare, params.objectives)
+    assert set(prepared.train["grade"]) | set(prepared.test["grade"]) == set(spelt)
+    sig = features.infer_signature(prepared.train, "grade", None, params.features, task=MULTICLASS)
+    assert sig.classes == spelt
+    y = features.encode_target(prepared.test["grade"], sig)  # what evaluate's metrics count
+    assert sorted(set(y.tolist())) == [0, 1, 2, 3]
+
+    X = features.to_model_frame(prepared.train, sig)
+    y_train = features.encode_target(prepared.train["grade"], sig)
+    small = {"n_estimators": 20, "learning_rate": 0.3, "max_depth": 3}
+    options = fit_options(params.train)
+    model = models.fit("xgboost", X, y_train, small, MULTICLASS, len(sig.classes), **options).model
+    bundle_path = write_bundle(tmp_path / "bundle", model.to_bytes(), sig,
+                               {"threshold": None, "task": MULTICLASS})  # fmt: skip
+    bundle = load_bundle(bundle_path)
+    assert bundle.signature.classes == spelt
+    scored = predict.score(bundle, prepared.test.drop(columns="grade"))
+    assert set(scored.labels) <= set(spelt) and len(set(scored.labels)) > 1

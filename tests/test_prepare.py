@@ -21,6 +21,7 @@ from mlcycle.prepare import (
     MISSING_TOKENS,
     PrepareError,
     clean,
+    label_text,
     outlier_mask,
     prepare,
     remove_outliers,
@@ -455,3 +456,20 @@ def test_adult_iqr_keeps_capital_gain(adult_snapshot: tuple) -> None:
     assert max(by_column) <= removed <= sum(by_column)
     cleaning = sum(v for k, v in result.report["train_removed"].items() if k != "outliers")
     assert removed == 32561 - cleaning - len(result.train)
+
+
+@pytest.mark.parametrize(
+    ("values", "spelt"),
+    [
+        ([1.0, np.nan, 0.0, 2.0], ["1", None, "0", "2"]),  # integers a gap made floats
+        ([0.5, 1.0, np.nan], ["0.5", "1", None]),
+        ([3, 1], ["3", "1"]),
+        (pd.Series([1, None], dtype="Int64"), ["1", None]),
+        ([True, False], ["True", "False"]),  # as params.yaml's positive_class reads them
+        (["1.0", " a", None], ["1.0", " a", None]),  # text as it is (prepare strips it)
+        (pd.Series([1.0, "2", True, None], dtype=object), ["1", "2", "True", None]),  # unioned
+    ],
+)
+def test_class_labels_have_one_spelling(values: object, spelt: list) -> None:
+    text = label_text(pd.Series(values))
+    assert [None if pd.isna(v) else v for v in text] == spelt

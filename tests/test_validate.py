@@ -598,6 +598,34 @@ def test_stage_passes_with_warnings_only_and_writes_the_same_bytes_twice(tmp_pat
     assert (tmp_path / "metrics" / "validation.json").read_bytes() == first
 
 
+def test_stage_warns_about_features_that_look_like_identifiers(tmp_path: Path) -> None:
+    """A feature that looks like an identifier (a column added after init, say) is a warning
+    with its figures, in the log, the metrics and the report; not once it is excluded."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "ticket": [f"T{i:05d}" for i in range(120)],
+            "x": rng.normal(size=120),
+            "label": ["no", "yes"] * 60,
+            sources.SOURCE_COLUMN: "people",
+        }
+    )
+    proc = run_stage(tmp_path, frame, infer_schema(frame, "label"))
+    assert proc.returncode == 0, proc.stderr
+    said = "ticket: 120 distinct of 120 rows, single-word codes such as 'T00000', 'T00001'"
+    assert "warning: features that look wrong" in proc.stderr and said in proc.stderr
+    doc = json.loads((tmp_path / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is True and len(doc["features"]) == 1 and said in doc["features"][0]
+    assert "looks like an identifier" in (tmp_path / "reports" / "validation.md").read_text()
+
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["features"] = {"exclude": ["ticket"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run_stage(tmp_path, frame, infer_schema(frame, "label"))
+    assert proc.returncode == 0 and "look wrong" not in proc.stderr
+    assert "features" not in json.loads((tmp_path / "metrics" / "validation.json").read_text())
+
+
 def test_stage_refuses_a_schema_for_another_target(tmp_path: Path) -> None:
     write_params(tmp_path, "colour")
     proc = run_stage(tmp_path, people(), PEOPLE)

@@ -706,7 +706,10 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     # A regression target gets no list of allowed values nor a range: a new price is no error.
     regression = objectives.get("task") == "regression" and target == objectives.get("target")
     frame = read_table(args.snapshot)
-    draft, text = draft_text(frame, target, args.snapshot, target_values=not regression)
+    # The project's limit on missing values (a column above it gets its own in the draft).
+    settings = config.section(raw, "validate") if "validate" in raw else config.ValidateConfig()
+    draft, text = draft_text(frame, target, args.snapshot, target_values=not regression,
+                             max_null_rate=settings.max_null_rate)  # fmt: skip
     write_text(out, text)
     print(
         f"wrote a draft schema of {len(draft.columns)} columns (target {target!r}) to {out}; "

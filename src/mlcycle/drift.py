@@ -623,19 +623,41 @@ def data_profile(
     partitions: int = 1,
 ) -> dict[str, Any]:
     """A split's profile, small enough for git: every column's :func:`column_profile` (numbers
-    with 1,001 quantiles at 6 significant digits), so two revisions' training data can be
-    compared from git alone. ``steps`` run :func:`profile`'s steps over ``partitions``
-    partitions elsewhere (``frame`` is then their empty meta); by default on ``frame``."""
+    with 1,001 quantiles at 6 significant digits, categories cut by :func:`capped_counts`), so
+    two revisions' training data can be compared from git alone. ``steps`` run
+    :func:`profile`'s steps over ``partitions`` partitions elsewhere (``frame`` is then their
+    empty meta); by default on ``frame``."""
     numeric = [
         str(c)
         for c in frame.columns
         if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
     ]
     doc = profile(frame, numeric, bins, *(steps or whole_frame(frame)), partitions)
-    for name in numeric:
-        feature = doc["features"][name]
-        feature["quantiles"] = [float(f"{q:.6g}") for q in feature["quantiles"]]
+    for name, feature in doc["features"].items():
+        if name in numeric:
+            feature["quantiles"] = [float(f"{q:.6g}") for q in feature["quantiles"]]
+        elif len(feature["counts"]) > PROFILE_CATEGORIES:
+            feature.update(capped_counts(feature["counts"]))
     return doc
+
+
+PROFILE_CATEGORIES = 100
+"""A column of the data profile lists at most this many categories, the most frequent (ties:
+in order of name); the others are counted together under :data:`OTHER_VALUES`, and
+``distinct`` says how many there were. An identifier or free-text column would otherwise list
+every value in git (a title column made the profile 1.7 MB); a real category beyond 100 levels
+still compares: its rare levels move together."""
+OTHER_VALUES = "(other values)"
+
+
+def capped_counts(counts: dict[str, int]) -> dict[str, Any]:
+    """``counts`` (category -> rows) cut to the :data:`PROFILE_CATEGORIES` most frequent, the
+    rest added up under :data:`OTHER_VALUES`; with ``distinct``, how many categories there
+    were."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = dict(sorted(ranked[:PROFILE_CATEGORIES]))
+    kept[OTHER_VALUES] = sum(n for _, n in ranked[PROFILE_CATEGORIES:])
+    return {"counts": kept, "distinct": len(counts)}
 
 
 def _ecdf_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -75,7 +75,9 @@ def _target_problems(params: Params, frame: pd.DataFrame, schema: Schema | None)
     data's values."""
     obj = params.objectives
     spec = schema.column(obj.target) if schema is not None and obj.target in schema.names else None
-    if spec is not None and spec.values is not None:
+    # A boolean target's values are listed as validate reads them (true/false), its classes
+    # as prepare spells them (True/False, as positive_class reads them): those from the data.
+    if spec is not None and spec.values is not None and spec.type != "boolean":
         labels = pd.Series(list(spec.values), dtype=object)
     elif not tasks.get(obj.task).classification and spec is not None and spec.type in NUMERIC_TYPES:
         return []  # values that are not numbers are the schema's type findings

@@ -41,6 +41,7 @@ from mlcycle import tasks
 from mlcycle.config import Objectives, OutliersConfig, PrepareConfig, SplitConfig
 from mlcycle.constants import SOURCE_COLUMN
 from mlcycle.datasets import row_hash
+from mlcycle.io import value_text
 
 # scikit-learn is imported in the two functions that use it (the split and the isolation
 # forest): the validate stage imports this module's target rules (through preflight), and
@@ -93,6 +94,35 @@ def _is_text(s: pd.Series) -> bool:
 # them partition by partition and adds the counts up (sum_counts).
 
 
+def label_text(values: pd.Series) -> pd.Series:
+    """A column's values as text (pandas' string type, missing stays missing), the one
+    spelling of class labels from the source to the service: a whole number as an integer
+    (``"1"``, not ``"1.0"``) whatever missing values did to the column's type (pandas reads
+    integers with a gap as floats), as the schema's ``values`` and validate spell them
+    (:func:`mlcycle.io.value_text`); other numbers as Python writes them (``"0.5"``), text as
+    it is, booleans ``"True"``/``"False"`` (as params.yaml's positive_class reads them). A
+    column of mixed values (sources of several types unioned) is spelt value by value alike."""
+    if values.dtype == object and pd.api.types.infer_dtype(values) not in ("string", "empty"):
+        return values.map(_label, na_action="ignore").astype("string")
+    if not pd.api.types.is_float_dtype(values):
+        return values.astype("string")
+    numbers = values.astype("float64")
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(numbers) & (numbers % 1 == 0) & (numbers.abs() < 2**53)
+    text = numbers.astype("string")
+    text[whole] = numbers[whole].astype("int64").astype("string")
+    return text
+
+
+def _label(value: Any) -> str:
+    """One value as :func:`label_text` spells it."""
+    if isinstance(value, bool | np.bool_ | str):
+        return str(value)
+    if isinstance(value, float | np.floating | int | np.integer):
+        return value_text(value) or ""
+    return str(value)
+
+
 def text_columns(frame: pd.DataFrame, target: str) -> list[str]:
     """The columns cleaning works on: text columns, and the target whatever its type."""
     return [c for c in frame.columns if c != SOURCE_COLUMN and (_is_text(frame[c]) or c == target)]
@@ -133,7 +163,7 @@ def clean_part(
     }
     out = part.copy()
     for col in columns:
-        text = out[col].astype("string")
+        text = label_text(out[col]) if col == target else out[col].astype("string")
         stripped = text.str.strip()
         changed = int((stripped != text).fillna(False).sum())
         if changed:
@@ -229,7 +259,7 @@ def label_facts(labels: pd.Series, task: str, limit: int | None = None) -> dict[
         bad = numbers.isna() | ~np.isfinite(numbers)
         examples = sorted({str(v) for v in labels[bad]})[:5]
         return {"rows": len(labels), "bad": int(bad.sum()), "examples": examples}
-    distinct = sorted(labels.astype(str).unique().tolist())
+    distinct = sorted(label_text(labels).dropna().astype(str).unique().tolist())
     numeric = bool(pd.to_numeric(labels, errors="coerce").notna().all())
     more = limit is not None and len(distinct) > limit
     return {"labels": distinct[:limit] if more else distinct, "more": more, "numeric": numeric}
@@ -279,7 +309,7 @@ def task_labels(labels: pd.Series, task: str) -> pd.Series:
     """The target as the task needs it (checked already): float64 numbers or text labels."""
     if not tasks.get(task).classification:
         return pd.to_numeric(labels, errors="coerce").astype(np.float64)
-    return labels.astype(str)
+    return label_text(labels).astype(str)
 
 
 def check_target(labels: pd.Series, objectives: Objectives) -> pd.Series:

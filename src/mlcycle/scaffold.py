@@ -29,8 +29,9 @@ import pandas as pd
 from mlcycle import config, tasks
 from mlcycle.config import ConfigError, Source
 from mlcycle.io import atomic_path, write_text, yaml_scalar
-from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS
+from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS, label_text
 from mlcycle.schema.infer import draft_text
+from mlcycle.schema.roles import Role, column_roles
 from mlcycle.sources import (
     GLOB_CHARS,
     SOURCE_COLUMN,
@@ -287,10 +288,10 @@ def read_data(path: Path, root: Path, delimiter: str = ",") -> pd.DataFrame:
 
 
 def target_labels(values: pd.Series) -> pd.Series:
-    """The target as the prepare stage sees it (``prepare.clean``): each value as text,
-    stripped, missing tokens dropped. A 0/1 integer column gives ``"1"``, a float one
-    ``"1.0"``, a boolean one ``"True"``."""
-    text = values.astype("string").str.strip()
+    """The target as the prepare stage sees it (``prepare.clean``): each value as text
+    (:func:`mlcycle.prepare.label_text`), stripped, missing tokens dropped. A 0/1 column gives
+    ``"1"``, integer or float (as missing values make it), a boolean one ``"True"``."""
+    text = label_text(values).str.strip()
     return text[text.notna() & ~text.isin(MISSING_TOKENS)].astype(object)
 
 
@@ -484,10 +485,12 @@ def draft_params(
     task: str,
     values: pd.Series,
     name: str,
+    exclude: list[str],
     current: dict[str, Any],
 ) -> dict[str, Any]:
-    """The settings document for this data, sections in the shipped order. ``current`` (the
-    current params.yaml, or {}) supplies the sections that do not depend on the data."""
+    """The settings document for this data, sections in the shipped order: ``exclude`` are the
+    columns kept out of the features (:func:`mlcycle.schema.roles.column_roles`). ``current``
+    (the current params.yaml, or {}) supplies the sections that do not depend on the data."""
     objectives: dict[str, Any] = {
         "task": task,
         "target": target,
@@ -523,7 +526,7 @@ def draft_params(
         "features": {
             "derived": [],
             "include": [],
-            "exclude": [],
+            "exclude": list(exclude),
             "selection": {"method": "none", "k": 0},
         },
         "train": train_section(current, task),
@@ -594,7 +597,7 @@ def _render(key: str, value: Any, path: str, indent: int, notes: dict[str, str])
     (as the shipped params.yaml writes them), others as blocks; comments from ``notes``."""
     head = " " * indent + f"{yaml_scalar(str(key), flow=True)}:"
     note = notes.get(path)
-    children_noted = any(p.startswith(path + ".") for p in notes)
+    children_noted = any(p.startswith((path + ".", path + "[")) for p in notes)
     container = isinstance(value, dict | list | tuple)
     if not container or not value:
         return _commented(f"{head} {_flow(value)}", note)
@@ -616,7 +619,7 @@ def _render(key: str, value: Any, path: str, indent: int, notes: dict[str, str])
         for k, v in value.items():
             lines += _render(str(k), v, f"{path}.{k}", indent + 2, notes)
         return lines
-    for item in value:
+    for i, item in enumerate(value):
         if isinstance(item, dict):
             block = [
                 line
@@ -625,8 +628,9 @@ def _render(key: str, value: Any, path: str, indent: int, notes: dict[str, str])
             ]
             block[0] = " " * (indent + 2) + "- " + block[0][indent + 4 :]
             lines += block
-        else:
-            lines.append(" " * (indent + 2) + "- " + _flow(item))
+        else:  # a list item's note is keyed by its position: features.exclude[0]
+            item_line = " " * (indent + 2) + "- " + _flow(item)
+            lines += _commented(item_line, notes.get(f"{path}[{i}]"))
     return lines
 
 
@@ -641,8 +645,11 @@ def params_text(params: dict[str, Any], notes: dict[str, str], data: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def _notes(params: dict[str, Any], positive_why: str, minimum_why: str, copied: bool) -> dict:
-    """:data:`COMMENTS` plus the comments that depend on this data."""
+def _notes(
+    params: dict[str, Any], positive_why: str, minimum_why: str, copied: bool, roles: list[Role]
+) -> dict:
+    """:data:`COMMENTS` plus the comments that depend on this data: one per excluded column
+    (its role and the figures that decided it)."""
     objectives = params["objectives"]
     task, metric = objectives["task"], objectives["primary_metric"]
     notes = dict(COMMENTS)
@@ -658,6 +665,10 @@ def _notes(params: dict[str, Any], positive_why: str, minimum_why: str, copied: 
     notes["data.sources.path"] = f"{where}gather's dvc.yaml deps track data/external/"
     if not tasks.get(task).classification:
         notes["prepare.split.method"] = "random | group | time | by_source (not stratified)"
+    for i, role in enumerate(roles):
+        notes[f"features.exclude[{i}]"] = f"{role.what} (found by `mlcycle init`): {role.why}"
+    if roles:
+        notes["features.exclude"] += "; delete a line to make that column a feature again"
     return notes
 
 
@@ -713,7 +724,9 @@ def plan(
     task = task or infer_task(values)
     check_task(values, target, task)
 
-    args = (data_path, fmt, target, task, values, package_name(data, name))
+    roles = column_roles(frame, target)
+    exclude = [r.column for r in roles]
+    args = (data_path, fmt, target, task, values, package_name(data, name), exclude)
     params, messages = _valid_params(args, carried_settings(root), data.name)
     if delimiter != ",":
         params["data"]["sources"][0]["delimiter"] = delimiter
@@ -731,7 +744,13 @@ def plan(
         )
     minimum_why = _minimum_note(task, objectives["primary_metric"], labels)
     messages.append(f"objectives.minimum: {objectives['minimum']}, {minimum_why}")
-    notes = _notes(params, positive_why, minimum_why, copied_from is not None)
+    messages += [role.message for role in roles]
+    if roles:
+        messages.append(
+            "features.exclude in params.yaml lists them, each with its reason; delete a line "
+            "there to make that column a feature again"
+        )
+    notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
     text = params_text(params, notes, data_path)
     if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
         raise InitError("internal error: the written params.yaml would not read back as drafted")
@@ -742,6 +761,8 @@ def plan(
         data_path,
         target_values=tasks.get(task).classification,
         drafted_by="`mlcycle init`",
+        max_null_rate=config.section(params, "validate").max_null_rate,
+        roles=roles,
     )
     return Plan(
         params=params,

@@ -5,14 +5,13 @@ observed, and the target's values; ``mlcycle schema infer`` and ``mlcycle init``
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlcycle.io import value_text
 from mlcycle.schema import (
     BOOKKEEPING_COLUMNS,
     NUMERIC_TYPES,
@@ -22,13 +21,17 @@ from mlcycle.schema import (
     SchemaError,
     dump_schema,
 )
-from mlcycle.schema.values import parse_numbers, stripped_text
+from mlcycle.schema.roles import IDENTIFIER, Role, column_roles
+from mlcycle.schema.values import ISO_DATE, parse_numbers, stripped_text
 
 # A text column with at most this many distinct values is drafted as a category.
 MAX_CATEGORIES = 100
-ISO_DATE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
-)
+NULL_RATE_MARGIN = 0.1
+"""A column whose share of missing values in the draft comes within this margin of the
+project's limit (validate.max_null_rate, 50 % by default) gets a limit of its own: the share
+seen plus this margin, rounded up to a whole per cent (at most 100 %). A later batch of the
+same source varies by chance: for 100 rows and a share of 50 % one standard deviation is
+5 points, so 10 points is two of them. A column under the limit keeps the project's."""
 # Comment lines at the top of a drafted schema.yaml: what each key means.
 DRAFT_HEADER = """\
 # The data schema: what each column of the snapshot (data/raw/snapshot.parquet) may hold.
@@ -48,8 +51,9 @@ DRAFT_HEADER = """\
 #     values         the target's allowed values; others are target_values findings
 #
 # Drafted by `mlcycle schema infer` from {snapshot}: types, ranges, categories and
-# nullability are what that snapshot held. Widen a range or add a category where the world is
-# wider than the sample; tighten where you know better.
+# nullability are what that snapshot held (a column with many missing values gets a limit
+# above the share seen; an identifier no range), so that snapshot passes. Widen a range or add
+# a category where the world is wider than the sample; tighten where you know better.
 """
 
 
@@ -88,24 +92,30 @@ def infer_column(
     is_target: bool,
     max_categories: int = MAX_CATEGORIES,
     target_values: bool = True,
+    max_null_rate: float = 0.5,
+    identifier: bool = False,
 ) -> ColumnSpec:
     """Draft one column's spec from its observed values: type, nullable, range or categories.
 
     With ``target_values=False`` (a regression target) the target gets its type and
     nullability only: a new value outside the observed range is not an error, and whole
-    numbers are drafted as ``float``, so a new fractional value is not one either.
+    numbers are drafted as ``float``, so a new fractional value is not one either. An
+    ``identifier`` gets no range (a later batch's new ids are larger). A column whose share of
+    missing values is within :data:`NULL_RATE_MARGIN` of ``max_null_rate`` (the project's
+    limit) gets its own limit (:func:`null_rate_limit`), so the data it was drafted from passes.
     """
     type_ = infer_type(series, max_categories)
-    if is_target and not target_values:
-        type_ = "float" if type_ == "integer" else type_
-        return ColumnSpec(name=name, type=type_, nullable=bool(series.isna().any()))
-    distinct = pd.Series(series.dropna().unique())
     spec: dict[str, Any] = {"name": name, "type": type_, "nullable": bool(series.isna().any())}
+    spec["max_null_rate"] = null_rate_limit(series, max_null_rate)
+    if is_target and not target_values:
+        spec["type"] = "float" if type_ == "integer" else type_
+        return ColumnSpec(**spec)
+    distinct = pd.Series(series.dropna().unique())
     numbers = (
         parse_numbers(distinct)[0].dropna() if type_ in NUMERIC_TYPES else pd.Series(dtype=float)
     )
     numbers = numbers[np.isfinite(numbers)]
-    if not numbers.empty:
+    if not numbers.empty and not identifier:
         spec["min"] = _number_value(numbers.min(), type_)
         spec["max"] = _number_value(numbers.max(), type_)
     labels = sorted(set(stripped_text(distinct))) if type_ in TEXT_TYPES else []
@@ -113,7 +123,11 @@ def infer_column(
         if type_ == "boolean":
             spec["values"] = ("false", "true")
         elif type_ == "integer" and len(numbers) <= max_categories:
-            spec["values"] = tuple(value_text(v) for v in sorted({int(v) for v in numbers}))
+            # Spelt as validate reads them, and as prepare.label_text makes class labels:
+            # a whole number as an integer ("1", not "1.0", whatever nulls did to the type).
+            spec["values"] = tuple(
+                sorted(set(stripped_text(distinct)), key=lambda v: (float(v), v))
+            )
         elif type_ == "category":
             spec["values"] = tuple(labels)
         if "values" in spec:
@@ -124,34 +138,55 @@ def infer_column(
     return ColumnSpec(**spec)
 
 
+def null_rate_limit(series: pd.Series, max_null_rate: float) -> float | None:
+    """A column's own limit on missing values, or None where the project's ``max_null_rate``
+    leaves :data:`NULL_RATE_MARGIN` above the share seen (see there)."""
+    if series.empty:
+        return None
+    seen = float(series.isna().mean())
+    if not seen or seen + NULL_RATE_MARGIN <= max_null_rate:
+        return None
+    return min(1.0, math.ceil(round((seen + NULL_RATE_MARGIN) * 100, 6)) / 100)
+
+
 def infer_schema(
     frame: pd.DataFrame,
     target: str,
     ignore: Iterable[str] = BOOKKEEPING_COLUMNS,
     max_categories: int = MAX_CATEGORIES,
     target_values: bool = True,
+    max_null_rate: float = 0.5,
+    identifiers: Iterable[str] = (),
 ) -> Schema:
     """Draft a schema from a snapshot: observed ranges, sorted categories, observed nullability.
 
     ``target`` gets its observed values as the allowed ``values`` (not with
     ``target_values=False``, for a regression target); ``ignore`` columns
-    (bookkeeping) are left out. The draft is a starting point for a person to review.
+    (bookkeeping) are left out; ``identifiers`` get no range; columns with many missing values
+    their own limit, above the share seen (``max_null_rate``: the project's). The draft is a
+    starting point for a person to review; the data it was drafted from passes it.
     """
     if target not in frame.columns:
         raise SchemaError(f"target {target!r} is not a column of the data: {list(frame.columns)}")
-    skip = set(ignore)
+    skip, ids = set(ignore), set(identifiers)
     columns = tuple(
-        infer_column(frame[c], str(c), c == target, max_categories, target_values)
+        infer_column(
+            frame[c], str(c), c == target, max_categories, target_values, max_null_rate, c in ids
+        )
         for c in frame.columns
         if c not in skip
     )
     return Schema(target=target, columns=columns)
 
 
-def observed_notes(frame: pd.DataFrame, schema: Schema) -> dict[str, dict[str, str]]:
-    """Trailing comments for a draft: where min/max come from and how many nulls were seen."""
+def observed_notes(
+    frame: pd.DataFrame, schema: Schema, roles: Iterable[Role] = ()
+) -> dict[str, dict[str, str]]:
+    """Trailing comments for a draft: where min/max come from, how many nulls were seen and
+    the margin a column's own null limit leaves, and why a column (``roles``) has no range."""
     notes: dict[str, dict[str, str]] = {}
     total = len(frame)
+    why = {r.column: r for r in roles}
     for spec in schema.columns:
         if spec.name not in frame.columns:
             continue
@@ -159,10 +194,18 @@ def observed_notes(frame: pd.DataFrame, schema: Schema) -> dict[str, dict[str, s
         nulls = int(frame[spec.name].isna().sum())
         if nulls:
             note["nullable"] = f"{nulls} of {total} rows null ({nulls / total:.2%}) in the draft"
+        if spec.max_null_rate is not None:
+            note["max_null_rate"] = (
+                f"{nulls / total:.2%} seen + a margin of {NULL_RATE_MARGIN:.0%}, rounded up; "
+                "above validate.max_null_rate"
+            )
         if spec.min is not None:
-            note["min"] = "observed minimum"
+            note["min"] = "observed minimum (no margin: widen it if later data may go lower)"
         if spec.max is not None:
-            note["max"] = "observed maximum"
+            note["max"] = "observed maximum (no margin: widen it if later data may go higher)"
+        role = why.get(spec.name)
+        if role is not None and role.kind == IDENTIFIER:
+            note["type"] = "an identifier: no range (later rows bring new values)"
         if note:
             notes[spec.name] = note
     return notes
@@ -175,10 +218,19 @@ def draft_text(
     *,
     target_values: bool = True,
     drafted_by: str = "`mlcycle schema infer`",
+    max_null_rate: float = 0.5,
+    roles: Iterable[Role] | None = None,
 ) -> tuple[Schema, str]:
     """The draft of ``frame``'s schema and its schema.yaml text: :data:`DRAFT_HEADER` (naming
     ``snapshot`` and the command ``drafted_by``), then the columns with comments on what was
-    observed. Bookkeeping columns are left out; see :func:`infer_schema` for ``target_values``."""
-    draft = infer_schema(frame, target, ignore=BOOKKEEPING_COLUMNS, target_values=target_values)
+    observed. Bookkeeping columns are left out; identifiers among the column ``roles``
+    (:func:`mlcycle.schema.roles.column_roles` unless given) get no range; see
+    :func:`infer_schema` for ``target_values`` and ``max_null_rate``."""
+    if target not in frame.columns:
+        raise SchemaError(f"target {target!r} is not a column of the data: {list(frame.columns)}")
+    roles = column_roles(frame, target) if roles is None else list(roles)
+    ids = [r.column for r in roles if r.kind == IDENTIFIER]
+    draft = infer_schema(frame, target, ignore=BOOKKEEPING_COLUMNS, target_values=target_values,
+                         max_null_rate=max_null_rate, identifiers=ids)  # fmt: skip
     header = DRAFT_HEADER.format(snapshot=snapshot).replace("`mlcycle schema infer`", drafted_by)
-    return draft, dump_schema(draft, header, observed_notes(frame, draft))
+    return draft, dump_schema(draft, header, observed_notes(frame, draft, roles))

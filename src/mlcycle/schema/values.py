@@ -6,6 +6,7 @@ dates from ISO text, and values as plain JSON for reports. Shared by drafting a 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,10 @@ from mlcycle.schema import NUMERIC_TYPES, TEXT_TYPES
 
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
+# Text read as a date: ISO 8601 dates, with a time and a zone or not.
+ISO_DATE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
 
 
 def json_value(value: Any) -> Any:

@@ -2,13 +2,17 @@
 
 Inputs: data/raw/snapshot.parquet; schema.yaml; params `validate`, `objectives`, `prepare`,
 `features`, `train.cv_folds` (the settings checked against the data).
-Outputs: metrics/validation.json (passed, counts by severity, every finding); reports/validation.md
-(the same as a table, for people) and reports/validation.json, always written. An error-level
-finding prints the table and exits with status 1, so `dvc repro` stops here, the last good model
-stays in place and metrics/validation.json keeps the last passing run's findings.
+Outputs: metrics/validation.json (passed, counts by severity, every finding, and under
+``features`` warnings about features that look like identifiers or free text);
+reports/validation.md (the same as a table, for people) and reports/validation.json, always
+written. An error-level finding prints the table and exits with status 1, so `dvc repro` stops
+here, the last good model stays in place and metrics/validation.json keeps the last passing
+run's findings.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from mlcycle import config, tasks
 from mlcycle.engines import Engine, open_engine
@@ -17,6 +21,7 @@ from mlcycle.io import write_json, write_text
 from mlcycle.preflight import fold_problems, settings_problems
 from mlcycle.schema import Schema, SchemaError, load_schema
 from mlcycle.schema.report import format_table, markdown_report, summarize
+from mlcycle.schema.roles import feature_warnings
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
 
 VALIDATION = f"{METRICS}/validation.json"
@@ -56,20 +61,37 @@ def execute(params: config.Params, engine: Engine) -> None:
     # Settings that name columns or values (and train.cv_folds), checked against the data.
     problems = settings_problems(params, checked.sample, schema)
     problems += fold_problems(params, checked.classes)
-    write(params, problems, checked)
+    write(params, problems, checked, looks_wrong(params, checked))
 
 
-def write(params: config.Params, problems: list[str], checked: Checked) -> None:
-    """Write the metrics and reports, log the findings, and fail on errors (either engine)."""
+def looks_wrong(params: config.Params, checked: Checked) -> list[str]:
+    """Features that look like identifiers or free text (:mod:`mlcycle.schema.roles`, as
+    ``mlcycle init`` excludes them), judged on the snapshot (on Dask, its sample): columns
+    added after init, or put back by hand. Warnings: they do not stop the run."""
+    features = params.features
+    excluded = [*features.exclude, *params.prepare.drop_columns]
+    return feature_warnings(checked.sample, params.objectives.target, excluded, features.include)
+
+
+def write(
+    params: config.Params, problems: list[str], checked: Checked, warnings: Sequence[str] = ()
+) -> None:
+    """Write the metrics and reports, log the findings and the ``warnings`` about features
+    (:func:`looks_wrong`), and fail on errors (either engine)."""
     settings = params.validate
     findings, rows, columns = checked.findings, checked.rows, checked.columns
     doc = summarize(findings, rows, columns, settings.schema)
     if problems:
         doc.update(passed=False, settings=problems)
+    if warnings:
+        doc["features"] = list(warnings)
     report = markdown_report(doc, findings)
     if problems:
         report += "\n## Settings that do not fit the data\n\n"
         report += "".join(f"- {p}\n" for p in problems)
+    if warnings:
+        report += "\n## Features that look like identifiers or free text (warnings)\n\n"
+        report += "".join(f"- {w}\n" for w in warnings)
     write_json(REPORT_JSON, doc)
     write_text(REPORT, report)
     write_json(VALIDATION, doc)  # put back as it was if the stage fails (stages.run)
@@ -84,6 +106,8 @@ def write(params: config.Params, problems: list[str], checked: Checked) -> None:
         log("validate", "findings:\n" + format_table(findings))
     if problems:
         log("validate", "settings that do not fit the data:\n  " + "\n  ".join(problems))
+    if warnings:
+        log("validate", "warning: features that look wrong:\n  " + "\n  ".join(warnings))
     if not doc["passed"]:
         errors = [f for f in findings if f.severity == "error"]
         lines = [f"params.yaml {p}" for p in problems] + [f.message for f in errors]
