@@ -12,7 +12,8 @@ folds, the final XGBoost model boosted across the cluster by ``xgboost.dask``.
   driver and each partition gets its rows' folds back. A row lands in the same fold whatever
   the partitioning, the number of workers or the engine.
 - **Tuning**, when the training split has at most ``engine.trial_max_rows`` rows: every worker
-  reads the split once (the driver never holds it), and every fold of every trial is a task on
+  reads the split once (the driver never holds it; a worker lost, the copies are loaded again on
+  the workers left: :class:`Copies`), and every fold of every trial is a task on
   a worker running the local engine's fold code (:func:`mlcycle.tuning.fit_fold`: for XGBoost
   the inner early-stopping slice is chosen by row hash, keyed by ``seed + 1 + fold``, on both
   engines and on the xgboost.dask path below, so no result depends on the row order). Optuna
