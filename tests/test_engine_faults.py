@@ -252,18 +252,19 @@ def test_a_worker_killed_during_the_small_data_search(
     client: Any, cluster: Cluster, nanny: bool, search_split: tuple[Path, list[list[str]]]
 ) -> None:
     """The trial search on small data (every worker holds a copy of the split) with a worker
-    killed in its first rounds: the round is run again on copies loaded on the workers left,
+    killed during the first round of four trials (a fold of each, on every worker): the round
+    is run again on copies loaded on the workers left,
     and the trials, their scores and the winner are the local engine's, as undisturbed; the
     loss is in the progress lines and in ``trained.cluster``."""
     split, local = search_split
     p = params(SEARCH, {"engine": {"scheduler": cluster.address}})
     said: list[str] = []
     killed: list[str] = []
-    say = killer(client, "xgboost: trial 0 (untuned)", said, killed, nanny, delay=0.2)
+    say = killer(client, "xgboost trial 0 (untuned): cv", said, killed, nanny, delay=0.1)
     trained = within(lambda: train_dask(p, client, split, say))
-    print(*said, sep="\n")  # shown with -s: when the loss was seen
-    assert killed[0] in trained.cluster["workers_lost"]
-    assert any(f"worker(s) {killed[0]} lost during xgboost: fold" in line for line in said), said
+    assert killed[0] in trained.cluster["workers_lost"] and trained.cluster["retries"] == 1
+    lost = f"worker(s) {killed[0]} lost during xgboost: fold 0 of 4 trial(s); running it again"
+    assert any(line.startswith(f"dask: {lost}") for line in said), said
     assert trial_rows(trials_csv(trained.result.records, "roc_auc")) == local
 
 

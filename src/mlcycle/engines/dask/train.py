@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import optuna
@@ -86,6 +86,7 @@ SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are ta
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
 OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
 _ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
+T = TypeVar("T")
 
 
 # --- the signature and folds ---------------------------------------------------------------------
@@ -161,25 +162,27 @@ def load_split(path: str, signature_doc: dict, cfg: config.TrainConfig) -> Split
 
 
 class Copies:
-    """The training split loaded once on every worker (small data), and placed again when a
-    worker is lost (:meth:`reload`): a copy is bound to its worker, so a lost one could be
-    loaded nowhere else (a nanny restarts a worker under a new address), and the work that
-    needs it would wait until the deadline."""
+    """The training split loaded once on every worker (small data), the work on it
+    (:meth:`run`), and the copies placed again when a worker is lost (:meth:`reload`): a copy
+    is bound to its worker, so a lost one could be loaded nowhere else (a nanny restarts a
+    worker under a new address), and the work that needs it would wait until the deadline."""
 
     def __init__(self, client: Client, path: str, signature: Signature, cfg: config.TrainConfig):
         self.client, self.path, self.cfg = client, path, cfg
         self.signature = signature.to_dict()
         self.placed: dict[str, Future] = {}  # worker address: its copy
+        self.running: list[Future] = []  # the tasks of the current run()
         self.turn = 0
         self.reload()
 
     def reload(self) -> None:
-        """Drop the copies of workers gone (the tasks waiting for them cancelled) and load one
-        on each worker now present that has none."""
+        """Cancel the running tasks (their run is retried: it must not compete with itself)
+        and the copies of workers gone; load one on each worker now present that has none."""
         present = set(worker_info(self.client))
         gone = [self.placed.pop(w) for w in sorted(self.placed) if w not in present]
-        if gone:
-            self.client.cancel(gone, force=True)
+        if self.running or gone:
+            self.client.cancel([*self.running, *gone], force=True)
+        self.running = []
         for w in sorted(present - set(self.placed)):
             self.placed[w] = self.client.submit(
                 load_split, self.path, self.signature, self.cfg, workers=[w],
@@ -188,17 +191,23 @@ class Copies:
         if not self.placed:
             raise EngineError("no Dask worker is left to hold the training split")
 
-    def first(self) -> Future:
-        """The copy on the first worker (by address)."""
-        return self.placed[min(self.placed)]
-
-    def next(self) -> Future:
-        """The copies in turn: the tasks spread over the workers."""
+    def run(self, fn: Callable[..., T], calls: list[tuple[Any, ...]]) -> list[T]:
+        """``fn(copy, *args)`` for each ``args`` of ``calls``, side by side: tasks on the
+        copies in turn, gathered. Any copy gives the same result."""
         copies = [self.placed[w] for w in sorted(self.placed)]
-        self.turn += 1
-        return copies[(self.turn - 1) % len(copies)]
+        futures = [
+            self.client.submit(fn, copies[(self.turn + n) % len(copies)], *args, pure=False)
+            for n, args in enumerate(calls)
+        ]
+        self.turn += len(futures)
+        self.running = futures
+        done = self.client.gather(futures)
+        if self.running is futures:  # not yet replaced by a retry
+            self.running = []
+        return done
 
     def release(self) -> None:
+        """Drop the copies (the workers free their memory)."""
         for future in self.placed.values():
             future.release()
         self.placed = {}
@@ -245,7 +254,6 @@ def fit_on_worker(
 
 
 def worker_batches(
-    client: Client,
     copies: Copies,
     kind: str,
     cfg: config.TrainConfig,
@@ -266,16 +274,10 @@ def worker_batches(
         outcomes = [Outcome([], 0.0) for _ in asked]
         running = list(range(len(asked)))
         for i in range(k):
-
-            def round_(i: int = i, running: list[int] = running) -> list[Any]:
-                futures = [
-                    client.submit(run_fold, copies.next(), kind, asked[j], cfg, metric, i, task,
-                                  n_classes, pure=False)
-                    for j in running
-                ]  # fmt: skip
-                return client.gather(futures)
-
-            done = bounded(f"{kind}: fold {i} of {len(running)} trial(s)", round_, copies.reload)
+            calls = [(kind, asked[j], cfg, metric, i, task, n_classes) for j in running]
+            done = bounded(f"{kind}: fold {i} of {len(running)} trial(s)",
+                           lambda calls=calls: copies.run(run_fold, calls),
+                           copies.reload)  # fmt: skip
             kept = []
             for j, (fold, seconds) in zip(running, done, strict=True):  # trial-number order:
                 # the pruner's answers do not depend on which trial finished first
@@ -295,7 +297,6 @@ def worker_batches(
 
 
 def tune_on_workers(
-    client: Client,
     copies: Copies,
     kinds: list[str],
     cfg: config.TrainConfig,
@@ -311,14 +312,13 @@ def tune_on_workers(
     untuned ``baseline`` kind (if any) cross-validated too."""
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in kinds:
-        run = worker_batches(client, copies, kind, cfg, metric, task, n_classes, fold_rows,
-                             n_rows)  # fmt: skip
+        run = worker_batches(copies, kind, cfg, metric, task, n_classes, fold_rows, n_rows)
         candidate, records = search_candidate(kind, cfg, metric, run, BATCH, say)
         result.candidates[kind] = candidate
         result.records.extend(records)
         _say_best(say, candidate, metric)
     _baseline(result, baseline, cfg, metric, say, lambda kind: worker_batches(
-        client, copies, kind, cfg, metric, task, n_classes, fold_rows, n_rows))  # fmt: skip
+        copies, kind, cfg, metric, task, n_classes, fold_rows, n_rows))  # fmt: skip
     return result
 
 
@@ -580,11 +580,11 @@ def tune_in_memory(
     copies = Copies(client, path, signature, cfg)
     y, fold_rows = bounded(
         "loading the training split on the workers",
-        lambda: client.submit(target_and_folds, copies.first(), pure=False).result(),
+        lambda: copies.run(target_and_folds, [()])[0],
         copies.reload,
     )
     result = tune_on_workers(
-        client, copies, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows,
+        copies, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows,
         say, baseline_kind,
     )  # fmt: skip
     oof = prediction_frame(result.winner.cv.oof, y, obj.task, signature.classes)
@@ -669,9 +669,9 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
                 **cluster_options(cfg)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
         assert copies is not None  # scikit-learn trains on small data only
-        return bounded(f"the {what} ({kind}, on a worker)", lambda: client.submit(
-            fit_on_worker, copies.first(), kind, chosen, cfg, obj.task, n_classes,
-            cv.final_rounds, pure=False).result(), copies.reload)  # fmt: skip
+        return bounded(f"the {what} ({kind}, on a worker)", lambda: copies.run(
+            fit_on_worker, [(kind, chosen, cfg, obj.task, n_classes, cv.final_rounds)])[0],
+            copies.reload)  # fmt: skip
 
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
     final = final_fit(win.name, win.params, win.cv, "final fit")
