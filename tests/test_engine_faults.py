@@ -121,14 +121,13 @@ class Cluster:
         if not nanny:
             self.lone.append(proc)
 
-    def ready(self, client: Any) -> int:
+    def ready(self, client: Any) -> None:
         """Start workers without a nanny in place of those killed; wait for all of them (and
-        a killed nanny's worker restarted). The number of workers."""
+        a killed nanny's worker restarted)."""
         self.lone = [p for p in self.lone if p.poll() is None]
         for _ in range(self.LONE - len(self.lone)):
             self._start(nanny=False)
         client.wait_for_workers(1 + self.LONE, timeout=120)
-        return 1 + self.LONE
 
 
 @pytest.fixture(scope="module")
