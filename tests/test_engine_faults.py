@@ -276,7 +276,7 @@ def test_a_worker_killed_during_a_fold_boosted_across_the_cluster(
     same folds) and the fold run again; the stage completes, the loss reported."""
     split, _ = search_split
     p = params(FIT, {"engine": {"scheduler": cluster.address, "trial_max_rows": 500},
-                     "train": {"xgb": {"n_estimators": 300}}})  # fmt: skip
+                     "train": {"xgb": {"n_estimators": 100}}})  # fmt: skip
     said: list[str] = []
     killed: list[str] = []
     say = killer(client, "xgboost: trial 0 (untuned)", said, killed, nanny=False)
