@@ -178,8 +178,8 @@ class Guard:
         """``fn()`` within the deadline; when it fails and a worker was lost, ``reset()`` (if
         given: e.g. place the data again on the workers left) and ``fn()`` again, up to
         ``retries`` times, then an :class:`EngineError` naming the workers, ``what`` and the
-        settings. A worker lost while ``fn`` still succeeded (Dask recomputed its part) is
-        reported too."""
+        settings. A worker lost while ``fn`` still succeeded is reported too (and ``reset()``
+        called: the guard sees a loss once, and the next call would wait for the lost data)."""
         from distributed.comm import CommClosedError
         from distributed.scheduler import KilledWorker
 
@@ -210,7 +210,11 @@ class Guard:
                     reset()
                 continue
             gone = self._newly_lost(0)
-            if gone:
+            if gone and reset is not None:  # the next call must not wait for their data
+                self.say(f"dask: worker(s) {', '.join(gone)} lost during {what}; its data "
+                         "placed again on the workers left")  # fmt: skip
+                reset()
+            elif gone:
                 self.say(f"dask: worker(s) {', '.join(gone)} lost during {what}; Dask "
                          "recomputed their part")  # fmt: skip
             return value

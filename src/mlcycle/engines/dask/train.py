@@ -12,7 +12,8 @@ folds, the final XGBoost model boosted across the cluster by ``xgboost.dask``.
   driver and each partition gets its rows' folds back. A row lands in the same fold whatever
   the partitioning, the number of workers or the engine.
 - **Tuning**, when the training split has at most ``engine.trial_max_rows`` rows: every worker
-  reads the split once (the driver never holds it), and every fold of every trial is a task on
+  reads the split once (the driver never holds it; a worker lost, the copies are loaded again on
+  the workers left: :class:`Copies`), and every fold of every trial is a task on
   a worker running the local engine's fold code (:func:`mlcycle.tuning.fit_fold`: for XGBoost
   the inner early-stopping slice is chosen by row hash, keyed by ``seed + 1 + fold``, on both
   engines and on the xgboost.dask path below, so no result depends on the row order). Optuna
@@ -40,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import optuna
@@ -85,6 +86,7 @@ SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are ta
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
 OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
 _ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
+T = TypeVar("T")
 
 
 # --- the signature and folds ---------------------------------------------------------------------
@@ -157,6 +159,58 @@ def load_split(path: str, signature_doc: dict, cfg: config.TrainConfig) -> Split
     return SplitData(X, y, make_folds(X, y, cfg, sig.task, sig.classes))
 
 
+class Copies:
+    """The training split loaded once on every worker (small data), the work on it
+    (:meth:`run`), and the copies placed again when a worker is lost (:meth:`reload`): a copy
+    is bound to its worker, so a lost one could be loaded nowhere else (a nanny restarts a
+    worker under a new address), and the work that needs it would wait until the deadline."""
+
+    def __init__(self, client: Client, path: str, signature: Signature, cfg: config.TrainConfig):
+        self.client, self.path, self.cfg = client, path, cfg
+        self.signature = signature.to_dict()
+        self.placed: dict[str, Future] = {}  # worker address: its copy
+        self.running: list[Future] = []  # the tasks of the current run()
+        self.turn = 0
+        self.reload()
+
+    def reload(self) -> None:
+        """Cancel the running tasks (their run is retried: it must not compete with itself)
+        and the copies of workers gone; load one on each worker now present that has none."""
+        present = set(worker_info(self.client))
+        gone = [self.placed.pop(w) for w in sorted(self.placed) if w not in present]
+        if self.running or gone:
+            self.client.cancel([*self.running, *gone], force=True)
+        self.running = []
+        for w in sorted(present - set(self.placed)):
+            self.placed[w] = self.client.submit(
+                load_split, self.path, self.signature, self.cfg, workers=[w],
+                allow_other_workers=False, pure=False,
+            )  # fmt: skip
+        if not self.placed:
+            raise EngineError("no Dask worker is left to hold the training split")
+
+    def run(self, fn: Callable[..., T], calls: list[tuple[Any, ...]]) -> list[T]:
+        """``fn(copy, *args)`` for each ``args`` of ``calls``, side by side: tasks on the
+        copies in turn, gathered. Any copy gives the same result."""
+        copies = [self.placed[w] for w in sorted(self.placed)]
+        futures = [
+            self.client.submit(fn, copies[(self.turn + n) % len(copies)], *args, pure=False)
+            for n, args in enumerate(calls)
+        ]
+        self.turn += len(futures)
+        self.running = futures
+        done = self.client.gather(futures)
+        if self.running is futures:  # not yet replaced by a retry
+            self.running = []
+        return done
+
+    def release(self) -> None:
+        """Drop the copies (the workers free their memory)."""
+        for future in self.placed.values():
+            future.release()
+        self.placed = {}
+
+
 def target_and_folds(data: SplitData) -> tuple[np.ndarray, list[np.ndarray]]:
     """The encoded target and each fold's held-out positions (in the order the fold's outputs
     come in) of a worker's split: what the driver needs of it."""
@@ -198,8 +252,7 @@ def fit_on_worker(
 
 
 def worker_batches(
-    client: Client,
-    data: list[Future],
+    copies: Copies,
     kind: str,
     cfg: config.TrainConfig,
     metric: str,
@@ -208,29 +261,24 @@ def worker_batches(
     fold_rows: list[np.ndarray],
     n_rows: int,
 ) -> RunBatch:
-    """A :data:`RunBatch` whose folds are tasks on the workers holding the split (``data``,
-    one future per worker): fold ``i`` of every running trial side by side, then the pruner,
-    then fold ``i + 1`` of those it kept. ``fold_rows[i]`` are fold i's held-out positions."""
+    """A :data:`RunBatch` whose folds are tasks on the workers holding the split (``copies``):
+    fold ``i`` of every running trial side by side (a round, run again on the copies placed
+    anew when a worker is lost), then the pruner, then fold ``i + 1`` of those it kept.
+    ``fold_rows[i]`` are fold i's held-out positions."""
     k = len(fold_rows)
     splits = [(np.empty(0, dtype=np.int64), rows) for rows in fold_rows]
-    slot = 0
 
     def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
-        nonlocal slot
         outcomes = [Outcome([], 0.0) for _ in asked]
         running = list(range(len(asked)))
         for i in range(k):
-            futures = {}
-            for j in running:
-                futures[j] = client.submit(
-                    run_fold, data[slot % len(data)], kind, asked[j], cfg, metric, i, task,
-                    n_classes, pure=False,
-                )  # fmt: skip
-                slot += 1
+            calls = [(kind, asked[j], cfg, metric, i, task, n_classes) for j in running]
+            done = bounded(f"{kind}: fold {i} of {len(running)} trial(s)",
+                           lambda calls=calls: copies.run(run_fold, calls),
+                           copies.reload)  # fmt: skip
             kept = []
-            for j in running:  # trial-number order: the pruner's answers do not depend on
-                # which trial finished first
-                fold, seconds = bounded(f"{kind}: fold {i} of a trial", futures[j].result)
+            for j, (fold, seconds) in zip(running, done, strict=True):  # trial-number order:
+                # the pruner's answers do not depend on which trial finished first
                 outcomes[j].folds.append(fold)
                 outcomes[j].seconds += seconds
                 if trials[j] is not None and should_stop(trials[j], outcomes[j].folds, k):
@@ -247,8 +295,7 @@ def worker_batches(
 
 
 def tune_on_workers(
-    client: Client,
-    data: list[Future],
+    copies: Copies,
     kinds: list[str],
     cfg: config.TrainConfig,
     metric: str,
@@ -263,13 +310,13 @@ def tune_on_workers(
     untuned ``baseline`` kind (if any) cross-validated too."""
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in kinds:
-        run = worker_batches(client, data, kind, cfg, metric, task, n_classes, fold_rows, n_rows)
+        run = worker_batches(copies, kind, cfg, metric, task, n_classes, fold_rows, n_rows)
         candidate, records = search_candidate(kind, cfg, metric, run, BATCH, say)
         result.candidates[kind] = candidate
         result.records.extend(records)
         _say_best(say, candidate, metric)
     _baseline(result, baseline, cfg, metric, say, lambda kind: worker_batches(
-        client, data, kind, cfg, metric, task, n_classes, fold_rows, n_rows))  # fmt: skip
+        copies, kind, cfg, metric, task, n_classes, fold_rows, n_rows))  # fmt: skip
     return result
 
 
@@ -378,7 +425,8 @@ def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
 
 def dask_fold(
     client: Client,
-    frame: dd.DataFrame,
+    frame: Callable[[], dd.DataFrame],
+    again: Callable[[], None],
     kind: str,
     params: dict[str, Any],
     cfg: config.TrainConfig,
@@ -391,30 +439,41 @@ def dask_fold(
     """Fold ``i`` boosted across the cluster: trained on the other folds less an inner slice
     (hash keyed by ``seed + 1 + i``) it early-stops on, scored on a hash-chosen sample of at
     most ``SCORE_ROWS`` of its held-out rows. Returns the fold (its output: the scored rows')
-    and their encoded target."""
+    and their encoded target. ``frame()`` is the pinned frame with its folds; a worker lost
+    meanwhile, ``again()`` places it anew on the workers left and the step runs again (the
+    folds, dealt from row hashes, are the same)."""
     seed, fraction = cfg.seed, cfg.validation_fraction
     share = min(1.0, SCORE_ROWS * cfg.cv_folds / max(rows, 1), OOF_ROWS / max(rows, 1))
-    features = [c for c in frame.columns if not c.startswith("__")]
-    rest = frame[frame["__fold"] != i]
-    inner = rest.map_partitions(
-        lambda p: pd.Series(inner_slice(p[_ROW_KEY].to_numpy(), seed, i, fraction), p.index),
-        meta=("inner", bool),
-    )
     n_rounds = int(params.get("n_estimators", 100))
     early = params.get("early_stopping_rounds")
-    fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", lambda: adapter(
-        kind).fit_distributed(client, rest[~inner], params, task, n_classes, n_rounds,
-                              valid=rest[inner], early=early, **cluster_options(cfg)))  # fmt: skip
-    held = frame[frame["__fold"] == i]
-    held = held[
-        held.map_partitions(
+
+    def boost() -> FitResult:
+        folded = frame()
+        rest = folded[folded["__fold"] != i]
+        inner = rest.map_partitions(
+            lambda p: pd.Series(inner_slice(p[_ROW_KEY].to_numpy(), seed, i, fraction), p.index),
+            meta=("inner", bool),
+        )
+        return adapter(kind).fit_distributed(
+            client, rest[~inner], params, task, n_classes, n_rounds, valid=rest[inner],
+            early=early, **cluster_options(cfg),
+        )  # fmt: skip
+
+    fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", boost, again)
+
+    def predict() -> list[Any]:
+        folded = frame()
+        held = folded[folded["__fold"] == i]
+        scored = held.map_partitions(
             lambda p: pd.Series(hash_share(p[_ROW_KEY].to_numpy(), seed, "score") < share, p.index),
             meta=("s", bool),
         )
-    ]
-    pred = fitted.model.predict_distributed(client, held[features])
-    y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions",  # one pass over rows
-                             lambda: client.compute([held["__y"], pred], sync=True))  # fmt: skip
+        held = held[scored]
+        features = [c for c in held.columns if not c.startswith("__")]
+        pred = fitted.model.predict_distributed(client, held[features])
+        return client.compute([held["__y"], pred], sync=True)  # one pass over the rows
+
+    y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions", predict, again)
     y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
     out = fitted.model.output_from_raw(np.asarray(p_held))
     score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
@@ -424,7 +483,8 @@ def dask_fold(
 
 def cluster_batches(
     client: Client,
-    frame: dd.DataFrame,
+    frame: Callable[[], dd.DataFrame],
+    again: Callable[[], None],
     kind: str,
     cfg: config.TrainConfig,
     metric: str,
@@ -435,8 +495,10 @@ def cluster_batches(
 ) -> RunBatch:
     """A :data:`RunBatch` for large data: each trial's folds of ``kind`` (a
     :attr:`~mlcycle.models.Model.distributed` kind) fitted across the whole cluster
-    one after another (trials sequential), the pruner asked after each fold. The scored rows'
-    target of the last completed trial goes to ``truth["y"]`` (the same rows every trial)."""
+    one after another (trials sequential), the pruner asked after each fold; ``frame()`` is
+    the pinned frame with its folds, placed anew by ``again()`` when a worker is lost. The
+    scored rows' target of the last completed trial goes to ``truth["y"]`` (the same rows every
+    trial)."""
     k = cfg.cv_folds
 
     def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
@@ -446,8 +508,8 @@ def cluster_batches(
             ys = []
             for i in range(k):
                 start = time.perf_counter()
-                fold, y = dask_fold(client, frame, kind, params, cfg, metric, task, n_classes, i,
-                                    rows)  # fmt: skip
+                fold, y = dask_fold(client, frame, again, kind, params, cfg, metric, task,
+                                    n_classes, i, rows)  # fmt: skip
                 o.seconds += time.perf_counter() - start
                 o.folds.append(fold)
                 ys.append(y)
@@ -507,25 +569,24 @@ def tune_in_memory(
     baseline_kind: str | None,
     rows: int,
     say: Say,
-) -> tuple[list[Future], TuningResult, pd.DataFrame]:
+) -> tuple[Copies, TuningResult, pd.DataFrame]:
     """Tune a split small enough for one worker's memory: every worker loads it once, trials
     run where it is; returns the loaded copies (for the final fit), the tuning result and the
     winner's out-of-fold predictions."""
     obj, cfg = params.objectives, params.train
     n_classes = tasks.get(obj.task).output_width(len(signature.classes))
-    data = [
-        client.submit(load_split, path, signature.to_dict(), cfg,
-                      workers=[w], allow_other_workers=False, pure=False)
-        for w in sorted(worker_info(client))
-    ]  # fmt: skip
-    y, fold_rows = bounded("loading the training split on the workers",
-                           client.submit(target_and_folds, data[0], pure=False).result)  # fmt: skip
+    copies = Copies(client, path, signature, cfg)
+    y, fold_rows = bounded(
+        "loading the training split on the workers",
+        lambda: copies.run(target_and_folds, [()])[0],
+        copies.reload,
+    )
     result = tune_on_workers(
-        client, data, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows, say,
-        baseline_kind,
+        copies, kinds, cfg, obj.primary_metric, obj.task, n_classes, fold_rows, rows,
+        say, baseline_kind,
     )  # fmt: skip
     oof = prediction_frame(result.winner.cv.oof, y, obj.task, signature.classes)
-    return data, result, oof
+    return copies, result, oof
 
 
 def train_dask(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
@@ -565,9 +626,16 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
                 placed += more
         return frame
 
-    data: list[Future] = []
+    def again() -> None:
+        """A worker was lost: the partitions pinned to it can run nowhere else; place them
+        all again on the workers left (the same keys: the old tasks are cancelled first)."""
+        nonlocal frame
+        client.cancel(placed, force=True)
+        frame = None
+
+    copies: Copies | None = None
     if small:
-        data, result, oof = tune_in_memory(
+        copies, result, oof = tune_in_memory(
             client, path, signature, params, kinds, baseline_kind, rows, say
         )
         win = result.winner
@@ -575,7 +643,7 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
         truth: dict[str, np.ndarray] = {}
 
         def run_for(kind: str) -> RunBatch:
-            return cluster_batches(client, model_frame(), kind, cfg, metric, obj.task,
+            return cluster_batches(client, model_frame, again, kind, cfg, metric, obj.task,
                                    n_classes, rows, truth)  # fmt: skip
 
         result = TuningResult(metric=metric, folds=cfg.cv_folds)
@@ -588,13 +656,6 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
         win = result.winner
         oof = prediction_frame(win.cv.oof, truth["y"], obj.task, signature.classes)
 
-    def again() -> None:
-        """A worker was lost: the partitions pinned to it can run nowhere else; place them
-        all again on the workers left (the same keys: the old tasks are cancelled first)."""
-        nonlocal frame
-        client.cancel(placed, force=True)
-        frame = None
-
     def final_fit(kind: str, chosen: dict[str, Any], cv: CVResult, what: str) -> FitResult:
         model = adapter(kind)
         if model.distributed:
@@ -605,15 +666,16 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
                 client, model_frame(), chosen, obj.task, n_classes, rounds,
                 **cluster_options(cfg)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
-        return bounded(f"the {what} ({kind}, on a worker)", lambda: client.submit(
-            fit_on_worker, data[0], kind, chosen, cfg, obj.task, n_classes, cv.final_rounds,
-            pure=False).result())  # fmt: skip
+        assert copies is not None  # scikit-learn trains on small data only
+        return bounded(f"the {what} ({kind}, on a worker)", lambda: copies.run(
+            fit_on_worker, [(kind, chosen, cfg, obj.task, n_classes, cv.final_rounds)])[0],
+            copies.reload)  # fmt: skip
 
     say(f"winner: {win.name} (trial {win.best_trial}), ranking {result.ranking}")
     final = final_fit(win.name, win.params, win.cv, "final fit")
     baseline = result.refit_baseline(
         final, lambda b: final_fit(b.name, b.params, b.cv, "baseline fit")
     )
-    for future in data:
-        future.release()
+    if copies is not None:
+        copies.release()
     return Trained(signature, result, final, baseline, oof, rows)
