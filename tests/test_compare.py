@@ -1,0 +1,254 @@
+"""The online comparison of a challenger with production (:mod:`mlcycle.compare`) on generated
+prediction-log frames, in the shape :func:`mlcycle.predlog.read_log` gives them (with the
+service's ``role`` and ``shadow_*`` columns), and the rollout rule's decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle import compare, config, drift
+from mlcycle.config import ConfigError, MonitorConfig
+from mlcycle.features import infer_signature
+
+ROLLOUT = config.section({}, "rollout")
+N = 3000
+
+
+def _objectives(minimums: dict | None = None):  # noqa: ANN202
+    return config.section(
+        {"objectives": {"task": "binary_classification", "target": "y", "positive_class": "yes",
+                        "minimum": 0.7, "minimums": minimums or {}}},
+        "objectives",
+    )  # fmt: skip
+
+
+def _world(n: int = N, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Records (x1, x2, c), the true labels, and two models' positive-class probabilities:
+    the ``weak`` one sees x1 only, the ``strong`` one x1 and x2 (the truth)."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    c = rng.choice(["a", "b", "c"], size=n)
+    strong = 1 / (1 + np.exp(-(1.5 * x1 + 1.0 * x2)))
+    weak = 1 / (1 + np.exp(-1.5 * x1))
+    y = np.where(rng.random(n) < strong, "yes", "no")
+    return pd.DataFrame({"x1": x1, "x2": x2, "c": c}), y, weak, strong
+
+
+RECORDS, LABELS, WEAK, STRONG = _world()
+SIG = infer_signature(RECORDS.assign(y=LABELS), "y", "yes")
+PROFILE = drift.build_profile(RECORDS.assign(y=LABELS), SIG, 10)
+PROD = compare.Model("prod-id", 0.5, {"name": "m", "version": "v0.1.0", "id": "prod-id"})
+CHAL = compare.Model("chal-id", 0.5, {"name": "m", "version": "v0.2.0", "id": "chal-id"})
+
+
+def _outputs(p: np.ndarray) -> list[dict]:
+    return [{"label": "yes" if v >= 0.5 else "no", "probabilities": {"no": 1 - v, "yes": v}}
+            for v in p]  # fmt: skip
+
+
+def log_frame(
+    records: pd.DataFrame,
+    answered: np.ndarray,
+    labels: np.ndarray,
+    labelled: int,
+    *,
+    role: np.ndarray | None = None,
+    shadow: np.ndarray | None = None,
+    start: int = 0,
+) -> pd.DataFrame:
+    """A read_log frame of one record per request: ``answered`` the answering model's
+    probabilities, ``role`` which model answered (default: production), ``shadow`` the
+    shadow's probabilities (None: no shadow); the first ``labelled`` records labelled."""
+    n = len(records)
+    role = np.full(n, "prod", dtype=object) if role is None else role
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    label = np.array([v if i < labelled else None for i, v in enumerate(labels)], dtype=object)
+    ids = np.arange(start + 1, start + n + 1)
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "request_id": [f"r{i}" for i in ids],
+            "row": 0,
+            "ts": [t0 + timedelta(seconds=int(i)) for i in ids],
+            "model_name": "m",
+            "model_version": np.where(role == "canary", "v0.2.0", "v0.1.0"),
+            "model_id": np.where(role == "canary", CHAL.id, PROD.id),
+            "inputs": records.astype(object).to_dict("records"),
+            "outputs": _outputs(answered),
+            "label": label,
+            "label_ts": None,
+            "labelled_by": None,
+            "role": role,
+            "shadow_output": _outputs(shadow) if shadow is not None else [None] * n,
+            "shadow_model_id": np.where(role == "prod", CHAL.id, None) if shadow is not None
+            else [None] * n,
+            "shadow_model_version": np.where(role == "prod", "v0.2.0", None)
+            if shadow is not None else [None] * n,
+        }
+    )  # fmt: skip
+
+
+def _shadow(prod: np.ndarray, chal: np.ndarray, labelled: int = N, objectives=None) -> dict:  # noqa: ANN001
+    log = log_frame(RECORDS, prod, LABELS, labelled, shadow=chal)
+    return compare.compare(log, SIG, PROD, CHAL, objectives or _objectives(), ROLLOUT)
+
+
+def test_a_better_shadow_is_proven_ahead_and_promoted() -> None:
+    doc = _shadow(WEAK, STRONG)
+    assert doc["stage"] == "shadow" and doc["records"] == N and doc["labelled"] == N
+    auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
+    assert auc["gain"] > 0.02 and auc["interval"]["low"] > 0
+    assert auc["gain"] == pytest.approx(auc["challenger"] - auc["production"], abs=1e-6)
+    assert 0.5 < doc["agreement"] < 1.0
+    assert doc["decision"]["outcome"] == "promote"
+    assert "above the margin" in doc["decision"]["reason"]
+
+
+def test_a_worse_shadow_is_rolled_back_and_log_loss_is_oriented() -> None:
+    doc = _shadow(STRONG, WEAK, objectives=_objectives({"log_loss": 0.6}))
+    assert doc["decision"]["outcome"] == "rollback", doc["decision"]
+    loss = next(k for k in doc["kpis"] if k["metric"] == "log_loss")
+    # a lower log loss is better: the weaker challenger's higher log loss is a negative gain
+    assert loss["difference"] > 0 and loss["gain"] == -loss["difference"]
+    assert loss["interval"]["high"] < 0  # an objective's metric: its interval is computed
+    assert next(k for k in doc["kpis"] if k["metric"] == "f1")["interval"] is None
+
+
+def test_too_few_labels_keep_watching_with_the_estimate() -> None:
+    doc = _shadow(WEAK, STRONG, labelled=150)
+    assert doc["labelled"] == 150
+    assert doc["decision"]["outcome"] == "watch"
+    assert "fewer than min_labels 200" in doc["decision"]["reason"]
+    est = {e["metric"]: e for e in doc["estimated"]}
+    assert est["roc_auc"]["gain"] > 0  # before labels: the estimate's difference
+    none = _shadow(WEAK, STRONG, labelled=0)
+    assert none["kpis"] == [] and none["decision"]["outcome"] == "watch"
+
+
+def test_the_paired_interval_is_narrower_than_two_groups_on_the_same_records() -> None:
+    """The same labelled records, scored by both models: compared paired (shadow) and as two
+    groups (a canary whose groups happen to hold the same records)."""
+    paired = _shadow(WEAK, STRONG)
+    twice = np.repeat(np.arange(len(RECORDS)), 2)  # each record answered once by each
+    role = np.tile(np.array(["canary", "prod"], dtype=object), len(RECORDS))
+    answered = np.where(role == "prod", WEAK[twice], STRONG[twice])
+    log = log_frame(RECORDS.iloc[twice], answered, LABELS[twice], len(twice), role=role)
+    groups = compare.compare(log, SIG, PROD, CHAL, _objectives(), ROLLOUT, share=0.5)
+    assert groups["stage"] == "canary"
+
+    def width(doc: dict) -> float:
+        i = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")["interval"]
+        return i["high"] - i["low"]
+
+    gain = {d["stage"]: next(k["gain"] for k in d["kpis"] if k["metric"] == "roc_auc")
+            for d in (paired, groups)}  # fmt: skip
+    assert gain["shadow"] == pytest.approx(gain["canary"], abs=1e-6)  # the same records
+    assert width(paired) < 0.75 * width(groups)  # here 0.56 times
+
+
+def test_a_canary_with_skewed_inputs_shows_its_groups_drift_and_split() -> None:
+    rng = np.random.default_rng(1)
+    canary = rng.random(N) < 0.35  # configured 20 %: the split is off too
+    canary[0] = True  # (the comparison starts at the challenger's first record)
+    records = RECORDS.copy()
+    records.loc[canary, "x1"] += 1.5  # the canary gets other clients
+    role = np.where(canary, "canary", "prod").astype(object)
+    log = log_frame(records, np.where(canary, STRONG, WEAK), LABELS, N, role=role)
+    doc = compare.compare(log, SIG, PROD, CHAL, _objectives(), ROLLOUT, share=0.2,
+                          profile=PROFILE, settings=MonitorConfig())  # fmt: skip
+    groups = doc["groups"]
+    assert groups["challenger"]["drift"]["drifted_features"] == ["x1"]
+    assert groups["production"]["drift"]["drifted_features"] == []
+    assert doc["drift_differs"] == ["x1"]
+    split = doc["split"]
+    assert split["configured"] == 0.2 and split["observed"] == pytest.approx(canary.mean(), abs=1e-6)
+    assert split["skewed"] is True
+    assert doc["labelled"] == min(canary.sum(), (~canary).sum())
+
+
+def test_a_canary_on_its_share_is_not_skewed_and_records_before_it_are_left_out() -> None:
+    rng = np.random.default_rng(2)
+    canary = rng.random(N) < 0.2
+    canary[0] = True  # the comparison starts at the challenger's first record
+    role = np.where(canary, "canary", "prod").astype(object)
+    before = log_frame(RECORDS.iloc[:500], WEAK[:500], LABELS[:500], 0)  # production alone
+    during = log_frame(RECORDS, np.where(canary, STRONG, WEAK), LABELS, N, role=role, start=500)
+    doc = compare.compare(pd.concat([before, during], ignore_index=True), SIG, PROD, CHAL,
+                          _objectives(), ROLLOUT, share=0.2)  # fmt: skip
+    assert doc["records"] == N
+    assert doc["split"]["skewed"] is False
+    assert doc["split"]["observed"] == pytest.approx(canary.mean(), abs=1e-6)
+
+
+def test_a_loss_beyond_max_loss_on_another_objective_blocks_promotion() -> None:
+    """The challenger ranks better (ROC AUC) but decides at a poor threshold: its accuracy,
+    an objective, falls by more than max_loss."""
+    objectives = _objectives({"accuracy": 0.6})
+    log = log_frame(RECORDS, WEAK, LABELS, N, shadow=STRONG)
+    poor = compare.Model(CHAL.id, 0.95, CHAL.info)
+    doc = compare.compare(log, SIG, PROD, poor, objectives, ROLLOUT)
+    auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
+    acc = next(k for k in doc["kpis"] if k["metric"] == "accuracy")
+    assert auc["interval"]["low"] > 0 and acc["gain"] < -ROLLOUT.max_loss
+    assert doc["decision"]["outcome"] == "rollback"
+    assert "accuracy loses" in doc["decision"]["reason"]
+    # without accuracy among the objectives, the same figures promote
+    assert compare.compare(log, SIG, PROD, poor, _objectives(), ROLLOUT)["decision"][
+        "outcome"] == "promote"  # fmt: skip
+
+
+def _kpi(metric: str, gain: float, low: float, high: float) -> dict:
+    return {"metric": metric, "production": 0.8, "challenger": 0.8 + gain, "gain": gain,
+            "interval": {"low": low, "high": high, "level": 0.95, "resamples": 400}}  # fmt: skip
+
+
+def test_the_rule_watches_an_unproven_gain_until_max_labels_then_rolls_back() -> None:
+    objectives = _objectives({"accuracy": 0.6})
+    kpis = [_kpi("roc_auc", 0.004, -0.002, 0.01), _kpi("accuracy", 0.0, -0.01, 0.01)]
+    assert compare.decide(kpis, 1000, objectives, ROLLOUT)["outcome"] == "watch"
+    late = compare.decide(kpis, 5000, objectives, ROLLOUT)
+    assert late["outcome"] == "rollback" and "max_labels 5,000" in late["reason"]
+    margin = config.section({"rollout": {"margin": 0.005}}, "rollout")
+    ahead = [_kpi("roc_auc", 0.008, 0.003, 0.013)]
+    assert compare.decide(ahead, 1000, objectives, ROLLOUT)["outcome"] == "promote"
+    assert compare.decide(ahead, 1000, objectives, margin)["outcome"] == "watch"
+    # an unproven loss beyond max_loss holds the promotion back; it is no rollback
+    lossy = [ahead[0], _kpi("accuracy", -0.02, -0.04, -0.005)]
+    held = compare.decide(lossy, 1000, objectives, ROLLOUT)
+    assert held["outcome"] == "watch" and "accuracy loses 0.0200" in held["reason"]
+    # the rule's metric can be another than the primary one
+    on_acc = config.section({"rollout": {"metric": "accuracy"}}, "rollout")
+    assert compare.decide(lossy, 1000, objectives, on_acc)["outcome"] == "rollback"
+
+
+def test_nothing_to_compare_is_said_not_crashed() -> None:
+    log = log_frame(RECORDS, WEAK, LABELS, N).drop(
+        columns=["role", "shadow_output", "shadow_model_id", "shadow_model_version"]
+    )  # a log written before the service held a challenger
+    with pytest.raises(compare.NothingToCompare, match="no record answered or scored"):
+        compare.compare(log, SIG, PROD, CHAL, _objectives(), ROLLOUT)
+    with pytest.raises(compare.NothingToCompare, match="production's own model"):
+        compare.compare(log, SIG, PROD, PROD, _objectives(), ROLLOUT)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "says"),
+    [
+        ({"metric": "rmse"}, "'rollout.metric' is 'rmse', which is not a metric of binary"),
+        ({"min_labels": 500, "max_labels": 100}, "max_labels (100) is below min_labels (500)"),
+        ({"margin": -0.01}, "'rollout.margin'"),
+        ({"level": 1.0}, "'rollout.level' must be between 0 and 1"),
+        ({"release_as": "beta"}, "'rollout.release_as' is 'beta'"),
+        ({"canary_share": 0}, "'rollout.canary_share'"),
+        ({"max_loss": "a lot"}, "'rollout.max_loss'"),
+    ],
+)
+def test_bad_rollout_settings_are_named(rollout: dict, says: str) -> None:
+    raw = {"objectives": {"task": "binary_classification"}, "rollout": rollout}
+    with pytest.raises(ConfigError, match=None) as err:
+        config.section(raw, "rollout")
+    assert says in str(err.value)
