@@ -1106,6 +1106,7 @@ def _per_task_rules() -> list[dict[str, Any]]:
                 }
             },
         }
+        then["rollout"] = {"properties": {"metric": {"enum": [*names, None]}}}
         if not kind.classification:
             then["prepare"] = {
                 "properties": {
