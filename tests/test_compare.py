@@ -165,7 +165,8 @@ def test_a_canary_with_skewed_inputs_shows_its_groups_drift_and_split() -> None:
     assert groups["production"]["drift"]["drifted_features"] == []
     assert doc["drift_differs"] == ["x1"]
     split = doc["split"]
-    assert split["configured"] == 0.2 and split["observed"] == pytest.approx(canary.mean(), abs=1e-6)
+    assert split["configured"] == 0.2
+    assert split["observed"] == pytest.approx(canary.mean(), abs=1e-6)
     assert split["skewed"] is True
     assert doc["labelled"] == min(canary.sum(), (~canary).sum())
 
@@ -252,3 +253,29 @@ def test_bad_rollout_settings_are_named(rollout: dict, says: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         config.section(raw, "rollout")
     assert says in str(err.value)
+
+
+def test_the_reports_show_the_decision_the_gains_and_the_split() -> None:
+    from mlcycle import monitor
+    from mlcycle.monitor_report import html_report
+
+    rng = np.random.default_rng(3)
+    canary = rng.random(N) < 0.3
+    canary[0] = True
+    role = np.where(canary, "canary", "prod").astype(object)
+    log = log_frame(RECORDS, np.where(canary, STRONG, WEAK), LABELS, N, role=role)
+    doc = compare.compare(log, SIG, PROD, CHAL, _objectives(), ROLLOUT, share=0.2,
+                          profile=PROFILE)  # fmt: skip
+    text = compare.markdown(doc)
+    assert f"**Decision: {doc['decision']['outcome']}.**" in text
+    assert "| roc_auc (higher is better) |" in text and "(**skewed**)" in text
+    line = compare.summary_line(doc)
+    assert line.startswith(f"compare: canary v0.2.0 vs production on {N:,} records")
+    assert doc["decision"]["outcome"].upper() in line
+    run = monitor.run(PROFILE, SIG, _objectives(), MonitorConfig(), RECORDS, None, None,
+                      model=PROD.info, window={"source": "log", "where": "x"})  # fmt: skip
+    page = html_report(run, doc)
+    assert 'id="decision"' in page and "Challenger against production" in page
+    assert 'aria-label="gain of the challenger over production' in page
+    assert "skewed</span>" in page
+    assert "id=comparison" not in html_report(run)  # no comparison: no section

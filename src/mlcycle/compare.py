@@ -126,7 +126,10 @@ def _kpi_entry(
 
 
 def _estimated(
-    task: str, names: tuple[str, ...], prod: tuple[np.ndarray, Model], chal: tuple[np.ndarray, Model]
+    task: str,
+    names: tuple[str, ...],
+    prod: tuple[np.ndarray, Model],
+    chal: tuple[np.ndarray, Model],
 ) -> list[dict[str, Any]]:
     """The label-free estimate of each estimable KPI for both models, and its gain."""
     out = []

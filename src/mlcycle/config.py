@@ -1151,9 +1151,7 @@ class Params(BaseModel):
     package: PackageConfig = PackageConfig()
     engine: EngineConfig = EngineConfig()
 
-    @field_validator(
-        "features", "evaluate", "monitor", "rollout", "gate", "package", mode="before"
-    )
+    @field_validator("features", "evaluate", "monitor", "rollout", "gate", "package", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         """An optional section written with nothing under it (``gate:``) takes its defaults."""
