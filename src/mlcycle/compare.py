@@ -100,6 +100,35 @@ def _sign(metric: str) -> float:
     return -1.0 if metric in LOWER_IS_BETTER else 1.0
 
 
+def paired_gains(
+    task: str,
+    y: np.ndarray,
+    outputs: tuple[np.ndarray, np.ndarray],
+    thresholds: tuple[float | None, float | None],
+    metric: str,
+) -> np.ndarray:
+    """The challenger's bootstrap gains over production on the same records: the records
+    resampled once per resample, both models' ``outputs`` (production's first) scored on it."""
+    both = bootstrap_values(task, y, list(outputs), list(thresholds), metric, RESAMPLES)
+    return _sign(metric) * (both[:, 1] - both[:, 0])
+
+
+def unpaired_gains(
+    task: str,
+    groups: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    thresholds: tuple[float | None, float | None],
+    metric: str,
+) -> np.ndarray:
+    """The challenger's bootstrap gains over production from two groups of records, each
+    ``(y, output)`` (production's first) resampled on its own."""
+    values = [
+        bootstrap_values(task, y, [out], [t], metric, RESAMPLES, seed)[:, 0]
+        for seed, ((y, out), t) in enumerate(zip(groups, thresholds, strict=True))
+    ]
+    k = min(map(len, values))  # the Poisson bootstrap of a huge group takes fewer
+    return _sign(metric) * (values[1][:k] - values[0][:k])
+
+
 def _kpi_entry(
     metric: str,
     prod_value: float | None,
@@ -193,9 +222,8 @@ def shadow(
         for name in objectives.kpis:
             gains = None
             if name in judged(objectives, rollout):  # both models on the same resamples
-                both = bootstrap_values(task, y, [y_p, y_c], [production.threshold,
-                                        challenger.threshold], name, RESAMPLES)  # fmt: skip
-                gains = _sign(name) * (both[:, 1] - both[:, 0])
+                thresholds = (production.threshold, challenger.threshold)
+                gains = paired_gains(task, y, (y_p, y_c), thresholds, name)
             kpis.append(_kpi_entry(name, values_p[name], values_c[name], gains, rollout.level,
                                    objectives.minimums.get(name)))  # fmt: skip
     doc["kpis"] = kpis
@@ -253,9 +281,9 @@ def canary(
     rows = _rows(log, production, challenger)
     task = signature.task
     groups: dict[str, dict[str, Any]] = {}
-    parts = {}
-    for key, mask, model, seed in (("production", rows["prod"], production, 0),
-                                   ("challenger", rows["canary"], challenger, 1)):  # fmt: skip
+    outputs, labelled = {}, {}  # each group's outputs, and its labels with their outputs
+    for key, mask, model in (("production", rows["prod"], production),
+                             ("challenger", rows["canary"], challenger)):  # fmt: skip
         part = log[mask.to_numpy()]
         records, output, labels = monitor.log_batch(part, signature)
         if output is None:
@@ -274,19 +302,15 @@ def canary(
         if profile is not None and len(part):
             group["drift"] = _group_drift(profile, records, signature, settings)
         groups[key] = group
-        parts[key] = (output, model, where, y, seed)
+        outputs[key], labelled[key] = output, (y, output[where])
     kpis = []
-    p, c = parts["production"], parts["challenger"]
-    if len(p[2]) and len(c[2]):
+    pairs = (labelled["production"], labelled["challenger"])
+    if len(pairs[0][0]) and len(pairs[1][0]):
+        thresholds = (production.threshold, challenger.threshold)
         for name in objectives.kpis:
             gains = None
             if name in judged(objectives, rollout):  # each group resampled on its own
-                values = [
-                    bootstrap_values(task, yy, [out[w]], [m.threshold], name, RESAMPLES, seed)
-                    for out, m, w, yy, seed in (p, c)
-                ]
-                k = min(map(len, values))
-                gains = _sign(name) * (values[1][:k, 0] - values[0][:k, 0])
+                gains = unpaired_gains(task, pairs, thresholds, name)
             kpis.append(_kpi_entry(name, groups["production"]["kpis"][name],
                                    groups["challenger"]["kpis"][name], gains, rollout.level,
                                    objectives.minimums.get(name)))  # fmt: skip
@@ -303,7 +327,12 @@ def canary(
         "groups": groups,
         "drift_differs": differs,
         "kpis": kpis,
-        "estimated": _estimated(task, objectives.kpis, (p[0], production), (c[0], challenger)),
+        "estimated": _estimated(
+            task,
+            objectives.kpis,
+            (outputs["production"], production),
+            (outputs["challenger"], challenger),
+        ),
     }
 
 
