@@ -349,13 +349,15 @@ def test_monitor_compare_without_a_challenger_says_so(released: Path, tmp_path: 
     "role" not in reader.COLUMNS, reason="needs the service's challenger columns in the log"
 )
 def test_monitor_compare_act_rolls_back_a_worse_shadow(released: Path, tmp_path: Path) -> None:
-    """A weaker model released as shadow beside production; 1,000 labelled records both
-    scored: the paired comparison proves it worse, `--act` rolls it back with the reason."""
+    """A weaker model (without five of its strongest inputs) released as shadow beside
+    production; 1,000 labelled records both scored: the paired comparison proves it worse,
+    `--act` rolls it back with the reason."""
     p = released
     set_params(p, {
         "objectives": {"minimum": 0.5, "minimums": {"accuracy": 0.5}},
         "gate": {"compare_champion": False},
-        "train": {"xgb": {"max_depth": 1, "n_estimators": 3, "early_stopping_rounds": None}},
+        "features": {"exclude": ["relationship", "marital-status", "education",
+                                 "education-num", "occupation"]},
     })  # fmt: skip
     run(["dvc", "repro"], p)
     git_commit(p, "a weaker model")
@@ -377,7 +379,9 @@ def test_monitor_compare_act_rolls_back_a_worse_shadow(released: Path, tmp_path:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "compare.json").read_text())
     assert doc["stage"] == "shadow" and doc["labelled"] == 1000
-    assert doc["decision"]["outcome"] == "rollback", doc["decision"]
+    auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
+    assert auc["gain"] < 0 and auc["interval"]["high"] < 0, auc  # paired: proven worse
+    assert doc["decision"]["outcome"] == "rollback", doc["decision"]["reason"]
     assert doc["acted"]["moved"] == found.version.version
     assert "compare: shadow" in proc.stdout and "ROLLBACK" in proc.stdout
     assert registry.challenger(p, NAME) is None
