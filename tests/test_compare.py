@@ -211,6 +211,27 @@ def test_a_loss_beyond_max_loss_on_another_objective_blocks_promotion() -> None:
         "outcome"] == "promote"  # fmt: skip
 
 
+def test_a_regression_shadow_is_compared_on_lower_is_better_errors() -> None:
+    """Regression: no decisions to agree on (the predictions' mean distance instead), and a
+    challenger with half the error is ahead on RMSE, a lower-is-better metric."""
+    rng = np.random.default_rng(4)
+    truth = RECORDS["x1"].to_numpy() * 3 + RECORDS["x2"].to_numpy()
+    sig = infer_signature(RECORDS.assign(y=truth), "y", None, task="regression")
+    objectives = config.section(
+        {"objectives": {"task": "regression", "target": "y", "minimum": 2.0}}, "objectives"
+    )
+    prod, chal = truth + rng.normal(0, 1.0, N), truth + rng.normal(0, 0.5, N)
+    log = log_frame(RECORDS, prod, truth.astype(str), N, shadow=chal)
+    log["outputs"] = [{"value": v} for v in prod]
+    log["shadow_output"] = [{"value": v} for v in chal]
+    doc = compare.compare(log, sig, PROD, CHAL, objectives, ROLLOUT)
+    assert doc["agreement"] is None and 0.8 < doc["mean_abs_difference"] < 1.0
+    rmse = next(k for k in doc["kpis"] if k["metric"] == "rmse")
+    assert rmse["better"] == "lower" and rmse["difference"] < -0.3 and rmse["gain"] > 0.3
+    assert rmse["interval"]["low"] > 0 and doc["decision"]["outcome"] == "promote"
+    assert doc["estimated"] == []  # no label-free estimate for a regression
+
+
 def _kpi(metric: str, gain: float, low: float, high: float) -> dict:
     return {"metric": metric, "production": 0.8, "challenger": 0.8 + gain, "gain": gain,
             "interval": {"low": low, "high": high, "level": 0.95, "resamples": 400}}  # fmt: skip
