@@ -178,13 +178,6 @@ def judged(objectives: Objectives, rollout: RolloutConfig) -> set[str]:
     return {rollout.metric or objectives.primary_metric, *objectives.minimums}
 
 
-def _labelled(log: pd.DataFrame, signature: Signature) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the usable labels in ``log`` and their encoded values."""
-    labels = log["label"].astype(object).where(log["label"].notna(), None)
-    where, y, _ = monitor.label_targets(labels, signature)
-    return where, y
-
-
 def shadow(
     log: pd.DataFrame,
     signature: Signature,
@@ -203,7 +196,7 @@ def shadow(
             "the logged outputs do not fit production's signature (other classes?): the two "
             "models cannot be compared on them"
         )
-    where, y = _labelled(rows, signature)
+    where, y, _ = monitor.label_targets(monitor.log_labels(rows), signature)
     doc: dict[str, Any] = {"records": len(rows), "labelled": len(where)}
     decisions = [
         tasks.get(task).decide(out, m.threshold)

@@ -44,8 +44,12 @@ def log_batch(
     for name in signature.input_columns:
         if name not in records.columns:
             records[name] = None
-    labels = log["label"].astype(object).where(log["label"].notna(), None)
-    return records, output_matrix(log["outputs"].tolist(), signature), labels
+    return records, output_matrix(log["outputs"].tolist(), signature), log_labels(log)
+
+
+def log_labels(log: pd.DataFrame) -> pd.Series:
+    """The labels of a :func:`mlcycle.predlog.read_log` frame as text, None where none came."""
+    return log["label"].astype(object).where(log["label"].notna(), None)
 
 
 def output_matrix(outs: list[Any], signature: Signature) -> np.ndarray | None:
