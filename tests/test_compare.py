@@ -22,6 +22,7 @@ from mlcycle.predict import score
 from mlcycle.predlog import PredictionLog, attach_labels, reader
 from mlcycle.serve.core import prediction_dicts
 from tests.conftest import cli, git_commit, run, set_params
+from tests.test_monitor_report import assert_self_contained
 
 ROLLOUT = config.section({}, "rollout")
 N = 3000
@@ -410,3 +411,16 @@ def test_monitor_compare_act_rolls_back_a_worse_shadow(released: Path, tmp_path:
     said = [e["message"] for e in registry.history(p, NAME) if e["action"] == "unassigned"]
     assert any("mlcycle monitor --compare: roc_auc gain -" in m for m in said), said
     assert "Challenger: ROLLBACK" in (out / "monitor.html").read_text()
+
+
+def test_the_comparison_section_escapes_what_it_shows() -> None:
+    hostile = "<script>alert(1)</script>"
+    chal = compare.Model(CHAL.id, 0.5, {**CHAL.info, "version": hostile, "name": hostile})
+    doc = compare.compare(log_frame(RECORDS, WEAK, LABELS, 100, shadow=STRONG), SIG, PROD, chal,
+                          _objectives(), ROLLOUT)  # fmt: skip
+    assert doc["decision"]["outcome"] == "watch"  # 100 labelled records: too few
+    run = monitor.run(PROFILE, SIG, _objectives(), MonitorConfig(), RECORDS, None, None,
+                      model=PROD.info, window={"source": "log", "where": "x"})  # fmt: skip
+    page = html_report(run, doc)
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert_self_contained(page)
