@@ -119,7 +119,7 @@ def test_a_better_shadow_is_proven_ahead_and_promoted() -> None:
 
 
 def test_a_worse_shadow_is_rolled_back_and_log_loss_is_oriented() -> None:
-    doc = _shadow(STRONG, WEAK, objectives=_objectives({"log_loss": 0.6}))
+    doc = _shadow(STRONG, WEAK, labelled=1000, objectives=_objectives({"log_loss": 0.6}))
     assert doc["decision"]["outcome"] == "rollback", doc["decision"]
     loss = next(k for k in doc["kpis"] if k["metric"] == "log_loss")
     # a lower log loss is better: the weaker challenger's higher log loss is a negative gain
@@ -199,7 +199,7 @@ def test_a_loss_beyond_max_loss_on_another_objective_blocks_promotion() -> None:
     """The challenger ranks better (ROC AUC) but decides at a poor threshold: its accuracy,
     an objective, falls by more than max_loss."""
     objectives = _objectives({"accuracy": 0.6})
-    log = log_frame(RECORDS, WEAK, LABELS, N, shadow=STRONG)
+    log = log_frame(RECORDS, WEAK, LABELS, 1000, shadow=STRONG)
     poor = compare.Model(CHAL.id, 0.95, CHAL.info)
     doc = compare.compare(log, SIG, PROD, poor, objectives, ROLLOUT)
     auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
