@@ -219,7 +219,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     gate commit, release and reload the service. Exit status: 0 done; 1 bad input or state
     (nothing changed); 4 too few new labelled rows (nothing changed); 5 the gate rejected the
     model; 6 `dvc repro` failed or did not use the export; 7 the service did not take the new
-    model (the release is taken out of production again)."""
+    model (the release is undone: out of production, or out of its shadow or canary stage)."""
     from mlcycle import retrain
 
     def say(line: str) -> None:
@@ -1249,8 +1249,8 @@ def _add_retrain(sub: Subparsers) -> None:
         "run `dvc repro`, and if the gate passes commit, release and reload. Exit status: 0 "
         "done; 1 bad input or state (nothing changed); 4 too few new labelled rows (nothing "
         "changed); 5 the gate rejected the model; 6 `dvc repro` failed or did not use the "
-        "export; 7 the service did not take the new model (the release is taken out of "
-        "production again).",
+        "export; 7 the service did not take the new model (the release is undone: out of "
+        "production, or out of its shadow or canary stage as rollout.release_as made it).",
     )
     _log_url(p)
     p.add_argument(
