@@ -67,6 +67,7 @@ def test_project_params_load_with_every_section() -> None:
     assert params.gate == config.GateConfig(tolerance=0.002)
     assert params.package == config.PackageConfig(name="income-classifier")
     assert params.monitor == config.MonitorConfig()
+    assert params.rollout == config.RolloutConfig()  # the defaults, written out
     assert params.engine == config.EngineConfig()  # local, the default
     assert params.train.search["xgboost"]["max_depth"] == {"low": 5, "high": 9}
     assert isinstance(params.train.search["xgboost"]["max_depth"]["low"], int)  # searched as int
@@ -75,7 +76,7 @@ def test_project_params_load_with_every_section() -> None:
     )
     assert [f.alias or name for name, f in config.Params.model_fields.items()] == [
         "objectives", "data", "validate", "prepare", "features", "train", "evaluate",
-        "monitor", "gate", "package", "engine",
+        "monitor", "rollout", "gate", "package", "engine",
     ]  # fmt: skip
 
 

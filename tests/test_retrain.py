@@ -556,6 +556,35 @@ def test_a_release_the_service_does_not_take_leaves_production(
     ]  # fmt: skip
 
 
+def test_retrain_releases_as_rollout_says_and_rolls_a_challenger_back_the_service_lacks(
+    declared: Path, tmp_path: Path
+) -> None:
+    """`rollout.release_as: canary` releases the retrained model beside production, answering
+    `canary_share` percent; when the service does not then serve it (no service answers
+    here), its canary stage is ended again and production stays (exit 7)."""
+    project = copy_of(declared, tmp_path)
+    set_params(project, {"rollout": {"release_as": "canary", "canary_share": 20}})
+    git_commit(project, "release retrained models as canaries")
+    said: list[str] = []
+    version = retrain.release_commit(
+        retrain.check_project(project, retrain.Options()), retrain.Options(), head(project),
+        "m" * 12, said.append,
+    )  # fmt: skip
+    assert version == "v0.1.1" and "as canary, answering 20% of requests" in said[-1]
+    assert registry.challenger(project, NAME) == registry.Challenger(
+        registry.find_version(project, NAME, "v0.1.1"), "canary", 0.2
+    )
+    assert registry.production(project, NAME).version == "v0.1.0"
+    result = retrain.Result(version=version, model_id="m" * 12, commit=head(project))
+    service = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(retrain.RetrainError) as refused:
+        retrain.reload_or_roll_back(project, NAME, service, TOKEN, result)
+    assert refused.value.code == retrain.EXIT_RELOAD_FAILED
+    assert f"{NAME}@v0.1.1 was rolled back out of its stage" in str(refused.value)
+    assert registry.challenger(project, NAME) is None
+    assert registry.production(project, NAME).version == "v0.1.0"
+
+
 def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_path: Path) -> None:
     """The gate rejects (an objective out of reach): exit 5 with its reasons, nothing
     committed or released, the exported file stays (it is data) and is not exported again."""

@@ -136,25 +136,19 @@ def _follow(
     root: Path, name: str, service: str, token: str, undo: Callable[[], str] | None = None
 ) -> int:
     """Reload ``service`` and check it serves what the registry now says (production and the
-    challenger); if not, ``undo()`` (if given) and exit 7 saying what serves what."""
-    from mlcycle import registry, retrain
+    challenger, :func:`mlcycle.retrain.follow_registry`); if not, ``undo()`` (if given) and
+    exit 7 saying what serves what."""
+    from mlcycle import retrain
 
-    prod, challenger = registry.production(root, name), registry.challenger(root, name)
-    want = (prod.version if prod else None, challenger.version.version if challenger else None)
     try:
-        body = retrain.reload_service(service, token)
-        got = (body.get("version"), (body.get("challenger") or {}).get("version"))
-        if got != want:
-            raise retrain.RetrainError(
-                f"{service} serves {got[0]} with challenger {got[1]} after the reload, the "
-                f"registry says {want[0]} with challenger {want[1]}",
-                retrain.EXIT_RELOAD_FAILED,
-            )
+        body = retrain.follow_registry(root, name, service, token)
     except retrain.RetrainError as exc:
         done = f"; {undo()}" if undo else "; restart the service or reload it again"
         print(f"mlcycle: error: {exc}{done}", file=sys.stderr)
         return exc.code
-    print(f"{service} serves {name}@{got[0]}" + (f", challenger {got[1]}" if got[1] else ""))
+    challenger = (body.get("challenger") or {}).get("version")
+    print(f"{service} serves {name}@{body.get('version')}"
+          + (f", challenger {challenger}" if challenger else ""))  # fmt: skip
     return 0
 
 
@@ -225,7 +219,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     gate commit, release and reload the service. Exit status: 0 done; 1 bad input or state
     (nothing changed); 4 too few new labelled rows (nothing changed); 5 the gate rejected the
     model; 6 `dvc repro` failed or did not use the export; 7 the service did not take the new
-    model (the release is taken out of production again)."""
+    model (the release is undone: out of production, or out of its shadow or canary stage)."""
     from mlcycle import retrain
 
     def say(line: str) -> None:
@@ -427,7 +421,8 @@ def _monitor_settings(args: argparse.Namespace):  # noqa: ANN202 (config is impo
 
 
 def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
-    """The batch to judge: a file (scored here) or a window of the prediction log."""
+    """The batch to judge: a file (scored here) or a window of the prediction log; and the
+    whole window of the log (every model's records with --compare; None for a file)."""
     import pandas as pd
 
     from mlcycle import monitor, predict
@@ -448,7 +443,7 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
             except (SchemaError, ValueError, TypeError) as exc:
                 note = f"predictions not judged: the records could not be scored ({exc})"
         window = {"source": "file", "where": str(args.new)}
-        return records, output, labels, window, note, args.model_version
+        return records, output, labels, window, note, args.model_version, None
 
     from mlcycle.predlog import read_log
     from mlcycle.serve.runner import DEFAULT_LOG_URL
@@ -457,10 +452,13 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
     url = args.log_url or DEFAULT_LOG_URL
     since, until = (_when(v, f) for v, f in ((args.since, "--since"), (args.until, "--until")))
     model_id = None if (args.all_models or args.model_version) else bundle.model_id
-    log = read_log(
+    # --compare reads every model's records of the window (the challenger's too), then judges
+    # production's own as monitor does
+    whole = read_log(
         url, last=args.last, since=since, until=until,
-        model_version=args.model_version, model_id=model_id,
+        model_version=args.model_version, model_id=None if args.compare else model_id,
     )  # fmt: skip
+    log = whole[whole["model_id"] == model_id] if args.compare and model_id else whole
     if log.empty:
         scope = f"model {model_id}" if model_id else "any model"
         raise ValueError(
@@ -485,7 +483,7 @@ def _monitor_batch(args: argparse.Namespace, bundle) -> tuple:  # noqa: ANN001
     note = None if output is not None else "predictions not judged: outputs of another model"
     versions = log["model_version"].dropna().unique()
     version = args.model_version or (str(versions[0]) if len(versions) == 1 else None)
-    return records, output, labels, window, note, version
+    return records, output, labels, window, note, version, whole
 
 
 def _when(value: str | None, flag: str):  # noqa: ANN202
@@ -503,7 +501,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     """Judge a batch (a file, or a window of the prediction log) against the served model's
     reference profile: drift of inputs, predictions and labels, KPIs once labels arrived, an
     estimate before; reports, and a line of history."""
-    from mlcycle import drift, monitor
+    from mlcycle import compare, drift, monitor
     from mlcycle.bundle import load_bundle
     from mlcycle.io import read_table, write_json, write_text
 
@@ -512,8 +510,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             "give a file or a log window (--log-url, --last, --since, --until), not both"
         )
     settings = _monitor_settings(args)
-    # The records of a version are judged against that version's own reference profile.
-    if args.bundle or not args.model_version:
+    token = _check_compare_options(args)
+    # The records of a version are judged against that version's own reference profile;
+    # --compare sets the registry's production version against its challenger.
+    if args.bundle or not (args.model_version or args.compare):
         bundle_dir = Path(args.bundle or DEFAULT_BUNDLE)
     else:
         bundle_dir = version_bundle(args.model_version, args.params)
@@ -528,8 +528,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 f"run `dvc repro` to re-package it) and {reference} does not exist"
             )
         profile = drift.build_profile(read_table(reference), sig, settings.bins)
-    records, output, labels, window, note, version = _monitor_batch(args, bundle)
+    records, output, labels, window, note, version, whole = _monitor_batch(args, bundle)
     m = bundle.metadata
+    if args.compare and not args.bundle:
+        version = _production_version(args.params)
     doc = monitor.run(
         profile,
         sig,
@@ -549,12 +551,22 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if note:
         doc["notes"] = [note]
         print(note, file=sys.stderr)
+    comparison, found = None, None
+    if args.compare:
+        try:
+            comparison, found = _compare(args, bundle, whole, profile, settings, doc)
+        except compare.NothingToCompare as exc:
+            print(f"mlcycle monitor --compare: nothing to compare: {exc}", file=sys.stderr)
     out = Path(args.out)
     write_json(out / "monitor.json", doc)
-    write_text(out / "monitor.md", monitor.markdown_report(doc))
+    markdown = monitor.markdown_report(doc)
+    if comparison:
+        write_json(out / "compare.json", comparison)
+        markdown += "\n" + compare.markdown(comparison)
+    write_text(out / "monitor.md", markdown)
     from mlcycle.monitor_report import html_report
 
-    write_text(out / "monitor.html", html_report(doc))
+    write_text(out / "monitor.html", html_report(doc, comparison))
     if not args.no_history:
         run_no = monitor.append_history(args.history, doc)
         print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
@@ -566,7 +578,119 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             print(f"history plot not drawn: {problem}", file=sys.stderr)
         print(f"history: {len(links)} plot(s) drawn in {out / 'history'}", file=sys.stderr)
     print(f"{monitor.summary_line(doc)}; report in {out / 'monitor.html'}")
+    if args.compare:
+        if comparison is None:
+            return EXIT_NOTHING_TO_COMPARE
+        print(compare.summary_line(comparison))
+        if args.act:
+            code = _act(args, comparison, found, token)
+            write_json(out / "compare.json", comparison)  # with what was done
+            if code:
+                return code
     return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
+
+
+EXIT_NOTHING_TO_COMPARE = 4  # mlcycle monitor --compare: no challenger, or none of its records
+
+
+def _check_compare_options(args: argparse.Namespace) -> str:
+    """--compare's options checked before any work; the admin token --service needs."""
+    if (args.act or args.challenger_bundle) and not args.compare:
+        raise ValueError("--act and --challenger-bundle go with --compare")
+    if args.service and not args.act:
+        raise ValueError("--service reloads the service after --act moved the registry")
+    if args.compare and args.new is not None:
+        raise ValueError("--compare reads the prediction log (the service logs both models)")
+    if args.compare and args.model_version:
+        raise ValueError("--compare sets production against its challenger, not --model-version")
+    if args.act and args.challenger_bundle:
+        raise ValueError("--act moves the registry's challenger, not a --challenger-bundle")
+    return _admin_token(args.service)
+
+
+def _production_version(params: str) -> str | None:
+    """The registry's production version (its number), or None when there is none."""
+    from mlcycle import registry
+
+    v = registry.production(Path.cwd(), model_name(params))
+    return v.version if v else None
+
+
+def _compare(args: argparse.Namespace, bundle, log, profile, settings, doc):  # noqa: ANN001, ANN202
+    """The challenger set against production on the window (:func:`mlcycle.compare.compare`):
+    the comparison's document, and the registry's challenger (None with --challenger-bundle)."""
+    from mlcycle import compare, config, monitor, registry
+    from mlcycle.bundle import load_bundle
+
+    root, name = Path.cwd(), model_name(args.params)
+    raw = config.read_raw(args.params) if Path(args.params).exists() else {}
+    rollout = config.section(raw, "rollout")
+    found = None if args.challenger_bundle else registry.challenger(root, name)
+    if args.challenger_bundle:
+        challenger_dir = Path(args.challenger_bundle)
+    elif found is None:
+        raise compare.NothingToCompare(
+            f"{name} has no shadow or canary version in the registry (`mlcycle release "
+            "--shadow` or `--canary PCT` releases one; --challenger-bundle compares a folder)"
+        )
+    else:
+        challenger_dir = registry.fetch_bundle(root, found.version)
+    if log is None:
+        raise compare.NothingToCompare("--compare reads the prediction log")
+    challenger = load_bundle(challenger_dir)
+    m = doc["model"]
+    canary = found is not None and found.stage == registry.CANARY
+    return compare.compare(
+        log,
+        bundle.signature,
+        compare.Model(bundle.model_id, bundle.threshold, m),
+        compare.Model(
+            challenger.model_id,
+            challenger.threshold,
+            {
+                "name": challenger.metadata.get("name"),
+                "version": found.version.version if found else None,
+                "id": challenger.model_id,
+                "bundle": str(challenger_dir),
+            },
+        ),  # fmt: skip
+        monitor.objectives_from_bundle(bundle.metadata),
+        rollout,
+        stage=found.stage if found else None,
+        share=found.share if canary else None,
+        profile=profile,
+        settings=settings,
+        window=doc["window"],
+    ), found
+
+
+def _act(args: argparse.Namespace, comparison: dict, found, token: str) -> int:  # noqa: ANN001
+    """Apply the decision: promote or roll back the challenger in the registry with the
+    decision's reason, then with --service reload the service and check it follows."""
+    from mlcycle import compare, registry
+
+    decision = comparison["decision"]
+    outcome = decision["outcome"]
+    if outcome == compare.WATCH:
+        comparison["acted"] = {"outcome": outcome, "moved": None}
+        return 0
+    root, name = Path.cwd(), model_name(args.params)
+    now = registry.challenger(root, name)
+    if now is None or now.version != found.version:  # moved by someone else meanwhile
+        raise ValueError(
+            f"the registry's challenger changed during the comparison (now "
+            f"{now.version.version if now else 'none'}); nothing was done, compare again"
+        )
+    reason = f"mlcycle monitor --compare: {decision['reason']}"
+    if outcome == compare.PROMOTE:
+        registry.promote(root, name, reason)
+        print(f"promoted {name}@{found.version.version} to {registry.PROD}")
+    else:
+        registry.rollback(root, name, reason)
+        print(f"rolled back {name}@{found.version.version} ({found.stage})")
+    comparison["acted"] = {"outcome": outcome, "moved": found.version.version,
+                           "service": args.service}  # fmt: skip
+    return _follow(root, name, args.service, token) if args.service else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -941,7 +1065,10 @@ def _add_monitor(sub: Subparsers) -> None:
     p = sub.add_parser(
         "monitor",
         help="judge production data (a file, or a window of the prediction log) against the "
-        "model's training data: drift, KPIs once labelled, estimated performance",
+        "model's training data: drift, KPIs once labelled, estimated performance; --compare: "
+        "the challenger against production. Exit status: 0; 1 bad input; 3 --fail-on-drift "
+        "and retraining recommended; 4 --compare found nothing to compare; 7 --service did "
+        "not follow --act",
     )
     p.add_argument(
         "new", nargs="?", help="CSV, Parquet or JSON Lines of new records (default: the log)"
@@ -983,6 +1110,30 @@ def _add_monitor(sub: Subparsers) -> None:
         "--fail-on-drift",
         action="store_true",
         help="exit with status 3 when retraining is recommended (drift, or an objective missed)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also set the registry's shadow or canary version against production (default "
+        "bundle: production's, from the registry) on the window, decide by params.yaml's "
+        "rollout rule (promote, watch, rollback) and write OUT/compare.json; exit 4 when there "
+        "is nothing to compare",
+    )
+    p.add_argument(
+        "--challenger-bundle",
+        metavar="DIR",
+        help="--compare: the challenger's bundle folder instead of the registry's",
+    )
+    p.add_argument(
+        "--act",
+        action="store_true",
+        help="--compare: apply the decision (`mlcycle promote` or `rollback`, with its reason)",
+    )
+    p.add_argument(
+        "--service",
+        metavar="URL",
+        help="--act: then reload the service at URL (admin token in MLCYCLE_ADMIN_TOKEN) and "
+        "check it serves what the registry says (exit 7 if not)",
     )
     p.set_defaults(func=cmd_monitor)
 
@@ -1101,8 +1252,8 @@ def _add_retrain(sub: Subparsers) -> None:
         "run `dvc repro`, and if the gate passes commit, release and reload. Exit status: 0 "
         "done; 1 bad input or state (nothing changed); 4 too few new labelled rows (nothing "
         "changed); 5 the gate rejected the model; 6 `dvc repro` failed or did not use the "
-        "export; 7 the service did not take the new model (the release is taken out of "
-        "production again).",
+        "export; 7 the service did not take the new model (the release is undone: out of "
+        "production, or out of its shadow or canary stage as rollout.release_as made it).",
     )
     _log_url(p)
     p.add_argument(

@@ -956,6 +956,53 @@ class MonitorConfig(_Section):
     """Labelled rows before production KPIs are held to the objectives."""
 
 
+RELEASE_STAGES = ("prod", "shadow", "canary")
+
+
+class RolloutConfig(_Section):
+    """How a challenger (a version released as shadow or canary) is weighed against production
+    by `mlcycle monitor --compare`, and how `mlcycle retrain` releases. See docs/releases.md."""
+
+    min_labels: int = Field(200, ge=1)
+    """Labelled records before any call: on both models' scores (shadow), or in the smaller
+    group (canary). Fewer: keep watching."""
+    max_labels: int = Field(5000, ge=1)
+    """Labelled records after which a challenger with no proven gain is rolled back."""
+    metric: Metric | None = None
+    """The metric the challenger must beat production on. null: the primary metric."""
+    margin: float = Field(0.0, ge=0)
+    """How much better than production the challenger must be: it is promoted when the lower
+    end of the interval of its gain is above the margin, rolled back when the upper end is
+    below it."""
+    max_loss: float = Field(0.01, ge=0)
+    """The largest loss allowed on any other objective's metric: more blocks promotion, and a
+    proven one (the interval's upper end below it) rolls back."""
+    level: Fraction = 0.95
+    """Confidence level of the bootstrap intervals of the differences."""
+    release_as: Literal[RELEASE_STAGES] = "prod"
+    """How `mlcycle retrain` releases its model: prod (replaces production), shadow (scores
+    every request beside it) or canary (answers canary_share of requests)."""
+    canary_share: float = Field(10.0, gt=0, lt=100)
+    """Percent of requests a canary answers, when release_as is canary."""
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = value and _metric_problem([value], _context(info, "task"))
+        if problem:
+            _fail(f"is {value!r}, which {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _labels(self) -> RolloutConfig:
+        if self.max_labels < self.min_labels:
+            _fail(
+                f"max_labels ({self.max_labels}) is below min_labels ({self.min_labels}): "
+                "no call could ever be made before the challenger is rolled back"
+            )
+        return self
+
+
 class PackageConfig(_Section):
     """The model bundle."""
 
@@ -1059,6 +1106,7 @@ def _per_task_rules() -> list[dict[str, Any]]:
                 }
             },
         }
+        then["rollout"] = {"properties": {"metric": {"enum": [*names, None]}}}
         if not kind.classification:
             then["prepare"] = {
                 "properties": {
@@ -1098,11 +1146,12 @@ class Params(BaseModel):
     train: TrainConfig
     evaluate: EvaluateConfig = EvaluateConfig()
     monitor: MonitorConfig = MonitorConfig()
+    rollout: RolloutConfig = RolloutConfig()
     gate: GateConfig = GateConfig()
     package: PackageConfig = PackageConfig()
     engine: EngineConfig = EngineConfig()
 
-    @field_validator("features", "evaluate", "monitor", "gate", "package", mode="before")
+    @field_validator("features", "evaluate", "monitor", "rollout", "gate", "package", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         """An optional section written with nothing under it (``gate:``) takes its defaults."""

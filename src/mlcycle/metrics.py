@@ -262,6 +262,71 @@ class _WeightedAUC:
         return float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
 
 
+def bootstrap_values(
+    task: str,
+    y_true: np.ndarray,
+    outs: list[np.ndarray],
+    thresholds: list[float | None],
+    name: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Metric ``name`` of each output in ``outs`` (with its own threshold) on ``n_boot``
+    bootstrap resamples of the rows, every output scored on the same resample: an
+    ``(n_boot, len(outs))`` array, NaN where the metric is undefined (a single class).
+
+    A binary ROC AUC of more than POISSON_ROWS rows uses the Poisson bootstrap (at most
+    POISSON_RESAMPLES resamples). One output gives :func:`bootstrap_interval`'s resamples;
+    two give a paired comparison of two models on the same records."""
+    spec = tasks.get(task)
+    y_true = _as_target(task, y_true)
+    outs = [np.asarray(out, dtype=np.float64) for out in outs]
+    ts = [DEFAULT_THRESHOLD if t is None else t for t in thresholds]
+    binary_auc = name == "roc_auc" and name in spec.kpis  # multiclass has roc_auc_ovr
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    aucs = [_WeightedAUC(y_true, positive(out)) for out in outs] if binary_auc and n else None
+    poisson = aucs is not None and n > POISSON_ROWS
+    if poisson:
+        n_boot = min(n_boot, POISSON_RESAMPLES)
+    values = np.full((n_boot, len(outs)), np.nan)
+    for b in range(n_boot):
+        if poisson:  # each row's count drawn on its own, in the first output's score order
+            drawn = rng.poisson(1.0, n)
+            counts = np.empty_like(drawn)
+            counts[aucs[0].order] = drawn  # the same rows' counts for the other outputs
+            values[b] = [aucs[0](drawn, ordered=True), *(auc(counts) for auc in aucs[1:])]
+            continue
+        idx = rng.integers(0, n, n)
+        if aucs is not None:  # the same resample, as row counts: no sort per resample
+            counts = np.bincount(idx, minlength=n)
+            values[b] = [auc(counts) for auc in aucs]
+            continue
+        y = y_true[idx]
+        if spec.classification and y.min() == y.max():  # one class: no ranking metric
+            continue
+        values[b] = [kpi(task, name, y, out[idx], t) for out, t in zip(outs, ts, strict=True)]
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> dict[str, float | None]:
+    """The percentile interval at ``level`` of bootstrap ``values`` (NaN ones left out and not
+    counted): low, high, level and how many resamples it rests on."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"low": None, "high": None, "level": level, "resamples": 0}
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return {
+        "low": round(float(low), 6),
+        "high": round(float(high), 6),
+        "level": level,
+        "resamples": len(values),
+    }
+
+
 def bootstrap_interval(
     task: str,
     y_true: np.ndarray,
@@ -277,45 +342,8 @@ def bootstrap_interval(
     Resamples where the metric is undefined (a single class) are skipped and not counted.
     A binary ROC AUC of more than POISSON_ROWS rows uses the Poisson bootstrap.
     """
-    spec = tasks.get(task)
-    y_true = _as_target(task, y_true)
-    out = np.asarray(out, dtype=np.float64)
-    t = DEFAULT_THRESHOLD if threshold is None else threshold
-    binary_auc = name == "roc_auc" and name in spec.kpis  # multiclass has roc_auc_ovr
-    p = positive(out) if binary_auc else out
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    values = []
-    auc = _WeightedAUC(y_true, p) if binary_auc and n else None
-    poisson = auc is not None and n > POISSON_ROWS
-    if poisson:
-        n_boot = min(n_boot, POISSON_RESAMPLES)
-    for _ in range(n_boot):
-        if poisson:  # each row's count drawn on its own: already in score order
-            value = auc(rng.poisson(1.0, n), ordered=True)
-            if np.isfinite(value):
-                values.append(value)
-            continue
-        idx = rng.integers(0, n, n)
-        if auc is not None:  # the same resample, as row counts: no sort per resample
-            value = auc(np.bincount(idx, minlength=n))
-        else:
-            y = y_true[idx]
-            if spec.classification and y.min() == y.max():  # one class: no ranking metric
-                continue
-            value = kpi(task, name, y, out[idx], t)
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return {"low": None, "high": None, "level": level, "resamples": 0}
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return {
-        "low": round(float(low), 6),
-        "high": round(float(high), 6),
-        "level": level,
-        "resamples": len(values),
-    }
+    values = bootstrap_values(task, y_true, [out], [threshold], name, n_boot, seed)
+    return percentile_interval(values[:, 0], level)
 
 
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)

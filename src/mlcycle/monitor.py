@@ -44,22 +44,29 @@ def log_batch(
     for name in signature.input_columns:
         if name not in records.columns:
             records[name] = None
-    outs = log["outputs"].tolist()
-    output: np.ndarray | None
+    return records, output_matrix(log["outputs"].tolist(), signature), log_labels(log)
+
+
+def log_labels(log: pd.DataFrame) -> pd.Series:
+    """The labels of a :func:`mlcycle.predlog.read_log` frame as text, None where none came."""
+    return log["label"].astype(object).where(log["label"].notna(), None)
+
+
+def output_matrix(outs: list[Any], signature: Signature) -> np.ndarray | None:
+    """Logged outputs (the service's output dicts) as the model's probability matrix in
+    ``signature.classes`` order, or the regression values; None when they do not fit the
+    signature (logged by a model with other classes, or not by mlcycle's service)."""
     try:
         if signature.is_classification:
-            output = np.array(
+            return np.array(
                 [[o["probabilities"][c] for c in signature.classes] for o in outs], dtype=float
             ).reshape(len(outs), len(signature.classes))
-        else:
-            output = np.array([o["value"] for o in outs], dtype=float)
+        return np.array([o["value"] for o in outs], dtype=float)
     except (KeyError, TypeError, ValueError):
-        output = None  # logged by a model with other classes, or not by mlcycle's service
-    labels = log["label"].astype(object).where(log["label"].notna(), None)
-    return records, output, labels
+        return None
 
 
-def _label_targets(labels: pd.Series, signature: Signature) -> tuple[np.ndarray, np.ndarray, int]:
+def label_targets(labels: pd.Series, signature: Signature) -> tuple[np.ndarray, np.ndarray, int]:
     """Positions of usable labels, their encoded values (class index, or float), and how many
     labels could not be used (not a class of the model, not a number)."""
     present = labels.notna().to_numpy()
@@ -157,7 +164,7 @@ def _performance(
     primary = objectives.primary_metric
     doc: dict[str, Any] = {"labelled_rows": 0, "unusable_labels": 0, "kpis": {}, "objectives": []}
     if labels is not None:
-        where, y, bad = _label_targets(labels, signature)
+        where, y, bad = label_targets(labels, signature)
         doc["labelled_rows"], doc["unusable_labels"] = len(where), bad
         if len(where):
             doc["kpis"] = compute_kpis(task, y, output[where], threshold, objectives.kpis)

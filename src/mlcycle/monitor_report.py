@@ -52,6 +52,7 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .callout { border-left: 5px solid var(--good); background: var(--good-bg); padding: 10px 14px;
   margin: 12px 0; border-radius: 4px; }
 .callout.retrain { border-left-color: var(--bad); background: var(--warn-bg); }
+.callout.watch { border-left-color: var(--muted); background: #f6f8fa; }
 .callout h2 { border: 0; margin: 0 0 4px; padding: 0; font-size: 1.15em; }
 .callout ul { margin: 4px 0 0; padding-left: 22px; }
 .rule { color: var(--muted); font-size: 0.92em; max-width: 80ch; }
@@ -501,6 +502,120 @@ def _performance(perf: dict | None) -> str:
     )
 
 
+def _gain_chart(kpis: list[dict], margin: float) -> str:
+    """Each judged KPI's gain (challenger minus production, oriented: right is better) with its
+    interval, as inline SVG: a dot on a line, beside zero and the rule's margin."""
+    rows = [
+        k
+        for k in kpis
+        if isinstance(k.get("interval"), dict)
+        and _finite(k["interval"].get("low")) is not None
+        and _finite(k.get("gain")) is not None
+    ]
+    if not rows:
+        return ""
+    reach = max([abs(float(k["interval"][e])) for k in rows for e in ("low", "high")]
+                + [abs(margin), 1e-6]) * 1.15  # fmt: skip
+    label_w, plot_w, top, row_h = 130, 420, 30, 26
+    width, height = label_w + plot_w + 20, top + row_h * len(rows) + 34
+
+    def x(v: float) -> float:
+        return label_w + plot_w * (v + reach) / (2 * reach)
+
+    out = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'role="img" aria-label="gain of the challenger over production, with its interval">',
+        "<title>Gain of the challenger over production (right: better), with its interval</title>",
+        f'<line x1="{x(0):.1f}" y1="{top - 6}" x2="{x(0):.1f}" y2="{height - 30}" '
+        'stroke="#8c959f"/>',
+        f'<text class="axis" x="{x(0):.1f}" y="{top - 12}" text-anchor="middle">0</text>',
+    ]
+    if margin:
+        out.append(
+            f'<line x1="{x(margin):.1f}" y1="{top - 6}" x2="{x(margin):.1f}" '
+            f'y2="{height - 30}" stroke="{CURRENT_COLOUR}" stroke-dasharray="4 3"/>'
+            f'<text class="axis" x="{x(margin):.1f}" y="{top - 12}" text-anchor="start">'
+            f" margin {_num(margin)}</text>"
+        )
+    for i, k in enumerate(rows):
+        y = top + i * row_h + row_h / 2
+        low, high, gain = (float(v) for v in (k["interval"]["low"], k["interval"]["high"],
+                                               k["gain"]))  # fmt: skip
+        colour = "#1a7f37" if low > margin else "#b42318" if high < margin else REFERENCE_COLOUR
+        out.append(
+            f"<g><title>{_e(k['metric'])}: gain {_num(gain)}, interval [{_num(low)}, "
+            f"{_num(high)}]</title>"
+            f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end">{_e(k["metric"])}</text>'
+            f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-width="3"/>'
+            f'<circle cx="{x(gain):.1f}" cy="{y:.1f}" r="5" fill="{colour}"/></g>'
+        )
+    out.append(
+        f'<text class="axis" x="{label_w + plot_w / 2:.1f}" y="{height - 8}" '
+        'text-anchor="middle">gain of the challenger (right: better)</text></svg>'
+    )
+    return "<figure><figcaption>Gain and its interval</figcaption>" + "".join(out) + "</figure>"
+
+
+def _comparison(c: dict | None) -> str:
+    """The challenger against production (``mlcycle monitor --compare``): the decision, the
+    split or the agreement, each KPI's gain with its interval, and the estimates."""
+    if not isinstance(c, dict):
+        return ""
+    d = c.get("decision") or {}
+    outcome = str(d.get("outcome") or "")
+    kind = {"promote": "", "rollback": " retrain"}.get(outcome, " watch")
+    ch, pr = c.get("challenger") or {}, c.get("production") or {}
+    paired = "paired on the same records" if c.get("stage") == "shadow" else "two groups"
+    facts = [
+        ("Challenger", f"{_e(c.get('stage'))} {_e(ch.get('version') or '')} "
+                       f"<span class=mono>{_e(ch.get('id'))}</span>"),
+        ("Production", f"{_e(pr.get('version') or '')} <span class=mono>{_e(pr.get('id'))}</span>"),
+        ("Records", f"{_num(c.get('records'))} ({_e(paired)}), {_num(c.get('labelled'))} labelled"),
+    ]  # fmt: skip
+    if c.get("agreement") is not None:
+        facts.append(("Decisions agree", _pct(c.get("agreement"))))
+    split = c.get("split")
+    if isinstance(split, dict):
+        skewed = ' <span class="pill bad">skewed</span>' if split.get("skewed") else ""
+        shares = f"{_pct(split.get('observed'))} observed, {_pct(split.get('configured'))} "
+        facts.append(("Canary share", f"{shares}configured{skewed}"))
+    for key, g in (c.get("groups") or {}).items():
+        drifted = ((g or {}).get("drift") or {}).get("drifted_features")
+        facts.append((f"{key.capitalize()} group", f"{_num(g.get('records'))} records, "
+                      f"{_num(g.get('labelled'))} labelled; drifted inputs: "
+                      f"{_e(', '.join(drifted or []) or 'none')}"))  # fmt: skip
+    rows = "".join(
+        f"<tr><td>{_e(k.get('metric'))} <span class=muted>({_e(k.get('better'))} is better)"
+        f"</span></td><td class=num>{_num(k.get('production'))}</td>"
+        f"<td class=num>{_num(k.get('challenger'))}</td><td class=num>{_num(k.get('gain'))}</td>"
+        f"<td class=num>{_interval(k.get('interval'))}</td></tr>"
+        for k in c.get("kpis") or []
+    )
+    table = (
+        "<table><thead><tr><th>Metric</th><th class=num>Production</th>"
+        "<th class=num>Challenger</th><th class=num>Gain</th><th class=num>Interval</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else '<p class="muted">No labelled records yet: no KPI compared.</p>'
+    )
+    est = "".join(
+        f"<li>estimated {_e(e.get('metric'))}: production {_num(e.get('production'))}, "
+        f"challenger {_num(e.get('challenger'))}, gain {_num(e.get('gain'))}</li>"
+        for e in c.get("estimated") or []
+    )
+    return (
+        f'<section class="callout{kind}" id="decision"><h2>Challenger: {_e(outcome.upper())}'
+        f"</h2><p>{_e(d.get('reason'))}</p></section>"
+        "<section id=comparison><h2>Challenger against production</h2>"
+        + _facts(facts)
+        + table
+        + _gain_chart(c.get("kpis") or [], float(d.get("margin") or 0))
+        + (f"<h3>Before labels (from the models' confidence)</h3><ul>{est}</ul>" if est else "")
+        + "</section>"
+    )
+
+
 def _distribution(part: dict | None, title: str, anchor: str) -> str:
     """The predictions' or the target's drift: figures and a reference-vs-current chart."""
     if not part:
@@ -592,8 +707,9 @@ def _drifted_charts(features: list[dict]) -> str:
 # --- the page -----------------------------------------------------------------------------------
 
 
-def html_report(doc: dict) -> str:
-    """One self-contained HTML page showing a monitoring run's document ``doc``.
+def html_report(doc: dict, comparison: dict | None = None) -> str:
+    """One self-contained HTML page showing a monitoring run's document ``doc`` (and the
+    challenger's ``comparison`` with production, ``mlcycle monitor --compare``, if given).
 
     Opens offline in any browser: inline CSS and SVG charts, a Content-Security-Policy that
     forbids loading anything, every data string escaped. Missing sections (no labels, no
@@ -606,6 +722,7 @@ def html_report(doc: dict) -> str:
     body = "".join(
         [
             _header(doc),
+            _comparison(comparison),
             _performance(doc.get("performance")),
             "<section id=outputs><h2>Predictions and target</h2><div class=charts>",
             _distribution(doc.get("predictions"), "Predictions", "predictions"),

@@ -790,6 +790,41 @@ def reload_or_withdraw(
         ) from None
 
 
+def follow_registry(root: Path, name: str, service: str, token: str) -> dict[str, Any]:
+    """Reload ``service`` and check it serves what the registry says: production's version
+    and the challenger's (shadow or canary; none when there is none). Returns the service's
+    answer; any other is a :class:`RetrainError` (:data:`EXIT_RELOAD_FAILED`)."""
+    prod, challenger = registry.production(root, name), registry.challenger(root, name)
+    want = (prod.version if prod else None, challenger.version.version if challenger else None)
+    body = reload_service(service, token)
+    got = (body.get("version"), (body.get("challenger") or {}).get("version"))
+    if got != want:
+        raise RetrainError(
+            f"{service} serves {got[0]} with challenger {got[1]} after the reload, the "
+            f"registry says {want[0]} with challenger {want[1]}",
+            EXIT_RELOAD_FAILED,
+        )
+    return body
+
+
+def reload_or_roll_back(
+    root: Path, name: str, service: str, token: str, result: Result
+) -> dict[str, Any]:
+    """Reload the service to serve the challenger ``result`` released beside production
+    (:func:`follow_registry`); when it does not, the challenger's stage is ended again
+    (:func:`mlcycle.registry.rollback`), so the registry never names a model the service does
+    not serve, and the error says so."""
+    try:
+        return follow_registry(root, name, service, token)
+    except RetrainError as exc:
+        registry.rollback(root, name, f"{service} did not take {result.version}")
+        raise RetrainError(
+            f"{exc}. {name}@{result.version} was rolled back out of its stage (the commit "
+            f"{(result.commit or '')[:12]} and the tag {name}@{result.version} stay)",
+            exc.code,
+        ) from None
+
+
 # --- the whole loop -------------------------------------------------------------------------
 
 
@@ -896,9 +931,9 @@ def retrain(root: Path, opts: Options, say: Callable[[str], None] = print) -> Re
     else:
         result.notes.append("not released (--no-release): `mlcycle release` does it")
     if opts.service and project.token:
-        result.reloaded = reload_or_withdraw(
-            project.root, project.name, opts.service, project.token, result
-        )
+        challenger = result.version and project.params.rollout.release_as != registry.PROD
+        reload = reload_or_roll_back if challenger else reload_or_withdraw
+        result.reloaded = reload(project.root, project.name, opts.service, project.token, result)
         say(
             f"{opts.service} reloaded: it serves {result.reloaded.get('name')} "
             f"{result.reloaded.get('version')} (model {result.reloaded.get('id')})"
@@ -1035,7 +1070,7 @@ def dry_run(
     say(f"dry run: the file is at {exported} for a look; the project is unchanged")
     steps = ["commit"]
     if opts.release:
-        steps.append(f"release {project.name}@{nxt}")
+        steps.append(f"release {project.name}@{nxt} as {project.params.rollout.release_as}")
     if opts.service:
         steps.append(f"reload {opts.service}")
     say(f"dry run: would then run `dvc repro` and, if the gate passes, {', '.join(steps)}")
@@ -1121,16 +1156,29 @@ def commit_export(
 def release_commit(
     project: Project, opts: Options, commit: str, model_id: str, say: Callable[[str], None]
 ) -> str:
-    """Release the commit to production (:func:`mlcycle.registry.release`); returns the
-    version."""
+    """Release the commit (:func:`mlcycle.registry.release`) as ``rollout.release_as`` says:
+    to production, or beside it as shadow or canary (answering ``rollout.canary_share``
+    percent of requests), for `mlcycle monitor --compare --act` to promote or roll back;
+    returns the version."""
+    rollout = project.params.rollout
+    stage = rollout.release_as
+    share = registry.check_share(rollout.canary_share) if stage == registry.CANARY else 0.0
     try:
-        version = registry.release(project.root, project.name, bump=opts.bump, say=say)
+        version = registry.release(
+            project.root, project.name, bump=opts.bump, say=say, stage=stage, share=share
+        )
     except registry.RegistryError as exc:
         raise RetrainError(
             f"committed {commit[:12]} but the release failed: {exc}; fix that, then "
             "run `mlcycle release`"
         ) from None
-    say(f"released {project.name}@{version} (model {model_id}) to {registry.PROD}")
+    if stage == registry.PROD:
+        say(f"released {project.name}@{version} (model {model_id}) to {registry.PROD}")
+    else:
+        answers = f", answering {share:.0%} of requests" if share else ""
+        say(f"released {project.name}@{version} (model {model_id}) as {stage}{answers} "
+            f"(rollout.release_as); `mlcycle monitor --compare --act` promotes or rolls it "
+            "back")  # fmt: skip
     return version
 
 

@@ -99,6 +99,16 @@ DEFAULT_MONITOR: dict[str, Any] = {
     "min_labels": 200,
     "bins": 10,
 }
+DEFAULT_ROLLOUT: dict[str, Any] = {
+    "min_labels": 200,
+    "max_labels": 5000,
+    "metric": None,
+    "margin": 0.0,
+    "max_loss": 0.01,
+    "level": 0.95,
+    "release_as": "prod",
+    "canary_share": 10,
+}
 DEFAULT_TRAIN: dict[str, Any] = {
     "baseline": "xgboost",
     "seed": 42,
@@ -182,11 +192,12 @@ CARRIED_SECTIONS = {
     "validate": DEFAULT_VALIDATE,
     "evaluate": DEFAULT_EVALUATE,
     "monitor": DEFAULT_MONITOR,
+    "rollout": DEFAULT_ROLLOUT,
     "engine": DEFAULT_ENGINE,
 }
 SECTION_ORDER = (
     "objectives", "gate", "data", "validate", "prepare", "features", "train", "evaluate",
-    "monitor", "package", "engine",
+    "monitor", "rollout", "package", "engine",
 )  # fmt: skip
 WIDTH = 100  # line width of the written params.yaml
 COMMENT_COLUMN = 30  # where trailing comments start, as in the shipped params.yaml
