@@ -12,6 +12,12 @@ Also in process: one-row `score` through the service's path (encoder + output_en
 `inplace_predict` on the encoded row. Then a swap under load: the longest request (wrk's max)
 while `POST /admin/reload` loads, verifies and tries the bundle again halfway through a run,
 beside the longest under the same load without a swap (target: at most 2x, none failed).
+Then a shadow model: the service with `--shadow-bundle` (the same bundle again: the shadow
+scores production's input matrix) against the service without one, both logging, in
+alternating rounds of the same run: requests/s, p99 and the server's CPU time per request,
+the CPU the shadow adds beside what its scoring costs in process (the shadow thread's work:
+score, decide, serialise), and the ratios (target: the shadow adds at most its scoring CPU,
+p99 at most 10 % higher).
 
 With `--mlserver PATH/bin/mlserver` (MLServer 1.7 in a venv of its own: `python3 -m venv
 /work/bench-envs/mlserver && /work/bench-envs/mlserver/bin/pip install 'mlserver==1.7.*' xgboost
@@ -24,6 +30,7 @@ same encoding and XGBoost predict (one process, one thread), with the same OIP b
     python bench/bench_serve.py --bundle DIR --seconds 20 --workers 2 --rounds 5
     python bench/bench_serve.py --mlserver /work/bench-envs/mlserver/bin/mlserver
     python bench/bench_serve.py --skip-load --skip-swap --mlserver ...   # the CPU figures only
+    python bench/bench_serve.py --skip-load --skip-swap --seconds 5      # the shadow's cost only
 """
 
 from __future__ import annotations
@@ -443,6 +450,7 @@ def main() -> None:
     parser.add_argument("--cpu-connections", type=int, default=8, help="wrk -c for CPU rounds")
     parser.add_argument("--skip-load", action="store_true", help="no load beside the reference")
     parser.add_argument("--skip-swap", action="store_true", help="no swap under load")
+    parser.add_argument("--skip-shadow", action="store_true", help="no shadow against none")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -460,6 +468,8 @@ def main() -> None:
             load(args, bundle_dir, recs, bodies, tmp, env)
         if not args.skip_swap:
             swap_under_load(args, bundle_dir, bodies["1 record"], tmp, env)
+        if not args.skip_shadow:
+            shadow_cost(args, bundle_dir, recs, bodies, tmp, env)
         if args.mlserver:
             cpu_per_request(args, bundle_dir, recs, tmp, env)
         else:
@@ -616,6 +626,92 @@ def swap_under_load(
     print(f"  longest during a swap {ratio:.2f}x the longest without one; failed requests "
           f"{failed} (target: <= {TARGET_SWAP_RATIO:g}x, none): "
           f"{'met' if ratio <= TARGET_SWAP_RATIO and not failed else 'NOT met'}")  # fmt: skip
+
+
+TARGET_SHADOW_P99 = 1.10  # p99 with a shadow / p99 without one
+
+
+def shadow_scoring_ms(bundle_dir: Path, recs: list[dict], reps: int = 300) -> float:
+    """The shadow thread's work for one request of ``recs`` (score production's matrix,
+    decide, serialise: Core.score_shadow without a log), in CPU ms, median of ``reps``."""
+    from mlcycle.bundle import load_bundle
+    from mlcycle.serve.core import Core, ServeSettings
+    from mlcycle.serve.shadow import Job
+
+    settings = ServeSettings(bundle_dir=str(bundle_dir), shadow_bundle=str(bundle_dir))
+    core = Core(load_bundle(bundle_dir), settings)
+    shadow = core.current().shadow
+    matrix = shadow.encoder.encode(recs)
+    times = []
+    for _ in range(reps):
+        t = time.process_time()
+        core.score_shadow(Job(shadow, "bench", recs, matrix, len(recs)))
+        times.append(time.process_time() - t)
+    return float(np.median(times) * 1e3)
+
+
+def shadow_cost(
+    args: argparse.Namespace,
+    bundle_dir: Path,
+    recs: list[dict],
+    bodies: dict[str, bytes],
+    tmp: Path,
+    env: dict,
+) -> None:
+    """The service with a shadow model against the service without one, both logging to
+    SQLite, in alternating rounds: throughput, p99 and CPU per request."""
+    cases = {"no shadow": [], "shadow": ["--shadow-bundle", str(bundle_dir)]}
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    try:
+        for case, extra in cases.items():
+            port = free_port()
+            cmd = [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle_dir), "--port",
+                   str(port), "--workers", str(args.workers), "--log-level", "warning",
+                   "--log-url", f"sqlite:///{tmp / f'shadow-{port}.db'}", *extra]  # fmt: skip
+            procs[case] = (start(cmd, env, f"http://127.0.0.1:{port}/health"), port)
+        for round_ in range(args.rounds):
+            for label, body in bodies.items():
+                for case, (proc, port) in procs.items():
+                    print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} ...",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    before = cpu_seconds(proc.pid)
+                    r = wrk(f"http://127.0.0.1:{port}/predict", body, args.seconds,
+                            args.connections)  # fmt: skip
+                    r["cpu_ms"] = (cpu_seconds(proc.pid) - before) * 1e3 / (r["rps"] * args.seconds)
+                    runs.setdefault((case, label), []).append(r)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{procs['shadow'][1]}/metrics").read()
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+    counted = {
+        name: sum(float(v) for v in re.findall(rf"^{name} ([\d.e+]+)$", metrics.decode(), re.M))
+        for name in ("mlcycle_shadow_scored_total", "mlcycle_shadow_dropped_total")
+    }
+    med = {
+        key: {k: float(np.median([r[k] for r in rs])) for k in ("rps", "p99", "cpu_ms")}
+        | {"failed": sum(int(r["non2xx"] + r["timeout"] + r["sockerr"]) for r in rs)}
+        for key, rs in runs.items()
+    }
+    print(f"\nshadow model: wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} "
+          f"worker(s), log on, median of {args.rounds} alternating rounds; the shadow scored "
+          f"{counted['mlcycle_shadow_scored_total']:.0f} records and dropped "
+          f"{counted['mlcycle_shadow_dropped_total']:.0f} (its queue full)")  # fmt: skip
+    print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'failed':>7}")
+    for (case, label), r in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{label:<13}{case:<11}{r['rps']:>8.0f}{r['p99']:>8.1f}{r['cpu_ms']:>11.3f}"
+              f"{r['failed']:>7d}")  # fmt: skip
+    for label in bodies:
+        off, on = med[("no shadow", label)], med[("shadow", label)]
+        n = 1 if label == "1 record" else len(recs)
+        scoring = shadow_scoring_ms(bundle_dir, recs[:n])
+        added = on["cpu_ms"] - off["cpu_ms"]
+        p99 = on["p99"] / off["p99"]
+        ok = added <= scoring and p99 <= TARGET_SHADOW_P99
+        print(f"{label}: shadow / none: req/s {on['rps'] / off['rps']:.2f}x, p99 {p99:.2f}x; "
+              f"CPU added {added:.3f} ms/req, the shadow's scoring in process {scoring:.3f} ms "
+              f"(target: added <= scoring, p99 <= {TARGET_SHADOW_P99:.2f}x): "
+              f"{'met' if ok else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":
