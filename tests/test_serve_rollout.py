@@ -14,11 +14,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fastapi import HTTPException
 
 from mlcycle.bundle import load_bundle
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog, read_log
 from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
+from mlcycle.serve.oip import served_model
 from tests.test_service import tiny_bundle
 
 RECORD = {"x": 0.5, "colour": "red", "y": 1.0}
@@ -66,6 +68,13 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
         assert len(models) == 1
         columns = {"x": [x, 9.0], "colour": ["red", "red"], "y": [1.0, 1.0]}  # the OIP's form
         assert keyed.route(pair, columns, "any") in models
+    # the protocol's model endpoints answer for either version
+    canary = served.challenger
+    assert served_model(core, "tiny", canary.bundle.model_id) is canary
+    assert served_model(core, "tiny", served.prod.bundle.model_id) is served.prod
+    assert served_model(core, "tiny", None) is served.prod
+    with pytest.raises(HTTPException, match="404"):
+        served_model(core, "tiny", "v9")
     with pytest.raises(ValueError, match="--canary-key 'nope' is not an input of the model"):
         core_of(bundles, canary_bundle=str(bundles["other"]), canary_share=0.5, canary_key="nope")
 

@@ -365,7 +365,7 @@ async def infer(
     model = served_model(core, name, version)
     if model.role == registry.SHADOW:
         raise HTTPException(
-            404, f"version {shown(version)} of {shown(name)} is the shadow: it answers nobody"
+            404, f"version {versions(model)[0]!r} of {shown(name)} is the shadow: it answers nobody"
         )
     request_id = body.id or http.scope["state"]["request_id"]
     columns = request_columns(body, model, core.settings.max_records)
@@ -460,8 +460,12 @@ def add_model_routes(routes: APIRouter, core: Core) -> None:
     InferBody = infer_body(core.signature)
 
     def metadata(name: str, version: str | None) -> ModelMetadata:
+        """The model's metadata; without a version, every version served under its name
+        (production's first, then the challenger's)."""
         model = served_model(core, name, version)
-        return model_metadata(model.signature, model.name, versions(model))
+        named = [m for m in core.current().models if m.name == name] if version is None else []
+        listed = [v for m in named for v in versions(m)] or versions(model)
+        return model_metadata(model.signature, model.name, list(dict.fromkeys(listed)))
 
     def ready(name: str, version: str | None) -> dict:
         return {"name": served_model(core, name, version).name, "ready": True}
