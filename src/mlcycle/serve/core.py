@@ -5,10 +5,10 @@ optional challenger, each a :class:`Loaded`, swapped as one by a reload, so a re
 consistent pair), the prediction log and the metrics. A canary challenger answers a share of
 requests, chosen by a stable hash of a key (:meth:`Core.route`); a shadow challenger scores
 the requests production answered, off the request path (:mod:`mlcycle.serve.shadow`), and its
-outputs go to the log beside production's. Scoring goes through
-the compiled encoder (:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit
-the values of ``to_model_frame`` + ``output`` that evaluation and batch prediction use, without
-a pandas frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
+outputs go to the log beside production's. Scoring goes through the compiled encoder
+(:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit the values of
+``to_model_frame`` + ``output`` that evaluation and batch prediction use, without a pandas
+frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
 Every scored record is put on the prediction log's queue (:mod:`mlcycle.predlog`) with the
 request id; when the queue is full the request is answered 503 instead of losing a logged
 prediction.
