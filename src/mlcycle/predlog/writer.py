@@ -164,7 +164,8 @@ def _close_at_exit(ref: weakref.ref[PredictionLog]) -> None:
 class PredictionLog:
     """A bounded queue of requests' predictions and the thread that writes them to ``url``.
 
-    ``submit(...)`` queues one request (its records and outputs) or refuses it; requests are
+    ``submit(...)`` queues one request (its records and outputs, and which model answered) or
+    refuses it, ``submit_shadow(...)`` a shadow model's outputs for a request; requests are
     written whole, in batches of up to ``batch_size`` records (more when one request brings
     more), at least every ``flush_interval`` seconds. At most ``max_queue`` records wait (a
     single request larger than that is taken when nothing waits). When full, ``submit`` returns
@@ -303,7 +304,8 @@ class PredictionLog:
 
     @property
     def written(self) -> int:
-        """Records written (committed) so far."""
+        """Records written (committed) so far (a shadow's outputs count their records too, as
+        do every counter and the queue bound)."""
         return self._written
 
     @property
