@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from fastapi import HTTPException
 
 from mlcycle.bundle import load_bundle
@@ -21,6 +22,7 @@ from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog, read_log
 from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
 from mlcycle.serve.oip import served_model
+from mlcycle.serve.shadow import Job
 from tests.test_service import tiny_bundle
 
 RECORD = {"x": 0.5, "colour": "red", "y": 1.0}
@@ -167,3 +169,46 @@ def test_an_incompatible_challenger_is_refused_and_production_keeps_serving(
     assert info["challenger"]["stage"] == "canary" and info["challenger"]["share"] == 0.5
     assert info["id"] == before.prod.bundle.model_id
     assert "challenger" not in core_of(bundles).current().info.model_dump(exclude_unset=True)
+
+
+def test_the_shadow_scores_waiting_requests_at_once_as_it_would_one_by_one(
+    bundles, tmp_path: Path
+) -> None:
+    """Requests waiting for the shadow are scored in one call of the model (records and
+    columns alike, one it cannot take dropped); each request's logged outputs are those it
+    gets alone."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url)
+    core = core_of(bundles, log, shadow_bundle=str(bundles["other"]))
+    shadow = core.current().shadow
+    records = [{**RECORD, "x": 0.3}, {**RECORD, "colour": "violet"}, {**RECORD, "x": -1.0}]
+    columns = {"x": [2.0, 0.1], "colour": ["blue", None], "y": [3.0, 4.0]}
+    jobs = [
+        Job(shadow, "a", records, None, 3),
+        Job(shadow, "bad", [{**RECORD, "x": "not a number"}], None, 1),
+        Job(shadow, "b", columns, None, 2),
+        Job(shadow, "c", records[:1], None, 1),
+    ]
+    core.score_shadow(jobs)
+    log.close()
+    frame = read_log_shadows(url)
+    for job in (jobs[0], jobs[2], jobs[3]):
+        out = shadow.bundle.model.output_encoded(
+            shadow.encoder.encode(job.records), shadow.signature
+        )
+        labels = decide(out, shadow.signature, shadow.bundle.threshold)
+        assert frame[job.request_id] == orjson.loads(
+            orjson.dumps(prediction_dicts(out, labels, shadow.signature))
+        )
+    assert "bad" not in frame
+    assert core.telemetry.shadow_dropped._value.get() == 1
+    assert core.telemetry.shadow_scored._value.get() == 6
+
+
+def read_log_shadows(url: str) -> dict[str, list]:
+    """The shadow outputs the log holds, by request id."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT request_id, outputs FROM prediction_shadows").all()
+    engine.dispose()
+    return {rid: orjson.loads(text) for rid, text in rows}

@@ -3,8 +3,10 @@ them with the shadow model.
 
 Production answers a request; :meth:`ShadowQueue.offer` then puts the request's records (and
 production's input matrix, when the shadow encodes them the same way) on a queue bounded in
-records and returns at once. A thread of its own takes them in order and hands each to the
-``score`` function it was built with (:meth:`mlcycle.serve.core.Core.score_shadow`). When the
+records and returns at once. A thread of its own takes every request waiting, in order, and
+hands them to the ``score`` function it was built with
+(:meth:`mlcycle.serve.core.Core.score_shadow`, which scores them in one call of the model:
+under load the shadow's cost per request falls, as a batch job's does). When the
 queue is full the request's shadow scoring is dropped and counted (``on_dropped``): a shadow
 that falls behind never holds up an answer, it scores fewer requests.
 """
@@ -40,11 +42,15 @@ class Job:
 
 class ShadowQueue:
     """At most ``max_records`` records of requests waiting for the shadow, scored in order by
-    a daemon thread (started with the first request) through ``score``; ``on_dropped(n)``
-    counts the records of a request refused because the queue was full."""
+    a daemon thread (started with the first request) through ``score``, given every job
+    waiting at once; ``on_dropped(n)`` counts the records of a request refused because the
+    queue was full (or whose scoring failed)."""
 
     def __init__(
-        self, max_records: int, score: Callable[[Job], None], on_dropped: Callable[[int], None]
+        self,
+        max_records: int,
+        score: Callable[[list[Job]], None],
+        on_dropped: Callable[[int], None],
     ) -> None:
         if max_records < 1:
             raise ValueError(f"--shadow-queue must be at least 1 record, got {max_records}")
@@ -109,14 +115,20 @@ class ShadowQueue:
                     self._wake.wait()
                 if self._closing:
                     return
-                job = self._jobs.popleft()
+                jobs = list(self._jobs)
+                self._jobs.clear()
+            n = sum(job.n for job in jobs)
             try:
-                self._score(job)
-            except Exception:  # a shadow that cannot score a request must not stop the thread
-                logger.exception("the shadow model could not score request %r", job.request_id)
-                self._on_dropped(job.n)
+                self._score(jobs)
+            except Exception:  # a shadow that cannot score must not stop the thread
+                logger.exception(
+                    "the shadow model could not score %d request(s) from %r on",
+                    len(jobs),
+                    jobs[0].request_id,
+                )
+                self._on_dropped(n)
             finally:
                 with self._lock:
-                    self._depth -= job.n
+                    self._depth -= n
                     if self._depth == 0:
                         self._idle.notify_all()
