@@ -77,6 +77,17 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
     assert served_model(core, "tiny", None) is served.prod
     with pytest.raises(HTTPException, match="404"):
         served_model(core, "tiny", "v9")
+    for wrong, message in (
+        ({"canary_bundle": "b", "canary_share": 0}, "--canary-share must be above 0"),
+        ({"canary_bundle": "b", "canary_share": 1.5}, "at most 100 .* got 150"),
+        ({"canary_share": 0.2}, "--canary-share goes with --canary-bundle"),
+        ({"shadow_bundle": "a", "canary_bundle": "b", "canary_share": 0.2}, "one challenger"),
+        ({"shadow_queue": 0}, "--shadow-queue must be at least 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ServeSettings(bundle_dir="x", **wrong)
+    with pytest.raises(ValueError, match="--shadow-bundle and --canary-bundle go with --bundle"):
+        ServeSettings(shadow_bundle="a")
     with pytest.raises(ValueError, match="--canary-key 'nope' is not an input of the model"):
         core_of(bundles, canary_bundle=str(bundles["other"]), canary_share=0.5, canary_key="nope")
 

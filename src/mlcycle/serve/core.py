@@ -133,6 +133,11 @@ class ServeSettings:
                 "--shadow-bundle and --canary-bundle go with --bundle; served from the "
                 "registry, the challenger is the registry's (mlcycle release --shadow/--canary)"
             )
+        if self.canary_share and not self.canary_bundle:
+            raise ValueError(
+                "--canary-share goes with --canary-bundle (served from the registry, the share "
+                "is the release's: mlcycle release --canary PCT)"
+            )
         if self.canary_bundle and not 0 < self.canary_share <= 1:  # NaN too
             raise ValueError(
                 f"--canary-share must be above 0 and at most 100 (percent of requests), got "
