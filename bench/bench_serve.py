@@ -12,6 +12,14 @@ Also in process: one-row `score` through the service's path (encoder + output_en
 `inplace_predict` on the encoded row. Then a swap under load: the longest request (wrk's max)
 while `POST /admin/reload` loads, verifies and tries the bundle again halfway through a run,
 beside the longest under the same load without a swap (target: at most 2x, none failed).
+Then a shadow model: the service with `--shadow-bundle` (the same bundle again: the shadow
+scores production's input matrix) against the service without one, both logging, in
+alternating rounds of the same run: requests/s, p99 and the server's CPU time per request
+under wrk, then p50 and p99 at a fixed rate (`--shadow-load` of the capacity without a
+shadow, open loop: wrk keeps its connections busy, so its latency only tracks throughput);
+the CPU the shadow adds beside what its own work costs in process (score, decide, serialise,
+write its log row), and the ratios (target: the shadow adds at most its own work's CPU, p99
+at the fixed rate at most 10 % higher).
 
 With `--mlserver PATH/bin/mlserver` (MLServer 1.7 in a venv of its own: `python3 -m venv
 /work/bench-envs/mlserver && /work/bench-envs/mlserver/bin/pip install 'mlserver==1.7.*' xgboost
@@ -24,6 +32,7 @@ same encoding and XGBoost predict (one process, one thread), with the same OIP b
     python bench/bench_serve.py --bundle DIR --seconds 20 --workers 2 --rounds 5
     python bench/bench_serve.py --mlserver /work/bench-envs/mlserver/bin/mlserver
     python bench/bench_serve.py --skip-load --skip-swap --mlserver ...   # the CPU figures only
+    python bench/bench_serve.py --skip-load --skip-swap --seconds 5      # the shadow's cost only
 """
 
 from __future__ import annotations
@@ -443,6 +452,11 @@ def main() -> None:
     parser.add_argument("--cpu-connections", type=int, default=8, help="wrk -c for CPU rounds")
     parser.add_argument("--skip-load", action="store_true", help="no load beside the reference")
     parser.add_argument("--skip-swap", action="store_true", help="no swap under load")
+    parser.add_argument("--skip-shadow", action="store_true", help="no shadow against none")
+    parser.add_argument(
+        "--shadow-load", type=float, default=0.4,
+        help="the fixed rate of the shadow's latency case, a share of the capacity without one",
+    )  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -460,6 +474,8 @@ def main() -> None:
             load(args, bundle_dir, recs, bodies, tmp, env)
         if not args.skip_swap:
             swap_under_load(args, bundle_dir, bodies["1 record"], tmp, env)
+        if not args.skip_shadow:
+            shadow_cost(args, bundle_dir, recs, bodies, tmp, env)
         if args.mlserver:
             cpu_per_request(args, bundle_dir, recs, tmp, env)
         else:
@@ -616,6 +632,176 @@ def swap_under_load(
     print(f"  longest during a swap {ratio:.2f}x the longest without one; failed requests "
           f"{failed} (target: <= {TARGET_SWAP_RATIO:g}x, none): "
           f"{'met' if ratio <= TARGET_SWAP_RATIO and not failed else 'NOT met'}")  # fmt: skip
+
+
+TARGET_SHADOW_P99 = 1.10  # p99 with a shadow / p99 without one
+
+
+def shadow_work_ms(bundle_dir: Path, recs: list[dict], tmp: Path, reps: int = 300) -> float:
+    """The shadow's own work for one request of ``recs``, in process: what its thread does
+    (Core.score_shadow: score production's matrix, decide, serialise the outputs) and the
+    writing of its log row, in CPU ms per request (the process's CPU over ``reps`` requests,
+    the log flushed)."""
+    from mlcycle.bundle import load_bundle
+    from mlcycle.predlog import PredictionLog
+    from mlcycle.serve.core import Core, ServeSettings
+    from mlcycle.serve.shadow import Job
+
+    settings = ServeSettings(bundle_dir=str(bundle_dir), shadow_bundle=str(bundle_dir))
+    log = PredictionLog(f"sqlite:///{tmp / f'work-{len(recs)}.db'}")
+    core = Core(load_bundle(bundle_dir), settings, log)
+    shadow = core.current().shadow
+    matrix = shadow.encoder.encode(recs)
+    core.score_shadow([Job(shadow, "warm-up", recs, matrix, len(recs))])
+    log.flush()
+    start = time.process_time()
+    for i in range(reps):  # one request at a time: the shadow's dearest case
+        core.score_shadow([Job(shadow, f"bench-{i}", recs, matrix, len(recs))])
+    log.flush()
+    spent = time.process_time() - start
+    core.close()
+    return spent * 1e3 / reps
+
+
+def open_loop(url: str, body: bytes, rate: float, seconds: float, conns: int = 32) -> dict:
+    """Send ``body`` to ``url`` at ``rate`` requests/s for ``seconds`` whatever the answers
+    (wrk holds its connections busy: latency then only tracks throughput), over ``conns``
+    kept-alive connections; latency counted from each request's scheduled time, so a server
+    that falls behind is seen (no coordinated omission). p50, p99 (ms) and failures."""
+    import asyncio
+
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    path = "/" + url.removeprefix("http://").split("/", 1)[1]
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    failed = 0
+
+    async def client(queue: asyncio.Queue) -> None:
+        nonlocal failed
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while (due := await queue.get()) is not None:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - due)
+            failed += not head.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    async def run() -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        clients = [asyncio.create_task(client(queue)) for _ in range(conns)]
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            queue.put_nowait(due)
+        for _ in clients:
+            queue.put_nowait(None)
+        await asyncio.gather(*clients)
+
+    asyncio.run(run())
+    ms = np.asarray(latencies) * 1e3
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "failed": failed}  # fmt: skip
+
+
+def shadow_cost(
+    args: argparse.Namespace,
+    bundle_dir: Path,
+    recs: list[dict],
+    bodies: dict[str, bytes],
+    tmp: Path,
+    env: dict,
+) -> None:
+    """The service with a shadow model against the service without one, both logging to
+    SQLite, in alternating rounds: throughput, p99 and CPU per request at full load (wrk),
+    then p50 and p99 at a fixed rate of ``--shadow-load`` of the capacity without a shadow
+    (:func:`open_loop`)."""
+    cases = {"no shadow": [], "shadow": ["--shadow-bundle", str(bundle_dir)]}
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    try:
+        for case, extra in cases.items():
+            port = free_port()
+            cmd = [str(BIN / "mlcycle"), "serve", "--bundle", str(bundle_dir), "--port",
+                   str(port), "--workers", str(args.workers), "--log-level", "warning",
+                   "--log-url", f"sqlite:///{tmp / f'shadow-{port}.db'}", *extra]  # fmt: skip
+            procs[case] = (start(cmd, env, f"http://127.0.0.1:{port}/health"), port)
+        for round_ in range(args.rounds):
+            for label, body in bodies.items():
+                for case, (proc, port) in procs.items():
+                    print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} ...",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    before = cpu_seconds(proc.pid)
+                    r = wrk(f"http://127.0.0.1:{port}/predict", body, args.seconds,
+                            args.connections)  # fmt: skip
+                    r["cpu_ms"] = (cpu_seconds(proc.pid) - before) * 1e3 / (r["rps"] * args.seconds)
+                    runs.setdefault((case, label), []).append(r)
+        capacity = {
+            label: float(np.median([r["rps"] for r in runs[("no shadow", label)]]))
+            for label in bodies
+        }
+        paced: dict[tuple[str, str], list[dict]] = {}
+        for round_ in range(args.rounds):
+            for label, body in bodies.items():
+                rate = args.shadow_load * capacity[label]
+                for case, (_, port) in procs.items():
+                    print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} at {rate:.0f}/s "
+                          "...", file=sys.stderr, flush=True)  # fmt: skip
+                    paced.setdefault((case, label), []).append(
+                        open_loop(f"http://127.0.0.1:{port}/predict", body, rate, args.seconds)
+                    )
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{procs['shadow'][1]}/metrics").read()
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+    counted = {
+        name: sum(float(v) for v in re.findall(rf"^{name} ([\d.e+]+)$", metrics.decode(), re.M))
+        for name in ("mlcycle_shadow_scored_total", "mlcycle_shadow_dropped_total")
+    }
+    med = {
+        key: {k: float(np.median([r[k] for r in rs])) for k in ("rps", "p99", "cpu_ms")}
+        | {"failed": sum(int(r["non2xx"] + r["timeout"] + r["sockerr"]) for r in rs)}
+        for key, rs in runs.items()
+    }
+    print(f"\nshadow model: wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} "
+          f"worker(s), log on, median of {args.rounds} alternating rounds; the shadow scored "
+          f"{counted['mlcycle_shadow_scored_total']:.0f} records and dropped "
+          f"{counted['mlcycle_shadow_dropped_total']:.0f} (its queue full)")  # fmt: skip
+    print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'failed':>7}")
+    for (case, label), r in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{label:<13}{case:<11}{r['rps']:>8.0f}{r['p99']:>8.1f}{r['cpu_ms']:>11.3f}"
+              f"{r['failed']:>7d}")  # fmt: skip
+    print(
+        f"at a fixed rate, {args.shadow_load:.0%} of the capacity without a shadow "
+        "(open loop, latency from each request's scheduled time; median of the rounds):"
+    )
+    print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'failed':>7}")
+    at_rate = {
+        key: {k: float(np.median([r[k] for r in rs])) for k in ("p50", "p99")}
+        | {"failed": sum(r["failed"] for r in rs)}
+        for key, rs in paced.items()
+    }
+    for (case, label), r in sorted(at_rate.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        rate = args.shadow_load * capacity[label]
+        print(f"{label:<13}{case:<11}{rate:>8.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}"
+              f"{r['failed']:>7d}")  # fmt: skip
+    for label in bodies:
+        off, on = med[("no shadow", label)], med[("shadow", label)]
+        n = 1 if label == "1 record" else len(recs)
+        work = shadow_work_ms(bundle_dir, recs[:n], tmp)
+        added = on["cpu_ms"] - off["cpu_ms"]
+        p99 = at_rate[("shadow", label)]["p99"] / at_rate[("no shadow", label)]["p99"]
+        ok = added <= work and p99 <= TARGET_SHADOW_P99
+        print(f"{label}: shadow / none: at full load req/s {on['rps'] / off['rps']:.2f}x, p99 "
+              f"{on['p99'] / off['p99']:.2f}x; at {args.shadow_load:.0%} load p99 {p99:.2f}x; "
+              f"CPU added {added:.3f} ms/req, the shadow's own work in process {work:.3f} ms "
+              f"(target: added <= its work, p99 at the fixed rate <= {TARGET_SHADOW_P99:.2f}x): "
+              f"{'met' if ok else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":

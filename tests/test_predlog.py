@@ -742,6 +742,39 @@ def test_a_label_table_of_an_earlier_version_gets_its_author_column(url: str) ->
     assert changes == 1
 
 
+def test_a_log_of_an_earlier_version_gets_roles_and_shadow_outputs(url: str) -> None:
+    """A log made before the answering model's role and the shadow's outputs were recorded is
+    read as it is (production answered every record, no shadow scored any), and upgraded,
+    not refused, by the next start: its rows read "prod", and new rows say who answered and
+    carry the shadow's outputs, record by record."""
+    with PredictionLog(url) as log:
+        submit(log, "old", 2)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as earlier versions made it
+        conn.exec_driver_sql("DROP TABLE prediction_shadows")
+        conn.exec_driver_sql("ALTER TABLE predictions DROP COLUMN role")
+    before = read_log(url)
+    assert list(before.columns) == list(COLUMNS)
+    assert before["role"].tolist() == ["prod", "prod"]
+    assert before["shadow_output"].isna().all() and before["shadow_model_id"].isna().all()
+    shadow = {"model_name": "adult", "model_id": "5had0w5had0w", "model_version": "v2"}
+    with PredictionLog(url) as log:  # the service's start upgrades it
+        assert submit(log, "new", 3, role="canary")
+        assert log.submit_shadow("old", answers(2)[::-1], **shadow, n=2)
+        with pytest.raises(ValueError, match="role must be one of"):
+            submit(log, "bad", 1, role="shadow")
+    engine.dispose()
+    frame = read_log(url)
+    assert stored(url, "role") == [("prod",), ("canary",)]
+    assert frame["role"].tolist() == ["prod"] * 2 + ["canary"] * 3
+    assert frame["shadow_output"].tolist() == answers(2)[::-1] + [None] * 3
+    assert frame["shadow_model_id"].tolist()[:2] == ["5had0w5had0w"] * 2
+    assert frame["shadow_model_version"].tolist()[:2] == ["v2"] * 2
+    assert frame["shadow_model_id"].iloc[2:].isna().all()
+    last = read_log(url, last=4)  # the first request's records cut: its shadow's too
+    assert last["shadow_output"].tolist() == answers(2)[:1] + [None] * 3
+
+
 def test_labels_of_a_request_id_logged_twice_go_by_position(url: str) -> None:
     with PredictionLog(url) as log:
         submit(log, "again", 2)

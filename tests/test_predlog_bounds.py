@@ -59,12 +59,24 @@ def test_inputs_over_the_limit_are_stored_as_a_marker_and_left_out_by_readers(
 
 
 def fill(url: str, n: int, start: datetime = NOW) -> None:  # noqa: F811
-    """``n`` requests of 20 records, a minute apart from ``start``, a label on each."""
+    """``n`` requests of 20 records, a minute apart from ``start``, a label and a shadow's
+    outputs on each."""
     with PredictionLog(url) as log:
         for i in range(n):
             ts = start + timedelta(minutes=i)
             assert log.submit(f"r{i}", records(20, i), answers(20), **MODEL, ts=ts)
+            assert log.submit_shadow(f"r{i}", answers(20), **MODEL, n=20, ts=ts)
     assert attach_labels(url, [(f"r{i}", 0, ">50K") for i in range(n)]).matched == n
+
+
+def shadows(url: str) -> list[str]:  # noqa: F811 (the fixture's name)
+    """The request ids of the shadow outputs the log holds, in id order."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT request_id FROM prediction_shadows ORDER BY id")
+        found = [r[0] for r in rows]
+    engine.dispose()
+    return found
 
 
 def test_pruning_by_size_deletes_the_oldest_with_their_labels(url: str) -> None:  # noqa: F811
@@ -89,6 +101,8 @@ def test_pruning_by_size_deletes_the_oldest_with_their_labels(url: str) -> None:
         labels = conn.exec_driver_sql("SELECT count(*) FROM prediction_labels").scalar()
     engine.dispose()
     assert labels == 200 - requests  # the deleted requests' labels are gone too
+    assert shadows(url) == kept  # and their shadow outputs
+    assert frame["shadow_output"].notna().all()
 
 
 def test_pruning_by_age_deletes_what_is_older_than_the_retention(url: str) -> None:  # noqa: F811
@@ -102,6 +116,7 @@ def test_pruning_by_age_deletes_what_is_older_than_the_retention(url: str) -> No
     frame = read_log(url)
     assert frame["ts"].min() >= NOW and frame["id"].nunique() == 2
     assert frame.loc[frame["label"].notna(), "request_id"].tolist() == ["r0", "r1"]
+    assert shadows(url) == ["r0", "r1", "r0", "r1"]  # r2's went with it; r0 and r1 are logged
 
 
 def test_the_writer_keeps_a_sqlite_log_and_its_file_under_the_bound(db: Path) -> None:  # noqa: F811

@@ -197,10 +197,13 @@ def test_metrics_count_requests_rows_and_classes(server, records) -> None:
         r'mlcycle_requests_total\{method="POST",route="/predict",status="200"\} (\d+)', text
     )
     assert ok and float(ok.group(1)) >= 4
-    rows = re.search(r'mlcycle_rows_scored_total\{model_id="([0-9a-f]{12})"\} ([\d.]+)', text)
+    rows = re.search(
+        r'mlcycle_rows_scored_total\{model_id="([0-9a-f]{12})",role="prod"\} ([\d.]+)', text
+    )
     assert rows and float(rows.group(2)) >= 40
     assert "mlcycle_predicted_class_total" in text and "mlcycle_request_seconds_bucket" in text
     assert f'mlcycle_model_info{{model_id="{rows.group(1)}"' in text
+    assert re.search(r'mlcycle_scoring_seconds_count\{role="prod"\} ([\d.]+)', text)
 
 
 def test_bulk_histogram_counts_as_observe_does() -> None:
@@ -751,6 +754,60 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         assert status == 409 and "--no-log" in body["detail"], body
     finally:
         stop_server(proc)
+
+
+def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
+    built_project: Path, records, tmp_path: Path
+) -> None:
+    """`mlcycle serve --shadow-bundle`: production answers /predict and the protocol's infer
+    alike; the shadow (here production's model with another threshold) scores the same
+    records in each worker, off the request path, and the log holds its outputs beside
+    production's for the same request ids. /health, /metadata, /admin/reload and /metrics
+    show both."""
+    from tests.test_release import tampered_copy  # a bundle with threshold 0.01
+
+    shadow = tampered_copy(built_project / "models/bundle", tmp_path / "shadow")
+    url, proc, log_db = start_server(
+        built_project, "--workers", "2", "--shadow-bundle", str(shadow),
+        env={"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    try:
+        meta = json.loads(call(url, "GET", "/metadata")[2])
+        sig, ids = meta["signature"], []
+        for i in range(12):
+            rid = f"shadowed-{i}"
+            batch = records[i * 3 : i * 3 + 1 + i % 3]
+            if i % 4 == 3:
+                status, _, body = post(
+                    url, f"/v2/models/{meta['model']['name']}/infer",
+                    {"id": rid, "inputs": tensors(batch, sig)},
+                )  # fmt: skip
+            else:
+                status, _, body = post(url, "/predict", {"records": batch}, {"X-Request-ID": rid})
+            assert status == 200, body
+            ids.append(rid)
+        health = json.loads(call(url, "GET", "/health")[2])
+        assert health["challenger"]["stage"] == "shadow" and health["challenger"]["share"] == 0
+        assert health["challenger"]["threshold"] == 0.01 and health["model"]["threshold"] != 0.01
+        meta = json.loads(call(url, "GET", "/metadata")[2])
+        assert meta["challenger"] == health["challenger"]
+        status, _, info = post(url, "/admin/reload", {}, TOKEN)
+        assert status == 200 and info["challenger"] == health["challenger"], info
+        assert {k: info[k] for k in health["model"]} == health["model"]
+        text = call(url, "GET", "/metrics")[2].decode()
+        assert re.search(r'mlcycle_model_info\{[^}]*role="shadow"[^}]*\} 1', text), text
+        assert "mlcycle_shadow_scored_total" in text and "mlcycle_shadow_dropped_total" in text
+        assert "mlcycle_shadow_queue_depth" in text
+    finally:
+        assert stop_server(proc) == 0  # the shadows' queues and the log flushed
+    frame = read_log(f"sqlite:///{log_db}")
+    frame = frame[frame["request_id"].isin(ids)]
+    assert frame["request_id"].drop_duplicates().tolist() == ids
+    assert set(frame["role"]) == {"prod"} and frame["shadow_output"].notna().all()
+    for out, shadowed in zip(frame["outputs"], frame["shadow_output"], strict=True):
+        assert shadowed["probabilities"] == out["probabilities"]  # the same model...
+        positive = shadowed["probability"] >= 0.01  # ...deciding at its own threshold
+        assert shadowed["label"] == list(out["probabilities"])[1 if positive else 0]
 
 
 def tiny_bundle(

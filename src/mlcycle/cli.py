@@ -306,6 +306,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_name=None if args.bundle else model_name(),
         model_version=version,
         trusted_keys=keys_file,
+        shadow_bundle=str(Path(args.shadow_bundle).resolve()) if args.shadow_bundle else None,
+        canary_bundle=str(Path(args.canary_bundle).resolve()) if args.canary_bundle else None,
+        canary_share=args.canary_share / 100,
+        canary_key=args.canary_key,
+        shadow_queue=args.shadow_queue,
     )
     log_bounds = _log_bounds(args)
     print(
@@ -1010,7 +1015,48 @@ def _add_serve(sub: Subparsers) -> None:
         default=0,
         help="requests a client may send at once within its rate (default: the rate)",
     )
+    _challenger_options(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _challenger_options(p: argparse.ArgumentParser) -> None:
+    """``mlcycle serve``'s challenger beside production (docs/serving.md, Shadow and canary)."""
+    one = p.add_mutually_exclusive_group()
+    one.add_argument(
+        "--shadow-bundle",
+        metavar="DIR",
+        help="with --bundle: a second bundle that scores every request production answers, off "
+        "the request path, its outputs logged beside production's; it answers nobody (served "
+        "from the registry, the challenger is the one `mlcycle release --shadow` released)",
+    )
+    one.add_argument(
+        "--canary-bundle",
+        metavar="DIR",
+        help="with --bundle: a second bundle that answers --canary-share of requests (served "
+        "from the registry: the one `mlcycle release --canary PCT` released)",
+    )
+    p.add_argument(
+        "--canary-share",
+        type=float,
+        default=0,
+        metavar="PCT",
+        help="percent of requests the --canary-bundle answers, above 0 and at most 100",
+    )
+    p.add_argument(
+        "--canary-key",
+        metavar="FIELD",
+        help="choose the canary by this input's value in a request's first record (a client "
+        "sending the same value always meets the same model); default: by the request id "
+        "(the X-Request-ID header, else the one the service makes)",
+    )
+    p.add_argument(
+        "--shadow-queue",
+        type=int,
+        default=10_000,
+        metavar="RECORDS",
+        help="records waiting for the shadow model, at most; past it a request's shadow "
+        "scoring is dropped and counted, never delaying the answer (default: 10000)",
+    )
 
 
 def _add_predict(sub: Subparsers) -> None:

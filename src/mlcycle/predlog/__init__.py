@@ -2,7 +2,7 @@
 
 A :class:`PredictionLog` sits behind a SQLAlchemy URL: ``sqlite:///logs/predictions.db`` (a
 relative path is relative to the current directory; missing folders are created) or
-``postgresql+psycopg://user:password@host/db`` in production. It writes two tables, created if
+``postgresql+psycopg://user:password@host/db`` in production. It writes its tables, created if
 missing. ``predictions`` holds one row per request (one :meth:`PredictionLog.submit` call), its
 records and their outputs as JSON arrays:
 
@@ -23,7 +23,14 @@ inputs         text, not null              JSON of the records as received: an a
 outputs        text, not null              JSON array of the answers, one per record:
                                            ``{"label": ..., "probabilities": {...}}`` or
                                            ``{"value": ...}``
+role           text, not null,             which model answered: ``prod`` or ``canary`` (a
+               default ``prod``            log made before it existed gets the column)
 =============  ==========================  ==================================================
+
+``prediction_shadows`` holds a shadow model's outputs for the requests it scored
+(:meth:`PredictionLog.submit_shadow`), a row per request: ``id``, ``request_id`` (indexed),
+``ts``, ``model_name``, ``model_version``, ``model_id`` and ``outputs`` (as in
+``predictions``). They are deleted with their requests by the log's bounds.
 
 ``prediction_labels`` holds the true labels that arrive later (:func:`attach_labels`), one row
 per labelled record, primary key ``(request_id, row)`` (a log created before ``labelled_by``
@@ -64,7 +71,8 @@ processes can append to the same file. Create one :class:`PredictionLog` per pro
 fork: the writer thread does not survive one).
 
 :func:`read_log` reads the log back as a pandas frame with one row per record (``inputs`` and
-``outputs`` as dicts, labels joined in), and :func:`attach_labels` records true labels.
+``outputs`` as dicts, labels and the shadow's outputs joined in), and :func:`attach_labels`
+records true labels.
 
 The package's modules: :mod:`~mlcycle.predlog.store` (the tables, engines, SQLite and
 PostgreSQL specifics), :mod:`~mlcycle.predlog.writer` (:class:`PredictionLog`),
@@ -79,11 +87,13 @@ from mlcycle.predlog.store import (
     INSERT_COLUMNS,
     LABEL_CHANGES_TABLE,
     LABELS_TABLE,
+    SHADOWS_TABLE,
     TABLE,
     PredictionLogError,
     metadata,
     prediction_label_changes,
     prediction_labels,
+    prediction_shadows,
     predictions,
 )
 from mlcycle.predlog.writer import PredictionLog
@@ -95,6 +105,7 @@ __all__ = [
     "INSERT_COLUMNS",
     "Attached",
     "LABELS_TABLE",
+    "SHADOWS_TABLE",
     "TABLE",
     "PredictionLog",
     "PredictionLogError",
@@ -104,6 +115,7 @@ __all__ = [
     "metadata",
     "prediction_label_changes",
     "prediction_labels",
+    "prediction_shadows",
     "predictions",
     "read_log",
 ]

@@ -5,16 +5,16 @@
   answered all the same. :func:`read_log <mlcycle.predlog.read_log>` leaves such requests out
   of its frame (nothing downstream can use outputs without their inputs) and says how many
   records it left out.
-- **Retention**, :func:`prune`: the oldest requests go, with their labels, once older than
-  the retention or while the log is over its size bound (down to :data:`LOW_WATER` of it, so
-  a log at its bound is not pruned at every write). The size is what the database reports
-  the log takes: SQLite, the file's pages in use (page count minus free pages; a new file is
-  made with ``auto_vacuum=INCREMENTAL`` and the pages a prune frees are given back, so the
-  file shrinks); PostgreSQL, the rows' stored size (``pg_column_size`` of each value, TOAST
-  included, compressed as stored, plus :data:`PG_ROW_OVERHEAD` a row), because
-  ``pg_total_relation_size`` keeps counting deleted rows until a VACUUM and then keeps the
-  space for reuse: it never goes down after a prune. Autovacuum makes that space reusable, so
-  the tables' files stay near the bound (plus indexes).
+- **Retention**, :func:`prune`: the oldest requests go, with their labels and shadow
+  outputs, once older than the retention or while the log is over its size bound (down to
+  :data:`LOW_WATER` of it, so a log at its bound is not pruned at every write). The size is
+  what the database reports the log takes: SQLite, the file's pages in use (page count minus
+  free pages; a new file is made with ``auto_vacuum=INCREMENTAL`` and the pages a prune frees
+  are given back, so the file shrinks); PostgreSQL, the rows' stored size (``pg_column_size``
+  of each value, TOAST included, compressed as stored, plus :data:`PG_ROW_OVERHEAD` a row),
+  because ``pg_total_relation_size`` keeps counting deleted rows until a VACUUM and then keeps
+  the space for reuse: it never goes down after a prune. Autovacuum makes that space
+  reusable, so the tables' files stay near the bound (plus indexes).
 
 Labelled requests go as the others do: the bound is the disk's protection and must hold
 whatever share of the log is labelled; ``mlcycle retrain`` exports labelled records into the
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from mlcycle.predlog.store import prediction_labels, predictions
+from mlcycle.predlog.store import prediction_labels, prediction_shadows, predictions
 
 OMITTED = "omitted"  # the marker's key
 LOW_WATER = 0.9  # a log over its size bound is pruned down to this share of it
@@ -101,7 +101,7 @@ def used_bytes(conn: sa.Connection) -> int:
         size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
         return (pages - free) * size
     total = 0
-    for table in (predictions, prediction_labels):
+    for table in (predictions, prediction_labels, prediction_shadows):
         sizes = [sa.func.coalesce(sa.func.pg_column_size(c), 0) for c in table.columns]
         row = sa.func.sum(sum(sizes[1:], sizes[0]) + PG_ROW_OVERHEAD)
         total += conn.execute(sa.select(sa.func.coalesce(row, 0))).scalar() or 0
@@ -109,13 +109,14 @@ def used_bytes(conn: sa.Connection) -> int:
 
 
 def _delete(conn: sa.Connection, rows: Sequence[Any]) -> None:
-    """Delete the requests ``rows`` ((id, request_id)) and the labels of those request ids no
-    longer logged (a request id may be logged more than once)."""
-    t, lt = predictions, prediction_labels
+    """Delete the requests ``rows`` ((id, request_id)) and the labels and shadow outputs of
+    those request ids no longer logged (a request id may be logged more than once)."""
+    t = predictions
     conn.execute(sa.delete(t).where(t.c.id.in_([r[0] for r in rows])))
     rids = sorted({r[1] for r in rows})
-    still = sa.select(t.c.request_id).where(t.c.request_id == lt.c.request_id).exists()
-    conn.execute(sa.delete(lt).where(lt.c.request_id.in_(rids), ~still))
+    for other in (prediction_labels, prediction_shadows):
+        still = sa.select(t.c.request_id).where(t.c.request_id == other.c.request_id).exists()
+        conn.execute(sa.delete(other).where(other.c.request_id.in_(rids), ~still))
 
 
 def _delete_oldest(engine: sa.Engine, where: Any, limit: int | None) -> tuple[int, int]:
@@ -145,8 +146,9 @@ def prune(
     now: datetime | None = None,
 ) -> tuple[int, int, int | None]:
     """Delete the requests older than ``retention_days``, then the oldest while the log is over
-    ``max_bytes`` (down to :data:`LOW_WATER` of it), with their labels. Returns the requests
-    and records deleted and the bytes the log takes after (None without a size bound)."""
+    ``max_bytes`` (down to :data:`LOW_WATER` of it), with their labels and shadow outputs.
+    Returns the requests and records deleted and the bytes the log takes after (None without
+    a size bound)."""
     requests = records = 0
     if retention_days:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)

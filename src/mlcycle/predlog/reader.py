@@ -26,9 +26,12 @@ from mlcycle.predlog import bounds, store
 from mlcycle.predlog.store import (
     DEFAULT_URL,
     LABELS_TABLE,
+    PROD,
+    SHADOWS_TABLE,
     TABLE,
     PredictionLogError,
     prediction_labels,
+    prediction_shadows,
     predictions,
 )
 
@@ -46,6 +49,10 @@ COLUMNS = (
     "label",
     "label_ts",
     "labelled_by",
+    "role",
+    "shadow_output",
+    "shadow_model_id",
+    "shadow_model_version",
 )
 LAST_CHUNK = 1024  # read_log(last=N) looks for its first request this many requests at a time,
 LAST_CHUNK_MAX = 65_536  # growing to this
@@ -181,12 +188,15 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFrame:
+def _frame(
+    rows: Sequence[Any], labels: Sequence[Any], skip: int, shadows: Sequence[Any] = ()
+) -> pd.DataFrame:
     """The per-record frame of ``rows`` (requests, in id order; the first one's first ``skip``
-    records left out) with ``labels`` (request_id, row, ts, label, labelled_by) joined in.
+    records left out) with ``labels`` (request_id, row, ts, label, labelled_by) and
+    ``shadows`` (request_id, model_id, model_version, outputs; in id order) joined in.
     Requests logged without their inputs are left out; ``attrs["omitted"]`` counts their
     records."""
-    ids, rids, ts, counts, names, versions, model_ids, inputs, outputs = map(
+    ids, rids, ts, counts, names, versions, model_ids, inputs, outputs, roles = map(
         list, zip(*rows, strict=True)
     )
     records_of, outputs_of = _parse_entries(ids, rids, counts, inputs, outputs)
@@ -195,8 +205,8 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
     if len(keep) < len(ids):
         if 0 not in keep:
             skip = 0
-        columns = (ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of)
-        ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of = (
+        columns = (ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of, roles)
+        ids, rids, ts, counts, names, versions, model_ids, records_of, outputs_of, roles = (
             [column[i] for i in keep] for column in columns
         )
         if not ids:
@@ -234,6 +244,7 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
                     label[base + r - low] = l_labels[j]
                     label_ts[base + r - low] = l_us[j]
                     labelled_by[base + r - low] = l_by[j]
+    shadow = _shadow_columns(shadows, rids, counts, starts, skip, total)
     stamps = pd.DatetimeIndex(label_ts.view("datetime64[us]")).tz_localize(UTC)
     frame = pd.DataFrame(
         {
@@ -249,10 +260,44 @@ def _frame(rows: Sequence[Any], labels: Sequence[Any], skip: int) -> pd.DataFram
             "label": label,
             "label_ts": stamps.array,
             "labelled_by": labelled_by,
+            "role": each([PROD if r is None else r for r in roles]),
+            **shadow,
         }
     )
     frame.attrs["omitted"] = omitted
     return frame
+
+
+def _shadow_columns(
+    shadows: Sequence[Any],
+    rids: list[str],
+    counts: list[int],
+    starts: np.ndarray,
+    skip: int,
+    total: int,
+) -> dict[str, np.ndarray]:
+    """Each record's shadow output (a dict, as ``outputs``), the shadow's model id and version,
+    None where no shadow scored it. ``shadows`` (request_id, model_id, model_version,
+    outputs) are joined on the request id (the last one, for an id logged more than once),
+    record by record; outputs whose number of records differs from the request's are not."""
+    out = {
+        c: np.full(total, None, dtype=object)
+        for c in ("shadow_output", "shadow_model_id", "shadow_model_version")
+    }
+    found = {rid: (model_id, version, text) for rid, model_id, version, text in shadows}
+    for i, rid in enumerate(rids):
+        if rid not in found:
+            continue
+        model_id, version, text = found[rid]
+        low = skip if i == 0 else 0  # records of the request left out before the frame's
+        parsed = _lenient_loads(text)
+        if type(parsed) is not list or len(parsed) != counts[i] + low:
+            continue
+        base, end = int(starts[i]), int(starts[i]) + counts[i]
+        out["shadow_output"][base:end] = parsed[low:] if low else parsed
+        out["shadow_model_id"][base:end] = model_id
+        out["shadow_model_version"][base:end] = version
+    return out
 
 
 def _where(
@@ -277,16 +322,17 @@ def _where(
 
 def _fetch(
     conn: sa.Connection, where: list[Any], last: int | None
-) -> tuple[Sequence[Any], Sequence[Any], int]:
+) -> tuple[Sequence[Any], Sequence[Any], int, Sequence[Any]]:
     """The requests passing ``where`` in id order (only those holding the last ``last``
-    records), the labels of their records (request_id, row, ts, label, labelled_by), and how
-    many records of the first request to leave out; no requests when nothing is logged yet."""
+    records), the labels of their records (request_id, row, ts, label, labelled_by), how
+    many records of the first request to leave out, and the shadow outputs of the requests
+    (request_id, model_id, model_version, outputs); no requests when nothing is logged yet."""
     t, lt = predictions, prediction_labels
     dialect = conn.dialect.name
     inspector = sa.inspect(conn)
     if not inspector.has_table(TABLE) or last == 0:
-        return [], [], 0
-    store.check_layout(conn, t)
+        return [], [], 0, []
+    have = store.check_layout(conn, t)
     skip = 0
     if last is not None:
         cut = _last_cut(conn, where, last)
@@ -303,6 +349,8 @@ def _fetch(
         t.c.model_id,
         t.c.inputs,
         t.c.outputs,
+        # a log from before roles were recorded (not written to since) lacks the column
+        t.c.role if "role" in have else sa.literal(PROD),
     )
     rows = conn.execute(query.where(*where).order_by(t.c.id)).all()
     labels: Sequence[Any] = []
@@ -314,7 +362,14 @@ def _fetch(
         if where:
             query = query.where(lt.c.request_id.in_(sa.select(t.c.request_id).where(*where)))
         labels = conn.execute(query).all()
-    return rows, labels, skip
+    shadows: Sequence[Any] = []
+    if rows and inspector.has_table(SHADOWS_TABLE):
+        st = prediction_shadows
+        query = sa.select(st.c.request_id, st.c.model_id, st.c.model_version, st.c.outputs)
+        if where:
+            query = query.where(st.c.request_id.in_(sa.select(t.c.request_id).where(*where)))
+        shadows = conn.execute(query.order_by(st.c.id)).all()
+    return rows, labels, skip, shadows
 
 
 def read_log(
@@ -335,7 +390,11 @@ def read_log(
     expanded into columns: the frame's shape does not depend on the model;
     ``pd.DataFrame(frame["inputs"].tolist())`` gives the records). ``label`` and ``label_ts``
     come from ``prediction_labels`` (missing: NaN/NaT), ``labelled_by`` names who gave the
-    label (None: no label, or one given before it was recorded). ``ts`` and ``label_ts`` are UTC
+    label (None: no label, or one given before it was recorded). ``role`` says which model
+    answered the record (``"prod"`` or ``"canary"``; ``"prod"`` for requests logged before
+    roles were); ``shadow_output`` is the shadow model's output for the record (a dict, as
+    ``outputs``), ``shadow_model_id`` and ``shadow_model_version`` name that model (None where
+    no shadow scored the record). ``ts`` and ``label_ts`` are UTC
     timestamps. Filters apply to requests: ``since <= ts < until`` (a naive datetime is UTC),
     ``model_version``, ``model_id``; ``last`` keeps the last ``last`` records that pass them
     (the oldest request kept may lose its first records), found without reading the rest of
@@ -352,8 +411,8 @@ def read_log(
     try:
         with _no_gc():  # fetching builds millions of objects too
             with engine.connect() as conn:
-                rows, labels, skip = _fetch(conn, where, last)
-            return _frame(rows, labels, skip) if rows else _empty_log()
+                rows, labels, skip, shadows = _fetch(conn, where, last)
+            return _frame(rows, labels, skip, shadows) if rows else _empty_log()
     except PredictionLogError as exc:
         raise PredictionLogError(f"prediction log {store.shown(parsed)}: {exc}") from None
     except sa_exc.SQLAlchemyError as exc:

@@ -27,6 +27,13 @@ DEFAULT_URL = "sqlite:///predictions.db"
 TABLE = "predictions"
 LABELS_TABLE = "prediction_labels"
 LABEL_CHANGES_TABLE = "prediction_label_changes"
+SHADOWS_TABLE = "prediction_shadows"
+
+#: Who answered a logged request: production, or the canary (:mod:`mlcycle.registry`'s stages).
+PROD, CANARY = "prod", "canary"
+ROLES = (PROD, CANARY)
+#: The role of a writer row that goes to ``prediction_shadows``: a shadow's outputs.
+SHADOW = "shadow"
 
 #: What the writer inserts into ``predictions``, in this order: every column but ``id``.
 INSERT_COLUMNS = (
@@ -38,14 +45,22 @@ INSERT_COLUMNS = (
     "model_id",
     "inputs",
     "outputs",
+    "role",
 )
+#: What the writer inserts into ``prediction_shadows``, in this order: every column but ``id``.
+SHADOW_COLUMNS = ("request_id", "ts", "model_name", "model_version", "model_id", "outputs")
 
 # bandit B608 (SQL built from strings): our own column names; the values are bound parameters
 SQLITE_INSERT = (
     f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "  # nosec B608
     f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
+SQLITE_SHADOW_INSERT = (
+    f"INSERT INTO {SHADOWS_TABLE} ({', '.join(SHADOW_COLUMNS)}) "  # nosec B608
+    f"VALUES ({', '.join('?' * len(SHADOW_COLUMNS))})"
+)
 POSTGRES_COPY = f"COPY predictions ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+POSTGRES_SHADOW_COPY = f"COPY {SHADOWS_TABLE} ({', '.join(SHADOW_COLUMNS)}) FROM STDIN"
 POSTGRES_BINARY_COPY = f"{POSTGRES_COPY} (FORMAT BINARY)"
 #: The PostgreSQL type of each of :data:`INSERT_COLUMNS` in our table, as ``format_type`` names
 #: it and as psycopg's ``Copy.set_types`` takes it (for a binary COPY).
@@ -58,6 +73,7 @@ POSTGRES_TYPES = {
     "model_id": ("text", "text"),
     "inputs": ("text", "text"),
     "outputs": ("text", "text"),
+    "role": ("text", "text"),
 }
 
 metadata = sa.MetaData()
@@ -86,6 +102,9 @@ predictions = sa.Table(
     sa.Column("model_id", sa.Text, nullable=False, index=True),
     sa.Column("inputs", sa.Text, nullable=False),
     sa.Column("outputs", sa.Text, nullable=False),
+    # who answered: "prod" or "canary" (a log created before it existed gets the column, its
+    # rows "prod": only production answered then)
+    sa.Column("role", sa.Text, nullable=False, server_default=PROD),
 )
 prediction_labels = sa.Table(
     LABELS_TABLE,
@@ -110,6 +129,24 @@ prediction_label_changes = sa.Table(
     sa.Column("previous", sa.Text),  # null: the record had no label
     sa.Column("label", sa.Text),  # null: the label was removed
 )
+#: The shadow's outputs: a row per request the shadow scored (outputs as ``predictions``'s).
+prediction_shadows = sa.Table(
+    SHADOWS_TABLE,
+    metadata,
+    _serial_id(),
+    sa.Column("request_id", sa.Text, nullable=False, index=True),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text),
+    sa.Column("model_id", sa.Text, nullable=False),
+    sa.Column("outputs", sa.Text, nullable=False),
+)
+#: Columns a table made by an earlier version may lack, added by :func:`create_tables` (with
+#: their SQL): reading such a log before it is written to again takes their default.
+ADDED_COLUMNS = {
+    TABLE: {"role": f"TEXT NOT NULL DEFAULT '{PROD}'"},
+    LABELS_TABLE: {"labelled_by": "TEXT"},
+}
 
 
 class PredictionLogError(Exception):
@@ -204,14 +241,16 @@ def reader_engine(url: str | os.PathLike[str]) -> tuple[sa.URL, sa.Engine]:
     return parsed, make_engine(parsed, writer=False, timeout=10.0)
 
 
-def check_layout(conn: sa.Connection, table: sa.Table) -> None:
-    """Refuse an existing ``table`` that lacks some of our columns (the log would fail on every
-    write or read), naming them; the per-record ``predictions`` of earlier versions is named
-    as such."""
+def check_layout(conn: sa.Connection, table: sa.Table) -> set[str]:
+    """The columns of an existing ``table``; refuse one that lacks some of ours (the log would
+    fail on every write or read), naming them, but for those an earlier version did not have
+    (:data:`ADDED_COLUMNS`); the per-record ``predictions`` of earlier versions is named as
+    such."""
     have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-    missing = [c.name for c in table.columns if c.name not in have]
+    added = ADDED_COLUMNS.get(table.name, {})
+    missing = [c.name for c in table.columns if c.name not in have and c.name not in added]
     if not missing:
-        return
+        return have
     message = f"table {table.name!r} exists with another layout: it lacks {', '.join(missing)}"
     if table is predictions and {"row", "label"} <= have:
         message += (
@@ -223,8 +262,9 @@ def check_layout(conn: sa.Connection, table: sa.Table) -> None:
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create ``predictions`` (with its indexes) and the label tables
-    (:func:`create_label_tables`) if missing (several processes may race to) and, on SQLite,
+    """Create ``predictions`` and ``prediction_shadows`` (with their indexes; an earlier
+    version's ``predictions`` gets the columns it lacks, :func:`add_columns`) and the label
+    tables (:func:`create_label_tables`) if missing (several processes may race to) and, on SQLite,
     switch the file to WAL mode (stored in the file); refuse tables of another layout."""
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
@@ -234,9 +274,29 @@ def create_tables(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(CreateTable(predictions, if_not_exists=True))
         check_layout(conn, predictions)
-        for index in sorted(predictions.indexes, key=lambda ix: str(ix.name)):
-            conn.execute(CreateIndex(index, if_not_exists=True))
+        add_columns(conn, TABLE)
+        conn.execute(CreateTable(prediction_shadows, if_not_exists=True))
+        check_layout(conn, prediction_shadows)
+        for table in (predictions, prediction_shadows):
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                conn.execute(CreateIndex(index, if_not_exists=True))
         create_label_tables(conn)
+
+
+def add_columns(conn: sa.Connection, table: str) -> None:
+    """Give ``table``, made by an earlier version, the columns it lacks
+    (:data:`ADDED_COLUMNS`), in ``conn``'s transaction; several processes may race to."""
+    for column, sql in ADDED_COLUMNS[table].items():
+        if column in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            continue
+        if conn.dialect.name == "postgresql":  # several workers may start at once
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql}")
+            continue
+        try:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql}")
+        except sa_exc.OperationalError:  # added meanwhile by another process (SQLite)
+            if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+                raise
 
 
 def create_label_tables(conn: sa.Connection) -> None:
@@ -245,19 +305,7 @@ def create_label_tables(conn: sa.Connection) -> None:
     ``labelled_by`` (null for its labels) instead of refusing it; refuse other layouts."""
     for table in (prediction_labels, prediction_label_changes):
         conn.execute(CreateTable(table, if_not_exists=True))
-    have = {c["name"] for c in sa.inspect(conn).get_columns(LABELS_TABLE)}
-    if "labelled_by" not in have:
-        if conn.dialect.name == "postgresql":  # several workers may start at once
-            conn.exec_driver_sql(
-                f"ALTER TABLE {LABELS_TABLE} ADD COLUMN IF NOT EXISTS labelled_by TEXT"
-            )
-        else:
-            try:
-                conn.exec_driver_sql(f"ALTER TABLE {LABELS_TABLE} ADD COLUMN labelled_by TEXT")
-            except sa_exc.OperationalError:  # added meanwhile by another process (SQLite)
-                have = {c["name"] for c in sa.inspect(conn).get_columns(LABELS_TABLE)}
-                if "labelled_by" not in have:
-                    raise
+    add_columns(conn, LABELS_TABLE)
     for table in (prediction_labels, prediction_label_changes):
         check_layout(conn, table)
     for index in sorted(prediction_label_changes.indexes, key=lambda ix: str(ix.name)):
@@ -290,6 +338,22 @@ def insert_mode(url: sa.URL) -> str:
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
         return "copy"
     return "core"
+
+
+def insert_shadows(conn: sa.Connection, mode: str, rows: list[tuple]) -> None:
+    """Insert ``rows`` (values of :data:`SHADOW_COLUMNS`) into ``prediction_shadows`` on
+    ``conn``, in its transaction, as :func:`insert_rows` does (text COPY on PostgreSQL)."""
+    if mode == "sqlite":
+        conn.exec_driver_sql(SQLITE_SHADOW_INSERT, rows)
+    elif mode == "copy":
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor, cursor.copy(POSTGRES_SHADOW_COPY) as copy:
+            for values in rows:
+                copy.write_row(values)
+    else:
+        conn.execute(
+            prediction_shadows.insert(), [dict(zip(SHADOW_COLUMNS, v, strict=True)) for v in rows]
+        )
 
 
 def insert_rows(

@@ -115,8 +115,9 @@ def _row_level(exc: BaseException, dbapi: Any = None) -> bool:
 
 #: One accepted call on the queue: (monotonic time queued, records, request_id, model_name,
 #: model_version, model_id, inputs, outputs, ts: a UTC datetime or, the time of the call,
-#: microseconds since the epoch).
-_Entry = tuple[float, int, Any, Any, Any, Any, Any, Any, datetime | int]
+#: microseconds since the epoch, role: who answered, or ``store.SHADOW`` for a shadow's
+#: outputs, whose inputs are None).
+_Entry = tuple[float, int, Any, Any, Any, Any, Any, Any, datetime | int, str]
 
 
 def _count(
@@ -163,7 +164,8 @@ def _close_at_exit(ref: weakref.ref[PredictionLog]) -> None:
 class PredictionLog:
     """A bounded queue of requests' predictions and the thread that writes them to ``url``.
 
-    ``submit(...)`` queues one request (its records and outputs) or refuses it; requests are
+    ``submit(...)`` queues one request (its records and outputs, and which model answered) or
+    refuses it, ``submit_shadow(...)`` a shadow model's outputs for a request; requests are
     written whole, in batches of up to ``batch_size`` records (more when one request brings
     more), at least every ``flush_interval`` seconds. At most ``max_queue`` records wait (a
     single request larger than that is taken when nothing waits). When full, ``submit`` returns
@@ -302,7 +304,8 @@ class PredictionLog:
 
     @property
     def written(self) -> int:
-        """Records written (committed) so far."""
+        """Records written (committed) so far (a shadow's outputs count their records too, as
+        do every counter and the queue bound)."""
         return self._written
 
     @property
@@ -359,9 +362,11 @@ class PredictionLog:
         model_version: str | None = None,
         n: int | None = None,
         ts: datetime | None = None,
+        role: str = store.PROD,
     ) -> bool:
         """Queue one request's records and outputs for writing; never waits on the database
-        (with ``when_full="block"`` it may wait for room in the queue).
+        (with ``when_full="block"`` it may wait for room in the queue). ``role`` says who
+        answered: ``"prod"`` or ``"canary"``.
 
         ``inputs`` is either the records, a sequence of mappings (JSON-able: numpy values and
         dates are converted, NaN becomes null), or JSON text or UTF-8 bytes stored verbatim:
@@ -382,12 +387,56 @@ class PredictionLog:
         nor JSON are programming errors: ValueError or TypeError, nothing queued.
         """
         n = _count(request_id, inputs, outputs, model_name, model_id, n)
+        if role not in store.ROLES:
+            raise ValueError(f"role must be one of {store.ROLES}, not {role!r}")
         when = time.time_ns() // 1000 if ts is None else store.utc(ts)
         omitted = 0
         if self.max_record_bytes and isinstance(inputs, str | bytes):
             size = bounds.over(inputs, self.max_record_bytes)
             if size:
                 inputs, omitted = bounds.marker(size, self.max_record_bytes), n
+        return self._queue_entry(
+            n, request_id, model_name, model_version, model_id, inputs, outputs, when, role,
+            omitted, self.when_full,
+        )  # fmt: skip
+
+    def submit_shadow(
+        self,
+        request_id: str,
+        outputs: Sequence[Any] | str | bytes,
+        *,
+        model_name: str,
+        model_id: str,
+        model_version: str | None = None,
+        n: int,
+        ts: datetime | None = None,
+    ) -> bool:
+        """Queue a shadow model's outputs for the ``n`` records of request ``request_id``
+        (to ``prediction_shadows``, in the same batches as the predictions). Never waits: a
+        full queue refuses it at once (False), whatever ``when_full`` says, as the shadow's
+        scoring is dropped rather than slowing the service."""
+        n = _count(request_id, range(n), outputs, model_name, model_id, n)
+        when = time.time_ns() // 1000 if ts is None else store.utc(ts)
+        return self._queue_entry(
+            n, request_id, model_name, model_version, model_id, None, outputs, when,
+            store.SHADOW, 0, "reject",
+        )  # fmt: skip
+
+    def _queue_entry(
+        self,
+        n: int,
+        request_id: Any,
+        model_name: Any,
+        model_version: Any,
+        model_id: Any,
+        inputs: Any,
+        outputs: Any,
+        when: datetime | int,
+        role: str,
+        omitted: int,
+        when_full: str,
+    ) -> bool:
+        """Put one checked call on the queue, or refuse it (closed, or full)."""
         with self._lock:
             if self._closing:
                 self._rejected += n
@@ -398,7 +447,7 @@ class PredictionLog:
             if (
                 depth + n > self.max_queue
                 and depth
-                and (self.when_full == "reject" or not self._wait_for_room(n))
+                and (when_full == "reject" or not self._wait_for_room(n))
             ):
                 self._rejected += n
                 return False
@@ -414,6 +463,7 @@ class PredictionLog:
                     inputs,
                     outputs,
                     when,
+                    role,
                 )
             )
             self._queued += n
@@ -564,9 +614,24 @@ class PredictionLog:
         batch: list[tuple] = []
         bad = omitted = 0
         as_db = self._ts_value
-        for _, n, request_id, name, version, model_id, inputs, outputs, when in entries:
+        for _, n, request_id, name, version, model_id, inputs, outputs, when, role in entries:
             try:
                 cut, limit = 0, self.max_record_bytes
+                if inputs is None:  # a shadow's outputs: (store.SHADOW_COLUMNS)
+                    batch.append(
+                        (
+                            str(request_id),
+                            as_db(when),
+                            n,
+                            str(name),
+                            version if version is None else str(version),
+                            str(model_id),
+                            None,
+                            _json_text(outputs, "outputs", False),
+                            role,
+                        )
+                    )
+                    continue
                 if limit and type(inputs) is not str and not isinstance(inputs, bytes):
                     inputs = _json_text(inputs, "inputs", True)  # its size known once serialised
                     size = bounds.over(inputs, limit)
@@ -582,6 +647,7 @@ class PredictionLog:
                         model_id if type(model_id) is str else str(model_id),
                         inputs if type(inputs) is str else _json_text(inputs, "inputs", True),
                         outputs if type(outputs) is str else _json_text(outputs, "outputs", False),
+                        role,
                     )
                 )
                 omitted += cut
@@ -634,12 +700,18 @@ class PredictionLog:
                     return
 
     def _commit(self, batch: list[tuple]) -> None:
-        """Insert ``batch`` in one transaction (:func:`~mlcycle.predlog.store.insert_rows`) and
-        count it written."""
+        """Insert ``batch`` in one transaction (:func:`~mlcycle.predlog.store.insert_rows`, and
+        :func:`~mlcycle.predlog.store.insert_shadows` for a shadow's outputs: those without
+        inputs) and count it written."""
+        rows = [values for values in batch if values[6] is not None]
         with self._engine.begin() as conn:
-            store.insert_rows(conn, self._mode, batch, self._copy_types)
+            if rows:
+                store.insert_rows(conn, self._mode, rows, self._copy_types)
+            if len(rows) < len(batch):
+                shadows = [v[:2] + v[3:6] + v[7:8] for v in batch if v[6] is None]
+                store.insert_shadows(conn, self._mode, shadows)
         records = sum(values[2] for values in batch)
-        self._since_prune += sum(len(values[6]) + len(values[7]) for values in batch)
+        self._since_prune += sum(len(values[6] or "") + len(values[7]) for values in batch)
         with self._lock:
             self._batches += 1
             if self._abandoned:  # close() counted these as lost; they made it after all

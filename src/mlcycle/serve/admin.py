@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException
 
-from mlcycle.serve.core import Core, ModelInfo
+from mlcycle.serve.core import Core, ServedInfo
 from mlcycle.serve.http import AUTH_ERRORS, ERRORS, requires
 
 
@@ -18,18 +18,21 @@ def add_routes(routes: APIRouter, core: Core) -> None:
 
     @routes.post(
         "/admin/reload",
-        response_model=ModelInfo,
+        response_model=ServedInfo,
+        response_model_exclude_unset=True,
         responses={**ERRORS, **AUTH_ERRORS},
         dependencies=requires(core.credentials, "admin"),
     )
-    async def admin_reload() -> ModelInfo:
-        """Load, verify and try the current model again, then switch to it between requests.
-        The load runs in a thread: requests keep being answered by the old model meanwhile.
+    async def admin_reload() -> ServedInfo:
+        """Load, verify and try the current models again (production, and the challenger if
+        one is released), then switch to them between requests. The load runs in a thread:
+        requests keep being answered by the old models meanwhile. Answers production's
+        identity and, under ``challenger``, the challenger's with its stage and share.
         Needs ``Authorization: Bearer <token>`` of a credential with the ``admin`` scope."""
         try:
-            loaded = await asyncio.to_thread(core.reload, True)
+            served = await asyncio.to_thread(core.reload, True)
         except (ValueError, OSError) as exc:
             raise HTTPException(
-                409, f"reload refused, the current model keeps serving: {exc}"
+                409, f"reload refused, the current models keep serving: {exc}"
             ) from exc
-        return loaded.info
+        return served.info

@@ -1,10 +1,14 @@
 """The scoring and logging core every router of the service shares.
 
-One :class:`Core` per app holds the model in service (a :class:`Loaded`, swapped whole by a
-reload, so a request sees one model), the prediction log and the metrics. Scoring goes through
-the compiled encoder (:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit
-the values of ``to_model_frame`` + ``output`` that evaluation and batch prediction use, without
-a pandas frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
+One :class:`Core` per app holds the models in service (a :class:`Served`: production and an
+optional challenger, each a :class:`Loaded`, swapped as one by a reload, so a request sees one
+consistent pair), the prediction log and the metrics. A canary challenger answers a share of
+requests, chosen by a stable hash of a key (:meth:`Core.route`); a shadow challenger scores
+the requests production answered, off the request path (:mod:`mlcycle.serve.shadow`), and its
+outputs go to the log beside production's. Scoring goes through the compiled encoder
+(:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit the values of
+``to_model_frame`` + ``output`` that evaluation and batch prediction use, without a pandas
+frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
 Every scored record is put on the prediction log's queue (:mod:`mlcycle.predlog`) with the
 request id; when the queue is full the request is answered 503 instead of losing a logged
 prediction.
@@ -12,6 +16,8 @@ prediction.
 
 import asyncio
 import functools
+import hashlib
+import itertools
 import logging
 import os
 import threading
@@ -32,6 +38,7 @@ from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.auth import Credentials
+from mlcycle.serve.shadow import DEFAULT_RECORDS, Job, ShadowQueue
 from mlcycle.serve.telemetry import Telemetry
 
 logger = logging.getLogger("mlcycle.serve")
@@ -78,6 +85,17 @@ class ServeSettings:
     project: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    # A challenger beside production in bundle mode (in registry mode the registry names it):
+    # a shadow's bundle, or a canary's and the share (0 to 1) of requests it answers.
+    shadow_bundle: str | None = None
+    canary_bundle: str | None = None
+    canary_share: float = 0.0
+    # The canary is chosen per request by a hash of this field of its first record (None: of
+    # the request id).
+    canary_key: str | None = None
+    # Records waiting for the shadow model, at most; past it a request's shadow scoring is
+    # dropped (counted).
+    shadow_queue: int = DEFAULT_RECORDS
     # Bumped by a reload in any worker; the others see it and reload too.
     generation_file: str | None = None
     # The generation file's time when the service started: a worker started later (uvicorn
@@ -108,9 +126,30 @@ class ServeSettings:
                 f"--rate-limit and --rate-burst must be 0 (off, or the rate) or above, got "
                 f"{self.rate_limit} and {self.rate_burst}"
             )
+        if self.shadow_bundle and self.canary_bundle:
+            raise ValueError("--shadow-bundle and --canary-bundle: one challenger at a time")
+        if (self.shadow_bundle or self.canary_bundle) and not self.bundle_dir:
+            raise ValueError(
+                "--shadow-bundle and --canary-bundle go with --bundle; served from the "
+                "registry, the challenger is the registry's (mlcycle release --shadow/--canary)"
+            )
+        if self.canary_share and not self.canary_bundle:
+            raise ValueError(
+                "--canary-share goes with --canary-bundle (served from the registry, the share "
+                "is the release's: mlcycle release --canary PCT)"
+            )
+        if self.canary_bundle and not 0 < self.canary_share <= 1:  # NaN too
+            raise ValueError(
+                f"--canary-share must be above 0 and at most 100 (percent of requests), got "
+                f"{self.canary_share * 100:g}"
+            )
+        if self.shadow_queue < 1:
+            raise ValueError(f"--shadow-queue must be at least 1 record, got {self.shadow_queue}")
 
 
 class ModelInfo(BaseModel):
+    """A served model's identity."""
+
     name: str
     version: str | None = Field(None, description="the registered version, if served from one")
     id: str = Field(description="first 12 hex digits of the model file's SHA-256")
@@ -122,24 +161,42 @@ class ModelInfo(BaseModel):
     )
 
 
+class ChallengerInfo(ModelInfo):
+    """The challenger's identity, its stage and the share of requests it answers."""
+
+    stage: str = Field(description="shadow (scores every request, answers none) or canary")
+    share: float = Field(description="canary: the share of requests it answers, 0 to 1")
+
+
+class ServedInfo(ModelInfo):
+    """Production's identity and, when there is one, the challenger's."""
+
+    challenger: ChallengerInfo | None = Field(None, description="absent without a challenger")
+
+
 @dataclass(frozen=True, eq=False)
 class Loaded:
-    """The model in service: swapped as one object by a reload, so a request sees one model."""
+    """A model in service, production or the challenger: ``role`` says which (``prod``,
+    ``shadow`` or ``canary``; a canary answers ``share`` of requests)."""
 
     bundle: Bundle
     encoder: Encoder
     name: str
     version: str | None
+    role: str = registry.PROD
+    share: float = 0.0
 
     @property
     def signature(self) -> Signature:
         return self.bundle.signature
 
     @classmethod
-    def of(cls, bundle: Bundle, version: str | None) -> "Loaded":
+    def of(
+        cls, bundle: Bundle, version: str | None, role: str = registry.PROD, share: float = 0.0
+    ) -> "Loaded":
         name = bundle.metadata.get("name", "model")
         bundle.model.set_threads(1)  # one worker process per core: no thread pool per request
-        return cls(bundle, Encoder.compile(bundle.signature), name, version)
+        return cls(bundle, Encoder.compile(bundle.signature), name, version, role, share)
 
     @property
     def info(self) -> ModelInfo:
@@ -154,6 +211,11 @@ class Loaded:
             classes=list(b.signature.classes),
             threshold=b.threshold,
         )
+
+    @property
+    def challenger_info(self) -> ChallengerInfo:
+        """The identity of this model as a challenger: its stage and share too."""
+        return ChallengerInfo(**self.info.model_dump(), stage=self.role, share=self.share)
 
     @functools.cached_property
     def info_json(self) -> bytes:
@@ -172,6 +234,52 @@ class Loaded:
         except Exception as exc:  # anything the model's library raises
             raise ValueError(f"the new model cannot score an example record: {exc}") from exc
         self.info_json  # noqa: B018 (computed here, off the event loop)
+
+
+@dataclass(frozen=True, eq=False)
+class Served:
+    """Production and the optional challenger, swapped as one object by a reload, so a
+    request sees one consistent pair."""
+
+    prod: Loaded
+    challenger: Loaded | None = None
+
+    @property
+    def models(self) -> tuple[Loaded, ...]:
+        """Production, then the challenger if there is one."""
+        return (self.prod,) if self.challenger is None else (self.prod, self.challenger)
+
+    @functools.cached_property
+    def shadow(self) -> Loaded | None:
+        """The challenger if it is a shadow."""
+        c = self.challenger
+        return c if c is not None and c.role == registry.SHADOW else None
+
+    @functools.cached_property
+    def same_encoding(self) -> bool:
+        """Whether the shadow encodes records as production does (same signature): then it
+        scores production's input matrix instead of encoding the records again."""
+        return self.shadow is not None and self.shadow.signature == self.prod.signature
+
+    @property
+    def info(self) -> ServedInfo:
+        """Production's identity and the challenger's: what /admin/reload answers."""
+        c = self.challenger
+        also = {} if c is None else {"challenger": c.challenger_info}  # else absent, not null
+        return ServedInfo(**self.prod.info.model_dump(), **also)
+
+    def described(self) -> dict[str, Any]:
+        """``{"challenger": ...}`` (its identity, stage and share) when there is one, else
+        empty: what /health and /metadata add to production's ``model``."""
+        c = self.challenger
+        return {} if c is None else {"challenger": c.challenger_info.model_dump()}
+
+
+def canary_point(key: str) -> float:
+    """Where ``key`` falls in [0, 1): a stable hash (BLAKE2b), the same in every process and
+    worker, so a key keeps its model for as long as the canary lasts."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def example_record(signature: Signature) -> dict[str, Any]:
@@ -206,6 +314,19 @@ def prediction_dicts(
     ]
 
 
+def first_value(records: Records, field: str) -> Any:
+    """The value of ``field`` in the first record of ``records`` (records, or columns)."""
+    if isinstance(records, dict):
+        return records[field][0] if len(records[field]) else None
+    return records[0].get(field) if len(records) else None
+
+
+def key_text(value: Any) -> str:
+    """A canary key's text: a string as it is, anything else as JSON (``5`` and ``5.0`` differ
+    as the client sent them; a missing value is ``null``)."""
+    return value if type(value) is str else orjson.dumps(value, default=str).decode()
+
+
 def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]:
     """What a client should know about its records: unseen categories (treated as missing)
     and records whose every input is null (their prediction is a prior)."""
@@ -223,14 +344,15 @@ def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]
 
 
 class Core:
-    """The model in service, the prediction log and the metrics, shared by every router.
+    """The models in service, the prediction log and the metrics, shared by every router.
 
     ``log`` (optional) is closed, flushing it, by :meth:`close` when the app shuts down;
     ``credentials`` say who may call which route (:mod:`mlcycle.serve.auth`).
     :attr:`signature` is the one the service started with: a reload takes a model whose
     categories or features differ but refuses one that takes other requests or answers in
     another shape (:meth:`~mlcycle.features.Signature.contract_changes`), so request bodies
-    typed from it stay valid across reloads. Scoring uses the loaded model's own signature.
+    typed from it stay valid across reloads; a challenger is held to the same contract.
+    Scoring uses the scoring model's own signature.
     """
 
     def __init__(
@@ -243,16 +365,34 @@ class Core:
     ) -> None:
         self.settings = settings
         self.credentials = credentials or Credentials()
-        self.loaded = Loaded.of(bundle, version or settings.model_version)
+        prod = Loaded.of(bundle, version or settings.model_version)
         #: The model's name at start: what a reload asks the registry for (unless
         #: ``settings.model_name`` says otherwise).
-        self.name = self.loaded.name
-        self.signature = self.loaded.signature
+        self.name = prod.name
+        self.signature = prod.signature
         self.log = log
         self.blocking_log = log is not None and getattr(log, "when_full", "reject") == "block"
         self.omitted_seen = 0  # the log's omitted records already counted in the metrics
         self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
-        self.telemetry.set_model(bundle.model_id, self.loaded.name, self.loaded.version)
+        self.key = settings.canary_key
+        if self.key is not None and self.key not in {f.name for f in self.signature.inputs}:
+            raise ValueError(
+                f"--canary-key {shown(self.key)} is not an input of the model; its inputs are "
+                f"{[f.name for f in self.signature.inputs]}"
+            )
+        self.shadows = ShadowQueue(
+            settings.shadow_queue, self.score_shadow, self.telemetry.shadow_dropped.inc
+        )
+        try:
+            challenger = self.load_challenger(signing.trusted_keys(settings.trusted_keys), prod)
+        except (ValueError, OSError) as exc:
+            if settings.bundle_dir:  # named on the command line: the start fails
+                raise
+            # the registry's: production serves alone (a reload tries the challenger again)
+            logger.error("the challenger was refused, production serves alone: %s", exc)
+            challenger = None
+        self.served = Served(prod, challenger)
+        self.telemetry.set_models(self.served.models)
         self.generation = 0.0  # what generation_seen gives without a generation file
         self.next_check = 0.0
         self.following = False  # a thread is following another worker's reload
@@ -264,17 +404,22 @@ class Core:
 
     # -- the model ----------------------------------------------------------------------------
 
-    def current(self) -> Loaded:
-        """The model for this request. When another worker has reloaded (the generation file
+    @property
+    def loaded(self) -> Loaded:
+        """Production, as served now."""
+        return self.served.prod
+
+    def current(self) -> Served:
+        """The models for this request. When another worker has reloaded (the generation file
         is newer than what this one serves), this worker follows in a thread of its own:
-        requests keep the model in service until the new one is loaded and swapped in."""
+        requests keep the models in service until the new ones are loaded and swapped in."""
         gen_file = self.settings.generation_file
         if gen_file and not self.following and time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + 1.0
             if self.generation_seen() > self.generation:
                 self.following = True
                 threading.Thread(target=self.follow, name="mlcycle-reload", daemon=True).start()
-        return self.loaded
+        return self.served
 
     def generation_seen(self) -> float:
         """The generation file's time: when a worker last reloaded."""
@@ -294,19 +439,20 @@ class Core:
         finally:
             self.following = False
 
-    def reload(self, touch: bool) -> Loaded:
-        """Load, verify and try the model again (from the bundle folder, or the registry's
-        current production version), then swap it in as one reference: requests in flight
-        finish on the model they started with. Slow (a checksum, a model file, perhaps a
-        fetch), so callers run it off the event loop. A model that takes other requests or
-        answers in another shape (:meth:`~mlcycle.features.Signature.contract_changes`), or
-        cannot load or answer, raises ValueError or OSError and the old one keeps serving.
-        ``touch``: bump the generation file, so the other workers reload too."""
+    def reload(self, touch: bool) -> Served:
+        """Load, verify and try the models again (production and the challenger, from the
+        bundle folders, or the registry's current production version and challenger), then
+        swap them in as one reference: requests in flight finish on the models they started
+        with. Slow (checksums, model files, perhaps fetches), so callers run it off the event
+        loop. A model that takes other requests or answers in another shape
+        (:meth:`~mlcycle.features.Signature.contract_changes`), or cannot load or answer,
+        raises ValueError or OSError and the old pair keeps serving. ``touch``: bump the
+        generation file, so the other workers reload too."""
         settings = self.settings
         with self.lock:
             seen = self.generation_seen()
             if not touch and seen <= self.generation:  # a reload here got there first
-                return self.loaded
+                return self.served
             trusted = signing.trusted_keys(settings.trusted_keys)
             if settings.bundle_dir:
                 new_bundle = load_bundle(settings.bundle_dir, trusted)
@@ -316,45 +462,172 @@ class Core:
                 v = registry.resolve(root, settings.model_name or self.name, None)
                 new_bundle = load_bundle(registry.fetch_bundle(root, v), trusted)
                 new_version = v.version
-            changes = self.signature.contract_changes(new_bundle.signature)
-            if changes:
-                raise ValueError(
-                    f"the new model takes other requests or answers in another shape "
-                    f"({'; '.join(changes)}): restart the service with it instead of reloading"
-                )
-            loaded = Loaded.of(new_bundle, new_version)
-            loaded.try_out()
-            self.loaded = loaded  # the swap: the next request takes the new model
-            self.telemetry.set_model(new_bundle.model_id, loaded.name, new_version)
+            loaded = self.checked(new_bundle, new_version, registry.PROD, 0.0)
+            served = Served(loaded, self.load_challenger(trusted, loaded))
+            self.served = served  # the swap: the next request takes the new pair
+            self.telemetry.set_models(served.models)
             if settings.generation_file and touch:
                 Path(settings.generation_file).touch()
                 seen = self.generation_seen()
             self.generation = seen
-            logger.info("reloaded model %s (%s)", new_bundle.model_id, new_version)
-            return loaded
+            logger.info(
+                "reloaded model %s (%s)%s",
+                new_bundle.model_id,
+                new_version,
+                f", {served.challenger.role} {served.challenger.bundle.model_id} "
+                f"({served.challenger.version})"
+                if served.challenger
+                else "",
+            )
+            return served
+
+    def checked(self, bundle: Bundle, version: str | None, role: str, share: float) -> Loaded:
+        """``bundle`` as a :class:`Loaded` ``role``, once it is known to take the requests the
+        service takes and answer in the same shape, and to score an example record;
+        ValueError saying why not."""
+        changes = self.signature.contract_changes(bundle.signature)
+        what = "the new model" if role == registry.PROD else f"the {role} model"
+        if changes:
+            raise ValueError(
+                f"{what} takes other requests or answers in another shape "
+                f"({'; '.join(changes)}): "
+                + (
+                    "restart the service with it instead of reloading"
+                    if role == registry.PROD
+                    else "it cannot score the requests production answers"
+                )
+            )
+        loaded = Loaded.of(bundle, version, role, share)
+        try:
+            loaded.try_out()
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+        return loaded
+
+    def load_challenger(self, trusted: Any, prod: Loaded) -> Loaded | None:
+        """The challenger to serve beside ``prod``, loaded, verified (with the ``trusted``
+        keys, as production) and tried: in bundle mode the shadow's or canary's bundle
+        folder, else the registry's shadow or canary version; None without one, or when it
+        is production's own version (or the service was not started from a project).
+        ValueError or OSError when it cannot serve."""
+        settings = self.settings
+        if settings.bundle_dir:
+            path = settings.shadow_bundle or settings.canary_bundle
+            if not path:
+                return None
+            role = registry.SHADOW if settings.shadow_bundle else registry.CANARY
+            bundle, version, share = load_bundle(path, trusted), None, settings.canary_share
+        elif settings.project is None:  # not from a project: nowhere to look for one
+            return None
+        else:
+            root = Path(settings.project)
+            found = registry.challenger(root, settings.model_name or self.name)
+            if found is None or found.version.version == prod.version:
+                return None
+            bundle = load_bundle(registry.fetch_bundle(root, found.version), trusted)
+            version, role, share = found.version.version, found.stage, found.share
+        return self.checked(bundle, version, role, share if role == registry.CANARY else 0.0)
 
     # -- scoring ------------------------------------------------------------------------------
 
     def score(
-        self, records: Records, request_id: str
+        self, records: Records, request_id: str, pinned: Loaded | None = None
     ) -> tuple[Loaded, np.ndarray, list[str] | None, dict]:
         """The model that scored ``records`` (records, or columns: what the encoder takes), its
         output, the labels decided from it, and the unseen categories per field; a value the
-        model cannot take is a 422."""
-        model = self.current()
+        model cannot take is a 422. The model is production, or the canary for its share of
+        requests (:meth:`route`), or ``pinned`` (a request that named its version); when
+        production answered and a shadow is served, the records are queued for it."""
+        served = self.current()
+        model = served.prod
+        if served.challenger is not None:
+            model = pinned or self.route(served, records, request_id)
+            if model is served.challenger:
+                self.telemetry.canary_requests.inc()
+        start = time.perf_counter()
         try:
             encoded = model.encoder.encode_with_unseen(records)
             output = model.bundle.model.output_encoded(encoded.matrix, model.signature)
         except SchemaError as exc:  # a value the model cannot take (beyond float32, ...)
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         labels = decide(output, model.signature, model.bundle.threshold)
+        self.telemetry.observe_scoring(model.role, time.perf_counter() - start)
+        shadow = served.shadow
+        if shadow is not None and model is served.prod:
+            matrix = encoded.matrix if served.same_encoding else None
+            self.shadows.offer(Job(shadow, request_id, records, matrix, len(output)))
         return model, output, labels, encoded.unseen
+
+    def route(self, served: Served, records: Records, request_id: str) -> Loaded:
+        """The model that answers a request when a challenger is served: the canary when the
+        request's key (the ``canary_key`` field of its first record, else the request id)
+        falls within its share (:func:`canary_point`), else production."""
+        canary = served.challenger
+        if canary is None or canary.role != registry.CANARY:
+            return served.prod
+        key = request_id if self.key is None else key_text(first_value(records, self.key))
+        return canary if canary_point(key) < canary.share else served.prod
+
+    def score_shadow(self, jobs: list[Job]) -> None:
+        """Score ``jobs`` (the requests waiting for the shadow, in the shadow's thread) in one
+        call of the model per shadow (a reload may have swapped it between two jobs), count
+        them, and put each request's outputs on the prediction log: under load the shadow
+        scores many requests at once, cheaper than one by one. A request whose values the
+        shadow cannot take is dropped (counted, not logged)."""
+        for model, group in itertools.groupby(jobs, key=lambda job: job.model):
+            start = time.perf_counter()
+            kept, matrices = [], []
+            for job in group:
+                try:
+                    matrices.append(
+                        job.matrix
+                        if job.matrix is not None
+                        else model.encoder.encode_with_unseen(job.records).matrix
+                    )
+                    kept.append(job)
+                except SchemaError as exc:
+                    logger.warning(
+                        "the shadow model cannot score request %r: %s", job.request_id, exc
+                    )
+                    self.telemetry.shadow_dropped.inc(job.n)
+            if not kept:
+                continue
+            matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+            output = model.bundle.model.output_encoded(matrix, model.signature)
+            labels = decide(output, model.signature, model.bundle.threshold)
+            self.telemetry.observe_scoring(model.role, time.perf_counter() - start)
+            self.observe(model, output, labels)
+            self._log_shadow(model, kept, output, labels)
+
+    def _log_shadow(
+        self, model: Loaded, jobs: list[Job], output: np.ndarray, labels: list[str] | None
+    ) -> None:
+        """Count the shadow's scored records and put each request's outputs (its rows of
+        ``output`` and ``labels``) on the prediction log."""
+        n = sum(job.n for job in jobs)
+        self.telemetry.shadow_scored.inc(n)
+        if self.log is None:
+            return
+        answers = prediction_dicts(output, labels, model.signature)
+        at = 0
+        for job in jobs:
+            accepted = self.log.submit_shadow(
+                job.request_id,
+                orjson.dumps(answers[at : at + job.n]),
+                model_name=model.name,
+                model_id=model.bundle.model_id,
+                model_version=model.version,
+                n=job.n,
+            )
+            at += job.n
+            if not accepted:
+                self.telemetry.shadow_dropped.inc(job.n)
 
     def observe(self, model: Loaded, output: np.ndarray, labels: list[str] | None) -> None:
         """Count what the model predicted, for the metrics."""
         task = tasks.get(model.signature.task)
         scores = task.score(output) if task.one_score else None
-        self.telemetry.observe_predictions(model.bundle.model_id, labels, scores)
+        self.telemetry.observe_predictions(model.bundle.model_id, model.role, labels, scores)
 
     # -- the prediction log -------------------------------------------------------------------
 
@@ -380,6 +653,7 @@ class Core:
             model_id=model.bundle.model_id,
             model_version=model.version,
             n=n,
+            role=model.role,
         )
         if self.blocking_log:  # waits for room: not on the event loop
             accepted = await asyncio.to_thread(submit)
@@ -413,12 +687,16 @@ class Core:
             self.omitted_seen = omitted
 
     def exposition(self) -> tuple[bytes, str]:
-        """The Prometheus metrics and their content type, the log's own figures updated."""
+        """The Prometheus metrics and their content type, the log's and the shadow queue's
+        own figures updated."""
         self._log_gauges()
+        self.telemetry.shadow_queue.set(self.shadows.depth)
         return self.telemetry.exposition()
 
     def close(self) -> None:
-        """Close the prediction log, flushing it (the app's shutdown)."""
+        """Let the shadow score what it has queued (a few seconds at most), then close the
+        prediction log, flushing it (the app's shutdown)."""
+        self.shadows.close()
         if self.log is not None:
             lost = self.log.close()
             if lost:

@@ -28,7 +28,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlcycle import __version__, tasks
+from mlcycle import __version__, registry, tasks
 from mlcycle.features import Signature
 from mlcycle.serve.core import (
     MAX_TEXT,
@@ -319,17 +319,24 @@ def versions(model: Loaded) -> list[str]:
 
 
 def served_model(core: Core, name: str, version: str | None) -> Loaded:
-    """The model in service if it is the one asked for (a version may be the registered one or
-    the model id); 404 otherwise."""
-    model = core.current()
-    if name != model.name:
-        raise HTTPException(404, f"model {shown(name)} is not served here; {model.name!r} is")
-    if version is not None and version not in (model.version, model.bundle.model_id):
-        raise HTTPException(
-            404,
-            f"version {shown(version)} of {shown(name)} is not served; {versions(model)[0]!r} is",
-        )
-    return model
+    """The model in service asked for: production, or the challenger when ``version`` is its
+    version (a version may be the registered one or the model id; without one, production,
+    or the challenger if only its name is ``name``); 404 otherwise."""
+    served = core.current()
+    named = [m for m in served.models if m.name == name]
+    if not named:
+        raise HTTPException(404, f"model {shown(name)} is not served here; {served.prod.name!r} is")
+    if version is None:
+        return named[0]
+    for model in named:
+        if version in (model.version, model.bundle.model_id):
+            return model
+    raise HTTPException(
+        404,
+        f"version {shown(version)} of {shown(name)} is not served; "
+        f"{' and '.join(repr(versions(m)[0]) for m in named)} "
+        f"{'is' if len(named) == 1 else 'are'}",
+    )
 
 
 def request_columns(
@@ -352,11 +359,18 @@ async def infer(
     core: Core, name: str, version: str | None, body: InferenceRequest, http: Request
 ) -> Response:
     """Score the records of ``body`` with the model asked for, log them, and answer the
-    output tensors asked for (all by default)."""
+    output tensors asked for (all by default). Without a version, production answers, or the
+    canary for its share of requests (:meth:`~mlcycle.serve.core.Core.route`); with one, that
+    version answers (a shadow's answers nobody: 404)."""
     model = served_model(core, name, version)
+    if model.role == registry.SHADOW:
+        raise HTTPException(
+            404, f"version {versions(model)[0]!r} of {shown(name)} is the shadow: it answers nobody"
+        )
     request_id = body.id or http.scope["state"]["request_id"]
     columns = request_columns(body, model, core.settings.max_records)
-    model, output, labels, _ = core.score(columns, request_id)
+    pinned = model if version is not None else None
+    model, output, labels, _ = core.score(columns, request_id, pinned)
     try:
         outputs = outputs_for(model.signature, output, labels, body.outputs)
     except OipError as exc:
@@ -446,8 +460,12 @@ def add_model_routes(routes: APIRouter, core: Core) -> None:
     InferBody = infer_body(core.signature)
 
     def metadata(name: str, version: str | None) -> ModelMetadata:
+        """The model's metadata; without a version, every version served under its name
+        (production's first, then the challenger's)."""
         model = served_model(core, name, version)
-        return model_metadata(model.signature, model.name, versions(model))
+        named = [m for m in core.current().models if m.name == name] if version is None else []
+        listed = [v for m in named for v in versions(m)] or versions(model)
+        return model_metadata(model.signature, model.name, list(dict.fromkeys(listed)))
 
     def ready(name: str, version: str | None) -> dict:
         return {"name": served_model(core, name, version).name, "ready": True}

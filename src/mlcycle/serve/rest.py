@@ -120,7 +120,7 @@ def add_routes(routes: APIRouter, core: Core) -> None:
         request_id = http.scope["state"]["request_id"]
         records = request["records"]
         try:
-            rule_warnings = check_records(core.current().bundle, records)
+            rule_warnings = check_records(core.loaded.bundle, records)
         except RecordsRefused as exc:
             raise HTTPException(422, exc.detail) from None
         if optional:  # logged (the body as received), not scored
@@ -155,17 +155,22 @@ def add_routes(routes: APIRouter, core: Core) -> None:
 
     @routes.get("/health")
     async def health() -> dict:
-        """Liveness and the identity of the loaded model."""
-        return {"status": "ok", "model": core.current().info.model_dump()}
+        """Liveness and the identity of the production model, and of the challenger (with its
+        stage and share) when one is served."""
+        served = core.current()
+        return {"status": "ok", "model": served.prod.info.model_dump(), **served.described()}
 
     @routes.get("/metadata")
     async def metadata() -> dict:
-        """Where the model came from (params, metrics, data hashes, commit) and its signature."""
-        model = core.current()
+        """Where the production model came from (params, metrics, data hashes, commit), its
+        signature, and the challenger as /health names it."""
+        served = core.current()
+        model = served.prod
         return {
             "model": model.info.model_dump(),
             "signature": model.signature.to_dict(),
             "metadata": model.bundle.metadata,
+            **served.described(),
         }
 
     @routes.get(

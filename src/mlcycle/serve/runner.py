@@ -32,7 +32,7 @@ from mlcycle.bundle import load_bundle
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve import auth
 from mlcycle.serve.app import ServeSettings, create_app
-from mlcycle.serve.core import RETRY_AFTER
+from mlcycle.serve.core import RETRY_AFTER, Core
 from mlcycle.serve.telemetry import MULTIPROC_ENV
 
 CONFIG_ENV = "MLCYCLE_SERVE_CONFIG"
@@ -272,8 +272,9 @@ def serve(
     """Serve until stopped (SIGTERM or Ctrl-C): a graceful stop flushes the prediction log.
     ``log_bounds``: :class:`~mlcycle.predlog.PredictionLog`'s ``max_record_bytes``,
     ``max_bytes`` and ``retention_days``."""
-    # verify (and check the signature, with trusted keys) before any worker starts: fail once
-    load_bundle(bundle_dir, signing.trusted_keys(settings.trusted_keys))
+    # verify (and check the signature, with trusted keys) before any worker starts: fail once;
+    # so are the challenger's bundle and the canary's key field (a worker's Core checks both)
+    Core(load_bundle(bundle_dir, signing.trusted_keys(settings.trusted_keys)), settings).close()
     state_dir = Path(tempfile.mkdtemp(prefix="mlcycle-serve-"))
     try:
         if workers > 1:

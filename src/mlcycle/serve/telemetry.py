@@ -2,10 +2,16 @@
 
 - ``mlcycle_requests_total{route,method,status}`` and ``mlcycle_request_seconds{route}``: every
   request, by its route template (the guard middleware observes them);
-- ``mlcycle_rows_scored_total{model_id}``: records scored;
-- ``mlcycle_predicted_class_total{model_id,label}`` (classification) and
-  ``mlcycle_prediction_score{model_id}`` (binary: the positive class's probability; regression:
-  the predicted value): what the model is saying, the first sign of drift;
+- ``mlcycle_rows_scored_total{model_id,role}``: records scored, by model (``role``: ``prod``,
+  ``canary`` or ``shadow``, so production and the challenger are told apart);
+- ``mlcycle_predicted_class_total{model_id,role,label}`` (classification) and
+  ``mlcycle_prediction_score{model_id,role}`` (binary: the positive class's probability;
+  regression: the predicted value): what each model is saying, the first sign of drift;
+- ``mlcycle_scoring_seconds{role}``: the time a model takes to encode and score a request;
+- ``mlcycle_canary_requests_total``: requests the canary answered;
+- ``mlcycle_shadow_scored_total`` and ``mlcycle_shadow_dropped_total``: records the shadow
+  scored, and records whose shadow scoring was dropped (its queue was full, or it could not
+  score them); ``mlcycle_shadow_queue_depth``: records waiting for the shadow;
 - ``mlcycle_log_queue_depth``: records waiting to be written to the prediction log;
 - ``mlcycle_refused_total{reason}``: requests answered 503 because the worker was scoring its
   limit of requests already (``busy``), held its limit of connections (``connections``) or
@@ -13,7 +19,8 @@
   its rate limit (``rate``);
 - ``mlcycle_log_omitted_records_total``: records scored and logged without their inputs, which
   were over the log's size limit for one request;
-- ``mlcycle_model_info{model_id,name,version}``: 1 for the loaded model.
+- ``mlcycle_model_info{model_id,name,version,role}``: 1 for each loaded model (production, and
+  the challenger if there is one).
 
 With several worker processes (``mlcycle serve --workers N``) each worker writes its values to
 files in ``PROMETHEUS_MULTIPROC_DIR`` (set by ``mlcycle serve``) and ``/metrics`` adds them up,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter as Tally
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +81,7 @@ class Telemetry:
 
     def __init__(self, task_is_probability: bool) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._model_labels: tuple[str, str, str] | None = None
+        self._model_labels: list[tuple[str, str, str, str]] = []
         # Labelled children, by label values: ``.labels()`` takes a lock and builds a tuple
         # each call, which costs as much as the rest of a one-record request's bookkeeping.
         self._children: dict[tuple, Any] = {}
@@ -86,14 +94,17 @@ class Telemetry:
             "mlcycle_request_seconds", "Time from the request's arrival to its response.",
             ["route"], buckets=LATENCY_BUCKETS, registry=reg,
         )  # fmt: skip
-        self.rows = Counter("mlcycle_rows_scored", "Records scored.", ["model_id"], registry=reg)
-        self.classes = Counter(
-            "mlcycle_predicted_class", "Predicted labels.", ["model_id", "label"], registry=reg
+        self.rows = Counter(
+            "mlcycle_rows_scored", "Records scored.", ["model_id", "role"], registry=reg
         )
+        self.classes = Counter(
+            "mlcycle_predicted_class", "Predicted labels.", ["model_id", "role", "label"],
+            registry=reg,
+        )  # fmt: skip
         self.scores = Histogram(
             "mlcycle_prediction_score",
             "Binary: the positive class's probability; regression: the predicted value.",
-            ["model_id"],
+            ["model_id", "role"],
             buckets=PROBABILITY_BUCKETS if task_is_probability else Histogram.DEFAULT_BUCKETS,
             registry=reg,
         )
@@ -113,8 +124,27 @@ class Telemetry:
             "Records logged without their inputs (over --log-max-record-bytes).", registry=reg,
         )  # fmt: skip
         self.model = Gauge(
-            "mlcycle_model_info", "The loaded model (value 1).", ["model_id", "name", "version"],
-            registry=reg, multiprocess_mode="liveall",
+            "mlcycle_model_info", "The loaded models (value 1).",
+            ["model_id", "name", "version", "role"], registry=reg, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.scoring = Histogram(
+            "mlcycle_scoring_seconds", "Time a model takes to encode and score a request.",
+            ["role"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.canary_requests = Counter(
+            "mlcycle_canary_requests", "Requests the canary answered.", registry=reg
+        )
+        self.shadow_scored = Counter(
+            "mlcycle_shadow_scored", "Records the shadow model scored.", registry=reg
+        )
+        self.shadow_dropped = Counter(
+            "mlcycle_shadow_dropped",
+            "Records the shadow did not score: its queue was full, or it could not.",
+            registry=reg,
+        )
+        self.shadow_queue = Gauge(
+            "mlcycle_shadow_queue_depth", "Records waiting for the shadow model.",
+            registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
 
     def _child(self, metric: Any, *values: str) -> Any:
@@ -130,17 +160,17 @@ class Telemetry:
         self._child(self.latency, route).observe(seconds)
 
     def observe_predictions(
-        self, model_id: str, labels: list[str] | None, scores: np.ndarray | None
+        self, model_id: str, role: str, labels: list[str] | None, scores: np.ndarray | None
     ) -> None:
-        """Count scored rows, their labels and the distribution of their scores."""
+        """Count a model's scored rows, their labels and the distribution of their scores."""
         n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
-        self._child(self.rows, model_id).inc(n)
+        self._child(self.rows, model_id, role).inc(n)
         if labels is not None:
             for value, count in Tally(labels).items():
-                self._child(self.classes, model_id, str(value)).inc(count)
+                self._child(self.classes, model_id, role, str(value)).inc(count)
         if scores is not None:
             values = np.asarray(scores, dtype=np.float64)
-            child = self._child(self.scores, model_id)
+            child = self._child(self.scores, model_id, role)
             if len(values) == 1:
                 child.observe(float(values[0]))
             else:
@@ -150,12 +180,18 @@ class Telemetry:
         """Count a request refused, by one of :data:`REFUSALS`."""
         self._child(self.refusals, reason).inc()
 
-    def set_model(self, model_id: str, name: str, version: str | None) -> None:
-        """Mark the loaded model (a reload sets the previous one to 0)."""
-        if self._model_labels is not None:
-            self.model.labels(*self._model_labels).set(0)
-        self._model_labels = (model_id, name, version or "")
-        self.model.labels(*self._model_labels).set(1)
+    def observe_scoring(self, role: str, seconds: float) -> None:
+        """Time one request's scoring by the model of ``role``."""
+        self._child(self.scoring, role).observe(seconds)
+
+    def set_models(self, models: Sequence[Any]) -> None:
+        """Mark the loaded models (:class:`~mlcycle.serve.core.Loaded`; a reload sets the
+        previous ones to 0)."""
+        for labels in self._model_labels:
+            self.model.labels(*labels).set(0)
+        self._model_labels = [(m.bundle.model_id, m.name, m.version or "", m.role) for m in models]
+        for labels in self._model_labels:
+            self.model.labels(*labels).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format for a scrape: this process's registry, or every worker's values."""
