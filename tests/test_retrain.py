@@ -640,46 +640,82 @@ class Traffic:
         self._thread.join(timeout=60)
 
 
+def new_world(rows: pd.DataFrame, retired: str) -> pd.DataFrame:
+    """``rows`` in a world that moved on: everyone is twelve years older, and whoever is 60 or
+    older now earns ``retired`` (a rule a model can learn from labelled records of it)."""
+    moved = rows.assign(age=(rows["age"] + 12).clip(upper=90)).reset_index(drop=True)
+    moved[TARGET] = moved[TARGET].where(moved["age"] < 60, retired)
+    return moved
+
+
+def score_and_label(service: str, rows: pd.DataFrame, labeller: dict, size: int = 50) -> list[dict]:
+    """POST ``rows`` to /predict in requests of ``size`` records, then their true labels to
+    /feedback; returns the answers' ``model`` parts, one per request."""
+    records = json.loads(rows.drop(columns=[TARGET]).to_json(orient="records"))
+    models, labels = [], []
+    for start in range(0, len(records), size):
+        answer = post_json(f"{service}/predict", {"records": records[start : start + size]})
+        models.append(answer["model"])
+        labels += [
+            {"request_id": answer["request_id"], "row": r, "label": rows[TARGET].iloc[start + r]}
+            for r in range(len(records[start : start + size]))
+        ]
+    fed = post_json(f"{service}/feedback", {"labels": labels}, labeller)
+    assert fed["matched"] == len(rows), fed
+    return models
+
+
+def shadow_scored(log_url: str, n: int) -> None:
+    """Wait until the shadow's outputs of at least ``n`` records are in the log (it scores off
+    the request path, and the log is written in batches)."""
+    for _ in range(300):
+        if predlog.read_log(log_url)["shadow_output"].notna().sum() >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the shadow did not score {n} records within 30 s")
+
+
+def compare_and_act(project: Path, log_url: str, service: str, out: Path) -> dict:
+    """`mlcycle monitor --compare --act --service`: the comparison document it wrote."""
+    proc = cli(
+        project, "monitor", "--log-url", log_url, "--out", str(out), "--no-history",
+        "--compare", "--act", "--service", service, env={retrain.ADMIN_TOKEN_ENV: TOKEN},
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "compare.json").read_text())
+
+
 @pytest.mark.server
-def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
-    """A served model; drifted traffic through the service, logged; labels fed back by
-    POST /feedback (a third of them contradicting the model: the world changed); the monitor
-    flags the drift and the KPI drop; `mlcycle retrain` exports the labelled rows, re-runs the
-    pipeline, the gate passes the new model against production, it is released and the
-    service switches to it; a client sending requests all along sees no failure."""
+def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> None:
+    """A served model; traffic from a world that moved on, logged, labels fed back by POST
+    /feedback; the monitor flags the drift and the KPI drop; `mlcycle retrain` trains on the
+    labelled records and releases the new model as shadow (``rollout.release_as``); more
+    traffic and labels; `monitor --compare --act` proves it ahead on the same records and
+    promotes it; the service answers with it. Then the reverse: the world moves back, the same
+    model released as a 20 % canary is proven worse on its group and rolled back, the canary's
+    share of requests near 20 % and each client (its ``fnlwgt``) meeting one model while the
+    canary lasts. A client sending requests all along sees no failure."""
     project = copy_of(declared, tmp_path)
     # Labelled production rows that contradict the old model cost a little on the old test
     # split: allow it (the gate still compares both models on the same test data).
-    set_params(project, {"gate": {"tolerance": 0.02}})
-    git_commit(project, "gate tolerance for production data")
+    set_params(project, {"gate": {"tolerance": 0.02},
+                         "rollout": {"release_as": "shadow", "min_labels": 100}})  # fmt: skip
+    git_commit(project, "gate tolerance for production data; retrained models go to shadow")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     tokens = {retrain.ADMIN_TOKEN_ENV: TOKEN, "MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"}
-    server = start_serving(project, "--workers", "2", "--log-url", log_url, env=tokens)
+    labeller = {"Authorization": f"Bearer {LABELLER}"}
+    server = start_serving(project, "--workers", "2", "--log-url", log_url,
+                           "--canary-key", "fnlwgt", env=tokens)  # fmt: skip
     service = server.url
+    test = pd.read_parquet(project / "data/prepared/test.parquet").sample(1800, random_state=1)
+    moved = new_world(test, ">50K")
+    first = json.loads(moved.drop(columns=[TARGET]).iloc[:1].to_json(orient="records"))[0]
     try:
         old_id = get_json(f"{service}/health")["model"]["id"]
-        test = pd.read_parquet(project / "data/prepared/test.parquet").sample(600, random_state=1)
-        drifted = test.assign(age=(test["age"] + 12).clip(upper=90)).reset_index(drop=True)
-        records = json.loads(drifted.drop(columns=[TARGET]).to_json(orient="records"))
-        with Traffic(service, records[0]) as traffic:
-            # drifted traffic, logged by the service
-            ids = []
-            for start in range(0, len(records), 50):
-                answer = post_json(f"{service}/predict", {"records": records[start : start + 50]})
-                assert answer["model"]["id"] == old_id
-                ids.append(answer["request_id"])
-            # labels, late: a third contradict the model's world
-            truth = drifted[TARGET].to_numpy(dtype=object).copy()
-            flip = np.random.default_rng(2).random(len(truth)) < 0.35
-            truth[flip] = np.where(truth[flip] == ">50K", "<=50K", ">50K")
-            labels = [
-                {"request_id": rid, "row": r, "label": truth[i * 50 + r]}
-                for i, rid in enumerate(ids)
-                for r in range(50)
-            ]
-            labeller = {"Authorization": f"Bearer {LABELLER}"}
-            fed = post_json(f"{service}/feedback", {"labels": labels}, labeller)
-            assert fed == {"received": 600, "matched": 600, "conflicts": 0}
+        with Traffic(service, first) as traffic:
+            models = score_and_label(service, moved.iloc[:600], labeller)
+            assert {m["id"] for m in models} == {old_id}
 
             # the monitor sees the drift and the KPI drop
             report = tmp_path / "monitor"
@@ -690,32 +726,69 @@ def test_the_lifecycle_closes(declared: Path, tmp_path: Path) -> None:
             assert proc.returncode == 3, proc.stdout + proc.stderr
             doc = json.loads((report / "monitor.json").read_text())
             assert "age" in doc["drifted_features"] and doc["drift"]
-            assert doc["performance"]["labelled_rows"] == 600
             missed = [o["metric"] for o in doc["performance"]["objectives"] if o["met"] is False]
             assert "roc_auc" in missed, doc["performance"]
             assert doc["retrain"]["recommended"]
-            assert "<svg" in (report / "monitor.html").read_text()
 
-            # retraining closes the loop
+            # retraining releases the new model as shadow: production still answers
             proc = cli(
                 project, "retrain", "--log-url", log_url, "--service", service,
                 env={retrain.ADMIN_TOKEN_ENV: TOKEN}, check=False,
                 process=True,  # the console script, end to end: its `dvc repro` and the reload
             )  # fmt: skip
             assert proc.returncode == 0, proc.stdout + proc.stderr
-            assert "released v0.1.1" in proc.stdout
-            assert "(labels by labeller 600)" in proc.stdout  # who gave what it trained on
-            gate = json.loads((project / "metrics/gate.json").read_text())
-            assert gate["passed"] and gate["champion_version"] == "v0.1.0"
+            assert "released v0.1.1" in proc.stdout and "(labels by labeller 600)" in proc.stdout
             new_id = json.loads((project / "models/bundle/metadata.json").read_text())[
                 "model_sha256"
             ][:12]
             assert new_id != old_id
             time.sleep(1.5)  # the other worker follows within a second
+            health = get_json(f"{service}/health")
+            assert health["model"]["id"] == old_id
+            assert health["challenger"] == {**health["challenger"], "id": new_id,
+                                            "version": "v0.1.1", "stage": "shadow"}  # fmt: skip
+
+            # the shadow scores the same records; the comparison proves it ahead and promotes
+            models = score_and_label(service, moved.iloc[600:1200], labeller)
+            assert {m["id"] for m in models} == {old_id}  # a shadow never answers
+            shadow_scored(log_url, 600)
+            doc = compare_and_act(project, log_url, service, tmp_path / "compare-shadow")
+            assert doc["stage"] == "shadow" and doc["labelled"] >= 600
+            auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
+            assert auc["gain"] > 0 and auc["interval"]["low"] > 0, auc  # paired, above zero
+            assert doc["decision"]["outcome"] == "promote", doc["decision"]
+            assert doc["acted"]["moved"] == "v0.1.1"
+            assert registry.production(project, NAME).version == "v0.1.1"
+            assert registry.challenger(project, NAME) is None
+            time.sleep(1.5)
             for _ in range(6):
-                answer = post_json(f"{service}/predict", {"records": records[:1]})
+                answer = post_json(f"{service}/predict", {"records": [first]})
                 assert answer["model"] == {**answer["model"], "id": new_id, "version": "v0.1.1"}
+            assert "challenger" not in get_json(f"{service}/health")
+
+            # the reverse: the world moves back, and the same model as a 20 % canary loses
+            cli(project, "rollback", "--production", "--reason", "the shift did not last",
+                "--service", service, env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+            run(["git", "commit", "-q", "--allow-empty", "-m", "the shifted model again"], project)
+            cli(project, "release", "--canary", "20", "--service", service,
+                env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
+            time.sleep(1.5)
+            back = new_world(test.iloc[600:1800], "<=50K")
+            models = score_and_label(service, back, labeller, size=1)
+            canary = [m["id"] == new_id for m in models]
+            assert {m["id"] for m in models} == {old_id, new_id}
+            # 1,200 clients each at 20 %: the share within 4 standard errors (0.046)
+            assert abs(np.mean(canary) - 0.2) < 0.046, np.mean(canary)
+            again = score_and_label(service, back.iloc[:300], labeller, size=1)
+            assert [m["id"] == new_id for m in again] == canary[:300]  # each client, one model
+            doc = compare_and_act(project, log_url, service, tmp_path / "compare-canary")
+            assert doc["stage"] == "canary" and not doc["split"]["skewed"], doc["split"]
+            assert doc["decision"]["outcome"] == "rollback", doc["decision"]
+            assert registry.challenger(project, NAME) is None
+            assert registry.production(project, NAME).version == "v0.1.0"
+            time.sleep(1.5)
+            assert "challenger" not in get_json(f"{service}/health")
         assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
-        assert traffic.models[0] == old_id and traffic.models[-1] == new_id
+        assert traffic.models[0] == old_id and new_id in traffic.models
     finally:
         server.stop()

@@ -88,7 +88,9 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
             ServeSettings(bundle_dir="x", **wrong)
     with pytest.raises(ValueError, match="--shadow-bundle and --canary-bundle go with --bundle"):
         ServeSettings(shadow_bundle="a")
-    with pytest.raises(ValueError, match="--canary-key 'nope' is not an input of the model"):
+    with pytest.raises(
+        ValueError, match="--canary-key 'nope' is not a field a request's records may hold"
+    ):
         core_of(bundles, canary_bundle=str(bundles["other"]), canary_share=0.5, canary_key="nope")
 
 

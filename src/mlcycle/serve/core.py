@@ -38,6 +38,7 @@ from mlcycle.features import SchemaError, Signature
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.auth import Credentials
+from mlcycle.serve.rules import optional_fields
 from mlcycle.serve.shadow import DEFAULT_RECORDS, Job, ShadowQueue
 from mlcycle.serve.telemetry import Telemetry
 
@@ -317,7 +318,8 @@ def prediction_dicts(
 def first_value(records: Records, field: str) -> Any:
     """The value of ``field`` in the first record of ``records`` (records, or columns)."""
     if isinstance(records, dict):
-        return records[field][0] if len(records[field]) else None
+        column = records.get(field)
+        return column[0] if column is not None and len(column) else None
     return records[0].get(field) if len(records) else None
 
 
@@ -375,10 +377,11 @@ class Core:
         self.omitted_seen = 0  # the log's omitted records already counted in the metrics
         self.telemetry = Telemetry(task_is_probability=tasks.get(self.signature.task).thresholded)
         self.key = settings.canary_key
-        if self.key is not None and self.key not in {f.name for f in self.signature.inputs}:
+        fields = [f.name for f in self.signature.inputs] + list(optional_fields(prod.bundle))
+        if self.key is not None and self.key not in fields:
             raise ValueError(
-                f"--canary-key {shown(self.key)} is not an input of the model; its inputs are "
-                f"{[f.name for f in self.signature.inputs]}"
+                f"--canary-key {shown(self.key)} is not a field a request's records may hold; "
+                f"they are {fields}"
             )
         self.shadows = ShadowQueue(
             settings.shadow_queue, self.score_shadow, self.telemetry.shadow_dropped.inc
@@ -560,12 +563,14 @@ class Core:
 
     def route(self, served: Served, records: Records, request_id: str) -> Loaded:
         """The model that answers a request when a challenger is served: the canary when the
-        request's key (the ``canary_key`` field of its first record, else the request id)
+        request's key (the ``canary_key`` field of its first record, or the request id when
+        there is none or it is null)
         falls within its share (:func:`canary_point`), else production."""
         canary = served.challenger
         if canary is None or canary.role != registry.CANARY:
             return served.prod
-        key = request_id if self.key is None else key_text(first_value(records, self.key))
+        value = None if self.key is None else first_value(records, self.key)
+        key = request_id if value is None else key_text(value)  # no key sent: the request id
         return canary if canary_point(key) < canary.share else served.prod
 
     def score_shadow(self, jobs: list[Job]) -> None:
