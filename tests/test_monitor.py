@@ -21,16 +21,17 @@ from mlcycle import config, drift, monitor
 from mlcycle.bundle import load_bundle
 from mlcycle.config import MonitorConfig
 from mlcycle.estimate import estimate_kpi
-from mlcycle.features import infer_signature
+from mlcycle.features import Signature, infer_signature
 from mlcycle.io import atomic_folder, write_text
 from mlcycle.metrics import compute_kpis
 from mlcycle.monitor_report import html_report
 from mlcycle.predict import score
 from mlcycle.predlog import PredictionLog
+from mlcycle.predlog.labels import _label_text
 from mlcycle.prepare import clean
 from mlcycle.serve.core import prediction_dicts
 from mlcycle.sources import SOURCE_COLUMN, read_source, union
-from tests.conftest import ROOT, cli, run
+from tests.conftest import ROOT, TINY_SIGNATURE, cli, run
 
 TEST_SPLIT = Path("data") / "prepared" / "test.parquet"
 SETTINGS = MonitorConfig()
@@ -648,3 +649,18 @@ def test_dvc_plots_draw_the_monitoring_history(project_copy: Path) -> None:
     assert '"series": "roc_auc (estimated)"' in kpi_plot
     assert '"series": ">50K"' in mix_plot
     assert '"run": "2"' in drift_plot or '"run": 2' in drift_plot
+
+
+def test_labels_read_as_numbers_are_the_classes_prepare_spells() -> None:
+    """A label file (or a JSON label) read as floats says 1.0 for the class "1": the monitor and
+    the log spell it as prepare does, so it counts, not "not a class of the model"."""
+    sig = Signature(TINY_SIGNATURE.features, "label", positive_class="1", negative_class="0")
+    where, codes, unusable = monitor.label_targets(pd.Series([1.0, 0.0, None, 2.0]), sig)
+    assert where.tolist() == [0, 1] and codes.tolist() == [1.0, 0.0] and unusable == 1
+    assert [_label_text(v) for v in (1.0, np.float64(0.0), 0.5, "1.0", 7)] == [
+        "1",
+        "0",
+        "0.5",
+        "1.0",
+        "7",
+    ]

@@ -27,6 +27,7 @@ from mlcycle.features import Signature
 from mlcycle.io import write_text
 from mlcycle.metrics import bootstrap_interval, compute_kpis
 from mlcycle.monitor_report import feature_order, model_title
+from mlcycle.prepare import label_text
 from mlcycle.tasks import LOWER_IS_BETTER, meets
 
 HISTORY_FILES = ("drift.csv", "predictions.csv", "kpis.csv")
@@ -70,7 +71,7 @@ def label_targets(labels: pd.Series, signature: Signature) -> tuple[np.ndarray, 
     """Positions of usable labels, their encoded values (class index, or float), and how many
     labels could not be used (not a class of the model, not a number)."""
     present = labels.notna().to_numpy()
-    texts = labels[present].astype(str)
+    texts = label_text(labels[present]).astype(object)  # one spelling: 1.0 is the class "1"
     if signature.is_classification:
         index = {c: i for i, c in enumerate(signature.classes)}
         codes = texts.map(index)

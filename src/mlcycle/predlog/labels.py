@@ -41,6 +41,8 @@ def _label_text(value: Any) -> str | None:
         return None
     if hasattr(value, "item"):  # numpy scalar
         value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # a class spelt as prepare.label_text spells it: 1.0 is "1"
     return value if isinstance(value, str) else str(value)
 
 
