@@ -52,10 +52,10 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
     core = core_of(bundles, canary_bundle=str(bundles["other"]), canary_share=0.2)
     served = core.current()
     ids = [f"request-{i}" for i in range(20_000)]
-    chosen = [core.route(served, [RECORD], rid) for rid in ids]
+    chosen = [core.route(served, rid) for rid in ids]
     share = sum(m is served.challenger for m in chosen) / len(ids)
     assert abs(share - 0.2) <= 0.01, share
-    assert [core.route(served, [RECORD], rid) for rid in ids[:500]] == chosen[:500]
+    assert [core.route(served, rid) for rid in ids[:500]] == chosen[:500]
     canary_id = ids[[m is served.challenger for m in chosen].index(True)]
     model, output, *_ = core.score([RECORD, {**RECORD, "x": 2.0}], canary_id)
     assert model is served.challenger and model.role == "canary" and len(output) == 2
@@ -66,10 +66,11 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
     keyed = core_of(bundles, canary_bundle=str(bundles["other"]), canary_share=0.5, canary_key="x")
     pair = keyed.current()
     for x in (0.1, 0.25, 3.0, -7.5):  # whatever the request id, the value decides
-        models = {keyed.route(pair, [{**RECORD, "x": x}], uuid.uuid4().hex) for _ in range(20)}
+        key = keyed.key_of([{**RECORD, "x": x}])
+        models = {keyed.route(pair, uuid.uuid4().hex, key) for _ in range(20)}
         assert len(models) == 1
         columns = {"x": [x, 9.0], "colour": ["red", "red"], "y": [1.0, 1.0]}  # the OIP's form
-        assert keyed.route(pair, columns, "any") in models
+        assert keyed.route(pair, "any", keyed.key_of(columns)) in models
     # the protocol's model endpoints answer for either version
     canary = served.challenger
     assert served_model(core, "tiny", canary.bundle.model_id) is canary

@@ -534,17 +534,22 @@ class Core:
     # -- scoring ------------------------------------------------------------------------------
 
     def score(
-        self, records: Records, request_id: str, pinned: Loaded | None = None
+        self,
+        records: Records,
+        request_id: str,
+        pinned: Loaded | None = None,
+        key: Any = None,
     ) -> tuple[Loaded, np.ndarray, list[str] | None, dict]:
         """The model that scored ``records`` (records, or columns: what the encoder takes), its
         output, the labels decided from it, and the unseen categories per field; a value the
         model cannot take is a 422. The model is production, or the canary for its share of
-        requests (:meth:`route`), or ``pinned`` (a request that named its version); when
-        production answered and a shadow is served, the records are queued for it."""
+        requests (:meth:`route`, by ``key``: :meth:`key_of` the request as sent), or ``pinned``
+        (a request that named its version); when production answered and a shadow is served,
+        the records are queued for it."""
         served = self.current()
         model = served.prod
         if served.challenger is not None:
-            model = pinned or self.route(served, records, request_id)
+            model = pinned or self.route(served, request_id, key)
             if model is served.challenger:
                 self.telemetry.canary_requests.inc()
         start = time.perf_counter()
@@ -561,17 +566,20 @@ class Core:
             self.shadows.offer(Job(shadow, request_id, records, matrix, len(output)))
         return model, output, labels, encoded.unseen
 
-    def route(self, served: Served, records: Records, request_id: str) -> Loaded:
+    def key_of(self, records: Records) -> Any:
+        """The request's canary key as sent: the ``--canary-key`` field of its first record
+        (read before the fields the model does not use are dropped), or None."""
+        return None if self.key is None else first_value(records, self.key)
+
+    def route(self, served: Served, request_id: str, key: Any = None) -> Loaded:
         """The model that answers a request when a challenger is served: the canary when the
-        request's key (the ``canary_key`` field of its first record, or the request id when
-        there is none or it is null)
+        request's ``key`` (:meth:`key_of`; the request id when there is none or it is null)
         falls within its share (:func:`canary_point`), else production."""
         canary = served.challenger
         if canary is None or canary.role != registry.CANARY:
             return served.prod
-        value = None if self.key is None else first_value(records, self.key)
-        key = request_id if value is None else key_text(value)  # no key sent: the request id
-        return canary if canary_point(key) < canary.share else served.prod
+        text = request_id if key is None else key_text(key)
+        return canary if canary_point(text) < canary.share else served.prod
 
     def score_shadow(self, jobs: list[Job]) -> None:
         """Score ``jobs`` (the requests waiting for the shadow, in the shadow's thread) in one

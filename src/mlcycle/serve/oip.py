@@ -370,7 +370,8 @@ async def infer(
     request_id = body.id or http.scope["state"]["request_id"]
     columns = request_columns(body, model, core.settings.max_records)
     pinned = model if version is not None else None
-    model, output, labels, _ = core.score(columns, request_id, pinned)
+    key = core.key_of({t.name: _flatten(t.data) for t in body.inputs if t.name == core.key})
+    model, output, labels, _ = core.score(columns, request_id, pinned, key)
     try:
         outputs = outputs_for(model.signature, output, labels, body.outputs)
     except OipError as exc:

@@ -123,11 +123,12 @@ def add_routes(routes: APIRouter, core: Core) -> None:
             rule_warnings = check_records(core.loaded.bundle, records)
         except RecordsRefused as exc:
             raise HTTPException(422, exc.detail) from None
+        key = core.key_of(records)
         if optional:  # logged (the body as received), not scored
             for r in records:
                 for name in optional:
                     r.pop(name, None)
-        model, output, labels, unseen = core.score(records, request_id)
+        model, output, labels, unseen = core.score(records, request_id, key=key)
         preds = orjson.dumps(prediction_dicts(output, labels, model.signature))
         # the body as received is the log's record of the inputs (it passed validation, so it
         # is JSON text); the predictions are serialised once, for the answer and the log
