@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle import compare, config, drift, monitor, registry
+from mlcycle import compare, config, drift, monitor
 from mlcycle.bundle import load_bundle
 from mlcycle.config import ConfigError, MonitorConfig
 from mlcycle.features import infer_signature
 from mlcycle.monitor_report import html_report
 from mlcycle.predict import score
-from mlcycle.predlog import PredictionLog, attach_labels, reader
+from mlcycle.predlog import PredictionLog
 from mlcycle.serve.core import prediction_dicts
-from tests.conftest import cli, git_commit, run, set_params
+from tests.conftest import cli
 from tests.test_monitor_report import assert_self_contained
 
 ROLLOUT = config.section({}, "rollout")
@@ -323,26 +323,17 @@ def released(small_project: Path, tmp_path: Path) -> Path:
     return project
 
 
-def log_scored(url: str, rows: pd.DataFrame, bundle, version: str, shadow=None) -> None:  # noqa: ANN001
-    """Log ``rows`` as the service does, in requests of 100 records answered by ``bundle``
-    (production); ``shadow`` (a bundle and its version) scored them too."""
+def log_scored(url: str, rows: pd.DataFrame, bundle, version: str) -> None:  # noqa: ANN001
+    """Log ``rows`` as the service does, in requests of 100 records answered by ``bundle``."""
     with PredictionLog(url) as log:
         for start in range(0, len(rows), 100):
             part = rows.iloc[start : start + 100]
             records = part[bundle.signature.input_columns].astype(object)
             records = records.where(records.notna(), None).to_dict("records")
-            rid = f"r{start}"
-            for b, v, is_shadow in (
-                (bundle, version, False),
-                *([(*shadow, True)] if shadow else []),
-            ):
-                s = score(b, part)
-                outputs = prediction_dicts(s.output, s.labels, b.signature)
-                common = {"model_name": NAME, "model_id": b.model_id, "model_version": v}
-                if is_shadow:
-                    assert log.submit_shadow(rid, outputs, n=len(part), **common)
-                else:
-                    assert log.submit(rid, records, outputs, **common)
+            s = score(bundle, part)
+            outputs = prediction_dicts(s.output, s.labels, bundle.signature)
+            assert log.submit(f"r{start}", records, outputs, model_name=NAME,
+                              model_id=bundle.model_id, model_version=version)  # fmt: skip
         assert log.flush(30)
 
 
@@ -365,52 +356,6 @@ def test_monitor_compare_without_a_challenger_says_so(released: Path, tmp_path: 
     ):
         proc = cli(released, *args, *extra, check=False)
         assert proc.returncode == 1 and says in proc.stderr, proc.stderr
-
-
-@pytest.mark.skipif(
-    "role" not in reader.COLUMNS, reason="needs the service's challenger columns in the log"
-)
-def test_monitor_compare_act_rolls_back_a_worse_shadow(released: Path, tmp_path: Path) -> None:
-    """A weaker model (without five of its strongest inputs) released as shadow beside
-    production; 1,000 labelled records both scored: the paired comparison proves it worse,
-    `--act` rolls it back with the reason."""
-    p = released
-    set_params(p, {
-        "objectives": {"minimum": 0.5, "minimums": {"accuracy": 0.5}},
-        "gate": {"compare_champion": False},
-        "features": {"exclude": ["relationship", "marital-status", "education",
-                                 "education-num", "occupation"]},
-    })  # fmt: skip
-    run(["dvc", "repro"], p)
-    git_commit(p, "a weaker model")
-    cli(p, "release", "--shadow")
-    found = registry.challenger(p, NAME)
-    assert found is not None and found.stage == "shadow"
-    prod = load_bundle(registry.fetch_bundle(p, registry.production(p, NAME)))
-    weaker = load_bundle(registry.fetch_bundle(p, found.version))
-    assert weaker.model_id != prod.model_id
-    url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    rows = pd.read_parquet(p / "data/prepared/test.parquet").head(1000)
-    log_scored(url, rows, prod, "v0.1.0", shadow=(weaker, found.version.version))
-    labels = [(f"r{s}", r, label) for s in range(0, 1000, 100)
-              for r, label in enumerate(rows["income"].iloc[s : s + 100])]  # fmt: skip
-    assert attach_labels(url, labels).matched == 1000
-    out = tmp_path / "out"
-    proc = cli(p, "monitor", "--log-url", url, "--out", str(out), "--no-history", "--compare",
-               "--act", check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads((out / "compare.json").read_text())
-    assert doc["stage"] == "shadow" and doc["labelled"] == 1000
-    auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
-    assert auc["gain"] < 0 and auc["interval"]["high"] < 0, auc  # paired: proven worse
-    assert doc["decision"]["outcome"] == "rollback", doc["decision"]["reason"]
-    assert doc["acted"]["moved"] == found.version.version
-    assert "compare: shadow" in proc.stdout and "ROLLBACK" in proc.stdout
-    assert registry.challenger(p, NAME) is None
-    assert registry.production(p, NAME).version == "v0.1.0"
-    said = [e["message"] for e in registry.history(p, NAME) if e["action"] == "unassigned"]
-    assert any("mlcycle monitor --compare: roc_auc gain -" in m for m in said), said
-    assert "Challenger: ROLLBACK" in (out / "monitor.html").read_text()
 
 
 def test_the_comparison_section_escapes_what_it_shows() -> None:

@@ -76,6 +76,7 @@ def test_lineage_matches_dvc_lock_and_the_commit(released: Path) -> None:
     lineage = json.loads(out)
     head = run(["git", "rev-parse", "HEAD"], released).stdout.strip()
     assert lineage["commit"] == head and lineage["model"] == f"{NAME}@v0.1.0"
+    assert [(e["action"], e["stage"]) for e in lineage["stages"]] == [("assigned", "prod")]
     lock = yaml.safe_load((released / "dvc.lock").read_text())
     train_split = next(
         o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared/train.parquet"

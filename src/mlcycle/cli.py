@@ -194,6 +194,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     print("gate: " + ("passed" if gate.get("passed") else "not passed"))
     for reason in gate.get("reasons", []):
         print(f"  {reason}")
+    for e in info["stages"]:
+        print(
+            f"{e['action']} {e['stage']}: {e['time']} by {e['by']}  {e['message'].splitlines()[0]}"
+        )
     return 0
 
 

@@ -511,7 +511,8 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def lineage(repo: str | Path, v: Version) -> dict:
-    """Where a version came from: commit, data hashes from dvc.lock, params, metrics, gate."""
+    """Where a version came from (commit, data hashes from dvc.lock, params, metrics, gate)
+    and when it served (its stage moves, :func:`history`)."""
     repo = Path(repo)
     lock_text = read_at(repo, v.commit, DVC_LOCK)
     if lock_text is None:
@@ -529,4 +530,5 @@ def lineage(repo: str | Path, v: Version) -> dict:
         "params": load("params.yaml", load_yaml),
         "metrics": load("metrics/evaluate.json"),
         "gate": load("metrics/gate.json"),
+        "stages": [e for e in history(repo, v.name) if e["version"] == v.version and e["stage"]],
     }
