@@ -934,6 +934,10 @@ class GateConfig(_Section):
     """A rejection fails `dvc repro`."""
     compare_champion: bool = True
     """Score the production model on the same test split."""
+    degenerate: Literal["fail", "warn"] = "fail"
+    """A classifier that never predicts a class the test split has (or predicts one class only,
+    e.g. the majority class of imbalanced data at an accuracy-maximising threshold): `fail`
+    rejects it, `warn` says so and lets the other checks decide."""
 
 
 class MonitorConfig(_Section):
