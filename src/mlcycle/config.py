@@ -935,9 +935,9 @@ class GateConfig(_Section):
     compare_champion: bool = True
     """Score the production model on the same test split."""
     degenerate: Literal["fail", "warn"] = "fail"
-    """A classifier that never predicts a class the test split has (or predicts one class only,
-    e.g. the majority class of imbalanced data at an accuracy-maximising threshold): `fail`
-    rejects it, `warn` says so and lets the other checks decide."""
+    """A classifier that never predicts some class of the test split: `fail` rejects it, `warn`
+    says so and lets the other checks decide. A model predicting the majority class for every
+    row (as a threshold maximising accuracy on imbalanced data can make it) is one."""
 
 
 class MonitorConfig(_Section):
