@@ -229,3 +229,39 @@ def test_a_multiclass_model_that_never_predicts_a_class_is_flagged() -> None:
     (reason,) = [r for r in d.reasons if r.startswith("FAIL")]
     assert "never predicts 'c'" in reason and "train.class_weight" in reason
     assert "threshold" not in reason
+
+
+def test_the_gate_stage_reads_the_spread_and_the_setting(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate stage takes evaluate.json's prediction_spread and gate.degenerate: a rejection
+    naming the class by default, a WARN reason and a pass with ``warn``."""
+    import json
+
+    import yaml
+
+    from mlcycle.metrics import partial_sums, prediction_spread
+    from mlcycle.stages import gate as stage
+    from tests.conftest import ROOT
+
+    y = np.r_[np.zeros(95, int), np.ones(5, int)]
+    p = np.full(100, 0.1)  # below any threshold: 'no' for every row
+    spread = prediction_spread(partial_sums(BINARY, y, np.c_[1 - p, p], 0.5, 2), ("no", "yes"))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text(
+        json.dumps({"roc_auc": 0.95, "accuracy": 0.95, "prediction_spread": spread})
+    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["objectives"].update(minimum=0.5, minimums={})
+    params["gate"]["compare_champion"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(stage.GateRejected, match="never predicts 'yes' \\(5 test rows\\)") as no:
+        stage.main()
+    assert "set gate.degenerate: warn" in str(no.value)
+    params["gate"]["degenerate"] = "warn"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main()
+    decision = json.loads((tmp_path / "metrics/gate.json").read_text())
+    assert decision["passed"]
+    assert [c["check"] for c in decision["checks"] if c.get("warning")] == ["predicted classes"]
