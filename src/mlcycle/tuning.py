@@ -378,18 +378,21 @@ def cross_validate_trial(
                         stop_if_cancelled)  # fmt: skip
 
     folds = []
-    with ThreadPoolExecutor(workers, thread_name_prefix="fold") as pool:
-        futures = [pool.submit(run, i) for i in range(len(splits))]
-        try:
-            for future in futures:  # fold order, whatever finished first
-                folds.append(future.result())
-                if trial is not None and should_stop(trial, folds, len(splits)):
-                    raise Pruned(folds)
-        except BaseException:
-            cancel.set()  # the folds still running stop at their next round
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fold")
+    futures = [pool.submit(run, i) for i in range(len(splits))]
+    wait = True
+    try:
+        for future in futures:  # fold order, whatever finished first
+            folds.append(future.result())
+            if trial is not None and should_stop(trial, folds, len(splits)):
+                raise Pruned(folds)
+    except BaseException as exc:
+        cancel.set()  # the folds still running stop at their next round
+        # Ctrl-C: the process is ending; a fit that cannot stop (scikit-learn's) is not waited for
+        wait = not isinstance(exc, KeyboardInterrupt)
+        raise
+    finally:
+        pool.shutdown(wait=wait, cancel_futures=True)
     return CVResult.from_folds(folds, splits, len(y), n_classes, task)
 
 
