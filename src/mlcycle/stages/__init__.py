@@ -95,7 +95,7 @@ def run(stage: str, body: Callable[[], None]) -> None:
         restore_files(outputs, saved)
         if outputs:
             log(stage, "failed: its metrics files are left as they were")
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) and stage_process():
             end_interrupted(stage)
         if isinstance(exc, USER_ERRORS):
             print(f"[{stage}] error: {exc}", file=sys.stderr, flush=True)
@@ -104,8 +104,15 @@ def run(stage: str, body: Callable[[], None]) -> None:
     log(stage, f"done in {time.perf_counter() - start:.1f}s")
 
 
+def stage_process() -> bool:
+    """Whether this process is a stage's command (``python -m mlcycle.stages.<stage>``, as
+    dvc.yaml runs it), not a caller running a stage body in its own process (a test)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name.startswith(f"{__name__}.")
+
+
 def end_interrupted(stage: str) -> NoReturn:
-    """End the process at once, as SIGINT's default action does (Ctrl-C): a fit still running
+    """End the stage's process at once, as SIGINT's default action does (Ctrl-C): a fit running
     in a worker thread (a scikit-learn fit, an XGBoost round) cannot be stopped, and Python
     would wait for it to end before exiting (it joins its threads). The stage's outputs are
     written atomically and its tracked files restored by now, so nothing is left half-written;
