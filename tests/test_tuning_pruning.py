@@ -446,3 +446,19 @@ def test_the_pruning_line_says_what_was_compared(data) -> None:
     last = lines[-1]
     assert "mean over its first" in last and "earlier trials' first" in last
     assert "lower is better" in last and "mean of 4 folds" in last
+
+
+def test_a_space_with_no_untried_setting_left_ends_the_search(data) -> None:
+    """Two choices, trial 0 one of them: one search trial, then the search says it has no
+    setting left instead of spending the budget on repeats."""
+    X, y = data
+    c = cfg("none", trials=6).model_copy(
+        update={"candidates": ("logistic_regression",),
+                "search": {"logistic_regression": {"C": {"choices": [1.0, 0.5]}}}}
+    )  # fmt: skip
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    said: list[str] = []
+    _, records = tune_candidate("logistic_regression", X, y, c, "roc_auc", splits, said.append)
+    assert [r.params["C"] for r in records] == [1.0, 0.5]
+    assert "repeated settings already tried" in said[-1] and "stopped after 1 of 6" in said[-1]
+    assert "trial 1/6:" in said[-2]

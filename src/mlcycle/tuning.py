@@ -686,7 +686,7 @@ def search_candidate(
             proposals = []
             for _ in range(min(batch, budget - done)):
                 proposal = propose(study, dists, base, tried)
-                if proposal is None:
+                if proposal is None:  # the space has no untried setting the sampler finds
                     break
                 proposals.append(proposal)
             trials = [t for t, _ in proposals]
@@ -702,16 +702,10 @@ def search_candidate(
                 else:
                     study.tell(trial, outcome.cv.mean)
             before, done = done, done + len(trials)
-            stop = ""
-            if len(trials) < min(batch, budget - before):
-                stop = (f"{kind}: {REPEATS} proposals in a row repeated settings already tried "
-                        f"(the space {dict(cfg.search.get(kind, {}))} has few left): search "
-                        f"stopped after {done} of {budget}")  # fmt: skip
-            elif cfg.tuning_timeout and time.perf_counter() - start > cfg.tuning_timeout:
-                stop = (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached: search "
-                        f"stopped after {done} of {budget}")  # fmt: skip
-            elif done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                stop = patience_message(kind, records, metric, cfg.tuning_patience, budget)
+            exhausted = len(trials) < min(batch, budget - before)
+            stop = stop_reason(
+                kind, cfg, records, metric, done, exhausted, time.perf_counter() - start
+            )
             if done // every != before // every or done == budget or stop:
                 say(progress_line(kind, records, metric, done, budget, compared, cfg.cv_folds))
             if stop:
@@ -724,6 +718,31 @@ def search_candidate(
 
 
 REPEATS = 20  # proposals in a row of settings already tried before a search is taken as done
+
+
+def stop_reason(
+    kind: str,
+    cfg: TrainConfig,
+    records: list[TrialRecord],
+    metric: str,
+    done: int,
+    exhausted: bool,
+    seconds: float,
+) -> str:
+    """Why a candidate's search stops after ``done`` trials (its ``records``), in the line a
+    driver prints after the progress line of those trials; "" to go on. ``exhausted``: the
+    sampler proposed only settings already tried; ``seconds``: the search's time so far."""
+    budget = cfg.trials_for(kind)
+    if exhausted:
+        return (f"{kind}: {REPEATS} proposals in a row repeated settings already tried (the "
+                f"space {dict(cfg.search.get(kind, {}))} has few left): search stopped after "
+                f"{done} of {budget}")  # fmt: skip
+    if cfg.tuning_timeout and seconds > cfg.tuning_timeout:
+        return (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached: search "
+                f"stopped after {done} of {budget}")  # fmt: skip
+    if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+        return patience_message(kind, records, metric, cfg.tuning_patience, budget)
+    return ""
 
 
 def _key(params: Mapping[str, Any]) -> str:
