@@ -246,7 +246,8 @@ def test_dask_evaluation_writes_the_local_figures(engines) -> None:
         assert b[key] == pytest.approx(a[key], abs=1e-9), key
     # the interval, baseline, confusion counts, per-class report and objective: all equal
     for key in ("confidence_interval", "baseline", "confusion", "per_class", "objective",
-                "slice_gaps", "unseen_categories", "model", "task"):  # fmt: skip
+                "slice_gaps", "unseen_categories", "model", "task",
+                "prediction_spread"):  # fmt: skip
         assert b[key] == a[key], key
     for name in ("metrics/slices.json", "metrics/threshold.json", "metrics/plots/roc.json",
                  "metrics/plots/precision_recall.json", "metrics/plots/calibration.json",

@@ -149,3 +149,119 @@ def test_gate_respects_lower_is_better_primary_metrics() -> None:
     mins = {"log_loss": 0.5}
     assert decide({"log_loss": 0.30}, mins, "log_loss", {"log_loss": 0.31}).passed
     assert not decide({"log_loss": 0.33}, mins, "log_loss", {"log_loss": 0.31}).passed
+
+
+# --- degenerate classifiers ------------------------------------------------------------------
+
+
+def imbalanced_records(n: int, seed: int) -> pd.DataFrame:
+    """Records of TINY_SIGNATURE with about 5 % positives ('yes'), weakly tied to ``x``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    logit = 0.8 * x - 3.2
+    label = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    colour = rng.choice(["blue", "green", "red"], size=n)
+    return pd.DataFrame({"x": x, "colour": colour, "y": rng.uniform(0, 10, n), "label": label})
+
+
+def test_a_majority_class_model_is_flagged_and_stopped_by_the_gate() -> None:
+    """5 % positives and a threshold maximising accuracy: the model predicts 'no' for every
+    test row. Evaluation's figures (the same function on both engines' summed counts) flag
+    it; the gate fails it naming the class and the setting, or warns with that setting."""
+    from mlcycle.evaluation import score_frame, summarize, task_figures
+    from mlcycle.features import encode_target, to_model_frame
+    from mlcycle.models import fit
+    from tests.conftest import TINY_SIGNATURE as SIG
+
+    train, test = imbalanced_records(3000, 1), imbalanced_records(1000, 2)
+    y = encode_target(train["label"], SIG)
+    assert 0.03 < y.mean() < 0.07
+    X = to_model_frame(train, SIG)
+    options = {"seed": 0, "threads": 1, "device": "cpu", "class_weight": "none"}
+    model = fit("logistic_regression", X, y, {"max_iter": 500}, BINARY, 2, **options).model
+    p = model.output(X)[:, 1]
+    threshold = choose_threshold(threshold_curve(y, p, "accuracy"), "accuracy")
+    scored = score_frame(test, [("", model)], SIG, [])
+    summary = summarize(scored, SIG, threshold, [])
+    detail, _, _ = task_figures(SIG, summary, None, threshold, 10)
+    spread = detail["prediction_spread"]
+    positives = int((test["label"] == "yes").sum())
+    assert spread["never_predicted"] == ["yes"] and spread["single_class"]
+    assert spread["predicted"] == {"no": 1000, "yes": 0}
+    assert spread["actual"] == {"no": 1000 - positives, "yes": positives}
+
+    kpis = {"roc_auc": 0.75}  # the ranking KPI meets its bar: only the spread stops it
+    failed = decide(kpis, {"roc_auc": 0.7}, "roc_auc", spread=spread)
+    assert not failed.passed
+    (reason,) = [r for r in failed.reasons if r.startswith("FAIL")]
+    assert f"never predicts 'yes' ({positives} test rows)" in reason
+    assert "predicts a single class" in reason and "'no' 1000" in reason
+    assert "gate.degenerate: warn" in reason and "threshold.maximize" in reason
+    warned = decide(kpis, {"roc_auc": 0.7}, "roc_auc", spread=spread, degenerate="warn")
+    assert warned.passed
+    assert [r for r in warned.reasons if r.startswith("WARN")] == [
+        reason.replace("FAIL ", "WARN ", 1).replace(
+            "set gate.degenerate: warn to let it pass with a warning",
+            "gate.degenerate is warn, so it does not fail the gate",
+        )
+    ]
+    # a model that predicts both classes passes this check
+    both = summarize(scored, SIG, float(np.quantile(scored["probability"], 0.9)), [])
+    fine = task_figures(SIG, both, None, 0.5, 10)[0]["prediction_spread"]
+    assert fine["never_predicted"] == [] and decide(kpis, {}, "roc_auc", spread=fine).passed
+
+
+def test_a_multiclass_model_that_never_predicts_a_class_is_flagged() -> None:
+    from mlcycle.metrics import partial_sums, prediction_spread
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 600)
+    P = rng.dirichlet([2, 2, 1], 600)
+    P[:, 2] = np.minimum(P[:, 2], P[:, :2].max(1) - 1e-6)  # class 'c' is never the top one
+    P /= P.sum(1, keepdims=True)
+    spread = prediction_spread(
+        partial_sums("multiclass_classification", y, P, None, 3), ("a", "b", "c")
+    )
+    assert spread["never_predicted"] == ["c"] and not spread["single_class"]
+    assert spread["predicted"]["c"] == 0 and spread["actual"]["c"] == int((y == 2).sum())
+    d = decide({"accuracy": 0.5}, {}, "accuracy", spread=spread)
+    assert not d.passed
+    (reason,) = [r for r in d.reasons if r.startswith("FAIL")]
+    assert "never predicts 'c'" in reason and "train.class_weight" in reason
+    assert "threshold" not in reason
+
+
+def test_the_gate_stage_reads_the_spread_and_the_setting(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate stage takes evaluate.json's prediction_spread and gate.degenerate: a rejection
+    naming the class by default, a WARN reason and a pass with ``warn``."""
+    import json
+
+    import yaml
+
+    from mlcycle.metrics import partial_sums, prediction_spread
+    from mlcycle.stages import gate as stage
+    from tests.conftest import ROOT
+
+    y = np.r_[np.zeros(95, int), np.ones(5, int)]
+    p = np.full(100, 0.1)  # below any threshold: 'no' for every row
+    spread = prediction_spread(partial_sums(BINARY, y, np.c_[1 - p, p], 0.5, 2), ("no", "yes"))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text(
+        json.dumps({"roc_auc": 0.95, "accuracy": 0.95, "prediction_spread": spread})
+    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["objectives"].update(minimum=0.5, minimums={})
+    params["gate"]["compare_champion"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(stage.GateRejected, match="never predicts 'yes' \\(5 test rows\\)") as no:
+        stage.main()
+    assert "set gate.degenerate: warn" in str(no.value)
+    params["gate"]["degenerate"] = "warn"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main()
+    decision = json.loads((tmp_path / "metrics/gate.json").read_text())
+    assert decision["passed"]
+    assert [c["check"] for c in decision["checks"] if c.get("warning")] == ["predicted classes"]

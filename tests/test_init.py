@@ -618,3 +618,29 @@ def test_an_integer_target_with_missing_values_keeps_one_spelling(
     assert bundle.signature.classes == spelt
     scored = predict.score(bundle, prepared.test.drop(columns="grade"))
     assert set(scored.labels) <= set(spelt) and len(set(scored.labels)) > 1
+
+
+# --- the decision threshold's objective --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("positives", "metric", "share"),
+    [(0.05, "f1", "5.0%"), (0.5, "accuracy", "50.0%"), (0.9, "balanced_accuracy", "90.0%")],
+)
+def test_the_threshold_objective_suits_the_positive_share(
+    root: Path, tmp_path: Path, positives: float, metric: str, share: str
+) -> None:
+    """On imbalanced data init picks a threshold objective a model predicting the majority class
+    for every row cannot win (accuracy would), and says the share and the choice in its output
+    and in params.yaml; near balance it keeps accuracy."""
+    n = 400
+    labels = np.where(np.arange(n) < round(positives * n), "yes", "no")
+    p = scaffold.plan(root, write(tmp_path, frame(labels, n), "imbalanced.csv"), "t")
+    assert p.positive_class == "yes"
+    assert p.params["objectives"]["threshold"]["maximize"] == metric
+    (said,) = [m for m in p.messages if m.startswith("decision threshold:")]
+    assert f"maximises out-of-fold {metric}" in said and f"positives are {share}" in said
+    assert "objectives.threshold.maximize" in said
+    line = next(x for x in p.params_text.splitlines() if "maximize:" in x)
+    assert f"maximize: {metric}" in line and f"# {metric}: positives are {share}" in line
+    assert config.load_yaml(p.params_text) == p.params

@@ -688,3 +688,63 @@ def test_a_scikit_learn_winner_runs_through_the_pipeline_and_every_plot_loads(
     assert "errors" not in doc, doc.get("errors")
     (roc,) = [k for k in doc["data"] if k.startswith("ROC")]
     assert doc["data"][roc][0]["content"]["data"]["values"]
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_a_long_train_stage_and_leaves_the_last_model(project_copy: Path) -> None:
+    """Ctrl-C in the terminal running `dvc repro` (SIGINT to its foreground process group: dvc
+    and the stage) while the train stage fits folds side by side, each a random forest that
+    takes minutes and cannot be stopped between trees from another thread: the stage ends at
+    once instead of waiting for them, nothing of it keeps running, and the last model and its
+    metrics are byte for byte as they were."""
+    import signal
+    import time
+
+    p = project_copy
+    kept = ["models/train", "metrics/train.json", "metrics/train", "metrics/tuning/trials.csv"]
+
+    def files() -> dict[str, bytes]:
+        found = {}
+        for name in kept:
+            path = p / name
+            for f in [path] if path.is_file() else sorted(path.rglob("*")):
+                if f.is_file():
+                    found[str(f.relative_to(p))] = f.read_bytes()
+        return found
+
+    before = files()
+    assert "models/train/oof.parquet" in before and "metrics/train.json" in before
+    # Shallow trees: little memory, minutes of fitting (50,000 of them per fold).
+    forest = {"n_estimators": 50_000, "max_depth": 3, "max_features": 1.0}
+    set_params(p, {"train": {"candidates": ["random_forest"], "parallel_folds": 2, "nthread": 2,
+                             "models": {"random_forest": forest}}})  # fmt: skip
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "-s", "train"],
+        cwd=p, env=project_env(p), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )  # fmt: skip
+    said: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # until the folds are being fitted
+        said.append(line)
+        if "random_forest: trial 0 (untuned)" in line:
+            break
+    assert proc.poll() is None, "".join(said)
+    time.sleep(2.0)
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=60)  # generous: the fits alone take minutes
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the train stage was still running 60 s after Ctrl-C:\n" + "".join(said))
+    print(f"stopped {time.monotonic() - start:.1f} s after SIGINT")
+    assert proc.returncode != 0, "".join(said) + rest
+    assert "[train] interrupted" in rest, rest
+    with pytest.raises(ProcessLookupError):  # nothing of the stage is left running
+        os.killpg(proc.pid, 0)
+    assert files() == before
+    assert not [f.name for f in (p / "models").iterdir() if f.name.endswith(".tmp")]

@@ -32,6 +32,7 @@ from mlcycle.tuning import (
     fit_fold,
     fixed_params,
     fold_threads,
+    local_batches,
     make_folds,
     make_pruner,
     search_candidate,
@@ -123,7 +124,8 @@ def test_make_pruner_follows_the_setting() -> None:
 def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
     """The search before pruning existed: whole CVs only, seeded TPE told about trial 0, asked
     for BATCH trials at a time and told their scores after each batch, repeated
-    configurations not refitted."""
+    configurations not refitted; the sampler's random start-up trials are budget // 2 search
+    trials, trial 0 not counted among them."""
     kind, metric = "xgboost", "roc_auc"
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
     base = fixed_params(kind, c)
@@ -142,7 +144,7 @@ def search_without_pruning(X, y, c: config.TrainConfig) -> list[TrialRecord]:
     budget = c.tuning_trials
     study = optuna.create_study(
         direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, budget // 2)),
+        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(10, budget // 2) + 1),
     )
     study.add_trial(optuna.trial.create_trial(
         params={k: base[k] for k in dists}, distributions=dists, value=untuned.mean))  # fmt: skip
@@ -219,7 +221,7 @@ def test_an_ask_tell_driver_running_folds_apart_prunes_the_same_trials(data, med
     dists = distributions(c.search["xgboost"])
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=8),
+        sampler=optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=9),
         pruner=make_pruner(c),
     )
     untuned = cross_validate("xgboost", X, y, base, c, "roc_auc", splits)
@@ -383,3 +385,80 @@ def test_the_fast_bootstrap_auc_equals_the_rank_auc_of_each_resample() -> None:
         metrics.POISSON_ROWS = old
     assert got["resamples"] == metrics.POISSON_RESAMPLES
     assert got["low"] < whole < got["high"] and got["high"] - got["low"] < 0.05
+
+
+# --- distinct settings, progress lines in order, what pruning compared ------------------------
+
+FOREST = {"random_forest": {"min_samples_leaf": {"low": 2, "high": 20},
+                            "max_features": {"choices": ["sqrt", 0.3, 0.5]}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [59, 73, 141])
+def test_a_two_trial_search_evaluates_two_distinct_settings(data, seed: int) -> None:
+    """A 2-trial budget spends both trials on settings not tried before (trial 0's included),
+    each cross-validated: no repeat is counted as a trial. (These seeds made TPE, modelled on
+    trial 0 alone, propose trial 0's setting again.)"""
+    X, y = data
+    c = config.TrainConfig(
+        seed=seed, nthread=1, cv_folds=2, candidates=("random_forest",), search=FOREST,
+        models={"random_forest": {"n_estimators": 5, "min_samples_leaf": 5,
+                                  "max_features": "sqrt"}},
+        tuning={"trials": 2, "pruner": "none", "patience": 0},
+    )  # fmt: skip
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    evaluated: list[dict] = []
+    run = local_batches("random_forest", X, y, c, "roc_auc", splits)
+
+    def counting(asked, trials):
+        evaluated.extend(asked)
+        return run(asked, trials)
+
+    _, records = search_candidate("random_forest", c, "roc_auc", counting, BATCH, lambda _: None)
+    keys = [json.dumps(r.params, sort_keys=True) for r in records]
+    assert len(records) == 3 and len(set(keys)) == 3, keys
+    assert [json.dumps(p, sort_keys=True) for p in evaluated] == keys  # each one fitted
+
+
+def test_progress_comes_before_the_stop_that_follows_it(data) -> None:
+    """The line "trial N/budget" is said before "search stopped after N of budget", for the same N,
+    whatever stops the search (patience or the time budget)."""
+    X, y = data
+    splits = make_folds(X, y, cfg("none"), "binary_classification", ("no", "yes"))
+    for knobs in ({"patience": 1}, {"timeout": 1e-6}):
+        c = cfg("none", trials=30, **knobs)
+        said: list[str] = []
+        tune_candidate("logistic_regression", X, y, c, "roc_auc", splits, said.append)
+        stop = next(i for i, m in enumerate(said) if "search stopped after" in m)
+        n = int(said[stop].split("search stopped after ")[1].split(" of ")[0])
+        assert f"trial {n}/30:" in said[stop - 1], (knobs, said)
+
+
+def test_the_pruning_line_says_what_was_compared(data) -> None:
+    """For a lower-is-better metric the progress line names the last pruned trial's mean over
+    its first folds and the median of earlier trials' over the same folds, not CV means."""
+    X, y = data
+    said: list[str] = []
+    result = tune(X, y, cfg("median"), "log_loss", progress=said.append)
+    pruned = [r for r in result.records if r.pruned]
+    assert pruned
+    lines = [m for m in said if "(last: trial" in m]
+    assert lines, said
+    last = lines[-1]
+    assert "mean over its first" in last and "earlier trials' first" in last
+    assert "lower is better" in last and "mean of 4 folds" in last
+
+
+def test_a_space_with_no_untried_setting_left_ends_the_search(data) -> None:
+    """Two choices, trial 0 one of them: one search trial, then the search says it has no
+    setting left instead of spending the budget on repeats."""
+    X, y = data
+    c = cfg("none", trials=6).model_copy(
+        update={"candidates": ("logistic_regression",),
+                "search": {"logistic_regression": {"C": {"choices": [1.0, 0.5]}}}}
+    )  # fmt: skip
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    said: list[str] = []
+    _, records = tune_candidate("logistic_regression", X, y, c, "roc_auc", splits, said.append)
+    assert [r.params["C"] for r in records] == [1.0, 0.5]
+    assert "repeated settings already tried" in said[-1] and "stopped after 1 of 6" in said[-1]
+    assert "trial 1/6:" in said[-2]

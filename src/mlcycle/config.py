@@ -934,6 +934,10 @@ class GateConfig(_Section):
     """A rejection fails `dvc repro`."""
     compare_champion: bool = True
     """Score the production model on the same test split."""
+    degenerate: Literal["fail", "warn"] = "fail"
+    """A classifier that never predicts some class of the test split: `fail` rejects it, `warn`
+    says so and lets the other checks decide. A model predicting the majority class for every
+    row (as a threshold maximising accuracy on imbalanced data can make it) is one."""
 
 
 class MonitorConfig(_Section):

@@ -30,6 +30,7 @@ from mlcycle.metrics import (
     merge_sums,
     partial_sums,
     prediction_frame,
+    prediction_spread,
     regression_points,
     residual_summary,
     rounded,
@@ -320,8 +321,9 @@ def task_figures(
     threshold: float | None,
     points: int,
 ) -> tuple[dict, dict[str, list], str]:
-    """The task's details in evaluate.json (classification: confusion counts and per-class
-    report; regression: residuals, from the rows' ``pairs`` only), the data of every plot
+    """The task's details in evaluate.json (classification: confusion counts, per-class
+    report and how the predictions spread over the classes; regression: residuals, from the
+    rows' ``pairs`` only), the data of every plot
     dvc.yaml draws (a plot that does not fit the task is drawn empty, not failed) and the rows
     of confusion.csv (the summary's sample)."""
     spec, s, classes = tasks.get(signature.task), summary["all"], signature.classes
@@ -341,7 +343,10 @@ def task_figures(
     plots["calibration"] = calibration_from_sums(s)
     labels = spec.decide(out_s, threshold)
     return (
-        confusion_from_sums(signature.task, s, classes),
+        {
+            **confusion_from_sums(signature.task, s, classes),
+            "prediction_spread": prediction_spread(s, classes),
+        },
         plots,
         confusion_csv_rows(y_s, labels, classes),
     )

@@ -704,6 +704,26 @@ def confusion_from_sums(task: str, s: Sums, classes: tuple[str, ...]) -> dict:
     return {"confusion": confusion, "per_class": per_class}
 
 
+def prediction_spread(s: Sums, classes: tuple[str, ...]) -> dict:
+    """How a classifier's decided labels spread over the classes, from the summed confusion
+    matrix (the same on both engines): the rows predicted as each class and the rows of each
+    class, the classes with rows that it never predicts, and whether it predicts one class
+    only. A model that never predicts a class it is shown (all the minority rows at a
+    threshold that suits accuracy on imbalanced data) is degenerate whatever its ranking
+    KPIs say: evaluate.json reports this and the gate stops it (``gate.degenerate``)."""
+    k = len(classes)
+    cm = s["cm"].reshape(k, k)
+    predicted, actual = cm.sum(0).astype(int), cm.sum(1).astype(int)
+    return {
+        "predicted": {str(c): int(n) for c, n in zip(classes, predicted, strict=True)},
+        "actual": {str(c): int(n) for c, n in zip(classes, actual, strict=True)},
+        "never_predicted": [
+            str(c) for c, p, a in zip(classes, predicted, actual, strict=True) if a and not p
+        ],
+        "single_class": bool((predicted > 0).sum() == 1 and (actual > 0).sum() > 1),
+    }
+
+
 def rounded(values: dict[str, float]) -> dict[str, float | None]:
     """KPIs as :func:`compute_kpis` reports them: 6 digits, None where undefined."""
     return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}

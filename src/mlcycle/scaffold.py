@@ -354,6 +354,30 @@ def positive_class(labels: pd.Series) -> tuple[str, str]:
     return chosen, f"the rarer class: {counts[chosen]} of {counts.sum()} rows"
 
 
+BALANCED_SHARE = 0.4  # positive shares from this to 1 - this: accuracy's threshold serves both
+
+
+def threshold_objective(labels: pd.Series, positive: str) -> tuple[str, str]:
+    """The metric a binary threshold maximises on out-of-fold predictions, chosen by the share
+    of ``positive`` among ``labels``, and why: accuracy near balance; on imbalanced data one
+    that a model predicting the majority class for every row cannot win (accuracy would score
+    it the majority's share): F1 of the positive class when positives are rare (0 for such a
+    model), balanced accuracy when they are the majority (0.5 for it; F1 would favour it)."""
+    share = float((labels == positive).mean())
+    figure = f"positives are {share:.1%} of the rows"
+    if BALANCED_SHARE <= share <= 1 - BALANCED_SHARE:
+        return "accuracy", f"{figure}, near balance"
+    if share < BALANCED_SHARE:
+        return "f1", (
+            f"{figure}: accuracy would give {1 - share:.1%} to a model predicting no row "
+            "positive, f1 gives it 0"
+        )
+    return "balanced_accuracy", (
+        f"{figure}: accuracy and f1 would favour a model predicting every row positive, "
+        "balanced accuracy gives it 0.5"
+    )
+
+
 def check_task(values: pd.Series, target: str, task: str) -> None:
     """Refuse a task this target cannot be learnt as, naming the column and what to change."""
     labels = target_labels(values)
@@ -515,7 +539,9 @@ def draft_params(
         "minimums": {},
     }
     if tasks.get(task).thresholded:
-        objectives["threshold"] = {"maximize": "accuracy", "cost_fp": 1.0, "cost_fn": 1.0}
+        labels = target_labels(values)
+        metric = threshold_objective(labels, positive_class(labels)[0])[0]
+        objectives["threshold"] = {"maximize": metric, "cost_fp": 1.0, "cost_fn": 1.0}
     objectives.update(slices=[], slice_min_rows=100)
     source = {"name": source_name(Path(data_path)), "kind": "file", "path": data_path}
     source.update(format=fmt, header=True)
@@ -762,6 +788,13 @@ def plan(
             "there to make that column a feature again"
         )
     notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
+    if tasks.get(task).thresholded:
+        metric, why = threshold_objective(labels, objectives["positive_class"])
+        notes["objectives.threshold.maximize"] = f"{metric}: {why}; null: minimise the cost"
+        messages.append(
+            f"decision threshold: maximises out-of-fold {metric} ({why}); change it with "
+            "objectives.threshold.maximize in params.yaml"
+        )
     text = params_text(params, notes, data_path)
     if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
         raise InitError("internal error: the written params.yaml would not read back as drafted")

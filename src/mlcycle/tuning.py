@@ -378,18 +378,21 @@ def cross_validate_trial(
                         stop_if_cancelled)  # fmt: skip
 
     folds = []
-    with ThreadPoolExecutor(workers, thread_name_prefix="fold") as pool:
-        futures = [pool.submit(run, i) for i in range(len(splits))]
-        try:
-            for future in futures:  # fold order, whatever finished first
-                folds.append(future.result())
-                if trial is not None and should_stop(trial, folds, len(splits)):
-                    raise Pruned(folds)
-        except BaseException:
-            cancel.set()  # the folds still running stop at their next round
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fold")
+    futures = [pool.submit(run, i) for i in range(len(splits))]
+    wait = True
+    try:
+        for future in futures:  # fold order, whatever finished first
+            folds.append(future.result())
+            if trial is not None and should_stop(trial, folds, len(splits)):
+                raise Pruned(folds)
+    except BaseException as exc:
+        cancel.set()  # the folds still running stop at their next round
+        # Ctrl-C: the process is ending; a fit that cannot stop (scikit-learn's) is not waited for
+        wait = not isinstance(exc, KeyboardInterrupt)
+        raise
+    finally:
+        pool.shutdown(wait=wait, cancel_futures=True)
     return CVResult.from_folds(folds, splits, len(y), n_classes, task)
 
 
@@ -419,15 +422,19 @@ def make_study(
     """A candidate's Optuna study: TPE seeded with ``cfg.seed``, the pruner of
     ``train.tuning.pruner``, and trial 0 (``base``, scored ``untuned``) told to the sampler
     when the space holds its values, so the search starts from what is known. Both engines'
-    drivers search through it."""
+    drivers search through it.
+
+    The sampler draws its first ``min(10, max(1, budget // 2))`` search trials at random, trial 0
+    not counted among them: modelled on trial 0 alone, TPE proposes settings at or next to it,
+    and a small budget would be spent near the untuned setting (or on it)."""
+    told = all(k in base and _contains(d, base[k]) for k, d in dists.items())
+    startup = min(10, max(1, budget // 2)) + told
     study = optuna.create_study(
         direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
-        sampler=optuna.samplers.TPESampler(
-            seed=cfg.seed, n_startup_trials=min(10, max(1, budget // 2))
-        ),
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=startup),
         pruner=make_pruner(cfg),
     )
-    if all(k in base and _contains(d, base[k]) for k, d in dists.items()):
+    if told:
         study.add_trial(
             optuna.trial.create_trial(
                 params={k: base[k] for k in dists},
@@ -637,12 +644,13 @@ def search_candidate(
 ) -> tuple[CandidateResult, list[TrialRecord]]:
     """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
     asked at a time, their results told in trial-number order: deterministic whatever runs
-    the folds. A configuration proposed again is not refitted (as on the local engine)."""
+    the folds. A proposal of a setting already tried is not a trial (:func:`propose`): the
+    budget is spent on distinct settings."""
     base = fixed_params(kind, cfg)
     budget = cfg.trials_for(kind)
     records: list[TrialRecord] = []
-    seen: dict[str, CVResult] = {}
     best: dict[str, Any] = {}
+    compared: dict[int, float] = {}  # pruned trial -> the median the pruner compared it with
 
     def record(params: dict[str, Any], outcome: Outcome) -> None:
         number = len(records)
@@ -659,7 +667,6 @@ def search_candidate(
         )
         if _best(records, metric).trial == number:
             best.update(params=params, cv=cv, trial=number)
-        seen.setdefault(json.dumps(params, sort_keys=True, default=str), _light(cv))
 
     say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV by row "
         f"hash, {batch} trial(s) at a time")  # fmt: skip
@@ -671,45 +678,129 @@ def search_candidate(
     if budget:
         dists = distributions(cfg.search.get(kind, {}))
         study = make_study(cfg, metric, budget, base, untuned, dists)
+        tried = {_key(base)}
         every = max(1, budget // 5)
         done = 0
         start = time.perf_counter()
         while done < budget:
-            if cfg.tuning_timeout and time.perf_counter() - start > cfg.tuning_timeout:
-                say(f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached after "
-                    f"{done} trial(s)")  # fmt: skip
-                break
-            trials = [study.ask() for _ in range(min(batch, budget - done))]
-            asked = [{**base, **suggest(t, dists)} for t in trials]
-            keys = [json.dumps(p, sort_keys=True, default=str) for p in asked]
-            fresh = [j for j, k in enumerate(keys) if k not in seen]
-            ran = run_batch([asked[j] for j in fresh], [trials[j] for j in fresh])
-            outcomes: dict[int, Outcome] = dict(zip(fresh, ran, strict=True))
-            for j, (trial, params, key) in enumerate(zip(trials, asked, keys, strict=True)):
-                outcome = outcomes.get(j)
-                if outcome is None:  # proposed again: the same folds, the same scores
-                    cv = seen[key]
-                    for i in range(len(cv.scores)):
-                        trial.report(float(np.mean(cv.scores[: i + 1])), step=i)
-                    outcome = Outcome([], 0.0, cv)
+            proposals = []
+            for _ in range(min(batch, budget - done)):
+                proposal = propose(study, dists, base, tried)
+                if proposal is None:  # the space has no untried setting the sampler finds
+                    break
+                proposals.append(proposal)
+            trials = [t for t, _ in proposals]
+            asked = [p for _, p in proposals]
+            ran = run_batch(asked, trials)
+            for j, outcome in enumerate(ran):
+                if outcome.cv is None:  # what the pruner held it to: trials before this batch
+                    compared[len(records) + j] = pruning_median(study, len(outcome.folds) - 1)
+            for trial, params, outcome in zip(trials, asked, ran, strict=True):
                 record(params, outcome)
                 if outcome.cv is None:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
                     study.tell(trial, outcome.cv.mean)
             before, done = done, done + len(trials)
-            if done // every != before // every or done == budget:
-                top = _best(records, metric)
-                pruned = sum(r.pruned for r in records)
-                say(f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
-                    f"{top.trial}); {pruned} pruned so far")  # fmt: skip
-            if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
-                say(patience_message(kind, records, metric, cfg.tuning_patience, budget))
+            exhausted = len(trials) < min(batch, budget - before)
+            stop = stop_reason(
+                kind, cfg, records, metric, done, exhausted, time.perf_counter() - start
+            )
+            if done // every != before // every or done == budget or stop:
+                say(progress_line(kind, records, metric, done, budget, compared, cfg.cv_folds))
+            if stop:
+                say(stop)
                 break
     result = CandidateResult(
         kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
     )
     return result, records
+
+
+REPEATS = 20  # proposals in a row of settings already tried before a search is taken as done
+
+
+def stop_reason(
+    kind: str,
+    cfg: TrainConfig,
+    records: list[TrialRecord],
+    metric: str,
+    done: int,
+    exhausted: bool,
+    seconds: float,
+) -> str:
+    """Why a candidate's search stops after ``done`` trials (its ``records``), in the line a
+    driver prints after the progress line of those trials; "" to go on. ``exhausted``: the
+    sampler proposed only settings already tried; ``seconds``: the search's time so far."""
+    budget = cfg.trials_for(kind)
+    if exhausted:
+        return (f"{kind}: {REPEATS} proposals in a row repeated settings already tried (the "
+                f"space {dict(cfg.search.get(kind, {}))} has few left): search stopped after "
+                f"{done} of {budget}")  # fmt: skip
+    if cfg.tuning_timeout and seconds > cfg.tuning_timeout:
+        return (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached: search "
+                f"stopped after {done} of {budget}")  # fmt: skip
+    if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
+        return patience_message(kind, records, metric, cfg.tuning_patience, budget)
+    return ""
+
+
+def _key(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def propose(
+    study: optuna.Study, dists: Mapping[str, Any], base: Mapping[str, Any], tried: set[str]
+) -> tuple[optuna.Trial, dict[str, Any]] | None:
+    """The next trial of ``study`` and its params (``base`` with the sampled values), a setting
+    not in ``tried`` (the keys of every setting proposed so far, trial 0's included; the new one
+    is added). A repeat is told to the study as failed, so the sampler leaves it out and draws
+    again, and it is not a trial; None after :data:`REPEATS` repeats in a row (the space has no
+    setting left that the sampler finds)."""
+    for _ in range(REPEATS):
+        trial = study.ask()
+        params = {**base, **suggest(trial, dists)}
+        key = _key(params)
+        if key not in tried:
+            tried.add(key)
+            return trial, params
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return None
+
+
+def pruning_median(study: optuna.Study, step: int) -> float:
+    """The value the median pruner held a trial to after fold ``step``: the median of the
+    running means at that fold of the study's trials completed so far."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return float(np.median([t.intermediate_values[step] for t in done
+                            if step in t.intermediate_values]))  # fmt: skip
+
+
+def progress_line(
+    kind: str,
+    records: list[TrialRecord],
+    metric: str,
+    done: int,
+    budget: int,
+    compared: Mapping[int, float],
+    folds: int,
+) -> str:
+    """The search's progress after ``done`` of ``budget`` trials: the best so far and how many
+    were pruned; the last pruned trial with what the pruner compared (its running mean over
+    its first folds against the median of earlier trials' over the same folds, not CV means),
+    so a pruned value that looks better than the best CV mean does not read as a mistake."""
+    top = _best(records, metric)
+    pruned = [r for r in records if r.pruned]
+    line = (f"{kind} trial {done}/{budget}: best cv {metric} {top.cv_mean:.4f} (trial "
+            f"{top.trial}, mean of {folds} folds); {len(pruned)} pruned so far")  # fmt: skip
+    if pruned and pruned[-1].trial in compared:
+        last = pruned[-1]
+        n = last.pruned_after
+        way = "lower" if metric in LOWER_IS_BETTER else "higher"
+        line += (f" (last: trial {last.trial}, mean over its first {n} fold(s) "
+                 f"{last.cv_mean:.4f} against the median {compared[last.trial]:.4f} of earlier "
+                 f"trials' first {n} fold(s); {way} is better)")  # fmt: skip
+    return line
 
 
 def local_batches(

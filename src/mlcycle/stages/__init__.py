@@ -7,11 +7,14 @@ import one another.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from mlcycle import pipeline
 
@@ -92,8 +95,30 @@ def run(stage: str, body: Callable[[], None]) -> None:
         restore_files(outputs, saved)
         if outputs:
             log(stage, "failed: its metrics files are left as they were")
+        if isinstance(exc, KeyboardInterrupt) and stage_process():
+            end_interrupted(stage)
         if isinstance(exc, USER_ERRORS):
             print(f"[{stage}] error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         raise
     log(stage, f"done in {time.perf_counter() - start:.1f}s")
+
+
+def stage_process() -> bool:
+    """Whether this process is a stage's command (``python -m mlcycle.stages.<stage>``, as
+    dvc.yaml runs it), not a caller running a stage body in its own process (a test)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name.startswith(f"{__name__}.")
+
+
+def end_interrupted(stage: str) -> NoReturn:
+    """End the stage's process at once, as SIGINT's default action does (Ctrl-C): a fit running
+    in a worker thread (a scikit-learn fit, an XGBoost round) cannot be stopped, and Python
+    would wait for it to end before exiting (it joins its threads). The stage's outputs are
+    written atomically and its tracked files restored by now, so nothing is left half-written;
+    dying by SIGINT tells dvc and the shell that the run was interrupted."""
+    log(stage, "interrupted")
+    sys.stdout.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)  # if the signal is not delivered before kill returns

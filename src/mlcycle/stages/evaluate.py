@@ -22,6 +22,7 @@ from mlcycle.engines.evaluate import Evaluated, EvaluatePaths, evaluate
 from mlcycle.evaluation import Evaluation, kpi_names
 from mlcycle.explain import shap_summary
 from mlcycle.features import Signature
+from mlcycle.gate import spread_finding
 from mlcycle.io import read_json, write_json, write_text
 from mlcycle.metrics import slice_gaps
 from mlcycle.stages import (
@@ -122,6 +123,9 @@ def write_report(params: config.Params, signature: Signature, evaluated: Evaluat
     write_json(f"{PLOTS}/importance.json", model.importance(signature.columns))
     write_text(f"{PLOTS}/confusion.csv", "actual,predicted\n" + ev.confusion_rows)
     log_verdict(obj, model.kind, kpis, met, baseline)
+    spread = task_detail.get("prediction_spread")
+    if spread and spread["never_predicted"]:
+        log("evaluate", f"WARNING {spread_finding(spread)}; the gate fails it (gate.degenerate)")
 
 
 def write_slices(ev: Evaluation, obj: config.Objectives) -> dict[str, Any]:

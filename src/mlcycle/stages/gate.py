@@ -78,6 +78,8 @@ def main() -> None:
         champion,
         version,
         gate_cfg.tolerance,
+        candidate.get("prediction_spread"),
+        gate_cfg.degenerate,
     )
     # The evaluation judged, so a report can tell a current decision from a stale one.
     doc = {
