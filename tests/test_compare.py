@@ -358,11 +358,28 @@ def test_monitor_compare_without_a_challenger_says_so(released: Path, tmp_path: 
         assert proc.returncode == 1 and says in proc.stderr, proc.stderr
 
 
+def test_the_same_model_released_again_starts_a_comparison_of_its_own() -> None:
+    """A model shadowed as v0.2.0, then released again as a canary v0.3.0 (the same model
+    id): the canary's comparison starts at its own first record, not the shadow's."""
+    n = len(RECORDS) // 2
+    earlier = log_frame(RECORDS.iloc[:n], WEAK[:n], LABELS[:n], n, shadow=STRONG[:n])
+    role = np.where(np.arange(len(RECORDS) - n) % 5 == 0, "canary", "prod").astype(object)
+    later = log_frame(RECORDS.iloc[n:], np.where(role == "canary", WEAK[n:], STRONG[n:]),
+                      LABELS[n:], len(RECORDS) - n, role=role, start=n)  # fmt: skip
+    later["model_version"] = np.where(role == "canary", "v0.3.0", "v0.1.0")
+    again = compare.Model(CHAL.id, 0.5, {**CHAL.info, "version": "v0.3.0"})
+    doc = compare.compare(pd.concat([earlier, later], ignore_index=True), SIG, PROD, again,
+                          _objectives(), ROLLOUT, stage="canary", share=0.2)  # fmt: skip
+    assert doc["records"] == len(RECORDS) - n, doc["records"]
+    assert doc["window"]["from"] == later["ts"].min().isoformat()
+
+
 def test_the_comparison_section_escapes_what_it_shows() -> None:
     hostile = "<script>alert(1)</script>"
     chal = compare.Model(CHAL.id, 0.5, {**CHAL.info, "version": hostile, "name": hostile})
-    doc = compare.compare(log_frame(RECORDS, WEAK, LABELS, 100, shadow=STRONG), SIG, PROD, chal,
-                          _objectives(), ROLLOUT)  # fmt: skip
+    log = log_frame(RECORDS, WEAK, LABELS, 100, shadow=STRONG)
+    log["shadow_model_version"] = hostile  # the version as logged: the comparison shows it
+    doc = compare.compare(log, SIG, PROD, chal, _objectives(), ROLLOUT)
     assert doc["decision"]["outcome"] == "watch"  # 100 labelled records: too few
     run = monitor.run(PROFILE, SIG, _objectives(), MonitorConfig(), RECORDS, None, None,
                       model=PROD.info, window={"source": "log", "where": "x"})  # fmt: skip

@@ -66,15 +66,25 @@ def _column(log: pd.DataFrame, name: str) -> pd.Series:
 
 def _rows(log: pd.DataFrame, production: Model, challenger: Model) -> dict[str, pd.Series]:
     """Which records production answered, the canary answered, and the shadow scored."""
-    role, model_id = _column(log, "role"), log["model_id"]
-    prod = (role.fillna(PROD_ROLE) == PROD_ROLE) & (model_id == production.id)
-    shadowed = prod & (_column(log, "shadow_model_id") == challenger.id)
-    shadowed &= _column(log, "shadow_output").notna()
+    role = _column(log, "role")
+    prod = (role.fillna(PROD_ROLE) == PROD_ROLE) & _by(log, production, "model")
+    shadowed = prod & _by(log, challenger, "shadow_model") & _column(log, "shadow_output").notna()
     return {
         "prod": prod,
-        "canary": (role == CANARY_ROLE) & (model_id == challenger.id),
+        "canary": (role == CANARY_ROLE) & _by(log, challenger, "model"),
         "shadow": shadowed,
     }
+
+
+def _by(log: pd.DataFrame, model: Model, prefix: str) -> pd.Series:
+    """The records whose ``<prefix>_id`` is the model's, and ``<prefix>_version`` its version
+    when it has one: the same model released again (a shadow, later a canary) is another
+    release, whose records start a comparison of their own."""
+    hit = _column(log, f"{prefix}_id") == model.id
+    version = model.info.get("version")
+    if version is not None:
+        hit &= _column(log, f"{prefix}_version") == version
+    return hit
 
 
 def _since_challenger(log: pd.DataFrame, production: Model, challenger: Model) -> pd.DataFrame:
