@@ -512,7 +512,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     estimate before; reports, and a line of history."""
     from mlcycle import compare, drift, monitor
     from mlcycle.bundle import load_bundle
-    from mlcycle.io import read_table, write_json, write_text
+    from mlcycle.io import read_table, write_json
 
     if args.new is not None and (args.log_url or args.last or args.since or args.until):
         raise ValueError(
@@ -566,26 +566,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             comparison, found = _compare(args, bundle, whole, profile, settings, doc)
         except compare.NothingToCompare as exc:
             print(f"mlcycle monitor --compare: nothing to compare: {exc}", file=sys.stderr)
-    out = Path(args.out)
-    write_json(out / "monitor.json", doc)
-    markdown = monitor.markdown_report(doc)
-    if comparison:
-        write_json(out / "compare.json", comparison)
-        markdown += "\n" + compare.markdown(comparison)
-    write_text(out / "monitor.md", markdown)
-    from mlcycle.monitor_report import html_report
-
-    write_text(out / "monitor.html", html_report(doc, comparison))
-    if not args.no_history:
-        run_no = monitor.append_history(args.history, doc)
-        print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
-    if args.plots:
-        from mlcycle.report import draw_plots
-
-        links, problems = draw_plots(Path.cwd(), ["show"], ("Monitoring",), out / "history")
-        for problem in problems:
-            print(f"history plot not drawn: {problem}", file=sys.stderr)
-        print(f"history: {len(links)} plot(s) drawn in {out / 'history'}", file=sys.stderr)
+    out = _monitor_reports(args, doc, comparison)
     print(f"{monitor.summary_line(doc)}; report in {out / 'monitor.html'}")
     if args.compare:
         if comparison is None:
@@ -597,6 +578,35 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             if code:
                 return code
     return 3 if doc["retrain"]["recommended"] and args.fail_on_drift else 0
+
+
+def _monitor_reports(args: argparse.Namespace, doc: dict, comparison: dict | None) -> Path:
+    """Write a monitoring run's reports (JSON, Markdown, HTML; the comparison's beside them)
+    into ``--out``, append its history and draw the history's plots when asked; returns
+    ``--out``."""
+    from mlcycle import compare, monitor
+    from mlcycle.io import write_json, write_text
+    from mlcycle.monitor_report import html_report
+
+    out = Path(args.out)
+    write_json(out / "monitor.json", doc)
+    markdown = monitor.markdown_report(doc)
+    if comparison:
+        write_json(out / "compare.json", comparison)
+        markdown += "\n" + compare.markdown(comparison)
+    write_text(out / "monitor.md", markdown)
+    write_text(out / "monitor.html", html_report(doc, comparison))
+    if not args.no_history:
+        run_no = monitor.append_history(args.history, doc)
+        print(f"history: run {run_no} appended under {args.history}", file=sys.stderr)
+    if args.plots:
+        from mlcycle.report import draw_plots
+
+        links, problems = draw_plots(Path.cwd(), ["show"], ("Monitoring",), out / "history")
+        for problem in problems:
+            print(f"history plot not drawn: {problem}", file=sys.stderr)
+        print(f"history: {len(links)} plot(s) drawn in {out / 'history'}", file=sys.stderr)
+    return out
 
 
 EXIT_NOTHING_TO_COMPARE = 4  # mlcycle monitor --compare: no challenger, or none of its records

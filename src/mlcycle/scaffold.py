@@ -770,31 +770,9 @@ def plan(
         messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
     labels = target_labels(values)
     objectives = params["objectives"]
-    has_positive = tasks.get(task).has_positive_class
-    positive_why = positive_class(labels)[1] if has_positive else ""
     how = f"inferred: {target!r} {_describe(values)}" if inferred else "given with --task"
     messages.append(f"task: {task} ({how}); init --task ... --force changes it")
-    if has_positive:
-        messages.append(
-            f"positive class: {objectives['positive_class']!r} ({positive_why}); change it with "
-            "objectives.positive_class in params.yaml"
-        )
-    minimum_why = _minimum_note(task, objectives["primary_metric"], labels)
-    messages.append(f"objectives.minimum: {objectives['minimum']}, {minimum_why}")
-    messages += [role.message for role in roles]
-    if roles:
-        messages.append(
-            "features.exclude in params.yaml lists them, each with its reason; delete a line "
-            "there to make that column a feature again"
-        )
-    notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
-    if tasks.get(task).thresholded:
-        metric, why = threshold_objective(labels, objectives["positive_class"])
-        notes["objectives.threshold.maximize"] = f"{metric}: {why}; null: minimise the cost"
-        messages.append(
-            f"decision threshold: maximises out-of-fold {metric} ({why}); change it with "
-            "objectives.threshold.maximize in params.yaml"
-        )
+    notes = _explained(params, task, labels, roles, copied_from is not None, messages)
     text = params_text(params, notes, data_path)
     if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
         raise InitError("internal error: the written params.yaml would not read back as drafted")
@@ -819,6 +797,39 @@ def plan(
         copied_from=copied_from,
         messages=tuple(messages),
     )
+
+
+def _explained(
+    params: dict, task: str, labels: pd.Series, roles: list[Role], copied: bool, messages: list[str]
+) -> dict[str, str]:
+    """The comments params.yaml gets on what init chose from the data (positive class,
+    minimum, excluded columns, the threshold's metric); the same, said, appended to
+    ``messages``."""
+    objectives = params["objectives"]
+    has_positive = tasks.get(task).has_positive_class
+    positive_why = positive_class(labels)[1] if has_positive else ""
+    if has_positive:
+        messages.append(
+            f"positive class: {objectives['positive_class']!r} ({positive_why}); change it with "
+            "objectives.positive_class in params.yaml"
+        )
+    minimum_why = _minimum_note(task, objectives["primary_metric"], labels)
+    messages.append(f"objectives.minimum: {objectives['minimum']}, {minimum_why}")
+    messages += [role.message for role in roles]
+    if roles:
+        messages.append(
+            "features.exclude in params.yaml lists them, each with its reason; delete a line "
+            "there to make that column a feature again"
+        )
+    notes = _notes(params, positive_why, minimum_why, copied, roles)
+    if tasks.get(task).thresholded:
+        metric, why = threshold_objective(labels, objectives["positive_class"])
+        notes["objectives.threshold.maximize"] = f"{metric}: {why}; null: minimise the cost"
+        messages.append(
+            f"decision threshold: maximises out-of-fold {metric} ({why}); change it with "
+            "objectives.threshold.maximize in params.yaml"
+        )
+    return notes
 
 
 def _check_data_file(data: Path) -> None:
