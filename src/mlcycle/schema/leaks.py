@@ -42,8 +42,8 @@ that is decisive for a few rows (a large capital gain) is silent for the rest.""
 LEAK_R2 = 0.9
 """A regression target is nearly determined by a column whose out-of-fold bin means explain at
 least this share of its variance. A measurement of the target with noise of a fifth of its
-spread scores 0.94, of a third 0.88; a strong honest feature of a real quantity explains far less alone (a
-house's income band, half of its price's variance)."""
+spread scores 0.94, of a third 0.88; a strong honest feature of a real quantity explains far
+less alone (a district's median income, half of its house prices' variance)."""
 
 FOLDS = 5  # cross-validation folds of the single-feature score
 BINS = 20
