@@ -31,6 +31,7 @@ from mlcycle.config import ConfigError, Source
 from mlcycle.io import atomic_path, write_text, yaml_scalar
 from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS, label_text
 from mlcycle.schema.infer import draft_text
+from mlcycle.schema.leaks import leak_warnings
 from mlcycle.schema.roles import Role, column_roles
 from mlcycle.sources import (
     GLOB_CHARS,
@@ -787,6 +788,10 @@ def plan(
             "features.exclude in params.yaml lists them, each with its reason; delete a line "
             "there to make that column a feature again"
         )
+    classification = tasks.get(task).classification
+    messages += [
+        f"possible leak: {k.message}" for k in leak_warnings(frame, target, classification, exclude)
+    ]
     notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
     if tasks.get(task).thresholded:
         metric, why = threshold_objective(labels, objectives["positive_class"])
