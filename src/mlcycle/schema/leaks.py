@@ -109,7 +109,9 @@ def _out_of_fold(codes: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndar
 
 
 def _auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC of ``score`` for the rows marked ``positive`` (ties count half)."""
+    """ROC AUC of ``score`` for the rows marked ``positive`` (ties count half): the statistic of
+    :func:`mlcycle.metrics.roc_auc_by_ranks`, here without importing scikit-learn and SciPy
+    (1.9 s measured) into ``validate`` and ``init``, which never need them otherwise."""
     ranks = pd.Series(score).rank(method="average").to_numpy()
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos

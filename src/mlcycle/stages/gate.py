@@ -20,6 +20,18 @@ from mlcycle.io import read_json, write_json
 from mlcycle.stages import METRICS, TEST, log, run
 from mlcycle.summary import fingerprint
 
+FORCE_AFTER_COMMIT = (
+    "rejected only for scoring below production: if production is the model at fault (it "
+    "learned from a leak, say), commit, then `mlcycle release --force --reason TEXT` releases "
+    "this one past the comparison (docs/registry.md)"
+)
+RETIRE = (
+    "If production is the model at fault (it learned from a leak, say), retire it: set "
+    "gate.fail_on_reject: false in params.yaml, `dvc repro` (this model is packaged, its "
+    "rejection recorded), commit, then `mlcycle release --force --reason TEXT` "
+    "(docs/registry.md)"
+)
+
 
 class GateRejected(ValueError):
     """The gate refused the model; the message lists the failed checks."""
@@ -96,9 +108,12 @@ def main() -> None:
         log("gate", "PASSED: the model may be promoted (`mlcycle release` after committing)")
     elif gate_cfg.fail_on_reject:
         failed = [r for r in decision.reasons if r.startswith("FAIL")]
-        raise GateRejected("model rejected: " + "; ".join(failed))
+        way_out = f". {RETIRE}" if decision.champion_only else ""
+        raise GateRejected("model rejected: " + "; ".join(failed) + way_out)
     else:
         log("gate", "REJECTED (gate.fail_on_reject is false, so the run goes on)")
+        if decision.champion_only:
+            log("gate", FORCE_AFTER_COMMIT)
 
 
 if __name__ == "__main__":
