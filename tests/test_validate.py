@@ -680,16 +680,22 @@ def test_no_column_of_adult_is_a_leak(adult: pd.DataFrame) -> None:
     assert leak_warnings(adult, "income", classification=True) == []
 
 
-def test_stage_warns_about_a_feature_that_leaks_the_target(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The validate stage (in process) says the leak with its figures in the log, the metrics
-    and the report, and passes: a leak is a warning."""
+def leaky_workdir(tmp_path: Path) -> None:
+    """A working directory for the validate stage: :func:`leaky_frame` as the snapshot, its
+    draft schema and params.yaml."""
     frame = leaky_frame()
     (tmp_path / "data" / "raw").mkdir(parents=True)
     frame.to_parquet(tmp_path / "data" / "raw" / "snapshot.parquet", index=False)
     (tmp_path / "schema.yaml").write_text(dump_schema(infer_schema(frame, "label")))
     write_params(tmp_path, "label")
+
+
+def test_stage_warns_about_a_feature_that_leaks_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate stage (in process) says the leak with its figures in the log, the metrics
+    and the report, and passes: a leak is a warning."""
+    leaky_workdir(tmp_path)
     monkeypatch.chdir(tmp_path)
     params = config.load()
     logged = []
