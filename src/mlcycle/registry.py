@@ -352,7 +352,12 @@ FORCE_HINT = (
 def _gate_allows(gate: dict, force: bool) -> str | None:
     """None when the committed gate decision passed; with ``force``, the failed comparison
     with production it overrules when that is all that failed (the decision's
-    ``champion_only``); else the error, naming ``--force`` when it would help."""
+    ``champion_only``); else the error, naming ``--force`` when it would help.
+
+    Forcing is the way to retire a production model that is itself wrong (it learned from a
+    leak, say), which no honest model can beat. The objectives' bounds and the other checks
+    still hold: they are the user's bar for any model, not a comparison with a model that may
+    be at fault."""
     if gate.get("passed"):
         return None
     champion_only = bool(gate.get("champion_only"))
@@ -382,16 +387,11 @@ def release(
     challenger: shadow, or canary answering ``share`` of requests, 0 to 1, which ends any
     challenger before it), if its gate passed; sign it with the key
     :data:`mlcycle.signing.SIGNING_KEY_ENV` names, if set (``say`` tells which, or that it is
-    not signed). ``reason`` goes into the tags' messages (:func:`history` shows it).
+    not signed). ``reason`` goes into the tags' messages (:func:`history` shows it); ``force``
+    (with a ``reason``) releases past a rejection by the champion comparison alone
+    (:func:`_gate_allows`).
 
-    ``force`` (with a ``reason``) releases a model the gate rejected only for scoring below the
-    production model: the way to retire a production model that is itself wrong (it learned
-    from a leak, say), which an honest model can never beat. The objectives' bounds and the
-    other checks still hold: they are the user's bar for any model, not a comparison with a
-    model that may be at fault.
-
-    Refuses when the committed gate decision at HEAD is missing or a rejection (unless forced
-    past the champion comparison alone), or when
+    Refuses when the committed gate decision at HEAD is missing or a rejection, or when
     dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
     model in the workspace), or when the signing key is unusable; the bundle is signed (as
     retrieved from DVC's cache) once registered and before production names it; when signing
