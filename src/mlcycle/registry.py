@@ -344,8 +344,8 @@ def _check_packaged(repo: Path, commit: str) -> None:
 
 
 FORCE_HINT = (
-    "if the production model is the one at fault (it learned from a leak, say), release this "
-    "one past the comparison: `mlcycle release --force --reason TEXT` (docs/registry.md)"
+    "if the production model is the one at fault (it learned from a leak, say), `mlcycle "
+    "release --force --reason TEXT` releases this one past the comparison (docs/registry.md)"
 )
 
 

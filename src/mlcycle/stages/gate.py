@@ -20,16 +20,9 @@ from mlcycle.io import read_json, write_json
 from mlcycle.stages import METRICS, TEST, log, run
 from mlcycle.summary import fingerprint
 
-FORCE_AFTER_COMMIT = (
-    "rejected only for scoring below production: if production is the model at fault (it "
-    "learned from a leak, say), commit, then `mlcycle release --force --reason TEXT` releases "
-    "this one past the comparison (docs/registry.md)"
-)
 RETIRE = (
-    "If production is the model at fault (it learned from a leak, say), retire it: set "
-    "gate.fail_on_reject: false in params.yaml, `dvc repro` (this model is packaged, its "
-    "rejection recorded), commit, then `mlcycle release --force --reason TEXT` "
-    "(docs/registry.md)"
+    "To retire production, set gate.fail_on_reject: false in params.yaml so `dvc repro` packages "
+    f"this model with its rejection recorded, and commit; then {registry.FORCE_HINT}"
 )
 
 
@@ -113,7 +106,8 @@ def main() -> None:
     else:
         log("gate", "REJECTED (gate.fail_on_reject is false, so the run goes on)")
         if decision.champion_only:
-            log("gate", FORCE_AFTER_COMMIT)
+            alone = "rejected by the comparison with production alone: commit; then "
+            log("gate", alone + registry.FORCE_HINT)
 
 
 if __name__ == "__main__":
