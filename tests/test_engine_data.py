@@ -23,6 +23,7 @@ from mlcycle.sources import SourceError
 from mlcycle.stages import gather as gather_stage
 from mlcycle.stages import validate as validate_stage
 from tests.conftest import ROOT, make_project, run, set_params
+from tests.test_validate import leaky_workdir
 
 COLOURS = ["red", "green", "blue", "teal", "pink"]
 SCHEMA = parse_schema(
@@ -384,3 +385,17 @@ def test_both_engines_validate_both_layouts_alike(
     assert counts[0] == counts[1]
     kinds = {f["kind"] for f in docs[1]["findings"]}
     assert kinds >= {"out_of_range", "unseen_category", "target_values", "duplicate_rows"}
+
+
+def test_validate_on_dask_says_the_leaks_the_local_engine_says(
+    tmp_path: Path, dask_local_client, monkeypatch
+) -> None:
+    """The leak check runs on the Dask engine too, on the sample the settings check uses (here
+    the whole snapshot, padded with rows of target values alone, which it leaves out)."""
+    leaky_workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    validate_stage.main()
+    local = json.loads(Path("metrics/validation.json").read_text())["leaks"]
+    validate_dask(dask_local_client)
+    assert json.loads(Path("metrics/validation.json").read_text())["leaks"] == local
+    assert [k["column"] for k in local] == ["status"]

@@ -145,6 +145,19 @@ def test_gate_fails_against_a_better_champion_beyond_the_tolerance() -> None:
     assert decide(new, MIN, "roc_auc", {"roc_auc": 0.931}, "v1.0.0", tolerance=0.002).passed
 
 
+def test_a_rejection_by_the_champion_alone_is_the_one_release_force_may_overrule() -> None:
+    """A model rejected only for scoring below production is ``champion_only`` (the registry
+    lets `mlcycle release --force --reason` past it, and says so); one that also fails an
+    objective is not, nor is a model that passes."""
+    leaky_prod = {"roc_auc": 0.99}
+    honest = decide({"roc_auc": 0.93, "log_loss": 0.28}, MIN, "roc_auc", leaky_prod, "v1.0.0")
+    assert not honest.passed and honest.champion_only
+    assert honest.to_dict()["champion_only"] is True
+    worse = decide({"roc_auc": 0.93, "log_loss": 0.35}, MIN, "roc_auc", leaky_prod, "v1.0.0")
+    assert not worse.passed and not worse.champion_only
+    assert not decide({"roc_auc": 0.93, "log_loss": 0.28}, MIN, "roc_auc").champion_only
+
+
 def test_gate_respects_lower_is_better_primary_metrics() -> None:
     mins = {"log_loss": 0.5}
     assert decide({"log_loss": 0.30}, mins, "log_loss", {"log_loss": 0.31}).passed

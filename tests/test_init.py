@@ -4,6 +4,7 @@ tests/test_tasks.py.)"""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,18 @@ import yaml
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.metrics import f1_score
 
-from mlcycle import config, drift, features, models, predict, preflight, prepare, scaffold, schema
+from mlcycle import (
+    config,
+    drift,
+    features,
+    models,
+    predict,
+    preflight,
+    prepare,
+    scaffold,
+    schema,
+    sources,
+)
 from mlcycle.bundle import load_bundle, write_bundle
 from mlcycle.scaffold import InitError
 from mlcycle.schema import findings, roles
@@ -644,3 +656,41 @@ def test_the_threshold_objective_suits_the_positive_share(
     line = next(x for x in p.params_text.splitlines() if "maximize:" in x)
     assert f"maximize: {metric}" in line and f"# {metric}: positives are {share}" in line
     assert config.load_yaml(p.params_text) == p.params
+
+
+def test_init_says_a_column_that_leaks_a_class_with_its_figures(root: Path, tmp_path: Path) -> None:
+    """A column whose value is held by 97 % of a rare class's rows and almost none elsewhere
+    (recorded after the outcome, say) is said by init with its figures and the remedy, and
+    left a feature (a leak is the user's call); the honest columns are not named."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    kind = rng.choice(["basic", "plus", "fraud"], n, p=[0.6, 0.33, 0.07])
+    fraud = kind == "fraud"
+    flagged = np.where(fraud, rng.random(n) < 0.97, rng.random(n) < 0.005)
+    data = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3, 1, n) * np.where(kind == "plus", 2, 1),
+            "channel": rng.choice(["web", "shop", "phone"], n),
+            "review_code": np.where(flagged, "R7", rng.choice(["A1", "B2", "C3"], n)),
+            "kind": kind,
+        }
+    )
+    p = scaffold.plan(root, write(tmp_path, data), "kind")
+    assert p.task == MULTICLASS
+    leaks = [m for m in p.messages if m.startswith("possible leak:")]
+    assert len(leaks) == 1, p.messages
+    assert re.search(
+        r"^possible leak: review_code: alone it nearly determines class 'fraud': out-of-fold "
+        r"ROC AUC 0\.9\d\d for 'fraud' against the rest; its value 'R7' holds 9\d% of that "
+        r"class's rows and 0\.\d% of the others'\. .*add it to features\.exclude in params\.yaml$",
+        leaks[0],
+    ), leaks[0]
+    assert "review_code" not in p.params["features"]["exclude"]
+
+
+def test_init_names_no_leak_among_adults_columns(root: Path, tmp_path: Path) -> None:
+    """Adult's strong honest features (relationship, capital-gain) are not called leaks."""
+    shipped = config.load(ROOT / "params.yaml").data.sources
+    adult = sources.union([sources.read_source(s, ROOT) for s in shipped])
+    p = scaffold.plan(root, write(tmp_path, adult, "adult.parquet"), "income")
+    assert not [m for m in p.messages if "leak" in m], p.messages

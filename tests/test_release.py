@@ -193,8 +193,9 @@ def test_a_gate_failing_against_a_better_champion(released: Path, tmp_path: Path
     set_params(
         p,
         {
-            "objectives": {"minimum": 0.5},
-            "gate": {"tolerance": 0.0},
+            # The objectives within reach of a weak model: the champion alone rejects it.
+            "objectives": {"minimum": 0.5, "minimums": {"accuracy": 0.5}},
+            "gate": {"tolerance": 0.0, "degenerate": "warn"},
             "train": {"xgb": {"max_depth": 1, "n_estimators": 3, "early_stopping_rounds": None}},
         },
     )
@@ -203,9 +204,30 @@ def test_a_gate_failing_against_a_better_champion(released: Path, tmp_path: Path
     gate = json.loads((p / "reports/gate.json").read_text())
     assert gate["passed"] is False and gate["champion_version"] == "v0.1.0"
     assert any(r.startswith("FAIL") and "production" in r for r in gate["reasons"])
+    assert gate["champion_only"] is True
     assert tags(p) == before
     prod = cli(p, "lineage", "--json").stdout
     assert json.loads(prod)["model"] == f"{NAME}@v0.1.0"
+    # The rejection names the way to retire a production model that is itself at fault (one
+    # that learned from a leak scores what no honest model can): package this one with its
+    # rejection recorded, commit, and release it with --force and a reason.
+    said = proc.stderr + proc.stdout
+    assert "gate.fail_on_reject: false" in said and "mlcycle release --force --reason" in said
+    set_params(p, {"gate": {"fail_on_reject": False}})
+    run(["dvc", "repro"], p)
+    git_commit(p, "the honest model, rejected against a leaky production model")
+    refused = cli(p, "release", check=False)
+    assert refused.returncode != 0 and "`mlcycle release --force --reason TEXT`" in refused.stderr
+    unexplained = cli(p, "release", "--force", check=False)
+    assert unexplained.returncode != 0 and "--force needs --reason" in unexplained.stderr
+    assert tags(p) == before
+    why = "v0.1.0 learned from a leak (status is set after the outcome)"
+    cli(p, "release", "--force", "--reason", why)
+    assert json.loads(cli(p, "lineage", "--json").stdout)["model"] == f"{NAME}@v0.1.1"
+    (moved,) = [e for e in registry.history(p, NAME) if e["tag"] == f"{NAME}#prod#2"]
+    assert moved["version"] == "v0.1.1" and moved["message"].endswith(f": {why}")
+    assert "past the gate's comparison with production (roc_auc " in moved["message"]
+    assert why in cli(p, "history").stdout
 
 
 def test_serve_and_predict_load_the_production_model_by_default(

@@ -39,7 +39,9 @@ from mlcycle.schema import (
 )
 from mlcycle.schema.findings import Finding, check
 from mlcycle.schema.infer import infer_schema, observed_notes
+from mlcycle.schema.leaks import LEAK_AUC, leak_warnings
 from mlcycle.schema.report import markdown_report, summarize
+from mlcycle.stages import validate
 from tests.conftest import PROJECT_FILES, ROOT, cli, git_commit, make_project, run
 
 PEOPLE = Schema(
@@ -624,6 +626,87 @@ def test_stage_warns_about_features_that_look_like_identifiers(tmp_path: Path) -
     proc = run_stage(tmp_path, frame, infer_schema(frame, "label"))
     assert proc.returncode == 0 and "look wrong" not in proc.stderr
     assert "features" not in json.loads((tmp_path / "metrics" / "validation.json").read_text())
+
+
+def leaky_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """A labelled table with one leak: ``status`` is 'refunded' in 97 % of the 'yes' rows and in
+    1 % of the others (as a column recorded after the outcome is), beside an honest feature
+    ``x`` that shifts with the label and a category ``region`` that does not."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(["no", "yes"], rows, p=[0.8, 0.2])
+    yes = label == "yes"
+    refunded = np.where(yes, rng.random(rows) < 0.97, rng.random(rows) < 0.01)
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=rows) + yes,
+            "region": rng.choice(["north", "south", "east", "west"], rows),
+            "status": np.where(refunded, "refunded", rng.choice(["open", "closed"], rows)),
+            "label": label,
+            sources.SOURCE_COLUMN: "shop",
+        }
+    )
+
+
+def test_a_leaking_column_is_flagged_with_its_figures_and_honest_ones_are_not() -> None:
+    found = leak_warnings(leaky_frame(), "label", classification=True)
+    assert [(k.column, k.target_class) for k in found] == [("status", "yes")]
+    assert found[0].score >= LEAK_AUC
+    assert "out-of-fold ROC AUC 0.9" in found[0].message
+    assert re.search(
+        r"its value 'refunded' holds 9\d% of that class's rows and 1\.\d% of", found[0].message
+    )
+    assert "add it to features.exclude" in found[0].message
+    assert leak_warnings(leaky_frame(), "label", True, excluded=["status"]) == []
+
+
+def test_a_regression_target_measured_again_is_flagged() -> None:
+    rng = np.random.default_rng(0)
+    price = rng.lognormal(3, 0.5, 3000)
+    frame = pd.DataFrame(
+        {
+            "appraisal": price * rng.normal(1, 0.05, 3000),  # the target, noisy
+            "rooms": np.round(price / 10 + rng.normal(0, 2, 3000)),  # strong, honest
+            "price": price,
+        }
+    )
+    found = leak_warnings(frame, "price", classification=False)
+    assert [k.column for k in found] == ["appraisal"]
+    assert "of the target's variance out of fold (R² 0.9" in found[0].message
+
+
+def test_no_column_of_adult_is_a_leak(adult: pd.DataFrame) -> None:
+    """Adult's strongest honest features (relationship, marital-status, capital-gain) separate
+    the classes well, but none nearly determines them: nothing is flagged."""
+    assert leak_warnings(adult, "income", classification=True) == []
+
+
+def leaky_workdir(tmp_path: Path) -> None:
+    """A working directory for the validate stage: :func:`leaky_frame` as the snapshot, its
+    draft schema and params.yaml."""
+    frame = leaky_frame()
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    frame.to_parquet(tmp_path / "data" / "raw" / "snapshot.parquet", index=False)
+    (tmp_path / "schema.yaml").write_text(dump_schema(infer_schema(frame, "label")))
+    write_params(tmp_path, "label")
+
+
+def test_stage_warns_about_a_feature_that_leaks_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate stage (in process) says the leak with its figures in the log, the metrics
+    and the report, and passes: a leak is a warning."""
+    leaky_workdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    params = config.load()
+    logged = []
+    monkeypatch.setattr(validate, "log", lambda _stage, message: logged.append(message))
+    validate.execute(params, Engine(params.engine, print, None))
+    said = "status: alone it nearly determines class 'yes': out-of-fold ROC AUC 0.9"
+    assert any("features that may leak the target" in m and said in m for m in logged), logged
+    doc = json.loads((tmp_path / "metrics" / "validation.json").read_text())
+    assert doc["passed"] is True and [k["column"] for k in doc["leaks"]] == ["status"]
+    assert doc["leaks"][0]["class"] == "yes" and doc["leaks"][0]["score"] >= LEAK_AUC
+    assert said in (tmp_path / "reports" / "validation.md").read_text()
 
 
 def test_stage_refuses_a_schema_for_another_target(tmp_path: Path) -> None:

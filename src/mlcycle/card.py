@@ -34,6 +34,7 @@ def card_data(meta: dict) -> dict:
         "confidence_interval": metrics.get("confidence_interval"),
         "slice_gaps": meta.get("slice_gaps", {}),
         "limitations": meta.get("limitations", []),
+        "possible_leaks": meta.get("possible_leaks", []),
         "lineage": {"git": meta.get("git"), "created": meta.get("created")},
     }
 
@@ -90,6 +91,17 @@ def card_markdown(card: dict) -> str:
         ]
     lines += ["", "## Data", ""]
     lines += [f"- `{path}`: sha256 `{digest}`" for path, digest in sorted(card["data"].items())]
+    if card.get("possible_leaks"):
+        lines += [
+            "",
+            "## Possible leaks",
+            "",
+            "Features the model uses that alone nearly determine the target or one of its classes "
+            "(found by `validate` on the snapshot). Unless each is known before the outcome, "
+            "the test metrics above overstate what the model does on new rows.",
+            "",
+            *(f"- {leak['message']}" for leak in card["possible_leaks"]),
+        ]
     if card["limitations"]:
         lines += ["", "## Limitations", "", *(f"- {item}" for item in card["limitations"])]
     git = (card.get("lineage") or {}).get("git") or {}

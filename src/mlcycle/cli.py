@@ -70,7 +70,8 @@ def cmd_release(args: argparse.Namespace) -> int:
         stage, share = registry.CANARY, registry.check_share(args.canary)
     elif args.shadow:
         stage = registry.SHADOW
-    version = registry.release(root, name, bump=args.bump, say=print, stage=stage, share=share)
+    how = {"stage": stage, "share": share, "reason": args.reason, "force": args.force}
+    version = registry.release(root, name, args.bump, say=print, **how)
     if stage != registry.PROD:
         prod = registry.production(root, name)
         answers = f", answering {share:.0%} of requests" if stage == registry.CANARY else ""
@@ -1268,6 +1269,14 @@ def _add_release(sub: Subparsers) -> None:
         metavar="URL",
         help="then reload the running service at URL (admin token in MLCYCLE_ADMIN_TOKEN) and "
         "check it serves the new version; if not, the release is undone",
+    )
+    p.add_argument("--reason", help="why: recorded in the registry's tags (`mlcycle history`)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="release a model the gate rejected only for scoring below production (a "
+        "production model that learned from a leak, say); needs --reason. The objectives "
+        "must still pass",
     )
     p.set_defaults(func=cmd_release)
 

@@ -15,14 +15,19 @@ from typing import Any
 
 from mlcycle.tasks import LOWER_IS_BETTER, meets
 
+CHAMPION = "champion"  # the name of the check comparing the candidate with production
+
 
 @dataclass(frozen=True)
 class Decision:
-    """The gate's verdict and every reason behind it."""
+    """The gate's verdict and every reason behind it. ``champion_only``: rejected by the
+    comparison with production alone, which `mlcycle release --force` may overrule (a
+    production model that learned from a leak is one no honest model beats)."""
 
     passed: bool
     reasons: list[str] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
+    champion_only: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +81,7 @@ def decide(
             ok, delta = new >= old - tolerance, new - old
         checks.append(
             {
-                "check": f"champion {champion_version or ''}".strip(),
+                "check": f"{CHAMPION} {champion_version or ''}".strip(),
                 "passed": ok,
                 "value": new,
                 "champion": old,
@@ -88,7 +93,7 @@ def decide(
     else:
         checks.append(
             {
-                "check": "champion",
+                "check": CHAMPION,
                 "passed": True,
                 "detail": "no production model yet: the objectives alone decide",
             }
@@ -98,7 +103,9 @@ def decide(
     for c in checks:
         word = "WARN " if c.get("warning") else "PASS " if c["passed"] else "FAIL "
         reasons.append(word + c["detail"])
-    return Decision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks)
+    failed = [c["check"] for c in checks if not c["passed"]]
+    champion_only = bool(failed) and all(c.startswith(CHAMPION) for c in failed)
+    return Decision(not failed, reasons, checks, champion_only)
 
 
 def degenerate_check(spread: Mapping[str, Any], degenerate: str) -> dict:

@@ -343,6 +343,35 @@ def _check_packaged(repo: Path, commit: str) -> None:
             )
 
 
+FORCE_HINT = (
+    "if the production model is the one at fault (it learned from a leak, say), `mlcycle "
+    "release --force --reason TEXT` releases this one past the comparison (docs/registry.md)"
+)
+
+
+def _gate_allows(gate: dict, force: bool) -> str | None:
+    """None when the committed gate decision passed; with ``force``, the failed comparison
+    with production it overrules when that is all that failed (the decision's
+    ``champion_only``); else the error, naming ``--force`` when it would help.
+
+    Forcing is the way to retire a production model that is itself wrong (it learned from a
+    leak, say), which no honest model can beat. The objectives' bounds and the other checks
+    still hold: they are the user's bar for any model, not a comparison with a model that may
+    be at fault."""
+    if gate.get("passed"):
+        return None
+    champion_only = bool(gate.get("champion_only"))
+    rejected = "the gate rejected the model at HEAD: " + "; ".join(gate.get("reasons", []))
+    if force and champion_only:
+        return "; ".join(r.removeprefix("FAIL ") for r in gate["reasons"] if r.startswith("FAIL"))
+    if force:
+        raise RegistryError(
+            f"{rejected}. --force overrules the comparison with production only, never the "
+            "objectives or the other checks; nothing was released"
+        )
+    raise RegistryError(rejected + (f"; {FORCE_HINT}" if champion_only else ""))
+
+
 def release(
     repo: str | Path,
     name: str,
@@ -351,12 +380,16 @@ def release(
     say: Callable[[str], None] = lambda _: None,
     stage: str = PROD,
     share: float = 0.0,
+    reason: str | None = None,
+    force: bool = False,
 ) -> str:
     """Register HEAD as a new version and assign it to ``stage`` (production, or as the
     challenger: shadow, or canary answering ``share`` of requests, 0 to 1, which ends any
     challenger before it), if its gate passed; sign it with the key
     :data:`mlcycle.signing.SIGNING_KEY_ENV` names, if set (``say`` tells which, or that it is
-    not signed).
+    not signed). ``reason`` goes into the tags' messages (:func:`history` shows it); ``force``
+    (with a ``reason``) releases past a rejection by the champion comparison alone
+    (:func:`_gate_allows`).
 
     Refuses when the committed gate decision at HEAD is missing or a rejection, or when
     dvc.lock, params.yaml or metrics/ have uncommitted changes (the tag would not describe the
@@ -365,6 +398,8 @@ def release(
     fails, the registration is undone (its tag deleted: made here, never pushed).
     """
     repo = Path(repo)
+    if force and not reason:
+        raise RegistryError("--force needs --reason: say why production is retired")
     try:
         key = signing.configured_signing_key(repo)
     except signing.SigningError as exc:
@@ -380,13 +415,12 @@ def release(
     gate_text = read_at(repo, commit, "metrics/gate.json")
     if gate_text is None:
         raise RegistryError("HEAD has no metrics/gate.json: run `dvc repro` and commit first")
-    gate = json.loads(gate_text)
-    if not gate.get("passed"):
-        raise RegistryError(
-            "the gate rejected the model at HEAD: " + "; ".join(gate.get("reasons", []))
-        )
+    overruled = _gate_allows(json.loads(gate_text), force)
     _check_packaged(repo, commit)
     v = Version(name, next_version(repo, name, bump), commit)
+    if reason:  # why, in the registration's and the assignment's tag messages
+        past = f" past the gate's comparison with production ({overruled})" if overruled else ""
+        message = f"{message or f'release {name} {v.version}'}{past}: {reason}"
     api = _gto()
     api.register(
         str(repo), name, ref=commit, version=v.version, message=message or f"{name} {v.version}"

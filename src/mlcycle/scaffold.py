@@ -31,6 +31,7 @@ from mlcycle.config import ConfigError, Source
 from mlcycle.io import atomic_path, write_text, yaml_scalar
 from mlcycle.prepare import MAX_NUMERIC_CLASSES, MISSING_TOKENS, label_text
 from mlcycle.schema.infer import draft_text
+from mlcycle.schema.leaks import leak_warnings
 from mlcycle.schema.roles import Role, column_roles
 from mlcycle.sources import (
     GLOB_CHARS,
@@ -773,6 +774,10 @@ def plan(
     how = f"inferred: {target!r} {_describe(values)}" if inferred else "given with --task"
     messages.append(f"task: {task} ({how}); init --task ... --force changes it")
     notes = _explained(params, task, labels, roles, copied_from is not None, messages)
+    classification = tasks.get(task).classification
+    messages += [
+        f"possible leak: {k.message}" for k in leak_warnings(frame, target, classification, exclude)
+    ]
     text = params_text(params, notes, data_path)
     if config.load_yaml(text) != params:  # the renderer must say exactly what was validated
         raise InitError("internal error: the written params.yaml would not read back as drafted")

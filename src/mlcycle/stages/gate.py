@@ -20,6 +20,11 @@ from mlcycle.io import read_json, write_json
 from mlcycle.stages import METRICS, TEST, log, run
 from mlcycle.summary import fingerprint
 
+RETIRE = (
+    "To retire production, set gate.fail_on_reject: false in params.yaml so `dvc repro` packages "
+    f"this model with its rejection recorded, and commit; then {registry.FORCE_HINT}"
+)
+
 
 class GateRejected(ValueError):
     """The gate refused the model; the message lists the failed checks."""
@@ -96,9 +101,13 @@ def main() -> None:
         log("gate", "PASSED: the model may be promoted (`mlcycle release` after committing)")
     elif gate_cfg.fail_on_reject:
         failed = [r for r in decision.reasons if r.startswith("FAIL")]
-        raise GateRejected("model rejected: " + "; ".join(failed))
+        way_out = f". {RETIRE}" if decision.champion_only else ""
+        raise GateRejected("model rejected: " + "; ".join(failed) + way_out)
     else:
         log("gate", "REJECTED (gate.fail_on_reject is false, so the run goes on)")
+        if decision.champion_only:
+            alone = "rejected by the comparison with production alone: commit; then "
+            log("gate", alone + registry.FORCE_HINT)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Stage `package`: assemble the verified, traceable model bundle.
 
 Inputs: models/train/ (the chosen model only; not the baseline), metrics/train.json,
-metrics/evaluate.json, the data snapshot and test split (hashed), the training split (hashed and
-profiled), the test predictions (profiled; at most PROFILE_ROWS rows of each); params
+metrics/evaluate.json, metrics/validation.json (its possible leaks, for the model card), the
+data snapshot and test split (hashed), the training split (hashed and profiled), the test
+predictions (profiled; at most PROFILE_ROWS rows of each); params
 `package`, `objectives`, `train`, `monitor.bins`; schema.yaml and the severities of
 `validate.severity` (the rules one record can break, which the service and the batch scorer
 apply). Each data set is a Parquet file or a folder of parts (the Dask engine).
@@ -77,6 +78,14 @@ def reference_profile(params: config.Params, signature: Signature, threshold: fl
     )
 
 
+def used_leaks(validation: dict, signature: Signature) -> list[dict]:
+    """The possible leaks validate found (:mod:`mlcycle.schema.leaks`) among the columns the
+    model uses: the ones excluded or unused since are no concern of its card."""
+    inputs = {f.name for f in signature.inputs or signature.features}
+    used = inputs - set(signature.unused_inputs)
+    return [leak for leak in validation.get("leaks", []) if leak["column"] in used]
+
+
 def main() -> None:
     params = config.load()
     raw = read_raw()
@@ -111,6 +120,7 @@ def main() -> None:
     }
     metadata["slice_gaps"] = read_json(f"{METRICS}/slices.json")["gaps"]
     metadata["gate"] = read_json(f"{METRICS}/gate.json")
+    metadata["possible_leaks"] = used_leaks(read_json(f"{METRICS}/validation.json"), signature)
     metadata["dvc_lock"] = data_hashes(read_lock())  # this run's stages so far
     metadata["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     metadata["limitations"] = [

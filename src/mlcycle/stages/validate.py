@@ -2,8 +2,10 @@
 
 Inputs: data/raw/snapshot.parquet; schema.yaml; params `validate`, `objectives`, `prepare`,
 `features`, `train.cv_folds` (the settings checked against the data).
-Outputs: metrics/validation.json (passed, counts by severity, every finding, and under
-``features`` warnings about features that look like identifiers or free text);
+Outputs: metrics/validation.json (passed, counts by severity, every finding, under
+``features`` warnings about features that look like identifiers or free text, and under
+``leaks`` the features that alone nearly determine the target or one of its classes, with
+their out-of-fold scores: :mod:`mlcycle.schema.leaks`);
 reports/validation.md (the same as a table, for people) and reports/validation.json, always
 written. An error-level finding prints the table and exits with status 1, so `dvc repro` stops
 here, the last good model stays in place and metrics/validation.json keeps the last passing
@@ -20,6 +22,7 @@ from mlcycle.engines.validate import Checked, check_snapshot
 from mlcycle.io import write_json, write_text
 from mlcycle.preflight import fold_problems, settings_problems
 from mlcycle.schema import Schema, SchemaError, load_schema
+from mlcycle.schema.leaks import Leak, leak_warnings
 from mlcycle.schema.report import format_table, markdown_report, summarize
 from mlcycle.schema.roles import feature_warnings
 from mlcycle.stages import METRICS, SNAPSHOT, log, run
@@ -61,7 +64,7 @@ def execute(params: config.Params, engine: Engine) -> None:
     # Settings that name columns or values (and train.cv_folds), checked against the data.
     problems = settings_problems(params, checked.sample, schema)
     problems += fold_problems(params, checked.classes)
-    write(params, problems, checked, looks_wrong(params, checked))
+    write(params, problems, checked, looks_wrong(params, checked), leaks(params, checked))
 
 
 def looks_wrong(params: config.Params, checked: Checked) -> list[str]:
@@ -73,11 +76,27 @@ def looks_wrong(params: config.Params, checked: Checked) -> list[str]:
     return feature_warnings(checked.sample, params.objectives.target, excluded, features.include)
 
 
+def leaks(params: config.Params, checked: Checked) -> list[Leak]:
+    """Features that alone nearly determine the target or one of its classes
+    (:mod:`mlcycle.schema.leaks`, as ``mlcycle init`` says them), judged on the snapshot (on
+    Dask, the same sample as :func:`looks_wrong`). Warnings: a leak is a question about how
+    the column was recorded, which only the user can answer."""
+    features, obj = params.features, params.objectives
+    excluded = [*features.exclude, *params.prepare.drop_columns]
+    classification = tasks.get(obj.task).classification
+    return leak_warnings(checked.sample, obj.target, classification, excluded, features.include)
+
+
 def write(
-    params: config.Params, problems: list[str], checked: Checked, warnings: Sequence[str] = ()
+    params: config.Params,
+    problems: list[str],
+    checked: Checked,
+    warnings: Sequence[str] = (),
+    leaked: Sequence[Leak] = (),
 ) -> None:
-    """Write the metrics and reports, log the findings and the ``warnings`` about features
-    (:func:`looks_wrong`), and fail on errors (either engine)."""
+    """Write the metrics and reports, log the findings, the ``warnings`` about features
+    (:func:`looks_wrong`) and the features that may leak the target (:func:`leaks`), and fail
+    on errors (either engine)."""
     settings = params.validate
     findings, rows, columns = checked.findings, checked.rows, checked.columns
     doc = summarize(findings, rows, columns, settings.schema)
@@ -85,6 +104,11 @@ def write(
         doc.update(passed=False, settings=problems)
     if warnings:
         doc["features"] = list(warnings)
+    if leaked:
+        doc["leaks"] = [
+            {"column": k.column, "class": k.target_class, "score": k.score, "message": k.message}
+            for k in leaked
+        ]
     report = markdown_report(doc, findings)
     if problems:
         report += "\n## Settings that do not fit the data\n\n"
@@ -92,6 +116,9 @@ def write(
     if warnings:
         report += "\n## Features that look like identifiers or free text (warnings)\n\n"
         report += "".join(f"- {w}\n" for w in warnings)
+    if leaked:
+        report += "\n## Features that alone nearly determine the target (possible leaks)\n\n"
+        report += "".join(f"- {k.message}\n" for k in leaked)
     write_json(REPORT_JSON, doc)
     write_text(REPORT, report)
     write_json(VALIDATION, doc)  # put back as it was if the stage fails (stages.run)
@@ -108,6 +135,9 @@ def write(
         log("validate", "settings that do not fit the data:\n  " + "\n  ".join(problems))
     if warnings:
         log("validate", "warning: features that look wrong:\n  " + "\n  ".join(warnings))
+    if leaked:
+        lines = "\n  ".join(k.message for k in leaked)
+        log("validate", f"warning: features that may leak the target:\n  {lines}")
     if not doc["passed"]:
         errors = [f for f in findings if f.severity == "error"]
         lines = [f"params.yaml {p}" for p in problems] + [f.message for f in errors]
