@@ -420,6 +420,7 @@ def test_tuning_records_every_trial_and_keeps_the_best(data: tuple) -> None:
         candidates=("xgboost", "logistic_regression"),
         trials=3,
         trials_by_candidate={"logistic_regression": 2},
+        select="best",  # the best CV mean (one_se, the default, is tests/test_tuning_pruning.py's)
         search={
             "xgboost": {
                 "max_depth": {"low": 1, "high": 6},

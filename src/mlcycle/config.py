@@ -774,6 +774,10 @@ class Tuning(_Section):
     patience: NonNegativeInt = 10
     """Stop a candidate's search after this many trials without a new best; 0: never. It counts
     trials in a row, not seconds: reproducible."""
+    select: Literal["one_se", "best"] = "one_se"
+    """Which trial a candidate keeps. one_se: trial 0 (untuned) if its CV mean is within one
+    standard error of the best trial's, else the simplest trial within it (XGBoost: fewest
+    rounds x max_depth); best: the best CV mean. A lead inside the CV noise is not kept."""
 
 
 class TrainConfig(_Section):
@@ -913,6 +917,7 @@ class TrainConfig(_Section):
             "pruner_startup": self.pruner_startup,
             "pruner_warmup": self.pruner_warmup,
             "tuning_patience": self.tuning_patience,
+            "tuning_select": self.tuning.select,
             "trials_by_candidate": dict(self.trials_by_candidate),
         }
         return self.model_dump(exclude={"tuning"}) | tuning
