@@ -810,7 +810,8 @@ class TrainConfig(_Section):
     models: dict[ModelKind, dict[str, Any]] = {}
     """Other model kinds' fixed params (scikit-learn names), per kind."""
     search: dict[ModelKind, dict[str, Range]] = {}
-    """Per kind: {param: {low, high[, log]}} or {param: {choices: [...]}}."""
+    """Per kind: {param: {low, high[, log]}} or {param: {choices: [...]}}. `mlcycle init` writes
+    ranges derived from the data's rows, width, classes and task; train searches what is here."""
 
     @field_validator("candidates")
     @classmethod
