@@ -960,7 +960,7 @@ def tune(
         result.records.extend(records)
         if progress:
             progress(
-                f"{kind}: best cv {metric} {candidate.cv.mean:.4f} ± {candidate.cv.std:.4f} "
+                f"{kind}: kept cv {metric} {candidate.cv.mean:.4f} ± {candidate.cv.std:.4f} "
                 f"(trial {candidate.best_trial} of {candidate.trials}; untuned "
                 f"{candidate.untuned.mean:.4f})"
             )
