@@ -10,6 +10,9 @@ Runs :func:`mlcycle.tuning.tune` on the training split (data/prepared/train.parq
 - ``derived``: params.yaml with the search ranges ``mlcycle init`` derives from this training
   split's figures (:func:`mlcycle.scaffold.search_space`) instead of its own.
 
+With ``--test`` (data/prepared/test.parquet) each run's kept model is refitted on the training
+split and scored on the test split, with its 95 % bootstrap interval (what `evaluate` reports).
+
 For each run it prints the time until the best CV score so far first reaches the target
 (default 0.9297: the tuned score 0.9300 less its 0.0003 tolerance), the best CV score, the
 whole search's wall time and its ratio to ``before``, and writes the time-to-score curves (the
@@ -17,7 +20,7 @@ best CV score so far against the search's seconds) as bench/results/search_time_
 and .json (docs/images holds the one docs/training.md shows). The machine is shared: compare
 the ratios of one run, not seconds across runs.
 
-    python bench/bench_search.py [--target 0.9297] [--runs before pruning after derived]
+    python bench/bench_search.py [--target 0.9297] [--runs before pruning after derived] [--test]
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlcycle import config
+from mlcycle import config, tasks
 from mlcycle.features import encode_target, infer_signature, to_model_frame
+from mlcycle.metrics import bootstrap_interval, kpi
+from mlcycle.models import fit
 from mlcycle.scaffold import data_shape, search_space
-from mlcycle.tasks import better
-from mlcycle.tuning import tune
+from mlcycle.tasks import DEFAULT_THRESHOLD, better
+from mlcycle.tuning import fit_options, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
@@ -68,8 +73,11 @@ RUNS = {  # changes to train, and to train.tuning
 }
 
 
-def run(name: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classes) -> dict:
-    """One whole default search with ``RUNS[name]`` over params.yaml's train settings."""
+def run(
+    name: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classes, test=None
+) -> dict:
+    """One whole default search with ``RUNS[name]`` over params.yaml's train settings; with
+    ``test`` (its X and y), the kept model refitted and scored on it."""
     train, tuning = RUNS[name]
     task = params.objectives.task
     if name == "derived":
@@ -86,6 +94,17 @@ def run(name: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classe
     start = time.perf_counter()
     result = tune(X, y, cfg, params.objectives.primary_metric, progress, task, classes)
     total = time.perf_counter() - start
+    scored = {}
+    if test is not None:
+        win, metric = result.winner, result.metric
+        k = tasks.get(task).output_width(len(classes))
+        model = fit(win.name, X, y, win.params, task, k, rounds=win.cv.final_rounds,
+                    **fit_options(cfg)).model  # fmt: skip
+        out = model.output(test[0])
+        scored = {
+            "test": round(kpi(task, metric, test[1], out, DEFAULT_THRESHOLD), 6),
+            "test_interval": bootstrap_interval(task, test[1], out, None, metric),
+        }
     return {
         "run": name,
         "settings": {k: getattr(cfg, k) for k in RUNS["before"]},
@@ -96,6 +115,9 @@ def run(name: str, X: pd.DataFrame, y: np.ndarray, params: config.Params, classe
         "trials": len(result.records),
         "pruned": sum(r.pruned for r in result.records),
         "curve": curve(result.records, result.metric),
+        "params": dict(result.winner.params),
+        "rounds": result.winner.cv.final_rounds,
+        **scored,
     }
 
 
@@ -145,6 +167,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9297)
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--train", type=Path, default=ROOT / "data/prepared/train.parquet")
+    parser.add_argument("--test", type=Path, nargs="?", const=ROOT / "data/prepared/test.parquet")
     args = parser.parse_args()
     params = config.load(ROOT / "params.yaml")
     obj = params.objectives
@@ -152,7 +175,11 @@ def main() -> None:
     sig = infer_signature(train, obj.target, obj.positive_class, params.features,
                           seed=params.train.seed, task=obj.task)  # fmt: skip
     X, y = to_model_frame(train, sig), encode_target(train[obj.target], sig)
-    runs = [run(name, X, y, params, sig.classes) for name in args.runs]
+    test = None
+    if args.test:
+        frame = pd.read_parquet(args.test)
+        test = (to_model_frame(frame, sig), encode_target(frame[obj.target], sig))
+    runs = [run(name, X, y, params, sig.classes, test) for name in args.runs]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "search_time_to_score.json").write_text(json.dumps(runs, indent=1) + "\n")
     plot(runs, args.target, RESULTS / "search_time_to_score.png")
@@ -170,6 +197,10 @@ def main() -> None:
         print(f"{r['run']:>8s} {shown:>10s} {ratio} {share} {r['best']:9.4f} {r['seconds']:7.1f}s "
               f"{r['seconds'] / first['seconds']:6.2f} {r['trials']:7d} {r['pruned']:7d}  "
               f"{r['winner']} ({r['kept']:.4f})")  # fmt: skip
+        if "test" in r:
+            i = r["test_interval"]
+            print(f"{'':>8s} test {r['test']:.4f} [{i['low']:.4f}, {i['high']:.4f}] "
+                  f"({r['rounds']} rounds)")  # fmt: skip
     print(
         f"ratios against {first['run']!r}, measured in this run (time to the target against its "
         f"time, and against its whole search); curves: {RESULTS / 'search_time_to_score.png'}"
