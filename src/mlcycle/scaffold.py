@@ -890,9 +890,9 @@ def plan(
         )
     notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
     notes["train.search"] = (
-        f"ranges derived by `mlcycle init` from the training split's figures: {shape.text()} "
-        "(docs/training.md, Search spaces from the data); edit them freely. "
-        + notes.get("train.search", "")
+        f"{notes.get('train.search', '')}; derived by `mlcycle init` from the training split's "
+        f"figures: {shape.text()}; see docs/training.md (Search spaces from the data), and edit "
+        "them freely"
     )
     messages.append(f"search ranges: derived from {shape.text()}; edit train.search to change them")
     if tasks.get(task).thresholded:
