@@ -94,6 +94,7 @@ def run(
     start = time.perf_counter()
     result = tune(X, y, cfg, params.objectives.primary_metric, progress, task, classes)
     total = time.perf_counter() - start
+    print(f"  [{name}] whole search {total:.1f}s", flush=True)
     scored = {}
     if test is not None:
         win, metric = result.winner, result.metric
@@ -107,7 +108,12 @@ def run(
         }
     return {
         "run": name,
-        "settings": {k: getattr(cfg, k) for k in RUNS["before"]},
+        "settings": {
+            "parallel_folds": cfg.parallel_folds,
+            "pruner": cfg.tuning_pruner,
+            "patience": cfg.tuning_patience,
+            "select": cfg.tuning.select,
+        },
         "seconds": round(total, 1),
         "best": max(p["best"] for p in curve(result.records, result.metric) if p["best"]),
         "kept": round(result.winner.cv.mean, 6),
