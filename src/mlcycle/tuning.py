@@ -14,6 +14,11 @@ that fold's training part (``train.validation_fraction``); the final model gets 
 the folds' best round counts. Every candidate is judged by the cross-validated mean of the
 objectives' primary metric and the best one wins; the test split plays no part.
 
+Within a candidate, ``train.tuning.select: one_se`` (the default) keeps trial 0 when its CV mean
+is within one standard error of the best trial's, else the simplest trial within it (rounds x
+max_depth): a lead inside the CV noise does not buy a tuned or larger model (:func:`select`,
+in :func:`search_candidate`, which both engines' drivers run). ``best`` keeps the best mean.
+
 With ``train.tuning.pruner: median`` a search trial runs its folds in order and stops after a
 fold when its running CV mean is behind the median of the earlier trials' at that fold
 (Optuna's MedianPruner, through ``trial.report`` / ``trial.should_prune``): it is listed in
