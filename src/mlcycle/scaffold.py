@@ -502,8 +502,8 @@ def data_shape(
     features: pd.DataFrame, labels: pd.Series, task: str, share: float = 1.0
 ) -> DataShape:
     """The :class:`DataShape` of a table's model inputs ``features`` and present target
-    ``labels``, rows counted at ``share`` (init reads the whole file; training sees the split's
-    1 - test_size of it)."""
+    ``labels``, rows counted at ``share``: the training split's part of them (init reads the
+    whole file, of which its split keeps 1 - test_size for training)."""
     categorical = sum(
         1
         for c in features.columns
@@ -553,7 +553,7 @@ def search_space(shape: DataShape) -> dict[str, dict[str, dict[str, Any]]]:
     (0.01 to 10) and ridge's ``alpha`` (0.001 to 100), on standardised inputs, are not derived.
     """
     rows, width = shape.rows, shape.features
-    per_round = shape.classes if shape.task == MULTICLASS else 1
+    per_round = shape.classes if shape.classes > 2 else 1  # multiclass: a tree per class
     depth = int(_clip(math.floor(math.log2(max(rows, 1) / 20)), 3, 10)) if rows > 20 else 3
     leaf_rows = shape.rarest if tasks.get(shape.task).classification else rows
     xgb: dict[str, dict[str, Any]] = {
@@ -782,10 +782,15 @@ def params_text(params: dict[str, Any], notes: dict[str, str], data: str) -> str
 
 
 def _notes(
-    params: dict[str, Any], positive_why: str, minimum_why: str, copied: bool, roles: list[Role]
+    params: dict[str, Any],
+    positive_why: str,
+    minimum_why: str,
+    copied: bool,
+    roles: list[Role],
+    shape: DataShape,
 ) -> dict:
     """:data:`COMMENTS` plus the comments that depend on this data: one per excluded column
-    (its role and the figures that decided it)."""
+    (its role and the figures that decided it), and the figures the search ranges follow."""
     objectives = params["objectives"]
     task, metric = objectives["task"], objectives["primary_metric"]
     notes = dict(COMMENTS)
@@ -805,6 +810,10 @@ def _notes(
         notes[f"features.exclude[{i}]"] = f"{role.what} (found by `mlcycle init`): {role.why}"
     if roles:
         notes["features.exclude"] += "; delete a line to make that column a feature again"
+    notes["train.search"] += (
+        f"; derived by `mlcycle init` from the training split's figures: {shape.text()}; see "
+        "docs/training.md (Search spaces from the data), and edit them freely"
+    )
     return notes
 
 
@@ -861,15 +870,14 @@ def plan(
     check_task(values, target, task)
 
     roles = column_roles(frame, target)
-    exclude = [r.column for r in roles]
-    inputs = frame.drop(columns=[target, SOURCE_COLUMN, *exclude], errors="ignore")
-    shape = data_shape(inputs, target_labels(values), task, 1 - TEST_SIZE)
+    exclude, labels = [r.column for r in roles], target_labels(values)
+    inputs = frame.drop(columns=[target, SOURCE_COLUMN, *exclude])
+    shape = data_shape(inputs, labels, task, 1 - TEST_SIZE)
     args = (data_path, fmt, target, task, values, package_name(data, name), exclude, shape)
     params, messages = _valid_params(args, carried_settings(root), data.name)
     if delimiter != ",":
         params["data"]["sources"][0]["delimiter"] = delimiter
         messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
-    labels = target_labels(values)
     objectives = params["objectives"]
     has_positive = tasks.get(task).has_positive_class
     positive_why = positive_class(labels)[1] if has_positive else ""
@@ -888,12 +896,7 @@ def plan(
             "features.exclude in params.yaml lists them, each with its reason; delete a line "
             "there to make that column a feature again"
         )
-    notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles)
-    notes["train.search"] = (
-        f"{notes.get('train.search', '')}; derived by `mlcycle init` from the training split's "
-        f"figures: {shape.text()}; see docs/training.md (Search spaces from the data), and edit "
-        "them freely"
-    )
+    notes = _notes(params, positive_why, minimum_why, copied_from is not None, roles, shape)
     messages.append(f"search ranges: derived from {shape.text()}; edit train.search to change them")
     if tasks.get(task).thresholded:
         metric, why = threshold_objective(labels, objectives["positive_class"])

@@ -741,15 +741,24 @@ def search_candidate(
                 break
     chosen = select(records, metric, cfg.tuning.select, cfg.cv_folds)
     say(selection_line(kind, chosen, records, metric))
-    cv = {0: untuned, best["trial"]: best["cv"]}.get(chosen.chosen)
-    params = records[chosen.chosen].params
-    if cv is None:  # only trial 0's and the best trial's out-of-fold predictions were kept:
-        say(f"{kind}: trial {chosen.chosen}'s folds run again for its out-of-fold predictions")
-        (again,) = run_batch([params], [None])  # the same folds and fits: the same scores
-        cv = again.cv
-        assert cv is not None  # a trial without a pruner runs every fold
-    result = CandidateResult(kind, chosen.chosen, params, cv, base, untuned, len(records), chosen)
+    kept = records[chosen.chosen]
+    cv = kept_cv(kind, kept, {0: untuned, best["trial"]: best["cv"]}, run_batch, say)
+    result = CandidateResult(kind, kept.trial, kept.params, cv, base, untuned, len(records), chosen)
     return result, records
+
+
+def kept_cv(
+    kind: str, kept: TrialRecord, held: Mapping[int, CVResult], run_batch: RunBatch, say: Progress
+) -> CVResult:
+    """The kept trial's CV with its out-of-fold predictions: ``held`` has trial 0's and the best
+    trial's (a search keeps no others); another trial's folds run again, with the same folds and
+    fits, so the same scores."""
+    if kept.trial in held:
+        return held[kept.trial]
+    say(f"{kind}: trial {kept.trial}'s folds run again for its out-of-fold predictions")
+    (again,) = run_batch([kept.params], [None])
+    assert again.cv is not None  # a trial without a pruner runs every fold
+    return again.cv
 
 
 REPEATS = 20  # proposals in a row of settings already tried before a search is taken as done
