@@ -69,7 +69,7 @@ def test_project_params_load_with_every_section() -> None:
     assert params.monitor == config.MonitorConfig()
     assert params.rollout == config.RolloutConfig()  # the defaults, written out
     assert params.engine == config.EngineConfig()  # local, the default
-    assert params.train.search["xgboost"]["max_depth"] == {"low": 5, "high": 9}
+    assert params.train.search["xgboost"]["max_depth"] == {"low": 5, "high": 10}  # derived
     assert isinstance(params.train.search["xgboost"]["max_depth"]["low"], int)  # searched as int
     assert params.features.derived == (
         {"name": "capital-net", "op": "difference", "columns": ["capital-gain", "capital-loss"]},

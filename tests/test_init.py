@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from mlcycle import (
 from mlcycle.bundle import load_bundle, write_bundle
 from mlcycle.scaffold import InitError
 from mlcycle.schema import findings, roles
-from mlcycle.tasks import MULTICLASS
+from mlcycle.tasks import BINARY, MULTICLASS, REGRESSION
 from mlcycle.tuning import fit_options
 from tests.conftest import ROOT, cli
 
@@ -694,3 +695,83 @@ def test_init_names_no_leak_among_adults_columns(root: Path, tmp_path: Path) -> 
     adult = sources.union([sources.read_source(s, ROOT) for s in shipped])
     p = scaffold.plan(root, write(tmp_path, adult, "adult.parquet"), "income")
     assert not [m for m in p.messages if "leak" in m], p.messages
+
+
+# --- search ranges from the data ---------------------------------------------------------------
+
+SMALL = scaffold.DataShape(BINARY, 800, 6, 0, 2, 200)
+LARGE = scaffold.DataShape(BINARY, 200_000, 60, 10, 2, 40_000)
+
+
+def test_search_ranges_follow_the_datas_size_and_width() -> None:
+    small, large = (scaffold.search_space(s)["xgboost"] for s in (SMALL, LARGE))
+    assert small["max_depth"] == {"low": 2, "high": 5} and large["max_depth"]["high"] == 10
+    assert small["learning_rate"]["low"] == 0.01 < large["learning_rate"]["low"] == 0.0447
+    assert small["min_child_weight"]["high"] == 2.0 < large["min_child_weight"]["high"] == 32.0
+    assert small["subsample"]["low"] == 0.7 > large["subsample"]["low"] == 0.5
+    assert small["colsample_bytree"]["low"] == 0.5 > large["colsample_bytree"]["low"] == 0.1
+    assert "max_cat_to_onehot" not in small and large["max_cat_to_onehot"] == {"choices": [1, 64]}
+    forests = [scaffold.search_space(s)["random_forest"] for s in (SMALL, LARGE)]
+    assert [f["min_samples_leaf"]["high"] for f in forests] == [5, 50]
+    assert [f["max_features"]["choices"][-1] for f in forests] == [1.0, 0.5]
+    rare = scaffold.search_space(replace(LARGE, rarest=2000))["xgboost"]
+    assert rare["min_child_weight"]["high"] == 4.0  # a leaf of the rarest class stays possible
+    narrow = scaffold.search_space(replace(SMALL, features=3))["xgboost"]
+    assert "colsample_bytree" not in narrow
+
+
+def test_search_ranges_follow_the_task() -> None:
+    multi = scaffold.search_space(replace(LARGE, task=MULTICLASS, classes=10))
+    regression = scaffold.search_space(scaffold.DataShape(REGRESSION, 200_000, 60, 10))
+    assert list(scaffold.search_space(LARGE)) == ["xgboost", "logistic_regression", "random_forest"]
+    assert list(multi) == ["xgboost", "logistic_regression", "random_forest"]
+    assert list(regression) == ["xgboost", "random_forest", "ridge"]
+    # ten trees a round: a higher floor on the learning rate; regression's leaves: all rows
+    assert multi["xgboost"]["learning_rate"]["low"] == 0.1
+    assert regression["xgboost"]["min_child_weight"]["high"] == 32.0
+    tiny = scaffold.DataShape(MULTICLASS, 12, 1, 1, 3, 4)
+    for shape in (SMALL, LARGE, tiny, scaffold.DataShape(REGRESSION, 50, 2)):
+        space = scaffold.search_space(shape)
+        assert config.TrainConfig(search=space).search == space  # valid train.search ranges
+        assert "gamma" not in space["xgboost"]  # in the loss's units: no range fits every table
+
+
+def test_the_data_shape_counts_training_rows_features_and_classes() -> None:
+    inputs = pd.DataFrame({"n": [1.0, 2.0] * 50, "c": ["a", "b"] * 50, "f": [True, False] * 50})
+    labels = pd.Series(["x"] * 80 + ["y"] * 20)
+    shape = scaffold.data_shape(inputs, labels, BINARY, 0.8)
+    assert shape == scaffold.DataShape(BINARY, 80, 3, 2, 2, 16)
+    assert (
+        shape.text()
+        == "80 training rows, 3 features (2 categorical), 2 classes (the rarest 16 rows)"
+    )
+    assert scaffold.data_shape(inputs, labels.index.to_series(), REGRESSION).classes == 0
+
+
+def test_init_writes_search_ranges_derived_from_the_data(root: Path, tmp_path: Path) -> None:
+    """Not the ranges of the current params.yaml (Adult's): ranges from this data's figures,
+    with a comment saying which, different for a small and a large table."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    big = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                        "c": rng.choice(["u", "v", "w"], n), "t": rng.choice(["no", "yes"], n,
+                        p=[0.75, 0.25])})  # fmt: skip
+    plans = {
+        name: scaffold.plan(root, write(tmp_path, data, f"{name}.csv"), target)
+        for name, data, target in (("big", big, "t"), ("diabetes", diabetes(), "progression"))
+    }
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["search"]["xgboost"]
+    for name, p in plans.items():
+        data = pd.read_csv(tmp_path / f"{name}.csv")
+        target = "t" if name == "big" else "progression"
+        labels = scaffold.target_labels(data[target])
+        shape = scaffold.data_shape(data.drop(columns=target), labels, p.task, 0.8)
+        assert p.params["train"]["search"] == scaffold.search_space(shape)
+        assert p.params["train"]["search"]["xgboost"] != shipped
+        assert f"from the training split's figures: {shape.text()}" in " ".join(
+            line.strip("# ") for line in p.params_text.splitlines()
+        )
+        assert any(shape.text() in m for m in p.messages)
+    xgb = {name: p.params["train"]["search"]["xgboost"] for name, p in plans.items()}
+    assert xgb["big"]["max_depth"]["high"] > xgb["diabetes"]["max_depth"]["high"]
+    assert xgb["big"]["max_cat_to_onehot"] and "max_cat_to_onehot" not in xgb["diabetes"]

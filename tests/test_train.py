@@ -420,6 +420,7 @@ def test_tuning_records_every_trial_and_keeps_the_best(data: tuple) -> None:
         candidates=("xgboost", "logistic_regression"),
         trials=3,
         trials_by_candidate={"logistic_regression": 2},
+        select="best",  # the best CV mean (one_se, the default, is tests/test_tuning_pruning.py's)
         search={
             "xgboost": {
                 "max_depth": {"low": 1, "high": 6},
@@ -631,7 +632,10 @@ def test_stage_outputs_tell_the_selection(tuned_run: Path) -> None:
     rows = list(csv.DictReader((tuned_run / "metrics/tuning/trials.csv").open()))
     assert len(rows) == 9
     best = [r for r in rows if r["candidate"] == doc["winner"]]
-    assert max(float(r["cv_mean"]) for r in best) == pytest.approx(cands[doc["winner"]]["cv_mean"])
+    kept = cands[doc["winner"]]  # the trial train.tuning.select kept, and the best one
+    assert float(best[kept["best_trial"]]["cv_mean"]) == pytest.approx(kept["cv_mean"])
+    top = kept["selection"]["top_cv_mean"]
+    assert max(float(r["cv_mean"]) for r in best) == pytest.approx(top)
 
     params = yaml.safe_load((tuned_run / "metrics/train/params.yaml").read_text())
     assert params["model"] == doc["winner"]

@@ -27,6 +27,7 @@ from mlcycle.tuning import (
     CVResult,
     Outcome,
     TrialRecord,
+    complexity,
     cross_validate,
     distributions,
     fit_fold,
@@ -36,8 +37,10 @@ from mlcycle.tuning import (
     make_folds,
     make_pruner,
     search_candidate,
+    select,
     should_stop,
     suggest,
+    summary,
     trials_csv,
     tune,
     tune_candidate,
@@ -173,7 +176,8 @@ def test_median_prunes_trials_behind_and_they_never_win(data, median) -> None:
     best_full = max(r.cv_mean for r in median.records if not r.pruned)
     winner = median.candidates["xgboost"]
     assert winner.best_trial not in {r.trial for r in pruned}
-    assert winner.cv.mean == best_full and len(winner.cv.scores) == FOLDS
+    assert not {r.trial for r in pruned} & set(winner.selection.qualified)
+    assert winner.selection.top_mean == best_full and len(winner.cv.scores) == FOLDS
     # A pruned trial's cv_mean is the mean over the folds it ran; clearly behind the best.
     assert all(r.cv_mean < best_full for r in pruned)
     # Trial 0 and the trials up to the pruner's start-up count run every fold.
@@ -299,10 +303,11 @@ def test_patience_stops_a_settled_search_at_the_same_trial(data, median, patienc
     ran = without_durations(short.records)
     assert len(short.records) < len(median.records)
     assert ran == without_durations(median.records)[: len(ran)]
-    best = short.winner.best_trial
+    best = short.winner.selection.top  # the best CV mean (the kept trial may be a simpler one)
     # checked after each batch of trials: the first batch end at least `patience` past the best
     assert patience <= short.records[-1].trial - best < patience + BATCH
-    assert all(r.pruned or r.cv_mean <= short.winner.cv.mean for r in short.records[best + 1 :])
+    top = short.winner.selection.top_mean
+    assert all(r.pruned or r.cv_mean <= top for r in short.records[best + 1 :])
     again = tune(X, y, cfg("median", patience=patience), "roc_auc")
     assert without_durations(again.records) == ran
 
@@ -331,8 +336,8 @@ def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
     messages: list[str] = []
     result, records = search_candidate("xgboost", c, "roc_auc", run_batch, 4, messages.append)
     assert len(records) - 1 < c.tuning_trials and (len(records) - 1) % 4 == 0
-    assert records[-1].trial - result.best_trial >= 3
-    assert records[-5].trial - result.best_trial < 3  # the batch before did not stop it
+    assert records[-1].trial - result.selection.top >= 3
+    assert records[-5].trial - result.selection.top < 3  # the batch before did not stop it
     assert any("train.tuning.patience" in m for m in messages)
 
 
@@ -460,5 +465,77 @@ def test_a_space_with_no_untried_setting_left_ends_the_search(data) -> None:
     said: list[str] = []
     _, records = tune_candidate("logistic_regression", X, y, c, "roc_auc", splits, said.append)
     assert [r.params["C"] for r in records] == [1.0, 0.5]
-    assert "repeated settings already tried" in said[-1] and "stopped after 1 of 6" in said[-1]
-    assert "trial 1/6:" in said[-2]
+    assert "repeated settings already tried" in said[-2] and "stopped after 1 of 6" in said[-2]
+    assert "trial 1/6:" in said[-3] and "keeps trial" in said[-1]  # the selection comes last
+
+
+# --- selection: the untuned or simpler setting within the CV noise ---------------------------
+
+
+def record(trial: int, mean: float, std: float, rounds: int | None = None, depth: int = 6,
+           pruned_after: int | None = None) -> TrialRecord:  # fmt: skip
+    params = {"max_depth": depth} if rounds is not None else {"C": 1.0 + trial}
+    return TrialRecord("xgboost", trial, params, mean, std, rounds, 1.0, pruned_after)
+
+
+# One standard error of the best (trial 3: std 0.012 over 4 folds) is 0.012 / sqrt(3) = 0.00693.
+TRIALS = [
+    record(0, 0.900, 0.010, rounds=100),  # untuned: 0.0100 behind
+    record(1, 0.905, 0.010, rounds=300, depth=3),  # 900: the simplest within one SE
+    record(2, 0.907, 0.011, rounds=400, depth=4),  # 1600
+    record(3, 0.910, 0.012, rounds=200, depth=8),  # 1600: the best
+    record(4, 0.909, 0.010, rounds=100, depth=2, pruned_after=2),  # pruned: never kept
+]
+
+
+def test_one_se_keeps_the_simplest_trial_within_one_standard_error_of_the_best() -> None:
+    s = select(TRIALS, "roc_auc", "one_se", FOLDS)
+    assert (s.top, s.chosen, s.qualified) == (3, 1, (1, 2, 3))
+    assert s.se == pytest.approx(0.012 / np.sqrt(3)) and s.bound == pytest.approx(0.910 - s.se)
+    assert "simplest" in s.why
+    assert select(TRIALS, "roc_auc", "best", FOLDS).chosen == 3
+    assert complexity(TRIALS[1]) == 900 and complexity(record(5, 0.9, 0.0)) == 0
+
+
+def test_one_se_keeps_the_untuned_trial_when_it_is_within_the_noise() -> None:
+    close = [record(0, 0.904, 0.010, rounds=900, depth=9), *TRIALS[1:]]
+    s = select(close, "roc_auc", "one_se", FOLDS)
+    assert s.chosen == 0 and "untuned" in s.why and s.qualified == (0, 1, 2, 3)
+
+
+def test_one_se_keeps_the_best_when_no_other_trial_is_within_the_noise() -> None:
+    sharp = [*TRIALS[:3], record(3, 0.910, 0.001, rounds=2000, depth=10)]
+    s = select(sharp, "roc_auc", "one_se", FOLDS)
+    assert (s.chosen, s.qualified, s.why) == (3, (3,), "the best CV mean")
+    # A kind without rounds has no complexity: the CV mean decides among the trials within.
+    flat = [record(0, 0.900, 0.010), record(1, 0.905, 0.010), record(2, 0.910, 0.012)]
+    assert select(flat, "roc_auc", "one_se", FOLDS).chosen == 2
+
+
+def test_one_se_bounds_a_lower_is_better_metric_from_above() -> None:
+    rmse = [record(0, 10.4, 1.2, rounds=50), record(1, 10.0, 1.2, rounds=500)]
+    s = select(rmse, "rmse", "one_se", FOLDS)
+    assert s.bound == pytest.approx(10.0 + 1.2 / np.sqrt(3)) and s.chosen == 0
+    assert select([rmse[0], record(1, 8.0, 0.3, rounds=500)], "rmse", "one_se", FOLDS).chosen == 1
+    with pytest.raises(ValueError, match="train.tuning.select"):
+        select(rmse, "rmse", "fewest", FOLDS)
+
+
+@pytest.mark.parametrize("rule", ["one_se", "best"])
+def test_the_search_keeps_the_selected_trial_with_its_folds_and_says_why(data, rule) -> None:
+    """Both engines' driver (search_candidate) keeps the rule's trial: its params, its CV
+    (the same mean as its record, with every row's out-of-fold prediction), the line that
+    says why, and the figures in train.json."""
+    X, y = data
+    said: list[str] = []
+    result = tune(X, y, cfg("median", select=rule), "roc_auc", progress=said.append)
+    kept = result.candidates["xgboost"]
+    s = select(result.records, "roc_auc", rule, FOLDS)
+    assert kept.selection == s and kept.best_trial == s.chosen
+    assert kept.params == result.records[s.chosen].params
+    assert kept.cv.mean == pytest.approx(result.records[s.chosen].cv_mean, abs=1e-12)
+    assert not np.isnan(kept.cv.oof).any()
+    assert any(f"keeps trial {s.chosen} (train.tuning.select={rule}" in m for m in said)
+    doc = summary(result)["candidates"]["xgboost"]
+    assert doc["best_trial"] == s.chosen and doc["selection"]["rule"] == rule
+    assert doc["selection"]["top_trial"] == s.top and s.chosen in doc["selection"]["within_bound"]

@@ -774,6 +774,10 @@ class Tuning(_Section):
     patience: NonNegativeInt = 10
     """Stop a candidate's search after this many trials without a new best; 0: never. It counts
     trials in a row, not seconds: reproducible."""
+    select: Literal["one_se", "best"] = "one_se"
+    """Which trial a candidate keeps. one_se: trial 0 (untuned) if its CV mean is within one
+    standard error of the best trial's, else the simplest trial within it (XGBoost: fewest
+    rounds x max_depth); best: the best CV mean. A lead inside the CV noise is not kept."""
 
 
 class TrainConfig(_Section):
@@ -806,7 +810,8 @@ class TrainConfig(_Section):
     models: dict[ModelKind, dict[str, Any]] = {}
     """Other model kinds' fixed params (scikit-learn names), per kind."""
     search: dict[ModelKind, dict[str, Range]] = {}
-    """Per kind: {param: {low, high[, log]}} or {param: {choices: [...]}}."""
+    """Per kind: {param: {low, high[, log]}} or {param: {choices: [...]}}. `mlcycle init` writes
+    ranges derived from the data's rows, width, classes and task; train searches what is here."""
 
     @field_validator("candidates")
     @classmethod
@@ -913,6 +918,7 @@ class TrainConfig(_Section):
             "pruner_startup": self.pruner_startup,
             "pruner_warmup": self.pruner_warmup,
             "tuning_patience": self.tuning_patience,
+            "tuning_select": self.tuning.select,
             "trials_by_candidate": dict(self.trials_by_candidate),
         }
         return self.model_dump(exclude={"tuning"}) | tuning

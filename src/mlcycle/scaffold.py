@@ -15,6 +15,7 @@ there (gather's dvc.yaml deps track that folder), never moved.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shutil
@@ -125,6 +126,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
         "timeout": None,
         "pruner": "median",
         "patience": 10,
+        "select": "one_se",
     },
     "xgb": {
         "n_estimators": 2000,
@@ -141,29 +143,12 @@ DEFAULT_TRAIN: dict[str, Any] = {
         "logistic_regression": {"C": 1.0, "max_iter": 1000},
         "random_forest": {"n_estimators": 150, "min_samples_leaf": 5, "max_features": "sqrt"},
     },
-    "search": {
-        "xgboost": {
-            "learning_rate": {"low": 0.02, "high": 0.06, "log": True},
-            "max_depth": {"low": 5, "high": 9},
-            "min_child_weight": {"low": 1.0, "high": 4.0, "log": True},
-            "subsample": {"low": 0.8, "high": 1.0},
-            "colsample_bytree": {"low": 0.25, "high": 0.6},
-            "gamma": {"low": 0.5, "high": 2.0},
-            "reg_lambda": {"low": 0.05, "high": 2.0, "log": True},
-            "max_cat_to_onehot": {"choices": [1, 64]},
-        },
-        "logistic_regression": {"C": {"low": 0.01, "high": 10.0, "log": True}},
-        "random_forest": {
-            "min_samples_leaf": {"low": 2, "high": 20},
-            "max_features": {"choices": ["sqrt", 0.3, 0.5]},
-        },
-    },
 }
-# What regression adds: ridge's fixed params and search space.
+# What regression adds: ridge's fixed params.
 RIDGE_MODEL: dict[str, Any] = {"alpha": 1.0}
-RIDGE_SEARCH: dict[str, Any] = {"alpha": {"low": 0.001, "high": 100.0, "log": True}}
 # prepare's clean and outliers, as shipped (they are not carried over: outlier columns name
 # the old data's columns).
+TEST_SIZE = 0.2  # the share of rows init's split keeps for testing
 DEFAULT_CLEAN: dict[str, Any] = {"drop_duplicates": True, "drop_conflicting_labels": True}
 DEFAULT_OUTLIERS: dict[str, Any] = {
     "method": "none",
@@ -490,24 +475,136 @@ def _section(current: dict[str, Any], name: str, default: dict[str, Any]) -> dic
     return copy.deepcopy(value if isinstance(value, dict) and value else default)
 
 
-def train_section(current: dict[str, Any], task: str) -> dict[str, Any]:
+# --- the search space --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """The figures of a training split that its default search ranges follow
+    (:func:`search_space`)."""
+
+    task: str
+    rows: int  # training rows
+    features: int  # model input columns
+    categorical: int = 0  # of which hold categories, not numbers
+    classes: int = 0  # classification: the number of classes
+    rarest: int = 0  # classification: the rarest class's training rows
+
+    def text(self) -> str:
+        """The figures in words, for the comment above the ranges in params.yaml."""
+        words = f"{self.rows:,} training rows, {self.features} features ({self.categorical} " \
+            "categorical)"  # fmt: skip
+        if self.classes:
+            words += f", {self.classes} classes (the rarest {self.rarest:,} rows)"
+        return words
+
+
+def data_shape(
+    features: pd.DataFrame, labels: pd.Series, task: str, share: float = 1.0
+) -> DataShape:
+    """The :class:`DataShape` of a table's model inputs ``features`` and present target
+    ``labels``, rows counted at ``share``: the training split's part of them (init reads the
+    whole file, of which its split keeps 1 - test_size for training)."""
+    categorical = sum(
+        1
+        for c in features.columns
+        if pd.api.types.is_bool_dtype(features[c]) or not pd.api.types.is_numeric_dtype(features[c])
+    )
+    rows = max(1, round(len(labels) * share))
+    if not tasks.get(task).classification:
+        return DataShape(task, rows, features.shape[1], categorical)
+    counts = labels.value_counts()
+    rarest = max(1, round(int(counts.min()) * share))
+    return DataShape(task, rows, features.shape[1], categorical, len(counts), rarest)
+
+
+def _sig(value: float) -> float:
+    """``value`` to three significant digits: a range a person reads."""
+    return float(f"{value:.3g}")
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def search_space(shape: DataShape) -> dict[str, dict[str, dict[str, Any]]]:
+    """Default search ranges, per model kind that can learn ``shape.task``, from the training
+    split's figures (as FLAML scales its spaces with the data; see docs/training.md):
+
+    XGBoost (trial 0 stays ``train.xgb``; early stopping picks the rounds, up to its
+    ``n_estimators``):
+
+    - ``max_depth`` up to log2(rows / 20), so each of the 2^depth leaves can hold about 20
+      rows (3 to 10), from five below it (at least 2);
+    - ``learning_rate`` from 0.01 x sqrt(rows x trees per round / 10,000) (0.01 to 0.1; one
+      tree per class per round for multiclass) up to 0.3, XGBoost's default: the rounds early
+      stopping needs grow as the rate falls, and each costs in proportion to that product;
+    - ``min_child_weight`` (a leaf's hessian sum, log scale) from 0.5 up to the rarest class's
+      rows / 500 (regression: all rows; 2 to 32), so a leaf of the rarest class stays possible;
+    - ``subsample`` from 0.5 on 10,000 rows or more, else from 0.7, up to 1: sampling rows
+      regularises a large table and starves trees on a small one;
+    - ``colsample_bytree`` from 3 / features (0.1 to 0.75), so a tree sees about three features
+      or more, up to 1; not searched under four features;
+    - ``reg_lambda`` 0.01 to 10 (log scale); ``max_cat_to_onehot`` [1, 64] only when some
+      features are categorical. ``gamma`` is not searched: it is in the loss's units (a
+      regression target's squared units), so no range fits every table.
+
+    Random forest: ``min_samples_leaf`` 1 to rows / 1,000 (5 to 50); ``max_features`` sqrt,
+    0.5 or all with 10 features or fewer, else sqrt, 0.3 or 0.5. Logistic regression's ``C``
+    (0.01 to 10) and ridge's ``alpha`` (0.001 to 100), on standardised inputs, are not derived.
+    """
+    rows, width = shape.rows, shape.features
+    per_round = shape.classes if shape.classes > 2 else 1  # multiclass: a tree per class
+    depth = int(_clip(math.floor(math.log2(max(rows, 1) / 20)), 3, 10)) if rows > 20 else 3
+    leaf_rows = shape.rarest if tasks.get(shape.task).classification else rows
+    xgb: dict[str, dict[str, Any]] = {
+        "learning_rate": {
+            "low": _sig(_clip(0.01 * math.sqrt(rows * per_round / 10_000), 0.01, 0.1)),
+            "high": 0.3,
+            "log": True,
+        },
+        "max_depth": {"low": max(2, depth - 5), "high": depth},
+        "min_child_weight": {"low": 0.5, "high": _sig(_clip(leaf_rows / 500, 2, 32)), "log": True},
+        "subsample": {"low": 0.5 if rows >= 10_000 else 0.7, "high": 1.0},
+        "colsample_bytree": {"low": round(_clip(3 / max(width, 1), 0.1, 0.75), 2), "high": 1.0},
+        "reg_lambda": {"low": 0.01, "high": 10.0, "log": True},
+        "max_cat_to_onehot": {"choices": [1, 64]},
+    }
+    if width < 4:
+        del xgb["colsample_bytree"]
+    if not shape.categorical:
+        del xgb["max_cat_to_onehot"]
+    spaces: dict[str, dict[str, dict[str, Any]]] = {
+        "xgboost": xgb,
+        "logistic_regression": {"C": {"low": 0.01, "high": 10.0, "log": True}},
+        "random_forest": {
+            "min_samples_leaf": {"low": 1, "high": int(_clip(rows // 1000, 5, 50))},
+            "max_features": {"choices": ["sqrt", 0.5, 1.0] if width <= 10 else ["sqrt", 0.3, 0.5]},
+        },
+        "ridge": {"alpha": {"low": 0.001, "high": 100.0, "log": True}},
+    }
+    return {kind: spaces[kind] for kind in tasks.kinds_for(shape.task)}
+
+
+def train_section(current: dict[str, Any], task: str, shape: DataShape) -> dict[str, Any]:
     """train for ``task``: the task's default candidates; the general knobs (seed, folds,
-    tuning, xgb, ...) of the current params.yaml or the shipped ones; only the ``models`` and
-    ``search`` entries of kinds that fit the task, those of candidates the current file lacks
-    as shipped (ridge's for regression: alpha 1.0, searched over 0.001-100)."""
+    tuning, xgb, ...) of the current params.yaml or the shipped ones; only the ``models``
+    entries of kinds that fit the task, those of candidates the current file lacks as shipped
+    (ridge's for regression: alpha 1.0); the search ranges derived from ``shape``
+    (:func:`search_space`), never the current file's, which fit the data they were written for."""
     train = _section(current, "train", DEFAULT_TRAIN)
     fits = set(tasks.kinds_for(task))
     out: dict[str, Any] = {"candidates": list(DEFAULT_CANDIDATES[task])}
     out.update((k, v) for k, v in train.items() if k != "candidates")
     if out.get("baseline") is not None and out["baseline"] not in fits:
         out["baseline"] = "xgboost"
-    for key, ridge in (("models", RIDGE_MODEL), ("search", RIDGE_SEARCH)):
-        kept = {k: v for k, v in _mapping(out.get(key)).items() if k in fits}
-        shipped = {**DEFAULT_TRAIN[key], "ridge": ridge}
-        for kind in DEFAULT_CANDIDATES[task]:  # a kind the current file lacks: as shipped
-            if kind not in kept and kind in shipped:
-                kept[kind] = copy.deepcopy(shipped[kind])
-        out[key] = kept
+    models = {k: v for k, v in _mapping(out.get("models")).items() if k in fits}
+    shipped = {**DEFAULT_TRAIN["models"], "ridge": RIDGE_MODEL}
+    for kind in DEFAULT_CANDIDATES[task]:  # a kind the current file lacks: as shipped
+        if kind not in models and kind in shipped:
+            models[kind] = copy.deepcopy(shipped[kind])
+    out["models"] = models
+    out["search"] = search_space(shape)
     if isinstance(out.get("tuning"), dict):
         by = _mapping(out["tuning"].get("trials_by_candidate"))
         out["tuning"]["trials_by_candidate"] = {k: v for k, v in by.items() if k in fits}
@@ -522,10 +619,12 @@ def draft_params(
     values: pd.Series,
     name: str,
     exclude: list[str],
+    shape: DataShape,
     current: dict[str, Any],
 ) -> dict[str, Any]:
     """The settings document for this data, sections in the shipped order: ``exclude`` are the
-    columns kept out of the features (:func:`mlcycle.schema.roles.column_roles`). ``current``
+    columns kept out of the features (:func:`mlcycle.schema.roles.column_roles`), ``shape``
+    the training split's figures the search ranges follow (:func:`search_space`). ``current``
     (the current params.yaml, or {}) supplies the sections that do not depend on the data."""
     objectives: dict[str, Any] = {
         "task": task,
@@ -555,7 +654,7 @@ def draft_params(
             "outliers": copy.deepcopy(DEFAULT_OUTLIERS),
             "split": {
                 "method": "stratified" if tasks.get(task).classification else "random",
-                "test_size": 0.2,
+                "test_size": TEST_SIZE,
                 "seed": 42,
                 "group_column": None,
                 "time_column": None,
@@ -567,7 +666,7 @@ def draft_params(
             "exclude": list(exclude),
             "selection": {"method": "none", "k": 0},
         },
-        "train": train_section(current, task),
+        "train": train_section(current, task, shape),
         "package": {"name": name},
     }
     for section, default in CARRIED_SECTIONS.items():
@@ -684,10 +783,15 @@ def params_text(params: dict[str, Any], notes: dict[str, str], data: str) -> str
 
 
 def _notes(
-    params: dict[str, Any], positive_why: str, minimum_why: str, copied: bool, roles: list[Role]
+    params: dict[str, Any],
+    positive_why: str,
+    minimum_why: str,
+    copied: bool,
+    roles: list[Role],
+    shape: DataShape,
 ) -> dict:
     """:data:`COMMENTS` plus the comments that depend on this data: one per excluded column
-    (its role and the figures that decided it)."""
+    (its role and the figures that decided it), and the figures the search ranges follow."""
     objectives = params["objectives"]
     task, metric = objectives["task"], objectives["primary_metric"]
     notes = dict(COMMENTS)
@@ -707,6 +811,10 @@ def _notes(
         notes[f"features.exclude[{i}]"] = f"{role.what} (found by `mlcycle init`): {role.why}"
     if roles:
         notes["features.exclude"] += "; delete a line to make that column a feature again"
+    notes["train.search"] += (
+        f"; derived by `mlcycle init` from the training split's figures: {shape.text()}; see "
+        "docs/training.md (Search spaces from the data), and edit them freely"
+    )
     return notes
 
 
@@ -763,17 +871,18 @@ def plan(
     check_task(values, target, task)
 
     roles = column_roles(frame, target)
-    exclude = [r.column for r in roles]
-    args = (data_path, fmt, target, task, values, package_name(data, name), exclude)
+    exclude, labels = [r.column for r in roles], target_labels(values)
+    inputs = frame.drop(columns=[target, SOURCE_COLUMN, *exclude])
+    shape = data_shape(inputs, labels, task, 1 - TEST_SIZE)
+    args = (data_path, fmt, target, task, values, package_name(data, name), exclude, shape)
     params, messages = _valid_params(args, carried_settings(root), data.name)
     if delimiter != ",":
         params["data"]["sources"][0]["delimiter"] = delimiter
         messages.append(f"the file's fields are separated by {delimiter!r}: delimiter set")
-    labels = target_labels(values)
     objectives = params["objectives"]
     how = f"inferred: {target!r} {_describe(values)}" if inferred else "given with --task"
     messages.append(f"task: {task} ({how}); init --task ... --force changes it")
-    notes = _explained(params, task, labels, roles, copied_from is not None, messages)
+    notes = _explained(params, task, labels, roles, shape, copied_from is not None, messages)
     classification = tasks.get(task).classification
     messages += [
         f"possible leak: {k.message}" for k in leak_warnings(frame, target, classification, exclude)
@@ -805,11 +914,17 @@ def plan(
 
 
 def _explained(
-    params: dict, task: str, labels: pd.Series, roles: list[Role], copied: bool, messages: list[str]
+    params: dict,
+    task: str,
+    labels: pd.Series,
+    roles: list[Role],
+    shape: DataShape,
+    copied: bool,
+    messages: list[str],
 ) -> dict[str, str]:
     """The comments params.yaml gets on what init chose from the data (positive class,
-    minimum, excluded columns, the threshold's metric); the same, said, appended to
-    ``messages``."""
+    minimum, excluded columns, the search ranges, the threshold's metric); the same, said,
+    appended to ``messages``."""
     objectives = params["objectives"]
     has_positive = tasks.get(task).has_positive_class
     positive_why = positive_class(labels)[1] if has_positive else ""
@@ -826,7 +941,8 @@ def _explained(
             "features.exclude in params.yaml lists them, each with its reason; delete a line "
             "there to make that column a feature again"
         )
-    notes = _notes(params, positive_why, minimum_why, copied, roles)
+    notes = _notes(params, positive_why, minimum_why, copied, roles, shape)
+    messages.append(f"search ranges: derived from {shape.text()}; edit train.search to change them")
     if tasks.get(task).thresholded:
         metric, why = threshold_objective(labels, objectives["positive_class"])
         notes["objectives.threshold.maximize"] = f"{metric}: {why}; null: minimise the cost"

@@ -14,6 +14,11 @@ that fold's training part (``train.validation_fraction``); the final model gets 
 the folds' best round counts. Every candidate is judged by the cross-validated mean of the
 objectives' primary metric and the best one wins; the test split plays no part.
 
+Within a candidate, ``train.tuning.select: one_se`` (the default) keeps trial 0 when its CV mean
+is within one standard error of the best trial's, else the simplest trial within it (rounds x
+max_depth): a lead inside the CV noise does not buy a tuned or larger model (:func:`select`,
+in :func:`search_candidate`, which both engines' drivers run). ``best`` keeps the best mean.
+
 With ``train.tuning.pruner: median`` a search trial runs its folds in order and stops after a
 fold when its running CV mean is behind the median of the earlier trials' at that fold
 (Optuna's MedianPruner, through ``trial.report`` / ``trial.should_prune``): it is listed in
@@ -567,8 +572,30 @@ _Fit = TypeVar("_Fit")  # what a refit gives (an engine's fitted model)
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which of a candidate's trials is kept, and why (``train.tuning.select``).
+
+    ``top`` is the trial with the best CV mean, ``se`` its standard error (the fold scores'
+    sample standard deviation over the square root of the number of folds), ``bound`` its mean
+    less one ``se`` (plus, for a lower-is-better metric): with ``one_se`` every trial that ran
+    every fold and is not worse than ``bound`` qualifies, and the kept trial (``chosen``) is trial
+    0, the untuned setting, if it qualifies, else the simplest that does (:func:`complexity`).
+    """
+
+    rule: str
+    chosen: int
+    top: int
+    top_mean: float
+    se: float
+    bound: float
+    qualified: tuple[int, ...]
+    why: str
+
+
+@dataclass(frozen=True)
 class CandidateResult:
-    """A candidate's untuned (trial 0) and best configurations."""
+    """A candidate's untuned (trial 0) and kept configurations (``best_trial``: the trial the
+    selection rule kept, ``selection`` says which rule and why)."""
 
     name: str
     best_trial: int
@@ -577,6 +604,7 @@ class CandidateResult:
     untuned_params: dict[str, Any]
     untuned: CVResult
     trials: int
+    selection: Selection | None = None
 
 
 @dataclass
@@ -711,10 +739,26 @@ def search_candidate(
             if stop:
                 say(stop)
                 break
-    result = CandidateResult(
-        kind, best["trial"], best["params"], best["cv"], base, untuned, len(records)
-    )
+    chosen = select(records, metric, cfg.tuning.select, cfg.cv_folds)
+    say(selection_line(kind, chosen, records, metric))
+    kept = records[chosen.chosen]
+    cv = kept_cv(kind, kept, {0: untuned, best["trial"]: best["cv"]}, run_batch, say)
+    result = CandidateResult(kind, kept.trial, kept.params, cv, base, untuned, len(records), chosen)
     return result, records
+
+
+def kept_cv(
+    kind: str, kept: TrialRecord, held: Mapping[int, CVResult], run_batch: RunBatch, say: Progress
+) -> CVResult:
+    """The kept trial's CV with its out-of-fold predictions: ``held`` has trial 0's and the best
+    trial's (a search keeps no others); another trial's folds run again, with the same folds and
+    fits, so the same scores."""
+    if kept.trial in held:
+        return held[kept.trial]
+    say(f"{kind}: trial {kept.trial}'s folds run again for its out-of-fold predictions")
+    (again,) = run_batch([kept.params], [None])
+    assert again.cv is not None  # a trial without a pruner runs every fold
+    return again.cv
 
 
 REPEATS = 20  # proposals in a row of settings already tried before a search is taken as done
@@ -857,6 +901,56 @@ def _best(records: list[TrialRecord], metric: str) -> TrialRecord:
     return best
 
 
+SELECTIONS = ("one_se", "best")
+
+
+def complexity(record: TrialRecord) -> float:
+    """A trial's size, for the one-standard-error rule to prefer the smaller: a boosted
+    model's rounds times its ``max_depth`` (XGBoost's default 6 when unset); 0 for a kind
+    without rounds, which leaves the CV mean to decide between its trials."""
+    if record.rounds is None:
+        return 0.0
+    return float(record.rounds * record.params.get("max_depth", 6))
+
+
+def select(records: list[TrialRecord], metric: str, rule: str, folds: int) -> Selection:
+    """The trial kept among one candidate's ``records`` (trial 0 first) by ``rule``: ``best``,
+    the best CV mean (the earliest on a tie); ``one_se``, among the trials that ran every fold
+    and are within one standard error of the best's mean, trial 0 if it is one of them, else
+    the one of least :func:`complexity` (then the better mean, then the earlier trial). The
+    lead of a tuned trial within the CV noise is not worth a larger or tuned model."""
+    if rule not in SELECTIONS:
+        raise ValueError(f"train.tuning.select is {rule!r}; use one of {SELECTIONS}")
+    top = _best(records, metric)
+    se = top.cv_std / math.sqrt(folds - 1)  # population std -> the sample std over sqrt(folds)
+    lower = metric in LOWER_IS_BETTER
+    bound = top.cv_mean + se if lower else top.cv_mean - se
+    inside = [r for r in records if not r.pruned
+              and (r.cv_mean <= bound if lower else r.cv_mean >= bound)]  # fmt: skip
+    sign = 1.0 if lower else -1.0
+    if rule == "best":
+        chosen, why = top, "the best CV mean"
+    elif inside[0].trial == 0:
+        chosen, why = inside[0], "the untuned trial 0 is within one standard error of the best"
+    else:
+        chosen = min(inside, key=lambda r: (complexity(r), sign * r.cv_mean, r.trial))
+        simplest = "the simplest trial (rounds x max_depth) within one standard error of the best"
+        why = "the best CV mean" if chosen is top else simplest
+    qualified = tuple(r.trial for r in inside)
+    return Selection(rule, chosen.trial, top.trial, top.cv_mean, se, bound, qualified, why)
+
+
+def selection_line(kind: str, s: Selection, records: list[TrialRecord], metric: str) -> str:
+    """The progress line that says which trial a candidate keeps and why, with the figures."""
+    kept = records[s.chosen]
+    line = (f"{kind}: keeps trial {s.chosen} (train.tuning.select={s.rule}: {s.why}): cv {metric} "
+            f"{kept.cv_mean:.4f}")  # fmt: skip
+    if s.rule == "one_se":
+        line += (f"; best trial {s.top} {s.top_mean:.4f}, one SE {s.se:.4f}, bound {s.bound:.4f}, "
+                 f"{len(s.qualified)} trial(s) within it")  # fmt: skip
+    return line
+
+
 def tune(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -880,7 +974,7 @@ def tune(
         result.records.extend(records)
         if progress:
             progress(
-                f"{kind}: best cv {metric} {candidate.cv.mean:.4f} ± {candidate.cv.std:.4f} "
+                f"{kind}: kept cv {metric} {candidate.cv.mean:.4f} ± {candidate.cv.std:.4f} "
                 f"(trial {candidate.best_trial} of {candidate.trials}; untuned "
                 f"{candidate.untuned.mean:.4f})"
             )
@@ -932,6 +1026,7 @@ def summary(result: TuningResult) -> dict[str, Any]:
                 "rounds": c.cv.final_rounds,
                 "untuned_cv_mean": _r(c.untuned.mean),
                 "untuned_cv_std": _r(c.untuned.std),
+                **({"selection": selection_doc(c.selection)} if c.selection else {}),
             }
             for name, c in result.candidates.items()
         },
@@ -953,6 +1048,19 @@ def summary(result: TuningResult) -> dict[str, Any]:
         doc["lead"] = _r(lead)
         doc["lead_exceeds_runner_up_std"] = bool(lead > runner.cv.std)
     return doc
+
+
+def selection_doc(s: Selection) -> dict[str, Any]:
+    """A candidate's :class:`Selection` for metrics/train.json."""
+    return {
+        "rule": s.rule,
+        "why": s.why,
+        "top_trial": s.top,
+        "top_cv_mean": _r(s.top_mean),
+        "standard_error": _r(s.se),
+        "bound": _r(s.bound),
+        "within_bound": list(s.qualified),
+    }
 
 
 def trials_csv(records: list[TrialRecord], metric: str) -> str:

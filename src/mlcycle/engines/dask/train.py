@@ -321,7 +321,7 @@ def tune_on_workers(
 
 
 def _say_best(say: Say, c: CandidateResult, metric: str) -> None:
-    say(f"{c.name}: best cv {metric} {c.cv.mean:.4f} ± {c.cv.std:.4f} (trial {c.best_trial} of "
+    say(f"{c.name}: kept cv {metric} {c.cv.mean:.4f} ± {c.cv.std:.4f} (trial {c.best_trial} of "
         f"{c.trials}; untuned {c.untuned.mean:.4f})")  # fmt: skip
 
 
