@@ -55,6 +55,7 @@ SQLITE_INSERT = (
     f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) "  # nosec B608
     f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
+# bandit B608 (SQL built from strings): our own table and column names; values bound
 SQLITE_SHADOW_INSERT = (
     f"INSERT INTO {SHADOWS_TABLE} ({', '.join(SHADOW_COLUMNS)}) "  # nosec B608
     f"VALUES ({', '.join('?' * len(SHADOW_COLUMNS))})"
