@@ -242,7 +242,7 @@ def test_dask_evaluation_writes_the_local_figures(engines) -> None:
     a, b = read(local, "metrics/evaluate.json"), read(dask, "metrics/evaluate.json")
     assert set(a) == set(b)
     assert set(read(local, "metrics/summary.json")) == set(read(dask, "metrics/summary.json"))
-    for key in (*KPI_FUNCTIONS[BINARY], "rows", "threshold"):
+    for key in (*KPI_FUNCTIONS[BINARY], "rows", "decision"):
         assert b[key] == pytest.approx(a[key], abs=1e-9), key
     # the interval, baseline, confusion counts, per-class report and objective: all equal
     for key in ("confidence_interval", "baseline", "confusion", "per_class", "objective",
@@ -309,7 +309,7 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
     assert base_a and base_b.keys() == base_a.keys() and base_b["model"] == base_a["model"]
     for key in set(base_a) - {"model"}:  # the untuned baseline's ranking KPIs exact too
         assert base_b[key] == pytest.approx(base_a[key], abs=1e-6), key
-    assert b["confusion"] == a["confusion"] and b["threshold"] == a["threshold"]
+    assert b["confusion"] == a["confusion"] and b["decision"] == a["decision"]
     slices = read(project, "metrics/slices.json")["slices"]
     for col, groups in read(local, "metrics/slices.json")["slices"].items():
         assert set(slices[col]) == set(groups)
@@ -325,14 +325,15 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
 def test_a_large_out_of_fold_set_gives_the_threshold_from_sums(
     engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlcycle.engines.dask.evaluate import decision_threshold
-    from mlcycle.evaluation import decision_threshold as threshold_of_rows
+    from mlcycle.engines.dask.evaluate import decision
+    from mlcycle.evaluation import decision as decision_of_rows
     from mlcycle.stages import OOF
 
     monkeypatch.chdir(engines["local"][0])
     obj = config.load().objectives
-    assert decision_threshold(obj, dask_local_client, OOF, exact_rows=10) == threshold_of_rows(
-        obj, OOF
+    sig = load_bundle("models/bundle").signature
+    assert decision(obj, sig, dask_local_client, OOF, exact_rows=10) == decision_of_rows(
+        obj, sig, OOF
     )
 
 
@@ -345,7 +346,7 @@ def test_the_gate_scores_a_champion_by_partitions(engines, dask_local_client) ->
     y = encode_target(test[bundle.signature.target], bundle.signature)
     out = score(bundle, test).output
     names = ["roc_auc", "f1", "log_loss"]
-    expected = {n: kpi(BINARY, n, y, out, bundle.threshold) for n in names}
+    expected = {n: kpi(BINARY, n, y, out, bundle.decision) for n in names}
     exact = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names)
     approx = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names, 10)
     for n in names:

@@ -6,7 +6,7 @@ Layout::
     model.skops      a scikit-learn Pipeline, in skops' format (never a pickle)
     signature.json   input columns, types and categories; target classes
     metadata.json    model kind, params, metrics, data hashes, git commit, library versions,
-                     threshold
+                     the decision (binary: the threshold; multiclass: weights per class)
     reference_profile.json  the training data's per-input profile, the predictions' on the
                      test split and the target's (monitoring compares batches with it)
     row_rules.json   schema.yaml's columns and the severities of the rules one record can
@@ -37,6 +37,7 @@ from mlcycle.io import atomic_folder, dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 from mlcycle.schema.rows import RowRules
 from mlcycle.signing import SIGNATURES_FILE, SigningError, TrustedKeys
+from mlcycle.tasks import Decision, as_decision
 
 if TYPE_CHECKING:  # XGBoost is imported with the adapter of a bundle that holds one
     import xgboost as xgb
@@ -92,10 +93,11 @@ class Bundle:
         return self.signature.task
 
     @property
-    def threshold(self) -> float | None:
-        """The decision threshold of a binary model; None for other tasks."""
-        value = self.metadata.get("threshold")
-        return None if value is None else float(value)
+    def decision(self) -> Decision:
+        """What the model's labels are decided by (:data:`mlcycle.tasks.Decision`): a binary
+        model's threshold, a multiclass model's weights per class, None for the task's default
+        rule. Bundles packaged before multiclass decisions hold a binary ``threshold``."""
+        return as_decision(self.metadata.get("decision", self.metadata.get("threshold")))
 
     @property
     def model_id(self) -> str:

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 
 SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are taken from
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
-OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
+OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision (large data)
 _ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
 T = TypeVar("T")
 
