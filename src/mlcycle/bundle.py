@@ -32,6 +32,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlcycle import tasks
 from mlcycle.features import Signature
 from mlcycle.io import atomic_folder, dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
@@ -243,6 +244,13 @@ def load_bundle(path: str | Path, trusted: TrustedKeys | None = None) -> Bundle:
             f"model bundle {path}: metadata.json says task {meta_task!r} but "
             f"signature.json says {signature.task!r}"
         )
+    try:
+        decision = as_decision(meta.get("decision", meta.get("threshold")))
+        problem = tasks.get(signature.task).decision_problem(decision, len(signature.classes))
+    except (TypeError, ValueError) as exc:
+        problem = str(exc)
+    if problem:
+        raise BundleError(f"model bundle {path}: metadata.json's decision {problem}")
     kind = meta.get("model_kind", "xgboost")  # bundles from before skops models: XGBoost
     model_file = MODEL_FILES.get(kind)
     if model_file is None or model_file not in contents:

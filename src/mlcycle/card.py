@@ -18,13 +18,14 @@ def _decision(meta: dict) -> str | None:
     """What the model's labels are decided by, in words: a threshold, weights per class, or
     the most probable class; None for regression (bundles from before multiclass decisions
     hold a ``threshold``)."""
+    task = tasks.TASK.get(meta.get("task") or meta.get("objectives", {}).get("task"))
     value = meta.get("decision", meta.get("threshold"))
     if isinstance(value, list):
         pairs = zip(meta.get("classes") or [], value, strict=False)
         return "weights per class " + ", ".join(f"{c}: {w:g}" for c, w in pairs)
     if value is not None:
         return f"the threshold {value:g} on the positive class's probability"
-    return "the most probable class" if meta.get("classes") else None
+    return None if task and not task.classification else "the most probable class"
 
 
 def card_data(meta: dict) -> dict:

@@ -444,9 +444,10 @@ def fit_class_weights(
     y = _as_target(MULTICLASS, y_true)
     P = np.asarray(proba, dtype=np.float64)
     n, k = P.shape
-    at_argmax = _cm_metric(metric, y, P.argmax(1), k) if n else float("nan")
     if metric in ARGMAX_SERVED or n == 0:
+        at_argmax = kpi(MULTICLASS, metric, y, P)
         return ClassWeights(None, metric, at_argmax, at_argmax, 0.0)
+    at_argmax = _cm_metric(metric, y, P.argmax(1), k)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     logp = np.log(_eps_clip(P))
     lw = np.zeros(k)

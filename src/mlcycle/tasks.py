@@ -107,15 +107,26 @@ class Task:
         the task has no classes. Binary: the positive class where its probability is at least
         the threshold (:data:`DEFAULT_THRESHOLD` when None); multiclass: the class of the
         largest weighted probability (the most probable one when None); ValueError for weights
-        that are not one per class."""
+        that are not one per class (TypeError for a threshold)."""
         if decision is None:
             return output.argmax(axis=1)
-        if not isinstance(decision, tuple) or len(decision) != output.shape[1]:
+        if not isinstance(decision, tuple):
+            raise TypeError(f"a multiclass decision is a weight per class, got {decision!r}")
+        if len(decision) != output.shape[1]:
             raise ValueError(
                 f"a multiclass decision is one weight per class ({output.shape[1]}), got "
                 f"{decision!r}"
             )
         return (output * decision).argmax(axis=1)
+
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        """What is wrong with ``decision`` for a model of ``n_classes`` classes (a bundle's
+        metadata), or None: a multiclass decision is a positive weight per class."""
+        if decision is None or (
+            isinstance(decision, tuple) and len(decision) == n_classes and min(decision) > 0
+        ):
+            return None
+        return f"{decision!r} is not a positive weight for each of the {n_classes} classes"
 
     def score(self, output: Any) -> Any:
         """The one number per row drift and plots read: the positive class's probability
@@ -323,6 +334,12 @@ class BinaryTask(Task):
     def many_labels_hint(self, numeric: bool) -> str | None:
         return "use objectives.task: multiclass_classification"
 
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        """A binary decision is a threshold between 0 and 1."""
+        if decision is None or (isinstance(decision, float) and 0 <= decision <= 1):
+            return None
+        return f"{decision!r} is not a threshold between 0 and 1"
+
     def decide(self, output: Any, decision: Decision = None) -> Any:
         t = DEFAULT_THRESHOLD if decision is None else decision
         return (self.score(output) >= t).astype("int64")
@@ -414,6 +431,9 @@ class RegressionTask(Task):
 
     def fold_problem(self, counts: Mapping[str, int], folds: int, where: str) -> str | None:
         return None  # plain k-fold: no class to spread over the folds
+
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        return None if decision is None else f"{decision!r}: a regression model decides nothing"
 
     def decide(self, output: Any, decision: Decision = None) -> None:
         return None

@@ -60,7 +60,7 @@ from mlcycle.config import TrainConfig
 from mlcycle.datasets import row_hash, unit_interval
 from mlcycle.metrics import kpi
 from mlcycle.models import adapter, fit
-from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, better
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, better
 
 Progress = Callable[[str], None]
 Split = tuple[np.ndarray, np.ndarray]
@@ -242,9 +242,9 @@ def make_folds(
 
 
 def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> float:
-    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (binary labels at the default
-    threshold)."""
-    return float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
+    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (labels by the task's default rule:
+    binary at the default threshold, multiclass the most probable class)."""
+    return float(kpi(task, metric, y, out))
 
 
 def fit_options(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:

@@ -55,7 +55,6 @@ from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, adapter, fit
-from mlcycle.tasks import DEFAULT_THRESHOLD
 from mlcycle.tuning import (
     BATCH,
     CandidateResult,
@@ -476,7 +475,7 @@ def dask_fold(
     y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions", predict, again)
     y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
     out = fitted.model.output_from_raw(np.asarray(p_held))
-    score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
+    score = float(kpi(task, metric, y, out))
     curve = fitted.curves.get("valid", {})
     return FoldResult(i, score, out, fitted.rounds, curve), y
 
