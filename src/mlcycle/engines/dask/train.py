@@ -65,6 +65,7 @@ from mlcycle.tuning import (
     Outcome,
     RunBatch,
     TuningResult,
+    class_weight_search,
     fit_fold,
     fit_options,
     fixed_params,
@@ -72,6 +73,7 @@ from mlcycle.tuning import (
     hash_share,
     inner_slice,
     make_folds,
+    model_params,
     row_keys,
     search_candidate,
     should_stop,
@@ -242,8 +244,8 @@ def fit_on_worker(
 
     threads = get_worker().state.nthreads
     return fit(
-        kind, data.X, data.y, params, task, n_classes, rounds=rounds,
-        **fit_options(cfg, threads=threads),
+        kind, data.X, data.y, model_params(params), task, n_classes, rounds=rounds,
+        **fit_options(cfg, threads=threads, params=params),
     )  # fmt: skip
 
 
@@ -415,10 +417,12 @@ def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Futu
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False), futures
 
 
-def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
+def cluster_options(cfg: config.TrainConfig, params: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :meth:`mlcycle.models.Model.fit_distributed` from the
-    settings (threads are each worker's own; peers wait :func:`peer_timeout`)."""
-    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight,
+    settings and a trial's ``params`` (:func:`mlcycle.tuning.fit_options`; threads are each
+    worker's own; peers wait :func:`peer_timeout`)."""
+    options = fit_options(cfg, params=params)
+    return {"seed": cfg.seed, "device": cfg.device, "class_weight": options["class_weight"],
             "peer_timeout": peer_timeout()}  # fmt: skip
 
 
@@ -454,8 +458,8 @@ def dask_fold(
             meta=("inner", bool),
         )
         return adapter(kind).fit_distributed(
-            client, rest[~inner], params, task, n_classes, n_rounds, valid=rest[inner],
-            early=early, **cluster_options(cfg),
+            client, rest[~inner], model_params(params), task, n_classes, n_rounds,
+            valid=rest[inner], early=early, **cluster_options(cfg, params),
         )  # fmt: skip
 
     fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", boost, again)
@@ -606,6 +610,10 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
     ddf = read_dataset(path)
     signature = dask_signature(ddf, path, params, say)
     n_classes = tasks.get(obj.task).output_width(len(signature.classes))
+    if n_classes:  # the search tries class weights on an imbalanced split (both engines)
+        (counts,) = computed("the training rows per class", ddf[obj.target].value_counts())
+        cfg = class_weight_search(cfg, obj.task, counts.to_numpy())
+        params = params.model_copy(update={"train": cfg})
     metric = obj.primary_metric
     small = rows <= eng.trial_max_rows
     kinds, baseline_kind = trainable(cfg, eng, rows, say)
@@ -662,8 +670,8 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
             say(f"{what}: {kind} across the cluster, {rounds} rounds on {rows} rows in "
                 f"{model_frame().npartitions} partition(s)")  # fmt: skip
             return bounded(f"the {what} ({kind}, xgboost.dask)", lambda: model.fit_distributed(
-                client, model_frame(), chosen, obj.task, n_classes, rounds,
-                **cluster_options(cfg)), again)  # fmt: skip
+                client, model_frame(), model_params(chosen), obj.task, n_classes, rounds,
+                **cluster_options(cfg, chosen)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
         assert copies is not None  # scikit-learn trains on small data only
         return bounded(f"the {what} ({kind}, on a worker)", lambda: copies.run(
