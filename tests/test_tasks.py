@@ -171,7 +171,7 @@ def rare_class_frame(n: int, seed: int) -> pd.DataFrame:
     the most probable class is seldom the rare one."""
     X, y = make_classification(
         n_samples=n, n_features=8, n_informative=5, n_redundant=1, n_classes=4,
-        weights=[0.45, 0.3, 0.2, 0.05], class_sep=0.8, flip_y=0.03, random_state=seed,
+        weights=[0.45, 0.3, 0.2, 0.05], class_sep=1.0, flip_y=0.03, random_state=seed,
     )  # fmt: skip
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
     frame["label"] = np.asarray(RARE_CLASSES)[y]

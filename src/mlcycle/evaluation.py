@@ -75,19 +75,23 @@ def decision(obj: config.Objectives, signature: Signature, oof_path: str) -> Cho
 
 def class_weights_rule(fitted: ClassWeights, classes: tuple[str, ...]) -> str:
     """How a multiclass decision was chosen, in words (metrics/threshold.json, the card)."""
-    m, wins = fitted.metric, f"better in {fitted.wins:.0%} of {WEIGHT_RESAMPLES} resamples"
+    m = fitted.metric
+    crossfit = (
+        f"cross-fitted {fitted.crossfit:.4f}, better in {fitted.wins:.0%} of "
+        f"{WEIGHT_RESAMPLES} resamples"
+    )
     if fitted.weights is not None:
         weights = ", ".join(f"{c}: {w:g}" for c, w in zip(classes, fitted.weights, strict=True))
         return (
             f"weights per class ({weights}), the label the class of the largest weighted "
             f"probability: out-of-fold {m} {fitted.weighted:.4f} against {fitted.argmax:.4f} "
-            f"at argmax ({wins})"
+            f"at argmax ({crossfit})"
         )
     if fitted.wins == 0.0 and fitted.weighted == fitted.argmax:
         return f"argmax: the most probable class serves {m}"
     return (
         f"argmax: weights per class gave out-of-fold {m} {fitted.weighted:.4f} against "
-        f"{fitted.argmax:.4f}, within noise ({wins})"
+        f"{fitted.argmax:.4f} on the rows they were fitted on, within noise ({crossfit})"
     )
 
 

@@ -410,13 +410,15 @@ WEIGHT_CONFIDENCE = 0.95  # the share of them the weights must win to be kept
 @dataclass(frozen=True)
 class ClassWeights:
     """What :func:`fit_class_weights` found: the weights (None: argmax kept), the metric at
-    argmax and at the fitted weights, and the share of paired bootstrap resamples in which
-    the weights did better."""
+    argmax, at the fitted weights and cross-fitted (each half of the rows decided by weights
+    fitted on the other half), and the share of paired bootstrap resamples in which the
+    cross-fitted labels did better than argmax."""
 
     weights: tuple[float, ...] | None
     metric: str
     argmax: float
     weighted: float
+    crossfit: float
     wins: float
 
 
@@ -430,26 +432,11 @@ def _cm_metric(
     return kpis_from_sums(MULTICLASS, s, [metric], n_classes=k)[metric]
 
 
-def fit_class_weights(
-    y_true: np.ndarray, proba: np.ndarray, metric: str, seed: int = 0
-) -> ClassWeights:
-    """Multiclass: a weight per class on the probabilities ``proba`` (label = argmax of weight
-    times probability) that maximises ``metric`` on the rows, by coordinate ascent over each
-    class's log-weight on :data:`LOG_WEIGHTS` (at most :data:`WEIGHT_PASSES` passes; each
-    unit of |log-weight| must earn :data:`WEIGHT_PENALTY` of the metric, so a small class's
-    weight does not chase a few rows). The weights are kept only when they beat argmax in at
-    least :data:`WEIGHT_CONFIDENCE` of :data:`WEIGHT_RESAMPLES` paired (Poisson) bootstrap
-    resamples of the rows, scored from confusion matrices so that a million rows take
-    seconds; otherwise, and for the metrics of :data:`ARGMAX_SERVED`, argmax stays."""
-    y = _as_target(MULTICLASS, y_true)
-    P = np.asarray(proba, dtype=np.float64)
-    n, k = P.shape
-    if metric in ARGMAX_SERVED or n == 0:
-        at_argmax = kpi(MULTICLASS, metric, y, P)
-        return ClassWeights(None, metric, at_argmax, at_argmax, 0.0)
-    at_argmax = _cm_metric(metric, y, P.argmax(1), k)
+def _ascend_log_weights(y: np.ndarray, logp: np.ndarray, metric: str) -> np.ndarray:
+    """Per-class log-weights maximising ``metric`` of argmax(log-probability + log-weight)
+    on the rows, by coordinate ascent (see :func:`fit_class_weights`)."""
+    n, k = logp.shape
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    logp = np.log(_eps_clip(P))
     lw = np.zeros(k)
     rows = np.arange(n)
     order = LOG_WEIGHTS[np.argsort(np.abs(LOG_WEIGHTS), kind="stable")]  # ties: nearest 1
@@ -470,21 +457,56 @@ def fit_class_weights(
             lw[c] = best_v
         if not moved:
             break
-    weights = tuple(round(float(w), 4) for w in np.exp(lw))
-    decided = tasks.TASK[MULTICLASS].decide(P, weights)
-    weighted = _cm_metric(metric, y, decided, k)
+    return lw
+
+
+def fit_class_weights(
+    y_true: np.ndarray, proba: np.ndarray, metric: str, seed: int = 0
+) -> ClassWeights:
+    """Multiclass: a weight per class on the probabilities ``proba`` (label = argmax of weight
+    times probability) that maximises ``metric`` on the rows, by coordinate ascent over each
+    class's log-weight on :data:`LOG_WEIGHTS` (at most :data:`WEIGHT_PASSES` passes; each
+    unit of |log-weight| must earn :data:`WEIGHT_PENALTY` of the metric, so a small class's
+    weight does not chase a few rows).
+
+    Weights fitted on rows look better on those rows than they are, so the gain is measured
+    cross-fitted: the rows are cut in two halves (seeded), each half decided by weights fitted
+    on the other. The weights fitted on every row are kept only when those cross-fitted labels
+    beat argmax in at least :data:`WEIGHT_CONFIDENCE` of :data:`WEIGHT_RESAMPLES` paired
+    (Poisson) bootstrap resamples of the rows (scored from confusion matrices, so that a
+    million rows take seconds); otherwise, and for the metrics of :data:`ARGMAX_SERVED`,
+    argmax stays."""
+    y = _as_target(MULTICLASS, y_true)
+    P = np.asarray(proba, dtype=np.float64)
+    n, k = P.shape
+    if metric in ARGMAX_SERVED or n < 2:
+        at_argmax = kpi(MULTICLASS, metric, y, P)
+        return ClassWeights(None, metric, at_argmax, at_argmax, at_argmax, 0.0)
     rng = np.random.default_rng(seed)
+    logp = np.log(_eps_clip(P))
+    argmax = P.argmax(1)
+    half = rng.permutation(n) < n // 2
+    crossfit = argmax.copy()
+    for part in (half, ~half):  # each half decided by the other half's weights
+        lw = _ascend_log_weights(y[~part], logp[~part], metric)
+        crossfit[part] = (logp[part] + lw).argmax(1)
+    weights = tuple(round(float(w), 4) for w in np.exp(_ascend_log_weights(y, logp, metric)))
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     gains = np.empty(WEIGHT_RESAMPLES)
     for b in range(WEIGHT_RESAMPLES):
         counts = rng.poisson(1.0, n).astype(np.float64)
         gains[b] = sign * (
-            _cm_metric(metric, y, decided, k, counts)
-            - _cm_metric(metric, y, P.argmax(1), k, counts)
+            _cm_metric(metric, y, crossfit, k, counts) - _cm_metric(metric, y, argmax, k, counts)
         )
     gains = gains[np.isfinite(gains)]
     wins = float((gains > 0).mean()) if len(gains) else 0.0
+    at_argmax = _cm_metric(metric, y, argmax, k)
+    weighted = _cm_metric(metric, y, tasks.TASK[MULTICLASS].decide(P, weights), k)
     kept = wins >= WEIGHT_CONFIDENCE and better(metric, weighted, at_argmax)
-    return ClassWeights(weights if kept else None, metric, at_argmax, weighted, wins)
+    return ClassWeights(
+        weights if kept else None, metric, at_argmax, weighted,
+        _cm_metric(metric, y, crossfit, k), wins,
+    )  # fmt: skip
 
 
 def slice_kpis(
