@@ -66,7 +66,7 @@ def random_case(task: str, n: int = 4000, seed: int = 3):
         p[:50] = np.round(p[:50], 1)  # ties
         return y, np.column_stack([1 - p, p]), 0.37, 2
     if task == MULTICLASS:
-        return rng.integers(0, 3, n), rng.dirichlet([1, 2, 1], n), None, 3
+        return rng.integers(0, 3, n), rng.dirichlet([1, 2, 1], n), (1.0, 0.8, 1.5), 3
     y = rng.normal(1000, 50, n)
     return y, y + rng.normal(3, 20, n), None, 0
 
@@ -78,7 +78,7 @@ def test_kpis_from_partition_sums_equal_the_row_kpis(task: str) -> None:
     s = summed(task, y, out, t, k)
     exact = kpis_from_sums(task, s, names, t, (y, out), k)
     for name in names:
-        expected = kpi(task, name, y, out, 0.5 if t is None else t)
+        expected = kpi(task, name, y, out, t)
         assert exact[name] == pytest.approx(expected, abs=1e-9), name
     without_rows = kpis_from_sums(task, s, names, t, None, k)
     for name in set(names) - RANKING_KPIS:
@@ -100,7 +100,7 @@ def test_histogram_ranking_kpis_are_close(task: str) -> None:
     names = [n for n in KPI_FUNCTIONS[task] if n in RANKING_KPIS]
     approx = kpis_from_sums(task, summed(task, y, out, t, k, hist=True), names, t, None, k)
     for name in names:
-        assert approx[name] == pytest.approx(kpi(task, name, y, out, 0.5), abs=1e-3), name
+        assert approx[name] == pytest.approx(kpi(task, name, y, out, t), abs=1e-3), name
 
 
 def delong_reference(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
