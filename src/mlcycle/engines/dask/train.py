@@ -598,8 +598,21 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
     Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`); the
     workers lost and the retries go to ``Trained.cluster``."""
     with guarded(client, params.engine, dataset_rows(path), say) as guard:
-        trained = _train(params, client, path, say)
+        trained = _train(class_weights_searched(params, path), client, path, say)
     return replace(trained, cluster=guard.report())
+
+
+def class_weights_searched(params: config.Params, path: str | Path) -> config.Params:
+    """``params`` whose search also tries class weights when the training split at ``path``
+    is imbalanced (:func:`mlcycle.tuning.class_weight_search`, as the local engine's
+    :func:`mlcycle.tuning.tune`), from its rows per class counted over the partitions."""
+    obj = params.objectives
+    if not tasks.get(obj.task).classification:
+        return params
+    target = read_dataset(path, columns=[obj.target])[obj.target]
+    (counts,) = computed("the training rows per class", target.value_counts())
+    cfg = class_weight_search(params.train, obj.task, counts.to_numpy())
+    return params.model_copy(update={"train": cfg})
 
 
 def _train(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
@@ -610,10 +623,6 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
     ddf = read_dataset(path)
     signature = dask_signature(ddf, path, params, say)
     n_classes = tasks.get(obj.task).output_width(len(signature.classes))
-    if n_classes:  # the search tries class weights on an imbalanced split (both engines)
-        (counts,) = computed("the training rows per class", ddf[obj.target].value_counts())
-        cfg = class_weight_search(cfg, obj.task, counts.to_numpy())
-        params = params.model_copy(update={"train": cfg})
     metric = obj.primary_metric
     small = rows <= eng.trial_max_rows
     kinds, baseline_kind = trainable(cfg, eng, rows, say)
