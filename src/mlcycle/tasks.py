@@ -77,7 +77,7 @@ class Task:
     thresholded: ClassVar[bool] = False  # binary: the label is decided at a threshold
     one_score: ClassVar[bool] = False  # the output is one number a row (:meth:`score`)
     score_name: ClassVar[str] = "score"  # the drift column of :meth:`score`
-    decision_rule: ClassVar[str] = ""  # evaluation's decision rule, for tasks without one
+    decision_rule: ClassVar[str] = ""  # evaluation's rule, for a task that fits no decision
 
     def __init__(
         self,
@@ -396,8 +396,6 @@ class BinaryTask(Task):
 class MulticlassTask(Task):
     """Two or more classes; the label is the class of the largest weighted probability (the
     most probable one unless weights are fitted)."""
-
-    decision_rule = "argmax: a multiclass label is the most probable class"
 
 
 class RegressionTask(Task):
