@@ -121,7 +121,7 @@ def main() -> None:
     )
     print(f"{args.draws} draws per n, {RESAMPLES} bootstrap resamples per interval\n")
     rng = np.random.default_rng(args.seed)
-    thresholds = (bundle.threshold, bundle.threshold)
+    thresholds = (bundle.decision, bundle.decision)
     table = {"paired": [], "unpaired": []}
     print(f"{'n labelled':>10} | {'paired power':>12} | {'unpaired power':>14} | seconds")
     for n in args.ladder:

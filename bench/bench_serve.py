@@ -114,7 +114,7 @@ MLSERVER_RUNTIME = textwrap.dedent(
             self.derived = {d["name"]: d for d in sig["derived"]}
             self.columns = [f["name"] for f in sig["features"]]
             self.classes = np.asarray(sig["classes"], dtype=object)
-            self.threshold = meta["threshold"]
+            self.threshold = meta.get("decision", meta.get("threshold"))
             self.booster = xgb.Booster()
             self.booster.load_model(os.path.join(bundle, "model.ubj"))
             self.booster.set_param({"nthread": 1})

@@ -33,7 +33,7 @@ from mlcycle.schema.rows import RowRules
 from tests.conftest import TINY_SIGNATURE as SIGNATURE
 from tests.conftest import synthetic_records
 
-METADATA = {"name": "tiny", "threshold": 0.4, "params": {"max_depth": 3}}
+METADATA = {"name": "tiny", "decision": 0.4, "params": {"max_depth": 3}}
 ALL_FILES = (MODEL_FILE, SIGNATURE_FILE, METADATA_FILE, CHECKSUM_FILE)
 
 
@@ -76,7 +76,7 @@ def test_round_trip_loads_and_predicts_the_same(
     assert bundle.kind == "xgboost"
     assert bundle.booster is bundle.model.estimator
     assert bundle.signature == SIGNATURE
-    assert bundle.threshold == 0.4
+    assert bundle.decision == 0.4
     assert bundle.metadata["name"] == "tiny"
     assert bundle.metadata["params"] == {"max_depth": 3}
     assert bundle.metadata["model_sha256"] == sha256_bytes(model_bytes)
@@ -203,15 +203,15 @@ def rewrite_checksums(bundle_dir: Path) -> None:
 def test_an_edit_with_rewritten_checksums_is_refused_only_with_trusted_keys(
     bundle_dir: Path,
 ) -> None:
-    """The threshold edited and SHA256SUMS rewritten: SHA256SUMS alone cannot tell (the
-    bundle loads with the forged threshold); a trusted key's signature can."""
+    """The decision threshold edited and SHA256SUMS rewritten: SHA256SUMS alone cannot tell
+    (the bundle loads with the forged threshold); a trusted key's signature can."""
     key = signing.generate_key()
     signed(bundle_dir, key)
-    assert load_bundle(bundle_dir, trusting(key)).threshold == 0.4
+    assert load_bundle(bundle_dir, trusting(key)).decision == 0.4
     meta = json.loads((bundle_dir / METADATA_FILE).read_text())
-    (bundle_dir / METADATA_FILE).write_text(json.dumps({**meta, "threshold": 0.01}))
+    (bundle_dir / METADATA_FILE).write_text(json.dumps({**meta, "decision": 0.01}))
     rewrite_checksums(bundle_dir)
-    assert load_bundle(bundle_dir).threshold == 0.01  # no keys: corruption checks only
+    assert load_bundle(bundle_dir).decision == 0.01  # no keys: corruption checks only
     with pytest.raises(BundleError) as refused:
         load_bundle(bundle_dir, trusting(key))
     assert str(bundle_dir) in str(refused.value)
@@ -250,7 +250,7 @@ def test_any_trusted_signature_admits_a_bundle_signed_by_several_keys(bundle_dir
     old, new = signing.generate_key(), signing.generate_key()
     signed(bundle_dir, old, new)
     for trusted in (trusting(old), trusting(new), None):
-        assert load_bundle(bundle_dir, trusted).threshold == 0.4
+        assert load_bundle(bundle_dir, trusted).decision == 0.4
 
 
 def test_consistent_bundle_with_an_invalid_model_is_refused_naming_it(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def random_case(task: str, n: int = 4000, seed: int = 3):
         p[:50] = np.round(p[:50], 1)  # ties
         return y, np.column_stack([1 - p, p]), 0.37, 2
     if task == MULTICLASS:
-        return rng.integers(0, 3, n), rng.dirichlet([1, 2, 1], n), None, 3
+        return rng.integers(0, 3, n), rng.dirichlet([1, 2, 1], n), (1.0, 0.8, 1.5), 3
     y = rng.normal(1000, 50, n)
     return y, y + rng.normal(3, 20, n), None, 0
 
@@ -78,7 +78,7 @@ def test_kpis_from_partition_sums_equal_the_row_kpis(task: str) -> None:
     s = summed(task, y, out, t, k)
     exact = kpis_from_sums(task, s, names, t, (y, out), k)
     for name in names:
-        expected = kpi(task, name, y, out, 0.5 if t is None else t)
+        expected = kpi(task, name, y, out, t)
         assert exact[name] == pytest.approx(expected, abs=1e-9), name
     without_rows = kpis_from_sums(task, s, names, t, None, k)
     for name in set(names) - RANKING_KPIS:
@@ -100,7 +100,7 @@ def test_histogram_ranking_kpis_are_close(task: str) -> None:
     names = [n for n in KPI_FUNCTIONS[task] if n in RANKING_KPIS]
     approx = kpis_from_sums(task, summed(task, y, out, t, k, hist=True), names, t, None, k)
     for name in names:
-        assert approx[name] == pytest.approx(kpi(task, name, y, out, 0.5), abs=1e-3), name
+        assert approx[name] == pytest.approx(kpi(task, name, y, out, t), abs=1e-3), name
 
 
 def delong_reference(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -242,7 +242,7 @@ def test_dask_evaluation_writes_the_local_figures(engines) -> None:
     a, b = read(local, "metrics/evaluate.json"), read(dask, "metrics/evaluate.json")
     assert set(a) == set(b)
     assert set(read(local, "metrics/summary.json")) == set(read(dask, "metrics/summary.json"))
-    for key in (*KPI_FUNCTIONS[BINARY], "rows", "threshold"):
+    for key in (*KPI_FUNCTIONS[BINARY], "rows", "decision"):
         assert b[key] == pytest.approx(a[key], abs=1e-9), key
     # the interval, baseline, confusion counts, per-class report and objective: all equal
     for key in ("confidence_interval", "baseline", "confusion", "per_class", "objective",
@@ -309,7 +309,7 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
     assert base_a and base_b.keys() == base_a.keys() and base_b["model"] == base_a["model"]
     for key in set(base_a) - {"model"}:  # the untuned baseline's ranking KPIs exact too
         assert base_b[key] == pytest.approx(base_a[key], abs=1e-6), key
-    assert b["confusion"] == a["confusion"] and b["threshold"] == a["threshold"]
+    assert b["confusion"] == a["confusion"] and b["decision"] == a["decision"]
     slices = read(project, "metrics/slices.json")["slices"]
     for col, groups in read(local, "metrics/slices.json")["slices"].items():
         assert set(slices[col]) == set(groups)
@@ -325,14 +325,15 @@ def test_above_the_row_bound_nothing_per_row_is_gathered(
 def test_a_large_out_of_fold_set_gives_the_threshold_from_sums(
     engines, dask_local_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlcycle.engines.dask.evaluate import decision_threshold
-    from mlcycle.evaluation import decision_threshold as threshold_of_rows
+    from mlcycle.engines.dask.evaluate import decision
+    from mlcycle.evaluation import decision as decision_of_rows
     from mlcycle.stages import OOF
 
     monkeypatch.chdir(engines["local"][0])
     obj = config.load().objectives
-    assert decision_threshold(obj, dask_local_client, OOF, exact_rows=10) == threshold_of_rows(
-        obj, OOF
+    sig = load_bundle("models/bundle").signature
+    assert decision(obj, sig, dask_local_client, OOF, exact_rows=10) == decision_of_rows(
+        obj, sig, OOF
     )
 
 
@@ -345,7 +346,7 @@ def test_the_gate_scores_a_champion_by_partitions(engines, dask_local_client) ->
     y = encode_target(test[bundle.signature.target], bundle.signature)
     out = score(bundle, test).output
     names = ["roc_auc", "f1", "log_loss"]
-    expected = {n: kpi(BINARY, n, y, out, bundle.threshold) for n in names}
+    expected = {n: kpi(BINARY, n, y, out, bundle.decision) for n in names}
     exact = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names)
     approx = champion_kpis(dask_local_client, local / TEST, local / "models/bundle", names, 10)
     for n in names:

@@ -19,7 +19,16 @@ from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import encode_target, infer_signature, to_model_frame
 from mlcycle.models import fit
 from mlcycle.stages import train as train_stage
-from mlcycle.tuning import FoldError, fit_options, make_folds, row_keys, trials_csv, tune
+from mlcycle.tuning import (
+    CLASS_WEIGHT,
+    FoldError,
+    class_weight_search,
+    fit_options,
+    make_folds,
+    row_keys,
+    trials_csv,
+    tune,
+)
 from tests.conftest import FAST_PARAMS, ROOT, merge
 
 OBJ = {
@@ -86,6 +95,26 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- the signature and the folds ---------------------------------------------------------------
+
+
+def test_class_weights_are_searched_as_the_local_engine_searches_them(
+    split: Path, dask_local_client
+) -> None:
+    """The rows per class counted over the partitions give the local engine's search: on the
+    split as it is (about 28 % positives) no class weights; with most positives left out
+    (about 5 %), train.class_weight none and balanced in every space, trial 0's unchanged."""
+    from mlcycle.engines.dask.train import class_weights_searched
+
+    p = params(TRAIN)
+    assert class_weights_searched(p, split).train == p.train
+    frame = pd.read_parquet(split)
+    rare = frame[(frame["income"] == "<=50K") | (frame.index % 8 == 0)]
+    folder = write_parts(split.parent / "imbalanced.parquet", rare, 3)
+    got = class_weights_searched(p, folder).train
+    counts = rare["income"].value_counts().to_numpy()
+    assert got == class_weight_search(p.train, p.objectives.task, counts) != p.train
+    assert got.search["xgboost"][CLASS_WEIGHT] == {"choices": ["none", "balanced"]}
+    assert got.class_weight == p.train.class_weight == "none"
 
 
 def test_the_signature_is_the_local_engines(split: Path, dask_local_client, monkeypatch) -> None:

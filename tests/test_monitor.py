@@ -386,7 +386,7 @@ def test_clean_labelled_batch_meets_the_objectives(bundle, test_split) -> None: 
     out = score(bundle, batch).output
     assert (
         perf["kpis"]["roc_auc"]
-        == compute_kpis("binary_classification", y, out, bundle.threshold, ["roc_auc"])["roc_auc"]
+        == compute_kpis("binary_classification", y, out, bundle.decision, ["roc_auc"])["roc_auc"]
     )
     assert all(o["met"] is not False for o in perf["objectives"])
     assert perf["estimated"]["value"] == pytest.approx(perf["kpis"]["roc_auc"], abs=0.02)

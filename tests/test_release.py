@@ -308,8 +308,8 @@ def test_status_says_when_the_service_and_production_disagree(
 
 
 def tampered_copy(bundle: Path, dest: Path) -> Path:
-    """A copy of ``bundle`` with its threshold moved to 0.01 and SHA256SUMS written again to
-    match: what whoever can write a bundle can do."""
+    """A copy of ``bundle`` with its decision threshold moved to 0.01 and SHA256SUMS written
+    again to match: what whoever can write a bundle can do."""
     shutil.copytree(bundle, dest)
     edit_threshold(dest)
     return dest
@@ -317,7 +317,7 @@ def tampered_copy(bundle: Path, dest: Path) -> Path:
 
 def edit_threshold(bundle: Path) -> None:
     meta = json.loads((bundle / METADATA_FILE).read_text())
-    (bundle / METADATA_FILE).write_text(json.dumps({**meta, "threshold": 0.01}))
+    (bundle / METADATA_FILE).write_text(json.dumps({**meta, "decision": 0.01}))
     lines = (bundle / CHECKSUM_FILE).read_text().splitlines()
     sums = "".join(
         f"{sha256_bytes((bundle / name).read_bytes())}  {name}\n"
@@ -397,4 +397,4 @@ def test_a_service_with_trusted_keys_serves_signed_bundles_only(
         status, body = reload(served.url, token)
         assert status == 409 and "changed after it was signed" in body["detail"], body
         assert health(served.url)["model"] == model  # the signed model, its own threshold
-        assert model["threshold"] != 0.01
+        assert model["decision"] != 0.01

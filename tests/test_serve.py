@@ -117,8 +117,8 @@ def test_health_names_the_model(server: Server) -> None:
     assert doc["model"]["kind"] == kind
     assert doc["model"]["name"] == "income-classifier"
     # The threshold chosen on out-of-fold training predictions, as the bundle records it.
-    assert doc["model"]["threshold"] == metadata["threshold"]
-    assert 0.0 < doc["model"]["threshold"] < 1.0
+    assert doc["model"]["decision"] == metadata["decision"]
+    assert 0.0 < doc["model"]["decision"] < 1.0
 
 
 def test_metadata_has_signature_and_provenance(server: Server) -> None:
@@ -182,7 +182,7 @@ def test_evaluation_batch_and_service_give_identical_probabilities(
 
     served_labels = [p["label"] for p in served["predictions"]]
     assert served_labels == batch.loc[sample_index, "prediction"].tolist()
-    threshold = json.loads((server.bundle / "metadata.json").read_text())["threshold"]
+    threshold = json.loads((server.bundle / "metadata.json").read_text())["decision"]
     assert served_labels == [">50K" if p >= threshold else "<=50K" for p in eval_proba]
     assert len(set(served_labels)) == 2
     # Every class's probability, in the signature's order: the negative class's is 1 - p.

@@ -141,7 +141,7 @@ def test_shadow_outputs_are_logged_beside_productions(bundles, tmp_path: Path) -
     for rid, records in batches.items():
         matrix = shadow.encoder.encode(records)
         out = shadow.bundle.model.output_encoded(matrix, shadow.signature)
-        labels = decide(out, shadow.signature, shadow.bundle.threshold)
+        labels = decide(out, shadow.signature, shadow.bundle.decision)
         expected = orjson.loads(orjson.dumps(prediction_dicts(out, labels, shadow.signature)))
         assert frame[frame["request_id"] == rid]["shadow_output"].tolist() == expected
     assert core.telemetry.shadow_scored._value.get() == len(frame)
@@ -210,7 +210,7 @@ def test_the_shadow_scores_waiting_requests_at_once_as_it_would_one_by_one(
         out = shadow.bundle.model.output_encoded(
             shadow.encoder.encode(job.records), shadow.signature
         )
-        labels = decide(out, shadow.signature, shadow.bundle.threshold)
+        labels = decide(out, shadow.signature, shadow.bundle.decision)
         assert frame[job.request_id] == orjson.loads(
             orjson.dumps(prediction_dicts(out, labels, shadow.signature))
         )

@@ -788,7 +788,7 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
             ids.append(rid)
         health = json.loads(call(url, "GET", "/health")[2])
         assert health["challenger"]["stage"] == "shadow" and health["challenger"]["share"] == 0
-        assert health["challenger"]["threshold"] == 0.01 and health["model"]["threshold"] != 0.01
+        assert health["challenger"]["decision"] == 0.01 and health["model"]["decision"] != 0.01
         meta = json.loads(call(url, "GET", "/metadata")[2])
         assert meta["challenger"] == health["challenger"]
         status, _, info = post(url, "/admin/reload", {}, TOKEN)

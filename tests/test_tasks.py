@@ -15,13 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import load_diabetes, load_wine
+from sklearn.datasets import load_diabetes, load_wine, make_classification
 
-from mlcycle import tasks
-from mlcycle.features import Signature
-from mlcycle.metrics import KPI_FUNCTIONS
-from mlcycle.predict import decide
+from mlcycle import config, tasks
+from mlcycle.bundle import BundleError, load_bundle, write_bundle
+from mlcycle.card import card_data, card_markdown
+from mlcycle.evaluation import decision
+from mlcycle.features import Feature, Signature, encode_target, to_model_frame
+from mlcycle.io import write_parquet
+from mlcycle.metrics import KPI_FUNCTIONS, fit_class_weights, kpi, prediction_frame
+from mlcycle.models import fit
+from mlcycle.predict import decide, score
+from mlcycle.serve.core import Core, ServeSettings
 from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, MULTICLASS, REGRESSION
+from mlcycle.tuning import cross_validate, fit_options, make_folds
 from tests.conftest import FAST_PARAMS, cli, git_commit, make_project, run, serving, set_params
 from tests.test_serve import post_json, request, to_records
 
@@ -42,9 +49,22 @@ def test_binary_decides_the_positive_class_at_and_above_the_threshold() -> None:
     assert task.decide(BINARY_OUT[:, 1], 0.49).tolist() == [0, 1, 1, 1]
 
 
-def test_multiclass_decides_the_most_probable_class_and_regression_nothing() -> None:
-    assert tasks.get(MULTICLASS).decide(MULTI_OUT, 0.99).tolist() == [1, 0, 2]  # no threshold
-    assert tasks.get(REGRESSION).decide(np.array([1.5, 2.0]), 0.5) is None
+def test_multiclass_decides_by_weights_per_class_and_regression_nothing() -> None:
+    """Without weights the most probable class; with them the class of the largest weighted
+    probability; a threshold or weights that are not one per class are refused."""
+    task = tasks.get(MULTICLASS)
+    assert task.decide(MULTI_OUT).tolist() == [1, 0, 2]
+    assert task.decide(MULTI_OUT, (1.0, 1.0, 1.0)).tolist() == [1, 0, 2]
+    assert task.decide(MULTI_OUT, (1.0, 1.0, 2.0)).tolist() == [2, 0, 2]  # 0.6 > 0.5
+    with pytest.raises(TypeError, match="a weight per class"):
+        task.decide(MULTI_OUT, 0.5)
+    with pytest.raises(ValueError, match="one weight per class"):
+        task.decide(MULTI_OUT, (1.0, 2.0))
+    assert tasks.get(REGRESSION).decide(np.array([1.5, 2.0])) is None
+    assert tasks.as_decision([1, 2.5]) == (1.0, 2.5) and tasks.as_decision(0.4) == 0.4
+    assert task.decision_problem((1.0, 2.0, 0.5), 3) is None
+    assert task.decision_problem((1.0, 2.0), 3) and task.decision_problem(0.5, 3)
+    assert tasks.get(BINARY).decision_problem((1.0, 2.0), 2)
 
 
 def test_predict_decide_is_the_task_rule_with_class_names() -> None:
@@ -53,6 +73,7 @@ def test_predict_decide_is_the_task_rule_with_class_names() -> None:
     assert decide(BINARY_OUT, sig, None) == decide(BINARY_OUT, sig, DEFAULT_THRESHOLD)
     multi = Signature(features=(), target="y", task=MULTICLASS, classes=("a", "b", "c"))
     assert decide(MULTI_OUT, multi, None) == ["b", "a", "c"]
+    assert decide(MULTI_OUT, multi, (1.0, 1.0, 2.0)) == ["c", "a", "c"]
     assert decide(np.array([3.0]), Signature((), "y", task=REGRESSION), None) is None
 
 
@@ -135,6 +156,127 @@ def test_classes_each_task_accepts() -> None:
 # --- end to end ----------------------------------------------------------------------------------
 
 
+# --- multiclass decisions fitted on out-of-fold predictions ------------------------------------
+
+RARE_CLASSES = ("a", "b", "c", "rare")
+RARE_SIGNATURE = Signature(
+    tuple(Feature(f"f{i}", "numeric") for i in range(8)), "label", task=MULTICLASS,
+    classes=RARE_CLASSES,
+)  # fmt: skip
+RARE_XGB = {"n_estimators": 200, "early_stopping_rounds": 20, "learning_rate": 0.1, "max_depth": 4}
+
+
+def rare_class_frame(n: int, seed: int) -> pd.DataFrame:
+    """Four overlapping classes from scikit-learn's generator, one of them 5 % of the rows:
+    the most probable class is seldom the rare one."""
+    X, y = make_classification(
+        n_samples=n, n_features=8, n_informative=5, n_redundant=1, n_classes=4,
+        weights=[0.45, 0.3, 0.2, 0.05], class_sep=1.0, flip_y=0.03, random_state=seed,
+    )  # fmt: skip
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    frame["label"] = np.asarray(RARE_CLASSES)[y]
+    return frame
+
+
+@pytest.fixture(scope="module")
+def rare(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """XGBoost on 4,000 training rows of the rare-class set: the out-of-fold predictions of
+    4-fold CV as the train stage writes them, the decision evaluation fits on that file, and
+    the model refitted on every training row, packaged with that decision; 2,000 test rows."""
+    frame = rare_class_frame(6000, 0)
+    train, test = frame.iloc[:4000], frame.iloc[4000:].reset_index(drop=True)
+    X, y = to_model_frame(train, RARE_SIGNATURE), encode_target(train["label"], RARE_SIGNATURE)
+    cfg = config.TrainConfig(seed=0, nthread=1, cv_folds=4, parallel_folds=1, xgb=RARE_XGB)
+    folds = make_folds(X, y, cfg, MULTICLASS, RARE_CLASSES)
+    cv = cross_validate("xgboost", X, y, RARE_XGB, cfg, "f1_macro", folds, MULTICLASS, 4)
+    root = tmp_path_factory.mktemp("rare")
+    write_parquet(root / "oof.parquet", prediction_frame(cv.oof, y, MULTICLASS, RARE_CLASSES))
+    obj = config.Objectives(task=MULTICLASS, target="label", primary_metric="f1_macro", minimum=0.0)
+    chosen = decision(obj, RARE_SIGNATURE, str(root / "oof.parquet"))
+    model = fit("xgboost", X, y, RARE_XGB, MULTICLASS, 4, rounds=cv.final_rounds,
+                **fit_options(cfg)).model  # fmt: skip
+    meta = {"name": "rare", "task": MULTICLASS, "classes": list(RARE_CLASSES),
+            "decision": chosen[0], "decision_rule": chosen[1]}  # fmt: skip
+    bundle = write_bundle(root / "bundle", model.to_bytes(), RARE_SIGNATURE, meta)
+    return {"y": y, "oof": cv.oof, "chosen": chosen, "bundle": bundle, "test": test,
+            "root": root, "model": model}  # fmt: skip
+
+
+def test_weights_fitted_out_of_fold_beat_argmax_on_a_rare_class(rare: dict) -> None:
+    """The weights evaluation fits on the out-of-fold predictions (to f1_macro, the primary
+    metric) raise macro F1 out of fold and on the unseen test rows, by predicting the rare
+    class more often; the rule says so with both figures."""
+    weights, rule, curve = rare["chosen"]
+    assert isinstance(weights, tuple) and len(weights) == 4 and curve == []
+    assert "out-of-fold f1_macro" in rule and "weights per class (a: " in rule, rule
+    y, oof = rare["y"], rare["oof"]
+    oof_argmax, oof_weighted = (kpi(MULTICLASS, "f1_macro", y, oof, d) for d in (None, weights))
+    test = rare["test"]
+    P = rare["model"].output(to_model_frame(test, RARE_SIGNATURE))
+    y_test = encode_target(test["label"], RARE_SIGNATURE)
+    test_argmax, test_weighted = (
+        kpi(MULTICLASS, "f1_macro", y_test, P, d) for d in (None, weights)
+    )
+    print(f"f1_macro out of fold {oof_argmax:.4f} -> {oof_weighted:.4f}, "
+          f"test {test_argmax:.4f} -> {test_weighted:.4f}, weights {weights}")  # fmt: skip
+    assert oof_weighted > oof_argmax + 0.01
+    assert test_weighted > test_argmax
+    rare_code = RARE_CLASSES.index("rare")
+    decided = tasks.get(MULTICLASS).decide(P, weights)
+    assert (decided == rare_code).sum() > (P.argmax(1) == rare_code).sum()
+
+
+def test_argmax_stays_for_the_metrics_it_serves_and_for_gains_within_noise(rare: dict) -> None:
+    """Accuracy, log loss and ROC AUC keep argmax (weights all 1); a gain that resampling
+    cannot tell from noise (probabilities that know nothing of the labels) keeps it too."""
+    y, oof = rare["y"], rare["oof"]
+    for metric in ("accuracy", "log_loss", "roc_auc_ovr"):
+        fitted = fit_class_weights(y, oof, metric)
+        assert fitted.weights is None and fitted.weighted == fitted.argmax, metric
+    noise = np.random.default_rng(0).dirichlet(np.ones(4), 300)
+    labels = np.random.default_rng(1).integers(0, 4, 300)
+    fitted = fit_class_weights(labels, noise, "f1_macro")
+    assert fitted.weights is None and fitted.wins < 0.95, fitted
+
+
+def test_the_bundle_keeps_the_decision_and_predict_and_the_service_apply_it(rare: dict) -> None:
+    """The bundle round-trips the weights; `predict.score` (batch scoring, `mlcycle predict`)
+    and the service's scoring core give the same labels, decided by them, not by argmax; the
+    model card states the rule."""
+    bundle = load_bundle(rare["bundle"])
+    weights = rare["chosen"][0]
+    assert bundle.decision == weights
+    test = rare["test"]
+    scores = score(bundle, test)
+    assert scores.labels == decide(scores.output, RARE_SIGNATURE, weights)
+    assert scores.labels != decide(scores.output, RARE_SIGNATURE, None)
+    core = Core(bundle, ServeSettings(bundle_dir=str(rare["bundle"])), None)
+    records = test.drop(columns="label").to_dict(orient="records")
+    model, output, labels, _ = core.score(records, "rare-1")
+    np.testing.assert_array_equal(output, scores.output)
+    assert labels == scores.labels
+    assert model.info.decision == list(weights)
+    card = card_data(bundle.metadata)
+    assert card["decision"].startswith("weights per class a: ") and "rare: " in card["decision"]
+    assert f"labels decided by {card['decision']} (weights per class" in card_markdown(card)
+
+
+def test_an_old_bundle_without_a_decision_decides_by_argmax(rare: dict) -> None:
+    """A multiclass bundle packaged before decisions (no ``decision`` key) loads and decides
+    by argmax; a decision that does not fit the classes is refused naming it."""
+    meta = {"name": "rare", "task": MULTICLASS, "threshold": None}
+    old = write_bundle(rare["root"] / "old", rare["model"].to_bytes(), RARE_SIGNATURE, meta)
+    bundle = load_bundle(old)
+    assert bundle.decision is None
+    scores = score(bundle, rare["test"])
+    assert scores.labels == list(np.asarray(RARE_CLASSES)[scores.output.argmax(1)])
+    assert card_data(bundle.metadata)["decision"] == "the most probable class"
+    wrong = write_bundle(rare["root"] / "wrong", rare["model"].to_bytes(), RARE_SIGNATURE,
+                         {"decision": [1.0, 2.0]})  # fmt: skip
+    with pytest.raises(BundleError, match=r"metadata.json's decision \(1.0, 2.0\) is not a"):
+        load_bundle(wrong)
+
+
 def wine_frame() -> pd.DataFrame:
     """UCI wine (178 rows, 13 measurements) with the cultivar as a named class."""
     data = load_wine(as_frame=True)
@@ -210,9 +352,9 @@ def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     sig, metrics = got["signature"], got["metrics"]
     classes = ["class_0", "class_1", "class_2"]
     assert sig["task"] == "multiclass_classification" and sig["classes"] == classes
-    assert metrics["task"] == "multiclass_classification" and metrics["threshold"] is None
-    for kpi in ("f1_macro", "accuracy", "balanced_accuracy", "f1_weighted", "log_loss"):
-        assert metrics[kpi] is not None
+    assert metrics["task"] == "multiclass_classification"
+    for name in ("f1_macro", "accuracy", "balanced_accuracy", "f1_weighted", "log_loss"):
+        assert metrics[name] is not None
     assert metrics["f1_macro"] > 0.85  # three well-separated cultivars
     assert set(metrics["per_class"]) == set(classes)
     counts = metrics["confusion"]
@@ -228,7 +370,9 @@ def test_multiclass_wine_from_init_to_service(tmp_path: Path) -> None:
     np.testing.assert_allclose(batch, evaluated, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(served, evaluated)
     np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-6)
-    labels = np.asarray(classes)[evaluated.argmax(axis=1)]
+    # Labels by the decision evaluation fitted (weights per class, or argmax: null).
+    weights = tasks.as_decision(metrics["decision"])
+    labels = np.asarray(classes)[tasks.get(MULTICLASS).decide(evaluated, weights)]
     assert list(got["batch"]["prediction"]) == list(labels)
     assert [p["label"] for p in got["served"]["predictions"]] == list(labels)
     assert "value" not in got["served"]["predictions"][0]

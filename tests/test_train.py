@@ -48,13 +48,17 @@ from mlcycle.models import (
 )
 from mlcycle.tasks import BINARY
 from mlcycle.tuning import (
+    CLASS_WEIGHT,
     CandidateResult,
     CVResult,
     TuningResult,
     assign_folds,
+    class_weight_search,
     cross_validate,
+    fit_fold,
     fit_options,
     make_folds,
+    model_params,
     row_keys,
     summary,
     trials_csv,
@@ -412,6 +416,41 @@ def test_trials_zero_cross_validates_the_fixed_params_once(data: tuple) -> None:
     ]
     assert result.candidates["xgboost"].params == SMALL["xgboost"]
     assert result.candidates["logistic_regression"].params["C"] == 0.5
+
+
+def test_an_imbalanced_split_searches_class_weights_and_trial_0_stays_untuned(
+    data: tuple,
+) -> None:
+    """With one positive in eight, every candidate with a space also tries train.class_weight
+    none and balanced; trial 0 keeps params.yaml's setting and the score it has without the
+    search; a balanced trial weighs the classes (another model). A balanced split, a
+    regression task and a candidate without a space are searched as before."""
+    X, y = data
+    rare = np.flatnonzero(y == 1)[::8]  # every eighth positive: one row in eight left
+    keep = np.sort(np.concatenate([np.flatnonzero(y == 0), rare]))
+    X, y = X.iloc[keep].reset_index(drop=True), y[keep]
+    space = {"max_depth": {"low": 2, "high": 4}}
+    cfg = train_config(trials=6, search={"xgboost": space, "logistic_regression": {}})
+    assert np.bincount(y)[1] < 0.25 * np.bincount(y)[0]
+    searched = class_weight_search(cfg, BINARY, np.bincount(y))
+    assert searched.search["xgboost"] == {**space, CLASS_WEIGHT: {"choices": ["none", "balanced"]}}
+    assert searched.search["logistic_regression"] == {}  # no space: no search
+    assert class_weight_search(cfg, BINARY, [300, 280]) is cfg
+    assert class_weight_search(cfg, "regression", []) is cfg
+
+    result = tune(X, y, cfg, "roc_auc", classes=("no", "yes"))
+    first, *trials = result.records
+    assert first.params == {**SMALL["xgboost"], CLASS_WEIGHT: "none"}
+    folds = make_folds(X, y, cfg, BINARY, ("no", "yes"))
+    untuned = cross_validate("xgboost", X, y, SMALL["xgboost"], cfg, "roc_auc", folds)
+    assert first.cv_mean == untuned.mean
+    assert {t.params[CLASS_WEIGHT] for t in trials} == {"none", "balanced"}
+    balanced = {**SMALL["xgboost"], CLASS_WEIGHT: "balanced"}
+    assert fit_options(cfg, params=balanced)["class_weight"] == "balanced"
+    assert model_params(balanced) == SMALL["xgboost"]
+    plain, weighed = (fit_fold("xgboost", X, y, p, cfg, "roc_auc", folds, 0)
+                      for p in (first.params, balanced))  # fmt: skip
+    assert plain.output[:, 1].mean() < weighed.output[:, 1].mean()  # positives weigh more
 
 
 def test_tuning_records_every_trial_and_keeps_the_best(data: tuple) -> None:

@@ -137,7 +137,7 @@ def score_chunk(
             "this chunk)"
         )
     output = bundle.model.output_encoded(matrix, sig)
-    return output_columns(Scores(output, decide(output, sig, bundle.threshold)), sig)
+    return output_columns(Scores(output, decide(output, sig, bundle.decision)), sig)
 
 
 def count_rows(path: str | Path) -> int | None:

@@ -6,7 +6,7 @@ Layout::
     model.skops      a scikit-learn Pipeline, in skops' format (never a pickle)
     signature.json   input columns, types and categories; target classes
     metadata.json    model kind, params, metrics, data hashes, git commit, library versions,
-                     threshold
+                     the decision (binary: the threshold; multiclass: weights per class)
     reference_profile.json  the training data's per-input profile, the predictions' on the
                      test split and the target's (monitoring compares batches with it)
     row_rules.json   schema.yaml's columns and the severities of the rules one record can
@@ -32,11 +32,13 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlcycle import tasks
 from mlcycle.features import Signature
 from mlcycle.io import atomic_folder, dumps_json, sha256_bytes
 from mlcycle.models import Model, ModelError, UntrustedTypesError, load_model, model_files
 from mlcycle.schema.rows import RowRules
 from mlcycle.signing import SIGNATURES_FILE, SigningError, TrustedKeys
+from mlcycle.tasks import Decision, as_decision
 
 if TYPE_CHECKING:  # XGBoost is imported with the adapter of a bundle that holds one
     import xgboost as xgb
@@ -92,10 +94,11 @@ class Bundle:
         return self.signature.task
 
     @property
-    def threshold(self) -> float | None:
-        """The decision threshold of a binary model; None for other tasks."""
-        value = self.metadata.get("threshold")
-        return None if value is None else float(value)
+    def decision(self) -> Decision:
+        """What the model's labels are decided by (:data:`mlcycle.tasks.Decision`): a binary
+        model's threshold, a multiclass model's weights per class, None for the task's default
+        rule. Bundles packaged before multiclass decisions hold a binary ``threshold``."""
+        return as_decision(self.metadata.get("decision", self.metadata.get("threshold")))
 
     @property
     def model_id(self) -> str:
@@ -241,6 +244,13 @@ def load_bundle(path: str | Path, trusted: TrustedKeys | None = None) -> Bundle:
             f"model bundle {path}: metadata.json says task {meta_task!r} but "
             f"signature.json says {signature.task!r}"
         )
+    try:
+        decision = as_decision(meta.get("decision", meta.get("threshold")))
+        problem = tasks.get(signature.task).decision_problem(decision, len(signature.classes))
+    except (TypeError, ValueError) as exc:
+        problem = str(exc)
+    if problem:
+        raise BundleError(f"model bundle {path}: metadata.json's decision {problem}")
     kind = meta.get("model_kind", "xgboost")  # bundles from before skops models: XGBoost
     model_file = MODEL_FILES.get(kind)
     if model_file is None or model_file not in contents:

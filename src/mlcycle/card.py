@@ -14,6 +14,20 @@ def _predicts(objectives: dict, classes: list[str]) -> str:
     return task.predicts(objectives.get("target"), classes, objectives.get("positive_class"))
 
 
+def _decision(meta: dict) -> str | None:
+    """What the model's labels are decided by, in words: a threshold, weights per class, or
+    the most probable class; None for regression (bundles from before multiclass decisions
+    hold a ``threshold``)."""
+    task = tasks.TASK.get(meta.get("task") or meta.get("objectives", {}).get("task"))
+    value = meta.get("decision", meta.get("threshold"))
+    if isinstance(value, list):
+        pairs = zip(meta.get("classes") or [], value, strict=False)
+        return "weights per class " + ", ".join(f"{c}: {w:g}" for c, w in pairs)
+    if value is not None:
+        return f"the threshold {value:g} on the positive class's probability"
+    return None if task and not task.classification else "the most probable class"
+
+
 def card_data(meta: dict) -> dict:
     """The card's content as JSON-ready data (a subset of the metadata, arranged for people)."""
     objectives = meta.get("objectives", {})
@@ -27,8 +41,8 @@ def card_data(meta: dict) -> dict:
             "primary_metric": objectives.get("primary_metric"),
             "minimum": objectives.get("minimum"),
         },
-        "decision_threshold": meta.get("threshold"),
-        "threshold_rule": meta.get("threshold_rule"),
+        "decision": _decision(meta),
+        "decision_rule": meta.get("decision_rule", meta.get("threshold_rule")),
         "data": meta.get("data", {}),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "confidence_interval": metrics.get("confidence_interval"),
@@ -48,8 +62,9 @@ def card_markdown(card: dict) -> str:
         "## Intended use",
         f"- Task: {use['task']}; predicts {use['predicts']}.",
         f"- Judged by {use['primary_metric']} (minimum {use['minimum']}) on a held-out test split.",
-        f"- Model: {card['model_kind']}; decision threshold {card['decision_threshold']}"
-        + (f" ({card['threshold_rule']})" if card.get("threshold_rule") else "")
+        f"- Model: {card['model_kind']}"
+        + (f"; labels decided by {card['decision']}" if card.get("decision") else "")
+        + (f" ({card['decision_rule']})" if card.get("decision_rule") else "")
         + ".",
         "",
         "## Metrics on the test split",

@@ -663,10 +663,10 @@ def _compare(args: argparse.Namespace, bundle, log, profile, settings, doc):  # 
     return compare.compare(
         log,
         bundle.signature,
-        compare.Model(bundle.model_id, bundle.threshold, m),
+        compare.Model(bundle.model_id, bundle.decision, m),
         compare.Model(
             challenger.model_id,
-            challenger.threshold,
+            challenger.decision,
             {
                 "name": challenger.metadata.get("name"),
                 "version": found.version.version if found else None,

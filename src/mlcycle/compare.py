@@ -33,7 +33,7 @@ from mlcycle.config import MonitorConfig, Objectives, RolloutConfig
 from mlcycle.estimate import estimate_kpi
 from mlcycle.features import Signature
 from mlcycle.metrics import bootstrap_values, compute_kpis, percentile_interval
-from mlcycle.tasks import LOWER_IS_BETTER
+from mlcycle.tasks import LOWER_IS_BETTER, Decision
 
 SHADOW, CANARY = "shadow", "canary"
 PROD_ROLE, CANARY_ROLE = "prod", "canary"  # the log's ``role``: which model answered
@@ -48,11 +48,11 @@ class NothingToCompare(ValueError):
 
 @dataclass(frozen=True)
 class Model:
-    """One side of the comparison: its model id in the log, its decision threshold, and what
-    the document says of it (name, version, id, bundle)."""
+    """One side of the comparison: its model id in the log, its decision (the bundle's), and
+    what the document says of it (name, version, id, bundle)."""
 
     id: str
-    threshold: float | None
+    decision: Decision
     info: dict[str, Any]
 
 
@@ -114,26 +114,26 @@ def paired_gains(
     task: str,
     y: np.ndarray,
     outputs: tuple[np.ndarray, np.ndarray],
-    thresholds: tuple[float | None, float | None],
+    decisions: tuple[Decision, Decision],
     metric: str,
 ) -> np.ndarray:
     """The challenger's bootstrap gains over production on the same records: the records
     resampled once per resample, both models' ``outputs`` (production's first) scored on it."""
-    both = bootstrap_values(task, y, list(outputs), list(thresholds), metric, RESAMPLES)
+    both = bootstrap_values(task, y, list(outputs), list(decisions), metric, RESAMPLES)
     return _sign(metric) * (both[:, 1] - both[:, 0])
 
 
 def unpaired_gains(
     task: str,
     groups: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    thresholds: tuple[float | None, float | None],
+    decisions: tuple[Decision, Decision],
     metric: str,
 ) -> np.ndarray:
     """The challenger's bootstrap gains over production from two groups of records, each
     ``(y, output)`` (production's first) resampled on its own."""
     values = [
-        bootstrap_values(task, y, [out], [t], metric, RESAMPLES, seed)[:, 0]
-        for seed, ((y, out), t) in enumerate(zip(groups, thresholds, strict=True))
+        bootstrap_values(task, y, [out], [d], metric, RESAMPLES, seed)[:, 0]
+        for seed, ((y, out), d) in enumerate(zip(groups, decisions, strict=True))
     ]
     k = min(map(len, values))  # the Poisson bootstrap of a huge group takes fewer
     return _sign(metric) * (values[1][:k] - values[0][:k])
@@ -173,8 +173,8 @@ def _estimated(
     """The label-free estimate of each estimable KPI for both models, and its gain."""
     out = []
     for name in names:
-        p = estimate_kpi(task, name, prod[0], prod[1].threshold)
-        c = estimate_kpi(task, name, chal[0], chal[1].threshold)
+        p = estimate_kpi(task, name, prod[0], prod[1].decision)
+        c = estimate_kpi(task, name, chal[0], chal[1].decision)
         if p is None or c is None:
             continue
         gain = round(_sign(name) * (c - p), 6)
@@ -209,7 +209,7 @@ def shadow(
     where, y, _ = monitor.label_targets(monitor.log_labels(rows), signature)
     doc: dict[str, Any] = {"records": len(rows), "labelled": len(where)}
     decisions = [
-        tasks.get(task).decide(out, m.threshold)
+        tasks.get(task).decide(out, m.decision)
         for out, m in ((out_p, production), (out_c, challenger))
     ]
     if decisions[0] is not None:
@@ -220,13 +220,13 @@ def shadow(
     kpis = []
     if len(where):
         y_p, y_c = out_p[where], out_c[where]
-        values_p = compute_kpis(task, y, y_p, production.threshold, objectives.kpis)
-        values_c = compute_kpis(task, y, y_c, challenger.threshold, objectives.kpis)
+        values_p = compute_kpis(task, y, y_p, production.decision, objectives.kpis)
+        values_c = compute_kpis(task, y, y_c, challenger.decision, objectives.kpis)
         for name in objectives.kpis:
             gains = None
             if name in judged(objectives, rollout):  # both models on the same resamples
-                thresholds = (production.threshold, challenger.threshold)
-                gains = paired_gains(task, y, (y_p, y_c), thresholds, name)
+                decided = (production.decision, challenger.decision)
+                gains = paired_gains(task, y, (y_p, y_c), decided, name)
             kpis.append(_kpi_entry(name, values_p[name], values_c[name], gains, rollout.level,
                                    objectives.minimums.get(name)))  # fmt: skip
     doc["kpis"] = kpis
@@ -298,7 +298,7 @@ def canary(
         group: dict[str, Any] = {
             "records": len(part),
             "labelled": len(where),
-            "kpis": compute_kpis(task, y, output[where], model.threshold, objectives.kpis)
+            "kpis": compute_kpis(task, y, output[where], model.decision, objectives.kpis)
             if len(where)
             else {},
         }
@@ -309,11 +309,11 @@ def canary(
     kpis = []
     pairs = (labelled["production"], labelled["challenger"])
     if len(pairs[0][0]) and len(pairs[1][0]):
-        thresholds = (production.threshold, challenger.threshold)
+        decided = (production.decision, challenger.decision)
         for name in objectives.kpis:
             gains = None
             if name in judged(objectives, rollout):  # each group resampled on its own
-                gains = unpaired_gains(task, pairs, thresholds, name)
+                gains = unpaired_gains(task, pairs, decided, name)
             kpis.append(_kpi_entry(name, groups["production"]["kpis"][name],
                                    groups["challenger"]["kpis"][name], gains, rollout.level,
                                    objectives.minimums.get(name)))  # fmt: skip

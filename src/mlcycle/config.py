@@ -795,7 +795,7 @@ class TrainConfig(_Section):
     validation_fraction: Fraction = 0.1
     """XGBoost: slice of each fold's training part for early stopping."""
     class_weight: Literal[CLASS_WEIGHTS] = "none"
-    """none or balanced (classification)."""
+    """none or balanced (classification): trial 0's; an imbalanced split's search tries both."""
     device: Literal[DEVICES] = "cpu"
     """XGBoost: cpu or cuda."""
     nthread: int = Field(0, ge=0)

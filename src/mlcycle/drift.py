@@ -35,6 +35,7 @@ import pandas as pd
 from mlcycle import tasks
 from mlcycle.config import MonitorConfig
 from mlcycle.features import Signature
+from mlcycle.tasks import Decision, as_decision
 
 # scipy.stats is imported in the three tests that use it (KS, chi-square, two proportions): the
 # prepare stage imports this module for the profile only, and importing scipy.stats costs a
@@ -330,19 +331,25 @@ def column_profile(values: pd.Series, kind: str, bins: int) -> dict[str, Any]:
     return profile(frame, numeric, bins, *whole_frame(frame))["features"]["values"]
 
 
-def prediction_columns(output: np.ndarray, signature: Signature, threshold: float | None) -> dict:
+def prediction_columns(output: np.ndarray, signature: Signature, decision: Decision) -> dict:
     """The columns prediction drift is measured on: binary, the positive class's probability
     (``score``) and the decided label (``class_mix``); multiclass, the top class's probability
-    (``score``) and the decided label; regression, the predicted ``value``. A binary
+    (``score``) and the label ``decision`` decides; regression, the predicted ``value``. A binary
     ``output`` may also be the positive class's probabilities alone."""
     task = tasks.get(signature.task)
     out = np.asarray(output, dtype=float)
     cols = {task.score_name: pd.Series(task.score(out))}
     if task.classification:
         classes = np.asarray(signature.classes, dtype=object)
-        decided = classes[task.decide(out, threshold)] if len(out) else np.array([], dtype=object)
+        decided = classes[task.decide(out, decision)] if len(out) else np.array([], dtype=object)
         cols["class_mix"] = pd.Series(decided, dtype=object)
     return cols
+
+
+def profile_decision(profile: dict) -> Decision:
+    """The decision a reference profile was built with (profiles from before multiclass
+    decisions hold a binary ``threshold``)."""
+    return as_decision(profile.get("decision", profile.get("threshold")))
 
 
 PREDICTION_KINDS = {"score": "numeric", "value": "numeric", "class_mix": "categorical"}
@@ -354,7 +361,7 @@ def build_profile(
     bins: int,
     *,
     reference_output: np.ndarray | None = None,
-    threshold: float | None = None,
+    decision: Decision = None,
     performance: dict | None = None,
 ) -> dict[str, Any]:
     """The reference profile stored in the bundle: every raw input of ``reference`` (the
@@ -369,7 +376,7 @@ def build_profile(
         target = column_profile(reference[signature.target], kind, bins)
     predictions = None
     if reference_output is not None:
-        cols = prediction_columns(reference_output, signature, threshold)
+        cols = prediction_columns(reference_output, signature, decision)
         predictions = {
             name: column_profile(values, PREDICTION_KINDS[name], bins)
             for name, values in cols.items()
@@ -379,7 +386,7 @@ def build_profile(
         "rows": len(reference),
         "bins": bins,
         "task": signature.task,
-        "threshold": threshold,
+        "decision": decision,
         "features": features,
         "target": target,
         "predictions": predictions,

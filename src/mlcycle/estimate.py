@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlcycle import tasks
-from mlcycle.tasks import BINARY, MULTICLASS
+from mlcycle.tasks import BINARY, MULTICLASS, Decision
 
 ESTIMABLE = {
     BINARY: (
@@ -97,10 +97,11 @@ def _from_confusion(c: np.ndarray, name: str) -> float:
 
 
 def estimate_kpi(
-    task: str, name: str, output: np.ndarray, threshold: float | None = None
+    task: str, name: str, output: np.ndarray, decision: Decision = None
 ) -> float | None:
     """The expected value of KPI ``name`` on records scored ``output`` (the model's probability
-    matrix, or a binary positive-class vector), assuming calibrated probabilities; None when
+    matrix, or a binary positive-class vector) and labelled by ``decision``, assuming
+    calibrated probabilities; None when
     it cannot be estimated (regression, a metric not listed in :data:`ESTIMABLE`, no rows)."""
     if name not in ESTIMABLE.get(task, ()) or len(output) == 0:
         return None
@@ -117,7 +118,7 @@ def estimate_kpi(
     elif name == "roc_auc_ovr":
         value = float(np.nanmean([_expected_auc(P[:, k]) for k in range(P.shape[1])]))
     else:
-        decided = tasks.get(task).decide(P, threshold)
+        decided = tasks.get(task).decide(P, decision)
         k = P.shape[1]
         confusion = np.zeros((k, k))
         for j in range(k):  # expected count of each true class among those decided j

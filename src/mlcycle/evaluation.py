@@ -20,11 +20,14 @@ from mlcycle.features import Signature, encode_target, to_model_frame
 from mlcycle.metrics import (
     KPI_FUNCTIONS,
     NO_INTERVAL,
+    WEIGHT_RESAMPLES,
+    ClassWeights,
     bootstrap_interval,
     calibration_from_sums,
     choose_threshold,
     class_curves,
     confusion_from_sums,
+    fit_class_weights,
     hist_curves,
     kpis_from_sums,
     merge_sums,
@@ -38,30 +41,58 @@ from mlcycle.metrics import (
     threshold_curve,
 )
 from mlcycle.models import Model
+from mlcycle.tasks import Decision
 
 BASE = "__base_"  # the prefix of the untuned baseline's outputs in a scored frame
 SLICE = "__slice_"  # the prefix of a slice column's keys in a scored frame
 MISSING = "<missing>"  # the slice of rows whose slice column is missing
 
 
-def decision_threshold(
-    obj: config.Objectives, oof_path: str
-) -> tuple[float | None, str, list[dict]]:
-    """Binary: the threshold chosen on the training split's out-of-fold predictions at
-    ``oof_path`` (never the test split), its rule and the curve behind it. Other tasks have
-    none."""
+Chosen = tuple[Decision, str, list[dict]]  # a decision, its rule in words, the curve behind it
+
+
+def decision(obj: config.Objectives, signature: Signature, oof_path: str) -> Chosen:
+    """The :data:`~mlcycle.tasks.Decision` fitted on the training split's out-of-fold
+    predictions at ``oof_path`` (never the test split), its rule in words and, binary, the
+    threshold curve behind it: binary, the threshold of ``objectives.threshold``; multiclass,
+    per-class weights fitted to the primary metric (:func:`mlcycle.metrics.fit_class_weights`;
+    argmax when they do not beat it beyond noise, or the metric is one argmax serves);
+    regression, none. Both engines call it (the Dask engine sums a large binary set's curve
+    instead, :func:`mlcycle.engines.dask.evaluate.decision`)."""
     task = tasks.get(obj.task)
-    if not task.thresholded:
+    if not task.classification:
         return None, task.decision_rule, []
     oof = pd.read_parquet(oof_path)
+    y = oof["actual"].to_numpy()
+    if not task.thresholded:
+        fitted = fit_class_weights(y, output_of(oof, signature), obj.primary_metric)
+        return fitted.weights, class_weights_rule(fitted, signature.classes), []
     curve = threshold_curve(
-        oof["actual"].to_numpy(),
-        oof["probability"].to_numpy(),
-        obj.threshold_metric,
-        obj.cost_fp,
-        obj.cost_fn,
+        y, oof["probability"].to_numpy(), obj.threshold_metric, obj.cost_fp, obj.cost_fn
     )
     return choose_threshold(curve, obj.threshold_metric), threshold_rule(obj), curve
+
+
+def class_weights_rule(fitted: ClassWeights, classes: tuple[str, ...]) -> str:
+    """How a multiclass decision was chosen, in words (metrics/threshold.json, the card)."""
+    m = fitted.metric
+    crossfit = (
+        f"cross-fitted {fitted.crossfit:.4f}, better in {fitted.wins:.0%} of "
+        f"{WEIGHT_RESAMPLES} resamples"
+    )
+    if fitted.weights is not None:
+        weights = ", ".join(f"{c}: {w:g}" for c, w in zip(classes, fitted.weights, strict=True))
+        return (
+            f"weights per class ({weights}), the label the class of the largest weighted "
+            f"probability: out-of-fold {m} {fitted.weighted:.4f} against {fitted.argmax:.4f} "
+            f"at argmax ({crossfit})"
+        )
+    if fitted.wins == 0.0 and fitted.weighted == fitted.argmax:
+        return f"argmax: the most probable class serves {m}"
+    return (
+        f"argmax: weights per class gave out-of-fold {m} {fitted.weighted:.4f} against "
+        f"{fitted.argmax:.4f} on the rows they were fitted on, within noise ({crossfit})"
+    )
 
 
 def threshold_rule(obj: config.Objectives) -> str:
@@ -79,7 +110,7 @@ class Evaluation:
     extra evaluate.json keys saying what was approximated (the Dask engine on a test split
     too large to gather; empty otherwise)."""
 
-    threshold: float | None
+    decision: Decision
     rule: str
     curve: list[dict]
     kpis: dict[str, float | None]
@@ -169,7 +200,7 @@ def predictions(scored: pd.DataFrame) -> pd.DataFrame:
 def summarize(
     scored: pd.DataFrame,
     signature: Signature,
-    threshold: float | None,
+    decision: Decision,
     slices: list[str],
     hist: bool = False,
     share: float = 1.0,
@@ -181,16 +212,16 @@ def summarize(
     task, k = signature.task, n_classes(signature)
     y = scored["actual"].to_numpy()
     out = output_of(scored, signature)
-    summary: dict = {"all": partial_sums(task, y, out, threshold, k, hist)}
+    summary: dict = {"all": partial_sums(task, y, out, decision, k, hist)}
     if base:
         base_out = output_of(scored, signature, BASE)
-        summary["base"] = partial_sums(task, y, base_out, threshold, k, hist)
+        summary["base"] = partial_sums(task, y, base_out, decision, k, hist)
     summary["slices"] = {}
     for col in slices:
         keys = scored[f"{SLICE}{col}"].to_numpy()
         groups = pd.Series(np.arange(len(scored))).groupby(keys, sort=False).indices
         summary["slices"][col] = {
-            str(v): partial_sums(task, y[ix], out[ix], threshold, k, hist)
+            str(v): partial_sums(task, y[ix], out[ix], decision, k, hist)
             for v, ix in groups.items()
         }
     cols = ["actual", *output_columns(signature)]
@@ -225,7 +256,7 @@ def frame_kpis(
     summary: dict,
     frame: pd.DataFrame | None,
     signature: Signature,
-    threshold: float | None,
+    decision: Decision,
     names: tuple[str, ...] | list[str],
     prefix: str = "",
 ) -> dict[str, float]:
@@ -236,7 +267,7 @@ def frame_kpis(
     if frame is not None:
         pairs = (frame["actual"].to_numpy(), output_of(frame, signature, prefix))
     sums = summary["base" if prefix else "all"]
-    return kpis_from_sums(signature.task, sums, names, threshold, pairs, n_classes(signature))
+    return kpis_from_sums(signature.task, sums, names, decision, pairs, n_classes(signature))
 
 
 def measure(
@@ -244,7 +275,7 @@ def measure(
     signature: Signature,
     summary: dict,
     frame: pd.DataFrame | None,
-    threshold_rule_curve: tuple[float | None, str, list[dict]],
+    chosen: Chosen,
     base_kind: str | None,
     unseen: dict[str, int],
 ) -> Evaluation:
@@ -256,30 +287,30 @@ def measure(
     histogram or not at all (the Dask engine fills those in for a split too large to
     gather)."""
     obj, task = params.objectives, signature.task
-    threshold, rule, curve = threshold_rule_curve
+    decision, rule, curve = chosen
     pairs = None
     interval = NO_INTERVAL
     if frame is not None:
         pairs = (frame["actual"].to_numpy(), output_of(frame, signature))
-        interval = bootstrap_interval(task, *pairs, threshold, obj.primary_metric, seed=0)
+        interval = bootstrap_interval(task, *pairs, decision, obj.primary_metric, seed=0)
     baseline = None
     if base_kind is not None:
         base_frame = frame
         if frame is not None and not set(output_columns(signature, BASE)) <= set(frame):
             base_frame = None  # the baseline's outputs not gathered: no ranking KPI asked
-        base = frame_kpis(summary, base_frame, signature, threshold, obj.kpis, BASE)
+        base = frame_kpis(summary, base_frame, signature, decision, obj.kpis, BASE)
         baseline = (base_kind, rounded(base))
     detail, plots, confusion_rows = task_figures(
-        signature, summary, pairs, threshold, params.evaluate.curve_points
+        signature, summary, pairs, decision, params.evaluate.curve_points
     )
     return Evaluation(
-        threshold=threshold,
+        decision=decision,
         rule=rule,
         curve=curve,
-        kpis=rounded(frame_kpis(summary, frame, signature, threshold, kpi_names(obj))),
+        kpis=rounded(frame_kpis(summary, frame, signature, decision, kpi_names(obj))),
         interval=interval,
         slices={
-            col: slice_entries(obj, signature, summary, frame, col, threshold) for col in obj.slices
+            col: slice_entries(obj, signature, summary, frame, col, decision) for col in obj.slices
         },
         baseline=baseline,
         task_detail=detail,
@@ -296,7 +327,7 @@ def slice_entries(
     summary: dict,
     frame: pd.DataFrame | None,
     col: str,
-    threshold: float | None,
+    decision: Decision,
 ) -> dict[str, dict]:
     """The slices of column ``col`` (:func:`mlcycle.metrics.slice_entry`) from their sums in
     ``summary`` and, when given, their rows in ``frame``, by slice value."""
@@ -309,7 +340,7 @@ def slice_entries(
     for value, s in sorted(summary["slices"][col].items()):
         rows = None if keys is None else (y[keys == value], out[keys == value])
         entries[value] = slice_entry(
-            task, s, kpi_names(obj), threshold, k, obj.slice_min_rows, obj.primary_metric, rows
+            task, s, kpi_names(obj), decision, k, obj.slice_min_rows, obj.primary_metric, rows
         )
     return entries
 
@@ -318,7 +349,7 @@ def task_figures(
     signature: Signature,
     summary: dict,
     pairs: tuple[np.ndarray, np.ndarray] | None,
-    threshold: float | None,
+    decision: Decision,
     points: int,
 ) -> tuple[dict, dict[str, list], str]:
     """The task's details in evaluate.json (classification: confusion counts, per-class
@@ -341,7 +372,7 @@ def task_figures(
     # Binary: the positive class's probability against its rate; multiclass: the confidence
     # of the top class against how often it is right.
     plots["calibration"] = calibration_from_sums(s)
-    labels = spec.decide(out_s, threshold)
+    labels = spec.decide(out_s, decision)
     return (
         {
             **confusion_from_sums(signature.task, s, classes),

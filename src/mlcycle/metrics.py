@@ -2,12 +2,12 @@
 
 :data:`KPI_FUNCTIONS` maps each task to the metrics it can report (the names
 :data:`mlcycle.tasks.KPI_NAMES` lists for validating params.yaml). Every function takes the
-true target, the model's output and the decision threshold:
+true target, the model's output and the :data:`~mlcycle.tasks.Decision` labels are decided by:
 
 - binary: labels 0/1 and the ``(n, 2)`` probability matrix (or the positive-class vector);
   labels are decided at the threshold;
-- multiclass: class indices and the ``(n, k)`` probability matrix; the label is the most
-  probable class (no threshold);
+- multiclass: class indices and the ``(n, k)`` probability matrix; the label is the class of
+  the largest weighted probability (the most probable class without weights);
 - regression: numbers and the predicted numbers.
 
 Evaluation, tuning, the gate and monitoring compute them the same way.
@@ -16,6 +16,7 @@ Evaluation, tuning, the gate and monitoring compute them the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,17 @@ from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 from mlcycle import tasks
-from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, MULTICLASS, REGRESSION
+from mlcycle.tasks import (
+    BINARY,
+    DEFAULT_THRESHOLD,
+    LOWER_IS_BETTER,
+    MULTICLASS,
+    REGRESSION,
+    Decision,
+    better,
+)
 
-KpiFunction = Callable[[np.ndarray, np.ndarray, float], float]
+KpiFunction = Callable[[np.ndarray, np.ndarray, Decision], float]
 
 
 def positive(out: np.ndarray) -> np.ndarray:
@@ -34,8 +43,12 @@ def positive(out: np.ndarray) -> np.ndarray:
     return out[:, 1] if out.ndim == 2 else out
 
 
-def _labels(proba: np.ndarray, threshold: float) -> np.ndarray:
+def _labels(proba: np.ndarray, threshold: Decision) -> np.ndarray:
     return tasks.TASK[BINARY].decide(positive(proba), threshold)
+
+
+def _classes(P: np.ndarray, weights: Decision) -> np.ndarray:
+    return tasks.TASK[MULTICLASS].decide(P, weights)
 
 
 def _k(P: np.ndarray) -> list[int]:
@@ -62,19 +75,19 @@ BINARY_KPIS: dict[str, KpiFunction] = {
     "mcc": lambda y, p, t: skm.matthews_corrcoef(y, _labels(p, t)),
 }
 MULTICLASS_KPIS: dict[str, KpiFunction] = {
-    "accuracy": lambda y, P, t: skm.accuracy_score(y, P.argmax(1)),
-    "balanced_accuracy": lambda y, P, t: skm.balanced_accuracy_score(y, P.argmax(1)),
+    "accuracy": lambda y, P, t: skm.accuracy_score(y, _classes(P, t)),
+    "balanced_accuracy": lambda y, P, t: skm.balanced_accuracy_score(y, _classes(P, t)),
     "f1_macro": lambda y, P, t: skm.f1_score(
-        y, P.argmax(1), labels=_k(P), average="macro", zero_division=0
+        y, _classes(P, t), labels=_k(P), average="macro", zero_division=0
     ),
     "f1_weighted": lambda y, P, t: skm.f1_score(
-        y, P.argmax(1), labels=_k(P), average="weighted", zero_division=0
+        y, _classes(P, t), labels=_k(P), average="weighted", zero_division=0
     ),
     "log_loss": lambda y, P, t: skm.log_loss(y, P, labels=_k(P)),
     "roc_auc_ovr": lambda y, P, t: skm.roc_auc_score(
         y, P, multi_class="ovr", average="macro", labels=_k(P)
     ),
-    "mcc": lambda y, P, t: skm.matthews_corrcoef(y, P.argmax(1)),
+    "mcc": lambda y, P, t: skm.matthews_corrcoef(y, _classes(P, t)),
 }
 REGRESSION_KPIS: dict[str, KpiFunction] = {
     "rmse": lambda y, p, t: float(np.sqrt(skm.mean_squared_error(y, p))),
@@ -96,11 +109,12 @@ def _as_target(task: str, y: np.ndarray) -> np.ndarray:
 
 
 def kpi(
-    task: str, name: str, y_true: np.ndarray, out: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+    task: str, name: str, y_true: np.ndarray, out: np.ndarray, decision: Decision = None
 ) -> float:
-    """One KPI; NaN where it is undefined for these rows (one class only, MAPE with a zero)."""
+    """One KPI, labels decided by ``decision`` (None: the task's default rule); NaN where it is
+    undefined for these rows (one class only, MAPE with a zero)."""
     try:
-        value = float(KPI_FUNCTIONS[task][name](y_true, out, threshold))
+        value = float(KPI_FUNCTIONS[task][name](y_true, out, decision))
     except ValueError:  # e.g. ROC AUC of a single class
         return float("nan")
     return value
@@ -110,14 +124,13 @@ def compute_kpis(
     task: str,
     y_true: np.ndarray,
     out: np.ndarray,
-    threshold: float | None,
+    decision: Decision,
     names: tuple[str, ...] | list[str],
 ) -> dict[str, float | None]:
     """The named KPIs rounded to 6 digits (readable JSON diffs); None where undefined."""
     y_true = _as_target(task, y_true)
     out = np.asarray(out, dtype=np.float64)
-    t = DEFAULT_THRESHOLD if threshold is None else threshold
-    values = {name: kpi(task, name, y_true, out, t) for name in names}
+    values = {name: kpi(task, name, y_true, out, decision) for name in names}
     return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in values.items()}
 
 
@@ -266,12 +279,12 @@ def bootstrap_values(
     task: str,
     y_true: np.ndarray,
     outs: list[np.ndarray],
-    thresholds: list[float | None],
+    decisions: list[Decision],
     name: str,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> np.ndarray:
-    """Metric ``name`` of each output in ``outs`` (with its own threshold) on ``n_boot``
+    """Metric ``name`` of each output in ``outs`` (with its own decision) on ``n_boot``
     bootstrap resamples of the rows, every output scored on the same resample: an
     ``(n_boot, len(outs))`` array, NaN where the metric is undefined (a single class).
 
@@ -281,7 +294,6 @@ def bootstrap_values(
     spec = tasks.get(task)
     y_true = _as_target(task, y_true)
     outs = [np.asarray(out, dtype=np.float64) for out in outs]
-    ts = [DEFAULT_THRESHOLD if t is None else t for t in thresholds]
     binary_auc = name == "roc_auc" and name in spec.kpis  # multiclass has roc_auc_ovr
     rng = np.random.default_rng(seed)
     n = len(y_true)
@@ -305,7 +317,9 @@ def bootstrap_values(
         y = y_true[idx]
         if spec.classification and y.min() == y.max():  # one class: no ranking metric
             continue
-        values[b] = [kpi(task, name, y, out[idx], t) for out, t in zip(outs, ts, strict=True)]
+        values[b] = [
+            kpi(task, name, y, out[idx], d) for out, d in zip(outs, decisions, strict=True)
+        ]
     values[~np.isfinite(values)] = np.nan
     return values
 
@@ -331,7 +345,7 @@ def bootstrap_interval(
     task: str,
     y_true: np.ndarray,
     out: np.ndarray,
-    threshold: float | None,
+    decision: Decision,
     name: str,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -342,7 +356,7 @@ def bootstrap_interval(
     Resamples where the metric is undefined (a single class) are skipped and not counted.
     A binary ROC AUC of more than POISSON_ROWS rows uses the Poisson bootstrap.
     """
-    values = bootstrap_values(task, y_true, [out], [threshold], name, n_boot, seed)
+    values = bootstrap_values(task, y_true, [out], [decision], name, n_boot, seed)
     return percentile_interval(values[:, 0], level)
 
 
@@ -381,12 +395,126 @@ def choose_threshold(curve: list[dict[str, float]], metric: str | None = None) -
     return float(min(curve, key=key)["threshold"])
 
 
+# Multiclass decisions: a weight per class on the probabilities, fitted to a label metric on
+# the out-of-fold predictions (:func:`fit_class_weights`). Metrics the most probable class
+# already serves keep it: accuracy (argmax is its best rule for calibrated probabilities) and
+# those that read no labels.
+ARGMAX_SERVED = frozenset({"accuracy", "log_loss", "roc_auc_ovr"})
+LOG_WEIGHTS = np.round(np.linspace(-3.0, 3.0, 61), 2)  # each class's log-weight is one of these
+WEIGHT_PASSES = 4  # coordinate-ascent passes over the classes at most
+WEIGHT_PENALTY = 0.002  # the metric a unit of |log-weight| must earn: weights stay near 1
+WEIGHT_RESAMPLES = 200  # paired bootstrap resamples of the out-of-fold gain
+WEIGHT_CONFIDENCE = 0.95  # the share of them the weights must win to be kept
+
+
+@dataclass(frozen=True)
+class ClassWeights:
+    """What :func:`fit_class_weights` found: the weights (None: argmax kept), the metric at
+    argmax, at the fitted weights and cross-fitted (each half of the rows decided by weights
+    fitted on the other half), and the share of paired bootstrap resamples in which the
+    cross-fitted labels did better than argmax."""
+
+    weights: tuple[float, ...] | None
+    metric: str
+    argmax: float
+    weighted: float
+    crossfit: float
+    wins: float
+
+
+def _cm_metric(
+    metric: str, y: np.ndarray, pred: np.ndarray, k: int, counts: np.ndarray | None = None
+) -> float:
+    """A label metric of class indices ``pred`` from their confusion matrix (the sums path),
+    each row counted ``counts`` times (a bootstrap resample) or once."""
+    cm = np.bincount(y * k + pred, weights=counts, minlength=k * k).astype(np.float64)
+    s = {"n": np.array([float(cm.sum())]), "cm": cm}
+    return kpis_from_sums(MULTICLASS, s, [metric], n_classes=k)[metric]
+
+
+def _ascend_log_weights(y: np.ndarray, logp: np.ndarray, metric: str) -> np.ndarray:
+    """Per-class log-weights maximising ``metric`` of argmax(log-probability + log-weight)
+    on the rows, by coordinate ascent (see :func:`fit_class_weights`)."""
+    n, k = logp.shape
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    lw = np.zeros(k)
+    rows = np.arange(n)
+    order = LOG_WEIGHTS[np.argsort(np.abs(LOG_WEIGHTS), kind="stable")]  # ties: nearest 1
+    for _ in range(WEIGHT_PASSES):
+        moved = False
+        for c in range(k):
+            others = logp + lw
+            others[:, c] = -np.inf
+            alt = others.argmax(1)  # each row's label if class c does not win it
+            alt_v = others[rows, alt]
+            best_v, best = lw[c], -np.inf
+            for v in order:
+                pred = np.where(logp[:, c] + v > alt_v, c, alt)
+                value = sign * _cm_metric(metric, y, pred, k) - WEIGHT_PENALTY * abs(v)
+                if value > best + 1e-12:
+                    best_v, best = v, value
+            moved |= best_v != lw[c]
+            lw[c] = best_v
+        if not moved:
+            break
+    return lw
+
+
+def fit_class_weights(
+    y_true: np.ndarray, proba: np.ndarray, metric: str, seed: int = 0
+) -> ClassWeights:
+    """Multiclass: a weight per class on the probabilities ``proba`` (label = argmax of weight
+    times probability) that maximises ``metric`` on the rows, by coordinate ascent over each
+    class's log-weight on :data:`LOG_WEIGHTS` (at most :data:`WEIGHT_PASSES` passes; each
+    unit of |log-weight| must earn :data:`WEIGHT_PENALTY` of the metric, so a small class's
+    weight does not chase a few rows).
+
+    Weights fitted on rows look better on those rows than they are, so the gain is measured
+    cross-fitted: the rows are cut in two halves (seeded), each half decided by weights fitted
+    on the other. The weights fitted on every row are kept only when those cross-fitted labels
+    beat argmax in at least :data:`WEIGHT_CONFIDENCE` of :data:`WEIGHT_RESAMPLES` paired
+    (Poisson) bootstrap resamples of the rows (scored from confusion matrices, so that a
+    million rows take seconds); otherwise, and for the metrics of :data:`ARGMAX_SERVED`,
+    argmax stays."""
+    y = _as_target(MULTICLASS, y_true)
+    P = np.asarray(proba, dtype=np.float64)
+    n, k = P.shape
+    if metric in ARGMAX_SERVED or n < 2:
+        at_argmax = kpi(MULTICLASS, metric, y, P)
+        return ClassWeights(None, metric, at_argmax, at_argmax, at_argmax, 0.0)
+    rng = np.random.default_rng(seed)
+    logp = np.log(_eps_clip(P))
+    argmax = P.argmax(1)
+    half = rng.permutation(n) < n // 2
+    crossfit = argmax.copy()
+    for part in (half, ~half):  # each half decided by the other half's weights
+        lw = _ascend_log_weights(y[~part], logp[~part], metric)
+        crossfit[part] = (logp[part] + lw).argmax(1)
+    weights = tuple(round(float(w), 4) for w in np.exp(_ascend_log_weights(y, logp, metric)))
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    gains = np.empty(WEIGHT_RESAMPLES)
+    for b in range(WEIGHT_RESAMPLES):
+        counts = rng.poisson(1.0, n).astype(np.float64)
+        gains[b] = sign * (
+            _cm_metric(metric, y, crossfit, k, counts) - _cm_metric(metric, y, argmax, k, counts)
+        )
+    gains = gains[np.isfinite(gains)]
+    wins = float((gains > 0).mean()) if len(gains) else 0.0
+    at_argmax = _cm_metric(metric, y, argmax, k)
+    weighted = _cm_metric(metric, y, tasks.TASK[MULTICLASS].decide(P, weights), k)
+    kept = wins >= WEIGHT_CONFIDENCE and better(metric, weighted, at_argmax)
+    return ClassWeights(
+        weights if kept else None, metric, at_argmax, weighted,
+        _cm_metric(metric, y, crossfit, k), wins,
+    )  # fmt: skip
+
+
 def slice_kpis(
     task: str,
     groups: np.ndarray | list,
     y_true: np.ndarray,
     out: np.ndarray,
-    threshold: float | None,
+    decision: Decision,
     names: tuple[str, ...] | list[str],
     min_rows: int = 30,
     interval_metric: str | None = None,
@@ -407,9 +535,9 @@ def slice_kpis(
     for value in sorted(set(keys)):
         mask = keys == value
         y, o = y_true[mask], out[mask]
-        s = partial_sums(task, y, o, threshold, k)
+        s = partial_sums(task, y, o, decision, k)
         result[value] = slice_entry(
-            task, s, names, threshold, k, min_rows, interval_metric, (y, o), n_boot
+            task, s, names, decision, k, min_rows, interval_metric, (y, o), n_boot
         )
     return result
 
@@ -471,7 +599,7 @@ def partial_sums(
     task: str,
     y_true: np.ndarray,
     out: np.ndarray,
-    threshold: float | None,
+    decision: Decision,
     n_classes: int,
     hist: bool = False,
 ) -> Sums:
@@ -495,7 +623,7 @@ def partial_sums(
         s["sape"] = np.array([float(np.abs(res[~zero] / y[~zero]).sum())])
         return s
     P = spec.probabilities(out)
-    pred = spec.decide(out, threshold)
+    pred = spec.decide(out, decision)
     hit, conf = spec.calibration_hits(y, out).astype(np.float64), spec.score(out)
     if "brier" in spec.kpis:  # binary: the squared error of the positive class's probability
         s["brier"] = np.array([float(((conf - y) ** 2).sum())])
@@ -579,7 +707,7 @@ def kpis_from_sums(
     task: str,
     s: Sums,
     names: tuple[str, ...] | list[str],
-    threshold: float | None = None,
+    decision: Decision = None,
     pairs: tuple[np.ndarray, np.ndarray] | None = None,
     n_classes: int = 2,
 ) -> dict[str, float]:
@@ -626,9 +754,7 @@ def kpis_from_sums(
             values[name] = float(sums_kpis[name]())
         elif pairs is not None:
             y, o = _as_target(task, pairs[0]), np.asarray(pairs[1], dtype=np.float64)
-            values[name] = kpi(
-                task, name, y, o, DEFAULT_THRESHOLD if threshold is None else threshold
-            )
+            values[name] = kpi(task, name, y, o, decision)
         elif h is None:
             values[name] = float("nan")
         elif name == "roc_auc":
@@ -656,7 +782,7 @@ def slice_entry(
     task: str,
     s: Sums,
     names: tuple[str, ...] | list[str],
-    threshold: float | None,
+    decision: Decision,
     n_classes: int,
     min_rows: int,
     interval_metric: str | None = None,
@@ -674,11 +800,11 @@ def slice_entry(
     k = n_classes
     scoreable = not spec.classification or int((s["cm"].reshape(k, k).sum(1) > 0).sum()) > 1
     if n >= min_rows and scoreable:
-        entry.update(rounded(kpis_from_sums(task, s, names, threshold, pairs, n_classes)))
+        entry.update(rounded(kpis_from_sums(task, s, names, decision, pairs, n_classes)))
         if interval_metric:
             interval = NO_INTERVAL
             if pairs is not None:
-                interval = bootstrap_interval(task, *pairs, threshold, interval_metric, n_boot)
+                interval = bootstrap_interval(task, *pairs, decision, interval_metric, n_boot)
             entry["interval"] = {"metric": interval_metric, **interval}
     return entry
 

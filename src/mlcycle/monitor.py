@@ -28,7 +28,7 @@ from mlcycle.io import write_text
 from mlcycle.metrics import bootstrap_interval, compute_kpis
 from mlcycle.monitor_report import feature_order, model_title
 from mlcycle.prepare import label_text
-from mlcycle.tasks import LOWER_IS_BETTER, meets
+from mlcycle.tasks import LOWER_IS_BETTER, Decision, meets
 
 HISTORY_FILES = ("drift.csv", "predictions.csv", "kpis.csv")
 HISTORY_COLUMNS = ("run", "time", "rows", "series", "value", "flag")
@@ -88,7 +88,7 @@ def _judge_predictions(
     ref = profile.get("predictions")
     if not ref:
         return None
-    cols = drift.prediction_columns(output, signature, profile.get("threshold"))
+    cols = drift.prediction_columns(output, signature, drift.profile_decision(profile))
     parts = {
         name: drift.as_dict(drift.compare_column(name, ref[name], cols[name], settings, tests))
         for name in cols
@@ -108,16 +108,14 @@ BOOTSTRAP_ROWS = 20_000  # above this many rows a KPI's sampling error is neglig
 BOOTSTRAP_RESAMPLES = 200
 
 
-def _estimate_interval(
-    task: str, name: str, output: np.ndarray, threshold: float | None
-) -> dict | None:
+def _estimate_interval(task: str, name: str, output: np.ndarray, decision: Decision) -> dict | None:
     """95 % percentile bootstrap interval of the estimate (records resampled, seeded)."""
     n = len(output)
     if n > BOOTSTRAP_ROWS or n < 2:
         return None
     rng = np.random.default_rng(0)
     values = [
-        estimate_kpi(task, name, output[rng.integers(0, n, n)], threshold)
+        estimate_kpi(task, name, output[rng.integers(0, n, n)], decision)
         for _ in range(BOOTSTRAP_RESAMPLES)
     ]
     values = [v for v in values if v is not None]
@@ -155,7 +153,7 @@ def _performance(
     labels: pd.Series | None,
     signature: Signature,
     objectives: Objectives,
-    threshold: float | None,
+    decision: Decision,
     profile: dict,
     settings: MonitorConfig,
 ) -> dict | None:
@@ -168,7 +166,7 @@ def _performance(
         where, y, bad = label_targets(labels, signature)
         doc["labelled_rows"], doc["unusable_labels"] = len(where), bad
         if len(where):
-            doc["kpis"] = compute_kpis(task, y, output[where], threshold, objectives.kpis)
+            doc["kpis"] = compute_kpis(task, y, output[where], decision, objectives.kpis)
         enough = len(where) >= settings.min_labels
         few = f"{len(where):,} labelled rows, fewer than min_labels {settings.min_labels:,}"
         for metric, limit in objectives.minimums.items():
@@ -176,7 +174,7 @@ def _performance(
             interval = None
             if enough and value is not None and len(where) <= BOOTSTRAP_ROWS:
                 interval = bootstrap_interval(
-                    task, y, output[where], threshold, metric, n_boot=BOOTSTRAP_RESAMPLES
+                    task, y, output[where], decision, metric, n_boot=BOOTSTRAP_RESAMPLES
                 )
             met = judge(metric, value, limit, interval) if enough else None
             why_not = few if not enough else "no value"
@@ -191,11 +189,11 @@ def _performance(
                     "status": status(met, enough and value is not None, why_not),
                 }
             )
-    estimated = estimate_kpi(task, primary, output, threshold)
+    estimated = estimate_kpi(task, primary, output, decision)
     ref = profile.get("performance") or {}
     limit = objectives.minimums.get(primary)
     interval = (
-        _estimate_interval(task, primary, output, threshold) if estimated is not None else None
+        _estimate_interval(task, primary, output, decision) if estimated is not None else None
     )
     met = None if limit is None or estimated is None else judge(primary, estimated, limit, interval)
     doc["estimated"] = (
@@ -248,8 +246,8 @@ def run(
         else None
     )
     target = _judge_target(profile, labelled, signature, settings, tests) if judge_target else None
-    threshold = profile.get("threshold")
-    performance = _performance(output, labels, signature, objectives, threshold, profile, settings)
+    decision = drift.profile_decision(profile)
+    performance = _performance(output, labels, signature, objectives, decision, profile, settings)
     drifted = [f.feature for f in features if f.drifted]
     verdict = bool(
         drifted or (predictions and predictions["drifted"]) or (target and target["drifted"])

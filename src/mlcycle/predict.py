@@ -2,9 +2,10 @@
 gate, so all three turn raw records into predictions the same way.
 
 What a prediction is follows the bundle's task: a classification model gives a probability
-for every class (in the signature's class order) and a label (binary: the positive class when
-its probability reaches the bundle's threshold; multiclass: the most probable class); a
-regression model gives a number.
+for every class (in the signature's class order) and a label decided by the bundle's decision
+(binary: the positive class when its probability reaches the threshold; multiclass: the class
+of the largest weighted probability, the most probable one without weights); a regression
+model gives a number.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from mlcycle import tasks
 from mlcycle.bundle import Bundle
 from mlcycle.features import Signature, to_model_frame
+from mlcycle.tasks import Decision
 
 PROBABILITY = "probability"  # binary: the positive class's probability
 PREDICTION = "prediction"  # the label, or the predicted value
@@ -41,10 +43,10 @@ class Scores:
         return self.labels if self.labels is not None else self.output.tolist()
 
 
-def decide(output: np.ndarray, signature: Signature, threshold: float | None) -> list[str] | None:
-    """Labels from a classification output by the task's decision rule
-    (:meth:`mlcycle.tasks.Task.decide`; binary at ``threshold``); None for regression."""
-    decided = tasks.get(signature.task).decide(output, threshold)
+def decide(output: np.ndarray, signature: Signature, decision: Decision) -> list[str] | None:
+    """Labels from a classification output by the task's rule and the bundle's ``decision``
+    (:meth:`mlcycle.tasks.Task.decide`); None for regression."""
+    decided = tasks.get(signature.task).decide(output, decision)
     if decided is None:
         return None
     return np.asarray(signature.classes, dtype=object)[decided].tolist()
@@ -54,7 +56,7 @@ def score(bundle: Bundle, records: pd.DataFrame) -> Scores:
     """Score ``records`` (they need the signature's raw inputs; derived features are computed
     by :func:`mlcycle.features.to_model_frame`, exactly as in training and evaluation)."""
     output = bundle.model.output(to_model_frame(records, bundle.signature))
-    return Scores(output, decide(output, bundle.signature, bundle.threshold))
+    return Scores(output, decide(output, bundle.signature, bundle.decision))
 
 
 def output_columns(scores: Scores, signature: Signature) -> dict[str, np.ndarray | list]:

@@ -3,7 +3,9 @@
 A task *name* (``objectives.task`` in params.yaml, ``task`` in a signature) is one of
 :data:`BINARY`, :data:`MULTICLASS` and :data:`REGRESSION`; :func:`get` gives its
 :class:`Task`, which owns everything that differs between tasks: the decision rule (scores to
-labels; binary at a threshold, :data:`DEFAULT_THRESHOLD` unless one is chosen), the score
+labels by a :data:`Decision`: binary at a threshold, :data:`DEFAULT_THRESHOLD` unless one is
+chosen; multiclass by weights on the class probabilities, the most probable class unless
+weights are fitted), the score
 drift and plots read, the KPIs and their directions, the defaults ``mlcycle init`` and the
 objectives fall back to, and the summary of the target the stages print and write. Code above
 asks the Task instead of comparing task names.
@@ -29,6 +31,24 @@ REGRESSION = "regression"
 # A binary label is the positive class when its probability reaches the threshold; this one
 # unless evaluation chose another on the training split's out-of-fold predictions.
 DEFAULT_THRESHOLD = 0.5
+
+# What a classification task decides its labels with (:meth:`Task.decide`), chosen by
+# evaluation on the training split's out-of-fold predictions and stored in the bundle: binary,
+# the threshold on the positive class's probability; multiclass, a weight per class (in the
+# signature's class order; the label is the class whose weighted probability is largest);
+# None, the task's default rule (:data:`DEFAULT_THRESHOLD`; the most probable class).
+Decision = float | tuple[float, ...] | None
+
+
+def as_decision(value: Any) -> Decision:
+    """A :data:`Decision` from its JSON form (a bundle's metadata, a reference profile): a
+    number, a list of weights or null."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return tuple(float(v) for v in value)
+    return float(value)
+
 
 # Metrics where a smaller value is better; every other metric is "higher is better". Model
 # selection, thresholds, slice gaps, objectives and the champion comparison all read this.
@@ -57,7 +77,7 @@ class Task:
     thresholded: ClassVar[bool] = False  # binary: the label is decided at a threshold
     one_score: ClassVar[bool] = False  # the output is one number a row (:meth:`score`)
     score_name: ClassVar[str] = "score"  # the drift column of :meth:`score`
-    decision_rule: ClassVar[str] = ""  # evaluation's threshold rule, for tasks without one
+    decision_rule: ClassVar[str] = ""  # evaluation's rule, for a task that fits no decision
 
     def __init__(
         self,
@@ -82,11 +102,31 @@ class Task:
         """Columns of the model's output: ``n_classes`` probabilities, or 0 for a vector."""
         return int(n_classes)
 
-    def decide(self, output: Any, threshold: float | None = None) -> Any:
-        """Class indices (int64) from the model's output, or None when the task has no
-        classes. Binary: the positive class where its probability is at least ``threshold``
-        (:data:`DEFAULT_THRESHOLD` when None); multiclass: the most probable class."""
-        return output.argmax(axis=1)
+    def decide(self, output: Any, decision: Decision = None) -> Any:
+        """Class indices (int64) from the model's output by the :data:`Decision`, or None when
+        the task has no classes. Binary: the positive class where its probability is at least
+        the threshold (:data:`DEFAULT_THRESHOLD` when None); multiclass: the class of the
+        largest weighted probability (the most probable one when None); ValueError for weights
+        that are not one per class (TypeError for a threshold)."""
+        if decision is None:
+            return output.argmax(axis=1)
+        if not isinstance(decision, tuple):
+            raise TypeError(f"a multiclass decision is a weight per class, got {decision!r}")
+        if len(decision) != output.shape[1]:
+            raise ValueError(
+                f"a multiclass decision is one weight per class ({output.shape[1]}), got "
+                f"{decision!r}"
+            )
+        return (output * decision).argmax(axis=1)
+
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        """What is wrong with ``decision`` for a model of ``n_classes`` classes (a bundle's
+        metadata), or None: a multiclass decision is a positive weight per class."""
+        if decision is None or (
+            isinstance(decision, tuple) and len(decision) == n_classes and min(decision) > 0
+        ):
+            return None
+        return f"{decision!r} is not a positive weight for each of the {n_classes} classes"
 
     def score(self, output: Any) -> Any:
         """The one number per row drift and plots read: the positive class's probability
@@ -294,8 +334,14 @@ class BinaryTask(Task):
     def many_labels_hint(self, numeric: bool) -> str | None:
         return "use objectives.task: multiclass_classification"
 
-    def decide(self, output: Any, threshold: float | None = None) -> Any:
-        t = DEFAULT_THRESHOLD if threshold is None else threshold
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        """A binary decision is a threshold between 0 and 1."""
+        if decision is None or (isinstance(decision, float) and 0 <= decision <= 1):
+            return None
+        return f"{decision!r} is not a threshold between 0 and 1"
+
+    def decide(self, output: Any, decision: Decision = None) -> Any:
+        t = DEFAULT_THRESHOLD if decision is None else decision
         return (self.score(output) >= t).astype("int64")
 
     def score(self, output: Any) -> Any:
@@ -348,9 +394,8 @@ class BinaryTask(Task):
 
 
 class MulticlassTask(Task):
-    """Two or more classes; the label is the most probable one."""
-
-    decision_rule = "none: a multiclass label is the most probable class"
+    """Two or more classes; the label is the class of the largest weighted probability (the
+    most probable one unless weights are fitted)."""
 
 
 class RegressionTask(Task):
@@ -385,7 +430,10 @@ class RegressionTask(Task):
     def fold_problem(self, counts: Mapping[str, int], folds: int, where: str) -> str | None:
         return None  # plain k-fold: no class to spread over the folds
 
-    def decide(self, output: Any, threshold: float | None = None) -> None:
+    def decision_problem(self, decision: Decision, n_classes: int) -> str | None:
+        return None if decision is None else f"{decision!r}: a regression model decides nothing"
+
+    def decide(self, output: Any, decision: Decision = None) -> None:
         return None
 
     def score(self, output: Any) -> Any:

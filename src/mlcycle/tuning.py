@@ -37,6 +37,12 @@ With ``train.tuning.patience: N`` a candidate's search stops once N trials in a 
 beaten its best CV score: the budget is an upper bound, and a search that has settled does not
 spend it. It counts trials, so it is as reproducible as the budget.
 
+On an imbalanced training split (classification; the rarest class has fewer than
+:data:`IMBALANCE_RATIO` of the commonest class's rows) the search of every candidate with a space
+also tries ``train.class_weight`` both ways, none and balanced, as one more categorical dimension
+(:data:`CLASS_WEIGHT` in a trial's params: a fit option, not a model parameter); trial 0 keeps
+the setting of params.yaml.
+
 With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
 trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
 reproducibility.
@@ -61,11 +67,11 @@ import optuna
 import pandas as pd
 
 from mlcycle import tasks
-from mlcycle.config import TrainConfig
+from mlcycle.config import CLASS_WEIGHTS, TrainConfig
 from mlcycle.datasets import row_hash, unit_interval
 from mlcycle.metrics import kpi
 from mlcycle.models import adapter, fit
-from mlcycle.tasks import BINARY, DEFAULT_THRESHOLD, LOWER_IS_BETTER, better
+from mlcycle.tasks import BINARY, LOWER_IS_BETTER, better
 
 Progress = Callable[[str], None]
 Split = tuple[np.ndarray, np.ndarray]
@@ -247,21 +253,54 @@ def make_folds(
 
 
 def score(metric: str, y: np.ndarray, out: np.ndarray, task: str = BINARY) -> float:
-    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (binary labels at the default
-    threshold)."""
-    return float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
+    """The metric of :data:`mlcycle.metrics.KPI_FUNCTIONS` (labels by the task's default rule:
+    binary at the default threshold, multiclass the most probable class)."""
+    return float(kpi(task, metric, y, out))
 
 
-def fit_options(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
+CLASS_WEIGHT = "train.class_weight"  # a trial's class weighting, when the search tries it
+IMBALANCE_RATIO = 0.25  # rarest / commonest class's training rows below this: imbalanced
+
+
+def fit_options(
+    cfg: TrainConfig, threads: int | None = None, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The keyword arguments of :meth:`mlcycle.models.Model.fit` (and ``fit_early_stopped``)
     that the training settings give: seed, threads (``train.nthread`` unless ``threads``),
-    device and class weights."""
+    device and class weights (``train.class_weight``, or the trial's ``params`` when the
+    search tries it: :data:`CLASS_WEIGHT`)."""
     return {
         "seed": cfg.seed,
         "threads": cfg.nthread if threads is None else threads,
         "device": cfg.device,
-        "class_weight": cfg.class_weight,
+        "class_weight": (params or {}).get(CLASS_WEIGHT, cfg.class_weight),
     }
+
+
+def model_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's parameters for the model itself: without :data:`CLASS_WEIGHT`, a fit
+    option (:func:`fit_options`)."""
+    return {k: v for k, v in params.items() if k != CLASS_WEIGHT}
+
+
+def imbalanced(counts: Sequence[int] | np.ndarray) -> bool:
+    """Whether classes of ``counts`` training rows each are imbalanced: the rarest has fewer
+    than :data:`IMBALANCE_RATIO` of the commonest's rows."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return len(counts) > 1 and counts.min() < IMBALANCE_RATIO * counts.max()
+
+
+def class_weight_search(cfg: TrainConfig, task: str, counts: Sequence[int]) -> TrainConfig:
+    """``cfg`` whose search spaces also try ``train.class_weight`` none and balanced
+    (:data:`CLASS_WEIGHT`) when a classification task's training split (``counts`` rows per
+    class) is :func:`imbalanced`; only candidates with a space of their own are searched, and
+    their trial 0 keeps ``cfg.class_weight`` (:func:`fixed_params`). Otherwise ``cfg``."""
+    if not tasks.get(task).classification or not imbalanced(counts):
+        return cfg
+    option = {"choices": list(CLASS_WEIGHTS)}
+    search = {k: {**space, CLASS_WEIGHT: option} if space else space
+              for k, space in cfg.search.items()}  # fmt: skip
+    return cfg.model_copy(update={"search": search})
 
 
 def fit_fold(
@@ -283,6 +322,7 @@ def fit_fold(
     (raising stops the fit)."""
     train_idx, held_out = splits[i]
     k = tasks.get(task).output_width(n_classes)
+    options, params = fit_options(cfg, params=params), model_params(params)
     fold_X, fold_y = X.iloc[train_idx], y[train_idx]
     if adapter(kind).early_stopping:
         inner = splits.inner[i]
@@ -295,10 +335,10 @@ def fit_fold(
             )
         fit_idx = np.setdiff1d(np.arange(len(train_idx)), inner, assume_unique=True)
         result = adapter(kind).fit_early_stopped(
-            fold_X, fold_y, params, task, k, fit_idx, inner, on_round=on_round, **fit_options(cfg)
+            fold_X, fold_y, params, task, k, fit_idx, inner, on_round=on_round, **options
         )
     else:
-        result = fit(kind, fold_X, fold_y, params, task, k, on_round=on_round, **fit_options(cfg))
+        result = fit(kind, fold_X, fold_y, params, task, k, on_round=on_round, **options)
     out = result.model.output(X.iloc[held_out])
     curve = result.curves.get("valid", {}) if result.rounds is not None else {}
     return FoldResult(i, score(metric, y[held_out], out, task), out, result.rounds, curve)
@@ -522,8 +562,12 @@ def _contains(dist: Any, value: Any) -> bool:
 
 def fixed_params(kind: str, cfg: TrainConfig) -> dict[str, Any]:
     """A candidate's untuned parameters: ``train.xgb`` for XGBoost (``train.models.xgboost``
-    may add to it), ``train.models.<kind>`` over the library defaults for the others."""
-    return adapter(kind).fixed_params(cfg.models, {"xgb": cfg.xgb})
+    may add to it), ``train.models.<kind>`` over the library defaults for the others; and
+    ``train.class_weight`` when the search tries it (:func:`class_weight_search`)."""
+    fixed = adapter(kind).fixed_params(cfg.models, {"xgb": cfg.xgb})
+    if CLASS_WEIGHT in cfg.search.get(kind, {}):
+        fixed[CLASS_WEIGHT] = cfg.class_weight
+    return fixed
 
 
 # --- tuning ----------------------------------------------------------------------------------
@@ -964,6 +1008,7 @@ def tune(
     (``y`` encoded as :func:`mlcycle.features.encode_target` does; ``classes`` in order)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n_classes = tasks.get(task).output_width(len(classes))
+    cfg = class_weight_search(cfg, task, np.bincount(y.astype(np.int64)) if n_classes else [])
     splits = make_folds(X, y, cfg, task, classes)
     result = TuningResult(metric=metric, folds=cfg.cv_folds)
     for kind in cfg.candidates:

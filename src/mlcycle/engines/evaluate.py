@@ -15,7 +15,7 @@ from mlcycle.engines.dask import evaluate as on_dask
 from mlcycle.evaluation import (
     BASE,
     check_slices,
-    decision_threshold,
+    decision,
     measure,
     predictions,
     score_frame,
@@ -43,10 +43,10 @@ def evaluate(
         models.append((BASE, load_model_dir(paths.baseline_dir)[0]))
     scored = score_frame(test, models, signature, list(obj.slices))
     write_parquet(paths.predictions, predictions(scored))
-    threshold = decision_threshold(obj, paths.oof)
+    chosen = decision(obj, signature, paths.oof)
     # One partition: every row in the summary's sample (confusion.csv lists them all).
-    summary = summarize(scored, signature, threshold[0], list(obj.slices), base=len(models) > 1)
+    summary = summarize(scored, signature, chosen[0], list(obj.slices), base=len(models) > 1)
     base_kind = models[1][1].kind if len(models) > 1 else None
     unseen = {k: len(v) for k, v in unseen_categories(test, signature).items()}
-    evaluation = measure(params, signature, summary, scored, threshold, base_kind, unseen)
+    evaluation = measure(params, signature, summary, scored, chosen, base_kind, unseen)
     return Evaluated(evaluation, models[0][1], to_model_frame(test, signature))

@@ -29,5 +29,5 @@ def champion_kpis(
     frame = pd.read_parquet(test)
     y = encode_target(frame[sig.target], sig)
     scored = prediction_frame(score(bundle, frame).output, y, sig.task, sig.classes)
-    summary = summarize(scored, sig, bundle.threshold, [], share=0.0)
-    return rounded(frame_kpis(summary, scored, sig, bundle.threshold, names))
+    summary = summarize(scored, sig, bundle.decision, [], share=0.0)
+    return rounded(frame_kpis(summary, scored, sig, bundle.decision, names))

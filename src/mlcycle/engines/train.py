@@ -10,7 +10,7 @@ from mlcycle.engines.dask import train as on_dask
 from mlcycle.features import encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import prediction_frame
 from mlcycle.models import fit
-from mlcycle.tuning import fit_options, tune
+from mlcycle.tuning import fit_options, model_params, tune
 
 __all__ = ["Trained", "train"]
 
@@ -59,19 +59,19 @@ def train(engine: Engine, params: config.Params, path: str) -> Trained:
         win.name,
         X,
         y,
-        win.params,
+        model_params(win.params),
         obj.task,
         n_classes,
         rounds=win.cv.final_rounds,
         on_round=on_round,
-        **fit_options(cfg),
+        **fit_options(cfg, params=win.params),
     )
     oof = prediction_frame(win.cv.oof, y, obj.task, signature.classes)
     baseline = result.refit_baseline(
         final,
         lambda base: fit(
-            base.name, X, y, base.params, obj.task, n_classes,
-            rounds=base.cv.final_rounds, **fit_options(cfg),
+            base.name, X, y, model_params(base.params), obj.task, n_classes,
+            rounds=base.cv.final_rounds, **fit_options(cfg, params=base.params),
         ),
     )  # fmt: skip
     return Trained(signature, result, final, baseline, oof, len(X))

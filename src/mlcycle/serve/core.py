@@ -157,8 +157,11 @@ class ModelInfo(BaseModel):
     kind: str = Field(description="the model kind: xgboost, logistic_regression, ridge, ...")
     task: str = Field(description="binary_classification, multiclass_classification or regression")
     classes: list[str] = Field(description="classification: the classes, in the model's order")
-    threshold: float | None = Field(
-        None, description="binary classification: the decision threshold"
+    decision: float | list[float] | None = Field(
+        None,
+        description="what labels are decided by: binary, the threshold on the positive class's "
+        "probability; multiclass, a weight per class (the label is the class of the largest "
+        "weighted probability); absent: the most probable class",
     )
 
 
@@ -210,7 +213,7 @@ class Loaded:
             kind=b.kind,
             task=b.task,
             classes=list(b.signature.classes),
-            threshold=b.threshold,
+            decision=b.decision,
         )
 
     @property
@@ -231,7 +234,7 @@ class Loaded:
         try:
             encoded = self.encoder.encode_with_unseen([record])
             output = self.bundle.model.output_encoded(encoded.matrix, self.signature)
-            decide(output, self.signature, self.bundle.threshold)
+            decide(output, self.signature, self.bundle.decision)
         except Exception as exc:  # anything the model's library raises
             raise ValueError(f"the new model cannot score an example record: {exc}") from exc
         self.info_json  # noqa: B018 (computed here, off the event loop)
@@ -558,7 +561,7 @@ class Core:
             output = model.bundle.model.output_encoded(encoded.matrix, model.signature)
         except SchemaError as exc:  # a value the model cannot take (beyond float32, ...)
             raise HTTPException(status_code=422, detail=str(exc)) from exc
-        labels = decide(output, model.signature, model.bundle.threshold)
+        labels = decide(output, model.signature, model.bundle.decision)
         self.telemetry.observe_scoring(model.role, time.perf_counter() - start)
         shadow = served.shadow
         if shadow is not None and model is served.prod:
@@ -607,7 +610,7 @@ class Core:
                 continue
             matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
             output = model.bundle.model.output_encoded(matrix, model.signature)
-            labels = decide(output, model.signature, model.bundle.threshold)
+            labels = decide(output, model.signature, model.bundle.decision)
             self.telemetry.observe_scoring(model.role, time.perf_counter() - start)
             self.observe(model, output, labels)
             self._log_shadow(model, kept, output, labels)

@@ -83,8 +83,8 @@ class Prediction(BaseModel):
 
     label: str | None = Field(
         None,
-        description="classification: the predicted class (binary: at the model's decision "
-        "threshold; multiclass: the most probable class)",
+        description="classification: the predicted class, by the model's decision (binary: "
+        "at its threshold; multiclass: the class of the largest weighted probability)",
     )
     probabilities: dict[str, float] | None = Field(
         None, description="classification: the probability of every class"

@@ -5,7 +5,8 @@ stage fitted beside the chosen model (``train.baseline``) is scored on the same 
 ``metrics/evaluate.json`` shows what tuning and model selection bought.
 Inputs: data/prepared/test.parquet, models/train/, metrics/train.json (the winner's CV score);
 params `objectives`, `evaluate`.
-The task (``objectives.task``) decides the KPIs, the threshold (binary only) and the plots:
+The task (``objectives.task``) decides the KPIs, the decision (binary: a threshold; multiclass:
+weights per class; both fitted on the out-of-fold predictions of models/train/) and the plots:
 ROC / precision-recall per class, calibration and the confusion matrix for classification;
 predicted vs actual and residuals for regression.
 Outputs: metrics/evaluate.json, metrics/summary.json (the headline `dvc metrics show` lists);
@@ -70,12 +71,13 @@ def execute(params: config.Params, signature: Signature, engine: Engine) -> None
 
 def write_report(params: config.Params, signature: Signature, evaluated: Evaluated) -> None:
     """Write every file of the evaluation (either engine): metrics/evaluate.json, summary,
-    threshold, slices, plot data, SHAP summary, importance and confusion.csv."""
+    the decision (metrics/threshold.json), slices, plot data, SHAP summary, importance and
+    confusion.csv."""
     ev, model, X = evaluated.evaluation, evaluated.model, evaluated.X
     obj = params.objectives
     task = obj.task
     write_json(f"{PLOTS}/threshold.json", ev.curve)
-    write_json(f"{METRICS}/threshold.json", {"threshold": ev.threshold, "rule": ev.rule})
+    write_json(f"{METRICS}/threshold.json", {"decision": ev.decision, "rule": ev.rule})
     gaps = write_slices(ev, obj)
     importance, points, by_class = shap_summary(model, X, signature.classes)
     if not importance:
@@ -96,7 +98,7 @@ def write_report(params: config.Params, signature: Signature, evaluated: Evaluat
             "task": task,
             "model": model.kind,
             **baseline,
-            "threshold": ev.threshold,
+            "decision": ev.decision,
             "rows": ev.rows,
             "confidence_interval": {"metric": obj.primary_metric, **ev.interval},
             "slice_gaps": gaps,

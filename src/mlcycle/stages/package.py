@@ -43,6 +43,7 @@ from mlcycle.stages import (
     log,
     run,
 )
+from mlcycle.tasks import Decision, as_decision
 
 # The reference profile (monitoring's baseline) is built from at most this many rows of the
 # training split and of the test predictions, chosen by row hash: quantile bins and category
@@ -57,7 +58,7 @@ def reference_output(predictions: pd.DataFrame, signature: Signature) -> np.ndar
     return tasks.get(signature.task).output_from_columns(predictions, signature.classes)
 
 
-def reference_profile(params: config.Params, signature: Signature, threshold: float | None) -> dict:
+def reference_profile(params: config.Params, signature: Signature, decision: Decision) -> dict:
     """The training split's profile, with the model's predictions on the test split and its
     primary metric there, realised and estimated from the probabilities."""
     output = reference_output(sample_dataset(PREDICTIONS, PROFILE_ROWS), signature)
@@ -66,14 +67,14 @@ def reference_profile(params: config.Params, signature: Signature, threshold: fl
     performance = {
         "metric": primary,
         "realized": realized,
-        "estimated": estimate_kpi(signature.task, primary, output, threshold),
+        "estimated": estimate_kpi(signature.task, primary, output, decision),
     }
     return drift.build_profile(
         sample_dataset(TRAIN, PROFILE_ROWS, columns=[*signature.input_columns, signature.target]),
         signature,
         params.monitor.bins,
         reference_output=output,
-        threshold=threshold,
+        decision=decision,
         performance=performance,
     )
 
@@ -94,13 +95,13 @@ def main() -> None:
     model_info = read_json(Path(MODEL_DIR) / MODEL_INFO)
     kind = model_info["kind"]
     training = read_json(f"{METRICS}/train.json")
-    threshold = read_json(f"{METRICS}/threshold.json")
+    chosen = read_json(f"{METRICS}/threshold.json")
     metadata = {
         "name": params.package.name,
         "task": params.objectives.task,
         "classes": list(signature.classes),
-        "threshold": threshold["threshold"],
-        "threshold_rule": threshold["rule"],
+        "decision": chosen["decision"],
+        "decision_rule": chosen["rule"],
         "best_rounds": model_info.get("rounds"),
         "model_params": model_info.get("params"),
         "selection": {
@@ -129,7 +130,7 @@ def main() -> None:
         "Probabilities are as calibrated as the calibration plot shows; no recalibration.",
     ]
     card = card_data({**metadata, "model_kind": kind})
-    profile = reference_profile(params, signature, threshold["threshold"])
+    profile = reference_profile(params, signature, as_decision(chosen["decision"]))
     rules = RowRules.of(load_schema(params.validate.schema), params.validate.severity)
     extra = {
         PROFILE_FILE: dumps_json(profile).encode(),

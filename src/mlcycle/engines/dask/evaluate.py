@@ -42,6 +42,7 @@ from mlcycle.engines.dask.data import read_dataset, write_dataset
 from mlcycle.evaluation import (
     BASE,
     SLICE,
+    Chosen,
     Evaluation,
     check_slices,
     frame_kpis,
@@ -54,7 +55,7 @@ from mlcycle.evaluation import (
     summarize,
     threshold_rule,
 )
-from mlcycle.evaluation import decision_threshold as threshold_of_rows
+from mlcycle.evaluation import decision as decision_of_rows
 from mlcycle.features import Signature, to_model_frame, unseen_categories
 from mlcycle.io import read_json, sha256_file
 from mlcycle.metrics import (
@@ -141,15 +142,21 @@ def _add(a: Any, b: Any) -> Any:
     return b if a is None else a + b
 
 
-def decision_threshold(
-    obj: config.Objectives, client: Client, oof_path: str, exact_rows: int = EXACT_ROWS
-) -> tuple[float | None, str, list[dict]]:
-    """The local engine's threshold; an out-of-fold set (at ``oof_path``) of more than
-    ``exact_rows`` rows is not gathered: its curve comes from confusion counts per candidate
-    threshold summed over the partitions (a threshold-free metric from sums or the score
-    histogram)."""
+def decision(
+    obj: config.Objectives,
+    signature: Signature,
+    client: Client,
+    oof_path: str,
+    exact_rows: int = EXACT_ROWS,
+) -> Chosen:
+    """The local engine's decision (:func:`mlcycle.evaluation.decision`); a binary
+    out-of-fold set (at ``oof_path``) of more than ``exact_rows`` rows is not gathered: its
+    curve comes from confusion counts per candidate threshold summed over the partitions (a
+    threshold-free metric from sums or the score histogram). The training stage keeps at most
+    ``OOF_ROWS`` (as many as ``EXACT_ROWS``) out-of-fold rows, so a multiclass set's weights are
+    fitted on rows gathered here."""
     if not tasks.get(obj.task).thresholded or dataset_rows(oof_path) <= exact_rows:
-        return threshold_of_rows(obj, oof_path)
+        return decision_of_rows(obj, signature, oof_path)
     oof = read_dataset(oof_path, columns=["actual", "probability"])
     counts = fold_partitions(client, oof, _oof_counts, _add)
     ranking = None
@@ -261,7 +268,7 @@ def evaluate_scored(
     signature: Signature,
     client: Client,
     scored: dd.DataFrame,
-    threshold_rule_curve: tuple[float | None, str, list[dict]],
+    chosen: Chosen,
     base_kind: str | None,
     unseen: dict[str, int],
     exact_rows: int = EXACT_ROWS,
@@ -277,7 +284,7 @@ def evaluate_scored(
     summarize_part = partial(
         summarize,
         signature=signature,
-        threshold=threshold_rule_curve[0],
+        decision=chosen[0],
         slices=list(obj.slices),
         hist=not exact,
         share=min(1.0, SAMPLE_ROWS / rows) if rows else 1.0,
@@ -290,7 +297,7 @@ def evaluate_scored(
         if base_kind is not None and RANKING_KPIS & set(obj.kpis):
             wanted += output_columns(signature, BASE)
         frame = bounded("the test labels and scores", scored[wanted].compute)
-    ev = measure(params, signature, summary, frame, threshold_rule_curve, base_kind, unseen)
+    ev = measure(params, signature, summary, frame, chosen, base_kind, unseen)
     if exact:
         return ev
     # Nothing per row gathered: exact ranks from the workers, DeLong's interval.
@@ -367,7 +374,7 @@ def _evaluate(
     obj = params.objectives
     test = read_dataset(paths.test)
     check_slices(obj, list(test.columns))
-    threshold = decision_threshold(obj, client, paths.oof, exact_rows)
+    chosen = decision(obj, signature, client, paths.oof, exact_rows)
     model_dir = str(Path(paths.model_dir).resolve())
     models = [("", model_dir, model_sha(model_dir))]
     base_kind = None
@@ -388,7 +395,7 @@ def _evaluate(
             unseen_sets.setdefault(key, set()).update(values)
     unseen = {key: len(v) for key, v in sorted(unseen_sets.items())}
     measured = evaluate_scored(
-        params, signature, client, scored, threshold, base_kind, unseen, exact_rows
+        params, signature, client, scored, chosen, base_kind, unseen, exact_rows
     )
     if measured.notes:
         say(f"test split of {measured.rows} rows: ranking figures approximate, no interval")
@@ -424,7 +431,7 @@ def champion_kpis(
     )
     ranking = bool(RANKING_KPIS & set(names))
     summarize_part = partial(
-        summarize, signature=sig, threshold=bundle.threshold, slices=[], share=0.0
+        summarize, signature=sig, decision=bundle.decision, slices=[], share=0.0
     )
     summary = fold_partitions(client, scored, summarize_part, merge_summaries)
     exact = dataset_rows(test_path) <= exact_rows
@@ -432,7 +439,7 @@ def champion_kpis(
     frame = None
     if ranking and exact:
         frame = bounded("the champion's labels and scores", wanted.compute)
-    values = frame_kpis(summary, frame, sig, bundle.threshold, names)
+    values = frame_kpis(summary, frame, sig, bundle.decision, names)
     if ranking and frame is None:
         values.update(rank_kpis(scored, sig, names)[0])
     if "median_ae" in names and frame is None:

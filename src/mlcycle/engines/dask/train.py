@@ -55,7 +55,6 @@ from mlcycle.engines.dask.data import read_dataset
 from mlcycle.features import Feature, Signature, encode_target, infer_signature, to_model_frame
 from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, adapter, fit
-from mlcycle.tasks import DEFAULT_THRESHOLD
 from mlcycle.tuning import (
     BATCH,
     CandidateResult,
@@ -66,6 +65,7 @@ from mlcycle.tuning import (
     Outcome,
     RunBatch,
     TuningResult,
+    class_weight_search,
     fit_fold,
     fit_options,
     fixed_params,
@@ -73,6 +73,7 @@ from mlcycle.tuning import (
     hash_share,
     inner_slice,
     make_folds,
+    model_params,
     row_keys,
     search_candidate,
     should_stop,
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
 
 SAMPLE_ROWS = 100_000  # rows the signature's types and feature selection are taken from
 SCORE_ROWS = 200_000  # held-out rows a fold of an xgboost.dask trial is scored on
-OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision threshold (large data)
+OOF_ROWS = 1_000_000  # out-of-fold predictions kept for the decision (large data)
 _ROW_KEY = "__h"  # the model frame's per-row hash column (large data)
 T = TypeVar("T")
 
@@ -243,8 +244,8 @@ def fit_on_worker(
 
     threads = get_worker().state.nthreads
     return fit(
-        kind, data.X, data.y, params, task, n_classes, rounds=rounds,
-        **fit_options(cfg, threads=threads),
+        kind, data.X, data.y, model_params(params), task, n_classes, rounds=rounds,
+        **fit_options(cfg, threads=threads, params=params),
     )  # fmt: skip
 
 
@@ -416,10 +417,12 @@ def pinned(client: Client, frame: dd.DataFrame) -> tuple[dd.DataFrame, list[Futu
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False), futures
 
 
-def cluster_options(cfg: config.TrainConfig) -> dict[str, Any]:
+def cluster_options(cfg: config.TrainConfig, params: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :meth:`mlcycle.models.Model.fit_distributed` from the
-    settings (threads are each worker's own; peers wait :func:`peer_timeout`)."""
-    return {"seed": cfg.seed, "device": cfg.device, "class_weight": cfg.class_weight,
+    settings and a trial's ``params`` (:func:`mlcycle.tuning.fit_options`; threads are each
+    worker's own; peers wait :func:`peer_timeout`)."""
+    options = fit_options(cfg, params=params)
+    return {"seed": cfg.seed, "device": cfg.device, "class_weight": options["class_weight"],
             "peer_timeout": peer_timeout()}  # fmt: skip
 
 
@@ -455,8 +458,8 @@ def dask_fold(
             meta=("inner", bool),
         )
         return adapter(kind).fit_distributed(
-            client, rest[~inner], params, task, n_classes, n_rounds, valid=rest[inner],
-            early=early, **cluster_options(cfg),
+            client, rest[~inner], model_params(params), task, n_classes, n_rounds,
+            valid=rest[inner], early=early, **cluster_options(cfg, params),
         )  # fmt: skip
 
     fitted = bounded(f"{kind}: fold {i} of a trial (xgboost.dask)", boost, again)
@@ -476,7 +479,7 @@ def dask_fold(
     y_held, p_held = bounded(f"{kind}: fold {i}'s held-out predictions", predict, again)
     y = np.asarray(y_held).astype(tasks.get(task).target_dtype(), copy=False)
     out = fitted.model.output_from_raw(np.asarray(p_held))
-    score = float(kpi(task, metric, y, out, DEFAULT_THRESHOLD))
+    score = float(kpi(task, metric, y, out))
     curve = fitted.curves.get("valid", {})
     return FoldResult(i, score, out, fitted.rounds, curve), y
 
@@ -595,8 +598,21 @@ def train_dask(params: config.Params, client: Client, path: str | Path, say: Say
     Every blocking call is bounded (:func:`~mlcycle.engines.dask.cluster.guarded`); the
     workers lost and the retries go to ``Trained.cluster``."""
     with guarded(client, params.engine, dataset_rows(path), say) as guard:
-        trained = _train(params, client, path, say)
+        trained = _train(class_weights_searched(params, path), client, path, say)
     return replace(trained, cluster=guard.report())
+
+
+def class_weights_searched(params: config.Params, path: str | Path) -> config.Params:
+    """``params`` whose search also tries class weights when the training split at ``path``
+    is imbalanced (:func:`mlcycle.tuning.class_weight_search`, as the local engine's
+    :func:`mlcycle.tuning.tune`), from its rows per class counted over the partitions."""
+    obj = params.objectives
+    if not tasks.get(obj.task).classification:
+        return params
+    target = read_dataset(path, columns=[obj.target])[obj.target]
+    (counts,) = computed("the training rows per class", target.value_counts())
+    cfg = class_weight_search(params.train, obj.task, counts.to_numpy())
+    return params.model_copy(update={"train": cfg})
 
 
 def _train(params: config.Params, client: Client, path: str | Path, say: Say) -> Trained:
@@ -663,8 +679,8 @@ def _train(params: config.Params, client: Client, path: str | Path, say: Say) ->
             say(f"{what}: {kind} across the cluster, {rounds} rounds on {rows} rows in "
                 f"{model_frame().npartitions} partition(s)")  # fmt: skip
             return bounded(f"the {what} ({kind}, xgboost.dask)", lambda: model.fit_distributed(
-                client, model_frame(), chosen, obj.task, n_classes, rounds,
-                **cluster_options(cfg)), again)  # fmt: skip
+                client, model_frame(), model_params(chosen), obj.task, n_classes, rounds,
+                **cluster_options(cfg, chosen)), again)  # fmt: skip
         say(f"{what}: {kind} on one worker")
         assert copies is not None  # scikit-learn trains on small data only
         return bounded(f"the {what} ({kind}, on a worker)", lambda: copies.run(
