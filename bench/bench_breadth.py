@@ -220,8 +220,9 @@ def better(a: float, b: float, lower: bool) -> bool:
 
 
 def verdict(r: Result) -> str:
-    """ahead / within / BEHIND FLAML on test, against the pipeline's test interval; ``<xgb``
-    when bare XGBoost defaults beat the whole interval."""
+    """ahead (better) / within (equal, or FLAML better inside the interval) / BEHIND FLAML on
+    test, against the pipeline's test interval; ``<xgb`` when bare XGBoost defaults beat the
+    whole interval."""
     if r.pipeline_test is None:
         return "no model"
     lower = r.lower_is_better
@@ -229,7 +230,7 @@ def verdict(r: Result) -> str:
     best_end = low if lower else high  # the interval's best end
     words = []
     if r.flaml_test is not None:
-        if not better(r.flaml_test, r.pipeline_test, lower):
+        if better(r.pipeline_test, r.flaml_test, lower):
             words.append("ahead")
         elif best_end is not None and not better(r.flaml_test, best_end, lower):
             words.append("within")
@@ -406,8 +407,15 @@ def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> S
     r.lower_is_better = tasks.lower_is_better(metric)
     r.train_rows, r.test_rows = len(train), len(test)
     if spec.task == tasks.REGRESSION:
-        return Split(spec.task, metric, x_train, train[target].to_numpy(float), x_test,
-                     test[target].to_numpy(float), 0)  # fmt: skip
+        return Split(
+            spec.task,
+            metric,
+            x_train,
+            train[target].to_numpy(float),
+            x_test,
+            test[target].to_numpy(float),
+            0,
+        )
     labels = tasks_labels(train[target]), tasks_labels(test[target])
     if spec.task == tasks.BINARY:
         objectives = params.get("objectives") or {}
@@ -420,8 +428,15 @@ def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> S
     index = {c: i for i, c in enumerate(classes)}
     keep = labels[1].isin(index).to_numpy()  # a class the training rows lack cannot be scored
     y_test = labels[1][keep].map(index).to_numpy(np.int64)
-    return Split(spec.task, metric, x_train, labels[0].map(index).to_numpy(np.int64),
-                 x_test[keep], y_test, len(classes))  # fmt: skip
+    return Split(
+        spec.task,
+        metric,
+        x_train,
+        labels[0].map(index).to_numpy(np.int64),
+        x_test[keep],
+        y_test,
+        len(classes),
+    )
 
 
 def tasks_labels(values: pd.Series) -> pd.Series:
@@ -469,15 +484,28 @@ def run_flaml(split: Split, r: Result, budget: float, work: Path, python: Path, 
     """FLAML AutoML at ``budget`` seconds in its own venv; its test predictions scored here."""
     folder = work / "flaml"
     folder.mkdir()
-    files = {k: str(folder / f"{k}.{ext}") for k, ext in
-             (("x_train", "parquet"), ("x_test", "parquet"), ("y_train", "npy"), ("out", "npy"),
-              ("facts", "json"))}  # fmt: skip
+    files = {
+        k: str(folder / f"{k}.{ext}")
+        for k, ext in (
+            ("x_train", "parquet"),
+            ("x_test", "parquet"),
+            ("y_train", "npy"),
+            ("out", "npy"),
+            ("facts", "json"),
+        )
+    }
     split.x_train.to_parquet(files["x_train"])
     split.x_test.to_parquet(files["x_test"])
     np.save(files["y_train"], split.y_train)
     metric = FLAML_METRIC.get(split.metric, "auto")
-    spec = {**files, "task": FLAML_TASK.get(split.task, "regression"), "metric": metric,
-            "budget": budget, "n_jobs": n, "seed": 1}  # fmt: skip
+    spec = {
+        **files,
+        "task": FLAML_TASK.get(split.task, "regression"),
+        "metric": metric,
+        "budget": budget,
+        "n_jobs": n,
+        "seed": 1,
+    }
     (folder / "spec.json").write_text(json.dumps(spec))
     start = time.perf_counter()
     proc = subprocess.run(
@@ -533,8 +561,9 @@ def row(r: Result) -> str:
 def bench_set(spec: DataSet, args: argparse.Namespace, work: Path) -> Result:
     """One set: the pipeline, then XGBoost defaults and FLAML on its split."""
     data = spec.load()
-    r = Result(spec.name, spec.task, len(data), data.shape[1] - 1, spec.source, spec.note,
-               args.budget)  # fmt: skip
+    r = Result(
+        spec.name, spec.task, len(data), data.shape[1] - 1, spec.source, spec.note, args.budget
+    )
     try:
         project = run_pipeline(spec, data, work, args.budget, r)
     except Exception as exc:  # the benchmark's own failure: recorded, the next set runs
@@ -553,14 +582,32 @@ def bench_set(spec: DataSet, args: argparse.Namespace, work: Path) -> Result:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sets", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
-    ap.add_argument("--budget", type=float, default=60.0,
-                    help="seconds of search per tool and set (default 60)")  # fmt: skip
+    ap.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of search per tool and set (default 60)"
+    )
     ap.add_argument("--out", type=Path, help="write the results as JSON here (after each set)")
     ap.add_argument("--skip-flaml", action="store_true", help="no FLAML column")
-    ap.add_argument("--flaml-python", type=Path, default=FLAML_PYTHON,
-                    help=f"the Python of FLAML's venv (default {FLAML_PYTHON})")  # fmt: skip
+    ap.add_argument(
+        "--flaml-python",
+        type=Path,
+        default=FLAML_PYTHON,
+        help=f"the Python of FLAML's venv (default {FLAML_PYTHON})",
+    )
     ap.add_argument("--keep", type=Path, help="keep each set's project and log under this folder")
+    ap.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        help="print the table of a results JSON (--out) and stop; nothing runs",
+    )
+    ap.add_argument("--plot", type=Path, help="draw the results as a PNG here")
     args = ap.parse_args()
+    if args.source:
+        results = read_results(args.source)
+        print("\n".join([HEADER, *map(row, results)]) + "\n" + summary(results))
+        if args.plot:
+            plot(results, args.plot)
+        return
     names = args.sets.split(",") if args.sets else list(BY_NAME)
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
@@ -586,6 +633,8 @@ def main() -> None:
             if args.out:
                 write_results(args.out, args, results)
     print(summary(results))
+    if args.plot:
+        plot(results, args.plot)
 
 
 def summary(results: list[Result]) -> str:
@@ -601,6 +650,69 @@ def summary(results: list[Result]) -> str:
         + (f" ({', '.join(edits)})" if edits else "")
         + f"; verdicts: {said}"
     )
+
+
+def relative(r: Result, value: float | None, clip: float = 4.0) -> float | None:
+    """``value`` against the pipeline's test score, in units of its interval on that side:
+    positive is better than the pipeline, above 1 beyond its interval (clipped to ``clip``)."""
+    if value is None or r.pipeline_test is None or r.pipeline_low is None:
+        return None
+    sign = -1.0 if r.lower_is_better else 1.0
+    gain = sign * (value - r.pipeline_test)
+    if gain == 0:
+        return 0.0
+    ends = (r.pipeline_low, r.pipeline_high)
+    reach = sign * ((ends[1] if sign > 0 else ends[0]) - r.pipeline_test)  # to the better end
+    if gain < 0:
+        reach = sign * (r.pipeline_test - (ends[0] if sign > 0 else ends[1]))  # to the worse end
+    units = gain / reach if reach > 0 else np.sign(gain) * clip
+    return float(np.clip(units, -clip, clip))
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """FLAML's and bare XGBoost's test scores against the pipeline's interval, one row per
+    set (PNG, drawn by vl-convert: no browser, no network)."""
+    import vl_convert as vlc  # only for --plot
+
+    points = [
+        {"set": f"{r.name} ({r.metric})", "tool": tool, "units": units}
+        for r in results
+        for tool, value in (("FLAML", r.flaml_test), ("XGBoost defaults", r.xgb_test))
+        if (units := relative(r, value)) is not None
+    ]
+    x = {"field": "units", "type": "quantitative", "scale": {"domain": [-4, 4]},
+         "title": "test score against the pipeline's: its 95 % interval's ends at -1 and 1, "
+         "positive is better than the pipeline"}  # fmt: skip
+    band = {"values": [{"low": -1, "high": 1}]}
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": f"The pipeline against FLAML and bare XGBoost, budget {results[0].budget:.0f} s",
+        "width": 520,
+        "height": {"step": 22},
+        "layer": [
+            {"data": band, "mark": {"type": "rect", "opacity": 0.15},
+             "encoding": {"x": {"field": "low", "type": "quantitative", "scale": x["scale"]},
+                          "x2": {"field": "high"}}},
+            {"data": {"values": points}, "mark": {"type": "point", "filled": True, "size": 70},
+             "encoding": {"x": x, "y": {"field": "set", "type": "nominal", "sort": None,
+                                        "title": None},
+                          "color": {"field": "tool", "type": "nominal"},
+                          "shape": {"field": "tool", "type": "nominal"}}},
+        ],
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(vlc.vegalite_to_png(json.dumps(spec), scale=2))
+
+
+def read_results(path: Path) -> list[Result]:
+    """The results a run wrote (``--out``), verdicts recomputed."""
+    known = set(Result.__dataclass_fields__)
+    results = []
+    for item in json.loads(path.read_text())["sets"]:
+        r = Result(**{k: v for k, v in item.items() if k in known})
+        r.verdict = verdict(r)
+        results.append(r)
+    return results
 
 
 def write_results(path: Path, args: argparse.Namespace, results: list[Result]) -> None:
