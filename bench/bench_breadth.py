@@ -539,7 +539,9 @@ def seconds(v: float | None) -> str:
 
 HEADER = (
     "| set | task | rows | metric | pipeline CV | pipeline test [95 % interval] | FLAML test "
-    "| XGBoost defaults test | time pipeline / FLAML / XGB (s) | needed edit | verdict |"
+    "| XGBoost defaults test | time pipeline / FLAML / XGB (s) | needed edit | verdict |\n"
+    + "|---" * 11
+    + "|"
 )
 
 
