@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from mlcycle import metrics, tasks  # noqa: E402
+from mlcycle.prepare import label_text  # noqa: E402
 from tests.conftest import BIN, PROJECT_FILES, project_env  # noqa: E402
 
 FLAML_PYTHON = Path("/work/bench-envs/flaml/bin/python")
@@ -241,7 +242,7 @@ def verdict(r: Result) -> str:
             words.append("BEHIND")
     if r.xgb_test is not None and best_end is not None and better(r.xgb_test, best_end, lower):
         words.append("<xgb")
-    return " ".join(words)
+    return " ".join(words) or "-"
 
 
 # --- the pipeline, as a new user runs it ------------------------------------------------------
@@ -421,7 +422,7 @@ def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> S
             test[target].to_numpy(float),
             0,
         )
-    labels = tasks_labels(train[target]), tasks_labels(test[target])
+    labels = tuple(label_text(p[target]).reset_index(drop=True) for p in (train, test))
     if spec.task == tasks.BINARY:
         objectives = params.get("objectives") or {}
         positive = objectives.get("positive_class")
@@ -442,14 +443,6 @@ def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> S
         y_test,
         len(classes),
     )
-
-
-def tasks_labels(values: pd.Series) -> pd.Series:
-    """Labels as text, integer-valued numbers without a trailing .0 (as the pipeline writes
-    them)."""
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
-        values = values.astype("Int64")
-    return values.astype(str).reset_index(drop=True)
 
 
 def run_xgboost(split: Split, r: Result, nthread: int) -> None:
