@@ -137,27 +137,6 @@ def test_shadow_canary_promote_and_rollback_are_tags_with_who_and_why(
     assert "mlcycle tests" in text and "ahead by 0.02 ROC AUC" in text and "worse online" in text
 
 
-@pytest.mark.server
-def test_a_service_from_the_registry_serves_the_shadow_beside_production_until_promoted(
-    released: Path, tmp_path: Path
-) -> None:
-    """Served from the registry, the service loads the released shadow beside production;
-    `mlcycle promote --service` reloads it and checks what it answers: production is the
-    promoted version, and there is no challenger any more."""
-    p = copy_of(released, tmp_path)
-    run(["git", "commit", "-q", "--allow-empty", "-m", "next"], p)
-    cli(p, "release", "--shadow")
-    token = {"MLCYCLE_ADMIN_TOKEN": "release-admin-token-0123"}
-    with serving(p, "--workers", "1", "--no-log", env=token) as served:
-        health = json.loads(urllib.request.urlopen(f"{served.url}/health").read())
-        assert health["model"]["version"] == "v0.1.0", health
-        assert health["challenger"]["version"] == "v0.1.1", health
-        assert health["challenger"]["stage"] == "shadow"
-        out = cli(p, "promote", "--reason", "as good", "--service", served.url, env=token)
-        assert f"{served.url} serves {NAME}@v0.1.1" in out.stdout, out.stdout + out.stderr
-        assert "challenger" not in json.loads(urllib.request.urlopen(f"{served.url}/health").read())
-
-
 def test_a_gate_that_passes_against_the_champion(released: Path, tmp_path: Path) -> None:
     p = copy_of(released, tmp_path)
     run(["dvc", "repro", "-f", "-s", "gate"], p)
