@@ -372,6 +372,11 @@ def test_the_same_model_released_again_starts_a_comparison_of_its_own() -> None:
                           _objectives(), ROLLOUT, stage="canary", share=0.2)  # fmt: skip
     assert doc["records"] == len(RECORDS) - n, doc["records"]
     assert doc["window"]["from"] == later["ts"].min().isoformat()
+    # a service serving folders logs no version: the model id alone tells the records apart
+    unversioned = log_frame(RECORDS, WEAK, LABELS, len(RECORDS), shadow=STRONG)
+    unversioned[["model_version", "shadow_model_version"]] = None
+    doc = compare.compare(unversioned, SIG, PROD, CHAL, _objectives(), ROLLOUT)
+    assert doc["stage"] == "shadow" and doc["labelled"] == len(RECORDS)
 
 
 def test_the_comparison_section_escapes_what_it_shows() -> None:

@@ -78,12 +78,13 @@ def _rows(log: pd.DataFrame, production: Model, challenger: Model) -> dict[str, 
 
 def _by(log: pd.DataFrame, model: Model, prefix: str) -> pd.Series:
     """The records whose ``<prefix>_id`` is the model's, and ``<prefix>_version`` its version
-    when it has one: the same model released again (a shadow, later a canary) is another
+    when both are known: the same model released again (a shadow, later a canary) is another
     release, whose records start a comparison of their own."""
     hit = _column(log, f"{prefix}_id") == model.id
     version = model.info.get("version")
-    if version is not None:
-        hit &= _column(log, f"{prefix}_version") == version
+    if version is not None:  # a service serving folders (--bundle) logs no version
+        logged = _column(log, f"{prefix}_version")
+        hit &= logged.isna() | (logged == version)
     return hit
 
 
