@@ -920,10 +920,14 @@ def stop_reason(
     budget = cfg.trials_for(kind)
     if timed_out:
         running = sum(o.cancelled == RUNNING for o in cancelled)
-        return (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout:g}s passed (counted from "
-                f"trial 0's start): search stopped after {done} of {budget} finished trial(s); "
-                f"{len(cancelled)} cancelled and not counted ({running} running, stopped at "
-                f"their next boosting round; {len(cancelled) - running} not started)")  # fmt: skip
+        line = (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout:g}s passed (counted from "
+                f"trial 0's start; trial 0 took {records[0].duration_s:.1f}s): search stopped "
+                f"after {done} of {budget} finished trial(s)")  # fmt: skip
+        if not cancelled:
+            return line + "; none was cancelled"
+        return (f"{line}; {len(cancelled)} cancelled and not counted ({running} running, "
+                f"stopped at their next boosting round; {len(cancelled) - running} not "
+                "started)")  # fmt: skip
     if exhausted:
         return (f"{kind}: {REPEATS} proposals in a row repeated settings already tried (the "
                 f"space {dict(cfg.search.get(kind, {}))} has few left): search stopped after "
