@@ -15,11 +15,13 @@ beside the longest under the same load without a swap (target: at most 2x, none 
 Then a shadow model: the service with `--shadow-bundle` (the same bundle again: the shadow
 scores production's input matrix) against the service without one, both logging, in
 alternating rounds of the same run: requests/s, p99 and the server's CPU time per request
-under wrk, then p50 and p99 at a fixed rate (`--shadow-load` of the capacity without a
-shadow, open loop: wrk keeps its connections busy, so its latency only tracks throughput);
-the CPU the shadow adds beside what its own work costs in process (score, decide, serialise,
-write its log row), and the ratios (target: the shadow adds at most its own work's CPU, p99
-at the fixed rate at most 10 % higher).
+under wrk, then p50, p99 and CPU per request at a fixed rate (`--shadow-load` of the
+capacity without a shadow, open loop: wrk keeps its connections busy, so its latency only
+tracks throughput), each CPU figure split into the worker's and the shadow process's, and the
+shadow's records dropped; the CPU the shadow adds at the fixed rate beside what its own work
+costs in process (score, decide, serialise, write its log row), and the ratios (target: the
+shadow adds at most its own work's CPU, p99 at the fixed rate at most 10 % higher, nothing
+dropped).
 
 With `--mlserver PATH/bin/mlserver` (MLServer 1.7 in a venv of its own: `python3 -m venv
 /work/bench-envs/mlserver && /work/bench-envs/mlserver/bin/pip install 'mlserver==1.7.*' xgboost
@@ -719,10 +721,11 @@ SHADOW_CMD = b"mlcycle.serve.shadow"  # a worker's shadow process: its command l
 def shadow_counts(port: int) -> tuple[float, float]:
     """The shadow's scored and dropped records so far (its metrics, every worker's)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    return tuple(  # type: ignore[return-value]
-        sum(float(v) for v in re.findall(rf"^{name} ([\d.e+]+)$", text, re.M))
-        for name in ("mlcycle_shadow_scored_total", "mlcycle_shadow_dropped_total")
-    )
+
+    def total(name: str) -> float:
+        return sum(float(v) for v in re.findall(rf"^{name} ([\d.e+]+)$", text, re.M))
+
+    return total("mlcycle_shadow_scored_total"), total("mlcycle_shadow_dropped_total")
 
 
 def measured(

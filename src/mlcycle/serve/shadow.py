@@ -89,13 +89,18 @@ class _Child:
         ours, theirs = Pipe()
         # the process imports mlcycle from where this worker did
         path = os.pathsep.join(filter(None, (str(SOURCE), os.environ.get("PYTHONPATH"))))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlcycle.serve.shadow", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        theirs.close()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlcycle.serve.shadow", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.conn = ours
         self.model: Any = None  # the model last sent: the one the next requests are scored with
         self.inflight = 0  # records sent and not reported on yet
