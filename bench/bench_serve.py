@@ -650,8 +650,9 @@ def shadow_work_ms(bundle_dir: Path, recs: list[dict], tmp: Path, reps: int = 30
     per request (this process's CPU over ``reps`` requests, the log flushed)."""
     from mlcycle.bundle import load_bundle
     from mlcycle.predlog import PredictionLog
-    from mlcycle.serve.core import Core, ServeSettings, score_shadow
+    from mlcycle.serve.core import Core, ServeSettings
     from mlcycle.serve.shadow import Job
+    from mlcycle.serve.shadow_process import score_shadow
 
     settings = ServeSettings(bundle_dir=str(bundle_dir), shadow_bundle=str(bundle_dir))
     log = PredictionLog(f"sqlite:///{tmp / f'work-{len(recs)}.db'}")

@@ -23,15 +23,10 @@ from fastapi import HTTPException
 from mlcycle.bundle import load_bundle
 from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog, read_log
-from mlcycle.serve.core import (
-    Core,
-    ServeSettings,
-    canary_point,
-    prediction_dicts,
-    score_shadow,
-)
+from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
 from mlcycle.serve.oip import served_model
 from mlcycle.serve.shadow import Job
+from mlcycle.serve.shadow_process import score_shadow
 from tests.test_service import tiny_bundle
 
 RECORD = {"x": 0.5, "colour": "red", "y": 1.0}

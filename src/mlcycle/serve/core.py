@@ -5,8 +5,8 @@ optional challenger, each a :class:`Loaded`, swapped as one by a reload, so a re
 consistent pair), the prediction log and the metrics. A canary challenger answers a share of
 requests, chosen by a stable hash of a key (:meth:`Core.route`); a shadow challenger scores
 the requests production answered, off the request path, in a process of its own
-(:mod:`mlcycle.serve.shadow`, :func:`score_shadow`), and its outputs go to the log beside
-production's. Scoring goes through the compiled encoder
+(:mod:`mlcycle.serve.shadow`, :mod:`mlcycle.serve.shadow_process`), and its outputs go to the
+log beside production's. Scoring goes through the compiled encoder
 (:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit the values of
 ``to_model_frame`` + ``output`` that evaluation and batch prediction use, without a pandas
 frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
@@ -18,7 +18,6 @@ prediction.
 import asyncio
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import threading
@@ -354,57 +353,6 @@ def metric_scores(signature: Signature, output: np.ndarray) -> np.ndarray | None
     record (binary: the positive class's probability; regression: the value), else None."""
     task = tasks.get(signature.task)
     return task.score(output) if task.one_score else None
-
-
-def score_shadow(jobs: list[Job]) -> Report:
-    """Score ``jobs`` (the requests waiting for the shadow, in the shadow's process,
-    :mod:`mlcycle.serve.shadow`) in one call of the model per shadow (a reload may have
-    swapped it between two jobs), and say what was scored, dropped and predicted, with each
-    request's outputs as the log stores them: under load the shadow scores many requests at
-    once, cheaper than one by one. A request whose values the shadow cannot take is dropped
-    (counted, not logged); so are all of them if the model fails (logged)."""
-    report = Report(records=sum(job.n for job in jobs))
-    for model, group in itertools.groupby(jobs, key=lambda job: job.model):
-        start = time.perf_counter()
-        kept, matrices = [], []
-        for job in group:
-            try:
-                matrices.append(
-                    job.matrix
-                    if job.matrix is not None
-                    else model.encoder.encode_with_unseen(job.records).matrix
-                )
-                kept.append(job)
-            except SchemaError as exc:
-                logger.warning("the shadow model cannot score request %r: %s", job.request_id, exc)
-                report.dropped += job.n
-        if not kept:
-            continue
-        try:
-            matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-            output = model.bundle.model.output_encoded(matrix, model.signature)
-            labels = decide(output, model.signature, model.bundle.decision)
-        except Exception:  # a shadow that cannot score must not stop the process
-            logger.exception(
-                "the shadow model could not score %d request(s) from %r on",
-                len(kept),
-                kept[0].request_id,
-            )
-            report.dropped += sum(job.n for job in kept)
-            continue
-        seconds = time.perf_counter() - start
-        scores = metric_scores(model.signature, output)
-        report.observed.append((model.bundle.model_id, model.role, seconds, labels, scores))
-        report.scored += sum(job.n for job in kept)
-        answers = prediction_dicts(output, labels, model.signature)
-        at = 0
-        for job in kept:
-            report.rows.append(
-                (job.request_id, orjson.dumps(answers[at : at + job.n]), model.name,
-                 model.bundle.model_id, model.version, job.n)
-            )  # fmt: skip
-            at += job.n
-    return report
 
 
 class Core:

@@ -4,13 +4,13 @@ of requests in the worker, and a process of its own that scores them with the sh
 Production answers a request; :meth:`ShadowQueue.offer` then puts the request's records (and
 production's input matrix, when the shadow encodes them the same way) on a queue bounded in
 records and returns at once. A feeder thread sends the requests waiting, in order, to the
-worker's shadow process (``python -m mlcycle.serve.shadow``, started with the first request, at
+worker's shadow process (:mod:`mlcycle.serve.shadow_process`, started with the first request, at
 the lowest CPU priority: it runs when the worker does not need the core), those that come
 within :data:`GATHER_SECONDS` together; the model a request must be scored with (the one its
 pair held when it was answered) goes first whenever it changes, so a reload swaps the shadow
 between two requests. The process takes every request waiting, scores them in one call of the
-model (:func:`mlcycle.serve.core.score_shadow`: the cost per request falls, as a batch job's
-does), makes each request's outputs the JSON the log stores, and sends back a
+model (:func:`~mlcycle.serve.shadow_process.score_shadow`: the cost per request falls, as a
+batch job's does), makes each request's outputs the JSON the log stores, and sends back a
 :class:`Report`; a reader thread in the worker hands it to ``on_report``
 (:meth:`~mlcycle.serve.core.Core.shadow_reported`: the outputs to the worker's own prediction
 log, the figures to its metrics).
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -38,7 +37,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +89,7 @@ class _Child:
         path = os.pathsep.join(filter(None, (str(SOURCE), os.environ.get("PYTHONPATH"))))
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlcycle.serve.shadow", str(theirs.fileno())],
+                [sys.executable, "-m", "mlcycle.serve.shadow_process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": path},
@@ -339,52 +337,3 @@ class ShadowQueue:
             self._depth -= n
             if self._depth == 0:
                 self._idle.notify_all()
-
-
-# -- the shadow process -------------------------------------------------------------------------
-
-
-def lower_priority() -> None:
-    """Give this process the CPU only when nothing else wants it: Linux's ``SCHED_IDLE``
-    (a normal process that wakes takes the core at once), else the highest niceness."""
-    os.nice(19)
-    with contextlib.suppress(AttributeError, OSError):  # not Linux
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
-def main(fd: int) -> None:
-    """The shadow process: take the requests the worker sends on the pipe ``fd``, all those
-    waiting at once, score them (:func:`mlcycle.serve.core.score_shadow`) and report back,
-    until the worker says stop (None) or is gone. Signals to stop are the worker's: it stops
-    this process once its requests are scored."""
-    # here, not at the top: core imports this module, and only this process scores
-    from mlcycle.serve.core import score_shadow
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    lower_priority()
-    conn = Connection(fd)
-    model: Any = None
-    stopping = False
-    while not stopping:
-        try:
-            messages = [conn.recv()]
-            while conn.poll():
-                messages.append(conn.recv())
-        except (EOFError, OSError):  # the worker is gone
-            break
-        jobs: list[Job] = []
-        for message in messages:
-            if message is None:
-                stopping = True
-            elif isinstance(message, list):
-                jobs.extend(Job(model, *job) for job in message)
-            else:  # the model the requests after it are scored with
-                model = message
-                model.bundle.model.set_threads(1)
-        if jobs:
-            conn.send(score_shadow(jobs))
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))
