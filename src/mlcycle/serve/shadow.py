@@ -4,9 +4,9 @@ of requests in the worker, and a process of its own that scores them with the sh
 Production answers a request; :meth:`ShadowQueue.offer` then puts the request's records (and
 production's input matrix, when the shadow encodes them the same way) on a queue bounded in
 records and returns at once. A feeder thread sends the requests waiting, in order, to the
-worker's shadow process (:mod:`mlcycle.serve.shadow_process`, started with the first request, at
-the lowest CPU priority: it runs when the worker does not need the core), those that come
-within :data:`GATHER_SECONDS` together; the model a request must be scored with (the one its
+worker's shadow process (:mod:`mlcycle.serve.shadow_process`, started with the first request,
+at a lower CPU priority: niceness :data:`NICE`), those that come within
+:data:`GATHER_SECONDS` together; the model a request must be scored with (the one its
 pair held when it was answered) goes first whenever it changes, so a reload swaps the shadow
 between two requests. The process takes every request waiting, scores them in one call of the
 model (:func:`~mlcycle.serve.shadow_process.score_shadow`: the cost per request falls, as a
@@ -45,6 +45,7 @@ import numpy as np
 logger = logging.getLogger("mlcycle.serve")
 
 DEFAULT_RECORDS = 10_000  # records waiting for the shadow, at most (mlcycle serve --shadow-queue)
+NICE = 10  # the shadow process's niceness above its worker's: production's requests first
 GATHER_SECONDS = 0.05  # the feeder waits this long after a request for others to send with it
 RESTART_DELAY = 1.0  # seconds between two starts of a worker's shadow process, at least
 SOURCE = Path(__file__).resolve().parents[2]  # the folder this mlcycle package is in

@@ -4,13 +4,12 @@
 It takes the requests the worker sends on its pipe, every one waiting at once, scores them
 with the shadow model the worker sent before them (:func:`score_shadow`) and sends back a
 :class:`~mlcycle.serve.shadow.Report`: the log rows and the metrics' figures, which the worker
-records. It runs at the lowest CPU priority and holds its own interpreter lock, so the
+records. It runs at a lower CPU priority and holds its own interpreter lock, so the
 shadow's work never delays production's answers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -26,7 +25,7 @@ import orjson
 from mlcycle.features import SchemaError
 from mlcycle.predict import decide
 from mlcycle.serve.core import metric_scores, prediction_dicts
-from mlcycle.serve.shadow import Job, Report
+from mlcycle.serve.shadow import NICE, Job, Report
 
 logger = logging.getLogger("mlcycle.serve")
 
@@ -83,11 +82,11 @@ def score_shadow(jobs: list[Job]) -> Report:
 
 
 def lower_priority() -> None:
-    """Give this process the CPU only when nothing else wants it: Linux's ``SCHED_IDLE``
-    (a normal process that wakes takes the core at once), else the highest niceness."""
-    os.nice(19)
-    with contextlib.suppress(AttributeError, OSError):  # not Linux
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    """Let production's requests have the core first: this process's niceness
+    :data:`~mlcycle.serve.shadow.NICE` above the worker's (Linux weighs it about a tenth of
+    theirs; a worker that wakes takes the core). Not ``SCHED_IDLE``: on a host busy with other
+    work the shadow would score nothing at all."""
+    os.nice(NICE)
 
 
 def main(fd: int) -> None:
