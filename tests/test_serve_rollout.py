@@ -114,7 +114,7 @@ def test_the_canary_point_of_a_key_is_the_same_in_every_process() -> None:
 
 
 def test_shadow_outputs_are_logged_beside_productions(bundles, tmp_path: Path) -> None:
-    """Production answers every request; the shadow scores the same records in its own thread
+    """Production answers every request; the shadow scores the same records in its own process
     (its own encoder: it knows a category production does not), and the log holds its output
     record by record beside production's, for the same request ids."""
     url = f"sqlite:///{tmp_path / 'log.db'}"
