@@ -666,13 +666,15 @@ def score_and_label(service: str, rows: pd.DataFrame, labeller: dict, size: int 
 
 
 def shadow_scored(log_url: str, n: int) -> None:
-    """Wait until the shadow's outputs of at least ``n`` records are in the log (it scores off
-    the request path, and the log is written in batches)."""
-    for _ in range(300):
-        if predlog.read_log(log_url)["shadow_output"].notna().sum() >= n:
+    """Wait until the shadow's outputs of at least ``n`` labelled records are in the log (it
+    scores off the request path, in a process of its own at a lower priority, and the log
+    is written in batches; the background traffic's records, unlabelled, do not count)."""
+    for _ in range(600):
+        frame = predlog.read_log(log_url)
+        if (frame["shadow_output"].notna() & frame["label"].notna()).sum() >= n:
             return
         time.sleep(0.1)
-    raise AssertionError(f"the shadow did not score {n} records within 30 s")
+    raise AssertionError(f"the shadow did not score {n} labelled records within 60 s")
 
 
 def compare_and_act(project: Path, log_url: str, service: str, out: Path) -> dict:
