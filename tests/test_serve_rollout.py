@@ -199,6 +199,7 @@ def test_the_shadow_process_scores_with_the_pair_answered_and_its_loss_is_counte
     os.kill(pid, signal.SIGKILL)
     assert core.shadows.wait_idle(60)  # the held records are counted lost
     assert core.telemetry.shadow_dropped._value.get() == 4 and core.shadows.lost == 1
+    assert core.telemetry.shadow_lost._value.get() == 1
     core.score([RECORD], "next")
     assert core.shadows.wait_idle(60)
     assert core.shadows.started == 2 and core.shadows.pid not in (None, pid)

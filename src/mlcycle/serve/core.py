@@ -394,7 +394,10 @@ class Core:
                 f"they are {fields}"
             )
         self.shadows = ShadowQueue(
-            settings.shadow_queue, self.shadow_reported, self.telemetry.shadow_dropped.inc
+            settings.shadow_queue,
+            self.shadow_reported,
+            self.telemetry.shadow_dropped.inc,
+            self.telemetry.shadow_lost.inc,
         )
         try:
             challenger = self.load_challenger(signing.trusted_keys(settings.trusted_keys), prod)

@@ -111,19 +111,21 @@ class ShadowQueue:
     it, in the worker's shadow process (see the module's docstring).
     ``on_report`` takes each :class:`Report` of the process; ``on_dropped(n)`` counts the
     records of a request refused because the queue was full, or lost with a process that
-    died."""
+    died; ``on_lost()`` counts a process that died before it was closed."""
 
     def __init__(
         self,
         max_records: int,
         on_report: Callable[[Report], None],
         on_dropped: Callable[[int], None],
+        on_lost: Callable[[], None],
     ) -> None:
         if max_records < 1:
             raise ValueError(f"--shadow-queue must be at least 1 record, got {max_records}")
         self.max_records = max_records
         self._on_report = on_report
         self._on_dropped = on_dropped
+        self._on_lost = on_lost
         self._jobs: deque[Job] = deque()
         self._depth = 0  # records queued, or sent to the process and not reported on
         self._lock = threading.Lock()
@@ -321,6 +323,7 @@ class ShadowQueue:
         child.conn.close()
         if lost or not closing:
             self.lost += 1
+            self._on_lost()
             logger.error(
                 "the shadow process %d stopped (exit code %s), %d record(s) unscored; %s",
                 child.process.pid,
