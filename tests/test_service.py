@@ -668,7 +668,7 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
     answered: list[tuple[str, list[dict], list[dict]]] = []
     statuses: list[int] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + 6
+    stop_at = time.monotonic() + 4
 
     def client(i: int) -> None:
         n = 0
@@ -688,7 +688,7 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
     threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
     for t in threads:
         t.start()
-    time.sleep(3)
+    time.sleep(1.5)  # all 50 busy well before (clients flat out cost a core a second)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=60)
     for t in threads:
@@ -920,9 +920,9 @@ def test_a_reload_loads_aside_while_requests_are_answered(
                 t.join()
             return seen, reloaded[2]
 
-        quiet, _ = load(2.0, swap=False)
+        quiet, _ = load(1.0, swap=False)
         tiny_bundle(bundle, ("blue", "green", "red"), seed=1, padding=200_000_000)
-        swapped, info = load(2.0, swap=True)
+        swapped, info = load(1.0, swap=True)
     assert info["id"] != old_id, info
     assert all(status == 200 for _, status, _ in quiet + swapped)
     ids = [model for _, _, model in swapped]
