@@ -607,8 +607,10 @@ def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_pat
 
 
 class Traffic:
-    """A client sending one-record /predict requests in a loop until stopped, keeping every
-    answer's status (or error) and the model id it named: the service must never fail one."""
+    """A client sending one-record /predict requests in a loop until stopped, about ten a
+    second, keeping every answer's status (or error) and the model id it named: the service
+    must never fail one. (Each reload meets several; test_service's reload test drives four
+    clients flat out through a swap.)"""
 
     def __init__(self, service: str, record: dict) -> None:
         import threading
@@ -629,7 +631,7 @@ class Traffic:
                 self.statuses.append(exc.code)
             except OSError as exc:
                 self.statuses.append(repr(exc))
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -701,7 +703,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
     # Labelled production rows that contradict the old model cost a little on the old test
     # split: allow it (the gate still compares both models on the same test data).
     set_params(project, {"gate": {"tolerance": 0.02}, "rollout": {
-        "release_as": "shadow", "min_labels": 100, "max_labels": 300}})  # fmt: skip
+        "release_as": "shadow", "min_labels": 100, "max_labels": 250}})  # fmt: skip
     git_commit(project, "gate tolerance for production data; retrained models go to shadow")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     tokens = {retrain.ADMIN_TOKEN_ENV: TOKEN, "MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"}
@@ -781,11 +783,13 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             assert {m["id"] for m in models} == {old_id, new_id}
             # 1,500 clients each at 20 %: the share within 4 standard errors (0.041)
             assert abs(np.mean(canary) - 0.2) < 0.041, np.mean(canary)
-            again = score_and_label(service, back.iloc[:300], labeller, size=1)
-            assert [m["id"] == new_id for m in again] == canary[:300]  # each client, one model
+            again = score_and_label(service, back.iloc[:100], labeller, size=1)
+            assert [m["id"] == new_id for m in again] == canary[:100]  # each client, one model
+            # about 320 canary records labelled (1,600 at 20 %, 4 standard errors above
+            # max_labels 250): the rule's call is due, whatever the interval's width
             doc = compare_and_act(project, log_url, service, tmp_path / "compare-canary")
             # (the split counts requests: the client sending one record all along is one key,
-            # always production's, so the log's share is below 20 % and said to be skewed)
+            # always production's, so the log's share is below 20 %)
             assert doc["stage"] == "canary" and doc["split"]["canary_requests"] >= sum(canary)
             auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
             assert auc["gain"] < 0, auc  # worse on its group; no gain proven by max_labels
