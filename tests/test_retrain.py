@@ -387,7 +387,8 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
     ]
 
     # the production service: the registry's production version, reload by token
-    server = start_serving(project, "--workers", "2", "--no-log",
+    # (--log-level info: its output says when each worker has started)
+    server = start_serving(project, "--workers", "2", "--no-log", "--log-level", "info",
                            env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
     service = server.url
     try:
@@ -472,6 +473,23 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
             time.sleep(0.05)
         assert versions == ["v0.1.1"]
 
+        # a worker uvicorn starts again after the reload (one that died) takes the reloaded
+        # version before it answers, not the version the service started with
+        started = server.output.read_text().count("Application startup complete")
+        pid = server.process.pid  # uvicorn's supervisor: its children are the workers
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        os.kill(int(workers[0]), signal.SIGKILL)  # uvicorn starts another worker
+        for _ in range(600):
+            if server.output.read_text().count("Application startup complete") > started:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no worker started again:\n{server.output.read_text()}")
+        versions = [get_json(f"{service}/health")["model"]["version"] for _ in range(40)]
+        assert set(versions) == {"v0.1.1"}, versions
+
         # again: the same rows are not exported twice
         again = cli(project, "retrain", "--log-url", url, check=False)
         assert again.returncode == 4, again.stderr
@@ -487,49 +505,6 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert predlog.attach_labels(url, labels).matched == 120
         dry = cli(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
-    finally:
-        server.stop()
-
-
-@pytest.mark.server
-def test_a_worker_started_after_a_reload_serves_the_reloaded_version(
-    released: Path, tmp_path: Path
-) -> None:
-    """Every worker serves what the last reload put there, also one uvicorn starts again
-    after the reload (a worker that died): it takes the reloaded version before it answers,
-    not the version the service started with."""
-    project = copy_of(released, tmp_path)
-    (project / "NOTES.md").write_text("a commit to release again\n")
-    git_commit(project, "another commit")
-    server = start_serving(project, "--workers", "2", "--no-log", "--log-level", "info",
-                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
-
-    def wait_started(workers: int) -> None:
-        for _ in range(600):
-            if server.output.read_text().count("Application startup complete") >= workers:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"{workers} workers did not start:\n{server.output.read_text()}")
-
-    try:
-        wait_started(2)
-        cli(project, "release")  # v0.1.1 in production
-        model_id = json.loads((project / "models/bundle/metadata.json").read_text())
-        reloaded = retrain.reload_service(server.url, TOKEN, model_id["model_sha256"][:12])
-        assert reloaded["version"] == "v0.1.1"
-        versions = []
-        while versions[-20:].count("v0.1.1") < 20 and len(versions) < 2000:  # both follow
-            versions.append(get_json(f"{server.url}/health")["model"]["version"])
-            time.sleep(0.02)
-        assert versions[-20:].count("v0.1.1") == 20, versions[-20:]
-        pid = server.process.pid  # uvicorn's supervisor: its children are the workers
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert len(workers) == 2, workers
-        os.kill(int(workers[0]), signal.SIGKILL)  # uvicorn starts another worker
-        wait_started(3)
-        versions = [get_json(f"{server.url}/health")["model"]["version"] for _ in range(40)]
-        assert set(versions) == {"v0.1.1"}, versions
     finally:
         server.stop()
 
