@@ -11,6 +11,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -652,6 +653,20 @@ def shadow_scored(log_url: str, n: int) -> None:
     raise AssertionError(f"the shadow did not score {n} records within 30 s")
 
 
+def followed(service: str, check: Callable[[dict], bool]) -> None:
+    """Wait until every worker has followed the last reload: ``check`` holds for 20 answers
+    of /health in a row (each on a new connection, so both workers answer some). The worker
+    that took the reload answers at once; the other looks every second, then loads the
+    bundle aside, which takes longer on a loaded machine."""
+    row = 0
+    for _ in range(1200):
+        row = row + 1 if check(get_json(f"{service}/health")) else 0
+        if row == 20:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the workers did not all follow the reload within a minute")
+
+
 def compare_and_act(project: Path, log_url: str, service: str, out: Path) -> dict:
     """`mlcycle monitor --compare --act --service`: the comparison document it wrote."""
     proc = cli(
@@ -721,7 +736,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
                 "model_sha256"
             ][:12]
             assert new_id != old_id
-            time.sleep(1.5)  # the other worker follows within a second
+            followed(service, lambda h: h.get("challenger", {}).get("id") == new_id)
             health = get_json(f"{service}/health")
             assert health["model"]["id"] == old_id
             assert health["challenger"] == {**health["challenger"], "id": new_id,
@@ -739,7 +754,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             assert doc["acted"]["moved"] == "v0.1.1"
             assert registry.production(project, NAME).version == "v0.1.1"
             assert registry.challenger(project, NAME) is None
-            time.sleep(1.5)
+            followed(service, lambda h: h["model"]["id"] == new_id and "challenger" not in h)
             for _ in range(6):
                 answer = post_json(f"{service}/predict", {"records": [first]})
                 assert answer["model"] == {**answer["model"], "id": new_id, "version": "v0.1.1"}
@@ -751,7 +766,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             run(["git", "commit", "-q", "--allow-empty", "-m", "the shifted model again"], project)
             cli(project, "release", "--canary", "20", "--service", service,
                 env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
-            time.sleep(1.5)
+            followed(service, lambda h: h.get("challenger", {}).get("stage") == "canary")
             back = new_world(pool.iloc[1800:], "<=50K")
             models = score_and_label(service, back, labeller, size=1)
             canary = [m["id"] == new_id for m in models]
@@ -771,8 +786,8 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             assert doc["decision"]["outcome"] == "rollback", doc["decision"]["reason"]
             assert registry.challenger(project, NAME) is None
             assert registry.production(project, NAME).version == "v0.1.0"
-            time.sleep(1.5)
-            assert "challenger" not in get_json(f"{service}/health")
+            followed(service, lambda h: "challenger" not in h)
+            assert get_json(f"{service}/health")["model"]["id"] == old_id
         assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
         assert traffic.models[0] == old_id and new_id in traffic.models
     finally:
