@@ -636,8 +636,7 @@ out = automl.predict_proba(x_test) if classify else automl.predict(x_test)
 np.save(spec["out"], np.asarray(out, dtype=np.float64))
 facts = {"best_estimator": automl.best_estimator, "best_loss": automl.best_loss,
          "best_config": automl.best_config}
-if spec.get("folds"):
-    start = time.perf_counter()
+def refit_on_folds():  # FLAML's choice refitted on each fold's training rows: its OOF output
     fold = np.load(spec["folds"])
     x = automl.preprocess(x_train)
     y = y_train
@@ -657,7 +656,13 @@ if spec.get("folds"):
         if oof is None:
             oof = np.full((len(y), *part.shape[1:]), np.nan)
         oof[held] = part
-    np.save(spec["oof"], oof)
+    return oof
+if spec.get("folds"):
+    start = time.perf_counter()
+    try:
+        np.save(spec["oof"], refit_on_folds())
+    except Exception as exc:  # the test score above stands; the CV is reported as failed
+        facts["cv_error"] = f"{type(exc).__name__}: {exc}"
     facts["cv_seconds"] = round(time.perf_counter() - start, 1)
 json.dump(facts, open(spec["facts"], "w"), default=str)
 """
@@ -716,7 +721,9 @@ def run_flaml(split: Split, r: Result, budget: float, work: Path, python: Path, 
     if "cv_seconds" in facts:
         r.flaml_cv_seconds = facts["cv_seconds"]
         r.flaml_seconds = round(r.flaml_seconds - r.flaml_cv_seconds, 1)
-    if split.folds is not None:
+    if "cv_error" in facts:
+        r.cv_note = f"FLAML's refit on the folds failed: {facts['cv_error']}"
+    elif split.folds is not None:
         r.flaml_cv_folds = split.fold_scores(np.load(files["oof"]))
         r.flaml_cv = round(float(np.mean(r.flaml_cv_folds)), 6)
 
@@ -861,7 +868,7 @@ def summary(results: list[Result]) -> str:
     useless = [r.name for r in results if r.degenerate and not r.failed_stage]
     counts: dict[str, int] = {}
     for r in results:
-        for word in r.verdict.split() or ["-"]:
+        for word in [r.verdict] if r.verdict == "no model" else r.verdict.split() or ["-"]:
             counts[word] = counts.get(word, 0) + 1
     said = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     cv: dict[str, int] = {}
