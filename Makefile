@@ -1,12 +1,13 @@
 # `make repro`: set up the environment and run the pipeline. `make test`: set up and run the tests;
-# `make test-fast`: only those that run no dvc, server, cluster, browser or database.
+# `make test-fast`: only those that run no dvc, server, cluster, browser or database;
+# `make setup-bench`: what bench/bench_breadth.py needs besides.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-fast lint format docs lock clean
+.PHONY: setup setup-bench repro test test-fast lint format docs lock clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +20,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(UV) --compile-bytecode --require-hashes -r requirements.lock
 	$(UV) --no-deps -e .
 	touch $@
+
+# The breadth benchmark (bench/bench_breadth.py): its data sets' package into the venv
+# (requirements-bench.lock: the lock plus the `bench` extra), and FLAML in a venv of its own
+# (bench/flaml.lock: FLAML pins an XGBoost older than the project's).
+setup-bench: setup
+	$(UV) --require-hashes -r requirements-bench.lock
+	$(PYTHON) -m venv .venv-flaml
+	.venv-flaml/bin/python -m pip install --quiet --require-hashes -r bench/flaml.lock
 
 repro: setup
 	dvc repro
@@ -46,6 +55,10 @@ docs: setup
 lock: setup
 	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		--generate-hashes -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --extra bench --universal --python-version 3.11 \
+		--generate-hashes -c requirements.lock -o requirements-bench.lock
+	uv pip compile bench/flaml.in --universal --python-version 3.11 \
+		--generate-hashes -o bench/flaml.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -280,3 +280,32 @@ def test_above_trial_max_rows_trials_boost_across_the_cluster(
     a = t.final.model.output(to_model_frame(frame, t.signature))
     b = small.final.model.output(to_model_frame(frame, small.signature))
     assert np.corrcoef(a[:, 1], b[:, 1])[0, 1] > 0.9
+
+
+def test_the_search_deadline_cancels_fold_tasks_on_the_workers(
+    split: Path, dask_local_client
+) -> None:
+    """The Dask engine's trials (fold tasks on the workers) honour the search's deadline as the
+    local engine's do: fold tasks running when it passes stop at their next boosting round and
+    their trials come back cancelled, not finished; without a deadline a trial runs whole."""
+    from mlcycle.engines.dask.train import Copies, target_and_folds, worker_batches
+    from mlcycle.tuning import NO_DEADLINE, RUNNING, Deadline, fixed_params
+
+    p = params(TRAIN)
+    cfg = p.train
+    frame = pd.read_parquet(split)
+    sig = infer_signature(frame, "income", ">50K", p.features, seed=cfg.seed)
+    copies = Copies(dask_local_client, str(split), sig, cfg)
+    try:
+        y, fold_rows = copies.run(target_and_folds, [()])[0]
+        run = worker_batches(copies, "xgboost", cfg, "roc_auc", sig.task, 2, fold_rows, len(y))
+        fixed = fixed_params("xgboost", cfg)
+        endless = {**fixed, "n_estimators": 10**6, "early_stopping_rounds": 10**6,
+                   "learning_rate": 1e-5}  # fmt: skip
+        out = run([endless, endless], [None, None], Deadline.after(2.0))
+        assert [o.cancelled for o in out] == [RUNNING, RUNNING]
+        assert all(o.cv is None and not o.folds for o in out)
+        (whole,) = run([fixed], [None], NO_DEADLINE)
+        assert whole.cancelled is None and len(whole.cv.scores) == cfg.cv_folds
+    finally:
+        copies.release()

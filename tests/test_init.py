@@ -501,6 +501,69 @@ def test_an_identifier_is_also_told_by_its_name() -> None:
     assert roles.column_role(spread, "paid") is None
 
 
+def ids_and_income(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """R's row names of a sample (distinct ids spread wide, in no order), an income in whole
+    dollars (distinct too on this many rows, in no order) that the target depends on, and the
+    target."""
+    rng = np.random.default_rng(seed)
+    income = np.round(rng.lognormal(11, 0.5, n))
+    spend = income / 100 + rng.normal(0, 150, n)
+    return pd.DataFrame({"rownames": rng.choice(np.arange(7_000, 460_000), n, replace=False),
+                         "income": income, "spend": spend.round(2)})  # fmt: skip
+
+
+def test_unordered_distinct_whole_numbers_the_target_ignores_are_an_identifier() -> None:
+    """Distinct whole numbers that are no sequence: R's row names of a sample are found by
+    their lack of relation to the target, with the figures; an income in dollars, as distinct
+    and as unordered, carries signal and stays a feature, on either task."""
+    table = ids_and_income()
+    assert table["income"].nunique() / len(table) >= roles.ID_DISTINCT_SHARE  # as distinct
+    found = {r.column: r for r in roles.column_roles(table, "spend")}
+    assert list(found) == ["rownames"] and found["rownames"].kind == "identifier"
+    why = found["rownames"].why
+    assert why.startswith("600 distinct of 600 rows, whole numbers ") and "in no order" in why
+    assert "too little relation to the target 'spend' for a feature: rank correlation" in why
+    assert "Cramér's V" in why and "(under 0.1)" in why
+    rich = table.assign(rich=np.where(table["spend"] > table["spend"].median(), "yes", "no"))
+    found = roles.column_roles(rich.drop(columns="spend"), "rich")
+    assert [(r.column, r.kind) for r in found] == [("rownames", "identifier")]
+    assert "against its 2 classes" in found[0].why
+    # without a target to judge by, or on too few rows, neither is called an identifier
+    assert roles.column_role(table["rownames"], "rownames") is None
+    small = table.head(roles.RELATION_MIN_ROWS - 1)
+    assert roles.column_roles(small, "spend") == []
+
+
+def test_distinct_whole_numbers_in_file_order_are_an_identifier() -> None:
+    """A row number with gaps (a sample of a table, in its order), increasing or decreasing,
+    is an identifier whatever the target."""
+    ids = np.sort(np.random.default_rng(5).choice(10**6, 300, replace=False))
+    for values, way in ((ids, "increasing"), (ids[::-1], "decreasing")):
+        role = roles.column_role(pd.Series(values), "rownames")
+        assert role.kind == "identifier" and f"{way} in file order" in role.why
+
+
+def test_init_and_validate_say_an_unordered_identifier_with_its_figures(
+    root: Path, tmp_path: Path
+) -> None:
+    """init excludes the row names with the figures in its output and in params.yaml; validate
+    warns about them when they are a feature again."""
+    path = write(tmp_path, ids_and_income())
+    p = scaffold.plan(root, path, "spend")
+    line = next(m for m in p.messages if m.startswith("rownames: "))
+    assert "too little relation to the target 'spend'" in line
+    assert line.endswith("-> excluded as an identifier")
+    assert p.params["features"]["exclude"] == ["rownames"]
+    scaffold.write(root, p, force=True)
+    assert (
+        "- rownames                # an identifier (found by `mlcycle init`): 600 distinct"
+        in (root / "params.yaml").read_text()
+    )
+    warned = roles.feature_warnings(ids_and_income(), "spend", [])
+    assert len(warned) == 1 and warned[0].startswith("rownames: 600 distinct of 600 rows")
+    assert "too little relation" in warned[0] and "looks like an identifier" in warned[0]
+
+
 def test_init_excludes_identifiers_free_text_constants_and_dates_saying_why(
     root: Path, tmp_path: Path
 ) -> None:

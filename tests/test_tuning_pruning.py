@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import numpy as np
 import optuna
@@ -25,8 +26,11 @@ from mlcycle.tuning import (
     BATCH,
     TRIALS_COLUMNS,
     CVResult,
+    Deadline,
     Outcome,
+    SearchStop,
     TrialRecord,
+    TuningResult,
     complexity,
     cross_validate,
     distributions,
@@ -319,7 +323,7 @@ def test_patience_on_the_ask_tell_driver_stops_at_a_batch_end(data) -> None:
     c = cfg("median", patience=3)
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
 
-    def run_batch(asked, trials):
+    def run_batch(asked, trials, _deadline):
         out = []
         for params, trial in zip(asked, trials, strict=True):
             start, folds = 0.0, []
@@ -414,9 +418,9 @@ def test_a_two_trial_search_evaluates_two_distinct_settings(data, seed: int) -> 
     evaluated: list[dict] = []
     run = local_batches("random_forest", X, y, c, "roc_auc", splits)
 
-    def counting(asked, trials):
+    def counting(asked, trials, deadline):
         evaluated.extend(asked)
-        return run(asked, trials)
+        return run(asked, trials, deadline)
 
     _, records = search_candidate("random_forest", c, "roc_auc", counting, BATCH, lambda _: None)
     keys = [json.dumps(r.params, sort_keys=True) for r in records]
@@ -539,3 +543,80 @@ def test_the_search_keeps_the_selected_trial_with_its_folds_and_says_why(data, r
     doc = summary(result)["candidates"]["xgboost"]
     assert doc["best_trial"] == s.chosen and doc["selection"]["rule"] == rule
     assert doc["selection"]["top_trial"] == s.top and s.chosen in doc["selection"]["within_bound"]
+
+
+# --- the time budget -------------------------------------------------------------------------
+
+# Search trials that would boost for hours (a million rounds, never early-stopped): only the
+# deadline ends them. Trial 0 (train.xgb: 40 rounds) takes a fraction of a second.
+ENDLESS = {"xgboost": {"n_estimators": {"low": 10**6, "high": 10**6 + 1},
+                       "early_stopping_rounds": {"low": 10**6, "high": 10**6 + 1},
+                       "learning_rate": {"low": 1e-5, "high": 2e-5}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("parallel_folds", [1, 2])
+def test_the_timeout_cancels_running_trials_and_starts_no_more(data, parallel_folds) -> None:
+    """``train.tuning.timeout`` bounds a search whose trials each outlast it: trial 0 runs
+    whole, the first search trial is cancelled at a boosting round when the deadline passes
+    (folds one at a time or side by side), the rest of its batch never starts, and no
+    cancelled trial is counted: trials.csv lists trial 0 alone, the stop line and train.json's
+    search record count them as cancelled. (Were the running trial not cancelled, the test
+    would not end.)"""
+    X, y = data
+    c = cfg("none", trials=8, timeout=3.0, parallel_folds=parallel_folds)
+    c = c.model_copy(update={"search": ENDLESS})
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    said: list[str] = []
+    result, records = tune_candidate("xgboost", X, y, c, "roc_auc", splits, said.append)
+    assert [r.trial for r in records] == [0] and not records[0].pruned
+    assert len(result.untuned.scores) == FOLDS and result.best_trial == 0
+    assert result.search == SearchStop("timeout", 8, 0, cancelled_running=1,
+                                       cancelled_not_started=BATCH - 1)  # fmt: skip
+    stop = next(m for m in said if "search stopped after" in m)
+    assert "train.tuning.timeout of 3s passed" in stop
+    assert f"after 0 of 8 finished trial(s); {BATCH} cancelled and not counted (1 running" in stop
+    assert len(trials_csv(records, "roc_auc").splitlines()) == 2  # the header and trial 0
+    tuned = TuningResult("roc_auc", FOLDS, records, {"xgboost": result})
+    assert summary(tuned)["candidates"]["xgboost"]["search"] == {
+        "stopped_by": "timeout", "budget": 8, "finished_trials": 0,
+        "cancelled_trials": {"running": 1, "not started": BATCH - 1},
+    }  # fmt: skip
+
+
+def test_trial_zero_runs_whole_past_the_timeout_and_then_nothing_starts(data) -> None:
+    """A timeout shorter than trial 0: the untuned fallback still runs every fold, and no
+    search trial is proposed or started after it."""
+    X, y = data
+    c = cfg("none", trials=8, timeout=1e-6).model_copy(update={"search": ENDLESS})
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    evaluated: list[dict] = []
+    run = local_batches("xgboost", X, y, c, "roc_auc", splits)
+
+    def counting(asked, trials, deadline):
+        evaluated.extend(asked)
+        return run(asked, trials, deadline)
+
+    result, records = search_candidate("xgboost", c, "roc_auc", counting, BATCH, lambda _: None)
+    assert len(evaluated) == 1 and len(records) == 1 and len(result.untuned.scores) == FOLDS
+    assert result.search == SearchStop("timeout", 8, 0)
+
+
+def test_a_worker_fold_stops_at_the_deadline(data) -> None:
+    """The Dask engine's fold task (``run_fold``, on a worker) honours the same deadline: it
+    does not start once the deadline has passed (0 seconds), and a fit running when it passes
+    stops at its next boosting round; without a deadline it returns the local fold."""
+    from mlcycle.engines.dask.train import SplitData, run_fold
+
+    X, y = data
+    c = cfg("none")
+    splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
+    split = SplitData(X, y, splits)
+    endless = {**fixed_params("xgboost", c), "n_estimators": 10**6,
+               "early_stopping_rounds": 10**6}  # fmt: skip
+    args = (split, "xgboost", endless, c, "roc_auc", 0, "binary_classification", 2)
+    assert run_fold(*args, Deadline(time.time() - 1)) == (None, 0.0)
+    fold, seconds = run_fold(*args, Deadline.after(0.5))
+    assert fold is None and seconds > 0
+    fixed = fixed_params("xgboost", c)
+    whole, _ = run_fold(split, "xgboost", fixed, c, "roc_auc", 0, "binary_classification", 2)
+    assert whole.score == fit_fold("xgboost", X, y, fixed, c, "roc_auc", splits, 0).score

@@ -760,7 +760,9 @@ class Tuning(_Section):
     trials: int = Field(0, ge=0)
     """Trials per candidate after trial 0 (the fixed params); 0: no search."""
     timeout: float | None = Field(None, gt=0)
-    """Seconds per candidate; null: none. A time budget makes the results depend on the machine."""
+    """Seconds per candidate, from its trial 0's start; null: none. Trial 0 always runs whole;
+    after it no trial or fold starts past the deadline, and running ones stop at their next
+    boosting round, not counted. A time budget makes the results depend on the machine."""
     trials_by_candidate: dict[ModelKind, NonNegativeInt] = {}
     """A budget of their own for some model kinds."""
     pruner: Literal["none", "median"] = "median"

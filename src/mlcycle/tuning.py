@@ -43,9 +43,15 @@ also tries ``train.class_weight`` both ways, none and balanced, as one more cate
 (:data:`CLASS_WEIGHT` in a trial's params: a fit option, not a model parameter); trial 0 keeps
 the setting of params.yaml.
 
-With ``train.tuning.timeout`` a candidate's search also stops after that many seconds; how many
-trials fit in the time depends on the machine, so a time budget gives up byte-for-byte
-reproducibility.
+With ``train.tuning.timeout`` a candidate's search is bounded in time, counted from the start of
+its trial 0 (:class:`Deadline`): trial 0, the untuned fallback, always runs whole; after it no
+trial or fold starts once the deadline has passed, and the trials and folds running then are
+cancelled at their next boosting round (as a pruned trial's folds are) and are not counted as
+finished trials: not in trials.csv, counted as cancelled in the stop line and in the candidate's
+``search`` record of metrics/train.json. What a candidate can overrun the timeout by is one
+boosting round per fit running when it passes (a fit without rounds, scikit-learn's, runs to its
+end) plus the final fit. How many trials fit in the time depends on the machine, so a time budget
+gives up byte-for-byte reproducibility; without one the clock decides nothing.
 """
 
 from __future__ import annotations
@@ -385,6 +391,41 @@ def should_stop(trial: optuna.Trial, folds: list[FoldResult], n_splits: int) -> 
     return i + 1 < n_splits and trial.should_prune()
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a candidate's search time (``train.tuning.timeout``) runs out: ``at`` in seconds of
+    the wall clock (``time.time()``, so a deadline sent to a Dask worker means the same there;
+    the workers' clocks are taken to agree with the driver's, as NTP keeps them), or None for
+    no limit. Checked before each trial and fold starts and after each boosting round."""
+
+    at: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        """The deadline ``seconds`` from now; no limit for None."""
+        return cls(None if seconds is None else time.time() + seconds)
+
+    def passed(self) -> bool:
+        return self.at is not None and time.time() >= self.at
+
+    def check(self, _round: int = 0) -> None:
+        """Raise :class:`TimedOut` once the deadline has passed (an ``on_round`` callback)."""
+        if self.passed():
+            raise TimedOut([])
+
+
+NO_DEADLINE = Deadline()
+
+
+class TimedOut(Exception):
+    """A trial stopped because its candidate's deadline passed (:class:`Deadline`): ``folds``
+    are the folds it finished before; it is not a finished trial."""
+
+    def __init__(self, folds: list[FoldResult]) -> None:
+        super().__init__(f"train.tuning.timeout passed after {len(folds)} fold(s)")
+        self.folds = folds
+
+
 def cross_validate_trial(
     kind: str,
     X: pd.DataFrame,
@@ -396,18 +437,27 @@ def cross_validate_trial(
     trial: optuna.Trial | None,
     task: str = BINARY,
     n_classes: int = 2,
+    deadline: Deadline = NO_DEADLINE,
 ) -> CVResult:
     """Cross-validate ``params``, taking the folds' results in fold order and stopping with
-    :class:`Pruned` when ``trial``'s pruner says so after a fold (see :func:`should_stop`).
-    ``cfg.parallel_folds`` folds run side by side in threads sharing ``cfg.nthread``; the
-    results and the pruner's answers are those of one fold at a time."""
+    :class:`Pruned` when ``trial``'s pruner says so after a fold (see :func:`should_stop`),
+    or with :class:`TimedOut` once ``deadline`` has passed (no fold starts after it, a running
+    one stops at its next boosting round). ``cfg.parallel_folds`` folds run side by side in
+    threads sharing ``cfg.nthread``; the results and the pruner's answers are those of one fold
+    at a time."""
     workers = min(cfg.parallel_folds, len(splits))
+    timed = deadline.at is not None
+    folds: list[FoldResult] = []
     if workers <= 1:
-        folds: list[FoldResult] = []
-        for i in range(len(splits)):
-            folds.append(fit_fold(kind, X, y, params, cfg, metric, splits, i, task, n_classes))
-            if trial is not None and should_stop(trial, folds, len(splits)):
-                raise Pruned(folds)
+        try:
+            for i in range(len(splits)):
+                deadline.check()
+                folds.append(fit_fold(kind, X, y, params, cfg, metric, splits, i, task,
+                                      n_classes, deadline.check if timed else None))  # fmt: skip
+                if trial is not None and should_stop(trial, folds, len(splits)):
+                    raise Pruned(folds)
+        except TimedOut as stop:
+            raise TimedOut(folds) from stop
         return CVResult.from_folds(folds, splits, len(y), n_classes, task)
     one = cfg.model_copy(update={"nthread": fold_threads(cfg.nthread, workers)})
     cancel = threading.Event()
@@ -415,20 +465,22 @@ def cross_validate_trial(
     def stop_if_cancelled(_round: int) -> None:
         if cancel.is_set():
             raise _Cancelled
+        deadline.check()
 
     def run(i: int) -> FoldResult:
-        if cancel.is_set():
-            raise _Cancelled
+        stop_if_cancelled(-1)
         return fit_fold(kind, X, y, params, one, metric, splits, i, task, n_classes,
                         stop_if_cancelled)  # fmt: skip
 
-    folds = []
     pool = ThreadPoolExecutor(workers, thread_name_prefix="fold")
     futures = [pool.submit(run, i) for i in range(len(splits))]
     wait = True
     try:
         for future in futures:  # fold order, whatever finished first
-            folds.append(future.result())
+            try:
+                folds.append(future.result())
+            except TimedOut as stop:
+                raise TimedOut(folds) from stop
             if trial is not None and should_stop(trial, folds, len(splits)):
                 raise Pruned(folds)
     except BaseException as exc:
@@ -649,6 +701,7 @@ class CandidateResult:
     untuned: CVResult
     trials: int
     selection: Selection | None = None
+    search: SearchStop | None = None
 
 
 @dataclass
@@ -688,22 +741,43 @@ class TuningResult:
 BATCH = 4
 
 
+RUNNING, NOT_STARTED = "running", "not started"  # how a trial was cancelled at the deadline
+
+
 @dataclass
 class Outcome:
-    """A trial's folds: all of them (``cv``), or the ones it ran before it was pruned."""
+    """A trial's folds: all of them (``cv``), or the ones it ran before it was pruned or, with
+    ``cancelled`` set (:data:`RUNNING` or :data:`NOT_STARTED`), before its candidate's
+    deadline passed (:class:`Deadline`): a cancelled trial is not a finished one."""
 
     folds: list[FoldResult]
     seconds: float
-    cv: CVResult | None = None  # None: pruned
+    cv: CVResult | None = None  # None: pruned or cancelled
+    cancelled: str | None = None
 
     @property
     def scores(self) -> list[float]:
         return [f.score for f in self.folds]
 
 
-# Runs a batch of trials, given their params and Optuna trials (None: trial 0); returns each
-# trial's outcome, pruning between folds through mlcycle.tuning.should_stop in trial order.
-RunBatch = Callable[[list[dict[str, Any]], list[Any]], list[Outcome]]
+# Runs a batch of trials, given their params, Optuna trials (None: trial 0) and the candidate's
+# deadline; returns each trial's outcome, pruning between folds through
+# mlcycle.tuning.should_stop in trial order, cancelling what runs when the deadline passes.
+RunBatch = Callable[[list[dict[str, Any]], list[Any], Deadline], list[Outcome]]
+
+
+@dataclass(frozen=True)
+class SearchStop:
+    """How a candidate's search ended, for metrics/train.json: ``reason`` ("budget" spent,
+    "patience", "repeats": no untried setting left, or "timeout"), the trials that finished
+    (trial 0 not counted) of the ``budget``, and the trials cancelled at the deadline (running
+    or not started), which are not counted as finished."""
+
+    reason: str
+    budget: int
+    finished: int
+    cancelled_running: int = 0
+    cancelled_not_started: int = 0
 
 
 def _light(cv: CVResult) -> CVResult:
@@ -717,12 +791,17 @@ def search_candidate(
     """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
     asked at a time, their results told in trial-number order: deterministic whatever runs
     the folds. A proposal of a setting already tried is not a trial (:func:`propose`): the
-    budget is spent on distinct settings."""
+    budget is spent on distinct settings. With ``train.tuning.timeout`` the search runs to a
+    :class:`Deadline` counted from trial 0's start: trial 0 runs whole, no batch starts after
+    the deadline, and the trials ``run_batch`` cancels at it are told to the study as failed and
+    not recorded."""
+    deadline = Deadline.after(cfg.tuning_timeout)
     base = fixed_params(kind, cfg)
     budget = cfg.trials_for(kind)
     records: list[TrialRecord] = []
     best: dict[str, Any] = {}
     compared: dict[int, float] = {}  # pruned trial -> the median the pruner compared it with
+    cancelled: list[Outcome] = []
 
     def record(params: dict[str, Any], outcome: Outcome) -> None:
         number = len(records)
@@ -742,53 +821,69 @@ def search_candidate(
 
     say(f"{kind}: trial 0 (untuned) + {budget} search trial(s), {cfg.cv_folds}-fold CV by row "
         f"hash, {batch} trial(s) at a time")  # fmt: skip
-    (first,) = run_batch([base], [None])
+    (first,) = run_batch([base], [None], NO_DEADLINE)  # the fallback: always whole
     untuned = first.cv
     assert untuned is not None  # trial 0 is never pruned
     record(base, first)
     say(f"{kind} trial 0 (untuned): cv {metric} {untuned.mean:.4f} ± {untuned.std:.4f}")
+    reason = "budget"
     if budget:
         dists = distributions(cfg.search.get(kind, {}))
         study = make_study(cfg, metric, budget, base, untuned, dists)
         tried = {_key(base)}
         every = max(1, budget // 5)
         done = 0
-        start = time.perf_counter()
         while done < budget:
             proposals = []
-            for _ in range(min(batch, budget - done)):
+            wanted = 0 if deadline.passed() else min(batch, budget - done)
+            for _ in range(wanted):
                 proposal = propose(study, dists, base, tried)
                 if proposal is None:  # the space has no untried setting the sampler finds
                     break
                 proposals.append(proposal)
-            trials = [t for t, _ in proposals]
-            asked = [p for _, p in proposals]
-            ran = run_batch(asked, trials)
-            for j, outcome in enumerate(ran):
-                if outcome.cv is None:  # what the pruner held it to: trials before this batch
-                    compared[len(records) + j] = pruning_median(study, len(outcome.folds) - 1)
-            for trial, params, outcome in zip(trials, asked, ran, strict=True):
+            asked, trials = [p for _, p in proposals], [t for t, _ in proposals]
+            ran = run_batch(asked, trials, deadline) if proposals else []
+            finished = 0
+            for (trial, params), outcome in zip(proposals, ran, strict=True):
+                if outcome.cancelled:  # the deadline passed: not a finished trial
+                    cancelled.append(outcome)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                if outcome.cv is None:  # what the pruner held it to: the trials told before
+                    compared[len(records)] = pruning_median(study, len(outcome.folds) - 1)
                 record(params, outcome)
-                if outcome.cv is None:
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                else:
-                    study.tell(trial, outcome.cv.mean)
-            before, done = done, done + len(trials)
-            exhausted = len(trials) < min(batch, budget - before)
-            stop = stop_reason(
-                kind, cfg, records, metric, done, exhausted, time.perf_counter() - start
-            )
+                finished += 1
+            # told after the batch, in trial-number order, as the pruner's medians assume
+            for (trial, _), outcome in zip(proposals, ran, strict=True):
+                if not outcome.cancelled:
+                    study.tell(trial, **_told(outcome))
+            before, done = done, done + finished
+            timed_out = done < budget and deadline.passed()
+            exhausted = not timed_out and len(proposals) < min(batch, budget - before)
+            stop = stop_reason(kind, cfg, records, metric, done, exhausted, timed_out, cancelled)
             if done // every != before // every or done == budget or stop:
                 say(progress_line(kind, records, metric, done, budget, compared, cfg.cv_folds))
             if stop:
                 say(stop)
+                reason = "timeout" if timed_out else "repeats" if exhausted else "patience"
                 break
     chosen = select(records, metric, cfg.tuning.select, cfg.cv_folds)
     say(selection_line(kind, chosen, records, metric))
     kept = records[chosen.chosen]
     cv = kept_cv(kind, kept, {0: untuned, best["trial"]: best["cv"]}, run_batch, say)
-    result = CandidateResult(kind, kept.trial, kept.params, cv, base, untuned, len(records), chosen)
+    running = sum(o.cancelled == RUNNING for o in cancelled)
+    search = SearchStop(reason, budget, len(records) - 1, running, len(cancelled) - running)
+    result = CandidateResult(
+        kind, kept.trial, kept.params, cv, base, untuned, len(records), chosen, search
+    )
     return result, records
+
+
+def _told(outcome: Outcome) -> dict[str, Any]:
+    """What ``study.tell`` hears of a trial that was not cancelled: its CV mean, or pruned."""
+    if outcome.cv is None:
+        return {"state": optuna.trial.TrialState.PRUNED}
+    return {"values": outcome.cv.mean}
 
 
 def kept_cv(
@@ -800,7 +895,7 @@ def kept_cv(
     if kept.trial in held:
         return held[kept.trial]
     say(f"{kind}: trial {kept.trial}'s folds run again for its out-of-fold predictions")
-    (again,) = run_batch([kept.params], [None])
+    (again,) = run_batch([kept.params], [None], NO_DEADLINE)
     assert again.cv is not None  # a trial without a pruner runs every fold
     return again.cv
 
@@ -815,19 +910,28 @@ def stop_reason(
     metric: str,
     done: int,
     exhausted: bool,
-    seconds: float,
+    timed_out: bool = False,
+    cancelled: Sequence[Outcome] = (),
 ) -> str:
-    """Why a candidate's search stops after ``done`` trials (its ``records``), in the line a
-    driver prints after the progress line of those trials; "" to go on. ``exhausted``: the
-    sampler proposed only settings already tried; ``seconds``: the search's time so far."""
+    """Why a candidate's search stops after ``done`` finished trials (its ``records``), in the
+    line a driver prints after the progress line of those trials; "" to go on. ``exhausted``:
+    the sampler proposed only settings already tried; ``timed_out``: its deadline has passed
+    (``train.tuning.timeout``), and ``cancelled`` are the trials cancelled at it."""
     budget = cfg.trials_for(kind)
+    if timed_out:
+        running = sum(o.cancelled == RUNNING for o in cancelled)
+        line = (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout:g}s passed (counted from "
+                f"trial 0's start; trial 0 took {records[0].duration_s:.1f}s): search stopped "
+                f"after {done} of {budget} finished trial(s)")  # fmt: skip
+        if not cancelled:
+            return line + "; none was cancelled"
+        return (f"{line}; {len(cancelled)} cancelled and not counted ({running} running, "
+                f"stopped at their next boosting round; {len(cancelled) - running} not "
+                "started)")  # fmt: skip
     if exhausted:
         return (f"{kind}: {REPEATS} proposals in a row repeated settings already tried (the "
                 f"space {dict(cfg.search.get(kind, {}))} has few left): search stopped after "
                 f"{done} of {budget}")  # fmt: skip
-    if cfg.tuning_timeout and seconds > cfg.tuning_timeout:
-        return (f"{kind}: train.tuning.timeout of {cfg.tuning_timeout}s reached: search "
-                f"stopped after {done} of {budget}")  # fmt: skip
     if done < budget and should_stop_search(records, metric, cfg.tuning_patience):
         return patience_message(kind, records, metric, cfg.tuning_patience, budget)
     return ""
@@ -902,19 +1006,27 @@ def local_batches(
     n_classes: int = 2,
 ) -> RunBatch:
     """A :data:`RunBatch` that cross-validates each trial here, one after another (each
-    trial's folds side by side in ``cfg.parallel_folds`` threads)."""
+    trial's folds side by side in ``cfg.parallel_folds`` threads); once the deadline has
+    passed, the running trial is cancelled at its next boosting round and the rest of the
+    batch is not started."""
 
-    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+    def run(asked: list[dict[str, Any]], trials: list[Any], deadline: Deadline) -> list[Outcome]:
         outcomes = []
         for params, trial in zip(asked, trials, strict=True):
+            if deadline.passed():
+                outcomes.append(Outcome([], 0.0, cancelled=NOT_STARTED))
+                continue
             start = time.perf_counter()
             try:
                 cv = cross_validate_trial(
-                    kind, X, y, params, cfg, metric, splits, trial, task, n_classes
+                    kind, X, y, params, cfg, metric, splits, trial, task, n_classes, deadline
                 )
                 outcomes.append(Outcome([], time.perf_counter() - start, cv))
             except Pruned as stop:
                 outcomes.append(Outcome(list(stop.folds), time.perf_counter() - start))
+            except TimedOut as stop:
+                seconds = time.perf_counter() - start
+                outcomes.append(Outcome(list(stop.folds), seconds, cancelled=RUNNING))
         return outcomes
 
     return run
@@ -1072,6 +1184,7 @@ def summary(result: TuningResult) -> dict[str, Any]:
                 "untuned_cv_mean": _r(c.untuned.mean),
                 "untuned_cv_std": _r(c.untuned.std),
                 **({"selection": selection_doc(c.selection)} if c.selection else {}),
+                **({"search": search_doc(c.search)} if c.search else {}),
             }
             for name, c in result.candidates.items()
         },
@@ -1093,6 +1206,17 @@ def summary(result: TuningResult) -> dict[str, Any]:
         doc["lead"] = _r(lead)
         doc["lead_exceeds_runner_up_std"] = bool(lead > runner.cv.std)
     return doc
+
+
+def search_doc(s: SearchStop) -> dict[str, Any]:
+    """A candidate's :class:`SearchStop` for metrics/train.json: what ended its search, and
+    its trials finished (trial 0 not counted) and cancelled at ``train.tuning.timeout``."""
+    return {
+        "stopped_by": s.reason,
+        "budget": s.budget,
+        "finished_trials": s.finished,
+        "cancelled_trials": {RUNNING: s.cancelled_running, NOT_STARTED: s.cancelled_not_started},
+    }
 
 
 def selection_doc(s: Selection) -> dict[str, Any]:

@@ -10,14 +10,20 @@ columns :func:`column_roles` finds from the features (said in its output and in 
 where the user can take the exclusion back), and ``validate`` warns about features that look
 like identifiers or free text (:func:`feature_warnings`), for columns added after ``init``.
 
-The rules look at the values only, never at the task, and hold for any table: a column is
-called an identifier or free text only with at least :data:`MIN_ROWS` values, since in a
-small sample many columns are unique by chance; a number with a fraction is never an
-identifier (a unique measurement is a measurement).
+The rules look at the values and hold for any table: a column is called an identifier or free
+text only with at least :data:`MIN_ROWS` values, since in a small sample many columns are unique
+by chance; a number with a fraction is never an identifier (a unique measurement is a
+measurement). Distinct whole numbers are an identifier when they are a sequence, when they are
+in order in the file (a row number with gaps, a counter), when the name says so, or, given the
+target, when it depends on them too little for a feature (:func:`unrelated`): R's row names of
+a sample, say, are distinct, unordered and spread wide, as a measurement in whole units (income
+in dollars) can be on small data; the measurement tells something about the target, the row
+names do not.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,8 +52,28 @@ ID_SPAN_FACTOR = 1.5
 (max - min + 1) is at most this many times their count: 1..N with up to a third of the numbers
 missing (deleted rows, a sample of a table). A measurement is never that dense and distinct:
 N distinct whole numbers from a range of 1.5 N values by chance is a permutation in all but
-name. Distinct whole numbers spread wider (a quantity in cents, a timestamp) are kept, unless
-the column's name says identifier (:data:`ID_NAME`)."""
+name. Distinct whole numbers spread wider (a quantity in cents) are kept, unless they are in
+order in the file, the column's name says identifier (:data:`ID_NAME`) or the target bears
+(next to) no relation to them (:data:`ID_MAX_RELATION`)."""
+
+ID_MAX_RELATION = 0.1
+"""Distinct whole numbers (neither a sequence, nor in order, nor so named) are an identifier
+when the target depends on them too little to be worth a feature: their rank correlation with
+a numeric target and Cramér's V (bias-corrected) of their bins against the target's (its
+classes, or quantile bins of a numeric target) both below this. A measurement in whole units
+that is unique by chance (income in dollars on a small table) and carries signal is well above
+it; R's row names of a sample, unordered ids spread wide, are near 0 (and one that carries
+none is no loss: the line in features.exclude says why, and can be deleted)."""
+
+RELATION_MIN_ROWS = 200
+"""Fewer rows with a target than this and no column is called an identifier for its lack of
+relation to the target: the rank correlation of an unrelated column scatters by about
+1 / sqrt(rows) (0.07 at 200 rows), too close to :data:`ID_MAX_RELATION` to tell from a weak
+signal."""
+
+RELATION_BINS = 10
+"""At most this many quantile bins of the column (and of a numeric target) in that test, fewer
+on small tables so the cells expect 5 rows or more."""
 
 ID_NAME = re.compile(r"(^|[_\W])(id|ID|Id|uuid|UUID|guid|GUID)$|[a-z0-9](ID|Id)$|^(id|ID|Id)[_\W]")
 """A name that says identifier: ``id``, ``customer_id``, ``CustomerID``, ``userId``,
@@ -115,11 +141,56 @@ def _is_date(present: pd.Series) -> bool:
     return bool(stripped_text(pd.Series(present.unique())).str.match(ISO_DATE).all())
 
 
-def column_role(series: pd.Series, name: str) -> Role | None:
+def _bins(values: pd.Series, k: int) -> np.ndarray:
+    """``k`` quantile bins of ``values`` by rank (equal values share a bin)."""
+    ranks = values.rank(method="average").to_numpy()
+    return np.minimum(((ranks - 0.5) * k / len(values)).astype(np.int64), k - 1)
+
+
+def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    """Cramér's V of two codings of the same rows, bias-corrected (Bergsma 2013): about 0 for
+    independent ones whatever the number of rows, 1 when one determines the other."""
+    table = pd.crosstab(a, b).to_numpy(dtype=np.float64)
+    n, (r, c) = table.sum(), table.shape
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    phi2 = max(
+        0.0, float(((table - expected) ** 2 / expected).sum()) / n - (r - 1) * (c - 1) / (n - 1)
+    )
+    r_, c_ = r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)
+    return math.sqrt(phi2 / min(r_ - 1, c_ - 1)) if min(r_, c_) > 1 else 0.0
+
+
+def unrelated(numbers: pd.Series, target: pd.Series) -> str:
+    """The figures that say the ``target`` (its values row by row with ``numbers``) depends on
+    ``numbers`` too little to be worth a feature (:data:`ID_MAX_RELATION`), or "" when it does
+    more (or too few rows have a target to tell)."""
+    both = pd.DataFrame({"x": numbers.to_numpy(), "t": target.to_numpy()}).dropna()
+    n = len(both)
+    k = min(RELATION_BINS, int(math.sqrt(n / 5)))
+    levels = both["t"].nunique()
+    if n < RELATION_MIN_ROWS or levels < 2:
+        return ""
+    numeric = pd.api.types.is_numeric_dtype(both["t"]) and levels > RELATION_BINS
+    t = _bins(both["t"], k) if numeric else pd.factorize(both["t"], sort=True)[0]
+    v = cramers_v(_bins(both["x"], k), t)
+    said = f"Cramér's V {v:.3f} of {k} bins against its {k} quantile bins" if numeric else \
+        f"Cramér's V {v:.3f} of {k} bins against its {levels} classes"  # fmt: skip
+    if numeric:
+        rho = float(both["x"].rank().corr(both["t"].rank()))
+        said = f"rank correlation {rho:+.3f}, {said}"
+        v = max(v, abs(rho))
+    if v >= ID_MAX_RELATION:
+        return ""
+    return (f"too little relation to the target {target.name!r} for a feature: {said} "
+            f"(under {ID_MAX_RELATION})")  # fmt: skip
+
+
+def column_role(series: pd.Series, name: str, target: pd.Series | None = None) -> Role | None:
     """The role of one column (not the target) from its values, or None for an ordinary
     feature. Checked in order: constant (one value and no missing one, or no value at all);
-    date; numbers (an identifier if whole, distinct and in sequence or so named); text of
-    distinct single words (an identifier: codes, UUIDs); free text; other distinct text (an
+    date; numbers (an identifier if whole, distinct and a sequence, in order in the file,
+    so named, or unrelated to the ``target`` when given: :func:`unrelated`); text of distinct
+    single words (an identifier: codes, UUIDs); free text; other distinct text (an
     identifier). See the module's constants for the thresholds."""
     present = series.dropna()
     n, rows = len(present), len(series)
@@ -150,8 +221,18 @@ def column_role(series: pd.Series, name: str) -> Role | None:
         low, high = int(numbers.min()), int(numbers.max())
         if high - low + 1 <= ID_SPAN_FACTOR * distinct:
             return Role(name, IDENTIFIER, f"{counted}, whole numbers {low:,}..{high:,} in sequence")
+        steps = np.diff(numbers.to_numpy())
+        if (steps >= 0).all() or (steps <= 0).all():
+            way = "increasing" if (steps >= 0).all() else "decreasing"
+            return Role(name, IDENTIFIER, f"{counted}, whole numbers {low:,}..{high:,} "
+                        f"{way} in file order (a row number or a counter)")  # fmt: skip
         if ID_NAME.search(name):
             return Role(name, IDENTIFIER, f"{counted}, whole numbers, and its name says identifier")
+        rows_of = series.notna().to_numpy().nonzero()[0][~bad.to_numpy()]  # numbers' rows
+        found = "" if target is None else unrelated(numbers, target.iloc[rows_of])
+        if found:
+            return Role(name, IDENTIFIER, f"{counted}, whole numbers {low:,}..{high:,} in no "
+                        f"order, and {found}")  # fmt: skip
         return None
     text = stripped_text(pd.Series(present.unique()[:TEXT_SAMPLE]))
     words = text.str.split().str.len()
@@ -177,7 +258,8 @@ def column_roles(
 ) -> list[Role]:
     """The roles of every column but the target and ``ignore`` (bookkeeping), in order."""
     skip = {target, *ignore}
-    found = (column_role(frame[c], str(c)) for c in frame.columns if c not in skip)
+    y = frame[target] if target in frame.columns else None
+    found = (column_role(frame[c], str(c), y) for c in frame.columns if c not in skip)
     return [role for role in found if role is not None]
 
 
@@ -192,11 +274,12 @@ def feature_warnings(
     prepare.drop_columns) and, when ``include`` names any, those it does not name."""
     include = set(include)
     skip = {target, *excluded, *BOOKKEEPING_COLUMNS}
+    y = frame[target] if target in frame.columns else None
     lines = []
     for col in frame.columns:
         if col in skip or (include and col not in include):
             continue
-        role = column_role(frame[col], str(col))
+        role = column_role(frame[col], str(col), y)
         if role is not None and role.kind in WARNED:
             lines.append(
                 f"{col}: {role.why}; it looks like {role.what} and is a feature. "

@@ -57,13 +57,18 @@ from mlcycle.metrics import kpi, prediction_frame
 from mlcycle.models import FitResult, adapter, fit
 from mlcycle.tuning import (
     BATCH,
+    NO_DEADLINE,
+    NOT_STARTED,
+    RUNNING,
     CandidateResult,
     CVResult,
+    Deadline,
     FoldError,
     FoldResult,
     Folds,
     Outcome,
     RunBatch,
+    TimedOut,
     TuningResult,
     class_weight_search,
     fit_fold,
@@ -220,17 +225,25 @@ def target_and_folds(data: SplitData) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def run_fold(
     data: SplitData, kind: str, params: dict[str, Any], cfg: config.TrainConfig, metric: str,
-    i: int, task: str, n_classes: int,
-) -> tuple[FoldResult, float]:  # fmt: skip
+    i: int, task: str, n_classes: int, deadline: Deadline = NO_DEADLINE,
+) -> tuple[FoldResult | None, float]:  # fmt: skip
     """Fold ``i`` of one trial; and its seconds (on a worker): the local engine's fold code
-    on the same folds.
+    on the same folds. None for the fold when the candidate's ``deadline`` passed before it
+    started (0 seconds) or during it (it stops at its next boosting round).
 
     One thread (XGBoost's ``nthread``, scikit-learn's ``n_jobs``): every worker thread runs a
     fold of its own, and more threads than cores make every fold slower (OpenMP threads spin
     while they wait). The scores then do not depend on the workers' thread counts either."""
+    if deadline.passed():
+        return None, 0.0
     start = time.perf_counter()
     one = cfg.model_copy(update={"nthread": 1})
-    out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task, n_classes)
+    on_round = deadline.check if deadline.at is not None else None
+    try:
+        out = fit_fold(kind, data.X, data.y, params, one, metric, data.splits, i, task,
+                       n_classes, on_round)  # fmt: skip
+    except TimedOut:
+        return None, time.perf_counter() - start
     return out, time.perf_counter() - start
 
 
@@ -265,23 +278,32 @@ def worker_batches(
     """A :data:`RunBatch` whose folds are tasks on the workers holding the split (``copies``):
     fold ``i`` of every running trial side by side (a round, run again on the copies placed
     anew when a worker is lost), then the pruner, then fold ``i + 1`` of those it kept.
-    ``fold_rows[i]`` are fold i's held-out positions."""
+    ``fold_rows[i]`` are fold i's held-out positions. Once the deadline has passed no round
+    starts, and a fold running then stops at its next boosting round: its trial is cancelled
+    (:attr:`Outcome.cancelled`)."""
     k = len(fold_rows)
     splits = [(np.empty(0, dtype=np.int64), rows) for rows in fold_rows]
 
-    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+    def run(asked: list[dict[str, Any]], trials: list[Any], deadline: Deadline) -> list[Outcome]:
         outcomes = [Outcome([], 0.0) for _ in asked]
         running = list(range(len(asked)))
         for i in range(k):
-            calls = [(kind, asked[j], cfg, metric, i, task, n_classes) for j in running]
+            if running and deadline.passed():
+                for j in running:
+                    outcomes[j].cancelled = RUNNING if i else NOT_STARTED
+                return outcomes
+            calls = [(kind, asked[j], cfg, metric, i, task, n_classes, deadline) for j in running]
             done = bounded(f"{kind}: fold {i} of {len(running)} trial(s)",
                            lambda calls=calls: copies.run(run_fold, calls),
                            copies.reload)  # fmt: skip
             kept = []
             for j, (fold, seconds) in zip(running, done, strict=True):  # trial-number order:
                 # the pruner's answers do not depend on which trial finished first
-                outcomes[j].folds.append(fold)
                 outcomes[j].seconds += seconds
+                if fold is None:  # the deadline passed before it started or during it
+                    outcomes[j].cancelled = RUNNING if i or seconds else NOT_STARTED
+                    continue
+                outcomes[j].folds.append(fold)
                 if trials[j] is not None and should_stop(trials[j], outcomes[j].folds, k):
                     continue
                 kept.append(j)
@@ -338,7 +360,7 @@ def _baseline(
         )
     elif baseline:
         params = fixed_params(baseline, cfg)
-        (outcome,) = runner(baseline)([params], [None])
+        (outcome,) = runner(baseline)([params], [None], NO_DEADLINE)
         cv = outcome.cv
         assert cv is not None
         result.baseline = CandidateResult(baseline, 0, params, cv, params, cv, 1)
@@ -501,15 +523,20 @@ def cluster_batches(
     one after another (trials sequential), the pruner asked after each fold; ``frame()`` is
     the pinned frame with its folds, placed anew by ``again()`` when a worker is lost. The
     scored rows' target of the last completed trial goes to ``truth["y"]`` (the same rows every
-    trial)."""
+    trial). Once the deadline has passed no trial or fold starts (the trial is cancelled); a
+    fold boosting across the cluster then runs to its end (every worker boosts it together: one
+    stopped alone would leave the others waiting for it), and counts."""
     k = cfg.cv_folds
 
-    def run(asked: list[dict[str, Any]], trials: list[Any]) -> list[Outcome]:
+    def run(asked: list[dict[str, Any]], trials: list[Any], deadline: Deadline) -> list[Outcome]:
         outcomes = []
         for params, trial in zip(asked, trials, strict=True):
             o = Outcome([], 0.0)
             ys = []
             for i in range(k):
+                if deadline.passed():
+                    o.cancelled = RUNNING if i else NOT_STARTED
+                    break
                 start = time.perf_counter()
                 fold, y = dask_fold(client, frame, again, kind, params, cfg, metric, task,
                                     n_classes, i, rows)  # fmt: skip
