@@ -466,13 +466,13 @@ def the_split(
     return train, test, params
 
 
-def pipeline_folds(project: Path, target: str) -> tuple[np.ndarray, np.ndarray, Signature]:
-    """Each row of the project's training split (``data/prepared/train.parquet``, in order)
-    and the CV fold its train stage dealt it to, rebuilt as the stage builds them: the model
+def pipeline_folds(project: Path, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CV fold the project's train stage dealt each row of its training split
+    (``data/prepared/train.parquet``, in order) to, rebuilt as the stage builds them: the model
     frame and encoded target from the trained signature, then :func:`mlcycle.tuning.make_folds`
-    with the project's ``train`` settings (folds by row hash, stratified by class). Also the
-    winner's out-of-fold output (``models/train/oof.parquet``) and the signature, so the caller
-    can check the folds by re-scoring it."""
+    with the project's ``train`` settings (folds by row hash, stratified by class). Also that
+    encoded target and the winner's out-of-fold output (``models/train/oof.parquet``), so the
+    caller can check the folds by re-scoring it."""
     params = config.load(project / "params.yaml")
     signature = Signature.from_dict(json.loads((project / SIGNATURE_FILE).read_text()))
     frame = pd.read_parquet(project / TRAIN)
@@ -485,7 +485,7 @@ def pipeline_folds(project: Path, target: str) -> tuple[np.ndarray, np.ndarray, 
     oof = tasks.get(signature.task).output_from_columns(
         pd.read_parquet(project / OOF), signature.classes
     )
-    return fold, oof, signature
+    return fold, y, oof
 
 
 def same_folds(spec: DataSet, project: Path, split: Split, r: Result, tree: Path) -> None:
@@ -497,14 +497,13 @@ def same_folds(spec: DataSet, project: Path, split: Split, r: Result, tree: Path
         r.cv_note = "the project ran another source tree's code (--project-from)"
         return
     if not (project / OOF).exists() or r.pipeline_cv is None:
-        r.cv_note = "the train stage did not finish"
+        r.cv_note = "the pipeline has no CV score (its train or evaluate stage did not finish)"
         return
-    fold, oof, signature = pipeline_folds(project, spec.target)
+    fold, y, oof = pipeline_folds(project, spec.target)
     if len(fold) != len(split.y_train):
         r.cv_note = f"{len(fold)} rows in the pipeline's folds, {len(split.y_train)} in the split"
         return
     # The pipeline's OOF against its own encoded target (its class order), fold by fold.
-    y = encode_target(pd.read_parquet(project / TRAIN)[spec.target], signature)
     scores = fold_scores(split.task, split.metric, y, oof, fold)
     if abs(float(np.mean(scores)) - r.pipeline_cv) > 1e-5:
         r.cv_note = (
