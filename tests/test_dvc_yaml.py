@@ -21,14 +21,25 @@ PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
 
 
-# Run in a fresh Python: import the module, then the mlcycle modules it imports inside its
-# functions (a deferred import, kept off the start-up of a run that does not need it: the
-# gate's champion scoring), and, where the model registry is loaded, every kind's adapter (it
-# imports a kind's adapter when a model of that kind is fitted or loaded); print the files
-# loaded. Imports for type checkers only are not followed, nor those a library module defers
-# (its callers' deferred imports name theirs).
+# Run in a fresh Python: for each module named, in a child forked before any mlcycle module is
+# loaded, import the module, then the mlcycle modules it imports inside its functions (a
+# deferred import, kept off the start-up of a run that does not need it: the gate's champion
+# scoring), and, where the model registry is loaded, every kind's adapter (it imports a kind's
+# adapter when a model of that kind is fitted or loaded); print the files loaded, one JSON line
+# a module. Imports for type checkers only are not followed, nor those a library module defers
+# (its callers' deferred imports name theirs). The libraries the stages use are imported once,
+# before the forks: a child loads only mlcycle's own modules (which of them it loads does not
+# depend on what else is loaded), not every library again (about 1.5 s of CPU a stage).
 IMPORTS = """
-import ast, importlib, json, sys
+import ast, importlib, json, os, sys
+
+for library in ("numpy", "pandas", "pyarrow.parquet", "scipy", "sklearn", "xgboost", "pydantic",
+                "yaml"):
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        pass
+assert not [n for n in sys.modules if n.startswith("mlcycle")], "mlcycle loaded before the fork"
 
 def deferred(node, in_function=False):
     if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
@@ -42,39 +53,65 @@ def deferred(node, in_function=False):
     for child in ast.iter_child_nodes(node):
         yield from deferred(child, inside)
 
-module = importlib.import_module(sys.argv[1])
-for name in deferred(ast.parse(open(module.__file__).read())):
-    if name.startswith("mlcycle"):
+def loaded(name):
+    module = importlib.import_module(name)
+    for name in deferred(ast.parse(open(module.__file__).read())):
+        if name.startswith("mlcycle"):
+            try:
+                importlib.import_module(name)
+            except ImportError:  # `from mlcycle.x import f`: f is not a module
+                pass
+    if "mlcycle.models" in sys.modules:
+        for kind in sys.modules["mlcycle.models"].KINDS:
+            sys.modules["mlcycle.models"].adapter(kind)
+    return sorted(m.__file__ for n, m in sys.modules.items()
+                  if n.startswith("mlcycle") and getattr(m, "__file__", None))
+
+for name in sys.argv[1:]:
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
         try:
-            importlib.import_module(name)
-        except ImportError:  # `from mlcycle.x import f`: f is not a module
-            pass
-if "mlcycle.models" in sys.modules:
-    for kind in sys.modules["mlcycle.models"].KINDS:
-        sys.modules["mlcycle.models"].adapter(kind)
-print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()
-                        if n.startswith("mlcycle") and getattr(m, "__file__", None))))
+            print(json.dumps([name, loaded(name)]), flush=True)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        sys.exit(f"importing {name} failed")
 """
 
 
 @functools.cache
-def imported_modules(module: str) -> frozenset[str]:
-    """Files of the mlcycle package that running ``module`` may load, at import or later
-    through a deferred import (:data:`IMPORTS`), as repo-relative paths (once per module and
-    test process: each costs a Python process importing the stage)."""
+def stage_imports() -> dict[str, frozenset[str]]:
+    """Files of the mlcycle package that running each stage's module may load, at import or
+    later through a deferred import (:data:`IMPORTS`), as repo-relative paths (once per test
+    process, in one Python process for all stages)."""
+    modules = sorted({stage["cmd"].split()[2] for stage in STAGES.values()})
     out = subprocess.run(
-        [sys.executable, "-c", IMPORTS, module],
+        [sys.executable, "-c", IMPORTS, *modules],
         capture_output=True,
         text=True,
         check=True,
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
     ).stdout
     src = ROOT / "src"
-    return frozenset(
-        f"src/{Path(f).resolve().relative_to(src.resolve())}"
-        for f in json.loads(out)
-        if not f.endswith("mlcycle/__init__.py")
-    )
+    found = dict(json.loads(line) for line in out.splitlines())
+    assert sorted(found) == modules, out
+    return {
+        module: frozenset(
+            f"src/{Path(f).resolve().relative_to(src.resolve())}"
+            for f in files
+            if not f.endswith("mlcycle/__init__.py")
+        )
+        for module, files in found.items()
+    }
+
+
+def imported_modules(module: str) -> frozenset[str]:
+    """:func:`stage_imports` of one stage's module."""
+    return stage_imports()[module]
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

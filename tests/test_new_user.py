@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, cli, git_commit, make_project, run, set_params
+from tests.conftest import cli, git_commit, make_project, run, set_params
 
 pytestmark = pytest.mark.dvc
 
@@ -82,7 +82,7 @@ def test_a_new_dataset_runs_end_to_end_with_params_and_schema_only(tmp_path: Pat
     assert "positive_class: yes\n" in params_file.read_text()
 
     run(["dvc", "repro", "gather"], project)
-    run([str(BIN / "mlcycle"), "schema", "infer"], project)
+    cli(project, "schema", "infer")
     assert "customer_tenure_months" in (project / "schema.yaml").read_text()
     run(["dvc", "repro"], project)
     git_commit(project, "my data")

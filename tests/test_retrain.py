@@ -11,6 +11,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,7 +388,8 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
     ]
 
     # the production service: the registry's production version, reload by token
-    server = start_serving(project, "--workers", "2", "--no-log",
+    # (--log-level info: its output says when each worker has started)
+    server = start_serving(project, "--workers", "2", "--no-log", "--log-level", "info",
                            env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
     service = server.url
     try:
@@ -472,6 +474,23 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
             time.sleep(0.05)
         assert versions == ["v0.1.1"]
 
+        # a worker uvicorn starts again after the reload (one that died) takes the reloaded
+        # version before it answers, not the version the service started with
+        started = server.output.read_text().count("Application startup complete")
+        pid = server.process.pid  # uvicorn's supervisor: its children are the workers
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        os.kill(int(workers[0]), signal.SIGKILL)  # uvicorn starts another worker
+        for _ in range(600):
+            if server.output.read_text().count("Application startup complete") > started:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no worker started again:\n{server.output.read_text()}")
+        versions = [get_json(f"{service}/health")["model"]["version"] for _ in range(40)]
+        assert set(versions) == {"v0.1.1"}, versions
+
         # again: the same rows are not exported twice
         again = cli(project, "retrain", "--log-url", url, check=False)
         assert again.returncode == 4, again.stderr
@@ -487,49 +506,6 @@ def test_retrain_exports_reproduces_releases_and_reloads(declared: Path, tmp_pat
         assert predlog.attach_labels(url, labels).matched == 120
         dry = cli(project, "retrain", "--log-url", url, "--min-labels", "100", "--dry-run")
         assert "dry run: 120 row(s) would be exported" in dry.stdout, dry.stderr
-    finally:
-        server.stop()
-
-
-@pytest.mark.server
-def test_a_worker_started_after_a_reload_serves_the_reloaded_version(
-    released: Path, tmp_path: Path
-) -> None:
-    """Every worker serves what the last reload put there, also one uvicorn starts again
-    after the reload (a worker that died): it takes the reloaded version before it answers,
-    not the version the service started with."""
-    project = copy_of(released, tmp_path)
-    (project / "NOTES.md").write_text("a commit to release again\n")
-    git_commit(project, "another commit")
-    server = start_serving(project, "--workers", "2", "--no-log", "--log-level", "info",
-                           env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
-
-    def wait_started(workers: int) -> None:
-        for _ in range(600):
-            if server.output.read_text().count("Application startup complete") >= workers:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"{workers} workers did not start:\n{server.output.read_text()}")
-
-    try:
-        wait_started(2)
-        cli(project, "release")  # v0.1.1 in production
-        model_id = json.loads((project / "models/bundle/metadata.json").read_text())
-        reloaded = retrain.reload_service(server.url, TOKEN, model_id["model_sha256"][:12])
-        assert reloaded["version"] == "v0.1.1"
-        versions = []
-        while versions[-20:].count("v0.1.1") < 20 and len(versions) < 2000:  # both follow
-            versions.append(get_json(f"{server.url}/health")["model"]["version"])
-            time.sleep(0.02)
-        assert versions[-20:].count("v0.1.1") == 20, versions[-20:]
-        pid = server.process.pid  # uvicorn's supervisor: its children are the workers
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert len(workers) == 2, workers
-        os.kill(int(workers[0]), signal.SIGKILL)  # uvicorn starts another worker
-        wait_started(3)
-        versions = [get_json(f"{server.url}/health")["model"]["version"] for _ in range(40)]
-        assert set(versions) == {"v0.1.1"}, versions
     finally:
         server.stop()
 
@@ -607,8 +583,10 @@ def test_a_rejected_model_is_exit_5_and_production_stays(declared: Path, tmp_pat
 
 
 class Traffic:
-    """A client sending one-record /predict requests in a loop until stopped, keeping every
-    answer's status (or error) and the model id it named: the service must never fail one."""
+    """A client sending one-record /predict requests in a loop until stopped, about ten a
+    second, keeping every answer's status (or error) and the model id it named: the service
+    must never fail one. (Each reload meets several; test_service's reload test drives four
+    clients flat out through a swap.)"""
 
     def __init__(self, service: str, record: dict) -> None:
         import threading
@@ -629,7 +607,7 @@ class Traffic:
                 self.statuses.append(exc.code)
             except OSError as exc:
                 self.statuses.append(repr(exc))
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -666,13 +644,29 @@ def score_and_label(service: str, rows: pd.DataFrame, labeller: dict, size: int 
 
 
 def shadow_scored(log_url: str, n: int) -> None:
-    """Wait until the shadow's outputs of at least ``n`` records are in the log (it scores off
-    the request path, and the log is written in batches)."""
-    for _ in range(300):
-        if predlog.read_log(log_url)["shadow_output"].notna().sum() >= n:
+    """Wait until the shadow's outputs of at least ``n`` labelled records are in the log (it
+    scores off the request path, in a process of its own at a lower priority, and the log
+    is written in batches; the background traffic's records, unlabelled, do not count)."""
+    for _ in range(600):
+        frame = predlog.read_log(log_url)
+        if (frame["shadow_output"].notna() & frame["label"].notna()).sum() >= n:
             return
         time.sleep(0.1)
-    raise AssertionError(f"the shadow did not score {n} records within 30 s")
+    raise AssertionError(f"the shadow did not score {n} labelled records within 60 s")
+
+
+def followed(service: str, check: Callable[[dict], bool]) -> None:
+    """Wait until every worker has followed the last reload: ``check`` holds for 20 answers
+    of /health in a row (each on a new connection, so both workers answer some). The worker
+    that took the reload answers at once; the other looks every second, then loads the
+    bundle aside, which takes longer on a loaded machine."""
+    row = 0
+    for _ in range(1200):
+        row = row + 1 if check(get_json(f"{service}/health")) else 0
+        if row == 20:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the workers did not all follow the reload within a minute")
 
 
 def compare_and_act(project: Path, log_url: str, service: str, out: Path) -> dict:
@@ -701,7 +695,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
     # Labelled production rows that contradict the old model cost a little on the old test
     # split: allow it (the gate still compares both models on the same test data).
     set_params(project, {"gate": {"tolerance": 0.02}, "rollout": {
-        "release_as": "shadow", "min_labels": 100, "max_labels": 300}})  # fmt: skip
+        "release_as": "shadow", "min_labels": 100, "max_labels": 250}})  # fmt: skip
     git_commit(project, "gate tolerance for production data; retrained models go to shadow")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     tokens = {retrain.ADMIN_TOKEN_ENV: TOKEN, "MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"}
@@ -744,7 +738,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
                 "model_sha256"
             ][:12]
             assert new_id != old_id
-            time.sleep(1.5)  # the other worker follows within a second
+            followed(service, lambda h: h.get("challenger", {}).get("id") == new_id)
             health = get_json(f"{service}/health")
             assert health["model"]["id"] == old_id
             assert health["challenger"] == {**health["challenger"], "id": new_id,
@@ -762,7 +756,7 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             assert doc["acted"]["moved"] == "v0.1.1"
             assert registry.production(project, NAME).version == "v0.1.1"
             assert registry.challenger(project, NAME) is None
-            time.sleep(1.5)
+            followed(service, lambda h: h["model"]["id"] == new_id and "challenger" not in h)
             for _ in range(6):
                 answer = post_json(f"{service}/predict", {"records": [first]})
                 assert answer["model"] == {**answer["model"], "id": new_id, "version": "v0.1.1"}
@@ -774,26 +768,28 @@ def test_the_lifecycle_closes_on_evidence(declared: Path, tmp_path: Path) -> Non
             run(["git", "commit", "-q", "--allow-empty", "-m", "the shifted model again"], project)
             cli(project, "release", "--canary", "20", "--service", service,
                 env={retrain.ADMIN_TOKEN_ENV: TOKEN})  # fmt: skip
-            time.sleep(1.5)
+            followed(service, lambda h: h.get("challenger", {}).get("stage") == "canary")
             back = new_world(pool.iloc[1800:], "<=50K")
             models = score_and_label(service, back, labeller, size=1)
             canary = [m["id"] == new_id for m in models]
             assert {m["id"] for m in models} == {old_id, new_id}
             # 1,500 clients each at 20 %: the share within 4 standard errors (0.041)
             assert abs(np.mean(canary) - 0.2) < 0.041, np.mean(canary)
-            again = score_and_label(service, back.iloc[:300], labeller, size=1)
-            assert [m["id"] == new_id for m in again] == canary[:300]  # each client, one model
+            again = score_and_label(service, back.iloc[:100], labeller, size=1)
+            assert [m["id"] == new_id for m in again] == canary[:100]  # each client, one model
+            # about 320 canary records labelled (1,600 at 20 %, 4 standard errors above
+            # max_labels 250): the rule's call is due, whatever the interval's width
             doc = compare_and_act(project, log_url, service, tmp_path / "compare-canary")
             # (the split counts requests: the client sending one record all along is one key,
-            # always production's, so the log's share is below 20 % and said to be skewed)
+            # always production's, so the log's share is below 20 %)
             assert doc["stage"] == "canary" and doc["split"]["canary_requests"] >= sum(canary)
             auc = next(k for k in doc["kpis"] if k["metric"] == "roc_auc")
             assert auc["gain"] < 0, auc  # worse on its group; no gain proven by max_labels
             assert doc["decision"]["outcome"] == "rollback", doc["decision"]["reason"]
             assert registry.challenger(project, NAME) is None
             assert registry.production(project, NAME).version == "v0.1.0"
-            time.sleep(1.5)
-            assert "challenger" not in get_json(f"{service}/health")
+            followed(service, lambda h: "challenger" not in h)
+            assert get_json(f"{service}/health")["model"]["id"] == old_id
         assert traffic.statuses and set(traffic.statuses) == {200}, set(traffic.statuses)
         assert traffic.models[0] == old_id and new_id in traffic.models
     finally:

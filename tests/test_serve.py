@@ -75,9 +75,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(built_project: Path) -> Iterator[Server]:
-    """`mlcycle serve` on the built project's bundle, stopped when the module is done."""
+    """`mlcycle serve` on the built project's bundle, stopped when the module is done. One
+    worker: nothing here is about workers (the default, one per core, is the README test's),
+    and each other would import and load everything again."""
     bundle = built_project / "models" / "bundle"
-    with serving(built_project, "--bundle", str(bundle)) as served:
+    with serving(built_project, "--bundle", str(bundle), "--workers", "1") as served:
         yield Server(url=served.url, process=served.process, bundle=bundle)
 
 

@@ -6,9 +6,12 @@ production keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from mlcycle.predlog import PredictionLog, read_log
 from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
 from mlcycle.serve.oip import served_model
 from mlcycle.serve.shadow import Job
+from mlcycle.serve.shadow_process import score_shadow
 from tests.test_service import tiny_bundle
 
 RECORD = {"x": 0.5, "colour": "red", "y": 1.0}
@@ -110,7 +114,7 @@ def test_the_canary_point_of_a_key_is_the_same_in_every_process() -> None:
 
 
 def test_shadow_outputs_are_logged_beside_productions(bundles, tmp_path: Path) -> None:
-    """Production answers every request; the shadow scores the same records in its own thread
+    """Production answers every request; the shadow scores the same records in its own process
     (its own encoder: it knows a category production does not), and the log holds its output
     record by record beside production's, for the same request ids."""
     url = f"sqlite:///{tmp_path / 'log.db'}"
@@ -162,6 +166,59 @@ def test_a_full_shadow_queue_drops_and_counts_without_failing_requests(bundles) 
     core.close()
 
 
+def test_the_shadow_process_scores_with_the_pair_answered_and_its_loss_is_counted(
+    bundles, tmp_path: Path
+) -> None:
+    """The shadow scores in a process of its own: a request is scored by the shadow its pair
+    held when it was answered (a reload between two requests hands the process the new one);
+    the records the process holds count against the queue's bound; a process that dies loses
+    them, counted dropped, production answering all the while, and the next request starts
+    another, which scores it."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, flush_interval=0.05)
+    moving = tmp_path / "shadow"
+    shutil.copytree(bundles["prod"], moving)
+    core = core_of(bundles, log, shadow_bundle=str(moving), shadow_queue=3)
+    first = core.current().shadow
+    core.score([RECORD], "before")
+    shutil.rmtree(moving)
+    shutil.copytree(bundles["other"], moving)
+    second = core.reload(touch=True).shadow
+    core.score([{**RECORD, "colour": "violet"}], "after")
+    assert core.shadows.wait_idle(60)
+    pid = core.shadows.pid
+    assert pid is not None and core.shadows.started == 1
+
+    os.kill(pid, signal.SIGSTOP)  # the process holds what it is sent, scoring nothing
+    core.score([RECORD] * 2, "held")
+    while core.shadows._jobs:  # sent to the process (after the feeder's gathering wait)
+        time.sleep(0.01)
+    model, output, *_ = core.score([RECORD] * 2, "over the bound")  # 2 held + 2 > 3
+    assert model.role == "prod" and len(output) == 2
+    assert core.telemetry.shadow_dropped._value.get() == 2 and core.shadows.depth == 2
+    os.kill(pid, signal.SIGKILL)
+    assert core.shadows.wait_idle(60)  # the held records are counted lost
+    assert core.telemetry.shadow_dropped._value.get() == 4 and core.shadows.lost == 1
+    assert core.telemetry.shadow_lost._value.get() == 1
+    core.score([RECORD], "next")
+    assert core.shadows.wait_idle(60)
+    assert core.shadows.started == 2 and core.shadows.pid not in (None, pid)
+    assert core.telemetry.shadow_scored._value.get() == 3
+    core.close()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = dict(
+            conn.exec_driver_sql("SELECT request_id, model_id FROM prediction_shadows").all()
+        )
+    engine.dispose()
+    assert rows == {
+        "before": first.bundle.model_id,
+        "after": second.bundle.model_id,
+        "next": second.bundle.model_id,
+    }
+    assert first.bundle.model_id != second.bundle.model_id
+
+
 def test_an_incompatible_challenger_is_refused_and_production_keeps_serving(
     bundles, tmp_path: Path
 ) -> None:
@@ -203,7 +260,8 @@ def test_the_shadow_scores_waiting_requests_at_once_as_it_would_one_by_one(
         Job(shadow, "b", columns, None, 2),
         Job(shadow, "c", records[:1], None, 1),
     ]
-    core.score_shadow(jobs)
+    report = score_shadow(jobs)
+    core.shadow_reported(report)  # what the worker does with it: the log, the metrics
     log.close()
     frame = read_log_shadows(url)
     for job in (jobs[0], jobs[2], jobs[3]):
@@ -215,6 +273,8 @@ def test_the_shadow_scores_waiting_requests_at_once_as_it_would_one_by_one(
             orjson.dumps(prediction_dicts(out, labels, shadow.signature))
         )
     assert "bad" not in frame
+    assert (report.records, report.scored, report.dropped) == (7, 6, 1)
+    assert len(report.observed) == 1  # one call of the model
     assert core.telemetry.shadow_dropped._value.get() == 1
     assert core.telemetry.shadow_scored._value.get() == 6
 

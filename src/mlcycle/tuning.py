@@ -788,13 +788,11 @@ def _light(cv: CVResult) -> CVResult:
 def search_candidate(
     kind: str, cfg: TrainConfig, metric: str, run_batch: RunBatch, batch: int, say: Progress
 ) -> tuple[CandidateResult, list[TrialRecord]]:
-    """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` trials
-    asked at a time, their results told in trial-number order: deterministic whatever runs
-    the folds. A proposal of a setting already tried is not a trial (:func:`propose`): the
-    budget is spent on distinct settings. With ``train.tuning.timeout`` the search runs to a
-    :class:`Deadline` counted from trial 0's start: trial 0 runs whole, no batch starts after
-    the deadline, and the trials ``run_batch`` cancels at it are told to the study as failed and
-    not recorded."""
+    """Trial 0 (the fixed params) and the Optuna search of one candidate, ``batch`` distinct
+    settings (:func:`propose`) asked at a time, told in trial-number order: deterministic
+    whatever runs the folds. With ``train.tuning.timeout``, a :class:`Deadline` from trial 0's
+    start: trial 0 runs whole, no batch starts after it, and the trials ``run_batch`` cancels
+    at it are not recorded (:func:`tell_batch`)."""
     deadline = Deadline.after(cfg.tuning_timeout)
     base = fixed_params(kind, cfg)
     budget = cfg.trials_for(kind)
@@ -834,29 +832,20 @@ def search_candidate(
         every = max(1, budget // 5)
         done = 0
         while done < budget:
-            proposals = []
             wanted = 0 if deadline.passed() else min(batch, budget - done)
-            for _ in range(wanted):
-                proposal = propose(study, dists, base, tried)
-                if proposal is None:  # the space has no untried setting the sampler finds
-                    break
-                proposals.append(proposal)
+            proposals = ask_batch(study, dists, base, tried, wanted)
             asked, trials = [p for _, p in proposals], [t for t, _ in proposals]
             ran = run_batch(asked, trials, deadline) if proposals else []
             finished = 0
-            for (trial, params), outcome in zip(proposals, ran, strict=True):
+            for (_, params), outcome in zip(proposals, ran, strict=True):
                 if outcome.cancelled:  # the deadline passed: not a finished trial
                     cancelled.append(outcome)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
                 if outcome.cv is None:  # what the pruner held it to: the trials told before
                     compared[len(records)] = pruning_median(study, len(outcome.folds) - 1)
                 record(params, outcome)
                 finished += 1
-            # told after the batch, in trial-number order, as the pruner's medians assume
-            for (trial, _), outcome in zip(proposals, ran, strict=True):
-                if not outcome.cancelled:
-                    study.tell(trial, **_told(outcome))
+            tell_batch(study, proposals, ran)
             before, done = done, done + finished
             timed_out = done < budget and deadline.passed()
             exhausted = not timed_out and len(proposals) < min(batch, budget - before)
@@ -873,10 +862,37 @@ def search_candidate(
     cv = kept_cv(kind, kept, {0: untuned, best["trial"]: best["cv"]}, run_batch, say)
     running = sum(o.cancelled == RUNNING for o in cancelled)
     search = SearchStop(reason, budget, len(records) - 1, running, len(cancelled) - running)
-    result = CandidateResult(
+    return CandidateResult(
         kind, kept.trial, kept.params, cv, base, untuned, len(records), chosen, search
-    )
-    return result, records
+    ), records
+
+
+def ask_batch(
+    study: optuna.Study, dists: Mapping[str, Any], base: Mapping[str, Any], tried: set[str],
+    wanted: int,
+) -> list[tuple[optuna.Trial, dict[str, Any]]]:  # fmt: skip
+    """Up to ``wanted`` proposals of settings not yet tried (:func:`propose`); fewer when the
+    space has no untried setting the sampler finds."""
+    proposals = []
+    for _ in range(wanted):
+        proposal = propose(study, dists, base, tried)
+        if proposal is None:
+            break
+        proposals.append(proposal)
+    return proposals
+
+
+def tell_batch(
+    study: optuna.Study, proposals: Sequence[tuple[optuna.Trial, Any]], ran: Sequence[Outcome]
+) -> None:
+    """The batch's outcomes told to ``study`` after the batch, in trial-number order, as the
+    pruner's medians assume: a trial cancelled at the deadline as failed (the sampler leaves
+    it out; it is not a trial of the search), the others by :func:`_told`."""
+    for (trial, _), outcome in zip(proposals, ran, strict=True):
+        if outcome.cancelled:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, **_told(outcome))
 
 
 def _told(outcome: Outcome) -> dict[str, Any]:

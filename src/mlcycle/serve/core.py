@@ -4,8 +4,9 @@ One :class:`Core` per app holds the models in service (a :class:`Served`: produc
 optional challenger, each a :class:`Loaded`, swapped as one by a reload, so a request sees one
 consistent pair), the prediction log and the metrics. A canary challenger answers a share of
 requests, chosen by a stable hash of a key (:meth:`Core.route`); a shadow challenger scores
-the requests production answered, off the request path (:mod:`mlcycle.serve.shadow`), and its
-outputs go to the log beside production's. Scoring goes through the compiled encoder
+the requests production answered, off the request path, in a process of its own
+(:mod:`mlcycle.serve.shadow`, :mod:`mlcycle.serve.shadow_process`), and its outputs go to the
+log beside production's. Scoring goes through the compiled encoder
 (:mod:`mlcycle.encoder`) and the model's ``output_encoded``: bit for bit the values of
 ``to_model_frame`` + ``output`` that evaluation and batch prediction use, without a pandas
 frame per request; labels come from :func:`mlcycle.predict.decide`, as everywhere.
@@ -17,7 +18,6 @@ prediction.
 import asyncio
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import threading
@@ -39,7 +39,7 @@ from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.auth import Credentials
 from mlcycle.serve.rules import optional_fields
-from mlcycle.serve.shadow import DEFAULT_RECORDS, Job, ShadowQueue
+from mlcycle.serve.shadow import DEFAULT_RECORDS, Job, Report, ShadowQueue
 from mlcycle.serve.telemetry import Telemetry
 
 logger = logging.getLogger("mlcycle.serve")
@@ -348,6 +348,13 @@ def warnings_for(records: list[dict], unseen: dict[str, list[str]]) -> list[str]
     return out
 
 
+def metric_scores(signature: Signature, output: np.ndarray) -> np.ndarray | None:
+    """What ``mlcycle_prediction_score`` observes of a model's ``output``: one score per
+    record (binary: the positive class's probability; regression: the value), else None."""
+    task = tasks.get(signature.task)
+    return task.score(output) if task.one_score else None
+
+
 class Core:
     """The models in service, the prediction log and the metrics, shared by every router.
 
@@ -387,7 +394,10 @@ class Core:
                 f"they are {fields}"
             )
         self.shadows = ShadowQueue(
-            settings.shadow_queue, self.score_shadow, self.telemetry.shadow_dropped.inc
+            settings.shadow_queue,
+            self.shadow_reported,
+            self.telemetry.shadow_dropped.inc,
+            self.telemetry.shadow_lost.inc,
         )
         try:
             challenger = self.load_challenger(signing.trusted_keys(settings.trusted_keys), prod)
@@ -584,65 +594,28 @@ class Core:
         text = request_id if key is None else key_text(key)
         return canary if canary_point(text) < canary.share else served.prod
 
-    def score_shadow(self, jobs: list[Job]) -> None:
-        """Score ``jobs`` (the requests waiting for the shadow, in the shadow's thread) in one
-        call of the model per shadow (a reload may have swapped it between two jobs), count
-        them, and put each request's outputs on the prediction log: under load the shadow
-        scores many requests at once, cheaper than one by one. A request whose values the
-        shadow cannot take is dropped (counted, not logged)."""
-        for model, group in itertools.groupby(jobs, key=lambda job: job.model):
-            start = time.perf_counter()
-            kept, matrices = [], []
-            for job in group:
-                try:
-                    matrices.append(
-                        job.matrix
-                        if job.matrix is not None
-                        else model.encoder.encode_with_unseen(job.records).matrix
-                    )
-                    kept.append(job)
-                except SchemaError as exc:
-                    logger.warning(
-                        "the shadow model cannot score request %r: %s", job.request_id, exc
-                    )
-                    self.telemetry.shadow_dropped.inc(job.n)
-            if not kept:
-                continue
-            matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-            output = model.bundle.model.output_encoded(matrix, model.signature)
-            labels = decide(output, model.signature, model.bundle.decision)
-            self.telemetry.observe_scoring(model.role, time.perf_counter() - start)
-            self.observe(model, output, labels)
-            self._log_shadow(model, kept, output, labels)
-
-    def _log_shadow(
-        self, model: Loaded, jobs: list[Job], output: np.ndarray, labels: list[str] | None
-    ) -> None:
-        """Count the shadow's scored records and put each request's outputs (its rows of
-        ``output`` and ``labels``) on the prediction log."""
-        n = sum(job.n for job in jobs)
-        self.telemetry.shadow_scored.inc(n)
-        if self.log is None:
-            return
-        answers = prediction_dicts(output, labels, model.signature)
-        at = 0
-        for job in jobs:
-            accepted = self.log.submit_shadow(
-                job.request_id,
-                orjson.dumps(answers[at : at + job.n]),
-                model_name=model.name,
-                model_id=model.bundle.model_id,
-                model_version=model.version,
-                n=job.n,
-            )
-            at += job.n
-            if not accepted:
-                self.telemetry.shadow_dropped.inc(job.n)
+    def shadow_reported(self, report: Report) -> None:
+        """Put the shadow's outputs on the prediction log (a request it has no room for is
+        counted dropped) and count what the shadow process scored, dropped and predicted in
+        this worker's metrics (the shadow queue's reader thread calls it)."""
+        dropped = report.dropped
+        if self.log is not None:
+            for request_id, outputs, name, model_id, version, n in report.rows:
+                if not self.log.submit_shadow(
+                    request_id, outputs, model_name=name, model_id=model_id,
+                    model_version=version, n=n,
+                ):  # fmt: skip
+                    dropped += n
+        self.telemetry.shadow_scored.inc(report.scored)
+        if dropped:
+            self.telemetry.shadow_dropped.inc(dropped)
+        for model_id, role, seconds, labels, scores in report.observed:
+            self.telemetry.observe_scoring(role, seconds)
+            self.telemetry.observe_predictions(model_id, role, labels, scores)
 
     def observe(self, model: Loaded, output: np.ndarray, labels: list[str] | None) -> None:
         """Count what the model predicted, for the metrics."""
-        task = tasks.get(model.signature.task)
-        scores = task.score(output) if task.one_score else None
+        scores = metric_scores(model.signature, output)
         self.telemetry.observe_predictions(model.bundle.model_id, model.role, labels, scores)
 
     # -- the prediction log -------------------------------------------------------------------

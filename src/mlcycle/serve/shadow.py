@@ -1,23 +1,43 @@
-"""Shadow scoring off the request path: a bounded queue of requests and the thread that scores
-them with the shadow model.
+"""Shadow scoring off the request path and off the worker's interpreter lock: a bounded queue
+of requests in the worker, and a process of its own that scores them with the shadow model.
 
 Production answers a request; :meth:`ShadowQueue.offer` then puts the request's records (and
 production's input matrix, when the shadow encodes them the same way) on a queue bounded in
-records and returns at once. A thread of its own takes every request waiting, in order, and
-hands them to the ``score`` function it was built with
-(:meth:`mlcycle.serve.core.Core.score_shadow`, which scores them in one call of the model:
-under load the shadow's cost per request falls, as a batch job's does). When the
-queue is full the request's shadow scoring is dropped and counted (``on_dropped``): a shadow
-that falls behind never holds up an answer, it scores fewer requests.
+records and returns at once. A feeder thread sends the requests waiting, in order, to the
+worker's shadow process (:mod:`mlcycle.serve.shadow_process`, started with the first request,
+at a lower CPU priority: niceness :data:`NICE`), those that come within
+:data:`GATHER_SECONDS` together; the model a request must be scored with (the one its
+pair held when it was answered) goes first whenever it changes, so a reload swaps the shadow
+between two requests. The process takes every request waiting, scores them in one call of the
+model (:func:`~mlcycle.serve.shadow_process.score_shadow`: the cost per request falls, as a
+batch job's does), makes each request's outputs the JSON the log stores, and sends back a
+:class:`Report`; a reader thread in the worker hands it to ``on_report``
+(:meth:`~mlcycle.serve.core.Core.shadow_reported`: the outputs to the worker's own prediction
+log, the figures to its metrics).
+
+The worker's threads only pass messages: the shadow's encoding, scoring, deciding and
+serialising hold another interpreter's lock, so they do not delay an answer (a shadow thread
+in the worker doubled p99 at 40 % of capacity, docs/serving.md). When the queue is full a
+request's shadow scoring is dropped and counted (``on_dropped``): a shadow that falls behind
+never holds up an answer, it scores fewer requests. A shadow process that dies loses the
+requests it held (counted dropped, and logged); the next request starts another, at most one
+a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing import Pipe
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +45,10 @@ import numpy as np
 logger = logging.getLogger("mlcycle.serve")
 
 DEFAULT_RECORDS = 10_000  # records waiting for the shadow, at most (mlcycle serve --shadow-queue)
+NICE = 10  # the shadow process's niceness above its worker's: production's requests first
+GATHER_SECONDS = 0.05  # the feeder waits this long after a request for others to send with it
+RESTART_DELAY = 1.0  # seconds between two starts of a worker's shadow process, at least
+SOURCE = Path(__file__).resolve().parents[2]  # the folder this mlcycle package is in
 
 
 @dataclass(frozen=True)
@@ -40,35 +64,92 @@ class Job:
     n: int
 
 
+@dataclass
+class Report:
+    """What the shadow process did with the requests it took at once: their ``records`` (all
+    of them, scored or not), the records it ``scored`` and ``dropped`` (values it could not
+    take), per call of a model what the metrics observe (its id, role, the seconds it took,
+    the labels and the scores), and per request scored what the prediction log stores: its
+    id, its outputs as JSON, the model's name, id and version, and its number of records."""
+
+    records: int = 0
+    scored: int = 0
+    dropped: int = 0
+    observed: list[tuple[str, str, float, list[str] | None, np.ndarray | None]] = field(
+        default_factory=list
+    )
+    rows: list[tuple[str, bytes, str, str, str | None, int]] = field(default_factory=list)
+
+
+class _Child:
+    """One shadow process, the worker's end of its pipe and the records it holds."""
+
+    def __init__(self) -> None:
+        ours, theirs = Pipe()
+        # the process imports mlcycle from where this worker did
+        path = os.pathsep.join(filter(None, (str(SOURCE), os.environ.get("PYTHONPATH"))))
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlcycle.serve.shadow_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = ours
+        self.model: Any = None  # the model last sent: the one the next requests are scored with
+        self.inflight = 0  # records sent and not reported on yet
+        self.alive = True
+
+
 class ShadowQueue:
-    """At most ``max_records`` records of requests waiting for the shadow, scored in order by
-    a daemon thread (started with the first request) through ``score``, given every job
-    waiting at once; ``on_dropped(n)`` counts the records of a request refused because the
-    queue was full (or whose scoring failed)."""
+    """At most ``max_records`` records of requests waiting for the shadow or being scored by
+    it, in the worker's shadow process (see the module's docstring).
+    ``on_report`` takes each :class:`Report` of the process; ``on_dropped(n)`` counts the
+    records of a request refused because the queue was full, or lost with a process that
+    died; ``on_lost()`` counts a process that died before it was closed."""
 
     def __init__(
         self,
         max_records: int,
-        score: Callable[[list[Job]], None],
+        on_report: Callable[[Report], None],
         on_dropped: Callable[[int], None],
+        on_lost: Callable[[], None],
     ) -> None:
         if max_records < 1:
             raise ValueError(f"--shadow-queue must be at least 1 record, got {max_records}")
         self.max_records = max_records
-        self._score = score
+        self._on_report = on_report
         self._on_dropped = on_dropped
+        self._on_lost = on_lost
         self._jobs: deque[Job] = deque()
-        self._depth = 0  # records queued or being scored
+        self._depth = 0  # records queued, or sent to the process and not reported on
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._feeder_waits = False  # the feeder waits for a request: offer wakes it
+        self._feeder: threading.Thread | None = None
+        self._child: _Child | None = None
+        self._readers: list[threading.Thread] = []
+        self._next_start = 0.0  # monotonic time the next process may start
+        self.started = 0  # shadow processes started
+        self.lost = 0  # shadow processes that died before they were closed
 
     @property
     def depth(self) -> int:
         """Records waiting for the shadow or being scored: the queue gauge."""
         return self._depth
+
+    @property
+    def pid(self) -> int | None:
+        """The running shadow process's id, if there is one."""
+        child = self._child
+        return child.process.pid if child is not None and child.alive else None
 
     def offer(self, job: Job) -> bool:
         """Queue ``job`` unless it does not fit (then count it dropped); never waits."""
@@ -79,23 +160,26 @@ class ShadowQueue:
                 self._jobs.append(job)
                 self._depth += job.n
                 accepted = True
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="mlcycle-shadow", daemon=True
+                if self._feeder is None:
+                    self._feeder = threading.Thread(
+                        target=self._feed, name="mlcycle-shadow", daemon=True
                     )
-                    self._thread.start()
-                self._wake.notify()
+                    self._feeder.start()
+                elif self._feeder_waits:
+                    self._feeder_waits = False
+                    self._wake.notify()
         if not accepted:
             self._on_dropped(job.n)
         return accepted
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until every queued job is scored (True), or ``timeout`` seconds (False)."""
+        """Wait until every queued job is scored and reported (True), or ``timeout`` seconds
+        (False)."""
         with self._lock:
             return self._idle.wait_for(lambda: self._depth == 0, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Score what is queued for up to ``timeout`` seconds, then stop the thread (what is
+        """Score what is queued for up to ``timeout`` seconds, then stop the process (what is
         left is dropped and counted)."""
         self.wait_idle(timeout)
         with self._lock:
@@ -105,30 +189,155 @@ class ShadowQueue:
             self._wake.notify_all()
         if left:
             self._on_dropped(left)
-        if self._thread is not None:
-            self._thread.join(timeout)
+            self._settle(left)
+        if self._feeder is not None:
+            self._feeder.join(timeout)
+        child = self._child
+        if child is not None:
+            try:
+                child.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+        for reader in self._readers:
+            reader.join(timeout)
 
-    def _run(self) -> None:
+    # -- the feeder thread: requests to the process ---------------------------------------------
+
+    def _feed(self) -> None:
+        """Send the requests waiting to the shadow process, those that came within
+        :data:`GATHER_SECONDS` of the first together (one message, one call of the model, one
+        report: a wake-up of this thread and of the process per request would cost the
+        worker and the shadow more than the scoring itself), starting a process when there is
+        none; when closing, tell it to stop."""
         while True:
             with self._lock:
                 while not self._jobs and not self._closing:
+                    self._feeder_waits = True
                     self._wake.wait()
-                if self._closing:
-                    return
+                self._feeder_waits = False
+                closing = self._closing
+            if closing:
+                break
+            time.sleep(GATHER_SECONDS)
+            with self._lock:
                 jobs = list(self._jobs)
                 self._jobs.clear()
-            n = sum(job.n for job in jobs)
-            try:
-                self._score(jobs)
-            except Exception:  # a shadow that cannot score must not stop the thread
-                logger.exception(
-                    "the shadow model could not score %d request(s) from %r on",
-                    len(jobs),
-                    jobs[0].request_id,
-                )
+            if not jobs:  # close() took them
+                continue
+            child = self._running()
+            if child is None:  # closing meanwhile, or the process cannot start
+                n = sum(job.n for job in jobs)
                 self._on_dropped(n)
-            finally:
-                with self._lock:
-                    self._depth -= n
-                    if self._depth == 0:
-                        self._idle.notify_all()
+                self._settle(n)
+                continue
+            self._send(child, jobs)
+        child = self._child
+        if child is not None and child.alive:
+            with contextlib.suppress(OSError):  # it died meanwhile: its reader counts
+                child.conn.send(None)  # stop once the requests sent are scored
+
+    def _running(self) -> _Child | None:
+        """The live shadow process, started (at most one start per :data:`RESTART_DELAY`)
+        if there is none; None when closing, or if it cannot start (logged)."""
+        child = self._child
+        if child is not None and child.alive:
+            return child
+        with self._lock:
+            self._wake.wait_for(
+                lambda: self._closing, max(0.0, self._next_start - time.monotonic())
+            )
+            if self._closing:
+                return None
+        self._next_start = time.monotonic() + RESTART_DELAY
+        try:
+            child = _Child()
+        except OSError:
+            logger.exception("the shadow process could not start; its requests are dropped")
+            return None
+        self.started += 1
+        self._child = child
+        reader = threading.Thread(
+            target=self._read, args=(child,), name="mlcycle-shadow-reports", daemon=True
+        )
+        self._readers = [r for r in self._readers if r.is_alive()] + [reader]
+        reader.start()
+        return child
+
+    def _send(self, child: _Child, jobs: list[Job]) -> None:
+        """Send ``jobs`` in order, each run of one model as a message, the model first when
+        it is not the one the process scores with; the reader counts what a process that
+        died held, these included."""
+        start = 0
+        while start < len(jobs):
+            model = jobs[start].model
+            end = start
+            while end < len(jobs) and jobs[end].model is model:
+                end += 1
+            run = jobs[start:end]
+            n = sum(job.n for job in run)
+            with self._lock:
+                if child.alive:
+                    child.inflight += n
+                    sent = True
+                else:
+                    sent = False
+            if not sent:  # it died: what is left is lost
+                left = sum(job.n for job in jobs[start:])
+                self._on_dropped(left)
+                self._settle(left)
+                return
+            try:
+                if model is not child.model:
+                    child.conn.send(model)
+                    child.model = model
+                child.conn.send(
+                    [
+                        (job.request_id, job.records if job.matrix is None else None,
+                         job.matrix, job.n)
+                        for job in run
+                    ]
+                )  # fmt: skip
+            except OSError:  # it died: its reader counts what it held
+                return
+            start = end
+
+    # -- the reader thread: reports from the process --------------------------------------------
+
+    def _read(self, child: _Child) -> None:
+        """Take the process's reports until it exits; then count what it held as dropped."""
+        while True:
+            try:
+                report: Report = child.conn.recv()
+            except (EOFError, OSError):
+                break
+            self._on_report(report)
+            with self._lock:
+                child.inflight -= report.records
+            self._settle(report.records)
+        with self._lock:
+            child.alive = False
+            lost, child.inflight = child.inflight, 0
+            closing = self._closing
+            self._wake.notify_all()
+        code = child.process.wait()
+        child.conn.close()
+        if lost or not closing:
+            self.lost += 1
+            self._on_lost()
+            logger.error(
+                "the shadow process %d stopped (exit code %s), %d record(s) unscored; %s",
+                child.process.pid,
+                code,
+                lost,
+                "the service is stopping" if closing else "the next request starts another",
+            )
+        if lost:
+            self._on_dropped(lost)
+            self._settle(lost)
+
+    def _settle(self, n: int) -> None:
+        """``n`` records leave the queue (scored, or counted dropped)."""
+        with self._lock:
+            self._depth -= n
+            if self._depth == 0:
+                self._idle.notify_all()

@@ -11,7 +11,8 @@
 - ``mlcycle_canary_requests_total``: requests the canary answered;
 - ``mlcycle_shadow_scored_total`` and ``mlcycle_shadow_dropped_total``: records the shadow
   scored, and records whose shadow scoring was dropped (its queue was full, or it could not
-  score them); ``mlcycle_shadow_queue_depth``: records waiting for the shadow;
+  score them); ``mlcycle_shadow_processes_lost_total``: shadow processes that died before the
+  service closed them; ``mlcycle_shadow_queue_depth``: records waiting for the shadow;
 - ``mlcycle_log_queue_depth``: records waiting to be written to the prediction log;
 - ``mlcycle_refused_total{reason}``: requests answered 503 because the worker was scoring its
   limit of requests already (``busy``), held its limit of connections (``connections``) or
@@ -140,6 +141,12 @@ class Telemetry:
         self.shadow_dropped = Counter(
             "mlcycle_shadow_dropped",
             "Records the shadow did not score: its queue was full, or it could not.",
+            registry=reg,
+        )
+        self.shadow_lost = Counter(
+            "mlcycle_shadow_processes_lost",
+            "Shadow processes that stopped before the service closed them (their records are "
+            "counted dropped; the next request starts another).",
             registry=reg,
         )
         self.shadow_queue = Gauge(
