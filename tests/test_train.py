@@ -781,9 +781,14 @@ def test_ctrl_c_stops_a_long_train_stage_and_leaves_the_last_model(project_copy:
     try:
         rest, _ = proc.communicate(timeout=60)  # generous: the fits alone take minutes
     except subprocess.TimeoutExpired:
+        alive = subprocess.run(  # what is still running, and where it waits
+            ["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the train stage was still running 60 s after Ctrl-C:\n" + "".join(said))
+        after, _ = proc.communicate()
+        pytest.fail(f"the train stage was still running 60 s after Ctrl-C:\n{''.join(said)}"
+                    f"--- after Ctrl-C:\n{after}--- still running then:\n{alive}")  # fmt: skip
     print(f"stopped {time.monotonic() - start:.1f} s after SIGINT")
     assert proc.returncode != 0, "".join(said) + rest
     assert "[train] interrupted" in rest, rest

@@ -29,7 +29,7 @@ from mlcycle.bundle import Bundle
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve import admin, feedback, oip, rest
 from mlcycle.serve.auth import Credentials
-from mlcycle.serve.core import RETRY_AFTER, SHOWN, Core, ServeSettings
+from mlcycle.serve.core import RETRY_AFTER, SHOWN, Core, ServeSettings, freeze_loaded
 from mlcycle.serve.guard import Guard, client_address, client_key
 from mlcycle.serve.http import JsonRoute, json_response
 
@@ -53,6 +53,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        freeze_loaded()
         yield
         core.close()
 

@@ -17,6 +17,7 @@ prediction.
 
 import asyncio
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -355,6 +356,18 @@ def metric_scores(signature: Signature, output: np.ndarray) -> np.ndarray | None
     return task.score(output) if task.one_score else None
 
 
+def freeze_loaded() -> None:
+    """Take what the worker has loaded (the libraries, the models: about 190,000 objects)
+    out of the garbage collector's reach, once it is loaded: a full collection then walks only
+    what requests create. Without it, each full collection walked them all, 80 ms or more
+    (360 ms on a busy machine) during which no request is answered: a tail on p99 that any
+    extra allocation (a shadow's reports) makes come sooner. Called at start and after each
+    reload (what a reload unloads is collected first)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Core:
     """The models in service, the prediction log and the metrics, shared by every router.
 
@@ -481,6 +494,7 @@ class Core:
             loaded = self.checked(new_bundle, new_version, registry.PROD, 0.0)
             served = Served(loaded, self.load_challenger(trusted, loaded))
             self.served = served  # the swap: the next request takes the new pair
+            freeze_loaded()
             self.telemetry.set_models(served.models)
             if settings.generation_file and touch:
                 Path(settings.generation_file).touch()
