@@ -54,7 +54,19 @@ def _writer_alive(pid: int, path: Path) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    return not _ended(pid)
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended and only waits to be reaped (a zombie: a killed
+    stage whose parent died with it, adopted by an init process that does not reap, as in
+    some containers): it writes nothing more, though ``os.kill(pid, 0)`` still finds it.
+    False where there is no ``/proc`` to tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")  # after "(command name)"
 
 
 def _remove(path: Path) -> None:
