@@ -767,6 +767,10 @@ def test_ctrl_c_stops_a_long_train_stage_and_leaves_the_last_model(project_copy:
         [str(Path(sys.executable).parent / "dvc"), "repro", "-s", "train"],
         cwd=p, env=project_env(p), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # with Ctrl-C's default action, as in a terminal, whatever this process inherited: a
+        # non-interactive shell's background job (`cmd &`, as a CI runner may start the
+        # suite) ignores SIGINT, and so would dvc and the stage, and never stop
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     said: list[str] = []
     assert proc.stdout is not None
