@@ -402,6 +402,17 @@ FOREST = {"random_forest": {"min_samples_leaf": {"low": 2, "high": 20},
                             "max_features": {"choices": ["sqrt", 0.3, 0.5]}}}  # fmt: skip
 
 
+def counted(run):  # noqa: ANN001, ANN201
+    """``run`` (a batch runner), recording every setting it is asked to evaluate."""
+    evaluated: list[dict] = []
+
+    def counting(asked, trials, deadline):  # noqa: ANN001, ANN202
+        evaluated.extend(asked)
+        return run(asked, trials, deadline)
+
+    return counting, evaluated
+
+
 @pytest.mark.parametrize("seed", [59, 73, 141])
 def test_a_two_trial_search_evaluates_two_distinct_settings(data, seed: int) -> None:
     """A 2-trial budget spends both trials on settings not tried before (trial 0's included),
@@ -415,13 +426,7 @@ def test_a_two_trial_search_evaluates_two_distinct_settings(data, seed: int) -> 
         tuning={"trials": 2, "pruner": "none", "patience": 0},
     )  # fmt: skip
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
-    evaluated: list[dict] = []
-    run = local_batches("random_forest", X, y, c, "roc_auc", splits)
-
-    def counting(asked, trials, deadline):
-        evaluated.extend(asked)
-        return run(asked, trials, deadline)
-
+    counting, evaluated = counted(local_batches("random_forest", X, y, c, "roc_auc", splits))
     _, records = search_candidate("random_forest", c, "roc_auc", counting, BATCH, lambda _: None)
     keys = [json.dumps(r.params, sort_keys=True) for r in records]
     assert len(records) == 3 and len(set(keys)) == 3, keys
@@ -589,13 +594,7 @@ def test_trial_zero_runs_whole_past_the_timeout_and_then_nothing_starts(data) ->
     X, y = data
     c = cfg("none", trials=8, timeout=1e-6).model_copy(update={"search": ENDLESS})
     splits = make_folds(X, y, c, "binary_classification", ("no", "yes"))
-    evaluated: list[dict] = []
-    run = local_batches("xgboost", X, y, c, "roc_auc", splits)
-
-    def counting(asked, trials, deadline):
-        evaluated.extend(asked)
-        return run(asked, trials, deadline)
-
+    counting, evaluated = counted(local_batches("xgboost", X, y, c, "roc_auc", splits))
     result, records = search_candidate("xgboost", c, "roc_auc", counting, BATCH, lambda _: None)
     assert len(evaluated) == 1 and len(records) == 1 and len(result.untuned.scores) == FOLDS
     assert result.search == SearchStop("timeout", 8, 0)
