@@ -188,8 +188,7 @@ class ShadowQueue:
             self._jobs.clear()
             self._wake.notify_all()
         if left:
-            self._on_dropped(left)
-            self._settle(left)
+            self._drop(left)
         if self._feeder is not None:
             self._feeder.join(timeout)
         child = self._child
@@ -227,8 +226,7 @@ class ShadowQueue:
             child = self._running()
             if child is None:  # closing meanwhile, or the process cannot start
                 n = sum(job.n for job in jobs)
-                self._on_dropped(n)
-                self._settle(n)
+                self._drop(n)
                 continue
             self._send(child, jobs)
         child = self._child
@@ -283,8 +281,7 @@ class ShadowQueue:
                     sent = False
             if not sent:  # it died: what is left is lost
                 left = sum(job.n for job in jobs[start:])
-                self._on_dropped(left)
-                self._settle(left)
+                self._drop(left)
                 return
             try:
                 if model is not child.model:
@@ -332,8 +329,12 @@ class ShadowQueue:
                 "the service is stopping" if closing else "the next request starts another",
             )
         if lost:
-            self._on_dropped(lost)
-            self._settle(lost)
+            self._drop(lost)
+
+    def _drop(self, n: int) -> None:
+        """``n`` records queued or sent leave unscored: counted dropped."""
+        self._on_dropped(n)
+        self._settle(n)
 
     def _settle(self, n: int) -> None:
         """``n`` records leave the queue (scored, or counted dropped)."""
