@@ -16,8 +16,9 @@ Then a shadow model: the service with `--shadow-bundle` (the same bundle again: 
 scores production's input matrix) against the service without one, both logging, in
 alternating rounds of the same run: requests/s, p99 and the server's CPU time per request
 under wrk, then p50, p99 and CPU per request at a fixed rate (`--shadow-load` of the
-capacity without a shadow, open loop: wrk keeps its connections busy, so its latency only
-tracks throughput), each CPU figure split into the worker's and the shadow process's, and the
+capacity without a shadow: wrk's connections wait a random time between requests, Poisson
+arrivals, as wrk's closed loop at capacity only tracks throughput; p50 and p99 of all the
+rounds' requests pooled), each CPU figure split into the worker's and the shadow process's, and the
 shadow's records dropped; the CPU the shadow adds at the fixed rate beside what its own work
 costs in process (score, decide, serialise, write its log row), and the ratios (target: the
 shadow adds at most its own work's CPU, p99 at the fixed rate at most 10 % higher, nothing
@@ -218,14 +219,42 @@ def records(n: int) -> list[dict]:
 WRK_TIMEOUT = "5s"  # a request not answered within it counts as not answered
 
 
-def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, float]:
+QUANTILES = 1000  # latency quantiles a paced run writes: its distribution, pooled over rounds
+
+
+def wrk(
+    url: str, body: bytes, seconds: int, connections: int, rate: float | None = None
+) -> dict[str, float]:
     """Requests/s, p50, p90 and p99 (ms), non-2xx answers, requests not answered within
-    :data:`WRK_TIMEOUT` and other socket errors, of ``wrk`` (one thread) posting ``body``."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
+    :data:`WRK_TIMEOUT` and other socket errors, of ``wrk`` (one thread) posting ``body``.
+
+    Without ``rate`` each connection sends its next request as soon as it has an answer
+    (closed loop: the load is the server's capacity). With ``rate`` (requests/s) each waits a
+    random time after each answer, exponential with mean ``connections / rate``: Poisson
+    arrivals at about ``rate``, a little under it by the answers' own time (wrk's ``delay()``;
+    Debian's wrk has no fixed-rate mode), and ``quantiles`` holds :data:`QUANTILES` evenly
+    spaced quantiles of the latency (ms), so rounds can be pooled (:func:`pooled`)."""
+    lua = ('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+           f"wrk.body = {json.dumps(body.decode())}\n")  # fmt: skip
+    out_file = None
+    if rate is not None:
+        fd, out_file = tempfile.mkstemp(suffix=".txt")
+        os.close(fd)
+        lua += textwrap.dedent(
+            f"""
+            local mean = {connections * 1000.0 / rate}
+            function delay() return -mean * math.log(1 - math.random()) end
+            function done(summary, latency, requests)
+              local f = io.open("{out_file}", "w")
+              for i = 0, {QUANTILES - 1} do
+                f:write(latency:percentile((i + 0.5) * 100 / {QUANTILES}) / 1000, "\\n")
+              end
+              f:close()
+            end
+            """
         )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua)
         script = fh.name
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT,
@@ -246,7 +275,7 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, floa
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     connect, read, write, timeout = map(int, sock.groups()) if sock else (0, 0, 0, 0)
-    return {
+    result = {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50": ms("50%"),
@@ -257,6 +286,21 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> dict[str, floa
         "timeout": timeout,
         "sockerr": connect + read + write,
     }
+    if out_file is not None:
+        result["quantiles"] = np.loadtxt(out_file)
+        os.unlink(out_file)
+    return result
+
+
+def pooled(runs: list[dict], q: float) -> float:
+    """The ``q`` quantile (0 to 100) of the latency of paced ``runs`` taken together: each
+    run's quantiles weighted by its number of requests (a median of per-round p99s would
+    rest on a few requests each)."""
+    values = np.concatenate([r["quantiles"] for r in runs])
+    weights = np.concatenate([np.full(QUANTILES, r["requests"] / QUANTILES) for r in runs])
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, q / 100 * cumulative[-1])])
 
 
 def to_ms(value: str, unit: str) -> float:
@@ -641,6 +685,7 @@ def swap_under_load(
 
 
 TARGET_SHADOW_P99 = 1.10  # p99 with a shadow / p99 without one
+PACED_CONNECTIONS = 32  # wrk's connections at the fixed rate: each waits between requests
 
 
 def shadow_work_ms(bundle_dir: Path, recs: list[dict], tmp: Path, reps: int = 300) -> float:
@@ -668,52 +713,6 @@ def shadow_work_ms(bundle_dir: Path, recs: list[dict], tmp: Path, reps: int = 30
     spent = time.process_time() - start
     core.close()
     return spent * 1e3 / reps
-
-
-def open_loop(url: str, body: bytes, rate: float, seconds: float, conns: int = 32) -> dict:
-    """Send ``body`` to ``url`` at ``rate`` requests/s for ``seconds`` whatever the answers
-    (wrk holds its connections busy: latency then only tracks throughput), over ``conns``
-    kept-alive connections; latency counted from each request's scheduled time, so a server
-    that falls behind is seen (no coordinated omission). p50, p99 (ms) and failures."""
-    import asyncio
-
-    host, port = url.removeprefix("http://").split("/")[0].split(":")
-    path = "/" + url.removeprefix("http://").split("/", 1)[1]
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    latencies: list[float] = []
-    failed = 0
-
-    async def client(queue: asyncio.Queue) -> None:
-        nonlocal failed
-        reader, writer = await asyncio.open_connection(host, int(port))
-        while (due := await queue.get()) is not None:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - due)
-            failed += not head.startswith(b"HTTP/1.1 200")
-        writer.close()
-
-    async def run() -> None:
-        queue: asyncio.Queue = asyncio.Queue()
-        clients = [asyncio.create_task(client(queue)) for _ in range(conns)]
-        start = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            queue.put_nowait(due)
-        for _ in clients:
-            queue.put_nowait(None)
-        await asyncio.gather(*clients)
-
-    asyncio.run(run())
-    ms = np.asarray(latencies) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-            "failed": failed}  # fmt: skip
 
 
 SHADOW_CMD = b"mlcycle.serve.shadow"  # a worker's shadow process: its command line holds it
@@ -756,7 +755,8 @@ def shadow_cost(
     """The service with a shadow model against the service without one, both logging to
     SQLite, in alternating rounds: throughput, p99 and CPU per request at full load (wrk),
     then p50 and p99 at a fixed rate of ``--shadow-load`` of the capacity without a shadow
-    (:func:`open_loop`), with the CPU per request there too: all the server's processes, and
+    (:func:`wrk` paced, Poisson arrivals; the rounds' latencies pooled), with the CPU per
+    request there too: all the server's processes, and
     the worker's alone (what the shadow costs the requests' own processes). The CPU target is
     taken at the fixed rate, where the shadow keeps up: at full load a shadow that falls
     behind drops records, and costs less than its work."""
@@ -779,7 +779,7 @@ def shadow_cost(
                     url = f"http://127.0.0.1:{port}/predict"
                     r = measured(proc, port, case == "shadow", wrk, url, body, args.seconds,
                                  args.connections)  # fmt: skip
-                    r["done"] = r["rps"] * args.seconds
+                    r["done"] = r["requests"]
                     runs.setdefault((case, label), []).append(r)
         capacity = {
             label: float(np.median([r["rps"] for r in runs[("no shadow", label)]]))
@@ -792,9 +792,9 @@ def shadow_cost(
                     print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} at {rate:.0f}/s "
                           "...", file=sys.stderr, flush=True)  # fmt: skip
                     url = f"http://127.0.0.1:{port}/predict"
-                    r = measured(proc, port, case == "shadow", open_loop, url, body, rate,
-                                 args.seconds)  # fmt: skip
-                    r["done"] = int(rate * args.seconds)
+                    r = measured(proc, port, case == "shadow", wrk, url, body, args.seconds,
+                                 PACED_CONNECTIONS, rate)  # fmt: skip
+                    r["done"] = r["requests"]
                     paced.setdefault((case, label), []).append(r)
     finally:
         for proc, _ in procs.values():
@@ -805,14 +805,13 @@ def shadow_cost(
         for k in ("cpu", "cpu_shadow"):  # ms per request
             out[k] = float(np.median([r[k] * 1e3 / r["done"] for r in rs]))
         out["dropped"] = sum(r["dropped"] for r in rs)
-        out["failed"] = sum(
-            int(r.get("non2xx", 0) + r.get("timeout", 0) + r.get("sockerr", 0) + r.get("failed", 0))
-            for r in rs
-        )
+        out["failed"] = sum(int(r["non2xx"] + r["timeout"] + r["sockerr"]) for r in rs)
         return out
 
     med = {key: summary(rs, ("rps", "p99")) for key, rs in runs.items()}
-    at_rate = {key: summary(rs, ("p50", "p99")) for key, rs in paced.items()}
+    at_rate = {key: summary(rs, ("rps",)) for key, rs in paced.items()}
+    for key, rs in paced.items():
+        at_rate[key].update(p50=pooled(rs, 50), p99=pooled(rs, 99))
     print(f"\nshadow model: wrk -t1 -c{args.connections} -d{args.seconds}s, {args.workers} "
           f"worker(s), log on, median of {args.rounds} alternating rounds (CPU: ms per request, "
           "all the server's processes, and its shadow processes'; dropped: the shadow's "
@@ -824,13 +823,13 @@ def shadow_cost(
               f"{r['cpu_shadow']:>8.3f}{r['dropped']:>9.0f}{r['failed']:>7d}")  # fmt: skip
     print(
         f"at a fixed rate, {args.shadow_load:.0%} of the capacity without a shadow "
-        "(open loop, latency from each request's scheduled time; median of the rounds):"
+        f"(wrk -c{PACED_CONNECTIONS}, Poisson arrivals; req/s: answered, median of the "
+        "rounds; p50 and p99 of the rounds' requests pooled):"
     )
     print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU':>8}"
           f"{'shadow':>8}{'dropped':>9}{'failed':>7}")  # fmt: skip
     for (case, label), r in sorted(at_rate.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        rate = args.shadow_load * capacity[label]
-        print(f"{label:<13}{case:<11}{rate:>8.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
+        print(f"{label:<13}{case:<11}{r['rps']:>8.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
               f"{r['cpu_shadow']:>8.3f}{r['dropped']:>9.0f}{r['failed']:>7d}")  # fmt: skip
     for label in bodies:
         off, on = med[("no shadow", label)], med[("shadow", label)]
