@@ -504,6 +504,11 @@ def main() -> None:
     parser.add_argument("--skip-swap", action="store_true", help="no swap under load")
     parser.add_argument("--skip-shadow", action="store_true", help="no shadow against none")
     parser.add_argument(
+        "--shadow-priority", nargs="+", choices=("idle", "low"), default=["idle"],
+        help="the shadow process's priority (mlcycle serve --shadow-priority); several: a "
+        "shadow case each, in the same alternating rounds",
+    )  # fmt: skip
+    parser.add_argument(
         "--shadow-load", type=float, default=0.4,
         help="the fixed rate of the shadow's latency case, a share of the capacity without one",
     )  # fmt: skip
@@ -760,7 +765,10 @@ def shadow_cost(
     the worker's alone (what the shadow costs the requests' own processes). The CPU target is
     taken at the fixed rate, where the shadow keeps up: at full load a shadow that falls
     behind drops records, and costs less than its work."""
-    cases = {"no shadow": [], "shadow": ["--shadow-bundle", str(bundle_dir)]}
+    cases = {"no shadow": []}
+    for priority in args.shadow_priority:  # one shadow case per priority asked for
+        cases[f"shadow {priority}"] = ["--shadow-bundle", str(bundle_dir),
+                                       "--shadow-priority", priority]  # fmt: skip
     procs: dict[str, tuple[subprocess.Popen, int]] = {}
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     paced: dict[tuple[str, str], list[dict]] = {}
@@ -777,7 +785,7 @@ def shadow_cost(
                     print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} ...",
                           file=sys.stderr, flush=True)  # fmt: skip
                     url = f"http://127.0.0.1:{port}/predict"
-                    r = measured(proc, port, case == "shadow", wrk, url, body, args.seconds,
+                    r = measured(proc, port, case != "no shadow", wrk, url, body, args.seconds,
                                  args.connections)  # fmt: skip
                     r["done"] = r["requests"]
                     runs.setdefault((case, label), []).append(r)
@@ -792,7 +800,7 @@ def shadow_cost(
                     print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} at {rate:.0f}/s "
                           "...", file=sys.stderr, flush=True)  # fmt: skip
                     url = f"http://127.0.0.1:{port}/predict"
-                    r = measured(proc, port, case == "shadow", wrk, url, body, args.seconds,
+                    r = measured(proc, port, case != "no shadow", wrk, url, body, args.seconds,
                                  PACED_CONNECTIONS, rate)  # fmt: skip
                     r["done"] = r["requests"]
                     paced.setdefault((case, label), []).append(r)
@@ -816,31 +824,36 @@ def shadow_cost(
           f"worker(s), log on, median of {args.rounds} alternating rounds (CPU: ms per request, "
           "all the server's processes, and its shadow processes'; dropped: the shadow's "
           "records dropped, its queue full, over the rounds)")  # fmt: skip
-    print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p99 ms':>8}{'CPU':>8}{'shadow':>8}"
+    print(f"{'request':<13}{'case':<13}{'req/s':>8}{'p99 ms':>8}{'CPU':>8}{'shadow':>8}"
           f"{'dropped':>9}{'failed':>7}")  # fmt: skip
     for (case, label), r in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{label:<13}{case:<11}{r['rps']:>8.0f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
+        print(f"{label:<13}{case:<13}{r['rps']:>8.0f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
               f"{r['cpu_shadow']:>8.3f}{r['dropped']:>9.0f}{r['failed']:>7d}")  # fmt: skip
     print(
         f"at a fixed rate, {args.shadow_load:.0%} of the capacity without a shadow "
         f"(wrk -c{PACED_CONNECTIONS}, Poisson arrivals; req/s: answered, median of the "
         "rounds; p50 and p99 of the rounds' requests pooled):"
     )
-    print(f"{'request':<13}{'case':<11}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU':>8}"
+    print(f"{'request':<13}{'case':<13}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU':>8}"
           f"{'shadow':>8}{'dropped':>9}{'failed':>7}")  # fmt: skip
     for (case, label), r in sorted(at_rate.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{label:<13}{case:<11}{r['rps']:>8.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
+        print(f"{label:<13}{case:<13}{r['rps']:>8.0f}{r['p50']:>8.1f}{r['p99']:>8.1f}{r['cpu']:>8.3f}"
               f"{r['cpu_shadow']:>8.3f}{r['dropped']:>9.0f}{r['failed']:>7d}")  # fmt: skip
-    for label in bodies:
-        off, on = med[("no shadow", label)], med[("shadow", label)]
-        slow, fast = at_rate[("no shadow", label)], at_rate[("shadow", label)]
-        n = 1 if label == "1 record" else len(recs)
-        work = shadow_work_ms(bundle_dir, recs[:n], tmp)
+    works = {  # the shadow's own work in process, per request size
+        label: shadow_work_ms(bundle_dir, recs[: 1 if label == "1 record" else len(recs)], tmp)
+        for label in bodies
+    }
+    for (case, label), on in med.items():
+        if case == "no shadow":
+            continue
+        off = med[("no shadow", label)]
+        slow, fast = at_rate[("no shadow", label)], at_rate[(case, label)]
+        work = works[label]
         added = fast["cpu"] - slow["cpu"]
         worker = (fast["cpu"] - fast["cpu_shadow"]) - slow["cpu"]
         p99 = fast["p99"] / slow["p99"]
         ok = added <= work and p99 <= TARGET_SHADOW_P99 and not fast["dropped"]
-        print(f"{label}: shadow / none: at full load req/s {on['rps'] / off['rps']:.2f}x, p99 "
+        print(f"{label}: {case} / none: at full load req/s {on['rps'] / off['rps']:.2f}x, p99 "
               f"{on['p99'] / off['p99']:.2f}x; at {args.shadow_load:.0%} load p99 {p99:.2f}x, "
               f"CPU added {added:.3f} ms/req (the worker's {worker:.3f}, the shadow process's "
               f"{fast['cpu_shadow']:.3f}), the shadow's own work in process {work:.3f} ms "

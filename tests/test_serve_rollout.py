@@ -25,7 +25,7 @@ from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog, read_log
 from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
 from mlcycle.serve.oip import served_model
-from mlcycle.serve.shadow import Job
+from mlcycle.serve.shadow import NICE, Job
 from mlcycle.serve.shadow_process import score_shadow
 from tests.test_service import tiny_bundle
 
@@ -88,6 +88,7 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
         ({"canary_share": 0.2}, "--canary-share goes with --canary-bundle"),
         ({"shadow_bundle": "a", "canary_bundle": "b", "canary_share": 0.2}, "one challenger"),
         ({"shadow_queue": 0}, "--shadow-queue must be at least 1"),
+        ({"shadow_priority": "high"}, "--shadow-priority must be one of .*'idle', 'low'"),
     ):
         with pytest.raises(ValueError, match=message):
             ServeSettings(bundle_dir="x", **wrong)
@@ -166,6 +167,19 @@ def test_a_full_shadow_queue_drops_and_counts_without_failing_requests(bundles) 
     core.close()
 
 
+def test_a_low_priority_shadow_process_is_niced_above_its_worker(bundles) -> None:
+    """``--shadow-priority low``: the shadow keeps a share of a busy core (niceness 10 above
+    the worker's, the normal scheduling policy) instead of running only on idle ones."""
+    core = core_of(bundles, shadow_bundle=str(bundles["prod"]), shadow_priority="low")
+    core.score([RECORD], "low")
+    assert core.shadows.wait_idle(60)
+    pid = core.shadows.pid
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + NICE
+    assert core.telemetry.shadow_scored._value.get() == 1
+    core.close()
+
+
 def test_the_shadow_process_scores_with_the_pair_answered_and_its_loss_is_counted(
     bundles, tmp_path: Path
 ) -> None:
@@ -188,6 +202,7 @@ def test_the_shadow_process_scores_with_the_pair_answered_and_its_loss_is_counte
     assert core.shadows.wait_idle(60)
     pid = core.shadows.pid
     assert pid is not None and core.shadows.started == 1
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # the default: production first
 
     os.kill(pid, signal.SIGSTOP)  # the process holds what it is sent, scoring nothing
     core.score([RECORD] * 2, "held")

@@ -316,6 +316,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         canary_share=args.canary_share / 100,
         canary_key=args.canary_key,
         shadow_queue=args.shadow_queue,
+        shadow_priority=args.shadow_priority,
     )
     log_bounds = _log_bounds(args)
     print(
@@ -1071,6 +1072,14 @@ def _challenger_options(p: argparse.ArgumentParser) -> None:
         metavar="RECORDS",
         help="records waiting for the shadow model, at most; past it a request's shadow "
         "scoring is dropped and counted, never delaying the answer (default: 10000)",
+    )
+    p.add_argument(
+        "--shadow-priority",
+        choices=("idle", "low"),  # mlcycle.serve.shadow.PRIORITIES (numpy stays unimported)
+        default="idle",
+        help="the shadow process's CPU priority: idle (default) runs it only on cores the "
+        "service leaves idle, never delaying an answer, and drops what it cannot score; low "
+        "(niceness 10) gives it a tenth of a busy core, taken from production",
     )
 
 

@@ -40,7 +40,14 @@ from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog
 from mlcycle.serve.auth import Credentials
 from mlcycle.serve.rules import optional_fields
-from mlcycle.serve.shadow import DEFAULT_RECORDS, Job, Report, ShadowQueue
+from mlcycle.serve.shadow import (
+    DEFAULT_PRIORITY,
+    DEFAULT_RECORDS,
+    PRIORITIES,
+    Job,
+    Report,
+    ShadowQueue,
+)
 from mlcycle.serve.telemetry import Telemetry
 
 logger = logging.getLogger("mlcycle.serve")
@@ -98,6 +105,8 @@ class ServeSettings:
     # Records waiting for the shadow model, at most; past it a request's shadow scoring is
     # dropped (counted).
     shadow_queue: int = DEFAULT_RECORDS
+    # The shadow process's CPU priority (mlcycle.serve.shadow.PRIORITIES).
+    shadow_priority: str = DEFAULT_PRIORITY
     # Bumped by a reload in any worker; the others see it and reload too.
     generation_file: str | None = None
     # The generation file's time when the service started: a worker started later (uvicorn
@@ -147,6 +156,10 @@ class ServeSettings:
             )
         if self.shadow_queue < 1:
             raise ValueError(f"--shadow-queue must be at least 1 record, got {self.shadow_queue}")
+        if self.shadow_priority not in PRIORITIES:
+            raise ValueError(
+                f"--shadow-priority must be one of {PRIORITIES}, got {self.shadow_priority!r}"
+            )
 
 
 class ModelInfo(BaseModel):
@@ -411,6 +424,7 @@ class Core:
             self.shadow_reported,
             self.telemetry.shadow_dropped.inc,
             self.telemetry.shadow_lost.inc,
+            settings.shadow_priority,
         )
         try:
             challenger = self.load_challenger(signing.trusted_keys(settings.trusted_keys), prod)

@@ -5,7 +5,7 @@ Production answers a request; :meth:`ShadowQueue.offer` then puts the request's 
 production's input matrix, when the shadow encodes them the same way) on a queue bounded in
 records and returns at once. A feeder thread sends the requests waiting, in order, to the
 worker's shadow process (:mod:`mlcycle.serve.shadow_process`, started with the first request,
-at a lower CPU priority: niceness :data:`NICE`), those that come within
+at a lower CPU priority: :data:`PRIORITIES`), those that come within
 :data:`GATHER_SECONDS` together; the model a request must be scored with (the one its
 pair held when it was answered) goes first whenever it changes, so a reload swaps the shadow
 between two requests. The process takes every request waiting, scores them in one call of the
@@ -45,7 +45,12 @@ import numpy as np
 logger = logging.getLogger("mlcycle.serve")
 
 DEFAULT_RECORDS = 10_000  # records waiting for the shadow, at most (mlcycle serve --shadow-queue)
-NICE = 10  # the shadow process's niceness above its worker's: production's requests first
+# The shadow process's CPU priority (mlcycle serve --shadow-priority): ``idle`` runs it only on
+# a core production's processes leave idle (Linux's SCHED_IDLE: a worker that wakes takes the
+# core at once); ``low`` gives it a share of a busy core (niceness NICE above its worker's).
+PRIORITIES = ("idle", "low")
+DEFAULT_PRIORITY = "idle"
+NICE = 10
 GATHER_SECONDS = 0.05  # the feeder waits this long after a request for others to send with it
 RESTART_DELAY = 1.0  # seconds between two starts of a worker's shadow process, at least
 SOURCE = Path(__file__).resolve().parents[2]  # the folder this mlcycle package is in
@@ -84,13 +89,19 @@ class Report:
 class _Child:
     """One shadow process, the worker's end of its pipe and the records it holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, priority: str) -> None:
         ours, theirs = Pipe()
         # the process imports mlcycle from where this worker did
         path = os.pathsep.join(filter(None, (str(SOURCE), os.environ.get("PYTHONPATH"))))
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlcycle.serve.shadow_process", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "mlcycle.serve.shadow_process",
+                    str(theirs.fileno()),
+                    priority,
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": path},
@@ -111,7 +122,8 @@ class ShadowQueue:
     it, in the worker's shadow process (see the module's docstring).
     ``on_report`` takes each :class:`Report` of the process; ``on_dropped(n)`` counts the
     records of a request refused because the queue was full, or lost with a process that
-    died; ``on_lost()`` counts a process that died before it was closed."""
+    died; ``on_lost()`` counts a process that died before it was closed. ``priority`` is
+    the process's CPU priority, one of :data:`PRIORITIES`."""
 
     def __init__(
         self,
@@ -119,10 +131,14 @@ class ShadowQueue:
         on_report: Callable[[Report], None],
         on_dropped: Callable[[int], None],
         on_lost: Callable[[], None],
+        priority: str = DEFAULT_PRIORITY,
     ) -> None:
         if max_records < 1:
             raise ValueError(f"--shadow-queue must be at least 1 record, got {max_records}")
+        if priority not in PRIORITIES:
+            raise ValueError(f"--shadow-priority must be one of {PRIORITIES}, got {priority!r}")
         self.max_records = max_records
+        self.priority = priority
         self._on_report = on_report
         self._on_dropped = on_dropped
         self._on_lost = on_lost
@@ -248,7 +264,7 @@ class ShadowQueue:
                 return None
         self._next_start = time.monotonic() + RESTART_DELAY
         try:
-            child = _Child()
+            child = _Child(self.priority)
         except OSError:
             logger.exception("the shadow process could not start; its requests are dropped")
             return None

@@ -81,22 +81,27 @@ def score_shadow(jobs: list[Job]) -> Report:
     return report
 
 
-def lower_priority() -> None:
-    """Let production's requests have the core first: this process's niceness
-    :data:`~mlcycle.serve.shadow.NICE` above the worker's (Linux weighs it about a tenth of
-    theirs; a worker that wakes takes the core). Not ``SCHED_IDLE``: on a host busy with other
-    work the shadow would score nothing at all."""
-    os.nice(NICE)
+def lower_priority(priority: str) -> None:
+    """Let production's requests have the core first. ``idle``: Linux's ``SCHED_IDLE``, the
+    process runs on what the others leave (a worker that wakes preempts it at once; on a host
+    busy with other work it scores little and its queue drops the rest, counted); ``low``, or
+    where there is no ``SCHED_IDLE``: niceness :data:`~mlcycle.serve.shadow.NICE` above the
+    worker's (Linux weighs it about a tenth of theirs, so it keeps scoring on a busy host,
+    taking that share from production)."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(NICE)
 
 
-def main(fd: int) -> None:
+def main(fd: int, priority: str) -> None:
     """The shadow process: take the requests the worker sends on the pipe ``fd``, all those
     waiting at once, score them (:func:`score_shadow`) and report back, until the worker says
     stop (None) or is gone. Signals to stop are the worker's: it stops this process once its
     requests are scored."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    lower_priority()
+    lower_priority(priority)
     conn = Connection(fd)
     model: Any = None
     stopping = False
@@ -121,4 +126,4 @@ def main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2])
