@@ -509,6 +509,11 @@ def main() -> None:
         "shadow case each, in the same alternating rounds",
     )  # fmt: skip
     parser.add_argument(
+        "--paced-seconds", type=int, default=30,
+        help="each round's time at the shadow's fixed rate: its p99 rests on 1 %% of the "
+        "requests, so it needs more of them than a throughput figure",
+    )  # fmt: skip
+    parser.add_argument(
         "--shadow-load", type=float, default=0.4,
         help="the fixed rate of the shadow's latency case, a share of the capacity without one",
     )  # fmt: skip
@@ -800,8 +805,8 @@ def shadow_cost(
                     print(f"  round {round_ + 1}/{args.rounds}: {case}, {label} at {rate:.0f}/s "
                           "...", file=sys.stderr, flush=True)  # fmt: skip
                     url = f"http://127.0.0.1:{port}/predict"
-                    r = measured(proc, port, case != "no shadow", wrk, url, body, args.seconds,
-                                 PACED_CONNECTIONS, rate)  # fmt: skip
+                    r = measured(proc, port, case != "no shadow", wrk, url, body,
+                                 args.paced_seconds, PACED_CONNECTIONS, rate)  # fmt: skip
                     r["done"] = r["requests"]
                     paced.setdefault((case, label), []).append(r)
     finally:
@@ -831,8 +836,8 @@ def shadow_cost(
               f"{r['cpu_shadow']:>8.3f}{r['dropped']:>9.0f}{r['failed']:>7d}")  # fmt: skip
     print(
         f"at a fixed rate, {args.shadow_load:.0%} of the capacity without a shadow "
-        f"(wrk -c{PACED_CONNECTIONS}, Poisson arrivals; req/s: answered, median of the "
-        "rounds; p50 and p99 of the rounds' requests pooled):"
+        f"(wrk -c{PACED_CONNECTIONS} -d{args.paced_seconds}s, Poisson arrivals; req/s: "
+        "answered, median of the rounds; p50 and p99 of the rounds' requests pooled):"
     )
     print(f"{'request':<13}{'case':<13}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU':>8}"
           f"{'shadow':>8}{'dropped':>9}{'failed':>7}")  # fmt: skip

@@ -206,24 +206,40 @@ def test_metrics_count_requests_rows_and_classes(server, records) -> None:
     assert re.search(r'mlcycle_scoring_seconds_count\{role="prod"\} ([\d.]+)', text)
 
 
-def test_bulk_histogram_counts_as_observe_does() -> None:
+def test_summed_predictions_count_as_observe_does() -> None:
+    """A batch's scores summed per bucket (:func:`predicted`, as a shadow process sums its
+    requests') and added to the histogram give the series ``observe`` gives value by value,
+    on a bound, past the last finite one and NaN (in no bucket, but in the sum) included."""
     import numpy as np
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from mlcycle.serve.telemetry import PROBABILITY_BUCKETS, _observe_many
+    from mlcycle.serve.telemetry import Telemetry, predicted, score_bounds
 
-    values = np.concatenate([np.random.default_rng(0).uniform(0, 1, 500), [0.1, 0.3, 1.0, 0]])
-    one, bulk = CollectorRegistry(), CollectorRegistry()
-    h1 = Histogram("h", "h", buckets=PROBABILITY_BUCKETS, registry=one)
-    h2 = Histogram("h", "h", buckets=PROBABILITY_BUCKETS, registry=bulk)
-    for v in values.tolist():
-        h1.observe(v)
-    _observe_many(h2, values)
+    for probability, values in (
+        (True, np.concatenate([np.random.default_rng(0).uniform(0, 1, 500), [0.1, 0.3, 1, 0]])),
+        (False, np.array([-3.0, 0.005, 0.01, 7.5, 10.0, 11.0, 1e9, np.nan])),
+    ):
+        bounds = score_bounds(probability)
+        one = CollectorRegistry()
+        h1 = Histogram("mlcycle_prediction_score", "h", ["model_id", "role"], buckets=bounds,
+                       registry=one)  # fmt: skip
+        for v in values.tolist():
+            h1.labels("m", "shadow").observe(v)
+        telemetry = Telemetry(task_is_probability=probability)
+        telemetry.add_predicted("m", "shadow", predicted(None, values, bounds))
 
-    def buckets(reg: CollectorRegistry) -> list[str]:
-        return [x for x in generate_latest(reg).decode().splitlines() if "_bucket" in x]
+        def series(reg: CollectorRegistry) -> tuple[list[str], float]:
+            """The bucket and count lines, and the sum (summed in another order)."""
+            text = generate_latest(reg).decode().splitlines()
+            lines = [x for x in text if x.startswith("mlcycle_prediction_score_")]
+            (total,) = [float(x.split()[-1]) for x in lines if "_sum{" in x]
+            return [x for x in lines if "_sum{" not in x and "_created" not in x], total
 
-    assert buckets(one) == buckets(bulk)
+        (counts, total), (summed_counts, summed_total) = series(one), series(telemetry.registry)
+        assert counts == summed_counts and len(counts) == len(bounds) + 1
+        assert summed_total == pytest.approx(total, rel=1e-12, nan_ok=True)
+    summed = predicted(["a", "b", "a"], None, score_bounds(True))
+    assert (summed.rows, summed.labels, summed.buckets) == (3, {"a": 2, "b": 1}, None)
 
 
 # --- hostile input: a 4xx naming the problem, never a 5xx, never a hang ---------------------

@@ -637,9 +637,9 @@ class Core:
         self.telemetry.shadow_scored.inc(report.scored)
         if dropped:
             self.telemetry.shadow_dropped.inc(dropped)
-        for model_id, role, seconds, labels, scores in report.observed:
+        for model_id, role, seconds, summed in report.observed:
             self.telemetry.observe_scoring(role, seconds)
-            self.telemetry.observe_predictions(model_id, role, labels, scores)
+            self.telemetry.add_predicted(model_id, role, summed)
 
     def observe(self, model: Loaded, output: np.ndarray, labels: list[str] | None) -> None:
         """Count what the model predicted, for the metrics."""

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from mlcycle.serve.telemetry import Predicted
+
 logger = logging.getLogger("mlcycle.serve")
 
 DEFAULT_RECORDS = 10_000  # records waiting for the shadow, at most (mlcycle serve --shadow-queue)
@@ -74,15 +76,14 @@ class Report:
     """What the shadow process did with the requests it took at once: their ``records`` (all
     of them, scored or not), the records it ``scored`` and ``dropped`` (values it could not
     take), per call of a model what the metrics observe (its id, role, the seconds it took,
-    the labels and the scores), and per request scored what the prediction log stores: its
+    and what it predicted, summed: :class:`~mlcycle.serve.telemetry.Predicted`), and per
+    request scored what the prediction log stores: its
     id, its outputs as JSON, the model's name, id and version, and its number of records."""
 
     records: int = 0
     scored: int = 0
     dropped: int = 0
-    observed: list[tuple[str, str, float, list[str] | None, np.ndarray | None]] = field(
-        default_factory=list
-    )
+    observed: list[tuple[str, str, float, Predicted]] = field(default_factory=list)
     rows: list[tuple[str, bytes, str, str, str | None, int]] = field(default_factory=list)
 
 

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlcycle import tasks
 from mlcycle.features import SchemaError
 from mlcycle.predict import decide
 from mlcycle.serve.core import metric_scores, prediction_dicts
 from mlcycle.serve.shadow import NICE, Job, Report
+from mlcycle.serve.telemetry import predicted, score_bounds
 
 logger = logging.getLogger("mlcycle.serve")
 
@@ -67,8 +69,9 @@ def score_shadow(jobs: list[Job]) -> Report:
             report.dropped += sum(job.n for job in kept)
             continue
         seconds = time.perf_counter() - start
-        scores = metric_scores(model.signature, output)
-        report.observed.append((model.bundle.model_id, model.role, seconds, labels, scores))
+        bounds = score_bounds(tasks.get(model.signature.task).thresholded)
+        summed = predicted(labels, metric_scores(model.signature, output), bounds)
+        report.observed.append((model.bundle.model_id, model.role, seconds, summed))
         report.scored += sum(job.n for job in kept)
         answers = prediction_dicts(output, labels, model.signature)
         at = 0

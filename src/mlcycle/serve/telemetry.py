@@ -30,9 +30,11 @@ so a scrape sees the whole service whichever worker answers it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,24 +58,56 @@ def multiprocess() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
-def _observe_many(hist: Histogram, values: np.ndarray) -> None:
-    """``hist.observe`` for every value, done as one count per bucket (a request's 100 scores
-    cost one pass, not 100 calls). Uses the client's bucket counters; if a future
-    prometheus-client lays them out otherwise, falls back to ``observe``."""
-    bounds = getattr(hist, "_upper_bounds", None)
-    buckets = getattr(hist, "_buckets", None)
-    total = getattr(hist, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values.tolist():
-            hist.observe(value)
-        return
-    # observe() counts a value in the first bucket whose upper bound is >= the value.
-    counts = np.bincount(
-        np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds)
-    )
-    for i in np.flatnonzero(counts).tolist():
-        buckets[i].inc(int(counts[i]))
-    total.inc(float(values.sum()))
+def score_bounds(task_is_probability: bool) -> tuple[float, ...]:
+    """The upper bounds of ``mlcycle_prediction_score``'s buckets, +Inf last, as
+    prometheus-client keeps them."""
+    bounds = PROBABILITY_BUCKETS if task_is_probability else Histogram.DEFAULT_BUCKETS
+    return tuple(float(b) for b in bounds) + (() if bounds[-1] == math.inf else (math.inf,))
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What a model predicted for some records, summed as the metrics count it: the records,
+    the count of each label (classification), and the scores' count per bucket of
+    :func:`score_bounds` with their sum (binary: the positive class's probability;
+    regression: the value). A shadow process sums its requests' in its own interpreter, so
+    the worker only adds the totals (:meth:`Telemetry.add_predicted`)."""
+
+    rows: int
+    labels: dict[str, int] | None = None
+    buckets: tuple[int, ...] | None = None
+    total: float = 0.0
+
+
+def predicted(
+    labels: Sequence[str] | None, scores: np.ndarray | None, bounds: tuple[float, ...]
+) -> Predicted:
+    """The :class:`Predicted` of a model's ``labels`` and ``scores`` (either may be None), a
+    score counted, as ``Histogram.observe`` counts it, in the first bucket whose upper bound
+    is at least the score (a NaN in none, but in the sum)."""
+    n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
+    counts, total = None, 0.0
+    if scores is not None:
+        values = np.asarray(scores, dtype=np.float64)
+        where = np.searchsorted(np.asarray(bounds), values, side="left")
+        counts = tuple(np.bincount(where, minlength=len(bounds))[: len(bounds)].tolist())
+        total = float(values.sum())
+    return Predicted(n, None if labels is None else dict(Tally(labels)), counts, total)
+
+
+def _add_buckets(hist: Histogram, counts: Sequence[int], total: float) -> None:
+    """Add ``counts`` (per upper bound) and their ``total`` to ``hist``'s bucket counters: a
+    request's 100 scores cost one pass, not 100 ``observe`` calls."""
+    buckets, summed = getattr(hist, "_buckets", None), getattr(hist, "_sum", None)
+    if buckets is None or summed is None or len(buckets) != len(counts):
+        raise RuntimeError(
+            "prometheus-client keeps a histogram's buckets otherwise than this service adds "
+            "to them (_buckets, _sum): pin the version in requirements.lock"
+        )
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
+    summed.inc(total)
 
 
 class Telemetry:
@@ -82,6 +116,7 @@ class Telemetry:
 
     def __init__(self, task_is_probability: bool) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.bounds = score_bounds(task_is_probability)  # mlcycle_prediction_score's
         self._model_labels: list[tuple[str, str, str, str]] = []
         # Labelled children, by label values: ``.labels()`` takes a lock and builds a tuple
         # each call, which costs as much as the rest of a one-record request's bookkeeping.
@@ -106,7 +141,7 @@ class Telemetry:
             "mlcycle_prediction_score",
             "Binary: the positive class's probability; regression: the predicted value.",
             ["model_id", "role"],
-            buckets=PROBABILITY_BUCKETS if task_is_probability else Histogram.DEFAULT_BUCKETS,
+            buckets=self.bounds,
             registry=reg,
         )
         self.queue = Gauge(
@@ -170,18 +205,16 @@ class Telemetry:
         self, model_id: str, role: str, labels: list[str] | None, scores: np.ndarray | None
     ) -> None:
         """Count a model's scored rows, their labels and the distribution of their scores."""
-        n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
-        self._child(self.rows, model_id, role).inc(n)
-        if labels is not None:
-            for value, count in Tally(labels).items():
-                self._child(self.classes, model_id, role, str(value)).inc(count)
-        if scores is not None:
-            values = np.asarray(scores, dtype=np.float64)
-            child = self._child(self.scores, model_id, role)
-            if len(values) == 1:
-                child.observe(float(values[0]))
-            else:
-                _observe_many(child, values)
+        self.add_predicted(model_id, role, predicted(labels, scores, self.bounds))
+
+    def add_predicted(self, model_id: str, role: str, summed: Predicted) -> None:
+        """Add what a model predicted (:func:`predicted`: its records, labels and scores
+        summed) to its series."""
+        self._child(self.rows, model_id, role).inc(summed.rows)
+        for value, count in (summed.labels or {}).items():
+            self._child(self.classes, model_id, role, str(value)).inc(count)
+        if summed.buckets is not None:
+            _add_buckets(self._child(self.scores, model_id, role), summed.buckets, summed.total)
 
     def refused(self, reason: str) -> None:
         """Count a request refused, by one of :data:`REFUSALS`."""
