@@ -30,12 +30,12 @@ so a scrape sees the whole service whichever worker answers it.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import (
@@ -65,17 +65,17 @@ def score_bounds(task_is_probability: bool) -> tuple[float, ...]:
     return tuple(float(b) for b in bounds) + (() if bounds[-1] == math.inf else (math.inf,))
 
 
-@dataclass(frozen=True)
-class Predicted:
+class Predicted(NamedTuple):
     """What a model predicted for some records, summed as the metrics count it: the records,
-    the count of each label (classification), and the scores' count per bucket of
-    :func:`score_bounds` with their sum (binary: the positive class's probability;
-    regression: the value). A shadow process sums its requests' in its own interpreter, so
-    the worker only adds the totals (:meth:`Telemetry.add_predicted`)."""
+    the count of each label (classification), and the scores' counts by bucket (the index in
+    :func:`score_bounds` and the count, for the buckets that have any) with their sum
+    (binary: the positive class's probability; regression: the value). A shadow process
+    sums its requests' in its own interpreter, so the worker only adds the totals
+    (:meth:`Telemetry.add_predicted`)."""
 
     rows: int
     labels: dict[str, int] | None = None
-    buckets: tuple[int, ...] | None = None
+    buckets: tuple[tuple[int, int], ...] | None = None
     total: float = 0.0
 
 
@@ -87,26 +87,33 @@ def predicted(
     is at least the score (a NaN in none, but in the sum)."""
     n = len(labels) if labels is not None else (len(scores) if scores is not None else 0)
     counts, total = None, 0.0
-    if scores is not None:
+    if scores is not None and len(scores) == 1:  # a one-record request: no array work
+        total = float(scores[0])
+        i = bisect.bisect_left(bounds, total)
+        counts = ((i, 1),) if i < len(bounds) else ()
+    elif scores is not None:
         values = np.asarray(scores, dtype=np.float64)
-        where = np.searchsorted(np.asarray(bounds), values, side="left")
-        counts = tuple(np.bincount(where, minlength=len(bounds))[: len(bounds)].tolist())
+        where = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+        counts = tuple((i, int(where[i])) for i in np.flatnonzero(where[: len(bounds)]).tolist())
         total = float(values.sum())
-    return Predicted(n, None if labels is None else dict(Tally(labels)), counts, total)
+    if labels is None or len(labels) != 1:
+        tally = None if labels is None else dict(Tally(labels))
+    else:  # a one-record request: Counter costs more than the rest
+        tally = {labels[0]: 1}
+    return Predicted(n, tally, counts, total)
 
 
-def _add_buckets(hist: Histogram, counts: Sequence[int], total: float) -> None:
-    """Add ``counts`` (per upper bound) and their ``total`` to ``hist``'s bucket counters: a
-    request's 100 scores cost one pass, not 100 ``observe`` calls."""
+def _add_buckets(hist: Histogram, counts: Sequence[tuple[int, int]], total: float) -> None:
+    """Add ``counts`` (bucket index, count) and their ``total`` to ``hist``'s bucket counters:
+    a request's 100 scores cost one pass, not 100 ``observe`` calls."""
     buckets, summed = getattr(hist, "_buckets", None), getattr(hist, "_sum", None)
-    if buckets is None or summed is None or len(buckets) != len(counts):
+    if buckets is None or summed is None:
         raise RuntimeError(
             "prometheus-client keeps a histogram's buckets otherwise than this service adds "
             "to them (_buckets, _sum): pin the version in requirements.lock"
         )
-    for i, count in enumerate(counts):
-        if count:
-            buckets[i].inc(count)
+    for i, count in counts:
+        buckets[i].inc(count)
     summed.inc(total)
 
 
