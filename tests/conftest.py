@@ -2,9 +2,9 @@
 
 Tests run the pipeline with small, fast training settings (:data:`FAST_PARAMS`); the full
 default run is `make repro`. Pipeline tests run on a stratified sample of Adult
-(:func:`small_project`, ``make_project(..., rows=SAMPLE_ROWS)``); :func:`built_project` is the
-whole of it, for the tests whose figures only hold there. Each is built once per test run and
-shared by the xdist workers (:func:`build_once`).
+(:func:`small_project`, ``make_project(..., rows=SAMPLE_ROWS)``), built once per test run and
+shared by the xdist workers (:func:`build_once`); a test's expected figures are derived from
+the run itself (its row counts, its test split), so none needs the whole of Adult built.
 
 Tests run `mlcycle` through :func:`cli`: in the test's own process (no 1.5 to 2 s of imports),
 or as the installed console script (``process=True``) where one test of a command runs it end
@@ -88,7 +88,6 @@ FAST_PARAMS = {
 
 # A test using one of these fixtures (directly or through another fixture) gets the marker.
 FIXTURE_MARKERS = {
-    "built_project": "dvc",
     "small_project": "dvc",
     "project_copy": "dvc",
     "dask_local_client": "cluster",
@@ -106,7 +105,7 @@ SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
 # Seconds of one worker per file, fixtures included (from each test's start and end in a
 # whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest
 # first, so the last to start are short and both workers finish together; the two longest
-# need different session fixtures (the README's own clone, then built_project), so neither
+# need different session fixtures (the README's own clone, then small_project), so neither
 # worker waits for the other's build at the start. A file missing here (new, renamed) only
 # starts later.
 FILE_SECONDS = {
@@ -350,16 +349,9 @@ def build_project(dest: Path, rows: int | None = None) -> None:
 
 
 @pytest.fixture(scope="session")
-def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporary project after one full `dvc repro` on the whole of Adult, committed; for the
-    tests whose figures hold only on the whole data. Copy it before changing it."""
-    return build_once(tmp_path_factory, "built", build_project)
-
-
-@pytest.fixture(scope="session")
 def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """:func:`built_project` on a sample of :data:`SAMPLE_ROWS` rows of Adult: what pipeline
-    tests start from. Copy it before changing it."""
+    """A temporary project after one full `dvc repro` on a sample of :data:`SAMPLE_ROWS` rows
+    of Adult, committed: what pipeline tests start from. Copy it before changing it."""
     return build_once(tmp_path_factory, "small", lambda dest: build_project(dest, SAMPLE_ROWS))
 
 
