@@ -245,11 +245,9 @@ SAMPLE_ROWS = 6000
 SAMPLE_PARAMS = {"objectives": {"minimum": 0.88, "minimums": {"accuracy": 0.83}}}
 
 
-def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
-    """Cut the project's copy of Adult down to about ``rows`` records, as a user replacing the
-    data would: each source file keeps a seeded sample stratified by label (its share of
-    ``rows``), its first record, its header lines and its record order; the new SHA-256 goes
-    into params.yaml. schema.yaml still fits: a sample holds no value the whole does not."""
+def adult_files(project: Path) -> tuple[dict, list[dict], dict[str, tuple]]:
+    """The project's params, its Adult sources, and each source's file by name as (header
+    lines, records, trailer), read from the gzipped file as the gather stage reads it."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     adult = [s for s in params["data"]["sources"] if s["path"].startswith("data/external/adult/")]
     files = {}
@@ -259,6 +257,21 @@ def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
         lines = body.split(b"\n")
         skip = source.get("skip_rows", 0)
         files[source["name"]] = (lines[:skip], lines[skip:], content[len(body) :])
+    return params, adult, files
+
+
+def adult_records(project: Path) -> int:
+    """The number of Adult records in the project's source files (what its snapshot holds),
+    counted from the files themselves, not from what the pipeline reported."""
+    return sum(len(records) for _, records, _ in adult_files(project)[2].values())
+
+
+def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
+    """Cut the project's copy of Adult down to about ``rows`` records, as a user replacing the
+    data would: each source file keeps a seeded sample stratified by label (its share of
+    ``rows``), its first record, its header lines and its record order; the new SHA-256 goes
+    into params.yaml. schema.yaml still fits: a sample holds no value the whole does not."""
+    params, adult, files = adult_files(project)
     total = sum(len(records) for _, records, _ in files.values())
     rng = np.random.default_rng(seed)
     for source in adult:

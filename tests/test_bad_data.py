@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run, set_params
+from tests.conftest import adult_records, run, set_params
 
 TRAIN = "data/external/adult/adult.data.gz"
 SOURCE = "adult_train"
@@ -195,10 +195,7 @@ def test_corrupted_input_stops_at_its_stage_and_keeps_everything(
     shutil.copytree(small_project, project, symlinks=True)
     metrics, kept = tracked_metrics(project), tree_digests(project, *KEPT)
     records = len(lines(project))
-    counts = {
-        "records": records,
-        "rows": json.loads((project / GATHER_LINEAGE).read_text())["rows"],
-    }
+    counts = {"records": records, "rows": adult_records(project)}
     counts.update({f"every_{n}th": -(-records // n) for n in (20, 50, 100)})
     corrupt(project)
     proc = run(["dvc", "repro"], project, check=False)

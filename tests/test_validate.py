@@ -42,7 +42,16 @@ from mlcycle.schema.infer import infer_schema, observed_notes
 from mlcycle.schema.leaks import LEAK_AUC, leak_warnings
 from mlcycle.schema.report import markdown_report, summarize
 from mlcycle.stages import validate
-from tests.conftest import PROJECT_FILES, ROOT, SAMPLE_ROWS, cli, git_commit, make_project, run
+from tests.conftest import (
+    PROJECT_FILES,
+    ROOT,
+    SAMPLE_ROWS,
+    adult_records,
+    cli,
+    git_commit,
+    make_project,
+    run,
+)
 
 PEOPLE = Schema(
     target="label",
@@ -797,7 +806,7 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     proc = run(["dvc", "repro"], pipeline, check=False)
     assert proc.returncode != 0
     assert RUNNING_STAGE.findall(proc.stdout) == ["gather", "validate"]
-    rows = json.loads((pipeline / "metrics/gather.json").read_text())["rows"]
+    rows = adult_records(pipeline)
     assert f"age: 1 of {rows} rows are out of range; expected between 17 and 90; examples: 200" in (
         proc.stderr
     )
