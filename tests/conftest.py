@@ -2,9 +2,9 @@
 
 Tests run the pipeline with small, fast training settings (:data:`FAST_PARAMS`); the full
 default run is `make repro`. Pipeline tests run on a stratified sample of Adult
-(:func:`small_project`, ``make_project(..., rows=SAMPLE_ROWS)``); :func:`built_project` is the
-whole of it, for the tests whose figures only hold there. Each is built once per test run and
-shared by the xdist workers (:func:`build_once`).
+(:func:`small_project`, ``make_project(..., rows=SAMPLE_ROWS)``), built once per test run and
+shared by the xdist workers (:func:`build_once`); a test's expected figures are derived from
+the run itself (its row counts, its test split), so none needs the whole of Adult built.
 
 Tests run `mlcycle` through :func:`cli`: in the test's own process (no 1.5 to 2 s of imports),
 or as the installed console script (``process=True``) where one test of a command runs it end
@@ -88,7 +88,6 @@ FAST_PARAMS = {
 
 # A test using one of these fixtures (directly or through another fixture) gets the marker.
 FIXTURE_MARKERS = {
-    "built_project": "dvc",
     "small_project": "dvc",
     "project_copy": "dvc",
     "dask_local_client": "cluster",
@@ -106,7 +105,7 @@ SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
 # Seconds of one worker per file, fixtures included (from each test's start and end in a
 # whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest
 # first, so the last to start are short and both workers finish together; the two longest
-# need different session fixtures (the README's own clone, then built_project), so neither
+# need different session fixtures (the README's own clone, then small_project), so neither
 # worker waits for the other's build at the start. A file missing here (new, renamed) only
 # starts later.
 FILE_SECONDS = {
@@ -246,11 +245,9 @@ SAMPLE_ROWS = 6000
 SAMPLE_PARAMS = {"objectives": {"minimum": 0.88, "minimums": {"accuracy": 0.83}}}
 
 
-def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
-    """Cut the project's copy of Adult down to about ``rows`` records, as a user replacing the
-    data would: each source file keeps a seeded sample stratified by label (its share of
-    ``rows``), its first record, its header lines and its record order; the new SHA-256 goes
-    into params.yaml. schema.yaml still fits: a sample holds no value the whole does not."""
+def adult_files(project: Path) -> tuple[dict, list[dict], dict[str, tuple]]:
+    """The project's params, its Adult sources, and each source's file by name as (header
+    lines, records, trailer), read from the gzipped file as the gather stage reads it."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     adult = [s for s in params["data"]["sources"] if s["path"].startswith("data/external/adult/")]
     files = {}
@@ -260,6 +257,21 @@ def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
         lines = body.split(b"\n")
         skip = source.get("skip_rows", 0)
         files[source["name"]] = (lines[:skip], lines[skip:], content[len(body) :])
+    return params, adult, files
+
+
+def adult_records(project: Path) -> int:
+    """The number of Adult records in the project's source files (what its snapshot holds),
+    counted from the files themselves, not from what the pipeline reported."""
+    return sum(len(records) for _, records, _ in adult_files(project)[2].values())
+
+
+def sample_adult(project: Path, rows: int, seed: int = 0) -> None:
+    """Cut the project's copy of Adult down to about ``rows`` records, as a user replacing the
+    data would: each source file keeps a seeded sample stratified by label (its share of
+    ``rows``), its first record, its header lines and its record order; the new SHA-256 goes
+    into params.yaml. schema.yaml still fits: a sample holds no value the whole does not."""
+    params, adult, files = adult_files(project)
     total = sum(len(records) for _, records, _ in files.values())
     rng = np.random.default_rng(seed)
     for source in adult:
@@ -350,16 +362,9 @@ def build_project(dest: Path, rows: int | None = None) -> None:
 
 
 @pytest.fixture(scope="session")
-def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporary project after one full `dvc repro` on the whole of Adult, committed; for the
-    tests whose figures hold only on the whole data. Copy it before changing it."""
-    return build_once(tmp_path_factory, "built", build_project)
-
-
-@pytest.fixture(scope="session")
 def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """:func:`built_project` on a sample of :data:`SAMPLE_ROWS` rows of Adult: what pipeline
-    tests start from. Copy it before changing it."""
+    """A temporary project after one full `dvc repro` on a sample of :data:`SAMPLE_ROWS` rows
+    of Adult, committed: what pipeline tests start from. Copy it before changing it."""
     return build_once(tmp_path_factory, "small", lambda dest: build_project(dest, SAMPLE_ROWS))
 
 

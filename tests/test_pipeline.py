@@ -1,11 +1,11 @@
 """End-to-end tests of the DVC pipeline: real `dvc` and `git` in temporary repositories.
 
-Every test works on its own project: a private copy of the session-built project on a sample
-of Adult (:func:`project_copy`) or a fresh project where the test needs one. No test changes a
-session-built project itself; the full run on the whole of Adult is :func:`built_project`'s. A
-second `dvc repro` that runs nothing, two runs from scratch giving the same bytes, a train
-parameter's change (an experiment, `dvc metrics diff`, `mlcycle report`) and queued sweeps are
-tests/test_readme_commands.py's: it runs the README's commands for them.
+Every test works on its own project: a private copy of the session-built project on a sample of
+Adult (:func:`project_copy`) or a fresh project where the test needs one. No test changes a
+session-built project itself. A second `dvc repro` that runs nothing, two runs from scratch
+giving the same bytes, a train parameter's change (an experiment, `dvc metrics diff`, `mlcycle
+report`) and queued sweeps are tests/test_readme_commands.py's: it runs the README's commands
+for them.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def bundle_digests(project: Path) -> dict[str, str]:
 # 1. A full run writes every output.
 
 
-def test_repro_writes_every_output(built_project: Path) -> None:
-    p = built_project
+def test_repro_writes_every_output(small_project: Path) -> None:
+    p = small_project
     for rel in (
         "data/raw/snapshot.parquet",
         "data/prepared/train.parquet",
@@ -153,17 +153,17 @@ def test_repro_writes_every_output(built_project: Path) -> None:
 
 @pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_one_edited_byte_of_any_file_of_the_built_bundle_is_refused(
-    built_project: Path, tmp_path: Path, name: str
+    small_project: Path, tmp_path: Path, name: str
 ) -> None:
     """The bundle the pipeline wrote (model card included), one byte of one file flipped at its
     start, middle and end: loading refuses each, naming the file."""
     from mlcycle.bundle import BundleError, load_bundle
 
-    load_bundle(built_project / "models" / "bundle")  # the untouched bundle loads
-    size = (built_project / "models" / "bundle" / name).stat().st_size
+    load_bundle(small_project / "models" / "bundle")  # the untouched bundle loads
+    size = (small_project / "models" / "bundle" / name).stat().st_size
     for position in sorted({0, size // 2, size - 1}):
         copy = tmp_path / f"bundle-{position}"
-        shutil.copytree(built_project / "models" / "bundle", copy)
+        shutil.copytree(small_project / "models" / "bundle", copy)
         data = bytearray((copy / name).read_bytes())
         data[position] ^= 0x01
         (copy / name).write_bytes(bytes(data))

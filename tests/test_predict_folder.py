@@ -21,16 +21,16 @@ TEST = "data/prepared/test.parquet"
 
 
 @pytest.fixture(scope="module")
-def inputs(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the built project's test split as one file (``one.parquet``), as parts
+def inputs(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the sample project's test split as one file (``one.parquet``), as parts
     (``parts/``) and the single-file prediction of it (``expected.parquet``)."""
     work = tmp_path_factory.mktemp("predict-folder")
-    frame = pd.read_parquet(built_project / TEST)
+    frame = pd.read_parquet(small_project / TEST)
     frame.to_parquet(work / "one.parquet", index=False)
     (work / "parts").mkdir()
     for i, ix in enumerate(np.array_split(np.arange(len(frame)), 3)):
         frame.iloc[ix].to_parquet(work / "parts" / f"part-{i:05d}.parquet", index=False)
-    (work / "bundle").symlink_to(built_project / "models/bundle")
+    (work / "bundle").symlink_to(small_project / "models/bundle")
     done = cli(work, "predict", "one.parquet", "expected.parquet", "--bundle", "bundle",
                "--quiet", check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -54,12 +54,12 @@ def assert_same_as_expected(work: Path, folder: Path) -> None:
 def test_a_folder_output_holds_parts_of_part_rows(inputs: Path) -> None:
     rows = pq.ParquetFile(inputs / "one.parquet").metadata.num_rows
     done = cli(inputs, "predict", "one.parquet", "out/", "--bundle", "bundle", "--quiet",
-               "--part-rows", "4000", "--chunk-rows", "1500", check=False)  # fmt: skip
+               "--part-rows", "800", "--chunk-rows", "300", check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     parts = parts_of(inputs / "out")
-    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(-(-rows // 4000))]
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(-(-rows // 800))]
     sizes = [pq.ParquetFile(p).metadata.num_rows for p in parts]
-    assert sizes[:-1] == [4000] * (len(parts) - 1) and sum(sizes) == rows
+    assert len(parts) > 2 and sizes[:-1] == [800] * (len(parts) - 1) and sum(sizes) == rows
     assert f"to {len(parts)} part(s) in out/" in done.stderr
     assert_same_as_expected(inputs, inputs / "out")
 
@@ -83,7 +83,7 @@ def test_a_folder_or_a_glob_of_parts_reads_as_one_input(inputs: Path, source: st
 def test_the_folder_is_replaced_only_when_all_is_written(inputs: Path) -> None:
     folder = inputs / "replace"
     first = cli(inputs, "predict", "one.parquet", "replace/", "--bundle", "bundle", "--quiet",
-                "--part-rows", "2000", check=False)  # fmt: skip
+                "--part-rows", "600", check=False)  # fmt: skip
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in parts_of(folder)}
     assert len(before) > 2

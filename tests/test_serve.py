@@ -74,26 +74,35 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(built_project: Path) -> Iterator[Server]:
-    """`mlcycle serve` on the built project's bundle, stopped when the module is done. One
+def server(small_project: Path) -> Iterator[Server]:
+    """`mlcycle serve` on the sample project's bundle, stopped when the module is done. One
     worker: nothing here is about workers (the default, one per core, is the README test's),
     and each other would import and load everything again."""
-    bundle = built_project / "models" / "bundle"
-    with serving(built_project, "--bundle", str(bundle), "--workers", "1") as served:
+    bundle = small_project / "models" / "bundle"
+    with serving(small_project, "--bundle", str(bundle), "--workers", "1") as served:
         yield Server(url=served.url, process=served.process, bundle=bundle)
 
 
 @pytest.fixture(scope="module")
-def split_frame(built_project: Path) -> pd.DataFrame:
-    return pd.read_parquet(built_project / "data" / "prepared" / "test.parquet")
+def split_frame(small_project: Path) -> pd.DataFrame:
+    return pd.read_parquet(small_project / "data" / "prepared" / "test.parquet")
 
 
 @pytest.fixture(scope="module")
-def sample_index(split_frame: pd.DataFrame) -> list[int]:
-    """500 rows of the test split: 100 with missing values, the rest drawn at random."""
-    has_missing = split_frame.drop(columns=TARGET).isna().any(axis=1)
-    missing = split_frame.index[has_missing].to_series().sample(100, random_state=0)
-    complete = split_frame.index[~has_missing].to_series().sample(SAMPLE_ROWS - 100, random_state=0)
+def sample_index(split_frame: pd.DataFrame, small_project: Path) -> list[int]:
+    """500 rows of the test split: 100 with missing values, the rest drawn at random; of the
+    rows whose categories the model knows (a sample's test split holds a few values its
+    training split lacks, which the service warns about: the unseen-category tests' case)."""
+    signature = json.loads((small_project / "models/bundle/signature.json").read_text())
+    known = pd.Series(True, index=split_frame.index)
+    for feat in signature["inputs"]:
+        if feat["kind"] == "categorical":
+            column = split_frame[feat["name"]]
+            known &= column.isna() | column.isin(feat["categories"])
+    frame = split_frame[known]
+    has_missing = frame.drop(columns=TARGET).isna().any(axis=1)
+    missing = frame.index[has_missing].to_series().sample(100, random_state=0)
+    complete = frame.index[~has_missing].to_series().sample(SAMPLE_ROWS - 100, random_state=0)
     return sorted([*missing, *complete])
 
 
@@ -144,21 +153,21 @@ def test_metadata_has_signature_and_provenance(server: Server) -> None:
 
 def test_evaluation_batch_and_service_give_identical_probabilities(
     server: Server,
-    built_project: Path,
+    small_project: Path,
     split_frame: pd.DataFrame,
     sample_index: list[int],
     tmp_path: Path,
 ) -> None:
-    evaluated = pd.read_parquet(built_project / "data" / "evaluate" / "test_predictions.parquet")
+    evaluated = pd.read_parquet(small_project / "data" / "evaluate" / "test_predictions.parquet")
     assert len(evaluated) == len(split_frame)
     # The rows are aligned: evaluation's `actual` is the test split's label.
     assert (evaluated["actual"] == (split_frame[TARGET] == ">50K").astype(int)).all()
 
     out = tmp_path / "predictions.parquet"
     cli(
-        built_project,
+        small_project,
         "predict",
-        str(built_project / "data/prepared/test.parquet"),
+        str(small_project / "data/prepared/test.parquet"),
         str(out),
         "--bundle",
         str(server.bundle),
@@ -292,9 +301,9 @@ def test_unseen_category_is_served_with_a_warning_naming_the_field(
 # --- a tampered bundle is never served -----------------------------------------------------
 
 
-def test_serve_refuses_a_tampered_bundle(built_project: Path, tmp_path: Path) -> None:
+def test_serve_refuses_a_tampered_bundle(small_project: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
-    shutil.copytree(built_project / "models" / "bundle", bundle)
+    shutil.copytree(small_project / "models" / "bundle", bundle)
     model = bundle / "model.ubj"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -312,7 +321,7 @@ def test_serve_refuses_a_tampered_bundle(built_project: Path, tmp_path: Path) ->
             "--port",
             str(port),
         ],
-        built_project,
+        small_project,
         check=False,
     )
     assert proc.returncode != 0

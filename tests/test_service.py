@@ -77,17 +77,17 @@ def post(
 
 
 @pytest.fixture(scope="module")
-def records(built_project: Path) -> list[dict]:
-    test = pd.read_parquet(built_project / "data/prepared/test.parquet").drop(columns=TARGET)
+def records(small_project: Path) -> list[dict]:
+    test = pd.read_parquet(small_project / "data/prepared/test.parquet").drop(columns=TARGET)
     test = test.drop(columns=[c for c in test.columns if c.startswith("_")]).head(200)
     return json.loads(test.to_json(orient="records"))
 
 
 @pytest.fixture(scope="module")
-def server(built_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+def server(small_project: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     # A short body timeout: the slow-body test waits it out (loopback bodies arrive at once).
     url, proc, log_db = start_server(
-        built_project, "--workers", "2", "--max-body-bytes", "200000", "--body-timeout", "3",
+        small_project, "--workers", "2", "--max-body-bytes", "200000", "--body-timeout", "3",
         "--header-timeout", "2", env={"MLCYCLE_TOKENS": f"labeller feedback {LABELLER}"},
     )  # fmt: skip
     yield url, proc, log_db
@@ -333,15 +333,15 @@ def test_slow_or_oversized_headers_are_refused_while_others_are_served(server) -
 
 
 def test_a_burst_past_the_admission_bound_is_refused_with_retry_after(
-    built_project: Path, records: list[dict]
+    small_project: Path, records: list[dict]
 ) -> None:
     """One worker holding at most 2 requests; 10 arrive together, each body held back by its
     last byte so all 10 are in the worker at once: 8 are answered 503 at once with Retry-After
     and a JSON body naming the limit, the 2 admitted are scored once their bodies complete,
     none is lost, the refusals are counted, and the worker then answers as before."""
-    bundle = built_project / "models/bundle"
+    bundle = small_project / "models/bundle"
     args = ("--bundle", str(bundle), "--workers", "1", "--no-log", "--max-in-flight", "2")
-    with serving(built_project, *args, "--body-timeout", "120") as served:
+    with serving(small_project, *args, "--body-timeout", "120") as served:
         host, port = served.url.removeprefix("http://").split(":")
         body = json.dumps({"records": records[:100]}).encode()
         head = (
@@ -378,7 +378,7 @@ def test_a_burst_past_the_admission_bound_is_refused_with_retry_after(
 
 
 def test_the_log_stays_under_its_size_bound_and_connections_are_bounded(
-    built_project: Path, records: list[dict], tmp_path: Path
+    small_project: Path, records: list[dict], tmp_path: Path
 ) -> None:
     """A stream of large requests (about 1.6 MB to log) into a log bounded to 400 kB: every
     request is answered, the log stays under its bound, the oldest go first, and those whose
@@ -387,11 +387,11 @@ def test_the_log_stays_under_its_size_bound_and_connections_are_bounded(
     answered 503 at once, and /health is answered again once they close."""
     log_db, bound = tmp_path / "bounded.db", 400_000
     args = (
-        "--bundle", str(built_project / "models/bundle"), "--workers", "1",
+        "--bundle", str(small_project / "models/bundle"), "--workers", "1",
         "--log-url", f"sqlite:///{log_db}", "--log-max-bytes", str(bound),
         "--log-max-record-bytes", "20000", "--max-connections", "4",
     )  # fmt: skip
-    with serving(built_project, *args) as served:
+    with serving(small_project, *args) as served:
         for i in range(60):  # 40 records: about 11 kB of inputs; 120: about 34 kB
             for name, batch in ((f"small-{i}", records[:40]), (f"large-{i}", records[:120])):
                 status, _, answer = post(
@@ -582,7 +582,7 @@ def test_the_log_keeps_each_body_as_received(server, records) -> None:
 
 
 def test_feedback_attaches_true_labels_to_logged_records(
-    server, records, built_project: Path, tmp_path: Path
+    server, records, small_project: Path, tmp_path: Path
 ) -> None:
     """POST /feedback needs a credential with the feedback scope (the module's server has
     one): without a token, or a wrong one, 401. By record or for a whole request; labels that
@@ -646,7 +646,7 @@ def test_feedback_attaches_true_labels_to_logged_records(
     labels.write_text(f"request_id,row,label\nfb-a,2,{classes[1]}\nfb-b,0,maybe\n")
     command = [
         "feedback", str(labels), "--log-url", f"sqlite:///{log_db}",
-        "--bundle", str(built_project / "models/bundle"),
+        "--bundle", str(small_project / "models/bundle"),
     ]  # fmt: skip
     done = cli(tmp_path, *command, check=False)
     assert done.returncode == 1 and "1 label(s) are not classes" in done.stderr, done.stderr
@@ -676,11 +676,11 @@ def test_feedback_attaches_true_labels_to_logged_records(
 
 
 def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
-    built_project: Path, records: list[dict]
+    small_project: Path, records: list[dict]
 ) -> None:
     """50 clients for a few seconds, SIGTERM in the middle: every 200 has its rows in the log
     with the same inputs and outputs, no client saw a 5xx, and the service exits 0."""
-    url, proc, log_db = start_server(built_project, "--workers", "2")
+    url, proc, log_db = start_server(small_project, "--workers", "2")
     answered: list[tuple[str, list[dict], list[dict]]] = []
     statuses: list[int] = []
     lock = threading.Lock()
@@ -722,14 +722,14 @@ def test_every_answered_prediction_is_in_the_log_even_through_sigterm(
 # --- hot reload -----------------------------------------------------------------------------
 
 
-def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records) -> None:
+def test_reload_needs_the_token_and_swaps_the_model(small_project: Path, records) -> None:
     """Each route checks the scope it needs: with a predict credential configured scoring
     needs one too; a valid token without the scope is a 403 naming it. Without an admin
     credential the reload route does not exist."""
     scorer = "scorer-token-0123456789"
     tokens = f"scorer predict {scorer}\nlabeller feedback {LABELLER}"
     url, proc, _ = start_server(
-        built_project, "--workers", "1",
+        small_project, "--workers", "1",
         env={"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN, "MLCYCLE_TOKENS": tokens},
     )  # fmt: skip
     try:
@@ -762,7 +762,7 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
         )
     finally:
         assert stop_server(proc) == 0
-    url, proc, _ = start_server(built_project, "--workers", "1", "--no-log")
+    url, proc, _ = start_server(small_project, "--workers", "1", "--no-log")
     try:
         assert post(url, "/admin/reload", {}, TOKEN)[0] == 404
         # and without a prediction log, labels have nowhere to go
@@ -773,7 +773,7 @@ def test_reload_needs_the_token_and_swaps_the_model(built_project: Path, records
 
 
 def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
-    built_project: Path, records, tmp_path: Path
+    small_project: Path, records, tmp_path: Path
 ) -> None:
     """`mlcycle serve --shadow-bundle`: production answers /predict and the protocol's infer
     alike; the shadow (here production's model with another threshold) scores the same
@@ -782,9 +782,9 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
     show both."""
     from tests.test_release import tampered_copy  # a bundle with threshold 0.01
 
-    shadow = tampered_copy(built_project / "models/bundle", tmp_path / "shadow")
+    shadow = tampered_copy(small_project / "models/bundle", tmp_path / "shadow")
     url, proc, log_db = start_server(
-        built_project, "--workers", "2", "--shadow-bundle", str(shadow),
+        small_project, "--workers", "2", "--shadow-bundle", str(shadow),
         env={"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN},
     )  # fmt: skip
     try:
@@ -857,7 +857,7 @@ def tiny_bundle(
 
 
 def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
-    built_project: Path, tmp_path: Path
+    small_project: Path, tmp_path: Path
 ) -> None:
     """A retrained model that learned a category takes the same requests: the reload takes it
     (every worker follows) and it knows the category. One with another input set would need
@@ -866,7 +866,7 @@ def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
     violet = {"records": [{"x": 0.5, "colour": "violet", "y": 1.0}]}
     env = {"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN}
     args = ("--bundle", str(bundle), "--workers", "2", "--no-log", "--log-level", "info")
-    with serving(built_project, *args, env=env) as s:
+    with serving(small_project, *args, env=env) as s:
         for _ in range(600):  # both workers built their app from the first bundle
             if s.output.read_text().count("Application startup complete") == 2:
                 break
@@ -897,7 +897,7 @@ def test_reload_takes_a_model_with_a_new_category_and_refuses_another_input_set(
 
 
 def test_a_reload_loads_aside_while_requests_are_answered(
-    built_project: Path, tmp_path: Path
+    small_project: Path, tmp_path: Path
 ) -> None:
     """While one worker loads a new model, its requests keep being answered by the model in
     service; every answer names the old or the new model, none fails. The longest request
@@ -906,7 +906,7 @@ def test_a_reload_loads_aside_while_requests_are_answered(
     record = {"records": [{"x": 0.5, "colour": "red", "y": 1.0}]}
     env = {"MLCYCLE_ADMIN_TOKEN": ADMIN_TOKEN}
     with serving(
-        built_project, "--bundle", str(bundle), "--workers", "1", "--no-log", env=env
+        small_project, "--bundle", str(bundle), "--workers", "1", "--no-log", env=env
     ) as s:
         old_id = post(s.url, "/predict", record)[2]["model"]["id"]
 

@@ -531,9 +531,10 @@ def train_in(directory: Path, train_split: Path, hash_seed: str) -> subprocess.C
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (directory / "data" / "prepared").mkdir(parents=True, exist_ok=True)
-    # A seeded 6,000-row sample keeps these runs quick; the claims do not depend on size.
-    sample = pd.read_parquet(train_split).sample(6000, random_state=0).sort_index()
-    sample.to_parquet(directory / "data" / "prepared" / "train.parquet", index=False)
+    # The sample project's split (about 4,000 rows) keeps these runs quick; the claims do not
+    # depend on size.
+    split = pd.read_parquet(train_split)
+    split.to_parquet(directory / "data" / "prepared" / "train.parquet", index=False)
     env = {**project_env(directory), "PYTHONPATH": str(ROOT / "src"), "PYTHONHASHSEED": hash_seed}
     proc = subprocess.run(
         [sys.executable, "-m", "mlcycle.stages.train"],
@@ -585,18 +586,18 @@ def outputs(directory: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tuned_run(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tuned_run(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The train stage with tuning on (2 trials per candidate), no test split on disk."""
     directory = tmp_path_factory.mktemp("tuned") / "a"
-    train_in(directory, built_project / "data/prepared/train.parquet", hash_seed="1")
+    train_in(directory, small_project / "data/prepared/train.parquet", hash_seed="1")
     return directory
 
 
 def test_same_seed_gives_byte_identical_model_and_metrics_with_tuning_on(
-    tuned_run: Path, built_project: Path, tmp_path: Path
+    tuned_run: Path, small_project: Path, tmp_path: Path
 ) -> None:
     again = tmp_path / "elsewhere" / "b"
-    train_in(again, built_project / "data/prepared/train.parquet", hash_seed="2")
+    train_in(again, small_project / "data/prepared/train.parquet", hash_seed="2")
     first, second = outputs(tuned_run), outputs(again)
     assert "models/train/oof.parquet" in first and "metrics/train.json" in first
     assert first == second
@@ -606,7 +607,7 @@ def test_same_seed_gives_byte_identical_model_and_metrics_with_tuning_on(
 
 
 def test_training_and_tuning_never_read_the_test_split(
-    tuned_run: Path, built_project: Path, tmp_path: Path
+    tuned_run: Path, small_project: Path, tmp_path: Path
 ) -> None:
     """The test split's path is a named pipe that records any attempt to open it (pyarrow,
     which refuses pipes, would fail the stage instead). The stage never tries, and gives the
@@ -619,7 +620,7 @@ def test_training_and_tuning_never_read_the_test_split(
     watcher = threading.Thread(target=watch_fifo, args=(fifo, stop, opened))
     watcher.start()
     try:
-        train_in(directory, built_project / "data/prepared/train.parquet", hash_seed="3")
+        train_in(directory, small_project / "data/prepared/train.parquet", hash_seed="3")
     finally:
         stop.set()
         watcher.join()
@@ -681,7 +682,7 @@ def test_stage_outputs_tell_the_selection(tuned_run: Path) -> None:
 
 
 def test_out_of_fold_predictions_cover_the_training_split(
-    tuned_run: Path, built_project: Path
+    tuned_run: Path, small_project: Path
 ) -> None:
     oof = pd.read_parquet(tuned_run / "models/train/oof.parquet")
     train = pd.read_parquet(tuned_run / "data/prepared/train.parquet")

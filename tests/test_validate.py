@@ -42,7 +42,16 @@ from mlcycle.schema.infer import infer_schema, observed_notes
 from mlcycle.schema.leaks import LEAK_AUC, leak_warnings
 from mlcycle.schema.report import markdown_report, summarize
 from mlcycle.stages import validate
-from tests.conftest import PROJECT_FILES, ROOT, cli, git_commit, make_project, run
+from tests.conftest import (
+    PROJECT_FILES,
+    ROOT,
+    SAMPLE_ROWS,
+    adult_records,
+    cli,
+    git_commit,
+    make_project,
+    run,
+)
 
 PEOPLE = Schema(
     target="label",
@@ -742,8 +751,8 @@ def validated_project(
 ) -> Path:
     """A project after one full `dvc repro` (with the validate stage), committed. Do not change."""
     if all(name in PROJECT_FILES for name in PIPELINE_EXTRAS):
-        return request.getfixturevalue("built_project")
-    project = make_project(tmp_path_factory.mktemp("validated") / "project")
+        return request.getfixturevalue("small_project")
+    project = make_project(tmp_path_factory.mktemp("validated") / "project", rows=SAMPLE_ROWS)
     for name in PIPELINE_EXTRAS:
         src, dest = ROOT / name, project / name
         if not dest.exists():
@@ -777,7 +786,7 @@ def rewrite_first_record(project: Path, old: bytes, new: bytes) -> None:
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.mark.dvc  # validated_project is built_project
+@pytest.mark.dvc  # validated_project is small_project
 def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> None:
     doc = json.loads((pipeline / "metrics" / "validation.json").read_text())
     assert doc["passed"] is True and doc["counts"] == {"error": 0, "warning": 1}
@@ -788,7 +797,7 @@ def test_repro_writes_validation_metrics_deterministically(pipeline: Path) -> No
     assert json.loads(run(["dvc", "status", "--json"], pipeline).stdout) == {}
 
 
-@pytest.mark.dvc  # validated_project is built_project
+@pytest.mark.dvc  # validated_project is small_project
 def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path) -> None:
     rewrite_first_record(pipeline, b"39, State-gov", b"200, State-gov")
     kept = digests(pipeline, BUNDLE, "models/train", "metrics/evaluate.json")
@@ -797,7 +806,8 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     proc = run(["dvc", "repro"], pipeline, check=False)
     assert proc.returncode != 0
     assert RUNNING_STAGE.findall(proc.stdout) == ["gather", "validate"]
-    assert "age: 1 of 48842 rows are out of range; expected between 17 and 90; examples: 200" in (
+    rows = adult_records(pipeline)
+    assert f"age: 1 of {rows} rows are out of range; expected between 17 and 90; examples: 200" in (
         proc.stderr
     )
     assert re.search(r"\| error +\| out_of_range +\| age ", proc.stderr)
@@ -814,7 +824,7 @@ def test_out_of_range_value_stops_repro_and_keeps_the_last_model(pipeline: Path)
     assert "out_of_range" in (pipeline / "reports" / "validation.md").read_text()
 
 
-@pytest.mark.dvc  # validated_project is built_project
+@pytest.mark.dvc  # validated_project is small_project
 def test_unseen_category_warning_lets_repro_continue(pipeline: Path) -> None:
     """A warning passes the gate: the stage after it runs (training on is the usual pipeline)."""
     rewrite_first_record(pipeline, b"State-gov", b"Space-agency")
