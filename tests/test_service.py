@@ -790,9 +790,8 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
     try:
         meta = json.loads(call(url, "GET", "/metadata")[2])
         sig, ids = meta["signature"], []
-        for i in range(12):
+        for i, batch in enumerate(shadowed_requests(records)):
             rid = f"shadowed-{i}"
-            batch = records[i * 3 : i * 3 + 1 + i % 3]
             if i % 4 == 3:
                 status, _, body = post(
                     url, f"/v2/models/{meta['model']['name']}/infer",
@@ -814,6 +813,14 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
         assert re.search(r'mlcycle_model_info\{[^}]*role="shadow"[^}]*\} 1', text), text
         assert "mlcycle_shadow_scored_total" in text and "mlcycle_shadow_dropped_total" in text
         assert "mlcycle_shadow_queue_depth" in text
+        # The shadow runs only on what the machine leaves idle: on one busy with other jobs it
+        # may lag the answers by more than the 5 s a stop gives it (then what is left is
+        # dropped, counted). Wait for it to score every record, polled, up to a hang guard.
+        sent = sum(len(batch) for batch in shadowed_requests(records))
+        deadline = time.monotonic() + 180
+        while shadow_scored(url) < sent:
+            assert time.monotonic() < deadline, f"the shadow scored {shadow_scored(url)} of {sent}"
+            time.sleep(0.1)
     finally:
         assert stop_server(proc) == 0  # the shadows' queues and the log flushed
     frame = read_log(f"sqlite:///{log_db}")
@@ -826,6 +833,17 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
         assert shadowed["probabilities"] == out["probabilities"]  # the same model...
         positive = shadowed["probability"] >= 0.01  # ...deciding at its own threshold
         assert shadowed["label"] == list(out["probabilities"])[1 if positive else 0]
+
+
+def shadowed_requests(records: list[dict]) -> list[list[dict]]:
+    """The shadow test's 12 requests: 1 to 3 records each."""
+    return [records[i * 3 : i * 3 + 1 + i % 3] for i in range(12)]
+
+
+def shadow_scored(url: str) -> float:
+    """Records the service's shadow has scored (every worker's, from /metrics)."""
+    text = call(url, "GET", "/metrics")[2].decode()
+    return sum(map(float, re.findall(r"^mlcycle_shadow_scored_total (\S+)$", text, re.M)))
 
 
 def tiny_bundle(
