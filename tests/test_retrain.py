@@ -645,8 +645,8 @@ def score_and_label(service: str, rows: pd.DataFrame, labeller: dict, size: int 
 
 def shadow_scored(log_url: str, n: int) -> None:
     """Wait until the shadow's outputs of at least ``n`` labelled records are in the log (it
-    scores off the request path, in a process of its own that runs only on what production
-    and the rest of the machine leave idle, and the log is written in batches; the
+    scores off the request path, in a process of its own at a lower priority, which lags on
+    a machine busy with other jobs, and the log is written in batches; the
     background traffic's records, unlabelled, do not count). Polled, up to a hang guard."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

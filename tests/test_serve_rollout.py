@@ -88,7 +88,7 @@ def test_the_canary_answers_its_share_and_a_key_keeps_its_model(bundles) -> None
         ({"canary_share": 0.2}, "--canary-share goes with --canary-bundle"),
         ({"shadow_bundle": "a", "canary_bundle": "b", "canary_share": 0.2}, "one challenger"),
         ({"shadow_queue": 0}, "--shadow-queue must be at least 1"),
-        ({"shadow_priority": "high"}, "--shadow-priority must be one of .*'idle', 'low'"),
+        ({"shadow_priority": "high"}, "--shadow-priority must be one of .*'low', 'idle'"),
     ):
         with pytest.raises(ValueError, match=message):
             ServeSettings(bundle_dir="x", **wrong)
@@ -167,15 +167,13 @@ def test_a_full_shadow_queue_drops_and_counts_without_failing_requests(bundles) 
     core.close()
 
 
-def test_a_low_priority_shadow_process_is_niced_above_its_worker(bundles) -> None:
-    """``--shadow-priority low``: the shadow keeps a share of a busy core (niceness 10 above
-    the worker's, the normal scheduling policy) instead of running only on idle ones."""
-    core = core_of(bundles, shadow_bundle=str(bundles["prod"]), shadow_priority="low")
-    core.score([RECORD], "low")
+def test_an_idle_priority_shadow_process_runs_under_sched_idle(bundles) -> None:
+    """``--shadow-priority idle``: the shadow runs only on what the machine leaves idle
+    (Linux's SCHED_IDLE, a waking worker preempts it at once), and still scores."""
+    core = core_of(bundles, shadow_bundle=str(bundles["prod"]), shadow_priority="idle")
+    core.score([RECORD], "idle")
     assert core.shadows.wait_idle(60)
-    pid = core.shadows.pid
-    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
-    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + NICE
+    assert os.sched_getscheduler(core.shadows.pid) == os.SCHED_IDLE
     assert core.telemetry.shadow_scored._value.get() == 1
     core.close()
 
@@ -202,7 +200,8 @@ def test_the_shadow_process_scores_with_the_pair_answered_and_its_loss_is_counte
     assert core.shadows.wait_idle(60)
     pid = core.shadows.pid
     assert pid is not None and core.shadows.started == 1
-    assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # the default: production first
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER  # the default, low: niceness 10 above
+    assert os.getpriority(os.PRIO_PROCESS, pid) == (os.getpriority(os.PRIO_PROCESS, 0) + NICE)
 
     os.kill(pid, signal.SIGSTOP)  # the process holds what it is sent, scoring nothing
     core.score([RECORD] * 2, "held")

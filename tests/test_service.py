@@ -813,9 +813,9 @@ def test_a_shadow_scores_every_answered_request_and_is_logged_beside_production(
         assert re.search(r'mlcycle_model_info\{[^}]*role="shadow"[^}]*\} 1', text), text
         assert "mlcycle_shadow_scored_total" in text and "mlcycle_shadow_dropped_total" in text
         assert "mlcycle_shadow_queue_depth" in text
-        # The shadow runs only on what the machine leaves idle: on one busy with other jobs it
-        # may lag the answers by more than the 5 s a stop gives it (then what is left is
-        # dropped, counted). Wait for it to score every record, polled, up to a hang guard.
+        # The shadow runs at a lower priority: on a machine busy with other jobs it may lag the
+        # answers by more than the 5 s a stop gives it (then what is left is dropped, counted).
+        # Wait for it to score every record, polled, up to a hang guard.
         sent = sum(len(batch) for batch in shadowed_requests(records))
         deadline = time.monotonic() + 180
         while shadow_scored(url) < sent:

@@ -1075,11 +1075,11 @@ def _challenger_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--shadow-priority",
-        choices=("idle", "low"),  # mlcycle.serve.shadow.PRIORITIES (numpy stays unimported)
-        default="idle",
-        help="the shadow process's CPU priority: idle (default) runs it only on cores the "
-        "service leaves idle, never delaying an answer, and drops what it cannot score; low "
-        "(niceness 10) gives it a tenth of a busy core, taken from production",
+        choices=("low", "idle"),  # mlcycle.serve.shadow.PRIORITIES (numpy stays unimported)
+        default="low",
+        help="the shadow process's CPU priority: low (default, niceness 10) gives it about a "
+        "tenth of a busy core; idle runs it only on cores the machine leaves idle (on a busy "
+        "host it scores little and drops the rest, counted)",
     )
 
 

@@ -47,11 +47,12 @@ from mlcycle.serve.telemetry import Predicted
 logger = logging.getLogger("mlcycle.serve")
 
 DEFAULT_RECORDS = 10_000  # records waiting for the shadow, at most (mlcycle serve --shadow-queue)
-# The shadow process's CPU priority (mlcycle serve --shadow-priority): ``idle`` runs it only on
-# a core production's processes leave idle (Linux's SCHED_IDLE: a worker that wakes takes the
-# core at once); ``low`` gives it a share of a busy core (niceness NICE above its worker's).
-PRIORITIES = ("idle", "low")
-DEFAULT_PRIORITY = "idle"
+# The shadow process's CPU priority (mlcycle serve --shadow-priority): ``low`` gives it a share
+# of a busy core (niceness NICE above its worker's); ``idle`` runs it only on a core the
+# machine's other processes leave idle (Linux's SCHED_IDLE: a worker that wakes takes the core
+# at once; on a busy host the shadow scores little and drops the rest).
+PRIORITIES = ("low", "idle")
+DEFAULT_PRIORITY = "low"
 NICE = 10
 GATHER_SECONDS = 0.05  # the feeder waits this long after a request for others to send with it
 RESTART_DELAY = 1.0  # seconds between two starts of a worker's shadow process, at least
