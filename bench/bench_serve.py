@@ -504,7 +504,7 @@ def main() -> None:
     parser.add_argument("--skip-swap", action="store_true", help="no swap under load")
     parser.add_argument("--skip-shadow", action="store_true", help="no shadow against none")
     parser.add_argument(
-        "--shadow-priority", nargs="+", choices=("idle", "low"), default=["idle"],
+        "--shadow-priority", nargs="+", choices=("low", "idle"), default=["low"],
         help="the shadow process's priority (mlcycle serve --shadow-priority); several: a "
         "shadow case each, in the same alternating rounds",
     )  # fmt: skip
