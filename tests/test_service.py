@@ -238,6 +238,9 @@ def test_summed_predictions_count_as_observe_does() -> None:
         (counts, total), (summed_counts, summed_total) = series(one), series(telemetry.registry)
         assert counts == summed_counts and len(counts) == len(bounds) + 1
         assert summed_total == pytest.approx(total, rel=1e-12, nan_ok=True)
+    for value, bucket in ((0.05, 0), (0.1, 0), (0.95, 9), (1.5, 10), (float("nan"), None)):
+        one = predicted(None, np.array([value]), score_bounds(True))  # a one-record request
+        assert one.buckets == (() if bucket is None else ((bucket, 1),)), value
     summed = predicted(["a", "b", "a"], None, score_bounds(True))
     assert (summed.rows, summed.labels, summed.buckets) == (3, {"a": 2, "b": 1}, None)
 

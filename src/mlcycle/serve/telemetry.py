@@ -89,7 +89,7 @@ def predicted(
     counts, total = None, 0.0
     if scores is not None and len(scores) == 1:  # a one-record request: no array work
         total = float(scores[0])
-        i = bisect.bisect_left(bounds, total)
+        i = bisect.bisect_left(bounds, total) if total == total else len(bounds)  # NaN: none
         counts = ((i, 1),) if i < len(bounds) else ()
     elif scores is not None:
         values = np.asarray(scores, dtype=np.float64)
