@@ -25,7 +25,7 @@ from mlcycle.predict import decide
 from mlcycle.predlog import PredictionLog, read_log
 from mlcycle.serve.core import Core, ServeSettings, canary_point, prediction_dicts
 from mlcycle.serve.oip import served_model
-from mlcycle.serve.shadow import NICE, Job
+from mlcycle.serve.shadow import BATCH_RECORDS, NICE, Job, ShadowQueue
 from mlcycle.serve.shadow_process import score_shadow
 from tests.test_service import tiny_bundle
 
@@ -165,6 +165,30 @@ def test_a_full_shadow_queue_drops_and_counts_without_failing_requests(bundles) 
     assert core.shadows.wait_idle(30)
     assert core.telemetry.shadow_scored._value.get() == 2
     core.close()
+
+
+def test_waiting_requests_go_to_the_shadow_together_and_at_once_when_a_batch_waits(
+    bundles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feeder holds requests for the shadow until its gathering window ends or a batch of
+    records waits (half the queue's bound here), and sends them together: one call of the
+    shadow model. With the window made longer than the test, only the batch can send them."""
+    monkeypatch.setattr("mlcycle.serve.shadow.GATHER_SECONDS", 3600.0)
+    core = core_of(bundles, shadow_bundle=str(bundles["prod"]), shadow_queue=8)
+    assert core.shadows.batch == 4
+    for i in range(3):
+        core.score([RECORD], f"waits-{i}")
+    assert not core.shadows.wait_idle(1.0)  # 3 records, fewer than a batch: still gathering
+    assert core.shadows.depth == 3 and core.shadows.started == 0
+    core.score([RECORD], "the fourth")
+    assert core.shadows.wait_idle(60)
+    assert core.telemetry.shadow_scored._value.get() == 4
+    calls = core.telemetry.registry.get_sample_value(
+        "mlcycle_scoring_seconds_count", {"role": "shadow"}
+    )
+    assert calls == 1  # the four requests in one call of the model
+    core.close()
+    assert ShadowQueue(10**6, print, print, print).batch == BATCH_RECORDS
 
 
 def test_an_idle_priority_shadow_process_runs_under_sched_idle(bundles) -> None:
