@@ -102,30 +102,30 @@ _current: list[pytest.Item] = []  # the test being set up, run or torn down
 SLOW_TIERS = ("dvc", "server", "cluster", "browser", "postgres")
 
 
-# Seconds of one worker per file, fixtures included (from each test's start and end in a
-# whole run on 2 cores, 2026-12-06): the files of 15 s or more. They start first, longest
-# first, so the last to start are short and both workers finish together; the two longest
-# need different session fixtures (the README's own clone, then small_project), so neither
-# worker waits for the other's build at the start. A file missing here (new, renamed) only
-# starts later.
+# Seconds of one worker per file, fixtures included (the sum of its tests' setup, call and
+# teardown in a whole run on 2 cores, `--durations=0`, 2026-12-06): the files of 15 s or more.
+# They start first, longest first, so the last to start are short and both workers finish
+# together; the two longest need different session fixtures (the README's own clone, then
+# small_project), so neither worker waits for the other's build at the start. A file missing
+# here (new, renamed) only starts later.
 FILE_SECONDS = {
-    "test_readme_commands.py": 156,
-    "test_service.py": 82,
-    "test_retrain.py": 78,
-    "test_engine_pipeline.py": 59,
-    "test_release.py": 50,
-    "test_engine_faults.py": 35,
-    "test_tasks.py": 33,
-    "test_engine_prepare.py": 30,
-    "test_train.py": 28,
+    "test_readme_commands.py": 108,
+    "test_retrain.py": 90,
+    "test_service.py": 84,
+    "test_engine_pipeline.py": 58,
+    "test_release.py": 54,
+    "test_engine_faults.py": 49,
+    "test_engine_prepare.py": 36,
+    "test_tasks.py": 35,
+    "test_train.py": 30,
+    "test_pipeline.py": 29,
     "test_tuning_pruning.py": 26,
-    "test_pipeline.py": 25,
     "test_engine_data.py": 24,
     "test_bad_data.py": 23,
-    "test_engine_train.py": 21,
-    "test_sources.py": 20,
-    "test_new_user.py": 19,
+    "test_sources.py": 19,
+    "test_engine_train.py": 18,
     "test_engine_evaluate.py": 18,
+    "test_serve_rollout.py": 15,
     "test_monitor.py": 15,
 }
 

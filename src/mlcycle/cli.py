@@ -1435,12 +1435,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `mlcycle` command."""
+    """Entry point of the `mlcycle` command. Called from the command line (``argv`` None: the
+    console script, ``python -m mlcycle.cli``), it ends the process once the command returns,
+    without the interpreter's teardown of what the command imported, as a stage's process
+    does (:func:`mlcycle.stages.end_process`: about 0.45 s of CPU for `mlcycle predict`)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ValueError, FileNotFoundError) as exc:
-        return _err(str(exc))
+        code = _err(str(exc))
+    if argv is None:
+        from mlcycle.stages import end_process
+
+        end_process(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ import one another.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,9 +101,13 @@ def run(stage: str, body: Callable[[], None]) -> None:
             end_interrupted(stage)
         if isinstance(exc, USER_ERRORS):
             print(f"[{stage}] error: {exc}", file=sys.stderr, flush=True)
+            if stage_process():
+                end_process(1)
             raise SystemExit(1) from None
         raise
     log(stage, f"done in {time.perf_counter() - start:.1f}s")
+    if stage_process():
+        end_process(0)
 
 
 def stage_process() -> bool:
@@ -109,6 +115,24 @@ def stage_process() -> bool:
     dvc.yaml runs it), not a caller running a stage body in its own process (a test)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return spec is not None and spec.name.startswith(f"{__name__}.")
+
+
+def end_process(code: int) -> NoReturn:
+    """End a stage's process with ``code`` once its work is written, without the interpreter's
+    teardown: the exit handlers run (logging's, multiprocessing's) and the standard streams are
+    flushed, but the 2,000 modules a stage imports (pandas, scikit-learn, XGBoost) are not torn
+    down one by one. That teardown costs about 0.5 s of CPU a process (6 processes importing
+    train's and evaluate's modules: 14.7 to 15.4 s of CPU with it, 11.6 to 12.1 s without),
+    paid by every stage of every `dvc repro`: a whole run on the suite's sample of Adult took
+    15.6 and 17.8 s of CPU with it, 13.3 and 14.2 s without. A thread still running (none of
+    ours is, at the end) is waited for as at any exit: then the process ends normally."""
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def end_interrupted(stage: str) -> NoReturn:
